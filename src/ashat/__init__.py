@@ -1,0 +1,3 @@
+"""ashat: carry a release from ALPHA through PUBLIC (staging) and approval to OMEGA and its fleet."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,327 @@
+"""``deploy``: the seed's verbs. Each is a thin shell over a workflow service.
+
+Verbs print in the spirit of the seed's example session, or one JSON document with
+``--json``; exit codes follow DESIGN §8 (see ``ashat.errors``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ashat import __version__
+from ashat.cli.context import Project
+from ashat.cli.output import BAD, OK, AshatGroup, emit, json_option, style
+from ashat.errors import InvalidInput, OperationFailed
+from ashat.workflow.models import Deployment, Event
+from ashat.workflow.states import State, describe_allowed
+
+
+def _short_time(at: str) -> str:
+    return at[:19].replace("T", " ")
+
+
+def _details_line(details: dict[str, Any]) -> str:
+    parts = []
+    for k, v in details.items():
+        if isinstance(v, dict | list):
+            continue
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def _print_event(ev: Event) -> None:
+    click.echo(
+        f"  #{ev.seq:<6} {_short_time(ev.at)}  {ev.actor:<12} {ev.kind:<26} "
+        f"{_details_line(ev.details)}".rstrip()
+    )
+
+
+def _print_table(deps: list[Deployment]) -> None:
+    if not deps:
+        click.echo("  (none)")
+        return
+    width = max(len(d.id) for d in deps)
+    for d in deps:
+        click.echo(
+            f"  {d.id:<{width}}  {d.state.value:<20} {d.created_by:<12} "
+            f"{_short_time(d.updated_at)}  {d.description}"
+        )
+
+
+@click.group(cls=AshatGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="deploy")
+def cli() -> None:
+    """ashat deploy: carry a release ALPHA -> PUBLIC -> approval -> OMEGA -> Licensed Mainframes."""
+
+
+# -- configure / servers --------------------------------------------------------------------
+
+
+def _install_token(project: Project, tier: str, token_file: str) -> str:
+    """Copy the token into ``.ashat/secrets/<tier>.token`` (mode 0600); return that path."""
+    from ashat.project import read_token_file, write_private
+
+    token = read_token_file(Path(token_file))
+    dest = project.state_dir / "secrets" / f"{tier}.token"
+    write_private(dest, token.encode("ascii") + b"\n")
+    return str(dest)
+
+
+def _check_ca_cert(path: str) -> str:
+    p = Path(path).resolve()
+    try:
+        text = p.read_text(encoding="ascii", errors="replace")[:1_000_000]
+    except OSError as e:
+        raise InvalidInput(f"cannot read CA certificate {path}: {e.strerror}") from e
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise InvalidInput(f"{path} is not a PEM certificate (no BEGIN CERTIFICATE block)")
+    return str(p)
+
+
+@cli.command()
+@click.argument("tier", type=click.Choice(["public", "omega"]))
+@click.argument("url")
+@click.argument("name")
+@click.option("--token-file", type=click.Path(dir_okay=False), help="File holding the bearer token.")
+@click.option("--ca-cert", type=click.Path(dir_okay=False), help="CA certificate (PEM) for https.")
+@json_option
+def configure(tier: str, url: str, name: str, token_file: str | None, ca_cert: str | None) -> None:
+    """Set the PUBLIC (staging) or OMEGA (production) server: deploy configure public URL NAME."""
+    from ashat.workflow.urls import validate_server_url
+
+    project = Project.find()
+    validate_server_url(url)  # refuse before anything (the token copy) is written
+    ca = _check_ca_cert(ca_cert) if ca_cert else None
+    token_path = _install_token(project, tier, token_file) if token_file else None
+    if token_path is None and (old := project.store.server(tier)) is not None:
+        token_path = old.token_path  # reconfiguring the URL keeps the token already given
+    server, old = project.workflow().configure(tier, url, name, token_path, ca)
+
+    def human() -> None:
+        verb = "Reconfigured" if old else "Configured"
+        click.echo(f"{OK} {verb} {tier.upper()}: {server.name} at {server.url}")
+        if old:
+            click.echo(f"   (was {old.name} at {old.url})")
+        click.echo(f"   token: {'configured' if server.token_path else 'none'}")
+
+    emit({"server": server.to_json(), "replaced": old.to_json() if old else None}, human)
+
+
+@cli.command()
+@click.option("--check", is_flag=True, help="Ask each server's /v1/health.")
+@json_option
+def servers(check: bool) -> None:
+    """The configured tiers, their URLs and names."""
+    project = Project.find()
+    rows = project.store.servers()
+    results: dict[str, dict[str, Any]] = {}
+    if check:
+        from ashat.transport.client import AgentClient
+        from ashat.transport.errors import TransportError
+
+        for s in rows:
+            try:
+                with AgentClient.for_server(s, timeout_s=5.0) as client:
+                    health = client.health()
+                results[s.tier] = {"reachable": True, "health": health}
+            except TransportError as e:
+                results[s.tier] = {"reachable": False, "error": e.message}
+
+    def human() -> None:
+        if not rows:
+            click.echo("No servers configured. Run: deploy configure public <url> <name>")
+            return
+        click.echo("ASHAT Servers")
+        for s in rows:
+            line = f"  {s.tier.upper():<7} {s.name:<20} {s.url}"
+            if s.tier in results:
+                r = results[s.tier]
+                line += f"  {OK} reachable" if r["reachable"] else f"  {BAD} {r['error']}"
+            click.echo(line)
+
+    emit(
+        {"servers": [{**s.to_json(), **results.get(s.tier, {})} for s in rows]},
+        human,
+    )
+    if check and any(not r["reachable"] for r in results.values()):
+        raise SystemExit(4)
+
+
+# -- status / history / log -----------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("update_id", required=False)
+@json_option
+def status(update_id: str | None) -> None:
+    """A deployment's state and last events; without an id, what is in flight."""
+    project = Project.find()
+    wf = project.workflow()
+    if update_id:
+        dep, events = wf.status(update_id)
+        lease = [le for le in project.store.leases() if le.deployment_id == dep.id]
+
+        def human() -> None:
+            click.echo(f"Update ID:   {dep.id}")
+            click.echo(f"State:       {style(dep.state.value, bold=True)}")
+            click.echo(f"Next:        {describe_allowed(dep.state)}")
+            click.echo(f"Description: {dep.description}")
+            click.echo(f"Pushed by:   {dep.created_by} at {_short_time(dep.created_at)}")
+            click.echo(f"Updated:     {_short_time(dep.updated_at)}")
+            if dep.reason:
+                click.echo(f"Reason:      {dep.reason}")
+            for le in lease:
+                click.echo(f"Holds:       {le.tier.upper()} until {_short_time(le.expires_at)}")
+            click.echo("Recent events:")
+            for ev in events:
+                _print_event(ev)
+
+        emit(
+            {
+                "deployment": dep.to_json(),
+                "next": sorted(s.value for s in _next(dep.state)),
+                "leases": [le.to_json() for le in lease],
+                "events": [e.to_json() for e in events],
+            },
+            human,
+        )
+        return
+    ov = wf.overview()
+
+    def human_all() -> None:
+        click.echo("In flight:")
+        _print_table(ov.active)
+        if ov.leases:
+            click.echo("Tier leases:")
+            for le in ov.leases:
+                click.echo(
+                    f"  {le.tier.upper():<7} {le.deployment_id} ({le.owner}) "
+                    f"until {_short_time(le.expires_at)}"
+                )
+        click.echo("Recently ended:")
+        _print_table(ov.recent)
+
+    emit(
+        {
+            "active": [d.to_json() for d in ov.active],
+            "recent": [d.to_json() for d in ov.recent],
+            "leases": [le.to_json() for le in ov.leases],
+        },
+        human_all,
+    )
+
+
+def _next(state: State) -> frozenset[State]:
+    from ashat.workflow.states import allowed_next
+
+    return allowed_next(state)
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True, type=int, help="How many to show.")
+@click.option("--state", "state", default=None, help="Only deployments in this state.")
+@json_option
+def history(limit: int, state: str | None) -> None:
+    """Deployments, newest first."""
+    deps = Project.find().workflow().history(limit, state)
+
+    def human() -> None:
+        click.echo("ASHAT Deployment History")
+        _print_table(deps)
+
+    emit({"deployments": [d.to_json() for d in deps]}, human)
+
+
+@cli.command()
+@click.argument("update_id")
+@json_option
+def log(update_id: str) -> None:
+    """Every audit event of one deployment, oldest first."""
+    events = Project.find().workflow().log(update_id)
+
+    def human() -> None:
+        click.echo(f"Audit events of {update_id}:")
+        for ev in events:
+            _print_event(ev)
+
+    emit({"update_id": update_id, "events": [e.to_json() for e in events]}, human)
+
+
+@cli.group(cls=AshatGroup)
+def audit() -> None:
+    """The tamper-evident history."""
+
+
+@audit.command("verify")
+@json_option
+def audit_verify() -> None:
+    """Walk the whole hash chain; exit 1 naming the first broken event."""
+    report = Project.find().workflow().audit_verify()
+
+    def human() -> None:
+        if report.ok:
+            click.echo(f"{OK} Audit chain intact: {report.events} events verified")
+        else:
+            click.echo(f"{BAD} Audit chain BROKEN at event #{report.broken_seq}: {report.reason}")
+
+    emit(report.to_json(), human)
+    if not report.ok:
+        raise SystemExit(OperationFailed.exit_code)
+
+
+# -- cancel ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("update_id")
+@click.option("--reason", default=None, help="Why (recorded in the audit trail).")
+@json_option
+def cancel(update_id: str, reason: str | None) -> None:
+    """Cancel a deployment that has not been approved."""
+    dep = Project.find().workflow().cancel(update_id, reason)
+
+    def human() -> None:
+        click.echo(f"{OK} Deployment {dep.id} cancelled ({dep.reason})")
+
+    emit({"deployment": dep.to_json()}, human)
+
+
+# -- help -----------------------------------------------------------------------------------
+
+VERBS = [
+    ("configure public|omega <url> <name>", "set the staging (PUBLIC) or production (OMEGA) server"),
+    ("servers [--check]", "list the configured servers (and whether they answer)"),
+    ("status [id]", "what is in flight, or one deployment's state and last events"),
+    ("history [--limit N] [--state S]", "deployments, newest first"),
+    ("log <id>", "every audit event of one deployment"),
+    ("audit verify", "check the tamper-evident history end to end"),
+    ("cancel <id> [--reason TEXT]", "stop a deployment before approval"),
+    ("help", "this list"),
+]
+
+
+@cli.command("help")
+@json_option
+def help_(**_: Any) -> None:
+    """The verbs, one line each."""
+    verbs = [(v, d) for v, d in VERBS if v.split()[0] in cli.commands]
+
+    def human() -> None:
+        click.echo("ASHAT Deployment Workflow: ALPHA -> PUBLIC -> approval -> OMEGA -> mainframes")
+        width = max(len(v) for v, _ in verbs)
+        for v, d in verbs:
+            click.echo(f"  deploy {v:<{width}}  {d}")
+        click.echo("Every verb takes --json. 'deploy VERB --help' for options; README.md for more.")
+
+    emit({"verbs": [{"usage": f"deploy {v}", "summary": d} for v, d in verbs]}, human)
+
+
+def main() -> None:
+    cli(prog_name="deploy")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Printing for the CLI: human lines or one JSON document, and errors mapped to exit codes.
+
+This is the one place where an :class:`~ashat.errors.AshatError` becomes a message on
+stderr (or a JSON object on stdout with ``--json``) and an exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from ashat.errors import AshatError
+
+
+class Output:
+    json: bool = False
+
+
+OUT = Output()
+
+
+def set_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        OUT.json = True
+    return value
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, expose_value=False, is_eager=True,
+    callback=set_json, help="Print one JSON document instead of text.",
+)
+
+
+def color_enabled() -> bool:
+    return "NO_COLOR" not in os.environ and sys.stdout.isatty()
+
+
+def style(text: str, **kw: Any) -> str:
+    return click.style(text, **kw) if color_enabled() else text
+
+
+OK = "✅"
+BAD = "❌"
+WARN = "⚠️"
+SKIP = "⏭️"
+
+
+def emit(data: Any, human: Callable[[], None]) -> None:
+    """Print ``data`` as JSON when ``--json`` was given, else call ``human``."""
+    if OUT.json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        human()
+
+
+def fail(err: AshatError) -> NoReturn:
+    if OUT.json:
+        click.echo(json.dumps(err.to_json(), indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(style(f"error: {err.message}", fg="red"), err=True)
+    sys.exit(err.exit_code)
+
+
+class AshatGroup(click.Group):
+    """A Click group whose commands turn :class:`AshatError` into a message and exit code."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        if parent is None:
+            OUT.json = False  # a new invocation (CliRunner reuses the process)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AshatError as e:
+            fail(e)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)

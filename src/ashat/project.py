@@ -1,0 +1,78 @@
+"""Where a project lives: the directory holding ``ashat.toml`` and its ``.ashat/`` state."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import tempfile
+from pathlib import Path
+
+from ashat.errors import InvalidInput
+
+CONFIG_NAME = "ashat.toml"
+STATE_DIR = ".ashat"
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` holding ``ashat.toml``, else ``start``."""
+    start = (start or Path.cwd()).resolve()
+    for d in (start, *start.parents):
+        if (d / CONFIG_NAME).is_file():
+            return d
+    return start
+
+
+def state_dir(root: Path) -> Path:
+    return root / STATE_DIR
+
+
+def current_actor(explicit: str | None = None) -> str:
+    """Who is acting: ``--as``, else ``ASHAT_USER``, else the OS user."""
+    actor = explicit or os.environ.get("ASHAT_USER")
+    if not actor:
+        try:
+            actor = getpass.getuser()
+        except Exception:  # no passwd entry for this uid (containers)
+            actor = f"uid{os.getuid()}"
+    actor = actor.strip()
+    if not actor or len(actor) > 100 or any(ord(c) < 32 for c in actor):
+        raise InvalidInput(f"invalid user name {actor!r}: 1-100 printable characters")
+    return actor
+
+
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` atomically (temp file in the same directory, then rename) with ``mode``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+MAX_TOKEN_BYTES = 4096
+
+
+def read_token_file(path: Path) -> str:
+    """Read a bearer token from ``path``; raise InvalidInput naming what is wrong (never the token)."""
+    try:
+        raw = path.read_bytes()[: MAX_TOKEN_BYTES + 1]
+    except OSError as e:
+        raise InvalidInput(f"cannot read token file {path}: {e.strerror}") from e
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise InvalidInput(f"token file {path} is larger than {MAX_TOKEN_BYTES} bytes")
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"token file {path} is not ASCII text") from e
+    if not token or any(c.isspace() for c in token) or not token.isprintable():
+        raise InvalidInput(f"token file {path} must hold one token on one line")
+    return token

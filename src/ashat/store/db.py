@@ -1,0 +1,211 @@
+"""The one small ``Database`` interface, and the only module that knows SQL dialects.
+
+SQL elsewhere is written once, portable, with ``?`` placeholders. This module opens the
+connection, rewrites placeholders for PostgreSQL, runs numbered migrations on first use
+(``migrations/NNNN_name.sql``, recorded in ``schema_version``), and gives write
+transactions that serialize writers: ``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL the
+caller locks the row it depends on with :meth:`Database.lock_clause`.
+
+Raises :class:`StoreError` (exit 2: the store named is unusable) for anything the driver
+raises while opening or migrating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ashat.errors import InvalidInput
+
+Row = tuple[Any, ...]
+BUSY_TIMEOUT_S = 30.0  # seconds a writer waits for another writer before failing
+
+
+class StoreError(InvalidInput):
+    kind = "store"
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    out = []
+    for entry in resources.files("ashat.store").joinpath("migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            out.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+class Database:
+    """A connection to the control store, SQLite or PostgreSQL.
+
+    Not shared between threads: each thread or process opens its own.
+    """
+
+    dialect: str
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._tx_depth = 0
+        self._lock = threading.RLock()
+        if url.startswith(("postgresql://", "postgres://")):
+            self.dialect = "postgresql"
+            self._conn: Any = self._open_postgres(url)
+        elif url.startswith("sqlite:///"):
+            self.dialect = "sqlite"
+            self._conn = self._open_sqlite(Path(url[len("sqlite:///") :]))
+        else:
+            raise StoreError(
+                f"unsupported database URL {redact_url(url)!r}: use sqlite:///PATH or postgresql://..."
+            )
+        self._migrate()
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _open_sqlite(path: Path) -> sqlite3.Connection:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"cannot open the store at {path}: {e}") from e
+        return conn
+
+    @staticmethod
+    def _open_postgres(url: str) -> Any:
+        try:
+            import psycopg
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise StoreError("PostgreSQL needs psycopg: pip install 'ashat[postgres]'") from e
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot connect to {redact_url(url)}: {e}") from e
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()
+
+    # -- statements ------------------------------------------------------------------------
+
+    def _sql(self, sql: str) -> str:
+        if self.dialect == "postgresql":
+            return sql.replace("?", "%s")
+        return sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        with self._lock:
+            cur = self._conn.execute(self._sql(sql), tuple(params))
+            return int(cur.rowcount if cur.rowcount is not None else 0)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._lock:
+            cur = self._conn.execute(self._sql(sql), tuple(params))
+            return [tuple(r) for r in cur.fetchall()]
+
+    def query_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def lock_clause(self) -> str:
+        """Suffix for a SELECT whose row the transaction must own (no-op on SQLite)."""
+        return " FOR UPDATE" if self.dialect == "postgresql" else ""
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """A write transaction; nested calls join the outer one.
+
+        SQLite takes the write lock at BEGIN (IMMEDIATE) so two writers never both read a
+        stale row and then both write: the second waits, then sees the first's result.
+        """
+        with self._lock:
+            if self._tx_depth:
+                self._tx_depth += 1
+                try:
+                    yield self
+                finally:
+                    self._tx_depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+            self._tx_depth = 1
+            try:
+                yield self
+            except BaseException:
+                self._tx_depth = 0
+                self._conn.execute("ROLLBACK")
+                raise
+            self._tx_depth = 0
+            self._conn.execute("COMMIT")
+
+    # -- migrations ------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        try:
+            self.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            row = self.query_one("SELECT MAX(version) FROM schema_version")
+            current = int(row[0]) if row and row[0] is not None else 0
+            pending = [m for m in _migrations() if m[0] > current]
+            for version, name, sql in pending:
+                with self.transaction():
+                    again = self.query_one(
+                        "SELECT version FROM schema_version WHERE version = ?" + self.lock_clause(),
+                        (version,),
+                    )
+                    if again:  # another process applied it while we waited for the lock
+                        continue
+                    self._executescript(sql)
+                    self.execute(
+                        "INSERT INTO schema_version (version, name, applied_at) "
+                        "VALUES (?, ?, CURRENT_TIMESTAMP)",
+                        (version, name),
+                    )
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"cannot migrate the store at {redact_url(self.url)}: {e}") from e
+
+    def _executescript(self, sql: str) -> None:
+        # Statements are split on ';' at line ends: migration files keep one statement per
+        # ';'-terminated block and no ';' inside string literals.
+        for stmt in sql.split(";\n"):
+            body = "\n".join(
+                line for line in stmt.splitlines() if not line.strip().startswith("--")
+            ).strip()
+            if body:
+                self._conn.execute(body.rstrip(";"))
+
+    def schema_version(self) -> int:
+        row = self.query_one("SELECT MAX(version) FROM schema_version")
+        return int(row[0]) if row and row[0] is not None else 0
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a database URL (``postgresql://u:secret@h/db`` -> ``u:***@``)."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}@{host}"
+
+
+def default_sqlite_url(project_root: Path) -> str:
+    return f"sqlite:///{project_root / '.ashat' / 'ashat.db'}"
+
+
+def database_url(project_root: Path) -> str:
+    return os.environ.get("ASHAT_DB") or default_sqlite_url(project_root)

@@ -1,0 +1,346 @@
+"""The control store: the repository the workflow services use.
+
+Every state change goes through :meth:`Store.transition`, a compare-and-set
+(``UPDATE ... WHERE id = ? AND state = ?``) in the same transaction as its audit event and
+any lease it takes or gives back, so a crash never leaves one without the other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ashat.canonical import canonical_json
+from ashat.store.audit import GENESIS_HASH, chain_hash, event_body, verify_chain
+from ashat.store.db import Database, Row
+from ashat.workflow.errors import AlreadyExists, Conflict, DeploymentNotFound, LeaseHeld
+from ashat.workflow.models import ChainReport, Deployment, Event, Lease, Server
+from ashat.workflow.states import State
+
+_DEPLOYMENT_COLS = "id, state, description, created_by, created_at, updated_at, reason, details"
+_EVENT_COLS = "seq, deployment_id, kind, actor, at, details, prev_hash, hash"
+
+
+def _loads(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        return {"unparseable": str(raw)}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _deployment(row: Row) -> Deployment:
+    return Deployment(
+        id=row[0],
+        state=State(row[1]),
+        description=row[2],
+        created_by=row[3],
+        created_at=row[4],
+        updated_at=row[5],
+        reason=row[6],
+        details=_loads(row[7]),
+    )
+
+
+def _event(row: Row) -> Event:
+    return Event(
+        seq=int(row[0]),
+        deployment_id=row[1],
+        kind=row[2],
+        actor=row[3],
+        at=row[4],
+        details=_loads(row[5]),
+        prev_hash=row[6],
+        hash=row[7],
+    )
+
+
+def _dumps(details: dict[str, Any]) -> str:
+    return canonical_json(details).decode("utf-8")
+
+
+class Store:
+    """Deployments, servers, leases and the audit chain over one :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- audit -----------------------------------------------------------------------------
+
+    def append_event(
+        self,
+        kind: str,
+        actor: str,
+        at: str,
+        details: dict[str, Any] | None = None,
+        deployment_id: str | None = None,
+    ) -> Event:
+        """Append one event to the chain; joins the caller's transaction if there is one."""
+        details = dict(details or {})
+        with self.db.transaction():
+            head = self.db.query_one(
+                "SELECT seq, hash FROM audit_head WHERE id = 1" + self.db.lock_clause()
+            )
+            prev_seq, prev_hash = (int(head[0]), head[1]) if head else (0, GENESIS_HASH)
+            seq = prev_seq + 1
+            digest = chain_hash(prev_hash, event_body(seq, deployment_id, kind, actor, at, details))
+            self.db.execute(
+                f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, deployment_id, kind, actor, at, _dumps(details), prev_hash, digest),
+            )
+            self.db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
+        return Event(seq, deployment_id, kind, actor, at, details, prev_hash, digest)
+
+    def events(self, deployment_id: str | None = None, limit: int | None = None) -> list[Event]:
+        """Events oldest first; with ``limit``, the newest ``limit`` of them."""
+        where, params = ("WHERE deployment_id = ?", [deployment_id]) if deployment_id else ("", [])
+        if limit is None:
+            sql = f"SELECT {_EVENT_COLS} FROM events {where} ORDER BY seq"
+            return [_event(r) for r in self.db.query(sql, params)]
+        sql = f"SELECT {_EVENT_COLS} FROM events {where} ORDER BY seq DESC LIMIT ?"
+        return [_event(r) for r in reversed(self.db.query(sql, [*params, limit]))]
+
+    def _iter_events(self, batch: int = 5000) -> Iterator[Event]:
+        after = 0
+        while True:
+            rows = self.db.query(
+                f"SELECT {_EVENT_COLS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, batch),
+            )
+            if not rows:
+                return
+            for r in rows:
+                yield _event(r)
+            after = int(rows[-1][0])
+
+    def verify_audit(self) -> ChainReport:
+        head = self.db.query_one("SELECT seq, hash FROM audit_head WHERE id = 1")
+        head_seq, head_hash = (int(head[0]), head[1]) if head else (0, GENESIS_HASH)
+        return verify_chain(self._iter_events(), head_seq, head_hash)
+
+    # -- deployments -----------------------------------------------------------------------
+
+    def get(self, update_id: str) -> Deployment | None:
+        row = self.db.query_one(
+            f"SELECT {_DEPLOYMENT_COLS} FROM deployments WHERE id = ?", (update_id,)
+        )
+        return _deployment(row) if row else None
+
+    def require(self, update_id: str) -> Deployment:
+        dep = self.get(update_id)
+        if dep is None:
+            raise DeploymentNotFound(update_id)
+        return dep
+
+    def list(
+        self,
+        limit: int = 50,
+        states: Sequence[State] | None = None,
+        exclude_states: Sequence[State] | None = None,
+    ) -> list[Deployment]:
+        """Deployments, newest first."""
+        clauses, params = [], []
+        if states:
+            clauses.append(f"state IN ({', '.join('?' for _ in states)})")
+            params.extend(s.value for s in states)
+        if exclude_states:
+            clauses.append(f"state NOT IN ({', '.join('?' for _ in exclude_states)})")
+            params.extend(s.value for s in exclude_states)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.db.query(
+            f"SELECT {_DEPLOYMENT_COLS} FROM deployments {where} "
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [_deployment(r) for r in rows]
+
+    def create(
+        self,
+        dep: Deployment,
+        event_kind: str,
+        event_details: dict[str, Any],
+        take_lease: tuple[str, str, str] | None = None,
+    ) -> Deployment:
+        """Insert a new deployment with its first event (and lease ``(tier, owner, expires)``).
+
+        Raises :class:`AlreadyExists` when the id is taken, :class:`LeaseHeld` when the tier
+        is held by another live deployment.
+        """
+        with self.db.transaction():
+            if self.get(dep.id) is not None:
+                existing = self.require(dep.id)
+                raise AlreadyExists(
+                    f"update id {dep.id!r} already exists (state {existing.state.value}); "
+                    "choose a new id",
+                    update_id=dep.id,
+                    state=existing.state.value,
+                )
+            self.db.execute(
+                f"INSERT INTO deployments ({_DEPLOYMENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    dep.id, dep.state.value, dep.description, dep.created_by,
+                    dep.created_at, dep.updated_at, dep.reason, _dumps(dep.details),
+                ),
+            )
+            if take_lease:
+                tier, owner, expires_at = take_lease
+                self._acquire_lease(tier, dep.id, owner, dep.created_at, expires_at)
+            self.append_event(event_kind, dep.created_by, dep.created_at, event_details, dep.id)
+        return self.require(dep.id)
+
+    def transition(
+        self,
+        update_id: str,
+        expected: State,
+        target: State,
+        *,
+        actor: str,
+        at: str,
+        event_kind: str,
+        event_details: dict[str, Any] | None = None,
+        reason: str | None = None,
+        details_update: dict[str, Any] | None = None,
+        take_lease: tuple[str, str, str] | None = None,
+        release_lease: str | None = None,
+    ) -> Deployment:
+        """Compare-and-set ``expected -> target`` with its event, atomically.
+
+        Raises :class:`Conflict` when the deployment is no longer in ``expected`` (another
+        actor moved it first) and :class:`LeaseHeld` when the lease cannot be taken.
+        """
+        with self.db.transaction():
+            current = self.require(update_id)
+            details = dict(current.details)
+            if details_update:
+                details.update(details_update)
+            changed = self.db.execute(
+                "UPDATE deployments SET state = ?, updated_at = ?, reason = ?, details = ? "
+                "WHERE id = ? AND state = ?",
+                (target.value, at, reason, _dumps(details), update_id, expected.value),
+            )
+            if changed != 1:
+                raise Conflict(
+                    f"{update_id} changed while this request ran: it is now "
+                    f"{current.state.value}, not {expected.value}; re-read it with "
+                    f"'deploy status {update_id}' and try again",
+                    update_id=update_id,
+                    state=current.state.value,
+                )
+            if take_lease:
+                tier, owner, expires_at = take_lease
+                self._acquire_lease(tier, update_id, owner, at, expires_at)
+            if release_lease:
+                self.db.execute(
+                    "DELETE FROM leases WHERE tier = ? AND deployment_id = ?",
+                    (release_lease, update_id),
+                )
+            body = {"from": expected.value, "to": target.value, **(event_details or {})}
+            if reason:
+                body["reason"] = reason
+            self.append_event(event_kind, actor, at, body, update_id)
+        return self.require(update_id)
+
+    def update_details(self, update_id: str, details_update: dict[str, Any], at: str) -> None:
+        """Merge facts (bytes sent, release ids) into a deployment without changing state."""
+        with self.db.transaction():
+            current = self.require(update_id)
+            details = {**current.details, **details_update}
+            self.db.execute(
+                "UPDATE deployments SET details = ?, updated_at = ? WHERE id = ?",
+                (_dumps(details), at, update_id),
+            )
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def lease(self, tier: str) -> Lease | None:
+        row = self.db.query_one(
+            "SELECT tier, deployment_id, owner, acquired_at, expires_at FROM leases WHERE tier = ?",
+            (tier,),
+        )
+        return Lease(*row) if row else None
+
+    def leases(self) -> list[Lease]:
+        rows = self.db.query(
+            "SELECT tier, deployment_id, owner, acquired_at, expires_at FROM leases ORDER BY tier"
+        )
+        return [Lease(*r) for r in rows]
+
+    def _acquire_lease(
+        self, tier: str, update_id: str, owner: str, now: str, expires_at: str
+    ) -> None:
+        held = self.db.query_one(
+            "SELECT tier, deployment_id, owner, acquired_at, expires_at FROM leases "
+            "WHERE tier = ?" + self.db.lock_clause(),
+            (tier,),
+        )
+        if held:
+            lease = Lease(*held)
+            if lease.deployment_id != update_id and lease.expires_at > now:
+                raise LeaseHeld(
+                    f"{tier.upper()} is held by deployment {lease.deployment_id!r} "
+                    f"(owner {lease.owner}) until {lease.expires_at}; wait for it to end, "
+                    f"or cancel it with 'deploy cancel {lease.deployment_id}'",
+                    tier=tier,
+                    holder=lease.deployment_id,
+                    expires_at=lease.expires_at,
+                )
+            self.db.execute("DELETE FROM leases WHERE tier = ?", (tier,))
+            if lease.deployment_id != update_id:
+                self.append_event(
+                    "lease.takeover",
+                    owner,
+                    now,
+                    {"tier": tier, "from": lease.deployment_id, "from_owner": lease.owner,
+                     "expired_at": lease.expires_at},
+                    update_id,
+                )
+        self.db.execute(
+            "INSERT INTO leases (tier, deployment_id, owner, acquired_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (tier, update_id, owner, now, expires_at),
+        )
+
+    def renew_lease(self, tier: str, update_id: str, expires_at: str) -> bool:
+        return (
+            self.db.execute(
+                "UPDATE leases SET expires_at = ? WHERE tier = ? AND deployment_id = ?",
+                (expires_at, tier, update_id),
+            )
+            == 1
+        )
+
+    # -- servers ---------------------------------------------------------------------------
+
+    def server(self, tier: str) -> Server | None:
+        row = self.db.query_one(
+            "SELECT tier, name, url, token_path, ca_cert, updated_at, updated_by FROM servers "
+            "WHERE tier = ?",
+            (tier,),
+        )
+        return Server(*row) if row else None
+
+    def servers(self) -> list[Server]:
+        rows = self.db.query(
+            "SELECT tier, name, url, token_path, ca_cert, updated_at, updated_by FROM servers "
+            "ORDER BY tier"
+        )
+        return [Server(*r) for r in rows]
+
+    def set_server(self, server: Server, event_details: dict[str, Any]) -> None:
+        with self.db.transaction():
+            self.db.execute("DELETE FROM servers WHERE tier = ?", (server.tier,))
+            self.db.execute(
+                "INSERT INTO servers (tier, name, url, token_path, ca_cert, updated_at, updated_by)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    server.tier, server.name, server.url, server.token_path, server.ca_cert,
+                    server.updated_at, server.updated_by,
+                ),
+            )
+            self.append_event(
+                "server.configured", server.updated_by, server.updated_at, event_details
+            )

@@ -1,0 +1,58 @@
+"""Errors of the workflow layer.
+
+::
+
+    Refused (exit 3)
+    ├── TransitionRefused   the table forbids current -> target
+    ├── Conflict            another actor changed the deployment first (lost compare-and-set)
+    ├── LeaseHeld           another deployment holds the tier
+    ├── AlreadyExists       the update id is taken
+    └── PolicyRefused       approval policy (self-approval, not an approver)
+    InvalidInput (exit 2)
+    └── NotFound            no such deployment
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ashat.errors import NotFound, Refused
+
+if TYPE_CHECKING:
+    from ashat.workflow.states import State
+
+
+class TransitionRefused(Refused):
+    kind = "transition_refused"
+
+    def __init__(self, update_id: str, current: State, target: State, allowed: str) -> None:
+        super().__init__(
+            f"{update_id} is {current.value}; it cannot go to {target.value} "
+            f"(from {current.value} it may go to: {allowed})",
+            update_id=update_id,
+            state=current.value,
+            requested=target.value,
+        )
+        self.current = current
+        self.target = target
+
+
+class Conflict(Refused):
+    kind = "conflict"
+
+
+class LeaseHeld(Refused):
+    kind = "lease_held"
+
+
+class AlreadyExists(Refused):
+    kind = "already_exists"
+
+
+class PolicyRefused(Refused):
+    kind = "policy_refused"
+
+
+class DeploymentNotFound(NotFound):
+    def __init__(self, update_id: str) -> None:
+        super().__init__(f"no deployment {update_id!r}", update_id=update_id)

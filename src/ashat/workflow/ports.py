@@ -1,0 +1,83 @@
+"""The narrow interfaces the workflow services are given: a store and a clock.
+
+The real store is :class:`ashat.store.store.Store`; tests may pass any object with these
+methods. Keeping the seam this small is what lets the CLI and the HTTP API share the
+services and lets unit tests run without sockets or files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from ashat.workflow.models import ChainReport, Deployment, Event, Lease, Server
+from ashat.workflow.states import State
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def iso(dt: datetime) -> str:
+    """Fixed-width UTC timestamp: text order is time order (leases compare as text)."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso_after(dt: datetime, seconds: float) -> str:
+    return iso(dt + timedelta(seconds=seconds))
+
+
+class StorePort(Protocol):
+    def get(self, update_id: str) -> Deployment | None: ...
+    def require(self, update_id: str) -> Deployment: ...
+    def list(
+        self,
+        limit: int = 50,
+        states: Sequence[State] | None = None,
+        exclude_states: Sequence[State] | None = None,
+    ) -> list[Deployment]: ...
+    def create(
+        self,
+        dep: Deployment,
+        event_kind: str,
+        event_details: dict[str, Any],
+        take_lease: tuple[str, str, str] | None = None,
+    ) -> Deployment: ...
+    def transition(
+        self,
+        update_id: str,
+        expected: State,
+        target: State,
+        *,
+        actor: str,
+        at: str,
+        event_kind: str,
+        event_details: dict[str, Any] | None = None,
+        reason: str | None = None,
+        details_update: dict[str, Any] | None = None,
+        take_lease: tuple[str, str, str] | None = None,
+        release_lease: str | None = None,
+    ) -> Deployment: ...
+    def update_details(self, update_id: str, details_update: dict[str, Any], at: str) -> None: ...
+    def append_event(
+        self,
+        kind: str,
+        actor: str,
+        at: str,
+        details: dict[str, Any] | None = None,
+        deployment_id: str | None = None,
+    ) -> Event: ...
+    def events(self, deployment_id: str | None = None, limit: int | None = None) -> list[Event]: ...
+    def verify_audit(self) -> ChainReport: ...
+    def lease(self, tier: str) -> Lease | None: ...
+    def leases(self) -> list[Lease]: ...
+    def renew_lease(self, tier: str, update_id: str, expires_at: str) -> bool: ...
+    def server(self, tier: str) -> Server | None: ...
+    def servers(self) -> list[Server]: ...
+    def set_server(self, server: Server, event_details: dict[str, Any]) -> None: ...

@@ -1,0 +1,195 @@
+"""The services behind the verbs that only touch the control store.
+
+``Workflow.move`` is the one way a deployment changes state: it checks the transition table
+(pure), works out which tier lease to take or give back, and asks the store for a
+compare-and-set with its audit event. Verbs that talk to servers (push, verify, approve,
+rollback) build on it in their own modules.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from ashat.errors import InvalidInput
+from ashat.ids import validate_tier, validate_update_id
+from ashat.workflow.models import ChainReport, Deployment, Event, Lease, Server
+from ashat.workflow.ports import Clock, StorePort, SystemClock, iso, iso_after
+from ashat.workflow.states import LEASED_STATES, TERMINAL, State, check_transition
+from ashat.workflow.urls import validate_server_url
+
+DEFAULT_LEASE_S = 15 * 60  # seconds a tier lease lasts unless renewed
+
+
+def lease_changes(current: State, target: State) -> tuple[str | None, str | None]:
+    """Which tier lease a move ``current -> target`` takes, and which it gives back."""
+    take = release = None
+    for tier, states in LEASED_STATES.items():
+        if target in states and current not in states:
+            take = tier
+        if current in states and target not in states:
+            release = tier
+    return take, release
+
+
+@dataclass(frozen=True)
+class Overview:
+    active: list[Deployment]
+    recent: list[Deployment]
+    leases: list[Lease]
+
+
+class Workflow:
+    """Services shared by the CLI and the HTTP API. ``actor`` is who is asking."""
+
+    def __init__(
+        self,
+        store: StorePort,
+        actor: str,
+        clock: Clock | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> None:
+        if not actor:
+            raise InvalidInput("no actor: set ASHAT_USER or pass --as")
+        self.store = store
+        self.actor = actor
+        self.clock = clock or SystemClock()
+        self.lease_s = lease_s
+        self.owner = f"{actor}@{socket.gethostname()}:{os.getpid()}"
+
+    def now(self) -> str:
+        return iso(self.clock.now())
+
+    # -- the one way state changes ---------------------------------------------------------
+
+    def move(
+        self,
+        update_id: str,
+        target: State,
+        *,
+        event_kind: str | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+        details_update: dict[str, Any] | None = None,
+    ) -> Deployment:
+        """Move ``update_id`` to ``target`` through the table, as one compare-and-set.
+
+        Raises TransitionRefused, Conflict, LeaseHeld (exit 3) or DeploymentNotFound (2).
+        """
+        dep = self.store.require(update_id)
+        check_transition(update_id, dep.state, target)
+        take, release = lease_changes(dep.state, target)
+        now = self.clock.now()
+        return self.store.transition(
+            update_id,
+            dep.state,
+            target,
+            actor=self.actor,
+            at=iso(now),
+            event_kind=event_kind or f"deployment.{target.value}",
+            event_details=details,
+            reason=reason,
+            details_update=details_update,
+            take_lease=(take, self.owner, iso_after(now, self.lease_s)) if take else None,
+            release_lease=release,
+        )
+
+    def create(
+        self, update_id: str, description: str, details: dict[str, Any] | None = None
+    ) -> Deployment:
+        """Record a new deployment in ``pushing``, taking the PUBLIC lease."""
+        validate_update_id(update_id)
+        now = self.clock.now()
+        at = iso(now)
+        dep = Deployment(
+            id=update_id,
+            state=State.PUSHING,
+            description=description,
+            created_by=self.actor,
+            created_at=at,
+            updated_at=at,
+            details=dict(details or {}),
+        )
+        return self.store.create(
+            dep,
+            "deployment.pushing",
+            {"description": description, **(details or {})},
+            take_lease=("public", self.owner, iso_after(now, self.lease_s)),
+        )
+
+    def renew(self, tier: str, update_id: str) -> bool:
+        return self.store.renew_lease(tier, update_id, iso_after(self.clock.now(), self.lease_s))
+
+    def note(self, update_id: str | None, kind: str, details: dict[str, Any]) -> Event:
+        """Record an event that does not change state (a step, a check result)."""
+        return self.store.append_event(kind, self.actor, self.now(), details, update_id)
+
+    # -- verbs -----------------------------------------------------------------------------
+
+    def cancel(self, update_id: str, reason: str | None = None) -> Deployment:
+        validate_update_id(update_id)
+        return self.move(update_id, State.CANCELLED, reason=reason or "cancelled by operator")
+
+    def configure(
+        self,
+        tier: str,
+        url: str,
+        name: str,
+        token_path: str | None = None,
+        ca_cert: str | None = None,
+    ) -> tuple[Server, Server | None]:
+        """Store the server of ``tier``; return it and the one it replaced (if any)."""
+        validate_tier(tier)
+        url = validate_server_url(url)
+        name = name.strip()
+        if not name or len(name) > 100 or any(ord(c) < 32 for c in name):
+            raise InvalidInput(f"invalid server name {name!r}: 1-100 printable characters")
+        old = self.store.server(tier)
+        server = Server(tier, name, url, token_path, ca_cert, self.now(), self.actor)
+        details: dict[str, Any] = {
+            "tier": tier,
+            "name": name,
+            "url": url,
+            "token": "configured" if token_path else None,
+            "ca_cert": ca_cert,
+        }
+        if old:
+            details["replaced"] = {"name": old.name, "url": old.url}
+        self.store.set_server(server, details)
+        return server, old
+
+    def status(self, update_id: str) -> tuple[Deployment, list[Event]]:
+        validate_update_id(update_id)
+        dep = self.store.require(update_id)
+        return dep, self.store.events(update_id, limit=10)
+
+    def overview(self, recent: int = 5) -> Overview:
+        terminal = sorted(TERMINAL)
+        return Overview(
+            active=self.store.list(limit=1000, exclude_states=terminal),
+            recent=self.store.list(limit=recent, states=terminal),
+            leases=self.store.leases(),
+        )
+
+    def history(self, limit: int = 20, state: str | None = None) -> list[Deployment]:
+        if limit < 1:
+            raise InvalidInput(f"--limit must be at least 1, not {limit}")
+        states = None
+        if state is not None:
+            try:
+                states = [State(state)]
+            except ValueError as e:
+                raise InvalidInput(
+                    f"unknown state {state!r}: expected one of {', '.join(s.value for s in State)}"
+                ) from e
+        return self.store.list(limit=limit, states=states)
+
+    def log(self, update_id: str) -> list[Event]:
+        validate_update_id(update_id)
+        self.store.require(update_id)
+        return self.store.events(update_id)
+
+    def audit_verify(self) -> ChainReport:
+        return self.store.verify_audit()
