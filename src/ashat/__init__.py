@@ -1,3 +1,3 @@
-"""ashat: carry a release from ALPHA through PUBLIC (staging) and approval to OMEGA and its fleet."""
+"""ashat: carry a release from ALPHA through PUBLIC and approval to OMEGA and its fleet."""
 
 __version__ = "0.1.0"

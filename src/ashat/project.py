@@ -62,7 +62,7 @@ MAX_TOKEN_BYTES = 4096
 
 
 def read_token_file(path: Path) -> str:
-    """Read a bearer token from ``path``; raise InvalidInput naming what is wrong (never the token)."""
+    """Read a bearer token from ``path``; errors name the problem, never the token."""
     try:
         raw = path.read_bytes()[: MAX_TOKEN_BYTES + 1]
     except OSError as e:

@@ -85,20 +85,27 @@ def _check_ca_cert(path: str) -> str:
 @click.argument("tier", type=click.Choice(["public", "omega"]))
 @click.argument("url")
 @click.argument("name")
-@click.option("--token-file", type=click.Path(dir_okay=False), help="File holding the bearer token.")
+@click.option(
+    "--token-file", type=click.Path(dir_okay=False), help="File holding the bearer token."
+)
 @click.option("--ca-cert", type=click.Path(dir_okay=False), help="CA certificate (PEM) for https.")
 @json_option
 def configure(tier: str, url: str, name: str, token_file: str | None, ca_cert: str | None) -> None:
     """Set the PUBLIC (staging) or OMEGA (production) server: deploy configure public URL NAME."""
+    from ashat.workflow.service import validate_server_name
     from ashat.workflow.urls import validate_server_url
 
     project = Project.find()
-    validate_server_url(url)  # refuse before anything (the token copy) is written
+    # Refuse before anything (the token copy) is written: a refused reconfiguration must not
+    # replace the token of the server that stays configured.
+    validate_server_url(url)
+    validate_server_name(name)
     ca = _check_ca_cert(ca_cert) if ca_cert else None
+    wf = project.workflow()
     token_path = _install_token(project, tier, token_file) if token_file else None
     if token_path is None and (old := project.store.server(tier)) is not None:
         token_path = old.token_path  # reconfiguring the URL keeps the token already given
-    server, old = project.workflow().configure(tier, url, name, token_path, ca)
+    server, old = wf.configure(tier, url, name, token_path, ca)
 
     def human() -> None:
         verb = "Reconfigured" if old else "Configured"
@@ -292,7 +299,10 @@ def cancel(update_id: str, reason: str | None) -> None:
 # -- help -----------------------------------------------------------------------------------
 
 VERBS = [
-    ("configure public|omega <url> <name>", "set the staging (PUBLIC) or production (OMEGA) server"),
+    (
+        "configure public|omega <url> <name>",
+        "set the staging (PUBLIC) or production (OMEGA) server",
+    ),
     ("servers [--check]", "list the configured servers (and whether they answer)"),
     ("status [id]", "what is in flight, or one deployment's state and last events"),
     ("history [--limit N] [--state S]", "deployments, newest first"),

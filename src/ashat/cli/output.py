@@ -14,11 +14,12 @@ from typing import Any, NoReturn
 
 import click
 
-from ashat.errors import AshatError
+from ashat.errors import AshatError, InvalidInput
 
 
 class Output:
     json: bool = False
+    requested: bool = False  # "--json" is among the arguments, even if parsing failed first
 
 
 OUT = Output()
@@ -31,8 +32,13 @@ def set_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
 
 
 json_option = click.option(
-    "--json", "as_json", is_flag=True, expose_value=False, is_eager=True,
-    callback=set_json, help="Print one JSON document instead of text.",
+    "--json",
+    "as_json",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=set_json,
+    help="Print one JSON document instead of text.",
 )
 
 
@@ -70,11 +76,15 @@ class AshatGroup(click.Group):
     """A Click group whose commands turn :class:`AshatError` into a message and exit code."""
 
     def make_context(
-        self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
         **extra: Any,
     ) -> click.Context:
         if parent is None:
             OUT.json = False  # a new invocation (CliRunner reuses the process)
+            OUT.requested = "--json" in args
         return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -82,6 +92,11 @@ class AshatGroup(click.Group):
             return super().invoke(ctx)
         except AshatError as e:
             fail(e)
+        except click.UsageError as e:
+            if not (OUT.json or OUT.requested):
+                raise  # Click prints the usage text and exits 2
+            OUT.json = True
+            fail(InvalidInput(e.format_message()))
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

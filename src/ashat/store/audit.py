@@ -45,34 +45,39 @@ def verify_chain(events: Iterable[Event], head_seq: int, head_hash: str) -> Chai
         label = f"event #{ev.seq} ({ev.kind}, {ev.at})"
         if ev.seq != expected_seq:
             return ChainReport(
-                False, count, expected_seq,
+                False,
+                count,
+                expected_seq,
                 f"event #{expected_seq} is missing: the chain jumps from "
                 f"#{expected_seq - 1} to #{ev.seq} (deleted)",
             )
         if ev.prev_hash != prev_hash:
             return ChainReport(
-                False, count, ev.seq,
+                False,
+                count,
+                ev.seq,
                 f"{label} does not link to the event before it (prev_hash altered, "
                 "or an earlier event was replaced)",
             )
         body = event_body(ev.seq, ev.deployment_id, ev.kind, ev.actor, ev.at, ev.details)
         if chain_hash(prev_hash, body) != ev.hash:
-            return ChainReport(
-                False, count, ev.seq, f"{label} does not match its hash (altered)"
-            )
+            return ChainReport(False, count, ev.seq, f"{label} does not match its hash (altered)")
         prev_hash = ev.hash
         expected_seq += 1
     last_seq = expected_seq - 1
     if last_seq != head_seq or prev_hash != head_hash:
         if head_seq > last_seq:
             return ChainReport(
-                False, count, last_seq + 1,
+                False,
+                count,
+                last_seq + 1,
                 f"events #{last_seq + 1}..#{head_seq} are missing from the end of the chain "
                 "(deleted)",
             )
         return ChainReport(
-            False, count, last_seq,
-            f"the chain head (#{head_seq}) does not match the last event (#{last_seq}) "
-            "(altered)",
+            False,
+            count,
+            last_seq,
+            f"the chain head (#{head_seq}) does not match the last event (#{last_seq}) (altered)",
         )
     return ChainReport(True, count)

@@ -7,6 +7,7 @@ any lease it takes or gives back, so a crash never leaves one without the other.
 
 from __future__ import annotations
 
+import builtins  # the method named `list` shadows the builtin in the class body
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -143,7 +144,8 @@ class Store:
         exclude_states: Sequence[State] | None = None,
     ) -> list[Deployment]:
         """Deployments, newest first."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if states:
             clauses.append(f"state IN ({', '.join('?' for _ in states)})")
             params.extend(s.value for s in states)
@@ -182,8 +184,14 @@ class Store:
             self.db.execute(
                 f"INSERT INTO deployments ({_DEPLOYMENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    dep.id, dep.state.value, dep.description, dep.created_by,
-                    dep.created_at, dep.updated_at, dep.reason, _dumps(dep.details),
+                    dep.id,
+                    dep.state.value,
+                    dep.description,
+                    dep.created_by,
+                    dep.created_at,
+                    dep.updated_at,
+                    dep.reason,
+                    _dumps(dep.details),
                 ),
             )
             if take_lease:
@@ -263,7 +271,7 @@ class Store:
         )
         return Lease(*row) if row else None
 
-    def leases(self) -> list[Lease]:
+    def leases(self) -> builtins.list[Lease]:
         rows = self.db.query(
             "SELECT tier, deployment_id, owner, acquired_at, expires_at FROM leases ORDER BY tier"
         )
@@ -294,8 +302,12 @@ class Store:
                     "lease.takeover",
                     owner,
                     now,
-                    {"tier": tier, "from": lease.deployment_id, "from_owner": lease.owner,
-                     "expired_at": lease.expires_at},
+                    {
+                        "tier": tier,
+                        "from": lease.deployment_id,
+                        "from_owner": lease.owner,
+                        "expired_at": lease.expires_at,
+                    },
                     update_id,
                 )
         self.db.execute(
@@ -323,7 +335,7 @@ class Store:
         )
         return Server(*row) if row else None
 
-    def servers(self) -> list[Server]:
+    def servers(self) -> builtins.list[Server]:
         rows = self.db.query(
             "SELECT tier, name, url, token_path, ca_cert, updated_at, updated_by FROM servers "
             "ORDER BY tier"
@@ -337,8 +349,13 @@ class Store:
                 "INSERT INTO servers (tier, name, url, token_path, ca_cert, updated_at, updated_by)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    server.tier, server.name, server.url, server.token_path, server.ca_cert,
-                    server.updated_at, server.updated_by,
+                    server.tier,
+                    server.name,
+                    server.url,
+                    server.token_path,
+                    server.ca_cert,
+                    server.updated_at,
+                    server.updated_by,
                 ),
             )
             self.append_event(

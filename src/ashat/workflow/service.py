@@ -17,7 +17,7 @@ from ashat.errors import InvalidInput
 from ashat.ids import validate_tier, validate_update_id
 from ashat.workflow.models import ChainReport, Deployment, Event, Lease, Server
 from ashat.workflow.ports import Clock, StorePort, SystemClock, iso, iso_after
-from ashat.workflow.states import LEASED_STATES, TERMINAL, State, check_transition
+from ashat.workflow.states import ENDED, LEASED_STATES, State, check_transition
 from ashat.workflow.urls import validate_server_url
 
 DEFAULT_LEASE_S = 15 * 60  # seconds a tier lease lasts unless renewed
@@ -32,6 +32,14 @@ def lease_changes(current: State, target: State) -> tuple[str | None, str | None
         if current in states and target not in states:
             release = tier
     return take, release
+
+
+def validate_server_name(name: str) -> str:
+    """Return ``name`` stripped, or raise :class:`InvalidInput` (1-100 printable characters)."""
+    name = name.strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        raise InvalidInput(f"invalid server name {name!r}: 1-100 printable characters")
+    return name
 
 
 @dataclass(frozen=True)
@@ -143,9 +151,7 @@ class Workflow:
         """Store the server of ``tier``; return it and the one it replaced (if any)."""
         validate_tier(tier)
         url = validate_server_url(url)
-        name = name.strip()
-        if not name or len(name) > 100 or any(ord(c) < 32 for c in name):
-            raise InvalidInput(f"invalid server name {name!r}: 1-100 printable characters")
+        name = validate_server_name(name)
         old = self.store.server(tier)
         server = Server(tier, name, url, token_path, ca_cert, self.now(), self.actor)
         details: dict[str, Any] = {
@@ -166,10 +172,10 @@ class Workflow:
         return dep, self.store.events(update_id, limit=10)
 
     def overview(self, recent: int = 5) -> Overview:
-        terminal = sorted(TERMINAL)
+        ended = sorted(ENDED)
         return Overview(
-            active=self.store.list(limit=1000, exclude_states=terminal),
-            recent=self.store.list(limit=recent, states=terminal),
+            active=self.store.list(limit=1000, exclude_states=ended),
+            recent=self.store.list(limit=recent, states=ended),
             leases=self.store.leases(),
         )
 

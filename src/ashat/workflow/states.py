@@ -43,6 +43,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 
 TERMINAL: frozenset[State] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 
+# Finished deployments: ``completed`` may still be rolled back, but nothing is in flight.
+# ``deploy status`` lists these as recently ended, not as in flight.
+ENDED: frozenset[State] = TERMINAL | {S.COMPLETED}
+
 # The tier a deployment holds (by lease) while it is in these states.
 LEASED_STATES: dict[str, frozenset[State]] = {
     "public": frozenset({S.PUSHING, S.VERIFYING}),

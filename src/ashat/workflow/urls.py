@@ -13,8 +13,10 @@ def validate_server_url(url: str) -> str:
     Accepted: ``http`` or ``https``, a host, an optional port, an optional path prefix;
     no credentials, query or fragment (a token belongs in ``--token-file``).
     """
-    if not url or any(c.isspace() for c in url):
-        raise InvalidInput(f"invalid server URL {url!r}: it is empty or contains whitespace")
+    if not url or any(c.isspace() for c in url) or not url.isprintable():
+        raise InvalidInput(
+            f"invalid server URL {url!r}: it is empty or contains whitespace or control characters"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -31,8 +33,10 @@ def validate_server_url(url: str) -> str:
         raise InvalidInput(
             "invalid server URL: it contains credentials; pass a token with --token-file instead"
         )
-    if parts.query or parts.fragment:
+    if "?" in url or "#" in url:  # also an empty query or fragment ('http://h?')
         raise InvalidInput(f"invalid server URL {url!r}: no query or fragment is allowed")
+    if port is None and parts.netloc.endswith(":"):
+        raise InvalidInput(f"invalid server URL {url!r}: the port after ':' is empty")
     if port == 0:
         raise InvalidInput(f"invalid server URL {url!r}: port 0 is not a port")
     return url.rstrip("/")
