@@ -1,0 +1,106 @@
+"""A local cache of file digests, so re-bundling an unchanged tree need not re-read it.
+
+Like git's index: an entry maps a relative path to ``[size, mtime_ns, ino, sha256]`` and
+is reused only when all three stat values still match. A file whose mtime is within
+:data:`RACY_NS` of the moment the cache is written is not stored ("racy clean"): it could
+change again within the filesystem's timestamp granularity without its stat changing.
+
+The file is JSON, ``{"version": 1, "root": <abs path>, "files": {...}}``, written
+atomically (temp file + rename). A missing, unreadable, corrupt or foreign (other root,
+other version) cache is treated as empty; failing to write it is not an error — the cache
+only ever saves work, it never decides content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from ashat.canonical import canonical_json
+from ashat.project import write_private
+
+CACHE_VERSION = 1
+RACY_NS = 2_000_000_000  # 2 s, in nanoseconds
+MAX_CACHE_BYTES = 256 * 1024 * 1024  # bytes; past this the cache is ignored
+
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+
+Stat = tuple[int, int, int]  # size, mtime_ns, ino
+
+
+def _entry_ok(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) == 4
+        and all(type(x) is int for x in v[:3])
+        and isinstance(v[3], str)
+        and _SHA_RE.fullmatch(v[3]) is not None
+    )
+
+
+class HashCache:
+    """Digests keyed by relative path and (size, mtime_ns, ino). Not thread-safe."""
+
+    def __init__(self, path: Path | None, root: str) -> None:
+        self.path = path
+        self.root = root
+        self._old: dict[str, tuple[Stat, str]] = {}
+        self._new: dict[str, tuple[Stat, str]] = {}
+        if path is not None:
+            self._old = self._load(path, root)
+
+    @staticmethod
+    def _load(path: Path, root: str) -> dict[str, tuple[Stat, str]]:
+        try:
+            if path.stat().st_size > MAX_CACHE_BYTES:
+                return {}
+            obj = json.loads(path.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            return {}
+        if (
+            not isinstance(obj, dict)
+            or obj.get("version") != CACHE_VERSION
+            or obj.get("root") != root
+            or not isinstance(obj.get("files"), dict)
+        ):
+            return {}
+        return {
+            rel: ((v[0], v[1], v[2]), v[3])
+            for rel, v in obj["files"].items()
+            if isinstance(rel, str) and _entry_ok(v)
+        }
+
+    def get(self, rel: str, stat: Stat) -> str | None:
+        """The cached digest of ``rel`` if its stat is unchanged (and keep it for next time)."""
+        hit = self._old.get(rel)
+        if hit is None or hit[0] != stat:
+            return None
+        self._new[rel] = hit
+        return hit[1]
+
+    def put(self, rel: str, stat: Stat, sha256: str) -> None:
+        self._new[rel] = (stat, sha256)
+
+    def save(self, now_ns: int | None = None) -> None:
+        """Write the entries seen in this build, minus racy ones. Write errors are ignored."""
+        if self.path is None:
+            return
+        now = time.time_ns() if now_ns is None else now_ns
+        files = {
+            rel: [st[0], st[1], st[2], sha]
+            for rel, (st, sha) in self._new.items()
+            if st[1] < now - RACY_NS
+        }
+        # A cache that cannot be written only costs a re-hash next time.
+        with contextlib.suppress(OSError, ValueError):
+            data = canonical_json({"version": CACHE_VERSION, "root": self.root, "files": files})
+            write_private(self.path, data, mode=0o600)
+
+
+def stat_key(st: os.stat_result) -> Stat:
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
