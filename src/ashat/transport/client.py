@@ -1,0 +1,255 @@
+"""``AgentClient``: the one client of the agent's v1 routes.
+
+Timeouts on every request; retries with backoff on connection errors and 5xx (every v1
+route is idempotent, DESIGN §5); ``--ca-cert`` honoured for https; answers read with a size
+limit. Blobs go up by difference: :meth:`missing` asks which digests the agent lacks and
+:meth:`upload` streams only those, many small ones per request in the pack format the agent
+reads (``<sha256> <size>\\n`` then the bytes, repeated), over a few concurrent requests.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ashat.transport.errors import (
+    AgentRejected,
+    BadResponse,
+    TLSFailure,
+    TransportError,
+    Unauthorized,
+    Unreachable,
+)
+
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # bytes of a JSON answer we are willing to read
+CHUNK = 1024 * 1024  # bytes per read when streaming a blob
+RETRY_STATUSES = frozenset({502, 503, 504})
+PACK_TARGET_BYTES = 64 * 1024 * 1024  # a pack request carries up to this much
+UPLOAD_STREAMS = 4  # concurrent pack requests
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    sha256: str
+    size: int
+    path: Path
+
+
+def _read_token(path: str | None) -> str | None:
+    if not path:
+        return None
+    from ashat.project import read_token_file
+
+    return read_token_file(Path(path))
+
+
+class AgentClient:
+    """A connection to one agent (PUBLIC, OMEGA, or a mainframe's OMEGA)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        ca_cert: str | None = None,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff_s = backoff_s
+        headers = {"User-Agent": "ashat"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        verify: Any = True
+        if ca_cert:
+            try:
+                verify = ssl.create_default_context(cafile=ca_cert)
+            except (OSError, ssl.SSLError) as e:
+                raise TLSFailure(f"cannot load CA certificate {ca_cert}: {e}") from e
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            verify=verify,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
+            limits=httpx.Limits(max_connections=UPLOAD_STREAMS + 4),
+        )
+
+    @classmethod
+    def for_server(cls, server: Any, timeout_s: float = 30.0) -> AgentClient:
+        """A client for a configured :class:`~ashat.workflow.models.Server`."""
+        return cls(server.url, _read_token(server.token_path), server.ca_cert, timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the seam --------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: Callable[[], Iterable[bytes] | bytes] | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Send one request (retrying transient failures) and return its JSON answer.
+
+        Raises Unreachable, TLSFailure, Unauthorized, BadResponse or AgentRejected.
+        """
+        url = f"{self.base_url}{path}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                kwargs: dict[str, Any] = {}
+                if json_body is not None:
+                    kwargs["json"] = json_body
+                if content is not None:
+                    kwargs["content"] = content()
+                if timeout_s is not None:
+                    kwargs["timeout"] = timeout_s
+                with self._http.stream(method, path, **kwargs) as resp:
+                    body = self._read_limited(resp, url)
+                    status = resp.status_code
+            except httpx.ConnectError as e:
+                if "CERTIFICATE" in str(e).upper() or "SSL" in str(e).upper():
+                    raise TLSFailure(f"TLS failure talking to {url}: {_short(e)}") from e
+                err: TransportError = Unreachable(f"cannot reach {url}: {_short(e)}")
+                cause: Exception = e
+            except httpx.TimeoutException as e:
+                err, cause = Unreachable(f"{url} did not answer in time ({type(e).__name__})"), e
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+                err, cause = Unreachable(f"connection to {url} broke: {_short(e)}"), e
+            except httpx.HTTPError as e:
+                raise BadResponse(f"request to {url} failed: {_short(e)}") from e
+            else:
+                if status in RETRY_STATUSES and attempt <= self.retries:
+                    time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                    continue
+                return self._interpret(status, body, url)
+            if attempt > self.retries:
+                raise err from cause
+            time.sleep(self.backoff_s * 2 ** (attempt - 1))
+
+    @staticmethod
+    def _read_limited(resp: httpx.Response, url: str) -> bytes:
+        chunks, total = [], 0
+        for chunk in resp.iter_bytes():
+            total += len(chunk)
+            if total > MAX_RESPONSE_BYTES:
+                raise BadResponse(f"{url} sent more than {MAX_RESPONSE_BYTES} bytes; refused")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _interpret(status: int, body: bytes, url: str) -> dict[str, Any]:
+        try:
+            data = json.loads(body) if body else {}
+        except ValueError:
+            data = None
+        if status in (401, 403):
+            raise Unauthorized(
+                f"{url} refused our credentials ({status}): check the server's token "
+                "(deploy configure ... --token-file)"
+            )
+        if not isinstance(data, dict):
+            raise BadResponse(f"{url} answered {status} with something that is not a JSON object")
+        if 400 <= status < 500:
+            reason = data.get("error") or f"HTTP {status}"
+            raise AgentRejected(f"the server refused: {reason}", status, data)
+        if status >= 500:
+            raise BadResponse(f"{url} failed with {status}: {data.get('error', 'server error')}")
+        return data
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/health")
+
+    def missing(self, digests: Sequence[str]) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(digests), 50_000):
+            answer = self.request(
+                "POST", "/v1/blobs/missing", json_body={"digests": list(digests[i : i + 50_000])}
+            )
+            got = answer.get("missing")
+            if not isinstance(got, list):
+                raise BadResponse("the agent's answer to /v1/blobs/missing has no 'missing' list")
+            out.extend(str(d) for d in got)
+        return out
+
+    def upload(self, blobs: Sequence[BlobRef], streams: int = UPLOAD_STREAMS) -> int:
+        """Stream ``blobs`` to the agent in packs over ``streams`` requests; return bytes sent."""
+        if not blobs:
+            return 0
+        packs = _plan_packs(blobs, streams)
+        if len(packs) == 1:
+            self._send_pack(packs[0])
+        else:
+            with ThreadPoolExecutor(max_workers=len(packs)) as pool:
+                for f in [pool.submit(self._send_pack, p) for p in packs]:
+                    f.result()
+        return sum(b.size for b in blobs)
+
+    def _send_pack(self, pack: list[BlobRef]) -> None:
+        self.request("POST", "/v1/blobs/pack", content=lambda: _pack_stream(pack), timeout_s=600)
+
+    def stage(self, manifest_bytes: bytes) -> dict[str, Any]:
+        return self.request("POST", "/v1/releases", content=lambda: manifest_bytes)
+
+    def activate(self, update_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/releases/{update_id}/activate", timeout_s=600)
+
+    def rollback(self, from_id: str | None = None, to_id: str | None = None) -> dict[str, Any]:
+        return self.request(
+            "POST", "/v1/rollback", json_body={"from": from_id, "to": to_id}, timeout_s=600
+        )
+
+    def releases(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/releases")
+
+
+def _plan_packs(blobs: Sequence[BlobRef], streams: int) -> list[list[BlobRef]]:
+    """Split blobs into at most ``streams`` packs of similar byte size (largest first)."""
+    n = max(1, min(streams, len(blobs)))
+    bins: list[list[BlobRef]] = [[] for _ in range(n)]
+    sizes = [0] * n
+    for b in sorted(blobs, key=lambda b: b.size, reverse=True):
+        i = sizes.index(min(sizes))
+        bins[i].append(b)
+        sizes[i] += b.size
+    return [b for b in bins if b]
+
+
+def _pack_stream(pack: list[BlobRef]) -> Iterator[bytes]:
+    for blob in pack:
+        yield f"{blob.sha256} {blob.size}\n".encode("ascii")
+        with open(blob.path, "rb") as f:
+            remaining = blob.size
+            while remaining > 0:
+                chunk = f.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise BadResponse(f"{blob.path} shrank while it was being sent")
+                remaining -= len(chunk)
+                yield chunk
+
+
+def _short(e: Exception) -> str:
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0][:200]
