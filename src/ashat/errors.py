@@ -31,7 +31,11 @@ class AshatError(Exception):
         self.details = details
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"error": self.message, "kind": self.kind, "exit_code": self.exit_code}
+        out: dict[str, Any] = {
+            "error": self.message,
+            "kind": self.kind,
+            "exit_code": self.exit_code,
+        }
         if self.details:
             out["details"] = self.details
         return out
