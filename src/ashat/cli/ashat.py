@@ -2,16 +2,64 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ashat import __version__
-from ashat.cli.output import AshatGroup
+from ashat.cli.output import OK, AshatGroup, emit, json_option
 
 
 @click.group(cls=AshatGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ashat")
 def cli() -> None:
     """ashat: servers (agent), keys, and the demo."""
+
+
+@cli.group(cls=AshatGroup)
+def keys() -> None:
+    """Ed25519 signing keys (ALPHA signs releases; agents --trust the .pub)."""
+
+
+@keys.command("generate")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Where NAME.key (mode 0600) and NAME.pub are written.",
+)
+@json_option
+def keys_generate(name: str, directory: str) -> None:
+    """Write NAME.key (private, 0600) and NAME.pub; an existing key is never overwritten."""
+    from ashat.bundle import generate_keypair, load_public_key
+
+    key_path, pub_path = generate_keypair(name, Path(directory))
+    keyid = load_public_key(pub_path).keyid
+
+    def human() -> None:
+        click.echo(f"{OK} private key {key_path} (keep it secret)")
+        click.echo(f"{OK} public key  {pub_path} (give it to agents with --trust)")
+        click.echo(f"   key id {keyid}")
+
+    emit({"private_key": str(key_path), "public_key": str(pub_path), "keyid": keyid}, human)
+
+
+@cli.command()
+@click.option(
+    "--app",
+    "app_dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="The application to deploy (default: examples/hello-service).",
+)
+@click.option("--keep", is_flag=True, help="Keep the temporary directory to look at afterwards.")
+def demo(app_dir: str | None, keep: bool) -> None:
+    """Run the whole workflow on loopback with real processes, then stop them."""
+    from ashat.demo import run_demo
+
+    run_demo(Path(app_dir) if app_dir else None, keep)
 
 
 def main() -> None:

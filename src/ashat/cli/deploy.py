@@ -303,6 +303,8 @@ VERBS = [
         "configure public|omega <url> <name>",
         "set the staging (PUBLIC) or production (OMEGA) server",
     ),
+    ("push <id> '<description>' [--source DIR | --git REF]", "build, sign, send to PUBLIC"),
+    ("rollback <id> [--reason TEXT]", "put PUBLIC back on the release before <id>"),
     ("servers [--check]", "list the configured servers (and whether they answer)"),
     ("status [id]", "what is in flight, or one deployment's state and last events"),
     ("history [--limit N] [--state S]", "deployments, newest first"),
@@ -311,6 +313,12 @@ VERBS = [
     ("cancel <id> [--reason TEXT]", "stop a deployment before approval"),
     ("help", "this list"),
 ]
+
+
+from ashat.cli.release import push, rollback  # noqa: E402  (verbs with their own module)
+
+cli.add_command(push)
+cli.add_command(rollback)
 
 
 @cli.command("help")

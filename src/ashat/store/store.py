@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins  # the method named `list` shadows the builtin in the class body
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ashat.canonical import canonical_json
@@ -181,6 +182,12 @@ class Store:
                     update_id=dep.id,
                     state=existing.state.value,
                 )
+            # The release sequence is allocated here, in the same transaction: deployments
+            # are never deleted, so the count only grows and two pushes never share one.
+            row = self.db.query_one("SELECT COUNT(*) FROM deployments")
+            sequence = int(row[0] if row else 0) + 1
+            dep = replace(dep, details={**dep.details, "sequence": sequence})
+            event_details = {**event_details, "sequence": sequence}
             self.db.execute(
                 f"INSERT INTO deployments ({_DEPLOYMENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (

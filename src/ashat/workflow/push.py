@@ -1,0 +1,297 @@
+"""``deploy push`` and ``deploy rollback`` on PUBLIC: the decisions, with the agent behind a port.
+
+A push is a sequence of idempotent steps (DESIGN §5), each recorded as an event:
+
+1. record the deployment in ``pushing`` (allocating its ``sequence``, taking PUBLIC's lease);
+2. sign the manifest with that sequence;
+3. ask PUBLIC which blobs it lacks and send only those;
+4. stage the signed manifest, activate it (the agent starts the new app, waits until it is
+   healthy, and only then stops the old one);
+5. move to ``pushed`` with what was sent.
+
+Any failure moves the deployment to ``failed`` with the reason; the agent guarantees that a
+release that failed to stage or activate is removed and PUBLIC stays on its previous one.
+A push killed half-way leaves ``pushing``: re-running the same ``deploy push`` resumes it
+once its lease is free (the steps are idempotent, so nothing is sent twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ashat.errors import AshatError, InvalidInput, OperationFailed
+from ashat.ids import validate_update_id
+from ashat.workflow.errors import AlreadyExists, LeaseHeld
+from ashat.workflow.models import Deployment
+from ashat.workflow.service import Workflow
+from ashat.workflow.states import State
+
+
+class BlobLike(Protocol):
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+
+
+class AgentPort(Protocol):
+    """What push and rollback need from an agent (``ashat.transport.AgentClient``)."""
+
+    def health(self) -> dict[str, Any]: ...
+    def missing(self, digests: Sequence[str]) -> list[str]: ...
+    def upload(self, blobs: Sequence[Any]) -> int: ...
+    def stage(self, manifest_bytes: bytes) -> dict[str, Any]: ...
+    def activate(self, update_id: str) -> dict[str, Any]: ...
+    def rollback(self, from_id: str | None = None, to_id: str | None = None) -> dict[str, Any]: ...
+
+
+class ManifestLike(Protocol):
+    @property
+    def files(self) -> Sequence[Any]: ...
+    def total_size(self) -> int: ...
+    def to_bytes(self) -> bytes: ...
+    def digest(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A built, unsigned release: its manifest, the blobs by digest, and how to sign it.
+
+    ``sign(sequence)`` returns the signed manifest carrying that sequence; ``blob(sha)``
+    returns what ``AgentPort.upload`` sends for that digest.
+    """
+
+    manifest: Any
+    blob_sizes: Mapping[str, int]
+    sign: Callable[[int], ManifestLike]
+    blob: Callable[[str], Any]
+    source: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PushResult:
+    deployment: Deployment
+    target: str
+    files: int
+    bytes_total: int
+    bytes_sent: int
+    blobs_sent: int
+    blobs_skipped: int
+    duration_s: float
+    resumed: bool
+    public_previous: str | None
+    app: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "update_id": self.deployment.id,
+            "state": self.deployment.state.value,
+            "target": self.target,
+            "sequence": self.deployment.details.get("sequence"),
+            "files": self.files,
+            "bytes_total": self.bytes_total,
+            "bytes_sent": self.bytes_sent,
+            "blobs_sent": self.blobs_sent,
+            "blobs_skipped": self.blobs_skipped,
+            "duration_s": round(self.duration_s, 3),
+            "resumed": self.resumed,
+            "public_previous": self.public_previous,
+            "app": self.app,
+        }
+
+
+Step = Callable[[str, str], None]  # (step name, one-line detail) for the front end to print
+
+
+def _no_step(name: str, detail: str) -> None:
+    del name, detail
+
+
+def _start(
+    wf: Workflow, update_id: str, description: str, bundle: Bundle
+) -> tuple[Deployment, bool]:
+    """Create the deployment, or resume one a killed push left in ``pushing``."""
+    existing = wf.store.get(update_id)
+    if existing is None:
+        details = {
+            "source": dict(bundle.source),
+            "files": len(bundle.manifest.files),
+            "bytes_total": bundle.manifest.total_size(),
+        }
+        return wf.create(update_id, description, details), False
+    if existing.state is not State.PUSHING:
+        raise AlreadyExists(
+            f"update id {update_id!r} already exists (state {existing.state.value}); "
+            "choose a new id",
+            update_id=update_id,
+            state=existing.state.value,
+        )
+    lease = wf.store.lease("public")
+    if lease and lease.deployment_id == update_id and lease.expires_at > wf.now():
+        actor = lease.owner.split("@", 1)[0]
+        if actor != wf.actor:
+            raise LeaseHeld(
+                f"{update_id} is being pushed by {lease.owner} (lease until "
+                f"{lease.expires_at}); wait for it, or cancel it with 'deploy cancel {update_id}'",
+                tier="public",
+                holder=update_id,
+            )
+    wf.note(update_id, "push.resumed", {"previous_owner": lease.owner if lease else None})
+    return existing, True
+
+
+def push(
+    wf: Workflow,
+    agent: AgentPort,
+    update_id: str,
+    description: str,
+    bundle: Bundle,
+    *,
+    target: str,
+    step: Step = _no_step,
+) -> PushResult:
+    """Carry ``bundle`` to PUBLIC as deployment ``update_id``; see the module docstring."""
+    validate_update_id(update_id)
+    description = description.strip()
+    if not description or len(description) > 1000:
+        raise InvalidInput("the description must be 1-1000 characters")
+    started = time.monotonic()
+    dep, resumed = _start(wf, update_id, description, bundle)
+    sequence = int(dep.details["sequence"])
+    step("record", f"deployment {update_id} recorded (sequence {sequence})")
+    try:
+        signed = bundle.sign(sequence)
+        wf.note(update_id, "push.signed", {"manifest": signed.digest(), "sequence": sequence})
+        public_previous = agent.health().get("current")
+        step(
+            "plan",
+            f"{len(signed.files)} files, {_mb(signed.total_size())}; PUBLIC runs "
+            f"{public_previous or 'nothing yet'}",
+        )
+        digests = sorted(bundle.blob_sizes)
+        missing = agent.missing(digests)
+        unknown = set(missing) - set(bundle.blob_sizes)
+        if unknown:
+            raise OperationFailed(
+                f"PUBLIC asked for {len(unknown)} blobs that are not in the bundle"
+            )
+        sent = agent.upload([bundle.blob(d) for d in missing])
+        skipped = len(digests) - len(missing)
+        wf.note(
+            update_id,
+            "push.uploaded",
+            {"blobs_sent": len(missing), "blobs_skipped": skipped, "bytes_sent": sent},
+        )
+        step("upload", f"sent {len(missing)} blobs ({_mb(sent)}), {skipped} already there")
+        wf.renew("public", update_id)
+        staged = agent.stage(signed.to_bytes())
+        step(
+            "stage",
+            f"staged as releases/{update_id} ({staged.get('files', len(signed.files))} files)",
+        )
+        activated = agent.activate(update_id)
+        app = activated.get("app")
+        step(
+            "activate",
+            "active on PUBLIC" + (f", app healthy on port {app['port']}" if app else ""),
+        )
+    except AshatError as e:
+        _fail(wf, update_id, e)
+        raise
+    except OSError as e:  # a source file vanished or became unreadable mid-push
+        err = OperationFailed(f"push of {update_id} failed reading the bundle: {e}")
+        _fail(wf, update_id, err)
+        raise err from e
+    facts = {
+        "bytes_sent": sent,
+        "blobs_sent": len(missing),
+        "blobs_skipped": skipped,
+        "public_previous": public_previous,
+        "manifest": signed.digest(),
+    }
+    dep = wf.move(update_id, State.PUSHED, details=facts, details_update=facts)
+    return PushResult(
+        deployment=dep,
+        target=target,
+        files=len(signed.files),
+        bytes_total=signed.total_size(),
+        bytes_sent=sent,
+        blobs_sent=len(missing),
+        blobs_skipped=skipped,
+        duration_s=time.monotonic() - started,
+        resumed=resumed,
+        public_previous=public_previous,
+        app=app if isinstance(app, dict) else None,
+    )
+
+
+def _fail(wf: Workflow, update_id: str, error: AshatError) -> None:
+    """Move to ``failed`` with the reason; never hide the original error."""
+    # If someone else moved it meanwhile (cancelled it), the original error is what matters.
+    with contextlib.suppress(AshatError):
+        wf.move(update_id, State.FAILED, reason=error.message[:500], details={"kind": error.kind})
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    deployment: Deployment
+    restored: str | None
+    note: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "update_id": self.deployment.id,
+            "state": self.deployment.state.value,
+            "restored": self.restored,
+            "note": self.note,
+        }
+
+
+ROLLBACK_FROM = frozenset(
+    {
+        State.PUSHED,
+        State.VERIFIED,
+        State.VERIFICATION_FAILED,
+        State.FAILED,
+        State.COMPLETED,
+        State.DISTRIBUTION_FAILED,
+    }
+)
+
+
+def rollback_public(
+    wf: Workflow, agent: AgentPort, update_id: str, reason: str | None
+) -> RollbackResult:
+    """Put PUBLIC back on the release it ran before ``update_id``, then mark it rolled back."""
+    validate_update_id(update_id)
+    dep = wf.store.require(update_id)
+    if dep.state not in ROLLBACK_FROM:
+        # Let the table phrase the refusal (it names the current state and what is allowed).
+        wf.move(update_id, State.ROLLED_BACK)
+    current = agent.health().get("current")
+    restored: str | None = None
+    if current == update_id:
+        previous = dep.details.get("public_previous")
+        answer = agent.rollback(from_id=update_id, to_id=previous)
+        restored = answer.get("current")
+        note = f"PUBLIC restored to {restored}"
+    else:
+        note = f"PUBLIC runs {current or 'nothing'}, not {update_id}: nothing to restore there"
+    dep = wf.move(
+        update_id,
+        State.ROLLED_BACK,
+        reason=reason or "rolled back by operator",
+        details={"public_restored": restored, "public_current_before": current},
+        details_update={"public_restored": restored},
+    )
+    return RollbackResult(dep, restored, note)
+
+
+def _mb(n: int) -> str:
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"
