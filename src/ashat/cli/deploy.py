@@ -170,6 +170,7 @@ def status(update_id: str | None) -> None:
     if update_id:
         dep, events = wf.status(update_id)
         lease = [le for le in project.store.leases() if le.deployment_id == dep.id]
+        checks = project.store.latest_checks(dep.id)
 
         def human() -> None:
             click.echo(f"Update ID:   {dep.id}")
@@ -182,6 +183,10 @@ def status(update_id: str | None) -> None:
                 click.echo(f"Reason:      {dep.reason}")
             for le in lease:
                 click.echo(f"Holds:       {le.tier.upper()} until {_short_time(le.expires_at)}")
+            if checks:
+                click.echo("Checks:")
+                for r in checks:
+                    click.echo(f"  {r['status']:<8} {r['title']}: {r['summary']}")
             click.echo("Recent events:")
             for ev in events:
                 _print_event(ev)
@@ -191,6 +196,7 @@ def status(update_id: str | None) -> None:
                 "deployment": dep.to_json(),
                 "next": sorted(s.value for s in _next(dep.state)),
                 "leases": [le.to_json() for le in lease],
+                "checks": checks,
                 "events": [e.to_json() for e in events],
             },
             human,
@@ -304,6 +310,7 @@ VERBS = [
         "set the staging (PUBLIC) or production (OMEGA) server",
     ),
     ("push <id> '<description>' [--source DIR | --git REF]", "build, sign, send to PUBLIC"),
+    ("verify <id> [--only NAME]", "run the six checks against PUBLIC"),
     ("rollback <id> [--reason TEXT]", "put PUBLIC back on the release before <id>"),
     ("servers [--check]", "list the configured servers (and whether they answer)"),
     ("status [id]", "what is in flight, or one deployment's state and last events"),
@@ -316,8 +323,10 @@ VERBS = [
 
 
 from ashat.cli.release import push, rollback  # noqa: E402  (verbs with their own module)
+from ashat.cli.verify_cmd import verify  # noqa: E402
 
 cli.add_command(push)
+cli.add_command(verify)
 cli.add_command(rollback)
 
 

@@ -368,3 +368,90 @@ class Store:
             self.append_event(
                 "server.configured", server.updated_by, server.updated_at, event_details
             )
+
+    # -- verification ----------------------------------------------------------------------
+
+    def record_checks(
+        self, update_id: str, results: builtins.list[dict[str, Any]], actor: str, at: str
+    ) -> int:
+        """Store one verify run's results, each with its ``check.<name>`` event; return the run."""
+        with self.db.transaction():
+            row = self.db.query_one(
+                "SELECT MAX(run) FROM check_results WHERE deployment_id = ?", (update_id,)
+            )
+            run = int(row[0] or 0) + 1 if row else 1
+            for r in results:
+                self.db.execute(
+                    "INSERT INTO check_results (deployment_id, run, name, title, status, summary,"
+                    " details, duration_s, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        update_id,
+                        run,
+                        r["name"],
+                        r["title"],
+                        r["status"],
+                        r["summary"],
+                        _dumps(r.get("details") or {}),
+                        float(r["duration_s"]),
+                        at,
+                    ),
+                )
+                self.append_event(
+                    f"check.{r['name']}",
+                    actor,
+                    at,
+                    {
+                        "run": run,
+                        "status": r["status"],
+                        "summary": r["summary"],
+                        "duration_s": r["duration_s"],
+                    },
+                    update_id,
+                )
+        return run
+
+    def latest_checks(self, update_id: str) -> builtins.list[dict[str, Any]]:
+        """The most recent result of each check of ``update_id`` (any run), in run order."""
+        rows = self.db.query(
+            "SELECT c.name, c.title, c.status, c.summary, c.details, c.duration_s, c.run, c.at "
+            "FROM check_results c JOIN (SELECT name, MAX(run) AS run FROM check_results "
+            "WHERE deployment_id = ? GROUP BY name) m ON c.name = m.name AND c.run = m.run "
+            "WHERE c.deployment_id = ? ORDER BY c.run, c.name",
+            (update_id, update_id),
+        )
+        return [
+            {
+                "name": r[0],
+                "title": r[1],
+                "status": r[2],
+                "summary": r[3],
+                "details": _loads(r[4]),
+                "duration_s": float(r[5]),
+                "run": int(r[6]),
+                "at": r[7],
+            }
+            for r in rows
+        ]
+
+    def baselines(self, tier: str) -> dict[str, float]:
+        rows = self.db.query("SELECT path, p95_ms FROM baselines WHERE tier = ?", (tier,))
+        return {str(r[0]): float(r[1]) for r in rows}
+
+    def set_baseline(
+        self, tier: str, path: str, p95_ms: float, update_id: str, actor: str, at: str
+    ) -> None:
+        with self.db.transaction():
+            old = self.baselines(tier).get(path)
+            self.db.execute("DELETE FROM baselines WHERE tier = ? AND path = ?", (tier, path))
+            self.db.execute(
+                "INSERT INTO baselines (tier, path, p95_ms, deployment_id, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (tier, path, p95_ms, update_id, at),
+            )
+            self.append_event(
+                "baseline.updated",
+                actor,
+                at,
+                {"tier": tier, "path": path, "p95_ms": p95_ms, "previous_p95_ms": old},
+                update_id,
+            )

@@ -1,0 +1,59 @@
+"""Checks that run on the agent, inside the release: Module Load Test and Database Connection.
+
+The control side only forwards the settings to ``POST /v1/releases/{id}/checks/{name}``
+and relays the verdict; the agent runs them where the release and its environment live.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ashat.verify.base import CheckConfigError, CheckContext, Outcome
+
+
+def ask_agent(ctx: CheckContext, name: str, body: dict[str, Any]) -> Outcome:
+    answer = ctx.agent.request(
+        "POST",
+        f"/v1/releases/{ctx.update_id}/checks/{name}",
+        json_body={**body, "timeout_s": ctx.timeout_s * 0.9},
+        timeout_s=ctx.timeout_s + 5,
+    )
+    status = answer.get("status")
+    if status not in ("passed", "failed", "skipped", "error"):
+        return Outcome("error", f"the agent answered the {name} check with status {status!r}")
+    details = answer.get("details")
+    return Outcome(
+        status, str(answer.get("summary") or ""), details if isinstance(details, dict) else {}
+    )
+
+
+class ModuleLoadCheck:
+    name = "modules"
+    title = "Module Load Test"
+
+    def run(self, ctx: CheckContext) -> Outcome:
+        modules = ctx.app.get("modules") or []
+        if not modules:
+            return Outcome.skipped("no [app].modules configured")
+        if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+            raise CheckConfigError("[app].modules must be a list of module names")
+        return ask_agent(ctx, "modules", {"modules": modules})
+
+
+class DatabaseCheck:
+    name = "database"
+    title = "Database Connection"
+
+    def run(self, ctx: CheckContext) -> Outcome:
+        cfg = ctx.settings("database")
+        if not (cfg.get("url") or cfg.get("url_env")):
+            return Outcome.skipped("no [verify.database] url or url_env configured")
+        body: dict[str, Any] = {
+            k: cfg[k]
+            for k in ("url", "url_env", "schema_version_query", "expect_schema_version")
+            if k in cfg
+        }
+        for k in ("url", "url_env", "schema_version_query"):
+            if k in body and not isinstance(body[k], str):
+                raise CheckConfigError(f"{k} must be a string")
+        return ask_agent(ctx, "database", body)
