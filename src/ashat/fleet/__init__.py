@@ -1,0 +1,1 @@
+"""Distribution to Licensed Mainframes (DESIGN §7): licenses, signed directives, rollouts."""

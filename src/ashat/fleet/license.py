@@ -1,0 +1,166 @@
+"""Licenses: Ed25519-signed tokens that entitle one mainframe to updates on some channels.
+
+A license is an envelope (:mod:`.envelope`) of kind ``license`` whose payload holds
+``license_id``, ``mainframe_id``, ``customer``, ``channels``, ``issued_at`` and
+``expires_at`` (ISO 8601 UTC). OMEGA checks one on every poll with :func:`check_license`;
+each refusal names its reason (``expired``, ``revoked``, ``wrong_channel``, ``forged``,
+``malformed``, ``wrong_mainframe``) so both sides can say why no update comes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ashat.bundle.keys import PublicKey, SigningKey
+from ashat.errors import InvalidInput
+from ashat.fleet.envelope import EnvelopeError, Forged, seal, unseal
+
+KIND = "license"
+MAINFRAME_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+CHANNEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+class LicenseRefused(InvalidInput):
+    """OMEGA will not serve this license; ``reason`` is one word, ``message`` a sentence."""
+
+    kind = "license_refused"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message, reason=reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class License:
+    license_id: str
+    mainframe_id: str
+    customer: str
+    channels: tuple[str, ...]
+    issued_at: str
+    expires_at: str
+    keyid: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "license_id": self.license_id,
+            "mainframe_id": self.mainframe_id,
+            "customer": self.customer,
+            "channels": list(self.channels),
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "keyid": self.keyid,
+        }
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_expiry(text: str, now: dt.datetime) -> dt.datetime:
+    """``YYYY-MM-DD`` (end of that day, UTC) or a full ISO 8601 time; must be after ``now``."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            when = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
+        else:
+            when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if when.tzinfo is None:
+                raise InvalidInput(f"--expires {text!r} needs a timezone (or give a date)")
+    except ValueError as e:
+        raise InvalidInput(f"--expires {text!r} is not a date (YYYY-MM-DD) or ISO time") from e
+    if when <= now:
+        raise InvalidInput(f"--expires {text!r} is in the past")
+    return when
+
+
+def issue(
+    key: SigningKey,
+    mainframe_id: str,
+    customer: str,
+    expires_at: dt.datetime,
+    channels: Collection[str] = ("stable",),
+    now: dt.datetime | None = None,
+    license_id: str | None = None,
+) -> tuple[str, License]:
+    """A new signed license token and its parsed form."""
+    if not MAINFRAME_ID_RE.fullmatch(mainframe_id):
+        raise InvalidInput(f"invalid mainframe id {mainframe_id!r}: [a-z0-9][a-z0-9._-]{{0,63}}")
+    customer = customer.strip()
+    if not customer or len(customer) > 200 or not customer.isprintable():
+        raise InvalidInput("the customer name must be 1-200 printable characters")
+    chans = sorted(set(channels))
+    if not chans or not all(CHANNEL_RE.fullmatch(c) for c in chans):
+        raise InvalidInput(f"invalid channel(s) {chans}: [a-z0-9][a-z0-9_-]{{0,31}}")
+    now = now or dt.datetime.now(dt.UTC)
+    payload = {
+        "license_id": license_id or f"lic-{secrets.token_hex(8)}",
+        "mainframe_id": mainframe_id,
+        "customer": customer,
+        "channels": chans,
+        "issued_at": _iso(now),
+        "expires_at": _iso(expires_at),
+    }
+    token = seal(KIND, payload, key)
+    return token, _from_payload({**payload, "keyid": key.keyid})
+
+
+def _from_payload(p: dict[str, Any]) -> License:
+    try:
+        lic = License(
+            license_id=str(p["license_id"]),
+            mainframe_id=str(p["mainframe_id"]),
+            customer=str(p["customer"]),
+            channels=tuple(str(c) for c in p["channels"]),
+            issued_at=str(p["issued_at"]),
+            expires_at=str(p["expires_at"]),
+            keyid=str(p["keyid"]),
+        )
+        dt.datetime.fromisoformat(lic.expires_at.replace("Z", "+00:00"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise LicenseRefused("malformed", f"license payload is malformed: {e}") from e
+    return lic
+
+
+def read_license(token: str, trusted: Mapping[str, PublicKey]) -> License:
+    """Parse and authenticate a token (no expiry or revocation judgement)."""
+    try:
+        payload = unseal(token, KIND, trusted)
+    except Forged as e:
+        raise LicenseRefused("forged", e.message) from e
+    except EnvelopeError as e:
+        raise LicenseRefused("malformed", e.message) from e
+    return _from_payload(payload)
+
+
+def check_license(
+    token: str,
+    trusted: Mapping[str, PublicKey],
+    *,
+    now: dt.datetime,
+    revoked: Collection[str] = (),
+    channel: str | None = None,
+    mainframe_id: str | None = None,
+) -> License:
+    """The license if OMEGA may serve it now; else :class:`LicenseRefused` with the reason."""
+    lic = read_license(token, trusted)
+    if mainframe_id is not None and lic.mainframe_id != mainframe_id:
+        raise LicenseRefused(
+            "wrong_mainframe",
+            f"license {lic.license_id} is for mainframe {lic.mainframe_id}, not {mainframe_id}",
+        )
+    if lic.license_id in revoked:
+        raise LicenseRefused("revoked", f"license {lic.license_id} has been revoked")
+    expires = dt.datetime.fromisoformat(lic.expires_at.replace("Z", "+00:00"))
+    if expires <= now:
+        raise LicenseRefused("expired", f"license {lic.license_id} expired at {lic.expires_at}")
+    if channel is not None and channel not in lic.channels:
+        raise LicenseRefused(
+            "wrong_channel",
+            f"license {lic.license_id} covers channel(s) {', '.join(lic.channels)}, "
+            f"not {channel!r}",
+        )
+    return lic

@@ -1,0 +1,111 @@
+"""Licenses and signed envelopes: every refusal reason, and tokens that cannot be replayed."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from ashat.bundle.keys import SigningKey
+from ashat.errors import InvalidInput
+from ashat.fleet.envelope import EnvelopeError, Forged, seal, trusted_map, unseal
+from ashat.fleet.license import LicenseRefused, check_license, issue, parse_expiry
+
+NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+KEY = SigningKey.generate()
+TRUSTED = trusted_map([KEY.public])
+
+
+def make(**kw: object) -> str:
+    args: dict = {
+        "mainframe_id": "mf-1",
+        "customer": "ACME",
+        "expires_at": NOW + dt.timedelta(days=30),
+    }
+    args.update(kw)
+    token, _ = issue(KEY, now=NOW, **args)  # type: ignore[arg-type]
+    return token
+
+
+def test_valid_license_round_trips() -> None:
+    lic = check_license(make(channels=["stable", "beta"]), TRUSTED, now=NOW, channel="beta")
+    assert lic.mainframe_id == "mf-1" and lic.channels == ("beta", "stable")
+    assert lic.keyid == KEY.keyid
+
+
+@pytest.mark.parametrize(
+    ("kw", "check", "reason"),
+    [
+        ({}, {"now": NOW + dt.timedelta(days=31)}, "expired"),
+        ({"license_id": "lic-x"}, {"revoked": {"lic-x"}}, "revoked"),
+        ({}, {"channel": "beta"}, "wrong_channel"),
+        ({}, {"mainframe_id": "mf-2"}, "wrong_mainframe"),
+    ],
+)
+def test_refusals_name_their_reason(kw: dict, check: dict, reason: str) -> None:
+    args = {"now": NOW, **check}
+    with pytest.raises(LicenseRefused) as e:
+        check_license(make(**kw), TRUSTED, **args)
+    assert e.value.reason == reason
+
+
+def test_license_signed_by_another_key_is_forged() -> None:
+    other = SigningKey.generate()
+    token, _ = issue(other, "mf-1", "ACME", NOW + dt.timedelta(days=1), now=NOW)
+    with pytest.raises(LicenseRefused) as e:
+        check_license(token, TRUSTED, now=NOW)
+    assert e.value.reason == "forged"
+
+
+def test_altered_payload_is_forged() -> None:
+    kind, body, sig = make().split(".")
+    import base64
+    import json
+
+    raw = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    raw["expires_at"] = "2099-01-01T00:00:00Z"
+    from ashat.canonical import canonical_json
+
+    forged_body = base64.urlsafe_b64encode(canonical_json(raw)).rstrip(b"=").decode()
+    with pytest.raises(LicenseRefused) as e:
+        check_license(f"{kind}.{forged_body}.{sig}", TRUSTED, now=NOW)
+    assert e.value.reason == "forged"
+
+
+@pytest.mark.parametrize("token", ["", "a.b", "license.!!!.???", "x" * 70000])
+def test_malformed_tokens(token: str) -> None:
+    with pytest.raises(LicenseRefused) as e:
+        check_license(token, TRUSTED, now=NOW)
+    assert e.value.reason == "malformed"
+
+
+def test_envelope_kind_cannot_be_swapped() -> None:
+    token = seal("directive", {"a": 1}, KEY)
+    assert unseal(token, "directive", TRUSTED)["a"] == 1
+    swapped = "license" + token[len("directive") :]
+    with pytest.raises(Forged):
+        unseal(swapped, "license", TRUSTED)
+    with pytest.raises(EnvelopeError):
+        unseal(token, "license", TRUSTED)
+
+
+@pytest.mark.parametrize(
+    ("kw", "fragment"),
+    [
+        ({"mainframe_id": "Bad Id"}, "invalid mainframe id"),
+        ({"customer": " "}, "customer name"),
+        ({"channels": ["Not OK"]}, "invalid channel"),
+    ],
+)
+def test_issue_refuses_bad_fields(kw: dict, fragment: str) -> None:
+    with pytest.raises(InvalidInput) as e:
+        make(**kw)
+    assert fragment in e.value.message
+
+
+def test_parse_expiry() -> None:
+    assert parse_expiry("2026-12-31", NOW) == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    assert parse_expiry("2027-01-01T00:00:00Z", NOW).year == 2027
+    for bad in ("2020-01-01", "tomorrow", "2027-01-01T00:00:00"):
+        with pytest.raises(InvalidInput):
+            parse_expiry(bad, NOW)
