@@ -47,6 +47,11 @@ def keys_generate(name: str, directory: str) -> None:
     emit({"private_key": str(key_path), "public_key": str(pub_path), "keyid": keyid}, human)
 
 
+from ashat.cli.license_cmd import license_group  # noqa: E402
+
+cli.add_command(license_group)
+
+
 @cli.command()
 @click.option(
     "--app",

@@ -311,6 +311,10 @@ VERBS = [
     ),
     ("push <id> '<description>' [--source DIR | --git REF]", "build, sign, send to PUBLIC"),
     ("verify <id> [--only NAME]", "run the six checks against PUBLIC"),
+    (
+        "approve <id> [--as USER] [--no-wait]",
+        "approve; with enough, release to OMEGA and the fleet",
+    ),
     ("rollback <id> [--reason TEXT]", "put PUBLIC back on the release before <id>"),
     ("servers [--check]", "list the configured servers (and whether they answer)"),
     ("status [id]", "what is in flight, or one deployment's state and last events"),
@@ -322,11 +326,13 @@ VERBS = [
 ]
 
 
+from ashat.cli.approve_cmd import approve  # noqa: E402
 from ashat.cli.release import push, rollback  # noqa: E402  (verbs with their own module)
 from ashat.cli.verify_cmd import verify  # noqa: E402
 
 cli.add_command(push)
 cli.add_command(verify)
+cli.add_command(approve)
 cli.add_command(rollback)
 
 

@@ -31,6 +31,10 @@ def require_server(project: Project, tier: str) -> Server:
     return server
 
 
+def manifest_path(project: Project, update_id: str) -> Path:
+    return project.state_dir / "manifests" / f"{update_id}.json"
+
+
 def client_for(server: Server, timeout_s: float = 30.0) -> AgentClient:
     from ashat.transport.client import AgentClient
 
@@ -44,6 +48,7 @@ def _build_bundle(
     from ashat.bundle import build_from_dir, build_from_git, load_private_key, sign_manifest
     from ashat.config import Config
     from ashat.ids import validate_update_id
+    from ashat.project import write_private
     from ashat.transport.client import BlobRef
     from ashat.workflow.ports import iso
     from ashat.workflow.push import Bundle
@@ -76,7 +81,11 @@ def _build_bundle(
     sizes = {f.sha256: f.size for f in manifest.files if f.kind == "file"}
 
     def sign(sequence: int) -> Any:
-        return sign_manifest(replace(manifest, sequence=sequence), key)
+        signed = sign_manifest(replace(manifest, sequence=sequence), key)
+        # Keep exactly what is signed: approval promotes these bytes, not the tree as it is
+        # by then.
+        write_private(manifest_path(project, update_id), signed.to_bytes(), mode=0o644)
+        return signed
 
     def blob(sha: str) -> BlobRef:
         return BlobRef(sha, sizes[sha], built.blobs[sha])

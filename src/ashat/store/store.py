@@ -455,3 +455,29 @@ class Store:
                 {"tier": tier, "path": path, "p95_ms": p95_ms, "previous_p95_ms": old},
                 update_id,
             )
+
+    # -- approvals -------------------------------------------------------------------------
+
+    def add_approval(self, update_id: str, approver: str, at: str, comment: str | None) -> bool:
+        """Record ``approver``'s approval with its event; ``False`` if they had approved."""
+        with self.db.transaction():
+            row = self.db.query_one(
+                "SELECT 1 FROM approvals WHERE deployment_id = ? AND approver = ?"
+                + self.db.lock_clause(),
+                (update_id, approver),
+            )
+            if row:
+                return False
+            self.db.execute(
+                "INSERT INTO approvals (deployment_id, approver, at, comment) VALUES (?, ?, ?, ?)",
+                (update_id, approver, at, comment),
+            )
+            self.append_event("approval.recorded", approver, at, {"comment": comment}, update_id)
+        return True
+
+    def approvals(self, update_id: str) -> builtins.list[dict[str, Any]]:
+        rows = self.db.query(
+            "SELECT approver, at, comment FROM approvals WHERE deployment_id = ? ORDER BY at",
+            (update_id,),
+        )
+        return [{"user": r[0], "at": r[1], "comment": r[2]} for r in rows]

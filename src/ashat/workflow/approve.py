@@ -1,0 +1,259 @@
+"""``deploy approve``: the approval policy, the release to OMEGA, and following the rollout.
+
+``verified -> approved -> releasing -> distributing -> completed | distribution_failed``
+(``-> rolled_back`` when OMEGA's automatic rollback finished). The policy comes from
+``[approval]``; each approval is an event, and one person approving twice counts once.
+When enough approvals are in, the exact bundle that was verified on PUBLIC is sent to
+OMEGA by difference (blobs relayed from PUBLIC), OMEGA counter-signs it with the approval
+record, activates it and starts the rollout (docs/fleet-protocol.md). :func:`reconcile`
+moves the deployment on as OMEGA reports the rollout's progress; it is what ``deploy
+approve`` calls while it waits and what ``deploy status`` calls for a running rollout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ashat.errors import AshatError, InvalidInput, OperationFailed
+from ashat.ids import validate_update_id
+from ashat.workflow.errors import PolicyRefused
+from ashat.workflow.models import Deployment
+from ashat.workflow.service import Workflow
+from ashat.workflow.states import State, check_transition
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    required: int = 1
+    approvers: tuple[str, ...] = ()
+    allow_self_approval: bool = False
+
+    @classmethod
+    def parse(cls, table: dict[str, Any]) -> ApprovalPolicy:
+        required = table.get("required", 1)
+        if isinstance(required, bool) or not isinstance(required, int) or not 1 <= required <= 50:
+            raise InvalidInput(f"[approval].required must be an integer 1-50, not {required!r}")
+        approvers = table.get("approvers", [])
+        if not isinstance(approvers, list) or not all(isinstance(a, str) and a for a in approvers):
+            raise InvalidInput("[approval].approvers must be a list of user names")
+        allow_self = table.get("allow_self_approval", False)
+        if not isinstance(allow_self, bool):
+            raise InvalidInput("[approval].allow_self_approval must be true or false")
+        if approvers and len(set(approvers)) < required:
+            raise InvalidInput(
+                f"[approval] needs {required} approvals but lists only "
+                f"{len(set(approvers))} approver(s)"
+            )
+        return cls(required, tuple(approvers), allow_self)
+
+
+@dataclass(frozen=True)
+class DistributionPolicy:
+    waves: tuple[int, ...] = (10, 50, 100)
+    max_failure_ratio: float = 0.2
+    wave_timeout_s: float = 600.0
+    auto_rollback: bool = True
+    channel: str = "stable"
+
+    @classmethod
+    def parse(cls, table: dict[str, Any]) -> DistributionPolicy:
+        waves = table.get("waves", [10, 50, 100])
+        if (
+            not isinstance(waves, list)
+            or not waves
+            or not all(isinstance(w, int) and not isinstance(w, bool) for w in waves)
+            or not all(0 < w <= 100 for w in waves)
+            or waves != sorted(set(waves))
+            or waves[-1] != 100
+        ):
+            raise InvalidInput(
+                f"[distribution].waves must be increasing percentages ending at 100, not {waves!r}"
+            )
+        ratio = table.get("max_failure_ratio", 0.2)
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+            raise InvalidInput(f"[distribution].max_failure_ratio must be 0-1, not {ratio!r}")
+        timeout = table.get("wave_timeout_s", 600)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise InvalidInput(f"[distribution].wave_timeout_s must be > 0, not {timeout!r}")
+        auto = table.get("auto_rollback", True)
+        if not isinstance(auto, bool):
+            raise InvalidInput("[distribution].auto_rollback must be true or false")
+        channel = table.get("channel", "stable")
+        if not isinstance(channel, str) or not channel:
+            raise InvalidInput("[distribution].channel must be a channel name")
+        return cls(tuple(waves), float(ratio), float(timeout), auto, channel)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "waves": list(self.waves),
+            "max_failure_ratio": self.max_failure_ratio,
+            "wave_timeout_s": self.wave_timeout_s,
+            "auto_rollback": self.auto_rollback,
+            "channel": self.channel,
+        }
+
+
+class OmegaPort(Protocol):
+    """What approval needs from OMEGA (an ``AgentClient`` with the fleet routes)."""
+
+    def health(self) -> dict[str, Any]: ...
+    def missing(self, digests: Sequence[str]) -> list[str]: ...
+    def stage(self, manifest_bytes: bytes) -> dict[str, Any]: ...
+    def activate(self, update_id: str) -> dict[str, Any]: ...
+    def rollback(self, from_id: str | None = None, to_id: str | None = None) -> dict[str, Any]: ...
+    def request(
+        self, method: str, path: str, *, json_body: Any = None, timeout_s: float | None = None
+    ) -> dict[str, Any]: ...
+
+
+# relay(digests) sends those blobs from PUBLIC to OMEGA and returns the bytes moved
+Relay = Callable[[list[str]], int]
+
+
+@dataclass(frozen=True)
+class ApproveResult:
+    deployment: Deployment
+    approvals: list[dict[str, Any]]
+    required: int
+    counted: bool  # False when this approver had already approved
+    rollout: dict[str, Any] | None = None
+    bytes_relayed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "update_id": self.deployment.id,
+            "state": self.deployment.state.value,
+            "approvals": self.approvals,
+            "required": self.required,
+            "counted": self.counted,
+            "rollout": self.rollout,
+            "bytes_relayed": self.bytes_relayed,
+        }
+
+
+def approve(
+    wf: Workflow, update_id: str, policy: ApprovalPolicy, comment: str | None = None
+) -> ApproveResult:
+    """Record the actor's approval; move to ``approved`` when the policy is met."""
+    validate_update_id(update_id)
+    dep = wf.store.require(update_id)
+    check_transition(update_id, dep.state, State.APPROVED)
+    if policy.approvers and wf.actor not in policy.approvers:
+        raise PolicyRefused(
+            f"{wf.actor} is not an approver of this project (approvers: "
+            f"{', '.join(policy.approvers)})",
+            update_id=update_id,
+        )
+    if not policy.allow_self_approval and wf.actor == dep.created_by:
+        raise PolicyRefused(
+            f"{wf.actor} pushed {update_id} and may not approve it too "
+            "([approval] allow_self_approval = false); ask another approver",
+            update_id=update_id,
+        )
+    if comment is not None and len(comment) > 1000:
+        raise InvalidInput("--comment must be at most 1000 characters")
+    counted = wf.store.add_approval(update_id, wf.actor, wf.now(), comment)
+    approvals = wf.store.approvals(update_id)
+    if len(approvals) >= policy.required:
+        dep = wf.move(
+            update_id,
+            State.APPROVED,
+            details={"approvers": [a["user"] for a in approvals]},
+            details_update={"approvers": [a["user"] for a in approvals]},
+        )
+    return ApproveResult(dep, approvals, policy.required, counted)
+
+
+def release(
+    wf: Workflow,
+    update_id: str,
+    omega: OmegaPort,
+    manifest_bytes: bytes,
+    blob_digests: Sequence[str],
+    relay: Relay,
+    distribution: DistributionPolicy,
+    resume: bool = False,
+) -> tuple[Deployment, dict[str, Any], int]:
+    """``approved -> releasing -> distributing``: send, counter-sign, activate, start rollout.
+
+    Every step is idempotent on OMEGA, so ``resume=True`` re-runs them for a deployment a
+    killed ``deploy approve`` left in ``releasing``.
+    """
+    dep = wf.store.require(update_id) if resume else wf.move(update_id, State.RELEASING)
+    try:
+        omega_previous = omega.health().get("current")
+        missing = omega.missing(sorted(set(blob_digests)))
+        relayed = relay(missing)
+        wf.note(update_id, "release.uploaded", {"blobs_sent": len(missing), "bytes_sent": relayed})
+        omega.stage(manifest_bytes)
+        record = {
+            "update_id": update_id,
+            "sequence": dep.details.get("sequence"),
+            "approvers": wf.store.approvals(update_id),
+            "approved_at": wf.now(),
+        }
+        signed = omega.request(
+            "POST", f"/v1/releases/{update_id}/approve", json_body={"approval": record}
+        )
+        wf.note(
+            update_id, "release.countersigned", {"approval_keyid": signed.get("approval_keyid")}
+        )
+        if omega_previous != update_id:
+            omega.activate(update_id)
+        rollout = omega.request(
+            "POST",
+            "/v1/fleet/rollouts",
+            json_body={"update_id": update_id, **distribution.to_json()},
+        )
+    except AshatError as e:
+        with contextlib.suppress(AshatError):
+            wf.move(update_id, State.FAILED, reason=e.message[:500], details={"kind": e.kind})
+        raise
+    facts = {"rollout_id": rollout.get("rollout_id"), "omega_previous": omega_previous}
+    dep = wf.move(update_id, State.DISTRIBUTING, details=facts, details_update=facts)
+    return dep, rollout, relayed
+
+
+def rollout_status(omega: OmegaPort, rollout_id: str) -> dict[str, Any]:
+    return omega.request("GET", f"/v1/fleet/rollouts/{rollout_id}")
+
+
+def reconcile(
+    wf: Workflow, update_id: str, omega: OmegaPort
+) -> tuple[Deployment, dict[str, Any] | None]:
+    """Move a distributing deployment on from what OMEGA reports; return it and the rollout."""
+    dep = wf.store.require(update_id)
+    rollout_id = dep.details.get("rollout_id")
+    if dep.state not in (State.DISTRIBUTING, State.DISTRIBUTION_FAILED) or not rollout_id:
+        return dep, None
+    status = rollout_status(omega, str(rollout_id))
+    if dep.state is State.DISTRIBUTING:
+        if status.get("state") == "completed":
+            dep = wf.move(update_id, State.COMPLETED, details={"totals": status.get("totals")})
+        elif status.get("state") in ("failed", "cancelled"):
+            dep = wf.move(
+                update_id,
+                State.DISTRIBUTION_FAILED,
+                reason=str(status.get("reason") or "rollout failed")[:500],
+                details={"totals": status.get("totals"), "failures": status.get("failures")},
+                details_update={"rollback_rollout_id": status.get("rollback_rollout_id")},
+            )
+    if dep.state is State.DISTRIBUTION_FAILED and status.get("rollback_rollout_id"):
+        back = rollout_status(omega, str(status["rollback_rollout_id"]))
+        status = {**status, "rollback": back}
+        if back.get("state") == "completed":
+            dep = wf.move(
+                update_id,
+                State.ROLLED_BACK,
+                reason="automatic rollback after the failure budget broke",
+                details={"restored": back.get("update_id"), "totals": back.get("totals")},
+            )
+        elif back.get("state") in ("failed", "cancelled"):
+            raise OperationFailed(
+                f"the automatic rollback of {update_id} did not complete: {back.get('reason')}"
+            )
+    return dep, status
