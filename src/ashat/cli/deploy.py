@@ -160,6 +160,23 @@ def servers(check: bool) -> None:
 # -- status / history / log -----------------------------------------------------------------
 
 
+def _refresh_rollout(project: Project, dep: Deployment) -> tuple[Deployment, Any, str | None]:
+    """Ask OMEGA how the rollout goes and move the deployment on (best effort)."""
+    from ashat.cli.release import client_for
+    from ashat.transport.errors import TransportError
+    from ashat.workflow.approve import reconcile
+
+    server = project.store.server("omega")
+    if server is None:
+        return dep, None, "OMEGA is not configured: progress unknown"
+    try:
+        with client_for(server, timeout_s=10) as omega:
+            dep, rollout = reconcile(project.workflow(), dep.id, omega)
+    except TransportError as e:
+        return dep, None, f"OMEGA unreachable ({e.message}): showing the last known state"
+    return dep, rollout, None
+
+
 @cli.command()
 @click.argument("update_id", required=False)
 @json_option
@@ -169,6 +186,10 @@ def status(update_id: str | None) -> None:
     wf = project.workflow()
     if update_id:
         dep, events = wf.status(update_id)
+        rollout, rollout_note = None, None
+        if dep.state.value in ("distributing", "distribution_failed"):
+            dep, rollout, rollout_note = _refresh_rollout(project, dep)
+            events = project.store.events(dep.id, limit=10)
         lease = [le for le in project.store.leases() if le.deployment_id == dep.id]
         checks = project.store.latest_checks(dep.id)
 
@@ -187,6 +208,14 @@ def status(update_id: str | None) -> None:
                 click.echo("Checks:")
                 for r in checks:
                     click.echo(f"  {r['status']:<8} {r['title']}: {r['summary']}")
+            if rollout:
+                from ashat.cli.approve_cmd import describe_rollout
+
+                click.echo(f"Rollout:     {rollout.get('rollout_id')} ({rollout.get('state')})")
+                for line in describe_rollout(rollout):
+                    click.echo(line)
+            if rollout_note:
+                click.echo(f"Rollout:     {rollout_note}")
             click.echo("Recent events:")
             for ev in events:
                 _print_event(ev)
@@ -197,6 +226,8 @@ def status(update_id: str | None) -> None:
                 "next": sorted(s.value for s in _next(dep.state)),
                 "leases": [le.to_json() for le in lease],
                 "checks": checks,
+                "rollout": rollout,
+                "rollout_note": rollout_note,
                 "events": [e.to_json() for e in events],
             },
             human,

@@ -151,14 +151,18 @@ def push(update_id: str, description: str, source: str | None, git_ref: str | No
 @click.option("--reason", help="Why (recorded in the audit trail).")
 @json_option
 def rollback(update_id: str, reason: str | None) -> None:
-    """Put PUBLIC back on the release it ran before UPDATE_ID."""
+    """Put PUBLIC (or, once released, OMEGA and the fleet) back on the release before it."""
     from ashat.ids import validate_update_id
+    from ashat.workflow.approve import FLEET_ROLLBACK_FROM
     from ashat.workflow.push import rollback_public
 
     validate_update_id(update_id)
     project = Project.find()
     wf = project.workflow()
-    wf.store.require(update_id)
+    dep = wf.store.require(update_id)
+    if dep.state in FLEET_ROLLBACK_FROM and dep.details.get("rollout_id"):
+        _rollback_fleet(project, update_id, reason)
+        return
     server = require_server(project, "public")
     with client_for(server) as agent:
         result = rollback_public(wf, agent, update_id, reason)
@@ -170,6 +174,50 @@ def rollback(update_id: str, reason: str | None) -> None:
         click.echo(f"{OK} {update_id} is rolled back")
 
     emit(result.to_json(), human)
+
+
+def _rollback_fleet(project: Project, update_id: str, reason: str | None) -> None:
+    import time
+
+    from ashat.errors import OperationFailed
+    from ashat.workflow.approve import finish_fleet_rollback, start_fleet_rollback
+
+    wf = project.workflow()
+    dep = wf.store.require(update_id)
+    server = require_server(project, "omega")
+    if not OUT.json:
+        click.echo(style("ASHAT Rollback of OMEGA and the Licensed Mainframes", bold=True))
+    with client_for(server) as omega:
+        rollout_id = dep.details.get("rollback_rollout_id")
+        if not rollout_id:
+            rollout_id = start_fleet_rollback(wf, update_id, omega, reason)["rollout_id"]
+        if not OUT.json:
+            click.echo(f"  {OK} rollback rollout {rollout_id} started on {server.name}")
+        deadline = time.monotonic() + 900
+        dep, status = finish_fleet_rollback(wf, update_id, omega, str(rollout_id), reason)
+        while status.get("state") == "running":
+            if time.monotonic() > deadline:
+                raise OperationFailed(f"rollback {rollout_id} still running; see deploy status")
+            time.sleep(0.3)
+            dep, status = finish_fleet_rollback(wf, update_id, omega, str(rollout_id), reason)
+    totals = status.get("totals") or {}
+
+    def human() -> None:
+        click.echo(
+            f"  {OK} {totals.get('installed', 0)} of {totals.get('targeted', 0)} mainframes "
+            f"back on {status.get('update_id')}"
+        )
+        click.echo(f"{OK} {update_id} is rolled back")
+
+    emit(
+        {
+            "update_id": update_id,
+            "state": dep.state.value,
+            "restored": status.get("update_id"),
+            "rollout": status,
+        },
+        human,
+    )
 
 
 def _size(n: int) -> str:

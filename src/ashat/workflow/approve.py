@@ -257,3 +257,52 @@ def reconcile(
                 f"the automatic rollback of {update_id} did not complete: {back.get('reason')}"
             )
     return dep, status
+
+
+FLEET_ROLLBACK_FROM = frozenset({State.COMPLETED, State.DISTRIBUTION_FAILED})
+
+
+def start_fleet_rollback(
+    wf: Workflow, update_id: str, omega: OmegaPort, reason: str | None
+) -> dict[str, Any]:
+    """Send OMEGA and every mainframe running ``update_id`` back to the release before it.
+
+    Returns the rollback rollout's status; :func:`finish_fleet_rollback` waits for it.
+    """
+    dep = wf.store.require(update_id)
+    check_transition(update_id, dep.state, State.ROLLED_BACK)
+    previous = dep.details.get("omega_previous")
+    rollout = omega.request(
+        "POST",
+        "/v1/fleet/rollback",
+        json_body={"from": update_id, "to": previous, "reason": reason or "operator rollback"},
+    )
+    if omega.health().get("current") == update_id and previous:
+        omega.rollback(from_id=update_id, to_id=previous)
+    wf.note(
+        update_id,
+        "rollback.started",
+        {"rollout_id": rollout.get("rollout_id"), "to": rollout.get("update_id")},
+    )
+    return rollout
+
+
+def finish_fleet_rollback(
+    wf: Workflow, update_id: str, omega: OmegaPort, rollout_id: str, reason: str | None
+) -> tuple[Deployment, dict[str, Any]]:
+    """Move to ``rolled_back`` once the rollback rollout completed; else say what failed."""
+    status = rollout_status(omega, rollout_id)
+    if status.get("state") == "running":
+        return wf.store.require(update_id), status
+    if status.get("state") != "completed":
+        raise OperationFailed(
+            f"the rollback of {update_id} did not complete ({status.get('state')}): "
+            f"{status.get('reason')}"
+        )
+    dep = wf.move(
+        update_id,
+        State.ROLLED_BACK,
+        reason=reason or "rolled back by operator",
+        details={"restored": status.get("update_id"), "totals": status.get("totals")},
+    )
+    return dep, status
