@@ -47,8 +47,10 @@ def keys_generate(name: str, directory: str) -> None:
     emit({"private_key": str(key_path), "public_key": str(pub_path), "keyid": keyid}, human)
 
 
+from ashat.agent.command import agent  # noqa: E402
 from ashat.cli.license_cmd import license_group  # noqa: E402
 
+cli.add_command(agent)
 cli.add_command(license_group)
 
 

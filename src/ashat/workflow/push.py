@@ -52,6 +52,7 @@ class AgentPort(Protocol):
 class ManifestLike(Protocol):
     @property
     def files(self) -> Sequence[Any]: ...
+    @property
     def total_size(self) -> int: ...
     def to_bytes(self) -> bytes: ...
     def digest(self) -> str: ...
@@ -120,7 +121,7 @@ def _start(
         details = {
             "source": dict(bundle.source),
             "files": len(bundle.manifest.files),
-            "bytes_total": bundle.manifest.total_size(),
+            "bytes_total": bundle.manifest.total_size,
         }
         return wf.create(update_id, description, details), False
     if existing.state is not State.PUSHING:
@@ -169,7 +170,7 @@ def push(
         public_previous = agent.health().get("current")
         step(
             "plan",
-            f"{len(signed.files)} files, {_mb(signed.total_size())}; PUBLIC runs "
+            f"{len(signed.files)} files, {_mb(signed.total_size)}; PUBLIC runs "
             f"{public_previous or 'nothing yet'}",
         )
         digests = sorted(bundle.blob_sizes)
@@ -218,7 +219,7 @@ def push(
         deployment=dep,
         target=target,
         files=len(signed.files),
-        bytes_total=signed.total_size(),
+        bytes_total=signed.total_size,
         bytes_sent=sent,
         blobs_sent=len(missing),
         blobs_skipped=skipped,
@@ -292,6 +293,8 @@ def rollback_public(
 
 
 def _mb(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
     if n < 1024 * 1024:
         return f"{n / 1024:.1f} KiB"
     return f"{n / (1024 * 1024):.1f} MiB"

@@ -1,0 +1,175 @@
+"""Module Load Test, agent side: import each module in a fresh interpreter inside the release.
+
+Each module gets its own ``python -c`` child (the agent's interpreter, ``sys.executable``)
+with the release as its working directory and first on ``PYTHONPATH``, and the app's
+environment — not ``-I``, since the app's site-packages must be importable. The module name
+is validated as a dotted identifier and passed as an argument, never spliced into code.
+Children run a few at a time, each in its own process group so a module that spawns
+processes and hangs is killed whole when the check's time is up; stderr goes to a temporary
+file, so a chatty import cannot fill the agent's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+from ashat.agent.checks_base import (
+    BadBody,
+    Deadline,
+    elapsed_ms,
+    env_secrets,
+    guarded,
+    release_root,
+    result,
+    scrub,
+    timeout_of,
+)
+
+CONCURRENCY = 4  # interpreters started at once
+MAX_MODULES = 200
+MAX_NAME_CHARS = 200
+TRACEBACK_LINES = 30  # lines of a failing import's stderr kept
+TRACEBACK_BYTES = 64 * 1024  # bytes read from the end of that stderr
+KILL_WAIT_S = 2.0  # seconds to reap a killed child
+
+# argv[1] is the module name: data, not code.
+_IMPORT = "import importlib, sys; importlib.import_module(sys.argv[1])"
+
+
+def valid_module_name(name: str) -> bool:
+    """A dotted identifier such as ``pkg.sub_mod`` (nothing else reaches an interpreter)."""
+    return (
+        0 < len(name) <= MAX_NAME_CHARS
+        and name.isascii()
+        and all(part.isidentifier() for part in name.split("."))
+    )
+
+
+def module_names(body: Mapping[str, Any]) -> list[str]:
+    """The ``modules`` of the body, validated and de-duplicated; raises :class:`BadBody`."""
+    value = body.get("modules")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise BadBody("modules must be a list of module names")
+    if len(value) > MAX_MODULES:
+        raise BadBody(f"modules has {len(value)} entries, more than {MAX_MODULES}")
+    bad = [m for m in value if not valid_module_name(m)]
+    if bad:
+        raise BadBody(f"modules: {bad[0]!r} is not a dotted module name")
+    return list(dict.fromkeys(value))
+
+
+def child_env(root: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """The app's environment with the release first on ``PYTHONPATH``; no bytecode written,
+    so a check leaves the release tree as it found it."""
+    out = dict(env)
+    rest = out.get("PYTHONPATH", "")
+    out["PYTHONPATH"] = os.pathsep.join([str(root), rest]) if rest else str(root)
+    out.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    return out
+
+
+def _tail(stream: IO[bytes]) -> str:
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    stream.seek(max(0, size - TRACEBACK_BYTES))
+    text = stream.read().decode("utf-8", errors="replace")
+    lines = text.rstrip().splitlines()
+    return "\n".join(lines[-TRACEBACK_LINES:])
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(KILL_WAIT_S)
+
+
+def import_in_child(
+    name: str, root: Path, env: Mapping[str, str], deadline: Deadline
+) -> dict[str, Any]:
+    """Import ``name`` in a fresh interpreter; ``{"name", "ok", "ms"}`` plus, when it
+    fails, ``error`` (the last stderr line, or why it did not finish) and ``traceback``."""
+    if deadline.expired():
+        return {"name": name, "ok": False, "ms": 0.0, "error": "not started: out of time"}
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _IMPORT, name],
+                cwd=root,
+                env=child_env(root, env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        except OSError as e:
+            return {"name": name, "ok": False, "ms": 0.0, "error": f"cannot start Python: {e}"}
+        try:
+            code = proc.wait(deadline.remaining())
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            return {
+                "name": name,
+                "ok": False,
+                "ms": elapsed_ms(started),
+                "error": f"import did not finish within {deadline.timeout_s:g} s",
+                "traceback": _tail(stderr),
+            }
+        finally:
+            # The child's children, if any, go with it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        ms = elapsed_ms(started)
+        if code == 0:
+            return {"name": name, "ok": True, "ms": ms}
+        tb = _tail(stderr)
+        last = tb.splitlines()[-1] if tb else ""
+        error = last or (f"killed by signal {-code}" if code < 0 else f"exit status {code}")
+        return {"name": name, "ok": False, "ms": ms, "error": error, "traceback": tb}
+
+
+@guarded("modules")
+def check_modules(
+    release_dir: Path, body: dict[str, Any], env: Mapping[str, str]
+) -> dict[str, Any]:
+    """Import each of ``body["modules"]`` in a fresh interpreter inside the release.
+
+    Details: ``{"modules": [{"name", "ok", "ms", ["error", "traceback"]}, ...]}`` in the
+    order asked; ``error`` and ``traceback`` only for modules that failed.
+    """
+    timeout_s = timeout_of(body)
+    names = module_names(body)
+    if not names:
+        return result("skipped", "no modules to load", modules=[])
+    root = release_root(release_dir)
+    deadline = Deadline(timeout_s)
+    with ThreadPoolExecutor(max_workers=min(CONCURRENCY, len(names))) as pool:
+        outcomes = list(pool.map(lambda n: import_in_child(n, root, env, deadline), names))
+    secrets = env_secrets(env)
+    for outcome in outcomes:
+        for key in ("error", "traceback"):
+            if key in outcome:
+                outcome[key] = scrub(outcome[key], secrets)
+    failing = [o for o in outcomes if not o["ok"]]
+    if not failing:
+        noun = "module" if len(names) == 1 else "modules"
+        return result("passed", f"All {len(names)} {noun} loaded successfully", modules=outcomes)
+    named = "; ".join(f"{o['name']} ({o['error']})" for o in failing)
+    return result(
+        "failed",
+        f"{len(failing)} of {len(names)} modules failed to load: {named}",
+        modules=outcomes,
+    )

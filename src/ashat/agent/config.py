@@ -1,0 +1,124 @@
+"""What an agent is started with: :class:`AgentConfig`, and the parsing of its option values.
+
+``ashat agent`` (:mod:`.command`) turns its options into an :class:`AgentConfig` with the
+helpers here, each raising :class:`~ashat.errors.InvalidInput` with one line that names the
+option or file at fault — never the token or an app-env value.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ashat.bundle.keys import PublicKey
+from ashat.bundle.manifest import MAX_MANIFEST_BYTES
+from ashat.errors import InvalidInput
+
+DEFAULT_LISTEN = "127.0.0.1:8700"
+DEFAULT_KEEP = 5
+DEFAULT_MAX_BLOB_BYTES = 2 * 1024**3  # bytes
+MAX_APP_ENV_BYTES = 1024 * 1024  # bytes of dotenv file
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class Role(enum.StrEnum):
+    PUBLIC = "public"
+    OMEGA = "omega"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the server needs; the token and app env never appear in ``repr``."""
+
+    role: Role
+    data: Path
+    host: str
+    port: int  # 0: let the OS pick (the ready line names the real one)
+    token: str = field(repr=False)
+    trusted: Mapping[str, PublicKey]  # key id -> key trusted for the ``release`` role
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    keep: int = DEFAULT_KEEP  # releases kept on disk, besides current and previous
+    app_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES  # bytes per blob
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES  # bytes
+    stop_timeout_s: float = 10.0  # SIGTERM to SIGKILL for a supervised app
+
+    def __post_init__(self) -> None:
+        if not self.token:
+            raise InvalidInput("the agent needs a bearer token")
+        if not self.trusted:
+            raise InvalidInput("the agent needs at least one trusted public key (--trust)")
+        if self.keep < 2:
+            raise InvalidInput(f"--keep must be at least 2, got {self.keep}")
+        if self.max_blob_bytes < 1:
+            raise InvalidInput("--max-blob-bytes must be positive")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidInput("--tls-cert and --tls-key go together: give both or neither")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as ``(host, port)``; port 0 means any free one."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port_text):
+        raise InvalidInput(f"--listen {value!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise InvalidInput(f"--listen {value!r}: write an IPv6 address in brackets, [::1]:8700")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"--listen {value!r}: port must be 0-65535")
+    return host, port
+
+
+def format_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def parse_dotenv(text: str, source: str = "app env") -> dict[str, str]:
+    """``KEY=VALUE`` lines (``export`` optional, ``#`` comments, quotes stripped).
+
+    Errors name the line number, never its value.
+    """
+    env: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not _ENV_KEY_RE.fullmatch(key):
+            raise InvalidInput(f"{source} line {n}: expected KEY=VALUE with KEY a shell name")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if "\0" in value:
+            raise InvalidInput(f"{source} line {n}: the value of {key} contains a NUL byte")
+        env[key] = value
+    return env
+
+
+def read_app_env(path: Path) -> dict[str, str]:
+    """Read the ``--app-env`` dotenv file. Raises :class:`InvalidInput`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_APP_ENV_BYTES + 1)
+    except OSError as e:
+        raise InvalidInput(f"cannot read --app-env file {path}: {e.strerror}") from e
+    if len(data) > MAX_APP_ENV_BYTES:
+        raise InvalidInput(f"--app-env file {path} is larger than {MAX_APP_ENV_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"--app-env file {path} is not UTF-8") from e
+    return parse_dotenv(text, f"--app-env file {path}")

@@ -1,0 +1,434 @@
+"""The agent's operations: stage, activate, roll back, list, health, start-up and shutdown.
+
+Each public method of :class:`Agent` is blocking and thread-safe; the server
+(:mod:`.server`) calls them from worker threads. One lock serializes everything that
+changes which releases exist or run — the final rename of a staged tree, activation,
+rollback, pruning, the app processes — while the slow part of staging (materializing a
+tree from blobs) runs outside it. Reads (health, the release list) never wait for it.
+
+Activation, for both ``activate`` and ``rollback``: run ``prepare`` in the new tree, start
+the new app on a fresh port and wait for its health path, and only then swap
+``previous`` and ``current`` and stop the old app. If anything before the swap fails,
+nothing switched: the old release and its process are untouched, the new process is gone,
+and a release that was never active is deleted (unless the agent is stopping: then it was
+not the release's fault), so it can never become a rollback target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ashat import __version__
+from ashat.agent.blobs import BlobStore
+from ashat.agent.config import AgentConfig
+from ashat.agent.errors import (
+    ActivationFailed,
+    AgentError,
+    BlobsMissing,
+    ReleaseConflict,
+    RequestInvalid,
+    ShuttingDown,
+)
+from ashat.agent.layout import CURRENT, PREVIOUS, Layout, remove_tree
+from ashat.agent.metrics import Metrics
+from ashat.agent.releases import ReleaseStore
+from ashat.agent.state import AgentState, previous_after_rollback, prune_plan
+from ashat.agent.supervisor import AppProcess, AppSpec, Supervisor, free_port
+from ashat.bundle.manifest import Manifest
+from ashat.bundle.sign import verify_manifest
+from ashat.ids import UPDATE_ID_RE
+
+log = logging.getLogger("ashat.agent")
+
+SHUTDOWN_LOCK_WAIT_S = 60.0  # how long shutdown waits for an activation in progress
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _check_id(update_id: str) -> str:
+    if not isinstance(update_id, str) or not UPDATE_ID_RE.fullmatch(update_id):
+        raise RequestInvalid(f"invalid update id {str(update_id)[:80]!r}")
+    return update_id
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics(config.role.value)
+        self.layout = Layout(config.data)
+        self.blobs = BlobStore(self.layout.blobs, self.layout.tmp, config.max_blob_bytes)
+        self.releases = ReleaseStore(self.layout, self.blobs)
+        self.stopping = threading.Event()
+        self.supervisor = Supervisor(
+            self.layout, config.app_env, self.stopping, config.stop_timeout_s
+        )
+        self.lock = threading.Lock()
+        self.state = AgentState()
+        self.app: AppProcess | None = None
+        self._lock_fd: int | None = None
+
+    # -- start-up and shutdown ---------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the data directory (creating it) and repair what a crash may have left.
+
+        Raises ``OSError``, or :class:`~ashat.errors.AshatError` if another agent uses it.
+        """
+        self.layout.ensure()
+        self._lock_fd = self.layout.lock()
+        for name in self.layout.clean_tmp():
+            log.info("removed leftover %s", name)
+        self.state = self._load_state()
+        in_use = set()
+        for name in (CURRENT, PREVIOUS):
+            link = self.layout.link(name)
+            target = self.releases.link_target(name)
+            if target is None and link.is_symlink():
+                log.warning("%s pointed at a missing release; removed", name)
+                self.releases.set_link(name, None)
+            elif target is not None:
+                in_use.add(target)
+        for note in self.releases.reconcile(in_use):
+            log.warning("%s", note)
+        current, previous = self.links()
+        if previous is not None and previous == current:
+            self.releases.set_link(PREVIOUS, None)
+        for record in self.state.apps:
+            if self.supervisor.reap(record):
+                log.warning(
+                    "stopped app pid %d of release %s left running by an earlier agent",
+                    record.pid,
+                    record.release,
+                )
+        self.state.apps = []
+        staged = set(self.releases.ids())
+        self.state.recency = [i for i in self.state.recency if i in staged]
+        self.state.rolled_back = [i for i in self.state.rolled_back if i in staged]
+        for update_id in sorted(staged - set(self.state.recency)):
+            self.state.recency.insert(0, update_id)
+        self._save()
+
+    def _load_state(self) -> AgentState:
+        path = self.layout.state_file
+        try:
+            return AgentState.load(path)
+        except ValueError as e:
+            aside = path.with_name(f"state.json.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            log.error("%s; moved it to %s and started with an empty history", e, aside.name)
+            return AgentState()
+
+    def start_current_app(self) -> None:
+        """Start the app of ``current`` (if it has one), as after a restart; log a failure."""
+        with self.lock:
+            current = self.releases.link_target(CURRENT)
+            if current is None or self.app is not None or self.stopping.is_set():
+                return  # nothing to run, or an activation got here first
+            try:
+                spec = self._spec(current)
+                if spec.run is None:
+                    return
+                app = self._launch(current, spec, prepare=False)
+            except ActivationFailed as e:
+                log.error("the app of current release %s did not start: %s", current, e.message)
+                if e.log_tail:
+                    log.error("its log ends with:\n%s", e.log_tail)
+                return
+            self.app = app
+            if app is not None:
+                self.metrics.app_up.set(1)
+                log.info("started the app of %s on port %d", current, app.port)
+
+    def begin_shutdown(self) -> None:
+        """Make waits for health give up now (called from the signal handler)."""
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        """Stop the supervised app. Idempotent."""
+        self.stopping.set()
+        locked = self.lock.acquire(timeout=SHUTDOWN_LOCK_WAIT_S)
+        try:
+            app, self.app = self.app, None
+            if app is not None:
+                code = self.supervisor.stop(app)
+                log.info("stopped the app of %s (status %s)", app.release, code)
+                self._untrack(app)
+            self.metrics.app_up.set(0)
+        finally:
+            if locked:
+                self.lock.release()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def links(self) -> tuple[str | None, str | None]:
+        return self.releases.link_target(CURRENT), self.releases.link_target(PREVIOUS)
+
+    def app_info(self) -> dict[str, Any] | None:
+        app = self.app
+        if app is None:
+            return None
+        return app.info(app.alive() and app.probe(1.0)[0])
+
+    def health(self) -> dict[str, Any]:
+        current, previous = self.links()
+        return {
+            "status": "ok",
+            "role": self.config.role.value,
+            "version": __version__,
+            "current": current,
+            "previous": previous,
+            "app": self.app_info(),
+        }
+
+    def list_releases(self) -> dict[str, Any]:
+        current, previous = self.links()
+        rolled_back = set(self.state.rolled_back)
+        out = []
+        for update_id in self.releases.ids():
+            try:
+                summary = self.releases.summary(update_id)
+            except AgentError:  # removed while we looked
+                continue
+            if update_id == current:
+                summary["status"] = "current"
+            elif update_id == previous:
+                summary["status"] = "previous"
+            elif update_id in rolled_back:
+                summary["status"] = "rolled_back"
+            else:
+                summary["status"] = "staged"
+            out.append(summary)
+        out.sort(key=lambda r: (r["sequence"], r["update_id"]))
+        return {"current": current, "previous": previous, "releases": out}
+
+    # -- staging ------------------------------------------------------------------------------
+
+    def stage(self, data: bytes) -> tuple[dict[str, Any], bool]:
+        """Verify and stage signed manifest bytes; return the answer and whether it is new.
+
+        Raises a :class:`~ashat.bundle.errors.BundleError` (bad manifest or signature),
+        :class:`BlobsMissing`, or :class:`ReleaseConflict` (same id, other manifest).
+        """
+        m = verify_manifest(data, self.config.trusted, max_bytes=self.config.max_manifest_bytes)
+        AppSpec.from_app(m.app)  # refuse an app table we could not run, now
+        if self._staged_as(m):
+            with self.lock:
+                return self._restage(m, data), False
+        missing = self.releases.missing_blobs(m)
+        if missing:
+            raise BlobsMissing(missing)
+        try:
+            staging: Path | None = self.releases.materialize(m)
+        except OSError as e:
+            raise AgentError(f"cannot stage {m.update_id}: {e.strerror or e}") from e
+        try:
+            with self.lock:
+                if self._staged_as(m):
+                    return self._restage(m, data), False
+                assert staging is not None
+                self.releases.install(m, data, staging)
+                staging = None
+                self.state.touch(m.update_id)
+                self._save()
+        finally:
+            if staging is not None:
+                remove_tree(staging)
+        self.metrics.releases_staged.inc()
+        log.info("staged %s (sequence %d, %d files)", m.update_id, m.sequence, len(m.files))
+        return self._stage_answer(m, already=False), True
+
+    def _staged_as(self, m: Manifest) -> bool:
+        """Whether ``m``'s id is staged already with the same manifest (else a conflict)."""
+        if not self.releases.exists(m.update_id):
+            return False
+        old = self.releases.manifest(m.update_id)
+        if old.digest() != m.digest():
+            raise ReleaseConflict(
+                f"release {m.update_id} is already staged with a different manifest "
+                f"(digest {old.digest()[:16]}, this one {m.digest()[:16]})",
+                update_id=m.update_id,
+            )
+        return True
+
+    def _restage(self, m: Manifest, data: bytes) -> dict[str, Any]:
+        # Same content; the bytes may carry more signatures (OMEGA's approval): keep them.
+        if self._staged_as(m) and self.releases.manifest_bytes(m.update_id) != data:
+            self.releases.replace_manifest(m, data)
+        return self._stage_answer(m, already=True)
+
+    @staticmethod
+    def _stage_answer(m: Manifest, already: bool) -> dict[str, Any]:
+        return {
+            "update_id": m.update_id,
+            "sequence": m.sequence,
+            "files": len(m.files),
+            "bytes": m.total_size,
+            "already": already,
+        }
+
+    # -- activation and rollback ------------------------------------------------------------
+
+    def activate(self, update_id: str) -> dict[str, Any]:
+        """Make a staged release current (see the module docstring).
+
+        Raises :class:`NoSuchRelease` or :class:`ActivationFailed`.
+        """
+        _check_id(update_id)
+        with self.lock:
+            self._refuse_if_stopping()
+            self.releases.manifest(update_id)  # NoSuchRelease if not staged
+            current, previous = self.links()
+            if current == update_id:
+                return {
+                    "current": current,
+                    "previous": previous,
+                    "app": self.app_info(),
+                    "already": True,
+                }
+            try:
+                answer = self._switch(update_id, current or previous, "activate")
+            except ActivationFailed:
+                self.metrics.activations.labels(result="failed").inc()
+                raise
+            self.metrics.activations.labels(result="ok").inc()
+            return answer
+
+    def rollback(self, from_id: str | None, to_id: str | None) -> dict[str, Any]:
+        """Go back to ``to_id`` (default: ``previous``), recording ``from_id`` as rolled back.
+
+        Raises :class:`ReleaseConflict` (``from`` is not current, no target, target not
+        staged) or :class:`ActivationFailed`.
+        """
+        if from_id is not None:
+            _check_id(from_id)
+        if to_id is not None:
+            _check_id(to_id)
+        with self.lock:
+            self._refuse_if_stopping()
+            current, previous = self.links()
+            if from_id is not None and from_id != current:
+                raise ReleaseConflict(
+                    f"cannot roll back {from_id}: the current release is {current or 'none'}",
+                    current=current,
+                )
+            target = to_id or previous
+            if target is None:
+                raise ReleaseConflict("no previous release to roll back to", current=current)
+            if not self.releases.exists(target):
+                raise ReleaseConflict(
+                    f"cannot roll back to {target}: it is not staged here", current=current
+                )
+            if target == current:
+                raise ReleaseConflict(f"{target} is already the current release", current=current)
+            rolled = from_id or current
+            excluded = set(self.state.rolled_back) | ({rolled} if rolled else set())
+            new_previous = previous_after_rollback(
+                [a.update_id for a in self.state.history],
+                target,
+                excluded,
+                set(self.releases.ids()),
+            )
+            try:
+                answer = self._switch(target, new_previous, "rollback", rolled_back=rolled)
+            except ActivationFailed:
+                self.metrics.rollbacks.labels(result="failed").inc()
+                raise
+            self.metrics.rollbacks.labels(result="ok").inc()
+            answer["rolled_back"] = rolled
+            return answer
+
+    def _refuse_if_stopping(self) -> None:
+        if self.stopping.is_set():
+            raise ShuttingDown("the agent is shutting down")
+
+    def _spec(self, update_id: str) -> AppSpec:
+        return AppSpec.from_app(self.releases.manifest(update_id).app)
+
+    def _launch(self, release: str, spec: AppSpec, *, prepare: bool) -> AppProcess | None:
+        """Prepare (if asked) and start ``release``'s app, healthy; None if it has no ``run``."""
+        log_from = self.supervisor.log_offset(release)
+        port = free_port()
+        if prepare:
+            self.supervisor.prepare(release, spec, port, log_from)
+        if spec.run is None:
+            return None
+        app = self.supervisor.start(release, spec, port, log_from)
+        self.state.apps.append(app.record())
+        self._save()
+        try:
+            self.supervisor.wait_healthy(app, spec.health_timeout_s, log_from)
+        except BaseException:
+            if app.alive():
+                self.supervisor.stop(app)
+            self._untrack(app)
+            raise
+        return app
+
+    def _switch(
+        self, target: str, new_previous: str | None, how: str, rolled_back: str | None = None
+    ) -> dict[str, Any]:
+        """Start ``target``'s app, then swap the symlinks, then stop the old app. Locked."""
+        spec = self._spec(target)
+        try:
+            new_app = self._launch(target, spec, prepare=True)
+        except ActivationFailed as e:
+            log.warning("%s of %s failed: %s", how, target, e.message)
+            # Not the release's fault when the agent is stopping: keep it for next time.
+            if not self.state.was_activated(target) and not self.stopping.is_set():
+                self.releases.remove(target)
+                self.state.forget(target)
+                self._save()
+                log.info("removed %s: a release that never became active is not kept", target)
+            raise
+        self.releases.set_link(PREVIOUS, new_previous)
+        self.releases.set_link(CURRENT, target)
+        old_app, self.app = self.app, new_app
+        self.state.record_activation(target, how, _now())
+        if rolled_back is not None:
+            self.state.mark_rolled_back(rolled_back)
+        self._save()
+        self.metrics.app_up.set(1 if new_app is not None else 0)
+        log.info("%s: %s is current, previous %s", how, target, new_previous or "none")
+        if old_app is not None:
+            code = self.supervisor.stop(old_app)
+            log.info("stopped the app of %s (status %s)", old_app.release, code)
+            self._untrack(old_app)
+        self._prune()
+        return {"current": target, "previous": new_previous, "app": self.app_info()}
+
+    def _prune(self) -> None:
+        current, previous = self.links()
+        protected = {i for i in (current, previous) if i is not None}
+        doomed = prune_plan(
+            self.state.recency, self.config.keep, protected, set(self.releases.ids())
+        )
+        for update_id in doomed:
+            try:
+                self.releases.remove(update_id)
+                with contextlib.suppress(FileNotFoundError):
+                    self.layout.log_file(update_id).unlink()
+            except OSError as e:
+                log.error("could not prune %s: %s", update_id, e)
+                continue
+            self.state.forget(update_id)
+            log.info("pruned %s (keeping %d releases)", update_id, self.config.keep)
+        if doomed:
+            self._save()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _untrack(self, app: AppProcess) -> None:
+        self.state.apps = [r for r in self.state.apps if r.pid != app.pid]
+        self._save()
+
+    def _save(self) -> None:
+        self.state.save(self.layout.state_file)

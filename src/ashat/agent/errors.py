@@ -1,0 +1,109 @@
+"""Errors the agent answers with: each knows its HTTP status and the JSON it is shown as.
+
+A request the agent refuses becomes ``{"error": "<one line>", "kind": ..., **details}`` with
+the status below (:func:`error_body`). Bundle errors (:mod:`ashat.bundle.errors`: unsafe
+paths, bad signatures, digest mismatches, …) are answered the same way with 400 (413 for
+:class:`~ashat.bundle.errors.ManifestTooLarge`); they are not redefined here::
+
+    AshatError                              (ashat.errors)
+    └── AgentError                          status 500 unless a leaf says otherwise
+        ├── RequestInvalid     InvalidInput 400  malformed JSON, digest, header or pack
+        ├── PayloadTooLarge    InvalidInput 413  a body or blob over its limit
+        ├── Unauthenticated    InvalidInput 401  missing or wrong bearer token
+        ├── NoSuchBlob         NotFound     404
+        ├── NoSuchRelease      NotFound     404
+        ├── BlobsMissing       Refused      409  a manifest names blobs the agent lacks
+        ├── ReleaseConflict    Refused      409  same id, other manifest; rollback refused
+        ├── ActivationFailed   OperationFailed 422  prepare failed, app never healthy
+        └── ShuttingDown                    503  the agent is stopping (clients retry)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ashat.bundle.errors import BundleError, ManifestTooLarge
+from ashat.errors import AshatError, InvalidInput, NotFound, OperationFailed, Refused
+
+
+class AgentError(AshatError):
+    """Root of the agent's own refusals; ``status`` is the HTTP status it is answered with."""
+
+    status: int = 500
+    kind = "agent"
+
+
+class RequestInvalid(AgentError, InvalidInput):
+    status = 400
+    kind = "invalid_request"
+
+
+class PayloadTooLarge(AgentError, InvalidInput):
+    status = 413
+    kind = "too_large"
+
+
+class Unauthenticated(AgentError, InvalidInput):
+    status = 401
+    kind = "unauthenticated"
+
+
+class NoSuchBlob(AgentError, NotFound):
+    status = 404
+    kind = "no_such_blob"
+
+
+class NoSuchRelease(AgentError, NotFound):
+    status = 404
+    kind = "no_such_release"
+
+
+class BlobsMissing(AgentError, Refused):
+    status = 409
+    kind = "blobs_missing"
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"{len(missing)} blobs missing", missing=missing)
+        self.missing = missing
+
+
+class ReleaseConflict(AgentError, Refused):
+    status = 409
+    kind = "conflict"
+
+
+class ActivationFailed(AgentError, OperationFailed):
+    """Activation (or rollback) stopped before anything switched; ``log_tail`` says why."""
+
+    status = 422
+    kind = "activation_failed"
+
+    def __init__(self, message: str, *, log_tail: str) -> None:
+        super().__init__(message, log_tail=log_tail)
+        self.log_tail = log_tail
+
+
+class ShuttingDown(AgentError):
+    status = 503
+    kind = "shutting_down"
+
+
+def status_of(err: AshatError) -> int:
+    """The HTTP status an error is answered with."""
+    if isinstance(err, AgentError):
+        return err.status
+    if isinstance(err, ManifestTooLarge):
+        return 413
+    if isinstance(err, (BundleError, InvalidInput)):
+        return 400
+    if isinstance(err, Refused):
+        return 409
+    return 500
+
+
+def error_body(err: AshatError) -> dict[str, Any]:
+    """The JSON answer for ``err``: its details, then ``error`` and ``kind`` (never overridden)."""
+    body: dict[str, Any] = dict(err.details)
+    body["error"] = err.message
+    body["kind"] = err.kind
+    return body

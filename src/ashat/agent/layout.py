@@ -1,0 +1,178 @@
+"""The agent's data directory, and the two atomic writes everything else relies on.
+
+::
+
+    DIR/blobs/sha256/ab/<sha256>   content-addressed blobs, read-only (blobs.py)
+    DIR/blobs/mode-NNNN/ab/<sha>   the same bytes with another mode, for hard links
+    DIR/releases/<id>/             materialized release trees (releases.py)
+    DIR/manifests/<id>.json        the signed manifest bytes as received
+    DIR/current, DIR/previous      symlinks -> releases/<id>, replaced with rename(2)
+    DIR/state.json                 activation history, rolled-back ids, app processes
+    DIR/logs/<id>.log              the app's stdout and stderr, and its prepare hook's
+    DIR/shared/                    kept across releases, given to apps as ASHAT_SHARED_DIR
+    DIR/tmp/                       uploads and staging trees; emptied at start-up
+    DIR/agent.lock                 flock()ed by the one agent using the directory
+
+Every change that others can observe is a rename of something complete: a blob, a staged
+tree, a symlink, ``state.json``. A crash at any instant leaves each name either old or
+new, never half-written; what the crash leaves in ``tmp/`` is removed at the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ashat.errors import AshatError
+
+CURRENT = "current"
+PREVIOUS = "previous"
+LINK_NAMES = (CURRENT, PREVIOUS)
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def shared(self) -> Path:
+        return self.root / "shared"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    def release_dir(self, update_id: str) -> Path:
+        return self.releases / update_id
+
+    def manifest_file(self, update_id: str) -> Path:
+        return self.manifests / f"{update_id}.json"
+
+    def log_file(self, update_id: str) -> Path:
+        return self.logs / f"{update_id}.log"
+
+    def link(self, name: str) -> Path:
+        return self.root / name
+
+    def ensure(self) -> None:
+        """Create the directories (the data directory too); raises ``OSError``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for d in (
+            self.blobs / "sha256",
+            self.releases,
+            self.manifests,
+            self.logs,
+            self.shared,
+            self.tmp,
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def clean_tmp(self) -> list[str]:
+        """Remove what an earlier run left in ``tmp/`` and half-made symlinks; return names."""
+        removed = []
+        for entry in os.scandir(self.tmp):
+            remove_tree(Path(entry.path))
+            removed.append(entry.name)
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(".link-"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                removed.append(entry.name)
+        return removed
+
+    def lock(self) -> int:
+        """Take the data directory for this process (released when it exits); the fd.
+
+        Raises :class:`~ashat.errors.AshatError` if another agent holds it.
+        """
+        path = self.root / "agent.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise AshatError(
+                f"data directory {self.root} is in use by another agent (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def temp_name(self, prefix: str) -> Path:
+        return self.tmp / f"{prefix}-{secrets.token_hex(6)}"
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file, symlink or directory tree; a missing path is fine."""
+    if path.is_symlink() or not path.is_dir():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        # A prepare hook may have left read-only directories: open them up, then retry.
+        for dirpath, _dirs, _files in os.walk(path):
+            with contextlib.suppress(OSError):
+                os.chmod(dirpath, 0o700)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new entry in ``path`` durable (a no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_symlink(link: Path, target: str) -> None:
+    """Point ``link`` at ``target`` atomically: a new symlink renamed over the old one."""
+    tmp = link.parent / f".link-{link.name}-{secrets.token_hex(6)}"
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(link.parent)
+
+
+def remove_symlink(link: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(link)
+    fsync_dir(link.parent)

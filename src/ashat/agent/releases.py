@@ -1,0 +1,225 @@
+"""Release trees on disk: materializing a verified manifest, reading it back, removing it,
+and the ``current`` / ``previous`` symlinks.
+
+A tree is built in ``tmp/stage-<id>-<rand>`` and renamed to ``releases/<id>`` only when
+complete and durable, after its manifest was written to ``manifests/<id>.json``; removal
+renames the tree back into ``tmp/`` before deleting it. So ``releases/<id>`` is always a
+whole tree, and start-up (:meth:`ReleaseStore.reconcile`) only has to drop a manifest or a
+tree left without its partner by a crash.
+
+Regular files are hard links to the blob store's read-only files of the right mode
+(:meth:`~.blobs.BlobStore.link_sources`), so a release that changes 1 % of its files costs
+1 % in copies; the manifest's mode is kept, without setuid/setgid bits. Releases share those
+inodes: an app must not write into its own files in place (it has ``ASHAT_SHARED_DIR`` for
+data). If one does, the store notices the changed modification time and never links that
+file again (see :mod:`.blobs`). A link that fails (another filesystem, too many links) falls
+back to a copy. Symlinks are recreated as symlinks; the manifest has already refused any
+that leave the tree (:mod:`ashat.bundle.paths`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ashat.agent.blobs import BlobStore, copy_fd, fsync_paths
+from ashat.agent.errors import NoSuchRelease, RequestInvalid
+from ashat.agent.layout import Layout, fsync_dir, remove_symlink, remove_tree, replace_symlink
+from ashat.bundle.manifest import FileEntry, Manifest, parse_manifest
+from ashat.ids import UPDATE_ID_RE
+from ashat.project import write_private
+
+MODE_MASK = 0o1777  # permission bits kept from a manifest: no setuid/setgid
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class ReleaseStore:
+    def __init__(self, layout: Layout, blobs: BlobStore) -> None:
+        self.layout = layout
+        self.blobs = blobs
+        self._manifests: dict[str, Manifest] = {}
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def ids(self) -> list[str]:
+        """Staged release ids, sorted."""
+        return sorted(
+            e.name
+            for e in os.scandir(self.layout.releases)
+            if UPDATE_ID_RE.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+        )
+
+    def exists(self, update_id: str) -> bool:
+        return self.layout.release_dir(update_id).is_dir()
+
+    def manifest(self, update_id: str) -> Manifest:
+        """The staged manifest (verified when it was staged). Raises :class:`NoSuchRelease`."""
+        m = self._manifests.get(update_id)
+        if m is not None:
+            return m
+        if not UPDATE_ID_RE.fullmatch(update_id) or not self.exists(update_id):
+            raise NoSuchRelease(f"release {update_id!r} is not staged here")
+        try:
+            m = parse_manifest(self.layout.manifest_file(update_id).read_bytes())
+        except FileNotFoundError as e:
+            raise NoSuchRelease(f"release {update_id!r} has no manifest") from e
+        self._manifests[update_id] = m
+        return m
+
+    def summary(self, update_id: str) -> dict[str, Any]:
+        m = self.manifest(update_id)
+        return {
+            "update_id": m.update_id,
+            "sequence": m.sequence,
+            "description": m.description,
+            "created_at": m.created_at,
+            "files": len(m.files),
+            "bytes": m.total_size,
+        }
+
+    def link_target(self, name: str) -> str | None:
+        """The release a symlink (``current``/``previous``) names, if it exists."""
+        try:
+            target = os.readlink(self.layout.link(name))
+        except OSError:
+            return None
+        update_id = PurePosixPath(target).name
+        if UPDATE_ID_RE.fullmatch(update_id) and self.exists(update_id):
+            return update_id
+        return None
+
+    # -- staging ---------------------------------------------------------------------------
+
+    def missing_blobs(self, m: Manifest) -> list[str]:
+        """Digests the manifest needs that the store lacks; a size mismatch is refused."""
+        missing: list[str] = []
+        seen: set[str] = set()
+        for e in m.files:
+            if e.kind != "file" or e.sha256 in seen:
+                continue
+            seen.add(e.sha256)
+            size = self.blobs.size(e.sha256)
+            if size is None:
+                missing.append(e.sha256)
+            elif size != e.size:
+                raise RequestInvalid(
+                    f"file {e.path!r}: manifest says {e.size} bytes but blob {e.sha256} "
+                    f"holds {size}",
+                    path=e.path,
+                )
+        return missing
+
+    def materialize(self, m: Manifest) -> Path:
+        """Build the tree in a new staging directory under ``tmp/`` and return it.
+
+        Raises ``OSError`` (a disk full, a blob gone); the staging directory is removed.
+        """
+        dest = self.layout.temp_name(f"stage-{m.update_id}")
+        dest.mkdir(mode=0o755)
+        root = str(dest)
+        try:
+            files = [e for e in m.files if e.kind == "file"]
+            self.blobs.link_sources((e.sha256, e.size, e.mode & MODE_MASK) for e in files)
+            dirs = {root}
+            copied: list[str] = []
+            for e in m.files:
+                target = f"{root}/{e.path}"  # safe: validated relative POSIX path
+                parent = os.path.dirname(target)
+                if parent not in dirs:
+                    os.makedirs(parent, mode=0o755, exist_ok=True)
+                    while parent not in dirs:
+                        dirs.add(parent)
+                        parent = os.path.dirname(parent)
+                if e.kind == "symlink":
+                    assert e.target is not None  # a symlink entry always has one
+                    os.symlink(e.target, target)
+                    continue
+                source = self.blobs.file(e.sha256, e.mode & MODE_MASK)
+                try:
+                    os.link(source, target)
+                except OSError:  # another filesystem, too many links: copy instead
+                    self._copy(source, e, target)
+                    copied.append(target)
+            fsync_paths(copied)
+            fsync_paths(sorted(dirs))
+        except BaseException:
+            remove_tree(dest)
+            raise
+        return dest
+
+    @staticmethod
+    def _copy(source: str, e: FileEntry, target: str) -> None:
+        src = os.open(source, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+            dst = os.open(target, flags, 0o600)
+            try:
+                if copy_fd(src, dst, e.size) != e.size:
+                    raise OSError(0, f"blob {e.sha256} is shorter than {e.size} bytes")
+                os.fchmod(dst, e.mode & MODE_MASK)
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+
+    def install(self, m: Manifest, manifest_bytes: bytes, staging: Path) -> None:
+        """Make a materialized tree ``releases/<id>`` (call under the agent's lock)."""
+        write_private(self.layout.manifest_file(m.update_id), manifest_bytes, mode=0o644)
+        os.rename(staging, self.layout.release_dir(m.update_id))
+        fsync_dir(self.layout.releases)
+        self._manifests[m.update_id] = m
+
+    def replace_manifest(self, m: Manifest, manifest_bytes: bytes) -> None:
+        """Keep the newest verified bytes of an already staged manifest (new signatures)."""
+        write_private(self.layout.manifest_file(m.update_id), manifest_bytes, mode=0o644)
+        self._manifests[m.update_id] = m
+
+    def manifest_bytes(self, update_id: str) -> bytes:
+        return self.layout.manifest_file(update_id).read_bytes()
+
+    # -- removing and linking ----------------------------------------------------------------
+
+    def remove(self, update_id: str) -> None:
+        """Delete ``releases/<id>`` and its manifest (a missing one is fine)."""
+        self._manifests.pop(update_id, None)
+        tree = self.layout.release_dir(update_id)
+        trash = None
+        if tree.is_dir():
+            trash = self.layout.temp_name(f"old-{update_id}")
+            os.rename(tree, trash)
+            fsync_dir(self.layout.releases)
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.manifest_file(update_id).unlink()
+        if trash is not None:
+            remove_tree(trash)
+
+    def set_link(self, name: str, update_id: str | None) -> None:
+        link = self.layout.link(name)
+        if update_id is None:
+            remove_symlink(link)
+        else:
+            replace_symlink(link, f"releases/{update_id}")
+
+    def reconcile(self, keep: set[str]) -> list[str]:
+        """Drop trees without a manifest and manifests without a tree; return what went.
+
+        ``keep`` (what the symlinks name) is never removed, only reported.
+        """
+        notes = []
+        for update_id in self.ids():
+            if not self.layout.manifest_file(update_id).is_file():
+                if update_id in keep:
+                    notes.append(f"release {update_id} has no manifest but is in use; kept")
+                    continue
+                self.remove(update_id)
+                notes.append(f"removed release {update_id}: its manifest was never written")
+        for entry in os.scandir(self.layout.manifests):
+            update_id = entry.name.removesuffix(".json")
+            if entry.name.endswith(".json") and not self.exists(update_id):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                notes.append(f"removed manifest {entry.name}: its release tree is gone")
+        return notes

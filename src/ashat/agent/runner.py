@@ -1,0 +1,115 @@
+"""Running the agent's app on uvicorn until SIGTERM or SIGINT, then stopping cleanly.
+
+The listening socket is bound before the server starts, so a busy port is a clear error
+and port 0 works (the ready line names the port the OS chose). A signal first tells the
+agent to give up any wait for an app's health, then lets uvicorn finish the requests in
+flight; the lifespan's end stops the supervised app, and :func:`run_agent` makes sure of it
+even after a forced exit (a second Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+
+from ashat.agent.config import AgentConfig, format_host
+from ashat.agent.core import Agent
+from ashat.agent.server import build_app
+from ashat.errors import AshatError, InvalidInput
+
+GRACEFUL_SHUTDOWN_S = 15  # for requests in flight after a signal
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, agent: Agent, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._agent = agent
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            self._on_ready()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Not uvicorn's: that one re-raises the signal after shutdown, so a clean stop would
+        # end with "killed by SIGTERM" instead of exit status 0.
+        self._agent.begin_shutdown()
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise AshatError(f"cannot listen on {format_host(host)}:{port}: {e}") from e
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as e:
+        sock.close()
+        raise AshatError(f"cannot listen on {format_host(host)}:{port}: {e.strerror or e}") from e
+    return sock
+
+
+def _check_tls(config: AgentConfig) -> None:
+    """Load the certificate and key once now, so a bad pair is an error before anything."""
+    if config.tls_cert is None or config.tls_key is None:
+        return
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise InvalidInput(f"cannot load --tls-cert/--tls-key: {e}") from e
+
+
+def run_agent(config: AgentConfig, announce: Callable[[str], None]) -> None:
+    """Serve until a signal; ``announce`` gets the ready line once the socket accepts.
+
+    Raises :class:`InvalidInput` (TLS files) or :class:`AshatError` (busy port, unusable
+    or already used data directory) before serving.
+    """
+    _check_tls(config)
+    sock = _bind(config.host, config.port)  # before the data directory is touched
+    try:
+        app = build_app(config)
+    except OSError as e:
+        sock.close()
+        raise AshatError(f"cannot use data directory {config.data}: {e.strerror or e}") from e
+    except BaseException:
+        sock.close()
+        raise
+    agent: Agent = app.state.agent
+    uv_config = uvicorn.Config(
+        app,
+        ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+        ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+        log_config=None,
+        log_level=logging.WARNING,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    port = sock.getsockname()[1]
+    url = f"{config.scheme}://{format_host(config.host)}:{port}"
+    line = f"ashat agent ({config.role.value}) serving {url} data={config.data}"
+    server = _Server(uv_config, agent, lambda: announce(line))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        agent.shutdown()
+        sock.close()

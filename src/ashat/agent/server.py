@@ -1,0 +1,315 @@
+"""The agent's HTTP face: :func:`build_app` makes the Starlette app over an :class:`Agent`.
+
+Routes (v1, JSON in and out; DESIGN §5)::
+
+    GET  /v1/health                      open
+    POST /v1/blobs/missing               {"digests": [...]} -> {"missing": [...]}
+    POST /v1/blobs/pack                  a pack stream (receive.py) -> {"stored", "blobs", "bytes"}
+    PUT  /v1/blobs/{sha256}              raw bytes -> {"sha256", "size", "stored"}
+    GET  /v1/blobs/{sha256}              raw bytes
+    POST /v1/releases                    signed manifest bytes -> staged
+    GET  /v1/releases                    {"current", "previous", "releases": [...]}
+    POST /v1/releases/{id}/activate      -> {"current", "previous", "app"}
+    POST /v1/rollback                    {"from": id|null, "to": id|null}
+    GET  /metrics                        open, Prometheus text
+
+Every other request needs ``Authorization: Bearer <token>`` (:class:`BearerAuth`). Errors
+are ``{"error": "<one line>", "kind": ..., ...}`` (:mod:`.errors`). Bodies are read with a
+limit, refused by their declared length before any byte is read; blocking work runs in
+worker threads so the event loop keeps answering health checks during an activation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ashat.agent.blobs import check_digest
+from ashat.agent.config import AgentConfig
+from ashat.agent.core import Agent
+from ashat.agent.errors import NoSuchBlob, NoSuchRelease, RequestInvalid, error_body, status_of
+from ashat.agent.metrics import Metrics
+from ashat.agent.receive import declared_length, read_limited, receive_blob, receive_pack
+from ashat.errors import AshatError
+
+log = logging.getLogger("ashat.agent")
+
+OPEN_PATHS = frozenset({"/v1/health", "/metrics"})
+MAX_JSON_BYTES = 8 * 1024 * 1024  # bytes of a JSON request body
+MAX_DIGESTS = 50_000  # per /v1/blobs/missing request
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+class BearerAuth:
+    """Refuse with 401 any request but the open ones without the right bearer token."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode("ascii")
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = bytes(value).partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credentials.strip(), self.token
+                )
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            open_route = scope["method"] in ("GET", "HEAD") and scope["path"] in OPEN_PATHS
+            if not open_route and not self._authorized(scope):
+                response = JSONResponse(
+                    {"error": "missing or wrong bearer token", "kind": "unauthenticated"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class RequestMetrics:
+    """Count requests by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
+
+
+async def _json_object(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    declared_length(request.headers, MAX_JSON_BYTES, "request body")
+    raw = await read_limited(request.stream(), MAX_JSON_BYTES, "request body")
+    if allow_empty and not raw.strip():
+        return {}
+    try:
+        obj = json.loads(raw)
+    except ValueError as e:
+        raise RequestInvalid(f"request body is not JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise RequestInvalid("request body must be a JSON object")
+    return obj
+
+
+def _optional_id(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise RequestInvalid(f"{key!r} must be an update id or null")
+    return value
+
+
+class Endpoints:
+    """The route handlers, over one :class:`Agent`."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.config = agent.config
+        self.metrics = agent.metrics
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(self.agent.health))
+
+    async def blobs_missing(self, request: Request) -> Response:
+        body = await _json_object(request)
+        digests = body.get("digests")
+        if not isinstance(digests, list):
+            raise RequestInvalid("'digests' must be a list of sha256 digests")
+        if len(digests) > MAX_DIGESTS:
+            raise RequestInvalid(f"at most {MAX_DIGESTS} digests per request, got {len(digests)}")
+        for d in digests:
+            check_digest(d)
+        missing = await run_in_threadpool(self.agent.blobs.missing, digests)
+        return JSONResponse({"missing": missing})
+
+    async def put_blob(self, request: Request) -> Response:
+        sha = check_digest(request.path_params["sha256"])
+        declared_length(request.headers, self.config.max_blob_bytes, f"blob {sha}")
+        size = await run_in_threadpool(self.agent.blobs.size, sha)
+        if size is not None:  # already stored: the body is left unread (uvicorn drops it)
+            return JSONResponse({"sha256": sha, "size": size, "stored": False})
+        size, new = await receive_blob(request.stream(), self.agent.blobs, sha)
+        if new:
+            self.metrics.blobs_received.inc()
+            self.metrics.blob_bytes_received.inc(size)
+        return JSONResponse(
+            {"sha256": sha, "size": size, "stored": new}, status_code=201 if new else 200
+        )
+
+    async def get_blob(self, request: Request) -> Response:
+        sha = check_digest(request.path_params["sha256"])
+        if await run_in_threadpool(self.agent.blobs.size, sha) is None:
+            raise NoSuchBlob(f"blob {sha} is not stored here", sha256=sha)
+        return FileResponse(self.agent.blobs.path(sha), media_type="application/octet-stream")
+
+    async def pack(self, request: Request) -> Response:
+        result = await receive_pack(request.stream(), self.agent.blobs)
+        self.metrics.blobs_received.inc(result.stored)
+        self.metrics.blob_bytes_received.inc(result.bytes)
+        return JSONResponse({"stored": result.stored, "blobs": result.blobs, "bytes": result.bytes})
+
+    async def stage(self, request: Request) -> Response:
+        limit = self.config.max_manifest_bytes
+        declared_length(request.headers, limit, "manifest")
+        data = await read_limited(request.stream(), limit, "manifest")
+        answer, new = await run_in_threadpool(self.agent.stage, data)
+        return JSONResponse(answer, status_code=201 if new else 200)
+
+    async def list_releases(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(self.agent.list_releases))
+
+    async def activate(self, request: Request) -> Response:
+        update_id = request.path_params["update_id"]
+        return JSONResponse(await run_in_threadpool(self.agent.activate, update_id))
+
+    async def rollback(self, request: Request) -> Response:
+        body = await _json_object(request, allow_empty=True)
+        from_id, to_id = _optional_id(body, "from"), _optional_id(body, "to")
+        return JSONResponse(await run_in_threadpool(self.agent.rollback, from_id, to_id))
+
+    async def check(self, request: Request) -> Response:
+        """Run a server-side verification check inside a staged release (DESIGN §6)."""
+        from ashat.agent.checks import run_check
+        from ashat.ids import UPDATE_ID_RE
+
+        update_id = request.path_params["update_id"]
+        name = request.path_params["name"]
+        body = await _json_object(request, allow_empty=True)
+        release_dir = (
+            self.agent.layout.release_dir(update_id) if UPDATE_ID_RE.fullmatch(update_id) else None
+        )
+        if release_dir is None or not release_dir.is_dir():
+            raise NoSuchRelease(f"release {update_id} is not staged here", update_id=update_id)
+        env = {**os.environ, **self.config.app_env}
+        answer = await run_in_threadpool(run_check, name, release_dir, body, env)
+        return JSONResponse(answer)
+
+    async def prometheus(self, request: Request) -> Response:
+        data, content_type = self.metrics.render()
+        return Response(data, media_type=content_type)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/health", self.health, methods=["GET"]),
+            Route("/v1/blobs/missing", self.blobs_missing, methods=["POST"]),
+            Route("/v1/blobs/pack", self.pack, methods=["POST"]),
+            Route("/v1/blobs/{sha256}", self.put_blob, methods=["PUT"]),
+            Route("/v1/blobs/{sha256}", self.get_blob, methods=["GET"]),
+            Route("/v1/releases", self.stage, methods=["POST"]),
+            Route("/v1/releases", self.list_releases, methods=["GET"]),
+            Route("/v1/releases/{update_id}/activate", self.activate, methods=["POST"]),
+            Route("/v1/rollback", self.rollback, methods=["POST"]),
+            Route("/v1/releases/{update_id}/checks/{name}", self.check, methods=["POST"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
+        ]
+
+
+async def _ashat_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AshatError)
+    status = status_of(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return JSONResponse(error_body(exc), status_code=status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return JSONResponse(
+        {"error": message, "kind": "http"}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # Nobody will read this; what matters is that the handler's cleanup already ran.
+    return Response(status_code=400)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse(
+        {
+            "error": f"internal error ({type(exc).__name__}); see the agent's log",
+            "kind": "internal",
+        },
+        status_code=500,
+    )
+
+
+def build_app(config: AgentConfig) -> Starlette:
+    """The ASGI app for ``config``; its :class:`Agent` is ``app.state.agent``.
+
+    Opens (and repairs) the data directory now; the current release's app is started in
+    the background once the server runs, and stopped when it shuts down. Raises
+    ``OSError`` if the data directory cannot be created.
+    """
+    agent = Agent(config)
+    agent.open()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        starter = threading.Thread(
+            target=agent.start_current_app, name="ashat-start-app", daemon=True
+        )
+        starter.start()
+        try:
+            yield
+        finally:
+            agent.begin_shutdown()
+            await run_in_threadpool(agent.shutdown)
+
+    app = Starlette(
+        routes=Endpoints(agent).routes(),
+        middleware=[
+            Middleware(RequestMetrics, metrics=agent.metrics),
+            Middleware(BearerAuth, token=config.token),
+        ],
+        exception_handlers={
+            AshatError: _ashat_error,
+            HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
+            Exception: _internal_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.agent = agent
+    return app

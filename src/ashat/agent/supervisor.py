@@ -1,0 +1,337 @@
+"""Running a release's app: the ``prepare`` hook, the ``run`` process, its health, its stop.
+
+What to run comes from the manifest's ``app`` table (:class:`AppSpec`, checked when the
+release is staged); the environment comes from the server: the agent's own, then the
+``--app-env`` file, then ``PORT``, ``ASHAT_RELEASE`` and ``ASHAT_SHARED_DIR``. Commands are
+split with :func:`shlex.split` and run without a shell, in the release directory, in a new
+session (so a stop reaches the whole process group), with stdout and stderr appended to
+``logs/<id>.log``. Nothing here logs the environment.
+
+The activation order (start the new process, wait for health, and only then stop the old
+one) is the caller's (:mod:`.core`); this module starts, waits, stops, and reports why a
+process never became healthy with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ashat.agent.errors import ActivationFailed
+from ashat.agent.layout import Layout
+from ashat.agent.state import AppRecord
+from ashat.bundle.errors import ManifestInvalid
+
+DEFAULT_HEALTH_PATH = "/"
+DEFAULT_HEALTH_TIMEOUT_S = 30.0
+DEFAULT_PREPARE_TIMEOUT_S = 300.0
+MAX_TIMEOUT_S = 24 * 3600.0
+POLL_INTERVAL_S = 0.1  # between health probes
+PROBE_TIMEOUT_S = 2.0  # one health request
+LOG_TAIL_LINES = 40
+LOG_TAIL_BYTES = 64 * 1024  # read at most this much of a log for its tail
+
+
+def _command(app: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
+    value = app.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ManifestInvalid(f"app.{key} must be a command string", field=f"app.{key}")
+    try:
+        argv = tuple(shlex.split(value))
+    except ValueError as e:
+        raise ManifestInvalid(
+            f"app.{key} cannot be split into words: {e}", field=f"app.{key}"
+        ) from e
+    return argv or None
+
+
+def _seconds(app: Mapping[str, Any], key: str, default: float) -> float:
+    value = app.get(key, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not 0 < value <= MAX_TIMEOUT_S:
+        raise ManifestInvalid(
+            f"app.{key} must be a number of seconds in (0, {MAX_TIMEOUT_S:g}]", field=f"app.{key}"
+        )
+    return float(value)
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """How to prepare and run a release, from its manifest's ``app`` table."""
+
+    run: tuple[str, ...] | None
+    prepare: tuple[str, ...] | None
+    health_path: str = DEFAULT_HEALTH_PATH
+    health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
+    prepare_timeout_s: float = DEFAULT_PREPARE_TIMEOUT_S
+
+    @classmethod
+    def from_app(cls, app: Mapping[str, Any]) -> AppSpec:
+        """Raises :class:`ManifestInvalid` naming the field at fault."""
+        health_path = app.get("health_path", DEFAULT_HEALTH_PATH)
+        if (
+            not isinstance(health_path, str)
+            or not health_path.startswith("/")
+            or len(health_path) > 2048
+            or any(c.isspace() or ord(c) < 32 or ord(c) > 126 for c in health_path)
+        ):
+            raise ManifestInvalid(
+                "app.health_path must be a URL path starting with '/'", field="app.health_path"
+            )
+        return cls(
+            run=_command(app, "run"),
+            prepare=_command(app, "prepare"),
+            health_path=health_path,
+            health_timeout_s=_seconds(app, "health_timeout_s", DEFAULT_HEALTH_TIMEOUT_S),
+            prepare_timeout_s=_seconds(app, "prepare_timeout_s", DEFAULT_PREPARE_TIMEOUT_S),
+        )
+
+    def run_argv(self, port: int) -> list[str]:
+        assert self.run is not None
+        return [arg.replace("{port}", str(port)) for arg in self.run]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class AppProcess:
+    release: str
+    port: int
+    health_path: str
+    proc: subprocess.Popen[bytes]
+    started: int | None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def probe(self, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:
+        """Whether ``GET health_path`` answers 2xx now, and if not, why."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            conn.request("GET", self.health_path, headers={"Connection": "close"})
+            status = conn.getresponse().status
+        except (OSError, http.client.HTTPException) as e:
+            return False, f"GET {self.health_path} on port {self.port}: {e or type(e).__name__}"
+        finally:
+            conn.close()
+        if 200 <= status < 300:
+            return True, "healthy"
+        return False, f"GET {self.health_path} on port {self.port} answered {status}"
+
+    def info(self, healthy: bool) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "pid": self.pid,
+            "health_path": self.health_path,
+            "healthy": healthy,
+        }
+
+    def record(self) -> AppRecord:
+        return AppRecord(self.release, self.pid, self.port, self.started)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        layout: Layout,
+        app_env: Mapping[str, str],
+        stopping: threading.Event,
+        stop_timeout_s: float,
+    ) -> None:
+        self.layout = layout
+        self.app_env = dict(app_env)
+        self.stopping = stopping
+        self.stop_timeout_s = stop_timeout_s
+
+    def environment(self, release: str, port: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.app_env)
+        env["PORT"] = str(port)
+        env["ASHAT_RELEASE"] = release
+        env["ASHAT_SHARED_DIR"] = str(self.layout.shared)
+        return env
+
+    def log_offset(self, release: str) -> int:
+        """Where the next output of ``release`` will start in its log (for the tail)."""
+        try:
+            return self.layout.log_file(release).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_tail(self, release: str, offset: int) -> str:
+        """The last lines written to ``release``'s log since ``offset``."""
+        try:
+            with open(self.layout.log_file(release), "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(offset, size - LOG_TAIL_BYTES))
+                data = f.read()
+        except OSError:
+            return ""
+        lines = data.decode("utf-8", "replace").splitlines()
+        return "\n".join(lines[-LOG_TAIL_LINES:])
+
+    def _spawn(
+        self, release: str, what: str, argv: list[str], port: int
+    ) -> subprocess.Popen[bytes]:
+        self.layout.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.layout.log_file(release), "ab") as log:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log.write(f"--- ashat {stamp}: {what}: {shlex.join(argv)} (port {port})\n".encode())
+            log.flush()
+            return subprocess.Popen(
+                argv,
+                cwd=self.layout.release_dir(release),
+                env=self.environment(release, port),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _note(self, release: str, text: str) -> None:
+        with contextlib.suppress(OSError), open(self.layout.log_file(release), "ab") as log:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log.write(f"--- ashat {stamp}: {text}\n".encode())
+
+    def prepare(self, release: str, spec: AppSpec, port: int, log_from: int) -> None:
+        """Run the ``prepare`` hook to completion. Raises :class:`ActivationFailed`."""
+        if spec.prepare is None:
+            return
+        argv = list(spec.prepare)
+        try:
+            proc = self._spawn(release, "prepare", argv, port)
+        except OSError as e:
+            raise ActivationFailed(
+                f"{release}: prepare hook {argv[0]!r} cannot start: {e.strerror}",
+                log_tail=self.log_tail(release, log_from),
+            ) from e
+        deadline = time.monotonic() + spec.prepare_timeout_s
+        while True:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(POLL_INTERVAL_S * 2)
+            if proc.returncode is not None:
+                break
+            if self.stopping.is_set() or time.monotonic() >= deadline:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+                why = "the agent is shutting down" if self.stopping.is_set() else "timed out"
+                raise ActivationFailed(
+                    f"{release}: prepare hook stopped after {spec.prepare_timeout_s:g}s: {why}",
+                    log_tail=self.log_tail(release, log_from),
+                )
+        _signal_group(proc.pid, signal.SIGKILL)  # anything it left running in its group
+        if proc.returncode != 0:
+            raise ActivationFailed(
+                f"{release}: prepare hook {shlex.join(argv)!r} failed with exit status "
+                f"{proc.returncode}; nothing was switched",
+                log_tail=self.log_tail(release, log_from),
+            )
+
+    def start(self, release: str, spec: AppSpec, port: int, log_from: int) -> AppProcess:
+        """Start the ``run`` command on ``port``. Raises :class:`ActivationFailed`."""
+        argv = spec.run_argv(port)
+        try:
+            proc = self._spawn(release, "run", argv, port)
+        except OSError as e:
+            raise ActivationFailed(
+                f"{release} did not become healthy within {spec.health_timeout_s:g}s: "
+                f"cannot start {argv[0]!r}: {e.strerror}",
+                log_tail=self.log_tail(release, log_from),
+            ) from e
+        return AppProcess(release, port, spec.health_path, proc, process_start(proc.pid))
+
+    def wait_healthy(self, app: AppProcess, timeout_s: float, log_from: int) -> None:
+        """Wait for a 2xx from the health path; on failure stop the app and raise
+        :class:`ActivationFailed` with the tail of its log."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = app.proc.poll()
+            if code is not None:
+                reason = f"the app exited with status {code}"
+                break
+            ok, reason = app.probe()
+            if ok:
+                return
+            if self.stopping.is_set():
+                reason = "the agent is shutting down"
+                break
+            if time.monotonic() >= deadline:
+                reason = f"last probe: {reason}"
+                break
+            self.stopping.wait(POLL_INTERVAL_S)
+        self.stop(app)
+        raise ActivationFailed(
+            f"{app.release} did not become healthy within {timeout_s:g}s: {reason}",
+            log_tail=self.log_tail(app.release, log_from),
+        )
+
+    def stop(self, app: AppProcess) -> int:
+        """SIGTERM the app's process group, SIGKILL it after the stop timeout; exit status."""
+        if app.proc.poll() is None:
+            _signal_group(app.pid, signal.SIGTERM)
+            try:
+                app.proc.wait(self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(app.pid, signal.SIGKILL)
+                app.proc.wait()
+        _signal_group(app.pid, signal.SIGKILL)  # stragglers left in its group
+        code = app.proc.returncode
+        self._note(app.release, f"app (pid {app.pid}) stopped with status {code}")
+        return code
+
+    def reap(self, record: AppRecord) -> bool:
+        """Stop a process an earlier run of the agent started and left behind (a crash).
+
+        Only if ``/proc`` shows the same process (pid *and* start time); True if one went.
+        """
+        if record.started is None or process_start(record.pid) != record.started:
+            return False
+        _signal_group(record.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout_s
+        while process_start(record.pid) == record.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _signal_group(record.pid, signal.SIGKILL)
+        return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of a live (not zombie) process from ``/proc``, else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    try:
+        return int(fields[19])
+    except ValueError:
+        return None

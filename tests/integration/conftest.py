@@ -1,0 +1,497 @@
+"""Real agents on loopback: the ``agent_factory`` fixture, and helpers to build, sign, upload,
+stage and activate releases through the real :class:`~ashat.transport.client.AgentClient`.
+
+``agent_factory(**options)`` starts ``ashat agent`` as a subprocess (``python -m
+ashat.cli.ashat agent`` once the command is registered there, else ``python -m
+ashat.agent.command``) on a port the OS picks (the ready line names it), waits for
+``/v1/health``, and returns an :class:`AgentHandle` (``.url``, ``.token``, ``.token_file``,
+``.data``, ``.key``, ``.pub_path``, ``.ca_cert``, ``.stop()``, and ``.client()``,
+``.build()``, ``.upload()``, ``.stage()``, ``.deploy()`` for releases). At teardown every
+agent still running is stopped with SIGTERM, and the test fails if it did not exit cleanly
+or if any process is still running inside its data directory (an app it should have
+stopped). The ``trees`` fixture makes release trees: examples/hello-service, or a tiny app
+that notes its start, first health answer and stop in the shared directory.
+
+The tests directories are not packages, so helpers reach tests through fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ashat.bundle import Built, Manifest, SigningKey, build_from_dir, sign_manifest
+from ashat.bundle.keys import generate_keypair, load_private_key
+from ashat.transport.client import AgentClient, BlobRef
+
+REPO = Path(__file__).resolve().parents[2]
+HELLO_SERVICE = REPO / "examples" / "hello-service"
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 20.0
+READY_RE = re.compile(r"ashat agent \((\w+)\) serving (https?://\S+) data=(\S+)")
+
+
+def agent_command() -> list[str]:
+    """How to start the agent: through ``ashat`` if it has the command, else its module."""
+    try:
+        from ashat.cli.ashat import cli
+
+        if "agent" in getattr(cli, "commands", {}):
+            return [sys.executable, "-m", "ashat.cli.ashat", "agent"]
+    except ImportError:
+        pass
+    return [sys.executable, "-m", "ashat.agent.command"]
+
+
+def processes_in(directory: Path) -> list[int]:
+    """Pids of live processes whose working directory is inside ``directory``."""
+    root = str(directory.resolve())
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{name}/cwd")
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != b"Z" and (cwd == root or cwd.startswith(root + "/")):
+            found.append(int(name))
+    return found
+
+
+def wait_for(predicate: Any, timeout_s: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class AgentHandle:
+    url: str
+    token: str
+    token_file: Path
+    data: Path
+    key: SigningKey
+    key_path: Path
+    pub_path: Path
+    ca_cert: Path | None
+    proc: subprocess.Popen[bytes]
+    log: Path
+    argv: list[str]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, token: str | None = None, **kwargs: Any) -> AgentClient:
+        ca = str(self.ca_cert) if self.ca_cert else None
+        return AgentClient(self.url, token or self.token, ca_cert=ca, **kwargs)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def build(
+        self,
+        tree: Path,
+        update_id: str,
+        *,
+        sequence: int = 1,
+        app: Mapping[str, Any] | None = None,
+        key: SigningKey | None = None,
+    ) -> tuple[Manifest, Built]:
+        """Bundle ``tree`` and sign it (``release`` role) with this agent's trusted key."""
+        built = build_from_dir(
+            tree,
+            update_id=update_id,
+            sequence=sequence,
+            description=f"test release {update_id}",
+            app=dict(app or {}),
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        return sign_manifest(built.manifest, key or self.key), built
+
+    @staticmethod
+    def upload(client: AgentClient, signed: Manifest, built: Built) -> list[str]:
+        """Send the blobs the agent lacks; return their digests."""
+        sizes = {e.sha256: e.size for e in signed.files if e.kind == "file"}
+        missing = client.missing(sorted(sizes))
+        client.upload([BlobRef(d, sizes[d], built.blobs[d]) for d in missing])
+        return missing
+
+    def stage(
+        self,
+        tree: Path,
+        update_id: str,
+        *,
+        sequence: int = 1,
+        app: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Build, sign, upload and stage ``tree`` as ``update_id``; the agent's answer."""
+        signed, built = self.build(tree, update_id, sequence=sequence, app=app)
+        with self.client() as client:
+            self.upload(client, signed, built)
+            return client.stage(signed.to_bytes())
+
+    def deploy(
+        self,
+        tree: Path,
+        update_id: str,
+        *,
+        sequence: int = 1,
+        app: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`stage`, then activate; the activation's answer."""
+        self.stage(tree, update_id, sequence=sequence, app=app)
+        with self.client() as client:
+            return client.activate(update_id)
+
+    def link(self, name: str) -> str | None:
+        """Where ``current`` or ``previous`` points (``releases/<id>``), or None."""
+        p = self.data / name
+        return os.readlink(p) if p.is_symlink() else None
+
+    def processes(self, under: str = "") -> list[int]:
+        """Live processes running in the data directory (apps), or in ``releases/<under>``."""
+        return processes_in(self.data / "releases" / under if under else self.data)
+
+    def events(self) -> list[str]:
+        """What tiny apps noted in the shared directory (``start``/``healthy``/``stop`` id)."""
+        path = self.data / "shared" / "events.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def snapshot(self) -> dict[str, Any]:
+        """What refused input must not change: blobs, releases, manifests, links; tmp/ empty."""
+
+        def names(d: Path) -> list[str]:
+            return sorted(str(p.relative_to(d)) for p in d.rglob("*")) if d.exists() else []
+
+        return {
+            "blobs": names(self.data / "blobs"),
+            "releases": sorted(os.listdir(self.data / "releases")),
+            "manifests": names(self.data / "manifests"),
+            "links": {name: self.link(name) for name in ("current", "previous")},
+            "tmp": names(self.data / "tmp"),
+        }
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Signal the agent, wait for it, and check that no app process is left behind."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"agent did not stop within {STOP_TIMEOUT_S}s:\n{self.output()}")
+        if sig != signal.SIGKILL:
+            wait_for(lambda: not processes_in(self.data), 5, f"no process left in {self.data}")
+        return code
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate (its own CA) for 127.0.0.1 and localhost, and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ashat test agent")])
+    now = dt.datetime.now(dt.UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "agent-cert.pem", directory / "agent-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+class AgentFactory:
+    """Starts agents under ``base``; :meth:`close` stops those still running."""
+
+    command = staticmethod(agent_command)  # the argv prefix that runs ``ashat agent``
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.handles: list[AgentHandle] = []
+        self._n = 0
+
+    def __call__(
+        self,
+        *,
+        role: str = "public",
+        tls: bool = False,
+        keep: int | None = None,
+        app_env: Mapping[str, str] | None = None,
+        max_blob_bytes: int | None = None,
+        like: AgentHandle | None = None,
+        extra_trust: tuple[Path, ...] = (),
+    ) -> AgentHandle:
+        """Start an agent; ``like`` reuses another's data directory, token, key and TLS."""
+        self._n += 1
+        home = self.base / f"agent{self._n}"
+        home.mkdir(parents=True)
+        if like is not None:
+            data, token, token_file = like.data, like.token, like.token_file
+            key_path, pub_path, ca_cert = like.key_path, like.pub_path, like.ca_cert
+            options = dict(like.options)
+        else:
+            data = home / "data"
+            token = secrets.token_urlsafe(24)
+            token_file = home / "token"
+            token_file.write_text(token + "\n")
+            token_file.chmod(0o600)
+            key_path, pub_path = generate_keypair("alpha", home)
+            ca_cert = None
+            options = {
+                "role": role,
+                "keep": keep,
+                "app_env": dict(app_env) if app_env else None,
+                "max_blob_bytes": max_blob_bytes,
+                "extra_trust": extra_trust,
+                "tls": None,
+            }
+            if tls:
+                options["tls"] = _tls_files(home)
+                ca_cert = options["tls"][0]
+        argv = [
+            *agent_command(),
+            "--role",
+            options["role"],
+            "--data",
+            str(data),
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            str(token_file),
+            "--trust",
+            str(pub_path),
+        ]
+        for extra in options["extra_trust"]:
+            argv += ["--trust", str(extra)]
+        if options["keep"] is not None:
+            argv += ["--keep", str(options["keep"])]
+        if options["max_blob_bytes"] is not None:
+            argv += ["--max-blob-bytes", str(options["max_blob_bytes"])]
+        if options["app_env"]:
+            env_file = home / "app.env"
+            env_file.write_text(
+                "# test app environment\n"
+                + "".join(f"{k}={v}\n" for k, v in options["app_env"].items())
+            )
+            env_file.chmod(0o600)
+            argv += ["--app-env", str(env_file)]
+        if options["tls"]:
+            argv += ["--tls-cert", str(options["tls"][0]), "--tls-key", str(options["tls"][1])]
+        log = home / "agent.log"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=home
+            )
+        url = self._wait_ready(proc, log)
+        handle = AgentHandle(
+            url=url,
+            token=token,
+            token_file=token_file,
+            data=data,
+            key=load_private_key(key_path),
+            key_path=key_path,
+            pub_path=pub_path,
+            ca_cert=ca_cert,
+            proc=proc,
+            log=log,
+            argv=argv,
+            options=options,
+        )
+        self.handles.append(handle)
+        with handle.client() as client:
+            wait_for(lambda: client.health()["status"] == "ok", 10, "/v1/health")
+        return handle
+
+    @staticmethod
+    def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> str:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            m = READY_RE.search(log.read_text(errors="replace"))
+            if m:
+                return m.group(2)
+            if proc.poll() is not None:
+                pytest.fail(f"agent exited with {proc.returncode}:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                pytest.fail(f"agent not ready within {START_TIMEOUT_S}s:\n{log.read_text()}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """Stop every agent still running (newest first), then look for leftover apps."""
+        problems = []
+        for h in reversed(self.handles):
+            if h.proc.poll() is None:
+                code = h.stop()
+                if code != 0:
+                    problems.append(f"agent exited with {code}:\n{h.output()}")
+        for data in {h.data for h in self.handles}:
+            left = processes_in(data)
+            for pid in left:
+                _kill(pid)
+            if left:
+                problems.append(f"app processes left running in {data}: {left}")
+        self.handles.clear()
+        if problems:
+            pytest.fail("\n".join(problems))
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path) -> Iterator[AgentFactory]:
+    factory = AgentFactory(tmp_path / "agents")
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_agent_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentFactory]:
+    factory = AgentFactory(tmp_path_factory.mktemp("agents"))
+    yield factory
+    factory.close()
+
+
+# -- release trees ------------------------------------------------------------------------
+
+# A tiny app: notes "start", "healthy" (first health answer) and "stop" in the shared dir,
+# and answers /health with its release and one app-env variable.
+TINY_APP = """\
+import http.server, json, os, signal, sys, threading
+release = os.environ["ASHAT_RELEASE"]
+events = os.path.join(os.environ["ASHAT_SHARED_DIR"], "events.log")
+def note(what):
+    with open(events, "a") as f:
+        f.write(f"{what} {release}\\n")
+served = []
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if not served:
+            served.append(1)
+            note("healthy")
+        body = json.dumps({"release": release, "secret": os.environ.get("APP_SECRET"),
+                           "cwd": os.getcwd()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+def stop(*_):
+    note("stop")
+    threading.Thread(target=server.shutdown).start()
+signal.signal(signal.SIGTERM, stop)
+note("start")
+server.serve_forever(poll_interval=0.05)
+"""
+
+TINY_RUN = "python3 app.py"
+
+
+class Trees:
+    """Release trees under ``base`` (each name once)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def hello(self, name: str, version: str | None = None) -> Path:
+        """examples/hello-service as a release would hold it, optionally another VERSION."""
+        dest = self.base / name
+        shutil.copytree(HELLO_SERVICE, dest, ignore=shutil.ignore_patterns("data", "__pycache__"))
+        if version is not None:
+            (dest / "VERSION").write_text(version + "\n")
+        return dest
+
+    @staticmethod
+    def hello_app() -> dict[str, Any]:
+        with (HELLO_SERVICE / "ashat.toml").open("rb") as f:
+            return dict(tomllib.load(f)["app"])
+
+    def tiny(self, name: str, marker: str = "") -> Path:
+        dest = self.base / name
+        dest.mkdir(parents=True)
+        (dest / "app.py").write_text(TINY_APP)
+        (dest / "marker.txt").write_text(marker or name)
+        return dest
+
+    @staticmethod
+    def tiny_app(**extra: Any) -> dict[str, Any]:
+        return {"run": TINY_RUN, "health_path": "/health", "health_timeout_s": 10, **extra}
+
+
+@pytest.fixture
+def trees(tmp_path: Path) -> Trees:
+    return Trees(tmp_path / "trees")

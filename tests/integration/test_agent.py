@@ -1,0 +1,347 @@
+"""The agent as PUBLIC runs it: real processes on loopback, driven through AgentClient.
+
+Stage and activate examples/hello-service, activate a second release (the old app stops
+only after the new one is healthy), roll back, refuse a release whose app never becomes
+healthy or whose prepare hook fails (nothing switches), prune to --keep, adopt the current
+release after a restart (and after a crash), and serve https with a private CA.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ashat.transport.errors import AgentRejected, TLSFailure
+
+# The fixtures' types, for annotations only (tests/ is not a package).
+AgentFactory = Any
+AgentHandle = Any
+Trees = Any
+
+
+def get(port: int, path: str) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def healthy_app(agent: AgentHandle) -> dict[str, Any]:
+    """/v1/health once it reports the app healthy."""
+    with agent.client() as client:
+
+        def ready() -> dict[str, Any] | None:
+            h = client.health()
+            return h if h["app"] and h["app"]["healthy"] else None
+
+        return wait_for(ready, 15, "the app to be healthy")  # type: ignore[no-any-return]
+
+
+# -- hello-service end to end -------------------------------------------------------------
+
+
+def test_stage_and_activate_hello_service(
+    agent_factory: AgentFactory, trees: Trees, tmp_path: Path
+) -> None:
+    db = tmp_path / "db" / "hello.db"
+    agent = agent_factory(app_env={"HELLO_DB": str(db)})
+    tree = trees.hello("hello")
+    (tree / "serve.py").chmod(0o755)  # another mode than the blob store's 0644
+    signed, built = agent.build(tree, "hello-1", app=trees.hello_app())
+    with agent.client() as client:
+        sent = agent.upload(client, signed, built)
+        assert sorted(sent) == sorted(signed.blob_digests())
+        assert client.missing(sorted(signed.blob_digests())) == []
+        staged = client.stage(signed.to_bytes())
+        assert staged == {
+            "update_id": "hello-1",
+            "sequence": 1,
+            "files": len(signed.files),
+            "bytes": signed.total_size,
+            "already": False,
+        }
+        assert client.releases()["releases"][0]["status"] == "staged"
+        answer = client.activate("hello-1")
+        assert answer["current"] == "hello-1"
+        assert answer["previous"] is None
+        app = answer["app"]
+        assert app["healthy"] is True and app["health_path"] == "/healthz"
+
+        # The app really runs, in the release directory, with the server's app env.
+        assert get(app["port"], "/healthz") == (200, {"status": "ok", "version": "1.0.0"})
+        status, body = get(app["port"], "/api/items")
+        assert status == 200 and len(body["items"]) >= 2
+        assert db.is_file()
+        assert agent.processes("hello-1") == [app["pid"]]
+
+        health = client.health()
+        assert health["current"] == "hello-1" and health["previous"] is None
+        assert health["role"] == "public" and health["app"]["pid"] == app["pid"]
+
+        # Idempotence: re-upload, re-stage, re-activate change nothing.
+        assert agent.upload(client, signed, built) == []
+        assert client.stage(signed.to_bytes())["already"] is True
+        again = client.activate("hello-1")
+        assert again["current"] == "hello-1" and again["app"]["pid"] == app["pid"]
+        listing = client.releases()
+        assert [(r["update_id"], r["status"]) for r in listing["releases"]] == [
+            ("hello-1", "current")
+        ]
+
+    # The data directory, as DESIGN §5 lays it out.
+    data = agent.data
+    assert agent.link("current") == "releases/hello-1"
+    assert (data / "manifests" / "hello-1.json").read_bytes() == signed.to_bytes()
+    # Every file is a hard link, to its blob or to the blob's copy with its own mode.
+    assert {e.mode for e in signed.files} == {0o644, 0o755}
+    for e in signed.files:
+        st = (data / "releases" / "hello-1" / e.path).lstat()
+        assert stat.S_IMODE(st.st_mode) == e.mode, e.path
+        store = "sha256" if e.mode == 0o644 else f"mode-{e.mode:04o}"
+        assert st.st_ino == (data / "blobs" / store / e.sha256[:2] / e.sha256).stat().st_ino
+        assert st.st_mtime_ns == 10**9  # the store's mark: changed if written in place
+    for sha in signed.blob_digests():
+        blob = data / "blobs" / "sha256" / sha[:2] / sha
+        assert stat.S_IMODE(blob.stat().st_mode) == 0o644
+    assert (data / "logs" / "hello-1.log").is_file()
+    state = json.loads((data / "state.json").read_text())
+    assert [a["update_id"] for a in state["history"]] == ["hello-1"]
+    assert os.listdir(data / "tmp") == []
+    # The app env is never logged.
+    assert str(db) not in agent.output()
+    assert agent.token not in agent.output()
+
+
+def test_second_release_rollback_and_history(agent_factory: AgentFactory, trees: Trees) -> None:
+    agent = agent_factory()
+    app = trees.hello_app()
+    with agent.client() as client:
+        one = agent.deploy(trees.hello("v1"), "hello-1", sequence=1, app=app)
+        two = agent.deploy(trees.hello("v2", "2.0.0"), "hello-2", sequence=2, app=app)
+        assert two["current"] == "hello-2" and two["previous"] == "hello-1"
+        assert two["app"]["port"] != one["app"]["port"]
+        assert get(two["app"]["port"], "/healthz")[1]["version"] == "2.0.0"
+        wait_for(lambda: not alive(one["app"]["pid"]), 5, "the old app to exit")
+        assert agent.link("previous") == "releases/hello-1"
+
+        back = client.rollback(from_id="hello-2")
+        assert back["current"] == "hello-1" and back["rolled_back"] == "hello-2"
+        assert back["previous"] is None  # nothing was active before hello-1
+        assert get(back["app"]["port"], "/healthz")[1]["version"] == "1.0.0"
+        wait_for(lambda: not alive(two["app"]["pid"]), 5, "the rolled-back app to exit")
+        statuses = {r["update_id"]: r["status"] for r in client.releases()["releases"]}
+        assert statuses == {"hello-1": "current", "hello-2": "rolled_back"}
+
+        # A rolled-back release is never a default target; `from` must be current.
+        with pytest.raises(AgentRejected) as e:
+            client.rollback()
+        assert e.value.status == 409 and "no previous release" in e.value.body["error"]
+        with pytest.raises(AgentRejected) as e:
+            client.rollback(from_id="hello-2")
+        assert e.value.status == 409 and "current release is hello-1" in e.value.body["error"]
+
+        three = agent.deploy(trees.hello("v3", "3.0.0"), "hello-3", sequence=3, app=app)
+        assert three["previous"] == "hello-1"
+        back = client.rollback()
+        assert (back["current"], back["previous"], back["rolled_back"]) == (
+            "hello-1",
+            None,
+            "hello-3",
+        )
+        assert get(back["app"]["port"], "/healthz")[1]["version"] == "1.0.0"
+
+        # Activating a rolled-back release on purpose is allowed, and un-marks it.
+        again = client.activate("hello-2")
+        assert (again["current"], again["previous"]) == ("hello-2", "hello-1")
+        statuses = {r["update_id"]: r["status"] for r in client.releases()["releases"]}
+        assert statuses == {"hello-1": "previous", "hello-2": "current", "hello-3": "rolled_back"}
+
+
+def test_new_app_healthy_before_old_stops(agent_factory: AgentFactory, trees: Trees) -> None:
+    agent = agent_factory(app_env={"APP_SECRET": "s3cr3t-value"})
+    one = agent.deploy(trees.tiny("a"), "tiny-1", app=trees.tiny_app())
+    _, body = get(one["app"]["port"], "/health")
+    assert body["release"] == "tiny-1" and body["secret"] == "s3cr3t-value"
+    assert Path(body["cwd"]).resolve() == (agent.data / "releases" / "tiny-1").resolve()
+    agent.deploy(trees.tiny("b"), "tiny-2", sequence=2, app=trees.tiny_app())
+    wait_for(lambda: "stop tiny-1" in agent.events(), 5, "tiny-1 to note its stop")
+    assert agent.events() == [
+        "start tiny-1",
+        "healthy tiny-1",
+        "start tiny-2",
+        "healthy tiny-2",
+        "stop tiny-1",
+    ]
+    assert "s3cr3t-value" not in agent.output()
+
+
+# -- activations that fail leave everything as it was --------------------------------------
+
+
+def test_app_never_healthy_keeps_the_old_release(agent_factory: AgentFactory, trees: Trees) -> None:
+    agent = agent_factory()
+    one = agent.deploy(trees.tiny("good"), "good-1", app=trees.tiny_app())
+    sleeper = {
+        "run": "python3 -c \"import time; print('sleeping, not serving', flush=True); "
+        'time.sleep(60)"',
+        "health_path": "/health",
+        "health_timeout_s": 2,
+    }
+    agent.stage(trees.tiny("bad"), "bad-2", sequence=2, app=sleeper)
+    with agent.client() as client, pytest.raises(AgentRejected) as e:
+        client.activate("bad-2")
+    assert e.value.status == 422
+    assert e.value.body["error"].startswith("bad-2 did not become healthy within 2s")
+    assert "sleeping, not serving" in e.value.body["log_tail"]
+    assert agent.link("current") == "releases/good-1"
+    assert get(one["app"]["port"], "/health")[1]["release"] == "good-1"
+    assert not (agent.data / "releases" / "bad-2").exists()
+    assert not (agent.data / "manifests" / "bad-2.json").exists()
+    assert agent.processes() == [one["app"]["pid"]]
+
+    crasher = {"run": "python3 -c \"import sys; print('boom'); sys.exit(3)\"", "health_path": "/"}
+    agent.stage(trees.tiny("crash"), "crash-3", sequence=3, app=crasher)
+    with agent.client() as client, pytest.raises(AgentRejected) as e:
+        client.activate("crash-3")
+    assert e.value.status == 422 and "exited with status 3" in e.value.body["error"]
+    assert "boom" in e.value.body["log_tail"]
+    with agent.client() as client:
+        health = client.health()
+        assert (health["current"], health["app"]["pid"]) == ("good-1", one["app"]["pid"])
+        assert [r["update_id"] for r in client.releases()["releases"]] == ["good-1"]
+        with pytest.raises(AgentRejected) as e:
+            client.activate("crash-3")
+        assert e.value.status == 404
+
+
+def test_prepare_hook(agent_factory: AgentFactory, trees: Trees) -> None:
+    agent = agent_factory()
+    build = "python3 -c \"open('built.txt', 'w').write('assets')\""
+    one = agent.deploy(trees.tiny("a"), "prep-1", app=trees.tiny_app(prepare=build))
+    assert (agent.data / "current" / "built.txt").read_text() == "assets"
+
+    refuse = "python3 -c \"import sys; print('prepare says no'); sys.exit(4)\""
+    agent.stage(trees.tiny("b"), "prep-2", sequence=2, app=trees.tiny_app(prepare=refuse))
+    with agent.client() as client, pytest.raises(AgentRejected) as e:
+        client.activate("prep-2")
+    assert e.value.status == 422
+    assert "exit status 4" in e.value.body["error"]
+    assert "prepare says no" in e.value.body["log_tail"]
+    assert "start prep-2" not in agent.events()  # the app was never started
+    assert agent.link("current") == "releases/prep-1"
+    assert not (agent.data / "releases" / "prep-2").exists()
+    assert get(one["app"]["port"], "/health")[1]["release"] == "prep-1"
+
+
+# -- pruning, restart, TLS -----------------------------------------------------------------
+
+
+def test_keep_prunes_old_releases(agent_factory: AgentFactory, trees: Trees) -> None:
+    agent = agent_factory(keep=2)
+    for n in range(1, 6):
+        agent.deploy(trees.tiny(f"r{n}"), f"r{n}", sequence=n)
+    assert sorted(os.listdir(agent.data / "releases")) == ["r4", "r5"]
+    assert sorted(os.listdir(agent.data / "manifests")) == ["r4.json", "r5.json"]
+    agent.stage(trees.tiny("r6"), "r6", sequence=6)
+    agent.deploy(trees.tiny("r7"), "r7", sequence=7)
+    # The two most recent (r6 staged, r7 activated) plus previous (r5), never deleted.
+    assert sorted(os.listdir(agent.data / "releases")) == ["r5", "r6", "r7"]
+    with agent.client() as client:
+        listing = client.releases()
+    assert (listing["current"], listing["previous"]) == ("r7", "r5")
+    # Blobs are shared and kept (no garbage collection yet).
+    assert len(list((agent.data / "blobs").rglob("*/*/*"))) >= 7
+
+
+def test_restart_adopts_current_and_reaps_orphans(
+    agent_factory: AgentFactory, trees: Trees
+) -> None:
+    agent = agent_factory()
+    first = agent.deploy(trees.tiny("a"), "keep-1", app=trees.tiny_app())
+    assert agent.stop() == 0  # SIGTERM: the app stops with the agent
+    assert not alive(first["app"]["pid"])
+
+    again = agent_factory(like=agent)
+    health = healthy_app(again)
+    assert health["current"] == "keep-1"
+    assert health["app"]["pid"] != first["app"]["pid"]
+    assert get(health["app"]["port"], "/health")[1]["release"] == "keep-1"
+
+    # A crash (SIGKILL) orphans the app; the next agent stops it and starts its own.
+    orphan = health["app"]["pid"]
+    again.stop(signal.SIGKILL)
+    assert alive(orphan)
+    third = agent_factory(like=again)
+    health = healthy_app(third)
+    assert health["app"]["pid"] != orphan
+    wait_for(lambda: not alive(orphan), 5, "the orphan to be stopped")
+    assert third.processes() == [health["app"]["pid"]]
+
+
+def test_https_with_a_private_ca(agent_factory: AgentFactory, trees: Trees) -> None:
+    agent = agent_factory(tls=True)
+    assert agent.url.startswith("https://127.0.0.1:")
+    answer = agent.deploy(trees.tiny("t"), "tls-1")
+    assert answer == {"current": "tls-1", "previous": None, "app": None}
+    with agent.client() as client:
+        assert client.health()["current"] == "tls-1"
+    from ashat.transport.client import AgentClient
+
+    with AgentClient(agent.url, agent.token, retries=0) as untrusting, pytest.raises(TLSFailure):
+        untrusting.health()
+
+
+def test_files_written_in_place_are_never_linked_again(
+    agent_factory: AgentFactory, trees: Trees
+) -> None:
+    """Release trees share inodes with the store; one written in place is not reused."""
+    agent = agent_factory()
+    tree = trees.tiny("t")
+    (tree / "run.sh").write_text("#!/bin/sh\necho original\n")
+    (tree / "run.sh").chmod(0o755)
+    agent.deploy(tree, "ip-1")
+    data_file = agent.data / "current" / "marker.txt"
+    original = data_file.read_bytes()
+    # What a careless app or prepare hook might do to its own release.
+    with open(data_file, "r+b") as f:
+        f.write(b"X" * len(original))
+    with open(agent.data / "current" / "run.sh", "r+b") as f:
+        f.write(b"#!/bin/sh\necho TAMPERED")
+
+    signed, built = agent.build(tree, "ip-2", sequence=2)
+    with agent.client() as client:
+        marker_sha = next(e.sha256 for e in signed.files if e.path == "marker.txt")
+        assert agent.upload(client, signed, built) == [marker_sha]  # dropped, so sent again
+        client.stage(signed.to_bytes())
+        client.activate("ip-2")
+    assert (agent.data / "current" / "marker.txt").read_bytes() == original
+    assert (agent.data / "current" / "run.sh").read_text() == "#!/bin/sh\necho original\n"
+    assert os.access(agent.data / "current" / "run.sh", os.X_OK)

@@ -1,0 +1,128 @@
+"""``ashat agent`` itself: bad options are one line and exit 2, a busy port or a data
+directory another agent uses exit 1 before anything changes, and SIGINT stops the agent and
+its app cleanly (exit 0)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ashat.agent.command import agent as agent_command
+from ashat.bundle.keys import generate_keypair
+from ashat.cli.output import AshatGroup
+
+AgentFactory = Any  # the fixture's type (tests/ is not a package)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    token = tmp_path / "token"
+    token.write_text("a-token\n")
+    key, pub = generate_keypair("alpha", tmp_path)
+    return {"token": token, "key": key, "pub": pub, "data": tmp_path / "data"}
+
+
+def run(*args: str) -> tuple[int, str]:
+    group = AshatGroup(name="ashat", commands=[agent_command])
+    result = CliRunner().invoke(group, ["agent", *args])
+    return result.exit_code, result.output
+
+
+def base_args(files: dict[str, Path], **overrides: str) -> list[str]:
+    opts = {
+        "--role": "public",
+        "--data": str(files["data"]),
+        "--token-file": str(files["token"]),
+        "--trust": str(files["pub"]),
+        **overrides,
+    }
+    return [x for kv in opts.items() for x in kv]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"--role": "mainframe"}, "'mainframe' is not one of"),
+        ({"--keep": "1"}, "--keep"),
+        ({"--max-blob-bytes": "0"}, "--max-blob-bytes"),
+        ({"--listen": "nope"}, "--listen 'nope': expected HOST:PORT"),
+        ({"--listen": "127.0.0.1:70000"}, "port must be 0-65535"),
+        ({"--listen": "::1:8700"}, "IPv6 address in brackets"),
+        ({"--tls-cert": "{pub}"}, "--tls-cert and --tls-key go together"),
+        ({"--trust": "{token}"}, "expected one line 'ashat-ed25519"),
+        ({"--trust": "{key}"}, "is a private key; pass the .pub file"),
+        ({"--trust": "/nonexistent.pub"}, "does not exist"),
+        ({"--tls-cert": "{pub}", "--tls-key": "{key}"}, "cannot load --tls-cert/--tls-key"),
+    ],
+)
+def test_bad_options_exit_2(files: dict[str, Path], overrides: dict[str, str], needle: str) -> None:
+    names = {k: str(v) for k, v in files.items()}
+    code, out = run(*base_args(files, **{k: v.format(**names) for k, v in overrides.items()}))
+    assert code == 2, out
+    assert needle in out
+    assert not files["data"].exists()
+
+
+def test_token_and_app_env_errors_name_the_file_not_the_secret(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    files["token"].write_text("two words\n")
+    code, out = run(*base_args(files))
+    assert code == 2 and "must hold one token on one line" in out
+    assert "two words" not in out
+
+    files["token"].write_text("a-token\n")
+    env = tmp_path / "app.env"
+    env.write_text("# comment\nGOOD=1\nnot a pair super-secret-value\n")
+    code, out = run(*base_args(files), "--app-env", str(env))
+    assert code == 2 and "line 3" in out
+    assert "super-secret-value" not in out
+
+
+def test_missing_required_options() -> None:
+    code, out = run()
+    assert code == 2 and "Missing option '--role'" in out
+
+
+def test_busy_port_and_busy_data_directory(
+    agent_factory: AgentFactory, files: dict[str, Path]
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        res = subprocess.run(
+            [*agent_factory.command(), *base_args(files, **{"--listen": f"127.0.0.1:{port}"})],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert res.returncode == 1, res.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
+    assert not files["data"].exists()
+
+    running = agent_factory()
+    res = subprocess.run(
+        [*agent_factory.command(), *base_args(files, **{"--data": str(running.data)})],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 1, res.stderr
+    assert f"is in use by another agent (pid {running.proc.pid})" in res.stderr
+    with running.client() as client:
+        assert client.health()["status"] == "ok"
+
+
+def test_sigint_stops_the_agent_and_its_app(agent_factory: AgentFactory, trees: Any) -> None:
+    agent = agent_factory()
+    answer = agent.deploy(trees.tiny("t"), "int-1", app=trees.tiny_app())
+    assert agent.processes() == [answer["app"]["pid"]]
+    assert agent.stop(signal.SIGINT) == 0  # stop() also checks that no app is left
+    assert agent.events() == ["start int-1", "healthy int-1", "stop int-1"]
