@@ -175,6 +175,7 @@ def run_demo(app_dir: Path | None = None, keep: bool = False) -> None:
         demo.deploy("configure", "public", public.url, "PublicStaging", "--token-file", str(token))
         demo.deploy("servers", "--check")
         demo.deploy("push", "hello-001", "First release of hello-service")
+        demo.deploy("verify", "hello-001")
         version = demo.project / "VERSION"
         version.write_text("1.0.1\n")
         demo.deploy("push", "hello-002", "Bump to 1.0.1 (only changed bytes move)")

@@ -1,0 +1,155 @@
+"""``deploy push`` against rsync: bytes sent and wall time, first push and a 1 % change.
+
+Run: ``python bench/push.py`` (about a minute; ``--files``/``--size-mb`` to change the tree).
+It builds a tree of 2,000 files / 50 MB of random bytes, starts a real ``ashat agent`` on
+loopback and an rsync daemon on loopback, then for each tool: a first transfer of the whole
+tree, a change of 1 % of the files, and a second transfer. ``deploy push`` is timed as a
+whole process (hashing, signing, upload, staging, activation); rsync as
+``rsync -a --delete`` to the daemon (``--stats`` gives its bytes sent). Goals (issue 3):
+re-push ≤ 1.1 × the changed bytes and ≤ 1.0 × rsync's time; first push ≤ 1.5 × rsync's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ashat.bundle import generate_keypair
+from ashat.demo import free_port, start_agent
+
+
+def make_tree(root: Path, files: int, total_bytes: int, rng: random.Random) -> None:
+    per = total_bytes // files
+    for i in range(files):
+        d = root / f"pkg{i % 40:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        size = max(1, int(per * rng.uniform(0.5, 1.5)))
+        (d / f"file{i:05d}.bin").write_bytes(rng.randbytes(size))
+    (root / "ashat.toml").write_text("[app]\nname = 'bench'\n")
+
+
+def change_some(root: Path, fraction: float, rng: random.Random) -> int:
+    """Rewrite ``fraction`` of the files with new bytes of the same size; return bytes changed."""
+    files = sorted(p for p in root.rglob("*.bin"))
+    chosen = rng.sample(files, max(1, int(len(files) * fraction)))
+    changed = 0
+    for p in chosen:
+        size = p.stat().st_size
+        p.write_bytes(rng.randbytes(size))
+        changed += size
+    return changed
+
+
+def timed(args: list[str], **kw: object) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t0 = time.perf_counter()
+    res = subprocess.run(args, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+    elapsed = time.perf_counter() - t0
+    if res.returncode != 0:
+        sys.exit(f"{args[:4]} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return elapsed, res
+
+
+def rsync_daemon(base: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    dest = base / "rsync-dest"
+    dest.mkdir()
+    conf = base / "rsyncd.conf"
+    conf.write_text(
+        f"pid file = {base / 'rsyncd.pid'}\nuse chroot = false\n"
+        f"[dest]\npath = {dest}\nread only = false\n"
+    )
+    proc = subprocess.Popen(
+        ["rsync", "--daemon", "--no-detach", f"--config={conf}", f"--port={port}",
+         "--address=127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            subprocess.run(["rsync", f"rsync://127.0.0.1:{port}/"], capture_output=True, check=True)
+            break
+        except subprocess.CalledProcessError:
+            time.sleep(0.05)
+    return proc, port, dest
+
+
+def rsync_sent(stdout: str) -> int:
+    m = re.search(r"Total bytes sent: ([\d,.]+)", stdout)
+    return int(re.sub(r"[,.]", "", m.group(1))) if m else -1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--size-mb", type=float, default=50)
+    ap.add_argument("--change", type=float, default=0.01, help="fraction of files changed")
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    if not shutil.which("rsync"):
+        sys.exit("rsync is not installed (apt-get install rsync): it is the yardstick")
+    rng = random.Random(7)
+    base = Path(tempfile.mkdtemp(prefix="ashat-bench-push-"))
+    agent = daemon = None
+    try:
+        tree = base / "tree"
+        make_tree(tree, a.files, int(a.size_mb * 1024 * 1024), rng)
+        total = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+        _, pub = generate_keypair("alpha", base / "keys")
+        token = base / "token"
+        token.write_text(os.urandom(16).hex())
+        agent = start_agent("public", base / "servers", token, [pub])
+        env = {**os.environ, "ASHAT_USER": "bench", "NO_COLOR": "1",
+               "ASHAT_SIGNING_KEY": str(base / "keys" / "alpha.key")}  # fmt: skip
+        deploy = [sys.executable, "-m", "ashat.cli.deploy"]
+        timed([*deploy, "configure", "public", agent.url, "Bench", "--token-file", str(token)],
+              cwd=tree, env=env)  # fmt: skip
+        daemon, port, _ = rsync_daemon(base)
+        rsync = ["rsync", "-a", "--delete", "--stats", "--exclude=.ashat", f"{tree}/",
+                 f"rsync://127.0.0.1:{port}/dest/"]  # fmt: skip
+
+        import json
+
+        def push(uid: str) -> tuple[float, dict[str, object]]:
+            t, res = timed([*deploy, "push", uid, "bench", "--json"], cwd=tree, env=env)
+            return t, json.loads(res.stdout)
+
+        t_push1, r1 = push("bench-001")
+        t_rsync1, rs1 = timed(rsync)
+        changed = change_some(tree, a.change, rng)
+        t_push2, r2 = push("bench-002")
+        t_rsync2, rs2 = timed(rsync)
+
+        print(f"tree: {a.files} files, {total / 1e6:.1f} MB; changed {changed / 1e6:.2f} MB "
+              f"({a.change:.0%} of the files)")  # fmt: skip
+        print(f"{'':14}{'ashat bytes':>14}{'ashat s':>10}{'rsync bytes':>14}{'rsync s':>10}"
+              f"{'time ratio':>12}")  # fmt: skip
+        for name, tp, rp, tr, rr in (
+            ("first push", t_push1, r1, t_rsync1, rs1),
+            ("1% re-push", t_push2, r2, t_rsync2, rs2),
+        ):
+            print(f"{name:14}{rp['bytes_sent']:>14,}{tp:>10.2f}{rsync_sent(rr.stdout):>14,}"
+                  f"{tr:>10.2f}{tp / tr:>12.2f}")  # fmt: skip
+        print(f"re-push bytes / changed bytes: {int(r2['bytes_sent']) / changed:.3f} (goal ≤ 1.1)")  # type: ignore[call-overload]
+        print(f"re-push time / rsync: {t_push2 / t_rsync2:.2f} (goal ≤ 1.0); "
+              f"first push / rsync: {t_push1 / t_rsync1:.2f} (goal ≤ 1.5)")  # fmt: skip
+    finally:
+        if agent:
+            agent.stop()
+        if daemon:
+            daemon.terminate()
+            daemon.wait()
+        if a.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

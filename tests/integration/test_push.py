@@ -1,0 +1,286 @@
+"""``deploy push`` and ``deploy rollback`` against real agents: what moves, what is recorded,
+and that every failure leaves the deployment ``failed`` and PUBLIC on its previous release."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from ashat.cli.deploy import cli
+
+REPO = Path(__file__).resolve().parents[2]
+HELLO = REPO / "examples" / "hello-service"
+
+
+def deploy(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
+
+
+def deploy_json(*args: str) -> tuple[int, dict[str, Any]]:
+    res = deploy(*args, "--json")
+    return res.exit_code, json.loads(res.stdout)
+
+
+@pytest.fixture
+def hello_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """A copy of examples/hello-service as the cwd, acting as alice, configured for ``agent``."""
+
+    def make(agent: Any, *, key_path: Path | None = None, configure: bool = True) -> Path:
+        root = tmp_path / "alpha"
+        shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+        monkeypatch.chdir(root)
+        monkeypatch.setenv("ASHAT_USER", "alice")
+        monkeypatch.setenv("NO_COLOR", "1")
+        monkeypatch.delenv("ASHAT_DB", raising=False)
+        monkeypatch.setenv("ASHAT_SIGNING_KEY", str(key_path or agent.key_path))
+        if configure:
+            args = [
+                "configure",
+                "public",
+                agent.url,
+                "Staging",
+                "--token-file",
+                str(agent.token_file),
+            ]
+            if agent.ca_cert:
+                args += ["--ca-cert", str(agent.ca_cert)]
+            assert deploy(*args).exit_code == 0
+        return root
+
+    return make
+
+
+def current(agent: Any) -> str | None:
+    with agent.client() as c:
+        return c.health().get("current")
+
+
+def test_push_activates_the_app_and_records_every_step(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    agent = agent_factory()
+    hello_project(agent)
+    code, out = deploy_json("push", "hello-001", "First release")
+    assert code == 0, out
+    assert out["state"] == "pushed" and out["target"] == "Staging"
+    for key in (
+        "update_id",
+        "files",
+        "bytes_total",
+        "bytes_sent",
+        "blobs_sent",
+        "blobs_skipped",
+        "duration_s",
+    ):
+        assert key in out
+    assert out["bytes_sent"] == out["bytes_total"] and out["blobs_skipped"] == 0
+    assert current(agent) == "hello-001"
+    port = out["app"]["port"]
+    items = httpx.get(f"http://127.0.0.1:{port}/api/items", timeout=5).json()
+    assert "items" in items
+    log = deploy("log", "hello-001").stdout
+    for kind in ("deployment.pushing", "push.signed", "push.uploaded", "deployment.pushed"):
+        assert kind in log
+    assert deploy("audit", "verify").exit_code == 0
+
+
+def test_unchanged_tree_under_a_new_id_sends_no_blob(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    agent = agent_factory()
+    root = hello_project(agent)
+    assert deploy("push", "hello-001", "one").exit_code == 0
+    code, out = deploy_json("push", "hello-002", "same tree")
+    assert code == 0 and out["blobs_sent"] == 0 and out["bytes_sent"] == 0
+    (root / "VERSION").write_text("9.9.9\n")
+    code, out = deploy_json("push", "hello-003", "one file changed")
+    assert code == 0 and out["blobs_sent"] == 1 and out["bytes_sent"] == len("9.9.9\n")
+    assert out["sequence"] == 3
+
+
+def test_push_without_signing_key_says_how_and_records_nothing(
+    agent_factory: Any, hello_project: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = agent_factory()
+    hello_project(agent)
+    monkeypatch.delenv("ASHAT_SIGNING_KEY")
+    res = deploy("push", "hello-001", "x")
+    assert res.exit_code == 2
+    assert "ashat keys generate" in res.stderr
+    assert deploy_json("history")[1]["deployments"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["push", "Bad_ID", "x"], 2, "invalid update id"),
+        (["push", "ok-1", "  "], 2, "description"),
+        (["push", "ok-1", "x", "--source", "/nonexistent/dir"], 2, "not a directory"),
+        (["push", "ok-1", "x", "--source", ".", "--git", "HEAD"], 2, "not both"),
+    ],
+)
+def test_bad_push_input_exits_2_with_nothing_recorded(
+    agent_factory: Any, hello_project: Any, args: list[str], code: int, fragment: str
+) -> None:
+    agent = agent_factory()
+    hello_project(agent)
+    res = deploy(*args)
+    assert res.exit_code == code, res.output
+    assert fragment in res.stderr.lower()
+    assert deploy_json("history")[1]["deployments"] == []
+
+
+def test_push_without_public_configured_exits_2(agent_factory: Any, hello_project: Any) -> None:
+    agent = agent_factory()
+    hello_project(agent, configure=False)
+    res = deploy("push", "hello-001", "x")
+    assert res.exit_code == 2 and "deploy configure public" in res.stderr
+
+
+def test_symlink_leaving_the_tree_is_refused_before_anything_is_recorded(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    agent = agent_factory()
+    root = hello_project(agent)
+    os.symlink("/etc/passwd", root / "escape")
+    res = deploy("push", "hello-001", "x")
+    assert res.exit_code == 2 and "outside" in res.stderr
+    assert deploy_json("history")[1]["deployments"] == []
+    assert current(agent) is None
+
+
+def test_untrusted_key_fails_the_push_and_public_keeps_its_release(
+    agent_factory: Any, hello_project: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ashat.bundle import generate_keypair
+
+    agent = agent_factory()
+    hello_project(agent)
+    assert deploy("push", "hello-001", "good").exit_code == 0
+    rogue, _ = generate_keypair("rogue", tmp_path / "rogue")
+    monkeypatch.setenv("ASHAT_SIGNING_KEY", str(rogue))
+    code, out = deploy_json("push", "hello-002", "signed by a stranger")
+    assert code == 1, out
+    assert "none trusted" in out["error"]
+    _, status = deploy_json("status", "hello-002")
+    assert status["deployment"]["state"] == "failed"
+    assert status["deployment"]["reason"]
+    assert current(agent) == "hello-001"
+    assert "hello-002" not in os.listdir(agent.data / "releases")
+
+
+def test_wrong_token_exits_4_and_the_deployment_fails(
+    agent_factory: Any, hello_project: Any, tmp_path: Path
+) -> None:
+    agent = agent_factory()
+    hello_project(agent)
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("not-the-token\n")
+    assert (
+        deploy("configure", "public", agent.url, "Staging", "--token-file", str(wrong)).exit_code
+        == 0
+    )
+    code, out = deploy_json("push", "hello-001", "x")
+    assert code == 4 and "credentials" in out["error"]
+    assert "not-the-token" not in json.dumps(out)
+    assert deploy_json("status", "hello-001")[1]["deployment"]["state"] == "failed"
+
+
+def test_unreachable_public_exits_4(agent_factory: Any, hello_project: Any) -> None:
+    agent = agent_factory()
+    hello_project(agent)
+    agent.stop()
+    code, out = deploy_json("push", "hello-001", "x")
+    assert code == 4 and "cannot reach" in out["error"]
+
+
+def test_app_that_never_gets_healthy_fails_and_public_stays(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    agent = agent_factory()
+    root = hello_project(agent)
+    assert deploy("push", "hello-001", "good").exit_code == 0
+    toml = (root / "ashat.toml").read_text()
+    (root / "ashat.toml").write_text(
+        toml.replace('health_path = "/healthz"', 'health_path = "/nope"\nhealth_timeout_s = 2')
+    )
+    code, out = deploy_json("push", "hello-002", "broken health path")
+    assert code == 1 and "healthy" in out["error"]
+    assert deploy_json("status", "hello-002")[1]["deployment"]["state"] == "failed"
+    assert current(agent) == "hello-001"
+
+
+def test_existing_id_is_refused_with_exit_3(agent_factory: Any, hello_project: Any) -> None:
+    agent = agent_factory()
+    hello_project(agent)
+    assert deploy("push", "hello-001", "x").exit_code == 0
+    res = deploy("push", "hello-001", "again")
+    assert res.exit_code == 3 and "already exists" in res.stderr
+
+
+def test_rollback_restores_the_previous_release_and_its_app(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    agent = agent_factory()
+    root = hello_project(agent)
+    assert deploy("push", "hello-001", "one").exit_code == 0
+    (root / "VERSION").write_text("2.0.0\n")
+    assert deploy("push", "hello-002", "two").exit_code == 0
+    code, out = deploy_json("rollback", "hello-002", "--reason", "bad release")
+    assert code == 0 and out["restored"] == "hello-001" and out["state"] == "rolled_back"
+    assert current(agent) == "hello-001"
+    with agent.client() as c:
+        port = c.health()["app"]["port"]
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["version"] == "1.0.0"
+    log = deploy("log", "hello-002").stdout
+    assert "public_restored=hello-001" in log and "bad release" in log
+    assert deploy("rollback", "hello-002").exit_code == 3  # terminal now
+
+
+def test_push_from_a_git_ref_sends_exactly_the_committed_tree(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    agent = agent_factory()
+    root = hello_project(agent)
+    git = ["git", "-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    (root / ".gitignore").write_text(".ashat/\n")
+    subprocess.run([*git, "add", "."], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "v1"], cwd=root, check=True)
+    (root / "VERSION").write_text("uncommitted\n")
+    code, out = deploy_json("push", "hello-git", "from git", "--git", "HEAD")
+    assert code == 0, out
+    manifest = json.loads((root / ".ashat" / "manifests" / "hello-git.json").read_text())
+    assert manifest["source"]["kind"] == "git" and len(manifest["source"]["commit"]) == 40
+    assert (agent.data / "current" / "VERSION").read_text() == "1.0.0\n"
+
+
+def test_push_over_https_with_ca_cert(agent_factory: Any, hello_project: Any) -> None:
+    agent = agent_factory(tls=True)
+    hello_project(agent)
+    code, out = deploy_json("push", "hello-tls", "over TLS")
+    assert code == 0, out
+    assert current(agent) == "hello-tls"
+
+
+def test_push_through_the_real_console_script(agent_factory: Any, hello_project: Any) -> None:
+    agent = agent_factory()
+    root = hello_project(agent)
+    res = subprocess.run(
+        [sys.executable, "-m", "ashat.cli.deploy", "push", "hello-sub", "via a process"],
+        cwd=root, capture_output=True, text=True, timeout=120, env=os.environ,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "ASHAT Deployment Workflow Initiated" in res.stdout
+    assert "Pushed hello-sub" in res.stdout
+    assert agent.token not in res.stdout + res.stderr

@@ -1,0 +1,240 @@
+"""``deploy verify`` against a real PUBLIC agent running examples/hello-service: it passes all
+six checks, and each check can fail (exit 1, naming the check and why)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from ashat.cli.deploy import cli
+from ashat.store.db import Database, default_sqlite_url
+from ashat.store.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+HELLO = REPO / "examples" / "hello-service"
+PEM_KEY = (  # split so that this file itself does not look like a leaked key
+    "-----BEGIN " + "PRIVATE KEY-----\n"
+    "MC4CAQAwBQYDK2VwBCIEIJ+fake+but+shaped+like+a+key+abcdefghij\n"
+    "-----END PRIVATE KEY-----\n"
+)
+
+
+def deploy(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
+
+
+def deploy_json(*args: str) -> tuple[int, dict[str, Any]]:
+    res = deploy(*args, "--json")
+    return res.exit_code, json.loads(res.stdout)
+
+
+@pytest.fixture
+def pushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_factory: Any
+) -> Callable[..., Path]:
+    """Push (a variant of) hello-service as ``hello-001``; return the project root."""
+
+    def make(
+        edit: Callable[[Path], None] | None = None, *, tls: bool = False, extra_toml: str = ""
+    ) -> Path:
+        agent = agent_factory(tls=tls)
+        root = tmp_path / "alpha"
+        shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+        if extra_toml:
+            (root / "ashat.toml").write_text((root / "ashat.toml").read_text() + extra_toml)
+        if edit:
+            edit(root)
+        monkeypatch.chdir(root)
+        monkeypatch.setenv("ASHAT_USER", "alice")
+        monkeypatch.setenv("NO_COLOR", "1")
+        monkeypatch.delenv("ASHAT_DB", raising=False)
+        monkeypatch.setenv("ASHAT_SIGNING_KEY", str(agent.key_path))
+        args = ["configure", "public", agent.url, "Staging", "--token-file", str(agent.token_file)]
+        if agent.ca_cert:
+            args += ["--ca-cert", str(agent.ca_cert)]
+        assert deploy(*args).exit_code == 0
+        res = deploy("push", "hello-001", "for verification")
+        assert res.exit_code == 0, res.output
+        return root
+
+    return make
+
+
+def by_name(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in out["checks"]}
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+
+
+def test_hello_service_passes_all_six_checks(pushed: Any) -> None:
+    pushed()
+    res = deploy("verify", "hello-001")
+    assert res.exit_code == 0, res.output
+    assert "ASHAT Deployment Verification" in res.stdout
+    for title in (
+        "Health Check", "Module Load Test", "API Endpoint Test", "Database Connection",
+        "Performance Baseline", "Security Scan",
+    ):  # fmt: skip
+        assert f"✅ {title}:" in res.stdout
+    assert "Verification PASSED!" in res.stdout
+    _, status = deploy_json("status", "hello-001")
+    assert status["deployment"]["state"] == "verified"
+    assert {c["status"] for c in status["checks"]} == {"passed"}
+    log = deploy("log", "hello-001").stdout
+    assert "check.performance" in log and "baseline.updated" in log
+
+
+def test_json_prints_every_result_and_only_reruns_chosen_checks(pushed: Any) -> None:
+    pushed()
+    code, out = deploy_json("verify", "hello-001")
+    assert code == 0 and out["passed"] and len(out["results"]) == 6
+    for r in out["results"]:
+        assert set(r) >= {"name", "title", "status", "summary", "details", "duration_s"}
+    code, out = deploy_json("verify", "hello-001", "--only", "health", "--only", "api")
+    assert code == 0 and [r["name"] for r in out["results"]] == ["health", "api"]
+    assert len(out["checks"]) == 6  # the others kept from the first run
+    res = deploy("verify", "hello-001", "--only", "nonsense")
+    assert res.exit_code == 2 and "unknown check" in res.stderr
+
+
+def _fails(check: str, fragment: str) -> None:
+    code, out = deploy_json("verify", "hello-001")
+    assert code == 1, out
+    result = by_name(out)[check]
+    assert result["status"] == "failed", result
+    assert fragment in result["summary"], result["summary"]
+    assert out["state"] == "verification_failed"
+    human = deploy("verify", "hello-001", "--only", check)
+    assert human.exit_code == 1
+    assert "Verification FAILED" in human.stdout and result["title"] in human.stdout
+
+
+def test_module_that_raises_on_import_fails_the_module_check(pushed: Any) -> None:
+    def edit(root: Path) -> None:
+        (root / "hello_service" / "broken.py").write_text("raise RuntimeError('boom at import')\n")
+        replace_in(
+            root / "ashat.toml",
+            '"hello_service.db"]',
+            '"hello_service.db", "hello_service.broken"]',
+        )
+
+    pushed(edit)
+    _fails("modules", "hello_service.broken")
+
+
+def test_endpoint_with_wrong_status_or_shape_fails_the_api_check(pushed: Any) -> None:
+    pushed(extra_toml='\n[[verify.api]]\nmethod = "GET"\npath = "/api/nope"\nexpect_status = 200\n')
+    _fails("api", "/api/nope")
+
+
+def test_json_schema_mismatch_fails_the_api_check(pushed: Any) -> None:
+    extra = (
+        '\n[[verify.api]]\npath = "/api/items"\n'
+        '[verify.api.schema]\ntype = "object"\nrequired = ["total_count"]\n'
+    )
+    pushed(extra_toml=extra)
+    _fails("api", "schema")
+
+
+def test_unreachable_database_fails_the_database_check(pushed: Any) -> None:
+    def edit(root: Path) -> None:
+        replace_in(
+            root / "ashat.toml",
+            'url = "sqlite:///data/hello.db"',
+            'url = "sqlite:///data/missing.db"',
+        )
+
+    pushed(edit)
+    _fails("database", "does not exist")
+
+
+def test_slow_endpoint_over_the_limit_fails_performance(pushed: Any) -> None:
+    def edit(root: Path) -> None:
+        replace_in(root / "ashat.toml", "max_p95_ms = 250", "max_p95_ms = 0.001")
+
+    pushed(edit)
+    _fails("performance", "over max_p95_ms")
+
+
+def test_regression_against_a_stored_baseline_fails_and_keeps_the_baseline(pushed: Any) -> None:
+    root = pushed()
+    assert deploy("verify", "hello-001").exit_code == 0
+    store = Store(Database(default_sqlite_url(root)))
+    try:
+        # A baseline of 0 must neither divide by zero nor let any p95 pass as "no regression".
+        store.set_baseline("public", "/api/items", 0.0, "hello-000", "test", "2030-01-01T00:00:00Z")
+    finally:
+        store.close()
+    code, out = deploy_json("verify", "hello-001", "--only", "performance")
+    assert code == 1
+    perf = by_name(out)["performance"]
+    assert perf["status"] == "failed" and "regressed" in perf["summary"]
+    store = Store(Database(default_sqlite_url(root)))
+    try:
+        assert store.baselines("public")["/api/items"] == 0.0  # only a passed run moves it
+    finally:
+        store.close()
+
+
+def test_private_key_in_the_tree_fails_the_security_scan(pushed: Any) -> None:
+    pushed(lambda root: (root / "deploy_key.pem").write_text(PEM_KEY))
+    _fails("security", "1 secret")
+
+
+def test_vulnerable_pin_fails_the_security_scan(pushed: Any, tmp_path: Path) -> None:
+    advisories = tmp_path / "osv"
+    advisories.mkdir()
+    (advisories / "GHSA-test.json").write_text(
+        json.dumps(
+            {
+                "id": "GHSA-test-0001",
+                "summary": "remote code execution",
+                "affected": [
+                    {"package": {"ecosystem": "PyPI", "name": "werkzeug"}, "versions": ["2.0.1"]}
+                ],
+            }
+        )
+    )
+
+    def edit(root: Path) -> None:
+        (root / "requirements.txt").write_text("werkzeug==2.0.1\n")
+        replace_in(root / "ashat.toml", "allow = []", f'allow = []\nadvisories = "{advisories}"')
+
+    pushed(edit)
+    _fails("security", "GHSA-test-0001")
+
+
+def test_missing_security_header_fails_the_security_scan(pushed: Any) -> None:
+    def edit(root: Path) -> None:
+        replace_in(
+            root / "ashat.toml",
+            '"Content-Security-Policy"]',
+            '"Content-Security-Policy", "X-Not-Sent"]',
+        )
+
+    pushed(edit)
+    _fails("security", "X-Not-Sent")
+
+
+def test_https_certificate_close_to_expiry_fails_the_security_scan(pushed: Any) -> None:
+    # The test agent's certificate is valid for one day; the default minimum is 14 days.
+    pushed(tls=True)
+    _fails("security", "certificate expires in")
+
+
+def test_verify_is_refused_outside_the_allowed_states(pushed: Any) -> None:
+    pushed()
+    assert deploy("cancel", "hello-001").exit_code == 0
+    res = deploy("verify", "hello-001")
+    assert res.exit_code == 3 and "cancelled" in res.stderr
+    assert deploy("verify", "nope-404").exit_code == 2
