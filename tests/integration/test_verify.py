@@ -238,3 +238,35 @@ def test_verify_is_refused_outside_the_allowed_states(pushed: Any) -> None:
     res = deploy("verify", "hello-001")
     assert res.exit_code == 3 and "cancelled" in res.stderr
     assert deploy("verify", "nope-404").exit_code == 2
+
+
+PLUGIN = """
+from ashat.verify.base import CheckContext, Outcome
+
+
+class MarkerCheck:
+    name = "marker"
+    title = "Marker File"
+
+    def run(self, ctx: CheckContext) -> Outcome:
+        found = (ctx.project_root / "MARKER").is_file()
+        return Outcome.passed("MARKER present") if found else Outcome.failed("MARKER missing")
+"""
+
+
+def test_a_plugin_check_from_an_entry_point_runs_with_the_others(
+    pushed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugins = tmp_path / "plugins"
+    dist = plugins / "marker_check-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (plugins / "marker_check.py").write_text(PLUGIN)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: marker-check\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[ashat.checks]\nmarker = marker_check:MarkerCheck\n")
+    monkeypatch.syspath_prepend(str(plugins))
+    root = pushed()
+    code, out = deploy_json("verify", "hello-001")
+    assert code == 1 and by_name(out)["marker"]["summary"] == "MARKER missing"
+    (root / "MARKER").write_text("")
+    code, out = deploy_json("verify", "hello-001", "--only", "marker")
+    assert code == 0 and out["passed"], out
