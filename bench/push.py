@@ -64,6 +64,7 @@ def rsync_daemon(base: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     conf = base / "rsyncd.conf"
     conf.write_text(
         f"pid file = {base / 'rsyncd.pid'}\nuse chroot = false\n"
+        f"uid = {os.getuid()}\ngid = {os.getgid()}\n"
         f"[dest]\npath = {dest}\nread only = false\n"
     )
     proc = subprocess.Popen(

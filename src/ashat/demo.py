@@ -8,6 +8,7 @@ everything it started. Nothing here is simulated: the bytes, checks and processe
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 import socket
@@ -75,22 +76,35 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: 
 
 
 def start_agent(
-    role: str, base: Path, token_file: Path, trust: Sequence[Path], extra: Sequence[str] = ()
+    role: str,
+    base: Path,
+    token_file: Path | None,
+    trust: Sequence[Path],
+    extra: Sequence[str] = (),
+    name: str | None = None,
+    detach: bool = False,
 ) -> AgentProcess:
+    """Start ``ashat agent`` on a free loopback port and wait until it answers."""
+    name = name or role
     port = free_port()
-    data = base / role
+    data = base / name
     data.mkdir(parents=True, exist_ok=True)
-    log = base / f"{role}.agent.log"
+    log = base / f"{name}.agent.log"
     args = [
         sys.executable, "-m", "ashat.cli.ashat", "agent", "--role", role,
-        "--data", str(data), "--listen", f"127.0.0.1:{port}", "--token-file", str(token_file),
+        "--data", str(data), "--listen", f"127.0.0.1:{port}",
     ]  # fmt: skip
+    if token_file is not None:
+        args += ["--token-file", str(token_file)]
     for t in trust:
         args += ["--trust", str(t)]
     args += list(extra)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    agent = AgentProcess(role, f"http://127.0.0.1:{port}", data, proc, log)
+        # detach: a session of its own, so that --keep leaves it running after we exit
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=detach
+        )
+    agent = AgentProcess(name, f"http://127.0.0.1:{port}", data, proc, log)
     try:
         wait_healthy(agent.url, proc, log)
     except BaseException:
@@ -131,38 +145,96 @@ def _quote(arg: str) -> str:
     return f"'{arg}'" if (" " in arg or not arg) else arg
 
 
+def _secret_file(path: Path) -> Path:
+    path.write_text(os.urandom(24).hex() + "\n")
+    path.chmod(0o600)
+    return path
+
+
+MAINFRAMES = ("mf-1", "mf-2", "mf-3")
+
+
 @contextlib.contextmanager
 def demo_environment(app_dir: Path, keep: bool) -> Iterator[Demo]:
+    """Keys, licenses, PUBLIC, OMEGA and three mainframes in a temporary directory."""
+    from ashat.bundle import generate_keypair, load_private_key
+    from ashat.fleet.license import issue
+
     base = Path(tempfile.mkdtemp(prefix="ashat-demo-"))
     demo: Demo | None = None
+    ok = False
     try:
         project = base / "alpha" / "hello-service"
         shutil.copytree(
             app_dir, project, ignore=shutil.ignore_patterns(".ashat", "data", "__pycache__")
         )
         keys = base / "keys"
-        from ashat.bundle import generate_keypair
-
         _, alpha_pub = generate_keypair("alpha", keys)
-        token = base / "public.token"
-        token.write_text(os.urandom(24).hex() + "\n")
-        token.chmod(0o600)
+        omega_key, omega_pub = generate_keypair("omega", keys)
+        license_key, license_pub = generate_keypair("license", keys)
         env = {
             **os.environ,
             "ASHAT_USER": "alice",
             "ASHAT_SIGNING_KEY": str(keys / "alpha.key"),
             "NO_COLOR": "1",
         }
+        env.pop("ASHAT_DB", None)
         demo = Demo(base, project, env)
         click.echo(f"ashat demo in {base}")
-        demo.agents.append(start_agent("public", base / "servers", token, [alpha_pub]))
+        servers = base / "servers"
+        public_token = _secret_file(base / "public.token")
+        omega_token = _secret_file(base / "omega.token")
+        click.echo("Starting PUBLIC, OMEGA and three Licensed Mainframes on loopback ...")
+        demo.agents.append(start_agent("public", servers, public_token, [alpha_pub], detach=keep))
+        omega = start_agent(
+            "omega", servers, omega_token, [alpha_pub], detach=keep,
+            extra=["--omega-key", str(omega_key), "--license-trust", str(license_pub)],
+        )  # fmt: skip
+        demo.agents.append(omega)
+        signer = load_private_key(license_key)
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
+        for mf in MAINFRAMES:
+            token, _ = issue(signer, mf, "Demo Customer", expires)
+            lic = base / "licenses" / f"{mf}.license"
+            lic.parent.mkdir(exist_ok=True)
+            lic.write_text(token + "\n")
+            lic.chmod(0o600)
+            demo.agents.append(
+                start_agent(
+                    "mainframe",
+                    servers,
+                    None,
+                    [alpha_pub],
+                    name=mf,
+                    detach=keep,
+                    extra=[
+                        "--omega",
+                        omega.url,
+                        "--license",
+                        str(lic),
+                        "--trust-omega",
+                        str(omega_pub),
+                        "--poll-wait",
+                        "5",
+                    ],
+                )
+            )
         yield demo
+        ok = True
     finally:
-        if demo:
+        if demo and not (keep and ok):
             for agent in reversed(demo.agents):
                 agent.stop()
-        if keep:
-            click.echo(f"\n(kept {base})")
+        if keep and ok and demo:
+            click.echo(f"\nKept everything in {base}; the servers are still running:")
+            for agent in demo.agents:
+                click.echo(f"  {agent.role:<9} {agent.url}  (pid {agent.proc.pid})")
+            click.echo(f"Use deploy against them:  cd {demo.project} && deploy status")
+            click.echo(f"  (as the demo did: ASHAT_SIGNING_KEY={base / 'keys' / 'alpha.key'})")
+            pids = " ".join(str(a.proc.pid) for a in demo.agents)
+            click.echo(f"Stop them with:  kill {pids}")
+        elif keep:
+            click.echo(f"\n(kept the files in {base})")
         else:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -170,17 +242,23 @@ def demo_environment(app_dir: Path, keep: bool) -> Iterator[Demo]:
 def run_demo(app_dir: Path | None = None, keep: bool = False) -> None:
     app_dir = (app_dir or default_app_dir()).resolve()
     with demo_environment(app_dir, keep) as demo:
-        public = demo.agents[0]
-        token = demo.base / "public.token"
-        demo.deploy("configure", "public", public.url, "PublicStaging", "--token-file", str(token))
+        public, omega = demo.agents[0], demo.agents[1]
+        demo.deploy(
+            "configure", "public", public.url, "PublicStaging",
+            "--token-file", str(demo.base / "public.token"),
+        )  # fmt: skip
+        demo.deploy(
+            "configure", "omega", omega.url, "OmegaProduction",
+            "--token-file", str(demo.base / "omega.token"),
+        )  # fmt: skip
         demo.deploy("servers", "--check")
         demo.deploy("push", "hello-001", "First release of hello-service")
         demo.deploy("verify", "hello-001")
-        version = demo.project / "VERSION"
-        version.write_text("1.0.1\n")
-        demo.deploy("push", "hello-002", "Bump to 1.0.1 (only changed bytes move)")
-        demo.deploy("rollback", "hello-002", "--reason", "demo: back to hello-001")
-        demo.deploy("status")
-        demo.deploy("log", "hello-002")
+        demo.deploy("approve", "hello-001", "--as", "bob", "--comment", "looks good")
+        demo.deploy("status", "hello-001")
+        demo.deploy("history")
         demo.deploy("audit", "verify")
-        click.echo("\nDemo finished: every step above ran against real processes on loopback.")
+        click.echo(
+            "\nDemo finished: every step above ran against real processes on loopback "
+            f"(PUBLIC, OMEGA and {len(MAINFRAMES)} mainframes)."
+        )
