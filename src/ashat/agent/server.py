@@ -13,6 +13,10 @@ Routes (v1, JSON in and out; DESIGN §5)::
     POST /v1/rollback                    {"from": id|null, "to": id|null}
     GET  /metrics                        open, Prometheus text
 
+On OMEGA (``--role omega``) the fleet routes of :mod:`ashat.fleet.omega_routes` are mounted
+too; ``GET /v1/blobs/{sha256}``, ``/v1/fleet/poll`` and ``/v1/fleet/report`` then also take
+``Authorization: License <token>``, checked by their handlers.
+
 Every other request needs ``Authorization: Bearer <token>`` (:class:`BearerAuth`). Errors
 are ``{"error": "<one line>", "kind": ..., ...}`` (:mod:`.errors`). Bodies are read with a
 limit, refused by their declared length before any byte is read; blocking work runs in
@@ -27,8 +31,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -40,12 +44,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ashat.agent.blobs import check_digest
-from ashat.agent.config import AgentConfig
+from ashat.agent.config import AgentConfig, Role
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob, NoSuchRelease, RequestInvalid, error_body, status_of
 from ashat.agent.metrics import Metrics
 from ashat.agent.receive import declared_length, read_limited, receive_blob, receive_pack
 from ashat.errors import AshatError
+
+if TYPE_CHECKING:
+    from ashat.fleet.omega_routes import OmegaRoutes
 
 log = logging.getLogger("ashat.agent")
 
@@ -56,11 +63,29 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"
 
 
 class BearerAuth:
-    """Refuse with 401 any request but the open ones without the right bearer token."""
+    """Refuse with 401 any request but the open ones without the right bearer token.
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    With ``license_routes`` (OMEGA), a request for such a route that carries
+    ``Authorization: License …`` passes too: its handler checks the license.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        license_routes: Callable[[str, str], bool] | None = None,
+    ) -> None:
         self.app = app
         self.token = token.encode("ascii")
+        self.license_routes = license_routes
+
+    def _licensed(self, scope: Scope) -> bool:
+        if self.license_routes is None or not self.license_routes(scope["method"], scope["path"]):
+            return False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return bytes(value).partition(b" ")[0].lower() == b"license"
+        return False
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
@@ -74,7 +99,7 @@ class BearerAuth:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             open_route = scope["method"] in ("GET", "HEAD") and scope["path"] in OPEN_PATHS
-            if not open_route and not self._authorized(scope):
+            if not open_route and not self._authorized(scope) and not self._licensed(scope):
                 response = JSONResponse(
                     {"error": "missing or wrong bearer token", "kind": "unauthenticated"},
                     status_code=401,
@@ -112,7 +137,7 @@ class RequestMetrics:
             self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
 
 
-async def _json_object(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
+async def json_object(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
     declared_length(request.headers, MAX_JSON_BYTES, "request body")
     raw = await read_limited(request.stream(), MAX_JSON_BYTES, "request body")
     if allow_empty and not raw.strip():
@@ -133,19 +158,24 @@ def _optional_id(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
+# OMEGA's check of a licensed blob download (request, digest); raises to refuse
+BlobGate = Callable[[Request, str], Awaitable[None]]
+
+
 class Endpoints:
     """The route handlers, over one :class:`Agent`."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, blob_gate: BlobGate | None = None) -> None:
         self.agent = agent
         self.config = agent.config
         self.metrics = agent.metrics
+        self.blob_gate = blob_gate
 
     async def health(self, request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(self.agent.health))
 
     async def blobs_missing(self, request: Request) -> Response:
-        body = await _json_object(request)
+        body = await json_object(request)
         digests = body.get("digests")
         if not isinstance(digests, list):
             raise RequestInvalid("'digests' must be a list of sha256 digests")
@@ -171,7 +201,10 @@ class Endpoints:
         )
 
     async def get_blob(self, request: Request) -> Response:
+        """The blob's bytes; ``Range: bytes=N-`` is answered 206 by FileResponse (resumes)."""
         sha = check_digest(request.path_params["sha256"])
+        if self.blob_gate is not None:
+            await self.blob_gate(request, sha)
         if await run_in_threadpool(self.agent.blobs.size, sha) is None:
             raise NoSuchBlob(f"blob {sha} is not stored here", sha256=sha)
         return FileResponse(self.agent.blobs.path(sha), media_type="application/octet-stream")
@@ -197,7 +230,7 @@ class Endpoints:
         return JSONResponse(await run_in_threadpool(self.agent.activate, update_id))
 
     async def rollback(self, request: Request) -> Response:
-        body = await _json_object(request, allow_empty=True)
+        body = await json_object(request, allow_empty=True)
         from_id, to_id = _optional_id(body, "from"), _optional_id(body, "to")
         return JSONResponse(await run_in_threadpool(self.agent.rollback, from_id, to_id))
 
@@ -208,7 +241,7 @@ class Endpoints:
 
         update_id = request.path_params["update_id"]
         name = request.path_params["name"]
-        body = await _json_object(request, allow_empty=True)
+        body = await json_object(request, allow_empty=True)
         release_dir = (
             self.agent.layout.release_dir(update_id) if UPDATE_ID_RE.fullmatch(update_id) else None
         )
@@ -279,11 +312,15 @@ def build_app(config: AgentConfig) -> Starlette:
     """The ASGI app for ``config``; its :class:`Agent` is ``app.state.agent``.
 
     Opens (and repairs) the data directory now; the current release's app is started in
-    the background once the server runs, and stopped when it shuts down. Raises
-    ``OSError`` if the data directory cannot be created.
+    the background once the server runs, and stopped when it shuts down. For role omega the
+    fleet routes (:mod:`ashat.fleet.omega_routes`) are mounted too, over ``DIR/fleet.db``,
+    and the rollout controller ticks while the server runs. Raises ``OSError`` if the data
+    directory cannot be created, :class:`~ashat.errors.AshatError` if ``fleet.db`` cannot
+    be opened.
     """
     agent = Agent(config)
     agent.open()
+    fleet = _omega(agent) if config.role is Role.OMEGA else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -292,16 +329,29 @@ def build_app(config: AgentConfig) -> Starlette:
         )
         starter.start()
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if fleet is not None:
+                    await stack.enter_async_context(fleet.running())
+                yield
         finally:
             agent.begin_shutdown()
             await run_in_threadpool(agent.shutdown)
+            if fleet is not None:
+                fleet.omega.close()
 
+    endpoints = Endpoints(agent, blob_gate=fleet.blob_gate if fleet is not None else None)
+    routes = endpoints.routes()
+    if fleet is not None:
+        routes = fleet.routes() + routes
     app = Starlette(
-        routes=Endpoints(agent).routes(),
+        routes=routes,
         middleware=[
             Middleware(RequestMetrics, metrics=agent.metrics),
-            Middleware(BearerAuth, token=config.token),
+            Middleware(
+                BearerAuth,
+                token=config.token,
+                license_routes=_license_route if fleet is not None else None,
+            ),
         ],
         exception_handlers={
             AshatError: _ashat_error,
@@ -312,4 +362,27 @@ def build_app(config: AgentConfig) -> Starlette:
         lifespan=lifespan,
     )
     app.state.agent = agent
+    app.state.omega = fleet.omega if fleet is not None else None
     return app
+
+
+def _license_route(method: str, path: str) -> bool:
+    from ashat.fleet.omega_routes import license_route
+
+    return license_route(method, path)
+
+
+def _omega(agent: Agent) -> OmegaRoutes:
+    """OMEGA's fleet service and routes over ``agent`` (role omega)."""
+    from ashat.fleet.omega import Omega
+    from ashat.fleet.omega_routes import OmegaRoutes
+    from ashat.fleet.omega_store import FleetDbError
+
+    config = agent.config
+    assert config.omega_key is not None  # AgentConfig requires it for role omega
+    try:
+        omega = Omega(agent, config.omega_key, config.license_trusted)
+    except FleetDbError as e:
+        raise AshatError(str(e)) from e
+    agent.pinned = omega.pinned  # keep what the fleet may need to roll back to
+    return OmegaRoutes(agent, omega, config.poll_timeout_s)

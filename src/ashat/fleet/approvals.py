@@ -1,0 +1,130 @@
+"""Releases OMEGA approved: its counter-signature, and the doubly signed manifests it serves.
+
+``POST /v1/releases/{id}/approve`` (:meth:`Approvals.approve`) takes a release staged on
+OMEGA with a valid release signature, adds OMEGA's ``approval`` signature whose payload is
+the approval record, and keeps the result in ``DIR/approved/<id>.json`` — apart from
+``manifests/<id>.json``, which a re-stage of the release-only bytes (a resumed ``deploy
+approve``) may rewrite. Both signatures stay; mainframes get exactly these bytes. The
+approval, and the blobs the release names (all a license may download), go to the fleet
+database. A few manifests stay parsed in memory: every poll answer of a rollout needs one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ashat.agent.core import Agent
+from ashat.agent.errors import RequestInvalid
+from ashat.bundle.keys import SigningKey
+from ashat.bundle.manifest import Manifest, parse_manifest
+from ashat.bundle.sign import sign_manifest, verify_manifest
+from ashat.fleet.omega_requests import iso
+from ashat.fleet.omega_store import Approval, FleetStore
+from ashat.ids import UPDATE_ID_RE
+from ashat.project import write_private
+
+log = logging.getLogger("ashat.omega")
+
+APPROVAL_ROLE = "approval"
+MANIFEST_CACHE = 4  # approved manifests kept parsed in memory
+
+
+class Approvals:
+    def __init__(
+        self, agent: Agent, key: SigningKey, store: FleetStore, clock: Callable[[], float]
+    ) -> None:
+        """Raises ``OSError`` if ``DIR/approved`` cannot be made."""
+        self.agent = agent
+        self.key = key
+        self.store = store
+        self.clock = clock
+        self.directory: Path = agent.config.data / "approved"
+        self.directory.mkdir(mode=0o755, exist_ok=True)
+        self._cache: OrderedDict[str, tuple[Manifest, str]] = OrderedDict()
+
+    def path(self, update_id: str) -> Path:
+        return self.directory / f"{update_id}.json"
+
+    def approve(self, update_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Counter-sign staged ``update_id`` with ``record`` (checked by
+        :func:`~.omega_requests.approval_record`). Idempotent: an approved release keeps its
+        first approval. Call under OMEGA's lock.
+
+        Raises :class:`~ashat.agent.errors.NoSuchRelease`,
+        :class:`~ashat.agent.errors.RequestInvalid` (the record's sequence is not the
+        release's), or a :class:`~ashat.bundle.errors.BundleError` if the release signature
+        does not verify.
+        """
+        staged = self.agent.releases.manifest(update_id)  # NoSuchRelease
+        approved = self.get(update_id)
+        if approved is not None and approved[0].digest() == staged.digest():
+            return self._answer(approved[0], already=True)
+        config = self.agent.config
+        m = verify_manifest(
+            self.agent.releases.manifest_bytes(update_id),
+            config.trusted,
+            max_bytes=config.max_manifest_bytes,
+        )
+        sequence = record.get("sequence")
+        if sequence is not None and sequence != m.sequence:
+            raise RequestInvalid(
+                f"the approval record says sequence {sequence!r}; "
+                f"{update_id} has sequence {m.sequence}"
+            )
+        signed = sign_manifest(m, self.key, APPROVAL_ROLE, record)
+        data = signed.to_bytes()
+        write_private(self.path(update_id), data, mode=0o644)
+        self.store.add_approved_blobs(sorted(m.blob_digests()))
+        self.store.add_approval(
+            Approval(
+                update_id=update_id,
+                sequence=m.sequence,
+                manifest_digest=m.digest(),
+                approval_keyid=self.key.keyid,
+                record=record,
+                signed_at=iso(self.clock()),
+            )
+        )
+        self._keep(update_id, signed, data.decode("utf-8"))
+        log.info("approved %s (sequence %d): counter-signed", update_id, m.sequence)
+        return self._answer(signed, already=False)
+
+    def _answer(self, m: Manifest, already: bool) -> dict[str, Any]:
+        return {
+            "update_id": m.update_id,
+            "manifest_digest": m.digest(),
+            "approval_keyid": self.key.keyid,
+            "already": already,
+        }
+
+    def get(self, update_id: str) -> tuple[Manifest, str] | None:
+        """The doubly signed manifest of an approved release and its text; None if none."""
+        hit = self._cache.get(update_id)
+        if hit is not None:
+            self._cache.move_to_end(update_id)
+            return hit
+        if not UPDATE_ID_RE.fullmatch(update_id):
+            return None
+        try:
+            data = self.path(update_id).read_bytes()
+        except FileNotFoundError:
+            return None
+        return self._keep(update_id, parse_manifest(data), data.decode("utf-8"))
+
+    def has(self, update_id: str | None) -> bool:
+        return (
+            update_id is not None
+            and UPDATE_ID_RE.fullmatch(update_id) is not None
+            and self.path(update_id).is_file()
+        )
+
+    def _keep(self, update_id: str, m: Manifest, text: str) -> tuple[Manifest, str]:
+        self._cache[update_id] = (m, text)
+        self._cache.move_to_end(update_id)
+        while len(self._cache) > MANIFEST_CACHE:
+            self._cache.popitem(last=False)
+        return m, text

@@ -1,0 +1,255 @@
+"""The rollout controller: carries out :mod:`.rollout`'s decisions on the fleet database.
+
+:meth:`Controller.create` fixes a rollout's fleet and starts its first wave (cancelling
+any running rollout: one runs at a time); :meth:`Controller.drive` applies
+:func:`~.rollout.step` to a running rollout until it has to wait — timing out the silent,
+starting the next wave (a mainframe already running the release counts as installed at
+once), completing, or halting it, and then, for an install rollout with ``auto_rollback``,
+creating the rollback rollout of every mainframe that installed it. Each returns the
+mainframes that now have something to fetch. Called under OMEGA's lock (:mod:`.omega`).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from ashat.fleet.approvals import Approvals
+from ashat.fleet.omega_errors import NoSuchRollout
+from ashat.fleet.omega_requests import iso
+from ashat.fleet.omega_store import FleetStore, Rollout
+from ashat.fleet.rollout import (
+    Kind,
+    Outcome,
+    Progress,
+    RolloutState,
+    TargetStatus,
+    plan,
+    step,
+    summarize,
+)
+
+log = logging.getLogger("ashat.omega")
+
+NOTHING_TO_ROLL_BACK_TO = "nothing to roll back to: OMEGA holds no approved release before it"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a new rollout sends, to whom it may roll back, and its policy."""
+
+    kind: Kind
+    update_id: str
+    from_update_id: str | None
+    channel: str
+    waves: tuple[int, ...]
+    max_failure_ratio: float
+    wave_timeout_s: float
+    auto_rollback: bool
+    parent_rollout_id: str | None = None
+
+
+class Controller:
+    def __init__(self, store: FleetStore, approvals: Approvals, finished: Counter) -> None:
+        self.store = store
+        self.approvals = approvals
+        self.finished = finished  # rollouts that ended, by kind and state
+
+    def get(self, rollout_id: str) -> Rollout:
+        r = self.store.rollout(rollout_id)
+        if r is None:
+            raise NoSuchRollout(f"no rollout {rollout_id[:80]!r}", rollout_id=rollout_id)
+        return r
+
+    def status(self, rollout_id: str) -> dict[str, Any]:
+        """The rollout status answer (docs/fleet-protocol.md). Raises :class:`NoSuchRollout`."""
+        r = self.get(rollout_id)
+        rows = self.store.targets(r.rollout_id)
+        body = summarize(
+            r.waves,
+            r.current_wave,
+            r.state is RolloutState.RUNNING,
+            (t.target() for t in rows),
+            {t.mainframe_id: t.reason for t in rows},
+        )
+        return {
+            "rollout_id": r.rollout_id,
+            "kind": r.kind.value,
+            "update_id": r.update_id,
+            "from_update_id": r.from_update_id,
+            "channel": r.channel,
+            "state": r.state.value,
+            "reason": r.reason,
+            "fleet_size": len(rows),
+            "waves": body["waves"],
+            "totals": body["totals"],
+            "rollback_rollout_id": r.rollback_rollout_id,
+            "parent_rollout_id": r.parent_rollout_id,
+            "failures": body["failures"],
+            "max_failure_ratio": r.max_failure_ratio,
+            "wave_timeout_s": r.wave_timeout_s,
+            "auto_rollback": r.auto_rollback,
+            "created_at": r.created_at,
+            "finished_at": r.finished_at,
+        }
+
+    def fleet_previous(self, update_id: str) -> str | None:
+        """What the fleet ran before ``update_id``: the release of the newest completed
+        rollout of another release, else the release approved before it; None if none."""
+        for r in reversed(self.store.rollouts(RolloutState.COMPLETED)):
+            if r.update_id != update_id and self.approvals.has(r.update_id):
+                return r.update_id
+        approved = [a.update_id for a in self.store.approvals()]
+        earlier = approved[: approved.index(update_id)] if update_id in approved else approved
+        for candidate in reversed(earlier):
+            if self.approvals.has(candidate):
+                return candidate
+        return None
+
+    def create(self, spec: Spec, fleet: list[str], now: float) -> tuple[Rollout, set[str]]:
+        """Start a rollout of ``spec`` to ``fleet``, cancelling the running one."""
+        rollout_id = f"ro-{secrets.token_hex(8)}"
+        for running in self.store.rollouts(RolloutState.RUNNING):
+            self._finish(running, RolloutState.CANCELLED, f"superseded by {rollout_id}", now)
+        r = Rollout(
+            rollout_id=rollout_id,
+            kind=spec.kind,
+            update_id=spec.update_id,
+            from_update_id=spec.from_update_id,
+            channel=spec.channel,
+            waves=spec.waves,
+            max_failure_ratio=spec.max_failure_ratio,
+            wave_timeout_s=spec.wave_timeout_s,
+            auto_rollback=spec.auto_rollback,
+            state=RolloutState.RUNNING,
+            reason=None,
+            current_wave=0,
+            wave_started_at=now,
+            rollback_rollout_id=None,
+            parent_rollout_id=spec.parent_rollout_id,
+            created_at=iso(now),
+            finished_at=None,
+        )
+        waves_of = plan(rollout_id, fleet, spec.waves)
+        self.store.add_rollout(r, {mid: (w, TargetStatus.WAITING) for mid, w in waves_of.items()})
+        woken = self._start_wave(r, 0, now)
+        woken |= self.drive(r, now)
+        return r, woken
+
+    def drive(self, r: Rollout, now: float) -> set[str]:
+        """Apply :func:`~.rollout.step` to a running rollout until it has to wait."""
+        woken: set[str] = set()
+        for _ in range(len(r.waves) + 2):  # each wave at most once, then an end
+            fresh = self.store.rollout(r.rollout_id)
+            if fresh is None or fresh.state is not RolloutState.RUNNING:
+                break
+            r = fresh
+            targets = tuple(t.target() for t in self.store.targets(r.rollout_id))
+            progress = Progress(
+                r.kind,
+                r.waves,
+                r.current_wave,
+                r.wave_started_at,
+                r.wave_timeout_s,
+                r.max_failure_ratio,
+                targets,
+            )
+            s = step(progress, now)
+            for mid in s.timed_out:
+                why = f"no report within wave_timeout_s ({r.wave_timeout_s:g} s)"
+                self.store.set_target(r.rollout_id, mid, TargetStatus.FAILED, why, iso(now))
+            if s.outcome is Outcome.CONTINUE:
+                break
+            if s.outcome is Outcome.ADVANCE:
+                assert s.next_wave is not None
+                woken |= self._start_wave(r, s.next_wave, now)
+                continue
+            if s.outcome is Outcome.COMPLETE:
+                self._finish(r, RolloutState.COMPLETED, None, now)
+                log.info("%s: %s completed", r.rollout_id, r.update_id)
+            else:
+                woken |= self._halt(r, s.reason or "failed", now)
+            break
+        return woken
+
+    def _start_wave(self, r: Rollout, wave: int, now: float) -> set[str]:
+        """Start ``wave``: its mainframes are pending, but those already running the release
+        count as installed at once. Returns the pending ones."""
+        woken = set()
+        for mid in self.store.start_wave(r.rollout_id, wave, now):
+            mf = self.store.mainframe(mid)
+            if mf is not None and mf.current == r.update_id:
+                self.store.set_target(r.rollout_id, mid, TargetStatus.INSTALLED, None, iso(now))
+            else:
+                woken.add(mid)
+        if wave > 0:
+            log.info("%s: wave %d started (%d to install)", r.rollout_id, wave, len(woken))
+        return woken
+
+    def _finish(self, r: Rollout, state: RolloutState, reason: str | None, now: float) -> None:
+        self.store.finish(r.rollout_id, state, reason, iso(now))
+        self.finished.labels(kind=r.kind.value, state=state.value).inc()
+
+    def _halt(self, r: Rollout, reason: str, now: float) -> set[str]:
+        """Fail ``r``; with ``auto_rollback``, start the rollback of those that installed it."""
+        if r.kind is not Kind.INSTALL or not r.auto_rollback:
+            self._finish(r, RolloutState.FAILED, reason, now)
+            log.warning("%s: %s failed: %s", r.rollout_id, r.update_id, reason)
+            return set()
+        if not self.approvals.has(r.from_update_id):
+            reason = f"{reason}; {NOTHING_TO_ROLL_BACK_TO}"
+            self._finish(r, RolloutState.FAILED, reason, now)
+            log.error("%s: %s failed: %s", r.rollout_id, r.update_id, reason)
+            return set()
+        assert r.from_update_id is not None
+        self._finish(r, RolloutState.FAILED, reason, now)
+        installed = [
+            t.mainframe_id
+            for t in self.store.targets(r.rollout_id)
+            if t.status is TargetStatus.INSTALLED
+        ]
+        spec = Spec(
+            kind=Kind.ROLLBACK,
+            update_id=r.from_update_id,
+            from_update_id=r.update_id,
+            channel=r.channel,
+            waves=(100,),
+            max_failure_ratio=r.max_failure_ratio,
+            wave_timeout_s=r.wave_timeout_s,
+            auto_rollback=False,
+            parent_rollout_id=r.rollout_id,
+        )
+        rb, woken = self.create(spec, installed, now)
+        self.store.set_rollback(r.rollout_id, rb.rollout_id)
+        log.error(
+            "%s: %s failed (%s); %s rolls %d mainframes back to %s",
+            r.rollout_id,
+            r.update_id,
+            reason,
+            rb.rollout_id,
+            len(installed),
+            rb.update_id,
+        )
+        return woken
+
+    def join_rollback(self, r: Rollout, mainframe_id: str) -> set[str]:
+        """A mainframe installed ``r``'s release after ``r`` was halted: a running rollback
+        of that release takes it too. Returns it if so."""
+        woken = set()
+        for rb in self.store.rollouts(RolloutState.RUNNING):
+            if rb.kind is Kind.ROLLBACK and rb.from_update_id == r.update_id:
+                self.store.add_target(
+                    rb.rollout_id, mainframe_id, rb.current_wave, TargetStatus.PENDING
+                )
+                woken.add(mainframe_id)
+                log.info(
+                    "%s: %s installed %s late; rolling it back too",
+                    rb.rollout_id,
+                    mainframe_id,
+                    r.update_id,
+                )
+        return woken

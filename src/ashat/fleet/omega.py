@@ -1,0 +1,443 @@
+"""OMEGA's fleet service: what OMEGA does in docs/fleet-protocol.md, behind one lock.
+
+Over an :class:`~ashat.agent.core.Agent` (which stages and activates releases as on
+PUBLIC) and ``DIR/fleet.db`` (:class:`~.omega_store.FleetStore`), :class:`Omega` puts
+together the approvals (:mod:`.approvals`), the licensed fleet, and the rollout controller
+(:mod:`.controller`, deciding with :mod:`.rollout`):
+
+- :meth:`Omega.admit` checks a license (by a ``--license-trust`` key, not expired, not
+  revoked, covering the channel OMEGA serves — that of its newest rollout) and registers
+  the mainframe; :meth:`Omega.directive` answers its poll with a signed directive when a
+  running rollout waits for it; :meth:`Omega.report` records what it did;
+- :meth:`Omega.start_rollout` and :meth:`Omega.rollback` start rollouts; :meth:`Omega.tick`
+  moves the running one on (timeouts, waves, budget, automatic rollback).
+
+Every method is blocking and thread-safe; those that can target mainframes return the ids
+of the mainframes that now have something to fetch, for the routes to wake their pollers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ashat.agent.core import Agent
+from ashat.agent.errors import NoSuchBlob
+from ashat.bundle.keys import PublicKey, SigningKey
+from ashat.fleet.approvals import Approvals
+from ashat.fleet.controller import Controller, Spec
+from ashat.fleet.envelope import seal
+from ashat.fleet.license import License, LicenseRefused, check_license, read_license
+from ashat.fleet.omega_errors import FleetConflict, LicenseDenied
+from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest, iso
+from ashat.fleet.omega_store import FleetStore, Mainframe, Rollout
+from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
+
+log = logging.getLogger("ashat.omega")
+
+DIRECTIVE_KIND = "directive"
+DIRECTIVE_TTL_S = 300  # a directive is refused by mainframes after this many seconds
+
+
+@dataclass(frozen=True)
+class PollAnswer:
+    directive: str  # the envelope token
+    manifest: str  # the doubly signed manifest, as JSON text
+
+
+class FleetMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.polls = Counter(
+            "ashat_fleet_polls", "Polls answered, by result", ["result"], registry=r
+        )
+        self.license_refusals = Counter(
+            "ashat_fleet_license_refusals", "Licenses refused, by reason", ["reason"], registry=r
+        )
+        self.directives = Counter(
+            "ashat_fleet_directives", "Directives sent, by action", ["action"], registry=r
+        )
+        self.reports = Counter(
+            "ashat_fleet_reports", "Reports from mainframes, by status", ["status"], registry=r
+        )
+        self.rollouts = Counter(
+            "ashat_fleet_rollouts_finished",
+            "Rollouts that ended, by kind and state",
+            ["kind", "state"],
+            registry=r,
+        )
+        self.running = Gauge("ashat_fleet_rollouts_running", "Rollouts running", registry=r)
+        self.mainframes = Gauge("ashat_fleet_mainframes", "Mainframes registered", registry=r)
+        self.waiting = Gauge("ashat_fleet_polls_waiting", "Long polls being held", registry=r)
+
+
+def _servable(mf: Mainframe, now: float, revoked: set[str]) -> bool:
+    """Whether a registered mainframe's license is still good (not revoked or expired)."""
+    try:
+        expires = dt.datetime.fromisoformat(mf.expires_at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return False
+    return mf.license_id not in revoked and expires > now
+
+
+class Omega:
+    def __init__(
+        self,
+        agent: Agent,
+        key: SigningKey,
+        license_trusted: Mapping[str, PublicKey],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Open ``DIR/fleet.db``. Raises :class:`~.omega_store.FleetDbError` or ``OSError``."""
+        self.agent = agent
+        self.key = key
+        self.license_trusted = dict(license_trusted)
+        self.clock = clock
+        self.store = FleetStore(agent.config.data / "fleet.db")
+        self.metrics = FleetMetrics(agent.metrics.registry)
+        self.approvals = Approvals(agent, key, self.store, clock)
+        self.controller = Controller(self.store, self.approvals, self.metrics.rollouts)
+        self.lock = threading.Lock()
+        self._refresh_gauges()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def approve(self, update_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        """See :meth:`.approvals.Approvals.approve`."""
+        with self.lock:
+            return self.approvals.approve(update_id, record)
+
+    def pinned(self) -> set[str]:
+        """Releases OMEGA must not prune: the two approved last, those rollouts send or
+        may roll back to, and those mainframes run."""
+        keep = {a.update_id for a in self.store.approvals()[-2:]}
+        for r in self.store.rollouts(RolloutState.RUNNING):
+            keep.add(r.update_id)
+            if r.from_update_id:
+                keep.add(r.from_update_id)
+        latest = self.store.latest_rollout()
+        if latest is not None and latest.from_update_id:
+            keep.add(latest.from_update_id)
+        keep.update(m.current for m in self.store.mainframes() if m.current)
+        return keep
+
+    # -- licenses and polls --------------------------------------------------------------------
+
+    def _channel(self) -> str | None:
+        """The channel whose release OMEGA serves now: its newest rollout's (any state)."""
+        latest = self.store.latest_rollout()
+        return latest.channel if latest is not None else None
+
+    def _check(self, token: str, now: float) -> License:
+        """The license if it may be served now, else :class:`LicenseDenied`; a refused
+        license that is authentic has its refusal noted on its mainframe."""
+        lic: License | None = None
+        try:
+            lic = read_license(token, self.license_trusted)
+            return check_license(
+                token,
+                self.license_trusted,
+                now=dt.datetime.fromtimestamp(now, dt.UTC),
+                revoked=self.store.revoked_ids(),
+                channel=self._channel(),
+            )
+        except LicenseRefused as e:
+            self.metrics.license_refusals.labels(reason=e.reason).inc()
+            if lic is not None:
+                known = self.store.mainframe(lic.mainframe_id)
+                current = known.current if known else None
+                sequence = known.sequence if known else None
+                self.store.register(lic, current, sequence, iso(now), e.reason)
+            raise LicenseDenied.of(e) from e
+
+    def admit(
+        self, token: str, current: str | None = None, sequence: int | None = None, *, poll: bool
+    ) -> License:
+        """Check a license; on a poll, register (or refresh) its mainframe and what it runs.
+
+        Raises :class:`LicenseDenied`.
+        """
+        now = self.clock()
+        lic = self._check(token, now)
+        if poll:
+            self.store.register(lic, current, sequence, iso(now), "ok")
+        return lic
+
+    def blob_allowed(self, token: str, sha256: str) -> None:
+        """A licensed download: only blobs of approved releases. Raises
+        :class:`LicenseDenied` or :class:`NoSuchBlob`."""
+        self._check(token, self.clock())
+        if not self.store.blob_approved(sha256):
+            raise NoSuchBlob(f"blob {sha256} is not part of an approved release", sha256=sha256)
+
+    def directive(self, lic: License, current: str | None) -> PollAnswer | None:
+        """A signed directive if a running rollout waits for this mainframe, else None.
+
+        A mainframe that already runs what the rollout sends counts as installed.
+        Raises :class:`LicenseDenied` if the license was revoked, or expired, since
+        :meth:`admit` (a poll may wait a minute).
+        """
+        now = self.clock()
+        with self.lock:
+            if self.store.is_revoked(lic.license_id):
+                raise LicenseDenied("revoked", f"license {lic.license_id} has been revoked")
+            expires = dt.datetime.fromisoformat(lic.expires_at.replace("Z", "+00:00"))
+            if expires.timestamp() <= now:
+                raise LicenseDenied(
+                    "expired", f"license {lic.license_id} expired at {lic.expires_at}"
+                )
+            found = self.store.pending_for(lic.mainframe_id)
+            if found is None:
+                return None
+            r = found[0]
+            approved = self.approvals.get(r.update_id)
+            if approved is None:  # cannot happen: a rollout starts only for approved releases
+                log.error("%s sends %s, which has no approved manifest", r.rollout_id, r.update_id)
+                return None
+            m, text = approved
+            if current == r.update_id:
+                self.store.set_target(
+                    r.rollout_id, lic.mainframe_id, TargetStatus.INSTALLED, None, iso(now)
+                )
+                self.store.set_running(lic.mainframe_id, m.update_id, m.sequence)
+                return None
+        action = "rollback" if r.kind is Kind.ROLLBACK else "install"
+        payload = {
+            "mainframe_id": lic.mainframe_id,
+            "rollout_id": r.rollout_id,
+            "action": action,
+            "update_id": m.update_id,
+            "sequence": m.sequence,
+            "manifest_digest": m.digest(),
+            "issued_at": iso(now),
+            "expires_at": iso(now + DIRECTIVE_TTL_S),
+        }
+        self.metrics.directives.labels(action=action).inc()
+        return PollAnswer(seal(DIRECTIVE_KIND, payload, self.key), text)
+
+    def report(self, lic: License, report: Report) -> set[str]:
+        """Record a mainframe's ``installed``/``failed``; the mainframes woken.
+
+        A late ``installed`` (after a timeout counted it failed) is recorded as such, and
+        after its rollout was halted joins that rollout's running rollback. Raises
+        :class:`~.omega_errors.NoSuchRollout` or :class:`FleetConflict`.
+        """
+        mid = lic.mainframe_id
+        now = self.clock()
+        woken: set[str] = set()
+        with self.lock:
+            r = self.controller.get(report.rollout_id)
+            if report.update_id != r.update_id:
+                raise FleetConflict(
+                    f"rollout {r.rollout_id} sends {r.update_id}, not {report.update_id}",
+                    rollout_id=r.rollout_id,
+                )
+            target = self.store.target(r.rollout_id, mid)
+            if target is None:
+                raise FleetConflict(
+                    f"mainframe {mid} is not a target of rollout {r.rollout_id}",
+                    rollout_id=r.rollout_id,
+                )
+            if report.installed:
+                if target.status is not TargetStatus.INSTALLED:
+                    self.store.set_target(r.rollout_id, mid, TargetStatus.INSTALLED, None, iso(now))
+                approved = self.approvals.get(r.update_id)
+                if approved is not None:
+                    self.store.set_running(mid, r.update_id, approved[0].sequence)
+                if r.state is not RolloutState.RUNNING:
+                    woken |= self.controller.join_rollback(r, mid)
+            elif target.status in (TargetStatus.PENDING, TargetStatus.WAITING):
+                why = report.reason or "the mainframe reported a failure without a reason"
+                self.store.set_target(r.rollout_id, mid, TargetStatus.FAILED, why, iso(now))
+                log.warning("%s: %s failed to install %s: %s", r.rollout_id, mid, r.update_id, why)
+            if r.state is RolloutState.RUNNING:
+                woken |= self.controller.drive(r, now)  # the budget may break now
+            self._refresh_gauges()
+        self.metrics.reports.labels(status=report.status).inc()
+        return woken
+
+    # -- rollouts ------------------------------------------------------------------------------
+
+    def status(self, rollout_id: str) -> dict[str, Any]:
+        """Raises :class:`~.omega_errors.NoSuchRollout`."""
+        return self.controller.status(rollout_id)
+
+    def start_rollout(self, req: RolloutRequest) -> tuple[dict[str, Any], set[str], bool]:
+        """Start an install rollout to the licensed fleet of ``req.channel``, superseding a
+        running one; the status, the mainframes woken, and whether it is new (the same
+        request while its rollout runs returns that one: a resumed ``deploy approve``).
+
+        Raises :class:`FleetConflict` (not approved or current, lower sequence).
+        """
+        now = self.clock()
+        with self.lock:
+            for running in self.store.rollouts(RolloutState.RUNNING):
+                if running.kind is Kind.INSTALL and _same(req, running):
+                    return self.status(running.rollout_id), set(), False
+            approved = self.approvals.get(req.update_id)
+            if approved is None:
+                raise FleetConflict(
+                    f"release {req.update_id} is not approved on OMEGA "
+                    f"(POST /v1/releases/{req.update_id}/approve first)",
+                    update_id=req.update_id,
+                )
+            current = self.agent.links()[0]
+            if current != req.update_id:
+                raise FleetConflict(
+                    f"release {req.update_id} is not OMEGA's current release "
+                    f"(current: {current or 'none'}); activate it first",
+                    update_id=req.update_id,
+                )
+            sequence, newest = approved[0].sequence, self.store.max_sequence()
+            if newest is not None and sequence < newest:
+                raise FleetConflict(
+                    f"release {req.update_id} has sequence {sequence}, lower than the "
+                    f"{newest} the fleet already runs; use a rollback to go back",
+                    update_id=req.update_id,
+                    fleet_sequence=newest,
+                )
+            revoked = self.store.revoked_ids()
+            fleet = [
+                mf.mainframe_id
+                for mf in self.store.mainframes()
+                if req.channel in mf.channels and _servable(mf, now, revoked)
+            ]
+            spec = Spec(
+                kind=Kind.INSTALL,
+                update_id=req.update_id,
+                from_update_id=self.controller.fleet_previous(req.update_id),
+                channel=req.channel,
+                waves=req.waves,
+                max_failure_ratio=req.max_failure_ratio,
+                wave_timeout_s=req.wave_timeout_s,
+                auto_rollback=req.auto_rollback,
+            )
+            r, woken = self.controller.create(spec, fleet, now)
+            self._refresh_gauges()
+        log.info("%s: rolling out %s to %d mainframes", r.rollout_id, r.update_id, len(fleet))
+        return self.status(r.rollout_id), woken, True
+
+    def rollback(self, req: RollbackRequest) -> tuple[dict[str, Any], set[str]]:
+        """A rollback rollout sending ``to`` (default: what the fleet ran before ``from``) to
+        every mainframe that runs ``from``. Raises :class:`FleetConflict` (nothing to roll
+        back to, or ``to`` is not approved here)."""
+        now = self.clock()
+        with self.lock:
+            installs = [
+                r
+                for r in self.store.rollouts()
+                if r.kind is Kind.INSTALL and r.update_id == req.from_id
+            ]
+            to_id = req.to_id
+            if to_id is None:
+                before = installs[-1].from_update_id if installs else None
+                has = self.approvals.has(before)
+                to_id = before if has else self.controller.fleet_previous(req.from_id)
+            if to_id is None:
+                raise FleetConflict(
+                    f"nothing to roll back to: OMEGA holds no approved release before "
+                    f"{req.from_id}",
+                    update_id=req.from_id,
+                )
+            if to_id == req.from_id or not self.approvals.has(to_id):
+                why = "it is the same release" if to_id == req.from_id else "it is not approved"
+                raise FleetConflict(
+                    f"cannot roll back {req.from_id} to {to_id}: {why}", update_id=req.from_id
+                )
+            revoked = self.store.revoked_ids()
+            fleet = [
+                mf.mainframe_id
+                for mf in self.store.mainframes()
+                if mf.current == req.from_id and _servable(mf, now, revoked)
+            ]
+            spec = Spec(
+                kind=Kind.ROLLBACK,
+                update_id=to_id,
+                from_update_id=req.from_id,
+                channel=installs[-1].channel if installs else "stable",
+                waves=(100,),
+                max_failure_ratio=0.0,
+                wave_timeout_s=req.wave_timeout_s,
+                auto_rollback=False,
+            )
+            r, woken = self.controller.create(spec, fleet, now)
+            self._refresh_gauges()
+        log.warning(
+            "%s: rolling %d mainframes back from %s to %s (%s)",
+            r.rollout_id,
+            len(fleet),
+            req.from_id,
+            to_id,
+            req.reason,
+        )
+        return self.status(r.rollout_id), woken
+
+    def tick(self) -> set[str]:
+        """Move every running rollout on (timeouts, waves, budget); the mainframes woken."""
+        now = self.clock()
+        woken: set[str] = set()
+        with self.lock:
+            for r in self.store.rollouts(RolloutState.RUNNING):
+                woken |= self.controller.drive(r, now)
+            self._refresh_gauges()
+        return woken
+
+    # -- the registry and revocations ----------------------------------------------------------
+
+    def mainframes(self) -> dict[str, Any]:
+        now = self.clock()
+        revoked = self.store.revoked_ids()
+        out = []
+        for mf in self.store.mainframes():
+            status = mf.license_status
+            if mf.license_id in revoked:
+                status = "revoked"
+            elif not _servable(mf, now, revoked):
+                status = "expired"
+            out.append(
+                {
+                    "mainframe_id": mf.mainframe_id,
+                    "license_id": mf.license_id,
+                    "customer": mf.customer,
+                    "channels": list(mf.channels),
+                    "license_expires_at": mf.expires_at,
+                    "current": mf.current,
+                    "sequence": mf.sequence,
+                    "last_seen": mf.last_seen,
+                    "license_status": status,
+                }
+            )
+        return {"mainframes": out}
+
+    def revoke(self, license_id: str) -> dict[str, Any]:
+        if self.store.revoke(license_id, iso(self.clock())):
+            log.warning("revoked license %s", license_id)
+        return {"revoked": license_id}
+
+    def revocations(self) -> dict[str, Any]:
+        return {"revoked": self.store.revocations()}
+
+    def _refresh_gauges(self) -> None:
+        running, mainframes = self.store.counts()
+        self.metrics.running.set(running)
+        self.metrics.mainframes.set(mainframes)
+
+
+def _same(req: RolloutRequest, r: Rollout) -> bool:
+    """Whether ``r`` is ``req``'s rollout (same release and policy)."""
+    return (
+        r.update_id == req.update_id
+        and r.channel == req.channel
+        and r.waves == req.waves
+        and r.max_failure_ratio == req.max_failure_ratio
+        and r.wave_timeout_s == req.wave_timeout_s
+        and r.auto_rollback == req.auto_rollback
+    )

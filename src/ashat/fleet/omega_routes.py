@@ -1,0 +1,259 @@
+"""OMEGA's fleet routes (docs/fleet-protocol.md), mounted by :mod:`ashat.agent.server` for
+``--role omega`` next to the agent's own::
+
+    POST /v1/releases/{id}/approve     bearer   counter-sign a staged release
+    POST /v1/fleet/rollouts            bearer   start a rollout -> status, 201 (200: running)
+    GET  /v1/fleet/rollouts/{id}       bearer   rollout status
+    POST /v1/fleet/rollback            bearer   start a rollback rollout -> status, 201
+    GET  /v1/fleet/mainframes          bearer   the fleet registry
+    POST /v1/fleet/revocations         bearer   revoke a license
+    GET  /v1/fleet/revocations         bearer
+    GET  /v1/fleet/poll                license  long poll -> {"directive", "manifest"}
+    POST /v1/fleet/report              license  installed / failed
+    GET  /v1/blobs/{sha256}            either   (the agent's route, gated by :meth:`blob_gate`)
+
+The bearer middleware lets requests carrying ``Authorization: License …`` through to the
+license routes (:func:`license_route`); their handlers check the license.
+
+A poll waits on an :class:`asyncio.Event` of its mainframe (:class:`Waiters`), never in a
+thread, so hundreds can wait on one event loop. Whatever may target mainframes (a new
+rollout, a report, the controller's tick every :data:`TICK_S`) returns their ids and the
+handler wakes them. Blocking work (SQLite, signatures) runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ashat.agent.core import Agent
+from ashat.agent.errors import RequestInvalid, Unauthenticated
+from ashat.agent.server import json_object
+from ashat.fleet.omega import Omega
+from ashat.fleet.omega_requests import (
+    Report,
+    RollbackRequest,
+    RolloutRequest,
+    approval_record,
+    license_id,
+)
+from ashat.ids import UPDATE_ID_RE
+
+log = logging.getLogger("ashat.omega")
+
+TICK_S = 0.2  # how often the controller looks at running rollouts
+STOP_CHECK_S = 1.0  # a waiting poll notices the agent stopping within this
+MAX_WAIT_S = 60.0  # the longest poll the protocol allows
+MAX_SEQUENCE = 2**53
+
+LICENSE_PATHS = frozenset({"/v1/fleet/poll", "/v1/fleet/report"})
+
+
+def license_route(method: str, path: str) -> bool:
+    """Whether a request may authenticate with a license instead of the bearer token."""
+    if path in LICENSE_PATHS:
+        return True
+    return (
+        method in ("GET", "HEAD") and path.startswith("/v1/blobs/") and path != "/v1/blobs/missing"
+    )
+
+
+def license_token(request: Request) -> str | None:
+    """The token of ``Authorization: License <token>``, or None."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "license" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+class Waiters:
+    """Events of the polls waiting, by mainframe id. Used on the event loop only."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, set[asyncio.Event]] = {}
+
+    @contextlib.contextmanager
+    def waiting(self, mainframe_id: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._events.setdefault(mainframe_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            events = self._events.get(mainframe_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._events[mainframe_id]
+
+    def wake(self, mainframe_ids: Iterable[str]) -> None:
+        for mid in mainframe_ids:
+            for event in self._events.get(mid, ()):
+                event.set()
+
+
+class OmegaRoutes:
+    def __init__(self, agent: Agent, omega: Omega, poll_timeout_s: float) -> None:
+        self.agent = agent
+        self.omega = omega
+        self.poll_timeout_s = min(poll_timeout_s, MAX_WAIT_S)
+        self.waiters = Waiters()
+        self._ticker: asyncio.Task[None] | None = None
+
+    # -- lifespan ------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the controller's tick while the server runs."""
+        self._ticker = asyncio.create_task(self._tick_forever(), name="ashat-omega-controller")
+        try:
+            yield
+        finally:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    async def _tick_forever(self) -> None:
+        while True:
+            try:
+                self.waiters.wake(await run_in_threadpool(self.omega.tick))
+            except Exception:  # keep the controller alive; the log says what broke
+                log.exception("the rollout controller's tick failed")
+            await asyncio.sleep(TICK_S)
+
+    # -- control side --------------------------------------------------------------------------
+
+    async def approve(self, request: Request) -> Response:
+        update_id = request.path_params["update_id"]
+        record = approval_record(update_id, await json_object(request))
+        return JSONResponse(await run_in_threadpool(self.omega.approve, update_id, record))
+
+    async def start_rollout(self, request: Request) -> Response:
+        req = RolloutRequest.parse(await json_object(request))
+        status, woken, new = await run_in_threadpool(self.omega.start_rollout, req)
+        self.waiters.wake(woken)
+        return JSONResponse(status, status_code=201 if new else 200)
+
+    async def rollout(self, request: Request) -> Response:
+        rollout_id = request.path_params["rollout_id"]
+        return JSONResponse(await run_in_threadpool(self.omega.status, rollout_id))
+
+    async def rollback(self, request: Request) -> Response:
+        req = RollbackRequest.parse(await json_object(request))
+        status, woken = await run_in_threadpool(self.omega.rollback, req)
+        self.waiters.wake(woken)
+        return JSONResponse(status, status_code=201)
+
+    async def mainframes(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(self.omega.mainframes))
+
+    async def revoke(self, request: Request) -> Response:
+        revoked = license_id(await json_object(request))
+        return JSONResponse(await run_in_threadpool(self.omega.revoke, revoked))
+
+    async def revocations(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(self.omega.revocations))
+
+    # -- mainframes ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _license(request: Request) -> str:
+        token = license_token(request)
+        if token is None:
+            raise Unauthenticated("this route needs 'Authorization: License <token>'")
+        return token
+
+    def _poll_query(self, request: Request) -> tuple[str | None, int | None, float]:
+        q = request.query_params
+        current = q.get("current") or None
+        if current is not None and not UPDATE_ID_RE.fullmatch(current):
+            raise RequestInvalid(f"'current' must be an update id, not {current[:80]!r}")
+        sequence: int | None = None
+        if q.get("sequence"):
+            try:
+                sequence = int(q["sequence"])
+            except ValueError:
+                sequence = -1
+            if not 0 <= sequence <= MAX_SEQUENCE:
+                raise RequestInvalid(f"'sequence' must be a whole number, not {q['sequence']!r}")
+        wait = self.poll_timeout_s
+        if q.get("wait"):
+            try:
+                wait = float(q["wait"])
+            except ValueError:
+                wait = -1.0
+            if not 0 <= wait <= MAX_WAIT_S:
+                raise RequestInvalid(f"'wait' must be 0-{MAX_WAIT_S:g} seconds, not {q['wait']!r}")
+        return current, sequence, min(wait, self.poll_timeout_s)
+
+    async def poll(self, request: Request) -> Response:
+        token = self._license(request)
+        current, sequence, wait = self._poll_query(request)
+        lic = await run_in_threadpool(self.omega.admit, token, current, sequence, poll=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        self.omega.metrics.waiting.inc()
+        try:
+            with self.waiters.waiting(lic.mainframe_id) as event:
+                while True:
+                    event.clear()  # before looking: a wake from now on is not lost
+                    answer = await run_in_threadpool(self.omega.directive, lic, current)
+                    if answer is not None:
+                        self.omega.metrics.polls.labels(result="directive").inc()
+                        return JSONResponse(
+                            {"directive": answer.directive, "manifest": answer.manifest}
+                        )
+                    if not await self._wait(event, deadline, loop):
+                        break
+        finally:
+            self.omega.metrics.waiting.dec()
+        self.omega.metrics.polls.labels(result="empty").inc()
+        return JSONResponse({"directive": None})
+
+    async def _wait(
+        self, event: asyncio.Event, deadline: float, loop: asyncio.AbstractEventLoop
+    ) -> bool:
+        """Wait for ``event`` until ``deadline``; False on the deadline or agent shutdown."""
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self.agent.stopping.is_set():
+                return False
+            try:
+                await asyncio.wait_for(event.wait(), min(remaining, STOP_CHECK_S))
+            except TimeoutError:
+                continue
+            return True
+
+    async def report(self, request: Request) -> Response:
+        token = self._license(request)
+        report = Report.parse(await json_object(request))
+        lic = await run_in_threadpool(self.omega.admit, token, poll=False)
+        self.waiters.wake(await run_in_threadpool(self.omega.report, lic, report))
+        return JSONResponse({"ok": True})
+
+    async def blob_gate(self, request: Request, sha256: str) -> None:
+        """For ``GET /v1/blobs/{sha}``: a license may fetch blobs of approved releases only
+        (a bearer request was already checked by the middleware)."""
+        token = license_token(request)
+        if token is not None:
+            await run_in_threadpool(self.omega.blob_allowed, token, sha256)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/releases/{update_id}/approve", self.approve, methods=["POST"]),
+            Route("/v1/fleet/rollouts", self.start_rollout, methods=["POST"]),
+            Route("/v1/fleet/rollouts/{rollout_id}", self.rollout, methods=["GET"]),
+            Route("/v1/fleet/rollback", self.rollback, methods=["POST"]),
+            Route("/v1/fleet/mainframes", self.mainframes, methods=["GET"]),
+            Route("/v1/fleet/revocations", self.revoke, methods=["POST"]),
+            Route("/v1/fleet/revocations", self.revocations, methods=["GET"]),
+            Route("/v1/fleet/poll", self.poll, methods=["GET"]),
+            Route("/v1/fleet/report", self.report, methods=["POST"]),
+        ]
