@@ -1,0 +1,97 @@
+"""``deploy approve``: the approval policy through the CLI, on a deployment that really was
+pushed to and verified on a PUBLIC agent, with a real OMEGA configured."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from ashat.cli.deploy import cli
+
+REPO = Path(__file__).resolve().parents[2]
+HELLO = REPO / "examples" / "hello-service"
+
+
+def deploy(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
+
+
+def deploy_json(*args: str) -> tuple[int, dict[str, Any]]:
+    res = deploy(*args, "--json")
+    return res.exit_code, json.loads(res.stdout)
+
+
+APPROVAL = """
+[approval]
+required = 2
+approvers = ["bob", "carol", "alice"]
+allow_self_approval = false
+"""
+
+
+@pytest.fixture
+def verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_factory: Any) -> Path:
+    """hello-service pushed and verified as hello-001 by alice, needing two approvals."""
+    public = agent_factory()
+    omega = agent_factory(role="omega")
+    root = tmp_path / "alpha"
+    shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    toml = (root / "ashat.toml").read_text()
+    start = toml.index("[approval]")
+    end = toml.index("[distribution]")
+    (root / "ashat.toml").write_text(toml[:start] + APPROVAL + "\n" + toml[end:])
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("ASHAT_USER", "alice")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.delenv("ASHAT_DB", raising=False)
+    monkeypatch.setenv("ASHAT_SIGNING_KEY", str(public.key_path))
+    for tier, agent in (("public", public), ("omega", omega)):
+        res = deploy(
+            "configure", tier, agent.url, tier.title(), "--token-file", str(agent.token_file)
+        )
+        assert res.exit_code == 0
+    assert deploy("push", "hello-001", "to approve").exit_code == 0
+    assert deploy("verify", "hello-001", "--only", "health").exit_code == 0
+    return root
+
+
+def test_self_approval_is_refused_with_exit_3(verified: Path) -> None:
+    res = deploy("approve", "hello-001")
+    assert res.exit_code == 3 and "may not approve it too" in res.stderr
+    assert deploy_json("status", "hello-001")[1]["deployment"]["state"] == "verified"
+
+
+def test_only_listed_approvers_count(verified: Path) -> None:
+    res = deploy("approve", "hello-001", "--as", "mallory")
+    assert res.exit_code == 3 and "not an approver" in res.stderr
+
+
+def test_approving_twice_counts_once_and_waits_for_more(verified: Path) -> None:
+    code, out = deploy_json("approve", "hello-001", "--as", "bob", "--comment", "ok")
+    assert code == 0 and out["state"] == "verified" and len(out["approvals"]) == 1
+    res = deploy("approve", "hello-001", "--as", "bob")
+    assert res.exit_code == 0 and "counted once" in res.stdout and "1 of 2" in res.stdout
+    log = deploy("log", "hello-001").stdout
+    assert log.count("approval.recorded") == 1
+
+
+def test_unverified_deployment_cannot_be_approved(
+    verified: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (verified / "VERSION").write_text("3.0.0\n")
+    assert deploy("push", "hello-002", "not verified").exit_code == 0
+    res = deploy("approve", "hello-002", "--as", "bob")
+    assert res.exit_code == 3 and "pushed" in res.stderr
+    assert deploy("approve", "no-such-id", "--as", "bob").exit_code == 2
+
+
+def test_bad_approval_policy_is_refused_naming_the_key(verified: Path) -> None:
+    toml = (verified / "ashat.toml").read_text()
+    (verified / "ashat.toml").write_text(toml.replace("required = 2", "required = 0"))
+    res = deploy("approve", "hello-001", "--as", "bob")
+    assert res.exit_code == 2 and "[approval].required" in res.stderr
