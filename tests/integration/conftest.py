@@ -6,7 +6,9 @@ ashat.cli.ashat agent`` once the command is registered there, else ``python -m
 ashat.agent.command``) on a port the OS picks (the ready line names it), waits for
 ``/v1/health``, and returns an :class:`AgentHandle` (``.url``, ``.token``, ``.token_file``,
 ``.data``, ``.key``, ``.pub_path``, ``.ca_cert``, ``.stop()``, and ``.client()``,
-``.build()``, ``.upload()``, ``.stage()``, ``.deploy()`` for releases). At teardown every
+``.build()``, ``.upload()``, ``.stage()``, ``.deploy()`` for releases; with
+``role="omega"`` also ``.omega_key_path``, ``.omega_pub_path``, ``.license_key`` and
+``.license_pub_path``, keys made for it). At teardown every
 agent still running is stopped with SIGTERM, and the test fails if it did not exit cleanly
 or if any process is still running inside its data directory (an app it should have
 stopped). The ``trees`` fixture makes release trees: examples/hello-service, or a tiny app
@@ -102,6 +104,11 @@ class AgentHandle:
     log: Path
     argv: list[str]
     options: dict[str, Any] = field(default_factory=dict)
+    # role omega: OMEGA's key (approvals, directives) and the key licenses are signed with
+    omega_key_path: Path | None = None
+    omega_pub_path: Path | None = None
+    license_key: SigningKey | None = None
+    license_pub_path: Path | None = None
 
     def client(self, token: str | None = None, **kwargs: Any) -> AgentClient:
         ca = str(self.ca_cert) if self.ca_cert else None
@@ -288,8 +295,14 @@ class AgentFactory:
         max_blob_bytes: int | None = None,
         like: AgentHandle | None = None,
         extra_trust: tuple[Path, ...] = (),
+        poll_timeout: int | None = None,
     ) -> AgentHandle:
-        """Start an agent; ``like`` reuses another's data directory, token, key and TLS."""
+        """Start an agent; ``like`` reuses another's data directory, token, key and TLS.
+
+        ``role="omega"`` also makes an OMEGA key (``omega.key``) and a license key
+        (``license.key``) and passes ``--omega-key``/``--license-trust`` (and
+        ``--poll-timeout``); the handle names them.
+        """
         self._n += 1
         home = self.base / f"agent{self._n}"
         home.mkdir(parents=True)
@@ -312,7 +325,18 @@ class AgentFactory:
                 "max_blob_bytes": max_blob_bytes,
                 "extra_trust": extra_trust,
                 "tls": None,
+                "omega": None,
+                "poll_timeout": poll_timeout,
             }
+            if role == "omega":
+                omega_key_path, omega_pub_path = generate_keypair("omega", home)
+                license_key_path, license_pub_path = generate_keypair("license", home)
+                options["omega"] = (
+                    omega_key_path,
+                    omega_pub_path,
+                    license_key_path,
+                    license_pub_path,
+                )
             if tls:
                 options["tls"] = _tls_files(home)
                 ca_cert = options["tls"][0]
@@ -345,6 +369,11 @@ class AgentFactory:
             argv += ["--app-env", str(env_file)]
         if options["tls"]:
             argv += ["--tls-cert", str(options["tls"][0]), "--tls-key", str(options["tls"][1])]
+        if options.get("omega"):
+            argv += ["--omega-key", str(options["omega"][0])]
+            argv += ["--license-trust", str(options["omega"][3])]
+        if options.get("poll_timeout") is not None:
+            argv += ["--poll-timeout", str(options["poll_timeout"])]
         log = home / "agent.log"
         with log.open("wb") as err:
             proc = subprocess.Popen(
@@ -365,6 +394,10 @@ class AgentFactory:
             argv=argv,
             options=options,
         )
+        if options.get("omega"):
+            handle.omega_key_path, handle.omega_pub_path = options["omega"][:2]
+            handle.license_key = load_private_key(options["omega"][2])
+            handle.license_pub_path = options["omega"][3]
         self.handles.append(handle)
         with handle.client() as client:
             wait_for(lambda: client.health()["status"] == "ok", 10, "/v1/health")
@@ -495,3 +528,150 @@ class Trees:
 @pytest.fixture
 def trees(tmp_path: Path) -> Trees:
     return Trees(tmp_path / "trees")
+
+
+# -- Licensed Mainframes ------------------------------------------------------------------
+
+
+@dataclass
+class MainframeHandle:
+    """A mainframe agent process (``--role mainframe``) started by :class:`MainframeFactory`."""
+
+    mainframe_id: str
+    data: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    argv: list[str]
+    url: str = ""
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def health(self) -> dict[str, Any]:
+        import httpx
+
+        return dict(httpx.get(f"{self.url}/v1/health", timeout=5).json())
+
+    def current(self) -> str | None:
+        p = self.data / "current"
+        return os.path.basename(os.readlink(p)) if p.is_symlink() else None
+
+    def stop(self, sig: int = signal.SIGTERM, *, signalled: bool = False) -> int:
+        """Signal the agent (unless ``signalled`` already: a second SIGTERM may land after
+        the agent restored the default handler, and kill it) and wait; with SIGTERM, check
+        it left no app running."""
+        if self.proc.poll() is None and not signalled:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"mainframe did not stop within {STOP_TIMEOUT_S}s:\n{self.output()}")
+        if sig != signal.SIGKILL:
+            wait_for(lambda: not processes_in(self.data), 5, f"no process left in {self.data}")
+        return code
+
+
+class MainframeFactory:
+    """Starts mainframe agents under ``base``: :meth:`start` returns at once, :meth:`ready`
+    waits for the ready line (so a fleet starts in parallel); :meth:`close` stops them."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.handles: list[MainframeHandle] = []
+        self._n = 0
+
+    def start(
+        self,
+        *,
+        omega: str,
+        license_token: str,
+        mainframe_id: str,
+        trust: Path,
+        trust_omega: Path,
+        poll_wait: int = 5,
+        token_file: Path | None = None,
+        ca_cert: Path | None = None,
+    ) -> MainframeHandle:
+        """Start a mainframe (not waiting for it: see :meth:`ready`)."""
+        self._n += 1
+        home = self.base / f"mainframe{self._n}"
+        home.mkdir(parents=True)
+        license_file = home / "license"
+        license_file.write_text(license_token + "\n")
+        license_file.chmod(0o600)
+        argv = [
+            *agent_command(),
+            "--role",
+            "mainframe",
+            "--data",
+            str(home / "data"),
+            "--listen",
+            "127.0.0.1:0",
+            "--trust",
+            str(trust),
+            "--omega",
+            omega,
+            "--license",
+            str(license_file),
+            "--trust-omega",
+            str(trust_omega),
+            "--poll-wait",
+            str(poll_wait),
+        ]
+        if token_file is not None:
+            argv += ["--token-file", str(token_file)]
+        if ca_cert is not None:
+            argv += ["--omega-ca-cert", str(ca_cert)]
+        return self._spawn(mainframe_id, home / "data", home / "agent.log", argv)
+
+    def restart(self, stopped: MainframeHandle) -> MainframeHandle:
+        """Start a stopped mainframe again: same options and data directory, a new log."""
+        self._n += 1
+        log = stopped.log.with_name(f"agent-{self._n}.log")
+        return self._spawn(stopped.mainframe_id, stopped.data, log, stopped.argv)
+
+    def _spawn(self, mainframe_id: str, data: Path, log: Path, argv: list[str]) -> MainframeHandle:
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=log.parent
+            )
+        handle = MainframeHandle(mainframe_id, data, proc, log, argv)
+        self.handles.append(handle)
+        return handle
+
+    def ready(self, *handles: MainframeHandle) -> None:
+        for h in handles:
+            h.url = AgentFactory._wait_ready(h.proc, h.log)
+
+    def __call__(self, **kwargs: Any) -> MainframeHandle:
+        handle = self.start(**kwargs)
+        self.ready(handle)
+        return handle
+
+    def close(self) -> None:
+        problems = []
+        running = [h for h in self.handles if h.proc.poll() is None]
+        for h in running:
+            h.proc.send_signal(signal.SIGTERM)
+        for h in running:
+            code = h.stop(signalled=True)
+            if code != 0:
+                problems.append(f"mainframe exited with {code}:\n{h.output()}")
+        for data in {h.data for h in self.handles}:
+            left = processes_in(data)
+            for pid in left:
+                _kill(pid)
+            if left:
+                problems.append(f"app processes left running in {data}: {left}")
+        self.handles.clear()
+        if problems:
+            pytest.fail("\n".join(problems))
+
+
+@pytest.fixture
+def mainframe_factory(tmp_path: Path) -> Iterator[MainframeFactory]:
+    factory = MainframeFactory(tmp_path / "mainframes")
+    yield factory
+    factory.close()

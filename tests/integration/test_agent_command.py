@@ -48,7 +48,9 @@ def base_args(files: dict[str, Path], **overrides: str) -> list[str]:
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        ({"--role": "mainframe"}, "'mainframe' is not one of"),
+        ({"--role": "nope"}, "'nope' is not one of"),
+        ({"--role": "mainframe"}, "--role mainframe needs --omega, --license, --trust-omega"),
+        ({"--omega": "http://omega:8700"}, "--omega: only for --role mainframe"),
         ({"--keep": "1"}, "--keep"),
         ({"--max-blob-bytes": "0"}, "--max-blob-bytes"),
         ({"--listen": "nope"}, "--listen 'nope': expected HOST:PORT"),

@@ -1,4 +1,4 @@
-"""``ashat agent``: the server run on PUBLIC and OMEGA (DESIGN §5).
+"""``ashat agent``: the server run on PUBLIC, OMEGA and Licensed Mainframes (DESIGN §5).
 
 This module is imported by the ``ashat`` CLI on every invocation, so at the top it imports
 only click and the standard library; the server (Starlette, uvicorn, cryptography) is
@@ -8,12 +8,18 @@ imported when the command runs.
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-ROLES = ("public", "omega")
+ROLES = ("public", "omega", "mainframe")
+if TYPE_CHECKING:
+    from ashat.agent.config import MainframeConfig
+    from ashat.bundle.keys import PublicKey, SigningKey
+
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
@@ -28,7 +34,12 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option(
     "--listen", default="127.0.0.1:8700", show_default=True, help="HOST:PORT to serve on."
 )
-@click.option("--token-file", type=_FILE, required=True, help="File holding the bearer token.")
+@click.option(
+    "--token-file",
+    type=_FILE,
+    help="File holding the bearer token (required but on a mainframe, whose bearer "
+    "routes are closed without one).",
+)
 @click.option(
     "--trust",
     type=_FILE,
@@ -57,17 +68,55 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     show_default=True,
     help="Largest blob accepted, in bytes.",
 )
+@click.option("--omega", "omega_url", help="Mainframe: OMEGA's URL, to pull releases from.")
+@click.option("--license", "license_file", type=_FILE, help="Mainframe: its license file.")
+@click.option(
+    "--trust-omega",
+    type=_FILE,
+    multiple=True,
+    help="Mainframe: OMEGA's public key (approvals, directives); repeatable.",
+)
+@click.option("--omega-ca-cert", type=_FILE, help="Mainframe: CA certificate for https --omega.")
+@click.option(
+    "--poll-wait",
+    type=click.IntRange(1, 60),
+    default=30,
+    show_default=True,
+    help="Mainframe: seconds OMEGA may hold each poll.",
+)
+@click.option("--omega-key", type=_FILE, help="OMEGA: its private key (approvals and directives).")
+@click.option(
+    "--license-trust",
+    type=_FILE,
+    multiple=True,
+    help="OMEGA: public key whose licenses are accepted; repeatable.",
+)
+@click.option(
+    "--poll-timeout",
+    type=click.IntRange(1, 60),
+    default=30,
+    show_default=True,
+    help="OMEGA: longest it holds a mainframe's poll, in seconds.",
+)
 def agent(
     role: str,
     data: Path,
     listen: str,
-    token_file: Path,
+    token_file: Path | None,
     trust: tuple[Path, ...],
     tls_cert: Path | None,
     tls_key: Path | None,
     keep: int,
     app_env: Path | None,
     max_blob_bytes: int,
+    omega_url: str | None,
+    license_file: Path | None,
+    trust_omega: tuple[Path, ...],
+    omega_ca_cert: Path | None,
+    poll_wait: int,
+    omega_key: Path | None,
+    license_trust: tuple[Path, ...],
+    poll_timeout: int,
 ) -> None:
     """Run an agent: receive bundles, stage and activate releases, supervise the app."""
     from ashat.agent.config import AgentConfig, Role, parse_listen, read_app_env
@@ -76,6 +125,12 @@ def agent(
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
+    mainframe = _mainframe_config(
+        role, token_file, omega_url, license_file, trust_omega, omega_ca_cert, poll_wait
+    )
+    if token_file is None and mainframe is None:
+        raise click.UsageError(f"--role {role} needs --token-file")
+    omega = _omega_options(role, omega_key, license_trust)
     host, port = parse_listen(listen)
     keys = [load_public_key(p) for p in trust]
     config = AgentConfig(
@@ -83,19 +138,26 @@ def agent(
         data=data.resolve(),
         host=host,
         port=port,
-        token=read_token_file(token_file),
+        # A mainframe without --token-file gets a random token it never shows: its bearer
+        # routes answer 401 to everyone, leaving /v1/health and /metrics.
+        token=read_token_file(token_file) if token_file else secrets.token_urlsafe(32),
         trusted={k.keyid: k for k in keys},
         tls_cert=tls_cert,
         tls_key=tls_key,
         keep=keep,
         app_env=read_app_env(app_env) if app_env is not None else {},
         max_blob_bytes=max_blob_bytes,
+        mainframe=mainframe,
+        omega_key=omega[0],
+        license_trusted=omega[1],
+        poll_timeout_s=float(poll_timeout),
     )
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per mainframe poll
 
     from ashat.agent.runner import run_agent
 
@@ -103,6 +165,69 @@ def agent(
         click.echo(line, err=True)
 
     run_agent(config, announce)
+
+
+def _mainframe_config(
+    role: str,
+    token_file: Path | None,
+    omega_url: str | None,
+    license_file: Path | None,
+    trust_omega: tuple[Path, ...],
+    omega_ca_cert: Path | None,
+    poll_wait: int,
+) -> MainframeConfig | None:
+    """The mainframe's options as a config (None for other roles); a usage error names
+    what is missing, or what only a mainframe takes."""
+    from ashat.agent.config import MainframeConfig, read_license_file
+    from ashat.bundle.keys import load_public_key
+
+    given = {
+        "--omega": omega_url is not None,
+        "--license": license_file is not None,
+        "--trust-omega": bool(trust_omega),
+        "--omega-ca-cert": omega_ca_cert is not None,
+    }
+    if role != "mainframe":
+        extra = [name for name, present in given.items() if present]
+        if extra:
+            raise click.UsageError(f"{', '.join(extra)}: only for --role mainframe")
+        return None
+    missing = [n for n in ("--omega", "--license", "--trust-omega") if not given[n]]
+    if missing:
+        raise click.UsageError(f"--role mainframe needs {', '.join(missing)}")
+    assert omega_url is not None and license_file is not None
+    token, mainframe_id, license_id = read_license_file(license_file)
+    keys = [load_public_key(p) for p in trust_omega]
+    return MainframeConfig(
+        omega_url=omega_url.rstrip("/"),
+        license=token,
+        mainframe_id=mainframe_id,
+        license_id=license_id,
+        trusted_omega={k.keyid: k for k in keys},
+        omega_ca_cert=omega_ca_cert,
+        poll_wait_s=poll_wait,
+    )
+
+
+def _omega_options(
+    role: str, omega_key: Path | None, license_trust: tuple[Path, ...]
+) -> tuple[SigningKey | None, dict[str, PublicKey]]:
+    """OMEGA's key and trusted license keys (none for other roles); a usage error names
+    what is missing, or what only OMEGA takes."""
+    from ashat.bundle.keys import load_private_key, load_public_key
+
+    given = {"--omega-key": omega_key is not None, "--license-trust": bool(license_trust)}
+    if role != "omega":
+        extra = [name for name, present in given.items() if present]
+        if extra:
+            raise click.UsageError(f"{', '.join(extra)}: only for --role omega")
+        return None, {}
+    missing = [name for name, present in given.items() if not present]
+    if missing:
+        raise click.UsageError(f"--role omega needs {' and '.join(missing)}")
+    assert omega_key is not None
+    keys = [load_public_key(p) for p in license_trust]
+    return load_private_key(omega_key), {k.keyid: k for k in keys}
 
 
 def main() -> None:

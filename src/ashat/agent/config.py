@@ -13,13 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ashat.bundle.keys import PublicKey
+from ashat.bundle.keys import PublicKey, SigningKey
 from ashat.bundle.manifest import MAX_MANIFEST_BYTES
 from ashat.errors import InvalidInput
 
 DEFAULT_LISTEN = "127.0.0.1:8700"
 DEFAULT_KEEP = 5
 DEFAULT_MAX_BLOB_BYTES = 2 * 1024**3  # bytes
+DEFAULT_POLL_TIMEOUT_S = 30.0  # seconds OMEGA holds a long poll
+MAX_POLL_TIMEOUT_S = 60.0  # the protocol's limit
 MAX_APP_ENV_BYTES = 1024 * 1024  # bytes of dotenv file
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -27,6 +29,7 @@ _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class Role(enum.StrEnum):
     PUBLIC = "public"
     OMEGA = "omega"
+    MAINFRAME = "mainframe"
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,22 @@ class AgentConfig:
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES  # bytes per blob
     max_manifest_bytes: int = MAX_MANIFEST_BYTES  # bytes
     stop_timeout_s: float = 10.0  # SIGTERM to SIGKILL for a supervised app
+    mainframe: MainframeConfig | None = None  # role mainframe only: how to pull from OMEGA
+    omega_key: SigningKey | None = field(default=None, repr=False)  # role omega: approvals
+    license_trusted: Mapping[str, PublicKey] = field(default_factory=dict)  # role omega
+    poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S  # role omega: longest a poll is held
 
     def __post_init__(self) -> None:
         if not self.token:
             raise InvalidInput("the agent needs a bearer token")
+        if (self.role is Role.MAINFRAME) != (self.mainframe is not None):
+            raise InvalidInput("a mainframe, and only a mainframe, pulls from OMEGA (--omega)")
         if not self.trusted:
             raise InvalidInput("the agent needs at least one trusted public key (--trust)")
+        if self.role is Role.OMEGA and (self.omega_key is None or not self.license_trusted):
+            raise InvalidInput("OMEGA needs --omega-key and at least one --license-trust")
+        if not 0 < self.poll_timeout_s <= MAX_POLL_TIMEOUT_S:
+            raise InvalidInput(f"--poll-timeout must be 1-{MAX_POLL_TIMEOUT_S:g} seconds")
         if self.keep < 2:
             raise InvalidInput(f"--keep must be at least 2, got {self.keep}")
         if self.max_blob_bytes < 1:
@@ -62,6 +75,30 @@ class AgentConfig:
     @property
     def scheme(self) -> str:
         return "https" if self.tls_cert is not None else "http"
+
+
+@dataclass(frozen=True)
+class MainframeConfig:
+    """How a Licensed Mainframe pulls from OMEGA (docs/fleet-protocol.md); the license
+    token never appears in ``repr``."""
+
+    omega_url: str
+    license: str = field(repr=False)  # the license token, sent as ``Authorization: License``
+    mainframe_id: str  # from the license payload
+    license_id: str
+    trusted_omega: Mapping[str, PublicKey]  # key id -> key trusted for approvals, directives
+    omega_ca_cert: Path | None = None
+    poll_wait_s: int = 30  # seconds OMEGA may hold a poll (the protocol allows up to 60)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", self.omega_url):
+            raise InvalidInput(f"--omega {self.omega_url!r}: expected an http(s) URL")
+        if not self.license:
+            raise InvalidInput("the mainframe needs a license (--license)")
+        if not self.trusted_omega:
+            raise InvalidInput("the mainframe needs OMEGA's public key (--trust-omega)")
+        if not 1 <= self.poll_wait_s <= 60:
+            raise InvalidInput(f"--poll-wait must be 1-60 seconds, got {self.poll_wait_s}")
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -122,3 +159,29 @@ def read_app_env(path: Path) -> dict[str, str]:
     except UnicodeDecodeError as e:
         raise InvalidInput(f"--app-env file {path} is not UTF-8") from e
     return parse_dotenv(text, f"--app-env file {path}")
+
+
+MAX_LICENSE_BYTES = 64 * 1024  # bytes of a license file
+
+
+def read_license_file(path: Path) -> tuple[str, str, str]:
+    """The ``--license`` file's token, and the mainframe id and license id it names.
+
+    The signature is not checked here — a mainframe has no license key; OMEGA checks it on
+    every poll. Raises :class:`InvalidInput` naming the file, never quoting the token.
+    """
+    from ashat.fleet.license import LicenseRefused, peek_license
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_LICENSE_BYTES + 1)
+    except OSError as e:
+        raise InvalidInput(f"cannot read --license file {path}: {e.strerror}") from e
+    if len(data) > MAX_LICENSE_BYTES:
+        raise InvalidInput(f"--license file {path} is larger than {MAX_LICENSE_BYTES} bytes")
+    token = data.decode("utf-8", "replace").strip()
+    try:
+        lic = peek_license(token)
+    except LicenseRefused as e:
+        raise InvalidInput(f"--license file {path} does not hold a license: {e.message}") from e
+    return token, lic.mainframe_id, lic.license_id

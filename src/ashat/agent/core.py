@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,10 @@ class Agent:
         self.state = AgentState()
         self.app: AppProcess | None = None
         self._lock_fd: int | None = None
+        # A mainframe's pull loop (ashat.fleet.mainframe) reports its state here, for health.
+        self.fleet_status: Callable[[], dict[str, Any]] | None = None
+        # OMEGA names the releases its fleet may still need (ashat.fleet.omega): never pruned.
+        self.pinned: Callable[[], Collection[str]] | None = None
 
     # -- start-up and shutdown ---------------------------------------------------------------
 
@@ -180,7 +185,7 @@ class Agent:
 
     def health(self) -> dict[str, Any]:
         current, previous = self.links()
-        return {
+        answer = {
             "status": "ok",
             "role": self.config.role.value,
             "version": __version__,
@@ -188,6 +193,9 @@ class Agent:
             "previous": previous,
             "app": self.app_info(),
         }
+        if self.fleet_status is not None:
+            answer["fleet"] = self.fleet_status()
+        return answer
 
     def list_releases(self) -> dict[str, Any]:
         current, previous = self.links()
@@ -408,6 +416,8 @@ class Agent:
     def _prune(self) -> None:
         current, previous = self.links()
         protected = {i for i in (current, previous) if i is not None}
+        if self.pinned is not None:
+            protected.update(self.pinned())
         doomed = prune_plan(
             self.state.recency, self.config.keep, protected, set(self.releases.ids())
         )

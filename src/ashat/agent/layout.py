@@ -11,6 +11,7 @@
     DIR/logs/<id>.log              the app's stdout and stderr, and its prepare hook's
     DIR/shared/                    kept across releases, given to apps as ASHAT_SHARED_DIR
     DIR/tmp/                       uploads and staging trees; emptied at start-up
+    DIR/tmp/partial/<sha256>       a mainframe's interrupted downloads: kept, to resume
     DIR/agent.lock                 flock()ed by the one agent using the directory
 
 Every change that others can observe is a rename of something complete: a blob, a staged
@@ -33,6 +34,7 @@ from ashat.errors import AshatError
 CURRENT = "current"
 PREVIOUS = "previous"
 LINK_NAMES = (CURRENT, PREVIOUS)
+PARTIAL = "partial"  # under tmp/: spared by clean_tmp, so a download resumes after a restart
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class Layout:
     @property
     def tmp(self) -> Path:
         return self.root / "tmp"
+
+    @property
+    def partial(self) -> Path:
+        return self.tmp / PARTIAL
 
     @property
     def state_file(self) -> Path:
@@ -96,6 +102,8 @@ class Layout:
         """Remove what an earlier run left in ``tmp/`` and half-made symlinks; return names."""
         removed = []
         for entry in os.scandir(self.tmp):
+            if entry.name == PARTIAL and entry.is_dir(follow_symlinks=False):
+                continue
             remove_tree(Path(entry.path))
             removed.append(entry.name)
         for entry in os.scandir(self.root):

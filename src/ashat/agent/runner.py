@@ -5,16 +5,22 @@ and port 0 works (the ready line names the port the OS chose). A signal first te
 agent to give up any wait for an app's health, then lets uvicorn finish the requests in
 flight; the lifespan's end stops the supervised app, and :func:`run_agent` makes sure of it
 even after a forced exit (a second Ctrl-C).
+
+A mainframe's pull loop (:class:`~ashat.fleet.mainframe.Mainframe`) is a task started once
+the server accepts and cancelled first thing at shutdown, so a long poll in flight does
+not hold the agent up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -24,18 +30,42 @@ from ashat.agent.server import build_app
 from ashat.errors import AshatError, InvalidInput
 
 GRACEFUL_SHUTDOWN_S = 15  # for requests in flight after a signal
+BACKGROUND_STOP_S = 1.0  # for the background task to end once cancelled
+
+log = logging.getLogger("ashat.agent")
+
+Background = Callable[[], Coroutine[Any, Any, None]]  # runs until cancelled
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, agent: Agent, on_ready: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        agent: Agent,
+        on_ready: Callable[[], None],
+        background: Background | None = None,
+    ) -> None:
         super().__init__(config)
         self._agent = agent
         self._on_ready = on_ready
+        self._background = background
+        self._task: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
+            if self._background is not None:
+                self._task = asyncio.create_task(self._background(), name="ashat-background")
             self._on_ready()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=BACKGROUND_STOP_S)
+            if task in done and not task.cancelled() and task.exception() is not None:
+                log.error("background task failed: %r", task.exception())
+        await super().shutdown(sockets=sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not uvicorn's: that one re-raises the signal after shutdown, so a clean stop would
@@ -83,6 +113,11 @@ def run_agent(config: AgentConfig, announce: Callable[[str], None]) -> None:
     or already used data directory) before serving.
     """
     _check_tls(config)
+    verify = None
+    if config.mainframe is not None:
+        from ashat.fleet.mainframe import omega_tls
+
+        verify = omega_tls(config.mainframe)
     sock = _bind(config.host, config.port)  # before the data directory is touched
     try:
         app = build_app(config)
@@ -93,6 +128,11 @@ def run_agent(config: AgentConfig, announce: Callable[[str], None]) -> None:
         sock.close()
         raise
     agent: Agent = app.state.agent
+    background: Background | None = None
+    if config.mainframe is not None:
+        from ashat.fleet.mainframe import Mainframe
+
+        background = Mainframe(agent, config.mainframe, verify=verify).run
     uv_config = uvicorn.Config(
         app,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
@@ -107,7 +147,7 @@ def run_agent(config: AgentConfig, announce: Callable[[str], None]) -> None:
     port = sock.getsockname()[1]
     url = f"{config.scheme}://{format_host(config.host)}:{port}"
     line = f"ashat agent ({config.role.value}) serving {url} data={config.data}"
-    server = _Server(uv_config, agent, lambda: announce(line))
+    server = _Server(uv_config, agent, lambda: announce(line), background)
     try:
         server.run(sockets=[sock])
     finally:

@@ -1,0 +1,248 @@
+"""What a mainframe checks before it installs what OMEGA sent (docs/fleet-protocol.md,
+"What a mainframe checks before installing").
+
+A poll answer carries a *directive* — an envelope (:mod:`.envelope`) of kind ``directive``
+signed with OMEGA's key — and the doubly signed manifest it names. :func:`check_install`
+decides, from those bytes, the trusted keys, what the mainframe runs and the time, whether
+to install; it returns an :class:`Install` or raises :class:`DirectiveRefused` whose
+``reason`` is one word (for the report to OMEGA and the log)::
+
+    Refused                         (ashat.errors)
+    └── DirectiveRefused            reason:
+                                    malformed           the directive or its fields
+                                    forged              not signed by a --trust-omega key
+                                    wrong_mainframe     addressed to another mainframe
+                                    expired             expires_at has passed (a replay)
+                                    bad_manifest        the manifest does not parse
+                                    digest_mismatch     not the manifest the directive names
+                                    mismatch            its update id or sequence differ
+                                    release_signature   no valid release signature by --trust
+                                    approval_signature  no valid approval by --trust-omega
+                                    conflict            same id as the running one, other content
+                                    downgrade           sequence not higher, and no rollback
+
+Pure: no network, no disk, no clock of its own (``now`` is given), as python-tuf's
+``TrustedMetadataSet`` only checks bytes it is handed. Fetching and installing are
+:mod:`.mainframe`'s.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ashat.bundle.errors import BundleError, SignatureError
+from ashat.bundle.keys import PublicKey
+from ashat.bundle.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from ashat.bundle.sign import RELEASE_ROLE, check_signatures
+from ashat.errors import Refused
+from ashat.fleet.envelope import EnvelopeError, Forged, peek_payload, unseal
+from ashat.ids import UPDATE_ID_RE
+
+KIND = "directive"
+APPROVAL_ROLE = "approval"
+DIRECTIVE_TTL_S = 300  # seconds from issued_at to expires_at, as OMEGA signs them
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_ROLLOUT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+TrustedKeys = Mapping[str, PublicKey]  # key id -> public key
+
+
+class Action(enum.StrEnum):
+    INSTALL = "install"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class Directive:
+    """A directive's payload, its signature checked (or, from :func:`peek_directive`, not)."""
+
+    mainframe_id: str
+    rollout_id: str
+    action: Action
+    update_id: str
+    sequence: int
+    manifest_digest: str
+    issued_at: str
+    expires_at: dt.datetime
+    keyid: str
+
+
+@dataclass(frozen=True)
+class Running:
+    """What the mainframe runs now: the ``current`` release."""
+
+    update_id: str
+    sequence: int
+    digest: str  # the manifest's digest (signatures aside)
+
+
+@dataclass(frozen=True)
+class Install:
+    """A directive that passed every check, with the manifest to stage."""
+
+    directive: Directive
+    manifest: Manifest
+    manifest_bytes: bytes
+    already: bool  # the mainframe runs exactly this release already: report it installed
+
+
+class DirectiveRefused(Refused):
+    """The mainframe will not act on a directive; ``directive`` is None if unreadable."""
+
+    kind = "directive_refused"
+
+    def __init__(self, reason: str, message: str, directive: Directive | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.reason = reason
+        self.directive = directive
+
+
+def _time(value: Any, name: str) -> dt.datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be an ISO 8601 time")
+    t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        raise ValueError(f"{name} {value!r} has no timezone")
+    return t
+
+
+def _directive(p: Mapping[str, Any]) -> Directive:
+    """The payload as a :class:`Directive`. Raises ``ValueError`` naming the bad field."""
+    for name in ("mainframe_id", "rollout_id", "update_id", "manifest_digest", "keyid"):
+        if not isinstance(p.get(name), str):
+            raise ValueError(f"{name} must be a string")
+    if not _ROLLOUT_ID_RE.fullmatch(p["rollout_id"]):
+        raise ValueError(f"invalid rollout_id {p['rollout_id'][:80]!r}")
+    if not UPDATE_ID_RE.fullmatch(p["update_id"]):
+        raise ValueError(f"invalid update_id {p['update_id'][:80]!r}")
+    if not _SHA256_RE.fullmatch(p["manifest_digest"]):
+        raise ValueError("manifest_digest must be 64 lowercase hex digits")
+    seq = p.get("sequence")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise ValueError("sequence must be a positive integer")
+    _time(p.get("issued_at"), "issued_at")
+    return Directive(
+        mainframe_id=p["mainframe_id"],
+        rollout_id=p["rollout_id"],
+        action=Action(str(p.get("action"))),  # ValueError for an unknown action
+        update_id=p["update_id"],
+        sequence=seq,
+        manifest_digest=p["manifest_digest"],
+        issued_at=p["issued_at"],
+        expires_at=_time(p.get("expires_at"), "expires_at"),
+        keyid=p["keyid"],
+    )
+
+
+def read_directive(token: str, trusted_omega: TrustedKeys) -> Directive:
+    """The directive in ``token`` if OMEGA (a key in ``trusted_omega``) signed it.
+
+    Checks neither the addressee nor the time. Raises :class:`DirectiveRefused`
+    (``forged``, ``malformed``).
+    """
+    try:
+        payload = unseal(token, KIND, trusted_omega)
+    except Forged as e:
+        claimed = peek_directive(token)
+        raise DirectiveRefused("forged", f"directive refused: {e.message}", claimed) from e
+    except EnvelopeError as e:
+        raise DirectiveRefused("malformed", f"directive refused: {e.message}") from e
+    try:
+        return _directive(payload)
+    except ValueError as e:
+        raise DirectiveRefused("malformed", f"directive refused: malformed payload ({e})") from e
+
+
+def peek_directive(token: str) -> Directive | None:
+    """What an unauthenticated directive claims (to name it in a report), or None."""
+    try:
+        return _directive(peek_payload(token, KIND))
+    except (EnvelopeError, ValueError):
+        return None
+
+
+def check_install(
+    token: str,
+    manifest_bytes: bytes,
+    *,
+    mainframe_id: str,
+    release_keys: TrustedKeys,
+    omega_keys: TrustedKeys,
+    running: Running | None,
+    now: dt.datetime,
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES,
+) -> Install:
+    """Run the contract's checks 1-3, in order; the first that fails refuses.
+
+    1. the directive is signed by a key of ``omega_keys``, names ``mainframe_id``, and
+       ``now`` is before its ``expires_at``;
+    2. the manifest's digest is the directive's ``manifest_digest`` (and its id and
+       sequence agree), with a ``release`` signature by a key of ``release_keys`` and an
+       ``approval`` signature by a key of ``omega_keys``;
+    3. its sequence is higher than ``running``'s, unless the action is ``rollback`` — or it
+       is the very release running (then :attr:`Install.already`).
+
+    Raises :class:`DirectiveRefused`.
+    """
+    d = read_directive(token, omega_keys)
+    if d.mainframe_id != mainframe_id:
+        raise DirectiveRefused(
+            "wrong_mainframe",
+            f"directive of rollout {d.rollout_id} is for mainframe {d.mainframe_id!r}, "
+            f"not this one ({mainframe_id})",
+            d,
+        )
+    if now >= d.expires_at:
+        raise DirectiveRefused(
+            "expired",
+            f"directive of rollout {d.rollout_id} expired at {d.expires_at.isoformat()} "
+            "(an old answer replayed?)",
+            d,
+        )
+    try:
+        m = parse_manifest(manifest_bytes, max_bytes=max_manifest_bytes)
+    except BundleError as e:
+        raise DirectiveRefused("bad_manifest", f"manifest refused: {e.message}", d) from e
+    if m.digest() != d.manifest_digest:
+        raise DirectiveRefused(
+            "digest_mismatch",
+            f"manifest digest {m.digest()[:16]} is not the directive's {d.manifest_digest[:16]}",
+            d,
+        )
+    if (m.update_id, m.sequence) != (d.update_id, d.sequence):
+        raise DirectiveRefused(
+            "mismatch",
+            f"manifest is {m.update_id} (sequence {m.sequence}) but the directive names "
+            f"{d.update_id} (sequence {d.sequence})",
+            d,
+        )
+    for role, keys, reason in (
+        (RELEASE_ROLE, release_keys, "release_signature"),
+        (APPROVAL_ROLE, omega_keys, "approval_signature"),
+    ):
+        try:
+            check_signatures(m, keys, (role,))
+        except SignatureError as e:
+            raise DirectiveRefused(reason, f"manifest {m.update_id} refused: {e.message}", d) from e
+    if running is not None and running.update_id == m.update_id:
+        if running.digest != m.digest():
+            raise DirectiveRefused(
+                "conflict",
+                f"{m.update_id} runs here with another manifest (digest "
+                f"{running.digest[:16]}, this one {m.digest()[:16]})",
+                d,
+            )
+        return Install(d, m, manifest_bytes, already=True)
+    if running is not None and d.action is Action.INSTALL and m.sequence <= running.sequence:
+        raise DirectiveRefused(
+            "downgrade",
+            f"{m.update_id} has sequence {m.sequence}, not higher than {running.sequence} of "
+            f"the running {running.update_id}; only a rollback directive may go back",
+            d,
+        )
+    return Install(d, m, manifest_bytes, already=False)

@@ -1,0 +1,279 @@
+"""Fetching blobs from OMEGA into a mainframe's blob store, resuming interrupted transfers.
+
+Each blob is downloaded by appending to ``DIR/tmp/partial/<sha256>``, which survives a
+restart (:meth:`~ashat.agent.layout.Layout.clean_tmp` spares that directory). A transfer
+cut short resumes with ``Range: bytes=N-`` (``GET /v1/blobs/{sha256}`` honours it with a
+``206``); a server that ignores the range (``200``) starts the file over. Once the file
+holds the size the manifest names, it enters the store through a
+:class:`~ashat.agent.blobs.BlobWriter`, which checks the digest — the one way into the
+store. A digest mismatch (a corrupt partial from an earlier run, a bad byte on the wire)
+deletes the partial and fetches the blob once more from zero; a second mismatch fails.
+
+Connection errors and 5xx answers are retried with backoff as long as a retry makes
+progress, up to ``attempts`` in a row without any; a 4xx answer is final. A few blobs
+download at once (``streams``). Errors::
+
+    RemoteError             (ashat.errors)
+    └── DownloadError       a blob that could not be fetched, or fetched wrong twice
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from ashat.agent.blobs import BlobStore
+from ashat.bundle.errors import DigestMismatch
+from ashat.errors import RemoteError
+
+log = logging.getLogger("ashat.fleet")
+
+CHUNK = 256 * 1024  # bytes per read, from the network and from a finished partial file
+STREAMS = 4  # blobs downloaded at once
+ATTEMPTS = 5  # tries in a row that make no progress before a blob fails
+BACKOFF_S = 0.5  # first pause between tries; doubles, with jitter, up to BACKOFF_CAP_S
+BACKOFF_CAP_S = 10.0
+MAX_ERROR_BYTES = 4096  # bytes of an error answer read for its message
+
+
+class DownloadError(RemoteError):
+    """A blob that could not be fetched (the last error says why).
+
+    ``final`` is False when OMEGA stayed unreachable (or kept failing with 5xx): trying
+    again later may well work, and resumes; True when it refused (4xx), sent the wrong
+    bytes twice, or the blob cannot be stored here.
+    """
+
+    kind = "download"
+
+    def __init__(self, message: str, *, sha256: str, final: bool = True) -> None:
+        super().__init__(message, sha256=sha256, final=final)
+        self.sha256 = sha256
+        self.final = final
+
+
+class _Retry(Exception):
+    """A try that failed in a way worth another (carries the message for the log)."""
+
+
+@dataclass(frozen=True)
+class Wanted:
+    sha256: str
+    size: int  # bytes, as the (verified) manifest says
+
+
+def _content_range_start(value: str | None) -> int | None:
+    """N of ``bytes N-M/T``, or None if absent or malformed."""
+    if not value or not value.startswith("bytes "):
+        return None
+    first = value[len("bytes ") :].split("-", 1)[0]
+    return int(first) if first.isdigit() else None
+
+
+class BlobDownloader:
+    """Downloads blobs with ``client`` (its base URL is OMEGA's, its headers authenticate).
+
+    ``client`` belongs to the caller, who closes it; nothing here outlives a call.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        store: BlobStore,
+        partial_dir: Path,
+        *,
+        streams: int = STREAMS,
+        attempts: int = ATTEMPTS,
+        backoff_s: float = BACKOFF_S,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.partial_dir = partial_dir
+        self.streams = streams
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+
+    def partial(self, sha256: str) -> Path:
+        return self.partial_dir / sha256
+
+    async def fetch_all(self, wanted: Sequence[Wanted]) -> None:
+        """Fetch every blob of ``wanted`` into the store, ``streams`` at a time.
+
+        The first failure cancels the others (their partial files stay, to resume).
+        Raises :class:`DownloadError`.
+        """
+        for w in wanted:
+            if w.size > self.store.max_blob_bytes:
+                raise DownloadError(
+                    f"blob {w.sha256} is {w.size} bytes, over the limit of "
+                    f"{self.store.max_blob_bytes} (--max-blob-bytes)",
+                    sha256=w.sha256,
+                )
+        if not wanted:
+            return
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        gate = asyncio.Semaphore(self.streams)
+
+        async def one(w: Wanted) -> None:
+            async with gate:
+                await self.fetch(w)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for w in wanted:
+                    group.create_task(one(w))
+        except* DownloadError as eg:
+            first = eg.exceptions[0]
+            assert isinstance(first, DownloadError)
+            raise first from None
+
+    async def fetch(self, w: Wanted) -> None:
+        """Fetch one blob into the store (nothing to do if it is there). Raises
+        :class:`DownloadError`."""
+        if await asyncio.to_thread(self.store.size, w.sha256) is not None:
+            return
+        try:
+            for last in (False, True):
+                await self._download(w)
+                try:
+                    await asyncio.to_thread(self._commit, w)
+                    return
+                except DigestMismatch as e:
+                    self.partial(w.sha256).unlink(missing_ok=True)
+                    if last:
+                        raise DownloadError(
+                            f"blob {w.sha256} fetched twice, wrong both times: {e.message}",
+                            sha256=w.sha256,
+                        ) from e
+                    log.warning("%s; fetching it again from the start", e.message)
+        except OSError as e:
+            raise DownloadError(
+                f"cannot store blob {w.sha256}: {e.strerror or e}", sha256=w.sha256
+            ) from e
+
+    def _commit(self, w: Wanted) -> None:
+        """Move a complete partial file into the store; raises DigestMismatch."""
+        path = self.partial(w.sha256)
+        writer = self.store.writer(w.sha256)
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    writer.write(chunk)
+            writer.finish()
+            self.store.commit([writer])
+        except BaseException:
+            writer.abort()
+            raise
+        path.unlink(missing_ok=True)
+
+    async def _download(self, w: Wanted) -> None:
+        """Make the partial file hold ``w.size`` bytes, resuming what is there."""
+        path = self.partial(w.sha256)
+        idle = 0  # tries in a row that kept no byte
+        while True:
+            have = self._size(path)
+            if have > w.size:  # cannot be right: start over
+                path.unlink()
+                have = 0
+            if have == w.size:
+                path.touch()  # an empty blob needs no request, but a file
+                return
+            try:
+                got = await self._try(w, path, have)
+                reason = "the transfer ended early"
+            except _Retry as e:
+                got, reason = 0, str(e)
+            if self._size(path) == w.size:
+                return
+            idle = 0 if got else idle + 1
+            if idle >= self.attempts:
+                raise DownloadError(
+                    f"cannot fetch blob {w.sha256} from OMEGA after {idle} tries: {reason}",
+                    sha256=w.sha256,
+                    final=False,
+                )
+            pause = min(BACKOFF_CAP_S, self.backoff_s * 2 ** max(idle - 1, 0))
+            log.info("blob %s: %s; resuming in %.1fs", w.sha256[:16], reason, pause)
+            await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+
+    @staticmethod
+    def _size(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    async def _try(self, w: Wanted, path: Path, have: int) -> int:
+        """One request; append what arrives to ``path``; return how many bytes were kept.
+
+        Raises :class:`_Retry` (worth another try) or :class:`DownloadError` (final).
+        """
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        try:
+            async with self.client.stream(
+                "GET", f"/v1/blobs/{w.sha256}", headers=headers
+            ) as response:
+                status = response.status_code
+                if (
+                    status == 206
+                    and _content_range_start(response.headers.get("content-range")) == have
+                ):
+                    mode = "ab"
+                elif status == 200:
+                    mode, have = "wb", 0  # the range was ignored: the whole blob comes
+                elif status in (206, 416):
+                    path.unlink(missing_ok=True)  # a range the server did not take: restart
+                    raise _Retry(f"OMEGA did not honour Range: bytes={have}- ({status})")
+                else:
+                    raise await self._refusal(response, w)
+                return await self._save(response, path, mode, w.size - have)
+        except httpx.TimeoutException as e:
+            raise _Retry(f"timed out ({type(e).__name__})") from e
+        except httpx.TransportError as e:
+            raise _Retry(f"connection failed ({e or type(e).__name__})") from e
+
+    async def _refusal(self, response: httpx.Response, w: Wanted) -> Exception:
+        body = b""
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) >= MAX_ERROR_BYTES:
+                break
+        text = body[:MAX_ERROR_BYTES].decode("utf-8", "replace").strip().splitlines()
+        detail = text[0][:200] if text else ""
+        message = f"OMEGA answered {response.status_code} for blob {w.sha256}: {detail}"
+        if response.status_code >= 500:
+            return _Retry(message)
+        return DownloadError(message, sha256=w.sha256)
+
+    @staticmethod
+    async def _save(response: httpx.Response, path: Path, mode: str, room: int) -> int:
+        """Append the body to ``path``, at most ``room`` bytes (more is not the blob)."""
+        kept = 0
+        fd = os.open(
+            path,
+            os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC),
+            0o600,
+        )
+        try:
+            async for chunk in response.aiter_bytes():  # as it arrives: a drop loses none
+                part = chunk[: room - kept]
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view) :]
+                kept += len(part)
+                if kept >= room:
+                    break
+        except (httpx.TransportError, httpx.TimeoutException) as e:
+            if kept:  # what arrived is kept: the next try resumes after it
+                return kept
+            raise _Retry(f"connection failed ({e or type(e).__name__})") from e
+        finally:
+            os.close(fd)
+        return kept

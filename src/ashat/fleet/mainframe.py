@@ -1,0 +1,472 @@
+"""A Licensed Mainframe's pull loop: poll OMEGA, check what it sends, install it, report.
+
+:class:`Mainframe` runs as one asyncio task in the agent's event loop, started and
+cancelled with the server by :mod:`ashat.agent.runner`. Cancelling it drops a poll or a
+download in flight at once; a partial download stays on disk, to resume.
+
+One turn of the loop (docs/fleet-protocol.md, "Routes for mainframes"):
+
+1. send the reports OMEGA has not acknowledged yet — they are kept in ``DIR/fleet.json``
+   until it does, so neither OMEGA blinking nor a restart loses one;
+2. ``GET /v1/fleet/poll?current=&sequence=&wait=`` with ``Authorization: License``.
+   ``{"directive": null}``: poll again. ``403``: the license was refused — log the reason
+   once, keep running what runs, back off. A connection error or a 5xx: back off with
+   jitter. OMEGA's state is in ``/v1/health`` under ``fleet`` (:meth:`Mainframe.status`);
+3. a directive: :func:`~ashat.fleet.directive.check_install` decides (pure). Refused:
+   report ``failed`` with the reason. The very release running: report ``installed``.
+   Else fetch the blobs the store lacks (:mod:`.download`), then stage and activate (or,
+   for a ``rollback`` directive, roll back) through the :class:`~ashat.agent.core.Agent`
+   exactly as a client of PUBLIC's bearer routes would — prepare hook, new app healthy
+   before the old one stops, the old release kept on any failure — and report.
+
+The sequence the mainframe runs is the ``sequence`` of the ``current`` release's manifest,
+which the agent keeps on disk. Blocking agent calls run in worker threads. Errors::
+
+    RemoteError                      (ashat.errors)
+    └── OmegaError                   OMEGA unreachable or answering nonsense: back off
+        └── LicenseRefusedByOmega    403, with OMEGA's ``reason`` (expired, revoked, …)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import random
+import ssl
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ashat import __version__
+from ashat.agent.config import MainframeConfig
+from ashat.agent.core import Agent
+from ashat.errors import AshatError, InvalidInput, RemoteError
+from ashat.fleet.directive import (
+    Action,
+    DirectiveRefused,
+    Install,
+    Running,
+    check_install,
+)
+from ashat.fleet.download import BlobDownloader, DownloadError, Wanted
+from ashat.project import write_private
+
+log = logging.getLogger("ashat.fleet")
+
+STATE_FILE = "fleet.json"  # in the data directory: reports OMEGA has not acknowledged
+STATE_SCHEMA = 1
+TIMEOUT_S = 30.0  # per request but polls
+CONNECT_TIMEOUT_S = 10.0
+POLL_GRACE_S = 15.0  # added to ``wait`` for a poll's read timeout
+RETRY_BASE_S = 1.0  # pause after a first connection error; doubles, jittered, up to the cap
+RETRY_CAP_S = 30.0
+REFUSED_BASE_S = 5.0  # pause after a license refusal; doubles up to the cap
+REFUSED_CAP_S = 60.0
+DIRECTIVE_REFUSED_PAUSE_S = 2.0  # before polling again after refusing a directive
+MAX_REASON_CHARS = 1000  # of a failure reason sent in a report
+MAX_ERROR_CHARS = 300  # of OMEGA's error message kept for the log and health
+MAX_PENDING_REPORTS = 100
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _pause(n: int, base: float, cap: float, jitter: bool = True) -> float:
+    """The pause after the ``n``-th failure in a row (n >= 1)."""
+    pause = min(cap, base * 2 ** min(max(n - 1, 0), 16))
+    return pause * random.uniform(0.5, 1.0) if jitter else pause
+
+
+class OmegaError(RemoteError):
+    """OMEGA could not be reached, or answered something unusable."""
+
+    kind = "omega"
+
+
+class LicenseRefusedByOmega(OmegaError):
+    """OMEGA answered 403 (or 401): ``reason`` is its one word, ``message`` its sentence."""
+
+    kind = "license_refused"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message, reason=reason)
+        self.reason = reason
+
+
+def omega_tls(config: MainframeConfig) -> ssl.SSLContext | bool:
+    """How to check OMEGA's certificate. Raises :class:`InvalidInput` for a bad CA file."""
+    if config.omega_ca_cert is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(config.omega_ca_cert))
+    except (OSError, ssl.SSLError) as e:
+        raise InvalidInput(f"cannot load --omega-ca-cert {config.omega_ca_cert}: {e}") from e
+
+
+class ReportQueue:
+    """Reports not yet acknowledged by OMEGA, oldest first, in ``DIR/fleet.json``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.items: list[dict[str, Any]] = self._load()
+
+    def _load(self) -> list[dict[str, Any]]:
+        try:
+            obj = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except ValueError:
+            log.error("%s is not JSON; its unsent reports are lost", self.path.name)
+            return []
+        items = obj.get("pending_reports") if isinstance(obj, dict) else None
+        if not isinstance(items, list):
+            log.error("%s is malformed; its unsent reports are lost", self.path.name)
+            return []
+        return [r for r in items if isinstance(r, dict) and isinstance(r.get("rollout_id"), str)]
+
+    def _save(self) -> None:
+        data = {"schema": STATE_SCHEMA, "pending_reports": self.items}
+        write_private(self.path, json.dumps(data, indent=1, sort_keys=True).encode(), 0o600)
+
+    def put(self, report: dict[str, Any]) -> None:
+        """Queue ``report``, replacing one for the same rollout and release."""
+        key = (report["rollout_id"], report["update_id"])
+        self.items = [r for r in self.items if (r["rollout_id"], r.get("update_id")) != key]
+        self.items.append(report)
+        del self.items[:-MAX_PENDING_REPORTS]
+        self._save()
+
+    def done(self, report: Mapping[str, Any]) -> None:
+        self.items = [r for r in self.items if r is not report]
+        self._save()
+
+
+class Mainframe:
+    """The pull loop of one mainframe agent (see the module docstring)."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        config: MainframeConfig,
+        *,
+        verify: ssl.SSLContext | bool | None = None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self.agent = agent
+        self.config = config
+        self.verify = omega_tls(config) if verify is None else verify
+        self.clock = clock
+        self.reports = ReportQueue(agent.layout.root / STATE_FILE)
+        self._status: dict[str, Any] = {
+            "omega": config.omega_url,
+            "mainframe_id": config.mainframe_id,
+            "license_id": config.license_id,
+            "last_poll": None,
+            "last_error": None,
+            "license_status": "unknown",
+            "last_install": None,
+        }
+        self._logged_refusal: str | None = None
+        self._logged_unreachable: str | None = None
+        agent.fleet_status = self.status  # the "fleet" part of /v1/health
+
+    def status(self) -> dict[str, Any]:
+        """The ``fleet`` part of ``/v1/health`` (safe from any thread)."""
+        return {**self._status, "pending_reports": len(self.reports.items)}
+
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.config.omega_url,
+            headers={
+                "Authorization": f"License {self.config.license}",
+                "User-Agent": f"ashat-mainframe/{__version__}",
+            },
+            verify=self.verify,
+            timeout=httpx.Timeout(TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
+            limits=httpx.Limits(max_connections=8),
+        )
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Poll, install and report until cancelled."""
+        log.info(
+            "mainframe %s (license %s) pulling from %s",
+            self.config.mainframe_id,
+            self.config.license_id,
+            self.config.omega_url,
+        )
+        async with self._client() as http:
+            downloads = BlobDownloader(http, self.agent.blobs, self.agent.layout.partial)
+            refused = failed = 0
+            while True:
+                try:
+                    await self._send_reports(http)
+                    answer = await self._poll(http)
+                    refused = failed = 0
+                    if answer is not None:
+                        await self._handle(http, downloads, answer)
+                except LicenseRefusedByOmega as e:
+                    refused, failed = refused + 1, 0
+                    await self._note_refusal(e)
+                    await asyncio.sleep(_pause(refused, REFUSED_BASE_S, REFUSED_CAP_S, False))
+                except OmegaError as e:
+                    failed += 1
+                    self._note_unreachable(e)
+                    await asyncio.sleep(_pause(failed, RETRY_BASE_S, RETRY_CAP_S))
+                except Exception as e:  # a bug must not end the mainframe's updates for good
+                    failed += 1
+                    log.exception("fleet loop: unexpected %s", type(e).__name__)
+                    self._status["last_error"] = f"internal error ({type(e).__name__})"
+                    await asyncio.sleep(_pause(failed, RETRY_BASE_S, RETRY_CAP_S))
+
+    async def _request(
+        self,
+        http: httpx.AsyncClient,
+        method: str,
+        path: str,
+        *,
+        limit: int = 1024 * 1024,
+        **kwargs: Any,
+    ) -> tuple[int, Any]:
+        """Send one request; its status and JSON body (None if not JSON), read to ``limit``.
+
+        Raises :class:`OmegaError` if OMEGA cannot be reached or answers too much.
+        """
+        where = self.config.omega_url
+        try:
+            async with http.stream(method, path, **kwargs) as response:
+                raw = bytearray()
+                async for chunk in response.aiter_bytes():
+                    raw += chunk
+                    if len(raw) > limit:
+                        raise OmegaError(f"OMEGA's answer to {path} is over {limit} bytes")
+                status = response.status_code
+        except httpx.TimeoutException as e:
+            raise OmegaError(f"OMEGA at {where} did not answer in time") from e
+        except httpx.TransportError as e:
+            raise OmegaError(f"cannot reach OMEGA at {where}: {e or type(e).__name__}") from e
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        return status, body
+
+    @staticmethod
+    def _error_of(status: int, body: Any) -> str:
+        message = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(message, str) or not message:
+            return f"status {status}"
+        return " ".join(message.split())[:MAX_ERROR_CHARS]
+
+    def _refusal(self, status: int, body: Any) -> LicenseRefusedByOmega:
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if not isinstance(reason, str) or not reason.isidentifier():
+            reason = "unauthenticated" if status == 401 else "refused"
+        return LicenseRefusedByOmega(reason[:40], self._error_of(status, body))
+
+    async def _poll(self, http: httpx.AsyncClient) -> dict[str, Any] | None:
+        """One long poll: the answer if it carries a directive, else None."""
+        running = await asyncio.to_thread(self._running)
+        wait = self.config.poll_wait_s
+        params = {
+            "current": running.update_id if running else "",
+            "sequence": str(running.sequence if running else 0),
+            "wait": str(wait),
+        }
+        status, body = await self._request(
+            http,
+            "GET",
+            "/v1/fleet/poll",
+            params=params,
+            timeout=httpx.Timeout(wait + POLL_GRACE_S, connect=CONNECT_TIMEOUT_S),
+            # the manifest comes as a JSON string: escaping may double it
+            limit=2 * self.agent.config.max_manifest_bytes + 64 * 1024,
+        )
+        if status in (401, 403):
+            raise self._refusal(status, body)
+        if status != 200 or not isinstance(body, dict) or "directive" not in body:
+            raise OmegaError(f"OMEGA answered a poll with {self._error_of(status, body)}")
+        self._note_ok()
+        return body if body["directive"] is not None else None
+
+    def _running(self) -> Running | None:
+        current = self.agent.links()[0]
+        if current is None:
+            return None
+        m = self.agent.releases.manifest(current)
+        return Running(current, m.sequence, m.digest())
+
+    def _current_name(self) -> str:
+        return self.agent.links()[0] or "no release"
+
+    # -- a directive ---------------------------------------------------------------------------
+
+    async def _handle(
+        self, http: httpx.AsyncClient, downloads: BlobDownloader, answer: dict[str, Any]
+    ) -> None:
+        token, manifest = answer.get("directive"), answer.get("manifest")
+        if not isinstance(token, str) or not isinstance(manifest, str):
+            raise OmegaError("OMEGA's poll answer has a directive but no manifest string")
+        running = await asyncio.to_thread(self._running)
+        try:
+            plan = check_install(
+                token,
+                manifest.encode("utf-8"),
+                mainframe_id=self.config.mainframe_id,
+                release_keys=self.agent.config.trusted,
+                omega_keys=self.config.trusted_omega,
+                running=running,
+                now=self.clock(),
+                max_manifest_bytes=self.agent.config.max_manifest_bytes,
+            )
+        except DirectiveRefused as e:
+            d = e.directive
+            of = f" of rollout {d.rollout_id}" if d is not None else ""
+            log.error(
+                "refused the directive%s (%s): %s — keeping %s",
+                of,
+                e.reason,
+                e.message,
+                running.update_id if running else "no release",
+            )
+            if d is not None:
+                await self._report(http, d.rollout_id, d.update_id, "failed", e.message)
+            await asyncio.sleep(DIRECTIVE_REFUSED_PAUSE_S)  # OMEGA may send it again at once
+            return
+        d = plan.directive
+        if plan.already:
+            log.info("rollout %s: %s runs here already", d.rollout_id, d.update_id)
+            await self._report(http, d.rollout_id, d.update_id, "installed", None)
+            return
+        log.info(
+            "rollout %s: %s %s (sequence %d), running %s",
+            d.rollout_id,
+            "rolling back to" if d.action is Action.ROLLBACK else "installing",
+            d.update_id,
+            d.sequence,
+            running.update_id if running else "no release",
+        )
+        try:
+            await self._install(downloads, plan, running)
+        except DownloadError as e:
+            if not e.final:
+                # OMEGA's fault, not the release's: the directive comes again, and the
+                # download resumes where it stopped.
+                raise OmegaError(e.message) from e
+            await self._failed(http, plan, e)
+            return
+        except (AshatError, OSError) as e:  # OSError: the agent's disk, as in a full one
+            if self.agent.stopping.is_set():
+                return  # not the release's fault; OMEGA asks again after the restart
+            await self._failed(http, plan, e)
+            return
+        log.info("rollout %s: %s installed", d.rollout_id, d.update_id)
+        await self._report(http, d.rollout_id, d.update_id, "installed", None)
+
+    async def _install(
+        self, downloads: BlobDownloader, plan: Install, running: Running | None
+    ) -> None:
+        m = plan.manifest
+        missing = await asyncio.to_thread(self.agent.releases.missing_blobs, m)
+        if missing:
+            sizes = {e.sha256: e.size for e in m.files if e.kind == "file"}
+            log.info(
+                "%s: fetching %d blob(s), %d bytes, from OMEGA",
+                m.update_id,
+                len(missing),
+                sum(sizes[d] for d in missing),
+            )
+            await downloads.fetch_all([Wanted(d, sizes[d]) for d in missing])
+        await asyncio.to_thread(self.agent.stage, plan.manifest_bytes)
+        if plan.directive.action is Action.ROLLBACK and running is not None:
+            await asyncio.to_thread(self.agent.rollback, running.update_id, m.update_id)
+        else:
+            await asyncio.to_thread(self.agent.activate, m.update_id)
+
+    async def _failed(self, http: httpx.AsyncClient, plan: Install, e: Exception) -> None:
+        d = plan.directive
+        message = e.message if isinstance(e, AshatError) else str(e)
+        log.error(
+            "rollout %s: %s failed: %s — keeping %s",
+            d.rollout_id,
+            d.update_id,
+            message,
+            self._current_name(),
+        )
+        await self._report(http, d.rollout_id, d.update_id, "failed", message)
+
+    # -- reports -------------------------------------------------------------------------------
+
+    async def _report(
+        self,
+        http: httpx.AsyncClient,
+        rollout_id: str,
+        update_id: str,
+        status: str,
+        reason: str | None,
+    ) -> None:
+        """Queue a report durably, then try to send it (and any older one).
+
+        Raises :class:`OmegaError` if OMEGA cannot take it now; it stays queued.
+        """
+        report = {
+            "rollout_id": rollout_id,
+            "update_id": update_id,
+            "status": status,
+            "reason": reason[:MAX_REASON_CHARS] if reason else None,
+        }
+        self._status["last_install"] = {**report, "at": _iso(self.clock())}
+        await asyncio.to_thread(self.reports.put, report)
+        await self._send_reports(http)
+
+    async def _send_reports(self, http: httpx.AsyncClient) -> None:
+        """Send the queued reports, oldest first. Raises :class:`OmegaError`."""
+        for report in list(self.reports.items):
+            status, body = await self._request(http, "POST", "/v1/fleet/report", json=report)
+            if status in (401, 403):
+                raise self._refusal(status, body)
+            if status >= 500 or status in (408, 429):
+                raise OmegaError(f"OMEGA answered a report with {self._error_of(status, body)}")
+            if status >= 300:
+                log.warning(
+                    "OMEGA refused the report of rollout %s (%s); dropped",
+                    report["rollout_id"],
+                    self._error_of(status, body),
+                )
+            await asyncio.to_thread(self.reports.done, report)
+
+    # -- what the log and health say -----------------------------------------------------------
+
+    def _note_ok(self) -> None:
+        self._status.update(last_poll=_iso(self.clock()), last_error=None, license_status="ok")
+        if self._logged_refusal is not None:
+            log.info("license accepted by OMEGA again")
+        if self._logged_unreachable is not None:
+            log.info("OMEGA at %s answers again", self.config.omega_url)
+        self._logged_refusal = self._logged_unreachable = None
+
+    async def _note_refusal(self, e: LicenseRefusedByOmega) -> None:
+        self._status.update(license_status=e.reason, last_error=e.message)
+        self._logged_unreachable = None
+        if e.reason != self._logged_refusal:
+            self._logged_refusal = e.reason
+            current = await asyncio.to_thread(self._current_name)
+            log.error(
+                "license refused by OMEGA: %s — keeping %s (%s)", e.reason, current, e.message
+            )
+
+    def _note_unreachable(self, e: OmegaError) -> None:
+        self._status["last_error"] = e.message
+        if e.message != self._logged_unreachable:
+            self._logged_unreachable = e.message
+            log.warning("%s; retrying", e.message)
