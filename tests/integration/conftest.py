@@ -593,6 +593,7 @@ class MainframeFactory:
         poll_wait: int = 5,
         token_file: Path | None = None,
         ca_cert: Path | None = None,
+        app_env: Mapping[str, str] | None = None,
     ) -> MainframeHandle:
         """Start a mainframe (not waiting for it: see :meth:`ready`)."""
         self._n += 1
@@ -624,6 +625,11 @@ class MainframeFactory:
             argv += ["--token-file", str(token_file)]
         if ca_cert is not None:
             argv += ["--omega-ca-cert", str(ca_cert)]
+        if app_env:
+            env_file = home / "app.env"
+            env_file.write_text("".join(f"{k}={v}\n" for k, v in app_env.items()))
+            env_file.chmod(0o600)
+            argv += ["--app-env", str(env_file)]
         return self._spawn(mainframe_id, home / "data", home / "agent.log", argv)
 
     def restart(self, stopped: MainframeHandle) -> MainframeHandle:

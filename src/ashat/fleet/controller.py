@@ -180,9 +180,20 @@ class Controller:
         """Start ``wave``: its mainframes are pending, but those already running the release
         count as installed at once. Returns the pending ones."""
         woken = set()
+        # A mainframe still installing the release a rollback undoes runs the old one only
+        # for now: it must report before it can count as rolled back.
+        busy = (
+            {
+                t.mainframe_id
+                for t in self.store.targets(r.parent_rollout_id)
+                if t.status is TargetStatus.PENDING
+            }
+            if r.parent_rollout_id
+            else set()
+        )
         for mid in self.store.start_wave(r.rollout_id, wave, now):
             mf = self.store.mainframe(mid)
-            if mf is not None and mf.current == r.update_id:
+            if mf is not None and mf.current == r.update_id and mid not in busy:
                 self.store.set_target(r.rollout_id, mid, TargetStatus.INSTALLED, None, iso(now))
             else:
                 woken.add(mid)
@@ -207,10 +218,12 @@ class Controller:
             return set()
         assert r.from_update_id is not None
         self._finish(r, RolloutState.FAILED, reason, now)
+        # Those still installing count too: they may report ``installed`` after the halt,
+        # and the rollback must not complete before they are back (see _start_wave).
         installed = [
             t.mainframe_id
             for t in self.store.targets(r.rollout_id)
-            if t.status is TargetStatus.INSTALLED
+            if t.status in (TargetStatus.INSTALLED, TargetStatus.PENDING)
         ]
         spec = Spec(
             kind=Kind.ROLLBACK,
@@ -236,7 +249,7 @@ class Controller:
         )
         return woken
 
-    def join_rollback(self, r: Rollout, mainframe_id: str) -> set[str]:
+    def join_rollback(self, r: Rollout, mainframe_id: str, now: float) -> set[str]:
         """A mainframe installed ``r``'s release after ``r`` was halted: a running rollback
         of that release takes it too. Returns it if so."""
         woken = set()
@@ -244,6 +257,10 @@ class Controller:
             if rb.kind is Kind.ROLLBACK and rb.from_update_id == r.update_id:
                 self.store.add_target(
                     rb.rollout_id, mainframe_id, rb.current_wave, TargetStatus.PENDING
+                )
+                # It may have counted as rolled back while it still ran the old release.
+                self.store.set_target(
+                    rb.rollout_id, mainframe_id, TargetStatus.PENDING, None, iso(now)
                 )
                 woken.add(mainframe_id)
                 log.info(

@@ -253,7 +253,7 @@ class Omega:
                 if approved is not None:
                     self.store.set_running(mid, r.update_id, approved[0].sequence)
                 if r.state is not RolloutState.RUNNING:
-                    woken |= self.controller.join_rollback(r, mid)
+                    woken |= self.controller.join_rollback(r, mid, now)
             elif target.status in (TargetStatus.PENDING, TargetStatus.WAITING):
                 why = report.reason or "the mainframe reported a failure without a reason"
                 self.store.set_target(r.rollout_id, mid, TargetStatus.FAILED, why, iso(now))
