@@ -76,7 +76,11 @@ def directive(m: Manifest, key: SigningKey = OMEGA, **over: Any) -> str:
 
 
 def check(
-    token: str, m: Manifest | bytes, running: Running | None = None, now: dt.datetime = NOW
+    token: str,
+    m: Manifest | bytes,
+    running: Running | None = None,
+    now: dt.datetime = NOW,
+    rolled_back: tuple[str, ...] = (),
 ) -> Install:
     return check_install(
         token,
@@ -86,6 +90,7 @@ def check(
         omega_keys=trust(OMEGA),
         running=running,
         now=now,
+        rolled_back=rolled_back,
     )
 
 
@@ -257,3 +262,13 @@ def test_same_id_with_other_content_is_refused() -> None:
     m = signed(manifest())
     e = refused(directive(m), m, Running("u-7", 7, "f" * 64))
     assert e.reason == "conflict"
+
+
+def test_a_replayed_install_of_a_rolled_back_release_is_refused() -> None:
+    m = signed(manifest("u-7", 7))
+    e = refused(directive(m), m, RUNNING_5, rolled_back=("u-7",))
+    assert e.reason == "rolled_back"
+    back = signed(manifest("u-7", 7))
+    assert not check(
+        directive(back, action="rollback"), back, RUNNING_5, rolled_back=("u-7",)
+    ).already

@@ -31,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +176,7 @@ def check_install(
     running: Running | None,
     now: dt.datetime,
     max_manifest_bytes: int = MAX_MANIFEST_BYTES,
+    rolled_back: Collection[str] = (),
 ) -> Install:
     """Run the contract's checks 1-3, in order; the first that fails refuses.
 
@@ -185,7 +186,9 @@ def check_install(
        sequence agree), with a ``release`` signature by a key of ``release_keys`` and an
        ``approval`` signature by a key of ``omega_keys``;
     3. its sequence is higher than ``running``'s, unless the action is ``rollback`` — or it
-       is the very release running (then :attr:`Install.already`).
+       is the very release running (then :attr:`Install.already`); and an ``install`` of a
+       release this mainframe was rolled back from (``rolled_back``) is refused, so that a
+       replayed install directive, still within its lifetime, cannot undo the rollback.
 
     Raises :class:`DirectiveRefused`.
     """
@@ -238,6 +241,13 @@ def check_install(
                 d,
             )
         return Install(d, m, manifest_bytes, already=True)
+    if d.action is Action.INSTALL and m.update_id in rolled_back:
+        raise DirectiveRefused(
+            "rolled_back",
+            f"{m.update_id} was rolled back here; only a new release may replace "
+            f"{running.update_id if running else 'what runs'}",
+            d,
+        )
     if running is not None and d.action is Action.INSTALL and m.sequence <= running.sequence:
         raise DirectiveRefused(
             "downgrade",

@@ -328,6 +328,7 @@ class Mainframe:
                 running=running,
                 now=self.clock(),
                 max_manifest_bytes=self.agent.config.max_manifest_bytes,
+                rolled_back=frozenset(self.agent.state.rolled_back),
             )
         except DirectiveRefused as e:
             d = e.directive
