@@ -10,6 +10,7 @@ normalization) are refused too, because they collide on case-insensitive filesys
 from __future__ import annotations
 
 import posixpath
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 
@@ -20,8 +21,11 @@ MAX_NAME_BYTES = 255  # one component, as NAME_MAX on every common filesystem
 MAX_SYMLINK_HOPS = 40  # as the Linux kernel's ELOOP limit
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # exactly Unicode category Cc
+
+
 def _has_control(s: str) -> bool:
-    return any(unicodedata.category(c) == "Cc" for c in s)
+    return _CONTROL.search(s) is not None
 
 
 def validate_rel_path(p: str) -> str:
