@@ -77,7 +77,8 @@ class _Server(uvicorn.Server):
             self.should_exit = True
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (0: any free port); raises :class:`AshatError`."""
     try:
         family, _, _, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -118,7 +119,7 @@ def run_agent(config: AgentConfig, announce: Callable[[str], None]) -> None:
         from ashat.fleet.mainframe import omega_tls
 
         verify = omega_tls(config.mainframe)
-    sock = _bind(config.host, config.port)  # before the data directory is touched
+    sock = bind_listen(config.host, config.port)  # before the data directory is touched
     try:
         app = build_app(config)
     except OSError as e:

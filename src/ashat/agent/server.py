@@ -32,8 +32,9 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -47,7 +48,6 @@ from ashat.agent.blobs import check_digest
 from ashat.agent.config import AgentConfig, Role
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob, NoSuchRelease, RequestInvalid, error_body, status_of
-from ashat.agent.metrics import Metrics
 from ashat.agent.receive import declared_length, read_limited, receive_blob, receive_pack
 from ashat.errors import AshatError
 
@@ -110,10 +110,17 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-class RequestMetrics:
-    """Count requests by method, route template and status."""
+class CountsRequests(Protocol):
+    """Metrics with a ``requests`` counter labelled method, route and status."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    @property
+    def requests(self) -> Counter: ...
+
+
+class RequestMetrics:
+    """Count requests by method, route template and status (also used by ``ashat serve``)."""
+
+    def __init__(self, app: ASGIApp, metrics: CountsRequests) -> None:
         self.app = app
         self.metrics = metrics
 

@@ -13,7 +13,7 @@ from ashat.cli.output import OK, AshatGroup, emit, json_option
 @click.group(cls=AshatGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ashat")
 def cli() -> None:
-    """ashat: servers (agent), keys, and the demo."""
+    """ashat: servers (agent, serve), users, keys, licenses, and the demo."""
 
 
 @cli.group(cls=AshatGroup)
@@ -48,10 +48,14 @@ def keys_generate(name: str, directory: str) -> None:
 
 
 from ashat.agent.command import agent  # noqa: E402
+from ashat.api.command import serve  # noqa: E402
 from ashat.cli.license_cmd import license_group  # noqa: E402
+from ashat.cli.users_cmd import users_group  # noqa: E402
 
 cli.add_command(agent)
+cli.add_command(serve)
 cli.add_command(license_group)
+cli.add_command(users_group)
 
 
 @cli.command()

@@ -14,9 +14,9 @@ import click
 from ashat import __version__
 from ashat.cli.context import Project
 from ashat.cli.output import BAD, OK, AshatGroup, emit, json_option, style
-from ashat.errors import InvalidInput, OperationFailed
+from ashat.errors import OperationFailed
 from ashat.workflow.models import Deployment, Event
-from ashat.workflow.states import State, describe_allowed
+from ashat.workflow.states import describe_allowed
 
 
 def _short_time(at: str) -> str:
@@ -60,27 +60,6 @@ def cli() -> None:
 # -- configure / servers --------------------------------------------------------------------
 
 
-def _install_token(project: Project, tier: str, token_file: str) -> str:
-    """Copy the token into ``.ashat/secrets/<tier>.token`` (mode 0600); return that path."""
-    from ashat.project import read_token_file, write_private
-
-    token = read_token_file(Path(token_file))
-    dest = project.state_dir / "secrets" / f"{tier}.token"
-    write_private(dest, token.encode("ascii") + b"\n")
-    return str(dest)
-
-
-def _check_ca_cert(path: str) -> str:
-    p = Path(path).resolve()
-    try:
-        text = p.read_text(encoding="ascii", errors="replace")[:1_000_000]
-    except OSError as e:
-        raise InvalidInput(f"cannot read CA certificate {path}: {e.strerror}") from e
-    if "-----BEGIN CERTIFICATE-----" not in text:
-        raise InvalidInput(f"{path} is not a PEM certificate (no BEGIN CERTIFICATE block)")
-    return str(p)
-
-
 @cli.command()
 @click.argument("tier", type=click.Choice(["public", "omega"]))
 @click.argument("url")
@@ -92,20 +71,16 @@ def _check_ca_cert(path: str) -> str:
 @json_option
 def configure(tier: str, url: str, name: str, token_file: str | None, ca_cert: str | None) -> None:
     """Set the PUBLIC (staging) or OMEGA (production) server: deploy configure public URL NAME."""
-    from ashat.workflow.service import validate_server_name
-    from ashat.workflow.urls import validate_server_url
+    from ashat.ops.servers import configure_server
 
-    project = Project.find()
-    # Refuse before anything (the token copy) is written: a refused reconfiguration must not
-    # replace the token of the server that stays configured.
-    validate_server_url(url)
-    validate_server_name(name)
-    ca = _check_ca_cert(ca_cert) if ca_cert else None
-    wf = project.workflow()
-    token_path = _install_token(project, tier, token_file) if token_file else None
-    if token_path is None and (old := project.store.server(tier)) is not None:
-        token_path = old.token_path  # reconfiguring the URL keeps the token already given
-    server, old = wf.configure(tier, url, name, token_path, ca)
+    server, old = configure_server(
+        Project.find(),
+        tier,
+        url,
+        name,
+        token_file=Path(token_file) if token_file else None,
+        ca_cert=ca_cert,
+    )
 
     def human() -> None:
         verb = "Reconfigured" if old else "Configured"
@@ -126,16 +101,9 @@ def servers(check: bool) -> None:
     rows = project.store.servers()
     results: dict[str, dict[str, Any]] = {}
     if check:
-        from ashat.transport.client import AgentClient
-        from ashat.transport.errors import TransportError
+        from ashat.ops.status import check_servers
 
-        for s in rows:
-            try:
-                with AgentClient.for_server(s, timeout_s=5.0) as client:
-                    health = client.health()
-                results[s.tier] = {"reachable": True, "health": health}
-            except TransportError as e:
-                results[s.tier] = {"reachable": False, "error": e.message}
+        results = check_servers(project)
 
     def human() -> None:
         if not rows:
@@ -160,23 +128,6 @@ def servers(check: bool) -> None:
 # -- status / history / log -----------------------------------------------------------------
 
 
-def _refresh_rollout(project: Project, dep: Deployment) -> tuple[Deployment, Any, str | None]:
-    """Ask OMEGA how the rollout goes and move the deployment on (best effort)."""
-    from ashat.cli.release import client_for
-    from ashat.transport.errors import TransportError
-    from ashat.workflow.approve import reconcile
-
-    server = project.store.server("omega")
-    if server is None:
-        return dep, None, "OMEGA is not configured: progress unknown"
-    try:
-        with client_for(server, timeout_s=10) as omega:
-            dep, rollout = reconcile(project.workflow(), dep.id, omega)
-    except TransportError as e:
-        return dep, None, f"OMEGA unreachable ({e.message}): showing the last known state"
-    return dep, rollout, None
-
-
 @cli.command()
 @click.argument("update_id", required=False)
 @json_option
@@ -185,13 +136,11 @@ def status(update_id: str | None) -> None:
     project = Project.find()
     wf = project.workflow()
     if update_id:
-        dep, events = wf.status(update_id)
-        rollout, rollout_note = None, None
-        if dep.state.value in ("distributing", "distribution_failed"):
-            dep, rollout, rollout_note = _refresh_rollout(project, dep)
-            events = project.store.events(dep.id, limit=10)
-        lease = [le for le in project.store.leases() if le.deployment_id == dep.id]
-        checks = project.store.latest_checks(dep.id)
+        from ashat.ops.status import deployment_status
+
+        view = deployment_status(project, update_id)
+        dep, events, lease, checks = view.deployment, view.events, view.leases, view.checks
+        rollout, rollout_note = view.rollout, view.rollout_note
 
         def human() -> None:
             click.echo(f"Update ID:   {dep.id}")
@@ -220,18 +169,7 @@ def status(update_id: str | None) -> None:
             for ev in events:
                 _print_event(ev)
 
-        emit(
-            {
-                "deployment": dep.to_json(),
-                "next": sorted(s.value for s in _next(dep.state)),
-                "leases": [le.to_json() for le in lease],
-                "checks": checks,
-                "rollout": rollout,
-                "rollout_note": rollout_note,
-                "events": [e.to_json() for e in events],
-            },
-            human,
-        )
+        emit(view.to_json(), human)
         return
     ov = wf.overview()
 
@@ -256,12 +194,6 @@ def status(update_id: str | None) -> None:
         },
         human_all,
     )
-
-
-def _next(state: State) -> frozenset[State]:
-    from ashat.workflow.states import allowed_next
-
-    return allowed_next(state)
 
 
 @cli.command()

@@ -89,6 +89,13 @@ class AshatGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            return self._invoke(ctx)
+        finally:
+            if ctx.parent is None:
+                flush_notifications()
+
+    def _invoke(self, ctx: click.Context) -> Any:
+        try:
             return super().invoke(ctx)
         except AshatError as e:
             fail(e)
@@ -100,3 +107,21 @@ class AshatGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+
+
+def flush_notifications() -> None:
+    """Before the process exits: wait, at most 3 s, for ``[[notify]]`` deliveries in flight.
+
+    Those still unfinished are recorded as ``notify.failed`` events and named on stderr.
+    Free when no verb changed state with notifications configured (the module is not loaded).
+    """
+    notifications = sys.modules.get("ashat.ops.notifications")
+    if notifications is None:
+        return
+    abandoned = notifications.flush_all()
+    if abandoned:
+        click.echo(
+            f"warning: {abandoned} notification(s) not delivered before exit "
+            "(recorded as notify.failed in the audit trail)",
+            err=True,
+        )

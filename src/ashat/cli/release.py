@@ -1,96 +1,32 @@
 """``deploy push`` and ``deploy rollback``: the verbs that move bytes to PUBLIC.
 
+The work is :mod:`ashat.ops.push` and :mod:`ashat.ops.rollback`; this module prints.
 Heavy modules (httpx, cryptography) are imported inside the verbs, so that ``deploy status``
 stays fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from ashat.cli.context import Project
+from ashat.cli.context import Project, client_for
 from ashat.cli.output import BAD, OK, OUT, emit, json_option, style
-from ashat.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from ashat.transport.client import AgentClient
     from ashat.workflow.models import Server
-    from ashat.workflow.push import Bundle
+
+__all__ = ["client_for", "manifest_path", "push", "require_server", "rollback"]
 
 
 def require_server(project: Project, tier: str) -> Server:
-    server = project.store.server(tier)
-    if server is None:
-        raise InvalidInput(
-            f"{tier.upper()} is not configured: run 'deploy configure {tier} <url> <name>' first"
-        )
-    return server
+    return project.require_server(tier)
 
 
 def manifest_path(project: Project, update_id: str) -> Path:
-    return project.state_dir / "manifests" / f"{update_id}.json"
-
-
-def client_for(server: Server, timeout_s: float = 30.0) -> AgentClient:
-    from ashat.transport.client import AgentClient
-
-    return AgentClient.for_server(server, timeout_s=timeout_s)
-
-
-def _build_bundle(
-    project: Project, update_id: str, description: str, source: str | None, git_ref: str | None
-) -> tuple[Bundle, Any]:
-    """Build and hash the tree first: a bad tree is refused before anything is recorded."""
-    from ashat.bundle import build_from_dir, build_from_git, load_private_key, sign_manifest
-    from ashat.config import Config
-    from ashat.ids import validate_update_id
-    from ashat.project import write_private
-    from ashat.transport.client import BlobRef
-    from ashat.workflow.ports import iso
-    from ashat.workflow.push import Bundle
-
-    validate_update_id(update_id)
-    description = description.strip()
-    if not description or len(description) > 1000:
-        raise InvalidInput("the description must be 1-1000 characters")
-    if source and git_ref:
-        raise InvalidInput("give --source or --git, not both")
-    config = Config.load(project.root)
-    key = load_private_key(config.signing_key_path())
-    created_at = iso(project.workflow().clock.now())
-    meta: dict[str, Any] = {
-        "update_id": update_id,
-        "sequence": 1,  # replaced by the sequence the store allocates
-        "description": description,
-        "app": config.app.raw,
-        "created_at": created_at,
-    }
-    if git_ref:
-        built = build_from_git(project.root, git_ref, **meta)
-    else:
-        root = Path(source).resolve() if source else project.root
-        if not root.is_dir():
-            raise InvalidInput(f"--source {source}: not a directory")
-        cache = project.state_dir / "hashcache.json"
-        built = build_from_dir(root, cache_path=cache, **meta)
-    manifest = built.manifest
-    sizes = {f.sha256: f.size for f in manifest.files if f.kind == "file"}
-
-    def sign(sequence: int) -> Any:
-        signed = sign_manifest(replace(manifest, sequence=sequence), key)
-        # Keep exactly what is signed: approval promotes these bytes, not the tree as it is
-        # by then.
-        write_private(manifest_path(project, update_id), signed.to_bytes(), mode=0o644)
-        return signed
-
-    def blob(sha: str) -> BlobRef:
-        return BlobRef(sha, sizes[sha], built.blobs[sha])
-
-    return Bundle(manifest, sizes, sign, blob, dict(manifest.source)), built
+    return project.manifest_path(update_id)
 
 
 @click.command()
@@ -103,34 +39,37 @@ def _build_bundle(
 @json_option
 def push(update_id: str, description: str, source: str | None, git_ref: str | None) -> None:
     """Build, sign and send a release to PUBLIC, then activate it there."""
-    from ashat.workflow.push import push as run_push
+    from ashat.ops.push import run_push
 
-    project = Project.find()
-    server = require_server(project, "public")
-    bundle, built = _build_bundle(project, update_id, description, source, git_ref)
-    wf = project.workflow()
+    started = False
 
-    if not OUT.json:
-        click.echo(style("ASHAT Deployment Workflow Initiated", bold=True))
-        click.echo(f"Update ID: {update_id}")
-        click.echo(f"Target: {server.name} ({server.url})")
-        click.echo("Deployment Plan: 4 steps (record, upload, stage, activate)")
+    def on_start(server: Server) -> None:
+        nonlocal started
+        started = True
+        if not OUT.json:
+            click.echo(style("ASHAT Deployment Workflow Initiated", bold=True))
+            click.echo(f"Update ID: {update_id}")
+            click.echo(f"Target: {server.name} ({server.url})")
+            click.echo("Deployment Plan: 4 steps (record, upload, stage, activate)")
 
     def step(name: str, detail: str) -> None:
         if not OUT.json:
             click.echo(f"  {OK} {name:<9} {detail}")
 
     try:
-        with client_for(server) as agent:
-            result = run_push(
-                wf, agent, update_id, description, bundle, target=server.name, step=step
-            )
+        result = run_push(
+            Project.find(),
+            update_id,
+            description,
+            source=source,
+            git_ref=git_ref,
+            on_start=on_start,
+            step=step,
+        )
     except Exception:
-        if not OUT.json:
+        if started and not OUT.json:
             click.echo(f"  {BAD} push failed; PUBLIC keeps its previous release", err=True)
         raise
-    finally:
-        built.cleanup()
 
     def human() -> None:
         r = result
@@ -152,72 +91,34 @@ def push(update_id: str, description: str, source: str | None, git_ref: str | No
 @json_option
 def rollback(update_id: str, reason: str | None) -> None:
     """Put PUBLIC (or, once released, OMEGA and the fleet) back on the release before it."""
-    from ashat.ids import validate_update_id
-    from ashat.workflow.approve import FLEET_ROLLBACK_FROM
-    from ashat.workflow.push import rollback_public
+    from ashat.ops.rollback import RollbackHooks, run_rollback
 
-    validate_update_id(update_id)
-    project = Project.find()
-    wf = project.workflow()
-    dep = wf.store.require(update_id)
-    if dep.state in FLEET_ROLLBACK_FROM and dep.details.get("rollout_id"):
-        _rollback_fleet(project, update_id, reason)
-        return
-    server = require_server(project, "public")
-    with client_for(server) as agent:
-        result = rollback_public(wf, agent, update_id, reason)
+    def fleet(server: Server) -> None:
+        if not OUT.json:
+            click.echo(style("ASHAT Rollback of OMEGA and the Licensed Mainframes", bold=True))
 
-    def human() -> None:
-        click.echo(style("ASHAT Rollback", bold=True))
-        click.echo(f"Update ID: {update_id}")
-        click.echo(f"  {OK} {result.note}")
-        click.echo(f"{OK} {update_id} is rolled back")
-
-    emit(result.to_json(), human)
-
-
-def _rollback_fleet(project: Project, update_id: str, reason: str | None) -> None:
-    import time
-
-    from ashat.errors import OperationFailed
-    from ashat.workflow.approve import finish_fleet_rollback, start_fleet_rollback
-
-    wf = project.workflow()
-    dep = wf.store.require(update_id)
-    server = require_server(project, "omega")
-    if not OUT.json:
-        click.echo(style("ASHAT Rollback of OMEGA and the Licensed Mainframes", bold=True))
-    with client_for(server) as omega:
-        rollout_id = dep.details.get("rollback_rollout_id")
-        if not rollout_id:
-            rollout_id = start_fleet_rollback(wf, update_id, omega, reason)["rollout_id"]
+    def started(rollout_id: str, server: Server) -> None:
         if not OUT.json:
             click.echo(f"  {OK} rollback rollout {rollout_id} started on {server.name}")
-        deadline = time.monotonic() + 900
-        dep, status = finish_fleet_rollback(wf, update_id, omega, str(rollout_id), reason)
-        while status.get("state") == "running":
-            if time.monotonic() > deadline:
-                raise OperationFailed(f"rollback {rollout_id} still running; see deploy status")
-            time.sleep(0.3)
-            dep, status = finish_fleet_rollback(wf, update_id, omega, str(rollout_id), reason)
-    totals = status.get("totals") or {}
+
+    outcome = run_rollback(
+        Project.find(), update_id, reason, hooks=RollbackHooks(fleet=fleet, started=started)
+    )
 
     def human() -> None:
-        click.echo(
-            f"  {OK} {totals.get('installed', 0)} of {totals.get('targeted', 0)} mainframes "
-            f"back on {status.get('update_id')}"
-        )
+        if outcome.fleet:
+            totals = outcome.status.get("totals") or {}
+            click.echo(
+                f"  {OK} {totals.get('installed', 0)} of {totals.get('targeted', 0)} mainframes "
+                f"back on {outcome.status.get('update_id')}"
+            )
+        else:
+            click.echo(style("ASHAT Rollback", bold=True))
+            click.echo(f"Update ID: {update_id}")
+            click.echo(f"  {OK} {outcome.note}")
         click.echo(f"{OK} {update_id} is rolled back")
 
-    emit(
-        {
-            "update_id": update_id,
-            "state": dep.state.value,
-            "restored": status.get("update_id"),
-            "rollout": status,
-        },
-        human,
-    )
+    emit(outcome.data, human)
 
 
 def _size(n: int) -> str:

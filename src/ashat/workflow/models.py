@@ -33,6 +33,19 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class Change:
+    """A state change that happened: what an observer of the workflow is told (notifications).
+
+    ``previous`` is None when the deployment was just created.
+    """
+
+    deployment: Deployment
+    previous: State | None
+    actor: str
+    at: str
+
+
+@dataclass(frozen=True)
 class Event:
     seq: int
     deployment_id: str | None

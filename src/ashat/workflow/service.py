@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ashat.errors import InvalidInput
 from ashat.ids import validate_tier, validate_update_id
-from ashat.workflow.models import ChainReport, Deployment, Event, Lease, Server
+from ashat.workflow.models import ChainReport, Change, Deployment, Event, Lease, Server
 from ashat.workflow.ports import Clock, StorePort, SystemClock, iso, iso_after
 from ashat.workflow.states import ENDED, LEASED_STATES, State, check_transition
 from ashat.workflow.urls import validate_server_url
 
 DEFAULT_LEASE_S = 15 * 60  # seconds a tier lease lasts unless renewed
+
+# Told of every state change once it is committed (the ops layer sends notifications from
+# it). It must not raise: the change has happened whatever the observer does.
+Observer = Callable[[Change], None]
 
 
 def lease_changes(current: State, target: State) -> tuple[str | None, str | None]:
@@ -50,7 +55,11 @@ class Overview:
 
 
 class Workflow:
-    """Services shared by the CLI and the HTTP API. ``actor`` is who is asking."""
+    """Services shared by the CLI and the HTTP API. ``actor`` is who is asking.
+
+    ``observer``, when given, is called after each committed state change (creation
+    included), in the caller's thread.
+    """
 
     def __init__(
         self,
@@ -58,6 +67,7 @@ class Workflow:
         actor: str,
         clock: Clock | None = None,
         lease_s: float = DEFAULT_LEASE_S,
+        observer: Observer | None = None,
     ) -> None:
         if not actor:
             raise InvalidInput("no actor: set ASHAT_USER or pass --as")
@@ -65,6 +75,7 @@ class Workflow:
         self.actor = actor
         self.clock = clock or SystemClock()
         self.lease_s = lease_s
+        self.observer = observer
         self.owner = f"{actor}@{socket.gethostname()}:{os.getpid()}"
 
     def now(self) -> str:
@@ -90,7 +101,7 @@ class Workflow:
         check_transition(update_id, dep.state, target)
         take, release = lease_changes(dep.state, target)
         now = self.clock.now()
-        return self.store.transition(
+        moved = self.store.transition(
             update_id,
             dep.state,
             target,
@@ -103,6 +114,8 @@ class Workflow:
             take_lease=(take, self.owner, iso_after(now, self.lease_s)) if take else None,
             release_lease=release,
         )
+        self._changed(moved, dep.state, iso(now))
+        return moved
 
     def create(
         self, update_id: str, description: str, details: dict[str, Any] | None = None
@@ -120,12 +133,18 @@ class Workflow:
             updated_at=at,
             details=dict(details or {}),
         )
-        return self.store.create(
+        created = self.store.create(
             dep,
             "deployment.pushing",
             {"description": description, **(details or {})},
             take_lease=("public", self.owner, iso_after(now, self.lease_s)),
         )
+        self._changed(created, None, at)
+        return created
+
+    def _changed(self, dep: Deployment, previous: State | None, at: str) -> None:
+        if self.observer is not None:
+            self.observer(Change(dep, previous, self.actor, at))
 
     def renew(self, tier: str, update_id: str) -> bool:
         return self.store.renew_lease(tier, update_id, iso_after(self.clock.now(), self.lease_s))

@@ -1,0 +1,273 @@
+"""The control-plane ASGI app: :func:`build_app` over a project directory and its store.
+
+Each request of an :class:`~ashat.api.routes.Endpoint` goes: bearer token -> user (401
+when missing or unknown) -> role (403 when too weak) -> query and body, checked against
+the published schemas (400) -> the handler, in a worker thread, with a store connection
+of its own. Nothing is read or changed for a refused request. Errors are
+``{"error", "kind", ...}`` (:mod:`.errors`); an unexpected exception is logged with its
+traceback and answered 500 without one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ashat.agent.server import RequestMetrics
+from ashat.api.errors import error_body, status_of
+from ashat.api.metrics import ApiMetrics
+from ashat.api.openapi import document
+from ashat.api.routes import ENDPOINTS, Call, Endpoint, Param
+from ashat.api.schemas import with_checks
+from ashat.errors import AshatError, InvalidInput
+from ashat.ops.project import Project
+from ashat.ops.users import Role, authenticate
+from ashat.store.users import User
+
+log = logging.getLogger("ashat.api")
+
+MAX_BODY_BYTES = 64 * 1024  # bytes of a JSON request body
+SHUTDOWN_FLUSH_S = 10.0  # the longest the server waits for notifications when it stops
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+def _refuse(status: int, message: str, kind: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message, "kind": kind, **extra}, status, headers=headers)
+
+
+def _parse_query(params: tuple[Param, ...], request: Request) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in params:
+        if p.where != "query":
+            continue
+        raw = request.query_params.get(p.name)
+        if raw is None:
+            out[p.name] = p.default
+            continue
+        kind = p.schema.get("type")
+        if kind == "integer":
+            try:
+                value: Any = int(raw)
+            except ValueError:
+                raise InvalidInput(f"{p.name} must be an integer, not {raw[:40]!r}") from None
+            lo, hi = p.schema.get("minimum"), p.schema.get("maximum")
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise InvalidInput(f"{p.name} must be {lo}-{hi}, not {value}")
+        elif kind == "boolean":
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise InvalidInput(f"{p.name} must be true or false, not {raw[:40]!r}")
+            value = raw.lower() in ("true", "1")
+        else:
+            value = raw
+            if "enum" in p.schema and value not in p.schema["enum"]:
+                raise InvalidInput(
+                    f"{p.name} must be one of {', '.join(p.schema['enum'])}, not {raw[:40]!r}"
+                )
+        out[p.name] = value
+    return out
+
+
+Components = dict[str, dict[str, Any]]
+
+
+async def _read_body(ep: Endpoint, request: Request, components: Components) -> dict[str, Any]:
+    if ep.body is None:
+        return {}
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise InvalidInput(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise InvalidInput(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        if ep.body_required:
+            raise InvalidInput("this operation needs a JSON body")
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise InvalidInput(f"the request body is not JSON: {e}") from e
+    _validate(components[ep.body], body)
+    assert isinstance(body, dict)  # the schemas of request bodies are objects
+    return body
+
+
+def _validate(schema: dict[str, Any], body: Any) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(body))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "the body"
+        raise InvalidInput(f"invalid request body at {where}: {error.message[:300]}")
+
+
+OpenProject = Callable[[], Project]
+
+
+def _endpoint(
+    ep: Endpoint, open_project: OpenProject, metrics: ApiMetrics, components: Components
+) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        project = open_project()
+        try:
+            user: User | None = None
+            if ep.role is not None:
+                token = _bearer(request)
+                if token is None:
+                    metrics.refusals.labels(status="401").inc()
+                    return _refuse(401, "this operation needs 'Authorization: Bearer <token>'",
+                                   "unauthenticated")  # fmt: skip
+                user = await run_in_threadpool(authenticate, project, token)
+                if user is None:
+                    metrics.refusals.labels(status="401").inc()
+                    return _refuse(401, "unknown or replaced token", "unauthenticated")
+                have = Role(user.role)
+                if not have.allows(ep.role):
+                    metrics.refusals.labels(status="403").inc()
+                    return _refuse(
+                        403,
+                        f"{user.name} is a {have.value}; {ep.method} {ep.path} needs "
+                        f"{ep.role.value} or higher",
+                        "forbidden",
+                        role=have.value,
+                        needs=ep.role.value,
+                    )
+            call = Call(
+                project,
+                user,
+                {k: str(v) for k, v in request.path_params.items()},
+                _parse_query(ep.params, request),
+                await _read_body(ep, request, components),
+            )
+            status, data = await run_in_threadpool(ep.handler, call)
+            return JSONResponse(data, status)
+        except AshatError as e:
+            status = status_of(e)
+            if status >= 500:
+                log.warning("%s %s: %s", request.method, request.url.path, e.message)
+            return JSONResponse(error_body(e), status)
+        finally:
+            await run_in_threadpool(project.close)
+
+    return handle
+
+
+Handle = Callable[[Request], Awaitable[Response]]
+
+
+def _by_method(handlers: dict[str, Handle]) -> Handle:
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return dispatch
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return JSONResponse(
+        {"error": message, "kind": "http"}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        {
+            "error": f"internal error ({type(exc).__name__}); see the server's log",
+            "kind": "internal",
+        },
+        status_code=500,
+    )
+
+
+def build_app(root: Path, db_url: str | None = None) -> Starlette:
+    """The app serving the project at ``root`` (its store: ``db_url``, else ``ASHAT_DB``,
+    else ``.ashat/ashat.db``). Opens the store now, so a bad one fails before serving.
+
+    Raises :class:`InvalidInput` (an unusable store, a malformed ``[[notify]]``).
+    """
+
+    def open_project() -> Project:
+        return Project(root, db_url)
+
+    first = open_project()
+    try:
+        first.workflow("ashat-serve")  # migrations, and [[notify]] checked
+    finally:
+        first.close()
+    from ashat.verify.registry import all_checks
+
+    components = with_checks([c.name for c in all_checks()])
+    metrics = ApiMetrics(open_project)
+    spec = document(components)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    async def prometheus(request: Request) -> Response:
+        data, content_type = await run_in_threadpool(metrics.render)
+        return Response(data, media_type=content_type)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            from ashat.ops.notifications import close_all, flush_all
+
+            await run_in_threadpool(flush_all, SHUTDOWN_FLUSH_S)
+            close_all()
+
+    # One route per path, whatever its methods: a 405 then names them all in ``Allow``.
+    by_path: dict[str, dict[str, Handle]] = {}
+    for ep in ENDPOINTS:
+        by_path.setdefault(ep.path, {})[ep.method] = _endpoint(
+            ep, open_project, metrics, components
+        )
+    routes = [
+        Route(path, _by_method(handlers), methods=list(handlers))
+        for path, handlers in by_path.items()
+    ]
+    routes += [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestMetrics, metrics=metrics)],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,220 @@
+"""The JSON Schemas of the API's bodies (OpenAPI 3.1 components, JSON Schema 2020-12).
+
+They are the one description of the wire: ``/openapi.json`` publishes them, and request
+bodies are validated against them before a handler runs, so the document cannot drift
+from what the server accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ashat.ops.users import Role
+from ashat.workflow.states import State
+
+STATES = [s.value for s in State]
+ROLES = [r.value for r in Role]
+UPDATE_ID_PATTERN = "^[a-z0-9][a-z0-9._-]{0,63}$"
+USER_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+# What validate_server_url accepts, as a pattern: http(s), a host, a port 1-65535, a path.
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+SERVER_URL_PATTERN = (
+    f"^https?://[A-Za-z0-9]([A-Za-z0-9.-]{{0,252}})?(:{_PORT})?(/[A-Za-z0-9._~/-]*)?$"
+)
+SERVER_NAME_PATTERN = "^[!-~]([ -~]{0,98}[!-~])?$"  # printable ASCII, no outer spaces
+TOKEN_PATTERN = "^[!-~]{1,4096}$"  # one word of printable ASCII
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+STR: dict[str, Any] = {"type": "string"}
+INT: dict[str, Any] = {"type": "integer"}
+NUM: dict[str, Any] = {"type": "number"}
+BOOL: dict[str, Any] = {"type": "boolean"}
+OBJ: dict[str, Any] = {"type": "object"}
+
+
+def obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {**required, **(optional or {})},
+        "required": sorted(required),
+    }
+
+
+def closed(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """A request body: only these keys."""
+    return {
+        "type": "object",
+        "properties": props,
+        "required": required or [],
+        "additionalProperties": False,
+    }
+
+
+COMPONENTS: dict[str, dict[str, Any]] = {
+    "Error": obj(
+        {"error": STR, "kind": STR},
+        {"exit_code": INT, "details": OBJ},
+    ),
+    "Health": obj({"status": {"const": "ok"}, "version": STR}),
+    "Deployment": obj(
+        {
+            "update_id": STR,
+            "state": {"enum": STATES},
+            "description": STR,
+            "created_by": STR,
+            "created_at": STR,
+            "updated_at": STR,
+            "reason": nullable(STR),
+            "details": OBJ,
+        }
+    ),
+    "Event": obj(
+        {
+            "seq": INT,
+            "update_id": nullable(STR),
+            "kind": STR,
+            "actor": STR,
+            "at": STR,
+            "details": OBJ,
+            "hash": STR,
+        }
+    ),
+    "Lease": obj(
+        {"tier": STR, "update_id": STR, "owner": STR, "acquired_at": STR, "expires_at": STR}
+    ),
+    "CheckResult": obj(
+        {
+            "name": STR,
+            "title": STR,
+            "status": {"enum": ["passed", "failed", "skipped", "error"]},
+            "summary": STR,
+            "details": OBJ,
+            "duration_s": NUM,
+        },
+        {"run": INT, "at": STR},
+    ),
+    "Approval": obj({"user": STR, "at": STR, "comment": nullable(STR)}),
+    "Rollout": obj({"rollout_id": STR, "state": STR}, {"update_id": STR, "totals": OBJ}),
+    "Server": obj(
+        {
+            "tier": {"enum": ["public", "omega"]},
+            "name": STR,
+            "url": STR,
+            "token": nullable({"const": "configured"}),
+            "ca_cert": nullable(STR),
+            "updated_at": STR,
+            "updated_by": STR,
+        },
+        {"reachable": BOOL, "health": OBJ, "error": STR},
+    ),
+    "User": obj(
+        {
+            "name": STR,
+            "role": {"enum": ROLES},
+            "token": nullable({"const": "issued"}),
+            "token_issued_at": nullable(STR),
+            "created_at": STR,
+            "created_by": STR,
+        }
+    ),
+    "Me": obj({"name": STR, "role": {"enum": ROLES}}),
+    "DeploymentList": obj({"deployments": {"type": "array", "items": ref("Deployment")}}),
+    "Overview": obj(
+        {
+            "active": {"type": "array", "items": ref("Deployment")},
+            "recent": {"type": "array", "items": ref("Deployment")},
+            "leases": {"type": "array", "items": ref("Lease")},
+        }
+    ),
+    "DeploymentStatus": obj(
+        {
+            "deployment": ref("Deployment"),
+            "next": {"type": "array", "items": {"enum": STATES}},
+            "leases": {"type": "array", "items": ref("Lease")},
+            "checks": {"type": "array", "items": ref("CheckResult")},
+            "approvals": {"type": "array", "items": ref("Approval")},
+            "rollout": nullable(ref("Rollout")),
+            "rollout_note": nullable(STR),
+            "events": {"type": "array", "items": ref("Event")},
+        }
+    ),
+    "EventList": obj({"update_id": STR, "events": {"type": "array", "items": ref("Event")}}),
+    "VerifyResult": obj(
+        {
+            "update_id": STR,
+            "state": {"enum": STATES},
+            "passed": BOOL,
+            "run": INT,
+            "results": {"type": "array", "items": ref("CheckResult")},
+            "checks": {"type": "array", "items": ref("CheckResult")},
+        }
+    ),
+    "ApproveResult": obj(
+        {"update_id": STR, "state": {"enum": STATES}},
+        {
+            "approvals": {"type": "array", "items": ref("Approval")},
+            "required": INT,
+            "counted": BOOL,
+            "waiting_for": INT,
+            "rollout": nullable(OBJ),
+            "bytes_relayed": INT,
+            "rollout_status": nullable(OBJ),
+        },
+    ),
+    "RollbackResult": obj(
+        {"update_id": STR, "state": {"enum": STATES}},
+        {"restored": nullable(STR), "note": STR, "rollout": OBJ},
+    ),
+    "DeploymentChange": obj({"deployment": ref("Deployment")}),
+    "ServerList": obj({"servers": {"type": "array", "items": ref("Server")}}),
+    "ServerConfigured": obj({"server": ref("Server"), "replaced": nullable(ref("Server"))}),
+    "AuditReport": obj(
+        {"ok": BOOL, "events": INT, "broken_seq": nullable(INT), "reason": nullable(STR)}
+    ),
+    "Mainframes": obj({"mainframes": {"type": "array", "items": OBJ}}),
+    "UserList": obj({"users": {"type": "array", "items": ref("User")}}),
+    "UserToken": obj({"user": ref("User"), "token": STR}),
+    "UserRemoved": obj({"removed": ref("User")}),
+    # request bodies
+    # "only" lists check names: the enum is filled in by with_checks() when the server starts
+    # (plug-ins add theirs).
+    "VerifyRequest": closed(
+        {"only": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 50}}
+    ),
+    "ApproveRequest": closed(
+        {
+            "comment": nullable({"type": "string", "maxLength": 1000}),
+            "wait": {"type": "boolean", "default": False},
+        }
+    ),
+    "ReasonRequest": closed({"reason": nullable({"type": "string", "maxLength": 500})}),
+    "ServerRequest": closed(
+        {
+            "url": {"type": "string", "pattern": SERVER_URL_PATTERN, "maxLength": 2000},
+            "name": {"type": "string", "pattern": SERVER_NAME_PATTERN},
+            "token": {"type": "string", "pattern": TOKEN_PATTERN},
+        },
+        ["url", "name"],
+    ),
+    "UserRequest": closed(
+        {"name": {"type": "string", "pattern": USER_NAME_PATTERN}, "role": {"enum": ROLES}},
+        ["name", "role"],
+    ),
+}
+
+
+def with_checks(names: list[str]) -> dict[str, dict[str, Any]]:
+    """The components, with the check names this server knows in ``VerifyRequest``."""
+    out = dict(COMPONENTS)
+    out["VerifyRequest"] = closed(
+        {"only": {"type": "array", "items": {"enum": names}, "maxItems": 50, "uniqueItems": True}}
+    )
+    return out

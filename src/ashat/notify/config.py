@@ -1,0 +1,164 @@
+"""The ``[[notify]]`` tables of ``ashat.toml``, checked (pure).
+
+::
+
+    [[notify]]
+    url = "https://hooks.example.com/ashat"   # or url_env = "NAME" (a Slack URL is a secret)
+    events = ["verification_failed", "approved", "completed", "rolled_back"]  # or ["*"]
+    format = "json"                            # or "slack"
+    secret_env = "ASHAT_WEBHOOK_SECRET"        # or secret = "..."; signs the body (HMAC-SHA256)
+    retries = 3                                # after the first attempt
+    timeout_s = 5                              # per attempt
+
+``ashat.toml`` travels in every bundle, so a secret is better named by ``*_env`` (read on
+the machine that sends) than written in the file. A variable that is unset there does not
+stop anything: the delivery fails, and the failure is an audit event.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ashat.errors import InvalidInput
+from ashat.workflow.states import State
+
+FORMATS = ("json", "slack")
+ALL_EVENTS = "*"
+MAX_RETRIES = 10
+MAX_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One webhook. ``url``/``secret`` are literal values or, with ``*_env``, variable names."""
+
+    index: int  # its position among the [[notify]] tables, for messages
+    events: frozenset[str]
+    format: str = "json"
+    url: str | None = None
+    url_env: str | None = None
+    secret: str | None = None
+    secret_env: str | None = None
+    retries: int = 3
+    timeout_s: float = 5.0
+
+    def wants(self, state: str) -> bool:
+        return ALL_EVENTS in self.events or state in self.events
+
+    def resolve_url(self) -> str:
+        """The URL to post to; raises :class:`InvalidInput` when its variable is unset."""
+        if self.url is not None:
+            return self.url
+        value = os.environ.get(self.url_env or "", "").strip()
+        if not value:
+            raise InvalidInput(f"[[notify]] #{self.index + 1}: ${self.url_env} is not set")
+        return _check_url(value, self.index)
+
+    def resolve_secret(self) -> str | None:
+        """The HMAC key, or None; raises :class:`InvalidInput` when its variable is unset."""
+        if self.secret_env is None:
+            return self.secret
+        value = os.environ.get(self.secret_env, "")
+        if not value:
+            raise InvalidInput(f"[[notify]] #{self.index + 1}: ${self.secret_env} is not set")
+        return value
+
+    def label(self) -> str:
+        """Where it goes, safe to record: scheme and host only (the path may be a secret)."""
+        if self.url is None:
+            return f"${self.url_env}"
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}/…" if parts.path not in ("", "/") else self.url
+
+
+def _check_url(url: str, index: int) -> str:
+    where = f"[[notify]] #{index + 1}"
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        raise InvalidInput(f"{where}: invalid url: {e}") from e
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"{where}: url must be an http(s) URL with a host")
+    if parts.username or parts.password:
+        raise InvalidInput(f"{where}: url must not carry credentials")
+    return url
+
+
+def _env_name(value: Any, key: str, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or not value.replace("_", "").isalnum():
+        raise InvalidInput(f"{where}.{key} must name an environment variable")
+    return value
+
+
+def parse_targets(tables: Any) -> list[Target]:
+    """The ``[[notify]]`` array (None when absent); raise naming the first wrong key."""
+    if tables is None:
+        return []
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise InvalidInput("notify in ashat.toml must be an array of tables: [[notify]]")
+    known = {s.value for s in State}
+    targets = []
+    for i, t in enumerate(tables):
+        where = f"[[notify]] #{i + 1}"
+        unknown_keys = set(t) - {
+            "url", "url_env", "events", "format", "secret", "secret_env", "retries", "timeout_s"
+        }  # fmt: skip
+        if unknown_keys:
+            raise InvalidInput(f"{where}: unknown key(s) {', '.join(sorted(unknown_keys))}")
+        url, url_env = t.get("url"), _env_name(t.get("url_env"), "url_env", where)
+        if (url is None) == (url_env is None):
+            raise InvalidInput(f"{where}: give url or url_env (one of them)")
+        if url is not None:
+            if not isinstance(url, str):
+                raise InvalidInput(f"{where}.url must be a string")
+            url = _check_url(url, i)
+        events = t.get("events", [ALL_EVENTS])
+        if (
+            not isinstance(events, list)
+            or not all(isinstance(e, str) for e in events)
+            or not events
+        ):
+            raise InvalidInput(f"{where}.events must be a list of deployment states, or ['*']")
+        bad = [e for e in events if e != ALL_EVENTS and e not in known]
+        if bad:
+            raise InvalidInput(
+                f"{where}.events: unknown state(s) {', '.join(bad)}; expected '*' or some of "
+                f"{', '.join(s.value for s in State)}"
+            )
+        fmt = t.get("format", "json")
+        if fmt not in FORMATS:
+            raise InvalidInput(f"{where}.format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        secret, secret_env = t.get("secret"), _env_name(t.get("secret_env"), "secret_env", where)
+        if secret is not None and (not isinstance(secret, str) or not secret):
+            raise InvalidInput(f"{where}.secret must be a non-empty string")
+        if secret is not None and secret_env is not None:
+            raise InvalidInput(f"{where}: give secret or secret_env, not both")
+        retries = t.get("retries", 3)
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise InvalidInput(f"{where}.retries must be an integer 0-{MAX_RETRIES}")
+        if not 0 <= retries <= MAX_RETRIES:
+            raise InvalidInput(f"{where}.retries must be an integer 0-{MAX_RETRIES}")
+        timeout = t.get("timeout_s", 5.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise InvalidInput(f"{where}.timeout_s must be a number of seconds")
+        if not 0 < timeout <= MAX_TIMEOUT_S:
+            raise InvalidInput(f"{where}.timeout_s must be in (0, {MAX_TIMEOUT_S:g}]")
+        targets.append(
+            Target(
+                index=i,
+                events=frozenset(events),
+                format=fmt,
+                url=url,
+                url_env=url_env,
+                secret=secret,
+                secret_env=secret_env,
+                retries=retries,
+                timeout_s=float(timeout),
+            )
+        )
+    return targets

@@ -1,0 +1,184 @@
+"""Sending notifications in the background, with retries and backoff, never in the way.
+
+:meth:`Dispatcher.submit` starts a daemon thread per message and returns at once; the thread
+posts the body (signed when the target has a secret), retrying connection failures,
+timeouts, 429 and 5xx answers after ``BACKOFF_S``, then twice that, and so on, up to the
+target's ``retries``. A delivery that finally fails is handed to ``record_failure`` (the
+ops layer makes it a ``notify.failed`` audit event); nothing is raised to anyone.
+
+A short-lived process (a ``deploy`` verb) calls :meth:`Dispatcher.flush` before it exits:
+it waits, at most ``timeout_s``, for the deliveries in flight; those still unfinished are
+recorded as failed ("not delivered before the process ended") and left to their daemon
+threads, which the exit ends. httpx is imported by the sending thread, not before, so verbs
+that change no state pay nothing for this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ashat.errors import InvalidInput
+from ashat.notify.config import Target
+from ashat.notify.messages import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    Message,
+    signature,
+)
+
+BACKOFF_S = 0.25  # seconds before the first retry; doubled for each next one
+MAX_ERROR_CHARS = 300
+
+log = logging.getLogger("ashat.notify")
+
+# (message, target, why it failed, attempts made)
+RecordFailure = Callable[[Message, Target, str, int], None]
+
+
+@dataclass(eq=False)
+class _Job:
+    target: Target
+    message: Message
+    delivery_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    state: str = "pending"  # -> delivered | failed | abandoned, set once under the lock
+    attempts: int = 0
+    thread: threading.Thread | None = None
+
+
+class Dispatcher:
+    """Delivers messages in daemon threads; see the module docstring."""
+
+    def __init__(self, record_failure: RecordFailure) -> None:
+        self._record_failure = record_failure
+        self._lock = threading.Lock()
+        self._jobs: set[_Job] = set()
+        self._stop = threading.Event()  # set by close(): sleeping retries give up
+        self.delivered = 0
+        self.failed = 0
+
+    def submit(self, target: Target, message: Message) -> None:
+        job = _Job(target, message)
+        thread = threading.Thread(
+            target=self._run, args=(job,), name=f"ashat-notify-{job.delivery_id[:8]}", daemon=True
+        )
+        job.thread = thread
+        with self._lock:
+            self._jobs.add(job)
+        thread.start()
+
+    def close(self) -> None:
+        """Stop retrying (a server shutting down); flush first to give deliveries a chance."""
+        self._stop.set()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def flush(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for deliveries in flight; return how many were abandoned."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                jobs = list(self._jobs)
+            if not jobs:
+                return 0
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            thread = jobs[0].thread
+            if thread is not None:
+                thread.join(min(remaining, 0.05))
+        abandoned = 0
+        for job in jobs:
+            if self._finish(job, "abandoned"):
+                abandoned += 1
+                self._fail(
+                    job,
+                    f"not delivered before the process ended (waited {timeout_s:g} s; "
+                    f"{job.attempts} attempt(s) made)",
+                )
+        return abandoned
+
+    # -- the sending thread ----------------------------------------------------------------
+
+    def _finish(self, job: _Job, state: str) -> bool:
+        """Move ``job`` out of pending once; False when something else already did."""
+        with self._lock:
+            if job.state != "pending":
+                return False
+            job.state = state
+            self._jobs.discard(job)
+            if state == "delivered":
+                self.delivered += 1
+            else:
+                self.failed += 1
+            return True
+
+    def _fail(self, job: _Job, reason: str) -> None:
+        log.warning(
+            "notification %s of %s to [[notify]] #%d (%s) failed: %s",
+            job.message.event,
+            job.message.update_id,
+            job.target.index + 1,
+            job.target.label(),
+            reason,
+        )
+        try:
+            self._record_failure(job.message, job.target, reason, job.attempts)
+        except Exception:  # the store may be gone; the log line above stays
+            log.exception("could not record the failed notification")
+
+    def _run(self, job: _Job) -> None:
+        try:
+            reason = self._deliver(job)
+        except Exception as e:  # never let a thread die silently
+            reason = f"unexpected {type(e).__name__}: {e}"[:MAX_ERROR_CHARS]
+        if reason is None:
+            self._finish(job, "delivered")
+        elif self._finish(job, "failed"):
+            self._fail(job, reason)
+
+    def _deliver(self, job: _Job) -> str | None:
+        """Post with retries; None when delivered, else why not."""
+        target, message = job.target, job.message
+        try:
+            url = target.resolve_url()
+            secret = target.resolve_secret()
+        except InvalidInput as e:
+            return e.message
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "ashat-notify",
+            EVENT_HEADER: message.event,
+            DELIVERY_HEADER: job.delivery_id,
+        }
+        if secret:
+            headers[SIGNATURE_HEADER] = signature(secret, message.body)
+        import httpx
+
+        reason = "not attempted"
+        with httpx.Client(timeout=target.timeout_s, follow_redirects=False) as client:
+            for attempt in range(target.retries + 1):
+                if attempt and self._stop.wait(BACKOFF_S * 2 ** (attempt - 1)):
+                    return f"{reason} (gave up retrying: shutting down)"
+                if job.state != "pending":
+                    return reason
+                job.attempts += 1
+                try:
+                    resp = client.post(url, content=message.body, headers=headers)
+                except httpx.HTTPError as e:
+                    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    reason = f"{type(e).__name__}: {text}"[:MAX_ERROR_CHARS]
+                    continue
+                if 200 <= resp.status_code < 300:
+                    return None
+                reason = f"the receiver answered HTTP {resp.status_code}"
+                if resp.status_code != 429 and resp.status_code < 500:
+                    return reason  # it understood and refused: retrying changes nothing
+        return f"{reason} after {job.attempts} attempt(s)"

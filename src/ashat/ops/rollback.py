@@ -1,0 +1,97 @@
+"""Rollback: PUBLIC back on the release it ran before a deployment; or, once the deployment
+went out to the fleet, OMEGA and every mainframe back on the release before it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ashat.errors import OperationFailed
+from ashat.ops.project import Project, client_for
+
+if TYPE_CHECKING:
+    from ashat.workflow.models import Deployment, Server
+
+FLEET_ROLLBACK_LIMIT_S = 900.0  # the longest a fleet rollback is followed
+POLL_S = 0.3
+
+
+@dataclass
+class RollbackHooks:
+    """What a front end may show while a fleet rollback runs (both optional)."""
+
+    fleet: Callable[[Server], None] | None = None  # the fleet's rollback is about to start
+    started: Callable[[str, Server], None] | None = None  # its rollout id, on OMEGA
+
+
+@dataclass
+class RollbackOutcome:
+    """``fleet`` tells which kind ran; ``data`` is the verb's JSON document."""
+
+    deployment: Deployment
+    fleet: bool
+    note: str = ""  # PUBLIC: what happened there
+    status: dict[str, Any] = field(default_factory=dict)  # fleet: the rollback rollout
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def run_rollback(
+    project: Project,
+    update_id: str,
+    reason: str | None = None,
+    *,
+    actor: str | None = None,
+    hooks: RollbackHooks | None = None,
+) -> RollbackOutcome:
+    """Roll ``update_id`` back as ``actor`` and return once it is ``rolled_back``.
+
+    Raises InvalidInput, DeploymentNotFound, TransitionRefused, OperationFailed (the fleet's
+    rollback failed or outlasted :data:`FLEET_ROLLBACK_LIMIT_S`) or a transport error.
+    """
+    from ashat.ids import validate_update_id
+    from ashat.workflow.approve import FLEET_ROLLBACK_FROM
+    from ashat.workflow.push import rollback_public
+
+    validate_update_id(update_id)
+    wf = project.workflow(actor)
+    dep = wf.store.require(update_id)
+    if dep.state in FLEET_ROLLBACK_FROM and dep.details.get("rollout_id"):
+        return _rollback_fleet(project, update_id, reason, actor, hooks or RollbackHooks())
+    server = project.require_server("public")
+    with client_for(server) as agent:
+        result = rollback_public(wf, agent, update_id, reason)
+    return RollbackOutcome(result.deployment, False, note=result.note, data=result.to_json())
+
+
+def _rollback_fleet(
+    project: Project, update_id: str, reason: str | None, actor: str | None, hooks: RollbackHooks
+) -> RollbackOutcome:
+    from ashat.workflow.approve import finish_fleet_rollback, start_fleet_rollback
+
+    wf = project.workflow(actor)
+    dep = wf.store.require(update_id)
+    server = project.require_server("omega")
+    if hooks.fleet is not None:
+        hooks.fleet(server)
+    with client_for(server) as omega:
+        rollout_id = dep.details.get("rollback_rollout_id")
+        if not rollout_id:
+            rollout_id = start_fleet_rollback(wf, update_id, omega, reason)["rollout_id"]
+        if hooks.started is not None:
+            hooks.started(str(rollout_id), server)
+        deadline = time.monotonic() + FLEET_ROLLBACK_LIMIT_S
+        dep, status = finish_fleet_rollback(wf, update_id, omega, str(rollout_id), reason)
+        while status.get("state") == "running":
+            if time.monotonic() > deadline:
+                raise OperationFailed(f"rollback {rollout_id} still running; see deploy status")
+            time.sleep(POLL_S)
+            dep, status = finish_fleet_rollback(wf, update_id, omega, str(rollout_id), reason)
+    data = {
+        "update_id": update_id,
+        "state": dep.state.value,
+        "restored": status.get("update_id"),
+        "rollout": status,
+    }
+    return RollbackOutcome(dep, True, status=status, data=data)

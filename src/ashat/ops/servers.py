@@ -1,0 +1,83 @@
+"""The tiers' servers: configure PUBLIC or OMEGA (URL, name, token, CA certificate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ashat.errors import InvalidInput
+from ashat.ops.project import Project
+from ashat.workflow.models import Server
+
+
+def check_ca_cert(path: str) -> str:
+    """The absolute path of a readable PEM certificate; raise :class:`InvalidInput`."""
+    p = Path(path).resolve()
+    try:
+        text = p.read_text(encoding="ascii", errors="replace")[:1_000_000]
+    except OSError as e:
+        raise InvalidInput(f"cannot read CA certificate {path}: {e.strerror}") from e
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise InvalidInput(f"{path} is not a PEM certificate (no BEGIN CERTIFICATE block)")
+    return str(p)
+
+
+def _check_token(token: str) -> str:
+    from ashat.project import MAX_TOKEN_BYTES
+
+    if (
+        not token
+        or len(token) > MAX_TOKEN_BYTES
+        or any(c.isspace() for c in token)
+        or not token.isascii()
+        or not token.isprintable()
+    ):
+        raise InvalidInput(f"the token must be one line of printable ASCII, 1-{MAX_TOKEN_BYTES}")
+    return token
+
+
+def configure_server(
+    project: Project,
+    tier: str,
+    url: str,
+    name: str,
+    *,
+    token: str | None = None,
+    token_file: Path | None = None,
+    ca_cert: str | None = None,
+    keep_ca_cert: bool = False,
+    actor: str | None = None,
+) -> tuple[Server, Server | None]:
+    """Set ``tier``'s server; return it and the one it replaced.
+
+    The token (given, or read from ``token_file`` on this machine) is copied to
+    ``.ashat/secrets/<tier>.token`` (mode 0600) and never shown; without one, the token
+    already configured for the tier is kept. Everything is checked before anything is
+    written: a refused reconfiguration leaves the old server and its token as they were.
+    Without ``ca_cert``, ``keep_ca_cert`` keeps the tier's CA certificate (else none).
+    Raises :class:`InvalidInput`.
+    """
+    from ashat.ids import validate_tier
+    from ashat.project import read_token_file, write_private
+    from ashat.workflow.service import validate_server_name
+    from ashat.workflow.urls import validate_server_url
+
+    validate_tier(tier)  # before it names a file
+    validate_server_url(url)
+    validate_server_name(name)
+    if token is not None and token_file is not None:
+        raise InvalidInput("give a token or a token file, not both")
+    ca = check_ca_cert(ca_cert) if ca_cert else None
+    wf = project.workflow(actor)
+    if token_file is not None:
+        token = read_token_file(token_file)
+    token_path = None
+    if token is not None:
+        dest = project.state_dir / "secrets" / f"{tier}.token"
+        write_private(dest, _check_token(token).encode("ascii") + b"\n")
+        token_path = str(dest)
+    old = project.store.server(tier)
+    if token_path is None and old is not None:
+        token_path = old.token_path  # reconfiguring the URL keeps the token already given
+    if ca is None and keep_ca_cert and old is not None:
+        ca = old.ca_cert
+    return wf.configure(tier, url, name, token_path, ca)

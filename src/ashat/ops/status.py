@@ -1,0 +1,116 @@
+"""Reading deployments: one with everything known about it (checks, approvals, leases,
+events, and for a running rollout what OMEGA says, moving the deployment on), and the
+fleet as OMEGA sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ashat.ops.project import Project, client_for
+from ashat.workflow.models import Deployment, Event, Lease
+from ashat.workflow.states import allowed_next
+
+OMEGA_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class StatusView:
+    deployment: Deployment
+    events: list[Event]  # the newest, oldest first
+    leases: list[Lease]  # those it holds
+    checks: list[dict[str, Any]]  # the latest result of each check
+    approvals: list[dict[str, Any]]
+    rollout: dict[str, Any] | None  # OMEGA's status of its rollout, when one runs
+    rollout_note: str | None  # why the rollout's progress is unknown
+
+    @property
+    def next(self) -> list[str]:
+        return sorted(s.value for s in allowed_next(self.deployment.state))
+
+    def to_json(self) -> dict[str, Any]:
+        """``deploy status <id> --json``."""
+        return {
+            "deployment": self.deployment.to_json(),
+            "next": self.next,
+            "leases": [le.to_json() for le in self.leases],
+            "checks": self.checks,
+            "rollout": self.rollout,
+            "rollout_note": self.rollout_note,
+            "events": [e.to_json() for e in self.events],
+        }
+
+
+def refresh_rollout(
+    project: Project, dep: Deployment, actor: str | None = None
+) -> tuple[Deployment, dict[str, Any] | None, str | None]:
+    """Ask OMEGA how the rollout goes and move the deployment on (best effort)."""
+    from ashat.transport.errors import TransportError
+    from ashat.workflow.approve import reconcile
+
+    server = project.store.server("omega")
+    if server is None:
+        return dep, None, "OMEGA is not configured: progress unknown"
+    try:
+        with client_for(server, timeout_s=OMEGA_TIMEOUT_S) as omega:
+            dep, rollout = reconcile(project.workflow(actor), dep.id, omega)
+    except TransportError as e:
+        return dep, None, f"OMEGA unreachable ({e.message}): showing the last known state"
+    return dep, rollout, None
+
+
+def deployment_status(
+    project: Project, update_id: str, *, actor: str | None = None, events: int = 10
+) -> StatusView:
+    """``update_id`` with its last ``events`` events. Raises InvalidInput or NotFound."""
+    wf = project.workflow(actor)
+    dep, _ = wf.status(update_id)
+    rollout, note = None, None
+    if dep.state.value in ("distributing", "distribution_failed"):
+        dep, rollout, note = refresh_rollout(project, dep, actor)
+    store = project.store
+    return StatusView(
+        deployment=dep,
+        events=store.events(dep.id, limit=events),
+        leases=[le for le in store.leases() if le.deployment_id == dep.id],
+        checks=store.latest_checks(dep.id),
+        approvals=store.approvals(dep.id),
+        rollout=rollout,
+        rollout_note=note,
+    )
+
+
+def omega_request(project: Project, path: str) -> dict[str, Any]:
+    """GET ``path`` on OMEGA. Raises InvalidInput (not configured) or a transport error."""
+    server = project.require_server("omega")
+    with client_for(server, timeout_s=OMEGA_TIMEOUT_S) as omega:
+        return omega.request("GET", path)
+
+
+def fleet_mainframes(project: Project) -> dict[str, Any]:
+    """OMEGA's registry of Licensed Mainframes (``{"mainframes": [...]}``)."""
+    return omega_request(project, "/v1/fleet/mainframes")
+
+
+def rollout_status(project: Project, rollout_id: str) -> dict[str, Any]:
+    """OMEGA's status of one rollout (waves, totals, failures)."""
+    from ashat.errors import InvalidInput
+    from ashat.ids import UPDATE_ID_RE
+
+    if UPDATE_ID_RE.fullmatch(rollout_id) is None:  # rollout ids are ro-<hex>: a subset
+        raise InvalidInput(f"invalid rollout id {rollout_id[:80]!r}")
+    return omega_request(project, f"/v1/fleet/rollouts/{rollout_id}")
+
+
+def check_servers(project: Project) -> dict[str, dict[str, Any]]:
+    """Each configured tier's ``/v1/health``, or why it did not answer."""
+    from ashat.transport.errors import TransportError
+
+    results: dict[str, dict[str, Any]] = {}
+    for s in project.store.servers():
+        try:
+            with client_for(s, timeout_s=5.0) as client:
+                results[s.tier] = {"reachable": True, "health": client.health()}
+        except TransportError as e:
+            results[s.tier] = {"reachable": False, "error": e.message}
+    return results

@@ -1,0 +1,90 @@
+"""Verification of a pushed deployment: the checks against PUBLIC, with the project's
+``[verify]`` settings, recorded through :func:`ashat.workflow.verify.verify`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ashat.errors import InvalidInput
+from ashat.ops.project import Project, client_for
+
+if TYPE_CHECKING:
+    from ashat.verify.base import CheckContext
+    from ashat.workflow.models import Server
+    from ashat.workflow.verify import VerifyResult
+
+
+def app_url_from(agent_url: str, health: dict[str, Any], verify_cfg: dict[str, Any]) -> str | None:
+    """Where the app answers: ``[verify] app_url``, else the agent's host and the app's port."""
+    override = verify_cfg.get("app_url")
+    if override is not None:
+        if not isinstance(override, str) or not override.startswith(("http://", "https://")):
+            raise InvalidInput("[verify] app_url must be an http(s) URL")
+        return override.rstrip("/")
+    app = health.get("app")
+    if not isinstance(app, dict) or not isinstance(app.get("port"), int):
+        return None
+    host = urlsplit(agent_url).hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{app['port']}"
+
+
+def run_verify(
+    project: Project,
+    update_id: str,
+    only: Sequence[str] | None = None,
+    *,
+    actor: str | None = None,
+    on_start: Callable[[Server], None] | None = None,
+) -> VerifyResult:
+    """Run the checks (``only`` some of them) against PUBLIC as ``actor``; record the verdict.
+
+    ``on_start(server)`` is called once PUBLIC answered its health check, before any check
+    runs. A failed check is not an exception: ``result.passed`` is False. Raises
+    InvalidInput (unknown check, bad settings, PUBLIC not configured), DeploymentNotFound,
+    TransitionRefused, OperationFailed (PUBLIC runs another release) or a transport error.
+    """
+    from ashat.ids import validate_update_id
+    from ashat.verify.base import CheckContext
+    from ashat.verify.registry import all_checks
+    from ashat.verify.runner import check_timeout, run_checks
+    from ashat.workflow.verify import verify
+
+    validate_update_id(update_id)
+    config = project.config()
+    verify_cfg = config.table("verify")
+    checks = all_checks(list(only) if only else None)
+    wf = project.workflow(actor)
+    wf.store.require(update_id)
+    server = project.require_server("public")
+
+    with client_for(server) as agent:
+        health = agent.health()
+        app_url = app_url_from(server.url, health, verify_cfg)
+        if on_start is not None:
+            on_start(server)
+        baselines: dict[str, float] = {}
+
+        def make_ctx(check: Any) -> CheckContext:
+            return CheckContext(
+                update_id=update_id,
+                tier="public",
+                agent=agent,
+                agent_url=server.url,
+                app_url=app_url,
+                app=config.app.raw,
+                verify=verify_cfg,
+                project_root=project.root,
+                ca_cert=server.ca_cert,
+                baseline_p95_ms=baselines,
+                timeout_s=check_timeout(verify_cfg, check.name),
+            )
+
+        def runner(names: Any, stored: dict[str, float]) -> list[dict[str, Any]]:
+            baselines.update(stored)
+            return [r.to_json() for r in run_checks(checks, make_ctx)]
+
+        return verify(wf, update_id, health.get("current"), runner, list(only) if only else None)

@@ -1,0 +1,97 @@
+"""Users of the control-plane API in the control store: name, role, and the sha256 of their
+token. Every change is an audit event (``user.added``, ``user.token_issued``,
+``user.removed``) in the same transaction; no event ever carries a token or its hash."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ashat.store.db import Row
+from ashat.store.store import Store
+from ashat.workflow.errors import AlreadyExists
+
+_COLS = "name, role, token_hash, token_issued_at, created_at, created_by"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+    token_hash: str | None
+    token_issued_at: str | None
+    created_at: str
+    created_by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "token": "issued" if self.token_hash else None,
+            "token_issued_at": self.token_issued_at,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+        }
+
+
+def _user(row: Row) -> User:
+    return User(*row)
+
+
+class UserStore:
+    """The ``users`` table over a :class:`Store` (whose audit chain it appends to)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.db = store.db
+
+    def get(self, name: str) -> User | None:
+        row = self.db.query_one(f"SELECT {_COLS} FROM users WHERE name = ?", (name,))
+        return _user(row) if row else None
+
+    def by_token_hash(self, token_hash: str) -> User | None:
+        row = self.db.query_one(f"SELECT {_COLS} FROM users WHERE token_hash = ?", (token_hash,))
+        return _user(row) if row else None
+
+    def list(self) -> list[User]:
+        return [_user(r) for r in self.db.query(f"SELECT {_COLS} FROM users ORDER BY name")]
+
+    def count_role(self, role: str) -> int:
+        row = self.db.query_one("SELECT COUNT(*) FROM users WHERE role = ?", (role,))
+        return int(row[0]) if row else 0
+
+    def add(self, name: str, role: str, actor: str, at: str) -> User:
+        """Insert a user without a token; raises :class:`AlreadyExists`."""
+        with self.db.transaction():
+            if self.get(name) is not None:
+                raise AlreadyExists(f"user {name!r} already exists", user=name)
+            self.db.execute(
+                f"INSERT INTO users ({_COLS}) VALUES (?, ?, NULL, NULL, ?, ?)",
+                (name, role, at, actor),
+            )
+            self.store.append_event("user.added", actor, at, {"user": name, "role": role})
+        user = self.get(name)
+        assert user is not None
+        return user
+
+    def set_token(self, name: str, token_hash: str, actor: str, at: str) -> bool:
+        """Replace ``name``'s token hash (the old token stops working); False if no such user."""
+        with self.db.transaction():
+            changed = self.db.execute(
+                "UPDATE users SET token_hash = ?, token_issued_at = ? WHERE name = ?",
+                (token_hash, at, name),
+            )
+            if changed != 1:
+                return False
+            self.store.append_event("user.token_issued", actor, at, {"user": name})
+        return True
+
+    def remove(self, name: str, actor: str, at: str) -> bool:
+        """Delete ``name`` (and so its token); False if there was no such user."""
+        with self.db.transaction():
+            user = self.get(name)
+            if user is None:
+                return False
+            self.db.execute("DELETE FROM users WHERE name = ?", (name,))
+            self.store.append_event("user.removed", actor, at, {"user": name, "role": user.role})
+        return True

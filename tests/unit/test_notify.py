@@ -1,0 +1,128 @@
+"""``[[notify]]`` parsing, message rendering and signatures (pure), and the API's endpoint
+table against its OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ashat.errors import InvalidInput
+from ashat.notify.config import parse_targets
+from ashat.notify.messages import render, signature, signature_valid
+from ashat.workflow.models import Change, Deployment
+from ashat.workflow.states import State
+
+
+def change(state: State = State.APPROVED, previous: State | None = State.VERIFIED) -> Change:
+    dep = Deployment(
+        "hello-001", state, "first release", "alice", "2030-01-01T00:00:00Z",
+        "2030-01-01T00:01:00Z", reason=None, details={"sequence": 3},
+    )  # fmt: skip
+    return Change(dep, previous, "bob", "2030-01-01T00:01:00Z")
+
+
+def test_targets_parse_with_defaults() -> None:
+    (t,) = parse_targets([{"url": "https://hooks.example/x/y"}])
+    assert t.wants("completed") and t.wants("pushing")  # events default to "*"
+    assert (t.format, t.retries, t.timeout_s, t.secret) == ("json", 3, 5.0, None)
+    assert t.label() == "https://hooks.example/…"  # the path may be a secret
+
+
+def test_targets_filter_events() -> None:
+    (t,) = parse_targets([{"url": "http://127.0.0.1:9/h", "events": ["approved", "rolled_back"]}])
+    assert t.wants("approved") and not t.wants("verified")
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ({}, "give url or url_env"),
+        ({"url": "ftp://x"}, "http(s) URL"),
+        ({"url": "http://u:p@h/"}, "credentials"),
+        ({"url": "http://h/", "events": ["approve"]}, "unknown state(s) approve"),
+        ({"url": "http://h/", "events": []}, "events must be"),
+        ({"url": "http://h/", "format": "xml"}, "format must be"),
+        ({"url": "http://h/", "secret": "a", "secret_env": "B"}, "not both"),
+        ({"url": "http://h/", "retries": -1}, "retries"),
+        ({"url": "http://h/", "timeout_s": 0}, "timeout_s"),
+        ({"url": "http://h/", "colour": "red"}, "unknown key(s) colour"),
+        ({"url_env": "not a name"}, "environment variable"),
+    ],
+)
+def test_bad_targets_are_refused_naming_the_key(table: dict[str, object], fragment: str) -> None:
+    with pytest.raises(InvalidInput) as e:
+        parse_targets([table])
+    assert fragment in e.value.message and "[[notify]] #1" in e.value.message
+
+
+def test_notify_must_be_an_array_of_tables() -> None:
+    with pytest.raises(InvalidInput, match=r"\[\[notify\]\]"):
+        parse_targets({"url": "http://h/"})
+
+
+def test_secrets_and_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    (t,) = parse_targets([{"url_env": "HOOK_URL", "secret_env": "HOOK_SECRET"}])
+    with pytest.raises(InvalidInput, match="HOOK_URL is not set"):
+        t.resolve_url()
+    monkeypatch.setenv("HOOK_URL", "https://hooks.example/T1/B2/secret")
+    monkeypatch.setenv("HOOK_SECRET", "s3cret")
+    assert t.resolve_url().endswith("/secret") and t.resolve_secret() == "s3cret"
+    assert t.label() == "$HOOK_URL"
+
+
+def test_json_message_names_the_event_and_the_deployment() -> None:
+    m = render(change(), "hello-service", "json")
+    body = json.loads(m.body)
+    assert body["schema"] == "ashat.notification/1"
+    assert (body["event"], body["previous_state"], body["actor"]) == ("approved", "verified", "bob")
+    assert body["deployment"]["update_id"] == "hello-001" and body["project"] == "hello-service"
+    assert (m.event, m.update_id, m.actor) == ("approved", "hello-001", "bob")
+
+
+def test_slack_message_is_text() -> None:
+    body = json.loads(render(change(State.PUSHING, None), "svc", "slack").body)
+    assert set(body) == {"text"}
+    assert "*hello-001* is now *pushing*, by bob" in body["text"] and "was" not in body["text"]
+
+
+def test_signature_is_hmac_sha256_of_the_body() -> None:
+    import hashlib
+    import hmac
+
+    body = b'{"a":1}'
+    sig = signature("k", body)
+    assert sig == "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    assert signature_valid("k", body, sig)
+    assert not signature_valid("k", body + b" ", sig)
+    assert not signature_valid("other", body, sig) and not signature_valid("k", body, None)
+
+
+def test_openapi_describes_every_endpoint_with_its_role() -> None:
+    from ashat.api.openapi import document
+    from ashat.api.routes import ENDPOINTS
+
+    doc = document()
+    assert doc["openapi"].startswith("3.1")
+    for ep in ENDPOINTS:
+        op = doc["paths"][ep.path][ep.method.lower()]
+        assert op["operationId"] == ep.operation_id
+        if ep.role is None:
+            assert op["security"] == []
+        else:
+            assert op["security"] == [{"bearer": []}] and op["x-ashat-role"] == ep.role.value
+            assert {"401", "403"} <= set(op["responses"])
+        for p in ep.params:
+            if p.where == "path":
+                assert "{" + p.name + "}" in ep.path
+    names = {ep.operation_id for ep in ENDPOINTS}
+    assert len(names) == len(ENDPOINTS)
+    refs = json.dumps(doc).split('"#/components/schemas/')[1:]
+    assert {r.split('"')[0] for r in refs} <= set(doc["components"]["schemas"])
+
+
+def test_roles_include_the_lower_ones() -> None:
+    from ashat.ops.users import Role
+
+    assert Role.ADMIN.allows(Role.VIEWER) and Role.APPROVER.allows(Role.DEPLOYER)
+    assert not Role.DEPLOYER.allows(Role.APPROVER) and not Role.VIEWER.allows(Role.DEPLOYER)
