@@ -483,7 +483,7 @@ def test_waves_advance_as_reports_come_and_long_polls_wake(
     assert registry[first]["current"] is None and registry[first]["license_status"] == "ok"
     metrics = httpx.get(f"{omega.url}/metrics").text
     assert 'ashat_fleet_rollouts_finished_total{kind="install",state="completed"} 1.0' in metrics
-    assert "ashat_fleet_mainframes 10.0" in metrics
+    assert 'ashat_fleet_mainframes{license_status="ok"} 10.0' in metrics
 
 
 def test_broken_budget_rolls_back_exactly_the_mainframes_that_installed(

@@ -175,6 +175,20 @@ def test_resumes_after_the_connection_drops(server: tuple[str, Behaviour], layou
     assert stored(layout, w) == data
 
 
+def test_received_hears_each_byte_that_arrives_once(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    url, b = server
+    cut, left = blob(b, os.urandom(500_000)), blob(b, os.urandom(300_000))
+    b.cut_first[cut.sha256] = 200_000
+    layout.partial.mkdir()
+    (layout.partial / left.sha256).write_bytes(b.blobs[left.sha256][:100_000])
+    heard: list[int] = []
+    fetch(url, layout, [cut, left], received=heard.append)
+    # the cut transfer in two parts; of the one an earlier run left, what it lacked
+    assert sum(heard) == 500_000 + 200_000 and all(n > 0 for n in heard)
+
+
 def test_corrupt_partial_is_fetched_again_from_zero(
     server: tuple[str, Behaviour], layout: Layout
 ) -> None:

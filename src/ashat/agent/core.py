@@ -11,7 +11,8 @@ the new app on a fresh port and wait for its health path, and only then swap
 ``previous`` and ``current`` and stop the old app. If anything before the swap fails,
 nothing switched: the old release and its process are untouched, the new process is gone,
 and a release that was never active is deleted (unless the agent is stopping: then it was
-not the release's fault), so it can never become a rollback target.
+not the release's fault), so it can never become a rollback target. Each one is timed, from
+the moment it holds the lock to the end of the switch (``ashat_agent_activation_seconds``).
 """
 
 from __future__ import annotations
@@ -302,13 +303,8 @@ class Agent:
                     "app": self.app_info(),
                     "already": True,
                 }
-            try:
-                answer = self._switch(update_id, current or previous, "activate")
-            except ActivationFailed:
-                self.metrics.activations.labels(result="failed").inc()
-                raise
-            self.metrics.activations.labels(result="ok").inc()
-            return answer
+            with self.metrics.switching("activate"):
+                return self._switch(update_id, current or previous, "activate")
 
     def rollback(self, from_id: str | None, to_id: str | None) -> dict[str, Any]:
         """Go back to ``to_id`` (default: ``previous``), recording ``from_id`` as rolled back.
@@ -345,12 +341,8 @@ class Agent:
                 excluded,
                 set(self.releases.ids()),
             )
-            try:
+            with self.metrics.switching("rollback"):
                 answer = self._switch(target, new_previous, "rollback", rolled_back=rolled)
-            except ActivationFailed:
-                self.metrics.rollbacks.labels(result="failed").inc()
-                raise
-            self.metrics.rollbacks.labels(result="ok").inc()
             answer["rolled_back"] = rolled
             return answer
 

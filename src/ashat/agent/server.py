@@ -259,7 +259,8 @@ class Endpoints:
         return JSONResponse(answer)
 
     async def prometheus(self, request: Request) -> Response:
-        data, content_type = self.metrics.render()
+        # OMEGA's collectors read fleet.db at each scrape: not on the event loop.
+        data, content_type = await run_in_threadpool(self.metrics.render)
         return Response(data, media_type=content_type)
 
     def routes(self) -> list[Route]:

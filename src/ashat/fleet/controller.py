@@ -21,7 +21,7 @@ from prometheus_client import Counter
 from ashat.fleet.approvals import Approvals
 from ashat.fleet.omega_errors import NoSuchRollout
 from ashat.fleet.omega_requests import iso
-from ashat.fleet.omega_store import FleetStore, Rollout
+from ashat.fleet.omega_store import FleetStore, Rollout, TargetRow
 from ashat.fleet.rollout import (
     Kind,
     Outcome,
@@ -69,13 +69,7 @@ class Controller:
         """The rollout status answer (docs/fleet-protocol.md). Raises :class:`NoSuchRollout`."""
         r = self.get(rollout_id)
         rows = self.store.targets(r.rollout_id)
-        body = summarize(
-            r.waves,
-            r.current_wave,
-            r.state is RolloutState.RUNNING,
-            (t.target() for t in rows),
-            {t.mainframe_id: t.reason for t in rows},
-        )
+        body = self._summary(r, rows)
         return {
             "rollout_id": r.rollout_id,
             "kind": r.kind.value,
@@ -96,6 +90,21 @@ class Controller:
             "created_at": r.created_at,
             "finished_at": r.finished_at,
         }
+
+    def totals(self, r: Rollout) -> dict[str, int]:
+        """The ``totals`` of ``r``'s status answer (also on OMEGA's ``/metrics``)."""
+        totals: dict[str, int] = self._summary(r, self.store.targets(r.rollout_id))["totals"]
+        return totals
+
+    @staticmethod
+    def _summary(r: Rollout, rows: list[TargetRow]) -> dict[str, Any]:
+        return summarize(
+            r.waves,
+            r.current_wave,
+            r.state is RolloutState.RUNNING,
+            (t.target() for t in rows),
+            {t.mainframe_id: t.reason for t in rows},
+        )
 
     def fleet_previous(self, update_id: str) -> str | None:
         """What the fleet ran before ``update_id``: the release of the newest completed

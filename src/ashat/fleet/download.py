@@ -11,7 +11,8 @@ deletes the partial and fetches the blob once more from zero; a second mismatch 
 
 Connection errors and 5xx answers are retried with backoff as long as a retry makes
 progress, up to ``attempts`` in a row without any; a 4xx answer is final. A few blobs
-download at once (``streams``). Errors::
+download at once (``streams``); ``received`` hears of every chunk kept, as it arrives.
+Errors::
 
     RemoteError             (ashat.errors)
     └── DownloadError       a blob that could not be fetched, or fetched wrong twice
@@ -23,7 +24,7 @@ import asyncio
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,7 @@ class BlobDownloader:
         streams: int = STREAMS,
         attempts: int = ATTEMPTS,
         backoff_s: float = BACKOFF_S,
+        received: Callable[[int], object] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -99,6 +101,7 @@ class BlobDownloader:
         self.streams = streams
         self.attempts = attempts
         self.backoff_s = backoff_s
+        self.received = received  # told the size of each chunk written to a partial file
 
     def partial(self, sha256: str) -> Path:
         return self.partial_dir / sha256
@@ -252,8 +255,7 @@ class BlobDownloader:
             return _Retry(message)
         return DownloadError(message, sha256=w.sha256)
 
-    @staticmethod
-    async def _save(response: httpx.Response, path: Path, mode: str, room: int) -> int:
+    async def _save(self, response: httpx.Response, path: Path, mode: str, room: int) -> int:
         """Append the body to ``path``, at most ``room`` bytes (more is not the blob)."""
         kept = 0
         fd = os.open(
@@ -268,6 +270,8 @@ class BlobDownloader:
                 while view:
                     view = view[os.write(fd, view) :]
                 kept += len(part)
+                if self.received is not None:
+                    self.received(len(part))
                 if kept >= room:
                     break
         except (httpx.TransportError, httpx.TimeoutException) as e:

@@ -20,7 +20,8 @@ One turn of the loop (docs/fleet-protocol.md, "Routes for mainframes"):
    before the old one stops, the old release kept on any failure — and report.
 
 The sequence the mainframe runs is the ``sequence`` of the ``current`` release's manifest,
-which the agent keeps on disk. Blocking agent calls run in worker threads. Errors::
+which the agent keeps on disk. Blocking agent calls run in worker threads. The loop's
+counters (:class:`MainframeMetrics`) join the agent's ``/metrics``. Errors::
 
     RemoteError                      (ashat.errors)
     └── OmegaError                   OMEGA unreachable or answering nonsense: back off
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client import CollectorRegistry, Counter
 
 from ashat import __version__
 from ashat.agent.config import MainframeConfig
@@ -112,6 +114,37 @@ def omega_tls(config: MainframeConfig) -> ssl.SSLContext | bool:
         raise InvalidInput(f"cannot load --omega-ca-cert {config.omega_ca_cert}: {e}") from e
 
 
+class MainframeMetrics:
+    """The pull loop's counters, in its agent's registry."""
+
+    POLL_RESULTS = ("directive", "empty", "refused", "error")
+    INSTALL_RESULTS = ("installed", "already", "failed", "refused")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.polls = Counter(
+            "ashat_mainframe_polls",
+            "Polls of OMEGA by result: directive, empty, refused (the license), error",
+            ["result"],
+            registry=registry,
+        )
+        self.bytes_downloaded = Counter(
+            "ashat_mainframe_bytes_downloaded",
+            "Bytes of blobs received from OMEGA (a resumed transfer counts what it adds)",
+            registry=registry,
+        )
+        self.installs = Counter(
+            "ashat_mainframe_installs",
+            "Directives carried out by result: installed, already (it ran), failed, "
+            "refused (the directive failed its checks)",
+            ["result"],
+            registry=registry,
+        )
+        for result in self.POLL_RESULTS:
+            self.polls.labels(result=result)
+        for result in self.INSTALL_RESULTS:
+            self.installs.labels(result=result)
+
+
 class ReportQueue:
     """Reports not yet acknowledged by OMEGA, oldest first, in ``DIR/fleet.json``."""
 
@@ -166,6 +199,7 @@ class Mainframe:
         self.verify = omega_tls(config) if verify is None else verify
         self.clock = clock
         self.reports = ReportQueue(agent.layout.root / STATE_FILE)
+        self.metrics = MainframeMetrics(agent.metrics.registry)
         self._status: dict[str, Any] = {
             "omega": config.omega_url,
             "mainframe_id": config.mainframe_id,
@@ -206,7 +240,12 @@ class Mainframe:
             self.config.omega_url,
         )
         async with self._client() as http:
-            downloads = BlobDownloader(http, self.agent.blobs, self.agent.layout.partial)
+            downloads = BlobDownloader(
+                http,
+                self.agent.blobs,
+                self.agent.layout.partial,
+                received=self.metrics.bytes_downloaded.inc,
+            )
             refused = failed = 0
             while True:
                 try:
@@ -283,21 +322,32 @@ class Mainframe:
             "sequence": str(running.sequence if running else 0),
             "wait": str(wait),
         }
-        status, body = await self._request(
-            http,
-            "GET",
-            "/v1/fleet/poll",
-            params=params,
-            timeout=httpx.Timeout(wait + POLL_GRACE_S, connect=CONNECT_TIMEOUT_S),
-            # the manifest comes as a JSON string: escaping may double it
-            limit=2 * self.agent.config.max_manifest_bytes + 64 * 1024,
-        )
+        polls = self.metrics.polls
+        try:
+            status, body = await self._request(
+                http,
+                "GET",
+                "/v1/fleet/poll",
+                params=params,
+                timeout=httpx.Timeout(wait + POLL_GRACE_S, connect=CONNECT_TIMEOUT_S),
+                # the manifest comes as a JSON string: escaping may double it
+                limit=2 * self.agent.config.max_manifest_bytes + 64 * 1024,
+            )
+        except OmegaError:
+            polls.labels(result="error").inc()
+            raise
         if status in (401, 403):
+            polls.labels(result="refused").inc()
             raise self._refusal(status, body)
         if status != 200 or not isinstance(body, dict) or "directive" not in body:
+            polls.labels(result="error").inc()
             raise OmegaError(f"OMEGA answered a poll with {self._error_of(status, body)}")
         self._note_ok()
-        return body if body["directive"] is not None else None
+        if body["directive"] is None:
+            polls.labels(result="empty").inc()
+            return None
+        polls.labels(result="directive").inc()
+        return body
 
     def _running(self) -> Running | None:
         current = self.agent.links()[0]
@@ -340,6 +390,7 @@ class Mainframe:
                 e.message,
                 running.update_id if running else "no release",
             )
+            self.metrics.installs.labels(result="refused").inc()
             if d is not None:
                 await self._report(http, d.rollout_id, d.update_id, "failed", e.message)
             await asyncio.sleep(DIRECTIVE_REFUSED_PAUSE_S)  # OMEGA may send it again at once
@@ -347,6 +398,7 @@ class Mainframe:
         d = plan.directive
         if plan.already:
             log.info("rollout %s: %s runs here already", d.rollout_id, d.update_id)
+            self.metrics.installs.labels(result="already").inc()
             await self._report(http, d.rollout_id, d.update_id, "installed", None)
             return
         log.info(
@@ -372,6 +424,7 @@ class Mainframe:
             await self._failed(http, plan, e)
             return
         log.info("rollout %s: %s installed", d.rollout_id, d.update_id)
+        self.metrics.installs.labels(result="installed").inc()
         await self._report(http, d.rollout_id, d.update_id, "installed", None)
 
     async def _install(
@@ -396,6 +449,7 @@ class Mainframe:
 
     async def _failed(self, http: httpx.AsyncClient, plan: Install, e: Exception) -> None:
         d = plan.directive
+        self.metrics.installs.labels(result="failed").inc()
         message = e.message if isinstance(e, AshatError) else str(e)
         log.error(
             "rollout %s: %s failed: %s — keeping %s",

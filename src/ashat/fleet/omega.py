@@ -14,6 +14,8 @@ together the approvals (:mod:`.approvals`), the licensed fleet, and the rollout 
 
 Every method is blocking and thread-safe; those that can target mainframes return the ids
 of the mainframes that now have something to fetch, for the routes to wake their pollers.
+Its metrics, counted as it goes and read from ``fleet.db`` at each scrape, are
+:mod:`.omega_metrics`'s.
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob
 from ashat.bundle.keys import PublicKey, SigningKey
@@ -36,6 +36,7 @@ from ashat.fleet.controller import Controller, Spec
 from ashat.fleet.envelope import seal
 from ashat.fleet.license import License, LicenseRefused, check_license, read_license
 from ashat.fleet.omega_errors import FleetConflict, LicenseDenied
+from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
 from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest, iso
 from ashat.fleet.omega_store import FleetStore, Mainframe, Rollout
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
@@ -50,32 +51,6 @@ DIRECTIVE_TTL_S = 300  # a directive is refused by mainframes after this many se
 class PollAnswer:
     directive: str  # the envelope token
     manifest: str  # the doubly signed manifest, as JSON text
-
-
-class FleetMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
-        self.polls = Counter(
-            "ashat_fleet_polls", "Polls answered, by result", ["result"], registry=r
-        )
-        self.license_refusals = Counter(
-            "ashat_fleet_license_refusals", "Licenses refused, by reason", ["reason"], registry=r
-        )
-        self.directives = Counter(
-            "ashat_fleet_directives", "Directives sent, by action", ["action"], registry=r
-        )
-        self.reports = Counter(
-            "ashat_fleet_reports", "Reports from mainframes, by status", ["status"], registry=r
-        )
-        self.rollouts = Counter(
-            "ashat_fleet_rollouts_finished",
-            "Rollouts that ended, by kind and state",
-            ["kind", "state"],
-            registry=r,
-        )
-        self.running = Gauge("ashat_fleet_rollouts_running", "Rollouts running", registry=r)
-        self.mainframes = Gauge("ashat_fleet_mainframes", "Mainframes registered", registry=r)
-        self.waiting = Gauge("ashat_fleet_polls_waiting", "Long polls being held", registry=r)
 
 
 def _servable(mf: Mainframe, now: float, revoked: set[str]) -> bool:
@@ -106,6 +81,7 @@ class Omega:
         self.controller = Controller(self.store, self.approvals, self.metrics.rollouts)
         self.lock = threading.Lock()
         self._refresh_gauges()
+        agent.metrics.registry.register(FleetCollector(self))
 
     def close(self) -> None:
         self.store.close()
@@ -426,9 +402,7 @@ class Omega:
         return {"revoked": self.store.revocations()}
 
     def _refresh_gauges(self) -> None:
-        running, mainframes = self.store.counts()
-        self.metrics.running.set(running)
-        self.metrics.mainframes.set(mainframes)
+        self.metrics.running.set(self.store.running_count())
 
 
 def _same(req: RolloutRequest, r: Rollout) -> bool:

@@ -293,14 +293,12 @@ class FleetStore:
     def mainframes(self) -> list[Mainframe]:
         return [_mainframe(r) for r in self._all("SELECT * FROM mainframes ORDER BY mainframe_id")]
 
-    def counts(self) -> tuple[int, int]:
-        """Running rollouts and registered mainframes."""
+    def running_count(self) -> int:
+        """How many rollouts run."""
         row = self._one(
-            "SELECT (SELECT COUNT(*) FROM rollouts WHERE state=?),"
-            " (SELECT COUNT(*) FROM mainframes)",
-            (RolloutState.RUNNING.value,),
+            "SELECT COUNT(*) FROM rollouts WHERE state=?", (RolloutState.RUNNING.value,)
         )
-        return (row[0], row[1]) if row else (0, 0)
+        return int(row[0]) if row else 0
 
     def max_sequence(self) -> int | None:
         row = self._one("SELECT MAX(sequence) FROM mainframes")
@@ -415,6 +413,15 @@ class FleetStore:
             rows = self._all("SELECT * FROM rollouts ORDER BY n")
         else:
             rows = self._all("SELECT * FROM rollouts WHERE state=? ORDER BY n", (state.value,))
+        return [_rollout(r) for r in rows]
+
+    def recent_rollouts(self, finished: int) -> list[Rollout]:
+        """The running rollouts and the ``finished`` newest of the others, oldest first."""
+        rows = self._all(
+            "SELECT * FROM rollouts WHERE state=? OR n IN (SELECT n FROM rollouts"
+            " WHERE state!=? ORDER BY n DESC LIMIT ?) ORDER BY n",
+            (RolloutState.RUNNING.value, RolloutState.RUNNING.value, finished),
+        )
         return [_rollout(r) for r in rows]
 
     def latest_rollout(self) -> Rollout | None:
