@@ -14,6 +14,13 @@ or if any process is still running inside its data directory (an app it should h
 stopped). The ``trees`` fixture makes release trees: examples/hello-service, or a tiny app
 that notes its start, first health answer and stop in the shared directory.
 
+``serve_process(root, env)`` (and ``module_serve_process``) starts ``ashat serve`` on the
+project at ``root`` and returns a :class:`ServeHandle` (``.url``, ``.add_user(name, role)``
+returning a token, ``.output()``, ``.stop()``); at teardown each must exit 0 without a
+traceback in its log. ``hello_fleet(n)`` sets up a whole fleet around a copy of
+examples/hello-service (PUBLIC and OMEGA configured, ``n`` mainframes registered) and
+returns a :class:`HelloFleet` (``.deploy(...)``, ``.ship(id, version)``, ``.currents()``).
+
 The tests directories are not packages, so helpers reach tests through fixtures.
 """
 
@@ -681,3 +688,198 @@ def mainframe_factory(tmp_path: Path) -> Iterator[MainframeFactory]:
     factory = MainframeFactory(tmp_path / "mainframes")
     yield factory
     factory.close()
+
+
+# -- ashat serve ---------------------------------------------------------------------------
+
+SERVE_READY_RE = re.compile(r"ashat serve: serving (https?://\S+)")
+
+
+@dataclass
+class ServeHandle:
+    """An ``ashat serve`` process started by :class:`ServeFactory`."""
+
+    url: str
+    root: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def add_user(self, name: str, role: str) -> str:
+        """Add a user to the project's store (as ``ashat users`` does); return its token."""
+        from ashat.ops.project import Project
+        from ashat.ops.users import add_user, issue_token
+
+        project = Project(self.root)
+        try:
+            add_user(project, name, role, actor="test")
+            return issue_token(project, name, actor="test")[1]
+        finally:
+            project.close()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"ashat serve did not stop:\n{self.output()}")
+
+
+class ServeFactory:
+    """Starts ``ashat serve --project ROOT`` on a port the OS picks; :meth:`close` stops each
+    and fails the test if one did not exit 0 or logged a traceback."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.handles: list[ServeHandle] = []
+
+    def __call__(self, root: Path, env: Mapping[str, str] | None = None) -> ServeHandle:
+        self.base.mkdir(parents=True, exist_ok=True)
+        log = self.base / f"serve{len(self.handles)}.log"
+        argv = [
+            sys.executable, "-m", "ashat.cli.ashat", "serve",
+            "--listen", "127.0.0.1:0", "--project", str(root),
+        ]  # fmt: skip
+        full_env = {k: v for k, v in os.environ.items() if k != "ASHAT_DB"}
+        full_env.update(env or {})
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=root,
+                env=full_env,
+            )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            m = SERVE_READY_RE.search(log.read_text(errors="replace"))
+            if m:
+                handle = ServeHandle(m.group(1), root, proc, log)
+                self.handles.append(handle)
+                return handle
+            if proc.poll() is not None:
+                pytest.fail(f"ashat serve exited with {proc.returncode}:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                pytest.fail(f"ashat serve not ready:\n{log.read_text()}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        problems = []
+        for h in self.handles:
+            code = h.stop()
+            if code != 0 or "Traceback" in h.output():
+                problems.append(f"ashat serve exited with {code}:\n{h.output()}")
+        self.handles.clear()
+        if problems:
+            pytest.fail("\n".join(problems))
+
+
+@pytest.fixture
+def serve_process(tmp_path: Path) -> Iterator[ServeFactory]:
+    factory = ServeFactory(tmp_path / "serve")
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_serve_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeFactory]:
+    factory = ServeFactory(tmp_path_factory.mktemp("serve"))
+    yield factory
+    factory.close()
+
+
+# -- a whole fleet: examples/hello-service, PUBLIC, OMEGA and mainframes -------------------
+
+HELLO_WAVES = """[distribution]
+waves = [50, 100]
+max_failure_ratio = 0.5
+wave_timeout_s = 60
+auto_rollback = true
+"""
+
+
+@dataclass
+class HelloFleet:
+    """A copy of examples/hello-service as the cwd (acting as alice) with PUBLIC and OMEGA
+    configured and ``mainframes`` registered with OMEGA."""
+
+    root: Path
+    public: AgentHandle
+    omega: AgentHandle
+    mainframes: list[MainframeHandle]
+
+    @staticmethod
+    def deploy(*args: str) -> Any:
+        """``deploy ARGS`` in this process (click's runner); its result."""
+        from click.testing import CliRunner
+
+        from ashat.cli.deploy import cli
+
+        return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
+
+    def ship(self, update_id: str, version: str) -> None:
+        """Change VERSION, push and verify (health only, to keep tests short) as alice."""
+        (self.root / "VERSION").write_text(version + "\n")
+        res = self.deploy("push", update_id, f"version {version}")
+        assert res.exit_code == 0, res.output
+        res = self.deploy("verify", update_id, "--only", "health")
+        assert res.exit_code == 0, res.output
+
+    def currents(self) -> list[str | None]:
+        return [mf.current() for mf in self.mainframes]
+
+
+@pytest.fixture
+def hello_fleet(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    agent_factory: AgentFactory,
+    mainframe_factory: MainframeFactory,
+) -> Any:
+    """``hello_fleet(n=2, distribution=HELLO_WAVES, poll_wait=1)`` -> :class:`HelloFleet`."""
+    import datetime as dt
+
+    from ashat.fleet.license import issue
+
+    def make(n: int = 2, distribution: str = HELLO_WAVES, poll_wait: int = 1) -> HelloFleet:
+        public = agent_factory()
+        omega = agent_factory(role="omega", poll_timeout=5, extra_trust=(public.pub_path,))
+        root = tmp_path / "alpha"
+        shutil.copytree(HELLO_SERVICE, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+        toml = (root / "ashat.toml").read_text()
+        (root / "ashat.toml").write_text(toml[: toml.index("[distribution]")] + distribution)
+        monkeypatch.chdir(root)
+        monkeypatch.setenv("ASHAT_USER", "alice")
+        monkeypatch.setenv("NO_COLOR", "1")
+        monkeypatch.delenv("ASHAT_DB", raising=False)
+        monkeypatch.setenv("ASHAT_SIGNING_KEY", str(public.key_path))
+        for tier, agent in (("public", public), ("omega", omega)):
+            res = HelloFleet.deploy(
+                "configure", tier, agent.url, tier.title(), "--token-file", str(agent.token_file)
+            )
+            assert res.exit_code == 0, res.output
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+        mfs = []
+        for i in range(n):
+            assert omega.license_key is not None and omega.omega_pub_path is not None
+            token, _ = issue(omega.license_key, f"mf-{i}", "ACME", expires)
+            mfs.append(
+                mainframe_factory.start(
+                    omega=omega.url, license_token=token, mainframe_id=f"mf-{i}",
+                    trust=public.pub_path, trust_omega=omega.omega_pub_path, poll_wait=poll_wait,
+                )
+            )  # fmt: skip
+        mainframe_factory.ready(*mfs)
+        with omega.client() as client:
+            wait_for(
+                lambda: len(client.request("GET", "/v1/fleet/mainframes")["mainframes"]) >= n,
+                30,
+                f"{n} mainframes registered with OMEGA",
+            )
+        return HelloFleet(root, public, omega, mfs)
+
+    return make

@@ -6,6 +6,8 @@
     app.py       the Starlette app: auth, roles, bodies  routes.py   the endpoint table + handlers
     schemas.py   JSON Schemas of the bodies              openapi.py  /openapi.json from the table
     metrics.py   /metrics                                errors.py   exit code -> HTTP status
+    dashboard.py the web pages at /                      views.py    what the pages show (pure)
+    session.py   signed session cookies, CSRF, origin    templates/, static/   Jinja2, CSS, JS
 
 Routes (JSON; ``role`` is the weakest that may call it; higher roles include lower ones)::
 
@@ -29,4 +31,8 @@ Routes (JSON; ``role`` is the weakest that may call it; higher roles include low
     POST   /v1/users                           admin     {"name", "role"}
     POST   /v1/users/{name}/token              admin     -> {"token"}, shown once
     DELETE /v1/users/{name}                    admin
+
+The dashboard (``/``, ``/login``, ``/deployments/...``, ``/servers``, ``/mainframes``) is
+described in :mod:`.dashboard`: the same operations, signed in with a token once, then a
+session cookie.
 """

@@ -5,7 +5,8 @@ when missing or unknown) -> role (403 when too weak) -> query and body, checked 
 the published schemas (400) -> the handler, in a worker thread, with a store connection
 of its own. Nothing is read or changed for a refused request. Errors are
 ``{"error", "kind", ...}`` (:mod:`.errors`); an unexpected exception is logged with its
-traceback and answered 500 without one.
+traceback and answered 500 without one. The web dashboard (:mod:`.dashboard`) is routes of
+the same app, over the same project and operations.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ashat.agent.server import RequestMetrics
 from ashat.api.errors import error_body, status_of
 from ashat.api.metrics import ApiMetrics
 from ashat.api.openapi import document
 from ashat.api.routes import ENDPOINTS, Call, Endpoint, Param
-from ashat.api.schemas import with_checks
+from ashat.api.schemas import validate_body, with_checks
 from ashat.errors import AshatError, InvalidInput
 from ashat.ops.project import Project
 from ashat.ops.users import Role, authenticate
@@ -110,19 +111,9 @@ async def _read_body(ep: Endpoint, request: Request, components: Components) -> 
         body = json.loads(raw)
     except ValueError as e:
         raise InvalidInput(f"the request body is not JSON: {e}") from e
-    _validate(components[ep.body], body)
+    validate_body(components[ep.body], body)
     assert isinstance(body, dict)  # the schemas of request bodies are objects
     return body
-
-
-def _validate(schema: dict[str, Any], body: Any) -> None:
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(body))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "the body"
-        raise InvalidInput(f"invalid request body at {where}: {error.message[:300]}")
 
 
 OpenProject = Callable[[], Project]
@@ -215,7 +206,8 @@ def build_app(root: Path, db_url: str | None = None) -> Starlette:
     """The app serving the project at ``root`` (its store: ``db_url``, else ``ASHAT_DB``,
     else ``.ashat/ashat.db``). Opens the store now, so a bad one fails before serving.
 
-    Raises :class:`InvalidInput` (an unusable store, a malformed ``[[notify]]``).
+    Raises :class:`InvalidInput` (an unusable store, a malformed ``[[notify]]``, a session
+    secret that cannot be kept in ``.ashat/secrets/``).
     """
 
     def open_project() -> Project:
@@ -255,7 +247,7 @@ def build_app(root: Path, db_url: str | None = None) -> Starlette:
         by_path.setdefault(ep.path, {})[ep.method] = _endpoint(
             ep, open_project, metrics, components
         )
-    routes = [
+    routes: list[BaseRoute] = [
         Route(path, _by_method(handlers), methods=list(handlers))
         for path, handlers in by_path.items()
     ]
@@ -263,6 +255,10 @@ def build_app(root: Path, db_url: str | None = None) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
     ]
+    from ashat.api.dashboard import Dashboard
+    from ashat.api.session import load_secret
+
+    routes += Dashboard(open_project, load_secret(first.state_dir)).routes()
     app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestMetrics, metrics=metrics)],

@@ -35,7 +35,8 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
 ) -> None:
-    """Serve the control-plane HTTP API (OpenAPI at /openapi.json, metrics at /metrics)."""
+    """Serve the control-plane HTTP API and web dashboard (/; OpenAPI at /openapi.json,
+    metrics at /metrics)."""
     from ashat.agent.config import parse_listen
     from ashat.project import find_project_root
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ashat.errors import InvalidInput
 from ashat.ops.users import Role
 from ashat.workflow.states import State
 
@@ -218,3 +219,14 @@ def with_checks(names: list[str]) -> dict[str, dict[str, Any]]:
         {"only": {"type": "array", "items": {"enum": names}, "maxItems": 50, "uniqueItems": True}}
     )
     return out
+
+
+def validate_body(schema: dict[str, Any], body: Any) -> None:
+    """Check a request body against its schema. Raises :class:`InvalidInput` naming where."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(body))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "the body"
+        raise InvalidInput(f"invalid request body at {where}: {error.message[:300]}")
