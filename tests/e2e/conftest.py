@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 
 _PATH = Path(__file__).resolve().parents[1] / "integration" / "conftest.py"
+# It imports tests/integration/support.py, importable as pytest makes it for its own tests.
+if str(_PATH.parent) not in sys.path:
+    sys.path.append(str(_PATH.parent))
 _SPEC = importlib.util.spec_from_file_location("ashat_integration_fixtures", _PATH)
 assert _SPEC is not None and _SPEC.loader is not None
 integration = importlib.util.module_from_spec(_SPEC)

@@ -7,21 +7,25 @@ ashat.agent.command``) on a port the OS picks (the ready line names it), waits f
 ``/v1/health``, and returns an :class:`AgentHandle` (``.url``, ``.token``, ``.token_file``,
 ``.data``, ``.key``, ``.pub_path``, ``.ca_cert``, ``.stop()``, and ``.client()``,
 ``.build()``, ``.upload()``, ``.stage()``, ``.deploy()`` for releases; with
-``role="omega"`` also ``.omega_key_path``, ``.omega_pub_path``, ``.license_key`` and
-``.license_pub_path``, keys made for it). At teardown every
-agent still running is stopped with SIGTERM, and the test fails if it did not exit cleanly
-or if any process is still running inside its data directory (an app it should have
-stopped). The ``trees`` fixture makes release trees: examples/hello-service, or a tiny app
-that notes its start, first health answer and stop in the shared directory.
+``role="omega"`` also ``.release()`` (staged, activated and approved), and
+``.omega_key_path``, ``.omega_pub_path``, ``.license_key`` and ``.license_pub_path``, keys
+made for it). At teardown every agent still running is stopped with SIGTERM, and the test
+fails if it did not exit cleanly or if any process is still running inside its data
+directory (an app it should have stopped). The ``trees`` fixture makes release trees:
+examples/hello-service, or a tiny app that notes its start, first health answer and stop in
+the shared directory.
 
 ``serve_process(root, env)`` (and ``module_serve_process``) starts ``ashat serve`` on the
 project at ``root`` and returns a :class:`ServeHandle` (``.url``, ``.add_user(name, role)``
-returning a token, ``.output()``, ``.stop()``); at teardown each must exit 0 without a
+returning a token, ``.http(token)``, ``.call(method, path, token, body)``, ``.output()``,
+``.stop()``); at teardown each must exit 0 without a
 traceback in its log. ``hello_fleet(n)`` sets up a whole fleet around a copy of
 examples/hello-service (PUBLIC and OMEGA configured, ``n`` mainframes registered) and
 returns a :class:`HelloFleet` (``.deploy(...)``, ``.ship(id, version)``, ``.currents()``).
 
-The tests directories are not packages, so helpers reach tests through fixtures.
+The tests directories are not packages, so helpers reach tests through fixtures, and plain
+functions through support.py (``from support import deploy, wait_for``), which this file
+uses too.
 """
 
 from __future__ import annotations
@@ -43,14 +47,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from support import HELLO_SERVICE, configure, deploy, enter_hello_project, wait_for
 
 from ashat.bundle import Built, Manifest, SigningKey, build_from_dir, sign_manifest
 from ashat.bundle.keys import generate_keypair, load_private_key
 from ashat.transport.client import AgentClient, BlobRef
 
-REPO = Path(__file__).resolve().parents[2]
-HELLO_SERVICE = REPO / "examples" / "hello-service"
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
 READY_RE = re.compile(r"ashat agent \((\w+)\) serving (https?://\S+) data=(\S+)")
@@ -86,14 +90,22 @@ def processes_in(directory: Path) -> list[int]:
     return found
 
 
-def wait_for(predicate: Any, timeout_s: float = 10.0, what: str = "condition") -> Any:
+def wait_ready(
+    proc: subprocess.Popen[bytes], log: Path, ready: re.Pattern[str], what: str, timeout_s: float
+) -> re.Match[str]:
+    """Wait until ``ready`` matches the output ``proc`` writes to ``log``; the match. Fails
+    the test if ``what`` exits first, or (killing it) after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
-        value = predicate()
-        if value:
-            return value
+        m = ready.search(log.read_text(errors="replace"))
+        if m:
+            return m
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()}")
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"{what} not ready within {timeout_s}s:\n{log.read_text()}")
         time.sleep(0.05)
 
 
@@ -178,6 +190,34 @@ class AgentHandle:
         self.stage(tree, update_id, sequence=sequence, app=app)
         with self.client() as client:
             return client.activate(update_id)
+
+    def release(
+        self,
+        tree: Path,
+        update_id: str,
+        *,
+        sequence: int = 1,
+        app: Mapping[str, Any] | None = None,
+    ) -> Manifest:
+        """On OMEGA: stage and activate ``tree`` as ``update_id``, then approve it as carol
+        (``POST /v1/releases/ID/approve``); the signed manifest."""
+        signed, built = self.build(tree, update_id, sequence=sequence, app=app)
+        with self.client() as client:
+            self.upload(client, signed, built)
+            client.stage(signed.to_bytes())
+            client.activate(update_id)
+        now = dt.datetime.now(dt.UTC).isoformat()
+        record = {
+            "update_id": update_id,
+            "sequence": sequence,
+            "approvers": [{"user": "carol", "at": now, "comment": "ok"}],
+            "approved_at": now,
+        }
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as http:
+            r = http.post(f"/v1/releases/{update_id}/approve", json={"approval": record})
+        assert r.status_code == 200, r.text
+        return signed
 
     def link(self, name: str) -> str | None:
         """Where ``current`` or ``previous`` points (``releases/<id>``), or None."""
@@ -386,7 +426,7 @@ class AgentFactory:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=home
             )
-        url = self._wait_ready(proc, log)
+        url = wait_ready(proc, log, READY_RE, "agent", START_TIMEOUT_S).group(2)
         handle = AgentHandle(
             url=url,
             token=token,
@@ -409,21 +449,6 @@ class AgentFactory:
         with handle.client() as client:
             wait_for(lambda: client.health()["status"] == "ok", 10, "/v1/health")
         return handle
-
-    @staticmethod
-    def _wait_ready(proc: subprocess.Popen[bytes], log: Path) -> str:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            m = READY_RE.search(log.read_text(errors="replace"))
-            if m:
-                return m.group(2)
-            if proc.poll() is not None:
-                pytest.fail(f"agent exited with {proc.returncode}:\n{log.read_text()}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                pytest.fail(f"agent not ready within {START_TIMEOUT_S}s:\n{log.read_text()}")
-            time.sleep(0.05)
 
     def close(self) -> None:
         """Stop every agent still running (newest first), then look for leftover apps."""
@@ -656,7 +681,7 @@ class MainframeFactory:
 
     def ready(self, *handles: MainframeHandle) -> None:
         for h in handles:
-            h.url = AgentFactory._wait_ready(h.proc, h.log)
+            h.url = wait_ready(h.proc, h.log, READY_RE, "mainframe", START_TIMEOUT_S).group(2)
 
     def __call__(self, **kwargs: Any) -> MainframeHandle:
         handle = self.start(**kwargs)
@@ -693,6 +718,7 @@ def mainframe_factory(tmp_path: Path) -> Iterator[MainframeFactory]:
 # -- ashat serve ---------------------------------------------------------------------------
 
 SERVE_READY_RE = re.compile(r"ashat serve: serving (https?://\S+)")
+SERVE_START_TIMEOUT_S = 30.0  # it imports the whole API and opens the project's store
 
 
 @dataclass
@@ -706,6 +732,18 @@ class ServeHandle:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        """A client for this server, with ``token`` as its bearer (if any)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=300)
+
+    def call(
+        self, method: str, path: str, token: str | None = None, body: Any = None
+    ) -> httpx.Response:
+        """One request, ``body`` sent as JSON; the response."""
+        with self.http(token) as c:
+            return c.request(method, path, json=body)
 
     def add_user(self, name: str, role: str) -> str:
         """Add a user to the project's store (as ``ashat users`` does); return its token."""
@@ -752,20 +790,10 @@ class ServeFactory:
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=root,
                 env=full_env,
             )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            m = SERVE_READY_RE.search(log.read_text(errors="replace"))
-            if m:
-                handle = ServeHandle(m.group(1), root, proc, log)
-                self.handles.append(handle)
-                return handle
-            if proc.poll() is not None:
-                pytest.fail(f"ashat serve exited with {proc.returncode}:\n{log.read_text()}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                pytest.fail(f"ashat serve not ready:\n{log.read_text()}")
-            time.sleep(0.05)
+        m = wait_ready(proc, log, SERVE_READY_RE, "ashat serve", SERVE_START_TIMEOUT_S)
+        handle = ServeHandle(m.group(1), root, proc, log)
+        self.handles.append(handle)
+        return handle
 
     def close(self) -> None:
         problems = []
@@ -812,14 +840,7 @@ class HelloFleet:
     omega: AgentHandle
     mainframes: list[MainframeHandle]
 
-    @staticmethod
-    def deploy(*args: str) -> Any:
-        """``deploy ARGS`` in this process (click's runner); its result."""
-        from click.testing import CliRunner
-
-        from ashat.cli.deploy import cli
-
-        return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
+    deploy = staticmethod(deploy)  # ``deploy ARGS`` in this process, for tests given a fleet
 
     def ship(self, update_id: str, version: str) -> None:
         """Change VERSION, push and verify (health only, to keep tests short) as alice."""
@@ -848,20 +869,11 @@ def hello_fleet(
     def make(n: int = 2, distribution: str = HELLO_WAVES, poll_wait: int = 1) -> HelloFleet:
         public = agent_factory()
         omega = agent_factory(role="omega", poll_timeout=5, extra_trust=(public.pub_path,))
-        root = tmp_path / "alpha"
-        shutil.copytree(HELLO_SERVICE, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
-        toml = (root / "ashat.toml").read_text()
-        (root / "ashat.toml").write_text(toml[: toml.index("[distribution]")] + distribution)
-        monkeypatch.chdir(root)
-        monkeypatch.setenv("ASHAT_USER", "alice")
-        monkeypatch.setenv("NO_COLOR", "1")
-        monkeypatch.delenv("ASHAT_DB", raising=False)
-        monkeypatch.setenv("ASHAT_SIGNING_KEY", str(public.key_path))
-        for tier, agent in (("public", public), ("omega", omega)):
-            res = HelloFleet.deploy(
-                "configure", tier, agent.url, tier.title(), "--token-file", str(agent.token_file)
-            )
-            assert res.exit_code == 0, res.output
+        root = enter_hello_project(
+            tmp_path / "alpha", monkeypatch, public.key_path, distribution=distribution
+        )
+        configure("public", public)
+        configure("omega", omega)
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
         mfs = []
         for i in range(n):

@@ -13,11 +13,11 @@ import json
 import os
 import signal
 import stat
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_for
 
 from ashat.transport.errors import AgentRejected, TLSFailure
 
@@ -43,15 +43,6 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except OSError:
         return False
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def healthy_app(agent: AgentHandle) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import wait_for
 
 from ashat.fleet.license import issue
 from ashat.transport.errors import AgentRejected
@@ -45,15 +46,6 @@ if os.environ.get("MF_BROKEN"):
     time.sleep(60)
 runpy.run_path("app.py", run_name="__main__")
 """
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def scrape(url: str) -> Samples:
@@ -163,21 +155,7 @@ class Omega:
     def release(self, tree: Path, update_id: str, sequence: int, **app: Any) -> Any:
         """Stage and activate ``tree`` on OMEGA as ``update_id``, approve it; the signed
         manifest."""
-        signed, built = self.handle.build(tree, update_id, sequence=sequence, app=app or None)
-        with self.handle.client() as client:
-            self.handle.upload(client, signed, built)
-            client.stage(signed.to_bytes())
-            client.activate(update_id)
-        now = dt.datetime.now(dt.UTC).isoformat()
-        record = {
-            "update_id": update_id,
-            "sequence": sequence,
-            "approvers": [{"user": "carol", "at": now, "comment": "ok"}],
-            "approved_at": now,
-        }
-        r = self.http.post(f"/v1/releases/{update_id}/approve", json={"approval": record})
-        assert r.status_code == 200, r.text
-        return signed
+        return self.handle.release(tree, update_id, sequence=sequence, app=app or None)
 
     def rollout(self, update_id: str, **policy: Any) -> str:
         body = {

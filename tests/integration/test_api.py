@@ -10,9 +10,6 @@ import http.server
 import importlib.util
 import json
 import os
-import re
-import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -23,117 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner, Result
+from support import configure, deploy, enter_hello_project, wait_for
 
 from ashat.cli.ashat import cli as ashat_cli
-from ashat.cli.deploy import cli as deploy_cli
 from ashat.notify.messages import signature_valid
 from ashat.store.db import Database, default_sqlite_url
 from ashat.store.store import Store
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State
 
-REPO = Path(__file__).resolve().parents[2]
-HELLO = REPO / "examples" / "hello-service"
-READY_RE = re.compile(r"ashat serve: serving (https?://\S+)")
-START_TIMEOUT_S = 30.0
 HOOK_SECRET = "hook-secret-6b1f"  # the HMAC key the receivers check
-
-
-def deploy(*args: str) -> Result:
-    return CliRunner().invoke(deploy_cli, list(args), prog_name="deploy", catch_exceptions=False)
 
 
 def ashat(*args: str) -> Result:
     return CliRunner().invoke(ashat_cli, list(args), prog_name="ashat", catch_exceptions=False)
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-
-
-# -- ashat serve as a process -------------------------------------------------------------
-
-
-@dataclass
-class Serve:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def http(self, token: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=300)
-
-    def call(
-        self, method: str, path: str, token: str | None = None, body: Any = None
-    ) -> httpx.Response:
-        with self.http(token) as c:
-            return c.request(method, path, json=body)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"ashat serve did not stop:\n{self.output()}")
-
-
-def start_serve(root: Path, log: Path, env: dict[str, str] | None = None) -> Serve:
-    argv = [
-        sys.executable, "-m", "ashat.cli.ashat", "serve",
-        "--listen", "127.0.0.1:0", "--project", str(root),
-    ]  # fmt: skip
-    full_env = {k: v for k, v in os.environ.items() if k != "ASHAT_DB"}
-    full_env.update(env or {})
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=root,
-            env=full_env,
-        )  # fmt: skip
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        m = READY_RE.search(log.read_text(errors="replace"))
-        if m:
-            return Serve(m.group(1), proc, log)
-        if proc.poll() is not None:
-            pytest.fail(f"ashat serve exited with {proc.returncode}:\n{log.read_text()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"ashat serve not ready:\n{log.read_text()}")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def serve_factory(tmp_path: Path) -> Iterator[Callable[..., Serve]]:
-    started: list[Serve] = []
-
-    def make(root: Path, env: dict[str, str] | None = None) -> Serve:
-        s = start_serve(root, tmp_path / f"serve{len(started)}.log", env)
-        started.append(s)
-        return s
-
-    yield make
-    for s in started:
-        code = s.stop()
-        assert code == 0, f"ashat serve exited with {code}:\n{s.output()}"
-        assert "Traceback" not in s.output(), s.output()
 
 
 # -- webhook receivers on loopback --------------------------------------------------------
@@ -229,7 +131,7 @@ PEOPLE = {"viewer": "vera", "deployer": "dave", "approver": "bob", "admin": "ada
 @dataclass
 class Env:
     root: Path
-    serve: Serve
+    serve: Any  # conftest's ServeHandle
     tokens: dict[str, str]  # by role
     replaced: str  # a token that was replaced by a newer one
 
@@ -272,7 +174,7 @@ TO_COMPLETED = (
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory, module_serve_process: Any) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("api") / "proj"
     root.mkdir()
     (root / "ashat.toml").write_text("")
@@ -292,12 +194,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             make_deployment(wf, update_id, *TO_VERIFIED)
         make_deployment(wf, "c1", *TO_COMPLETED)
         store.close()
-        serve = start_serve(root, root.parent / "serve.log")
-        try:
-            yield Env(root, serve, tokens, replaced)
-        finally:
-            assert serve.stop() == 0, serve.output()
-            assert "Traceback" not in serve.output(), serve.output()
+        yield Env(root, module_serve_process(root), tokens, replaced)
 
 
 MUTATING = [
@@ -524,25 +421,13 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pa
     """A copy of hello-service as the cwd, acting as alice, with ``extra`` ashat.toml."""
 
     def make(agent: Any, extra: str = "", distribution: str = WAVES) -> Path:
-        root = tmp_path / "alpha"
-        shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
-        toml = (root / "ashat.toml").read_text()
-        toml = toml[: toml.index("[distribution]")] + distribution + extra
-        (root / "ashat.toml").write_text(toml)
-        monkeypatch.chdir(root)
-        monkeypatch.setenv("ASHAT_USER", "alice")
-        monkeypatch.setenv("NO_COLOR", "1")
-        monkeypatch.delenv("ASHAT_DB", raising=False)
-        monkeypatch.setenv("ASHAT_SIGNING_KEY", str(agent.key_path))
+        root = enter_hello_project(
+            tmp_path / "alpha", monkeypatch, agent.key_path, distribution=distribution + extra
+        )
         monkeypatch.setenv("ASHAT_TEST_HOOK_SECRET", HOOK_SECRET)
         return root
 
     return make
-
-
-def configure(tier: str, agent: Any) -> None:
-    res = deploy("configure", tier, agent.url, tier.title(), "--token-file", str(agent.token_file))
-    assert res.exit_code == 0, res.output
 
 
 def metric(text: str, line_start: str) -> float:
@@ -557,7 +442,7 @@ def test_the_whole_workflow_through_the_api(
     mainframe_factory: Any,
     project: Any,
     receivers: Any,
-    serve_factory: Any,
+    serve_process: Any,
 ) -> None:
     from ashat.fleet.license import issue
 
@@ -579,7 +464,7 @@ def test_the_whole_workflow_through_the_api(
         )  # fmt: skip
     mainframe_factory.ready(*mfs)
     tokens = {role: add_user(PEOPLE[role], role) for role in ROLES}
-    serve = serve_factory(root, {"ASHAT_TEST_HOOK_SECRET": HOOK_SECRET})
+    serve = serve_process(root, {"ASHAT_TEST_HOOK_SECRET": HOOK_SECRET})
     viewer = tokens["viewer"]
     wait_for(
         lambda: len(serve.call("GET", "/v1/fleet/mainframes", viewer).json()["mainframes"]) == 2,
@@ -712,7 +597,7 @@ def notify_failures(root: Path, update_id: str) -> list[dict[str, Any]]:
 
 
 def test_failing_receivers_are_audited_and_never_fail_the_deployment(
-    agent_factory: Any, project: Any, receivers: Any, serve_factory: Any
+    agent_factory: Any, project: Any, receivers: Any, serve_process: Any
 ) -> None:
     broken = receivers(status=500)
     public = agent_factory()
@@ -736,7 +621,7 @@ def test_failing_receivers_are_audited_and_never_fail_the_deployment(
 
     # through the API too: the cancel answers at once, the failures follow as events
     token = add_user("dave", "deployer")
-    serve = serve_factory(root)
+    serve = serve_process(root)
     res = serve.call("POST", "/v1/deployments/hello-001/cancel", token, {"reason": "test"})
     assert res.status_code == 200 and res.json()["deployment"]["state"] == "cancelled"
     wait_for(
@@ -810,7 +695,7 @@ def test_a_malformed_notify_table_is_refused_before_anything(project: Any, tmp_p
     reason="schemathesis is not installed (pip install -e '.[test]' brings it)",
 )
 def test_schemathesis_finds_no_server_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve_factory: Any
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve_process: Any
 ) -> None:
     root = tmp_path / "proj"
     root.mkdir()
@@ -823,7 +708,7 @@ def test_schemathesis_finds_no_server_error(
     make_deployment(wf, "0", State.PUSHED)  # an id the generators try first
     make_deployment(wf, "v1", *TO_VERIFIED)
     store.close()
-    serve = serve_factory(root)
+    serve = serve_process(root)
     argv = [
         sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()",
         "run", f"{serve.url}/openapi.json",

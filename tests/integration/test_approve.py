@@ -3,28 +3,11 @@ pushed to and verified on a PUBLIC agent, with a real OMEGA configured."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
-
-from ashat.cli.deploy import cli
-
-REPO = Path(__file__).resolve().parents[2]
-HELLO = REPO / "examples" / "hello-service"
-
-
-def deploy(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
-
-
-def deploy_json(*args: str) -> tuple[int, dict[str, Any]]:
-    res = deploy(*args, "--json")
-    return res.exit_code, json.loads(res.stdout)
-
+from support import configure, deploy, deploy_json, enter_hello_project
 
 APPROVAL = """
 [approval]
@@ -39,22 +22,13 @@ def verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_factory: Any
     """hello-service pushed and verified as hello-001 by alice, needing two approvals."""
     public = agent_factory()
     omega = agent_factory(role="omega")
-    root = tmp_path / "alpha"
-    shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    root = enter_hello_project(tmp_path / "alpha", monkeypatch, public.key_path)
     toml = (root / "ashat.toml").read_text()
     start = toml.index("[approval]")
     end = toml.index("[distribution]")
     (root / "ashat.toml").write_text(toml[:start] + APPROVAL + "\n" + toml[end:])
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("ASHAT_USER", "alice")
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.delenv("ASHAT_DB", raising=False)
-    monkeypatch.setenv("ASHAT_SIGNING_KEY", str(public.key_path))
-    for tier, agent in (("public", public), ("omega", omega)):
-        res = deploy(
-            "configure", tier, agent.url, tier.title(), "--token-file", str(agent.token_file)
-        )
-        assert res.exit_code == 0
+    configure("public", public)
+    configure("omega", omega)
     assert deploy("push", "hello-001", "to approve").exit_code == 0
     assert deploy("verify", "hello-001", "--only", "health").exit_code == 0
     return root

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from support import deploy, deploy_json
 
-from ashat.cli.deploy import cli
 from ashat.store.db import Database, default_sqlite_url
 from ashat.store.store import Store
 from ashat.workflow.ports import Clock
@@ -24,17 +23,6 @@ from ashat.workflow.service import Workflow
 from ashat.workflow.states import State
 
 TOKEN = "tok-5f1c0e9a-secret-value"  # must never appear in any output
-
-
-def deploy(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
-
-
-def deploy_json(*args: str) -> tuple[int, dict[str, object]]:
-    res = deploy(*args, "--json")
-    data = json.loads(res.stdout)
-    assert isinstance(data, dict)
-    return res.exit_code, data
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from support import configure, deploy, deploy_json, enter_hello_project, wait_for
 
-from ashat.cli.deploy import cli
 from ashat.fleet.license import issue
-
-REPO = Path(__file__).resolve().parents[2]
-HELLO = REPO / "examples" / "hello-service"
 
 # A release whose prepare hook needs a server-side setting that some mainframes lack: it
 # passes on PUBLIC (which has the setting) and fails on those mainframes.
@@ -29,15 +24,6 @@ MIGRATE = """import os, sys
 if os.environ.get("MIGRATE_OK") != "1":
     sys.exit("migration refused: MIGRATE_OK is not set on this server")
 """
-
-
-def deploy(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
-
-
-def deploy_json(*args: str) -> tuple[int, dict[str, Any]]:
-    res = deploy(*args, "--json")
-    return res.exit_code, json.loads(res.stdout)
 
 
 @dataclass
@@ -79,21 +65,11 @@ def stack(
             extra_trust=(public.pub_path,),
             app_env={"MIGRATE_OK": "1"},
         )
-        root = tmp_path / "alpha"
-        shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
-        toml = (root / "ashat.toml").read_text()
-        toml = toml[: toml.index("[distribution]")] + distribution
-        (root / "ashat.toml").write_text(toml)
-        monkeypatch.chdir(root)
-        monkeypatch.setenv("ASHAT_USER", "alice")
-        monkeypatch.setenv("NO_COLOR", "1")
-        monkeypatch.delenv("ASHAT_DB", raising=False)
-        monkeypatch.setenv("ASHAT_SIGNING_KEY", str(public.key_path))
-        for tier, agent in (("public", public), ("omega", omega)):
-            res = deploy(
-                "configure", tier, agent.url, tier.title(), "--token-file", str(agent.token_file)
-            )
-            assert res.exit_code == 0
+        root = enter_hello_project(
+            tmp_path / "alpha", monkeypatch, public.key_path, distribution=distribution
+        )
+        configure("public", public)
+        configure("omega", omega)
         now = dt.datetime.now(dt.UTC)
         mfs = []
         for i in range(n):
@@ -114,8 +90,6 @@ def stack(
         with httpx.Client(
             base_url=omega.url, headers={"Authorization": f"Bearer {omega.token}"}, timeout=10
         ) as http:
-            from conftest import wait_for
-
             wait_for(
                 lambda: len(http.get("/v1/fleet/mainframes").json()["mainframes"]) >= n,
                 30,
@@ -202,8 +176,6 @@ def test_a_broken_budget_rolls_back_automatically(stack: Any) -> None:
 
 
 def test_no_wait_returns_at_once_and_status_follows_the_rollout(stack: Any) -> None:
-    from conftest import wait_for
-
     s = stack(2, WAVES)
     s.ship("hello-001", "1.0.0")
     code, out = deploy_json("approve", "hello-001", "--as", "bob", "--no-wait")

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import wait_for
 
 from ashat.bundle.keys import load_private_key
 from ashat.bundle.manifest import parse_manifest
@@ -38,15 +39,6 @@ AgentHandle = Any
 MainframeFactory = Any
 MainframeHandle = Any
 Trees = Any
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 # -- a relay between mainframes and OMEGA --------------------------------------------------
@@ -214,21 +206,7 @@ class Fleet:
         self, update_id: str, sequence: int, tree: Path, app: dict[str, Any] | None = None
     ) -> Any:
         """Stage and activate ``tree`` on OMEGA, then approve it; the signed manifest."""
-        signed, built = self.omega.build(tree, update_id, sequence=sequence, app=app)
-        with self.omega.client() as client:
-            self.omega.upload(client, signed, built)
-            client.stage(signed.to_bytes())
-            client.activate(update_id)
-        now = dt.datetime.now(dt.UTC).isoformat()
-        record = {
-            "update_id": update_id,
-            "sequence": sequence,
-            "approvers": [{"user": "carol", "at": now, "comment": "ok"}],
-            "approved_at": now,
-        }
-        r = self.http.post(f"/v1/releases/{update_id}/approve", json={"approval": record})
-        assert r.status_code == 200, r.text
-        return signed
+        return self.omega.release(tree, update_id, sequence=sequence, app=app)
 
     def registered(self, n: int) -> None:
         def known() -> bool:

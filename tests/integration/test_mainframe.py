@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from support import wait_for
 
 from ashat.agent.command import agent as agent_command
 from ashat.bundle.keys import generate_keypair, load_private_key
@@ -81,15 +82,6 @@ def black_hole() -> Iterator[BlackHole]:
     hole = BlackHole()
     yield hole
     hole.close()
-
-
-def until(predicate: Any, what: str, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def run_cli(*args: str) -> tuple[int, str]:
@@ -169,7 +161,7 @@ def test_mainframe_without_token_serves_health_only_and_stops_promptly(
         assert r.status_code == 401
 
     # The long poll OMEGA holds: licensed, naming what runs (nothing) and the wait.
-    request = until(lambda: black_hole.received, "the poll")[0].decode("latin-1")
+    request = wait_for(lambda: black_hole.received, 10, "the poll")[0].decode("latin-1")
     assert request.startswith("GET /v1/fleet/poll?current=&sequence=0&wait=30 HTTP/1.1"), request
     assert f"authorization: license {keys['token']}".lower() in request.lower()
     started = time.monotonic()
@@ -196,7 +188,7 @@ def test_unreachable_omega_shows_in_health_and_the_loop_goes_on(
     def error() -> str | None:
         return mf.health()["fleet"]["last_error"]
 
-    message = until(error, "the connection error in /v1/health")
+    message = wait_for(error, 10, "the connection error in /v1/health")
     assert f"cannot reach OMEGA at http://127.0.0.1:{dead}" in message
     r = httpx.get(f"{mf.url}/v1/releases", headers={"Authorization": "Bearer mf-token"}, timeout=5)
     assert r.status_code == 200  # with --token-file, the bearer API is there

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from support import wait_for
 
 from ashat.agent.command import agent as agent_command
 from ashat.bundle import Manifest, SigningKey, parse_manifest
@@ -39,15 +40,6 @@ AgentHandle = Any
 Trees = Any
 
 NOW = dt.datetime.now(dt.UTC)
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 class Control:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,21 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
-
-from ashat.cli.deploy import cli
-
-REPO = Path(__file__).resolve().parents[2]
-HELLO = REPO / "examples" / "hello-service"
-
-
-def deploy(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
-
-
-def deploy_json(*args: str) -> tuple[int, dict[str, Any]]:
-    res = deploy(*args, "--json")
-    return res.exit_code, json.loads(res.stdout)
+from support import configure as configure_tier
+from support import deploy, deploy_json, enter_hello_project
 
 
 @pytest.fixture
@@ -36,25 +22,9 @@ def hello_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[.
     """A copy of examples/hello-service as the cwd, acting as alice, configured for ``agent``."""
 
     def make(agent: Any, *, key_path: Path | None = None, configure: bool = True) -> Path:
-        root = tmp_path / "alpha"
-        shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
-        monkeypatch.chdir(root)
-        monkeypatch.setenv("ASHAT_USER", "alice")
-        monkeypatch.setenv("NO_COLOR", "1")
-        monkeypatch.delenv("ASHAT_DB", raising=False)
-        monkeypatch.setenv("ASHAT_SIGNING_KEY", str(key_path or agent.key_path))
+        root = enter_hello_project(tmp_path / "alpha", monkeypatch, key_path or agent.key_path)
         if configure:
-            args = [
-                "configure",
-                "public",
-                agent.url,
-                "Staging",
-                "--token-file",
-                str(agent.token_file),
-            ]
-            if agent.ca_cert:
-                args += ["--ca-cert", str(agent.ca_cert)]
-            assert deploy(*args).exit_code == 0
+            configure_tier("public", agent, "Staging")
         return root
 
     return make

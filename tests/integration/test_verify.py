@@ -4,34 +4,21 @@ six checks, and each check can fail (exit 1, naming the check and why)."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from support import configure, deploy, deploy_json, enter_hello_project
 
-from ashat.cli.deploy import cli
 from ashat.store.db import Database, default_sqlite_url
 from ashat.store.store import Store
 
-REPO = Path(__file__).resolve().parents[2]
-HELLO = REPO / "examples" / "hello-service"
 PEM_KEY = (  # split so that this file itself does not look like a leaked key
     "-----BEGIN " + "PRIVATE KEY-----\n"
     "MC4CAQAwBQYDK2VwBCIEIJ+fake+but+shaped+like+a+key+abcdefghij\n"
     "-----END PRIVATE KEY-----\n"
 )
-
-
-def deploy(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
-
-
-def deploy_json(*args: str) -> tuple[int, dict[str, Any]]:
-    res = deploy(*args, "--json")
-    return res.exit_code, json.loads(res.stdout)
 
 
 @pytest.fixture
@@ -44,21 +31,12 @@ def pushed(
         edit: Callable[[Path], None] | None = None, *, tls: bool = False, extra_toml: str = ""
     ) -> Path:
         agent = agent_factory(tls=tls)
-        root = tmp_path / "alpha"
-        shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+        root = enter_hello_project(tmp_path / "alpha", monkeypatch, agent.key_path)
         if extra_toml:
             (root / "ashat.toml").write_text((root / "ashat.toml").read_text() + extra_toml)
         if edit:
             edit(root)
-        monkeypatch.chdir(root)
-        monkeypatch.setenv("ASHAT_USER", "alice")
-        monkeypatch.setenv("NO_COLOR", "1")
-        monkeypatch.delenv("ASHAT_DB", raising=False)
-        monkeypatch.setenv("ASHAT_SIGNING_KEY", str(agent.key_path))
-        args = ["configure", "public", agent.url, "Staging", "--token-file", str(agent.token_file)]
-        if agent.ca_cert:
-            args += ["--ca-cert", str(agent.ca_cert)]
-        assert deploy(*args).exit_code == 0
+        configure("public", agent, "Staging")
         res = deploy("push", "hello-001", "for verification")
         assert res.exit_code == 0, res.output
         return root

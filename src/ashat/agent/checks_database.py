@@ -19,10 +19,10 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from ashat.agent.checks_base import (
@@ -107,6 +107,38 @@ def _message(err: BaseException, secrets: list[str]) -> str:
     return text[:MAX_MESSAGE_CHARS]
 
 
+def _run_probes(
+    conn: Any,
+    req: Request,
+    started: float,
+    errors: type[Exception],
+    fail: Callable[[str, Exception], NoReturn],
+    *,
+    count_tables: bool = False,
+) -> dict[str, Any]:
+    """On an open connection (either driver): ``SELECT 1`` timed, the number of tables when
+    ``count_tables`` (SQLite), then ``req.query``; what they found. One of ``errors`` goes
+    to ``fail`` with the name of the step that raised it, for the driver's own message."""
+    found: dict[str, Any] = {"connect_ms": elapsed_ms(started)}
+    stage = "SELECT 1"
+    try:
+        t = time.perf_counter()
+        conn.execute("SELECT 1").fetchone()
+        found["latency_ms"] = elapsed_ms(t)
+        if count_tables:
+            # SELECT 1 never reads the file; this does, so a non-database file fails here.
+            stage = "reading the schema"
+            found["tables"] = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+            ).fetchone()[0]
+        if req.query is not None:
+            stage = "the schema version query"
+            found["schema_row"] = conn.execute(req.query).fetchone()
+    except errors as e:
+        fail(stage, e)
+    return found
+
+
 # -- SQLite ----------------------------------------------------------------------------------
 
 
@@ -133,29 +165,17 @@ def probe_sqlite(path: Path, req: Request, deadline: Deadline) -> dict[str, Any]
         )
     except sqlite3.Error as e:
         raise ProbeFailed(f"cannot open {path}: {e}") from e
+
+    def fail(stage: str, e: Exception) -> NoReturn:
+        if deadline.expired():
+            raise ProbeFailed(f"{stage} did not finish within {req.timeout_s:g} s") from e
+        raise ProbeFailed(f"{stage} failed on {path}: {e}") from e
+
     # A query still running when time is up is interrupted (it then raises OperationalError).
     timer = threading.Timer(deadline.remaining(), conn.interrupt)
     timer.start()
     try:
-        found: dict[str, Any] = {"connect_ms": elapsed_ms(started)}
-        stage = "SELECT 1"
-        try:
-            t = time.perf_counter()
-            conn.execute("SELECT 1").fetchone()
-            found["latency_ms"] = elapsed_ms(t)
-            # SELECT 1 never reads the file; this does, so a non-database file fails here.
-            stage = "reading the schema"
-            found["tables"] = conn.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-            ).fetchone()[0]
-            if req.query is not None:
-                stage = "the schema version query"
-                found["schema_row"] = conn.execute(req.query).fetchone()
-        except sqlite3.Error as e:
-            if deadline.expired():
-                raise ProbeFailed(f"{stage} did not finish within {req.timeout_s:g} s") from e
-            raise ProbeFailed(f"{stage} failed on {path}: {e}") from e
-        return found
+        return _run_probes(conn, req, started, sqlite3.Error, fail, count_tables=True)
     finally:
         timer.cancel()
         conn.close()
@@ -188,19 +208,12 @@ def probe_postgres(
         conn = psycopg.connect(req.url, **kwargs)
     except Exception as e:
         raise ProbeFailed(f"cannot connect: {_message(e, secrets)}") from None
+
+    def fail(stage: str, e: Exception) -> NoReturn:
+        raise ProbeFailed(f"{stage} failed: {_message(e, secrets)}") from None
+
     try:
-        found: dict[str, Any] = {"connect_ms": elapsed_ms(started)}
-        stage = "SELECT 1"
-        try:
-            t = time.perf_counter()
-            conn.execute("SELECT 1").fetchone()
-            found["latency_ms"] = elapsed_ms(t)
-            if req.query is not None:
-                stage = "the schema version query"
-                found["schema_row"] = conn.execute(req.query).fetchone()
-        except Exception as e:
-            raise ProbeFailed(f"{stage} failed: {_message(e, secrets)}") from None
-        return found
+        return _run_probes(conn, req, started, Exception, fail)
     finally:
         with contextlib.suppress(Exception):
             conn.close()

@@ -145,15 +145,22 @@ def parse_dotenv(text: str, source: str = "app env") -> dict[str, str]:
     return env
 
 
-def read_app_env(path: Path) -> dict[str, str]:
-    """Read the ``--app-env`` dotenv file. Raises :class:`InvalidInput`."""
+def _read_option_file(path: Path, option: str, limit: int) -> bytes:
+    """The bytes of the file given as ``option``, at most ``limit`` of them. Raises
+    :class:`InvalidInput` naming the option and the file."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_APP_ENV_BYTES + 1)
+            data = f.read(limit + 1)
     except OSError as e:
-        raise InvalidInput(f"cannot read --app-env file {path}: {e.strerror}") from e
-    if len(data) > MAX_APP_ENV_BYTES:
-        raise InvalidInput(f"--app-env file {path} is larger than {MAX_APP_ENV_BYTES} bytes")
+        raise InvalidInput(f"cannot read {option} file {path}: {e.strerror}") from e
+    if len(data) > limit:
+        raise InvalidInput(f"{option} file {path} is larger than {limit} bytes")
+    return data
+
+
+def read_app_env(path: Path) -> dict[str, str]:
+    """Read the ``--app-env`` dotenv file. Raises :class:`InvalidInput`."""
+    data = _read_option_file(path, "--app-env", MAX_APP_ENV_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -172,13 +179,7 @@ def read_license_file(path: Path) -> tuple[str, str, str]:
     """
     from ashat.fleet.license import LicenseRefused, peek_license
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_LICENSE_BYTES + 1)
-    except OSError as e:
-        raise InvalidInput(f"cannot read --license file {path}: {e.strerror}") from e
-    if len(data) > MAX_LICENSE_BYTES:
-        raise InvalidInput(f"--license file {path} is larger than {MAX_LICENSE_BYTES} bytes")
+    data = _read_option_file(path, "--license", MAX_LICENSE_BYTES)
     token = data.decode("utf-8", "replace").strip()
     try:
         lic = peek_license(token)

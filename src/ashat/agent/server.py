@@ -287,7 +287,8 @@ async def _ashat_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body(exc), status_code=status)
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no route, wrong method) as JSON; ``ashat serve`` uses it too."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         message = f"no route {request.method} {request.url.path}"
@@ -363,7 +364,7 @@ def build_app(config: AgentConfig) -> Starlette:
         ],
         exception_handlers={
             AshatError: _ashat_error,
-            HTTPException: _http_error,
+            HTTPException: http_error,
             ClientDisconnect: _client_gone,
             Exception: _internal_error,
         },

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ashat.agent.server import RequestMetrics
+from ashat.agent.server import RequestMetrics, http_error
 from ashat.api.errors import error_body, status_of
 from ashat.api.metrics import ApiMetrics
 from ashat.api.openapi import document
@@ -178,19 +178,6 @@ def _by_method(handlers: dict[str, Handle]) -> Handle:
     return dispatch
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        message = f"no route {request.method} {request.url.path}"
-    elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
-    else:
-        message = str(exc.detail)
-    return JSONResponse(
-        {"error": message, "kind": "http"}, status_code=exc.status_code, headers=exc.headers
-    )
-
-
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
@@ -262,7 +249,7 @@ def build_app(root: Path, db_url: str | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestMetrics, metrics=metrics)],
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        exception_handlers={HTTPException: http_error, Exception: _internal_error},
         lifespan=lifespan,
     )
     app.state.metrics = metrics

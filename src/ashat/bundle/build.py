@@ -239,6 +239,25 @@ def _assemble(
     return Manifest(schema=SCHEMA, files=tuple(entries), **meta), blobs
 
 
+def _meta(
+    update_id: str,
+    sequence: int,
+    description: str,
+    app: dict[str, Any],
+    created_at: str,
+    source: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest's fields other than its files, as :func:`_assemble` takes them."""
+    return {
+        "update_id": update_id,
+        "sequence": sequence,
+        "description": description,
+        "app": app,
+        "created_at": created_at,
+        "source": source,
+    }
+
+
 def build_from_dir(
     root: Path,
     *,
@@ -260,14 +279,9 @@ def build_from_dir(
     root = Path(root).resolve()
     if not root.is_dir():
         raise BundleError(f"{root} is not a directory")
-    meta = {
-        "update_id": update_id,
-        "sequence": sequence,
-        "description": description,
-        "app": app,
-        "created_at": created_at,
-        "source": source if source is not None else {"kind": "dir", "path": str(root)},
-    }
+    if source is None:
+        source = {"kind": "dir", "path": str(root)}
+    meta = _meta(update_id, sequence, description, app, created_at, source)
     cache = HashCache(cache_path, str(root)) if cache_path is not None else None
     found = _walk(root, _load_rules(root))
     manifest, blobs = _assemble(found, cache=cache, known=None, meta=meta)
@@ -322,14 +336,9 @@ def build_from_git(
     temp = _TempTree(Path(tempfile.mkdtemp(prefix="ashat-git-")))
     try:
         known = extract(repo_dir, keep, temp.path)
-        meta = {
-            "update_id": update_id,
-            "sequence": sequence,
-            "description": description,
-            "app": app,
-            "created_at": created_at,
-            "source": source if source is not None else {"kind": "git", "commit": sha, "ref": ref},
-        }
+        if source is None:
+            source = {"kind": "git", "commit": sha, "ref": ref}
+        meta = _meta(update_id, sequence, description, app, created_at, source)
         found = _walk(temp.path, rules)
         manifest, blobs = _assemble(found, cache=None, known=known, meta=meta)
     except BaseException:

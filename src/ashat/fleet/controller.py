@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter
@@ -21,7 +20,7 @@ from prometheus_client import Counter
 from ashat.fleet.approvals import Approvals
 from ashat.fleet.omega_errors import NoSuchRollout
 from ashat.fleet.omega_requests import iso
-from ashat.fleet.omega_store import FleetStore, Rollout, TargetRow
+from ashat.fleet.omega_store import FleetStore, Rollout, Spec, TargetRow
 from ashat.fleet.rollout import (
     Kind,
     Outcome,
@@ -36,21 +35,6 @@ from ashat.fleet.rollout import (
 log = logging.getLogger("ashat.omega")
 
 NOTHING_TO_ROLL_BACK_TO = "nothing to roll back to: OMEGA holds no approved release before it"
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What a new rollout sends, to whom it may roll back, and its policy."""
-
-    kind: Kind
-    update_id: str
-    from_update_id: str | None
-    channel: str
-    waves: tuple[int, ...]
-    max_failure_ratio: float
-    wave_timeout_s: float
-    auto_rollback: bool
-    parent_rollout_id: str | None = None
 
 
 class Controller:

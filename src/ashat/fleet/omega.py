@@ -32,13 +32,13 @@ from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob
 from ashat.bundle.keys import PublicKey, SigningKey
 from ashat.fleet.approvals import Approvals
-from ashat.fleet.controller import Controller, Spec
+from ashat.fleet.controller import Controller
 from ashat.fleet.envelope import seal
 from ashat.fleet.license import License, LicenseRefused, check_license, read_license
 from ashat.fleet.omega_errors import FleetConflict, LicenseDenied
 from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
 from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest, iso
-from ashat.fleet.omega_store import FleetStore, Mainframe, Rollout
+from ashat.fleet.omega_store import FleetStore, Mainframe, Rollout, Spec
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
 
 log = logging.getLogger("ashat.omega")

@@ -123,8 +123,9 @@ class Approval:
 
 
 @dataclass(frozen=True)
-class Rollout:
-    rollout_id: str
+class Spec:
+    """What a new rollout sends, to whom it may roll back, and its policy."""
+
     kind: Kind
     update_id: str
     from_update_id: str | None
@@ -133,12 +134,19 @@ class Rollout:
     max_failure_ratio: float
     wave_timeout_s: float
     auto_rollback: bool
+    parent_rollout_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rollout(Spec):
+    """A rollout OMEGA started: its :class:`Spec`, and how far it has gone."""
+
+    rollout_id: str
     state: RolloutState
     reason: str | None
     current_wave: int
     wave_started_at: float
     rollback_rollout_id: str | None
-    parent_rollout_id: str | None
     created_at: str
     finished_at: str | None
 

@@ -1,0 +1,86 @@
+"""Plain helpers the integration tests import (``from support import deploy``); fixtures stay
+in conftest.py. The ``deploy`` CLI run in this process, a copy of examples/hello-service as
+the cwd with PUBLIC and OMEGA configured, and polling until a condition holds.
+
+The tests directories are not packages: this module is importable because pytest (in its
+default ``prepend`` import mode) puts tests/integration on ``sys.path`` for the tests there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from ashat.cli.deploy import cli
+
+REPO = Path(__file__).resolve().parents[2]
+HELLO_SERVICE = REPO / "examples" / "hello-service"
+
+
+def deploy(*args: str) -> Result:
+    """``deploy ARGS`` in this process (click's runner); exceptions propagate."""
+    return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
+
+
+def deploy_json(*args: str) -> tuple[int, dict[str, Any]]:
+    """``deploy ARGS --json``: the exit code and the JSON object printed."""
+    res = deploy(*args, "--json")
+    data = json.loads(res.stdout)
+    assert isinstance(data, dict)
+    return res.exit_code, data
+
+
+def configure(tier: str, agent: Any, name: str | None = None) -> None:
+    """``deploy configure TIER`` for ``agent`` (an AgentHandle), named ``tier.title()``."""
+    args = [
+        "configure",
+        tier,
+        agent.url,
+        name or tier.title(),
+        "--token-file",
+        str(agent.token_file),
+    ]
+    if agent.ca_cert:
+        args += ["--ca-cert", str(agent.ca_cert)]
+    res = deploy(*args)
+    assert res.exit_code == 0, res.output
+
+
+def enter_hello_project(
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    signing_key: Path,
+    *,
+    distribution: str | None = None,
+) -> Path:
+    """Copy examples/hello-service to ``root`` and make it the cwd, acting as alice without
+    colour or ``ASHAT_DB``, signing with ``signing_key``; ``distribution`` (when given)
+    replaces ashat.toml from its ``[distribution]`` table to the end. Returns ``root``."""
+    shutil.copytree(HELLO_SERVICE, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    if distribution is not None:
+        toml = (root / "ashat.toml").read_text()
+        (root / "ashat.toml").write_text(toml[: toml.index("[distribution]")] + distribution)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("ASHAT_USER", "alice")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.delenv("ASHAT_DB", raising=False)
+    monkeypatch.setenv("ASHAT_SIGNING_KEY", str(signing_key))
+    return root
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` every 50 ms until it returns something true; return that, or fail
+    the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+    return value
