@@ -1,0 +1,535 @@
+"""A fleet rollout against N plain downloads: convergence, first blob, bytes, and a 1 % delta.
+
+Run: ``python bench/fleet.py`` (200 mainframes, a 10 MB tree of 200 files: about 5 minutes
+on 2 CPUs; ``--mainframes 20`` for a quick run). In one temporary directory it starts:
+
+- OMEGA: a real ``ashat agent --role omega`` process (``--omega-key``, ``--license-trust``),
+  driven through its HTTP routes with the bearer token, as ``deploy approve`` would be;
+- N Licensed Mainframes in ``--workers`` processes (``bench/fleet_worker.py``): each is the
+  real client code — an :class:`~ashat.agent.core.Agent` over its own data directory and a
+  :class:`~ashat.fleet.mainframe.Mainframe` pull loop with its own license — without the
+  agent's uvicorn server, with httpx event hooks on its client to note what happened when;
+- the peer, "the physical limit": uvicorn + Starlette ``StaticFiles`` serving the same tree
+  on loopback (OMEGA's server stack without licenses, SQLite or digests, and with Nagle off
+  on its connections, as asyncio intends), and N plain clients in the same worker layout
+  (httpx, 4 files at a time, written to disk), each downloading every file.
+
+The releases have no ``[app].run``: what is measured is distribution, not app start-up.
+Then 1 % of the files change, a second release is approved and rolled out, and the bytes
+each mainframe fetched are compared with the changed bytes. The figures:
+
+- *all report*: from the approve ``POST`` (the rollout ``POST`` follows at once, as in
+  ``deploy approve``) to the last mainframe's ``installed`` report acknowledged by OMEGA
+  (the 2xx of ``POST /v1/fleet/report``, seen by the mainframe's client); OMEGA's rollout
+  must then be ``completed`` with every target installed;
+- *first blob*: from the approve ``POST`` to OMEGA's first answer to a ``GET /v1/blobs/…``
+  (its response headers reaching a mainframe), and to the first such request;
+- *bytes served*: the ``Content-Length`` of every blob answer the mainframes received
+  (OMEGA's ``/metrics`` counts requests, not bytes: its count of blob answers is shown),
+  and what the mainframes' blob stores hold;
+- *delta*: per mainframe, during the second rollout, the blob bytes it fetched, and the
+  poll answer that carried the directive with the signed manifest;
+- CPU seconds of the server and of the client processes on each side, for where time goes.
+
+Times across processes are ``time.monotonic()``, one clock for the machine on Linux.
+Goals (issue): all report ≤ 2 × the plain downloads, first blob < 1 s after approval,
+delta ≤ 1.1 × the changed bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import queue
+import random
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ashat.demo import AgentProcess, start_agent
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fleet_worker import DOWNLOADED, cpu_s  # bench/ is not a package
+from push import change_some, make_tree
+
+GOAL_CONVERGENCE = 2.0  # × the plain downloads
+GOAL_FIRST_BLOB_S = 1.0  # seconds after approval
+GOAL_DELTA = 1.1  # × the changed bytes
+ROLLOUT_TIMEOUT_S = 1800.0
+READY_TIMEOUT_S = 300.0
+STATUS_EVERY_S = 0.25  # how often the rollout status is read while waiting
+BLOB_ROUTE = 'ashat_agent_requests_total{method="GET",route="/v1/blobs/{sha256}",status="200"}'
+
+
+class Worker:
+    """A child process of this script speaking JSON lines on stdout, commands on stdin."""
+
+    def __init__(self, kind: str, arg: Path | str, log: Path) -> None:
+        argv = [sys.executable, str(Path(__file__).with_name("fleet_worker.py")), kind, str(arg)]
+        with open(log, "ab") as err:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
+            )
+        self.log = log
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, timeout_s: float) -> dict[str, Any]:
+        try:
+            line = self.lines.get(timeout=timeout_s)
+        except queue.Empty:
+            line = None
+        if line is None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            sys.exit(f"worker {self.proc.args} gave no answer (see {self.log}):\n{tail}")
+        return dict(json.loads(line))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()  # EOF: "quit"
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+
+
+@dataclass
+class Release:
+    update_id: str
+    sequence: int
+    files: int
+    bytes: int
+    manifest_bytes: int
+
+
+class Omega:
+    """The control side of a real OMEGA process: stage, approve, roll out, watch."""
+
+    def __init__(self, agent: AgentProcess, token: str, alpha_key: Path) -> None:
+        from ashat.bundle import load_private_key
+
+        self.agent = agent
+        self.token = token
+        self.key = load_private_key(alpha_key)
+        self.http = httpx.Client(
+            base_url=agent.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+
+    def stage(self, tree: Path, update_id: str, sequence: int) -> Release:
+        """Bundle and sign ``tree``, upload what OMEGA lacks, stage and activate it there."""
+        from ashat.bundle import build_from_dir, sign_manifest
+        from ashat.transport.client import AgentClient, BlobRef
+
+        built = build_from_dir(
+            tree,
+            update_id=update_id,
+            sequence=sequence,
+            description=f"bench release {update_id}",
+            app={},  # no [app].run: distribution only
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        signed = sign_manifest(built.manifest, self.key)
+        sizes = {e.sha256: e.size for e in signed.files if e.kind == "file"}
+        with AgentClient(self.agent.url, self.token) as client:
+            missing = client.missing(sorted(sizes))
+            client.upload([BlobRef(d, sizes[d], built.blobs[d]) for d in missing])
+            client.stage(signed.to_bytes())
+            client.activate(update_id)
+        return Release(update_id, sequence, len(sizes), sum(sizes.values()), len(signed.to_bytes()))
+
+    def approve(self, update_id: str, sequence: int) -> None:
+        now = dt.datetime.now(dt.UTC).isoformat()
+        record = {
+            "update_id": update_id,
+            "sequence": sequence,
+            "approvers": [{"user": "bench", "at": now, "comment": "bench"}],
+            "approved_at": now,
+        }
+        r = self.http.post(f"/v1/releases/{update_id}/approve", json={"approval": record})
+        if r.status_code != 200:
+            sys.exit(f"approve {update_id}: {r.status_code} {r.text}")
+
+    def rollout(self, update_id: str, waves: list[int]) -> str:
+        body = {
+            "update_id": update_id,
+            "channel": "stable",
+            "waves": waves,
+            "max_failure_ratio": 0.2,
+            "wave_timeout_s": ROLLOUT_TIMEOUT_S,
+            "auto_rollback": False,
+        }
+        r = self.http.post("/v1/fleet/rollouts", json=body)
+        if r.status_code != 201:
+            sys.exit(f"rollout {update_id}: {r.status_code} {r.text}")
+        return str(r.json()["rollout_id"])
+
+    def until_done(self, rollout_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            status = dict(self.http.get(f"/v1/fleet/rollouts/{rollout_id}").json())
+            if status["state"] != "running":
+                return status
+            time.sleep(STATUS_EVERY_S)
+        sys.exit(f"rollout {rollout_id} still running after {ROLLOUT_TIMEOUT_S:.0f} s")
+
+    def registered(self, n: int) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            listed = self.http.get("/v1/fleet/mainframes").json()["mainframes"]
+            if sum(m["license_status"] == "ok" for m in listed) >= n:
+                return
+            time.sleep(0.2)
+        sys.exit(f"fewer than {n} mainframes registered with OMEGA in {READY_TIMEOUT_S:.0f} s")
+
+    def blob_answers(self) -> int:
+        text = self.http.get("/metrics").text
+        m = re.search(re.escape(BLOB_ROUTE) + r" (\S+)", text)
+        return int(float(m.group(1))) if m else 0
+
+
+def split(items: list[Any], parts: int) -> list[list[Any]]:
+    """``items`` in ``parts`` nearly equal runs (no empty one)."""
+    parts = max(1, min(parts, len(items)))
+    size = math.ceil(len(items) / parts)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@contextlib.contextmanager
+def workers_of(kind: str, specs: list[Path], base: Path) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    try:
+        for i, spec in enumerate(specs):
+            started.append(Worker(kind, spec, base / f"{kind}-{i}.stderr"))
+        yield started
+    finally:
+        for w in started:
+            w.stop()
+
+
+@dataclass
+class Peer:
+    seconds: float
+    bytes: int
+    server_cpu_s: float
+    clients_cpu_s: float
+
+
+def plain_downloads(tree: Path, n: int, workers: int, base: Path) -> Peer:
+    """N clients each fetch every file of ``tree`` from a static server, all at once."""
+    files = sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file())
+    server = Worker("serve", tree, base / "static-server.stderr")
+    try:
+        url = server.expect(30)["url"]
+        specs = []
+        clients = [base / "peer" / f"c{k:04d}" for k in range(n)]
+        for i, part in enumerate(split(clients, workers)):
+            spec = base / f"peer-{i}.json"
+            spec.write_text(
+                json.dumps({"url": url, "files": files, "clients": list(map(str, part))})
+            )
+            specs.append(spec)
+        with workers_of("peer", specs, base) as peers:
+            for w in peers:
+                w.expect(60)
+            server_cpu = cpu_s(server.proc.pid)
+            t0 = time.monotonic()
+            for w in peers:
+                w.send("go")
+            answers = [w.expect(ROLLOUT_TIMEOUT_S) for w in peers]
+            server_cpu = cpu_s(server.proc.pid) - server_cpu
+    finally:
+        server.proc.terminate()
+        server.proc.wait()
+        shutil.rmtree(base / "peer", ignore_errors=True)
+    done = [d for a in answers for d in a["done"]]
+    return Peer(
+        max(t for t, _ in done) - t0,
+        sum(b for _, b in done),
+        server_cpu,
+        sum(a["cpu_s"] for a in answers),
+    )
+
+
+def summaries(fleet: list[Worker], since: float, update_id: str) -> tuple[dict[str, Any], float]:
+    """What each mainframe saw since ``since`` about ``update_id``; the workers' CPU seconds."""
+    for w in fleet:
+        w.send(f"summary {since!r} {update_id}")
+    seen: dict[str, dict[str, Any]] = {}
+    cpu = 0.0
+    for w in fleet:
+        answer = w.expect(120)
+        seen.update(answer["mainframes"])
+        cpu += answer["cpu_s"]
+    return seen, cpu
+
+
+def store_bytes(homes: list[Path]) -> int:
+    total = 0
+    for home in homes:
+        for p in (home / "data" / "blobs").rglob("*"):
+            if p.is_file():
+                total += p.stat().st_size
+    return total
+
+
+@dataclass
+class Rollout:
+    release: Release
+    t_approve: float
+    t_rollout: float
+    status: dict[str, Any]
+    seen: dict[str, dict[str, Any]]
+    blob_answers: int  # counted by OMEGA's /metrics
+    omega_cpu_s: float
+    workers_cpu_s: float
+
+    def times(self, key: str) -> list[float]:
+        return sorted(s[key] - self.t_approve for s in self.seen.values() if s[key] is not None)
+
+    @property
+    def converged_s(self) -> float:
+        return max(self.times("acked_at"))
+
+
+def roll_out(omega: Omega, fleet: list[Worker], release: Release, waves: list[int]) -> Rollout:
+    answers, omega_cpu = omega.blob_answers(), cpu_s(omega.agent.proc.pid)
+    before, workers_cpu = summaries(fleet, time.monotonic(), release.update_id)
+    t_approve = time.monotonic()
+    omega.approve(release.update_id, release.sequence)
+    t_rollout = time.monotonic()
+    rollout_id = omega.rollout(release.update_id, waves)
+    status = omega.until_done(rollout_id)
+    omega_cpu = cpu_s(omega.agent.proc.pid) - omega_cpu
+    seen, cpu = summaries(fleet, t_approve, release.update_id)
+    answers = omega.blob_answers() - answers
+    for mid, s in seen.items():  # the mainframe's own counter (None in older versions)
+        if s["downloaded"] is not None:
+            s["downloaded"] -= before[mid]["downloaded"]
+    done = Rollout(
+        release, t_approve, t_rollout, status, seen, answers, omega_cpu, cpu - workers_cpu
+    )
+    installed = [s for s in seen.values() if s["status"] == "installed"]
+    if status["state"] != "completed" or len(installed) != len(seen):
+        failures = json.dumps(status.get("failures", [])[:5], indent=1)
+        sys.exit(f"rollout of {release.update_id} ended {status['state']}: {failures}")
+    return done
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "none"
+    return f"{values[0]:.2f} / {statistics.median(values):.2f} / {values[-1]:.2f} s"
+
+
+def report(
+    a: argparse.Namespace,
+    n_files: int,
+    workers: int,
+    peer: Peer,
+    first: Rollout,
+    stored: int,
+    second: Rollout,
+    changed: int,
+) -> None:
+    n, conv = a.mainframes, first.converged_s
+    served = sum(s["blob_bytes"] for s in first.seen.values())
+    first_req, first_ans = first.times("first_request")[0], first.times("first_answer")[0]
+    print(
+        f"tree: {n_files} files, {first.release.bytes / 1e6:.1f} MB; {n} mainframes (real Agent "
+        f"+ Mainframe pull loop, no uvicorn) in {workers} worker processes; waves {a.waves}"
+    )
+    print(
+        f"peer: {n} plain HTTP downloads of the tree at once, from uvicorn + StaticFiles on "
+        "loopback, clients in the same worker layout"
+    )
+    print(f"{'':36}{'ashat':>15}{'peer':>15}{'ratio':>8}  goal")
+    print(
+        f"{'all report after approval, s':36}{conv:>15.2f}{peer.seconds:>15.2f}"
+        f"{conv / peer.seconds:>8.2f}  ≤ {GOAL_CONVERGENCE:g}: "
+        f"{_ok(conv / peer.seconds <= GOAL_CONVERGENCE)}"
+    )
+    print(f"{'bytes served':36}{served:>15,}{peer.bytes:>15,}{served / peer.bytes:>8.3f}")
+    for name, ours, theirs in (
+        ("CPU s, server (OMEGA / static)", first.omega_cpu_s, peer.server_cpu_s),
+        ("CPU s, clients (mainframes / plain)", first.workers_cpu_s, peer.clients_cpu_s),
+    ):
+        print(f"{name:36}{ours:>15.1f}{theirs:>15.1f}{ours / theirs:>8.2f}")
+    counted = [s["downloaded"] for s in first.seen.values() if s["downloaded"] is not None]
+    print(
+        f"  OMEGA's /metrics: {first.blob_answers:,} blob answers; the mainframes' blob stores "
+        f"hold {stored:,} bytes; their {DOWNLOADED} add up to "
+        + (f"{int(sum(counted)):,}" if counted else "nothing (no such counter)")
+    )
+    print(
+        f"first blob after approval: OMEGA's first answer {first_ans:.3f} s (goal < "
+        f"{GOAL_FIRST_BLOB_S:g} s: {_ok(first_ans < GOAL_FIRST_BLOB_S)}), first request "
+        f"{first_req:.3f} s; the rollout POST went at {first.t_rollout - first.t_approve:.3f} s"
+    )
+    print("  after approval, first / median / last mainframe:")
+    print(f"    directive received    {spread(first.times('directive_at'))}")
+    print(f"    first blob requested  {spread(first.times('first_request'))}")
+    print(f"    report acknowledged   {spread(first.times('acked_at'))}")
+    blobs = statistics.mean(s["blob_bytes"] for s in second.seen.values())
+    most = max(s["blob_bytes"] for s in second.seen.values())
+    answer = statistics.mean(s["directive_bytes"] for s in second.seen.values())
+    n_changed = max(1, int(a.files * a.change))  # as push.change_some picks them
+    print(
+        f"{a.change:.0%} change ({n_changed} files, {changed:,} bytes): all report after "
+        f"{second.converged_s:.2f} s"
+    )
+    print(
+        f"  per mainframe: blobs {blobs:,.0f} (max {most:,}); the poll answer with the directive "
+        f"and the signed manifest {answer:,.0f} (the manifest alone: "
+        f"{second.release.manifest_bytes:,})"
+    )
+    for name, ratio in (
+        ("blob bytes / changed bytes", blobs / changed),
+        ("with the poll answer / changed bytes", (blobs + answer) / changed),
+    ):
+        print(f"  {name:38}{ratio:>7.3f}  goal ≤ {GOAL_DELTA:g}: {_ok(ratio <= GOAL_DELTA)}")
+
+
+def _ok(good: bool) -> str:
+    return "ok" if good else "MISSED"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mainframes", type=int, default=200)
+    ap.add_argument("--size-mb", type=float, default=10)
+    ap.add_argument("--files", type=int, default=200)
+    ap.add_argument("--change", type=float, default=0.01, help="fraction of files changed")
+    ap.add_argument("--waves", default="100", help="rollout waves in percent, e.g. 10,50,100")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="processes")
+    ap.add_argument("--threads", type=int, default=64, help="worker threads per process")
+    ap.add_argument("--poll-wait", type=int, default=30, help="mainframes' --poll-wait")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    a = ap.parse_args()
+    load = os.getloadavg()[0]  # others' work on this machine slows both sides
+    waves = [int(w) for w in a.waves.split(",")]
+    rng = random.Random(7)
+    base = Path(tempfile.mkdtemp(prefix="ashat-bench-fleet-"))
+    omega_proc: AgentProcess | None = None
+    omega: Omega | None = None
+
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminated)  # clean up as on Ctrl-C
+    try:
+        from ashat.bundle import generate_keypair, load_private_key
+        from ashat.fleet.license import issue
+
+        tree = base / "tree"
+        make_tree(tree, a.files, int(a.size_mb * 1024 * 1024), rng)
+        n_files = sum(1 for p in tree.rglob("*") if p.is_file())
+        keys = base / "keys"
+        alpha_key, alpha_pub = generate_keypair("alpha", keys)
+        omega_key, omega_pub = generate_keypair("omega", keys)
+        license_key, license_pub = generate_keypair("license", keys)
+        token = secrets.token_urlsafe(24)
+        token_file = base / "omega.token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        omega_proc = start_agent(
+            "omega", base / "servers", token_file, [alpha_pub],
+            extra=["--omega-key", str(omega_key), "--license-trust", str(license_pub),
+                   "--poll-timeout", str(a.poll_wait)],
+        )  # fmt: skip
+        omega = Omega(omega_proc, token, alpha_key)
+        first_release = omega.stage(tree, "fleet-001", 1)
+
+        peer = plain_downloads(tree, a.mainframes, a.workers, base)
+
+        signer = load_private_key(license_key)
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+        homes = []
+        for i in range(a.mainframes):
+            home = base / "mainframes" / f"mf-{i:04d}"
+            home.mkdir(parents=True)
+            lic, _ = issue(signer, f"mf-{i:04d}", "Bench", expires)
+            (home / "license").write_text(lic + "\n")
+            homes.append(home)
+        specs = []
+        for i, part in enumerate(split(homes, a.workers)):
+            spec = base / f"mainframes-{i}.json"
+            spec.write_text(
+                json.dumps(
+                    {
+                        "omega": omega_proc.url,
+                        "trust": str(alpha_pub),
+                        "trust_omega": str(omega_pub),
+                        "poll_wait": a.poll_wait,
+                        "threads": a.threads,
+                        "log": str(base / f"mainframes-{i}.log"),
+                        "mainframes": [str(h) for h in part],
+                    }
+                )
+            )
+            specs.append(spec)
+        with workers_of("mainframes", specs, base) as fleet:
+            for w in fleet:
+                w.expect(READY_TIMEOUT_S)
+            omega.registered(a.mainframes)
+            first = roll_out(omega, fleet, first_release, waves)
+            stored = store_bytes(homes)
+            changed = change_some(tree, a.change, rng)
+            second_release = omega.stage(tree, "fleet-002", 2)
+            second = roll_out(omega, fleet, second_release, waves)
+        report(a, n_files, len(specs), peer, first, stored, second, changed)
+        print(f"load average (1 min) before the run: {load:.2f} on {os.cpu_count()} CPUs")
+    except KeyboardInterrupt:
+        print("interrupted; cleaning up", file=sys.stderr)
+        sys.exit(130)
+    except httpx.HTTPError as e:  # OMEGA went away (stopped by the same Ctrl-C, or crashed)
+        log = base / "servers" / "omega.agent.log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        sys.exit(f"lost OMEGA: {e}\n{tail}")
+    finally:
+        if omega is not None:
+            omega.http.close()
+        if omega_proc is not None:
+            omega_proc.stop()
+        if a.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
