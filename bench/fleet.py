@@ -436,7 +436,13 @@ def main() -> None:
     ap.add_argument("--change", type=float, default=0.01, help="fraction of files changed")
     ap.add_argument("--waves", default="100", help="rollout waves in percent, e.g. 10,50,100")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="processes")
-    ap.add_argument("--threads", type=int, default=64, help="worker threads per process")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=64,
+        help="threads per worker process for the agents' blocking calls (a real agent has "
+        "its own pool of min(32, CPUs + 4))",
+    )
     ap.add_argument("--poll-wait", type=int, default=30, help="mainframes' --poll-wait")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     a = ap.parse_args()

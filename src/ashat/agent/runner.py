@@ -80,10 +80,13 @@ class _Server(uvicorn.Server):
 def bind_listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (0: any free port); raises :class:`AshatError`."""
     try:
-        family, _, _, _, address = socket.getaddrinfo(
+        family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # Keep proto (IPPROTO_TCP): asyncio turns Nagle off on accepted sockets only when it
+        # is set, and without that every answer on a kept-alive connection waits ~40 ms for
+        # the peer's delayed ACK.
+        sock = socket.socket(family, kind, proto)
     except OSError as e:
         raise AshatError(f"cannot listen on {format_host(host)}:{port}: {e}") from e
     try:

@@ -272,7 +272,9 @@ class BlobDownloader:
                 kept += len(part)
                 if self.received is not None:
                     self.received(len(part))
-                if kept >= room:
+                if len(part) < len(chunk):
+                    # More than the blob: stop. Stopping at exactly its size instead would
+                    # leave the response unread to its end, and the connection unreusable.
                     break
         except (httpx.TransportError, httpx.TimeoutException) as e:
             if kept:  # what arrived is kept: the next try resumes after it
