@@ -86,3 +86,13 @@ def test_license_revoke_reaches_omega_which_then_refuses_it(
 def test_license_revoke_without_omega_configured_exits_2(project: Path) -> None:
     res = ashat("license", "revoke", "lic-0123")
     assert res.exit_code == 2 and "deploy configure omega" in res.stderr
+
+
+def test_a_license_that_cannot_be_recorded_leaves_no_token_file(project: Path) -> None:
+    assert ashat("keys", "generate", "license", "--dir", "keys").exit_code == 0
+    (project / ".ashat" / "licenses.jsonl").mkdir(parents=True)  # unwritable as a file
+    res = ashat("license", "issue", "--mainframe", "mf-1", "--customer", "ACME",
+                "--expires", "2099-12-31", "--key", "keys/license.key",
+                "--out", "mf-1.license")  # fmt: skip
+    assert res.exit_code == 1 and "nothing was issued" in res.stderr
+    assert not (project / "mf-1.license").exists()
