@@ -2,8 +2,7 @@
 stage and activate releases through the real :class:`~ashat.transport.client.AgentClient`.
 
 ``agent_factory(**options)`` starts ``ashat agent`` as a subprocess (``python -m
-ashat.cli.ashat agent`` once the command is registered there, else ``python -m
-ashat.agent.command``) on a port the OS picks (the ready line names it), waits for
+ashat.cli.ashat agent``) on a port the OS picks (the ready line names it), waits for
 ``/v1/health``, and returns an :class:`AgentHandle` (``.url``, ``.token``, ``.token_file``,
 ``.data``, ``.key``, ``.pub_path``, ``.ca_cert``, ``.stop()``, and ``.client()``,
 ``.build()``, ``.upload()``, ``.stage()``, ``.deploy()`` for releases; with
@@ -61,15 +60,8 @@ READY_RE = re.compile(r"ashat agent \((\w+)\) serving (https?://\S+) data=(\S+)"
 
 
 def agent_command() -> list[str]:
-    """How to start the agent: through ``ashat`` if it has the command, else its module."""
-    try:
-        from ashat.cli.ashat import cli
-
-        if "agent" in getattr(cli, "commands", {}):
-            return [sys.executable, "-m", "ashat.cli.ashat", "agent"]
-    except ImportError:
-        pass
-    return [sys.executable, "-m", "ashat.agent.command"]
+    """How to start the agent: ``ashat agent``, as a fresh interpreter."""
+    return [sys.executable, "-m", "ashat.cli.ashat", "agent"]
 
 
 def processes_in(directory: Path) -> list[int]:

@@ -228,15 +228,3 @@ def _omega_options(
     assert omega_key is not None
     keys = [load_public_key(p) for p in license_trust]
     return load_private_key(omega_key), {k.keyid: k for k in keys}
-
-
-def main() -> None:
-    """Run ``agent`` alone, with the ``ashat`` CLI's error handling (``python -m``)."""
-    from ashat.cli.output import AshatGroup
-
-    group = AshatGroup(name="ashat", commands=[agent])
-    group(["agent", *sys.argv[1:]], prog_name="ashat")
-
-
-if __name__ == "__main__":
-    main()
