@@ -5,23 +5,36 @@ its blobs uploaded to the server, signed there); and each way it is refused."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support import deploy
+from support import configure, deploy
 
 from ashat.bundle import build_from_dir
 
 
 @pytest.fixture
-def via(hello_fleet: Any, serve_process: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A fleet of two, ``ashat serve`` over its project (holding the signing key), and a
-    separate checkout of the tree as the cwd, with no key and no store: only --via."""
+def via(
+    hello_fleet: Any,
+    serve_process: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    db_url: str,
+):
+    """A fleet of two, ``ashat serve --db`` (SQLite, then PostgreSQL) over its project
+    (holding the signing key), and a separate checkout of the tree as the cwd, with no key
+    and no store: only --via."""
     fleet = hello_fleet(n=2)
-    serve = serve_process(fleet.root)
+    with monkeypatch.context() as mp:  # the same servers, in the store under test
+        mp.setenv("ASHAT_DB", db_url)
+        configure("public", fleet.public)
+        configure("omega", fleet.omega)
+    serve = serve_process(fleet.root, db_url=db_url)
+    monkeypatch.setenv("ASHAT_TEST_STORE", db_url)
     tokens = {
         "alice": serve.add_user("alice", "deployer"),
         "bob": serve.add_user("bob", "approver"),
@@ -49,6 +62,7 @@ def local(root: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
     with monkeypatch.context() as mp:
         mp.chdir(root)
         mp.delenv("ASHAT_CONTROL")
+        mp.setenv("ASHAT_DB", os.environ["ASHAT_TEST_STORE"])
         return deploy(*args)
 
 

@@ -268,7 +268,7 @@ def push(
     Returns ``PushResult.to_json()``. The tree's ``ashat.toml`` gives the app's settings;
     no signing key is needed here: the server signs.
     """
-    from ashat.ops.project import Project
+    from ashat.cli.context import Project
     from ashat.ops.push import build_unsigned
     from ashat.transport.client import BlobRef
 
