@@ -48,6 +48,9 @@ def _racer(
                 from ashat.workflow.approve import ApprovalPolicy, approve
 
                 approve(wf, update_id, ApprovalPolicy(required=1))
+            elif op == "notes":
+                for i in range(25):
+                    wf.note(update_id, "racer.note", {"i": i})
             elif op == "rollback":
                 wf.move(update_id, State.ROLLED_BACK, reason=f"by {actor}")
             else:
@@ -160,6 +163,17 @@ def test_racing_rollbacks_one_wins(url: str, store: Store) -> None:
     assert all(r[2] == 3 for r in out if r[1] != "ok")
     (event,) = [e for e in store.events("u1") if e.kind == "deployment.rolled_back"]
     assert store.require("u1").reason == f"by {event.actor}"
+    assert store.verify_audit().ok
+
+
+def test_racing_appends_keep_the_audit_chain_whole(url: str, store: Store) -> None:
+    """200 events appended by eight processes at once: one chain, no gap, no fork."""
+    pushed(store)
+    out = race(url, "notes", ["u1"] * N)
+    assert {r[1] for r in out} == {"ok"}, out
+    events = store.events()
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert len([e for e in events if e.kind == "racer.note"]) == 25 * N
     assert store.verify_audit().ok
 
 
