@@ -32,6 +32,7 @@ from ashat.fleet.rollout import (
     plan,
     step,
     summarize,
+    waits,
 )
 
 log = logging.getLogger("ashat.omega")
@@ -143,6 +144,10 @@ class Controller:
             if fresh is None or fresh.state is not RolloutState.RUNNING:
                 break
             r = fresh
+            timed_out = now - r.wave_started_at >= r.wave_timeout_s
+            counts = self.store.status_counts(r.rollout_id, r.current_wave)
+            if waits(r.kind, counts, r.max_failure_ratio, timed_out):
+                break
             targets = tuple(t.target() for t in self.store.targets(r.rollout_id))
             progress = Progress(
                 r.kind,

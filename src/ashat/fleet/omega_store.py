@@ -485,6 +485,15 @@ class FleetStore:
         )
         return [_target(r) for r in rows]
 
+    def status_counts(self, rollout_id: str, up_to_wave: int) -> dict[TargetStatus, int]:
+        """How many targets of waves up to ``up_to_wave`` are in each status."""
+        rows = self.db.query(
+            "SELECT status, COUNT(*) FROM rollout_targets WHERE rollout_id=? AND wave<=?"
+            " GROUP BY status",
+            (rollout_id, up_to_wave),
+        )
+        return {TargetStatus(status): int(n) for status, n in rows}
+
     def target(self, rollout_id: str, mainframe_id: str) -> TargetRow | None:
         row = self._one(
             f"{_TARGETS} WHERE rollout_id=? AND mainframe_id=?",
