@@ -130,10 +130,14 @@ def status(omega: AgentHandle, rollout_id: str) -> dict[str, Any]:
         return dict(c.get(f"/v1/fleet/rollouts/{rollout_id}").json())
 
 
-def events(url: str, rollout_id: str) -> list[dict[str, Any]]:
+ONCE_EACH = [("wave_started", 0), ("wave_started", 1), ("completed", None)]
+
+
+def trail(url: str, rollout_id: str) -> list[tuple[str, int | None]]:
+    """What the controllers did to a rollout: (event, wave), in order."""
     store = FleetStore(url)
     try:
-        return store.events(rollout_id)
+        return [(e["event"], e["wave"]) for e in store.events(rollout_id)]
     finally:
         store.close()
 
@@ -175,12 +179,7 @@ def test_two_replicas_serve_one_fleet_and_survive_losing_one(
     first = rollout(a, "r1")
     wait_for(lambda: status(b, first)["state"] == "completed", 60, "r1 completed (seen on B)")
     assert [mf.current() for mf in mfs] == ["r1"] * 4
-    trail = events(postgres_url, first)
-    assert [(e["event"], e["wave"]) for e in trail] == [
-        ("wave_started", 0),
-        ("wave_started", 1),
-        ("completed", None),
-    ], trail
+    assert trail(postgres_url, first) == ONCE_EACH
     assert polls_served(a) > 0 and polls_served(b) > 0  # the balancer used both
 
     # Mid-rollout, replica A dies: two mainframes are away, so the rollout cannot finish
@@ -198,12 +197,7 @@ def test_two_replicas_serve_one_fleet_and_survive_losing_one(
     mainframe_factory.ready(*back)
     wait_for(lambda: status(b, second)["state"] == "completed", 90, "r2 completed by B alone")
     assert [mf.current() for mf in [mfs[0], mfs[1], *back]] == ["r2"] * 4
-    trail = events(postgres_url, second)
-    assert [(e["event"], e["wave"]) for e in trail] == [
-        ("wave_started", 0),
-        ("wave_started", 1),
-        ("completed", None),
-    ], trail
+    assert trail(postgres_url, second) == ONCE_EACH
     totals = status(b, second)["totals"]
     assert totals["installed"] == 4 and totals["failed"] == 0, totals
 
@@ -255,8 +249,7 @@ def test_controllers_racing_on_one_rollout_start_each_wave_once(
         (second,) = {"mf-0", "mf-1"} - {first}
         stores[0].set_target(r.rollout_id, second, TargetStatus.INSTALLED, None, "now")
         race()
-        trail = [(e["event"], e["wave"]) for e in stores[0].events(r.rollout_id)]
-        assert trail == [("wave_started", 0), ("wave_started", 1), ("completed", None)]
+        assert [(e["event"], e["wave"]) for e in stores[0].events(r.rollout_id)] == ONCE_EACH
         done = stores[0].rollout(r.rollout_id)
         assert done is not None and done.state is RolloutState.COMPLETED
         assert finished.labels(kind="install", state="completed")._value.get() == 1
