@@ -515,6 +515,7 @@ def report_scale(
         f"  polls served: {sum(s.polls):,.0f} ({per} by replica) in {conv:.1f} s = "
         f"{sum(s.polls) / conv:,.1f} per s"
     )
+    print(f"  blob answers: {r.blob_answers:,} = {r.blob_answers / conv:,.1f} per s")
     print(
         f"  database statements: {sum(s.statements):,.0f} for {reports:,.0f} reports = "
         f"{sum(s.statements) / max(reports, 1):.1f} per mainframe report (all of the rollout's:"

@@ -279,6 +279,15 @@ def test_omega_needs_its_key_and_a_license_key(tmp_path: Path) -> None:
     code, out = run("--role", "public", "--omega-key", str(okey), "--license-trust", str(lpub))
     assert code == 2 and "--omega-key, --license-trust: only for --role omega" in out
     assert not (tmp_path / "d").exists()
+    omega = ["--role", "omega", "--omega-key", str(okey), "--license-trust", str(lpub)]
+    code, out = run("--role", "public", "--db", "sqlite:///x.db", "--blob-dir", "b")
+    assert code == 2 and "--db, --blob-dir: only for --role omega" in out
+    code, out = run(*omega, "--db", "mysql://db/x")
+    assert code == 2 and "--db: expected sqlite:///PATH or postgresql://" in out
+    # Nothing listens on port 1: a clear error, the password never shown.
+    code, out = run(*omega, "--listen", "127.0.0.1:0", "--db", "postgresql://u:pw@127.0.0.1:1/x")
+    assert code == 1 and "cannot connect to postgresql://u:***@127.0.0.1:1/x" in out, out
+    assert "pw@" not in out
 
 
 # -- approvals -----------------------------------------------------------------------------
