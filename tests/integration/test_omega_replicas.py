@@ -256,3 +256,20 @@ def test_controllers_racing_on_one_rollout_start_each_wave_once(
     finally:
         for s in stores:
             s.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_fleet_refuses_a_database_holding_a_control_store(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from ashat.fleet.omega_store import FleetDbError
+    from ashat.store.db import Database
+
+    url = (
+        f"sqlite:///{tmp_path / 'ashat.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    Database(url).close()  # a control store, with its own approvals table
+    with pytest.raises(FleetDbError, match="holds an ashat control store"):
+        FleetStore(url)

@@ -3,10 +3,11 @@
 ``--db`` names it: ``sqlite:///PATH`` (the default is ``DIR/fleet.db``) or
 ``postgresql://…``, which several OMEGA replicas share. :class:`FleetDatabase` reuses the
 control store's :class:`~ashat.store.db.Database` (connection, ``?`` placeholders,
-transactions) with the fleet's own numbered migrations, recorded in ``fleet_schema`` so a
-fleet may share a PostgreSQL database with a control store. The fleet's dialect
-differences are all here: the auto-numbered key in the schema, SQLite's pragmas, and the
-lock that serializes the replicas' changes to rollouts (:meth:`FleetDatabase.lock_fleet`).
+transactions) with the fleet's own numbered migrations, recorded in ``fleet_schema``; it
+refuses a database that holds a control store (both have an ``approvals`` table). The
+fleet's dialect differences are all here: the auto-numbered key in the schema, SQLite's
+pragmas, and the lock that serializes the replicas' changes to rollouts
+(:meth:`FleetDatabase.lock_fleet`).
 """
 
 from __future__ import annotations
@@ -137,11 +138,24 @@ class FleetDatabase(Database):
 
     def _migrate(self) -> None:
         try:
+            self._migrate_or_raise()
+        except BaseException:
+            self.close()  # the caller never gets this object: no connection left open
+            raise
+
+    def _migrate_or_raise(self) -> None:
+        try:
             self.execute(
                 "CREATE TABLE IF NOT EXISTS fleet_schema "
                 "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
             )
             current = self.version()
+            if current == 0 and self._has_table("schema_version"):
+                # The control store's: its tables (approvals) would meet the fleet's.
+                raise StoreError(
+                    f"{redact_url(self.url)} holds an ashat control store; give OMEGA's "
+                    "fleet state a database of its own"
+                )
             if current > SCHEMA_VERSION:
                 raise StoreError(
                     f"{redact_url(self.url)} has fleet schema {current}, newer than this "
@@ -166,6 +180,13 @@ class FleetDatabase(Database):
             raise
         except Exception as e:
             raise StoreError(f"cannot set up the fleet database {redact_url(self.url)}: {e}") from e
+
+    def _has_table(self, name: str) -> bool:
+        try:
+            self.query(f"SELECT 1 FROM {name} LIMIT 1")  # name: a constant of ours
+        except Exception:  # the driver's "no such table", either dialect
+            return False
+        return True
 
     def version(self) -> int:
         row = self.query_one("SELECT MAX(version) FROM fleet_schema")

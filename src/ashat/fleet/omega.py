@@ -104,8 +104,9 @@ class Omega:
         self.store.close()
 
     def approve(self, update_id: str, record: dict[str, Any]) -> dict[str, Any]:
-        """See :meth:`.approvals.Approvals.approve`."""
-        with self.lock:
+        """See :meth:`.approvals.Approvals.approve` (one replica at a time: the first
+        approval stands)."""
+        with self.lock, self.store.exclusive():
             return self.approvals.approve(update_id, record)
 
     def pinned(self) -> set[str]:
@@ -427,9 +428,10 @@ class Omega:
         return {"mainframes": out}
 
     def revoke(self, license_id: str) -> dict[str, Any]:
-        if self.store.revoke(license_id, iso(self.clock())):
-            log.warning("revoked license %s", license_id)
-        self._revoked.add(license_id)
+        with self.lock:  # not between a tick's read of the revocations and its update
+            if self.store.revoke(license_id, iso(self.clock())):
+                log.warning("revoked license %s", license_id)
+            self._revoked.add(license_id)
         return {"revoked": license_id}
 
     def revocations(self) -> dict[str, Any]:
