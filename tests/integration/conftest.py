@@ -335,20 +335,27 @@ class AgentFactory:
         like: AgentHandle | None = None,
         extra_trust: tuple[Path, ...] = (),
         poll_timeout: int | None = None,
+        fleet_db: str | None = None,
+        blob_dir: Path | None = None,
+        replica_of: AgentHandle | None = None,
     ) -> AgentHandle:
-        """Start an agent; ``like`` reuses another's data directory, token, key and TLS.
+        """Start an agent; ``like`` reuses another's data directory, token, key and TLS;
+        ``replica_of`` (an OMEGA) all that but the data directory: another replica.
 
         ``role="omega"`` also makes an OMEGA key (``omega.key``) and a license key
         (``license.key``) and passes ``--omega-key``/``--license-trust`` (and
-        ``--poll-timeout``); the handle names them.
+        ``--poll-timeout``, ``--db``, ``--blob-dir``); the handle names them.
         """
         self._n += 1
         home = self.base / f"agent{self._n}"
         home.mkdir(parents=True)
+        like = like or replica_of
         if like is not None:
             data, token, token_file = like.data, like.token, like.token_file
             key_path, pub_path, ca_cert = like.key_path, like.pub_path, like.ca_cert
             options = dict(like.options)
+            if replica_of is not None:
+                data = home / "data"
         else:
             data = home / "data"
             token = secrets.token_urlsafe(24)
@@ -366,6 +373,8 @@ class AgentFactory:
                 "tls": None,
                 "omega": None,
                 "poll_timeout": poll_timeout,
+                "fleet_db": fleet_db,
+                "blob_dir": blob_dir,
             }
             if role == "omega":
                 omega_key_path, omega_pub_path = generate_keypair("omega", home)
@@ -413,6 +422,10 @@ class AgentFactory:
             argv += ["--license-trust", str(options["omega"][3])]
         if options.get("poll_timeout") is not None:
             argv += ["--poll-timeout", str(options["poll_timeout"])]
+        if options.get("fleet_db"):
+            argv += ["--db", options["fleet_db"]]
+        if options.get("blob_dir"):
+            argv += ["--blob-dir", str(options["blob_dir"])]
         log = home / "agent.log"
         with log.open("wb") as err:
             proc = subprocess.Popen(
@@ -705,6 +718,44 @@ def mainframe_factory(tmp_path: Path) -> Iterator[MainframeFactory]:
     factory = MainframeFactory(tmp_path / "mainframes")
     yield factory
     factory.close()
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+PG_ADMIN_URL = os.environ.get("ASHAT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database made for this test run on the local PostgreSQL (``ASHAT_TEST_PG``, default
+    postgres@127.0.0.1:5432), dropped after it: its URL. Skips when none can be reached."""
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("PostgreSQL tests need psycopg: pip install 'ashat[test]'")
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.Error as e:
+        pytest.skip(f"no PostgreSQL reachable at {PG_ADMIN_URL}: {str(e).strip()[:200]}")
+    name = f"ashat_test_{secrets.token_hex(6)}"
+    with admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> str:
+    """A URL of this run's database whose connections work in a schema of their own, empty:
+    one test's tables never meet another's."""
+    import psycopg
+
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{postgres_database}?options=-csearch_path%3D{schema}"
 
 
 # -- ashat serve ---------------------------------------------------------------------------

@@ -65,8 +65,8 @@ class Agent:
     def __init__(self, config: AgentConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics(config.role.value)
-        self.layout = Layout(config.data)
-        self.blobs = BlobStore(self.layout.blobs, self.layout.tmp, config.max_blob_bytes)
+        self.layout = Layout(config.data, config.blob_dir)
+        self.blobs = BlobStore(self.layout.blobs, self.layout.blob_tmp, config.max_blob_bytes)
         self.releases = ReleaseStore(self.layout, self.blobs)
         self.stopping = threading.Event()
         self.supervisor = Supervisor(

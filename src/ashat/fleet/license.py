@@ -160,6 +160,18 @@ def check_license(
 ) -> License:
     """The license if OMEGA may serve it now; else :class:`LicenseRefused` with the reason."""
     lic = read_license(token, trusted)
+    return judge_license(lic, now=now, revoked=revoked, channel=channel, mainframe_id=mainframe_id)
+
+
+def judge_license(
+    lic: License,
+    *,
+    now: dt.datetime,
+    revoked: Collection[str] = (),
+    channel: str | None = None,
+    mainframe_id: str | None = None,
+) -> License:
+    """``lic`` (authenticated) if OMEGA may serve it now; else :class:`LicenseRefused`."""
     if mainframe_id is not None and lic.mainframe_id != mainframe_id:
         raise LicenseRefused(
             "wrong_mainframe",

@@ -159,6 +159,21 @@ def step(p: Progress, now: float) -> Step:
     return Step(Outcome.COMPLETE, timed_out)
 
 
+def waits(
+    kind: Kind, targeted: Mapping[TargetStatus, int], max_failure_ratio: float, timed_out: bool
+) -> bool:
+    """Whether :func:`step` would say CONTINUE and time nobody out, judged from how many
+    mainframes targeted so far are in each status, without their list: the wave has not
+    timed out, someone is pending, and the budget holds. (The controller asks this first,
+    so that a report costs a count, not a read of the whole fleet.)"""
+    if timed_out:
+        return False
+    failed = targeted.get(TargetStatus.FAILED, 0)
+    if kind is Kind.INSTALL and budget_broken(failed, sum(targeted.values()), max_failure_ratio):
+        return False
+    return targeted.get(TargetStatus.PENDING, 0) > 0
+
+
 def summarize(
     waves: Sequence[int],
     current_wave: int,
