@@ -720,44 +720,6 @@ def mainframe_factory(tmp_path: Path) -> Iterator[MainframeFactory]:
     factory.close()
 
 
-# -- PostgreSQL ----------------------------------------------------------------------------
-
-PG_ADMIN_URL = os.environ.get("ASHAT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A database made for this test run on the local PostgreSQL (``ASHAT_TEST_PG``, default
-    postgres@127.0.0.1:5432), dropped after it: its URL. Skips when none can be reached."""
-    try:
-        import psycopg
-    except ImportError:
-        pytest.skip("PostgreSQL tests need psycopg: pip install 'ashat[test]'")
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.Error as e:
-        pytest.skip(f"no PostgreSQL reachable at {PG_ADMIN_URL}: {str(e).strip()[:200]}")
-    name = f"ashat_test_{secrets.token_hex(6)}"
-    with admin:
-        admin.execute(f"CREATE DATABASE {name}")
-        try:
-            yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-@pytest.fixture
-def postgres_url(postgres_database: str) -> str:
-    """A URL of this run's database whose connections work in a schema of their own, empty:
-    one test's tables never meet another's."""
-    import psycopg
-
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(postgres_database, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    return f"{postgres_database}?options=-csearch_path%3D{schema}"
-
-
 # -- ashat serve ---------------------------------------------------------------------------
 
 SERVE_READY_RE = re.compile(r"ashat serve: serving (https?://\S+)")

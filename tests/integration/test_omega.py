@@ -202,7 +202,7 @@ def omega(request: pytest.FixtureRequest, agent_factory: AgentFactory) -> AgentH
     """OMEGA with its fleet state in DIR/fleet.db, and in PostgreSQL (``--db``)."""
     if request.param == "sqlite":
         return agent_factory(role="omega")
-    return agent_factory(role="omega", fleet_db=request.getfixturevalue("postgres_url"))
+    return agent_factory(role="omega", fleet_db=request.getfixturevalue("pg_url"))
 
 
 def approved_manifest(omega: AgentHandle, update_id: str) -> bytes | None:

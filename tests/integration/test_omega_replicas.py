@@ -95,10 +95,10 @@ class Balancer:
 
 @pytest.fixture
 def replicas(
-    agent_factory: AgentFactory, postgres_url: str, tmp_path: Path
+    agent_factory: AgentFactory, pg_url: str, tmp_path: Path
 ) -> Iterator[tuple[AgentHandle, AgentHandle, Balancer]]:
     a = agent_factory(
-        role="omega", fleet_db=postgres_url, blob_dir=tmp_path / "shared-blobs", poll_timeout=5
+        role="omega", fleet_db=pg_url, blob_dir=tmp_path / "shared-blobs", poll_timeout=5
     )
     b = agent_factory(replica_of=a)
     balancer = Balancer([a.url.removeprefix("http://"), b.url.removeprefix("http://")])
@@ -156,7 +156,7 @@ def test_two_replicas_serve_one_fleet_and_survive_losing_one(
     replicas: tuple[AgentHandle, AgentHandle, Balancer],
     mainframe_factory: MainframeFactory,
     trees: Trees,
-    postgres_url: str,
+    pg_url: str,
 ) -> None:
     a, b, balancer = replicas
     assert a.license_key is not None and a.omega_pub_path is not None
@@ -179,7 +179,7 @@ def test_two_replicas_serve_one_fleet_and_survive_losing_one(
     first = rollout(a, "r1")
     wait_for(lambda: status(b, first)["state"] == "completed", 60, "r1 completed (seen on B)")
     assert [mf.current() for mf in mfs] == ["r1"] * 4
-    assert trail(postgres_url, first) == ONCE_EACH
+    assert trail(pg_url, first) == ONCE_EACH
     assert polls_served(a) > 0 and polls_served(b) > 0  # the balancer used both
 
     # Mid-rollout, replica A dies: two mainframes are away, so the rollout cannot finish
@@ -197,7 +197,7 @@ def test_two_replicas_serve_one_fleet_and_survive_losing_one(
     mainframe_factory.ready(*back)
     wait_for(lambda: status(b, second)["state"] == "completed", 90, "r2 completed by B alone")
     assert [mf.current() for mf in [mfs[0], mfs[1], *back]] == ["r2"] * 4
-    assert trail(postgres_url, second) == ONCE_EACH
+    assert trail(pg_url, second) == ONCE_EACH
     totals = status(b, second)["totals"]
     assert totals["installed"] == 4 and totals["failed"] == 0, totals
 
@@ -217,7 +217,7 @@ def test_controllers_racing_on_one_rollout_start_each_wave_once(
     url = (
         f"sqlite:///{tmp_path / 'fleet.db'}"
         if backend == "sqlite"
-        else request.getfixturevalue("postgres_url")
+        else request.getfixturevalue("pg_url")
     )
     stores = [FleetStore(url, replica=f"r{i}") for i in range(8)]
     finished = Counter("finished", "", ["kind", "state"], registry=CollectorRegistry())
@@ -268,7 +268,7 @@ def test_the_fleet_refuses_a_database_holding_a_control_store(
     url = (
         f"sqlite:///{tmp_path / 'ashat.db'}"
         if backend == "sqlite"
-        else request.getfixturevalue("postgres_url")
+        else request.getfixturevalue("pg_url")
     )
     Database(url).close()  # a control store, with its own approvals table
     with pytest.raises(FleetDbError, match="holds an ashat control store"):
