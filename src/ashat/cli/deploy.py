@@ -268,6 +268,7 @@ def cancel(update_id: str, reason: str | None) -> None:
 # -- help -----------------------------------------------------------------------------------
 
 VERBS = [
+    ("init [--yes] [--run CMD] [--force]", "start a project here: ashat.toml, signing key"),
     (
         "configure public|omega <url> <name>",
         "set the staging (PUBLIC) or production (OMEGA) server",
@@ -290,9 +291,11 @@ VERBS = [
 
 
 from ashat.cli.approve_cmd import approve  # noqa: E402
+from ashat.cli.init_cmd import init  # noqa: E402
 from ashat.cli.release import push, rollback  # noqa: E402  (verbs with their own module)
 from ashat.cli.verify_cmd import verify  # noqa: E402
 
+cli.add_command(init)
 cli.add_command(push)
 cli.add_command(verify)
 cli.add_command(approve)
