@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ashat import __version__
-from ashat.cli.context import Project
+from ashat.cli.context import Project, complete_update_id
 from ashat.cli.output import BAD, OK, AshatGroup, emit, json_option, style
 from ashat.errors import OperationFailed
 from ashat.workflow.models import Deployment, Event
@@ -129,7 +129,7 @@ def servers(check: bool) -> None:
 
 
 @cli.command()
-@click.argument("update_id", required=False)
+@click.argument("update_id", required=False, shell_complete=complete_update_id)
 @json_option
 def status(update_id: str | None) -> None:
     """A deployment's state and last events; without an id, what is in flight."""
@@ -212,7 +212,7 @@ def history(limit: int, state: str | None) -> None:
 
 
 @cli.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @json_option
 def log(update_id: str) -> None:
     """Every audit event of one deployment, oldest first."""
@@ -252,7 +252,7 @@ def audit_verify() -> None:
 
 
 @cli.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @click.option("--reason", default=None, help="Why (recorded in the audit trail).")
 @json_option
 def cancel(update_id: str, reason: str | None) -> None:

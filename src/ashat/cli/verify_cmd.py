@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ashat.cli.context import Project
+from ashat.cli.context import Project, complete_update_id
 from ashat.cli.output import BAD, OK, OUT, SKIP, WARN, emit, json_option, style
 from ashat.ops.verify import app_url_from
 
@@ -27,7 +27,7 @@ def print_result(r: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @click.option(
     "--only",
     multiple=True,
