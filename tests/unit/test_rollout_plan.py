@@ -218,3 +218,13 @@ def test_summarize_counts_per_wave_and_in_total() -> None:
     assert body["failures"] == [{"mainframe_id": "m1-1", "reason": "health check failed"}]
     halted = summarize((10, 50, 100), 1, False, targets)
     assert [w["state"] for w in halted["waves"]] == ["done", "done", "waiting"]
+
+
+def test_empty_waves_after_the_last_are_done_once_the_rollout_ended() -> None:
+    # one mainframe, waves [34, 67, 100]: all of it is wave 0; step() completes the rollout
+    # without starting waves 1 and 2, which must not read "waiting" afterwards
+    targets = [Target(*t) for t in fleet({0: [INS]})]
+    running = summarize((34, 67, 100), 0, True, targets)
+    assert [w["state"] for w in running["waves"]] == ["running", "waiting", "waiting"]
+    ended = summarize((34, 67, 100), 0, False, targets)
+    assert [w["state"] for w in ended["waves"]] == ["done", "done", "done"]
