@@ -49,3 +49,32 @@ def test_every_deploy_verb_says_its_exit_codes_or_has_the_common_ones() -> None:
     assert "**Exit codes**, the same for every verb" in GUIDE
     for code in "01234":
         assert f"\n| {code} |" in GUIDE
+
+
+def code_messages() -> str:
+    """Every string literal of src/ashat, f-string placeholders as NUL (no fragment of a
+    message in the guide may span one), one per line."""
+    import ast
+
+    texts = []
+    for path in (Path(__file__).resolve().parents[2] / "src" / "ashat").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.JoinedStr):
+                texts.append(
+                    "".join(v.value if isinstance(v, ast.Constant) else "\0" for v in node.values)
+                )
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                texts.append(node.value)
+    return "\n".join(texts)
+
+
+def test_troubleshooting_quotes_real_messages() -> None:
+    part = GUIDE[GUIDE.index("## Troubleshooting") :]
+    quoted = re.findall(r"\*\*`([^`]+)`\*\*", part)
+    assert len(quoted) >= 15
+    code = code_messages()
+    for message in quoted:
+        for fragment in re.split(r"…|PUBLIC|OMEGA|\bN\b|'", message):
+            fragment = fragment.strip(' .;:()[]"')
+            if len(fragment) >= 8:
+                assert fragment in code, f"not a message of the code: {fragment!r} ({message})"
