@@ -49,6 +49,11 @@ def test_verbs_and_options_complete() -> None:
     assert "init" in complete("deploy ", 1)
     assert complete("deploy verify x --on", 3) == ["--only"]
     assert complete("ashat li", 1, "ashat.cli.ashat") == ["license"]
+    assert complete("deploy history --state ver", 3) == [
+        "verifying",
+        "verified",
+        "verification_failed",
+    ]
 
 
 def test_update_ids_complete_from_the_store(project: Path) -> None:

@@ -16,7 +16,7 @@ from ashat.cli.context import Project, complete_update_id
 from ashat.cli.output import BAD, OK, AshatGroup, emit, json_option, style
 from ashat.errors import OperationFailed
 from ashat.workflow.models import Deployment, Event
-from ashat.workflow.states import describe_allowed
+from ashat.workflow.states import State, describe_allowed
 
 
 def _short_time(at: str) -> str:
@@ -198,7 +198,15 @@ def status(update_id: str | None) -> None:
 
 @cli.command()
 @click.option("--limit", default=20, show_default=True, type=int, help="How many to show.")
-@click.option("--state", "state", default=None, help="Only deployments in this state.")
+@click.option(
+    "--state",
+    "state",
+    default=None,
+    help="Only deployments in this state.",
+    shell_complete=lambda ctx, param, incomplete: [
+        s.value for s in State if s.value.startswith(incomplete)
+    ],
+)
 @json_option
 def history(limit: int, state: str | None) -> None:
     """Deployments, newest first."""
