@@ -135,9 +135,10 @@ def parse_console(body: list[str], first_line: int) -> list[Step]:
 
 
 def line_pattern(expected: str) -> re.Pattern[str]:
-    """A book line as a pattern: numbers match any number, ``…`` anything."""
+    """A book line as a pattern: numbers match any number, ``…`` anything. Digits inside a
+    word that starts with a letter (``hello-001``, ``mf-4``, ``p95``) are literal."""
     out = []
-    for part in re.split(r"(…|\d+(?:\.\d+)?)", expected):
+    for part in re.split(r"((?<!\d)[A-Za-z][\w.-]*|…|\d+(?:\.\d+)?)", expected):
         if part == "…":
             out.append(".*?")
         elif re.fullmatch(r"\d+(?:\.\d+)?", part):
@@ -405,6 +406,11 @@ def test_the_book_reader_is_strict() -> None:
     assert missing_lines(["✅ Pushed x in 0.61s — next: …"], "✅ Pushed x in 1.5s — next: y") == []
     assert missing_lines(["a", "b"], "b\na") == ["b"]
     assert missing_lines(["sent 3 blobs"], "sent many blobs") == ["sent 3 blobs"]
+    assert missing_lines(["runs hello-001 (34%)"], "runs hello-002 (50%)") == [
+        "runs hello-001 (34%)"
+    ]
+    assert missing_lines(["at 2026-11-30 12:49:27"], "at 2027-01-02 08:00:01") == []
+    assert missing_lines(["until 2026-11-30T12:50:34Z"], "until 2026-12-01T13:01:02Z") == []
     steps = parse_console(["$ deploy verify x  # exit 1", "❌ failed", "$ a \\", "  b"], 0)
     assert [(s.text, s.exit_code, s.expect) for s in steps] == [
         ("deploy verify x  # exit 1", 1, ["❌ failed"]),
