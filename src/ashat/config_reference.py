@@ -149,9 +149,9 @@ def _build() -> tuple[list[Table], list[Key]]:
             "Failure budget per wave (0-1); exceeding it halts the rollout."),
         Key("distribution", "wave_timeout_s", "number", d(dist.wave_timeout_s), "Seconds a "
             "wave may take; silence counts as failure."),
-        Key("distribution", "auto_rollback", "boolean", d(dist.auto_rollback), "Send the "
-            "previous release to every mainframe that took the new one when the budget "
-            "breaks."),
+        Key("distribution", "auto_rollback", "boolean", d(dist.auto_rollback), "When the "
+            "budget breaks, send the previous release to every mainframe that took the new "
+            "one, and put OMEGA back on it."),
         Key("distribution", "channel", "string", d(dist.channel), "The channel a license "
             "must cover."),
         Key("notify", "url", "string", "", "Where to post (http or https); or `url_env`."),
