@@ -721,6 +721,7 @@ class ServeHandle:
     root: Path
     proc: subprocess.Popen[bytes]
     log: Path
+    db_url: str | None = None  # --db, when not the project's own SQLite file
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -742,7 +743,7 @@ class ServeHandle:
         from ashat.ops.project import Project
         from ashat.ops.users import add_user, issue_token
 
-        project = Project(self.root)
+        project = Project(self.root, self.db_url)
         try:
             add_user(project, name, role, actor="test")
             return issue_token(project, name, actor="test")[1]
@@ -768,12 +769,15 @@ class ServeFactory:
         self.base = base
         self.handles: list[ServeHandle] = []
 
-    def __call__(self, root: Path, env: Mapping[str, str] | None = None) -> ServeHandle:
+    def __call__(
+        self, root: Path, env: Mapping[str, str] | None = None, db_url: str | None = None
+    ) -> ServeHandle:
         self.base.mkdir(parents=True, exist_ok=True)
         log = self.base / f"serve{len(self.handles)}.log"
         argv = [
             sys.executable, "-m", "ashat.cli.ashat", "serve",
             "--listen", "127.0.0.1:0", "--project", str(root),
+            *(["--db", db_url] if db_url else []),
         ]  # fmt: skip
         full_env = {k: v for k, v in os.environ.items() if k != "ASHAT_DB"}
         full_env.update(env or {})
@@ -783,7 +787,7 @@ class ServeFactory:
                 env=full_env,
             )  # fmt: skip
         m = wait_ready(proc, log, SERVE_READY_RE, "ashat serve", SERVE_START_TIMEOUT_S)
-        handle = ServeHandle(m.group(1), root, proc, log)
+        handle = ServeHandle(m.group(1), root, proc, log, db_url)
         self.handles.append(handle)
         return handle
 

@@ -45,6 +45,13 @@ def test_every_command_and_option_is_documented(path: str, cmd: click.Command) -
             assert longest in text, f"{path}: {longest} is not documented in its section"
 
 
+@pytest.mark.parametrize("group", [deploy_cli, ashat_cli], ids=["deploy", "ashat"])
+def test_the_commands_own_options_are_documented(group: click.Group) -> None:
+    for param in group.params:
+        if isinstance(param, click.Option) and param.name not in ("help", "version"):
+            assert max(param.opts, key=len) in GUIDE, param.opts
+
+
 def test_every_deploy_verb_says_its_exit_codes_or_has_the_common_ones() -> None:
     assert "**Exit codes**, the same for every verb" in GUIDE
     for code in "01234":

@@ -171,7 +171,9 @@ def run_approve(
                 wf, update_id, omega, manifest_bytes, digests, make_relay(public, omega),
                 distribution, resume=dep.state is State.RELEASING,
             )  # fmt: skip
-        outcome.data.update({"rollout": rollout, "bytes_relayed": relayed})
+        outcome.data.update(
+            {"rollout": rollout, "bytes_relayed": relayed, "waves": list(distribution.waves)}
+        )
         if h.released is not None:
             h.released(omega_server, relayed, rollout, distribution)
     else:

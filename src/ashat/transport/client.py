@@ -54,6 +54,8 @@ def _read_token(path: str | None) -> str | None:
 class AgentClient:
     """A connection to one agent (PUBLIC, OMEGA, or a mainframe's OMEGA)."""
 
+    retry_statuses: frozenset[int] = RETRY_STATUSES  # answers worth sending the request again
+
     def __init__(
         self,
         base_url: str,
@@ -139,7 +141,7 @@ class AgentClient:
             except httpx.HTTPError as e:
                 raise BadResponse(f"request to {url} failed: {_short(e)}") from e
             else:
-                if status in RETRY_STATUSES and attempt <= self.retries:
+                if status in self.retry_statuses and attempt <= self.retries:
                     time.sleep(self.backoff_s * 2 ** (attempt - 1))
                     continue
                 return self._interpret(status, body, url)
@@ -159,10 +161,7 @@ class AgentClient:
 
     @staticmethod
     def _interpret(status: int, body: bytes, url: str) -> dict[str, Any]:
-        try:
-            data = json.loads(body) if body else {}
-        except ValueError:
-            data = None
+        data = json_or_none(body)
         if status in (401, 403):
             raise Unauthorized(
                 f"{url} refused our credentials ({status}): check the server's token "
@@ -247,6 +246,14 @@ class AgentClient:
         if digest.hexdigest() != sha256:
             raise BadResponse(f"{url} sent bytes whose digest is not {sha256}")
         return size
+
+
+def json_or_none(body: bytes) -> Any:
+    """``body`` parsed as JSON ({} when empty), or None when it is not JSON."""
+    try:
+        return json.loads(body) if body else {}
+    except ValueError:
+        return None
 
 
 def _plan_packs(blobs: Sequence[BlobRef], streams: int) -> list[list[BlobRef]]:

@@ -138,8 +138,21 @@ class ApproveResult:
 def approve(
     wf: Workflow, update_id: str, policy: ApprovalPolicy, comment: str | None = None
 ) -> ApproveResult:
-    """Record the actor's approval; move to ``approved`` when the policy is met."""
+    """Record the actor's approval; move to ``approved`` when the policy is met.
+
+    One transaction from the state read to the move: of approvers racing, those who find the
+    deployment approved already are refused (exit 3) and nothing of theirs is recorded.
+    """
     validate_update_id(update_id)
+    if comment is not None and len(comment) > 1000:
+        raise InvalidInput("--comment must be at most 1000 characters")
+    with wf.store.atomic():
+        return _approve(wf, update_id, policy, comment)
+
+
+def _approve(
+    wf: Workflow, update_id: str, policy: ApprovalPolicy, comment: str | None
+) -> ApproveResult:
     dep = wf.store.require(update_id)
     check_transition(update_id, dep.state, State.APPROVED)
     if policy.approvers and wf.actor not in policy.approvers:
@@ -154,8 +167,6 @@ def approve(
             "([approval] allow_self_approval = false); ask another approver",
             update_id=update_id,
         )
-    if comment is not None and len(comment) > 1000:
-        raise InvalidInput("--comment must be at most 1000 characters")
     counted = wf.store.add_approval(update_id, wf.actor, wf.now(), comment)
     approvals = wf.store.approvals(update_id)
     if len(approvals) >= policy.required:
