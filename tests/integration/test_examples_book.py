@@ -9,7 +9,8 @@ The markdown is the source of truth; this file only knows how to read it:
   (else both are configured as PublicStaging and OmegaProduction); ``mainframes=N``
   (mf-1 ... mf-N, licensed for ACME by OMEGA's license key); ``app_env=K=V`` (every
   server's app environment) with ``bare_mainframes=mf-3`` lacking it; ``postgres=yes``
-  (skipped without a PostgreSQL server).
+  (skipped without a PostgreSQL server); ``serve=yes`` (``ashat serve`` on the project,
+  signing with its key, started when a command first names ``http://ctl.example:8800``).
 - ```` ```console scenario=NAME ```` blocks: ``$ `` starts a command (``\\`` continues it;
   ``> `` lines continue a here-document); the lines up to the next command are output. Each
   command runs in bash in the project directory, the environment and directory carried to
@@ -52,6 +53,7 @@ from ashat.fleet.license import issue
 BOOK = REPO / "docs" / "examples.md"
 PUBLIC_URL = "http://staging.example:8700"
 OMEGA_URL = "http://omega.example:8700"
+CONTROL_URL = "http://ctl.example:8800"
 BOOK_DB = "ashat_team"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 COMMAND_TIMEOUT_S = 240
@@ -187,11 +189,14 @@ class Runner:
         base: Path,
         agent_factory: Any,
         mainframe_factory: Any,
+        serve_process: Any,
     ) -> None:
         self.s = scenario
         self.base = base
         self.agents = agent_factory
         self.mainframes = mainframe_factory
+        self.serve_process = serve_process
+        self.serve: Any = None
         self.project = base / "hello-service"
         self.public: Any = None
         self.omega: Any = None
@@ -277,6 +282,13 @@ class Runner:
             self.mainframes.ready(*handles)
             self._registered(n)
 
+    def start_serve(self) -> None:
+        """``ashat serve`` over the project (signing with its key), once a command names it."""
+        if self.serve is None and self.s.setup.get("serve") == "yes":
+            key = self.project / ".ashat" / "keys" / "alpha.key"
+            self.serve = self.serve_process(self.project, {"ASHAT_SIGNING_KEY": str(key)})
+            self.subst[CONTROL_URL] = self.serve.url
+
     def _mainframe(self, mainframe_id: str, token: str, trust: Path, poll_wait: int = 1) -> Any:
         return self.mainframes.start(
             omega=self.omega.url, license_token=token, mainframe_id=mainframe_id,
@@ -359,6 +371,8 @@ class Runner:
                 continue
             if not step.text.startswith("deploy init"):
                 self.start_servers()
+            if CONTROL_URL in step.text:
+                self.start_serve()
             if step.text.startswith("ashat agent --role mainframe"):
                 self.start_mainframe(step.text)
                 continue
@@ -396,6 +410,7 @@ def test_the_book_has_the_scenarios_the_issue_asks_for() -> None:
     wanted = {
         "first-deployment", "hotfix-rollback", "failed-verification", "emergency-cancel",
         "two-approvers", "fleet-auto-rollback", "license-expiry", "team-postgresql",
+        "control-plane",
     }  # fmt: skip
     assert wanted <= set(SCENARIOS)
     for s in SCENARIOS.values():
@@ -425,11 +440,12 @@ def test_scenario(
     tmp_path: Path,
     agent_factory: Any,
     mainframe_factory: Any,
+    serve_process: Any,
 ) -> None:
     scenario = SCENARIOS[name]
     if scenario.setup.get("postgres") == "yes" and not postgres_available():
         pytest.skip("needs PostgreSQL on 127.0.0.1:5432 (user postgres) and createdb")
-    runner = Runner(scenario, tmp_path, agent_factory, mainframe_factory)
+    runner = Runner(scenario, tmp_path, agent_factory, mainframe_factory, serve_process)
     record: list[str] = []
     try:
         runner.run(record)
