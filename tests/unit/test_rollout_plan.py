@@ -248,3 +248,13 @@ def test_waits_is_step_continuing_judged_from_counts(
         if t.wave <= current:
             counts[t.status] = counts.get(t.status, 0) + 1
     assert waits(kind, counts, ratio, late) == (step(p, now) == Step(Outcome.CONTINUE) and not late)
+
+
+def test_empty_waves_after_the_last_are_done_once_the_rollout_ended() -> None:
+    # one mainframe, waves [34, 67, 100]: all of it is wave 0; step() completes the rollout
+    # without starting waves 1 and 2, which must not read "waiting" afterwards
+    targets = [Target(*t) for t in fleet({0: [INS]})]
+    running = summarize((34, 67, 100), 0, True, targets)
+    assert [w["state"] for w in running["waves"]] == ["running", "waiting", "waiting"]
+    ended = summarize((34, 67, 100), 0, False, targets)
+    assert [w["state"] for w in ended["waves"]] == ["done", "done", "done"]

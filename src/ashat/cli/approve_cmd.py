@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ashat.cli import remote
-from ashat.cli.context import Project
+from ashat.cli.context import Project, complete_update_id
 from ashat.cli.output import BAD, OK, OUT, WARN, emit, json_option, style
 from ashat.cli.remote import control
 from ashat.errors import OperationFailed
@@ -69,7 +69,7 @@ class _ProgressBar:
 
 
 @click.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @click.option("--as", "as_user", metavar="USER", help="Approve as USER (else ASHAT_USER/OS user).")
 @click.option("--comment", help="Recorded with the approval.")
 @click.option("--no-wait", is_flag=True, help="Return once the rollout has started.")

@@ -13,12 +13,12 @@ import click
 
 from ashat import __version__
 from ashat.cli import remote
-from ashat.cli.context import Project
+from ashat.cli.context import Project, complete_update_id
 from ashat.cli.output import BAD, OK, AshatGroup, emit, json_option, style
 from ashat.cli.remote import control
 from ashat.errors import OperationFailed
 from ashat.workflow.models import Deployment, Event
-from ashat.workflow.states import describe_allowed
+from ashat.workflow.states import State, describe_allowed
 
 
 def _short_time(at: str) -> str:
@@ -140,7 +140,7 @@ def servers(check: bool) -> None:
 
 
 @cli.command()
-@click.argument("update_id", required=False)
+@click.argument("update_id", required=False, shell_complete=complete_update_id)
 @json_option
 def status(update_id: str | None) -> None:
     """A deployment's state and last events; without an id, what is in flight."""
@@ -208,7 +208,15 @@ def status(update_id: str | None) -> None:
 
 @cli.command()
 @click.option("--limit", default=20, show_default=True, type=int, help="How many to show.")
-@click.option("--state", "state", default=None, help="Only deployments in this state.")
+@click.option(
+    "--state",
+    "state",
+    default=None,
+    help="Only deployments in this state.",
+    shell_complete=lambda ctx, param, incomplete: [
+        s.value for s in State if s.value.startswith(incomplete)
+    ],
+)
 @json_option
 def history(limit: int, state: str | None) -> None:
     """Deployments, newest first."""
@@ -223,7 +231,7 @@ def history(limit: int, state: str | None) -> None:
 
 
 @cli.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @json_option
 def log(update_id: str) -> None:
     """Every audit event of one deployment, oldest first."""
@@ -265,7 +273,7 @@ def audit_verify() -> None:
 
 
 @cli.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @click.option("--reason", default=None, help="Why (recorded in the audit trail).")
 @json_option
 def cancel(update_id: str, reason: str | None) -> None:
@@ -286,6 +294,7 @@ def cancel(update_id: str, reason: str | None) -> None:
 # -- help -----------------------------------------------------------------------------------
 
 VERBS = [
+    ("init [--yes] [--run CMD] [--force]", "start a project here: ashat.toml, signing key"),
     (
         "configure public|omega <url> <name>",
         "set the staging (PUBLIC) or production (OMEGA) server",
@@ -308,9 +317,11 @@ VERBS = [
 
 
 from ashat.cli.approve_cmd import approve  # noqa: E402
+from ashat.cli.init_cmd import init  # noqa: E402
 from ashat.cli.release import push, rollback  # noqa: E402  (verbs with their own module)
 from ashat.cli.verify_cmd import verify  # noqa: E402
 
+cli.add_command(init)
 cli.add_command(push)
 cli.add_command(verify)
 cli.add_command(approve)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ashat.cli import remote
-from ashat.cli.context import Project, client_for
+from ashat.cli.context import Project, client_for, complete_update_id
 from ashat.cli.output import BAD, OK, OUT, emit, json_option, style
 from ashat.cli.remote import control
 
@@ -89,7 +89,7 @@ def push(update_id: str, description: str, source: str | None, git_ref: str | No
 
 
 @click.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @click.option("--reason", help="Why (recorded in the audit trail).")
 @json_option
 def rollback(update_id: str, reason: str | None) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ashat.cli import remote
-from ashat.cli.context import Project
+from ashat.cli.context import Project, complete_update_id
 from ashat.cli.output import BAD, OK, OUT, SKIP, WARN, emit, json_option, style
 from ashat.cli.remote import control
 from ashat.ops.verify import app_url_from
@@ -29,7 +29,7 @@ def print_result(r: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @click.option(
     "--only",
     multiple=True,

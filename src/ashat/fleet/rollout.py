@@ -189,6 +189,9 @@ def summarize(
     targets = list(targets)
     rows = []
     totals = {"targeted": 0, "installed": 0, "failed": 0, "pending": 0}
+    # Waves past the last one with mainframes are never started (step() skips them): once
+    # the rollout has ended they are done, not waiting (a small fleet leaves some empty).
+    last_needed = max((t.wave for t in targets), default=-1)
     for k, percent in enumerate(waves):
         mine = [t for t in targets if t.wave == k]
         started = k <= current_wave
@@ -198,7 +201,7 @@ def summarize(
             "failed": sum(1 for t in mine if t.status is TargetStatus.FAILED),
             "pending": sum(1 for t in mine if t.status is TargetStatus.PENDING),
         }
-        if k > current_wave:
+        if k > current_wave and (running or k <= last_needed):
             state = "waiting"
         elif k == current_wave and running:
             state = "running"

@@ -233,6 +233,12 @@ def rollout_status(omega: OmegaPort, rollout_id: str) -> dict[str, Any]:
     return omega.request("GET", f"/v1/fleet/rollouts/{rollout_id}")
 
 
+def restore_omega(omega: OmegaPort, update_id: str, previous: Any) -> None:
+    """Put OMEGA back on ``previous`` if it still runs ``update_id`` (idempotent)."""
+    if previous and omega.health().get("current") == update_id:
+        omega.rollback(from_id=update_id, to_id=str(previous))
+
+
 def reconcile(
     wf: Workflow, update_id: str, omega: OmegaPort
 ) -> tuple[Deployment, dict[str, Any] | None]:
@@ -257,6 +263,8 @@ def reconcile(
         back = rollout_status(omega, str(status["rollback_rollout_id"]))
         status = {**status, "rollback": back}
         if back.get("state") == "completed":
+            # the fleet is back; OMEGA itself must not keep serving the release undone
+            restore_omega(omega, update_id, dep.details.get("omega_previous"))
             dep = wf.move(
                 update_id,
                 State.ROLLED_BACK,
@@ -288,8 +296,7 @@ def start_fleet_rollback(
         "/v1/fleet/rollback",
         json_body={"from": update_id, "to": previous, "reason": reason or "operator rollback"},
     )
-    if omega.health().get("current") == update_id and previous:
-        omega.rollback(from_id=update_id, to_id=previous)
+    restore_omega(omega, update_id, previous)
     wf.note(
         update_id,
         "rollback.started",
