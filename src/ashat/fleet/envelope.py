@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,8 +37,19 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode unpadded base64url, accepting only the canonical spelling: the stdlib
+    decoder skips stray characters and ignores the last character's unused bits, which
+    would let an altered token pass as the one that was signed."""
+    if not _B64URL_RE.fullmatch(text):
+        raise binascii.Error("not base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise binascii.Error("not the canonical base64url of its bytes")
+    return data
 
 
 def seal(kind: str, payload: Mapping[str, Any], key: SigningKey) -> str:
