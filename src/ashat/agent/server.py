@@ -100,8 +100,13 @@ class BearerAuth:
         if scope["type"] == "http":
             open_route = scope["method"] in ("GET", "HEAD") and scope["path"] in OPEN_PATHS
             if not open_route and not self._authorized(scope) and not self._licensed(scope):
+                error = "missing or wrong bearer token"
+                if self.license_routes is not None and self.license_routes(
+                    scope["method"], scope["path"]
+                ):
+                    error += " (a mainframe sends 'Authorization: License <token>')"
                 response = JSONResponse(
-                    {"error": "missing or wrong bearer token", "kind": "unauthenticated"},
+                    {"error": error, "kind": "unauthenticated"},
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )

@@ -392,7 +392,9 @@ class Mainframe:
             )
             self.metrics.installs.labels(result="refused").inc()
             if d is not None:
-                await self._report(http, d.rollout_id, d.update_id, "failed", e.message)
+                # docs/fleet-protocol.md: the reason starts with its word (OMEGA shows it)
+                reason = f"{e.reason}: {e.message}"
+                await self._report(http, d.rollout_id, d.update_id, "failed", reason)
             await asyncio.sleep(DIRECTIVE_REFUSED_PAUSE_S)  # OMEGA may send it again at once
             return
         d = plan.directive
