@@ -88,13 +88,15 @@ class HostileServer:
     ``poll`` holds the answers for the next ``GET /v1/fleet/poll`` (a dict sent as JSON, or
     ``ENDLESS``); with none queued a poll waits a little and answers no directive.
     ``GET /v1/blobs/*`` and, with ``endless_everything``, any other request get an endless
-    body. ``POST /v1/fleet/report`` bodies are kept in ``reports``.
+    body. ``POST /v1/fleet/report`` bodies are kept in ``reports``. With ``drip_s`` the
+    endless bodies come a byte at a time, just fast enough never to trip a read timeout.
     """
 
     ENDLESS = "endless"
 
-    def __init__(self, *, endless_everything: bool = False) -> None:
+    def __init__(self, *, endless_everything: bool = False, drip_s: float | None = None) -> None:
         self.poll: list[Any] = []
+        self.drip_s = drip_s
         self.reports: list[dict[str, Any]] = []
         self.endless_everything = endless_everything
         self.endless_bytes = 0  # how much the endless bodies sent, in all
@@ -150,11 +152,15 @@ class HostileServer:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 self.close_connection = True
+                chunk = ENDLESS_CHUNK[:1] if server.drip_s else ENDLESS_CHUNK
                 try:
                     while True:
-                        self.wfile.write(ENDLESS_CHUNK)
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
                         with server.lock:
-                            server.endless_bytes += len(ENDLESS_CHUNK)
+                            server.endless_bytes += len(chunk)
+                        if server.drip_s:
+                            time.sleep(server.drip_s)
                 except OSError:
                     pass  # the client hung up: the point of the exercise
 
@@ -491,8 +497,8 @@ def serve(module_serve_process: Any, tmp_path_factory: pytest.TempPathFactory) -
 @dataclass
 class Cli:
     root: Path
-    hostile: HostileServer
-    mp: pytest.MonkeyPatch
+    hostile: HostileServer  # PUBLIC: endless bodies
+    slow: HostileServer  # OMEGA: endless bodies, dripped
 
     def snapshot(self) -> Any:
         from ashat.store.db import Database, default_sqlite_url
@@ -540,7 +546,8 @@ class Cli:
 @pytest.fixture(scope="module")
 def cli(public: Public, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     """A project (acting as alice, signing with PUBLIC's key) whose PUBLIC is a hostile
-    server answering endless bodies; x1 is pushed (recorded), v1 verified."""
+    server answering endless bodies, and OMEGA one dripping them; x1 is pushed (recorded),
+    v1 verified."""
     from ashat.store.db import Database, default_sqlite_url
     from ashat.store.store import Store
     from ashat.workflow.service import Workflow
@@ -551,6 +558,7 @@ def cli(public: Public, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
     (root / "ashat.toml").write_text('[app]\nrun = "python3 -m http.server {port}"\n')
     (root / "index.html").write_text("hello\n")
     hostile = HostileServer(endless_everything=True)
+    slow = HostileServer(endless_everything=True, drip_s=0.05)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("ASHAT_USER", "alice")
@@ -561,6 +569,8 @@ def cli(public: Public, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
         token.write_text("a-token-for-the-hostile-server\n")
         res = deploy("configure", "public", hostile.url, "Hostile", "--token-file", str(token))
         assert res.exit_code == 0, res.output
+        res = deploy("configure", "omega", slow.url, "Slow", "--token-file", str(token))
+        assert res.exit_code == 0, res.output
         store = Store(Database(default_sqlite_url(root)))
         wf = Workflow(store, "alice")
         wf.create("x1", "pushed")
@@ -569,8 +579,9 @@ def cli(public: Public, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
         for state in (State.PUSHED, State.VERIFYING, State.VERIFIED):
             wf.move("v1", state)
         store.close()
-        yield Cli(root, hostile, mp)
+        yield Cli(root, hostile, slow)
     hostile.close()
+    slow.close()
 
 
 # -- the attacks -----------------------------------------------------------------------------
@@ -962,6 +973,16 @@ def cli_toml_app_wrong_type(c: Cli) -> Outcome:
         path.write_text(good)
 
 
+def cli_slow_omega(c: Cli) -> Outcome:
+    """A server that drips its answer never trips the read timeout; the whole answer has a
+    deadline (here 1 s instead of 120, to keep the test short)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("ashat.transport.client.MAX_RESPONSE_S", 1.0)
+        code, output = c.run("servers", "--check")
+    assert "OMEGA" in output
+    return code, output
+
+
 def cli_endless_public(c: Cli) -> Outcome:
     before = c.hostile.endless_bytes
     outcome = c.run("verify", "x1")
@@ -1056,6 +1077,7 @@ KINDS = [
     Kind("toml-wrong-types", "cli", cli_toml_wrong_types, 2, "must be"),
     Kind("toml-app-wrong-type", "cli", cli_toml_app_wrong_type, 2, "[app].run must be a string"),
     Kind("endless-body-from-public", "cli", cli_endless_public, 4, "more than"),
+    Kind("slow-retrieval-control-side", "cli", cli_slow_omega, 4, "took more than 1s"),
 ]  # fmt: skip
 
 

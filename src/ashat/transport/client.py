@@ -30,6 +30,9 @@ from ashat.transport.errors import (
 )
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # bytes of a JSON answer we are willing to read
+# seconds from an answer's headers to its last byte: the read timeout bounds each pause, this
+# bounds a server that drips bytes just fast enough to never trip it (slow retrieval)
+MAX_RESPONSE_S = 120.0
 CHUNK = 1024 * 1024  # bytes per read when streaming a blob
 RETRY_STATUSES = frozenset({502, 503, 504})
 PACK_TARGET_BYTES = 64 * 1024 * 1024  # a pack request carries up to this much
@@ -150,10 +153,15 @@ class AgentClient:
     @staticmethod
     def _read_limited(resp: httpx.Response, url: str) -> bytes:
         chunks, total = [], 0
+        deadline = time.monotonic() + MAX_RESPONSE_S
         for chunk in resp.iter_bytes():
             total += len(chunk)
             if total > MAX_RESPONSE_BYTES:
                 raise BadResponse(f"{url} sent more than {MAX_RESPONSE_BYTES} bytes; refused")
+            if time.monotonic() > deadline:
+                raise BadResponse(
+                    f"{url} took more than {MAX_RESPONSE_S:g}s to send its answer; refused"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
