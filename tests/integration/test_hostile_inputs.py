@@ -57,6 +57,7 @@ Outcome = tuple[int | str, str]  # (HTTP status, exit code or reported status; t
 MAX_BLOB = 100_000  # bytes: --max-blob-bytes of the PUBLIC under attack
 NOW = dt.datetime.now(dt.UTC)
 ENDLESS_CHUNK = b"[" * 65536  # what endless bodies are made of: never valid JSON
+NESTED = b"[" * 100_000 + b"]" * 100_000  # valid JSON, deeper than any parser's recursion
 
 
 def sha(data: bytes) -> str:
@@ -90,6 +91,7 @@ class HostileServer:
     ``GET /v1/blobs/*`` and, with ``endless_everything``, any other request get an endless
     body. ``POST /v1/fleet/report`` bodies are kept in ``reports``. With ``drip_s`` the
     endless bodies come a byte at a time, just fast enough never to trip a read timeout.
+    ``GET /nested`` answers JSON nested deeper than any parser recurses.
     """
 
     ENDLESS = "endless"
@@ -110,7 +112,9 @@ class HostileServer:
                 pass
 
             def do_GET(self) -> None:
-                if server.endless_everything or self.path.startswith("/v1/blobs/"):
+                if self.path == "/nested":
+                    self._raw(NESTED)
+                elif server.endless_everything or self.path.startswith("/v1/blobs/"):
                     self._endless()
                 elif self.path.startswith("/v1/fleet/poll"):
                     with server.lock:
@@ -138,7 +142,9 @@ class HostileServer:
                     self._json({"error": "no such route"}, 404)
 
             def _json(self, obj: Any, status: int = 200) -> None:
-                data = json.dumps(obj).encode()
+                self._raw(json.dumps(obj).encode(), status)
+
+            def _raw(self, data: bytes, status: int = 200) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -688,6 +694,16 @@ def public_malformed_json(p: Public) -> Outcome:
     )
 
 
+def public_nested_json(p: Public) -> Outcome:
+    return every(
+        [
+            answer(p.http.post("/v1/blobs/missing", content=NESTED)),
+            answer(p.http.post("/v1/rollback", content=NESTED)),
+            answer(p.http.post("/v1/releases", content=NESTED)),
+        ]
+    )
+
+
 def public_invalid_update_id(p: Public) -> Outcome:
     return every(
         [
@@ -766,6 +782,14 @@ def omega_license(what: str) -> Callable[[Omega], Outcome]:
 
 def omega_malformed_license(o: Omega) -> Outcome:
     return every([o.poll(t) for t in ("license.e30.AAAA", "not-a-token", "x" * 70_000)])
+
+
+def omega_nested_license(o: Omega) -> Outcome:
+    """A license whose payload is JSON nested deeper than the parser recurses."""
+    import base64
+
+    body = base64.urlsafe_b64encode(b"[" * 20_000 + b"]" * 20_000).rstrip(b"=").decode()
+    return o.poll(f"license.{body}.AAAA")
 
 
 def omega_report_forged(o: Omega) -> Outcome:
@@ -907,6 +931,11 @@ def serve_malformed_json(s: Serve) -> Outcome:
     )
 
 
+def serve_nested_json(s: Serve) -> Outcome:
+    deep = b"[" * 30_000 + b"]" * 30_000  # under the 64 KiB body limit
+    return answer(s.call("POST", "/v1/deployments/v1/cancel", s.admin, content=deep))
+
+
 def serve_json_too_big(s: Serve) -> Outcome:
     body = json.dumps({"reason": "x" * 70_000}).encode()
     return answer(s.call("POST", "/v1/deployments/v1/cancel", s.admin, content=body))
@@ -983,6 +1012,19 @@ def cli_slow_omega(c: Cli) -> Outcome:
     return code, output
 
 
+def cli_nested_answer(c: Cli) -> Outcome:
+    """A server answering JSON nested deeper than the parser recurses: refused as not JSON,
+    never a traceback."""
+    from ashat.errors import AshatError
+
+    with AgentClient(c.hostile.url, "token", retries=0) as client:
+        try:
+            client.request("GET", "/nested")
+        except AshatError as e:
+            return e.exit_code, e.message
+    raise AssertionError("a nested answer was accepted")
+
+
 def cli_endless_public(c: Cli) -> Outcome:
     before = c.hostile.endless_bytes
     outcome = c.run("verify", "x1")
@@ -1025,6 +1067,7 @@ KINDS = [
     Kind("malformed-signatures", "public", public_release_without_signature_file, 400,
          "signatures"),
     Kind("malformed-json", "public", public_malformed_json, 400, "JSON"),
+    Kind("deeply-nested-json", "public", public_nested_json, 400, "JSON"),
     Kind("invalid-update-id-agent", "public", public_invalid_update_id, 400,
          "invalid update id"),
     Kind("token-public", "public", public_wrong_token, 401, "missing or wrong bearer token"),
@@ -1038,6 +1081,7 @@ KINDS = [
     Kind("wrong-channel-license", "omega", omega_license("wrong_channel"), 403,
          "not 'stable'"),
     Kind("malformed-license", "omega", omega_malformed_license, 403, "token"),
+    Kind("deeply-nested-license", "omega", omega_nested_license, 403, "not valid base64 JSON"),
     Kind("missing-license", "omega", lambda o: o.poll(None), 401, "'Authorization: License"),
     Kind("report-with-forged-license", "omega", omega_report_forged, 403, "not trusted"),
     Kind("replayed-older-sequence-omega", "omega", omega_older_sequence, 409,
@@ -1065,6 +1109,7 @@ KINDS = [
     Kind("token-serve-api", "serve", serve_wrong_token, 401, ""),
     Kind("malformed-json-api", "serve", serve_malformed_json, 400, ""),
     Kind("oversized-json-api", "serve", serve_json_too_big, 400, "larger than"),
+    Kind("deeply-nested-json-api", "serve", serve_nested_json, 400, "not JSON"),
     Kind("invalid-update-id-api", "serve", serve_invalid_update_id, 400, "invalid update id"),
     Kind("dashboard-without-session", "serve", serve_dashboard_without_session, 401,
          "sign in first"),
@@ -1077,6 +1122,7 @@ KINDS = [
     Kind("toml-wrong-types", "cli", cli_toml_wrong_types, 2, "must be"),
     Kind("toml-app-wrong-type", "cli", cli_toml_app_wrong_type, 2, "[app].run must be a string"),
     Kind("endless-body-from-public", "cli", cli_endless_public, 4, "more than"),
+    Kind("deeply-nested-answer", "cli", cli_nested_answer, 4, "JSON"),
     Kind("slow-retrieval-control-side", "cli", cli_slow_omega, 4, "took more than 1s"),
 ]  # fmt: skip
 

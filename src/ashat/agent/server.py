@@ -156,7 +156,7 @@ async def json_object(request: Request, *, allow_empty: bool = False) -> dict[st
         return {}
     try:
         obj = json.loads(raw)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than we parse
         raise RequestInvalid(f"request body is not JSON ({e})") from e
     if not isinstance(obj, dict):
         raise RequestInvalid("request body must be a JSON object")

@@ -78,7 +78,7 @@ def _open(token: str, kind: str) -> tuple[dict[str, Any], bytes, bytes]:
     try:
         body, sig = _unb64(body_b64), _unb64(sig_b64)
         payload = json.loads(body)
-    except (binascii.Error, ValueError) as e:
+    except (binascii.Error, ValueError, RecursionError) as e:  # nested deeper than we parse
         raise EnvelopeError(f"{kind} token is not valid base64 JSON") from e
     if not isinstance(payload, dict) or not isinstance(payload.get("keyid"), str):
         raise EnvelopeError(f"{kind} token payload is not an object naming its keyid")

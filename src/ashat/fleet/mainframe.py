@@ -304,7 +304,7 @@ class Mainframe:
             raise OmegaError(f"cannot reach OMEGA at {where}: {e or type(e).__name__}") from e
         try:
             body = json.loads(raw) if raw else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than we parse
             body = None
         return status, body
 

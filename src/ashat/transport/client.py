@@ -169,7 +169,7 @@ class AgentClient:
     def _interpret(status: int, body: bytes, url: str) -> dict[str, Any]:
         try:
             data = json.loads(body) if body else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than we parse
             data = None
         if status in (401, 403):
             raise Unauthorized(
