@@ -1025,6 +1025,10 @@ def cli_nested_answer(c: Cli) -> Outcome:
     raise AssertionError("a nested answer was accepted")
 
 
+def cli_toml_nested(c: Cli) -> Outcome:
+    return c.with_toml("[verify]\nx = " + "[" * 5000 + "]" * 5000 + "\n", "verify", "x1")
+
+
 def cli_endless_public(c: Cli) -> Outcome:
     before = c.hostile.endless_bytes
     outcome = c.run("verify", "x1")
@@ -1121,6 +1125,7 @@ KINDS = [
     Kind("symlink-escape-in-tree", "cli", cli_symlink_escape, 2, "outside"),
     Kind("toml-wrong-types", "cli", cli_toml_wrong_types, 2, "must be"),
     Kind("toml-app-wrong-type", "cli", cli_toml_app_wrong_type, 2, "[app].run must be a string"),
+    Kind("toml-nested-too-deep", "cli", cli_toml_nested, 2, "nested too deeply"),
     Kind("endless-body-from-public", "cli", cli_endless_public, 4, "more than"),
     Kind("deeply-nested-answer", "cli", cli_nested_answer, 4, "JSON"),
     Kind("slow-retrieval-control-side", "cli", cli_slow_omega, 4, "took more than 1s"),
