@@ -1029,6 +1029,21 @@ def cli_toml_nested(c: Cli) -> Outcome:
     return c.with_toml("[verify]\nx = " + "[" * 5000 + "]" * 5000 + "\n", "verify", "x1")
 
 
+def cli_endless_relayed_blob(c: Cli) -> Outcome:
+    """``deploy approve`` relays blobs from PUBLIC to OMEGA through this machine: PUBLIC may
+    send no more than the signed manifest's size, and nothing is left on disk."""
+    from ashat.errors import AshatError
+
+    dest = c.root.parent / "relayed-blob"
+    with AgentClient(c.hostile.url, "token", retries=0) as client:
+        try:
+            client.download(sha(b"ten bytes!"), dest, 10)
+        except AshatError as e:
+            assert not dest.exists()
+            return e.exit_code, e.message
+    raise AssertionError("an endless blob was accepted")
+
+
 def cli_endless_public(c: Cli) -> Outcome:
     before = c.hostile.endless_bytes
     outcome = c.run("verify", "x1")
@@ -1127,6 +1142,8 @@ KINDS = [
     Kind("toml-app-wrong-type", "cli", cli_toml_app_wrong_type, 2, "[app].run must be a string"),
     Kind("toml-nested-too-deep", "cli", cli_toml_nested, 2, "nested too deeply"),
     Kind("endless-body-from-public", "cli", cli_endless_public, 4, "more than"),
+    Kind("endless-relayed-blob", "cli", cli_endless_relayed_blob, 4,
+         "sent more than the blob's 10 bytes"),
     Kind("deeply-nested-answer", "cli", cli_nested_answer, 4, "JSON"),
     Kind("slow-retrieval-control-side", "cli", cli_slow_omega, 4, "took more than 1s"),
 ]  # fmt: skip

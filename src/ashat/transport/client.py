@@ -232,29 +232,39 @@ class AgentClient:
     def releases(self) -> dict[str, Any]:
         return self.request("GET", "/v1/releases")
 
-    def download(self, sha256: str, dest: Path) -> int:
-        """Stream blob ``sha256`` into ``dest`` (verifying its digest); return its size."""
+    def download(self, sha256: str, dest: Path, size: int) -> int:
+        """Stream blob ``sha256`` of ``size`` bytes (as a signed manifest says) into ``dest``,
+        verifying its digest; return its size. Nothing is left at ``dest`` on failure.
+
+        Raises Unreachable, BadResponse (more bytes than ``size``, wrong digest),
+        Unauthorized or AgentRejected.
+        """
         import hashlib
 
         url = f"{self.base_url}/v1/blobs/{sha256}"
-        digest, size = hashlib.sha256(), 0
+        digest, got = hashlib.sha256(), 0
         try:
             with self._http.stream("GET", f"/v1/blobs/{sha256}", timeout=600) as resp:
                 if resp.status_code != 200:
-                    self._interpret(resp.status_code, resp.read()[:MAX_RESPONSE_BYTES], url)
+                    self._interpret(resp.status_code, self._read_limited(resp, url), url)
                     raise BadResponse(f"{url} answered {resp.status_code} without the blob")
                 with open(dest, "wb") as f:
                     for chunk in resp.iter_bytes(CHUNK):
                         digest.update(chunk)
-                        size += len(chunk)
+                        got += len(chunk)
+                        if got > size:  # an endless body must not fill the disk
+                            raise BadResponse(f"{url} sent more than the blob's {size} bytes")
                         f.write(chunk)
-        except httpx.TimeoutException as e:
-            raise Unreachable(f"{url} did not answer in time") from e
-        except httpx.HTTPError as e:
-            raise Unreachable(f"download of {url} broke: {_short(e)}") from e
-        if digest.hexdigest() != sha256:
-            raise BadResponse(f"{url} sent bytes whose digest is not {sha256}")
-        return size
+            if digest.hexdigest() != sha256:
+                raise BadResponse(f"{url} sent bytes whose digest is not {sha256}")
+        except BaseException as e:
+            dest.unlink(missing_ok=True)
+            if isinstance(e, httpx.TimeoutException):
+                raise Unreachable(f"{url} did not answer in time") from e
+            if isinstance(e, httpx.HTTPError):
+                raise Unreachable(f"download of {url} broke: {_short(e)}") from e
+            raise
+        return got
 
 
 def _plan_packs(blobs: Sequence[BlobRef], streams: int) -> list[list[BlobRef]]:
