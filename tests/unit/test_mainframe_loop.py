@@ -36,20 +36,25 @@ def mainframe_config(**over: object) -> MainframeConfig:
     return MainframeConfig(**args)
 
 
-@pytest.fixture
-def mainframe(tmp_path: Path) -> Mainframe:
+def make_mainframe(data: Path, **over: object) -> Mainframe:
+    """A mainframe's loop over a real agent in ``data`` (``over``: MainframeConfig fields)."""
     config = AgentConfig(
         role=Role.MAINFRAME,
-        data=tmp_path / "data",
+        data=data,
         host="127.0.0.1",
         port=0,
         token="t",
         trusted={KEY.keyid: KEY.public},
-        mainframe=mainframe_config(),
+        mainframe=mainframe_config(**over),
     )
     agent = Agent(config)
     agent.open()
     return Mainframe(agent, config.mainframe)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def mainframe(tmp_path: Path) -> Mainframe:
+    return make_mainframe(tmp_path / "data")
 
 
 def report(rollout: str, status: str = "installed") -> dict:
@@ -197,18 +202,7 @@ def test_an_answer_dripped_slowly_is_cut_off(
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(mainframe_module, "TOTAL_S", 0.5)
-    config = AgentConfig(
-        role=Role.MAINFRAME,
-        data=tmp_path / "data",
-        host="127.0.0.1",
-        port=0,
-        token="t",
-        trusted={KEY.keyid: KEY.public},
-        mainframe=mainframe_config(omega_url=f"http://127.0.0.1:{server.server_address[1]}"),
-    )
-    agent = Agent(config)
-    agent.open()
-    mf = Mainframe(agent, config.mainframe)  # type: ignore[arg-type]
+    mf = make_mainframe(tmp_path / "data", omega_url=f"http://127.0.0.1:{server.server_address[1]}")
 
     async def go() -> None:
         async with mf._client() as http_client:
