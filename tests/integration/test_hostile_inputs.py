@@ -873,6 +873,23 @@ def cli_symlink_escape(c: Cli) -> Outcome:
     return c.push_tree_with(lambda p: p.symlink_to("/etc/passwd"))
 
 
+def cli_git_option_injection(c: Cli) -> Outcome:
+    """A ref that git would read as an option (``--output=...`` writes a file)."""
+    outcome = c.run("push", "r-git", "x", "--git=--output=/tmp/ashat-pwned")
+    assert not Path("/tmp/ashat-pwned").exists()
+    return outcome
+
+
+def cli_ignore_file_symlink(c: Cli) -> Outcome:
+    """``.ashatignore`` as a symlink could make the build read any file: refused."""
+    link = c.root / ".ashatignore"
+    link.symlink_to("/etc/passwd")
+    try:
+        return c.run("push", "r-ignore", "x")
+    finally:
+        link.unlink()
+
+
 def cli_toml_wrong_types(c: Cli) -> Outcome:
     return every(
         [
@@ -1030,6 +1047,8 @@ KINDS = [
     Kind("fifo-in-tree", "cli", cli_fifo, 2, "is a fifo"),
     Kind("device-file-in-tree", "cli", cli_device, 2, "is a device"),
     Kind("symlink-escape-in-tree", "cli", cli_symlink_escape, 2, "outside"),
+    Kind("git-option-injection", "cli", cli_git_option_injection, 2, "invalid git ref"),
+    Kind("ignore-file-symlink", "cli", cli_ignore_file_symlink, 2, "must be a regular file"),
     Kind("toml-wrong-types", "cli", cli_toml_wrong_types, 2, "must be"),
     Kind("toml-app-wrong-type", "cli", cli_toml_app_wrong_type, 2, "[app].run must be a string"),
     Kind("toml-nested-too-deep", "cli", cli_toml_nested, 2, "nested too deeply"),
