@@ -594,6 +594,17 @@ def public_nested_json(p: Public) -> Outcome:
     )
 
 
+def public_check_injection(p: Public) -> Outcome:
+    """Server-side checks take module names, never code. A check answers its verdict, not
+    an HTTP error: ``error`` with the reason, and nothing is run."""
+    outcomes = []
+    for name in ("os; import shutil", "$(reboot)", "__import__('os').system('x')"):
+        r = p.http.post("/v1/releases/base-1/checks/modules", json={"modules": [name]})
+        assert r.status_code == 200, r.text
+        outcomes.append((r.json()["status"], r.json()["summary"]))
+    return every(outcomes)
+
+
 def public_invalid_update_id(p: Public) -> Outcome:
     return every(
         [
@@ -966,7 +977,7 @@ class Kind:
     name: str
     target: str  # the fixture under attack
     attack: Callable[[Any], Outcome]
-    code: int | str  # HTTP status, exit code, or the status a mainframe reports
+    code: int | str  # HTTP status, exit code, a status a mainframe reports, a check verdict
     reason: str | tuple[str, ...]  # words the reason must contain (one of them)
 
 
@@ -996,6 +1007,8 @@ KINDS = [
     Kind("deeply-nested-json", "public", public_nested_json, 400, "JSON"),
     Kind("invalid-update-id-agent", "public", public_invalid_update_id, 400,
          "invalid update id"),
+    Kind("check-injection", "public", public_check_injection, "error",
+         "is not a dotted module name"),
     Kind("token-public", "public", public_wrong_token, 401, "missing or wrong bearer token"),
     # OMEGA
     Kind("token-omega", "omega", omega_wrong_token, 401, "missing or wrong bearer token"),
