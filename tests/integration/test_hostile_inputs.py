@@ -198,14 +198,21 @@ class Omega:
 
 @pytest.fixture(scope="module")
 def omega(module_agent_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Omega]:
-    """OMEGA with release o-1 approved and rolled out on ``stable`` (so a license must cover
-    that channel), a mainframe that runs sequence 5, and mainframes whose licenses are
-    revoked, expired and beta-only, each registered by a first (refused) poll."""
+    """OMEGA with release o-1 approved, current and rolled out on ``stable`` (so a license
+    must cover that channel), o-5 approved, a mainframe that runs o-5, and mainframes whose
+    licenses are revoked, expired and beta-only, each registered by a first (refused) poll."""
     agent = module_agent_factory(role="omega", poll_timeout=1)
     tree = tmp_path_factory.mktemp("omega-trees") / "o-1"
     tree.mkdir()
     (tree / "index.html").write_text("o-1\n")
     agent.release(tree, "o-1", sequence=1)
+    ahead = tree.parent / "o-5"
+    ahead.mkdir()
+    (ahead / "index.html").write_text("o-5\n")
+    signed, built = agent.build(ahead, "o-5", sequence=5)
+    with agent.client() as client:  # staged and approved, not activated: o-1 stays current
+        agent.upload(client, signed, built)
+        client.stage(signed.to_bytes())
     key = agent.license_key
     long_ago = NOW - dt.timedelta(days=60)
 
@@ -233,8 +240,10 @@ def omega(module_agent_factory: Any, tmp_path_factory: pytest.TempPathFactory) -
             "the empty rollout to end",
         )
         assert http.post("/v1/fleet/revocations", json={"license_id": "lic-revoked"}).is_success
+        record = {"update_id": "o-5", "sequence": 5, "approvers": [], "approved_at": "now"}
+        assert http.post("/v1/releases/o-5/approve", json={"approval": record}).is_success
         o = Omega(agent, http, licenses)
-        _poll_ok(o)  # registers mf-ahead, running sequence 5
+        _poll_ok(o)  # registers mf-ahead, running o-5
         for what in ("revoked", "expired", "wrong_channel"):
             assert o.poll(licenses[what])[0] == 403
         yield o
@@ -243,7 +252,7 @@ def omega(module_agent_factory: Any, tmp_path_factory: pytest.TempPathFactory) -
 def _poll_ok(o: Omega) -> None:
     r = httpx.get(
         f"{o.agent.url}/v1/fleet/poll",
-        params={"current": "x-5", "sequence": "5", "wait": "0"},
+        params={"current": "o-5", "sequence": "5", "wait": "0"},
         headers={"Authorization": f"License {o.licenses['ok']}"},
     )
     assert r.json() == {"directive": None}, r.text
@@ -1076,6 +1085,21 @@ KINDS = [
 def test_the_table_holds_at_least_30_kinds() -> None:
     names = [k.name for k in KINDS]
     assert len(names) == len(set(names)) >= 30
+
+
+def test_a_claimed_sequence_cannot_fast_forward_the_fleet(omega: Omega) -> None:
+    """A licensed mainframe claiming to run an unknown release of sequence 2**53 (a
+    fast-forward) does not raise the fleet's sequence: only releases approved on OMEGA
+    count, so later rollouts are not blocked."""
+    token, _ = issue(omega.agent.license_key, "mf-liar", "ACME", NOW + dt.timedelta(days=1))
+    r = httpx.get(
+        f"{omega.agent.url}/v1/fleet/poll",
+        params={"current": "x-forged", "sequence": str(2**53), "wait": "0"},
+        headers={"Authorization": f"License {token}"},
+    )
+    assert r.json() == {"directive": None}, r.text
+    code, reason = omega_older_sequence(omega)
+    assert code == 409 and "lower than the 5 the fleet already runs" in reason
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])

@@ -309,7 +309,12 @@ class FleetStore:
         return int(row[0]) if row else 0
 
     def max_sequence(self) -> int | None:
-        row = self._one("SELECT MAX(sequence) FROM mainframes")
+        """The fleet's sequence: the highest of the releases approved here that a registered
+        mainframe says it runs. The ``sequence`` a mainframe claims is not believed: one
+        license could otherwise claim 2**53 and block every later rollout (fast-forward)."""
+        row = self._one(
+            "SELECT MAX(a.sequence) FROM mainframes m JOIN approvals a ON a.update_id = m.current"
+        )
         return None if row is None else row[0]
 
     # -- revocations ---------------------------------------------------------------------------
