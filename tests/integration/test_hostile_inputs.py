@@ -1,9 +1,10 @@
 """Hostile input, one kind per row: each is refused with a clear reason, and nothing is written.
 
 Every row of :data:`KINDS` names a kind of hostile input, the party that receives it, the
-attack, the answer expected (an HTTP status, an exit code, or — for a mainframe, which
-answers nobody — the status it reports to OMEGA) and words its reason must contain. The one
-test runs the attack and checks both, and that the receiver's state is what it was:
+attack, the answer expected (an HTTP status, an exit code, a check's verdict, or — for a
+mainframe, which answers nobody — the status it reports to OMEGA) and words its reason must
+contain. The one test runs the attack and checks both, and that the receiver's state is
+what it was:
 
 - ``public``: a real PUBLIC agent (blobs, releases, manifests, ``current``/``previous``,
   ``tmp/``);
@@ -15,8 +16,8 @@ test runs the attack and checks both, and that the receiver's state is what it w
   compromised OMEGA host): it replays or alters answers signed with OMEGA's key, and streams
   endless bodies. It is a hostile third party, not a stand-in for OMEGA;
 - ``serve``: a real ``ashat serve`` (deployments, events, approvals, users, servers);
-- ``cli``: ``deploy`` in a project whose PUBLIC is a :class:`HostileServer` that answers
-  every request with an endless body (the store and ``.ashat/``).
+- ``cli``: ``deploy`` in a project whose PUBLIC and OMEGA are hostile servers
+  answering endless bodies, OMEGA's dripped a byte at a time (the store and ``.ashat/``).
 
 More cases of some kinds (every token scheme, every pack corruption, the API's roles) are in
 test_agent_hostile.py, test_api.py, test_omega.py, test_fleet.py and
@@ -50,7 +51,7 @@ from ashat.fleet.license import issue
 from ashat.transport.client import AgentClient, BlobRef
 
 AgentHandle = Any  # the fixtures' types (tests/ is not a package)
-Outcome = tuple[int | str, str]  # (HTTP status, exit code or reported status; the reason)
+Outcome = tuple[int | str, str]  # (HTTP status, exit code, verdict or report status; reason)
 
 MAX_BLOB = 100_000  # bytes: --max-blob-bytes of the PUBLIC under attack
 NOW = dt.datetime.now(dt.UTC)
