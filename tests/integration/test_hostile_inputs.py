@@ -894,6 +894,21 @@ def cli_symlink_escape(c: Cli) -> Outcome:
     return c.push_tree_with(lambda p: p.symlink_to("/etc/passwd"))
 
 
+def cli_endless_files(c: Cli) -> Outcome:
+    """A token file or CA certificate that never ends (``/dev/zero``) is read only up to its
+    limit: it once ran the CLI out of memory."""
+    return every(
+        [
+            c.run("configure", "omega", "http://h", "Zero", "--token-file", "/dev/zero"),
+            c.run("configure", "omega", "http://h", "Zero", "--ca-cert", "/dev/zero"),
+        ]
+    )
+
+
+def cli_huge_numbers(c: Cli) -> Outcome:
+    return every([c.run("history", "--limit", str(10**20)), c.run("history", "--limit", "0")])
+
+
 def cli_git_option_injection(c: Cli) -> Outcome:
     """A ref that git would read as an option (``--output=...`` writes a file)."""
     outcome = c.run("push", "r-git", "x", "--git=--output=/tmp/ashat-pwned")
@@ -1070,6 +1085,8 @@ KINDS = [
     Kind("fifo-in-tree", "cli", cli_fifo, 2, "is a fifo"),
     Kind("device-file-in-tree", "cli", cli_device, 2, "is a device"),
     Kind("symlink-escape-in-tree", "cli", cli_symlink_escape, 2, "outside"),
+    Kind("endless-local-files", "cli", cli_endless_files, 2, "is larger than"),
+    Kind("huge-number", "cli", cli_huge_numbers, 2, "--limit must be 1-10000"),
     Kind("git-option-injection", "cli", cli_git_option_injection, 2, "invalid git ref"),
     Kind("ignore-file-symlink", "cli", cli_ignore_file_symlink, 2, "must be a regular file"),
     Kind("toml-wrong-types", "cli", cli_toml_wrong_types, 2, "must be"),
