@@ -909,6 +909,31 @@ def cli_huge_numbers(c: Cli) -> Outcome:
     return every([c.run("history", "--limit", str(10**20)), c.run("history", "--limit", "0")])
 
 
+def cli_license_far_future(c: Cli) -> Outcome:
+    """``ashat license issue --expires`` past what a date can hold: refused, no file."""
+    from click.testing import CliRunner
+
+    from ashat.bundle.keys import generate_keypair
+    from ashat.cli.ashat import cli as ashat_cli
+
+    keys = c.root.parent / "license-keys"
+    if not (keys / "lic.key").exists():
+        keys.mkdir(exist_ok=True)
+        generate_keypair("lic", keys)
+    out = c.root.parent / "far.license"
+    outcomes = []
+    for expires in ("9999-12-31", "9999-12-31T23:00:00-05:00"):
+        res = CliRunner().invoke(
+            ashat_cli,
+            ["license", "issue", "--key", str(keys / "lic.key"), "--mainframe", "mf-1",
+             "--customer", "ACME", "--out", str(out), "--expires", expires],
+            prog_name="ashat", catch_exceptions=False,
+        )  # fmt: skip
+        assert not out.exists()
+        outcomes.append((res.exit_code, res.output))
+    return every(outcomes)
+
+
 def cli_git_option_injection(c: Cli) -> Outcome:
     """A ref that git would read as an option (``--output=...`` writes a file)."""
     outcome = c.run("push", "r-git", "x", "--git=--output=/tmp/ashat-pwned")
@@ -1087,6 +1112,7 @@ KINDS = [
     Kind("symlink-escape-in-tree", "cli", cli_symlink_escape, 2, "outside"),
     Kind("endless-local-files", "cli", cli_endless_files, 2, "is larger than"),
     Kind("huge-number", "cli", cli_huge_numbers, 2, "--limit must be 1-10000"),
+    Kind("license-expiry-overflow", "cli", cli_license_far_future, 2, "past the year 9999"),
     Kind("git-option-injection", "cli", cli_git_option_injection, 2, "invalid git ref"),
     Kind("ignore-file-symlink", "cli", cli_ignore_file_symlink, 2, "must be a regular file"),
     Kind("toml-wrong-types", "cli", cli_toml_wrong_types, 2, "must be"),

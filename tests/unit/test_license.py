@@ -109,7 +109,8 @@ def test_issue_refuses_bad_fields(kw: dict, fragment: str) -> None:
 def test_parse_expiry() -> None:
     assert parse_expiry("2026-12-31", NOW) == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
     assert parse_expiry("2027-01-01T00:00:00Z", NOW).year == 2027
-    for bad in ("2020-01-01", "tomorrow", "2027-01-01T00:00:00"):
+    for bad in ("2020-01-01", "tomorrow", "2027-01-01T00:00:00", "9999-12-31",
+                "9999-12-31T23:00:00-05:00"):  # fmt: skip
         with pytest.raises(InvalidInput):
             parse_expiry(bad, NOW)
 
