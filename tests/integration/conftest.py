@@ -720,6 +720,15 @@ def mainframe_factory(tmp_path: Path) -> Iterator[MainframeFactory]:
     factory.close()
 
 
+@pytest.fixture(scope="module")
+def module_mainframe_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[MainframeFactory]:
+    factory = MainframeFactory(tmp_path_factory.mktemp("mainframes"))
+    yield factory
+    factory.close()
+
+
 # -- ashat serve ---------------------------------------------------------------------------
 
 SERVE_READY_RE = re.compile(r"ashat serve: serving (https?://\S+)")

@@ -371,6 +371,11 @@ def test_rollout_refusals(omega: AgentHandle, control: Control, fleet: Any, tree
     (ahead,) = fleet(1, "ahead").values()
     ahead.current, ahead.sequence = "r5", 5
     assert ahead.directive() is None
+    with omega.client() as client:  # the fleet's sequence counts releases approved here only
+        s5, built = omega.build(trees.tiny("r5"), "r5", sequence=5)
+        omega.upload(client, s5, built)
+        client.stage(s5.to_bytes())
+    assert control.approve("r5", 5).status_code == 200
     lower = control.rollout("r1")
     assert lower.status_code == 409
     assert "sequence 1, lower than the 5 the fleet already runs" in lower.json()["error"]
@@ -379,7 +384,7 @@ def test_rollout_refusals(omega: AgentHandle, control: Control, fleet: Any, tree
     # ... but a rollback to r1 is not refused (OMEGA signs the downgrade).
     back = control.http.post("/v1/fleet/rollback", json={"from": "r5", "to": "r1"})
     assert back.status_code == 201, back.text
-    # r5 was never approved here, yet mainframes run it: "to" must be approved, "from" need not
+    # "to" must be approved; "from" need not be (a mainframe may run what OMEGA never saw)
     assert back.json()["kind"] == "rollback" and back.json()["fleet_size"] == 1
     d = ahead.directive()
     assert d is not None and d["action"] == "rollback" and d["update_id"] == "r1"

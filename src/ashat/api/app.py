@@ -109,7 +109,7 @@ async def _read_body(ep: Endpoint, request: Request, components: Components) -> 
         return {}
     try:
         body = json.loads(raw)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than we parse
         raise InvalidInput(f"the request body is not JSON: {e}") from e
     validate_body(components[ep.body], body)
     assert isinstance(body, dict)  # the schemas of request bodies are objects

@@ -339,7 +339,9 @@ def help_(**_: Any) -> None:
         width = max(len(v) for v, _ in verbs)
         for v, d in verbs:
             click.echo(f"  deploy {v:<{width}}  {d}")
-        click.echo("Every verb takes --json. 'deploy VERB --help' for options; docs/guide.md for more.")
+        click.echo(
+            "Every verb takes --json. 'deploy VERB --help' for options; docs/guide.md for more."
+        )
 
     emit({"verbs": [{"usage": f"deploy {v}", "summary": d} for v, d in verbs]}, human)
 

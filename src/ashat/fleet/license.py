@@ -70,6 +70,9 @@ def parse_expiry(text: str, now: dt.datetime) -> dt.datetime:
             when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
             if when.tzinfo is None:
                 raise InvalidInput(f"--expires {text!r} needs a timezone (or give a date)")
+        when = when.astimezone(dt.UTC)  # as it is written in the license
+    except OverflowError as e:
+        raise InvalidInput(f"--expires {text!r} is past the year 9999 (in UTC)") from e
     except ValueError as e:
         raise InvalidInput(f"--expires {text!r} is not a date (YYYY-MM-DD) or ISO time") from e
     if when <= now:

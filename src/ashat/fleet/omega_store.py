@@ -282,7 +282,12 @@ class FleetStore:
         return int(n or 0)
 
     def max_sequence(self) -> int | None:
-        n = self._scalar("SELECT MAX(sequence) FROM mainframes")
+        """The fleet's sequence: the highest of the releases approved here that a registered
+        mainframe says it runs. The ``sequence`` a mainframe claims is not believed: one
+        license could otherwise claim 2**53 and block every later rollout (fast-forward)."""
+        n = self._scalar(
+            "SELECT MAX(a.sequence) FROM mainframes m JOIN approvals a ON a.update_id = m.current"
+        )
         return None if n is None else int(n)
 
     # -- revocations ---------------------------------------------------------------------------
