@@ -181,7 +181,7 @@ def status(update_id: str | None) -> None:
 
         emit(view.to_json(), human)
         return
-    ov = remote.overview(c) if c else Project.find().workflow().overview()
+    ov = remote.overview(c) if c else Project.find().reader().overview()
 
     def human_all() -> None:
         click.echo("In flight:")
@@ -221,7 +221,7 @@ def status(update_id: str | None) -> None:
 def history(limit: int, state: str | None) -> None:
     """Deployments, newest first."""
     c = control()
-    deps = remote.history(c, limit, state) if c else Project.find().workflow().history(limit, state)
+    deps = remote.history(c, limit, state) if c else Project.find().reader().history(limit, state)
 
     def human() -> None:
         click.echo("ASHAT Deployment History")
@@ -236,7 +236,7 @@ def history(limit: int, state: str | None) -> None:
 def log(update_id: str) -> None:
     """Every audit event of one deployment, oldest first."""
     c = control()
-    events = remote.log(c, update_id) if c else Project.find().workflow().log(update_id)
+    events = remote.log(c, update_id) if c else Project.find().reader().log(update_id)
 
     def human() -> None:
         click.echo(f"Audit events of {update_id}:")
@@ -256,7 +256,7 @@ def audit() -> None:
 def audit_verify() -> None:
     """Walk the whole hash chain; exit 1 naming the first broken event."""
     c = control()
-    report = remote.audit_verify(c) if c else Project.find().workflow().audit_verify()
+    report = remote.audit_verify(c) if c else Project.find().reader().audit_verify()
 
     def human() -> None:
         if report.ok:

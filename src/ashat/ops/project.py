@@ -68,6 +68,11 @@ class Project:
 
         return Workflow(self.store, current_actor(actor), observer=observer_for(self))
 
+    def reader(self, actor: str | None = None) -> Workflow:
+        """A workflow for verbs that only read (history, log, audit verify, the overview):
+        no ``[[notify]]`` observer, so neither ``ashat.toml`` nor the notifier is loaded."""
+        return Workflow(self.store, current_actor(actor))
+
     def require_server(self, tier: str) -> Server:
         server = self.store.server(tier)
         if server is None:

@@ -76,7 +76,7 @@ def deployment_status(
     project: Project, update_id: str, *, actor: str | None = None, events: int = 10
 ) -> StatusView:
     """``update_id`` with its last ``events`` events. Raises InvalidInput or NotFound."""
-    wf = project.workflow(actor)
+    wf = project.reader(actor)  # a running rollout is moved on by refresh_rollout's own
     dep, _ = wf.status(update_id)
     rollout, note = None, None
     if dep.state.value in ("distributing", "distribution_failed"):
