@@ -1,5 +1,7 @@
-"""Fixtures shared by the unit and integration tests: a real store on a temp SQLite file,
-a settable clock, and a project directory for driving the CLI."""
+"""Fixtures shared by every test directory: a real store on a temp SQLite file, a settable
+clock, and a project directory for driving the CLI; and, from ``process_fixtures.py``, the
+real processes on loopback (agents, mainframes, ``ashat serve``, a whole hello fleet) that
+the integration, fault and browser tests start. Plain helpers are in ``support.py``."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import pytest
 
 from ashat.store.db import Database
 from ashat.store.store import Store
+
+pytest_plugins = ["process_fixtures"]  # tests/process_fixtures.py: tests/ is on sys.path
 
 
 class FakeClock:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from support import configure as configure_tier
 from support import deploy, deploy_json, enter_hello_project
 

@@ -22,9 +22,10 @@ traceback in its log. ``hello_fleet(n)`` sets up a whole fleet around a copy of
 examples/hello-service (PUBLIC and OMEGA configured, ``n`` mainframes registered) and
 returns a :class:`HelloFleet` (``.deploy(...)``, ``.ship(id, version)``, ``.currents()``).
 
-The tests directories are not packages, so helpers reach tests through fixtures, and plain
-functions through support.py (``from support import deploy, wait_for``), which this file
-uses too.
+A pytest plugin, registered by tests/conftest.py, so every test directory (integration/,
+faults/, e2e/) has these fixtures. The tests directories are not packages: plain functions
+are in tests/support.py (``from support import deploy, wait_for``), which this file uses
+too; tests/ is on ``sys.path`` because tests/conftest.py lives there.
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ from typing import Any
 
 import httpx
 import pytest
-from support import HELLO_SERVICE, configure, deploy, enter_hello_project, wait_for
 
 from ashat.bundle import Built, Manifest, SigningKey, build_from_dir, sign_manifest
 from ashat.bundle.keys import generate_keypair, load_private_key
 from ashat.transport.client import AgentClient, BlobRef
+from support import HELLO_SERVICE, configure, deploy, enter_hello_project, wait_for
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
