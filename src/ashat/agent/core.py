@@ -44,6 +44,7 @@ from ashat.agent.state import AgentState, previous_after_rollback, prune_plan
 from ashat.agent.supervisor import AppProcess, AppSpec, Supervisor, free_port
 from ashat.bundle.manifest import Manifest
 from ashat.bundle.sign import verify_manifest
+from ashat.faults import crash_point
 from ashat.ids import UPDATE_ID_RE
 
 log = logging.getLogger("ashat.agent")
@@ -362,6 +363,7 @@ class Agent:
         if spec.run is None:
             return None
         app = self.supervisor.start(release, spec, port, log_from)
+        crash_point("app.started")
         self.state.apps.append(app.record())
         self._save()
         try:
@@ -389,8 +391,11 @@ class Agent:
                 self._save()
                 log.info("removed %s: a release that never became active is not kept", target)
             raise
+        crash_point("switch.begin")
         self.releases.set_link(PREVIOUS, new_previous)
+        crash_point("switch.links")
         self.releases.set_link(CURRENT, target)
+        crash_point("switch.done")
         old_app, self.app = self.app, new_app
         self.state.record_activation(target, how, _now())
         if rolled_back is not None:
@@ -401,6 +406,7 @@ class Agent:
         if old_app is not None:
             code = self.supervisor.stop(old_app)
             log.info("stopped the app of %s (status %s)", old_app.release, code)
+            crash_point("switch.old_stopped")
             self._untrack(old_app)
         self._prune()
         return {"current": target, "previous": new_previous, "app": self.app_info()}

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ashat.errors import AshatError
+from ashat.faults import crash_point
 
 CURRENT = "current"
 PREVIOUS = "previous"
@@ -171,6 +172,7 @@ def replace_symlink(link: Path, target: str) -> None:
     """Point ``link`` at ``target`` atomically: a new symlink renamed over the old one."""
     tmp = link.parent / f".link-{link.name}-{secrets.token_hex(6)}"
     os.symlink(target, tmp)
+    crash_point("link.replace")
     try:
         os.replace(tmp, link)
     except BaseException:

@@ -25,6 +25,7 @@ from anyio import to_thread
 
 from ashat.agent.blobs import SHA256_RE, BlobStore, BlobWriter
 from ashat.agent.errors import PayloadTooLarge, RequestInvalid
+from ashat.faults import crash_point
 
 WRITE_BATCH = 1024 * 1024  # bytes of a large blob handed to a worker thread at a time
 SMALL_BLOB = 256 * 1024  # bytes: a blob up to this size is read whole and batched
@@ -238,6 +239,7 @@ async def receive_pack(chunks: AsyncIterator[bytes], store: BlobStore) -> PackRe
                 ) from None
             total += size
         await to_thread.run_sync(_write_small, small)
+        crash_point("pack.received")
         stored = await to_thread.run_sync(store.commit, writers)
     finally:
         for w in writers:

@@ -31,6 +31,7 @@ from typing import Any
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob
 from ashat.bundle.keys import PublicKey, SigningKey
+from ashat.faults import crash_point
 from ashat.fleet.approvals import Approvals
 from ashat.fleet.controller import Controller
 from ashat.fleet.envelope import seal
@@ -234,6 +235,7 @@ class Omega:
                 why = report.reason or "the mainframe reported a failure without a reason"
                 self.store.set_target(r.rollout_id, mid, TargetStatus.FAILED, why, iso(now))
                 log.warning("%s: %s failed to install %s: %s", r.rollout_id, mid, r.update_id, why)
+            crash_point("omega.report")
             if r.state is RolloutState.RUNNING:
                 woken |= self.controller.drive(r, now)  # the budget may break now
             self._refresh_gauges()
@@ -297,6 +299,7 @@ class Omega:
                 auto_rollback=req.auto_rollback,
             )
             r, woken = self.controller.create(spec, fleet, now)
+            crash_point("omega.rollout")
             self._refresh_gauges()
         log.info("%s: rolling out %s to %d mainframes", r.rollout_id, r.update_id, len(fleet))
         return self.status(r.rollout_id), woken, True
