@@ -336,8 +336,10 @@ class AgentFactory:
         like: AgentHandle | None = None,
         extra_trust: tuple[Path, ...] = (),
         poll_timeout: int | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> AgentHandle:
         """Start an agent; ``like`` reuses another's data directory, token, key and TLS.
+        ``env`` is added to this process's environment for the agent (this start only).
 
         ``role="omega"`` also makes an OMEGA key (``omega.key``) and a license key
         (``license.key``) and passes ``--omega-key``/``--license-trust`` (and
@@ -417,8 +419,9 @@ class AgentFactory:
         log = home / "agent.log"
         with log.open("wb") as err:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=home
-            )
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=home,
+                env={**os.environ, **env} if env else None,
+            )  # fmt: skip
         url = wait_ready(proc, log, READY_RE, "agent", START_TIMEOUT_S).group(2)
         handle = AgentHandle(
             url=url,
@@ -657,17 +660,28 @@ class MainframeFactory:
             argv += ["--app-env", str(env_file)]
         return self._spawn(mainframe_id, home / "data", home / "agent.log", argv)
 
-    def restart(self, stopped: MainframeHandle) -> MainframeHandle:
-        """Start a stopped mainframe again: same options and data directory, a new log."""
+    def restart(
+        self, stopped: MainframeHandle, env: Mapping[str, str] | None = None
+    ) -> MainframeHandle:
+        """Start a stopped mainframe again: same options and data directory, a new log;
+        ``env`` is added to this process's environment for it."""
         self._n += 1
         log = stopped.log.with_name(f"agent-{self._n}.log")
-        return self._spawn(stopped.mainframe_id, stopped.data, log, stopped.argv)
+        return self._spawn(stopped.mainframe_id, stopped.data, log, stopped.argv, env)
 
-    def _spawn(self, mainframe_id: str, data: Path, log: Path, argv: list[str]) -> MainframeHandle:
+    def _spawn(
+        self,
+        mainframe_id: str,
+        data: Path,
+        log: Path,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+    ) -> MainframeHandle:
         with log.open("wb") as err:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=log.parent
-            )
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
+                cwd=log.parent, env={**os.environ, **env} if env else None,
+            )  # fmt: skip
         handle = MainframeHandle(mainframe_id, data, proc, log, argv)
         self.handles.append(handle)
         return handle

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ashat.errors import AshatError, InvalidInput, OperationFailed
+from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
 from ashat.ids import validate_update_id
-from ashat.workflow.errors import PolicyRefused
+from ashat.workflow.errors import Interrupted, PolicyRefused
 from ashat.workflow.models import Deployment
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State, check_transition
@@ -181,11 +181,15 @@ def release(
     """``approved -> releasing -> distributing``: send, counter-sign, activate, start rollout.
 
     Every step is idempotent on OMEGA, so ``resume=True`` re-runs them for a deployment a
-    killed ``deploy approve`` left in ``releasing``.
+    killed ``deploy approve`` left in ``releasing``. OMEGA (or PUBLIC, relaying) going away
+    mid-release leaves ``releasing`` too (:class:`Interrupted`; the event
+    ``release.interrupted`` says why); OMEGA's refusal moves it to ``failed``. What OMEGA
+    ran before is recorded first (``omega_previous``): a resumed release may find its own
+    release already active there.
     """
     dep = wf.store.require(update_id) if resume else wf.move(update_id, State.RELEASING)
     try:
-        omega_previous = omega.health().get("current")
+        omega_previous = _omega_previous(wf, dep, omega)
         missing = omega.missing(sorted(set(blob_digests)))
         relayed = relay(missing)
         wf.note(update_id, "release.uploaded", {"blobs_sent": len(missing), "bytes_sent": relayed})
@@ -210,12 +214,27 @@ def release(
             json_body={"update_id": update_id, **distribution.to_json()},
         )
     except AshatError as e:
+        if isinstance(e, RemoteError) and e.transient:
+            wf.note(update_id, "release.interrupted", {"error": e.message[:500], "kind": e.kind})
+            verb = f"deploy approve {update_id}"
+            raise Interrupted(e, update_id, State.RELEASING.value, verb) from e
         with contextlib.suppress(AshatError):
             wf.move(update_id, State.FAILED, reason=e.message[:500], details={"kind": e.kind})
         raise
     facts = {"rollout_id": rollout.get("rollout_id"), "omega_previous": omega_previous}
     dep = wf.move(update_id, State.DISTRIBUTING, details=facts, details_update=facts)
     return dep, rollout, relayed
+
+
+def _omega_previous(wf: Workflow, dep: Deployment, omega: OmegaPort) -> str | None:
+    """What OMEGA ran before this release: recorded by the first attempt, else asked now."""
+    if "omega_previous" in dep.details:
+        recorded = dep.details["omega_previous"]
+        return str(recorded) if recorded is not None else None
+    current = omega.health().get("current")
+    previous = str(current) if current is not None else None
+    wf.store.update_details(dep.id, {"omega_previous": previous}, wf.now())
+    return previous
 
 
 def rollout_status(omega: OmegaPort, rollout_id: str) -> dict[str, Any]:

@@ -9,10 +9,15 @@ A push is a sequence of idempotent steps (DESIGN §5), each recorded as an event
    healthy, and only then stops the old one);
 5. move to ``pushed`` with what was sent.
 
-Any failure moves the deployment to ``failed`` with the reason; the agent guarantees that a
-release that failed to stage or activate is removed and PUBLIC stays on its previous one.
-A push killed half-way leaves ``pushing``: re-running the same ``deploy push`` resumes it
-once its lease is free (the steps are idempotent, so nothing is sent twice).
+A failure of the release (the agent refused it, a file could not be read) moves the
+deployment to ``failed`` with the reason; the agent guarantees that a release that failed to
+stage or activate is removed and PUBLIC stays on its previous one. A push killed half-way
+leaves ``pushing``, and so does PUBLIC going away mid-push (unreachable, or answering
+nonsense: what it did last is unknown, and nothing is wrong with the release; the event
+``push.interrupted`` says why). Re-running the same ``deploy push`` resumes it once its
+lease is free (the steps are idempotent, so nothing is sent twice). What PUBLIC ran before
+is recorded (``public_previous``) before anything is sent, so a resumed push, which may find
+its own release already active, still knows what a rollback goes back to.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ashat.errors import AshatError, InvalidInput, OperationFailed
+from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
 from ashat.ids import validate_update_id
-from ashat.workflow.errors import AlreadyExists, LeaseHeld
+from ashat.workflow.errors import AlreadyExists, Interrupted, LeaseHeld
 from ashat.workflow.models import Deployment
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State
@@ -167,7 +172,7 @@ def push(
     try:
         signed = bundle.sign(sequence)
         wf.note(update_id, "push.signed", {"manifest": signed.digest(), "sequence": sequence})
-        public_previous = agent.health().get("current")
+        public_previous = _public_previous(wf, dep, agent)
         step(
             "plan",
             f"{len(signed.files)} files, {_mb(signed.total_size)}; PUBLIC runs "
@@ -201,6 +206,9 @@ def push(
             "active on PUBLIC" + (f", app healthy on port {app['port']}" if app else ""),
         )
     except AshatError as e:
+        if isinstance(e, RemoteError) and e.transient:
+            wf.note(update_id, "push.interrupted", {"error": e.message[:500], "kind": e.kind})
+            raise Interrupted(e, update_id, State.PUSHING.value, f"deploy push {update_id}") from e
         _fail(wf, update_id, e)
         raise
     except OSError as e:  # a source file vanished or became unreadable mid-push
@@ -228,6 +236,18 @@ def push(
         public_previous=public_previous,
         app=app if isinstance(app, dict) else None,
     )
+
+
+def _public_previous(wf: Workflow, dep: Deployment, agent: AgentPort) -> str | None:
+    """What PUBLIC ran before this push: recorded by the first attempt, which may have
+    activated the release before it was interrupted; else asked now, and recorded."""
+    if "public_previous" in dep.details:
+        recorded = dep.details["public_previous"]
+        return str(recorded) if recorded is not None else None
+    current = agent.health().get("current")
+    previous = str(current) if current is not None else None
+    wf.store.update_details(dep.id, {"public_previous": previous}, wf.now())
+    return previous
 
 
 def _fail(wf: Workflow, update_id: str, error: AshatError) -> None:
