@@ -115,6 +115,8 @@ class Agent:
                     record.pid,
                     record.release,
                 )
+        for pid in self.supervisor.reap_strays():
+            log.warning("stopped process %d an earlier agent started and never recorded", pid)
         self.state.apps = []
         staged = set(self.releases.ids())
         self.state.recency = [i for i in self.state.recency if i in staged]

@@ -13,7 +13,7 @@ from ashat.errors import InvalidInput
 from ashat.ops.project import Project, client_for
 
 if TYPE_CHECKING:
-    from ashat.bundle import Built
+    from ashat.bundle import Built, Manifest
     from ashat.workflow.models import Server
     from ashat.workflow.push import Bundle, PushResult
 
@@ -60,7 +60,13 @@ def build_bundle(
     sizes = {f.sha256: f.size for f in manifest.files if f.kind == "file"}
 
     def sign(sequence: int) -> Any:
-        signed = sign_manifest(replace(manifest, sequence=sequence), key)
+        draft = replace(manifest, sequence=sequence)
+        kept = _kept_manifest(project.manifest_path(update_id))
+        if kept is not None and replace(kept, signatures=(), created_at=draft.created_at) == draft:
+            # A resumed push of the same tree: sign the very manifest of the first attempt
+            # (Ed25519 is deterministic), which PUBLIC may have staged already.
+            draft = replace(draft, created_at=kept.created_at)
+        signed = sign_manifest(draft, key)
         # Keep exactly what is signed: approval promotes these bytes, not the tree as it is
         # by then.
         write_private(project.manifest_path(update_id), signed.to_bytes(), mode=0o644)
@@ -70,6 +76,17 @@ def build_bundle(
         return BlobRef(sha, sizes[sha], built.blobs[sha])
 
     return Bundle(manifest, sizes, sign, blob, dict(manifest.source)), built
+
+
+def _kept_manifest(path: Path) -> Manifest | None:
+    """The manifest an earlier attempt of this push signed and kept, if it is readable."""
+    from ashat.bundle import parse_manifest
+    from ashat.bundle.errors import BundleError
+
+    try:
+        return parse_manifest(path.read_bytes())
+    except (OSError, BundleError):
+        return None
 
 
 def run_push(

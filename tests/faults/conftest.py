@@ -1,0 +1,76 @@
+"""The fault suite's fixtures: a tiny project pushing a tiny app, quick client retries, and the
+run's seed and injection count in the terminal summary (see faultlib.py and README.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultlib import SETTINGS, TALLY
+
+from process_fixtures import TINY_APP
+
+TINY_TOML = """[app]
+name = "tiny"
+run = "python3 app.py --port {port}"  # the tiny app reads $PORT
+health_path = "/health"
+health_timeout_s = 10
+
+[approval]
+required = 1
+allow_self_approval = true
+
+[distribution]
+waves = [50, 100]
+max_failure_ratio = 0.5
+wave_timeout_s = 20
+auto_rollback = false
+"""
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``deploy`` client retries a dead server three times with 0.2 s, 0.4 s, 0.8 s pauses;
+    the suite kills servers a hundred times, so it retries after 10 ms instead."""
+    from ashat.transport import client
+
+    real = client.AgentClient.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("backoff_s", 0.01)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(client.AgentClient, "__init__", init)
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
+    """``tiny_project(signing_key)``: a project whose tree is the tiny app (it notes its start
+    and answers /health with its release), as the cwd, acting as alice; its root."""
+
+    def make(signing_key: Path) -> Path:
+        root = tmp_path / "alpha"
+        root.mkdir()
+        (root / "ashat.toml").write_text(TINY_TOML)
+        (root / "app.py").write_text(TINY_APP)
+        (root / "files").mkdir()
+        monkeypatch.chdir(root)
+        monkeypatch.setenv("ASHAT_USER", "alice")
+        monkeypatch.setenv("NO_COLOR", "1")
+        monkeypatch.delenv("ASHAT_DB", raising=False)
+        monkeypatch.setenv("ASHAT_SIGNING_KEY", str(signing_key))
+        return root
+
+    return make
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TALLY.total:
+        terminalreporter.write_sep("-", "fault suite")
+        terminalreporter.write_line(
+            f"ASHAT_FAULT_SEED={SETTINGS.seed}: {TALLY.total} injections "
+            f"(asked {SETTINGS.injections}); by test {TALLY.by_test}"
+        )
+        terminalreporter.write_line(f"by point {dict(sorted(TALLY.by_point.items()))}")
