@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,9 +337,11 @@ class AgentFactory:
         extra_trust: tuple[Path, ...] = (),
         poll_timeout: int | None = None,
         env: Mapping[str, str] | None = None,
+        port: int = 0,
     ) -> AgentHandle:
         """Start an agent; ``like`` reuses another's data directory, token, key and TLS.
-        ``env`` is added to this process's environment for the agent (this start only).
+        ``env`` is added to this process's environment for the agent (this start only);
+        ``port`` is the one to listen on (0: the OS picks one).
 
         ``role="omega"`` also makes an OMEGA key (``omega.key``) and a license key
         (``license.key``) and passes ``--omega-key``/``--license-trust`` (and
@@ -389,7 +391,7 @@ class AgentFactory:
             "--data",
             str(data),
             "--listen",
-            "127.0.0.1:0",
+            f"127.0.0.1:{port}",
             "--token-file",
             str(token_file),
             "--trust",
@@ -868,17 +870,27 @@ def hello_fleet(
     agent_factory: AgentFactory,
     mainframe_factory: MainframeFactory,
 ) -> Any:
-    """``hello_fleet(n=2, distribution=HELLO_WAVES, poll_wait=1)`` -> :class:`HelloFleet`."""
+    """``hello_fleet(n=2, distribution=HELLO_WAVES, poll_wait=1, project=None)`` ->
+    :class:`HelloFleet`; ``project(signing_key)``, when given, makes the project (the cwd)
+    and returns its root instead of a copy of hello-service."""
     import datetime as dt
 
     from ashat.fleet.license import issue
 
-    def make(n: int = 2, distribution: str = HELLO_WAVES, poll_wait: int = 1) -> HelloFleet:
+    def make(
+        n: int = 2,
+        distribution: str = HELLO_WAVES,
+        poll_wait: int = 1,
+        project: Callable[[Path], Path] | None = None,
+    ) -> HelloFleet:
         public = agent_factory()
         omega = agent_factory(role="omega", poll_timeout=5, extra_trust=(public.pub_path,))
-        root = enter_hello_project(
-            tmp_path / "alpha", monkeypatch, public.key_path, distribution=distribution
-        )
+        if project is not None:  # another project than hello-service: project(signing key)
+            root = project(public.key_path)
+        else:
+            root = enter_hello_project(
+                tmp_path / "alpha", monkeypatch, public.key_path, distribution=distribution
+            )
         configure("public", public)
         configure("omega", omega)
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)

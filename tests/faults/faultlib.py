@@ -19,9 +19,14 @@ import json
 import os
 import random
 import secrets
+import signal
 import stat
+import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ashat.bundle.manifest import Manifest, parse_manifest
 
@@ -209,3 +214,85 @@ def check_data_dir(data: Path, allowed_current: set[str | None], intact: set[str
     if state.get("schema") != 1:
         raise Broken("state.json is not a state file")
     return current
+
+
+# -- a process under test -------------------------------------------------------------------
+
+
+class Victim:
+    """A process under test (an agent or a mainframe handle from the process fixtures),
+    restarted under one injection at a time.
+
+    ``start(env)`` starts it on the same data directory with ``env`` added and returns the
+    new handle, which must have ``.proc`` and ``.stop()``; ``factory.handles`` is where the
+    fixture keeps the handles it made (to find one killed while starting).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        handle: Any,
+        start: Callable[[dict[str, str]], Any],
+        factory: Any,
+        points: dict[str, int],
+        rng: random.Random,
+        external_delay_s: float,
+    ) -> None:
+        self.name = name
+        self.handle = handle
+        self._start = start
+        self.factory = factory
+        self.points = points
+        self.rng = rng
+        self.external_delay_s = external_delay_s
+        self.injection = Injection(NONE)
+        self.fired: list[str] = []  # what fired, for failure messages
+
+    def draw(self) -> Injection:
+        return choose(self.rng, self.points, self.external_delay_s)
+
+    def restart(self, injection: Injection | None = None) -> int:
+        """Stop it (if alive) and start it under ``injection`` (default: a new draw). Start-up
+        repairs the data directory and may itself be killed: that injection fired, and the
+        next is drawn. Returns how many fired while starting (counted in :data:`TALLY`)."""
+        if self.handle.proc.poll() is None:
+            self.handle.stop()
+        fired = 0
+        self.injection = injection or self.draw()
+        while True:
+            before = len(self.factory.handles)
+            try:
+                self.handle = self._start(self.injection.env())
+                return fired
+            except BaseException as e:  # pytest.fail() raises a BaseException
+                if len(self.factory.handles) > before:
+                    self.handle = self.factory.handles[-1]
+                    killed = self.handle.proc.wait(5) == -signal.SIGKILL
+                else:
+                    killed = "exited with -9" in str(e)
+                if not killed:
+                    raise
+            fired += 1
+            self.note(f"{self.injection.point} (start-up)")
+            self.injection = self.draw()
+
+    def died(self, expected: bool) -> bool:
+        """Whether it was killed (waiting for that a little when it is ``expected``)."""
+        try:
+            code = self.handle.proc.wait(5.0 if expected else 0.05)
+        except subprocess.TimeoutExpired:
+            return False
+        assert code == -signal.SIGKILL, f"{self.name} exited with {code}:\n{self.handle.output()}"
+        return True
+
+    def note(self, point: str) -> None:
+        TALLY.add(self.name, point)
+        self.fired.append(point)
+
+    def kill_later(self) -> threading.Timer | None:
+        """For an injection from outside: a started timer that kills it after the delay."""
+        if not self.injection.external:
+            return None
+        timer = threading.Timer(self.injection.delay_s, self.handle.proc.kill)
+        timer.start()
+        return timer

@@ -9,13 +9,10 @@ The points and how they are chosen are described in README.md next to this file.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
-from faultlib import NONE, SETTINGS, TALLY, Broken, Injection, check_data_dir, choose, link
+from faultlib import NONE, SETTINGS, Broken, Injection, Victim, check_data_dir, link
 
 from support import configure, deploy, deploy_json, wait_for
 
@@ -38,50 +35,6 @@ POINTS = {
 SHARE = 0.5  # of the run's injections
 EXTERNAL_DELAY_S = 0.6  # kills from outside land within this long after the push starts
 IDLE_PUSHES = 3  # pushes without the planned crash firing before another plan is drawn
-
-
-class Public:
-    """The PUBLIC agent under test, restarted with each injection's environment."""
-
-    def __init__(self, agent_factory: Any, rng: Any) -> None:
-        self.factory = agent_factory
-        self.rng = rng
-        self.agent = agent_factory(keep=3)
-        self.injection = Injection(NONE)
-
-    def restart(self, injection: Injection | None = None) -> list[Injection]:
-        """Stop (if alive) and start again under ``injection`` (default: a new draw). Start-up
-        repairs the data directory, and may itself be killed: then that injection fired,
-        and another is drawn. Returns the injections that fired while starting."""
-        if self.agent.proc.poll() is None:
-            self.agent.stop()
-        fired = []
-        self.injection = injection or choose(self.rng, POINTS, EXTERNAL_DELAY_S)
-        while True:
-            before = len(self.factory.handles)
-            try:
-                self.agent = self.factory(like=self.agent, env=self.injection.env())
-                configure("public", self.agent)
-                return fired
-            except BaseException as e:  # pytest.fail() raises a BaseException
-                if len(self.factory.handles) > before:
-                    self.agent = self.factory.handles[-1]
-                    killed = self.agent.proc.wait(5) == -signal.SIGKILL
-                else:
-                    killed = "exited with -9" in str(e)
-                if not killed:
-                    raise
-            fired.append(self.injection)
-            self.injection = choose(self.rng, POINTS, EXTERNAL_DELAY_S)
-
-    def died(self, expected: bool) -> bool:
-        """Whether the agent was killed (waiting for it a little when that is ``expected``)."""
-        try:
-            code = self.agent.proc.wait(5.0 if expected else 0.05)
-        except subprocess.TimeoutExpired:
-            return False
-        assert code == -signal.SIGKILL, f"the agent exited with {code}:\n{self.agent.output()}"
-        return True
 
 
 def mutate(root: Path, k: int, rng: Any) -> None:
@@ -116,43 +69,36 @@ def no_stray_apps(agent: Any, current: str | None, where: str) -> None:
 def test_public_killed_mid_push(agent_factory: Any, tiny_project: Any) -> None:
     rng = SETTINGS.rng("public")
     goal = SETTINGS.share(SHARE)
-    public = Public(agent_factory, rng)
-    root = tiny_project(public.agent.key_path)
-    configure("public", public.agent)
+    first = agent_factory(keep=3)
+
+    def start(env: dict[str, str]) -> Any:
+        agent = agent_factory(like=public.handle, env=env)
+        configure("public", agent)
+        return agent
+
+    public = Victim("public", first, start, agent_factory, POINTS, rng, EXTERNAL_DELAY_S)
+    root = tiny_project(first.key_path)
+    configure("public", first)
     mutate(root, 0, rng)
     assert deploy("push", "r0", "release 0").exit_code == 0
     current, previous = "r0", None
-    fired, k, idle = 0, 0, 0
+    fired, k, idle = public.restart(), 0, 0
     pending: str | None = None
-    log: list[str] = []
-
-    def restart() -> None:
-        nonlocal fired
-        for injection in public.restart():
-            fired += 1
-            TALLY.add("public", f"{injection.point} (start-up)")
-            log.append(f"start-up: {injection}")
-
-    restart()
     while fired < goal:
         if pending is None:
             k += 1
             pending = f"r{k}"
             mutate(root, k, rng)
         injection = public.injection
-        timer = None
-        if injection.external:
-            timer = threading.Timer(injection.delay_s, public.agent.proc.kill)
-            timer.start()
+        timer = public.kill_later()
         res = deploy("push", pending, f"release {pending}")
         if timer is not None:
             timer.cancel()
             timer.join()
-        where = f"push {pending} with {injection} ({SETTINGS.rerun()}); so far: {log[-5:]}"
+        where = f"push {pending} with {injection} ({SETTINGS.rerun()}); fired: {public.fired[-5:]}"
         if public.died(expected=res.exit_code != 0 or injection.external):
             fired += 1
-            TALLY.add("public", injection.point)
-            log.append(f"{pending}: {injection} -> exit {res.exit_code}")
+            public.note(injection.point)
             if res.exit_code == 0:  # killed from outside after the push ended
                 current, previous, pending = pending, current, None
             else:
@@ -162,28 +108,30 @@ def test_public_killed_mid_push(agent_factory: Any, tiny_project: Any) -> None:
                 kinds = [e["kind"] for e in status["events"]]
                 assert kinds[-1] == "push.interrupted", f"{where}: {kinds}"
                 assert "stays pushing" in res.stderr, f"{where}: {res.output}"
-            restart()
+            fired += public.restart()
             idle = 0
         else:
             assert res.exit_code == 0, f"{where}: {res.output}"
             current, previous, pending = pending, current, None
             idle += 1
             if idle >= IDLE_PUSHES:
-                restart()
+                fired += public.restart()
                 idle = 0
+        agent = public.handle
         try:
             on_disk = check_data_dir(
-                public.agent.data,
+                agent.data,
                 allowed_current={current, pending},
                 intact={current} | ({previous} if previous else set()),
             )
         except Broken as e:
-            raise AssertionError(f"{where}: {e}\n{public.agent.output()}") from e
+            raise AssertionError(f"{where}: {e}\n{agent.output()}") from e
         if on_disk == pending:  # switched before the kill: the re-run finds it active
-            assert link(public.agent.data, "previous") == current, where
-        no_stray_apps(public.agent, on_disk, where)
-        if public.agent.proc.poll() is None and on_disk is not None:
-            assert wait_for(lambda: app_release(public.agent), 15, where) == on_disk, where
+            assert link(agent.data, "previous") == current, where
+        no_stray_apps(agent, on_disk, where)
+        if agent.proc.poll() is None and on_disk is not None:
+            running = wait_for(lambda a=agent: app_release(a), 15, where)
+            assert running == on_disk, where
     # The last interrupted push, if any, finishes; then PUBLIC runs it.
     if pending is not None:
         public.restart(Injection(NONE))
@@ -191,5 +139,5 @@ def test_public_killed_mid_push(agent_factory: Any, tiny_project: Any) -> None:
         current = pending
     _, status = deploy_json("status", current)
     assert status["deployment"]["state"] == "pushed"
-    assert check_data_dir(public.agent.data, {current}, {current}) == current
+    assert check_data_dir(public.handle.data, {current}, {current}) == current
     assert deploy("audit", "verify").exit_code == 0
