@@ -247,6 +247,8 @@ class Victim:
         self.external_delay_s = external_delay_s
         self.injection = Injection(NONE)
         self.fired: list[str] = []  # what fired, for failure messages
+        self._timer: threading.Timer | None = None
+        self._killed = False
 
     def draw(self) -> Injection:
         return choose(self.rng, self.points, self.external_delay_s)
@@ -289,10 +291,53 @@ class Victim:
         TALLY.add(self.name, point)
         self.fired.append(point)
 
-    def kill_later(self) -> threading.Timer | None:
-        """For an injection from outside: a started timer that kills it after the delay."""
+    def kill_later(self) -> None:
+        """For an injection from outside: kill it after the injection's delay (in a timer;
+        :meth:`settle` stops the timer and says whether it fired)."""
+        self._killed = False
         if not self.injection.external:
-            return None
-        timer = threading.Timer(self.injection.delay_s, self.handle.proc.kill)
-        timer.start()
-        return timer
+            self._timer = None
+            return
+
+        def kill() -> None:
+            self._killed = True
+            self.handle.proc.kill()
+
+        self._timer = threading.Timer(self.injection.delay_s, kill)
+        self._timer.start()
+
+    def settle(self) -> bool:
+        """Stop the timer of :meth:`kill_later`; whether it killed the process."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer.join()
+            self._timer = None
+        return self._killed
+
+
+# -- the tiny project's releases --------------------------------------------------------------
+
+# How often one push (or install) of the tiny project passes each point on an agent, roughly.
+AGENT_POINTS = {
+    "blob.write": 3,  # each new blob's bytes as they are written
+    "blob.commit": 3,  # each blob renamed into the store
+    "pack.received": 1,  # a whole pack read and verified, nothing stored yet
+    "stage.link": 6,  # each file linked into the staging tree
+    "stage.install": 1,  # manifest written, tree not yet renamed into releases/
+    "app.started": 1,  # the new app spawned, not yet recorded in state.json
+    "switch.begin": 1,  # new app healthy, no symlink changed
+    "switch.links": 1,  # previous replaced, current not yet
+    "link.replace": 2,  # a new symlink made, not yet renamed over the old one
+    "switch.done": 1,  # both symlinks switched, state.json not yet written
+    "switch.old_stopped": 1,  # old app stopped, not yet untracked
+    "state.save": 5,  # each write of state.json
+    "release.remove": 1,  # a pruned release renamed into tmp/, its manifest not yet gone
+}
+
+
+def mutate(root: Path, k: int, rng: random.Random) -> None:
+    """Make release ``k``'s tree: a new marker, one new small file, sometimes a large one."""
+    (root / "marker.txt").write_text(f"release {k}\n")
+    (root / "files" / f"small-{k % 4}.txt").write_bytes(rng.randbytes(rng.randint(0, 4000)))
+    if rng.random() < 0.3:  # over the agent's small-blob size: streamed in pieces
+        (root / "files" / "large.bin").write_bytes(rng.randbytes(300_000))

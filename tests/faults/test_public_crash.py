@@ -9,40 +9,26 @@ The points and how they are chosen are described in README.md next to this file.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from faultlib import NONE, SETTINGS, Broken, Injection, Victim, check_data_dir, link
+from faultlib import (
+    AGENT_POINTS,
+    NONE,
+    SETTINGS,
+    Broken,
+    Injection,
+    Victim,
+    check_data_dir,
+    link,
+    mutate,
+)
 
 from support import configure, deploy, deploy_json, wait_for
 
-# How often one push of the tiny project passes each point on PUBLIC, roughly.
-POINTS = {
-    "blob.write": 3,  # each new blob's bytes as they are written
-    "blob.commit": 3,  # each blob renamed into the store
-    "pack.received": 1,  # a whole pack read and verified, nothing stored yet
-    "stage.link": 6,  # each file linked into the staging tree
-    "stage.install": 1,  # manifest written, tree not yet renamed into releases/
-    "app.started": 1,  # the new app spawned, not yet recorded in state.json
-    "switch.begin": 1,  # new app healthy, no symlink changed
-    "switch.links": 1,  # previous replaced, current not yet
-    "link.replace": 2,  # a new symlink made, not yet renamed over the old one
-    "switch.done": 1,  # both symlinks switched, state.json not yet written
-    "switch.old_stopped": 1,  # old app stopped, not yet untracked
-    "state.save": 5,  # each write of state.json
-    "release.remove": 1,  # a pruned release renamed into tmp/, its manifest not yet gone
-}
+POINTS = AGENT_POINTS
 SHARE = 0.5  # of the run's injections
 EXTERNAL_DELAY_S = 0.6  # kills from outside land within this long after the push starts
 IDLE_PUSHES = 3  # pushes without the planned crash firing before another plan is drawn
-
-
-def mutate(root: Path, k: int, rng: Any) -> None:
-    """Make release ``k``'s tree: a new marker, one new small file, sometimes a large one."""
-    (root / "marker.txt").write_text(f"release {k}\n")
-    (root / "files" / f"small-{k % 4}.txt").write_bytes(rng.randbytes(rng.randint(0, 4000)))
-    if rng.random() < 0.3:  # over the agent's small-blob size: streamed in pieces
-        (root / "files" / "large.bin").write_bytes(rng.randbytes(300_000))
 
 
 def app_release(agent: Any) -> str | None:
@@ -90,13 +76,11 @@ def test_public_killed_mid_push(agent_factory: Any, tiny_project: Any) -> None:
             pending = f"r{k}"
             mutate(root, k, rng)
         injection = public.injection
-        timer = public.kill_later()
+        public.kill_later()
         res = deploy("push", pending, f"release {pending}")
-        if timer is not None:
-            timer.cancel()
-            timer.join()
+        killed = public.settle()
         where = f"push {pending} with {injection} ({SETTINGS.rerun()}); fired: {public.fired[-5:]}"
-        if public.died(expected=res.exit_code != 0 or injection.external):
+        if public.died(expected=res.exit_code != 0 or killed):
             fired += 1
             public.note(injection.point)
             if res.exit_code == 0:  # killed from outside after the push ended
