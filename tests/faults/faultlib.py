@@ -20,6 +20,7 @@ import os
 import random
 import secrets
 import signal
+import sqlite3
 import stat
 import subprocess
 import threading
@@ -341,3 +342,15 @@ def mutate(root: Path, k: int, rng: random.Random) -> None:
     (root / "files" / f"small-{k % 4}.txt").write_bytes(rng.randbytes(rng.randint(0, 4000)))
     if rng.random() < 0.3:  # over the agent's small-blob size: streamed in pieces
         (root / "files" / "large.bin").write_bytes(rng.randbytes(300_000))
+
+
+def rollouts_of(omega_data: Path, update_id: str) -> list[tuple[str, str]]:
+    """``(kind, state)`` of every rollout OMEGA's fleet.db holds for ``update_id``."""
+    db = sqlite3.connect(f"file:{omega_data / 'fleet.db'}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT kind, state FROM rollouts WHERE update_id = ?", (update_id,)
+        ).fetchall()
+    finally:
+        db.close()
+    return [(str(k), str(s)) for k, s in rows]

@@ -10,12 +10,11 @@ The points and how they are chosen are described in README.md next to this file.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from faultlib import AGENT_POINTS, SETTINGS, Broken, Victim, check_data_dir, mutate
+from faultlib import AGENT_POINTS, SETTINGS, Broken, Victim, check_data_dir, mutate, rollouts_of
 
 from support import deploy, deploy_json
 
@@ -38,18 +37,6 @@ OMEGA_POINTS = {
 SHARES = {"mainframe": 0.25, "omega": 0.1}  # of the run's injections
 EXTERNAL_DELAY_S = 1.5
 ROLLOUT_LIMIT_S = 90.0  # for one rollout to complete, however often its victims die
-
-
-def rollouts_of(omega_data: Any, update_id: str) -> list[tuple[str, str]]:
-    """``(kind, state)`` of every rollout OMEGA's fleet.db holds for ``update_id``."""
-    db = sqlite3.connect(f"file:{omega_data / 'fleet.db'}?mode=ro", uri=True)
-    try:
-        rows = db.execute(
-            "SELECT kind, state FROM rollouts WHERE update_id = ?", (update_id,)
-        ).fetchall()
-    finally:
-        db.close()
-    return [(str(k), str(s)) for k, s in rows]
 
 
 def test_omega_and_mainframe_killed_mid_rollout(

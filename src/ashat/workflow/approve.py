@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
+from ashat.faults import crash_point
 from ashat.ids import validate_update_id
 from ashat.workflow.errors import Interrupted, PolicyRefused
 from ashat.workflow.models import Deployment
@@ -188,11 +189,13 @@ def release(
     release already active there.
     """
     dep = wf.store.require(update_id) if resume else wf.move(update_id, State.RELEASING)
+    crash_point("release.started")
     try:
         omega_previous = _omega_previous(wf, dep, omega)
         missing = omega.missing(sorted(set(blob_digests)))
         relayed = relay(missing)
         wf.note(update_id, "release.uploaded", {"blobs_sent": len(missing), "bytes_sent": relayed})
+        crash_point("release.uploaded")
         omega.stage(manifest_bytes)
         record = {
             "update_id": update_id,
@@ -206,8 +209,10 @@ def release(
         wf.note(
             update_id, "release.countersigned", {"approval_keyid": signed.get("approval_keyid")}
         )
+        crash_point("release.countersigned")
         if omega_previous != update_id:
             omega.activate(update_id)
+        crash_point("release.activated")
         rollout = omega.request(
             "POST",
             "/v1/fleet/rollouts",
@@ -221,6 +226,7 @@ def release(
         with contextlib.suppress(AshatError):
             wf.move(update_id, State.FAILED, reason=e.message[:500], details={"kind": e.kind})
         raise
+    crash_point("release.rollout")
     facts = {"rollout_id": rollout.get("rollout_id"), "omega_previous": omega_previous}
     dep = wf.move(update_id, State.DISTRIBUTING, details=facts, details_update=facts)
     return dep, rollout, relayed

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
+from ashat.faults import crash_point
 from ashat.ids import validate_update_id
 from ashat.workflow.errors import AlreadyExists, Interrupted, LeaseHeld
 from ashat.workflow.models import Deployment
@@ -169,6 +170,7 @@ def push(
     dep, resumed = _start(wf, update_id, description, bundle)
     sequence = int(dep.details["sequence"])
     step("record", f"deployment {update_id} recorded (sequence {sequence})")
+    crash_point("push.recorded")
     try:
         signed = bundle.sign(sequence)
         wf.note(update_id, "push.signed", {"manifest": signed.digest(), "sequence": sequence})
@@ -193,13 +195,16 @@ def push(
             {"blobs_sent": len(missing), "blobs_skipped": skipped, "bytes_sent": sent},
         )
         step("upload", f"sent {len(missing)} blobs ({_mb(sent)}), {skipped} already there")
+        crash_point("push.uploaded")
         wf.renew("public", update_id)
         staged = agent.stage(signed.to_bytes())
         step(
             "stage",
             f"staged as releases/{update_id} ({staged.get('files', len(signed.files))} files)",
         )
+        crash_point("push.staged")
         activated = agent.activate(update_id)
+        crash_point("push.activated")
         app = activated.get("app")
         step(
             "activate",
