@@ -36,6 +36,7 @@ from ashat.agent.errors import (
     ReleaseConflict,
     RequestInvalid,
     ShuttingDown,
+    StorageFailed,
 )
 from ashat.agent.layout import CURRENT, PREVIOUS, Layout, remove_tree
 from ashat.agent.metrics import Metrics
@@ -241,7 +242,7 @@ class Agent:
         try:
             staging: Path | None = self.releases.materialize(m)
         except OSError as e:
-            raise AgentError(f"cannot stage {m.update_id}: {e.strerror or e}") from e
+            raise StorageFailed(f"release {m.update_id}", e) from e
         try:
             with self.lock:
                 if self._staged_as(m):
