@@ -25,7 +25,7 @@ allow_self_approval = true
 [distribution]
 waves = [50, 100]
 max_failure_ratio = 0.5
-wave_timeout_s = 20
+wave_timeout_s = 45
 auto_rollback = false
 """
 

@@ -163,3 +163,40 @@ def test_disk_full_on_the_agent_fails_the_push_cleanly(
     code, out = deploy_json("push", "d1", "release d1")
     assert code == 0 and out["resumed"], out
     assert check_data_dir(public.data, {"d1"}, {"d1"}) == "d1"
+
+
+def test_omega_down_longer_than_the_wave_timeout_resumes_the_wave(
+    hello_fleet: Any, tiny_project: Any, agent_factory: Any, mainframe_factory: Any
+) -> None:
+    """OMEGA dies right after recording the rollout and stays down past the wave's timeout:
+    restarted, it gives the wave its whole timeout again instead of counting every mainframe
+    failed for its own absence; the re-run ``deploy approve`` resumes the same rollout."""
+    fleet = hello_fleet(n=2, poll_wait=1, project=tiny_project)
+    toml = fleet.root / "ashat.toml"
+    text = toml.read_text()
+    toml.write_text(
+        text[: text.index("[distribution]")]
+        + SINGLE_WAVE.replace("max_failure_ratio = 0.5", "max_failure_ratio = 0").replace(
+            "wave_timeout_s = 3", "wave_timeout_s = 8"
+        )
+    )
+    port = urlsplit(fleet.omega.url).port
+    fleet.omega.stop()
+    omega = agent_factory(like=fleet.omega, port=port, env={"ASHAT_CRASH_AT": "omega.rollout:1"})
+    # The mainframes wait out the outage stopped: after a long one their own back-off (up to
+    # 30 s) would outlast this test's 8 s wave; restarted, they poll at once.
+    for mf in fleet.mainframes:
+        mf.stop()
+    ship(fleet.root, "o1")
+    code, out = deploy_json("approve", "o1", "--no-wait")
+    assert code == 4 and "stays releasing" in out["error"], out
+    assert omega.proc.wait(10) == -signal.SIGKILL
+    time.sleep(8.5)  # past the wave's timeout
+    omega = agent_factory(like=omega, port=port)
+    back = [mainframe_factory.restart(mf) for mf in fleet.mainframes]
+    mainframe_factory.ready(*back)
+    assert deploy("approve", "o1", "--no-wait").exit_code == 0
+    wait_for(lambda: state_of("o1") != "distributing", 30, "the rollout to end")
+    assert state_of("o1") == "completed", deploy("status", "o1").output
+    assert rollouts_of(omega.data, "o1") == [("install", "completed")]
+    assert [mf.current() for mf in back] == ["o1", "o1"]

@@ -86,8 +86,18 @@ class Omega:
         self.approvals = Approvals(agent, key, self.store, clock)
         self.controller = Controller(self.store, self.approvals, self.metrics.rollouts)
         self.lock = threading.Lock()
+        self._resume_rollouts()
         self._refresh_gauges()
         agent.metrics.registry.register(FleetCollector(self))
+
+    def _resume_rollouts(self) -> None:
+        """OMEGA (re)starts: the current wave of a running rollout gets its whole timeout
+        again, from now. Its mainframes could not poll or report while OMEGA was down; the
+        old deadline would count them failed for OMEGA's own absence, and break the budget."""
+        now = self.clock()
+        for r in self.store.rollouts(RolloutState.RUNNING):
+            self.store.start_wave(r.rollout_id, r.current_wave, now)
+            log.info("%s: resumed at wave %d of %s", r.rollout_id, r.current_wave, r.update_id)
 
     def close(self) -> None:
         self.store.close()
