@@ -68,6 +68,12 @@ def enter_hello_project(
     if distribution is not None:
         toml = (root / "ashat.toml").read_text()
         (root / "ashat.toml").write_text(toml[: toml.index("[distribution]")] + distribution)
+    return enter_project(root, monkeypatch, signing_key)
+
+
+def enter_project(root: Path, monkeypatch: pytest.MonkeyPatch, signing_key: Path) -> Path:
+    """Make the project at ``root`` the cwd, acting as alice without colour or ``ASHAT_DB``,
+    signing with ``signing_key``. Returns ``root``."""
     monkeypatch.chdir(root)
     monkeypatch.setenv("ASHAT_USER", "alice")
     monkeypatch.setenv("NO_COLOR", "1")

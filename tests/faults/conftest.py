@@ -11,6 +11,7 @@ import pytest
 from faultlib import SETTINGS, TALLY
 
 from process_fixtures import TINY_APP
+from support import enter_project
 
 TINY_TOML = """[app]
 name = "tiny"
@@ -56,12 +57,7 @@ def tiny_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[P
         (root / "ashat.toml").write_text(TINY_TOML)
         (root / "app.py").write_text(TINY_APP)
         (root / "files").mkdir()
-        monkeypatch.chdir(root)
-        monkeypatch.setenv("ASHAT_USER", "alice")
-        monkeypatch.setenv("NO_COLOR", "1")
-        monkeypatch.delenv("ASHAT_DB", raising=False)
-        monkeypatch.setenv("ASHAT_SIGNING_KEY", str(signing_key))
-        return root
+        return enter_project(root, monkeypatch, signing_key)
 
     return make
 

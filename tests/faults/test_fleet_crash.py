@@ -14,7 +14,17 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from faultlib import AGENT_POINTS, SETTINGS, Broken, Victim, check_data_dir, mutate, rollouts_of
+from faultlib import (
+    AGENT_POINTS,
+    NONE,
+    SETTINGS,
+    Broken,
+    Injection,
+    Victim,
+    check_data_dir,
+    mutate,
+    rollouts_of,
+)
 
 from support import deploy, deploy_json
 
@@ -88,6 +98,9 @@ def test_omega_and_mainframe_killed_mid_rollout(
         return True
 
     while any(fired[name] < goal for name, goal in goals.items()):
+        for n, v in victims.items():  # one that had its share runs unarmed from now on
+            if fired[n] >= goals[n] and v.injection.point != NONE:
+                v.restart(Injection(NONE))
         k += 1
         uid = f"f{k}"
         mutate(fleet.root, k, rng)

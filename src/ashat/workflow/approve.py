@@ -191,7 +191,7 @@ def release(
     dep = wf.store.require(update_id) if resume else wf.move(update_id, State.RELEASING)
     crash_point("release.started")
     try:
-        omega_previous = _omega_previous(wf, dep, omega)
+        omega_previous = wf.remember(dep, "omega_previous", lambda: omega.health().get("current"))
         missing = omega.missing(sorted(set(blob_digests)))
         relayed = relay(missing)
         wf.note(update_id, "release.uploaded", {"blobs_sent": len(missing), "bytes_sent": relayed})
@@ -230,17 +230,6 @@ def release(
     facts = {"rollout_id": rollout.get("rollout_id"), "omega_previous": omega_previous}
     dep = wf.move(update_id, State.DISTRIBUTING, details=facts, details_update=facts)
     return dep, rollout, relayed
-
-
-def _omega_previous(wf: Workflow, dep: Deployment, omega: OmegaPort) -> str | None:
-    """What OMEGA ran before this release: recorded by the first attempt, else asked now."""
-    if "omega_previous" in dep.details:
-        recorded = dep.details["omega_previous"]
-        return str(recorded) if recorded is not None else None
-    current = omega.health().get("current")
-    previous = str(current) if current is not None else None
-    wf.store.update_details(dep.id, {"omega_previous": previous}, wf.now())
-    return previous
 
 
 def rollout_status(omega: OmegaPort, rollout_id: str) -> dict[str, Any]:

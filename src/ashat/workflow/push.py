@@ -174,7 +174,9 @@ def push(
     try:
         signed = bundle.sign(sequence)
         wf.note(update_id, "push.signed", {"manifest": signed.digest(), "sequence": sequence})
-        public_previous = _public_previous(wf, dep, agent)
+        # What PUBLIC ran before this push: asked by the first attempt, which may have
+        # activated the release before it was interrupted.
+        public_previous = wf.remember(dep, "public_previous", lambda: agent.health().get("current"))
         step(
             "plan",
             f"{len(signed.files)} files, {_mb(signed.total_size)}; PUBLIC runs "
@@ -241,18 +243,6 @@ def push(
         public_previous=public_previous,
         app=app if isinstance(app, dict) else None,
     )
-
-
-def _public_previous(wf: Workflow, dep: Deployment, agent: AgentPort) -> str | None:
-    """What PUBLIC ran before this push: recorded by the first attempt, which may have
-    activated the release before it was interrupted; else asked now, and recorded."""
-    if "public_previous" in dep.details:
-        recorded = dep.details["public_previous"]
-        return str(recorded) if recorded is not None else None
-    current = agent.health().get("current")
-    previous = str(current) if current is not None else None
-    wf.store.update_details(dep.id, {"public_previous": previous}, wf.now())
-    return previous
 
 
 def _fail(wf: Workflow, update_id: str, error: AshatError) -> None:
