@@ -112,14 +112,17 @@ class Injection:
         return f"{self.point}:{self.hit}"
 
 
-def choose(rng: random.Random, points: dict[str, int], external_delay_s: float) -> Injection:
+def choose(
+    rng: random.Random, points: dict[str, int], external_delay_s: float, later: bool = True
+) -> Injection:
     """A point (``points`` maps each to how many times one operation passes it, roughly; the
-    hit is drawn up to one more than that, so some crashes land in a later operation), or,
-    one time in six, a kill from outside at a random moment up to ``external_delay_s``."""
+    hit is drawn up to one more than that when ``later``, so some kills land in a later
+    operation), or, one time in six, a kill from outside at a random moment up to
+    ``external_delay_s``."""
     if rng.random() < 1 / 6:
         return Injection("external", delay_s=rng.uniform(0.0, external_delay_s))
     point = rng.choice(sorted(points))
-    return Injection(point, rng.randint(1, points[point] + 1))
+    return Injection(point, rng.randint(1, points[point] + (1 if later else 0)))
 
 
 # -- what must hold on disk ----------------------------------------------------------------

@@ -101,7 +101,8 @@ def test_deploy_push_and_approve_killed_mid_way(hello_fleet: Any, tiny_project: 
         """Run ``deploy ARGS`` under an injection; if it was killed, check and re-run it."""
         nonlocal fired
         uid = args[1]
-        injection = choose(rng, points, EXTERNAL_DELAY_S)
+        # A deploy process passes each point once: the kill lands in this run.
+        injection = choose(rng, points, EXTERNAL_DELAY_S, later=False)
         res = run_killed(args, injection)
         where = f"deploy {' '.join(args)} with {injection} ({SETTINGS.rerun()})"
         if res.returncode != -signal.SIGKILL:

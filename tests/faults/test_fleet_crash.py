@@ -53,30 +53,41 @@ def test_omega_and_mainframe_killed_mid_rollout(
     hello_fleet: Any, tiny_project: Any, agent_factory: Any, mainframe_factory: Any
 ) -> None:
     rng = SETTINGS.rng("fleet")
-    goals = {name: SETTINGS.share(share) for name, share in SHARES.items()}
     fleet = hello_fleet(n=2, poll_wait=1, project=tiny_project)
     omega_port = urlsplit(fleet.omega.url).port
     assert omega_port is not None
+    goals = {
+        "omega": SETTINGS.share(SHARES["omega"]),
+        **{f"mf-{i}": SETTINGS.share(SHARES["mainframe"] / 2) for i in range(2)},
+    }
 
-    def start_mainframe(env: dict[str, str]) -> Any:
-        handle = mainframe_factory.restart(victims["mainframe"].handle, env)
-        mainframe_factory.ready(handle)
-        return handle
+    def start_mainframe(name: str) -> Any:
+        def start(env: dict[str, str]) -> Any:
+            handle = mainframe_factory.restart(victims[name].handle, env)
+            mainframe_factory.ready(handle)
+            return handle
+
+        return start
 
     def start_omega(env: dict[str, str]) -> Any:
         return agent_factory(like=victims["omega"].handle, port=omega_port, env=env)
 
     victims = {
-        "mainframe": Victim(
-            "mainframe", fleet.mainframes[0], start_mainframe, mainframe_factory,
-            MAINFRAME_POINTS, rng, EXTERNAL_DELAY_S,
-        ),
         "omega": Victim(
             "omega", fleet.omega, start_omega, agent_factory, OMEGA_POINTS, rng, EXTERNAL_DELAY_S
         ),
+        **{
+            f"mf-{i}": Victim(
+                f"mf-{i}", mf, start_mainframe(f"mf-{i}"), mainframe_factory,
+                MAINFRAME_POINTS, rng, EXTERNAL_DELAY_S,
+            )
+            for i, mf in enumerate(fleet.mainframes)
+        },
     }  # fmt: skip
     fired = dict.fromkeys(victims, 0)
-    runs = {"mainframe": fleet.mainframes[0].current(), "omega": None}  # what each ran before
+    runs: dict[str, str | None] = dict.fromkeys(victims)  # what each ran before this release
+    for name, v in victims.items():  # every victim is armed, always (re-armed at each kill)
+        fired[name] += v.restart()
     k = 0
 
     def check(name: str, new: str, where: str) -> None:
@@ -93,63 +104,58 @@ def test_omega_and_mainframe_killed_mid_rollout(
             return False
         fired[name] += 1
         v.note(v.injection.point)
-        fired[name] += v.restart()
+        # One that had its share runs unarmed from now on.
+        fired[name] += v.restart(Injection(NONE) if fired[name] >= goals[name] else None)
         check(name, uid, where)
         return True
 
+    def where(uid: str) -> str:
+        armed = {n: str(v.injection) for n, v in victims.items()}
+        recent = {n: v.fired[-3:] for n, v in victims.items()}
+        return f"release {uid}, armed {armed} ({SETTINGS.rerun()}); fired {recent}"
+
+    omega = victims["omega"]
     while any(fired[name] < goal for name, goal in goals.items()):
-        for n, v in victims.items():  # one that had its share runs unarmed from now on
-            if fired[n] >= goals[n] and v.injection.point != NONE:
-                v.restart(Injection(NONE))
         k += 1
         uid = f"f{k}"
         mutate(fleet.root, k, rng)
         assert deploy("push", uid, f"release {uid}").exit_code == 0
         assert deploy("verify", uid, "--only", "health").exit_code == 0
-        name = rng.choices(
-            [n for n in victims if fired[n] < goals[n]],
-            [SHARES[n] for n in victims if fired[n] < goals[n]],
-        )[0]
-        v = victims[name]
-        fired[name] += v.restart()
-        where = (
-            f"release {uid}, {name} with {v.injection} ({SETTINGS.rerun()}); fired {v.fired[-5:]}"
-        )
         # deploy approve: OMEGA may die under it; it then stays releasing and is re-run.
         for _attempt in range(20):
-            if name == "omega":
-                v.kill_later()
+            omega.kill_later()
             res = deploy("approve", uid, "--no-wait")
-            killed = name == "omega" and v.settle()
-            interrupted = died("omega", uid, where, res.exit_code != 0 or killed)
+            killed = omega.settle()
+            interrupted = died("omega", uid, where(uid), res.exit_code != 0 or killed)
             if interrupted and res.exit_code != 0:
-                assert res.exit_code == 4, f"{where}: {res.output}"
+                assert res.exit_code == 4, f"{where(uid)}: {res.output}"
                 _, status = deploy_json("status", uid)
-                assert status["deployment"]["state"] == "releasing", f"{where}: {status}"
-                assert status["events"][-1]["kind"] == "release.interrupted", where
+                assert status["deployment"]["state"] == "releasing", f"{where(uid)}: {status}"
+                assert status["events"][-1]["kind"] == "release.interrupted", where(uid)
                 continue
-            assert res.exit_code == 0, f"{where}: {res.output}"
+            assert res.exit_code == 0, f"{where(uid)}: {res.output}"
             break
-        # The rollout: either victim may die under it, and is restarted at once.
-        if name == "mainframe":
+        # The rollout: any victim may die under it, and is restarted (and re-armed) at once.
+        for v in victims.values():
             v.kill_later()
         deadline = time.monotonic() + ROLLOUT_LIMIT_S
         state = None
         while time.monotonic() < deadline:
             for n in victims:
-                died(n, uid, where)
+                died(n, uid, where(uid))
             code, status = deploy_json("status", uid)
             state = status.get("deployment", {}).get("state")
             if state == "completed":
                 break
-            assert state == "distributing", f"{where}: {code} {status}"
+            assert state == "distributing", f"{where(uid)}: {code} {status}"
             time.sleep(0.2)
-        if v.settle():
-            died(name, uid, where, expected=True)
-        assert state == "completed", f"{where}: still {state} after {ROLLOUT_LIMIT_S}s"
-        assert fleet.currents() == [uid, uid], f"{where}: {fleet.currents()}"
-        assert rollouts_of(victims["omega"].handle.data, uid) == [("install", "completed")], where
+        for n, v in victims.items():
+            if v.settle():
+                died(n, uid, where(uid), expected=True)
+        assert state == "completed", f"{where(uid)}: still {state} after {ROLLOUT_LIMIT_S}s"
+        assert fleet.currents() == [uid, uid], f"{where(uid)}: {fleet.currents()}"
+        assert rollouts_of(omega.handle.data, uid) == [("install", "completed")], where(uid)
         for n in victims:
-            check(n, uid, where)
+            check(n, uid, where(uid))
             runs[n] = uid
     assert deploy("audit", "verify").exit_code == 0
