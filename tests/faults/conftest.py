@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultlib import SETTINGS, TALLY
+from faultlib import DEFAULT_INJECTIONS, SETTINGS, TALLY
 
 from process_fixtures import TINY_APP
 from support import enter_project
@@ -60,6 +60,22 @@ def tiny_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[P
         return enter_project(root, monkeypatch, signing_key)
 
     return make
+
+
+TIMEOUT_S = 600  # per crash test at the CI size, on a busy 2-core machine; scaled up with it
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The crash tests' time grows with the injections asked (ASHAT_FAULT_LONG: tenfold)."""
+    here = Path(__file__).parent
+    scale = max(1.0, SETTINGS.injections / DEFAULT_INJECTIONS)
+    for item in items:
+        if (
+            item.path.is_relative_to(here)
+            and item.name.startswith("test_")
+            and "crash" in (item.path.name)
+        ):
+            item.add_marker(pytest.mark.timeout(int(TIMEOUT_S * scale)))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
