@@ -154,3 +154,23 @@ def test_resumed_push_reuses_its_signed_manifest(agent_factory: Any, tiny_projec
     assert code == 0 and out["resumed"], out
     assert Path(".ashat/manifests/r1.json").read_bytes() == manifest
     assert (public.data / "manifests" / "r1.json").read_bytes() == manifest
+
+
+def test_push_killed_after_activation_resumes_with_what_public_ran_before(
+    agent_factory: Any, tiny_project: Any
+) -> None:
+    """The first attempt activated r2 before it was killed: the re-run finds r2 current, yet
+    records r1 as PUBLIC's previous release, and a rollback of r2 goes back to r1."""
+    public = agent_factory()
+    root = tiny_project(public.key_path)
+    configure("public", public)
+    (root / "marker.txt").write_text("one\n")
+    assert deploy("push", "r1", "first").exit_code == 0
+    (root / "marker.txt").write_text("two\n")
+    assert run_killed(["push", "r2", "second"], Injection("push.activated")).returncode == -9
+    with public.client() as c:
+        assert c.health()["current"] == "r2"
+    code, out = deploy_json("push", "r2", "second")
+    assert code == 0 and out["resumed"] and out["public_previous"] == "r1", out
+    code, out = deploy_json("rollback", "r2")
+    assert code == 0 and out["restored"] == "r1", out

@@ -125,3 +125,24 @@ def test_public_killed_mid_push(agent_factory: Any, tiny_project: Any) -> None:
     assert status["deployment"]["state"] == "pushed"
     assert check_data_dir(public.handle.data, {current}, {current}) == current
     assert deploy("audit", "verify").exit_code == 0
+
+
+def test_an_app_spawned_just_before_a_crash_is_stopped_by_the_next_agent(
+    agent_factory: Any, tiny_project: Any
+) -> None:
+    """Killed between spawning the new app and recording it in state.json, the agent leaves
+    an app nobody knows of; the next agent finds it by its environment and stops it."""
+    public = agent_factory(env={"ASHAT_CRASH_AT": "app.started:1"})
+    root = tiny_project(public.key_path)
+    configure("public", public)
+    (root / "marker.txt").write_text("a1\n")
+    assert deploy("push", "a1", "release a1").exit_code == 4
+    assert public.proc.wait(10) == -9
+    assert public.processes("a1"), "the crash should have left the app of a1 running"
+    public = agent_factory(like=public)
+    assert public.processes() == []  # stopped at start-up; a1 never became current
+    assert "never recorded" in public.output()
+    configure("public", public)
+    code, out = deploy_json("push", "a1", "release a1")
+    assert code == 0 and out["resumed"], out
+    no_stray_apps(public, "a1", "after the re-run")
