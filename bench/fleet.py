@@ -1,7 +1,17 @@
 """A fleet rollout against N plain downloads: convergence, first blob, bytes, and a 1 % delta.
 
 Run: ``python bench/fleet.py`` (200 mainframes, a 10 MB tree of 200 files: about 5 minutes
-on 2 CPUs; ``--mainframes 20`` for a quick run). In one temporary directory it starts:
+on 2 CPUs; ``--mainframes 20`` for a quick run). At scale, with OMEGA replicas sharing a
+PostgreSQL database (a fresh one made on that server for the run, dropped after) and a blob
+directory, the mainframes taking turns between them::
+
+    python bench/fleet.py --mainframes 1000 --omega-replicas 2 \
+        --db postgresql://postgres@127.0.0.1/postgres --size-mb 1 --files 20 --no-peer --no-delta
+
+prints besides the convergence the polls per second the replicas served, their memory
+(RSS, and its peak), and the statements each sent to the database per mainframe report
+(``ashat_fleet_db_statements_total``, every statement of the rollout: polls, reports,
+blob checks, controller ticks, status reads). In one temporary directory it starts:
 
 - OMEGA: a real ``ashat agent --role omega`` process (``--omega-key``, ``--license-trust``),
   driven through its HTTP routes with the bearer token, as ``deploy approve`` would be;
@@ -137,12 +147,23 @@ class Release:
     manifest_bytes: int
 
 
-class Omega:
-    """The control side of a real OMEGA process: stage, approve, roll out, watch."""
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Resident memory of process ``pid`` now, and its peak, in MB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
-    def __init__(self, agent: AgentProcess, token: str, alpha_key: Path) -> None:
+
+class Omega:
+    """The control side of real OMEGA processes (replicas: the first is driven, all are
+    measured): stage, approve, roll out, watch."""
+
+    def __init__(self, replicas: list[AgentProcess], token: str, alpha_key: Path) -> None:
         from ashat.bundle import load_private_key
 
+        self.replicas = replicas
+        agent = replicas[0]
         self.agent = agent
         self.token = token
         self.key = load_private_key(alpha_key)
@@ -216,10 +237,20 @@ class Omega:
             time.sleep(0.2)
         sys.exit(f"fewer than {n} mainframes registered with OMEGA in {READY_TIMEOUT_S:.0f} s")
 
+    def counter(self, name: str) -> list[float]:
+        """A counter (summed over its labels) on each replica's ``/metrics``."""
+        out = []
+        for replica in self.replicas:
+            text = self.http.get(f"{replica.url}/metrics").text
+            pattern = "^" + re.escape(name) + r"(?:\{[^}]*\})? (\S+)"
+            out.append(sum(float(v) for v in re.findall(pattern, text, re.M)))
+        return out
+
     def blob_answers(self) -> int:
-        text = self.http.get("/metrics").text
-        m = re.search(re.escape(BLOB_ROUTE) + r" (\S+)", text)
-        return int(float(m.group(1))) if m else 0
+        return int(sum(self.counter(BLOB_ROUTE)))
+
+    def cpu_s(self) -> float:
+        return sum(cpu_s(r.proc.pid) for r in self.replicas)
 
 
 def split(items: list[Any], parts: int) -> list[list[Any]]:
@@ -317,6 +348,7 @@ class Rollout:
     blob_answers: int  # counted by OMEGA's /metrics
     omega_cpu_s: float
     workers_cpu_s: float
+    served: Served
 
     def times(self, key: str) -> list[float]:
         return sorted(s[key] - self.t_approve for s in self.seen.values() if s[key] is not None)
@@ -326,22 +358,48 @@ class Rollout:
         return max(self.times("acked_at"))
 
 
+@dataclass
+class Served:
+    """What the OMEGA replicas counted during a rollout, each."""
+
+    polls: list[float]
+    reports: list[float]
+    statements: list[float]
+
+
+SERVED = (
+    "ashat_fleet_polls_total",
+    "ashat_fleet_reports_total",
+    "ashat_fleet_db_statements_total",
+)
+
+
+def served_since(omega: Omega, before: list[list[float]]) -> Served:
+    after = [omega.counter(name) for name in SERVED]
+    deltas = [
+        [x - y for x, y in zip(a, b, strict=True)] for a, b in zip(after, before, strict=True)
+    ]
+    return Served(*deltas)
+
+
 def roll_out(omega: Omega, fleet: list[Worker], release: Release, waves: list[int]) -> Rollout:
-    answers, omega_cpu = omega.blob_answers(), cpu_s(omega.agent.proc.pid)
+    answers, omega_cpu = omega.blob_answers(), omega.cpu_s()
+    counted = [omega.counter(name) for name in SERVED]
     before, workers_cpu = summaries(fleet, time.monotonic(), release.update_id)
     t_approve = time.monotonic()
     omega.approve(release.update_id, release.sequence)
     t_rollout = time.monotonic()
     rollout_id = omega.rollout(release.update_id, waves)
     status = omega.until_done(rollout_id)
-    omega_cpu = cpu_s(omega.agent.proc.pid) - omega_cpu
+    omega_cpu = omega.cpu_s() - omega_cpu
+    served = served_since(omega, counted)
     seen, cpu = summaries(fleet, t_approve, release.update_id)
     answers = omega.blob_answers() - answers
     for mid, s in seen.items():  # the mainframe's own counter (None in older versions)
         if s["downloaded"] is not None:
             s["downloaded"] -= before[mid]["downloaded"]
     done = Rollout(
-        release, t_approve, t_rollout, status, seen, answers, omega_cpu, cpu - workers_cpu
+        release, t_approve, t_rollout, status, seen, answers, omega_cpu, cpu - workers_cpu, served
     )
     installed = [s for s in seen.values() if s["status"] == "installed"]
     if status["state"] != "completed" or len(installed) != len(seen):
@@ -424,6 +482,51 @@ def report(
         print(f"  {name:38}{ratio:>7.3f}  goal ≤ {GOAL_DELTA:g}: {_ok(ratio <= GOAL_DELTA)}")
 
 
+def make_database(server: str) -> str:
+    """A new database on the PostgreSQL server of ``server`` (a URL): its URL."""
+    import psycopg
+
+    name = f"ashat_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.split("?", 1)[0].rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_database(server: str, url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+def report_scale(
+    a: argparse.Namespace, n_files: int, r: Rollout, replicas: list[AgentProcess], db: str
+) -> None:
+    """The figures at scale: convergence, polls served, memory, database round-trips."""
+    conv, s = r.converged_s, r.served
+    reports = sum(s.reports)
+    print(
+        f"scale: {a.mainframes} mainframes, {len(replicas)} OMEGA replica(s) on {db}, "
+        f"a {r.release.bytes / 1e6:.1f} MB release of {n_files} files, waves {a.waves}"
+    )
+    print(f"  all report after approval: {conv:.1f} s; rollout {r.status['state']}")
+    per = ", ".join(f"{p:,.0f}" for p in s.polls)
+    print(
+        f"  polls served: {sum(s.polls):,.0f} ({per} by replica) in {conv:.1f} s = "
+        f"{sum(s.polls) / conv:,.1f} per s"
+    )
+    print(f"  blob answers: {r.blob_answers:,} = {r.blob_answers / conv:,.1f} per s")
+    print(
+        f"  database statements: {sum(s.statements):,.0f} for {reports:,.0f} reports = "
+        f"{sum(s.statements) / max(reports, 1):.1f} per mainframe report (all of the rollout's:"
+        " polls, reports, blob checks, ticks, status reads)"
+    )
+    for replica in replicas:
+        now, peak = rss_mb(replica.proc.pid)
+        print(f"  {replica.role}: RSS {now:.0f} MB (peak {peak:.0f} MB)")
+    print(f"  OMEGA CPU {r.omega_cpu_s:.1f} s, mainframe workers CPU {r.workers_cpu_s:.1f} s")
+
+
 def _ok(good: bool) -> str:
     return "ok" if good else "MISSED"
 
@@ -445,13 +548,24 @@ def main() -> None:
     )
     ap.add_argument("--poll-wait", type=int, default=30, help="mainframes' --poll-wait")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--omega-replicas", type=int, default=1, help="OMEGA processes (needs --db)")
+    ap.add_argument(
+        "--db",
+        help="a PostgreSQL server's URL: the run makes a database there for OMEGA's fleet "
+        "state, and drops it after (default: each OMEGA's own SQLite fleet.db)",
+    )
+    ap.add_argument("--no-peer", action="store_true", help="skip the plain downloads")
+    ap.add_argument("--no-delta", action="store_true", help="skip the second (1 %%) rollout")
     a = ap.parse_args()
+    if a.omega_replicas > 1 and not a.db:
+        ap.error("--omega-replicas above 1 needs --db postgresql://… (the state they share)")
     load = os.getloadavg()[0]  # others' work on this machine slows both sides
     waves = [int(w) for w in a.waves.split(",")]
     rng = random.Random(7)
     base = Path(tempfile.mkdtemp(prefix="ashat-bench-fleet-"))
-    omega_proc: AgentProcess | None = None
+    replicas: list[AgentProcess] = []
     omega: Omega | None = None
+    fleet_db: str | None = None
 
     def terminated(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -472,15 +586,22 @@ def main() -> None:
         token_file = base / "omega.token"
         token_file.write_text(token + "\n")
         token_file.chmod(0o600)
-        omega_proc = start_agent(
-            "omega", base / "servers", token_file, [alpha_pub],
-            extra=["--omega-key", str(omega_key), "--license-trust", str(license_pub),
-                   "--poll-timeout", str(a.poll_wait)],
-        )  # fmt: skip
-        omega = Omega(omega_proc, token, alpha_key)
+        extra = ["--omega-key", str(omega_key), "--license-trust", str(license_pub),
+                 "--poll-timeout", str(a.poll_wait)]  # fmt: skip
+        if a.db:
+            fleet_db = make_database(a.db)
+            extra += ["--db", fleet_db, "--blob-dir", str(base / "shared-blobs")]
+        for i in range(a.omega_replicas):
+            replicas.append(
+                start_agent(
+                    "omega", base / "servers", token_file, [alpha_pub], extra=extra,
+                    name=f"omega{i}" if i else "omega",
+                )
+            )  # fmt: skip
+        omega = Omega(replicas, token, alpha_key)
         first_release = omega.stage(tree, "fleet-001", 1)
 
-        peer = plain_downloads(tree, a.mainframes, a.workers, base)
+        peer = None if a.no_peer else plain_downloads(tree, a.mainframes, a.workers, base)
 
         signer = load_private_key(license_key)
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
@@ -497,7 +618,8 @@ def main() -> None:
             spec.write_text(
                 json.dumps(
                     {
-                        "omega": omega_proc.url,
+                        "omega": replicas[0].url,
+                        "omegas": [r.url for r in replicas],
                         "trust": str(alpha_pub),
                         "trust_omega": str(omega_pub),
                         "poll_wait": a.poll_wait,
@@ -514,10 +636,14 @@ def main() -> None:
             omega.registered(a.mainframes)
             first = roll_out(omega, fleet, first_release, waves)
             stored = store_bytes(homes)
-            changed = change_some(tree, a.change, rng)
-            second_release = omega.stage(tree, "fleet-002", 2)
-            second = roll_out(omega, fleet, second_release, waves)
-        report(a, n_files, len(specs), peer, first, stored, second, changed)
+            second = None
+            if not a.no_delta:
+                changed = change_some(tree, a.change, rng)
+                second_release = omega.stage(tree, "fleet-002", 2)
+                second = roll_out(omega, fleet, second_release, waves)
+        if peer is not None and second is not None:
+            report(a, n_files, len(specs), peer, first, stored, second, changed)
+        report_scale(a, n_files, first, replicas, "postgresql" if a.db else "sqlite")
         print(f"load average (1 min) before the run: {load:.2f} on {os.cpu_count()} CPUs")
     except KeyboardInterrupt:
         print("interrupted; cleaning up", file=sys.stderr)
@@ -529,8 +655,10 @@ def main() -> None:
     finally:
         if omega is not None:
             omega.http.close()
-        if omega_proc is not None:
-            omega_proc.stop()
+        for replica in replicas:
+            replica.stop()
+        if fleet_db is not None and a.db:
+            drop_database(a.db, fleet_db)
         if a.keep:
             print(f"kept {base}")
         else:

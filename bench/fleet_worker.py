@@ -142,10 +142,11 @@ async def mainframe_worker(spec: dict[str, Any]) -> None:
     probes: dict[str, Probe] = {}
     tasks: list[asyncio.Task[None]] = []
     try:
-        for home in map(Path, spec["mainframes"]):
+        omegas = spec.get("omegas") or [spec["omega"]]  # replicas: mainframes take turns
+        for k, home in enumerate(map(Path, spec["mainframes"])):
             token, mainframe_id, license_id = read_license_file(home / "license")
             mf_config = MainframeConfig(
-                omega_url=spec["omega"],
+                omega_url=omegas[k % len(omegas)],
                 license=token,
                 mainframe_id=mainframe_id,
                 license_id=license_id,

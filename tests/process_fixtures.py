@@ -336,24 +336,31 @@ class AgentFactory:
         like: AgentHandle | None = None,
         extra_trust: tuple[Path, ...] = (),
         poll_timeout: int | None = None,
+        fleet_db: str | None = None,
+        blob_dir: Path | None = None,
+        replica_of: AgentHandle | None = None,
         env: Mapping[str, str] | None = None,
         port: int = 0,
     ) -> AgentHandle:
-        """Start an agent; ``like`` reuses another's data directory, token, key and TLS.
+        """Start an agent; ``like`` reuses another's data directory, token, key and TLS;
+        ``replica_of`` (an OMEGA) all that but the data directory: another replica.
         ``env`` is added to this process's environment for the agent (this start only);
         ``port`` is the one to listen on (0: the OS picks one).
 
         ``role="omega"`` also makes an OMEGA key (``omega.key``) and a license key
         (``license.key``) and passes ``--omega-key``/``--license-trust`` (and
-        ``--poll-timeout``); the handle names them.
+        ``--poll-timeout``, ``--db``, ``--blob-dir``); the handle names them.
         """
         self._n += 1
         home = self.base / f"agent{self._n}"
         home.mkdir(parents=True)
+        like = like or replica_of
         if like is not None:
             data, token, token_file = like.data, like.token, like.token_file
             key_path, pub_path, ca_cert = like.key_path, like.pub_path, like.ca_cert
             options = dict(like.options)
+            if replica_of is not None:
+                data = home / "data"
         else:
             data = home / "data"
             token = secrets.token_urlsafe(24)
@@ -371,6 +378,8 @@ class AgentFactory:
                 "tls": None,
                 "omega": None,
                 "poll_timeout": poll_timeout,
+                "fleet_db": fleet_db,
+                "blob_dir": blob_dir,
             }
             if role == "omega":
                 omega_key_path, omega_pub_path = generate_keypair("omega", home)
@@ -418,6 +427,10 @@ class AgentFactory:
             argv += ["--license-trust", str(options["omega"][3])]
         if options.get("poll_timeout") is not None:
             argv += ["--poll-timeout", str(options["poll_timeout"])]
+        if options.get("fleet_db"):
+            argv += ["--db", options["fleet_db"]]
+        if options.get("blob_dir"):
+            argv += ["--blob-dir", str(options["blob_dir"])]
         log = home / "agent.log"
         with log.open("wb") as err:
             proc = subprocess.Popen(
@@ -724,6 +737,15 @@ def mainframe_factory(tmp_path: Path) -> Iterator[MainframeFactory]:
     factory.close()
 
 
+@pytest.fixture(scope="module")
+def module_mainframe_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[MainframeFactory]:
+    factory = MainframeFactory(tmp_path_factory.mktemp("mainframes"))
+    yield factory
+    factory.close()
+
+
 # -- ashat serve ---------------------------------------------------------------------------
 
 SERVE_READY_RE = re.compile(r"ashat serve: serving (https?://\S+)")
@@ -738,6 +760,7 @@ class ServeHandle:
     root: Path
     proc: subprocess.Popen[bytes]
     log: Path
+    db_url: str | None = None  # --db, when not the project's own SQLite file
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -759,7 +782,7 @@ class ServeHandle:
         from ashat.ops.project import Project
         from ashat.ops.users import add_user, issue_token
 
-        project = Project(self.root)
+        project = Project(self.root, self.db_url)
         try:
             add_user(project, name, role, actor="test")
             return issue_token(project, name, actor="test")[1]
@@ -785,12 +808,15 @@ class ServeFactory:
         self.base = base
         self.handles: list[ServeHandle] = []
 
-    def __call__(self, root: Path, env: Mapping[str, str] | None = None) -> ServeHandle:
+    def __call__(
+        self, root: Path, env: Mapping[str, str] | None = None, db_url: str | None = None
+    ) -> ServeHandle:
         self.base.mkdir(parents=True, exist_ok=True)
         log = self.base / f"serve{len(self.handles)}.log"
         argv = [
             sys.executable, "-m", "ashat.cli.ashat", "serve",
             "--listen", "127.0.0.1:0", "--project", str(root),
+            *(["--db", db_url] if db_url else []),
         ]  # fmt: skip
         full_env = {k: v for k, v in os.environ.items() if k != "ASHAT_DB"}
         full_env.update(env or {})
@@ -800,7 +826,7 @@ class ServeFactory:
                 env=full_env,
             )  # fmt: skip
         m = wait_ready(proc, log, SERVE_READY_RE, "ashat serve", SERVE_START_TIMEOUT_S)
-        handle = ServeHandle(m.group(1), root, proc, log)
+        handle = ServeHandle(m.group(1), root, proc, log, db_url)
         self.handles.append(handle)
         return handle
 

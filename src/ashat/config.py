@@ -113,6 +113,8 @@ class Config:
                 tables = tomllib.loads(path.read_text(encoding="utf-8"))
             except tomllib.TOMLDecodeError as e:
                 raise InvalidInput(f"{path} is not valid TOML: {e}") from e
+            except RecursionError as e:  # tomllib recurses into nested arrays and tables
+                raise InvalidInput(f"{path} is nested too deeply to read") from e
             except (OSError, UnicodeDecodeError) as e:
                 raise InvalidInput(f"cannot read {path}: {e}") from e
         signing = tables.get("signing") or {}

@@ -61,10 +61,17 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
 MAX_TOKEN_BYTES = 4096
 
 
+def read_head(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``path``: enough to tell it is too large, never all
+    of a huge file or of an endless one (``/dev/zero``). Raises ``OSError``."""
+    with open(path, "rb") as f:
+        return f.read(limit + 1)
+
+
 def read_token_file(path: Path) -> str:
     """Read a bearer token from ``path``; errors name the problem, never the token."""
     try:
-        raw = path.read_bytes()[: MAX_TOKEN_BYTES + 1]
+        raw = read_head(path, MAX_TOKEN_BYTES)
     except OSError as e:
         raise InvalidInput(f"cannot read token file {path}: {e.strerror}") from e
     if len(raw) > MAX_TOKEN_BYTES:

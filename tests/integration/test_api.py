@@ -149,6 +149,7 @@ class Env:
                 "users": s.db.query("SELECT * FROM users ORDER BY name"),
                 "servers": [x.to_json() for x in s.servers()],
                 "secrets": sorted(p.name for p in (self.root / ".ashat").rglob("*.token")),
+                "spool": sorted(str(p) for p in (self.root / ".ashat").glob("spool/**/*")),
             }
         finally:
             s.close()
@@ -198,6 +199,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, module_serve_process: Any) -> 
 
 
 MUTATING = [
+    ("POST", "/v1/blobs/missing", {"digests": ["0" * 64]}, "deployer"),
+    ("POST", "/v1/blobs/pack", None, "deployer"),
+    ("POST", "/v1/deployments/n9/push", {"description": "d", "manifest": {}}, "deployer"),
     ("POST", "/v1/deployments/p1/verify", {"only": ["health"]}, "deployer"),
     ("POST", "/v1/deployments/v1/cancel", {"reason": "no"}, "deployer"),
     ("POST", "/v1/deployments/v1/approve", {"comment": "ok"}, "approver"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ashat.store.db import Database, default_sqlite_url
+from ashat.store.db import Database
 from ashat.store.store import Store
 from ashat.workflow.ports import Clock
 from ashat.workflow.service import Workflow
@@ -26,8 +25,8 @@ TOKEN = "tok-5f1c0e9a-secret-value"  # must never appear in any output
 
 
 @pytest.fixture
-def store(project: Path) -> Iterator[Store]:
-    s = Store(Database(default_sqlite_url(project)))
+def store(project: Path, db_url: str) -> Iterator[Store]:
+    s = Store(Database(db_url))  # the store the project's deploy uses (ASHAT_DB)
     yield s
     s.close()
 
@@ -430,7 +429,7 @@ def test_cancel_unknown_and_invalid(store: Store) -> None:
 # -- audit verify ---------------------------------------------------------------------------
 
 
-def test_audit_verify(project: Path, wf: Workflow) -> None:
+def test_audit_verify(project: Path, wf: Workflow, store: Store) -> None:
     res = deploy("audit", "verify")
     assert res.exit_code == 0
     assert "Audit chain intact: 0 events verified" in res.stdout
@@ -443,12 +442,9 @@ def test_audit_verify(project: Path, wf: Workflow) -> None:
     assert (code, data) == (0, {"ok": True, "events": 5, "broken_seq": None, "reason": None})
 
     # Tamper with the file directly, as someone with write access to it could.
-    con = sqlite3.connect(project / ".ashat" / "ashat.db")
-    with con:
-        con.execute(
-            """UPDATE events SET details = '{"from":"pushed","to":"verified"}' WHERE seq = 3"""
-        )
-    con.close()
+    store.db.execute(
+        """UPDATE events SET details = '{"from":"pushed","to":"verified"}' WHERE seq = 3"""
+    )
     res = deploy("audit", "verify")
     assert res.exit_code == 1
     assert "BROKEN at event #3" in res.stdout
@@ -457,12 +453,9 @@ def test_audit_verify(project: Path, wf: Workflow) -> None:
     assert data["ok"] is False and data["broken_seq"] == 3 and "#3" in str(data["reason"])
 
 
-def test_audit_verify_deleted_row(project: Path, wf: Workflow) -> None:
+def test_audit_verify_deleted_row(project: Path, wf: Workflow, store: Store) -> None:
     make(wf, "u1", State.PUSHED, State.CANCELLED)
-    con = sqlite3.connect(project / ".ashat" / "ashat.db")
-    with con:
-        con.execute("DELETE FROM events WHERE seq = 2")
-    con.close()
+    store.db.execute("DELETE FROM events WHERE seq = 2")
     res = deploy("audit", "verify")
     assert res.exit_code == 1
     assert "event #2" in res.stdout and "missing" in res.stdout
@@ -573,7 +566,7 @@ def test_console_script(project: Path, store: Store, wf: Workflow) -> None:
     assert out.returncode == 0 and "0.1.0" in out.stdout
 
 
-def test_status_imports_no_heavy_modules(project: Path, wf: Workflow) -> None:
+def test_status_imports_no_heavy_modules(project: Path, wf: Workflow, db_url: str) -> None:
     make(wf, "u1", State.PUSHED)
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "ashat.cli.deploy", "status"],
@@ -592,4 +585,6 @@ def test_status_imports_no_heavy_modules(project: Path, wf: Workflow) -> None:
                 imported.add(name.split(".")[0])
     assert "ashat" in imported and "sqlite3" in imported  # the parse worked
     heavy = {"httpx", "starlette", "uvicorn", "sqlalchemy", "rich", "cryptography", "psycopg"}
+    if db_url.startswith("postgresql"):
+        heavy.discard("psycopg")  # the store's own driver
     assert not imported & heavy, sorted(imported & heavy)

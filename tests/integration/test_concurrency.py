@@ -1,5 +1,6 @@
-"""Several processes racing on one SQLite store: one compare-and-set wins, the others get a
-clear refusal (exit 3), no lease is held twice, and the audit chain stays whole."""
+"""Several processes racing on one store, SQLite and PostgreSQL: one compare-and-set wins,
+the others get a clear refusal (exit 3), no lease is held twice, no sequence is given twice,
+and the audit chain stays whole."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ashat.store.db import Database, default_sqlite_url
+from ashat.store.db import Database
 from ashat.store.store import Store
 from ashat.workflow.errors import LeaseHeld
 from ashat.workflow.ports import Clock
@@ -43,6 +44,15 @@ def _racer(
                 wf.move(update_id, State.VERIFYING)
             elif op == "create":
                 wf.create(update_id, f"raced by {actor}")
+            elif op == "approve":
+                from ashat.workflow.approve import ApprovalPolicy, approve
+
+                approve(wf, update_id, ApprovalPolicy(required=1))
+            elif op == "notes":
+                for i in range(25):
+                    wf.note(update_id, "racer.note", {"i": i})
+            elif op == "rollback":
+                wf.move(update_id, State.ROLLED_BACK, reason=f"by {actor}")
             else:
                 raise AssertionError(op)
         except AshatError as e:
@@ -80,8 +90,8 @@ def race(url: str, op: str, ids: list[str], lease_s: float = 900.0) -> list[tupl
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'ashat.db'}"
+def url(db_url: str) -> str:
+    return db_url
 
 
 @pytest.fixture
@@ -121,6 +131,49 @@ def test_racing_cancels_one_wins(url: str, store: Store) -> None:
     assert all(r[2] == 3 for r in out if r[1] != "ok")
     assert store.require("u1").state is State.CANCELLED
     assert len([e for e in store.events("u1") if e.kind == "deployment.cancelled"]) == 1
+    assert store.verify_audit().ok
+
+
+def verified(store: Store, update_id: str = "u1") -> None:
+    pushed(store, update_id)
+    wf = Workflow(store, "alice")
+    wf.move(update_id, State.VERIFYING)
+    wf.move(update_id, State.VERIFIED)
+
+
+def test_racing_approvals_release_once(url: str, store: Store) -> None:
+    """Eight approvers at once, one approval needed: one approval moves it; the others are
+    refused by the state machine (exit 3), and none is recorded twice."""
+    verified(store)
+    out = race(url, "approve", ["u1"] * N)
+    kinds = Counter(r[1] for r in out)
+    assert kinds["ok"] >= 1, out
+    assert all(r[2] == 3 for r in out if r[1] != "ok"), out
+    assert store.require("u1").state is State.APPROVED
+    approved = [e for e in store.events("u1") if e.kind == "deployment.approved"]
+    assert len(approved) == 1
+    assert len(store.approvals("u1")) == kinds["ok"]
+    assert store.verify_audit().ok
+
+
+def test_racing_rollbacks_one_wins(url: str, store: Store) -> None:
+    pushed(store)
+    out = race(url, "rollback", ["u1"] * N)
+    assert Counter(r[1] for r in out)["ok"] == 1, out
+    assert all(r[2] == 3 for r in out if r[1] != "ok")
+    (event,) = [e for e in store.events("u1") if e.kind == "deployment.rolled_back"]
+    assert store.require("u1").reason == f"by {event.actor}"
+    assert store.verify_audit().ok
+
+
+def test_racing_appends_keep_the_audit_chain_whole(url: str, store: Store) -> None:
+    """200 events appended by eight processes at once: one chain, no gap, no fork."""
+    pushed(store)
+    out = race(url, "notes", ["u1"] * N)
+    assert {r[1] for r in out} == {"ok"}, out
+    events = store.events()
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert len([e for e in events if e.kind == "racer.note"]) == 25 * N
     assert store.verify_audit().ok
 
 
@@ -202,8 +255,8 @@ main()
 """
 
 
-def test_racing_cli_cancels(project: Path, tmp_path: Path) -> None:
-    with _Open(default_sqlite_url(project)) as store:
+def test_racing_cli_cancels(project: Path, tmp_path: Path, db_url: str) -> None:
+    with _Open(db_url) as store:
         pushed(store)
     sync = tmp_path / "sync"
     sync.mkdir()
@@ -249,7 +302,7 @@ def test_racing_cli_cancels(project: Path, tmp_path: Path) -> None:
         else:
             assert data["kind"] in ("transition_refused", "conflict")
             assert "u1" in data["error"]
-    with _Open(default_sqlite_url(project)) as store:
+    with _Open(db_url) as store:
         assert store.require("u1").state is State.CANCELLED
         assert len([e for e in store.events("u1") if e.kind == "deployment.cancelled"]) == 1
     res = subprocess.run(

@@ -139,6 +139,27 @@ def test_login_sets_a_signed_session_cookie_that_holds_no_token(site: Site) -> N
         assert c.get("/").status_code == 303
 
 
+def test_behind_a_tls_proxy_on_loopback_the_cookie_is_secure_and_https_is_the_origin(
+    site: Site,
+) -> None:
+    """``--forwarded-allow-ips`` (default 127.0.0.1): a proxy there says the client used
+    https; the session cookie is then Secure, and the form's https origin is this site's."""
+    host = site.url.removeprefix("http://")
+    proxied = {"X-Forwarded-Proto": "https", "Origin": f"https://{host}"}
+    with site.client() as c:
+        res = c.post("/login", data={"token": site.tokens["viewer"]}, headers=proxied)
+        assert res.status_code == 303, res.text
+        attrs = [a.strip().lower() for a in res.headers["set-cookie"].split(";")]
+        assert "secure" in attrs
+        # without the proxy's word, an https origin is another site's
+        res = c.post(
+            "/login",
+            data={"token": site.tokens["viewer"]},
+            headers={"Origin": f"https://{host}"},
+        )
+        assert res.status_code == 403
+
+
 def test_login_refusals(site: Site) -> None:
     with site.client() as c:
         for bad in ("", "nope", "ashat_" + "A" * 43):

@@ -171,6 +171,8 @@ def test_a_broken_budget_rolls_back_automatically(stack: Any) -> None:
     _, status = deploy_json("status", "hello-002")
     assert status["deployment"]["state"] == "rolled_back"
     assert s.currents() == ["hello-001"] * 5
+    with s.omega.client() as c:  # OMEGA too: a rolled-back release serves nowhere
+        assert c.health()["current"] == "hello-001"
     log = deploy("log", "hello-002").stdout
     assert "deployment.distribution_failed" in log and "deployment.rolled_back" in log
 

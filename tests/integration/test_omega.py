@@ -197,9 +197,25 @@ def license_token(
     return token
 
 
-@pytest.fixture
-def omega(agent_factory: AgentFactory) -> AgentHandle:
-    return agent_factory(role="omega")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def omega(request: pytest.FixtureRequest, agent_factory: AgentFactory) -> AgentHandle:
+    """OMEGA with its fleet state in DIR/fleet.db, and in PostgreSQL (``--db``)."""
+    if request.param == "sqlite":
+        return agent_factory(role="omega")
+    return agent_factory(role="omega", fleet_db=request.getfixturevalue("pg_url"))
+
+
+def approved_manifest(omega: AgentHandle, update_id: str) -> bytes | None:
+    """The doubly signed manifest OMEGA keeps for mainframes, read from its fleet database."""
+    from ashat.fleet.omega_store import FleetStore
+
+    url = omega.options.get("fleet_db") or f"sqlite:///{omega.data / 'fleet.db'}"
+    store = FleetStore(url)
+    try:
+        text = store.approved_manifest(update_id)
+    finally:
+        store.close()
+    return None if text is None else text.encode("utf-8")
 
 
 @pytest.fixture
@@ -263,6 +279,15 @@ def test_omega_needs_its_key_and_a_license_key(tmp_path: Path) -> None:
     code, out = run("--role", "public", "--omega-key", str(okey), "--license-trust", str(lpub))
     assert code == 2 and "--omega-key, --license-trust: only for --role omega" in out
     assert not (tmp_path / "d").exists()
+    omega = ["--role", "omega", "--omega-key", str(okey), "--license-trust", str(lpub)]
+    code, out = run("--role", "public", "--db", "sqlite:///x.db", "--blob-dir", "b")
+    assert code == 2 and "--db, --blob-dir: only for --role omega" in out
+    code, out = run(*omega, "--db", "mysql://db/x")
+    assert code == 2 and "--db: expected sqlite:///PATH or postgresql://" in out
+    # Nothing listens on port 1: a clear error, the password never shown.
+    code, out = run(*omega, "--listen", "127.0.0.1:0", "--db", "postgresql://u:pw@127.0.0.1:1/x")
+    assert code == 1 and "cannot connect to postgresql://u:***@127.0.0.1:1/x" in out, out
+    assert "pw@" not in out
 
 
 # -- approvals -----------------------------------------------------------------------------
@@ -272,8 +297,8 @@ def test_approve_counter_signs_keeps_the_release_signature_and_is_idempotent(
     agent_factory: AgentFactory, omega: AgentHandle, control: Control, trees: Trees
 ) -> None:
     signed = control.release(trees, "r1", 1)
-    approved = omega.data / "approved" / "r1.json"
-    first = approved.read_bytes()
+    first = approved_manifest(omega, "r1")
+    assert first is not None
     m = parse_manifest(first)
     assert {s.role for s in m.signatures} == {"release", "approval"}
     (approval,) = [s for s in m.signatures if s.role == "approval"]
@@ -299,7 +324,7 @@ def test_approve_counter_signs_keeps_the_release_signature_and_is_idempotent(
         "approval_keyid": opub.keyid,
         "already": True,
     }
-    assert approved.read_bytes() == first  # the first approval stands
+    assert approved_manifest(omega, "r1") == first  # the first approval stands
 
     assert control.approve("nope", 1).status_code == 404
     wrong = control.approve("r1", 7)
@@ -313,7 +338,7 @@ def test_approve_counter_signs_keeps_the_release_signature_and_is_idempotent(
     other = control.http.post("/v1/releases/r2/approve", json={"approval": {"update_id": "r9"}})
     assert other.status_code == 400
     assert httpx.post(f"{omega.url}/v1/releases/r2/approve", json={}).status_code == 401
-    assert not (omega.data / "approved" / "r2.json").exists()
+    assert approved_manifest(omega, "r2") is None
 
     # Kept across a restart: the approval and the fleet database.
     omega.stop()
@@ -346,6 +371,11 @@ def test_rollout_refusals(omega: AgentHandle, control: Control, fleet: Any, tree
     (ahead,) = fleet(1, "ahead").values()
     ahead.current, ahead.sequence = "r5", 5
     assert ahead.directive() is None
+    with omega.client() as client:  # the fleet's sequence counts releases approved here only
+        s5, built = omega.build(trees.tiny("r5"), "r5", sequence=5)
+        omega.upload(client, s5, built)
+        client.stage(s5.to_bytes())
+    assert control.approve("r5", 5).status_code == 200
     lower = control.rollout("r1")
     assert lower.status_code == 409
     assert "sequence 1, lower than the 5 the fleet already runs" in lower.json()["error"]
@@ -354,7 +384,7 @@ def test_rollout_refusals(omega: AgentHandle, control: Control, fleet: Any, tree
     # ... but a rollback to r1 is not refused (OMEGA signs the downgrade).
     back = control.http.post("/v1/fleet/rollback", json={"from": "r5", "to": "r1"})
     assert back.status_code == 201, back.text
-    # r5 was never approved here, yet mainframes run it: "to" must be approved, "from" need not
+    # "to" must be approved; "from" need not be (a mainframe may run what OMEGA never saw)
     assert back.json()["kind"] == "rollback" and back.json()["fleet_size"] == 1
     d = ahead.directive()
     assert d is not None and d["action"] == "rollback" and d["update_id"] == "r1"

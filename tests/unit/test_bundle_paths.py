@@ -3,10 +3,12 @@ property."""
 
 from __future__ import annotations
 
+import os
 import posixpath
+import tempfile
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ashat.bundle.errors import BundleError, UnsafePath
@@ -129,3 +131,44 @@ def test_casefold_collisions() -> None:
     assert casefold_collisions(["A/x", "a/y"]) == [("A", "a")]
     assert casefold_collisions(["\u00e9", "e\u0301"]) == [("e\u0301", "\u00e9")]
     assert casefold_collisions(["same", "same"]) == []
+
+
+# --- property: what the pure resolution accepts, the kernel keeps inside the tree ---------
+
+_part = st.sampled_from(["a", "b", "c", "d", ".", ".."])
+_target = st.lists(_part, min_size=1, max_size=4).map("/".join)
+_links = st.dictionaries(st.sampled_from(["a", "b", "d/c", "d/e"]), _target, min_size=1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_links)
+def test_accepted_symlinks_stay_inside_when_the_kernel_follows_them(links: dict[str, str]) -> None:
+    """Build the links for real (``d`` a directory) and ask the kernel where each leads: a
+    link :func:`escaping_symlinks` lets through never lands outside the root."""
+    escaping = set(escaping_symlinks(links))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = os.path.realpath(tmp)
+        os.mkdir(os.path.join(root, "d"))
+        for path, target in links.items():
+            os.symlink(target, os.path.join(root, path))
+        for path in links:
+            if path in escaping:
+                continue
+            try:
+                landed = os.path.realpath(os.path.join(root, path), strict=False)
+            except OSError:  # a loop the kernel gives up on: refused above, never here
+                raise AssertionError(f"{path} loops but was accepted: {links}") from None
+            assert landed == root or landed.startswith(root + "/"), (path, links, landed)
+            inside = resolve_in_tree(path, links)
+            assert inside is not None
+            assert landed == os.path.normpath(os.path.join(root, inside)), (path, links)
+
+
+@given(st.text(max_size=40), st.sampled_from(["/srv/r", "/srv/r/", "relative/root"]))
+def test_an_accepted_path_joined_under_any_root_stays_under_it(p: str, root: str) -> None:
+    try:
+        validate_rel_path(p)
+    except UnsafePath:
+        return
+    joined = posixpath.normpath(posixpath.join(root, p))
+    assert joined.startswith(posixpath.normpath(root) + "/")

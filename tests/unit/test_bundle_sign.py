@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -272,3 +274,112 @@ def test_the_unmutated_signed_manifest_verifies() -> None:
 def test_any_single_mutation_of_a_signed_manifest_is_refused(mutated: dict[str, Any]) -> None:
     with pytest.raises(BundleError):
         verify_manifest(json.dumps(mutated).encode(), {}, ROLES, trusted_by_role=BY_ROLE)
+
+
+# --- property: build -> canonical JSON -> parse -> verify round-trips ------------------
+
+_name = st.text(alphabet="abcXYZ019._-é", min_size=1, max_size=6).filter(
+    lambda c: c not in (".", "..")
+)
+_tree = st.dictionaries(
+    st.lists(_name, min_size=1, max_size=3).map("/".join), st.binary(max_size=64), max_size=6
+)
+
+
+def _write_tree(root: Path, files: dict[str, bytes]) -> bool:
+    """Write ``files`` under ``root``; False if two paths cannot coexist (a file as a parent,
+    or names equal ignoring case, which the build refuses on purpose)."""
+    from ashat.bundle.paths import casefold_collisions
+
+    paths = sorted(files)
+    if casefold_collisions(paths) or any(q.startswith(p + "/") for p in paths for q in paths):
+        return False
+    for rel, content in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(content)
+    return True
+
+
+@settings(max_examples=40, deadline=None)
+@given(files=_tree, sequence=st.integers(1, 2**53), description=st.text(min_size=1, max_size=40))
+def test_a_built_tree_signs_and_verifies_to_the_same_manifest(
+    files: dict[str, bytes], sequence: int, description: str
+) -> None:
+    from hypothesis import assume
+
+    from ashat.bundle import build_from_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "tree"
+        root.mkdir()
+        assume(_write_tree(root, files))
+        built = build_from_dir(
+            root,
+            update_id="u-1",
+            sequence=sequence,
+            description=description,
+            app={"run": "python3 app.py"},
+            created_at="2030-01-01T12:00:00+00:00",
+        )
+        signed = sign_manifest(built.manifest, ALPHA)
+        data = signed.to_bytes()
+        assert data == canonical_json(json.loads(data))  # canonical: sorted, compact, UTF-8
+        back = verify_manifest(data, trust(ALPHA))
+        assert back == signed and back.to_bytes() == data and back.digest() == signed.digest()
+        got = {e.path: (e.sha256, e.size) for e in back.files}
+        assert got == {p: (hashlib.sha256(c).hexdigest(), len(c)) for p, c in files.items()}
+        for e in back.files:  # each blob the build names holds exactly that content
+            assert hashlib.sha256(Path(built.blobs[e.sha256]).read_bytes()).hexdigest() == e.sha256
+
+
+# --- property: any single byte changed, inserted or removed is refused ------------------
+
+SIGNED_BYTES = SIGNED.to_bytes()
+
+
+@st.composite
+def byte_mutations(draw: st.DrawFn) -> bytes:
+    data = bytearray(SIGNED_BYTES)
+    at = draw(st.integers(0, len(data) - 1))
+    how = draw(st.sampled_from(["replace", "insert", "delete", "flip"]))
+    if how == "replace":
+        data[at] = draw(st.integers(0, 255).filter(lambda b: b != SIGNED_BYTES[at]))
+    elif how == "flip":
+        data[at] ^= 1 << draw(st.integers(0, 7))
+    elif how == "insert":
+        data.insert(at, draw(st.integers(0, 255)))
+    else:
+        del data[at]
+    return bytes(data)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(byte_mutations())
+def test_any_byte_mutation_of_a_signed_manifest_is_refused(mutated: bytes) -> None:
+    """Refused, or — only for bytes JSON ignores, as a space between tokens — read back as
+    exactly the manifest that was signed: no accepted manifest differs from it."""
+    try:
+        m = verify_manifest(mutated, {}, ROLES, trusted_by_role=BY_ROLE)
+    except BundleError:
+        return
+    assert m.to_bytes() == SIGNED_BYTES
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_another_spelling_of_the_same_signature_is_refused(role: str) -> None:
+    """base64 leaves the last character's low bits unused: a lenient decoder reads four
+    spellings as one signature. Only the canonical one is accepted."""
+    d = json.loads(SIGNED_BYTES)
+    sig = next(s for s in d["signatures"] if s["role"] == role)
+    raw = base64.b64decode(sig["sig"])
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    i = len(sig["sig"]) - 3  # 64 bytes: 86 characters then "=="; the 86th carries 2 bits
+    twins = [
+        sig["sig"][:i] + c + sig["sig"][i + 1 :]
+        for c in alphabet
+        if c != sig["sig"][i] and base64.b64decode(sig["sig"][:i] + c + sig["sig"][i + 1 :]) == raw
+    ]
+    assert twins  # the stdlib really is lenient here
+    sig["sig"] = twins[0]
+    with pytest.raises(BadSignature):
+        verify_manifest(canonical_json(d), {}, ROLES, trusted_by_role=BY_ROLE)

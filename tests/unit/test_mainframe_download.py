@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ class Behaviour:
     corrupt: dict[str, int] = field(default_factory=dict)  # sha -> times to send wrong bytes
     ignore_range: bool = False
     status: int | None = None  # answer every request with this status
+    drip_s: float | None = None  # send one byte per this many seconds (slow retrieval)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (sha, Range)
     active: int = 0
     max_active: int = 0
@@ -77,6 +79,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if b.drip_s is not None:
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(b.drip_s)
+            except OSError:
+                pass  # the client gave up, as it should
+            self.close_connection = True
+            return
         with b.lock:
             cut = b.cut_first.pop(sha, None)
         if cut is not None:
@@ -272,3 +284,21 @@ def test_partial_downloads_survive_the_agents_start_up_cleaning(layout: Layout) 
     (layout.tmp / "stage-x").mkdir()
     assert layout.clean_tmp() == ["stage-x"]
     assert partials(layout) == ["ab" * 32]
+
+
+def test_a_server_dripping_bytes_cannot_hold_a_download(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    """Slow retrieval: each try may last its grace plus its bytes at the minimum rate; one
+    that does not finish ends, keeping what arrived, and counts as no progress."""
+    url, b = server
+    b.drip_s = 0.02  # about 50 bytes/s, against a minimum of 1000
+    w = blob(b, os.urandom(1000))
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as e:
+        fetch(url, layout, [w], attempts=2, min_rate_bps=1000, grace_s=0.2)
+    assert time.monotonic() - started < 10
+    assert "too slow" in e.value.message and e.value.final is False
+    kept = (layout.partial / w.sha256).stat().st_size
+    assert 0 < kept < 1000  # what arrived stays, to resume from
+    assert stored(layout, w) is None

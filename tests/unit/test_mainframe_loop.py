@@ -36,20 +36,25 @@ def mainframe_config(**over: object) -> MainframeConfig:
     return MainframeConfig(**args)
 
 
-@pytest.fixture
-def mainframe(tmp_path: Path) -> Mainframe:
+def make_mainframe(data: Path, **over: object) -> Mainframe:
+    """A mainframe's loop over a real agent in ``data`` (``over``: MainframeConfig fields)."""
     config = AgentConfig(
         role=Role.MAINFRAME,
-        data=tmp_path / "data",
+        data=data,
         host="127.0.0.1",
         port=0,
         token="t",
         trusted={KEY.keyid: KEY.public},
-        mainframe=mainframe_config(),
+        mainframe=mainframe_config(**over),
     )
     agent = Agent(config)
     agent.open()
     return Mainframe(agent, config.mainframe)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def mainframe(tmp_path: Path) -> Mainframe:
+    return make_mainframe(tmp_path / "data")
 
 
 def report(rollout: str, status: str = "installed") -> dict:
@@ -165,3 +170,50 @@ def test_a_bad_omega_ca_cert_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="--omega-ca-cert"):
         omega_tls(mainframe_config(omega_ca_cert=bad))
     assert omega_tls(mainframe_config()) is True
+
+
+def test_an_answer_dripped_slowly_is_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow retrieval: a byte every 50 ms never trips the read timeout, but a request has a
+    total deadline (its wait plus TOTAL_S; 0.5 s here), and OMEGA is then 'unreachable'."""
+    import http.server
+    import threading
+    import time
+
+    from ashat.fleet import mainframe as mainframe_module
+
+    class Drip(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(mainframe_module, "TOTAL_S", 0.5)
+    mf = make_mainframe(tmp_path / "data", omega_url=f"http://127.0.0.1:{server.server_address[1]}")
+
+    async def go() -> None:
+        async with mf._client() as http_client:
+            await mf._request(http_client, "GET", "/v1/fleet/poll")
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(OmegaError) as e:
+            asyncio.run(go())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "took more than 0.5s" in e.value.message
+    assert time.monotonic() - started < 5

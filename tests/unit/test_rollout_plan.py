@@ -23,6 +23,7 @@ from ashat.fleet.rollout import (
     plan,
     step,
     summarize,
+    waits,
     wave_sizes,
 )
 
@@ -218,3 +219,42 @@ def test_summarize_counts_per_wave_and_in_total() -> None:
     assert body["failures"] == [{"mainframe_id": "m1-1", "reason": "health check failed"}]
     halted = summarize((10, 50, 100), 1, False, targets)
     assert [w["state"] for w in halted["waves"]] == ["done", "done", "waiting"]
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.sampled_from([PEND, INS, FAIL, WAIT])), max_size=30),
+    st.sampled_from([Kind.INSTALL, Kind.ROLLBACK]),
+    st.integers(0, 2),
+    st.sampled_from([0.0, 0.2, 0.5, 1.0]),
+    st.booleans(),
+)
+def test_waits_is_step_continuing_judged_from_counts(
+    targets: list[tuple[int, TargetStatus]],
+    kind: Kind,
+    current: int,
+    ratio: float,
+    late: bool,
+) -> None:
+    """The controller's shortcut never disagrees with :func:`step`."""
+    p = progress(
+        [(f"m{i}", w, s) for i, (w, s) in enumerate(targets)],
+        kind=kind,
+        current=current,
+        ratio=ratio,
+    )
+    now = p.wave_started_at + (p.wave_timeout_s if late else 1.0)
+    counts: dict[TargetStatus, int] = {}
+    for t in p.targets:
+        if t.wave <= current:
+            counts[t.status] = counts.get(t.status, 0) + 1
+    assert waits(kind, counts, ratio, late) == (step(p, now) == Step(Outcome.CONTINUE) and not late)
+
+
+def test_empty_waves_after_the_last_are_done_once_the_rollout_ended() -> None:
+    # one mainframe, waves [34, 67, 100]: all of it is wave 0; step() completes the rollout
+    # without starting waves 1 and 2, which must not read "waiting" afterwards
+    targets = [Target(*t) for t in fleet({0: [INS]})]
+    running = summarize((34, 67, 100), 0, True, targets)
+    assert [w["state"] for w in running["waves"]] == ["running", "waiting", "waiting"]
+    ended = summarize((34, 67, 100), 0, False, targets)
+    assert [w["state"] for w in ended["waves"]] == ["done", "done", "done"]

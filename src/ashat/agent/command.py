@@ -98,6 +98,17 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     show_default=True,
     help="OMEGA: longest it holds a mainframe's poll, in seconds.",
 )
+@click.option(
+    "--db",
+    "fleet_db",
+    help="OMEGA: its fleet database, sqlite:///PATH or postgresql://… that replicas share "
+    "(keep the password in PGPASSWORD or ~/.pgpass)  [default: sqlite:///DATA/fleet.db]",
+)
+@click.option(
+    "--blob-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="OMEGA: blob store directory shared by replicas  [default: DATA/blobs]",
+)
 def agent(
     role: str,
     data: Path,
@@ -117,6 +128,8 @@ def agent(
     omega_key: Path | None,
     license_trust: tuple[Path, ...],
     poll_timeout: int,
+    fleet_db: str | None,
+    blob_dir: Path | None,
 ) -> None:
     """Run an agent: receive bundles, stage and activate releases, supervise the app."""
     from ashat.agent.config import AgentConfig, Role, parse_listen, read_app_env
@@ -131,6 +144,8 @@ def agent(
     if token_file is None and mainframe is None:
         raise click.UsageError(f"--role {role} needs --token-file")
     omega = _omega_options(role, omega_key, license_trust)
+    if role != "omega" and (fleet_db or blob_dir):
+        raise click.UsageError("--db, --blob-dir: only for --role omega")
     host, port = parse_listen(listen)
     keys = [load_public_key(p) for p in trust]
     config = AgentConfig(
@@ -151,6 +166,8 @@ def agent(
         omega_key=omega[0],
         license_trusted=omega[1],
         poll_timeout_s=float(poll_timeout),
+        fleet_db=fleet_db or None,
+        blob_dir=blob_dir.resolve() if blob_dir else None,
     )
     logging.basicConfig(
         level=logging.INFO,

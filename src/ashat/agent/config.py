@@ -53,6 +53,8 @@ class AgentConfig:
     omega_key: SigningKey | None = field(default=None, repr=False)  # role omega: approvals
     license_trusted: Mapping[str, PublicKey] = field(default_factory=dict)  # role omega
     poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S  # role omega: longest a poll is held
+    fleet_db: str | None = field(default=None, repr=False)  # role omega: URL; DIR/fleet.db
+    blob_dir: Path | None = None  # role omega: a blob store shared by replicas; DIR/blobs
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -63,6 +65,12 @@ class AgentConfig:
             raise InvalidInput("the agent needs at least one trusted public key (--trust)")
         if self.role is Role.OMEGA and (self.omega_key is None or not self.license_trusted):
             raise InvalidInput("OMEGA needs --omega-key and at least one --license-trust")
+        if self.role is not Role.OMEGA and (self.fleet_db or self.blob_dir):
+            raise InvalidInput("--db and --blob-dir are for --role omega only")
+        if self.fleet_db is not None and not self.fleet_db.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):
+            raise InvalidInput("--db: expected sqlite:///PATH or postgresql://…")
         if not 0 < self.poll_timeout_s <= MAX_POLL_TIMEOUT_S:
             raise InvalidInput(f"--poll-timeout must be 1-{MAX_POLL_TIMEOUT_S:g} seconds")
         if self.keep < 2:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from ashat.agent.metrics import Metrics
 from ashat.agent.releases import ReleaseStore
 from ashat.agent.state import AgentState, previous_after_rollback, prune_plan
 from ashat.agent.supervisor import AppProcess, AppSpec, Supervisor, free_port
+from ashat.bundle.keys import PublicKey
 from ashat.bundle.manifest import Manifest
 from ashat.bundle.sign import verify_manifest
 from ashat.faults import crash_point
@@ -67,8 +68,8 @@ class Agent:
     def __init__(self, config: AgentConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics(config.role.value)
-        self.layout = Layout(config.data)
-        self.blobs = BlobStore(self.layout.blobs, self.layout.tmp, config.max_blob_bytes)
+        self.layout = Layout(config.data, config.blob_dir)
+        self.blobs = BlobStore(self.layout.blobs, self.layout.blob_tmp, config.max_blob_bytes)
         self.releases = ReleaseStore(self.layout, self.blobs)
         self.stopping = threading.Event()
         self.supervisor = Supervisor(
@@ -225,13 +226,31 @@ class Agent:
 
     # -- staging ------------------------------------------------------------------------------
 
+    def _required_roles(self) -> tuple[str, ...]:
+        # A mainframe runs only what OMEGA approved, whoever sends it: its pull loop, or a
+        # holder of its bearer token staging by hand.
+        return ("release", "approval") if self.config.mainframe else ("release",)
+
+    def _trusted_by_role(self) -> dict[str, Mapping[str, PublicKey]] | None:
+        if self.config.mainframe is None:
+            return None
+        return {"release": self.config.trusted, "approval": self.config.mainframe.trusted_omega}
+
     def stage(self, data: bytes) -> tuple[dict[str, Any], bool]:
         """Verify and stage signed manifest bytes; return the answer and whether it is new.
+
+        A mainframe requires OMEGA's ``approval`` signature too (by a ``--trust-omega`` key).
 
         Raises a :class:`~ashat.bundle.errors.BundleError` (bad manifest or signature),
         :class:`BlobsMissing`, or :class:`ReleaseConflict` (same id, other manifest).
         """
-        m = verify_manifest(data, self.config.trusted, max_bytes=self.config.max_manifest_bytes)
+        m = verify_manifest(
+            data,
+            self.config.trusted,
+            self._required_roles(),
+            trusted_by_role=self._trusted_by_role(),
+            max_bytes=self.config.max_manifest_bytes,
+        )
         AppSpec.from_app(m.app)  # refuse an app table we could not run, now
         if self._staged_as(m):
             with self.lock:

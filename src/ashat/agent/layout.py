@@ -14,6 +14,11 @@
     DIR/tmp/partial/<sha256>       a mainframe's interrupted downloads: kept, to resume
     DIR/agent.lock                 flock()ed by the one agent using the directory
 
+OMEGA replicas may keep their blobs in one directory they share (``--blob-dir BLOBS``):
+``BLOBS/sha256/…`` and ``BLOBS/mode-NNNN/…`` as above, and ``BLOBS/tmp/`` for blobs on
+their way in (renamed into place, so on the same filesystem). Everything else stays per
+process: what a replica staged, activated and runs is its own.
+
 Every change that others can observe is a rename of something complete: a blob, a staged
 tree, a symlink, ``state.json``. A crash at any instant leaves each name either old or
 new, never half-written; what the crash leaves in ``tmp/`` is removed at the next start.
@@ -26,6 +31,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +44,22 @@ LINK_NAMES = (CURRENT, PREVIOUS)
 PARTIAL = "partial"  # under tmp/: spared by clean_tmp, so a download resumes after a restart
 
 
+SHARED_TMP_MAX_AGE_S = 3600.0  # a blob upload older than this in a shared tmp/ is a leftover
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path
+    blob_root: Path | None = None  # a blob store shared with other agents, if not DIR/blobs
 
     @property
     def blobs(self) -> Path:
-        return self.root / "blobs"
+        return self.blob_root if self.blob_root is not None else self.root / "blobs"
+
+    @property
+    def blob_tmp(self) -> Path:
+        """Where blobs are written before their rename into :attr:`blobs`."""
+        return self.blob_root / "tmp" if self.blob_root is not None else self.tmp
 
     @property
     def releases(self) -> Path:
@@ -96,6 +111,7 @@ class Layout:
             self.logs,
             self.shared,
             self.tmp,
+            self.blob_tmp,
         ):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -112,6 +128,8 @@ class Layout:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                 removed.append(entry.name)
+        if self.blob_root is not None:  # others may be writing there: only old leftovers
+            removed += remove_old(self.blob_tmp, SHARED_TMP_MAX_AGE_S)
         return removed
 
     def lock(self) -> int:
@@ -135,6 +153,18 @@ class Layout:
 
     def temp_name(self, prefix: str) -> Path:
         return self.tmp / f"{prefix}-{secrets.token_hex(6)}"
+
+
+def remove_old(directory: Path, age_s: float) -> list[str]:
+    """Remove the files in ``directory`` last changed more than ``age_s`` ago; their names."""
+    removed = []
+    limit = time.time() - age_s
+    for entry in os.scandir(directory):
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < limit:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
 
 
 def remove_tree(path: Path) -> None:

@@ -101,8 +101,13 @@ class BearerAuth:
         if scope["type"] == "http":
             open_route = scope["method"] in ("GET", "HEAD") and scope["path"] in OPEN_PATHS
             if not open_route and not self._authorized(scope) and not self._licensed(scope):
+                error = "missing or wrong bearer token"
+                if self.license_routes is not None and self.license_routes(
+                    scope["method"], scope["path"]
+                ):
+                    error += " (a mainframe sends 'Authorization: License <token>')"
                 response = JSONResponse(
-                    {"error": "missing or wrong bearer token", "kind": "unauthenticated"},
+                    {"error": error, "kind": "unauthenticated"},
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
@@ -152,7 +157,7 @@ async def json_object(request: Request, *, allow_empty: bool = False) -> dict[st
         return {}
     try:
         obj = json.loads(raw)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than we parse
         raise RequestInvalid(f"request body is not JSON ({e})") from e
     if not isinstance(obj, dict):
         raise RequestInvalid("request body must be a JSON object")

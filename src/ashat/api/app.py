@@ -39,7 +39,6 @@ from ashat.store.users import User
 
 log = logging.getLogger("ashat.api")
 
-MAX_BODY_BYTES = 64 * 1024  # bytes of a JSON request body
 SHUTDOWN_FLUSH_S = 10.0  # the longest the server waits for notifications when it stops
 
 
@@ -93,14 +92,15 @@ Components = dict[str, dict[str, Any]]
 async def _read_body(ep: Endpoint, request: Request, components: Components) -> dict[str, Any]:
     if ep.body is None:
         return {}
+    limit = ep.max_body
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise InvalidInput(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise InvalidInput(f"the request body is larger than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise InvalidInput(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise InvalidInput(f"the request body is larger than {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw.strip():
@@ -109,7 +109,7 @@ async def _read_body(ep: Endpoint, request: Request, components: Components) -> 
         return {}
     try:
         body = json.loads(raw)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than we parse
         raise InvalidInput(f"the request body is not JSON: {e}") from e
     validate_body(components[ep.body], body)
     assert isinstance(body, dict)  # the schemas of request bodies are objects
@@ -152,9 +152,12 @@ def _endpoint(
                 user,
                 {k: str(v) for k, v in request.path_params.items()},
                 _parse_query(ep.params, request),
-                await _read_body(ep, request, components),
+                {} if ep.stream else await _read_body(ep, request, components),
             )
-            status, data = await run_in_threadpool(ep.handler, call)
+            if ep.stream is not None:
+                status, data = await ep.stream(call, request.stream())
+            else:
+                status, data = await run_in_threadpool(ep.handler, call)
             return JSONResponse(data, status)
         except AshatError as e:
             status = status_of(e)

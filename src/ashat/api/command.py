@@ -28,12 +28,21 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option("--tls-cert", type=_FILE, help="PEM certificate: serve https (with --tls-key).")
 @click.option("--tls-key", type=_FILE, help="PEM private key of --tls-cert.")
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="IPS",
+    help="Comma-separated addresses of TLS proxies whose X-Forwarded-Proto/-For are "
+    "believed ('*': any), so the dashboard's Secure cookie and origin check see https.",
+)
 def serve(
     listen: str,
     db_url: str | None,
     project_dir: Path | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    forwarded_allow_ips: str,
 ) -> None:
     """Serve the control-plane HTTP API and web dashboard (/; OpenAPI at /openapi.json,
     metrics at /metrics)."""
@@ -57,7 +66,7 @@ def serve(
         click.echo(line, err=True)
 
     _warn_without_users(root, db_url)
-    run_server(root, db_url, host, port, tls_cert, tls_key, announce)
+    run_server(root, db_url, host, port, tls_cert, tls_key, announce, forwarded_allow_ips)
 
 
 def _warn_without_users(root: Path, db_url: str | None) -> None:

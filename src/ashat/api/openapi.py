@@ -58,8 +58,12 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
         op["parameters"] = params
     if ep.body is not None:
         op["requestBody"] = {"required": ep.body_required, "content": _json(ref(ep.body))}
+    if ep.stream is not None:
+        stream = {"type": "string", "contentMediaType": "application/octet-stream"}
+        op["requestBody"] = {"required": False, "content": {"application/octet-stream": {
+            "schema": stream}}}  # fmt: skip
     statuses = set(ep.errors) | {404}  # any path may be unknown
-    if ep.body is not None or ep.params:
+    if ep.body is not None or ep.params or ep.stream is not None:
         statuses.add(400)
     if ep.role is not None:
         statuses |= set(AUTH_ERRORS)

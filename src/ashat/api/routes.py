@@ -9,7 +9,7 @@ parameters and body); they call :mod:`ashat.ops` and the workflow services exact
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,8 @@ class Call:
 
 
 Handler = Callable[[Call], "tuple[int, dict[str, Any]]"]
+# An operation whose body is a stream (a pack of blobs), not JSON: it reads it itself.
+StreamHandler = Callable[[Call, "AsyncIterator[bytes]"], "Awaitable[tuple[int, dict[str, Any]]]"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class Param:
     schema: dict[str, Any]
     description: str = ""
     default: Any = None
+
+
+MAX_BODY_BYTES = 64 * 1024  # bytes of a JSON request body, unless an endpoint says more
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class Endpoint:
     body_required: bool = False
     errors: tuple[int, ...] = ()  # the error statuses it may answer besides auth
     tags: tuple[str, ...] = field(default=())
+    max_body: int = MAX_BODY_BYTES
+    stream: StreamHandler | None = None  # reads an octet-stream body instead of JSON
 
 
 UPDATE_ID = Param(
@@ -127,6 +134,38 @@ def verify(call: Call) -> tuple[int, dict[str, Any]]:
             result.to_json(),
         )
     return 200, result.to_json()
+
+
+def blobs_missing(call: Call) -> tuple[int, dict[str, Any]]:
+    from ashat.ops.push import blobs_missing as missing
+
+    return 200, {"missing": missing(call.project, call.body["digests"])}
+
+
+async def upload_pack(call: Call, chunks: AsyncIterator[bytes]) -> tuple[int, dict[str, Any]]:
+    from starlette.concurrency import run_in_threadpool
+
+    from ashat.agent.receive import receive_pack
+    from ashat.ops.push import spool
+
+    store = await run_in_threadpool(spool, call.project)
+    result = await receive_pack(chunks, store)
+    return 200, {"stored": result.stored, "blobs": result.blobs, "bytes": result.bytes}
+
+
+def push(call: Call) -> tuple[int, dict[str, Any]]:
+    from ashat.ops.push import push_uploaded
+
+    steps: list[dict[str, str]] = []
+    result = push_uploaded(
+        call.project,
+        call.path["update_id"],
+        call.body["description"],
+        call.body["manifest"],
+        actor=call.actor,
+        step=lambda name, detail: steps.append({"step": name, "detail": detail}),
+    )
+    return 201, {**result.to_json(), "steps": steps}
 
 
 def approve(call: Call) -> tuple[int, dict[str, Any]]:
@@ -308,6 +347,49 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "EventList",
         params=(UPDATE_ID,),
         errors=(400, 404),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/blobs/missing",
+        "blobsMissing",
+        "Of these digests, those neither uploaded for a push nor on PUBLIC (as an agent "
+        "answers it: deploy --via URL push uploads only those)",
+        blobs_missing,
+        D,
+        "BlobsMissing",
+        body="BlobsMissingRequest",
+        body_required=True,
+        errors=(400, 502),
+        max_body=4 * 1024 * 1024,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/blobs/pack",
+        "uploadPack",
+        "Upload blobs for a push, in the agent's pack format (<sha256> <size>\\n, then the "
+        "bytes, repeated); each is checked against its digest, all or none are kept",
+        push,  # not called: stream is
+        D,
+        "PackStored",
+        errors=(400,),
+        stream=upload_pack,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/deployments/{update_id}/push",
+        "push",
+        "Push a bundle built by deploy push --via: the manifest, unsigned, whose blobs were "
+        "uploaded or are on PUBLIC; the server allocates the sequence, signs with its "
+        "project's key, relays the blobs to PUBLIC and activates there",
+        push,
+        D,
+        "PushResult",
+        status=201,
+        params=(UPDATE_ID,),
+        body="PushRequest",
+        body_required=True,
+        errors=ACTS,
+        max_body=16 * 1024 * 1024,
     ),
     Endpoint(
         "POST",

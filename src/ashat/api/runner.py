@@ -62,6 +62,7 @@ def run_server(
     tls_cert: Path | None,
     tls_key: Path | None,
     announce: Callable[[str], None],
+    forwarded_allow_ips: str = "127.0.0.1",
 ) -> None:
     """Serve the project at ``root`` until a signal; ``announce`` gets the ready line.
 
@@ -86,6 +87,8 @@ def run_server(
         access_log=False,
         lifespan="on",
         server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     scheme = "https" if tls_cert else "http"

@@ -24,6 +24,8 @@ SERVER_URL_PATTERN = (
 )
 SERVER_NAME_PATTERN = "^[!-~]([ -~]{0,98}[!-~])?$"  # printable ASCII, no outer spaces
 TOKEN_PATTERN = "^[!-~]{1,4096}$"  # one word of printable ASCII
+DIGEST_PATTERN = "^[0-9a-f]{64}$"
+MAX_DIGESTS = 50_000  # per /v1/blobs/missing request, as on the agent
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -167,6 +169,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "waiting_for": INT,
             "rollout": nullable(OBJ),
             "bytes_relayed": INT,
+            "waves": {"type": "array", "items": INT},
             "rollout_status": nullable(OBJ),
         },
     ),
@@ -174,6 +177,30 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         {"update_id": STR, "state": {"enum": STATES}},
         {"restored": nullable(STR), "note": STR, "rollout": OBJ},
     ),
+    "PushResult": obj(
+        {
+            "update_id": STR,
+            "state": {"enum": STATES},
+            "target": STR,
+            "sequence": INT,
+            "files": INT,
+            "bytes_total": INT,
+            "bytes_sent": INT,
+            "blobs_sent": INT,
+            "blobs_skipped": INT,
+            "steps": {"type": "array", "items": obj({"step": STR, "detail": STR})},
+        },
+        {
+            "duration_s": NUM,
+            "resumed": BOOL,
+            "public_previous": nullable(STR),
+            "app": nullable(OBJ),
+        },
+    ),
+    "BlobsMissing": obj(
+        {"missing": {"type": "array", "items": {"type": "string", "pattern": DIGEST_PATTERN}}}
+    ),
+    "PackStored": obj({"stored": INT, "blobs": INT, "bytes": INT}),
     "DeploymentChange": obj({"deployment": ref("Deployment")}),
     "ServerList": obj({"servers": {"type": "array", "items": ref("Server")}}),
     "ServerConfigured": obj({"server": ref("Server"), "replaced": nullable(ref("Server"))}),
@@ -195,6 +222,23 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "comment": nullable({"type": "string", "maxLength": 1000}),
             "wait": {"type": "boolean", "default": False},
         }
+    ),
+    "BlobsMissingRequest": closed(
+        {
+            "digests": {
+                "type": "array",
+                "items": {"type": "string", "pattern": DIGEST_PATTERN},
+                "maxItems": MAX_DIGESTS,
+            }
+        },
+        ["digests"],
+    ),
+    "PushRequest": closed(
+        {
+            "description": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "manifest": {"type": "object"},
+        },
+        ["description", "manifest"],
     ),
     "ReasonRequest": closed({"reason": nullable({"type": "string", "maxLength": 500})}),
     "ServerRequest": closed(

@@ -61,10 +61,16 @@ def sign_manifest(
 
 
 def _decode(sig: str) -> bytes | None:
+    """The signature bytes, or None unless ``sig`` is their one canonical base64 spelling.
+
+    A lenient decoder ignores the unused low bits of the last character, so four
+    spellings would decode to one signature: a manifest changed there would still verify.
+    """
     try:
-        return base64.b64decode(sig, validate=True)
+        raw = base64.b64decode(sig, validate=True)
     except (binascii.Error, ValueError):
         return None
+    return raw if base64.b64encode(raw).decode("ascii") == sig else None
 
 
 def _index(keys: TrustedKeys) -> dict[str, PublicKey]:

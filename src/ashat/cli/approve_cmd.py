@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ashat.cli.context import Project
+from ashat.cli import remote
+from ashat.cli.context import Project, complete_update_id
 from ashat.cli.output import BAD, OK, OUT, WARN, emit, json_option, style
+from ashat.cli.remote import control
 from ashat.errors import OperationFailed
 
 if TYPE_CHECKING:
@@ -67,7 +69,7 @@ class _ProgressBar:
 
 
 @click.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @click.option("--as", "as_user", metavar="USER", help="Approve as USER (else ASHAT_USER/OS user).")
 @click.option("--comment", help="Recorded with the approval.")
 @click.option("--no-wait", is_flag=True, help="Return once the rollout has started.")
@@ -103,10 +105,15 @@ def approve(update_id: str, as_user: str | None, comment: str | None, no_wait: b
     bar = _ProgressBar()
     hooks = ApproveHooks(recorded=recorded, header=header, released=released, tick=bar.tick)
     try:
-        outcome = run_approve(
-            Project.find(), update_id, actor=as_user, comment=comment, wait=not no_wait,
-            hooks=hooks,
-        )  # fmt: skip
+        if (c := control()) is not None:
+            outcome = remote.approve(
+                c, update_id, as_user=as_user, comment=comment, wait=not no_wait, hooks=hooks
+            )
+        else:
+            outcome = run_approve(
+                Project.find(), update_id, actor=as_user, comment=comment, wait=not no_wait,
+                hooks=hooks,
+            )  # fmt: skip
     finally:
         bar.stop()
     if outcome.waiting_for:

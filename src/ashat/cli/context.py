@@ -1,10 +1,66 @@
 """What every verb needs: the project, its store, and a workflow acting as the current user.
 
-The class lives in :mod:`ashat.ops.project`, shared with ``ashat serve``.
+The class lives in :mod:`ashat.ops.project`, shared with ``ashat serve``; here a project a
+verb finds is closed (its store connection with it) when the command ends, so a verb run
+in-process (tests, the demo) leaves no connection open, PostgreSQL's included. Also the
+shell completion of update ids (``deploy verify <TAB>``), read from the project's store.
 """
 
 from __future__ import annotations
 
-from ashat.ops.project import Project, client_for
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["Project", "client_for"]
+import click
+
+from ashat.ops import project as ops_project
+from ashat.ops.project import client_for
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+__all__ = ["Project", "client_for", "complete_update_id"]
+
+COMPLETION_LIMIT = 200
+
+
+class Project(ops_project.Project):
+    @classmethod
+    def find(cls, start: Path | None = None, db_url: str | None = None) -> Project:
+        found = cls(ops_project.find_project_root(start), db_url)
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            ctx.find_root().call_on_close(found.close)
+        return found
+
+
+def complete_update_id(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """The project's newest deployments whose id starts with ``incomplete``, with their state.
+
+    Pressing TAB must change nothing: without ``ASHAT_DB`` and without ``.ashat/ashat.db``
+    there is no store to read, and none is created. Any error yields no suggestion (a
+    completion cannot show a message).
+    """
+    from click.shell_completion import CompletionItem
+
+    from ashat.project import find_project_root, state_dir
+
+    root = find_project_root()
+    if not os.environ.get("ASHAT_DB") and not (state_dir(root) / "ashat.db").is_file():
+        return []
+    try:
+        project = ops_project.Project(root)
+        try:
+            deps = project.workflow().history(COMPLETION_LIMIT, None)
+        finally:
+            project.close()
+    except Exception:  # a completion must never print a traceback into the user's shell
+        return []
+    return [
+        CompletionItem(d.id, help=f"{d.state.value}: {d.description}")
+        for d in deps
+        if d.id.startswith(incomplete)
+    ]

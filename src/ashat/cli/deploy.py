@@ -12,11 +12,13 @@ from typing import Any
 import click
 
 from ashat import __version__
-from ashat.cli.context import Project
+from ashat.cli import remote
+from ashat.cli.context import Project, complete_update_id
 from ashat.cli.output import BAD, OK, AshatGroup, emit, json_option, style
+from ashat.cli.remote import control
 from ashat.errors import OperationFailed
 from ashat.workflow.models import Deployment, Event
-from ashat.workflow.states import describe_allowed
+from ashat.workflow.states import State, describe_allowed
 
 
 def _short_time(at: str) -> str:
@@ -52,8 +54,15 @@ def _print_table(deps: list[Deployment]) -> None:
 
 
 @click.group(cls=AshatGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--via",
+    metavar="URL",
+    envvar="ASHAT_CONTROL",
+    help="Work through 'ashat serve' at URL instead of the local store (also ASHAT_CONTROL); "
+    "your API token comes from ASHAT_TOKEN or ASHAT_TOKEN_FILE.",
+)
 @click.version_option(__version__, prog_name="deploy")
-def cli() -> None:
+def cli(via: str | None) -> None:
     """ashat deploy: carry a release ALPHA -> PUBLIC -> approval -> OMEGA -> Licensed Mainframes."""
 
 
@@ -73,14 +82,13 @@ def configure(tier: str, url: str, name: str, token_file: str | None, ca_cert: s
     """Set the PUBLIC (staging) or OMEGA (production) server: deploy configure public URL NAME."""
     from ashat.ops.servers import configure_server
 
-    server, old = configure_server(
-        Project.find(),
-        tier,
-        url,
-        name,
-        token_file=Path(token_file) if token_file else None,
-        ca_cert=ca_cert,
-    )
+    token_path = Path(token_file) if token_file else None
+    if (c := control()) is not None:
+        server, old = remote.configure(c, tier, url, name, token_path, ca_cert)
+    else:
+        server, old = configure_server(
+            Project.find(), tier, url, name, token_file=token_path, ca_cert=ca_cert
+        )
 
     def human() -> None:
         verb = "Reconfigured" if old else "Configured"
@@ -97,13 +105,16 @@ def configure(tier: str, url: str, name: str, token_file: str | None, ca_cert: s
 @json_option
 def servers(check: bool) -> None:
     """The configured tiers, their URLs and names."""
-    project = Project.find()
-    rows = project.store.servers()
     results: dict[str, dict[str, Any]] = {}
-    if check:
-        from ashat.ops.status import check_servers
+    if (c := control()) is not None:
+        rows, results = remote.servers(c, check)
+    else:
+        project = Project.find()
+        rows = project.store.servers()
+        if check:
+            from ashat.ops.status import check_servers
 
-        results = check_servers(project)
+            results = check_servers(project)
 
     def human() -> None:
         if not rows:
@@ -129,16 +140,15 @@ def servers(check: bool) -> None:
 
 
 @cli.command()
-@click.argument("update_id", required=False)
+@click.argument("update_id", required=False, shell_complete=complete_update_id)
 @json_option
 def status(update_id: str | None) -> None:
     """A deployment's state and last events; without an id, what is in flight."""
-    project = Project.find()
-    wf = project.workflow()
+    c = control()
     if update_id:
         from ashat.ops.status import deployment_status
 
-        view = deployment_status(project, update_id)
+        view = remote.status(c, update_id) if c else deployment_status(Project.find(), update_id)
         dep, events, lease, checks = view.deployment, view.events, view.leases, view.checks
         rollout, rollout_note = view.rollout, view.rollout_note
 
@@ -171,7 +181,7 @@ def status(update_id: str | None) -> None:
 
         emit(view.to_json(), human)
         return
-    ov = wf.overview()
+    ov = remote.overview(c) if c else Project.find().workflow().overview()
 
     def human_all() -> None:
         click.echo("In flight:")
@@ -198,11 +208,20 @@ def status(update_id: str | None) -> None:
 
 @cli.command()
 @click.option("--limit", default=20, show_default=True, type=int, help="How many to show.")
-@click.option("--state", "state", default=None, help="Only deployments in this state.")
+@click.option(
+    "--state",
+    "state",
+    default=None,
+    help="Only deployments in this state.",
+    shell_complete=lambda ctx, param, incomplete: [
+        s.value for s in State if s.value.startswith(incomplete)
+    ],
+)
 @json_option
 def history(limit: int, state: str | None) -> None:
     """Deployments, newest first."""
-    deps = Project.find().workflow().history(limit, state)
+    c = control()
+    deps = remote.history(c, limit, state) if c else Project.find().workflow().history(limit, state)
 
     def human() -> None:
         click.echo("ASHAT Deployment History")
@@ -212,11 +231,12 @@ def history(limit: int, state: str | None) -> None:
 
 
 @cli.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @json_option
 def log(update_id: str) -> None:
     """Every audit event of one deployment, oldest first."""
-    events = Project.find().workflow().log(update_id)
+    c = control()
+    events = remote.log(c, update_id) if c else Project.find().workflow().log(update_id)
 
     def human() -> None:
         click.echo(f"Audit events of {update_id}:")
@@ -235,7 +255,8 @@ def audit() -> None:
 @json_option
 def audit_verify() -> None:
     """Walk the whole hash chain; exit 1 naming the first broken event."""
-    report = Project.find().workflow().audit_verify()
+    c = control()
+    report = remote.audit_verify(c) if c else Project.find().workflow().audit_verify()
 
     def human() -> None:
         if report.ok:
@@ -252,12 +273,17 @@ def audit_verify() -> None:
 
 
 @cli.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @click.option("--reason", default=None, help="Why (recorded in the audit trail).")
 @json_option
 def cancel(update_id: str, reason: str | None) -> None:
     """Cancel a deployment that has not been approved."""
-    dep = Project.find().workflow().cancel(update_id, reason)
+    c = control()
+    dep = (
+        remote.cancel(c, update_id, reason)
+        if c
+        else Project.find().workflow().cancel(update_id, reason)
+    )
 
     def human() -> None:
         click.echo(f"{OK} Deployment {dep.id} cancelled ({dep.reason})")
@@ -268,6 +294,7 @@ def cancel(update_id: str, reason: str | None) -> None:
 # -- help -----------------------------------------------------------------------------------
 
 VERBS = [
+    ("init [--yes] [--run CMD] [--force]", "start a project here: ashat.toml, signing key"),
     (
         "configure public|omega <url> <name>",
         "set the staging (PUBLIC) or production (OMEGA) server",
@@ -290,9 +317,11 @@ VERBS = [
 
 
 from ashat.cli.approve_cmd import approve  # noqa: E402
+from ashat.cli.init_cmd import init  # noqa: E402
 from ashat.cli.release import push, rollback  # noqa: E402  (verbs with their own module)
 from ashat.cli.verify_cmd import verify  # noqa: E402
 
+cli.add_command(init)
 cli.add_command(push)
 cli.add_command(verify)
 cli.add_command(approve)
@@ -310,7 +339,9 @@ def help_(**_: Any) -> None:
         width = max(len(v) for v, _ in verbs)
         for v, d in verbs:
             click.echo(f"  deploy {v:<{width}}  {d}")
-        click.echo("Every verb takes --json. 'deploy VERB --help' for options; README.md for more.")
+        click.echo(
+            "Every verb takes --json. 'deploy VERB --help' for options; docs/guide.md for more."
+        )
 
     emit({"verbs": [{"usage": f"deploy {v}", "summary": d} for v, d in verbs]}, human)
 

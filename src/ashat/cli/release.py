@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ashat.cli.context import Project, client_for
+from ashat.cli import remote
+from ashat.cli.context import Project, client_for, complete_update_id
 from ashat.cli.output import BAD, OK, OUT, emit, json_option, style
+from ashat.cli.remote import control
 
 if TYPE_CHECKING:
     from ashat.workflow.models import Server
@@ -57,36 +59,37 @@ def push(update_id: str, description: str, source: str | None, git_ref: str | No
             click.echo(f"  {OK} {name:<9} {detail}")
 
     try:
-        result = run_push(
-            Project.find(),
-            update_id,
-            description,
-            source=source,
-            git_ref=git_ref,
-            on_start=on_start,
-            step=step,
-        )
+        if (c := control()) is not None:
+            data = remote.push(
+                c, update_id, description, source=source, git_ref=git_ref, on_start=on_start,
+                step=step,
+            )  # fmt: skip
+        else:
+            data = run_push(
+                Project.find(), update_id, description, source=source, git_ref=git_ref,
+                on_start=on_start, step=step,
+            ).to_json()  # fmt: skip
     except Exception:
         if started and not OUT.json:
             click.echo(f"  {BAD} push failed; PUBLIC keeps its previous release", err=True)
         raise
 
     def human() -> None:
-        r = result
+        sent = data["bytes_sent"]
         click.echo(
-            f"Sent {_size(r.bytes_sent)} in {r.blobs_sent} blobs; {r.blobs_skipped} blobs "
-            f"({_size(r.bytes_total - r.bytes_sent)}) were already on PUBLIC"
+            f"Sent {_size(sent)} in {data['blobs_sent']} blobs; {data['blobs_skipped']} blobs "
+            f"({_size(data['bytes_total'] - sent)}) were already on PUBLIC"
         )
         click.echo(
-            f"{OK} {style('Pushed', bold=True)} {update_id} to {r.target} in {r.duration_s:.2f}s"
-            f" — next: deploy verify {update_id}"
+            f"{OK} {style('Pushed', bold=True)} {update_id} to {data['target']} in "
+            f"{data['duration_s']:.2f}s — next: deploy verify {update_id}"
         )
 
-    emit(result.to_json(), human)
+    emit(data, human)
 
 
 @click.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @click.option("--reason", help="Why (recorded in the audit trail).")
 @json_option
 def rollback(update_id: str, reason: str | None) -> None:
@@ -101,9 +104,11 @@ def rollback(update_id: str, reason: str | None) -> None:
         if not OUT.json:
             click.echo(f"  {OK} rollback rollout {rollout_id} started on {server.name}")
 
-    outcome = run_rollback(
-        Project.find(), update_id, reason, hooks=RollbackHooks(fleet=fleet, started=started)
-    )
+    hooks = RollbackHooks(fleet=fleet, started=started)
+    if (c := control()) is not None:
+        outcome = remote.rollback(c, update_id, reason, hooks)
+    else:
+        outcome = run_rollback(Project.find(), update_id, reason, hooks=hooks)
 
     def human() -> None:
         if outcome.fleet:

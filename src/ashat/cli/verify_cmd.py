@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ashat.cli.context import Project
+from ashat.cli import remote
+from ashat.cli.context import Project, complete_update_id
 from ashat.cli.output import BAD, OK, OUT, SKIP, WARN, emit, json_option, style
+from ashat.cli.remote import control
 from ashat.ops.verify import app_url_from
 
 if TYPE_CHECKING:
@@ -27,7 +29,7 @@ def print_result(r: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("update_id")
+@click.argument("update_id", shell_complete=complete_update_id)
 @click.option(
     "--only",
     multiple=True,
@@ -48,25 +50,31 @@ def verify(update_id: str, only: tuple[str, ...]) -> None:
             click.echo(style("ASHAT Deployment Verification", bold=True))
             click.echo(f"Update ID: {update_id} on {server.name} ({server.url})")
 
-    result = run_verify(Project.find(), update_id, list(only) or None, on_start=on_start)
+    if (c := control()) is not None:
+        data = remote.verify(c, update_id, list(only) or None, on_start)
+    else:
+        data = run_verify(
+            Project.find(), update_id, list(only) or None, on_start=on_start
+        ).to_json()
+    passed, latest = data["passed"], data["checks"]
 
     def human() -> None:
-        for r in result.results:
+        for r in data["results"]:
             print_result(r)
-        earlier = [r for r in result.latest if r["run"] != result.run]
+        earlier = [r for r in latest if r["run"] != data["run"]]
         for r in earlier:
             click.echo(f"   (from run {r['run']}) ", nl=False)
             print_result(r)
-        if result.passed:
+        if passed:
             click.echo(
                 f"{OK} {style('Verification PASSED!', bold=True)} next: deploy approve {update_id}"
             )
         else:
-            bad = [r for r in result.latest if r["status"] not in ("passed", "skipped")]
+            bad = [r for r in latest if r["status"] not in ("passed", "skipped")]
             click.echo(f"{BAD} {style('Verification FAILED', bold=True)}: {len(bad)} check(s)")
             for r in bad:
                 click.echo(f"   - {r['title']}: {r['summary']}")
 
-    emit(result.to_json(), human)
-    if not result.passed:
+    emit(data, human)
+    if not passed:
         raise SystemExit(1)

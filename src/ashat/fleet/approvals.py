@@ -2,11 +2,16 @@
 
 ``POST /v1/releases/{id}/approve`` (:meth:`Approvals.approve`) takes a release staged on
 OMEGA with a valid release signature, adds OMEGA's ``approval`` signature whose payload is
-the approval record, and keeps the result in ``DIR/approved/<id>.json`` — apart from
-``manifests/<id>.json``, which a re-stage of the release-only bytes (a resumed ``deploy
-approve``) may rewrite. Both signatures stay; mainframes get exactly these bytes. The
-approval, and the blobs the release names (all a license may download), go to the fleet
-database. A few manifests stay parsed in memory: every poll answer of a rollout needs one.
+the approval record, and keeps the result in the fleet database with the approval — apart
+from ``manifests/<id>.json``, which a re-stage of the release-only bytes (a resumed ``deploy
+approve``) may rewrite — so that every OMEGA replica sharing the database serves it. Both
+signatures stay; mainframes get exactly these bytes. The blobs the release names (all a
+license may download) go to the database too. Approvals recorded before the database kept
+the manifest have it in ``DIR/approved/<id>.json``, still read. A few manifests stay parsed
+in memory: every poll answer of a rollout needs one. (An id is approved once per content;
+were a pruned release id staged again with other content and approved, a replica that
+keeps the old text parsed would serve it until evicted: its mainframes then refuse the
+directive, whose digest names the new manifest.)
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from ashat.bundle.sign import sign_manifest, verify_manifest
 from ashat.fleet.omega_requests import iso
 from ashat.fleet.omega_store import Approval, FleetStore
 from ashat.ids import UPDATE_ID_RE
-from ashat.project import write_private
 
 log = logging.getLogger("ashat.omega")
 
@@ -37,13 +41,11 @@ class Approvals:
     def __init__(
         self, agent: Agent, key: SigningKey, store: FleetStore, clock: Callable[[], float]
     ) -> None:
-        """Raises ``OSError`` if ``DIR/approved`` cannot be made."""
         self.agent = agent
         self.key = key
         self.store = store
         self.clock = clock
-        self.directory: Path = agent.config.data / "approved"
-        self.directory.mkdir(mode=0o755, exist_ok=True)
+        self.directory: Path = agent.config.data / "approved"  # before the database kept them
         self._cache: OrderedDict[str, tuple[Manifest, str]] = OrderedDict()
 
     def path(self, update_id: str) -> Path:
@@ -76,20 +78,21 @@ class Approvals:
                 f"{update_id} has sequence {m.sequence}"
             )
         signed = sign_manifest(m, self.key, APPROVAL_ROLE, record)
-        data = signed.to_bytes()
-        write_private(self.path(update_id), data, mode=0o644)
-        self.store.add_approved_blobs(sorted(m.blob_digests()))
-        self.store.add_approval(
-            Approval(
-                update_id=update_id,
-                sequence=m.sequence,
-                manifest_digest=m.digest(),
-                approval_keyid=self.key.keyid,
-                record=record,
-                signed_at=iso(self.clock()),
+        text = signed.to_bytes().decode("utf-8")
+        with self.store.transaction():
+            self.store.add_approved_blobs(sorted(m.blob_digests()))
+            self.store.add_approval(
+                Approval(
+                    update_id=update_id,
+                    sequence=m.sequence,
+                    manifest_digest=m.digest(),
+                    approval_keyid=self.key.keyid,
+                    record=record,
+                    signed_at=iso(self.clock()),
+                ),
+                text,
             )
-        )
-        self._keep(update_id, signed, data.decode("utf-8"))
+        self._keep(update_id, signed, text)
         log.info("approved %s (sequence %d): counter-signed", update_id, m.sequence)
         return self._answer(signed, already=False)
 
@@ -109,17 +112,21 @@ class Approvals:
             return hit
         if not UPDATE_ID_RE.fullmatch(update_id):
             return None
-        try:
-            data = self.path(update_id).read_bytes()
-        except FileNotFoundError:
-            return None
-        return self._keep(update_id, parse_manifest(data), data.decode("utf-8"))
+        text = self.store.approved_manifest(update_id)
+        if text is None:
+            try:
+                text = self.path(update_id).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return None
+        return self._keep(update_id, parse_manifest(text.encode("utf-8")), text)
 
     def has(self, update_id: str | None) -> bool:
+        if update_id is None or UPDATE_ID_RE.fullmatch(update_id) is None:
+            return False
         return (
-            update_id is not None
-            and UPDATE_ID_RE.fullmatch(update_id) is not None
-            and self.path(update_id).is_file()
+            update_id in self._cache
+            or self.store.approved_manifest(update_id) is not None
+            or self.path(update_id).is_file()
         )
 
     def _keep(self, update_id: str, m: Manifest, text: str) -> tuple[Manifest, str]:

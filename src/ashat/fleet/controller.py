@@ -6,7 +6,9 @@ any running rollout: one runs at a time); :meth:`Controller.drive` applies
 starting the next wave (a mainframe already running the release counts as installed at
 once), completing, or halting it, and then, for an install rollout with ``auto_rollback``,
 creating the rollback rollout of every mainframe that installed it. Each returns the
-mainframes that now have something to fetch. Called under OMEGA's lock (:mod:`.omega`).
+mainframes that now have something to fetch. Called under OMEGA's lock and inside the
+fleet database's exclusive transaction (:mod:`.omega`), so that when several replicas
+drive one rollout each step is taken once: the next replica to look reads its result.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ashat.fleet.rollout import (
     plan,
     step,
     summarize,
+    waits,
 )
 
 log = logging.getLogger("ashat.omega")
@@ -144,6 +147,10 @@ class Controller:
             if fresh is None or fresh.state is not RolloutState.RUNNING:
                 break
             r = fresh
+            timed_out = now - r.wave_started_at >= r.wave_timeout_s
+            counts = self.store.status_counts(r.rollout_id, r.current_wave)
+            if waits(r.kind, counts, r.max_failure_ratio, timed_out):
+                break
             targets = tuple(t.target() for t in self.store.targets(r.rollout_id))
             progress = Progress(
                 r.kind,
@@ -187,7 +194,7 @@ class Controller:
             if r.parent_rollout_id
             else set()
         )
-        for mid in self.store.start_wave(r.rollout_id, wave, now):
+        for mid in self.store.start_wave(r.rollout_id, wave, now, iso(now)):
             mf = self.store.mainframe(mid)
             if mf is not None and mf.current == r.update_id and mid not in busy:
                 self.store.set_target(r.rollout_id, mid, TargetStatus.INSTALLED, None, iso(now))

@@ -10,7 +10,9 @@ store. A digest mismatch (a corrupt partial from an earlier run, a bad byte on t
 deletes the partial and fetches the blob once more from zero; a second mismatch fails.
 
 Connection errors and 5xx answers are retried with backoff as long as a retry makes
-progress, up to ``attempts`` in a row without any; a 4xx answer is final. A few blobs
+progress, up to ``attempts`` in a row without any; a 4xx answer is final. A try slower than
+``min_rate_bps`` (after ``grace_s``) ends and counts as no progress, though what arrived is
+kept: a server dripping bytes cannot hold the mainframe in one download for ever. A few blobs
 download at once (``streams``); ``received`` hears of every chunk kept, as it arrives.
 Errors::
 
@@ -43,6 +45,11 @@ ATTEMPTS = 5  # tries in a row that make no progress before a blob fails
 BACKOFF_S = 0.5  # first pause between tries; doubles, with jitter, up to BACKOFF_CAP_S
 BACKOFF_CAP_S = 10.0
 MAX_ERROR_BYTES = 4096  # bytes of an error answer read for its message
+# Slow retrieval: a try may last TRY_GRACE_S plus its bytes at MIN_RATE_BPS (bytes/s), then
+# it ends, keeping what arrived; tries that end so count as making no progress, so a server
+# dripping bytes cannot hold the mainframe in one download for ever.
+MIN_RATE_BPS = 16 * 1024
+TRY_GRACE_S = 30.0
 
 
 class DownloadError(RemoteError):
@@ -95,6 +102,8 @@ class BlobDownloader:
         attempts: int = ATTEMPTS,
         backoff_s: float = BACKOFF_S,
         received: Callable[[int], object] | None = None,
+        min_rate_bps: float = MIN_RATE_BPS,
+        grace_s: float = TRY_GRACE_S,
     ) -> None:
         self.client = client
         self.store = store
@@ -103,6 +112,8 @@ class BlobDownloader:
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.received = received  # told the size of each chunk written to a partial file
+        self.min_rate_bps = min_rate_bps
+        self.grace_s = grace_s
 
     def partial(self, sha256: str) -> Path:
         return self.partial_dir / sha256
@@ -220,10 +231,12 @@ class BlobDownloader:
         Raises :class:`_Retry` (worth another try) or :class:`DownloadError` (final).
         """
         headers = {"Range": f"bytes={have}-"} if have else {}
+        limit_s = self.grace_s + (w.size - have) / self.min_rate_bps
         try:
-            async with self.client.stream(
-                "GET", f"/v1/blobs/{w.sha256}", headers=headers
-            ) as response:
+            async with (
+                asyncio.timeout(limit_s),
+                self.client.stream("GET", f"/v1/blobs/{w.sha256}", headers=headers) as response,
+            ):
                 status = response.status_code
                 if (
                     status == 206
@@ -238,6 +251,10 @@ class BlobDownloader:
                 else:
                     raise await self._refusal(response, w)
                 return await self._save(response, path, mode, w.size - have)
+        except TimeoutError as e:  # what arrived is on disk: the next try resumes after it
+            raise _Retry(
+                f"too slow: not done in {limit_s:.0f}s (under {self.min_rate_bps:g} bytes/s)"
+            ) from e
         except httpx.TimeoutException as e:
             raise _Retry(f"timed out ({type(e).__name__})") from e
         except httpx.TransportError as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,8 +37,19 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode unpadded base64url, accepting only the canonical spelling: the stdlib
+    decoder skips stray characters and ignores the last character's unused bits, which
+    would let an altered token pass as the one that was signed."""
+    if not _B64URL_RE.fullmatch(text):
+        raise binascii.Error("not base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise binascii.Error("not the canonical base64url of its bytes")
+    return data
 
 
 def seal(kind: str, payload: Mapping[str, Any], key: SigningKey) -> str:
@@ -66,7 +78,7 @@ def _open(token: str, kind: str) -> tuple[dict[str, Any], bytes, bytes]:
     try:
         body, sig = _unb64(body_b64), _unb64(sig_b64)
         payload = json.loads(body)
-    except (binascii.Error, ValueError) as e:
+    except (binascii.Error, ValueError, RecursionError) as e:  # nested deeper than we parse
         raise EnvelopeError(f"{kind} token is not valid base64 JSON") from e
     if not isinstance(payload, dict) or not isinstance(payload.get("keyid"), str):
         raise EnvelopeError(f"{kind} token payload is not an object naming its keyid")

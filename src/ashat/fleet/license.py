@@ -70,6 +70,9 @@ def parse_expiry(text: str, now: dt.datetime) -> dt.datetime:
             when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
             if when.tzinfo is None:
                 raise InvalidInput(f"--expires {text!r} needs a timezone (or give a date)")
+        when = when.astimezone(dt.UTC)  # as it is written in the license
+    except OverflowError as e:
+        raise InvalidInput(f"--expires {text!r} is past the year 9999 (in UTC)") from e
     except ValueError as e:
         raise InvalidInput(f"--expires {text!r} is not a date (YYYY-MM-DD) or ISO time") from e
     if when <= now:
@@ -160,6 +163,18 @@ def check_license(
 ) -> License:
     """The license if OMEGA may serve it now; else :class:`LicenseRefused` with the reason."""
     lic = read_license(token, trusted)
+    return judge_license(lic, now=now, revoked=revoked, channel=channel, mainframe_id=mainframe_id)
+
+
+def judge_license(
+    lic: License,
+    *,
+    now: dt.datetime,
+    revoked: Collection[str] = (),
+    channel: str | None = None,
+    mainframe_id: str | None = None,
+) -> License:
+    """``lic`` (authenticated) if OMEGA may serve it now; else :class:`LicenseRefused`."""
     if mainframe_id is not None and lic.mainframe_id != mainframe_id:
         raise LicenseRefused(
             "wrong_mainframe",

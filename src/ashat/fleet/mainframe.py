@@ -65,6 +65,9 @@ STATE_SCHEMA = 1
 TIMEOUT_S = 30.0  # per request but polls
 CONNECT_TIMEOUT_S = 10.0
 POLL_GRACE_S = 15.0  # added to ``wait`` for a poll's read timeout
+# the longest a request may take in all, beyond its wait: the read timeout bounds each pause,
+# this a server dripping bytes just fast enough to never trip it (slow retrieval)
+TOTAL_S = 60.0
 RETRY_BASE_S = 1.0  # pause after a first connection error; doubles, jittered, up to the cap
 RETRY_CAP_S = 30.0
 REFUSED_BASE_S = 5.0  # pause after a license refusal; doubles up to the cap
@@ -276,28 +279,33 @@ class Mainframe:
         path: str,
         *,
         limit: int = 1024 * 1024,
+        wait_s: float = 0.0,
         **kwargs: Any,
     ) -> tuple[int, Any]:
-        """Send one request; its status and JSON body (None if not JSON), read to ``limit``.
+        """Send one request; its status and JSON body (None if not JSON), read to ``limit``
+        within ``wait_s`` (what OMEGA may hold it) + :data:`TOTAL_S` seconds.
 
-        Raises :class:`OmegaError` if OMEGA cannot be reached or answers too much.
+        Raises :class:`OmegaError` if OMEGA cannot be reached, answers too much or too slowly.
         """
         where = self.config.omega_url
+        total_s = wait_s + TOTAL_S
         try:
-            async with http.stream(method, path, **kwargs) as response:
+            async with asyncio.timeout(total_s), http.stream(method, path, **kwargs) as response:
                 raw = bytearray()
                 async for chunk in response.aiter_bytes():
                     raw += chunk
                     if len(raw) > limit:
                         raise OmegaError(f"OMEGA's answer to {path} is over {limit} bytes")
                 status = response.status_code
+        except TimeoutError as e:
+            raise OmegaError(f"OMEGA's answer to {path} took more than {total_s:g}s") from e
         except httpx.TimeoutException as e:
             raise OmegaError(f"OMEGA at {where} did not answer in time") from e
         except httpx.TransportError as e:
             raise OmegaError(f"cannot reach OMEGA at {where}: {e or type(e).__name__}") from e
         try:
             body = json.loads(raw) if raw else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than we parse
             body = None
         return status, body
 
@@ -333,6 +341,7 @@ class Mainframe:
                 timeout=httpx.Timeout(wait + POLL_GRACE_S, connect=CONNECT_TIMEOUT_S),
                 # the manifest comes as a JSON string: escaping may double it
                 limit=2 * self.agent.config.max_manifest_bytes + 64 * 1024,
+                wait_s=wait,
             )
         except OmegaError:
             polls.labels(result="error").inc()
@@ -393,7 +402,9 @@ class Mainframe:
             )
             self.metrics.installs.labels(result="refused").inc()
             if d is not None:
-                await self._report(http, d.rollout_id, d.update_id, "failed", e.message)
+                # docs/fleet-protocol.md: the reason starts with its word (OMEGA shows it)
+                reason = f"{e.reason}: {e.message}"
+                await self._report(http, d.rollout_id, d.update_id, "failed", reason)
             await asyncio.sleep(DIRECTIVE_REFUSED_PAUSE_S)  # OMEGA may send it again at once
             return
         d = plan.directive

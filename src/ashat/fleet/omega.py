@@ -1,7 +1,8 @@
 """OMEGA's fleet service: what OMEGA does in docs/fleet-protocol.md, behind one lock.
 
 Over an :class:`~ashat.agent.core.Agent` (which stages and activates releases as on
-PUBLIC) and ``DIR/fleet.db`` (:class:`~.omega_store.FleetStore`), :class:`Omega` puts
+PUBLIC) and the fleet database (:class:`~.omega_store.FleetStore`: ``DIR/fleet.db``, or
+the PostgreSQL database of ``--db`` that several replicas share), :class:`Omega` puts
 together the approvals (:mod:`.approvals`), the licensed fleet, and the rollout controller
 (:mod:`.controller`, deciding with :mod:`.rollout`):
 
@@ -14,14 +15,24 @@ together the approvals (:mod:`.approvals`), the licensed fleet, and the rollout 
 
 Every method is blocking and thread-safe; those that can target mainframes return the ids
 of the mainframes that now have something to fetch, for the routes to wake their pollers.
-Its metrics, counted as it goes and read from ``fleet.db`` at each scrape, are
-:mod:`.omega_metrics`'s.
+Whatever changes rollouts runs under this process's lock and inside
+:meth:`~.omega_store.FleetStore.exclusive`, so that replicas take turns: each wave starts
+once and each rollout ends once, whichever replica's controller or report gets there first.
+
+Replicas learn of each other's changes through the database: :meth:`Omega.tick` notices a
+rollout started, or a wave begun, elsewhere (and the routes then wake every poll held
+here), and refreshes the revoked licenses and the channel served. A license's signature is
+checked once per token and remembered (:class:`~.license_cache.LicenseCache`); expiry,
+revocation and channel are judged on every request. Its metrics, counted as it goes and
+read from the database at each scrape, are :mod:`.omega_metrics`'s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,7 +46,8 @@ from ashat.faults import crash_point
 from ashat.fleet.approvals import Approvals
 from ashat.fleet.controller import TIMED_OUT, Controller
 from ashat.fleet.envelope import seal
-from ashat.fleet.license import License, LicenseRefused, check_license, read_license
+from ashat.fleet.license import License, LicenseRefused, judge_license
+from ashat.fleet.license_cache import LicenseCache
 from ashat.fleet.omega_errors import FleetConflict, LicenseDenied
 from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
 from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest, iso
@@ -76,35 +88,43 @@ class Omega:
         license_trusted: Mapping[str, PublicKey],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Open ``DIR/fleet.db``. Raises :class:`~.omega_store.FleetDbError` or ``OSError``."""
+        """Open the fleet database (``--db``, else ``DIR/fleet.db``). Raises
+        :class:`~.omega_store.FleetDbError`."""
         self.agent = agent
         self.key = key
-        self.license_trusted = dict(license_trusted)
         self.clock = clock
-        self.store = FleetStore(agent.config.data / "fleet.db")
+        url = agent.config.fleet_db or f"sqlite:///{agent.config.data / 'fleet.db'}"
+        self.store = FleetStore(url, replica=f"{socket.gethostname()}:{os.getpid()}")
+        self.licenses = LicenseCache(license_trusted)
         self.metrics = FleetMetrics(agent.metrics.registry)
         self.approvals = Approvals(agent, key, self.store, clock)
         self.controller = Controller(self.store, self.approvals, self.metrics.rollouts)
         self.lock = threading.Lock()
+        self._approved_blobs: set[str] = set()  # known approved: approvals are never undone
+        self._revoked: set[str] = set()
+        self._serving: str | None = None  # the channel of the newest rollout
         self._resume_rollouts()
-        self._refresh_gauges()
+        self._seen = self.refresh()  # the running rollouts and their current waves
         agent.metrics.registry.register(FleetCollector(self))
 
     def _resume_rollouts(self) -> None:
         """OMEGA (re)starts: the current wave of a running rollout gets its whole timeout
         again, from now. Its mainframes could not poll or report while OMEGA was down; the
-        old deadline would count them failed for OMEGA's own absence, and break the budget."""
+        old deadline would count them failed for OMEGA's own absence, and break the budget.
+        (A replica starting beside running ones does the same: the wave waits one timeout
+        longer at most.)"""
         now = self.clock()
         for r in self.store.rollouts(RolloutState.RUNNING):
-            self.store.start_wave(r.rollout_id, r.current_wave, now)
+            self.store.restart_wave_clock(r.rollout_id, now)
             log.info("%s: resumed at wave %d of %s", r.rollout_id, r.current_wave, r.update_id)
 
     def close(self) -> None:
         self.store.close()
 
     def approve(self, update_id: str, record: dict[str, Any]) -> dict[str, Any]:
-        """See :meth:`.approvals.Approvals.approve`."""
-        with self.lock:
+        """See :meth:`.approvals.Approvals.approve` (one replica at a time: the first
+        approval stands)."""
+        with self.lock, self.store.exclusive():
             return self.approvals.approve(update_id, record)
 
     def pinned(self) -> set[str]:
@@ -123,23 +143,27 @@ class Omega:
 
     # -- licenses and polls --------------------------------------------------------------------
 
-    def _channel(self) -> str | None:
-        """The channel whose release OMEGA serves now: its newest rollout's (any state)."""
+    def refresh(self) -> tuple[tuple[str, int], ...]:
+        """Re-read what other replicas may have changed: revoked licenses, the channel
+        served, the running-rollouts gauge; the running rollouts and their current waves."""
+        self._revoked = self.store.revoked_ids()
         latest = self.store.latest_rollout()
-        return latest.channel if latest is not None else None
+        self._serving = latest.channel if latest is not None else None
+        running = self.store.rollouts(RolloutState.RUNNING)
+        self.metrics.running.set(len(running))
+        return tuple((r.rollout_id, r.current_wave) for r in running)
 
     def _check(self, token: str, now: float) -> License:
         """The license if it may be served now, else :class:`LicenseDenied`; a refused
         license that is authentic has its refusal noted on its mainframe."""
         lic: License | None = None
         try:
-            lic = read_license(token, self.license_trusted)
-            return check_license(
-                token,
-                self.license_trusted,
+            lic = self.licenses.read(token)
+            return judge_license(
+                lic,
                 now=dt.datetime.fromtimestamp(now, dt.UTC),
-                revoked=self.store.revoked_ids(),
-                channel=self._channel(),
+                revoked=self._revoked,
+                channel=self._serving,
             )
         except LicenseRefused as e:
             self.metrics.license_refusals.labels(reason=e.reason).inc()
@@ -167,8 +191,11 @@ class Omega:
         """A licensed download: only blobs of approved releases. Raises
         :class:`LicenseDenied` or :class:`NoSuchBlob`."""
         self._check(token, self.clock())
+        if sha256 in self._approved_blobs:
+            return
         if not self.store.blob_approved(sha256):
             raise NoSuchBlob(f"blob {sha256} is not part of an approved release", sha256=sha256)
+        self._approved_blobs.add(sha256)
 
     def directive(self, lic: License, current: str | None) -> PollAnswer | None:
         """A signed directive if a running rollout waits for this mainframe, else None.
@@ -179,7 +206,7 @@ class Omega:
         """
         now = self.clock()
         with self.lock:
-            if self.store.is_revoked(lic.license_id):
+            if lic.license_id in self._revoked:
                 raise LicenseDenied("revoked", f"license {lic.license_id} has been revoked")
             expires = dt.datetime.fromisoformat(lic.expires_at.replace("Z", "+00:00"))
             if expires.timestamp() <= now:
@@ -195,10 +222,11 @@ class Omega:
                 return None
             m, text = approved
             if current == r.update_id:
-                self.store.set_target(
-                    r.rollout_id, lic.mainframe_id, TargetStatus.INSTALLED, None, iso(now)
-                )
-                self.store.set_running(lic.mainframe_id, m.update_id, m.sequence)
+                with self.store.exclusive():
+                    self.store.set_target(
+                        r.rollout_id, lic.mainframe_id, TargetStatus.INSTALLED, None, iso(now)
+                    )
+                    self.store.set_running(lic.mainframe_id, m.update_id, m.sequence)
                 return None
         action = "rollback" if r.kind is Kind.ROLLBACK else "install"
         payload = {
@@ -245,7 +273,7 @@ class Omega:
         mid = lic.mainframe_id
         now = self.clock()
         woken: set[str] = set()
-        with self.lock:
+        with self.lock, self.store.exclusive():
             r = self.controller.get(report.rollout_id)
             if report.update_id != r.update_id:
                 raise FleetConflict(
@@ -293,7 +321,7 @@ class Omega:
         Raises :class:`FleetConflict` (not approved or current, lower sequence).
         """
         now = self.clock()
-        with self.lock:
+        with self.lock, self.store.exclusive():
             for running in self.store.rollouts(RolloutState.RUNNING):
                 if running.kind is Kind.INSTALL and _same(req, running):
                     return self.status(running.rollout_id), set(), False
@@ -338,6 +366,7 @@ class Omega:
             r, woken = self.controller.create(spec, fleet, now)
             crash_point("omega.rollout")
             self._refresh_gauges()
+            self._serving = r.channel
         log.info("%s: rolling out %s to %d mainframes", r.rollout_id, r.update_id, len(fleet))
         return self.status(r.rollout_id), woken, True
 
@@ -346,7 +375,7 @@ class Omega:
         every mainframe that runs ``from``. Raises :class:`FleetConflict` (nothing to roll
         back to, or ``to`` is not approved here)."""
         now = self.clock()
-        with self.lock:
+        with self.lock, self.store.exclusive():
             installs = [
                 r
                 for r in self.store.rollouts()
@@ -386,6 +415,7 @@ class Omega:
             )
             r, woken = self.controller.create(spec, fleet, now)
             self._refresh_gauges()
+            self._serving = r.channel
         log.warning(
             "%s: rolling %d mainframes back from %s to %s (%s)",
             r.rollout_id,
@@ -396,15 +426,21 @@ class Omega:
         )
         return self.status(r.rollout_id), woken
 
-    def tick(self) -> set[str]:
-        """Move every running rollout on (timeouts, waves, budget); the mainframes woken."""
+    def tick(self) -> tuple[set[str], bool]:
+        """Move every running rollout on (timeouts, waves, budget) and :meth:`refresh`; the
+        mainframes woken, and whether the running rollouts or their waves changed since
+        the last tick (by another replica, maybe): every poll held here should look again.
+        """
         now = self.clock()
         woken: set[str] = set()
         with self.lock:
-            for r in self.store.rollouts(RolloutState.RUNNING):
-                woken |= self.controller.drive(r, now)
-            self._refresh_gauges()
-        return woken
+            if self.store.running_count():
+                with self.store.exclusive():
+                    for r in self.store.rollouts(RolloutState.RUNNING):
+                        woken |= self.controller.drive(r, now)
+            seen = self.refresh()
+        changed, self._seen = seen != self._seen, seen
+        return woken, changed
 
     # -- the registry and revocations ----------------------------------------------------------
 
@@ -434,8 +470,10 @@ class Omega:
         return {"mainframes": out}
 
     def revoke(self, license_id: str) -> dict[str, Any]:
-        if self.store.revoke(license_id, iso(self.clock())):
-            log.warning("revoked license %s", license_id)
+        with self.lock:  # not between a tick's read of the revocations and its update
+            if self.store.revoke(license_id, iso(self.clock())):
+                log.warning("revoked license %s", license_id)
+            self._revoked.add(license_id)
         return {"revoked": license_id}
 
     def revocations(self) -> dict[str, Any]:

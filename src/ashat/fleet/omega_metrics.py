@@ -14,6 +14,8 @@ right at that time, with no timer to keep it so:
   rollout status answer (``targeted`` so far, ``installed``, ``failed``, ``pending``) for the
   running rollouts and the newest :data:`RECENT_FINISHED` of those that ended — the numbers
   ``ashat serve`` asks OMEGA for (``ashat_rollout_mainframes``), here without asking.
+- ``ashat_fleet_db_statements_total``: statements this process sent to the fleet database
+  (round-trips: how much each poll and report costs the database replicas share).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
     from ashat.fleet.omega import Omega
@@ -98,6 +100,15 @@ class FleetCollector:
     def describe(self) -> Iterator[Metric]:
         # The names, without reading fleet.db: the registry refuses a second metric by one.
         yield from self._families()
+        yield self._statements(0)
+
+    @staticmethod
+    def _statements(n: int) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "ashat_fleet_db_statements",
+            "Statements sent to the fleet database by this process",
+            value=n,
+        )
 
     def collect(self) -> Iterator[Metric]:
         age, mainframes, targets = self._families()
@@ -118,3 +129,4 @@ class FleetCollector:
         yield age
         yield mainframes
         yield targets
+        yield self._statements(self.omega.store.statements)

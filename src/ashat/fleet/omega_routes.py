@@ -18,7 +18,9 @@ license routes (:func:`license_route`); their handlers check the license.
 A poll waits on an :class:`asyncio.Event` of its mainframe (:class:`Waiters`), never in a
 thread, so hundreds can wait on one event loop. Whatever may target mainframes (a new
 rollout, a report, the controller's tick every :data:`TICK_S`) returns their ids and the
-handler wakes them. Blocking work (SQLite, signatures) runs in worker threads.
+handler wakes them; when a tick sees that the running rollouts changed, perhaps on another
+replica sharing the database, it wakes every poll held here. Blocking work (the database,
+signatures) runs in worker threads.
 """
 
 from __future__ import annotations
@@ -97,6 +99,11 @@ class Waiters:
             for event in self._events.get(mid, ()):
                 event.set()
 
+    def wake_all(self) -> None:
+        for events in self._events.values():
+            for event in events:
+                event.set()
+
 
 class OmegaRoutes:
     def __init__(self, agent: Agent, omega: Omega, poll_timeout_s: float) -> None:
@@ -123,7 +130,13 @@ class OmegaRoutes:
     async def _tick_forever(self) -> None:
         while True:
             try:
-                self.waiters.wake(await run_in_threadpool(self.omega.tick))
+                woken, changed = await run_in_threadpool(self.omega.tick)
+                # Another replica may have started a rollout or a wave: every poll held
+                # here looks again (those with nothing to do go back to waiting).
+                if changed:
+                    self.waiters.wake_all()
+                else:
+                    self.waiters.wake(woken)
             except Exception:  # keep the controller alive; the log says what broke
                 log.exception("the rollout controller's tick failed")
             await asyncio.sleep(TICK_S)

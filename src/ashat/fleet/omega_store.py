@@ -1,98 +1,35 @@
-"""OMEGA's fleet state in ``DIR/fleet.db`` (SQLite, WAL): who polls, what was approved,
-which licenses are revoked, and every rollout with its targets.
+"""OMEGA's fleet state: who polls, what was approved, which licenses are revoked, and every
+rollout with its targets — in ``DIR/fleet.db`` (SQLite, WAL) or in PostgreSQL (``--db``),
+which several OMEGA replicas then share.
 
 ::
 
     mainframes       one row per mainframe that polled with a readable license
-    approvals        releases OMEGA counter-signed, in the order it did (the manifest is a file)
+    approvals        releases OMEGA counter-signed, in order, with the manifest it signed
     approved_blobs   the blobs those releases name: all a license may download
     revocations      revoked license ids
     rollouts         install and rollback rollouts, their policy and progress
     rollout_targets  each rollout's fixed fleet: wave, status, failure reason
+    rollout_events   what the controller did: each wave started, each end, and by whom
 
-A thin layer of reads and writes; the decisions are :mod:`.rollout`'s and the sequencing is
-:mod:`.omega`'s, which wraps several calls in :meth:`FleetStore.transaction`. One
-connection, used from worker threads under a lock (calls are short: no fsync per commit in
-WAL with ``synchronous=NORMAL``, and a crash loses at most the last commits, never the
-database).
+A thin layer of reads and writes in portable SQL over :class:`~.fleet_db.FleetDatabase`
+(which holds the schema and the dialect differences); the decisions are :mod:`.rollout`'s
+and the sequencing is :mod:`.omega`'s, which wraps several calls in
+:meth:`FleetStore.exclusive` so that of all replicas one at a time changes rollouts. One
+connection per process, used from worker threads under its lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from ashat.fleet.fleet_db import FleetDatabase
 from ashat.fleet.license import License
 from ashat.fleet.rollout import Kind, RolloutState, Target, TargetStatus
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS mainframes (
-    mainframe_id   TEXT PRIMARY KEY,
-    license_id     TEXT NOT NULL,
-    customer       TEXT NOT NULL,
-    channels       TEXT NOT NULL,          -- JSON list
-    expires_at     TEXT NOT NULL,          -- the license's, ISO 8601 UTC
-    current        TEXT,                   -- the release it says it runs
-    sequence       INTEGER,
-    last_seen      TEXT NOT NULL,
-    license_status TEXT NOT NULL           -- "ok" or the reason of the last refusal
-);
-CREATE TABLE IF NOT EXISTS approvals (
-    n               INTEGER PRIMARY KEY AUTOINCREMENT,
-    update_id       TEXT NOT NULL UNIQUE,
-    sequence        INTEGER NOT NULL,
-    manifest_digest TEXT NOT NULL,
-    approval_keyid  TEXT NOT NULL,
-    record          TEXT NOT NULL,         -- JSON: the approval record OMEGA signed
-    signed_at       TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS approved_blobs (
-    sha256 TEXT PRIMARY KEY                -- a blob of an approved release: mainframes may fetch it
-);
-CREATE TABLE IF NOT EXISTS revocations (
-    license_id TEXT PRIMARY KEY,
-    at         TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rollouts (
-    n                   INTEGER PRIMARY KEY AUTOINCREMENT,
-    rollout_id          TEXT NOT NULL UNIQUE,
-    kind                TEXT NOT NULL,
-    update_id           TEXT NOT NULL,
-    from_update_id      TEXT,
-    channel             TEXT NOT NULL,
-    waves               TEXT NOT NULL,     -- JSON list of percents
-    max_failure_ratio   REAL NOT NULL,
-    wave_timeout_s      REAL NOT NULL,
-    auto_rollback       INTEGER NOT NULL,
-    state               TEXT NOT NULL,
-    reason              TEXT,
-    current_wave        INTEGER NOT NULL,
-    wave_started_at     REAL NOT NULL,     -- seconds since the epoch
-    rollback_rollout_id TEXT,
-    parent_rollout_id   TEXT,
-    created_at          TEXT NOT NULL,
-    finished_at         TEXT
-);
-CREATE INDEX IF NOT EXISTS rollouts_state ON rollouts (state);
-CREATE TABLE IF NOT EXISTS rollout_targets (
-    rollout_id   TEXT NOT NULL REFERENCES rollouts (rollout_id),
-    mainframe_id TEXT NOT NULL,
-    wave         INTEGER NOT NULL,
-    status       TEXT NOT NULL,
-    reason       TEXT,
-    reported_at  TEXT,
-    PRIMARY KEY (rollout_id, mainframe_id)
-);
-CREATE INDEX IF NOT EXISTS targets_mainframe ON rollout_targets (mainframe_id, status);
-"""
 
 
 class FleetDbError(Exception):
@@ -162,7 +99,26 @@ class TargetRow:
         return Target(self.mainframe_id, self.wave, self.status)
 
 
-def _mainframe(r: sqlite3.Row) -> Mainframe:
+Row = Mapping[str, Any]
+
+MAINFRAME_COLUMNS = (
+    "mainframe_id", "license_id", "customer", "channels", "expires_at", "current", "sequence",
+    "last_seen", "license_status",
+)  # fmt: skip
+ROLLOUT_COLUMNS = (
+    "rollout_id", "kind", "update_id", "from_update_id", "channel", "waves",
+    "max_failure_ratio", "wave_timeout_s", "auto_rollback", "state", "reason", "current_wave",
+    "wave_started_at", "rollback_rollout_id", "parent_rollout_id", "created_at", "finished_at",
+)  # fmt: skip
+TARGET_COLUMNS = ("mainframe_id", "wave", "status", "reason")
+INSERT_CHUNK = 200  # rows per multi-row INSERT
+
+
+def _select(columns: Sequence[str], prefix: str = "") -> str:
+    return ", ".join(prefix + c for c in columns)
+
+
+def _mainframe(r: Row) -> Mainframe:
     return Mainframe(
         mainframe_id=r["mainframe_id"],
         license_id=r["license_id"],
@@ -176,7 +132,7 @@ def _mainframe(r: sqlite3.Row) -> Mainframe:
     )
 
 
-def _rollout(r: sqlite3.Row) -> Rollout:
+def _rollout(r: Row) -> Rollout:
     return Rollout(
         rollout_id=r["rollout_id"],
         kind=Kind(r["kind"]),
@@ -184,13 +140,13 @@ def _rollout(r: sqlite3.Row) -> Rollout:
         from_update_id=r["from_update_id"],
         channel=r["channel"],
         waves=tuple(json.loads(r["waves"])),
-        max_failure_ratio=r["max_failure_ratio"],
-        wave_timeout_s=r["wave_timeout_s"],
+        max_failure_ratio=float(r["max_failure_ratio"]),
+        wave_timeout_s=float(r["wave_timeout_s"]),
         auto_rollback=bool(r["auto_rollback"]),
         state=RolloutState(r["state"]),
         reason=r["reason"],
         current_wave=r["current_wave"],
-        wave_started_at=r["wave_started_at"],
+        wave_started_at=float(r["wave_started_at"]),
         rollback_rollout_id=r["rollback_rollout_id"],
         parent_rollout_id=r["parent_rollout_id"],
         created_at=r["created_at"],
@@ -198,68 +154,76 @@ def _rollout(r: sqlite3.Row) -> Rollout:
     )
 
 
-def _target(r: sqlite3.Row) -> TargetRow:
+def _target(r: Row) -> TargetRow:
     return TargetRow(r["mainframe_id"], r["wave"], TargetStatus(r["status"]), r["reason"])
 
 
-class FleetStore:
-    def __init__(self, path: Path) -> None:
-        """Open (creating) ``path``. Raises :class:`FleetDbError`."""
-        self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=10.0
-            )
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise FleetDbError(f"{path} has fleet schema {version}, expected {SCHEMA_VERSION}")
-            with self.transaction():
-                self._create()
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as e:
-            raise FleetDbError(f"cannot open fleet database {path}: {e}") from e
+_ROLLOUTS = f"SELECT {_select(ROLLOUT_COLUMNS)} FROM rollouts"
+_TARGETS = f"SELECT {_select(TARGET_COLUMNS)} FROM rollout_targets"
 
-    def _create(self) -> None:
-        # executescript() would COMMIT the transaction first; run the statements one by one.
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                self._db.execute(statement)
+
+class FleetStore:
+    def __init__(self, url: str, replica: str = "omega") -> None:
+        """Open (creating) the fleet database at ``url`` (``sqlite:///PATH`` or
+        ``postgresql://…``); ``replica`` names this process in ``rollout_events``.
+
+        Raises :class:`FleetDbError`.
+        """
+        from ashat.store.db import StoreError
+
+        self.replica = replica
+        try:
+            self.db = FleetDatabase(url)
+        except StoreError as e:
+            raise FleetDbError(e.message) from e
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()
+
+    @property
+    def statements(self) -> int:
+        """Statements sent to the database so far (round-trips)."""
+        return self.db.statements
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Everything inside commits together (or not at all); nests as one transaction."""
-        with self._lock:
-            if self._db.in_transaction:
-                yield
-                return
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self.db.transaction():
+            yield
 
-    def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """A transaction that no other process (replica) changing rollouts runs beside:
+        what it reads stays true until it commits."""
+        with self.db.transaction():
+            self.db.lock_fleet()
+            yield
 
-    def _one(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
-        with self._lock:
-            row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
-            return row
+    def _all(self, sql: str, args: Sequence[Any] = (), columns: Sequence[str] = ()) -> list[Row]:
+        return [dict(zip(columns, r, strict=True)) for r in self.db.query(sql, args)]
 
-    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> int:
-        with self._lock:
-            return self._db.execute(sql, args).rowcount
+    def _one(self, sql: str, args: Sequence[Any] = (), columns: Sequence[str] = ()) -> Row | None:
+        rows = self._all(sql, args, columns)
+        return rows[0] if rows else None
+
+    def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        row = self.db.query_one(sql, args)
+        return None if row is None else row[0]
+
+    def _run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return self.db.execute(sql, args)
+
+    def _insert_many(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+        """``head VALUES (…), (…) tail`` in chunks, inside one transaction."""
+        if not rows:
+            return
+        width = len(rows[0])
+        one = "(" + ",".join("?" * width) + ")"
+        with self.transaction():
+            for i in range(0, len(rows), INSERT_CHUNK):
+                chunk = rows[i : i + INSERT_CHUNK]
+                values = ",".join([one] * len(chunk))
+                self._run(f"{head} VALUES {values}{tail}", [v for r in chunk for v in r])
 
     # -- mainframes ----------------------------------------------------------------------------
 
@@ -295,22 +259,36 @@ class FleetStore:
         )
 
     def mainframe(self, mainframe_id: str) -> Mainframe | None:
-        row = self._one("SELECT * FROM mainframes WHERE mainframe_id=?", (mainframe_id,))
+        row = self._one(
+            f"SELECT {_select(MAINFRAME_COLUMNS)} FROM mainframes WHERE mainframe_id=?",
+            (mainframe_id,),
+            MAINFRAME_COLUMNS,
+        )
         return _mainframe(row) if row else None
 
     def mainframes(self) -> list[Mainframe]:
-        return [_mainframe(r) for r in self._all("SELECT * FROM mainframes ORDER BY mainframe_id")]
+        rows = self._all(
+            f"SELECT {_select(MAINFRAME_COLUMNS)} FROM mainframes ORDER BY mainframe_id",
+            (),
+            MAINFRAME_COLUMNS,
+        )
+        return [_mainframe(r) for r in rows]
 
     def running_count(self) -> int:
         """How many rollouts run."""
-        row = self._one(
+        n = self._scalar(
             "SELECT COUNT(*) FROM rollouts WHERE state=?", (RolloutState.RUNNING.value,)
         )
-        return int(row[0]) if row else 0
+        return int(n or 0)
 
     def max_sequence(self) -> int | None:
-        row = self._one("SELECT MAX(sequence) FROM mainframes")
-        return None if row is None else row[0]
+        """The fleet's sequence: the highest of the releases approved here that a registered
+        mainframe says it runs. The ``sequence`` a mainframe claims is not believed: one
+        license could otherwise claim 2**53 and block every later rollout (fast-forward)."""
+        n = self._scalar(
+            "SELECT MAX(a.sequence) FROM mainframes m JOIN approvals a ON a.update_id = m.current"
+        )
+        return None if n is None else int(n)
 
     # -- revocations ---------------------------------------------------------------------------
 
@@ -318,30 +296,35 @@ class FleetStore:
         """Record a revocation; False if it was revoked already."""
         return (
             self._run(
-                "INSERT OR IGNORE INTO revocations (license_id, at) VALUES (?,?)", (license_id, at)
+                "INSERT INTO revocations (license_id, at) VALUES (?,?) ON CONFLICT DO NOTHING",
+                (license_id, at),
             )
             == 1
         )
 
     def revocations(self) -> list[dict[str, str]]:
-        rows = self._all("SELECT license_id, at FROM revocations ORDER BY at, license_id")
+        cols = ("license_id", "at")
+        rows = self._all("SELECT license_id, at FROM revocations ORDER BY at, license_id", (), cols)
         return [{"license_id": r["license_id"], "at": r["at"]} for r in rows]
 
     def revoked_ids(self) -> set[str]:
-        return {r[0] for r in self._all("SELECT license_id FROM revocations")}
+        return {r[0] for r in self.db.query("SELECT license_id FROM revocations")}
 
     def is_revoked(self, license_id: str) -> bool:
-        return self._one("SELECT 1 FROM revocations WHERE license_id=?", (license_id,)) is not None
+        return (
+            self._scalar("SELECT 1 FROM revocations WHERE license_id=?", (license_id,)) is not None
+        )
 
     # -- approvals -----------------------------------------------------------------------------
 
-    def add_approval(self, a: Approval) -> None:
+    def add_approval(self, a: Approval, manifest: str) -> None:
+        """Record an approval and the doubly signed manifest text every replica serves."""
         self._run(
             "INSERT INTO approvals (update_id, sequence, manifest_digest, approval_keyid, record,"
-            " signed_at) VALUES (?,?,?,?,?,?) ON CONFLICT (update_id) DO UPDATE SET"
+            " signed_at, manifest) VALUES (?,?,?,?,?,?,?) ON CONFLICT (update_id) DO UPDATE SET"
             " sequence=excluded.sequence, manifest_digest=excluded.manifest_digest,"
             " approval_keyid=excluded.approval_keyid, record=excluded.record,"
-            " signed_at=excluded.signed_at",
+            " signed_at=excluded.signed_at, manifest=excluded.manifest",
             (
                 a.update_id,
                 a.sequence,
@@ -349,20 +332,29 @@ class FleetStore:
                 a.approval_keyid,
                 json.dumps(a.record, sort_keys=True),
                 a.signed_at,
+                manifest,
             ),
         )
 
+    def approved_manifest(self, update_id: str) -> str | None:
+        """The doubly signed manifest of an approval; None if none (or recorded before the
+        database kept it: see :mod:`.approvals`)."""
+        text = self._scalar("SELECT manifest FROM approvals WHERE update_id=?", (update_id,))
+        return None if text is None else str(text)
+
     def add_approved_blobs(self, digests: Iterable[str]) -> None:
-        with self.transaction():
-            self._db.executemany(
-                "INSERT OR IGNORE INTO approved_blobs (sha256) VALUES (?)", [(d,) for d in digests]
-            )
+        self._insert_many(
+            "INSERT INTO approved_blobs (sha256)",
+            [(d,) for d in digests],
+            " ON CONFLICT DO NOTHING",
+        )
 
     def blob_approved(self, sha256: str) -> bool:
-        return self._one("SELECT 1 FROM approved_blobs WHERE sha256=?", (sha256,)) is not None
+        return self._scalar("SELECT 1 FROM approved_blobs WHERE sha256=?", (sha256,)) is not None
 
     def approvals(self) -> list[Approval]:
         """Every approval, oldest first."""
+        cols = ("update_id", "sequence", "manifest_digest", "approval_keyid", "record", "signed_at")
         return [
             Approval(
                 r["update_id"],
@@ -372,7 +364,7 @@ class FleetStore:
                 json.loads(r["record"]),
                 r["signed_at"],
             )
-            for r in self._all("SELECT * FROM approvals ORDER BY n")
+            for r in self._all(f"SELECT {_select(cols)} FROM approvals ORDER BY n", (), cols)
         ]
 
     # -- rollouts ------------------------------------------------------------------------------
@@ -380,11 +372,9 @@ class FleetStore:
     def add_rollout(self, r: Rollout, targets: Mapping[str, tuple[int, TargetStatus]]) -> None:
         """Insert a rollout and its fleet (mainframe id -> (wave, status))."""
         with self.transaction():
-            self._db.execute(
-                "INSERT INTO rollouts (rollout_id, kind, update_id, from_update_id, channel,"
-                " waves, max_failure_ratio, wave_timeout_s, auto_rollback, state, reason,"
-                " current_wave, wave_started_at, rollback_rollout_id, parent_rollout_id,"
-                " created_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            self._run(
+                f"INSERT INTO rollouts ({_select(ROLLOUT_COLUMNS)})"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     r.rollout_id,
                     r.kind.value,
@@ -405,42 +395,46 @@ class FleetStore:
                     r.finished_at,
                 ),
             )
-            self._db.executemany(
-                "INSERT INTO rollout_targets (rollout_id, mainframe_id, wave, status)"
-                " VALUES (?,?,?,?)",
+            self._insert_many(
+                "INSERT INTO rollout_targets (rollout_id, mainframe_id, wave, status)",
                 [(r.rollout_id, mid, w, s.value) for mid, (w, s) in sorted(targets.items())],
             )
 
     def rollout(self, rollout_id: str) -> Rollout | None:
-        row = self._one("SELECT * FROM rollouts WHERE rollout_id=?", (rollout_id,))
+        row = self._one(f"{_ROLLOUTS} WHERE rollout_id=?", (rollout_id,), ROLLOUT_COLUMNS)
         return _rollout(row) if row else None
 
     def rollouts(self, state: RolloutState | None = None) -> list[Rollout]:
         """Rollouts (of ``state``), oldest first."""
         if state is None:
-            rows = self._all("SELECT * FROM rollouts ORDER BY n")
+            rows = self._all(f"{_ROLLOUTS} ORDER BY n", (), ROLLOUT_COLUMNS)
         else:
-            rows = self._all("SELECT * FROM rollouts WHERE state=? ORDER BY n", (state.value,))
+            rows = self._all(
+                f"{_ROLLOUTS} WHERE state=? ORDER BY n", (state.value,), ROLLOUT_COLUMNS
+            )
         return [_rollout(r) for r in rows]
 
     def recent_rollouts(self, finished: int) -> list[Rollout]:
         """The running rollouts and the ``finished`` newest of the others, oldest first."""
         rows = self._all(
-            "SELECT * FROM rollouts WHERE state=? OR n IN (SELECT n FROM rollouts"
+            f"{_ROLLOUTS} WHERE state=? OR n IN (SELECT n FROM rollouts"
             " WHERE state!=? ORDER BY n DESC LIMIT ?) ORDER BY n",
             (RolloutState.RUNNING.value, RolloutState.RUNNING.value, finished),
+            ROLLOUT_COLUMNS,
         )
         return [_rollout(r) for r in rows]
 
     def latest_rollout(self) -> Rollout | None:
-        row = self._one("SELECT * FROM rollouts ORDER BY n DESC LIMIT 1")
+        row = self._one(f"{_ROLLOUTS} ORDER BY n DESC LIMIT 1", (), ROLLOUT_COLUMNS)
         return _rollout(row) if row else None
 
     def finish(self, rollout_id: str, state: RolloutState, reason: str | None, at: str) -> None:
-        self._run(
-            "UPDATE rollouts SET state=?, reason=?, finished_at=? WHERE rollout_id=?",
-            (state.value, reason, at, rollout_id),
-        )
+        with self.transaction():
+            self._run(
+                "UPDATE rollouts SET state=?, reason=?, finished_at=? WHERE rollout_id=?",
+                (state.value, reason, at, rollout_id),
+            )
+            self.add_event(rollout_id, state.value, None, at)
 
     def set_rollback(self, rollout_id: str, rollback_rollout_id: str) -> None:
         self._run(
@@ -448,36 +442,73 @@ class FleetStore:
             (rollback_rollout_id, rollout_id),
         )
 
-    def start_wave(self, rollout_id: str, wave: int, at: float) -> list[str]:
+    def start_wave(self, rollout_id: str, wave: int, at: float, at_iso: str) -> list[str]:
         """Make ``wave`` current and its waiting targets pending; return those."""
         with self.transaction():
-            self._db.execute(
+            self._run(
                 "UPDATE rollouts SET current_wave=?, wave_started_at=? WHERE rollout_id=?",
                 (wave, at, rollout_id),
             )
-            rows = self._db.execute(
+            rows = self.db.query(
                 "SELECT mainframe_id FROM rollout_targets WHERE rollout_id=? AND status=?"
                 " AND wave<=?",
                 (rollout_id, TargetStatus.WAITING.value, wave),
-            ).fetchall()
-            self._db.execute(
+            )
+            self._run(
                 "UPDATE rollout_targets SET status=? WHERE rollout_id=? AND status=? AND wave<=?",
                 (TargetStatus.PENDING.value, rollout_id, TargetStatus.WAITING.value, wave),
             )
+            self.add_event(rollout_id, "wave_started", wave, at_iso)
         return [r[0] for r in rows]
+
+    def restart_wave_clock(self, rollout_id: str, at: float) -> None:
+        """Count the current wave's timeout from ``at`` (OMEGA restarted; no event: the
+        wave did not start again, it only waited for OMEGA)."""
+        self._run("UPDATE rollouts SET wave_started_at=? WHERE rollout_id=?", (at, rollout_id))
+
+    # -- events --------------------------------------------------------------------------------
+
+    def add_event(self, rollout_id: str, event: str, wave: int | None, at: str) -> None:
+        self._run(
+            "INSERT INTO rollout_events (rollout_id, event, wave, at, replica) VALUES (?,?,?,?,?)",
+            (rollout_id, event, wave, at, self.replica),
+        )
+
+    def events(self, rollout_id: str) -> list[dict[str, Any]]:
+        """What the controller did to a rollout, in order: ``event`` (``wave_started`` or
+        the end state), ``wave``, ``at``, and the ``replica`` that did it."""
+        cols = ("event", "wave", "at", "replica")
+        return [
+            dict(r)
+            for r in self._all(
+                f"SELECT {_select(cols)} FROM rollout_events WHERE rollout_id=? ORDER BY n",
+                (rollout_id,),
+                cols,
+            )
+        ]
 
     # -- targets -------------------------------------------------------------------------------
 
     def targets(self, rollout_id: str) -> list[TargetRow]:
         rows = self._all(
-            "SELECT * FROM rollout_targets WHERE rollout_id=? ORDER BY mainframe_id", (rollout_id,)
+            f"{_TARGETS} WHERE rollout_id=? ORDER BY mainframe_id", (rollout_id,), TARGET_COLUMNS
         )
         return [_target(r) for r in rows]
 
+    def status_counts(self, rollout_id: str, up_to_wave: int) -> dict[TargetStatus, int]:
+        """How many targets of waves up to ``up_to_wave`` are in each status."""
+        rows = self.db.query(
+            "SELECT status, COUNT(*) FROM rollout_targets WHERE rollout_id=? AND wave<=?"
+            " GROUP BY status",
+            (rollout_id, up_to_wave),
+        )
+        return {TargetStatus(status): int(n) for status, n in rows}
+
     def target(self, rollout_id: str, mainframe_id: str) -> TargetRow | None:
         row = self._one(
-            "SELECT * FROM rollout_targets WHERE rollout_id=? AND mainframe_id=?",
+            f"{_TARGETS} WHERE rollout_id=? AND mainframe_id=?",
             (rollout_id, mainframe_id),
+            TARGET_COLUMNS,
         )
         return _target(row) if row else None
 
@@ -485,8 +516,8 @@ class FleetStore:
         self, rollout_id: str, mainframe_id: str, wave: int, status: TargetStatus
     ) -> None:
         self._run(
-            "INSERT OR IGNORE INTO rollout_targets (rollout_id, mainframe_id, wave, status)"
-            " VALUES (?,?,?,?)",
+            "INSERT INTO rollout_targets (rollout_id, mainframe_id, wave, status)"
+            " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
             (rollout_id, mainframe_id, wave, status.value),
         )
 
@@ -506,11 +537,13 @@ class FleetStore:
 
     def pending_for(self, mainframe_id: str) -> tuple[Rollout, TargetRow] | None:
         """The running rollout waiting for ``mainframe_id``, and its target row, if any."""
+        cols = (*ROLLOUT_COLUMNS, "t_mid", "t_wave", "t_status", "t_reason")
         row = self._one(
-            "SELECT r.*, t.mainframe_id AS t_mid, t.wave AS t_wave, t.status AS t_status,"
-            " t.reason AS t_reason FROM rollouts r JOIN rollout_targets t USING (rollout_id)"
+            f"SELECT {_select(ROLLOUT_COLUMNS, 'r.')}, t.mainframe_id, t.wave, t.status,"
+            " t.reason FROM rollouts r JOIN rollout_targets t ON t.rollout_id = r.rollout_id"
             " WHERE t.mainframe_id=? AND t.status=? AND r.state=? ORDER BY r.n DESC LIMIT 1",
             (mainframe_id, TargetStatus.PENDING.value, RolloutState.RUNNING.value),
+            cols,
         )
         if row is None:
             return None

@@ -159,6 +159,21 @@ def step(p: Progress, now: float) -> Step:
     return Step(Outcome.COMPLETE, timed_out)
 
 
+def waits(
+    kind: Kind, targeted: Mapping[TargetStatus, int], max_failure_ratio: float, timed_out: bool
+) -> bool:
+    """Whether :func:`step` would say CONTINUE and time nobody out, judged from how many
+    mainframes targeted so far are in each status, without their list: the wave has not
+    timed out, someone is pending, and the budget holds. (The controller asks this first,
+    so that a report costs a count, not a read of the whole fleet.)"""
+    if timed_out:
+        return False
+    failed = targeted.get(TargetStatus.FAILED, 0)
+    if kind is Kind.INSTALL and budget_broken(failed, sum(targeted.values()), max_failure_ratio):
+        return False
+    return targeted.get(TargetStatus.PENDING, 0) > 0
+
+
 def summarize(
     waves: Sequence[int],
     current_wave: int,
@@ -174,6 +189,9 @@ def summarize(
     targets = list(targets)
     rows = []
     totals = {"targeted": 0, "installed": 0, "failed": 0, "pending": 0}
+    # Waves past the last one with mainframes are never started (step() skips them): once
+    # the rollout has ended they are done, not waiting (a small fleet leaves some empty).
+    last_needed = max((t.wave for t in targets), default=-1)
     for k, percent in enumerate(waves):
         mine = [t for t in targets if t.wave == k]
         started = k <= current_wave
@@ -183,7 +201,7 @@ def summarize(
             "failed": sum(1 for t in mine if t.status is TargetStatus.FAILED),
             "pending": sum(1 for t in mine if t.status is TargetStatus.PENDING),
         }
-        if k > current_wave:
+        if k > current_wave and (running or k <= last_needed):
             state = "waiting"
         elif k == current_wave and running:
             state = "running"

@@ -29,6 +29,9 @@ FORMATS = ("json", "slack")
 ALL_EVENTS = "*"
 MAX_RETRIES = 10
 MAX_TIMEOUT_S = 60.0
+KEYS = frozenset(
+    {"url", "url_env", "events", "format", "secret", "secret_env", "retries", "timeout_s"}
+)
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,7 @@ def parse_targets(tables: Any) -> list[Target]:
     targets = []
     for i, t in enumerate(tables):
         where = f"[[notify]] #{i + 1}"
-        unknown_keys = set(t) - {
-            "url", "url_env", "events", "format", "secret", "secret_env", "retries", "timeout_s"
-        }  # fmt: skip
+        unknown_keys = set(t) - KEYS
         if unknown_keys:
             raise InvalidInput(f"{where}: unknown key(s) {', '.join(sorted(unknown_keys))}")
         url, url_env = t.get("url"), _env_name(t.get("url_env"), "url_env", where)

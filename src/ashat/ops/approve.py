@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,8 +25,14 @@ WAITING_STATES = ("distributing", "distribution_failed")
 POLL_S = 0.3  # between two looks at a running rollout
 
 
-def make_relay(public: AgentClient, omega: AgentClient) -> Callable[[list[str]], int]:
-    """Blobs go PUBLIC -> here -> OMEGA: exactly what was verified, only what OMEGA lacks."""
+def make_relay(
+    public: AgentClient, omega: AgentClient, sizes: Mapping[str, int]
+) -> Callable[[list[str]], int]:
+    """Blobs go PUBLIC -> here -> OMEGA: exactly what was verified, only what OMEGA lacks.
+
+    ``sizes`` are the blobs' sizes by digest, from the signed manifest: PUBLIC may send no
+    more than that (nor other bytes: each digest is checked).
+    """
     from ashat.transport.client import BlobRef
 
     def relay(digests: list[str]) -> int:
@@ -36,7 +42,7 @@ def make_relay(public: AgentClient, omega: AgentClient) -> Callable[[list[str]],
             refs = []
             for sha in digests:
                 dest = Path(tmp) / sha
-                refs.append(BlobRef(sha, public.download(sha, dest), dest))
+                refs.append(BlobRef(sha, public.download(sha, dest, sizes[sha]), dest))
             return omega.upload(refs)
 
     return relay
@@ -56,6 +62,13 @@ def load_signed_manifest(project: Project, update_id: str) -> tuple[bytes, list[
         ) from e
     m = parse_manifest(data)
     return data, sorted({f.sha256 for f in m.files if f.kind == "file"})
+
+
+def blob_sizes(manifest_bytes: bytes) -> dict[str, int]:
+    """Each blob's size by digest, as the signed manifest says."""
+    from ashat.bundle import parse_manifest
+
+    return {f.sha256: f.size for f in parse_manifest(manifest_bytes).files if f.kind == "file"}
 
 
 # (the deployment, OMEGA's rollout status) after each look while following a rollout
@@ -170,10 +183,13 @@ def run_approve(
             if dep.state is State.RELEASING:
                 wf.note(update_id, "release.resumed", {})
             dep, rollout, relayed = release(
-                wf, update_id, omega, manifest_bytes, digests, make_relay(public, omega),
+                wf, update_id, omega, manifest_bytes, digests,
+                make_relay(public, omega, blob_sizes(manifest_bytes)),
                 distribution, resume=dep.state is State.RELEASING,
             )  # fmt: skip
-        outcome.data.update({"rollout": rollout, "bytes_relayed": relayed})
+        outcome.data.update(
+            {"rollout": rollout, "bytes_relayed": relayed, "waves": list(distribution.waves)}
+        )
         if h.released is not None:
             h.released(omega_server, relayed, rollout, distribution)
     else:

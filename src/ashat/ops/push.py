@@ -1,10 +1,24 @@
-"""Push: build and sign a bundle of a local tree, then carry it to PUBLIC through
-:func:`ashat.workflow.push.push`. It needs the tree on this machine, so only the CLI calls
-it (``ashat serve`` has no push yet)."""
+"""Push: build a bundle of a local tree and carry it to PUBLIC through
+:func:`ashat.workflow.push.push`.
+
+Two ways in:
+
+- the CLI builds, signs and sends it itself (:func:`run_push`);
+- through ``ashat serve`` (``deploy --via URL push``): the CLI builds the unsigned bundle and
+  uploads the blobs PUBLIC lacks into the server's spool (``/v1/blobs/missing`` and
+  ``/v1/blobs/pack``, answered as an agent answers them), then asks the server to push
+  (:func:`push_uploaded`). The server allocates the sequence, signs with its project's
+  key (the deployer's token is the authority to push; the key never leaves the control
+  server) and relays the blobs from its spool to PUBLIC, through the same workflow.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,24 +27,23 @@ from ashat.errors import InvalidInput
 from ashat.ops.project import Project, client_for
 
 if TYPE_CHECKING:
-    from ashat.bundle import Built, Manifest
+    from ashat.agent.blobs import BlobStore
+    from ashat.bundle import Built
+    from ashat.bundle.manifest import Manifest
     from ashat.workflow.models import Server
     from ashat.workflow.push import Bundle, PushResult
 
+SPOOL_MAX_AGE_S = 24 * 3600.0  # an uploaded blob no push used is dropped after this long
 
-def build_bundle(
+
+def build_unsigned(
     project: Project, update_id: str, description: str, source: str | None, git_ref: str | None
-) -> tuple[Bundle, Built]:
-    """Build and hash the tree first: a bad tree is refused before anything is recorded.
-
-    The caller cleans up with ``built.cleanup()``.
-    """
-    from ashat.bundle import build_from_dir, build_from_git, load_private_key, sign_manifest
+) -> Built:
+    """Build and hash the tree (or the commit ``git_ref``): a bad tree is refused before
+    anything is recorded. The caller cleans up with ``built.cleanup()``."""
+    from ashat.bundle import build_from_dir, build_from_git
     from ashat.ids import validate_update_id
-    from ashat.project import write_private
-    from ashat.transport.client import BlobRef
     from ashat.workflow.ports import SystemClock, iso
-    from ashat.workflow.push import Bundle
 
     validate_update_id(update_id)
     description = description.strip()
@@ -39,24 +52,41 @@ def build_bundle(
     if source and git_ref:
         raise InvalidInput("give --source or --git, not both")
     config = project.config()
-    key = load_private_key(config.signing_key_path())
-    created_at = iso(SystemClock().now())
     meta: dict[str, Any] = {
         "update_id": update_id,
         "sequence": 1,  # replaced by the sequence the store allocates
         "description": description,
         "app": config.app.raw,
-        "created_at": created_at,
+        "created_at": iso(SystemClock().now()),
     }
     if git_ref:
-        built = build_from_git(project.root, git_ref, **meta)
-    else:
-        root = Path(source).resolve() if source else project.root
-        if not root.is_dir():
-            raise InvalidInput(f"--source {source}: not a directory")
-        cache = project.state_dir / "hashcache.json"
-        built = build_from_dir(root, cache_path=cache, **meta)
-    manifest = built.manifest
+        return build_from_git(project.root, git_ref, **meta)
+    root = Path(source).resolve() if source else project.root
+    if not root.is_dir():
+        raise InvalidInput(f"--source {source}: not a directory")
+    return build_from_dir(root, cache_path=project.state_dir / "hashcache.json", **meta)
+
+
+def _signing_key(project: Project) -> Any:
+    from ashat.bundle import load_private_key
+
+    return load_private_key(project.config().signing_key_path())
+
+
+def _bundle(
+    project: Project,
+    update_id: str,
+    manifest: Manifest,
+    blob_path: Callable[[str], Path],
+    key: Any,
+) -> Bundle:
+    """``manifest`` as a :class:`Bundle` signed with ``key`` once its sequence is known; the
+    signed bytes are kept, as approval promotes exactly those."""
+    from ashat.bundle import sign_manifest
+    from ashat.project import write_private
+    from ashat.transport.client import BlobRef
+    from ashat.workflow.push import Bundle
+
     sizes = {f.sha256: f.size for f in manifest.files if f.kind == "file"}
 
     def sign(sequence: int) -> Any:
@@ -67,15 +97,25 @@ def build_bundle(
             # (Ed25519 is deterministic), which PUBLIC may have staged already.
             draft = replace(draft, created_at=kept.created_at)
         signed = sign_manifest(draft, key)
-        # Keep exactly what is signed: approval promotes these bytes, not the tree as it is
-        # by then.
         write_private(project.manifest_path(update_id), signed.to_bytes(), mode=0o644)
         return signed
 
     def blob(sha: str) -> BlobRef:
-        return BlobRef(sha, sizes[sha], built.blobs[sha])
+        return BlobRef(sha, sizes[sha], blob_path(sha))
 
-    return Bundle(manifest, sizes, sign, blob, dict(manifest.source)), built
+    return Bundle(manifest, sizes, sign, blob, dict(manifest.source))
+
+
+def build_bundle(
+    project: Project, update_id: str, description: str, source: str | None, git_ref: str | None
+) -> tuple[Bundle, Built]:
+    """The tree as a bundle signed with the project's key (loaded before anything is built).
+
+    The caller cleans up with ``built.cleanup()``.
+    """
+    key = _signing_key(project)  # no key: say so before hashing a large tree
+    built = build_unsigned(project, update_id, description, source, git_ref)
+    return _bundle(project, update_id, built.manifest, built.blobs.__getitem__, key), built
 
 
 def _kept_manifest(path: Path) -> Manifest | None:
@@ -120,3 +160,87 @@ def run_push(
             return push(wf, agent, update_id, description, bundle, target=server.name, **kwargs)
     finally:
         built.cleanup()
+
+
+# -- through ashat serve ------------------------------------------------------------------
+
+
+def spool(project: Project) -> BlobStore:
+    """Where ``ashat serve`` keeps blobs uploaded for a push (``.ashat/spool``)."""
+    from ashat.agent.blobs import BlobStore
+    from ashat.agent.config import DEFAULT_MAX_BLOB_BYTES
+
+    root = project.state_dir / "spool"
+    (root / "tmp").mkdir(parents=True, exist_ok=True)
+    return BlobStore(root / "blobs", root / "tmp", DEFAULT_MAX_BLOB_BYTES)
+
+
+def blobs_missing(project: Project, digests: Sequence[str]) -> list[str]:
+    """Of ``digests``, those neither in the spool nor on PUBLIC: what a push must upload."""
+    server = project.require_server("public")
+    lacking = spool(project).missing(digests)
+    if not lacking:
+        return []
+    with client_for(server) as agent:
+        return agent.missing(lacking)
+
+
+def push_uploaded(
+    project: Project,
+    update_id: str,
+    description: str,
+    manifest: dict[str, Any],
+    *,
+    actor: str,
+    step: Callable[[str, str], None] | None = None,
+) -> PushResult:
+    """Push the unsigned ``manifest`` whose blobs are in the spool or already on PUBLIC.
+
+    Everything is checked before anything is recorded: the manifest (paths, sizes, its
+    update id), the server's signing key, and that no blob is missing from both places.
+    Raises InvalidInput, AlreadyExists, LeaseHeld or what the transfer raised.
+    """
+    from ashat.bundle.manifest import parse_manifest
+    from ashat.workflow.push import push
+
+    server = project.require_server("public")
+    unsigned = parse_manifest(json.dumps(manifest).encode()).without_signatures()
+    if unsigned.update_id != update_id:
+        raise InvalidInput(
+            f"the manifest is for {unsigned.update_id!r}, not {update_id!r}: build it again"
+        )
+    if unsigned.description != description.strip():
+        raise InvalidInput("the description differs from the manifest's: build it again")
+    store = spool(project)
+    bundle = _bundle(project, update_id, unsigned, store.path, _signing_key(project))
+    digests = sorted(bundle.blob_sizes)
+    lacking = blobs_missing(project, digests)
+    if lacking:
+        raise InvalidInput(
+            f"{len(lacking)} of the bundle's {len(digests)} blobs are neither uploaded nor on "
+            "PUBLIC: upload them first (POST /v1/blobs/missing, then /v1/blobs/pack)"
+        )
+    kwargs: dict[str, Any] = {"step": step} if step is not None else {}
+    with client_for(server) as agent:
+        result = push(
+            project.workflow(actor), agent, update_id, description, bundle, target=server.name,
+            **kwargs,
+        )  # fmt: skip
+    for sha in digests:  # on PUBLIC now
+        with contextlib.suppress(OSError):
+            os.unlink(store.file(sha))
+    prune_spool(store)
+    return result
+
+
+def prune_spool(store: BlobStore, max_age_s: float = SPOOL_MAX_AGE_S) -> int:
+    """Drop spooled blobs older than ``max_age_s`` (uploads no push used); how many."""
+    cutoff = time.time() - max_age_s
+    dropped = 0
+    for directory in (store.root, store.tmp):
+        for path in directory.rglob("*"):
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    dropped += 1
+    return dropped

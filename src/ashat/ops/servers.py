@@ -8,15 +8,21 @@ from ashat.errors import InvalidInput
 from ashat.ops.project import Project
 from ashat.workflow.models import Server
 
+MAX_CA_CERT_BYTES = 1024 * 1024  # a bundle of every public CA is about 250 KB
+
 
 def check_ca_cert(path: str) -> str:
     """The absolute path of a readable PEM certificate; raise :class:`InvalidInput`."""
+    from ashat.project import read_head
+
     p = Path(path).resolve()
     try:
-        text = p.read_text(encoding="ascii", errors="replace")[:1_000_000]
+        data = read_head(p, MAX_CA_CERT_BYTES)
     except OSError as e:
         raise InvalidInput(f"cannot read CA certificate {path}: {e.strerror}") from e
-    if "-----BEGIN CERTIFICATE-----" not in text:
+    if len(data) > MAX_CA_CERT_BYTES:
+        raise InvalidInput(f"CA certificate {path} is larger than {MAX_CA_CERT_BYTES} bytes")
+    if b"-----BEGIN CERTIFICATE-----" not in data:
         raise InvalidInput(f"{path} is not a PEM certificate (no BEGIN CERTIFICATE block)")
     return str(p)
 

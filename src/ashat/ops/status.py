@@ -40,6 +40,19 @@ class StatusView:
             "events": [e.to_json() for e in self.events],
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StatusView:
+        """The inverse of :meth:`to_json` (with ``approvals`` when the API sent them)."""
+        return cls(
+            deployment=Deployment.from_json(d["deployment"]),
+            events=[Event.from_json(e) for e in d["events"]],
+            leases=[Lease.from_json(le) for le in d["leases"]],
+            checks=d["checks"],
+            approvals=d.get("approvals") or [],
+            rollout=d.get("rollout"),
+            rollout_note=d.get("rollout_note"),
+        )
+
 
 def refresh_rollout(
     project: Project, dep: Deployment, actor: str | None = None

@@ -3,8 +3,10 @@
 SQL elsewhere is written once, portable, with ``?`` placeholders. This module opens the
 connection, rewrites placeholders for PostgreSQL, runs numbered migrations on first use
 (``migrations/NNNN_name.sql``, recorded in ``schema_version``), and gives write
-transactions that serialize writers: ``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL the
-caller locks the row it depends on with :meth:`Database.lock_clause`.
+transactions that serialize writers the same way on both: ``BEGIN IMMEDIATE`` on SQLite,
+and on PostgreSQL a transaction-scoped advisory lock taken right after ``BEGIN``. So every
+read-then-write in a transaction (a compare-and-set of a state, the sequence a push is
+given, the head of the audit chain) sees the last writer's result, whoever runs it.
 
 Raises :class:`StoreError` (exit 2: the store named is unusable) for anything the driver
 raises while opening or migrating.
@@ -25,6 +27,8 @@ from ashat.errors import InvalidInput
 
 Row = tuple[Any, ...]
 BUSY_TIMEOUT_S = 30.0  # seconds a writer waits for another writer before failing
+# The advisory lock key of the control store's writers on PostgreSQL ("ashat" in ASCII).
+WRITE_LOCK_KEY = 0x6173686174
 
 
 class StoreError(InvalidInput):
@@ -136,7 +140,19 @@ class Database:
                 finally:
                     self._tx_depth -= 1
                 return
-            self._conn.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+            if self.dialect == "sqlite":
+                self._conn.execute("BEGIN IMMEDIATE")
+            else:
+                self._conn.execute("BEGIN")
+                try:
+                    self._conn.execute(
+                        "SELECT set_config('lock_timeout', %s, true)",
+                        (f"{int(BUSY_TIMEOUT_S * 1000)}ms",),
+                    )
+                    self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
             self._tx_depth = 1
             try:
                 yield self
@@ -151,31 +167,46 @@ class Database:
 
     def _migrate(self) -> None:
         try:
-            self.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            row = self.query_one("SELECT MAX(version) FROM schema_version")
-            current = int(row[0]) if row and row[0] is not None else 0
-            pending = [m for m in _migrations() if m[0] > current]
-            for version, name, sql in pending:
+            if self.dialect == "postgresql":
+                if self._pg_current():
+                    return
+                # Racing first opens: the write lock makes one migrate and the rest wait,
+                # then find it done (CREATE TABLE IF NOT EXISTS alone races on PostgreSQL).
                 with self.transaction():
-                    again = self.query_one(
-                        "SELECT version FROM schema_version WHERE version = ?" + self.lock_clause(),
-                        (version,),
-                    )
-                    if again:  # another process applied it while we waited for the lock
-                        continue
-                    self._executescript(sql)
-                    self.execute(
-                        "INSERT INTO schema_version (version, name, applied_at) "
-                        "VALUES (?, ?, CURRENT_TIMESTAMP)",
-                        (version, name),
-                    )
+                    self._apply_migrations()
+            else:
+                self._apply_migrations()
         except StoreError:
             raise
         except Exception as e:
             raise StoreError(f"cannot migrate the store at {redact_url(self.url)}: {e}") from e
+
+    def _pg_current(self) -> bool:
+        """Whether the PostgreSQL store is already at the newest version (no lock taken)."""
+        exists = self.query_one("SELECT to_regclass('schema_version') IS NOT NULL")
+        if not exists or not exists[0]:
+            return False
+        return self.schema_version() >= max(v for v, _, _ in _migrations())
+
+    def _apply_migrations(self) -> None:
+        self.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        current = self.schema_version()
+        for version, name, sql in [m for m in _migrations() if m[0] > current]:
+            with self.transaction():
+                again = self.query_one(
+                    "SELECT version FROM schema_version WHERE version = ?", (version,)
+                )
+                if again:  # another process applied it while we waited for the lock
+                    continue
+                self._executescript(sql)
+                self.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) "
+                    "VALUES (?, ?, CURRENT_TIMESTAMP)",
+                    (version, name),
+                )
 
     def _executescript(self, sql: str) -> None:
         # Statements are split on ';' at line ends: migration files keep one statement per

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins  # the method named `list` shadows the builtin in the class body
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
@@ -474,6 +475,10 @@ class Store:
             )
             self.append_event("approval.recorded", approver, at, {"comment": comment}, update_id)
         return True
+
+    def atomic(self) -> AbstractContextManager[object]:
+        """One write transaction; the store's own writes inside it join it."""
+        return self.db.transaction()
 
     def approvals(self, update_id: str) -> builtins.list[dict[str, Any]]:
         rows = self.db.query(

@@ -30,6 +30,9 @@ from ashat.transport.errors import (
 )
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # bytes of a JSON answer we are willing to read
+# seconds from an answer's headers to its last byte: the read timeout bounds each pause, this
+# bounds a server that drips bytes just fast enough to never trip it (slow retrieval)
+MAX_RESPONSE_S = 120.0
 CHUNK = 1024 * 1024  # bytes per read when streaming a blob
 RETRY_STATUSES = frozenset({502, 503, 504})
 PACK_TARGET_BYTES = 64 * 1024 * 1024  # a pack request carries up to this much
@@ -53,6 +56,8 @@ def _read_token(path: str | None) -> str | None:
 
 class AgentClient:
     """A connection to one agent (PUBLIC, OMEGA, or a mainframe's OMEGA)."""
+
+    retry_statuses: frozenset[int] = RETRY_STATUSES  # answers worth sending the request again
 
     def __init__(
         self,
@@ -139,7 +144,7 @@ class AgentClient:
             except httpx.HTTPError as e:
                 raise BadResponse(f"request to {url} failed: {_short(e)}") from e
             else:
-                if status in RETRY_STATUSES and attempt <= self.retries:
+                if status in self.retry_statuses and attempt <= self.retries:
                     time.sleep(self.backoff_s * 2 ** (attempt - 1))
                     continue
                 return self._interpret(status, body, url)
@@ -150,19 +155,21 @@ class AgentClient:
     @staticmethod
     def _read_limited(resp: httpx.Response, url: str) -> bytes:
         chunks, total = [], 0
+        deadline = time.monotonic() + MAX_RESPONSE_S
         for chunk in resp.iter_bytes():
             total += len(chunk)
             if total > MAX_RESPONSE_BYTES:
                 raise BadResponse(f"{url} sent more than {MAX_RESPONSE_BYTES} bytes; refused")
+            if time.monotonic() > deadline:
+                raise BadResponse(
+                    f"{url} took more than {MAX_RESPONSE_S:g}s to send its answer; refused"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
     @staticmethod
     def _interpret(status: int, body: bytes, url: str) -> dict[str, Any]:
-        try:
-            data = json.loads(body) if body else {}
-        except ValueError:
-            data = None
+        data = json_or_none(body)
         if status in (401, 403):
             raise Unauthorized(
                 f"{url} refused our credentials ({status}): check the server's token "
@@ -224,29 +231,47 @@ class AgentClient:
     def releases(self) -> dict[str, Any]:
         return self.request("GET", "/v1/releases")
 
-    def download(self, sha256: str, dest: Path) -> int:
-        """Stream blob ``sha256`` into ``dest`` (verifying its digest); return its size."""
+    def download(self, sha256: str, dest: Path, size: int) -> int:
+        """Stream blob ``sha256`` of ``size`` bytes (as a signed manifest says) into ``dest``,
+        verifying its digest; return its size. Nothing is left at ``dest`` on failure.
+
+        Raises Unreachable, BadResponse (more bytes than ``size``, wrong digest),
+        Unauthorized or AgentRejected.
+        """
         import hashlib
 
         url = f"{self.base_url}/v1/blobs/{sha256}"
-        digest, size = hashlib.sha256(), 0
+        digest, got = hashlib.sha256(), 0
         try:
             with self._http.stream("GET", f"/v1/blobs/{sha256}", timeout=600) as resp:
                 if resp.status_code != 200:
-                    self._interpret(resp.status_code, resp.read()[:MAX_RESPONSE_BYTES], url)
+                    self._interpret(resp.status_code, self._read_limited(resp, url), url)
                     raise BadResponse(f"{url} answered {resp.status_code} without the blob")
                 with open(dest, "wb") as f:
                     for chunk in resp.iter_bytes(CHUNK):
                         digest.update(chunk)
-                        size += len(chunk)
+                        got += len(chunk)
+                        if got > size:  # an endless body must not fill the disk
+                            raise BadResponse(f"{url} sent more than the blob's {size} bytes")
                         f.write(chunk)
-        except httpx.TimeoutException as e:
-            raise Unreachable(f"{url} did not answer in time") from e
-        except httpx.HTTPError as e:
-            raise Unreachable(f"download of {url} broke: {_short(e)}") from e
-        if digest.hexdigest() != sha256:
-            raise BadResponse(f"{url} sent bytes whose digest is not {sha256}")
-        return size
+            if digest.hexdigest() != sha256:
+                raise BadResponse(f"{url} sent bytes whose digest is not {sha256}")
+        except BaseException as e:
+            dest.unlink(missing_ok=True)
+            if isinstance(e, httpx.TimeoutException):
+                raise Unreachable(f"{url} did not answer in time") from e
+            if isinstance(e, httpx.HTTPError):
+                raise Unreachable(f"download of {url} broke: {_short(e)}") from e
+            raise
+        return got
+
+
+def json_or_none(body: bytes) -> Any:
+    """``body`` parsed as JSON ({} when empty), or None when it is not JSON."""
+    try:
+        return json.loads(body) if body else {}
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than we parse
+        return None
 
 
 def _plan_packs(blobs: Sequence[BlobRef], streams: int) -> list[list[BlobRef]]:

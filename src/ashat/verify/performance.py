@@ -17,6 +17,8 @@ import httpx
 
 from ashat.verify.base import CheckConfigError, CheckContext, Outcome
 
+DEFAULT_REQUESTS = 100
+DEFAULT_CONCURRENCY = 4
 BASELINE_FLOOR_MS = 1.0  # a stored baseline below this is judged as this (never divide by 0)
 
 
@@ -69,8 +71,8 @@ class PerformanceCheck:
             raise CheckConfigError("path must start with '/'")
         if ctx.app_url is None:
             return Outcome.failed("the release runs no app ([app].run), so nothing to measure")
-        n = int(_number(cfg, "requests", 100, 1) or 100)
-        c = int(_number(cfg, "concurrency", 4, 1) or 4)
+        n = int(_number(cfg, "requests", DEFAULT_REQUESTS, 1) or DEFAULT_REQUESTS)
+        c = int(_number(cfg, "concurrency", DEFAULT_CONCURRENCY, 1) or DEFAULT_CONCURRENCY)
         max_p95 = _number(cfg, "max_p95_ms", None, 0)
         max_err = _number(cfg, "max_error_rate", 0.0, 0) or 0.0
         max_reg = _number(cfg, "max_regression", None, 0)

@@ -139,8 +139,21 @@ class ApproveResult:
 def approve(
     wf: Workflow, update_id: str, policy: ApprovalPolicy, comment: str | None = None
 ) -> ApproveResult:
-    """Record the actor's approval; move to ``approved`` when the policy is met."""
+    """Record the actor's approval; move to ``approved`` when the policy is met.
+
+    One transaction from the state read to the move: of approvers racing, those who find the
+    deployment approved already are refused (exit 3) and nothing of theirs is recorded.
+    """
     validate_update_id(update_id)
+    if comment is not None and len(comment) > 1000:
+        raise InvalidInput("--comment must be at most 1000 characters")
+    with wf.store.atomic():
+        return _approve(wf, update_id, policy, comment)
+
+
+def _approve(
+    wf: Workflow, update_id: str, policy: ApprovalPolicy, comment: str | None
+) -> ApproveResult:
     dep = wf.store.require(update_id)
     check_transition(update_id, dep.state, State.APPROVED)
     if policy.approvers and wf.actor not in policy.approvers:
@@ -155,8 +168,6 @@ def approve(
             "([approval] allow_self_approval = false); ask another approver",
             update_id=update_id,
         )
-    if comment is not None and len(comment) > 1000:
-        raise InvalidInput("--comment must be at most 1000 characters")
     counted = wf.store.add_approval(update_id, wf.actor, wf.now(), comment)
     approvals = wf.store.approvals(update_id)
     if len(approvals) >= policy.required:
@@ -236,6 +247,12 @@ def rollout_status(omega: OmegaPort, rollout_id: str) -> dict[str, Any]:
     return omega.request("GET", f"/v1/fleet/rollouts/{rollout_id}")
 
 
+def restore_omega(omega: OmegaPort, update_id: str, previous: Any) -> None:
+    """Put OMEGA back on ``previous`` if it still runs ``update_id`` (idempotent)."""
+    if previous and omega.health().get("current") == update_id:
+        omega.rollback(from_id=update_id, to_id=str(previous))
+
+
 def reconcile(
     wf: Workflow, update_id: str, omega: OmegaPort
 ) -> tuple[Deployment, dict[str, Any] | None]:
@@ -260,6 +277,8 @@ def reconcile(
         back = rollout_status(omega, str(status["rollback_rollout_id"]))
         status = {**status, "rollback": back}
         if back.get("state") == "completed":
+            # the fleet is back; OMEGA itself must not keep serving the release undone
+            restore_omega(omega, update_id, dep.details.get("omega_previous"))
             dep = wf.move(
                 update_id,
                 State.ROLLED_BACK,
@@ -291,8 +310,7 @@ def start_fleet_rollback(
         "/v1/fleet/rollback",
         json_body={"from": update_id, "to": previous, "reason": reason or "operator rollback"},
     )
-    if omega.health().get("current") == update_id and previous:
-        omega.rollback(from_id=update_id, to_id=previous)
+    restore_omega(omega, update_id, previous)
     wf.note(
         update_id,
         "rollback.started",

@@ -31,6 +31,20 @@ class Deployment:
             "details": self.details,
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Deployment:
+        """The inverse of :meth:`to_json` (``deploy --via``: a deployment ``ashat serve`` sent)."""
+        return cls(
+            id=d["update_id"],
+            state=State(d["state"]),
+            description=d["description"],
+            created_by=d["created_by"],
+            created_at=d["created_at"],
+            updated_at=d["updated_at"],
+            reason=d.get("reason"),
+            details=d.get("details") or {},
+        )
+
 
 @dataclass(frozen=True)
 class Change:
@@ -67,6 +81,17 @@ class Event:
             "hash": self.hash,
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Event:
+        """The inverse of :meth:`to_json`; ``prev_hash`` is not sent, so it is left empty."""
+        return cls(
+            d["seq"], d.get("update_id"), d["kind"], d["actor"], d["at"],
+            d.get("details") or {}, "", d["hash"],
+        )  # fmt: skip
+
+
+TOKEN_ELSEWHERE = "(kept by the control server)"  # Server.token_path of a --via answer
+
 
 @dataclass(frozen=True)
 class Server:
@@ -90,6 +115,14 @@ class Server:
             "updated_by": self.updated_by,
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Server:
+        """A server as ``ashat serve`` shows it: whether a token is set, never the token."""
+        return cls(
+            d["tier"], d["name"], d["url"], TOKEN_ELSEWHERE if d.get("token") else None,
+            d.get("ca_cert"), d["updated_at"], d["updated_by"],
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Lease:
@@ -108,6 +141,10 @@ class Lease:
             "expires_at": self.expires_at,
         }
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Lease:
+        return cls(d["tier"], d["update_id"], d["owner"], d["acquired_at"], d["expires_at"])
+
 
 @dataclass(frozen=True)
 class ChainReport:
@@ -125,3 +162,7 @@ class ChainReport:
             "broken_seq": self.broken_seq,
             "reason": self.reason,
         }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ChainReport:
+        return cls(bool(d["ok"]), int(d["events"]), d.get("broken_seq"), d.get("reason"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins  # the method named `list` shadows the builtin in the class body
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -93,4 +94,9 @@ class StorePort(Protocol):
         self, tier: str, path: str, p95_ms: float, update_id: str, actor: str, at: str
     ) -> None: ...
     def add_approval(self, update_id: str, approver: str, at: str, comment: str | None) -> bool: ...
+    def atomic(self) -> AbstractContextManager[object]:
+        """One write transaction around several calls (they join it): what they read is
+        what they change, whoever else writes at the same time."""
+        ...
+
     def approvals(self, update_id: str) -> builtins.list[dict[str, Any]]: ...

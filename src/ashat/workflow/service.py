@@ -22,6 +22,7 @@ from ashat.workflow.states import ENDED, LEASED_STATES, State, check_transition
 from ashat.workflow.urls import validate_server_url
 
 DEFAULT_LEASE_S = 15 * 60  # seconds a tier lease lasts unless renewed
+MAX_HISTORY = 10_000  # deployments one history request may list
 
 # Told of every state change once it is committed (the ops layer sends notifications from
 # it). It must not raise: the change has happened whatever the observer does.
@@ -210,8 +211,8 @@ class Workflow:
         )
 
     def history(self, limit: int = 20, state: str | None = None) -> list[Deployment]:
-        if limit < 1:
-            raise InvalidInput(f"--limit must be at least 1, not {limit}")
+        if not 1 <= limit <= MAX_HISTORY:
+            raise InvalidInput(f"--limit must be 1-{MAX_HISTORY}, not {limit}")
         states = None
         if state is not None:
             try:

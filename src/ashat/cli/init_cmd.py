@@ -1,0 +1,51 @@
+"""``deploy init``: a commented ``ashat.toml``, a signing key and ``.gitignore``; the work is
+in :mod:`ashat.ops.init`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ashat.cli.output import OK, OUT, emit, json_option
+
+
+@click.command("init")
+@click.option("--yes", "-y", is_flag=True, help="Ask nothing: take the defaults and options.")
+@click.option("--force", is_flag=True, help="Replace an existing ashat.toml.")
+@click.option("--name", help="[app] name (default: the directory's name).")
+@click.option("--run", help="[app] run: the command that serves the app; must contain {port}.")
+@click.option("--health-path", help="[app] health_path (default: /).")
+@json_option
+def init(
+    yes: bool, force: bool, name: str | None, run: str | None, health_path: str | None
+) -> None:
+    """Start a project here: ashat.toml, .ashat/keys/alpha.key, .ashat/ in .gitignore."""
+    from ashat.ops.init import guess_run, init_project, plan_init
+
+    root = Path.cwd()
+    if not (yes or OUT.json):
+        name = click.prompt("Application name", default=name or root.resolve().name)
+        run = click.prompt(
+            "Command that serves it ({port} is the port; empty: no app)",
+            default=run or guess_run(root) or "",
+            show_default=True,
+        )
+        health_path = click.prompt("Health path", default=health_path or "/")
+    result = init_project(root, plan_init(root, name, run, health_path), force=force)
+
+    def human() -> None:
+        verb = "Replaced" if result.replaced else "Wrote"
+        click.echo(f"{OK} {verb} {result.config.name}: edit [app] and [verify], then push")
+        if result.key_created:
+            click.echo(f"{OK} signing key {result.key.relative_to(root)} (mode 0600, keep it)")
+        else:
+            click.echo(f"{OK} signing key {result.key.relative_to(root)} already there, kept")
+        click.echo(
+            f"   agents trust its public half: --trust {result.public_key.relative_to(root)}"
+        )
+        if result.gitignore_changed:
+            click.echo(f"{OK} added .ashat/ to {result.gitignore.name}")
+        click.echo("Next: deploy configure public <url> <name> --token-file <file>")
+
+    emit(result.to_json(), human)

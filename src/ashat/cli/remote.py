@@ -1,0 +1,290 @@
+"""``deploy --via URL`` (or ``ASHAT_CONTROL=URL``): the verbs, through ``ashat serve``.
+
+Each function here stands in for the local operation a verb calls and returns what that
+operation returns (the same result types, or the same JSON document), calling the same
+hooks, so a verb prints the same lines and the same ``--json`` whichever way it ran. The
+server acts as the user whose API token is sent (``ASHAT_TOKEN`` or ``ASHAT_TOKEN_FILE``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import click
+
+from ashat.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from ashat.ops.approve import ApproveHooks, ApproveOutcome
+    from ashat.ops.rollback import RollbackHooks, RollbackOutcome
+    from ashat.ops.status import StatusView
+    from ashat.transport.control import ControlClient
+    from ashat.workflow.models import ChainReport, Deployment, Event, Server
+    from ashat.workflow.service import Overview
+
+FOLLOW_LIMIT_S = 3600.0  # the longest a rollout is followed through the server
+POLL_S = 0.5
+
+
+def control() -> ControlClient | None:
+    """The client of ``ashat serve`` when ``--via``/``ASHAT_CONTROL`` was given, else None."""
+    root = click.get_current_context().find_root()
+    url = root.params.get("via")
+    if not url:
+        return None
+    from ashat.transport.control import ControlClient
+
+    client = ControlClient.from_environment(url)
+    root.call_on_close(client.close)
+    return client
+
+
+def _dep_path(update_id: str, action: str = "") -> str:
+    from ashat.ids import validate_update_id
+
+    validate_update_id(update_id)  # the same error, before anything is sent
+    return f"/v1/deployments/{quote(update_id)}" + (f"/{action}" if action else "")
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def history(c: ControlClient, limit: int, state: str | None) -> list[Deployment]:
+    from ashat.workflow.models import Deployment
+
+    data = c.call("GET", "/v1/deployments", limit=limit, state=state)
+    return [Deployment.from_json(d) for d in data["deployments"]]
+
+
+def overview(c: ControlClient) -> Overview:
+    from ashat.workflow.models import Deployment, Lease
+    from ashat.workflow.service import Overview
+
+    data = c.call("GET", "/v1/status")
+    return Overview(
+        [Deployment.from_json(d) for d in data["active"]],
+        [Deployment.from_json(d) for d in data["recent"]],
+        [Lease.from_json(le) for le in data["leases"]],
+    )
+
+
+def status(c: ControlClient, update_id: str, events: int = 10) -> StatusView:
+    from ashat.ops.status import StatusView
+
+    return StatusView.from_json(c.call("GET", _dep_path(update_id), events=events))
+
+
+def log(c: ControlClient, update_id: str) -> list[Event]:
+    from ashat.workflow.models import Event
+
+    data = c.call("GET", _dep_path(update_id, "events"))
+    return [Event.from_json(e) for e in data["events"]]
+
+
+def audit_verify(c: ControlClient) -> ChainReport:
+    from ashat.transport.control import ServeFailure
+    from ashat.workflow.models import ChainReport
+
+    try:
+        return ChainReport.from_json(c.call("GET", "/v1/audit/verify"))
+    except ServeFailure as e:
+        if e.kind != "audit_broken":
+            raise
+        return ChainReport.from_json(e.result)
+
+
+def servers(c: ControlClient, check: bool) -> tuple[list[Server], dict[str, dict[str, Any]]]:
+    """The servers and, with ``check``, what each answered (as ``check_servers`` gives it)."""
+    from ashat.workflow.models import Server
+
+    rows = c.call("GET", "/v1/servers", check=check)["servers"]
+    results = {}
+    if check:
+        results = {
+            r["tier"]: {k: r[k] for k in ("reachable", "health", "error") if k in r} for r in rows
+        }
+    return [Server.from_json(r) for r in rows], results
+
+
+def require_server(c: ControlClient, tier: str) -> Server:
+    for server in servers(c, check=False)[0]:
+        if server.tier == tier:
+            return server
+    raise InvalidInput(
+        f"{tier.upper()} is not configured: run 'deploy configure {tier} <url> <name>' first"
+    )
+
+
+def me(c: ControlClient) -> str:
+    return str(c.call("GET", "/v1/me")["name"])
+
+
+# -- changing --------------------------------------------------------------------------------
+
+
+def configure(
+    c: ControlClient, tier: str, url: str, name: str, token_file: Path | None, ca_cert: str | None
+) -> tuple[Server, Server | None]:
+    from ashat.project import read_token_file
+    from ashat.workflow.models import Server
+
+    if ca_cert:
+        raise InvalidInput(
+            "--ca-cert names a file on this machine; through --via, set it on the server's "
+            "machine with 'deploy configure ... --ca-cert'"
+        )
+    body: dict[str, Any] = {"url": url, "name": name}
+    if token_file is not None:
+        body["token"] = read_token_file(token_file)
+    data = c.call("PUT", f"/v1/servers/{quote(tier)}", body)
+    old = data.get("replaced")
+    return Server.from_json(data["server"]), Server.from_json(old) if old else None
+
+
+def cancel(c: ControlClient, update_id: str, reason: str | None) -> Deployment:
+    from ashat.workflow.models import Deployment
+
+    data = c.call("POST", _dep_path(update_id, "cancel"), {"reason": reason})
+    return Deployment.from_json(data["deployment"])
+
+
+def verify(
+    c: ControlClient,
+    update_id: str,
+    only: list[str] | None,
+    on_start: Callable[[Server], None],
+) -> dict[str, Any]:
+    """The verdict as ``VerifyResult.to_json()``; a failed check is not an exception."""
+    from ashat.transport.control import ServeFailure
+
+    path = _dep_path(update_id, "verify")
+    on_start(require_server(c, "public"))
+    try:
+        return c.call("POST", path, {"only": only} if only else {})
+    except ServeFailure as e:
+        if e.kind != "verification_failed":
+            raise
+        return {k: v for k, v in e.result.items() if k not in ("error", "kind", "exit_code")}
+
+
+def approve(
+    c: ControlClient,
+    update_id: str,
+    *,
+    as_user: str | None,
+    comment: str | None,
+    wait: bool,
+    hooks: ApproveHooks,
+) -> ApproveOutcome:
+    """Approve as the token's user; then follow the rollout by asking the server."""
+    from ashat.ops.approve import WAITING_STATES, ApproveOutcome
+    from ashat.workflow.approve import ApprovalPolicy, ApproveResult, DistributionPolicy
+
+    path = _dep_path(update_id, "approve")
+    actor = me(c)
+    if as_user and as_user != actor:
+        raise InvalidInput(
+            f"--as {as_user}: through --via you approve as the token's user ({actor})"
+        )
+    body: dict[str, Any] = {"wait": False}
+    if comment:
+        body["comment"] = comment
+    data = c.call("POST", path, body)
+    view = status(c, update_id, events=1)
+    dep = view.deployment
+    required = int(data.get("required") or 1)
+    outcome = ApproveOutcome(dep, actor, required, {"update_id": update_id})
+    if "counted" in data:
+        recorded = ApproveResult(dep, data["approvals"], required, bool(data["counted"]))
+        outcome.recorded = recorded
+        outcome.data.update(recorded.to_json())
+        if hooks.recorded is not None:
+            hooks.recorded(recorded, ApprovalPolicy(required=required), actor)
+    if data.get("waiting_for"):
+        outcome.waiting_for = int(data["waiting_for"])
+        outcome.data["state"] = data["state"]
+        return outcome
+    if "bytes_relayed" in data and data.get("rollout") is not None:
+        if hooks.header is not None:
+            hooks.header("ASHAT Deployment to OMEGA Approved!")
+        outcome.data.update({"rollout": data["rollout"], "bytes_relayed": data["bytes_relayed"]})
+        if hooks.released is not None:
+            waves = DistributionPolicy(waves=tuple(data.get("waves") or ()))
+            omega = require_server(c, "omega")
+            hooks.released(omega, int(data["bytes_relayed"]), data["rollout"], waves)
+    elif hooks.header is not None:
+        hooks.header(f"ASHAT Distribution of {update_id}")
+    rollout = view.rollout
+    if wait:
+        deadline = time.monotonic() + FOLLOW_LIMIT_S
+        while dep.state.value in WAITING_STATES and time.monotonic() < deadline:
+            if hooks.tick is not None:
+                hooks.tick(dep, rollout)
+            time.sleep(POLL_S)
+            view = status(c, update_id, events=1)
+            dep, rollout = view.deployment, view.rollout
+        outcome.followed = True
+    else:
+        rollout = None
+    outcome.deployment = dep
+    outcome.data.update({"state": dep.state.value, "rollout_status": rollout})
+    return outcome
+
+
+def rollback(
+    c: ControlClient, update_id: str, reason: str | None, hooks: RollbackHooks
+) -> RollbackOutcome:
+    from ashat.ops.rollback import RollbackOutcome
+
+    data = c.call("POST", _dep_path(update_id, "rollback"), {"reason": reason})
+    dep = status(c, update_id, events=1).deployment
+    rollout = data.get("rollout")
+    if rollout is None:
+        return RollbackOutcome(dep, False, note=str(data.get("note", "")), data=data)
+    omega = require_server(c, "omega")
+    if hooks.fleet is not None:
+        hooks.fleet(omega)
+    if hooks.started is not None:
+        hooks.started(str(rollout.get("rollout_id")), omega)
+    return RollbackOutcome(dep, True, status=rollout, data=data)
+
+
+def push(
+    c: ControlClient,
+    update_id: str,
+    description: str,
+    *,
+    source: str | None,
+    git_ref: str | None,
+    on_start: Callable[[Server], None],
+    step: Callable[[str, str], None],
+) -> dict[str, Any]:
+    """Build the bundle here, upload what PUBLIC lacks to the server, and have it push.
+
+    Returns ``PushResult.to_json()``. The tree's ``ashat.toml`` gives the app's settings;
+    no signing key is needed here: the server signs.
+    """
+    from ashat.cli.context import Project
+    from ashat.ops.push import build_unsigned
+    from ashat.transport.client import BlobRef
+
+    project = Project.find()
+    server = require_server(c, "public")
+    built = build_unsigned(project, update_id, description, source, git_ref)
+    try:
+        on_start(server)
+        m = built.manifest
+        sizes = {f.sha256: f.size for f in m.files if f.kind == "file"}
+        missing = c.missing(sorted(sizes))
+        c.upload([BlobRef(d, sizes[d], built.blobs[d]) for d in missing])
+        body = {"description": description, "manifest": m.to_dict()}
+        data = c.call("POST", _dep_path(update_id, "push"), body)
+    finally:
+        built.cleanup()
+    for s in data.pop("steps", []):
+        step(s["step"], s["detail"])
+    return data

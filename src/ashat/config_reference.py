@@ -1,0 +1,229 @@
+"""Every ``ashat.toml`` key, described once: the reference in docs/guide.md and the comments
+``deploy init`` writes are both rendered from :data:`KEYS`.
+
+The parsers stay where they are used (``config.AppConfig``, ``workflow.approve``'s policies,
+``notify.config``, the checks in ``verify/``); this table names their keys and takes the
+defaults from their own dataclasses and constants where they have them, so a changed
+default changes the guide. tests/unit/test_config_reference.py fails when a parser reads a
+key this table lacks, and when the guide's reference differs from :func:`render_markdown`.
+
+``python -m ashat.config_reference`` prints the Markdown reference (``--check FILE`` exits 1
+when FILE's generated section is out of date).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+BEGIN = "<!-- BEGIN GENERATED CONFIG REFERENCE (python -m ashat.config_reference) -->"
+END = "<!-- END GENERATED CONFIG REFERENCE -->"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key: the table it lives in (``app``, ``verify.performance``, ``[[notify]]`` ...),
+    its TOML type, its default as TOML text (``""`` when it has none) and what it does."""
+
+    table: str
+    name: str
+    type: str
+    default: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # as written in ashat.toml: "app", "verify.api" (an array of tables) ...
+    array: bool
+    doc: str
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _build() -> tuple[list[Table], list[Key]]:
+    # Defaults come from the parsers' own dataclasses and constants.
+    from ashat.config import AppConfig
+    from ashat.notify.config import Target
+    from ashat.verify.performance import DEFAULT_CONCURRENCY, DEFAULT_REQUESTS
+    from ashat.verify.runner import DEFAULT_TIMEOUT_S
+    from ashat.verify.security import DEFAULT_MIN_CERT_DAYS
+    from ashat.workflow.approve import ApprovalPolicy, DistributionPolicy
+
+    app, approval, dist = AppConfig(), ApprovalPolicy(), DistributionPolicy()
+    notify = Target(index=0, events=frozenset({"*"}))
+    d = toml_value
+    tables = [
+        Table("app", False, "How the agents run and health-check the release. Copied into the "
+              "signed manifest, so PUBLIC, OMEGA and every mainframe act on the same values."),
+        Table("signing", False, "The key ALPHA signs releases with (``ASHAT_SIGNING_KEY`` wins)."),
+        Table("verify", False, "Settings shared by the six checks of ``deploy verify``."),
+        Table("verify.CHECK", False, "A check's own table (CHECK is health, modules, database, "
+              "performance or security): its own ``timeout_s``."),
+        Table("verify.api", True, "API Endpoint Test: one real request per entry."),
+        Table("verify.database", False, "Database Connection, run on the agent, read-only."),
+        Table("verify.performance", False, "Performance Baseline: load on one path."),
+        Table("verify.security", False, "Security Scan: the tree on the agent, headers and TLS "
+              "from the control side."),
+        Table("approval", False, "Who must approve before a release goes to OMEGA."),
+        Table("distribution", False, "How OMEGA rolls a release out to the Licensed Mainframes."),
+        Table("notify", True, "Webhooks posted on deployment state changes."),
+    ]  # fmt: skip
+    keys = [
+        Key("app", "name", "string", "", "The application's name (shown in manifests)."),
+        Key("app", "run", "string", "", "Command the agent starts in the release directory; "
+            "must contain `{port}` (also in `$PORT`). Without it no app is supervised."),
+        Key("app", "health_path", "string", d(app.health_path), "Must answer 2xx before the "
+            "old process is stopped; also what the Health Check asks."),
+        Key("app", "health_timeout_s", "number", d(app.health_timeout_s), "Seconds the agent "
+            "waits for the new process to become healthy (0-3600]."),
+        Key("app", "prepare", "string", "", "Command run in the new release before anything "
+            "switches (dependencies, migrations); non-zero aborts the activation."),
+        Key("app", "modules", "list of strings", d(list(app.modules)), "Modules the Module "
+            "Load Test imports in a fresh interpreter inside the release."),
+        Key("signing", "key", "string", "", "Path of the Ed25519 private key, relative to "
+            "the project (`deploy init` writes `.ashat/keys/alpha.key`)."),
+        Key("verify", "timeout_s", "number", d(DEFAULT_TIMEOUT_S), "Per-check time limit, "
+            "unless the check's own table sets one."),
+        Key("verify", "app_url", "string", "", "Where the app answers when it sits behind a "
+            "proxy; default: PUBLIC's host and the port the agent gave the app."),
+        Key("verify.CHECK", "timeout_s", "number", "`[verify] timeout_s`", "This check's "
+            "time limit."),
+        Key("verify.api", "method", "string", '"GET"', "HTTP method."),
+        Key("verify.api", "path", "string", "", "Path on the app, starting with `/` (required)."),
+        Key("verify.api", "json", "any", "", "Request body, sent as JSON."),
+        Key("verify.api", "headers", "table", "", "Request headers."),
+        Key("verify.api", "expect_status", "integer", "200", "Expected HTTP status."),
+        Key("verify.api", "expect_keys", "list of strings", "", "Keys the JSON object "
+            "answered must have."),
+        Key("verify.api", "schema", "table", "", "A JSON Schema the answer must satisfy."),
+        Key("verify.api", "schema_file", "string", "", "The same, from a JSON file in the "
+            "project."),
+        Key("verify.database", "url", "string", "", "`sqlite:///path` (relative to the "
+            "release) or `postgresql://…`; prefer `url_env`."),
+        Key("verify.database", "url_env", "string", "", "Name of a variable of the agent's "
+            "`--app-env` holding the URL (the password never leaves the server)."),
+        Key("verify.database", "schema_version_query", "string", "", "A query whose first "
+            "column is the schema version, reported (and compared)."),
+        Key("verify.database", "expect_schema_version", "string or integer", "", "Fail "
+            "unless the query answers this."),
+        Key("verify.performance", "path", "string", "", "Path to load (required to run)."),
+        Key("verify.performance", "requests", "integer", d(DEFAULT_REQUESTS), "How many "
+            "requests."),
+        Key("verify.performance", "concurrency", "integer", d(DEFAULT_CONCURRENCY), "How "
+            "many at once."),
+        Key("verify.performance", "max_p95_ms", "number", "", "Fail when p95 exceeds this."),
+        Key("verify.performance", "max_error_rate", "number", "0", "Fail when more requests "
+            "fail than this ratio (0-1)."),
+        Key("verify.performance", "max_regression", "number", "", "Fail when p95 is worse "
+            "than the last passed run by more than this ratio (0.5 = 50 %)."),
+        Key("verify.security", "allow", "list of strings", "[]", "Globs of files whose "
+            "findings are accepted."),
+        Key("verify.security", "advisories", "string", "", "Directory of OSV JSON files on "
+            "the agent's machine; pinned requirements are checked against it."),
+        Key("verify.security", "require_headers", "list of strings", "[]", "Headers the "
+            "app must send."),
+        Key("verify.security", "path", "string", "`[app] health_path`", "Where the headers "
+            "are fetched."),
+        Key("verify.security", "min_cert_days", "number", d(DEFAULT_MIN_CERT_DAYS), "For an "
+            "https PUBLIC: fail when its certificate expires sooner."),
+        Key("approval", "required", "integer", d(approval.required), "Approvals needed "
+            "(1-50)."),
+        Key("approval", "approvers", "list of strings", "[]", "Who may approve; empty: "
+            "anyone."),
+        Key("approval", "allow_self_approval", "boolean", d(approval.allow_self_approval),
+            "Whether whoever pushed may approve."),
+        Key("distribution", "waves", "list of integers", d(dist.waves), "Cumulative "
+            "percentages of the licensed fleet, increasing, ending at 100."),
+        Key("distribution", "max_failure_ratio", "number", d(dist.max_failure_ratio),
+            "Failure budget per wave (0-1); exceeding it halts the rollout."),
+        Key("distribution", "wave_timeout_s", "number", d(dist.wave_timeout_s), "Seconds a "
+            "wave may take; silence counts as failure."),
+        Key("distribution", "auto_rollback", "boolean", d(dist.auto_rollback), "When the "
+            "budget breaks, send the previous release to every mainframe that took the new "
+            "one, and put OMEGA back on it."),
+        Key("distribution", "channel", "string", d(dist.channel), "The channel a license "
+            "must cover."),
+        Key("notify", "url", "string", "", "Where to post (http or https); or `url_env`."),
+        Key("notify", "url_env", "string", "", "Name of the variable holding the URL."),
+        Key("notify", "events", "list of strings", '["*"]', "Deployment states to post, or "
+            '`["*"]`.'),
+        Key("notify", "format", "string", d(notify.format), '`"json"` or `"slack"`.'),
+        Key("notify", "secret", "string", "", "HMAC-SHA256 key signing the body; prefer "
+            "`secret_env`."),
+        Key("notify", "secret_env", "string", "", "Name of the variable holding the secret."),
+        Key("notify", "retries", "integer", d(notify.retries), "Attempts after the first "
+            "(0-10)."),
+        Key("notify", "timeout_s", "number", d(notify.timeout_s), "Seconds per attempt."),
+    ]  # fmt: skip
+    return tables, keys
+
+
+def all_tables() -> list[Table]:
+    return _build()[0]
+
+
+def all_keys() -> list[Key]:
+    return _build()[1]
+
+
+def heading(table: Table) -> str:
+    return f"[[{table.name}]]" if table.array else f"[{table.name}]"
+
+
+def render_markdown() -> str:
+    """The reference section of docs/guide.md, between :data:`BEGIN` and :data:`END`."""
+    all_tables, all_keys = _build()
+    out = [BEGIN, ""]
+    for t in all_tables:
+        out += [f"#### `{heading(t)}`", "", t.doc.replace("``", "`"), ""]
+        out += ["| key | type | default | what it does |", "|---|---|---|---|"]
+        for k in all_keys:
+            if k.table == t.name:
+                default = (
+                    k.default if k.default.startswith("`") or not k.default else (f"`{k.default}`")
+                )
+                out.append(f"| `{k.name}` | {k.type} | {default or '—'} | {k.doc} |")
+        out.append("")
+    out.append(END)
+    return "\n".join(out) + "\n"
+
+
+def generated_section(text: str) -> str | None:
+    """The generated section of a document (markers included), or None."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return None
+    return text[start : end + len(END)] + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--check"] and len(args) == 2:
+        from pathlib import Path
+
+        section = generated_section(Path(args[1]).read_text(encoding="utf-8"))
+        if section != render_markdown():
+            print(f"{args[1]}: the configuration reference is out of date; regenerate it with "
+                  "python -m ashat.config_reference", file=sys.stderr)  # fmt: skip
+            return 1
+        return 0
+    if args:
+        print("usage: python -m ashat.config_reference [--check FILE]", file=sys.stderr)
+        return 2
+    sys.stdout.write(render_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""docs/architecture.md matches the code: the state diagram is the transition table, the
+state table names every state and the tiers each holds, the route tables every route."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ashat.workflow import diagram
+from ashat.workflow.states import LEASED_STATES, TRANSITIONS, State
+
+REPO = Path(__file__).resolve().parents[2]
+DOC = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+SRC = REPO / "src" / "ashat"
+
+
+def state_diagram() -> str:
+    m = re.search(r"```mermaid\n(stateDiagram-v2\n.*?)```", DOC, re.S)
+    assert m, "docs/architecture.md has no stateDiagram-v2 block"
+    return m.group(1)
+
+
+def test_the_diagram_is_the_generated_one() -> None:
+    assert state_diagram() == diagram.mermaid(), (
+        "regenerate the diagram with python -m ashat.workflow.diagram"
+    )
+
+
+def test_the_diagrams_arrows_are_the_transition_table() -> None:
+    arrows = set(re.findall(r"^\s*(\w+) --> (\w+)", state_diagram(), re.M))
+    table = {(src.value, dst.value) for src, nxt in TRANSITIONS.items() for dst in nxt}
+    assert arrows == table
+    ends = set(re.findall(r"^\s*(\w+) --> \[\*\]", state_diagram(), re.M))
+    assert ends == {s.value for s, nxt in TRANSITIONS.items() if not nxt}
+
+
+def test_the_state_table_names_every_state_and_its_lease() -> None:
+    rows = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| *(\w*) *\|$", DOC, re.M))
+    assert set(rows) == {s.value for s in State}
+    for tier, states in LEASED_STATES.items():
+        held = {s for s, holds in rows.items() if holds == tier.upper()}
+        assert held == {s.value for s in states}, tier
+
+
+def routes_in(path: Path) -> set[str]:
+    pairs = re.findall(r'Route\("([^"]+)", self\.\w+, methods=\["(\w+)"\]\)', path.read_text())
+    return {f"{method} {route}" for route, method in pairs}
+
+
+def test_the_route_tables_list_every_agent_and_omega_route() -> None:
+    documented = set(re.findall(r"^\| `((?:GET|POST|PUT|DELETE) /[^`]+)` \|", DOC, re.M))
+    agent = routes_in(SRC / "agent" / "server.py")
+    omega = routes_in(SRC / "fleet" / "omega_routes.py")
+    assert len(agent) >= 10 and len(omega) >= 9  # the scan finds them
+    assert agent | omega == documented

@@ -1,0 +1,109 @@
+"""``deploy init`` on a copy of examples/hello-service without its ashat.toml."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from ashat.cli.deploy import cli
+from ashat.config import Config
+from ashat.notify.config import parse_targets
+from ashat.workflow.approve import ApprovalPolicy, DistributionPolicy
+
+HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello-service"
+RUN = "python3 serve.py --port {port}"
+
+
+def deploy(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), prog_name="deploy", input=input)
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "hello"
+    shutil.copytree(HELLO, root, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    (root / "ashat.toml").unlink()
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("ASHAT_SIGNING_KEY", raising=False)
+    return root
+
+
+def test_init_yes_writes_a_file_the_project_loads(tree: Path) -> None:
+    res = deploy("init", "--yes", "--run", RUN, "--health-path", "/healthz")
+    assert res.exit_code == 0, res.output
+    config = Config.load(tree)
+    assert config.app.name == "hello"
+    assert config.app.run == RUN
+    assert config.app.health_path == "/healthz"
+    assert config.app.modules == ("hello_service",)
+    assert config.signing_key_path() == tree / ".ashat/keys/alpha.key"
+    ApprovalPolicy.parse(config.table("approval"))
+    assert DistributionPolicy.parse(config.table("distribution")) == DistributionPolicy()
+    assert parse_targets(config.tables.get("notify")) == []
+    key = tree / ".ashat/keys/alpha.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert (tree / ".ashat/keys/alpha.pub").is_file()
+    assert ".ashat/" in (tree / ".gitignore").read_text().splitlines()
+    assert "signing key .ashat/keys/alpha.key" in res.output
+    # the comments say what each key does, and show the defaults
+    text = (tree / "ashat.toml").read_text()
+    assert "# waves = [10, 50, 100]" in text
+    assert "# required = 1" in text
+
+
+def test_init_refuses_to_overwrite_without_force_and_keeps_the_key(tree: Path) -> None:
+    assert deploy("init", "--yes").exit_code == 0
+    (tree / "ashat.toml").write_text("[app]\nname = 'mine'\n")
+    key_before = (tree / ".ashat/keys/alpha.key").read_bytes()
+    res = deploy("init", "--yes")
+    assert res.exit_code == 2
+    assert "already exists; use --force" in res.output
+    assert (tree / "ashat.toml").read_text() == "[app]\nname = 'mine'\n"
+    res = deploy("init", "--yes", "--force", "--name", "other")
+    assert res.exit_code == 0, res.output
+    assert "already there, kept" in res.output
+    assert Config.load(tree).app.name == "other"
+    assert (tree / ".ashat/keys/alpha.key").read_bytes() == key_before
+    assert (tree / ".gitignore").read_text().count(".ashat/") == 1
+
+
+def test_init_with_a_bad_run_command_writes_nothing(tree: Path) -> None:
+    res = deploy("init", "--yes", "--run", "python3 serve.py")
+    assert res.exit_code == 2
+    assert "must contain {port}" in res.output
+    assert not (tree / "ashat.toml").exists()
+    assert not (tree / ".ashat").exists()
+    assert not (tree / ".gitignore").exists()
+
+
+def test_init_quotes_values_that_would_break_toml(tree: Path) -> None:
+    res = deploy("init", "--yes", "--name", 'say "hi" \\ there', "--run", RUN)
+    assert res.exit_code == 0, res.output
+    assert Config.load(tree).app.name == 'say "hi" \\ there'
+
+
+def test_init_appends_to_an_existing_gitignore(tree: Path) -> None:
+    (tree / ".gitignore").write_text("*.pyc")  # no final newline
+    assert deploy("init", "--yes").exit_code == 0
+    lines = (tree / ".gitignore").read_text().splitlines()
+    assert lines[0] == "*.pyc" and lines[-1] == ".ashat/"
+
+
+def test_init_leaves_a_gitignore_that_already_ignores_ashat(tree: Path) -> None:
+    (tree / ".gitignore").write_text("/.ashat\n")
+    res = deploy("init", "--yes", "--json")
+    assert res.exit_code == 0, res.output
+    assert '"gitignore_changed": false' in res.output
+    assert (tree / ".gitignore").read_text() == "/.ashat\n"
+
+
+def test_init_asks_without_yes(tree: Path) -> None:
+    res = deploy("init", input="shop\n\n/healthz\n")
+    assert res.exit_code == 0, res.output
+    assert f"[{RUN}]" in res.output  # serve.py was found and offered
+    config = Config.load(tree)
+    assert (config.app.name, config.app.run, config.app.health_path) == ("shop", RUN, "/healthz")
