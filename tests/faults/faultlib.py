@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ashat.agent.layout import ROOT_LEFTOVERS
 from ashat.bundle.manifest import Manifest, parse_manifest
 
 DEFAULT_INJECTIONS = 100
@@ -208,9 +209,9 @@ def check_data_dir(data: Path, allowed_current: set[str | None], intact: set[str
     leftovers = sorted(p.name for p in (data / "tmp").iterdir() if p.name != "partial")
     if leftovers:
         raise Broken(f"tmp/ still holds {leftovers}")
-    half = sorted(p.name for p in data.iterdir() if p.name.startswith(".link-"))
+    half = sorted(p.name for p in data.iterdir() if p.name.startswith(ROOT_LEFTOVERS))
     if half:
-        raise Broken(f"half-made symlinks left: {half}")
+        raise Broken(f"half-made symlinks or state files left: {half}")
     for blob in (data / "blobs" / "sha256").glob("*/*"):
         if sha256_file(blob) != blob.name:
             raise Broken(f"blob {blob.name} does not hold the bytes its name says")
