@@ -24,6 +24,7 @@ import sqlite3
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,12 +190,27 @@ def link(data: Path, name: str) -> str | None:
     return os.path.basename(os.readlink(p))
 
 
-def check_data_dir(data: Path, allowed_current: set[str | None], intact: set[str]) -> str | None:
+def _before(path: Path, since: float | None) -> bool:
+    """Whether ``path`` was last changed before ``since`` (always, without ``since``)."""
+    try:
+        return since is None or path.lstat().st_mtime < since
+    except FileNotFoundError:
+        return False
+
+
+def check_data_dir(
+    data: Path, allowed_current: set[str | None], intact: set[str], since: float | None = None
+) -> str | None:
     """After a restart (the agent repaired what it could at start-up): ``current`` is one of
         ``allowed_current`` and a complete, digest-verified release; ``previous`` (if any) and
         every id of ``intact`` are too; every release has its manifest and the reverse; ``tmp/``
         holds nothing but resumable downloads, no half-made symlink is left, and every stored blob
-    hashes to its name. Returns the current id."""
+    hashes to its name. Returns the current id.
+
+    With ``since`` (when the agent now running there started; it may be at work), what it
+    changed since is its own work in progress, not a leftover: temporary files and a
+    manifest written for a tree not yet renamed into place are then not counted.
+    """
     current = link(data, "current")
     if current not in allowed_current:
         raise Broken(f"current is {current}, expected one of {sorted(map(str, allowed_current))}")
@@ -203,13 +219,21 @@ def check_data_dir(data: Path, allowed_current: set[str | None], intact: set[str
         assert update_id is not None
         verify_release(data, update_id)
     releases = {p.name for p in (data / "releases").iterdir()}
-    manifests = {p.name.removesuffix(".json") for p in (data / "manifests").iterdir()}
+    manifests = {
+        p.name.removesuffix(".json")
+        for p in (data / "manifests").iterdir()
+        if _before(p, since) or p.name.removesuffix(".json") in releases
+    }
     if releases != manifests:
         raise Broken(f"releases {sorted(releases)} and manifests {sorted(manifests)} differ")
-    leftovers = sorted(p.name for p in (data / "tmp").iterdir() if p.name != "partial")
+    leftovers = sorted(
+        p.name for p in (data / "tmp").iterdir() if p.name != "partial" and _before(p, since)
+    )
     if leftovers:
         raise Broken(f"tmp/ still holds {leftovers}")
-    half = sorted(p.name for p in data.iterdir() if p.name.startswith(ROOT_LEFTOVERS))
+    half = sorted(
+        p.name for p in data.iterdir() if p.name.startswith(ROOT_LEFTOVERS) and _before(p, since)
+    )
     if half:
         raise Broken(f"half-made symlinks or state files left: {half}")
     for blob in (data / "blobs" / "sha256").glob("*/*"):
@@ -254,6 +278,7 @@ class Victim:
         self.fired: list[str] = []  # what fired, for failure messages
         self._timer: threading.Timer | None = None
         self._killed = False
+        self.started_at = time.time()  # of the process now running (see check_data_dir)
 
     def draw(self) -> Injection:
         return choose(self.rng, self.points, self.external_delay_s)
@@ -268,6 +293,7 @@ class Victim:
         self.injection = injection or self.draw()
         while True:
             before = len(self.factory.handles)
+            self.started_at = time.time()
             try:
                 self.handle = self._start(self.injection.env())
                 return fired

@@ -94,7 +94,7 @@ def test_omega_and_mainframe_killed_mid_rollout(
         data = victims[name].handle.data
         old = runs[name]
         try:
-            check_data_dir(data, {old, new}, {old} if old else set())
+            check_data_dir(data, {old, new}, {old} if old else set(), victims[name].started_at)
         except Broken as e:
             raise AssertionError(f"{where}: {name}: {e}\n{victims[name].handle.output()}") from e
 
