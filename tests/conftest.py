@@ -1,6 +1,8 @@
-"""Fixtures shared by the unit and integration tests: a real store (on a temp SQLite file,
-and again on the real PostgreSQL server of this machine), a settable clock, and a project
-directory for driving the CLI.
+"""Fixtures shared by every test directory: a real store (on a temp SQLite file, and again
+on the real PostgreSQL server of this machine), a settable clock, and a project directory
+for driving the CLI; and, from ``process_fixtures.py``, the real processes on loopback
+(agents, mainframes, ``ashat serve``, a whole hello fleet) that the integration, fault and
+browser tests start. Plain helpers are in ``support.py``.
 
 PostgreSQL: one database per test run (``ashat_test_<random>``, dropped at the end), one
 schema per test in it. ``ASHAT_TEST_PG`` names the server (default: the local one, as user
@@ -19,6 +21,8 @@ import pytest
 
 from ashat.store.db import Database
 from ashat.store.store import Store
+
+pytest_plugins = ["process_fixtures"]  # tests/process_fixtures.py: tests/ is on sys.path
 
 
 class FakeClock:

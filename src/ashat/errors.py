@@ -63,3 +63,7 @@ class Refused(AshatError):
 class RemoteError(AshatError):
     exit_code = 4
     kind = "remote"
+    # True when the server went away or failed mid-request (a broken connection, a 5xx):
+    # what it did is unknown and trying again may well work. False when it refused us
+    # (credentials, TLS), which trying again will not change.
+    transient: bool = False

@@ -1,38 +1,21 @@
 """Fixtures of the browser tests: the real agents, mainframes and ``ashat serve`` processes
 of the integration tests, and a headless Chromium driven by Playwright for Python.
 
-The integration fixtures live in ``tests/integration/conftest.py``; the test directories are
-not packages, so that file is loaded here under a name of its own and its fixtures named
-again. The browser is Debian's ``chromium`` (or ``$ASHAT_CHROMIUM``), never a download: the
-tests skip, saying why, where it or Playwright cannot be found.
+The process fixtures (``agent_factory``, ``serve_process``, ``hello_fleet``, …) come from
+tests/process_fixtures.py, registered by tests/conftest.py. The browser is Debian's
+``chromium`` (or ``$ASHAT_CHROMIUM``), never a download: the tests skip, saying why, where
+it or Playwright cannot be found.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-_PATH = Path(__file__).resolve().parents[1] / "integration" / "conftest.py"
-# It imports tests/integration/support.py, importable as pytest makes it for its own tests.
-if str(_PATH.parent) not in sys.path:
-    sys.path.append(str(_PATH.parent))
-_SPEC = importlib.util.spec_from_file_location("ashat_integration_fixtures", _PATH)
-assert _SPEC is not None and _SPEC.loader is not None
-integration = importlib.util.module_from_spec(_SPEC)
-sys.modules[_SPEC.name] = integration
-_SPEC.loader.exec_module(integration)
-
-agent_factory = integration.agent_factory
-mainframe_factory = integration.mainframe_factory
-serve_process = integration.serve_process
-hello_fleet = integration.hello_fleet
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import wait_for
 
 from ashat.transport.errors import AgentRejected, TLSFailure
+from support import wait_for
 
 # The fixtures' types, for annotations only (tests/ is not a package).
 AgentFactory = Any

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import wait_for
 
 from ashat.fleet.license import issue
 from ashat.transport.errors import AgentRejected
+from support import wait_for
 
 # The fixtures' types, for annotations only (tests/ is not a package).
 AgentFactory = Any

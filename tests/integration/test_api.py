@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from support import configure, deploy, enter_hello_project, wait_for
 
 from ashat.cli.ashat import cli as ashat_cli
 from ashat.notify.messages import signature_valid
@@ -30,6 +29,7 @@ from ashat.store.db import Database, default_sqlite_url
 from ashat.store.store import Store
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State
+from support import configure, deploy, enter_hello_project, wait_for
 
 HOOK_SECRET = "hook-secret-6b1f"  # the HMAC key the receivers check
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support import configure, deploy, deploy_json, enter_hello_project
 
 APPROVAL = """

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import deploy, deploy_json
 
 from ashat.store.db import Database
 from ashat.store.store import Store
 from ashat.workflow.ports import Clock
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State
+from support import deploy, deploy_json
 
 TOKEN = "tok-5f1c0e9a-secret-value"  # must never appear in any output
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from support import configure, deploy, deploy_json, enter_hello_project, wait_for
 
 from ashat.fleet.license import issue
+from support import configure, deploy, deploy_json, enter_hello_project, wait_for
 
 # A release whose prepare hook needs a server-side setting that some mainframes lack: it
 # passes on PUBLIC (which has the setting) and fails on those mainframes.

@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import HELLO_SERVICE, REPO, wait_for
 
 import ashat
 from ashat.bundle.keys import generate_keypair
 from ashat.fleet.license import issue
+from support import HELLO_SERVICE, REPO, wait_for
 
 BOOK = REPO / "docs" / "examples.md"
 PUBLIC_URL = "http://staging.example:8700"

@@ -26,12 +26,12 @@ from typing import Any
 
 import httpx
 import pytest
-from support import wait_for
 
 from ashat.bundle.keys import load_private_key
 from ashat.bundle.manifest import parse_manifest
 from ashat.fleet.envelope import seal
 from ashat.fleet.license import issue
+from support import wait_for
 
 # The fixtures' types, for annotations only (tests/ is not a package).
 AgentFactory = Any

@@ -41,7 +41,6 @@ from typing import Any
 import httpx
 import pytest
 from hostile_server import NESTED, HostileServer
-from support import deploy, wait_for
 
 from ashat.bundle import SigningKey, parse_manifest, sign_manifest
 from ashat.bundle.keys import generate_keypair, load_private_key
@@ -49,6 +48,7 @@ from ashat.canonical import canonical_json
 from ashat.fleet.envelope import seal
 from ashat.fleet.license import issue
 from ashat.transport.client import AgentClient, BlobRef
+from support import deploy, wait_for
 
 AgentHandle = Any  # the fixtures' types (tests/ is not a package)
 Outcome = tuple[int | str, str]  # (HTTP status, exit code, verdict or report status; reason)

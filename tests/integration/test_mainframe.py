@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from support import wait_for
 
 from ashat.agent.command import agent as agent_command
 from ashat.bundle.keys import generate_keypair, load_private_key
 from ashat.cli.output import AshatGroup
 from ashat.fleet.license import issue
+from support import wait_for
 
 MainframeFactory = Any  # the fixture's type (tests/ is not a package)
 

@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from support import wait_for
 
 from ashat.agent.command import agent as agent_command
 from ashat.bundle import Manifest, SigningKey, parse_manifest
@@ -33,6 +32,7 @@ from ashat.cli.output import AshatGroup
 from ashat.fleet.envelope import unseal
 from ashat.fleet.license import issue
 from ashat.fleet.rollout import plan
+from support import wait_for
 
 # The fixtures' types, for annotations only (tests/ is not a package).
 AgentFactory = Any

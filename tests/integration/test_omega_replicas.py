@@ -24,10 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
-from support import wait_for
 
 from ashat.fleet.license import issue
 from ashat.fleet.omega_store import FleetStore
+from support import wait_for
 
 AgentFactory = Any
 AgentHandle = Any

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from support import configure as configure_tier
 from support import deploy, deploy_json, enter_hello_project
 
@@ -166,12 +167,25 @@ def test_wrong_token_exits_4_and_the_deployment_fails(
     assert deploy_json("status", "hello-001")[1]["deployment"]["state"] == "failed"
 
 
-def test_unreachable_public_exits_4(agent_factory: Any, hello_project: Any) -> None:
+def test_unreachable_public_exits_4_and_the_push_resumes_later(
+    agent_factory: Any, hello_project: Any
+) -> None:
     agent = agent_factory()
     hello_project(agent)
+    assert deploy("push", "hello-001", "first").exit_code == 0
     agent.stop()
-    code, out = deploy_json("push", "hello-001", "x")
+    code, out = deploy_json("push", "hello-002", "x")
     assert code == 4 and "cannot reach" in out["error"]
+    assert "stays pushing" in out["error"] and "deploy push hello-002" in out["error"]
+    _, status = deploy_json("status", "hello-002")
+    assert status["deployment"]["state"] == "pushing"
+    interrupted = [e for e in status["events"] if e["kind"] == "push.interrupted"]
+    assert interrupted and "cannot reach" in interrupted[-1]["details"]["error"]
+    back = agent_factory(like=agent)
+    configure_tier("public", back, "Staging")
+    code, out = deploy_json("push", "hello-002", "x")
+    assert code == 0 and out["resumed"] and out["public_previous"] == "hello-001", out
+    assert current(back) == "hello-002"
 
 
 def test_app_that_never_gets_healthy_fails_and_public_stays(

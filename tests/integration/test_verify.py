@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import configure, deploy, deploy_json, enter_hello_project
 
 from ashat.store.db import Database, default_sqlite_url
 from ashat.store.store import Store
+from support import configure, deploy, deploy_json, enter_hello_project
 
 PEM_KEY = (  # split so that this file itself does not look like a leaked key
     "-----BEGIN " + "PRIVATE KEY-----\n"

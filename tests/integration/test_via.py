@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from support import configure, deploy
 
 from ashat.bundle import build_from_dir
+from support import configure, deploy
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from ashat.agent.errors import PayloadTooLarge, RequestInvalid
 from ashat.bundle.errors import DigestMismatch
+from ashat.faults import crash_point
 
 log = logging.getLogger("ashat.agent")
 
@@ -140,6 +141,7 @@ class BlobStore:
         new = 0
         dirs: set[str] = set()
         for w in fresh:
+            crash_point("blob.commit")
             if w.commit():
                 new += 1
                 dirs.add(os.path.dirname(self.file(w.expected)))
@@ -278,6 +280,7 @@ class BlobWriter:
         if self.discard:
             return
         fd = self._open()
+        crash_point("blob.write")
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

@@ -36,6 +36,7 @@ from ashat.agent.errors import (
     ReleaseConflict,
     RequestInvalid,
     ShuttingDown,
+    StorageFailed,
 )
 from ashat.agent.layout import CURRENT, PREVIOUS, Layout, remove_tree
 from ashat.agent.metrics import Metrics
@@ -45,6 +46,7 @@ from ashat.agent.supervisor import AppProcess, AppSpec, Supervisor, free_port
 from ashat.bundle.keys import PublicKey
 from ashat.bundle.manifest import Manifest
 from ashat.bundle.sign import verify_manifest
+from ashat.faults import crash_point
 from ashat.ids import UPDATE_ID_RE
 
 log = logging.getLogger("ashat.agent")
@@ -115,6 +117,8 @@ class Agent:
                     record.pid,
                     record.release,
                 )
+        for pid in self.supervisor.reap_strays():
+            log.warning("stopped process %d an earlier agent started and never recorded", pid)
         self.state.apps = []
         staged = set(self.releases.ids())
         self.state.recency = [i for i in self.state.recency if i in staged]
@@ -257,7 +261,7 @@ class Agent:
         try:
             staging: Path | None = self.releases.materialize(m)
         except OSError as e:
-            raise AgentError(f"cannot stage {m.update_id}: {e.strerror or e}") from e
+            raise StorageFailed(f"release {m.update_id}", e) from e
         try:
             with self.lock:
                 if self._staged_as(m):
@@ -381,6 +385,7 @@ class Agent:
         if spec.run is None:
             return None
         app = self.supervisor.start(release, spec, port, log_from)
+        crash_point("app.started")
         self.state.apps.append(app.record())
         self._save()
         try:
@@ -408,8 +413,11 @@ class Agent:
                 self._save()
                 log.info("removed %s: a release that never became active is not kept", target)
             raise
+        crash_point("switch.begin")
         self.releases.set_link(PREVIOUS, new_previous)
+        crash_point("switch.links")
         self.releases.set_link(CURRENT, target)
+        crash_point("switch.done")
         old_app, self.app = self.app, new_app
         self.state.record_activation(target, how, _now())
         if rolled_back is not None:
@@ -420,6 +428,7 @@ class Agent:
         if old_app is not None:
             code = self.supervisor.stop(old_app)
             log.info("stopped the app of %s (status %s)", old_app.release, code)
+            crash_point("switch.old_stopped")
             self._untrack(old_app)
         self._prune()
         return {"current": target, "previous": new_previous, "app": self.app_info()}

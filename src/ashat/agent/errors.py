@@ -15,11 +15,13 @@ paths, bad signatures, digest mismatches, …) are answered the same way with 40
         ├── BlobsMissing       Refused      409  a manifest names blobs the agent lacks
         ├── ReleaseConflict    Refused      409  same id, other manifest; rollback refused
         ├── ActivationFailed   OperationFailed 422  prepare failed, app never healthy
+        ├── StorageFailed                   507  the disk refused a write (full: 507, else 500)
         └── ShuttingDown                    503  the agent is stopping (clients retry)
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from ashat.bundle.errors import BundleError, ManifestTooLarge
@@ -81,6 +83,18 @@ class ActivationFailed(AgentError, OperationFailed):
     def __init__(self, message: str, *, log_tail: str) -> None:
         super().__init__(message, log_tail=log_tail)
         self.log_tail = log_tail
+
+
+class StorageFailed(AgentError):
+    """The agent's disk refused a write while storing ``what``; nothing of it was kept."""
+
+    kind = "storage"
+
+    def __init__(self, what: str, error: OSError) -> None:
+        reason = error.strerror or str(error)
+        super().__init__(f"cannot store {what} on this server: {reason}; nothing was kept")
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        self.status = 507 if full else 500  # 507 Insufficient Storage
 
 
 class ShuttingDown(AgentError):

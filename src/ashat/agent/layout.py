@@ -36,10 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ashat.errors import AshatError
+from ashat.faults import crash_point
 
 CURRENT = "current"
 PREVIOUS = "previous"
 LINK_NAMES = (CURRENT, PREVIOUS)
+# Names in the data directory a crash may leave half-made: symlinks being replaced, and the
+# temporary files of atomic writes of state.json and a mainframe's fleet.json.
+ROOT_LEFTOVERS = (".link-", ".state.json.", ".fleet.json.")
 PARTIAL = "partial"  # under tmp/: spared by clean_tmp, so a download resumes after a restart
 
 
@@ -115,7 +119,9 @@ class Layout:
             d.mkdir(parents=True, exist_ok=True)
 
     def clean_tmp(self) -> list[str]:
-        """Remove what an earlier run left in ``tmp/`` and half-made symlinks; return names."""
+        """Remove what an earlier run left: ``tmp/``, half-made symlinks, and the temporary
+        files of atomic writes (:func:`ashat.project.write_private`: ``.<name>.<random>``
+        next to a manifest, ``state.json`` or ``fleet.json``) a crash left. Return names."""
         removed = []
         for entry in os.scandir(self.tmp):
             if entry.name == PARTIAL and entry.is_dir(follow_symlinks=False):
@@ -123,10 +129,15 @@ class Layout:
             remove_tree(Path(entry.path))
             removed.append(entry.name)
         for entry in os.scandir(self.root):
-            if entry.name.startswith(".link-"):
+            if entry.name.startswith(ROOT_LEFTOVERS):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                 removed.append(entry.name)
+        for entry in os.scandir(self.manifests):  # ``.<id>.json.<random>``: see write_private
+            if entry.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                removed.append(f"manifests/{entry.name}")
         if self.blob_root is not None:  # others may be writing there: only old leftovers
             removed += remove_old(self.blob_tmp, SHARED_TMP_MAX_AGE_S)
         return removed
@@ -201,6 +212,7 @@ def replace_symlink(link: Path, target: str) -> None:
     """Point ``link`` at ``target`` atomically: a new symlink renamed over the old one."""
     tmp = link.parent / f".link-{link.name}-{secrets.token_hex(6)}"
     os.symlink(target, tmp)
+    crash_point("link.replace")
     try:
         os.replace(tmp, link)
     except BaseException:

@@ -8,7 +8,8 @@ It is parsed incrementally from the request stream — never held in memory — 
 is written to its own temporary file while it is hashed. Only when the whole pack has
 arrived and every blob matched its digest are they renamed into the store; any error
 (a bad header, a mismatch, a blob over the limit, a truncated body, a client that went
-away) removes every temporary file, so a refused pack stores nothing.
+away, a full disk: :class:`~.errors.StorageFailed`) removes every temporary file, so a
+refused pack stores nothing.
 
 Hashing and writing run in worker threads, so the event loop only moves bytes between the
 socket and those threads: a large blob a MiB at a time, small ones (most of a source tree)
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from anyio import to_thread
 
 from ashat.agent.blobs import SHA256_RE, BlobStore, BlobWriter
-from ashat.agent.errors import PayloadTooLarge, RequestInvalid
+from ashat.agent.errors import PayloadTooLarge, RequestInvalid, StorageFailed
+from ashat.faults import crash_point
 
 WRITE_BATCH = 1024 * 1024  # bytes of a large blob handed to a worker thread at a time
 SMALL_BLOB = 256 * 1024  # bytes: a blob up to this size is read whole and batched
@@ -98,6 +100,8 @@ async def receive_blob(
                 await sink.add(chunk)
         await sink.finish()
         new = await to_thread.run_sync(store.commit, [writer])
+    except OSError as e:  # the disk, not the request: full, read-only, out of inodes
+        raise StorageFailed(f"blob {sha256}", e) from e
     finally:
         writer.abort()  # a no-op once committed
     return writer.size, new == 1
@@ -238,7 +242,10 @@ async def receive_pack(chunks: AsyncIterator[bytes], store: BlobStore) -> PackRe
                 ) from None
             total += size
         await to_thread.run_sync(_write_small, small)
+        crash_point("pack.received")
         stored = await to_thread.run_sync(store.commit, writers)
+    except OSError as e:  # the disk, not the request: full, read-only, out of inodes
+        raise StorageFailed(f"a pack of {len(writers)} blobs", e) from e
     finally:
         for w in writers:
             w.abort()  # no-ops for committed writers

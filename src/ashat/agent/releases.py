@@ -28,6 +28,7 @@ from ashat.agent.blobs import BlobStore, copy_fd, fsync_paths
 from ashat.agent.errors import NoSuchRelease, RequestInvalid
 from ashat.agent.layout import Layout, fsync_dir, remove_symlink, remove_tree, replace_symlink
 from ashat.bundle.manifest import FileEntry, Manifest, parse_manifest
+from ashat.faults import crash_point
 from ashat.ids import UPDATE_ID_RE
 from ashat.project import write_private
 
@@ -138,6 +139,7 @@ class ReleaseStore:
                     os.symlink(e.target, target)
                     continue
                 source = self.blobs.file(e.sha256, e.mode & MODE_MASK)
+                crash_point("stage.link")
                 try:
                     os.link(source, target)
                 except OSError:  # another filesystem, too many links: copy instead
@@ -168,6 +170,7 @@ class ReleaseStore:
     def install(self, m: Manifest, manifest_bytes: bytes, staging: Path) -> None:
         """Make a materialized tree ``releases/<id>`` (call under the agent's lock)."""
         write_private(self.layout.manifest_file(m.update_id), manifest_bytes, mode=0o644)
+        crash_point("stage.install")
         os.rename(staging, self.layout.release_dir(m.update_id))
         fsync_dir(self.layout.releases)
         self._manifests[m.update_id] = m
@@ -191,6 +194,7 @@ class ReleaseStore:
             trash = self.layout.temp_name(f"old-{update_id}")
             os.rename(tree, trash)
             fsync_dir(self.layout.releases)
+            crash_point("release.remove")
         with contextlib.suppress(FileNotFoundError):
             self.layout.manifest_file(update_id).unlink()
         if trash is not None:

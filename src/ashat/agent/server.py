@@ -50,6 +50,7 @@ from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob, NoSuchRelease, RequestInvalid, error_body, status_of
 from ashat.agent.receive import declared_length, read_limited, receive_blob, receive_pack
 from ashat.errors import AshatError
+from ashat.faults import crash_point
 
 if TYPE_CHECKING:
     from ashat.fleet.omega_routes import OmegaRoutes
@@ -260,6 +261,7 @@ class Endpoints:
         if release_dir is None or not release_dir.is_dir():
             raise NoSuchRelease(f"release {update_id} is not staged here", update_id=update_id)
         env = {**os.environ, **self.config.app_env}
+        crash_point("check.run")
         answer = await run_in_threadpool(run_check, name, release_dir, body, env)
         return JSONResponse(answer)
 

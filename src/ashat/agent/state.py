@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ashat.faults import crash_point
 from ashat.project import write_private
 
 SCHEMA = 1
@@ -77,6 +78,7 @@ class AgentState:
 
     def save(self, path: Path) -> None:
         data = json.dumps(self.to_json(), indent=1, sort_keys=True).encode("utf-8")
+        crash_point("state.save")
         write_private(path, data, mode=0o600)
 
     def touch(self, update_id: str) -> None:

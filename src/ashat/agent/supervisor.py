@@ -315,6 +315,45 @@ class Supervisor:
         _signal_group(record.pid, signal.SIGKILL)
         return True
 
+    def reap_strays(self) -> list[int]:
+        """Stop every process still carrying this data directory's ``ASHAT_SHARED_DIR`` in its
+        environment — apps and hooks (and their children) an earlier run started — and
+        return their pids. Called at start-up, after :meth:`reap`: it finds those a crash
+        left before they were recorded (between spawning an app and saving ``state.json``,
+        or in the middle of a ``prepare`` hook). Each one's process group is stopped.
+        """
+        marker = f"ASHAT_SHARED_DIR={self.layout.shared}".encode()
+        found = [pid for pid in _pids() if pid != os.getpid() and marker in _environ(pid)]
+        groups = set()
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                groups.add(os.getpgid(pid))
+        groups.discard(os.getpgid(0))  # never our own group (an agent started by an app)
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout_s
+        while time.monotonic() < deadline and any(process_start(p) is not None for p in found):
+            time.sleep(0.05)
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGKILL)
+        return found
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+
+
+def _environ(pid: int) -> list[bytes]:
+    """The environment entries of a process (empty if it is not ours to read, or gone)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
 
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):

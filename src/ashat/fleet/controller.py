@@ -37,6 +37,9 @@ from ashat.fleet.rollout import (
 
 log = logging.getLogger("ashat.omega")
 
+# The reason of a target its wave timed out (a mainframe offline): it may catch up later.
+TIMED_OUT = "no report within wave_timeout_s"
+
 NOTHING_TO_ROLL_BACK_TO = "nothing to roll back to: OMEGA holds no approved release before it"
 
 
@@ -160,7 +163,7 @@ class Controller:
             )
             s = step(progress, now)
             for mid in s.timed_out:
-                why = f"no report within wave_timeout_s ({r.wave_timeout_s:g} s)"
+                why = f"{TIMED_OUT} ({r.wave_timeout_s:g} s)"
                 self.store.set_target(r.rollout_id, mid, TargetStatus.FAILED, why, iso(now))
             if s.outcome is Outcome.CONTINUE:
                 break

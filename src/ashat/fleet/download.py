@@ -35,6 +35,7 @@ import httpx
 from ashat.agent.blobs import BlobStore
 from ashat.bundle.errors import DigestMismatch
 from ashat.errors import RemoteError
+from ashat.faults import crash_point
 
 log = logging.getLogger("ashat.fleet")
 
@@ -283,6 +284,7 @@ class BlobDownloader:
         try:
             async for chunk in response.aiter_bytes():  # as it arrives: a drop loses none
                 part = chunk[: room - kept]
+                crash_point("mainframe.download")
                 view = memoryview(part)
                 while view:
                     view = view[os.write(fd, view) :]

@@ -47,6 +47,7 @@ from ashat import __version__
 from ashat.agent.config import MainframeConfig
 from ashat.agent.core import Agent
 from ashat.errors import AshatError, InvalidInput, RemoteError
+from ashat.faults import crash_point
 from ashat.fleet.directive import (
     Action,
     DirectiveRefused,
@@ -434,6 +435,7 @@ class Mainframe:
                 return  # not the release's fault; OMEGA asks again after the restart
             await self._failed(http, plan, e)
             return
+        crash_point("mainframe.installed")
         log.info("rollout %s: %s installed", d.rollout_id, d.update_id)
         self.metrics.installs.labels(result="installed").inc()
         await self._report(http, d.rollout_id, d.update_id, "installed", None)
@@ -452,7 +454,9 @@ class Mainframe:
                 sum(sizes[d] for d in missing),
             )
             await downloads.fetch_all([Wanted(d, sizes[d]) for d in missing])
+        crash_point("mainframe.fetched")
         await asyncio.to_thread(self.agent.stage, plan.manifest_bytes)
+        crash_point("mainframe.staged")
         if plan.directive.action is Action.ROLLBACK and running is not None:
             await asyncio.to_thread(self.agent.rollback, running.update_id, m.update_id)
         else:
@@ -493,6 +497,7 @@ class Mainframe:
         }
         self._status["last_install"] = {**report, "at": _iso(self.clock())}
         await asyncio.to_thread(self.reports.put, report)
+        crash_point("mainframe.report")
         await self._send_reports(http)
 
     async def _send_reports(self, http: httpx.AsyncClient) -> None:

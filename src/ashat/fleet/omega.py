@@ -42,8 +42,9 @@ from typing import Any
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob
 from ashat.bundle.keys import PublicKey, SigningKey
+from ashat.faults import crash_point
 from ashat.fleet.approvals import Approvals
-from ashat.fleet.controller import Controller
+from ashat.fleet.controller import TIMED_OUT, Controller
 from ashat.fleet.envelope import seal
 from ashat.fleet.license import License, LicenseRefused, judge_license
 from ashat.fleet.license_cache import LicenseCache
@@ -74,6 +75,11 @@ def _servable(mf: Mainframe, now: float, revoked: set[str]) -> bool:
     return mf.license_id not in revoked and expires > now
 
 
+def _timed_out(status: TargetStatus, reason: str | None) -> bool:
+    """Whether a target failed only because its wave timed out (it never reported)."""
+    return status is TargetStatus.FAILED and (reason or "").startswith(TIMED_OUT)
+
+
 class Omega:
     def __init__(
         self,
@@ -97,8 +103,20 @@ class Omega:
         self._approved_blobs: set[str] = set()  # known approved: approvals are never undone
         self._revoked: set[str] = set()
         self._serving: str | None = None  # the channel of the newest rollout
+        self._resume_rollouts()
         self._seen = self.refresh()  # the running rollouts and their current waves
         agent.metrics.registry.register(FleetCollector(self))
+
+    def _resume_rollouts(self) -> None:
+        """OMEGA (re)starts: the current wave of a running rollout gets its whole timeout
+        again, from now. Its mainframes could not poll or report while OMEGA was down; the
+        old deadline would count them failed for OMEGA's own absence, and break the budget.
+        (A replica starting beside running ones does the same: the wave waits one timeout
+        longer at most.)"""
+        now = self.clock()
+        for r in self.store.rollouts(RolloutState.RUNNING):
+            self.store.restart_wave_clock(r.rollout_id, now)
+            log.info("%s: resumed at wave %d of %s", r.rollout_id, r.current_wave, r.update_id)
 
     def close(self) -> None:
         self.store.close()
@@ -195,10 +213,9 @@ class Omega:
                 raise LicenseDenied(
                     "expired", f"license {lic.license_id} expired at {lic.expires_at}"
                 )
-            found = self.store.pending_for(lic.mainframe_id)
-            if found is None:
+            r = self._waiting_for(lic.mainframe_id, current)
+            if r is None:
                 return None
-            r = found[0]
             approved = self.approvals.get(r.update_id)
             if approved is None:  # cannot happen: a rollout starts only for approved releases
                 log.error("%s sends %s, which has no approved manifest", r.rollout_id, r.update_id)
@@ -224,6 +241,27 @@ class Omega:
         }
         self.metrics.directives.labels(action=action).inc()
         return PollAnswer(seal(DIRECTIVE_KIND, payload, self.key), text)
+
+    def _waiting_for(self, mainframe_id: str, current: str | None) -> Rollout | None:
+        """The rollout whose release this mainframe should install now: one of a running
+        rollout that waits for it, else — catching up — the newest rollout if it is an
+        install rollout, running or completed, whose wave timed out on this mainframe
+        (offline then) and whose release it does not run. Its report then counts late."""
+        found = self.store.pending_for(mainframe_id)
+        if found is not None:
+            return found[0]
+        r = self.store.latest_rollout()
+        if (
+            r is None
+            or r.kind is not Kind.INSTALL
+            or r.state not in (RolloutState.RUNNING, RolloutState.COMPLETED)
+            or current == r.update_id
+        ):
+            return None
+        target = self.store.target(r.rollout_id, mainframe_id)
+        if target is None or not _timed_out(target.status, target.reason):
+            return None
+        return r
 
     def report(self, lic: License, report: Report) -> set[str]:
         """Record a mainframe's ``installed``/``failed``; the mainframes woken.
@@ -256,10 +294,13 @@ class Omega:
                     self.store.set_running(mid, r.update_id, approved[0].sequence)
                 if r.state is not RolloutState.RUNNING:
                     woken |= self.controller.join_rollback(r, mid, now)
-            elif target.status in (TargetStatus.PENDING, TargetStatus.WAITING):
+            elif target.status in (TargetStatus.PENDING, TargetStatus.WAITING) or _timed_out(
+                target.status, target.reason
+            ):  # a timed-out mainframe that caught up and failed: not to be sent it again
                 why = report.reason or "the mainframe reported a failure without a reason"
                 self.store.set_target(r.rollout_id, mid, TargetStatus.FAILED, why, iso(now))
                 log.warning("%s: %s failed to install %s: %s", r.rollout_id, mid, r.update_id, why)
+            crash_point("omega.report")
             if r.state is RolloutState.RUNNING:
                 woken |= self.controller.drive(r, now)  # the budget may break now
             self._refresh_gauges()
@@ -323,6 +364,7 @@ class Omega:
                 auto_rollback=req.auto_rollback,
             )
             r, woken = self.controller.create(spec, fleet, now)
+            crash_point("omega.rollout")
             self._refresh_gauges()
             self._serving = r.channel
         log.info("%s: rolling out %s to %d mainframes", r.rollout_id, r.update_id, len(fleet))

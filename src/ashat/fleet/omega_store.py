@@ -461,6 +461,11 @@ class FleetStore:
             self.add_event(rollout_id, "wave_started", wave, at_iso)
         return [r[0] for r in rows]
 
+    def restart_wave_clock(self, rollout_id: str, at: float) -> None:
+        """Count the current wave's timeout from ``at`` (OMEGA restarted; no event: the
+        wave did not start again, it only waited for OMEGA)."""
+        self._run("UPDATE rollouts SET wave_started_at=? WHERE rollout_id=?", (at, rollout_id))
+
     # -- events --------------------------------------------------------------------------------
 
     def add_event(self, rollout_id: str, event: str, wave: int | None, at: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ashat.errors import OperationFailed
+from ashat.faults import crash_point
 from ashat.ops.project import Project, client_for
 
 if TYPE_CHECKING:
@@ -169,6 +170,7 @@ def run_approve(
         dep = outcome.deployment = result.deployment
         if h.recorded is not None:
             h.recorded(result, policy, wf.actor)
+        crash_point("approve.recorded")
         if dep.state is not State.APPROVED:
             outcome.waiting_for = policy.required - len(result.approvals)
             return outcome

@@ -90,7 +90,13 @@ def _bundle(
     sizes = {f.sha256: f.size for f in manifest.files if f.kind == "file"}
 
     def sign(sequence: int) -> Any:
-        signed = sign_manifest(replace(manifest, sequence=sequence), key)
+        draft = replace(manifest, sequence=sequence)
+        kept = _kept_manifest(project.manifest_path(update_id))
+        if kept is not None and replace(kept, signatures=(), created_at=draft.created_at) == draft:
+            # A resumed push of the same tree: sign the very manifest of the first attempt
+            # (Ed25519 is deterministic), which PUBLIC may have staged already.
+            draft = replace(draft, created_at=kept.created_at)
+        signed = sign_manifest(draft, key)
         write_private(project.manifest_path(update_id), signed.to_bytes(), mode=0o644)
         return signed
 
@@ -110,6 +116,17 @@ def build_bundle(
     key = _signing_key(project)  # no key: say so before hashing a large tree
     built = build_unsigned(project, update_id, description, source, git_ref)
     return _bundle(project, update_id, built.manifest, built.blobs.__getitem__, key), built
+
+
+def _kept_manifest(path: Path) -> Manifest | None:
+    """The manifest an earlier attempt of this push signed and kept, if it is readable."""
+    from ashat.bundle import parse_manifest
+    from ashat.bundle.errors import BundleError
+
+    try:
+        return parse_manifest(path.read_bytes())
+    except (OSError, BundleError):
+        return None
 
 
 def run_push(

@@ -4,10 +4,10 @@
 
     RemoteError (exit 4)
     └── TransportError
-        ├── Unreachable      connection refused, DNS, timeout
+        ├── Unreachable      connection refused, DNS, timeout       (transient)
         ├── TLSFailure       certificate or handshake
         ├── Unauthorized     401/403: missing or wrong token
-        └── BadResponse      5xx after retries, non-JSON, over the size limit
+        └── BadResponse      5xx after retries, non-JSON, over the size limit  (transient)
     OperationFailed (exit 1)
     └── AgentRejected        the agent understood and refused (4xx with a JSON reason)
 """
@@ -25,6 +25,7 @@ class TransportError(RemoteError):
 
 class Unreachable(TransportError):
     kind = "unreachable"
+    transient = True
 
 
 class TLSFailure(TransportError):
@@ -37,6 +38,7 @@ class Unauthorized(TransportError):
 
 class BadResponse(TransportError):
     kind = "bad_response"
+    transient = True
 
 
 class AgentRejected(OperationFailed):

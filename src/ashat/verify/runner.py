@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from ashat.errors import RemoteError
 from ashat.verify.base import STATUSES, Check, CheckConfigError, CheckContext, CheckResult, Outcome
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -37,6 +38,8 @@ def _run_one(check: Check, ctx: CheckContext) -> CheckResult:
             outcome = Outcome("error", f"check returned {outcome!r}, not an Outcome")
     except CheckConfigError as e:
         outcome = Outcome("error", f"bad [verify.{check.name}] settings: {e}")
+    except RemoteError as e:  # the server went away or refused us: not the check's bug
+        outcome = Outcome("error", e.message.splitlines()[0][:300], {"kind": e.kind})
     except Exception as e:  # a check's bug or an unexpected answer: report, never crash
         summary = f"{type(e).__name__}: {e}".splitlines()[0][:300]
         outcome = Outcome("error", summary, {"traceback": traceback.format_exc()[-4000:]})

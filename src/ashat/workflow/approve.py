@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ashat.errors import AshatError, InvalidInput, OperationFailed
+from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
+from ashat.faults import crash_point
 from ashat.ids import validate_update_id
-from ashat.workflow.errors import PolicyRefused
+from ashat.workflow.errors import Interrupted, PolicyRefused
 from ashat.workflow.models import Deployment
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State, check_transition
@@ -192,14 +193,20 @@ def release(
     """``approved -> releasing -> distributing``: send, counter-sign, activate, start rollout.
 
     Every step is idempotent on OMEGA, so ``resume=True`` re-runs them for a deployment a
-    killed ``deploy approve`` left in ``releasing``.
+    killed ``deploy approve`` left in ``releasing``. OMEGA (or PUBLIC, relaying) going away
+    mid-release leaves ``releasing`` too (:class:`Interrupted`; the event
+    ``release.interrupted`` says why); OMEGA's refusal moves it to ``failed``. What OMEGA
+    ran before is recorded first (``omega_previous``): a resumed release may find its own
+    release already active there.
     """
     dep = wf.store.require(update_id) if resume else wf.move(update_id, State.RELEASING)
+    crash_point("release.started")
     try:
-        omega_previous = omega.health().get("current")
+        omega_previous = wf.remember(dep, "omega_previous", lambda: omega.health().get("current"))
         missing = omega.missing(sorted(set(blob_digests)))
         relayed = relay(missing)
         wf.note(update_id, "release.uploaded", {"blobs_sent": len(missing), "bytes_sent": relayed})
+        crash_point("release.uploaded")
         omega.stage(manifest_bytes)
         record = {
             "update_id": update_id,
@@ -213,17 +220,24 @@ def release(
         wf.note(
             update_id, "release.countersigned", {"approval_keyid": signed.get("approval_keyid")}
         )
+        crash_point("release.countersigned")
         if omega_previous != update_id:
             omega.activate(update_id)
+        crash_point("release.activated")
         rollout = omega.request(
             "POST",
             "/v1/fleet/rollouts",
             json_body={"update_id": update_id, **distribution.to_json()},
         )
     except AshatError as e:
+        if isinstance(e, RemoteError) and e.transient:
+            wf.note(update_id, "release.interrupted", {"error": e.message[:500], "kind": e.kind})
+            verb = f"deploy approve {update_id}"
+            raise Interrupted(e, update_id, State.RELEASING.value, verb) from e
         with contextlib.suppress(AshatError):
             wf.move(update_id, State.FAILED, reason=e.message[:500], details={"kind": e.kind})
         raise
+    crash_point("release.rollout")
     facts = {"rollout_id": rollout.get("rollout_id"), "omega_previous": omega_previous}
     dep = wf.move(update_id, State.DISTRIBUTING, details=facts, details_update=facts)
     return dep, rollout, relayed

@@ -10,13 +10,15 @@
     └── PolicyRefused       approval policy (self-approval, not an approver)
     InvalidInput (exit 2)
     └── NotFound            no such deployment
+    RemoteError (exit 4)
+    └── Interrupted         a server went away mid-verb: the deployment stays resumable
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ashat.errors import NotFound, Refused
+from ashat.errors import NotFound, Refused, RemoteError
 
 if TYPE_CHECKING:
     from ashat.workflow.states import State
@@ -56,3 +58,22 @@ class PolicyRefused(Refused):
 class DeploymentNotFound(NotFound):
     def __init__(self, update_id: str) -> None:
         super().__init__(f"no deployment {update_id!r}", update_id=update_id)
+
+
+class Interrupted(RemoteError):
+    """A verb stopped because a server could not be reached (or answered nonsense).
+
+    What the server did with the last request is unknown, and nothing is wrong with the
+    release: the deployment keeps its in-flight state (``pushing``, ``releasing``) so that
+    running the same verb again resumes it, as after a killed ``deploy`` process.
+    """
+
+    kind = "interrupted"
+
+    def __init__(self, cause: RemoteError, update_id: str, state: str, verb: str) -> None:
+        super().__init__(
+            f"{cause.message}; {update_id} stays {state}: run '{verb}' again to resume",
+            update_id=update_id,
+            state=state,
+            cause=cause.kind,
+        )

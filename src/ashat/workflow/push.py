@@ -9,10 +9,15 @@ A push is a sequence of idempotent steps (DESIGN §5), each recorded as an event
    healthy, and only then stops the old one);
 5. move to ``pushed`` with what was sent.
 
-Any failure moves the deployment to ``failed`` with the reason; the agent guarantees that a
-release that failed to stage or activate is removed and PUBLIC stays on its previous one.
-A push killed half-way leaves ``pushing``: re-running the same ``deploy push`` resumes it
-once its lease is free (the steps are idempotent, so nothing is sent twice).
+A failure of the release (the agent refused it, a file could not be read) moves the
+deployment to ``failed`` with the reason; the agent guarantees that a release that failed to
+stage or activate is removed and PUBLIC stays on its previous one. A push killed half-way
+leaves ``pushing``, and so does PUBLIC going away mid-push (unreachable, or answering
+nonsense: what it did last is unknown, and nothing is wrong with the release; the event
+``push.interrupted`` says why). Re-running the same ``deploy push`` resumes it once its
+lease is free (the steps are idempotent, so nothing is sent twice). What PUBLIC ran before
+is recorded (``public_previous``) before anything is sent, so a resumed push, which may find
+its own release already active, still knows what a rollback goes back to.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ashat.errors import AshatError, InvalidInput, OperationFailed
+from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
+from ashat.faults import crash_point
 from ashat.ids import validate_update_id
-from ashat.workflow.errors import AlreadyExists, LeaseHeld
+from ashat.workflow.errors import AlreadyExists, Interrupted, LeaseHeld
 from ashat.workflow.models import Deployment
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State
@@ -164,10 +170,13 @@ def push(
     dep, resumed = _start(wf, update_id, description, bundle)
     sequence = int(dep.details["sequence"])
     step("record", f"deployment {update_id} recorded (sequence {sequence})")
+    crash_point("push.recorded")
     try:
         signed = bundle.sign(sequence)
         wf.note(update_id, "push.signed", {"manifest": signed.digest(), "sequence": sequence})
-        public_previous = agent.health().get("current")
+        # What PUBLIC ran before this push: asked by the first attempt, which may have
+        # activated the release before it was interrupted.
+        public_previous = wf.remember(dep, "public_previous", lambda: agent.health().get("current"))
         step(
             "plan",
             f"{len(signed.files)} files, {_mb(signed.total_size)}; PUBLIC runs "
@@ -188,19 +197,25 @@ def push(
             {"blobs_sent": len(missing), "blobs_skipped": skipped, "bytes_sent": sent},
         )
         step("upload", f"sent {len(missing)} blobs ({_mb(sent)}), {skipped} already there")
+        crash_point("push.uploaded")
         wf.renew("public", update_id)
         staged = agent.stage(signed.to_bytes())
         step(
             "stage",
             f"staged as releases/{update_id} ({staged.get('files', len(signed.files))} files)",
         )
+        crash_point("push.staged")
         activated = agent.activate(update_id)
+        crash_point("push.activated")
         app = activated.get("app")
         step(
             "activate",
             "active on PUBLIC" + (f", app healthy on port {app['port']}" if app else ""),
         )
     except AshatError as e:
+        if isinstance(e, RemoteError) and e.transient:
+            wf.note(update_id, "push.interrupted", {"error": e.message[:500], "kind": e.kind})
+            raise Interrupted(e, update_id, State.PUSHING.value, f"deploy push {update_id}") from e
         _fail(wf, update_id, e)
         raise
     except OSError as e:  # a source file vanished or became unreadable mid-push

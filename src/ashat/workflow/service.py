@@ -150,6 +150,17 @@ class Workflow:
     def renew(self, tier: str, update_id: str) -> bool:
         return self.store.renew_lease(tier, update_id, iso_after(self.clock.now(), self.lease_s))
 
+    def remember(self, dep: Deployment, key: str, ask: Callable[[], Any]) -> str | None:
+        """``dep.details[key]`` as an earlier attempt of a verb recorded it, else ``ask()``
+        now, recorded in the details for the attempts after this one (a resumed verb may
+        find the world already changed by the attempt that was interrupted)."""
+        if key in dep.details:
+            recorded = dep.details[key]
+        else:
+            recorded = ask()
+            self.store.update_details(dep.id, {key: recorded}, self.now())
+        return str(recorded) if recorded is not None else None
+
     def note(self, update_id: str | None, kind: str, details: dict[str, Any]) -> Event:
         """Record an event that does not change state (a step, a check result)."""
         return self.store.append_event(kind, self.actor, self.now(), details, update_id)

@@ -22,9 +22,10 @@ traceback in its log. ``hello_fleet(n)`` sets up a whole fleet around a copy of
 examples/hello-service (PUBLIC and OMEGA configured, ``n`` mainframes registered) and
 returns a :class:`HelloFleet` (``.deploy(...)``, ``.ship(id, version)``, ``.currents()``).
 
-The tests directories are not packages, so helpers reach tests through fixtures, and plain
-functions through support.py (``from support import deploy, wait_for``), which this file
-uses too.
+A pytest plugin, registered by tests/conftest.py, so every test directory (integration/,
+faults/, e2e/) has these fixtures. The tests directories are not packages: plain functions
+are in tests/support.py (``from support import deploy, wait_for``), which this file uses
+too; tests/ is on ``sys.path`` because tests/conftest.py lives there.
 """
 
 from __future__ import annotations
@@ -41,18 +42,18 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support import HELLO_SERVICE, configure, deploy, enter_hello_project, wait_for
 
 from ashat.bundle import Built, Manifest, SigningKey, build_from_dir, sign_manifest
 from ashat.bundle.keys import generate_keypair, load_private_key
 from ashat.transport.client import AgentClient, BlobRef
+from support import HELLO_SERVICE, configure, deploy, enter_hello_project, wait_for
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
@@ -338,9 +339,13 @@ class AgentFactory:
         fleet_db: str | None = None,
         blob_dir: Path | None = None,
         replica_of: AgentHandle | None = None,
+        env: Mapping[str, str] | None = None,
+        port: int = 0,
     ) -> AgentHandle:
         """Start an agent; ``like`` reuses another's data directory, token, key and TLS;
         ``replica_of`` (an OMEGA) all that but the data directory: another replica.
+        ``env`` is added to this process's environment for the agent (this start only);
+        ``port`` is the one to listen on (0: the OS picks one).
 
         ``role="omega"`` also makes an OMEGA key (``omega.key``) and a license key
         (``license.key``) and passes ``--omega-key``/``--license-trust`` (and
@@ -395,7 +400,7 @@ class AgentFactory:
             "--data",
             str(data),
             "--listen",
-            "127.0.0.1:0",
+            f"127.0.0.1:{port}",
             "--token-file",
             str(token_file),
             "--trust",
@@ -429,8 +434,9 @@ class AgentFactory:
         log = home / "agent.log"
         with log.open("wb") as err:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=home
-            )
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=home,
+                env={**os.environ, **env} if env else None,
+            )  # fmt: skip
         url = wait_ready(proc, log, READY_RE, "agent", START_TIMEOUT_S).group(2)
         handle = AgentHandle(
             url=url,
@@ -669,17 +675,28 @@ class MainframeFactory:
             argv += ["--app-env", str(env_file)]
         return self._spawn(mainframe_id, home / "data", home / "agent.log", argv)
 
-    def restart(self, stopped: MainframeHandle) -> MainframeHandle:
-        """Start a stopped mainframe again: same options and data directory, a new log."""
+    def restart(
+        self, stopped: MainframeHandle, env: Mapping[str, str] | None = None
+    ) -> MainframeHandle:
+        """Start a stopped mainframe again: same options and data directory, a new log;
+        ``env`` is added to this process's environment for it."""
         self._n += 1
         log = stopped.log.with_name(f"agent-{self._n}.log")
-        return self._spawn(stopped.mainframe_id, stopped.data, log, stopped.argv)
+        return self._spawn(stopped.mainframe_id, stopped.data, log, stopped.argv, env)
 
-    def _spawn(self, mainframe_id: str, data: Path, log: Path, argv: list[str]) -> MainframeHandle:
+    def _spawn(
+        self,
+        mainframe_id: str,
+        data: Path,
+        log: Path,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+    ) -> MainframeHandle:
         with log.open("wb") as err:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=log.parent
-            )
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
+                cwd=log.parent, env={**os.environ, **env} if env else None,
+            )  # fmt: skip
         handle = MainframeHandle(mainframe_id, data, proc, log, argv)
         self.handles.append(handle)
         return handle
@@ -879,17 +896,27 @@ def hello_fleet(
     agent_factory: AgentFactory,
     mainframe_factory: MainframeFactory,
 ) -> Any:
-    """``hello_fleet(n=2, distribution=HELLO_WAVES, poll_wait=1)`` -> :class:`HelloFleet`."""
+    """``hello_fleet(n=2, distribution=HELLO_WAVES, poll_wait=1, project=None)`` ->
+    :class:`HelloFleet`; ``project(signing_key)``, when given, makes the project (the cwd)
+    and returns its root instead of a copy of hello-service."""
     import datetime as dt
 
     from ashat.fleet.license import issue
 
-    def make(n: int = 2, distribution: str = HELLO_WAVES, poll_wait: int = 1) -> HelloFleet:
+    def make(
+        n: int = 2,
+        distribution: str = HELLO_WAVES,
+        poll_wait: int = 1,
+        project: Callable[[Path], Path] | None = None,
+    ) -> HelloFleet:
         public = agent_factory()
         omega = agent_factory(role="omega", poll_timeout=5, extra_trust=(public.pub_path,))
-        root = enter_hello_project(
-            tmp_path / "alpha", monkeypatch, public.key_path, distribution=distribution
-        )
+        if project is not None:  # another project than hello-service: project(signing key)
+            root = project(public.key_path)
+        else:
+            root = enter_hello_project(
+                tmp_path / "alpha", monkeypatch, public.key_path, distribution=distribution
+            )
         configure("public", public)
         configure("omega", omega)
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)

@@ -1,9 +1,10 @@
-"""Plain helpers the integration tests import (``from support import deploy``); fixtures stay
-in conftest.py. The ``deploy`` CLI run in this process, a copy of examples/hello-service as
-the cwd with PUBLIC and OMEGA configured, and polling until a condition holds.
+"""Plain helpers the tests import (``from support import deploy``); fixtures stay in
+conftest.py and process_fixtures.py. The ``deploy`` CLI run in this process, a copy of
+examples/hello-service as the cwd with PUBLIC and OMEGA configured, and polling until a
+condition holds.
 
 The tests directories are not packages: this module is importable because pytest (in its
-default ``prepend`` import mode) puts tests/integration on ``sys.path`` for the tests there.
+default ``prepend`` import mode) puts tests/ on ``sys.path`` for tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from click.testing import CliRunner, Result
 
 from ashat.cli.deploy import cli
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 HELLO_SERVICE = REPO / "examples" / "hello-service"
 
 
@@ -67,6 +68,12 @@ def enter_hello_project(
     if distribution is not None:
         toml = (root / "ashat.toml").read_text()
         (root / "ashat.toml").write_text(toml[: toml.index("[distribution]")] + distribution)
+    return enter_project(root, monkeypatch, signing_key)
+
+
+def enter_project(root: Path, monkeypatch: pytest.MonkeyPatch, signing_key: Path) -> Path:
+    """Make the project at ``root`` the cwd, acting as alice without colour or ``ASHAT_DB``,
+    signing with ``signing_key``. Returns ``root``."""
     monkeypatch.chdir(root)
     monkeypatch.setenv("ASHAT_USER", "alice")
     monkeypatch.setenv("NO_COLOR", "1")
