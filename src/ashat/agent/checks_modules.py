@@ -165,8 +165,11 @@ def check_modules(
                 outcome[key] = scrub(outcome[key], secrets)
     failing = [o for o in outcomes if not o["ok"]]
     if not failing:
-        noun = "module" if len(names) == 1 else "modules"
-        return result("passed", f"All {len(names)} {noun} loaded successfully", modules=outcomes)
+        if len(names) == 1:
+            summary = f"Module {names[0]} loaded successfully"
+        else:
+            summary = f"All {len(names)} modules loaded successfully"
+        return result("passed", summary, modules=outcomes)
     named = "; ".join(f"{o['name']} ({o['error']})" for o in failing)
     return result(
         "failed",
