@@ -7,9 +7,12 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -18,6 +21,7 @@ from ashat.bundle.keys import generate_keypair
 from ashat.cli.output import AshatGroup
 
 AgentFactory = Any  # the fixture's type (tests/ is not a package)
+CLIENT_KEEPALIVE_S = 5  # httpx's keepalive_expiry, which every ashat client keeps
 
 
 @pytest.fixture
@@ -128,3 +132,47 @@ def test_sigint_stops_the_agent_and_its_app(agent_factory: AgentFactory, trees: 
     assert agent.processes() == [answer["app"]["pid"]]
     assert agent.stop(signal.SIGINT) == 0  # stop() also checks that no app is left
     assert agent.events() == ["start int-1", "healthy int-1", "stop int-1"]
+
+
+def get_twice_on_one_connection(url: str, pause_s: float) -> list[bytes]:
+    """``GET /v1/health`` twice on one kept-alive connection, ``pause_s`` apart; the status
+    line of each answer (b"" where the server had closed the connection)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    request = f"GET /v1/health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    lines = []
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        for i in range(2):
+            if i:
+                time.sleep(pause_s)
+            try:
+                sock.sendall(request)
+                status = reader.readline()
+            except OSError:
+                status = b""
+            lines.append(status.strip())
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            reader.read(length)
+    return lines
+
+
+def test_servers_keep_an_idle_connection_longer_than_clients_do(
+    agent_factory: AgentFactory, serve_process: Any, tmp_path: Path
+) -> None:
+    """httpx forgets an idle connection after 5 s: the servers must not close it first, or
+    a client reusing it just then gets "Server disconnected without sending a response"."""
+    assert httpx.Limits().keepalive_expiry == CLIENT_KEEPALIVE_S
+    agent = agent_factory()
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "ashat.toml").write_text("")
+    serve = serve_process(root)
+    pause = CLIENT_KEEPALIVE_S + 1
+    urls = (agent.url, serve.url)
+    with ThreadPoolExecutor() as pool:
+        answers = pool.map(get_twice_on_one_connection, urls, (pause, pause))
+        for url, lines in zip(urls, answers, strict=True):
+            assert lines == [b"HTTP/1.1 200 OK"] * 2, url

@@ -30,6 +30,12 @@ from ashat.agent.server import build_app
 from ashat.errors import AshatError, InvalidInput
 
 GRACEFUL_SHUTDOWN_S = 15  # for requests in flight after a signal
+# An idle kept-alive connection is closed by the client first: httpx forgets one after 5 s,
+# the server after this. With both at uvicorn's and httpx's 5 s, a client reusing a
+# connection as the server closed it met "Server disconnected without sending a response"
+# (hundreds of retries in a 1,000-mainframe rollout). 65 s also outlasts the 60 s of
+# common load balancers, which must close first too.
+KEEP_ALIVE_S = 65
 BACKGROUND_STOP_S = 1.0  # for the background task to end once cancelled
 
 log = logging.getLogger("ashat.agent")
@@ -147,6 +153,7 @@ def run_agent(config: AgentConfig, announce: Callable[[str], None]) -> None:
         lifespan="on",
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     port = sock.getsockname()[1]
     url = f"{config.scheme}://{format_host(config.host)}:{port}"

@@ -19,7 +19,7 @@ from types import FrameType
 import uvicorn
 
 from ashat.agent.config import format_host
-from ashat.agent.runner import bind_listen
+from ashat.agent.runner import KEEP_ALIVE_S, bind_listen
 from ashat.api.app import build_app
 from ashat.errors import InvalidInput
 from ashat.store.db import redact_url
@@ -90,6 +90,7 @@ def run_server(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     scheme = "https" if tls_cert else "http"
     url = f"{scheme}://{format_host(host)}:{sock.getsockname()[1]}"
