@@ -216,3 +216,30 @@ def test_a_push_whose_blobs_were_not_uploaded_is_refused_before_it_is_recorded(
         assert spooled(fleet.root) == []
         answer = http.post("/v1/blobs/pack", content=bad_pack)
         assert answer.status_code == 401
+
+
+def step_names(output: str) -> list[str]:
+    return [line.split()[1] for line in output.splitlines() if line.startswith("  ✅ ")]
+
+
+def test_a_failed_push_shows_the_steps_done_before_it_failed_as_locally(
+    via: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet, _serve, _tokens, client = via
+    failing = """[app]\nprepare = "sh -c 'echo no room; exit 1'"\n"""
+    for root in (client, fleet.root):
+        toml = root / "ashat.toml"
+        toml.write_text(toml.read_text().replace("[app]\n", failing, 1))
+    there = deploy("push", "f1", "prepare fails")
+    with monkeypatch.context() as mp:
+        mp.setenv("ASHAT_SIGNING_KEY", str(fleet.public.key_path))
+        here = local(fleet.root, monkeypatch, "push", "f2", "prepare fails")
+    assert there.exit_code == here.exit_code != 0, there.output + here.output
+    assert step_names(there.output) == step_names(here.output) != [], there.output
+    for res in (there, here):
+        assert "push failed; PUBLIC keeps its previous release" in res.output
+        assert "prepare hook \"sh -c 'echo no room; exit 1'\" failed" in res.output
+    there = deploy("push", "f3", "prepare fails", "--json")
+    assert "steps" not in there.stdout  # the same error document as a local push
+    with fleet.public.client() as public:
+        assert public.health()["current"] is None

@@ -16,6 +16,7 @@ from typing import Any
 from ashat import __version__
 from ashat.api.errors import ApiFailure
 from ashat.api.schemas import STATES, UPDATE_ID_PATTERN, USER_NAME_PATTERN
+from ashat.errors import AshatError
 from ashat.ops.project import Project
 from ashat.ops.users import Role
 from ashat.store.users import User
@@ -157,14 +158,19 @@ def push(call: Call) -> tuple[int, dict[str, Any]]:
     from ashat.ops.push import push_uploaded
 
     steps: list[dict[str, str]] = []
-    result = push_uploaded(
-        call.project,
-        call.path["update_id"],
-        call.body["description"],
-        call.body["manifest"],
-        actor=call.actor,
-        step=lambda name, detail: steps.append({"step": name, "detail": detail}),
-    )
+    try:
+        result = push_uploaded(
+            call.project,
+            call.path["update_id"],
+            call.body["description"],
+            call.body["manifest"],
+            actor=call.actor,
+            step=lambda name, detail: steps.append({"step": name, "detail": detail}),
+        )
+    except AshatError as e:
+        if steps:  # what was done before it failed, as a local push prints it
+            e.details["steps"] = steps
+        raise
     return 201, {**result.to_json(), "steps": steps}
 
 

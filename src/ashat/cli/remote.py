@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import click
 
-from ashat.errors import InvalidInput
+from ashat.errors import AshatError, InvalidInput
 
 if TYPE_CHECKING:
     from ashat.ops.approve import ApproveHooks, ApproveOutcome
@@ -282,7 +282,12 @@ def push(
         missing = c.missing(sorted(sizes))
         c.upload([BlobRef(d, sizes[d], built.blobs[d]) for d in missing])
         body = {"description": description, "manifest": m.to_dict()}
-        data = c.call("POST", _dep_path(update_id, "push"), body)
+        try:
+            data = c.call("POST", _dep_path(update_id, "push"), body)
+        except AshatError as e:
+            for s in e.details.pop("steps", []):  # done on the server before it failed
+                step(s["step"], s["detail"])
+            raise
     finally:
         built.cleanup()
     for s in data.pop("steps", []):

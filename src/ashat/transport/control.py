@@ -93,23 +93,32 @@ class ControlClient(AgentClient):
             raise BadResponse(f"{url} answered {status} with something that is not a JSON object")
         if status < 400:
             return data
-        message = str(data.get("error") or f"HTTP {status}")
-        if status in (401, 403):
-            raise Unauthorized(f"ashat serve refused: {message}")
-        if status == 404 and data.get("exit_code") == 2:
-            raise NotFound(message)
-        if status == 422:
-            raise ServeFailure(message, str(data.get("kind", "failed")), data)
-        code = data.get("exit_code")
-        if status >= 500 or not isinstance(code, int):
-            raise BadResponse(f"{url} failed with {status}: {message}")
-        err_type = _BY_EXIT.get(code)
-        if err_type is not None:
-            raise err_type(message)
-        err = AshatError(message)
-        err.exit_code = code
-        err.kind = str(data.get("kind", "error"))
+        err = _error_of(status, data, url)
+        details = data.get("details")
+        if isinstance(details, dict):  # as a local run's error carries them
+            err.details = details
         raise err
+
+
+def _error_of(status: int, data: dict[str, Any], url: str) -> AshatError:
+    """The error an answer of ``ashat serve`` stands for (``status`` >= 400)."""
+    message = str(data.get("error") or f"HTTP {status}")
+    if status in (401, 403):
+        return Unauthorized(f"ashat serve refused: {message}")
+    if status == 404 and data.get("exit_code") == 2:
+        return NotFound(message)
+    if status == 422:
+        return ServeFailure(message, str(data.get("kind", "failed")), data)
+    code = data.get("exit_code")
+    if status >= 500 or not isinstance(code, int):
+        return BadResponse(f"{url} failed with {status}: {message}")
+    err_type = _BY_EXIT.get(code)
+    if err_type is not None:
+        return err_type(message)
+    err = AshatError(message)
+    err.exit_code = code
+    err.kind = str(data.get("kind", "error"))
+    return err
 
 
 def _query_value(v: Any) -> str:
