@@ -13,6 +13,8 @@ import http.server
 import json
 import threading
 import time
+import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 ENDLESS_CHUNK = b"[" * 65536  # what endless bodies are made of: never valid JSON
@@ -23,7 +25,8 @@ class HostileServer:
     """An HTTP/1.1 server on loopback whose answers the test scripts.
 
     ``poll`` holds the answers for the next ``GET /v1/fleet/poll`` (a dict sent as JSON, or
-    ``ENDLESS``); with none queued a poll waits a little and answers no directive.
+    ``ENDLESS``); with none queued a poll waits a little and answers no directive, as
+    ``quiet(query)`` makes it (by default an unsigned ``{"directive": null}``).
     ``GET /v1/blobs/*`` and, with ``endless_everything``, any other request get an endless
     body. ``POST /v1/fleet/report`` bodies are kept in ``reports``. With ``drip_s`` the
     endless bodies come a byte at a time, just fast enough never to trip a read timeout.
@@ -34,6 +37,7 @@ class HostileServer:
 
     def __init__(self, *, endless_everything: bool = False, drip_s: float | None = None) -> None:
         self.poll: list[Any] = []
+        self.quiet: Callable[[dict[str, str]], Any] = lambda query: {"directive": None}
         self.drip_s = drip_s
         self.reports: list[dict[str, Any]] = []
         self.endless_everything = endless_everything
@@ -61,7 +65,8 @@ class HostileServer:
                         self._json(queued)
                     else:
                         time.sleep(0.3)
-                        self._json({"directive": None})
+                        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                        self._json(server.quiet(query))
                 else:
                     self._json({"error": "no such route"}, 404)
 

@@ -302,6 +302,28 @@ def test_a_fleet_of_ten_takes_hello_service_in_waves(fleet: Fleet, trees: Trees)
     assert {m["current"] for m in listed} == {"hello-001"}
 
 
+def test_omega_signs_each_answer_without_a_directive_for_its_poll(fleet: Fleet) -> None:
+    """The freeze defence: with nothing to install, every answer is OMEGA's signature over
+    this mainframe and the poll's nonce; the mainframe shows when it last had one."""
+    mf = fleet.start("mf-quiet", poll_wait=1)
+    fleet.mainframes.ready(mf)
+
+    def polled_twice() -> bool:
+        metrics = httpx.get(f"{mf.url}/metrics", timeout=5).text
+        return 'ashat_mainframe_polls_total{result="empty"} 2.0' in metrics
+
+    wait_for(polled_twice, 30, "two empty polls")
+    fleet_status = mf.health()["fleet"]
+    assert fleet_status["last_error"] is None, mf.output()
+    seen = dt.datetime.fromisoformat(fleet_status["last_authenticated"].replace("Z", "+00:00"))
+    assert abs((dt.datetime.now(dt.UTC) - seen).total_seconds()) < 30
+    metrics = httpx.get(f"{mf.url}/metrics", timeout=5).text
+    assert 'ashat_mainframe_polls_total{result="unauthenticated"} 0.0' in metrics
+    gauge = "ashat_mainframe_last_authenticated_answer_timestamp_seconds "
+    stamp = next(line for line in metrics.splitlines() if line.startswith(gauge))
+    assert float(stamp.split()[1]) > 0
+
+
 def test_a_mainframe_killed_mid_download_resumes(
     fleet: Fleet, trees: Trees, proxies: Callable[[str], Proxy]
 ) -> None:

@@ -367,6 +367,19 @@ def mainframe(
     token_file.chmod(0o600)
     lic, _ = issue(load_private_key(license_key_path), "mf-target", "ACME", NOW + dt.timedelta(9))
     hostile = HostileServer()
+    omega_key = load_private_key(omega_key_path)
+    hostile.quiet = lambda query: {  # as OMEGA signs it: the mainframe backs off otherwise
+        "directive": None,
+        "no_directive": seal(
+            "no_directive",
+            {
+                "mainframe_id": "mf-target",
+                "nonce": query.get("nonce", ""),
+                "issued_at": NOW.isoformat(),
+            },
+            omega_key,
+        ),
+    }
     handle = module_mainframe_factory(
         omega=hostile.url,
         license_token=lic,
@@ -381,7 +394,7 @@ def mainframe(
         hostile,
         token,
         load_private_key(release_key_path),
-        load_private_key(omega_key_path),
+        omega_key,
         home,
     )
     running = mf.manifest("mf-5", 5)
@@ -765,6 +778,32 @@ def mf_frozen(mf: Mainframe) -> Outcome:
     )
 
 
+def _quiet_refused(mf: Mainframe, answer: dict[str, Any]) -> Outcome:
+    """Send ``answer`` (no directive) to the next poll; the error the mainframe notes."""
+    fleet = mf.handle.health
+    wait_for(lambda: fleet()["fleet"]["last_error"] is None, 30, "a signed answer first")
+    mf.hostile.poll.append(answer)
+
+    def noted() -> str | None:
+        error = fleet()["fleet"]["last_error"]
+        return error if error and "'no directive'" in error else None
+
+    return "error", str(wait_for(noted, 30, "the answer 'no directive' to be refused"))
+
+
+def mf_freeze_unsigned(mf: Mainframe) -> Outcome:
+    """An attacker on the network answers "nothing new" for ever (TUF's indefinite freeze)."""
+    return _quiet_refused(mf, {"directive": None})
+
+
+def mf_freeze_replayed(mf: Mainframe) -> Outcome:
+    """OMEGA's genuine "nothing new", recorded from an earlier poll and replayed."""
+    old = {"mainframe_id": "mf-target", "nonce": "r" * 24, "issued_at": NOW.isoformat()}
+    return _quiet_refused(
+        mf, {"directive": None, "no_directive": seal("no_directive", old, mf.omega_key)}
+    )
+
+
 def mf_forged_directive(mf: Mainframe) -> Outcome:
     return mf.attack(mf.directive(mf.manifest("mf-9", 9), key=SigningKey.generate()))
 
@@ -1091,6 +1130,10 @@ KINDS = [
          "no 'approval' signature"),
     Kind("replayed-older-sequence", "mainframe", mf_replayed_older, "failed", "downgrade: "),
     Kind("freeze-expired-answer", "mainframe", mf_frozen, "failed", "expired: "),
+    Kind("freeze-unsigned-no-directive", "mainframe", mf_freeze_unsigned, "error",
+         "not signed by OMEGA"),
+    Kind("freeze-replayed-no-directive", "mainframe", mf_freeze_replayed, "error",
+         "answers another poll"),
     Kind("forged-directive", "mainframe", mf_forged_directive, "failed", "forged: "),
     Kind("directive-for-another-mainframe", "mainframe", mf_other_mainframe, "failed",
          "wrong_mainframe: "),

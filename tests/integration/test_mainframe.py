@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import signal
 import socket
 import threading
@@ -160,9 +161,13 @@ def test_mainframe_without_token_serves_health_only_and_stops_promptly(
         r = httpx.get(f"{mf.url}/v1/releases", headers=auth, timeout=5)
         assert r.status_code == 401
 
-    # The long poll OMEGA holds: licensed, naming what runs (nothing) and the wait.
+    # The long poll OMEGA holds: licensed, naming what runs (nothing), the wait, and a
+    # fresh nonce that OMEGA's signed "no directive" must name.
     request = wait_for(lambda: black_hole.received, 10, "the poll")[0].decode("latin-1")
-    assert request.startswith("GET /v1/fleet/poll?current=&sequence=0&wait=30 HTTP/1.1"), request
+    assert re.match(
+        r"GET /v1/fleet/poll\?current=&sequence=0&wait=30&nonce=[A-Za-z0-9_-]{24} HTTP/1.1",
+        request,
+    ), request
     assert f"authorization: license {keys['token']}".lower() in request.lower()
     started = time.monotonic()
     assert mf.stop(signal.SIGTERM) == 0

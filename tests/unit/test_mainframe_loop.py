@@ -93,6 +93,7 @@ def test_health_before_the_first_poll(mainframe: Mainframe) -> None:
         "mainframe_id": "mf-1",
         "license_id": "lic-1",
         "last_poll": None,
+        "last_authenticated": None,
         "last_error": None,
         "license_status": "unknown",
         "last_install": None,

@@ -15,11 +15,14 @@ from ashat.bundle.manifest import SCHEMA, FileEntry, Manifest
 from ashat.bundle.sign import sign_manifest
 from ashat.fleet.directive import (
     KIND,
+    NO_DIRECTIVE_KIND,
     Action,
+    AnswerRefused,
     DirectiveRefused,
     Install,
     Running,
     check_install,
+    check_no_directive,
     peek_directive,
 )
 from ashat.fleet.envelope import seal
@@ -272,3 +275,47 @@ def test_a_replayed_install_of_a_rolled_back_release_is_refused() -> None:
     assert not check(
         directive(back, action="rollback"), back, RUNNING_5, rolled_back=("u-7",)
     ).already
+
+
+# -- "no directive": OMEGA's signed answer to one poll -------------------------------------
+
+NONCE = "n" * 24
+
+
+def no_directive(key: SigningKey = OMEGA, kind: str = NO_DIRECTIVE_KIND, **over: Any) -> str:
+    payload = {"mainframe_id": ME, "nonce": NONCE, "issued_at": NOW.isoformat(), **over}
+    return seal(kind, payload, key)
+
+
+def test_a_signed_no_directive_for_this_poll_is_accepted() -> None:
+    said = check_no_directive(no_directive(), mainframe_id=ME, nonce=NONCE, omega_keys=trust(OMEGA))
+    assert said == NOW
+
+
+@pytest.mark.parametrize(
+    ("token", "reason", "needle"),
+    [
+        (None, "unsigned", "not signed by OMEGA"),
+        ("", "malformed", "three dot-separated parts"),
+        (no_directive(MALLORY), "forged", "not trusted"),
+        (no_directive(nonce="o" * 24), "replayed", "another poll"),
+        (no_directive(mainframe_id="mf-8"), "wrong_mainframe", "for mainframe 'mf-8'"),
+        (no_directive(kind=KIND), "malformed", "not a no_directive token"),
+        (no_directive(nonce=7), "malformed", "must be strings"),
+        (no_directive(issued_at="yesterday"), "malformed", "malformed payload"),
+        ("no_directive.e30.AAAA", "malformed", "refused"),
+    ],
+)
+def test_an_unproved_no_directive_is_refused(token: Any, reason: str, needle: str) -> None:
+    with pytest.raises(AnswerRefused) as e:
+        check_no_directive(token, mainframe_id=ME, nonce=NONCE, omega_keys=trust(OMEGA))
+    assert e.value.reason == reason
+    assert needle in e.value.message
+
+
+def test_a_signed_directive_is_not_a_no_directive() -> None:
+    """An envelope is typed: OMEGA's directive cannot stand in for its "nothing new"."""
+    token = directive(signed(manifest()))
+    with pytest.raises(AnswerRefused) as e:
+        check_no_directive(token, mainframe_id=ME, nonce=NONCE, omega_keys=trust(OMEGA))
+    assert e.value.reason == "malformed"

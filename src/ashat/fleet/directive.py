@@ -21,6 +21,14 @@ to install; it returns an :class:`Install` or raises :class:`DirectiveRefused` w
                                     conflict            same id as the running one, other content
                                     downgrade           sequence not higher, and no rollback
 
+An answer without a directive ("nothing for you now") carries a ``no_directive`` envelope
+that OMEGA signed for that very poll: :func:`check_no_directive` checks that it is OMEGA's,
+for this mainframe, and answers the poll's fresh ``nonce``, so neither a network attacker
+nor a replayed answer can hold a mainframe on what it runs without its knowing (the TUF
+"indefinite freeze"): the time of the last answer that passed is in its health and metrics.
+:class:`AnswerRefused`'s reasons: ``unsigned``, ``malformed``, ``forged``,
+``wrong_mainframe``, ``replayed`` (another poll's nonce).
+
 Pure: no network, no disk, no clock of its own (``now`` is given), as python-tuf's
 ``TrustedMetadataSet`` only checks bytes it is handed. Fetching and installing are
 :mod:`.mainframe`'s.
@@ -44,6 +52,8 @@ from ashat.fleet.envelope import EnvelopeError, Forged, peek_payload, unseal
 from ashat.ids import UPDATE_ID_RE
 
 KIND = "directive"
+NO_DIRECTIVE_KIND = "no_directive"
+NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # a poll's nonce, as OMEGA accepts it
 APPROVAL_ROLE = "approval"
 DIRECTIVE_TTL_S = 300  # seconds from issued_at to expires_at, as OMEGA signs them
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -256,3 +266,50 @@ def check_install(
             d,
         )
     return Install(d, m, manifest_bytes, already=False)
+
+
+class AnswerRefused(Refused):
+    """An answer without a directive that does not prove OMEGA gave it to this poll."""
+
+    kind = "answer_refused"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message, reason=reason)
+        self.reason = reason
+
+
+def check_no_directive(
+    token: object, *, mainframe_id: str, nonce: str, omega_keys: TrustedKeys
+) -> dt.datetime:
+    """When OMEGA said it has nothing for ``mainframe_id``, in answer to the poll that sent
+    ``nonce``: ``token`` must be a ``no_directive`` envelope signed by a key of
+    ``omega_keys`` naming both. Raises :class:`AnswerRefused`."""
+    if not isinstance(token, str):
+        raise AnswerRefused("unsigned", "the answer 'no directive' is not signed by OMEGA")
+    try:
+        p = unseal(token, NO_DIRECTIVE_KIND, omega_keys)
+    except Forged as e:
+        raise AnswerRefused("forged", f"the answer 'no directive' is refused: {e.message}") from e
+    except EnvelopeError as e:
+        raise AnswerRefused(
+            "malformed", f"the answer 'no directive' is refused: {e.message}"
+        ) from e
+    try:
+        if not all(isinstance(p.get(k), str) for k in ("mainframe_id", "nonce")):
+            raise ValueError("mainframe_id and nonce must be strings")
+        issued_at = _time(p.get("issued_at"), "issued_at")
+    except ValueError as e:
+        raise AnswerRefused(
+            "malformed", f"the answer 'no directive' is refused: malformed payload ({e})"
+        ) from e
+    if p["mainframe_id"] != mainframe_id:
+        raise AnswerRefused(
+            "wrong_mainframe",
+            f"the answer 'no directive' is for mainframe {p['mainframe_id'][:80]!r}, "
+            f"not this one ({mainframe_id})",
+        )
+    if p["nonce"] != nonce:
+        raise AnswerRefused(
+            "replayed", "the answer 'no directive' answers another poll (an old answer replayed?)"
+        )
+    return issued_at

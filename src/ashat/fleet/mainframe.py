@@ -8,10 +8,13 @@ One turn of the loop (docs/fleet-protocol.md, "Routes for mainframes"):
 
 1. send the reports OMEGA has not acknowledged yet — they are kept in ``DIR/fleet.json``
    until it does, so neither OMEGA blinking nor a restart loses one;
-2. ``GET /v1/fleet/poll?current=&sequence=&wait=`` with ``Authorization: License``.
-   ``{"directive": null}``: poll again. ``403``: the license was refused — log the reason
-   once, keep running what runs, back off. A connection error or a 5xx: back off with
-   jitter. OMEGA's state is in ``/v1/health`` under ``fleet`` (:meth:`Mainframe.status`);
+2. ``GET /v1/fleet/poll?current=&sequence=&wait=&nonce=`` with ``Authorization: License``.
+   ``{"directive": null, "no_directive": …}``: poll again, once the ``no_directive`` is
+   OMEGA's signature over this mainframe and this poll's fresh ``nonce``; an answer without
+   one is treated as OMEGA unreachable (it may be an attacker withholding an update).
+   ``403``: the license was refused — log the reason once, keep running what runs, back off.
+   A connection error or a 5xx: back off with jitter. OMEGA's state is in ``/v1/health``
+   under ``fleet`` (:meth:`Mainframe.status`);
 3. a directive: :func:`~ashat.fleet.directive.check_install` decides (pure). Refused:
    report ``failed`` with the reason. The very release running: report ``installed``.
    Else fetch the blobs the store lacks (:mod:`.download`), then stage and activate (or,
@@ -35,13 +38,14 @@ import datetime as dt
 import json
 import logging
 import random
+import secrets
 import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ashat import __version__
 from ashat.agent.config import MainframeConfig
@@ -50,10 +54,12 @@ from ashat.errors import AshatError, InvalidInput, RemoteError
 from ashat.faults import crash_point
 from ashat.fleet.directive import (
     Action,
+    AnswerRefused,
     DirectiveRefused,
     Install,
     Running,
     check_install,
+    check_no_directive,
 )
 from ashat.fleet.download import BlobDownloader, DownloadError, Wanted
 from ashat.project import write_private
@@ -76,6 +82,7 @@ DIRECTIVE_REFUSED_PAUSE_S = 2.0  # before polling again after refusing a directi
 MAX_REASON_CHARS = 1000  # of a failure reason sent in a report
 MAX_ERROR_CHARS = 300  # of OMEGA's error message kept for the log and health
 MAX_PENDING_REPORTS = 100
+NONCE_BYTES = 18  # of a poll's nonce, which OMEGA's signed "no directive" must name
 
 
 def _utcnow() -> dt.datetime:
@@ -121,14 +128,22 @@ def omega_tls(config: MainframeConfig) -> ssl.SSLContext | bool:
 class MainframeMetrics:
     """The pull loop's counters, in its agent's registry."""
 
-    POLL_RESULTS = ("directive", "empty", "refused", "error")
+    POLL_RESULTS = ("directive", "empty", "refused", "unauthenticated", "error")
     INSTALL_RESULTS = ("installed", "already", "failed", "refused")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.polls = Counter(
             "ashat_mainframe_polls",
-            "Polls of OMEGA by result: directive, empty, refused (the license), error",
+            "Polls of OMEGA by result: directive, empty, refused (the license), "
+            "unauthenticated (an empty answer OMEGA did not sign for this poll), error",
             ["result"],
+            registry=registry,
+        )
+        self.authenticated = Gauge(
+            "ashat_mainframe_last_authenticated_answer_timestamp_seconds",
+            "When OMEGA last answered with something it signed for this mainframe (a "
+            "directive, or 'no directive' for that poll); 0 before the first. Alert on its "
+            "age: a mainframe held back by a network attacker stops advancing it",
             registry=registry,
         )
         self.bytes_downloaded = Counter(
@@ -209,6 +224,7 @@ class Mainframe:
             "mainframe_id": config.mainframe_id,
             "license_id": config.license_id,
             "last_poll": None,
+            "last_authenticated": None,
             "last_error": None,
             "license_status": "unknown",
             "last_install": None,
@@ -323,13 +339,16 @@ class Mainframe:
         return LicenseRefusedByOmega(reason[:40], self._error_of(status, body))
 
     async def _poll(self, http: httpx.AsyncClient) -> dict[str, Any] | None:
-        """One long poll: the answer if it carries a directive, else None."""
+        """One long poll: the answer if it carries a directive, else None (OMEGA signed
+        that it has none, for this poll's nonce)."""
         running = await asyncio.to_thread(self._running)
         wait = self.config.poll_wait_s
+        nonce = secrets.token_urlsafe(NONCE_BYTES)
         params = {
             "current": running.update_id if running else "",
             "sequence": str(running.sequence if running else 0),
             "wait": str(wait),
+            "nonce": nonce,
         }
         polls = self.metrics.polls
         try:
@@ -352,10 +371,24 @@ class Mainframe:
         if status != 200 or not isinstance(body, dict) or "directive" not in body:
             polls.labels(result="error").inc()
             raise OmegaError(f"OMEGA answered a poll with {self._error_of(status, body)}")
-        self._note_ok()
         if body["directive"] is None:
+            try:
+                check_no_directive(
+                    body.get("no_directive"),
+                    mainframe_id=self.config.mainframe_id,
+                    nonce=nonce,
+                    omega_keys=self.config.trusted_omega,
+                )
+            except AnswerRefused as e:
+                polls.labels(result="unauthenticated").inc()
+                raise OmegaError(
+                    f"{e.message}: it cannot be told from an update withheld ({e.reason})"
+                ) from e
+            self._note_ok()
+            self._note_authenticated()
             polls.labels(result="empty").inc()
             return None
+        self._note_ok()
         polls.labels(result="directive").inc()
         return body
 
@@ -407,6 +440,7 @@ class Mainframe:
                 await self._report(http, d.rollout_id, d.update_id, "failed", reason)
             await asyncio.sleep(DIRECTIVE_REFUSED_PAUSE_S)  # OMEGA may send it again at once
             return
+        self._note_authenticated()  # signed by OMEGA for this mainframe, and not expired
         d = plan.directive
         if plan.already:
             log.info("rollout %s: %s runs here already", d.rollout_id, d.update_id)
@@ -517,6 +551,13 @@ class Mainframe:
             await asyncio.to_thread(self.reports.done, report)
 
     # -- what the log and health say -----------------------------------------------------------
+
+    def _note_authenticated(self) -> None:
+        """OMEGA's signed answer to this very poll, or a directive it signed, arrived: the
+        mainframe is not held back by anyone but OMEGA (a gauge to alert on)."""
+        now = self.clock()
+        self._status["last_authenticated"] = _iso(now)
+        self.metrics.authenticated.set(now.timestamp())
 
     def _note_ok(self) -> None:
         self._status.update(last_poll=_iso(self.clock()), last_error=None, license_status="ok")

@@ -45,6 +45,7 @@ from ashat.bundle.keys import PublicKey, SigningKey
 from ashat.faults import crash_point
 from ashat.fleet.approvals import Approvals
 from ashat.fleet.controller import TIMED_OUT, Controller
+from ashat.fleet.directive import NO_DIRECTIVE_KIND
 from ashat.fleet.envelope import seal
 from ashat.fleet.license import License, LicenseRefused, judge_license
 from ashat.fleet.license_cache import LicenseCache
@@ -241,6 +242,12 @@ class Omega:
         }
         self.metrics.directives.labels(action=action).inc()
         return PollAnswer(seal(DIRECTIVE_KIND, payload, self.key), text)
+
+    def no_directive(self, lic: License, nonce: str) -> str:
+        """ "Nothing for you now", signed for the poll that sent ``nonce``: a mainframe can
+        tell it from an answer withheld or replayed by someone else (the freeze attack)."""
+        payload = {"mainframe_id": lic.mainframe_id, "nonce": nonce, "issued_at": iso(self.clock())}
+        return seal(NO_DIRECTIVE_KIND, payload, self.key)
 
     def _waiting_for(self, mainframe_id: str, current: str | None) -> Rollout | None:
         """The rollout whose release this mainframe should install now: one of a running

@@ -8,7 +8,8 @@
     GET  /v1/fleet/mainframes          bearer   the fleet registry
     POST /v1/fleet/revocations         bearer   revoke a license
     GET  /v1/fleet/revocations         bearer
-    GET  /v1/fleet/poll                license  long poll -> {"directive", "manifest"}
+    GET  /v1/fleet/poll                license  long poll -> {"directive", "manifest"}, or
+                                                 {"directive": null, "no_directive"}
     POST /v1/fleet/report              license  installed / failed
     GET  /v1/blobs/{sha256}            either   (the agent's route, gated by :meth:`blob_gate`)
 
@@ -38,6 +39,7 @@ from starlette.routing import Route
 from ashat.agent.core import Agent
 from ashat.agent.errors import RequestInvalid, Unauthenticated
 from ashat.agent.server import json_object
+from ashat.fleet.directive import NONCE_RE
 from ashat.fleet.omega import Omega
 from ashat.fleet.omega_requests import (
     Report,
@@ -183,8 +185,11 @@ class OmegaRoutes:
             raise Unauthenticated("this route needs 'Authorization: License <token>'")
         return token
 
-    def _poll_query(self, request: Request) -> tuple[str | None, int | None, float]:
+    def _poll_query(self, request: Request) -> tuple[str | None, int | None, float, str | None]:
         q = request.query_params
+        nonce = q.get("nonce") or None
+        if nonce is not None and not NONCE_RE.fullmatch(nonce):
+            raise RequestInvalid(f"'nonce' must be 16-64 base64url characters, not {nonce[:80]!r}")
         current = q.get("current") or None
         if current is not None and not UPDATE_ID_RE.fullmatch(current):
             raise RequestInvalid(f"'current' must be an update id, not {current[:80]!r}")
@@ -204,11 +209,11 @@ class OmegaRoutes:
                 wait = -1.0
             if not 0 <= wait <= MAX_WAIT_S:
                 raise RequestInvalid(f"'wait' must be 0-{MAX_WAIT_S:g} seconds, not {q['wait']!r}")
-        return current, sequence, min(wait, self.poll_timeout_s)
+        return current, sequence, min(wait, self.poll_timeout_s), nonce
 
     async def poll(self, request: Request) -> Response:
         token = self._license(request)
-        current, sequence, wait = self._poll_query(request)
+        current, sequence, wait, nonce = self._poll_query(request)
         lic = await run_in_threadpool(self.omega.admit, token, current, sequence, poll=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -228,7 +233,10 @@ class OmegaRoutes:
         finally:
             self.omega.metrics.waiting.dec()
         self.omega.metrics.polls.labels(result="empty").inc()
-        return JSONResponse({"directive": None})
+        if nonce is None:
+            return JSONResponse({"directive": None})
+        signed = await run_in_threadpool(self.omega.no_directive, lic, nonce)
+        return JSONResponse({"directive": None, "no_directive": signed})
 
     async def _wait(
         self, event: asyncio.Event, deadline: float, loop: asyncio.AbstractEventLoop
