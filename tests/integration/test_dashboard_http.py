@@ -185,6 +185,7 @@ def test_login_refusals(site: Site) -> None:
 def test_logout_needs_the_csrf_token_and_clears_the_cookie(site: Site) -> None:
     with site.signed_in("viewer") as c:
         csrf = csrf_of(c.get("/").text)
+        copied = c.cookies["ashat_session"]  # as stolen from the browser before signing out
         assert c.post("/logout", data={}).status_code == 403
         assert c.get("/").status_code == 200  # still signed in
         res = c.post("/logout", data={"csrf": csrf})
@@ -195,6 +196,13 @@ def test_logout_needs_the_csrf_token_and_clears_the_cookie(site: Site) -> None:
         )
         assert c.get("/").status_code == 303
         assert "You are signed out" in c.get("/login?out=1").text
+    with site.client() as c:  # signing out ended the session itself, not just this cookie
+        c.cookies.set("ashat_session", copied)
+        assert c.get("/").status_code == 303
+        assert c.get("/deployments/v1/live").status_code == 401
+        assert c.post("/logout", data={"csrf": csrf}).status_code == 303  # again: harmless
+    with site.signed_in("viewer") as c:  # a new session of the same user is not ended
+        assert c.get("/").status_code == 200
 
 
 def test_a_replaced_token_or_a_removed_user_ends_the_session(site: Site) -> None:

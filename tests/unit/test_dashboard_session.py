@@ -25,6 +25,7 @@ from ashat.api.session import (
     same_origin,
 )
 from ashat.errors import InvalidInput
+from ashat.store.store import Store
 from ashat.store.users import User
 
 SECRET = b"k" * 32
@@ -145,3 +146,20 @@ def test_an_unwritable_state_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("a file where the directory should be")
     with pytest.raises(InvalidInput, match="session secret"):
         load_secret(blocker)
+
+
+def test_an_ended_session_is_kept_until_it_would_have_expired(store: Store) -> None:
+    """On SQLite and PostgreSQL: signing out records the session's id; ending it twice is
+    harmless; ends past their expiry are forgotten at the next one."""
+    from ashat.store.users import UserStore
+
+    users = UserStore(store)
+    codec = SessionCodec(SECRET)
+    old, new = codec.new(user(), NOW - MAX_AGE_S - 10), codec.new(user(), NOW)
+    assert old.id != new.id and len(new.id) == 64 and new.csrf not in new.id
+    users.end_session(old.id, codec.expires_at(old), int(NOW - MAX_AGE_S))
+    users.end_session(old.id, codec.expires_at(old), int(NOW - MAX_AGE_S))
+    assert users.session_ended(old.id) and not users.session_ended(new.id)
+    users.end_session(new.id, codec.expires_at(new), int(NOW))
+    assert users.session_ended(new.id)
+    assert not users.session_ended(old.id)  # it expired anyway: the row is gone

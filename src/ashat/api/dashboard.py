@@ -206,8 +206,11 @@ class Dashboard:
         session = self.codec.decode(request.cookies.get(COOKIE), self.clock())
         if session is None:
             return None
-        user = UserStore(project.store).get(session.user)
+        users = UserStore(project.store)
+        user = users.get(session.user)
         if user is None or not self.codec.belongs_to(session, user):
+            return None
+        if users.session_ended(session.id):  # signed out: a copy of the cookie is no key
             return None
         return Viewer(user, session)
 
@@ -317,6 +320,14 @@ class Dashboard:
         )
         return response
 
+    def _end(self, session: Session) -> None:
+        project = self.open_project()
+        try:
+            now = int(self.clock())
+            UserStore(project.store).end_session(session.id, self.codec.expires_at(session), now)
+        finally:
+            project.close()
+
     def _authenticate(self, token: str) -> User | None:
         if not token:
             return None
@@ -338,6 +349,8 @@ class Dashboard:
             return self.render(
                 request, "error.html", 403, error="sign out from the dashboard's own button"
             )
+        if session is not None:
+            await run_in_threadpool(self._end, session)
         response = RedirectResponse("/login?out=1", 303, PAGE_HEADERS)
         response.delete_cookie(
             COOKIE,

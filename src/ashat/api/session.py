@@ -8,6 +8,8 @@ restart and every ``ashat serve`` of one project accepts the others' cookies.
 
 The fingerprint is an HMAC of the user's stored token *hash*: when their token is replaced
 or the user removed, the fingerprint no longer matches and every session of theirs ends.
+Signing out ends one session everywhere: its :attr:`Session.id` is kept in the store's
+``ended_sessions`` until the cookie would have expired.
 Decoding is pure (bytes in, a :class:`Session` or None out); only :func:`load_secret`
 touches the disk.
 """
@@ -48,6 +50,12 @@ class Session:
     csrf: str  # the token every form of this session carries
     issued_at: int  # seconds since the epoch
 
+    @property
+    def id(self) -> str:
+        """A name for the session that gives nothing of it away (its CSRF token's sha256),
+        by which signing out ends it for every copy of the cookie."""
+        return hashlib.sha256(self.csrf.encode("ascii")).hexdigest()
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
@@ -76,6 +84,9 @@ class SessionCodec:
         return Session(
             user.name, self.fingerprint(user.token_hash), secrets.token_urlsafe(32), int(now)
         )
+
+    def expires_at(self, session: Session) -> int:
+        return session.issued_at + self.max_age_s
 
     def belongs_to(self, session: Session, user: User | None) -> bool:
         """Whether ``session`` is still ``user``'s: same name, same token as at sign-in."""

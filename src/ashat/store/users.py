@@ -95,3 +95,20 @@ class UserStore:
             self.db.execute("DELETE FROM users WHERE name = ?", (name,))
             self.store.append_event("user.removed", actor, at, {"user": name, "role": user.role})
         return True
+
+    # -- dashboard sessions ended by signing out ---------------------------------------------
+
+    def end_session(self, session_id: str, expires_at: int, now: int) -> None:
+        """Refuse session ``session_id`` from now until ``expires_at`` (when its cookie
+        expires anyway); forget the ended sessions already past theirs."""
+        with self.db.transaction():
+            self.db.execute("DELETE FROM ended_sessions WHERE expires_at < ?", (now,))
+            self.db.execute(
+                "INSERT INTO ended_sessions (id, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (session_id, expires_at),
+            )
+
+    def session_ended(self, session_id: str) -> bool:
+        row = self.db.query_one("SELECT 1 FROM ended_sessions WHERE id = ?", (session_id,))
+        return row is not None
