@@ -341,11 +341,13 @@ class AgentFactory:
         replica_of: AgentHandle | None = None,
         env: Mapping[str, str] | None = None,
         port: int = 0,
+        args: tuple[str, ...] = (),
     ) -> AgentHandle:
         """Start an agent; ``like`` reuses another's data directory, token, key and TLS;
         ``replica_of`` (an OMEGA) all that but the data directory: another replica.
         ``env`` is added to this process's environment for the agent (this start only);
-        ``port`` is the one to listen on (0: the OS picks one).
+        ``port`` is the one to listen on (0: the OS picks one); ``args`` are added to the
+        command line (this start only).
 
         ``role="omega"`` also makes an OMEGA key (``omega.key``) and a license key
         (``license.key``) and passes ``--omega-key``/``--license-trust`` (and
@@ -408,6 +410,7 @@ class AgentFactory:
         ]
         for extra in options["extra_trust"]:
             argv += ["--trust", str(extra)]
+        argv += args
         if options["keep"] is not None:
             argv += ["--keep", str(options["keep"])]
         if options["max_blob_bytes"] is not None:

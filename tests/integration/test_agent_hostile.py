@@ -415,3 +415,34 @@ def test_metrics_count_what_happened(http: httpx.Client) -> None:
     assert "ashat_agent_releases_staged_total 2.0" in text
     assert 'ashat_agent_activations_total{result="ok"} 1.0' in text
     assert 'route="/v1/releases",status="409"' in text
+
+
+def test_a_body_dripped_too_slowly_is_refused_408_and_leaves_nothing(agent_factory: Any) -> None:
+    """Slow retrieval the other way round: a client that passed authentication sends a
+    blob's bytes slower than --min-upload-rate after --upload-grace; the agent answers 408
+    at once and keeps nothing of it."""
+    import socket
+    import time
+
+    slow = agent_factory(args=("--min-upload-rate", "100000", "--upload-grace", "0.5"))
+    content = b"s" * 1_000_000
+    host, port = slow.url.removeprefix("http://").rsplit(":", 1)
+    head = (
+        f"PUT /v1/blobs/{sha(content)} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {slow.token}\r\nContent-Length: {len(content)}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + content[:1000])
+        answer = sock.makefile("rb").read()  # the agent answers, then closes
+    took = time.monotonic() - started
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", answer[:300]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["kind"] == "too_slow" and "1000 bytes in" in body["error"]
+    assert "--min-upload-rate" in body["error"]
+    assert 0.5 <= took < 5
+    assert list((slow.data / "tmp").iterdir()) == []
+    assert not (slow.data / "blobs" / "sha256" / sha(content)[:2]).exists()
+    with slow.client() as client:  # and it serves the next client as ever
+        assert client.health()["status"] == "ok"

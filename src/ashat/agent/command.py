@@ -68,6 +68,21 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     show_default=True,
     help="Largest blob accepted, in bytes.",
 )
+@click.option(
+    "--min-upload-rate",
+    type=click.IntRange(min=0),
+    default=16 * 1024,
+    show_default=True,
+    help="Bytes/s a request body must average after --upload-grace (0: any pace); a slower "
+    "one is refused 408.",
+)
+@click.option(
+    "--upload-grace",
+    type=click.FloatRange(min=0, max=3600, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a request body may take before --min-upload-rate applies.",
+)
 @click.option("--omega", "omega_url", help="Mainframe: OMEGA's URL, to pull releases from.")
 @click.option("--license", "license_file", type=_FILE, help="Mainframe: its license file.")
 @click.option(
@@ -120,6 +135,8 @@ def agent(
     keep: int,
     app_env: Path | None,
     max_blob_bytes: int,
+    min_upload_rate: int,
+    upload_grace: float,
     omega_url: str | None,
     license_file: Path | None,
     trust_omega: tuple[Path, ...],
@@ -162,6 +179,8 @@ def agent(
         keep=keep,
         app_env=read_app_env(app_env) if app_env is not None else {},
         max_blob_bytes=max_blob_bytes,
+        min_upload_rate=min_upload_rate,
+        upload_grace_s=upload_grace,
         mainframe=mainframe,
         omega_key=omega[0],
         license_trusted=omega[1],

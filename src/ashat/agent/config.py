@@ -23,6 +23,11 @@ DEFAULT_MAX_BLOB_BYTES = 2 * 1024**3  # bytes
 DEFAULT_POLL_TIMEOUT_S = 30.0  # seconds OMEGA holds a long poll
 MAX_POLL_TIMEOUT_S = 60.0  # the protocol's limit
 MAX_APP_ENV_BYTES = 1024 * 1024  # bytes of dotenv file
+# A request body must keep up this average pace once its grace has passed (receive.py):
+# a client dripping bytes cannot hold a connection and a handler for ever.
+DEFAULT_MIN_UPLOAD_RATE = 16 * 1024  # bytes per second
+DEFAULT_UPLOAD_GRACE_S = 30.0
+MAX_UPLOAD_GRACE_S = 3600.0
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -48,6 +53,8 @@ class AgentConfig:
     app_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES  # bytes per blob
     max_manifest_bytes: int = MAX_MANIFEST_BYTES  # bytes
+    min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE  # bytes/s a request body keeps up; 0: any
+    upload_grace_s: float = DEFAULT_UPLOAD_GRACE_S  # before the rate is asked of a body
     stop_timeout_s: float = 10.0  # SIGTERM to SIGKILL for a supervised app
     mainframe: MainframeConfig | None = None  # role mainframe only: how to pull from OMEGA
     omega_key: SigningKey | None = field(default=None, repr=False)  # role omega: approvals
@@ -77,6 +84,10 @@ class AgentConfig:
             raise InvalidInput(f"--keep must be at least 2, got {self.keep}")
         if self.max_blob_bytes < 1:
             raise InvalidInput("--max-blob-bytes must be positive")
+        if self.min_upload_rate < 0 or not 0 < self.upload_grace_s <= MAX_UPLOAD_GRACE_S:
+            raise InvalidInput(
+                f"--min-upload-rate must be >= 0 and --upload-grace 0-{MAX_UPLOAD_GRACE_S:g} s"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidInput("--tls-cert and --tls-key go together: give both or neither")
 

@@ -9,6 +9,7 @@ paths, bad signatures, digest mismatches, …) are answered the same way with 40
     └── AgentError                          status 500 unless a leaf says otherwise
         ├── RequestInvalid     InvalidInput 400  malformed JSON, digest, header or pack
         ├── PayloadTooLarge    InvalidInput 413  a body or blob over its limit
+        ├── UploadTooSlow      InvalidInput 408  a body that fell behind --min-upload-rate
         ├── Unauthenticated    InvalidInput 401  missing or wrong bearer token
         ├── NoSuchBlob         NotFound     404
         ├── NoSuchRelease      NotFound     404
@@ -43,6 +44,11 @@ class RequestInvalid(AgentError, InvalidInput):
 class PayloadTooLarge(AgentError, InvalidInput):
     status = 413
     kind = "too_large"
+
+
+class UploadTooSlow(AgentError, InvalidInput):
+    status = 408
+    kind = "too_slow"
 
 
 class Unauthenticated(AgentError, InvalidInput):

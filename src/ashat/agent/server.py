@@ -19,7 +19,8 @@ too; ``GET /v1/blobs/{sha256}``, ``/v1/fleet/poll`` and ``/v1/fleet/report`` the
 
 Every other request needs ``Authorization: Bearer <token>`` (:class:`BearerAuth`). Errors
 are ``{"error": "<one line>", "kind": ..., ...}`` (:mod:`.errors`). Bodies are read with a
-limit, refused by their declared length before any byte is read; blocking work runs in
+limit, refused by their declared length before any byte is read, and at a minimum pace
+(:mod:`.pace`); blocking work runs in
 worker threads so the event loop keeps answering health checks during an activation.
 """
 
@@ -48,6 +49,7 @@ from ashat.agent.blobs import check_digest
 from ashat.agent.config import AgentConfig, Role
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob, NoSuchRelease, RequestInvalid, error_body, status_of
+from ashat.agent.pace import UploadPace
 from ashat.agent.receive import declared_length, read_limited, receive_blob, receive_pack
 from ashat.errors import AshatError
 from ashat.faults import crash_point
@@ -368,6 +370,7 @@ def build_app(config: AgentConfig) -> Starlette:
                 token=config.token,
                 license_routes=_license_route if fleet is not None else None,
             ),
+            Middleware(UploadPace, min_rate=config.min_upload_rate, grace_s=config.upload_grace_s),
         ],
         exception_handlers={
             AshatError: _ashat_error,

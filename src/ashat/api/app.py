@@ -26,6 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ashat.agent.config import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S
+from ashat.agent.pace import UploadPace
 from ashat.agent.server import RequestMetrics, http_error
 from ashat.api.errors import error_body, status_of
 from ashat.api.metrics import ApiMetrics
@@ -251,7 +253,12 @@ def build_app(root: Path, db_url: str | None = None) -> Starlette:
     routes += Dashboard(open_project, load_secret(first.state_dir)).routes()
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestMetrics, metrics=metrics)],
+        middleware=[
+            Middleware(RequestMetrics, metrics=metrics),
+            Middleware(
+                UploadPace, min_rate=DEFAULT_MIN_UPLOAD_RATE, grace_s=DEFAULT_UPLOAD_GRACE_S
+            ),
+        ],
         exception_handlers={HTTPException: http_error, Exception: _internal_error},
         lifespan=lifespan,
     )

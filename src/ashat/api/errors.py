@@ -1,7 +1,7 @@
 """How ``ashat serve`` answers an error: ``{"error": "<one line>", "kind": ..., ...}`` with
 the HTTP status of its exit code (DESIGN §8)::
 
-    exit 2  InvalidInput      400   (NotFound: 404)
+    exit 2  InvalidInput      400   (NotFound: 404; a request body too slow: 408)
     exit 3  Refused           409   the state machine, a lost race, a held tier, a policy
     exit 1  OperationFailed   422   it ran and failed: a check, a rollout, a broken audit chain
     exit 4  RemoteError       502   PUBLIC or OMEGA unreachable, unauthorized, or talking nonsense
@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ashat.agent.errors import UploadTooSlow
 from ashat.errors import AshatError, InvalidInput, NotFound, OperationFailed, Refused, RemoteError
 
 
 def status_of(err: AshatError) -> int:
+    if isinstance(err, UploadTooSlow):
+        return 408
     if isinstance(err, NotFound):
         return 404
     if isinstance(err, InvalidInput):
