@@ -136,6 +136,10 @@ def main() -> None:
         )
         env = {**os.environ, "ASHAT_USER": "bench", "NO_COLOR": "1"}
         env.pop("ASHAT_DB", None)
+        # As installed (pip compiles a package's bytecode): the warm-up run writes it. With
+        # PYTHONDONTWRITEBYTECODE set (this sandbox sets it), an editable checkout would
+        # recompile ashat's modules at every start and measure the compiler, not ashat.
+        no_bytecode = env.pop("PYTHONDONTWRITEBYTECODE", None)
         script = Path(sys.executable).with_name("deploy")
         deploy = [str(script)] if script.exists() else [sys.executable, "-m", "ashat.cli.deploy"]
         cases = [
@@ -150,6 +154,8 @@ def main() -> None:
         for name, ms in results:
             verdict = "" if name.startswith("python") else ("ok" if ms <= GOAL_MS else "SLOW")
             print(f"  {name:<28} {ms:7.1f} ms  x{ms / base:4.1f} of python -c pass  {verdict}")
+        if no_bytecode:
+            print("  (PYTHONDONTWRITEBYTECODE unset for these runs: bytecode kept, as installed)")
         check = subprocess.run(
             [*deploy, "audit", "verify"], cwd=root, env=env, capture_output=True, text=True
         )

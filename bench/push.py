@@ -108,6 +108,7 @@ def main() -> None:
         agent = start_agent("public", base / "servers", token, [pub])
         env = {**os.environ, "ASHAT_USER": "bench", "NO_COLOR": "1",
                "ASHAT_SIGNING_KEY": str(base / "keys" / "alpha.key")}  # fmt: skip
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: bytecode written once, kept
         deploy = [sys.executable, "-m", "ashat.cli.deploy"]
         timed([*deploy, "configure", "public", agent.url, "Bench", "--token-file", str(token)],
               cwd=tree, env=env)  # fmt: skip
