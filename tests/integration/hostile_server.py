@@ -24,9 +24,10 @@ NESTED = b"[" * 100_000 + b"]" * 100_000  # valid JSON, deeper than any parser's
 class HostileServer:
     """An HTTP/1.1 server on loopback whose answers the test scripts.
 
-    ``poll`` holds the answers for the next ``GET /v1/fleet/poll`` (a dict sent as JSON, or
-    ``ENDLESS``); with none queued a poll waits a little and answers no directive, as
-    ``quiet(query)`` makes it (by default an unsigned ``{"directive": null}``).
+    ``poll`` holds the answers for the next ``GET /v1/fleet/poll`` (a dict sent as JSON, a
+    function of the poll's query returning one, or ``ENDLESS``); with none queued a poll
+    waits a little and answers no directive, as ``quiet(query)`` makes it (by default an
+    unsigned ``{"directive": null}``).
     ``GET /v1/blobs/*`` and, with ``endless_everything``, any other request get an endless
     body. ``POST /v1/fleet/report`` bodies are kept in ``reports``. With ``drip_s`` the
     endless bodies come a byte at a time, just fast enough never to trip a read timeout.
@@ -61,12 +62,13 @@ class HostileServer:
                         queued = server.poll.pop(0) if server.poll else None
                     if queued == HostileServer.ENDLESS:
                         self._endless()
+                    elif callable(queued):  # an answer made for this very poll
+                        self._json(queued(self._query()))
                     elif queued is not None:
                         self._json(queued)
                     else:
                         time.sleep(0.3)
-                        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
-                        self._json(server.quiet(query))
+                        self._json(server.quiet(self._query()))
                 else:
                     self._json({"error": "no such route"}, 404)
 
@@ -81,6 +83,9 @@ class HostileServer:
                     self._json({"ok": True})
                 else:
                     self._json({"error": "no such route"}, 404)
+
+            def _query(self) -> dict[str, str]:
+                return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
 
             def _json(self, obj: Any, status: int = 200) -> None:
                 self._raw(json.dumps(obj).encode(), status)

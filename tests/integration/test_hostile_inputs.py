@@ -370,15 +370,7 @@ def mainframe(
     omega_key = load_private_key(omega_key_path)
     hostile.quiet = lambda query: {  # as OMEGA signs it: the mainframe backs off otherwise
         "directive": None,
-        "no_directive": seal(
-            "no_directive",
-            {
-                "mainframe_id": "mf-target",
-                "nonce": query.get("nonce", ""),
-                "issued_at": NOW.isoformat(),
-            },
-            omega_key,
-        ),
+        "no_directive": seal("no_directive", quiet_payload(query), omega_key),
     }
     handle = module_mainframe_factory(
         omega=hostile.url,
@@ -778,8 +770,21 @@ def mf_frozen(mf: Mainframe) -> Outcome:
     )
 
 
-def _quiet_refused(mf: Mainframe, answer: dict[str, Any]) -> Outcome:
-    """Send ``answer`` (no directive) to the next poll; the error the mainframe notes."""
+def quiet_payload(query: dict[str, str], **over: Any) -> dict[str, Any]:
+    """What OMEGA signs for "no directive" to a poll whose query was ``query``."""
+    return {
+        "mainframe_id": "mf-target",
+        "nonce": query.get("nonce", ""),
+        "current": query.get("current") or None,
+        "sequence": int(query.get("sequence") or 0),
+        "issued_at": NOW.isoformat(),
+        **over,
+    }
+
+
+def _quiet_refused(mf: Mainframe, answer: Any) -> Outcome:
+    """Send ``answer`` (no directive; or a function of the poll's query that makes it) to
+    the next poll; the error the mainframe notes."""
     fleet = mf.handle.health
     wait_for(lambda: fleet()["fleet"]["last_error"] is None, 30, "a signed answer first")
     mf.hostile.poll.append(answer)
@@ -798,9 +803,23 @@ def mf_freeze_unsigned(mf: Mainframe) -> Outcome:
 
 def mf_freeze_replayed(mf: Mainframe) -> Outcome:
     """OMEGA's genuine "nothing new", recorded from an earlier poll and replayed."""
-    old = {"mainframe_id": "mf-target", "nonce": "r" * 24, "issued_at": NOW.isoformat()}
+    old = quiet_payload({"nonce": "r" * 24, "current": "mf-5", "sequence": "5"})
     return _quiet_refused(
         mf, {"directive": None, "no_directive": seal("no_directive", old, mf.omega_key)}
+    )
+
+
+def mf_freeze_altered_poll(mf: Mainframe) -> Outcome:
+    """An attacker rewrites the poll to claim the release a rollout sends (OMEGA would count
+    it installed) and passes on OMEGA's genuine answer to that poll."""
+    return _quiet_refused(
+        mf,
+        lambda query: {
+            "directive": None,
+            "no_directive": seal(
+                "no_directive", quiet_payload(query, current="mf-9", sequence=9), mf.omega_key
+            ),
+        },
     )
 
 
@@ -1134,6 +1153,8 @@ KINDS = [
          "not signed by OMEGA"),
     Kind("freeze-replayed-no-directive", "mainframe", mf_freeze_replayed, "error",
          "answers another poll"),
+    Kind("freeze-altered-poll", "mainframe", mf_freeze_altered_poll, "error",
+         "the poll was altered on its way"),
     Kind("forged-directive", "mainframe", mf_forged_directive, "failed", "forged: "),
     Kind("directive-for-another-mainframe", "mainframe", mf_other_mainframe, "failed",
          "wrong_mainframe: "),

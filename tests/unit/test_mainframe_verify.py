@@ -283,13 +283,33 @@ NONCE = "n" * 24
 
 
 def no_directive(key: SigningKey = OMEGA, kind: str = NO_DIRECTIVE_KIND, **over: Any) -> str:
-    payload = {"mainframe_id": ME, "nonce": NONCE, "issued_at": NOW.isoformat(), **over}
+    payload = {
+        "mainframe_id": ME,
+        "nonce": NONCE,
+        "current": "u-6",
+        "sequence": 6,
+        "issued_at": NOW.isoformat(),
+        **over,
+    }
     return seal(kind, payload, key)
 
 
+def check_quiet(token: Any, current: str | None = "u-6", sequence: int = 6) -> dt.datetime:
+    """As a mainframe running ``current`` (``sequence``) that sent poll NONCE checks it."""
+    return check_no_directive(
+        token,
+        mainframe_id=ME,
+        nonce=NONCE,
+        current=current,
+        sequence=sequence,
+        omega_keys=trust(OMEGA),
+    )
+
+
 def test_a_signed_no_directive_for_this_poll_is_accepted() -> None:
-    said = check_no_directive(no_directive(), mainframe_id=ME, nonce=NONCE, omega_keys=trust(OMEGA))
-    assert said == NOW
+    assert check_quiet(no_directive()) == NOW
+    nothing_yet = no_directive(current=None, sequence=0)
+    assert check_quiet(nothing_yet, current=None, sequence=0) == NOW
 
 
 @pytest.mark.parametrize(
@@ -303,12 +323,19 @@ def test_a_signed_no_directive_for_this_poll_is_accepted() -> None:
         (no_directive(kind=KIND), "malformed", "not a no_directive token"),
         (no_directive(nonce=7), "malformed", "must be strings"),
         (no_directive(issued_at="yesterday"), "malformed", "malformed payload"),
+        (no_directive(current=7), "malformed", "current must be"),
+        (no_directive(sequence="6"), "malformed", "sequence must be"),
+        (no_directive(sequence=True), "malformed", "sequence must be"),
         ("no_directive.e30.AAAA", "malformed", "refused"),
+        # the poll OMEGA answered was rewritten on its way: it claimed another release
+        (no_directive(current="u-7", sequence=7), "altered", "runs u-7 (sequence 7), not u-6"),
+        (no_directive(sequence=60), "altered", "the poll was altered"),
+        (no_directive(current=None, sequence=0), "altered", "runs nothing (sequence 0)"),
     ],
 )
 def test_an_unproved_no_directive_is_refused(token: Any, reason: str, needle: str) -> None:
     with pytest.raises(AnswerRefused) as e:
-        check_no_directive(token, mainframe_id=ME, nonce=NONCE, omega_keys=trust(OMEGA))
+        check_quiet(token)
     assert e.value.reason == reason
     assert needle in e.value.message
 
@@ -317,5 +344,5 @@ def test_a_signed_directive_is_not_a_no_directive() -> None:
     """An envelope is typed: OMEGA's directive cannot stand in for its "nothing new"."""
     token = directive(signed(manifest()))
     with pytest.raises(AnswerRefused) as e:
-        check_no_directive(token, mainframe_id=ME, nonce=NONCE, omega_keys=trust(OMEGA))
+        check_quiet(token)
     assert e.value.reason == "malformed"

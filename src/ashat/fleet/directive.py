@@ -23,11 +23,13 @@ to install; it returns an :class:`Install` or raises :class:`DirectiveRefused` w
 
 An answer without a directive ("nothing for you now") carries a ``no_directive`` envelope
 that OMEGA signed for that very poll: :func:`check_no_directive` checks that it is OMEGA's,
-for this mainframe, and answers the poll's fresh ``nonce``, so neither a network attacker
-nor a replayed answer can hold a mainframe on what it runs without its knowing (the TUF
-"indefinite freeze"): the time of the last answer that passed is in its health and metrics.
+for this mainframe, and answers the poll's fresh ``nonce`` and what the poll said it runs,
+so neither a network attacker nor a replayed answer can hold a mainframe on what it runs
+without its knowing (the TUF "indefinite freeze"): the time of the last answer that passed
+is in its health and metrics.
 :class:`AnswerRefused`'s reasons: ``unsigned``, ``malformed``, ``forged``,
-``wrong_mainframe``, ``replayed`` (another poll's nonce).
+``wrong_mainframe``, ``replayed`` (another poll's nonce), ``altered`` (the poll OMEGA
+answered named another release than this mainframe sent).
 
 Pure: no network, no disk, no clock of its own (``now`` is given), as python-tuf's
 ``TrustedMetadataSet`` only checks bytes it is handed. Fetching and installing are
@@ -279,11 +281,19 @@ class AnswerRefused(Refused):
 
 
 def check_no_directive(
-    token: object, *, mainframe_id: str, nonce: str, omega_keys: TrustedKeys
+    token: object,
+    *,
+    mainframe_id: str,
+    nonce: str,
+    current: str | None,
+    sequence: int,
+    omega_keys: TrustedKeys,
 ) -> dt.datetime:
     """When OMEGA said it has nothing for ``mainframe_id``, in answer to the poll that sent
-    ``nonce``: ``token`` must be a ``no_directive`` envelope signed by a key of
-    ``omega_keys`` naming both. Raises :class:`AnswerRefused`."""
+    ``nonce``, ``current`` and ``sequence``: ``token`` must be a ``no_directive`` envelope
+    signed by a key of ``omega_keys`` naming all four as OMEGA received them, so that a poll
+    altered on its way (claiming the release a rollout sends, which OMEGA would then count
+    as installed) is found out too. Raises :class:`AnswerRefused`."""
     if not isinstance(token, str):
         raise AnswerRefused("unsigned", "the answer 'no directive' is not signed by OMEGA")
     try:
@@ -297,6 +307,10 @@ def check_no_directive(
     try:
         if not all(isinstance(p.get(k), str) for k in ("mainframe_id", "nonce")):
             raise ValueError("mainframe_id and nonce must be strings")
+        if p.get("current") is not None and not isinstance(p.get("current"), str):
+            raise ValueError("current must be an update id or null")
+        if not isinstance(p.get("sequence"), int) or isinstance(p.get("sequence"), bool):
+            raise ValueError("sequence must be an integer")
         issued_at = _time(p.get("issued_at"), "issued_at")
     except ValueError as e:
         raise AnswerRefused(
@@ -311,5 +325,12 @@ def check_no_directive(
     if p["nonce"] != nonce:
         raise AnswerRefused(
             "replayed", "the answer 'no directive' answers another poll (an old answer replayed?)"
+        )
+    if (p["current"], p["sequence"]) != (current, sequence):
+        raise AnswerRefused(
+            "altered",
+            f"the answer 'no directive' was given to a poll saying this mainframe runs "
+            f"{p['current'] or 'nothing'} (sequence {p['sequence']}), not "
+            f"{current or 'nothing'} (sequence {sequence}): the poll was altered on its way",
         )
     return issued_at

@@ -377,6 +377,8 @@ class Mainframe:
                     body.get("no_directive"),
                     mainframe_id=self.config.mainframe_id,
                     nonce=nonce,
+                    current=running.update_id if running else None,
+                    sequence=running.sequence if running else 0,
                     omega_keys=self.config.trusted_omega,
                 )
             except AnswerRefused as e:
@@ -434,13 +436,13 @@ class Mainframe:
                 running.update_id if running else "no release",
             )
             self.metrics.installs.labels(result="refused").inc()
+            self._status["last_error"] = f"refused a directive{of}: {e.reason}"
             if d is not None:
                 # docs/fleet-protocol.md: the reason starts with its word (OMEGA shows it)
                 reason = f"{e.reason}: {e.message}"
                 await self._report(http, d.rollout_id, d.update_id, "failed", reason)
             await asyncio.sleep(DIRECTIVE_REFUSED_PAUSE_S)  # OMEGA may send it again at once
             return
-        self._note_authenticated()  # signed by OMEGA for this mainframe, and not expired
         d = plan.directive
         if plan.already:
             log.info("rollout %s: %s runs here already", d.rollout_id, d.update_id)
@@ -553,8 +555,9 @@ class Mainframe:
     # -- what the log and health say -----------------------------------------------------------
 
     def _note_authenticated(self) -> None:
-        """OMEGA's signed answer to this very poll, or a directive it signed, arrived: the
-        mainframe is not held back by anyone but OMEGA (a gauge to alert on)."""
+        """OMEGA's signed answer to this very poll arrived: the mainframe is held back by
+        nobody but OMEGA (a gauge to alert on). A directive does not count: it is not bound
+        to the poll, and could be one replayed within its lifetime."""
         now = self.clock()
         self._status["last_authenticated"] = _iso(now)
         self.metrics.authenticated.set(now.timestamp())
