@@ -812,14 +812,18 @@ class ServeFactory:
         self.handles: list[ServeHandle] = []
 
     def __call__(
-        self, root: Path, env: Mapping[str, str] | None = None, db_url: str | None = None
+        self,
+        root: Path,
+        env: Mapping[str, str] | None = None,
+        db_url: str | None = None,
+        args: tuple[str, ...] = (),
     ) -> ServeHandle:
         self.base.mkdir(parents=True, exist_ok=True)
         log = self.base / f"serve{len(self.handles)}.log"
         argv = [
             sys.executable, "-m", "ashat.cli.ashat", "serve",
             "--listen", "127.0.0.1:0", "--project", str(root),
-            *(["--db", db_url] if db_url else []),
+            *(["--db", db_url] if db_url else []), *args,
         ]  # fmt: skip
         full_env = {k: v for k, v in os.environ.items() if k != "ASHAT_DB"}
         full_env.update(env or {})

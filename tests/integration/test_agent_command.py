@@ -176,3 +176,26 @@ def test_servers_keep_an_idle_connection_longer_than_clients_do(
         answers = pool.map(get_twice_on_one_connection, urls, (pause, pause))
         for url, lines in zip(urls, answers, strict=True):
             assert lines == [b"HTTP/1.1 200 OK"] * 2, url
+
+
+def test_ashat_serve_refuses_a_dripped_upload_408(serve_process: Any, tmp_path: Path) -> None:
+    """The same pace as the agents', on the API's blob upload: answered 408 with the option
+    to change, the connection closed, nothing spooled."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "ashat.toml").write_text("")
+    serve = serve_process(root, args=("--min-upload-rate", "100000", "--upload-grace", "0.5"))
+    token = serve.add_user("dora", "deployer")
+    host, port = serve.url.removeprefix("http://").rsplit(":", 1)
+    head = (
+        f"POST /v1/blobs/pack HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Length: 1000000\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + b"0" * 64 + b" 999900\n")
+        answer = sock.makefile("rb").read()  # answered, then closed
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", answer[:300]
+    assert b"ashat serve's --min-upload-rate" in rest
+    spool = root / ".ashat" / "spool"
+    assert not spool.exists() or [p for p in spool.rglob("*") if p.is_file()] == []

@@ -52,7 +52,7 @@ async def read_all(min_rate: int, grace_s: float, receive: Any, extra: int = 0) 
     async def send(message: Any) -> None:
         pass
 
-    await UploadPace(app, min_rate, grace_s)(SCOPE, receive, send)
+    await UploadPace(app, min_rate, grace_s, "--min-upload-rate")(SCOPE, receive, send)
     return bytes(got)
 
 
@@ -97,3 +97,24 @@ def test_after_the_body_nothing_is_timed() -> None:
 def test_no_rate_asks_for_nothing() -> None:
     body = asyncio.run(read_all(0, 0.01, body_of([(0.1, b"a"), (0.1, b"b")], [])))
     assert body == b"ab"
+
+
+def test_the_time_before_the_handler_first_reads_is_not_the_bodys() -> None:
+    """A server busy before it reads (authentication, a worker thread) does not make the
+    client late: the grace starts at the first read."""
+    got = bytearray()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.4)  # longer than the grace
+        while True:
+            message = await receive()
+            got.extend(message["body"])
+            if not message["more_body"]:
+                break
+
+    async def send(message: Any) -> None:
+        pass
+
+    receive = body_of([(0.05, b"a" * 100), (0.05, b"b" * 100)], [])
+    asyncio.run(UploadPace(app, 1000, 0.2, "--min-upload-rate")(SCOPE, receive, send))
+    assert bytes(got) == b"a" * 100 + b"b" * 100

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +22,26 @@ if TYPE_CHECKING:
     from ashat.bundle.keys import PublicKey, SigningKey
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--min-upload-rate`` and ``--upload-grace`` (agents and ``ashat serve``; see
+    :mod:`ashat.agent.pace`)."""
+    f = click.option(
+        "--upload-grace",
+        type=click.FloatRange(min=0, max=3600, min_open=True),
+        default=30.0,
+        show_default=True,
+        help="Seconds a request body may take before --min-upload-rate applies.",
+    )(f)
+    return click.option(
+        "--min-upload-rate",
+        type=click.IntRange(min=0),
+        default=16 * 1024,
+        show_default=True,
+        help="Bytes/s a request body must average after --upload-grace (0: any pace); a "
+        "slower one is refused 408.",
+    )(f)
 
 
 @click.command("agent")
@@ -68,21 +89,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     show_default=True,
     help="Largest blob accepted, in bytes.",
 )
-@click.option(
-    "--min-upload-rate",
-    type=click.IntRange(min=0),
-    default=16 * 1024,
-    show_default=True,
-    help="Bytes/s a request body must average after --upload-grace (0: any pace); a slower "
-    "one is refused 408.",
-)
-@click.option(
-    "--upload-grace",
-    type=click.FloatRange(min=0, max=3600, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="Seconds a request body may take before --min-upload-rate applies.",
-)
+@upload_pace_options
 @click.option("--omega", "omega_url", help="Mainframe: OMEGA's URL, to pull releases from.")
 @click.option("--license", "license_file", type=_FILE, help="Mainframe: its license file.")
 @click.option(

@@ -370,7 +370,12 @@ def build_app(config: AgentConfig) -> Starlette:
                 token=config.token,
                 license_routes=_license_route if fleet is not None else None,
             ),
-            Middleware(UploadPace, min_rate=config.min_upload_rate, grace_s=config.upload_grace_s),
+            Middleware(
+                UploadPace,
+                min_rate=config.min_upload_rate,
+                grace_s=config.upload_grace_s,
+                option="the agent's --min-upload-rate",
+            ),
         ],
         exception_handlers={
             AshatError: _ashat_error,

@@ -194,7 +194,12 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def build_app(root: Path, db_url: str | None = None) -> Starlette:
+def build_app(
+    root: Path,
+    db_url: str | None = None,
+    min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE,
+    upload_grace_s: float = DEFAULT_UPLOAD_GRACE_S,
+) -> Starlette:
     """The app serving the project at ``root`` (its store: ``db_url``, else ``ASHAT_DB``,
     else ``.ashat/ashat.db``). Opens the store now, so a bad one fails before serving.
 
@@ -256,7 +261,10 @@ def build_app(root: Path, db_url: str | None = None) -> Starlette:
         middleware=[
             Middleware(RequestMetrics, metrics=metrics),
             Middleware(
-                UploadPace, min_rate=DEFAULT_MIN_UPLOAD_RATE, grace_s=DEFAULT_UPLOAD_GRACE_S
+                UploadPace,
+                min_rate=min_upload_rate,
+                grace_s=upload_grace_s,
+                option="ashat serve's --min-upload-rate",
             ),
         ],
         exception_handlers={HTTPException: http_error, Exception: _internal_error},

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from ashat.agent.command import upload_pace_options
+
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
@@ -36,6 +38,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     help="Comma-separated addresses of TLS proxies whose X-Forwarded-Proto/-For are "
     "believed ('*': any), so the dashboard's Secure cookie and origin check see https.",
 )
+@upload_pace_options
 def serve(
     listen: str,
     db_url: str | None,
@@ -43,6 +46,8 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     forwarded_allow_ips: str,
+    min_upload_rate: int,
+    upload_grace: float,
 ) -> None:
     """Serve the control-plane HTTP API and web dashboard (/; OpenAPI at /openapi.json,
     metrics at /metrics)."""
@@ -66,7 +71,10 @@ def serve(
         click.echo(line, err=True)
 
     _warn_without_users(root, db_url)
-    run_server(root, db_url, host, port, tls_cert, tls_key, announce, forwarded_allow_ips)
+    run_server(
+        root, db_url, host, port, tls_cert, tls_key, announce, forwarded_allow_ips,
+        (min_upload_rate, upload_grace),
+    )  # fmt: skip
 
 
 def _warn_without_users(root: Path, db_url: str | None) -> None:

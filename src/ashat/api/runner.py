@@ -18,7 +18,7 @@ from types import FrameType
 
 import uvicorn
 
-from ashat.agent.config import format_host
+from ashat.agent.config import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S, format_host
 from ashat.agent.runner import KEEP_ALIVE_S, bind_listen
 from ashat.api.app import build_app
 from ashat.errors import InvalidInput
@@ -63,6 +63,7 @@ def run_server(
     tls_key: Path | None,
     announce: Callable[[str], None],
     forwarded_allow_ips: str = "127.0.0.1",
+    upload_pace: tuple[int, float] = (DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S),
 ) -> None:
     """Serve the project at ``root`` until a signal; ``announce`` gets the ready line.
 
@@ -74,7 +75,7 @@ def run_server(
     _check_tls(tls_cert, tls_key)
     sock = bind_listen(host, port)
     try:
-        app = build_app(root, db_url)
+        app = build_app(root, db_url, *upload_pace)
     except BaseException:
         sock.close()
         raise
