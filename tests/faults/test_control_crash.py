@@ -102,7 +102,7 @@ def test_deploy_push_and_approve_killed_mid_way(hello_fleet: Any, tiny_project: 
                 try:
                     check_data_dir(data, {old, uid}, {old} if old else set())
                     break
-                except Broken as e:
+                except (Broken, OSError) as e:  # OSError: a file renamed away mid-scan
                     if time.monotonic() > deadline:
                         raise AssertionError(f"{where}: {name}: {e}") from e
                     time.sleep(0.1)

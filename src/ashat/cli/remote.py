@@ -285,8 +285,10 @@ def push(
         try:
             data = c.call("POST", _dep_path(update_id, "push"), body)
         except AshatError as e:
-            for s in e.details.pop("steps", []):  # done on the server before it failed
-                step(s["step"], s["detail"])
+            done = e.details.pop("steps", None)  # done on the server before it failed
+            for s in done if isinstance(done, list) else []:
+                if isinstance(s, dict) and isinstance(s.get("step"), str):
+                    step(s["step"], str(s.get("detail", "")))
             raise
     finally:
         built.cleanup()
