@@ -243,10 +243,19 @@ class Omega:
         self.metrics.directives.labels(action=action).inc()
         return PollAnswer(seal(DIRECTIVE_KIND, payload, self.key), text)
 
-    def no_directive(self, lic: License, nonce: str) -> str:
-        """ "Nothing for you now", signed for the poll that sent ``nonce``: a mainframe can
-        tell it from an answer withheld or replayed by someone else (the freeze attack)."""
-        payload = {"mainframe_id": lic.mainframe_id, "nonce": nonce, "issued_at": iso(self.clock())}
+    def no_directive(
+        self, lic: License, nonce: str, current: str | None, sequence: int | None
+    ) -> str:
+        """ "Nothing for you now", signed for the poll that sent ``nonce``, ``current`` and
+        ``sequence``: a mainframe can tell it from an answer withheld, replayed or given to
+        an altered poll by someone else (the freeze attack)."""
+        payload = {
+            "mainframe_id": lic.mainframe_id,
+            "nonce": nonce,
+            "current": current,
+            "sequence": sequence,
+            "issued_at": iso(self.clock()),
+        }
         return seal(NO_DIRECTIVE_KIND, payload, self.key)
 
     def _waiting_for(self, mainframe_id: str, current: str | None) -> Rollout | None:

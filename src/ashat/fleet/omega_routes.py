@@ -235,7 +235,7 @@ class OmegaRoutes:
         self.omega.metrics.polls.labels(result="empty").inc()
         if nonce is None:
             return JSONResponse({"directive": None})
-        signed = await run_in_threadpool(self.omega.no_directive, lic, nonce)
+        signed = await run_in_threadpool(self.omega.no_directive, lic, nonce, current, sequence)
         return JSONResponse({"directive": None, "no_directive": signed})
 
     async def _wait(
