@@ -23,11 +23,11 @@ DEFAULT_MAX_BLOB_BYTES = 2 * 1024**3  # bytes
 DEFAULT_POLL_TIMEOUT_S = 30.0  # seconds OMEGA holds a long poll
 MAX_POLL_TIMEOUT_S = 60.0  # the protocol's limit
 MAX_APP_ENV_BYTES = 1024 * 1024  # bytes of dotenv file
-# A request body must keep up this average pace once its grace has passed (receive.py):
+# A request body must keep up this average pace once its grace has passed (pace.py):
 # a client dripping bytes cannot hold a connection and a handler for ever.
 DEFAULT_MIN_UPLOAD_RATE = 16 * 1024  # bytes per second
 DEFAULT_UPLOAD_GRACE_S = 30.0
-MAX_UPLOAD_GRACE_S = 3600.0
+MAX_UPLOAD_GRACE_S = 3600.0  # command.py repeats these three, to start without this module
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

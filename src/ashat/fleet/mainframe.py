@@ -10,8 +10,9 @@ One turn of the loop (docs/fleet-protocol.md, "Routes for mainframes"):
    until it does, so neither OMEGA blinking nor a restart loses one;
 2. ``GET /v1/fleet/poll?current=&sequence=&wait=&nonce=`` with ``Authorization: License``.
    ``{"directive": null, "no_directive": …}``: poll again, once the ``no_directive`` is
-   OMEGA's signature over this mainframe and this poll's fresh ``nonce``; an answer without
-   one is treated as OMEGA unreachable (it may be an attacker withholding an update).
+   OMEGA's signature over this mainframe, this poll's fresh ``nonce`` and the ``current``
+   and ``sequence`` it sent; an answer without one is treated as OMEGA unreachable (it may
+   be an attacker withholding an update).
    ``403``: the license was refused — log the reason once, keep running what runs, back off.
    A connection error or a 5xx: back off with jitter. OMEGA's state is in ``/v1/health``
    under ``fleet`` (:meth:`Mainframe.status`);
@@ -141,9 +142,9 @@ class MainframeMetrics:
         )
         self.authenticated = Gauge(
             "ashat_mainframe_last_authenticated_answer_timestamp_seconds",
-            "When OMEGA last answered with something it signed for this mainframe (a "
-            "directive, or 'no directive' for that poll); 0 before the first. Alert on its "
-            "age: a mainframe held back by a network attacker stops advancing it",
+            "When OMEGA last answered 'no directive', signed for this mainframe and that "
+            "very poll; 0 before the first. Alert on its age: a mainframe held back by a "
+            "network attacker stops advancing it",
             registry=registry,
         )
         self.bytes_downloaded = Counter(
