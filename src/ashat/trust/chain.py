@@ -1,0 +1,248 @@
+"""Does this release carry its whole chain? The check OMEGA and every mainframe run alone.
+
+Given a root (:mod:`.root`), a manifest and its *evidence* — ``{"verification":
+STATEMENT, "approvals": [STATEMENT, ...]}`` (:mod:`.statements`) — :func:`check_chain`
+requires, in order, each failure refusing with one word (:class:`TrustRefused`'s reason):
+
+1. ``release_signature``: a ``release`` signature by a releasers key of root;
+2. ``verification``: a verification statement signed by a verifier key of root, for this
+   very manifest (update id, sequence, digest), in which every check the statement
+   requires *and* every check root requires has passed (or was skipped for want of
+   anything to check);
+3. ``approvals``: approval statements of this manifest and of that verification statement,
+   each signed by an approvers key of root under the approver's own name (a retired key
+   only for a sequence up to the one it was retired at); at least k (root's approvers
+   threshold) distinct names, not counting the releaser's own name unless root allows
+   self-approval.
+
+Evidence that is not even shaped right is ``malformed``. Pure: nothing is fetched; OMEGA and
+the mainframe hand over the bytes they hold, as python-tuf's ``TrustedMetadataSet`` does.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ashat.bundle.errors import SignatureError
+from ashat.bundle.keys import PublicKey
+from ashat.bundle.manifest import Manifest
+from ashat.bundle.sign import check_signatures
+from ashat.trust.root import Root, TrustRefused
+from ashat.trust.statements import (
+    APPROVAL_NAMESPACE,
+    APPROVAL_TYPE,
+    VERIFICATION_NAMESPACE,
+    VERIFICATION_TYPE,
+    digest,
+    message,
+)
+
+ACCEPTED = ("passed", "skipped")
+MAX_APPROVALS = 64
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """Who vouched for a release that passed :func:`check_chain`."""
+
+    releasers: tuple[str, ...]
+    verifier: str
+    verification_digest: str
+    approvers: tuple[str, ...]
+    root_version: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "releasers": list(self.releasers),
+            "verifier": self.verifier,
+            "verification_digest": self.verification_digest,
+            "approvers": list(self.approvers),
+            "root_version": self.root_version,
+        }
+
+
+def ed25519_keys(root: Root, role: str) -> dict[str, PublicKey]:
+    """The Ed25519 keys of ``role`` as the manifest and envelope checks take them (release
+    manifests and OMEGA's directives are signed with ashat keys only)."""
+    return {
+        kid: PublicKey.from_raw(base64.b64decode(key.public))
+        for kid, key in root.keys_of(role).items()
+        if key.type == "ed25519"
+    }
+
+
+def evidence_of(m: Manifest, omega_keyids: Collection[str]) -> Any:
+    """The evidence inside the payload of ``m``'s approval signature by one of OMEGA's keys
+    (the signature itself is checked by the caller), or None."""
+    for s in m.signatures:
+        if s.role == "approval" and s.keyid in omega_keyids and isinstance(s.payload, dict):
+            return s.payload.get("evidence")
+    return None
+
+
+def releasers_of(root: Root, m: Manifest) -> tuple[str, ...]:
+    """The names of root's releasers whose ``release`` signature of ``m`` verifies."""
+    names = set()
+    for kid, public in ed25519_keys(root, "releasers").items():
+        try:
+            check_signatures(m, {kid: public})
+        except SignatureError:
+            continue
+        names.add(root.keys[kid].name)
+    if not names:
+        raise TrustRefused(
+            "release_signature",
+            f"{m.update_id} has no release signature by a releaser key of root "
+            f"version {root.version} ({', '.join(root.names_of('releasers')) or 'none'})",
+        )
+    return tuple(sorted(names))
+
+
+def _envelope(doc: Any, what: str) -> tuple[dict[str, Any], list[Any]]:
+    if (
+        not isinstance(doc, Mapping)
+        or not isinstance(doc.get("signed"), Mapping)
+        or not isinstance(doc.get("signatures"), list)
+    ):
+        raise TrustRefused("malformed", f"the {what} is not a signed statement")
+    return dict(doc["signed"]), list(doc["signatures"])
+
+
+def _same_release(s: Mapping[str, Any], m: Manifest, what: str) -> None:
+    if (s.get("update_id"), s.get("sequence"), s.get("manifest_digest")) != (
+        m.update_id,
+        m.sequence,
+        m.digest(),
+    ):
+        raise TrustRefused(
+            "other_release",
+            f"the {what} is for {str(s.get('update_id'))[:64]} (sequence "
+            f"{s.get('sequence')!r}, manifest {str(s.get('manifest_digest'))[:16]}), not "
+            f"{m.update_id} (sequence {m.sequence}, manifest {m.digest()[:16]})",
+        )
+
+
+def verified_statement(root: Root, statement: Any, update_id: str) -> tuple[dict[str, Any], str]:
+    """The ``signed`` part of a verification statement and its verifiers' names, if a
+    threshold of root's verifier keys signed it and it says every check it and root require
+    passed. Which release it is for is the caller's to compare. Raises TrustRefused."""
+    s, sigs = _envelope(statement, "verification statement")
+    if s.get("type") != VERIFICATION_TYPE:
+        raise TrustRefused("malformed", "the verification statement is of another type")
+    good = root.signers(VERIFICATION_NAMESPACE, message(statement), "verifiers", sigs)
+    if len(good) < root.threshold("verifiers"):
+        raise TrustRefused(
+            "verification_signature",
+            f"the verification statement of {update_id} carries {len(good)} valid "
+            f"signature(s) by verifier keys of root version {root.version}; "
+            f"{root.threshold('verifiers')} needed",
+        )
+    checks, required = s.get("checks"), s.get("required")
+    if not isinstance(checks, list) or not isinstance(required, list):
+        raise TrustRefused("malformed", "the verification statement lacks checks or required")
+    status = {c.get("name"): c.get("status") for c in checks if isinstance(c, Mapping)}
+    needed = sorted(set(required) | set(root.required_checks))
+    bad = [f"{n} {status.get(n) or 'not run'}" for n in needed if status.get(n) not in ACCEPTED]
+    if bad:
+        raise TrustRefused(
+            "verification_failed",
+            f"{update_id} was not fully verified: {', '.join(bad)}",
+        )
+    return s, ", ".join(sorted({root.keys[k].name for k in good}))
+
+
+def check_verification(root: Root, m: Manifest, statement: Any) -> tuple[str, str]:
+    """The verifier's name and the statement's digest if it holds for ``m``; else
+    TrustRefused."""
+    s, verifier = verified_statement(root, statement, m.update_id)
+    _same_release(s, m, "verification statement")
+    return verifier, digest(statement)
+
+
+def check_approval(
+    root: Root, m: Manifest, verification_digest: str, doc: Any, releasers: tuple[str, ...]
+) -> str:
+    """The approver's name if ``doc`` is a valid approval of ``m`` as verified by that
+    statement, signed by an approvers key of root bearing that name (a retired key only
+    for a sequence up to its retirement), and not a self-approval (unless root allows).
+    Raises TrustRefused (reason ``approval``, or ``self_approval``)."""
+    s, sigs = _envelope(doc, "approval")
+    who = str(s.get("approver"))[:64]
+    if s.get("type") != APPROVAL_TYPE:
+        raise TrustRefused("approval", f"{who}: not an approval statement")
+    try:
+        _same_release(s, m, f"approval by {who}")
+    except TrustRefused as e:
+        raise TrustRefused("approval", e.message) from e
+    if s.get("verification_digest") != verification_digest:
+        raise TrustRefused(
+            "approval", f"{who}: approves another verification statement of {m.update_id}"
+        )
+    keys = root.keys_of("approvers")
+    ok = False
+    for sig in sigs:
+        kid = sig.get("keyid") if isinstance(sig, Mapping) else None
+        if not isinstance(kid, str) or kid not in root.keys:
+            continue
+        if kid not in keys and not (kid in root.retired and m.sequence <= root.retired[kid]):
+            continue  # a revoked key, or one retired before this release
+        if root.keys[kid].name != s.get("approver"):
+            continue  # signed by someone else's key
+        if root.keys[kid].verify(APPROVAL_NAMESPACE, message(doc), sig.get("sig")):
+            ok = True
+            break
+    if not ok:
+        raise TrustRefused(
+            "approval",
+            f"{who}: no valid signature by an approver key of that name in root version "
+            f"{root.version}",
+        )
+    if who in releasers and not root.allow_self_approval:
+        raise TrustRefused(
+            "self_approval", f"{who} released {m.update_id} and may not approve it too"
+        )
+    return who
+
+
+def count_approvals(
+    root: Root,
+    m: Manifest,
+    verification_digest: str,
+    approvals: Any,
+    releasers: tuple[str, ...],
+) -> tuple[str, ...]:
+    """The distinct names whose approvals hold; TrustRefused if fewer than k."""
+    if not isinstance(approvals, list) or len(approvals) > MAX_APPROVALS:
+        raise TrustRefused("malformed", f"approvals must be a list of at most {MAX_APPROVALS}")
+    names: set[str] = set()
+    refused: list[str] = []
+    for doc in approvals:
+        try:
+            names.add(check_approval(root, m, verification_digest, doc, releasers))
+        except TrustRefused as e:
+            refused.append(e.message)
+    k = root.threshold("approvers")
+    if len(names) < k:
+        why = f" (refused: {'; '.join(refused)})" if refused else ""
+        raise TrustRefused(
+            "approvals",
+            f"{m.update_id} has {len(names)} valid approval(s) of the {k} root version "
+            f"{root.version} requires{why}"[:1000],
+        )
+    return tuple(sorted(names))
+
+
+def check_chain(root: Root, m: Manifest, evidence: Any) -> ChainReport:
+    """See the module docstring. Raises :class:`TrustRefused`."""
+    if not isinstance(evidence, Mapping):
+        raise TrustRefused(
+            "no_evidence",
+            f"{m.update_id} carries no evidence of verification and approval",
+        )
+    releasers = releasers_of(root, m)
+    verifier, vdigest = check_verification(root, m, evidence.get("verification"))
+    approvers = count_approvals(root, m, vdigest, evidence.get("approvals"), releasers)
+    return ChainReport(releasers, verifier, vdigest, approvers, root.version)

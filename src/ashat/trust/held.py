@@ -1,0 +1,101 @@
+"""The newest root of trust a host has verified, kept on its disk (OMEGA's, a mainframe's).
+
+It starts from the root the operator installed (``--root FILE``, TUF's bootstrap root,
+which must be signed by a threshold of its own root keys) and from the versions this host
+verified since, in ``DIR/trust/N.root.json``. :meth:`HeldRoot.offer` takes a chain of
+versions (each release carries its project's, inside OMEGA's approval record) and keeps
+any newer version that chains from the one held; an older version, a version that skips
+one, or one not signed by the thresholds is ignored, never trusted. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ashat.errors import AshatError
+from ashat.project import write_private
+from ashat.trust.root import Root, TrustRefused, load_trusted, parse_root, update
+
+log = logging.getLogger("ashat.trust")
+
+
+class HeldRoot:
+    def __init__(self, bootstrap: Path, directory: Path) -> None:
+        """Raises TrustRefused (the installed root does not hold) or OSError."""
+        self.directory = directory
+        self._lock = threading.Lock()
+        root = load_trusted(bootstrap.read_bytes())
+        for path in sorted(
+            directory.glob("*.root.json"), key=lambda p: int(p.name.split(".")[0] or 0)
+        ):
+            try:
+                candidate = parse_root(path.read_bytes())
+                if candidate.version == root.version + 1:
+                    root = update(root, path.read_bytes())
+            except (TrustRefused, OSError, ValueError) as e:
+                log.error("ignoring %s: %s", path, e)
+        self._root = root
+
+    @property
+    def root(self) -> Root:
+        with self._lock:
+            return self._root
+
+    def current(self, now: dt.datetime) -> Root:
+        """The root in force; TrustRefused (``expired``) if it has expired: a host whose root
+        expired installs nothing until a newer one comes."""
+        root = self.root
+        if now >= root.expires:
+            raise TrustRefused(
+                "expired",
+                f"the root of trust held here (version {root.version}) expired at "
+                f"{root.expires.isoformat()}: nothing is installed until a newer root comes",
+            )
+        return root
+
+    def offer(self, chain: Iterable[Any]) -> Root:
+        """Take the newer versions of ``chain`` (root documents, oldest first) that chain
+        from the one held. Returns the root held after. Never raises for a bad chain: it
+        only does not move."""
+        with self._lock:
+            root = self._root
+            for doc in chain:
+                try:
+                    data = doc.encode("utf-8") if isinstance(doc, str) else _bytes(doc)
+                    version = parse_root(data).version
+                    if version <= root.version:
+                        continue
+                    new = update(root, data)
+                except (TrustRefused, ValueError, TypeError) as e:
+                    log.warning("a root offered was not taken: %s", e)
+                    break
+                write_private(self.directory / f"{new.version}.root.json", new.to_bytes(), 0o644)
+                log.info("root of trust: now version %d", new.version)
+                root = new
+            self._root = root
+            return root
+
+
+def _bytes(doc: Any) -> bytes:
+    if not isinstance(doc, dict):
+        raise TypeError("a root must be a JSON object or its text")
+    return json.dumps(doc).encode("utf-8")
+
+
+def held_root(root_file: Path | None, data: Path) -> HeldRoot | None:
+    """The root of trust a host holds (``--root``, and what it verified since in
+    ``DATA/trust/``), or None without ``--root``. Raises AshatError naming the file."""
+    if root_file is None:
+        return None
+    try:
+        return HeldRoot(root_file, data / "trust")
+    except TrustRefused as e:
+        raise AshatError(f"--root {root_file}: {e.message}") from e
+    except OSError as e:
+        raise AshatError(f"--root {root_file}: cannot read it ({e.strerror})") from e
