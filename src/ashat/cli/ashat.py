@@ -22,7 +22,12 @@ def keys() -> None:
 
 
 @keys.command("generate")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option(
+    "--approver",
+    metavar="NAME",
+    help="An approver's own key: NAME.key signs your approvals (deploy approve --key).",
+)
 @click.option(
     "--dir",
     "directory",
@@ -32,16 +37,26 @@ def keys() -> None:
     help="Where NAME.key (mode 0600) and NAME.pub are written.",
 )
 @json_option
-def keys_generate(name: str, directory: str) -> None:
+def keys_generate(name: str | None, approver: str | None, directory: str) -> None:
     """Write NAME.key (private, 0600) and NAME.pub; an existing key is never overwritten."""
     from ashat.bundle import generate_keypair, load_public_key
+    from ashat.errors import InvalidInput
 
-    key_path, pub_path = generate_keypair(name, Path(directory))
+    if (name is None) == (approver is None):
+        raise InvalidInput("give a key NAME, or --approver NAME for an approver's own key")
+    key_path, pub_path = generate_keypair(str(name or approver), Path(directory))
     keyid = load_public_key(pub_path).keyid
 
     def human() -> None:
         click.echo(f"{OK} private key {key_path} (keep it secret)")
-        click.echo(f"{OK} public key  {pub_path} (give it to agents with --trust)")
+        if approver is not None:
+            click.echo(
+                f"{OK} public key  {pub_path} (a root key holder adds it: ashat trust add-key "
+                f"approvers {pub_path.name} --name {approver})"
+            )
+            click.echo(f"   approve with: deploy approve ID --key {key_path}")
+        else:
+            click.echo(f"{OK} public key  {pub_path} (give it to agents with --trust)")
         click.echo(f"   key id {keyid}")
 
     emit({"private_key": str(key_path), "public_key": str(pub_path), "keyid": keyid}, human)
@@ -50,11 +65,13 @@ def keys_generate(name: str, directory: str) -> None:
 from ashat.agent.command import agent  # noqa: E402
 from ashat.api.command import serve  # noqa: E402
 from ashat.cli.license_cmd import license_group  # noqa: E402
+from ashat.cli.trust_cmd import trust_group  # noqa: E402
 from ashat.cli.users_cmd import users_group  # noqa: E402
 
 cli.add_command(agent)
 cli.add_command(serve)
 cli.add_command(license_group)
+cli.add_command(trust_group)
 cli.add_command(users_group)
 
 
