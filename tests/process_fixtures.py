@@ -53,7 +53,14 @@ import pytest
 from ashat.bundle import Built, Manifest, SigningKey, build_from_dir, sign_manifest
 from ashat.bundle.keys import generate_keypair, load_private_key
 from ashat.transport.client import AgentClient, BlobRef
-from support import HELLO_SERVICE, configure, deploy, enter_hello_project, wait_for
+from support import (
+    HELLO_SERVICE,
+    configure,
+    deploy,
+    enter_hello_project,
+    verify_health_only,
+    wait_for,
+)
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
@@ -342,6 +349,7 @@ class AgentFactory:
         env: Mapping[str, str] | None = None,
         port: int = 0,
         args: tuple[str, ...] = (),
+        omega_keypair: tuple[Path, Path] | None = None,
     ) -> AgentHandle:
         """Start an agent; ``like`` reuses another's data directory, token, key and TLS;
         ``replica_of`` (an OMEGA) all that but the data directory: another replica.
@@ -352,6 +360,7 @@ class AgentFactory:
         ``role="omega"`` also makes an OMEGA key (``omega.key``) and a license key
         (``license.key``) and passes ``--omega-key``/``--license-trust`` (and
         ``--poll-timeout``, ``--db``, ``--blob-dir``); the handle names them.
+        ``omega_keypair`` (key, pub) is OMEGA's key made beforehand (a root of trust names it).
         """
         self._n += 1
         home = self.base / f"agent{self._n}"
@@ -384,7 +393,7 @@ class AgentFactory:
                 "blob_dir": blob_dir,
             }
             if role == "omega":
-                omega_key_path, omega_pub_path = generate_keypair("omega", home)
+                omega_key_path, omega_pub_path = omega_keypair or generate_keypair("omega", home)
                 license_key_path, license_pub_path = generate_keypair("license", home)
                 options["omega"] = (
                     omega_key_path,
@@ -635,13 +644,15 @@ class MainframeFactory:
         license_token: str,
         mainframe_id: str,
         trust: Path,
-        trust_omega: Path,
+        trust_omega: Path | None,
         poll_wait: int = 5,
         token_file: Path | None = None,
         ca_cert: Path | None = None,
         app_env: Mapping[str, str] | None = None,
+        root: Path | None = None,
     ) -> MainframeHandle:
-        """Start a mainframe (not waiting for it: see :meth:`ready`)."""
+        """Start a mainframe (not waiting for it: see :meth:`ready`); ``root`` is the root of
+        trust it starts from (``--root``)."""
         self._n += 1
         home = self.base / f"mainframe{self._n}"
         home.mkdir(parents=True)
@@ -662,11 +673,13 @@ class MainframeFactory:
             omega,
             "--license",
             str(license_file),
-            "--trust-omega",
-            str(trust_omega),
             "--poll-wait",
             str(poll_wait),
         ]
+        if trust_omega is not None:
+            argv += ["--trust-omega", str(trust_omega)]
+        if root is not None:
+            argv += ["--root", str(root)]
         if token_file is not None:
             argv += ["--token-file", str(token_file)]
         if ca_cert is not None:
@@ -924,6 +937,7 @@ def hello_fleet(
             root = enter_hello_project(
                 tmp_path / "alpha", monkeypatch, public.key_path, distribution=distribution
             )
+            verify_health_only(root)
         configure("public", public)
         configure("omega", omega)
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)

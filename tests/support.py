@@ -30,6 +30,18 @@ def deploy(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), prog_name="deploy", catch_exceptions=False)
 
 
+def ashat(*args: str) -> Result:
+    """``ashat ARGS`` in this process (click's runner); exceptions propagate."""
+    from ashat.cli.ashat import cli as ashat_cli
+
+    return CliRunner().invoke(ashat_cli, list(args), prog_name="ashat", catch_exceptions=False)
+
+
+def project_manifest(root: Path, update_id: str) -> bytes:
+    """The signed manifest ``deploy push`` kept for ``update_id`` in the project at ``root``."""
+    return (root / ".ashat" / "manifests" / f"{update_id}.json").read_bytes()
+
+
 def deploy_json(*args: str) -> tuple[int, dict[str, Any]]:
     """``deploy ARGS --json``: the exit code and the JSON object printed."""
     res = deploy(*args, "--json")
@@ -69,6 +81,25 @@ def enter_hello_project(
         toml = (root / "ashat.toml").read_text()
         (root / "ashat.toml").write_text(toml[: toml.index("[distribution]")] + distribution)
     return enter_project(root, monkeypatch, signing_key)
+
+
+SIX_CHECKS = ("health", "modules", "api", "database", "performance", "security")
+
+
+def verify_health_only(root: Path, keep: tuple[str, ...] = ("health",)) -> Path:
+    """Switch every check but ``keep`` off in ``root``'s ashat.toml (``[verify] disabled``),
+    to keep tests of what comes after verification short; a release is verified only when
+    every check not switched off there passed. Returns ``root``."""
+    toml = root / "ashat.toml"
+    text = toml.read_text()
+    off = json.dumps([c for c in SIX_CHECKS if c not in keep])
+    if "[verify]\n" in text:
+        text = text.replace("[verify]\n", f"[verify]\ndisabled = {off}\n", 1)
+    else:
+        text = text.replace("[approval]", f"[verify]\ndisabled = {off}\n\n[approval]", 1)
+    assert "disabled = " in text, f"no [verify] or [approval] table in {toml}"
+    toml.write_text(text)
+    return root
 
 
 def enter_project(root: Path, monkeypatch: pytest.MonkeyPatch, signing_key: Path) -> Path:

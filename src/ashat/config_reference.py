@@ -97,6 +97,9 @@ def _build() -> tuple[list[Table], list[Key]]:
             "unless the check's own table sets one."),
         Key("verify", "app_url", "string", "", "Where the app answers when it sits behind a "
             "proxy; default: PUBLIC's host and the port the agent gave the app."),
+        Key("verify", "disabled", "list of strings", "[]", "Checks switched off: a release "
+            "is verified when every other check passed for it (PUBLIC's signed statement "
+            "names them; a root of trust's `required_checks` cannot be switched off)."),
         Key("verify.CHECK", "timeout_s", "number", "`[verify] timeout_s`", "This check's "
             "time limit."),
         Key("verify.api", "method", "string", '"GET"', "HTTP method."),

@@ -122,9 +122,17 @@ class Demo:
 
     def deploy(self, *args: str, expect: int = 0) -> str:
         """Run one ``deploy`` verb as a real process, echo it and its output."""
-        click.echo(click.style(f"\n$ deploy {' '.join(_quote(a) for a in args)}", bold=True))
+        return self.run("deploy", *args, expect=expect)
+
+    def ashat(self, *args: str, expect: int = 0) -> str:
+        """Run one ``ashat`` command as a real process, echo it and its output."""
+        return self.run("ashat", *args, expect=expect)
+
+    def run(self, command: str, *args: str, expect: int = 0) -> str:
+        shown = " ".join(_quote(a.replace(str(self.base), "$DEMO")) for a in args)
+        click.echo(click.style(f"\n$ {command} {shown}", bold=True))
         res = subprocess.run(
-            [sys.executable, "-m", "ashat.cli.deploy", *args],
+            [sys.executable, "-m", f"ashat.cli.{command}", *args],
             cwd=self.project,
             env=self.env,
             capture_output=True,
@@ -136,7 +144,7 @@ class Demo:
             click.echo(out)
         if res.returncode != expect:
             raise OperationFailed(
-                f"demo step 'deploy {' '.join(args)}' exited {res.returncode}, expected {expect}"
+                f"demo step '{command} {' '.join(args)}' exited {res.returncode}, expected {expect}"
             )
         return res.stdout
 
@@ -172,6 +180,9 @@ def demo_environment(app_dir: Path, keep: bool) -> Iterator[Demo]:
         _, alpha_pub = generate_keypair("alpha", keys)
         omega_key, omega_pub = generate_keypair("omega", keys)
         license_key, license_pub = generate_keypair("license", keys)
+        verifier_key, verifier_pub = generate_keypair("verifier", keys)
+        generate_keypair("root", keys)  # offline, in real life: it signs root.json only
+        generate_keypair("bob", keys)  # bob's own approver key, on bob's machine in real life
         env = {
             **os.environ,
             "ASHAT_USER": "alice",
@@ -180,15 +191,29 @@ def demo_environment(app_dir: Path, keep: bool) -> Iterator[Demo]:
         }
         env.pop("ASHAT_DB", None)
         demo = Demo(base, project, env)
-        click.echo(f"ashat demo in {base}")
+        click.echo(f"ashat demo in {base} ($DEMO below)")
+        click.echo("The root of trust: alice releases, PUBLIC verifies, bob approves, OMEGA ships")
+        demo.ashat(
+            "trust", "init", "--root-key", str(keys / "root.key"),
+            "--releaser", f"alice={alpha_pub}", "--verifier", str(verifier_pub),
+            "--approver", f"bob={keys / 'bob.pub'}", "--approvals", "1",
+            "--omega", str(omega_pub), "--license-issuer", str(license_pub),
+        )  # fmt: skip
+        root_file = project / "trust" / "root.json"
         servers = base / "servers"
         public_token = _secret_file(base / "public.token")
         omega_token = _secret_file(base / "omega.token")
         click.echo("Starting PUBLIC, OMEGA and three Licensed Mainframes on loopback ...")
-        demo.agents.append(start_agent("public", servers, public_token, [alpha_pub], detach=keep))
+        demo.agents.append(
+            start_agent(
+                "public", servers, public_token, [alpha_pub], detach=keep,
+                extra=["--verifier-key", str(verifier_key)],
+            )
+        )  # fmt: skip
         omega = start_agent(
             "omega", servers, omega_token, [alpha_pub], detach=keep,
-            extra=["--omega-key", str(omega_key), "--license-trust", str(license_pub)],
+            extra=["--omega-key", str(omega_key), "--license-trust", str(license_pub),
+                   "--root", str(root_file)],
         )  # fmt: skip
         demo.agents.append(omega)
         signer = load_private_key(license_key)
@@ -212,8 +237,8 @@ def demo_environment(app_dir: Path, keep: bool) -> Iterator[Demo]:
                         omega.url,
                         "--license",
                         str(lic),
-                        "--trust-omega",
-                        str(omega_pub),
+                        "--root",
+                        str(root_file),
                         "--poll-wait",
                         "5",
                     ],
@@ -254,11 +279,16 @@ def run_demo(app_dir: Path | None = None, keep: bool = False) -> None:
         demo.deploy("servers", "--check")
         demo.deploy("push", "hello-001", "First release of hello-service")
         demo.deploy("verify", "hello-001")
-        demo.deploy("approve", "hello-001", "--as", "bob", "--comment", "looks good")
+        demo.deploy(
+            "approve", "hello-001", "--key", str(demo.base / "keys" / "bob.key"),
+            "--comment", "looks good",
+        )  # fmt: skip
         demo.deploy("status", "hello-001")
         demo.deploy("history")
         demo.deploy("audit", "verify")
         click.echo(
             "\nDemo finished: every step above ran against real processes on loopback "
-            f"(PUBLIC, OMEGA and {len(MAINFRAMES)} mainframes)."
+            f"(PUBLIC, OMEGA and {len(MAINFRAMES)} mainframes). Each mainframe installed "
+            "hello-001 only after checking, against the root of trust, alice's release "
+            "signature, PUBLIC's verification statement and bob's approval signature."
         )

@@ -29,7 +29,7 @@ from ashat.store.db import Database, default_sqlite_url
 from ashat.store.store import Store
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State
-from support import configure, deploy, enter_hello_project, wait_for
+from support import configure, deploy, enter_hello_project, verify_health_only, wait_for
 
 HOOK_SECRET = "hook-secret-6b1f"  # the HMAC key the receivers check
 
@@ -429,7 +429,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pa
             tmp_path / "alpha", monkeypatch, agent.key_path, distribution=distribution + extra
         )
         monkeypatch.setenv("ASHAT_TEST_HOOK_SECRET", HOOK_SECRET)
-        return root
+        return verify_health_only(root, keep=("health", "modules"))
 
     return make
 
@@ -537,7 +537,7 @@ def test_the_whole_workflow_through_the_api(
     (root / "VERSION").write_text("2.0.0\n")
     assert deploy("push", "hello-002", "second release").exit_code == 0
     res = serve.call("POST", "/v1/deployments/hello-002/verify", tokens["deployer"],
-                     {"only": ["health"]})  # fmt: skip
+                     {"only": ["health", "modules"]})  # fmt: skip
     assert res.status_code == 200, res.text
     res = serve.call("POST", "/v1/deployments/hello-002/approve", tokens["approver"],
                      {"wait": True})  # fmt: skip

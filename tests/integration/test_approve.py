@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from support import configure, deploy, deploy_json, enter_hello_project
+from support import configure, deploy, deploy_json, enter_hello_project, verify_health_only
 
 APPROVAL = """
 [approval]
@@ -28,6 +28,7 @@ def verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_factory: Any
     start = toml.index("[approval]")
     end = toml.index("[distribution]")
     (root / "ashat.toml").write_text(toml[:start] + APPROVAL + "\n" + toml[end:])
+    verify_health_only(root)
     configure("public", public)
     configure("omega", omega)
     assert deploy("push", "hello-001", "to approve").exit_code == 0

@@ -16,7 +16,14 @@ import httpx
 import pytest
 
 from ashat.fleet.license import issue
-from support import configure, deploy, deploy_json, enter_hello_project, wait_for
+from support import (
+    configure,
+    deploy,
+    deploy_json,
+    enter_hello_project,
+    verify_health_only,
+    wait_for,
+)
 
 # A release whose prepare hook needs a server-side setting that some mainframes lack: it
 # passes on PUBLIC (which has the setting) and fails on those mainframes.
@@ -68,6 +75,7 @@ def stack(
         root = enter_hello_project(
             tmp_path / "alpha", monkeypatch, public.key_path, distribution=distribution
         )
+        verify_health_only(root)
         configure("public", public)
         configure("omega", omega)
         now = dt.datetime.now(dt.UTC)

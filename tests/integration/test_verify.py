@@ -97,16 +97,18 @@ def _fails(check: str, fragment: str) -> None:
     assert "Verification FAILED" in human.stdout and result["title"] in human.stdout
 
 
-def test_module_that_raises_on_import_fails_the_module_check(pushed: Any) -> None:
-    def edit(root: Path) -> None:
-        (root / "hello_service" / "broken.py").write_text("raise RuntimeError('boom at import')\n")
-        replace_in(
-            root / "ashat.toml",
-            '"hello_service.db"]',
-            '"hello_service.db", "hello_service.broken"]',
-        )
+def with_a_broken_module(root: Path) -> None:
+    """A module that raises on import, listed in ``[app] modules``."""
+    (root / "hello_service" / "broken.py").write_text("raise RuntimeError('boom at import')\n")
+    replace_in(
+        root / "ashat.toml",
+        '"hello_service.db"]',
+        '"hello_service.db", "hello_service.broken"]',
+    )
 
-    pushed(edit)
+
+def test_module_that_raises_on_import_fails_the_module_check(pushed: Any) -> None:
+    pushed(with_a_broken_module)
     _fails("modules", "hello_service.broken")
 
 
@@ -248,3 +250,42 @@ def test_a_plugin_check_from_an_entry_point_runs_with_the_others(
     (root / "MARKER").write_text("")
     code, out = deploy_json("verify", "hello-001", "--only", "marker")
     assert code == 0 and out["passed"], out
+
+
+def test_one_check_alone_never_makes_a_fresh_deployment_verified(pushed: Any) -> None:
+    """Issue 14: ``--only security`` on a fresh deployment made it ``verified``."""
+    pushed()
+    code, out = deploy_json("verify", "hello-001", "--only", "security")
+    assert code == 1, out
+    assert out["passed"] is False and out["state"] == "verification_failed"
+    assert set(out["missing"]) == {"health", "modules", "api", "database", "performance"}
+    human = deploy("verify", "hello-001", "--only", "health")
+    assert human.exit_code == 1
+    assert "not run yet: modules, api, database, performance" in human.stdout
+    res = deploy("approve", "hello-001", "--as", "bob")
+    assert res.exit_code == 3, res.output  # still not verified: nothing to approve
+    # the rest, run one by one, completes the verification
+    code, out = deploy_json("verify", "hello-001", "--only", "modules", "--only", "api",
+                            "--only", "database", "--only", "performance")  # fmt: skip
+    assert code == 0 and out["state"] == "verified", out
+
+
+def test_a_check_is_switched_off_only_in_ashat_toml(pushed: Any) -> None:
+    root = pushed()
+    replace_in(root / "ashat.toml", "[verify]\n", '[verify]\ndisabled = ["performance"]\n')
+    code, out = deploy_json("verify", "hello-001")
+    assert code == 0 and out["passed"], out
+    assert "performance" not in {r["name"] for r in out["results"]}
+    res = deploy("verify", "hello-001", "--only", "performance")
+    assert res.exit_code == 2 and "switched off by [verify] disabled" in res.stderr
+    replace_in(root / "ashat.toml", 'disabled = ["performance"]', 'disabled = ["nope"]')
+    res = deploy("verify", "hello-001")
+    assert res.exit_code == 2 and "unknown check(s) nope" in res.stderr
+
+
+def test_a_failed_run_does_not_move_the_performance_baseline(pushed: Any) -> None:
+    """Issue 15 item 5: a release that failed verification moved the baseline."""
+    pushed(with_a_broken_module)
+    code, out = deploy_json("verify", "hello-001")
+    assert code == 1 and by_name(out)["performance"]["status"] == "passed", out
+    assert "baseline.updated" not in deploy("log", "hello-001").stdout

@@ -80,7 +80,7 @@ def test_approval_records_and_license_ids() -> None:
     with pytest.raises(RequestInvalid, match="'sequence'"):
         approval_record("r1", {"approval": {"sequence": "3"}})
     with pytest.raises(RequestInvalid, match="over"):
-        approval_record("r1", {"approval": {"comment": "x" * 70_000}})
+        approval_record("r1", {"approval": {"comment": "x" * 600_000}})
     assert license_id({"license_id": "lic-0123"}) == "lic-0123"
     with pytest.raises(RequestInvalid, match="'license_id'"):
         license_id({"license_id": "a b"})

@@ -465,7 +465,13 @@ class ReleaseMachine(RuleBasedStateMachine):
     @rule(actor=actors, update_id=st.sampled_from(RELEASE_IDS), passed=st.booleans())
     def verify(self, actor: str, update_id: str, passed: bool) -> None:
         def run() -> None:
-            verify(self.wf(actor), update_id, self.public.current, lambda *_: _checks(passed))
+            verify(
+                self.wf(actor),
+                update_id,
+                self.public.current,
+                lambda *_: _checks(passed),
+                required=["health"],
+            )
 
         self._verb(update_id, run)
 

@@ -131,6 +131,19 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Path(file_okay=False, path_type=Path),
     help="OMEGA: blob store directory shared by replicas  [default: DATA/blobs]",
 )
+@click.option(
+    "--verifier-key",
+    type=_FILE,
+    help="PUBLIC: its verifier private key; each verification run ends with a statement "
+    "signed by it (ashat keys generate verifier).",
+)
+@click.option(
+    "--root",
+    "root_file",
+    type=_FILE,
+    help="OMEGA, mainframe: the root of trust (trust/root.json) to start from; then "
+    "nothing is installed without its whole chain of signatures.",
+)
 def agent(
     role: str,
     data: Path,
@@ -154,6 +167,8 @@ def agent(
     poll_timeout: int,
     fleet_db: str | None,
     blob_dir: Path | None,
+    verifier_key: Path | None,
+    root_file: Path | None,
 ) -> None:
     """Run an agent: receive bundles, stage and activate releases, supervise the app."""
     from ashat.agent.config import AgentConfig, Role, parse_listen, read_app_env
@@ -163,8 +178,9 @@ def agent(
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
     mainframe = _mainframe_config(
-        role, token_file, omega_url, license_file, trust_omega, omega_ca_cert, poll_wait
-    )
+        role, token_file, omega_url, license_file, trust_omega, omega_ca_cert, poll_wait,
+        root_file,
+    )  # fmt: skip
     if token_file is None and mainframe is None:
         raise click.UsageError(f"--role {role} needs --token-file")
     omega = _omega_options(role, omega_key, license_trust)
@@ -194,6 +210,8 @@ def agent(
         poll_timeout_s=float(poll_timeout),
         fleet_db=fleet_db or None,
         blob_dir=blob_dir.resolve() if blob_dir else None,
+        verifier_key=_private_key(verifier_key),
+        root_file=root_file.resolve() if root_file else None,
     )
     logging.basicConfig(
         level=logging.INFO,
@@ -218,6 +236,7 @@ def _mainframe_config(
     trust_omega: tuple[Path, ...],
     omega_ca_cert: Path | None,
     poll_wait: int,
+    root_file: Path | None = None,
 ) -> MainframeConfig | None:
     """The mainframe's options as a config (None for other roles); a usage error names
     what is missing, or what only a mainframe takes."""
@@ -235,12 +254,16 @@ def _mainframe_config(
         if extra:
             raise click.UsageError(f"{', '.join(extra)}: only for --role mainframe")
         return None
-    missing = [n for n in ("--omega", "--license", "--trust-omega") if not given[n]]
+    # With --root, OMEGA's keys are the root's omega role: --trust-omega may be left out.
+    needed = ("--omega", "--license") if root_file else ("--omega", "--license", "--trust-omega")
+    missing = [n for n in needed if not given[n]]
     if missing:
         raise click.UsageError(f"--role mainframe needs {', '.join(missing)}")
     assert omega_url is not None and license_file is not None
     token, mainframe_id, license_id = read_license_file(license_file)
     keys = [load_public_key(p) for p in trust_omega]
+    if root_file is not None and not keys:
+        keys = list(_root_omega_keys(root_file))
     return MainframeConfig(
         omega_url=omega_url.rstrip("/"),
         license=token,
@@ -250,6 +273,23 @@ def _mainframe_config(
         omega_ca_cert=omega_ca_cert,
         poll_wait_s=poll_wait,
     )
+
+
+def _root_omega_keys(root_file: Path) -> list[PublicKey]:
+    """OMEGA's keys as the root of trust names them (what ``--trust-omega`` would give)."""
+    from ashat.trust.chain import ed25519_keys
+    from ashat.trust.root import TrustRefused, load_trusted
+
+    try:
+        return list(ed25519_keys(load_trusted(root_file.read_bytes()), "omega").values())
+    except TrustRefused as e:
+        raise click.UsageError(f"--root {root_file}: {e.message}") from e
+
+
+def _private_key(path: Path | None) -> SigningKey | None:
+    from ashat.bundle.keys import load_private_key
+
+    return load_private_key(path) if path is not None else None
 
 
 def _omega_options(

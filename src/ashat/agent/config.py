@@ -62,6 +62,8 @@ class AgentConfig:
     poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S  # role omega: longest a poll is held
     fleet_db: str | None = field(default=None, repr=False)  # role omega: URL; DIR/fleet.db
     blob_dir: Path | None = None  # role omega: a blob store shared by replicas; DIR/blobs
+    verifier_key: SigningKey | None = field(default=None, repr=False)  # role public: attests
+    root_file: Path | None = None  # roles omega, mainframe: the root of trust to start from
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -90,6 +92,10 @@ class AgentConfig:
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidInput("--tls-cert and --tls-key go together: give both or neither")
+        if self.verifier_key is not None and self.role is not Role.PUBLIC:
+            raise InvalidInput("--verifier-key is for --role public only")
+        if self.root_file is not None and self.role is Role.PUBLIC:
+            raise InvalidInput("--root is for --role omega and --role mainframe")
 
     @property
     def scheme(self) -> str:

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ashat import __version__
 from ashat.agent.blobs import BlobStore
@@ -64,6 +64,15 @@ def _check_id(update_id: str) -> str:
     return update_id
 
 
+class ReleasePolicy(Protocol):
+    """What a host with a root of trust requires of every release it stages."""
+
+    def trusted_by_role(self) -> dict[str, Mapping[str, PublicKey]]: ...
+
+    def admit(self, m: Manifest) -> None:
+        """Raise (a Refused error) unless ``m`` may run here."""
+
+
 class Agent:
     def __init__(self, config: AgentConfig, metrics: Metrics | None = None) -> None:
         self.config = config
@@ -81,6 +90,9 @@ class Agent:
         self._lock_fd: int | None = None
         # A mainframe's pull loop (ashat.fleet.mainframe) reports its state here, for health.
         self.fleet_status: Callable[[], dict[str, Any]] | None = None
+        # Set by a mainframe holding a root of trust: the keys it takes for each role, and
+        # the chain every staged release must carry, whoever stages it.
+        self.release_policy: ReleasePolicy | None = None
         # OMEGA names the releases its fleet may still need (ashat.fleet.omega): never pruned.
         self.pinned: Callable[[], Collection[str]] | None = None
 
@@ -232,6 +244,8 @@ class Agent:
         return ("release", "approval") if self.config.mainframe else ("release",)
 
     def _trusted_by_role(self) -> dict[str, Mapping[str, PublicKey]] | None:
+        if self.release_policy is not None:
+            return self.release_policy.trusted_by_role()
         if self.config.mainframe is None:
             return None
         return {"release": self.config.trusted, "approval": self.config.mainframe.trusted_omega}
@@ -252,6 +266,8 @@ class Agent:
             max_bytes=self.config.max_manifest_bytes,
         )
         AppSpec.from_app(m.app)  # refuse an app table we could not run, now
+        if self.release_policy is not None:
+            self.release_policy.admit(m)
         if self._staged_as(m):
             with self.lock:
                 return self._restage(m, data), False

@@ -45,6 +45,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ashat.agent.attest import OwnResults, attest
 from ashat.agent.blobs import check_digest
 from ashat.agent.config import AgentConfig, Role
 from ashat.agent.core import Agent
@@ -185,6 +186,7 @@ class Endpoints:
         self.config = agent.config
         self.metrics = agent.metrics
         self.blob_gate = blob_gate
+        self.own_results = OwnResults()  # the server-side checks this agent ran (attest)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(self.agent.health))
@@ -265,7 +267,37 @@ class Endpoints:
         env = {**os.environ, **self.config.app_env}
         crash_point("check.run")
         answer = await run_in_threadpool(run_check, name, release_dir, body, env)
+        self.own_results.note(update_id, name, answer.get("status"))
         return JSONResponse(answer)
+
+    async def attest(self, request: Request) -> Response:
+        """Sign the verification statement of the release PUBLIC runs (:mod:`.attest`)."""
+        import datetime as dt
+
+        from ashat.ids import UPDATE_ID_RE
+
+        update_id = request.path_params["update_id"]
+        if not UPDATE_ID_RE.fullmatch(update_id):
+            raise NoSuchRelease(f"release {update_id[:80]!r} is not staged here")
+        body = await json_object(request)
+
+        def sign() -> dict[str, Any]:
+            current = self.agent.links()[0]
+            m = self.agent.releases.manifest(update_id) if current == update_id else None
+            app = self.agent.app_info()
+            return attest(
+                key=self.config.verifier_key,
+                update_id=update_id,
+                current=current,
+                manifest_digest=m.digest() if m else "",
+                sequence=m.sequence if m else 0,
+                app_healthy=None if app is None else bool(app.get("healthy")),
+                own=self.own_results.of(update_id),
+                body=body,
+                at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+
+        return JSONResponse(await run_in_threadpool(sign))
 
     async def prometheus(self, request: Request) -> Response:
         # OMEGA's collectors read fleet.db at each scrape: not on the event loop.
@@ -284,6 +316,7 @@ class Endpoints:
             Route("/v1/releases/{update_id}/activate", self.activate, methods=["POST"]),
             Route("/v1/rollback", self.rollback, methods=["POST"]),
             Route("/v1/releases/{update_id}/checks/{name}", self.check, methods=["POST"]),
+            Route("/v1/releases/{update_id}/attest", self.attest, methods=["POST"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
         ]
 

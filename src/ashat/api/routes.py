@@ -128,9 +128,8 @@ def verify(call: Call) -> tuple[int, dict[str, Any]]:
     only = call.body.get("only") or None
     result = run_verify(call.project, call.path["update_id"], only, actor=call.actor)
     if not result.passed:
-        bad = [r for r in result.latest if r["status"] not in ("passed", "skipped")]
         raise ApiFailure(
-            "verification failed: " + "; ".join(f"{r['title']}: {r['summary']}" for r in bad),
+            f"verification failed: {result.deployment.reason or 'a check failed'}",
             "verification_failed",
             result.to_json(),
         )
@@ -180,7 +179,12 @@ def approve(call: Call) -> tuple[int, dict[str, Any]]:
     update_id = call.path["update_id"]
     wait = bool(call.body.get("wait", False))
     outcome = run_approve(
-        call.project, update_id, actor=call.actor, comment=call.body.get("comment"), wait=wait
+        call.project,
+        update_id,
+        actor=call.actor,
+        comment=call.body.get("comment"),
+        wait=wait,
+        statement=call.body.get("statement"),
     )
     data = {**outcome.data, "waiting_for": outcome.waiting_for}
     data.setdefault("state", outcome.state)
@@ -194,6 +198,29 @@ def approve(call: Call) -> tuple[int, dict[str, Any]]:
             data,
         )
     return 200, data
+
+
+def approval_to_sign(call: Call) -> tuple[int, dict[str, Any]]:
+    """What the authenticated approver's key ``keyid`` is to sign (``deploy --via approve
+    --key`` signs it on the client and sends it back with ``approve``)."""
+    from ashat.ops.approve import approval_to_sign as to_sign
+    from ashat.ops.approve import approver_of_key
+    from ashat.trust.statements import APPROVAL_NAMESPACE
+    from ashat.workflow.errors import PolicyRefused
+
+    update_id = call.path["update_id"]
+    name = approver_of_key(call.project, update_id, call.body["keyid"])
+    if name != call.actor:
+        raise PolicyRefused(
+            f"key {call.body['keyid']} is {name}'s; {call.actor} may not approve with it",
+            update_id=update_id,
+        )
+    import datetime as dt
+
+    at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    signed = to_sign(call.project, update_id, name, call.body.get("comment"), at)
+    verification = call.project.reader().store.require(update_id).details.get("verification")
+    return 200, {"signed": signed, "namespace": APPROVAL_NAMESPACE, "verification": verification}
 
 
 def rollback(call: Call) -> tuple[int, dict[str, Any]]:
@@ -420,6 +447,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "ApproveResult",
         params=(UPDATE_ID,),
         body="ApproveRequest",
+        errors=ACTS,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/deployments/{update_id}/approval-to-sign",
+        "approval_to_sign",
+        "The approval statement the authenticated approver's own key is to sign (deploy "
+        "--via approve --key): signed on the client, sent back with approve",
+        approval_to_sign,
+        A,
+        "ApprovalToSign",
+        params=(UPDATE_ID,),
+        body="ApprovalToSignRequest",
+        body_required=True,
         errors=ACTS,
     ),
     Endpoint(

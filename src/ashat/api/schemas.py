@@ -158,8 +158,10 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "run": INT,
             "results": {"type": "array", "items": ref("CheckResult")},
             "checks": {"type": "array", "items": ref("CheckResult")},
+            "missing": {"type": "array", "items": STR},
         }
     ),
+    "ApprovalToSign": obj({"signed": OBJ, "namespace": STR, "verification": OBJ}),
     "ApproveResult": obj(
         {"update_id": STR, "state": {"enum": STATES}},
         {
@@ -221,7 +223,21 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         {
             "comment": nullable({"type": "string", "maxLength": 1000}),
             "wait": {"type": "boolean", "default": False},
+            # the approval statement the approver signed on their own machine (a project
+            # with a root of trust takes no other approval)
+            "statement": {
+                "type": "object",
+                "properties": {"signed": OBJ, "signatures": {"type": "array", "maxItems": 8}},
+                "required": ["signed", "signatures"],
+            },
         }
+    ),
+    "ApprovalToSignRequest": closed(
+        {
+            "keyid": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+            "comment": nullable({"type": "string", "maxLength": 1000}),
+        },
+        ["keyid"],
     ),
     "BlobsMissingRequest": closed(
         {

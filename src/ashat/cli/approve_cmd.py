@@ -70,14 +70,36 @@ class _ProgressBar:
 
 @click.command()
 @click.argument("update_id", shell_complete=complete_update_id)
-@click.option("--as", "as_user", metavar="USER", help="Approve as USER (else ASHAT_USER/OS user).")
+@click.option(
+    "--as",
+    "as_user",
+    metavar="USER",
+    help="Approve as USER (else ASHAT_USER/OS user); with a root of trust, the name --key "
+    "must belong to.",
+)
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False),
+    envvar="ASHAT_APPROVER_KEY",
+    help="Your own approver key, which signs the approval here: an ashat key (ashat keys "
+    "generate --approver) or an OpenSSH key (a .pub whose private half is in ssh-agent "
+    "works too). Env: ASHAT_APPROVER_KEY.",
+)
 @click.option("--comment", help="Recorded with the approval.")
 @click.option("--no-wait", is_flag=True, help="Return once the rollout has started.")
 @json_option
-def approve(update_id: str, as_user: str | None, comment: str | None, no_wait: bool) -> None:
+def approve(
+    update_id: str, as_user: str | None, key_path: str | None, comment: str | None, no_wait: bool
+) -> None:
     """Approve a verified deployment; with enough approvals, release it to OMEGA and the fleet."""
+    from pathlib import Path
+
     from ashat.ops.approve import ApproveHooks, run_approve
+    from ashat.trust.signers import signer_for
     from ashat.workflow.states import State
+
+    signer = signer_for(Path(key_path)) if key_path else None
 
     def header(text: str) -> None:
         if not OUT.json:
@@ -107,12 +129,13 @@ def approve(update_id: str, as_user: str | None, comment: str | None, no_wait: b
     try:
         if (c := control()) is not None:
             outcome = remote.approve(
-                c, update_id, as_user=as_user, comment=comment, wait=not no_wait, hooks=hooks
-            )
+                c, update_id, as_user=as_user, comment=comment, wait=not no_wait, hooks=hooks,
+                signer=signer,
+            )  # fmt: skip
         else:
             outcome = run_approve(
                 Project.find(), update_id, actor=as_user, comment=comment, wait=not no_wait,
-                hooks=hooks,
+                hooks=hooks, signer=signer,
             )  # fmt: skip
     finally:
         bar.stop()

@@ -167,6 +167,17 @@ def status(update_id: str | None) -> None:
                 click.echo("Checks:")
                 for r in checks:
                     click.echo(f"  {r['status']:<8} {r['title']}: {r['summary']}")
+            statement = dep.details.get("verification")
+            if isinstance(statement, dict) and isinstance(statement.get("signed"), dict):
+                from ashat.trust.statements import digest
+
+                signers = ", ".join(str(s.get("keyid")) for s in statement.get("signatures", []))
+                click.echo(
+                    f"Verified:    signed by PUBLIC (key {signers}), statement "
+                    f"{digest(statement)[:16]}, at {statement['signed'].get('at')}"
+                )
+            if dep.details.get("approvers"):
+                click.echo(f"Approvers:   {', '.join(map(str, dep.details['approvers']))}")
             if rollout:
                 from ashat.cli.approve_cmd import describe_rollout
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ashat.ops.rollback import RollbackHooks, RollbackOutcome
     from ashat.ops.status import StatusView
     from ashat.transport.control import ControlClient
+    from ashat.trust.statements import Signer
     from ashat.workflow.models import ChainReport, Deployment, Event, Server
     from ashat.workflow.service import Overview
 
@@ -171,6 +172,60 @@ def verify(
         return {k: v for k, v in e.result.items() if k not in ("error", "kind", "exit_code")}
 
 
+def _signed_approval(
+    c: ControlClient, update_id: str, signer: tuple[Signer, str], comment: str | None
+) -> dict[str, Any]:
+    """Ask the server what to sign, check it is this release's approval, sign it here."""
+    from ashat.transport.errors import BadResponse
+    from ashat.trust.statements import APPROVAL_NAMESPACE, APPROVAL_TYPE, sign
+
+    sign_fn, keyid = signer
+    doc = c.call(
+        "POST", _dep_path(update_id, "approval-to-sign"), {"keyid": keyid, "comment": comment}
+    )
+    signed = doc.get("signed")
+    if (
+        not isinstance(signed, dict)
+        or signed.get("type") != APPROVAL_TYPE
+        or signed.get("update_id") != update_id
+        or signed.get("comment") != comment
+    ):
+        raise BadResponse(f"the server sent something else than the approval of {update_id}")
+    _check_what_is_signed(update_id, signed, doc.get("verification"))
+    return sign(signed, APPROVAL_NAMESPACE, sign_fn)
+
+
+def _check_what_is_signed(update_id: str, signed: dict[str, Any], verification: Any) -> None:
+    """With the project's root of trust here, sign only a release PUBLIC's verifier key
+    vouches for: the server's word on the manifest digest is not enough."""
+    from ashat.ops.trust import TrustDir
+    from ashat.project import find_project_root
+    from ashat.trust.chain import verified_statement
+    from ashat.trust.root import TrustRefused
+    from ashat.trust.statements import digest
+
+    try:
+        trust = TrustDir.of_project(find_project_root())
+    except AshatError:
+        return  # no project here: nothing to check against (docs/SECURITY.md)
+    if not trust.exists():
+        return
+    try:
+        s, _ = verified_statement(trust.current(), verification, update_id)
+    except TrustRefused as e:
+        raise TrustRefused(e.reason, f"not signing the approval of {update_id}: {e.message}") from e
+    same = (s.get("update_id"), s.get("sequence"), s.get("manifest_digest"), digest(verification))
+    if same != (
+        update_id, signed.get("sequence"), signed.get("manifest_digest"),
+        signed.get("verification_digest"),
+    ):  # fmt: skip
+        raise TrustRefused(
+            "other_release",
+            f"not signing the approval of {update_id}: the server asks to approve another "
+            "build than PUBLIC's verification statement names",
+        )
+
+
 def approve(
     c: ControlClient,
     update_id: str,
@@ -179,8 +234,12 @@ def approve(
     comment: str | None,
     wait: bool,
     hooks: ApproveHooks,
+    signer: tuple[Signer, str] | None = None,
 ) -> ApproveOutcome:
-    """Approve as the token's user; then follow the rollout by asking the server."""
+    """Approve as the token's user; then follow the rollout by asking the server.
+
+    With ``signer`` (the approver's own key), the approval statement is signed here, on
+    the approver's machine; the server only carries it (and checks it)."""
     from ashat.ops.approve import WAITING_STATES, ApproveOutcome
     from ashat.workflow.approve import ApprovalPolicy, ApproveResult, DistributionPolicy
 
@@ -193,6 +252,8 @@ def approve(
     body: dict[str, Any] = {"wait": False}
     if comment:
         body["comment"] = comment
+    if signer is not None:
+        body["statement"] = _signed_approval(c, update_id, signer, comment)
     data = c.call("POST", path, body)
     view = status(c, update_id, events=1)
     dep = view.deployment

@@ -70,10 +70,25 @@ def verify(update_id: str, only: tuple[str, ...]) -> None:
                 f"{OK} {style('Verification PASSED!', bold=True)} next: deploy approve {update_id}"
             )
         else:
-            bad = [r for r in latest if r["status"] not in ("passed", "skipped")]
-            click.echo(f"{BAD} {style('Verification FAILED', bold=True)}: {len(bad)} check(s)")
+            missing = data.get("missing") or []
+            off = set(missing)
+            bad = [
+                r
+                for r in latest
+                if r["status"] not in ("passed", "skipped") and r["name"] not in off
+            ]
+            click.echo(
+                f"{BAD} {style('Verification FAILED', bold=True)}: "
+                f"{len(bad) + len(missing)} check(s)"
+            )
             for r in bad:
                 click.echo(f"   - {r['title']}: {r['summary']}")
+            if missing:
+                click.echo(
+                    f"   - not run yet: {', '.join(missing)} (every check must pass for this "
+                    "release; run 'deploy verify' without --only, or switch a check off with "
+                    "[verify] disabled in ashat.toml)"
+                )
 
     emit(data, human)
     if not passed:

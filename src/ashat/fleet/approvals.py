@@ -20,7 +20,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ashat.agent.core import Agent
 from ashat.agent.errors import RequestInvalid
@@ -31,6 +31,9 @@ from ashat.fleet.omega_requests import iso
 from ashat.fleet.omega_store import Approval, FleetStore
 from ashat.ids import UPDATE_ID_RE
 
+if TYPE_CHECKING:
+    from ashat.trust.held import HeldRoot
+
 log = logging.getLogger("ashat.omega")
 
 APPROVAL_ROLE = "approval"
@@ -39,9 +42,15 @@ MANIFEST_CACHE = 4  # approved manifests kept parsed in memory
 
 class Approvals:
     def __init__(
-        self, agent: Agent, key: SigningKey, store: FleetStore, clock: Callable[[], float]
+        self,
+        agent: Agent,
+        key: SigningKey,
+        store: FleetStore,
+        clock: Callable[[], float],
+        root: HeldRoot | None = None,
     ) -> None:
         self.agent = agent
+        self.root = root
         self.key = key
         self.store = store
         self.clock = clock
@@ -77,6 +86,8 @@ class Approvals:
                 f"the approval record says sequence {sequence!r}; "
                 f"{update_id} has sequence {m.sequence}"
             )
+        if self.root is not None:
+            self._check_chain(m, record)
         signed = sign_manifest(m, self.key, APPROVAL_ROLE, record)
         text = signed.to_bytes().decode("utf-8")
         with self.store.transaction():
@@ -95,6 +106,34 @@ class Approvals:
         self._keep(update_id, signed, text)
         log.info("approved %s (sequence %d): counter-signed", update_id, m.sequence)
         return self._answer(signed, already=False)
+
+    def _check_chain(self, m: Manifest, record: dict[str, Any]) -> None:
+        """OMEGA decides which and when, never what: with a root of trust it counter-signs
+        only a release that carries its whole chain (:mod:`ashat.trust.chain`). Raises
+        TrustRefused (answered 409), with the refusal logged."""
+        import datetime as dt
+
+        from ashat.trust.chain import check_chain
+        from ashat.trust.root import TrustRefused
+
+        assert self.root is not None
+        roots = record.get("roots")
+        if isinstance(roots, list):
+            self.root.offer(roots)
+        try:
+            root = self.root.current(dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+            report = check_chain(root, m, record.get("evidence"))
+        except TrustRefused as e:
+            log.error("refused to approve %s (%s): %s", m.update_id, e.reason, e.message)
+            raise
+        log.info(
+            "%s carries its chain: released by %s, verified by %s, approved by %s (root v%d)",
+            m.update_id,
+            ", ".join(report.releasers),
+            report.verifier,
+            ", ".join(report.approvers),
+            report.root_version,
+        )
 
     def _answer(self, m: Manifest, already: bool) -> dict[str, Any]:
         return {

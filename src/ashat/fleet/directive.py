@@ -52,6 +52,8 @@ from ashat.bundle.sign import RELEASE_ROLE, check_signatures
 from ashat.errors import Refused
 from ashat.fleet.envelope import EnvelopeError, Forged, peek_payload, unseal
 from ashat.ids import UPDATE_ID_RE
+from ashat.trust.chain import check_chain, ed25519_keys, evidence_of
+from ashat.trust.root import Root, TrustRefused, parse_time
 
 KIND = "directive"
 NO_DIRECTIVE_KIND = "no_directive"
@@ -114,13 +116,7 @@ class DirectiveRefused(Refused):
         self.directive = directive
 
 
-def _time(value: Any, name: str) -> dt.datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be an ISO 8601 time")
-    t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if t.tzinfo is None:
-        raise ValueError(f"{name} {value!r} has no timezone")
-    return t
+_time = parse_time  # ISO 8601 with a time zone, or ValueError naming the field
 
 
 def _directive(p: Mapping[str, Any]) -> Directive:
@@ -189,8 +185,15 @@ def check_install(
     now: dt.datetime,
     max_manifest_bytes: int = MAX_MANIFEST_BYTES,
     rolled_back: Collection[str] = (),
+    root: Root | None = None,
 ) -> Install:
     """Run the contract's checks 1-3, in order; the first that fails refuses.
+
+    With a ``root`` of trust, OMEGA's keys and the release keys are root's (``omega``,
+    ``releasers``), not ``omega_keys``/``release_keys``, and after check 2 the release
+    must carry its whole chain (:func:`ashat.trust.chain.check_chain`: verified by a
+    verifier, approved by k approvers); the reason of a refusal is then the chain's word
+    (``verification_failed``, ``approvals``, ...).
 
     1. the directive is signed by a key of ``omega_keys``, names ``mainframe_id``, and
        ``now`` is before its ``expires_at``;
@@ -204,6 +207,8 @@ def check_install(
 
     Raises :class:`DirectiveRefused`.
     """
+    if root is not None:
+        release_keys, omega_keys = ed25519_keys(root, "releasers"), ed25519_keys(root, "omega")
     d = read_directive(token, omega_keys)
     if d.mainframe_id != mainframe_id:
         raise DirectiveRefused(
@@ -244,6 +249,12 @@ def check_install(
             check_signatures(m, keys, (role,))
         except SignatureError as e:
             raise DirectiveRefused(reason, f"manifest {m.update_id} refused: {e.message}", d) from e
+    if root is not None:
+        try:
+            check_chain(root, m, evidence_of(m, omega_keys))
+        except TrustRefused as e:
+            why = f"manifest {m.update_id} refused: {e.message}"
+            raise DirectiveRefused(e.reason, why, d) from e
     if running is not None and running.update_id == m.update_id:
         if running.digest != m.digest():
             raise DirectiveRefused(

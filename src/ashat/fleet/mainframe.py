@@ -51,6 +51,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ashat import __version__
 from ashat.agent.config import MainframeConfig
 from ashat.agent.core import Agent
+from ashat.bundle.errors import BundleError
+from ashat.bundle.keys import PublicKey
+from ashat.bundle.manifest import Manifest, parse_manifest
 from ashat.errors import AshatError, InvalidInput, RemoteError
 from ashat.faults import crash_point
 from ashat.fleet.directive import (
@@ -61,9 +64,13 @@ from ashat.fleet.directive import (
     Running,
     check_install,
     check_no_directive,
+    peek_directive,
 )
 from ashat.fleet.download import BlobDownloader, DownloadError, Wanted
 from ashat.project import write_private
+from ashat.trust.chain import check_chain, ed25519_keys, evidence_of
+from ashat.trust.held import HeldRoot, held_root
+from ashat.trust.root import TrustRefused
 
 log = logging.getLogger("ashat.fleet")
 
@@ -203,6 +210,38 @@ class ReportQueue:
         self._save()
 
 
+def offered_roots(manifest: str) -> list[Any]:
+    """The root chain a release carries in its approval payloads (unchecked here: the held
+    root takes only versions that chain from it)."""
+    try:
+        m = parse_manifest(manifest.encode("utf-8"))
+    except BundleError:
+        return []
+    for s in m.signatures:
+        if s.role == "approval" and isinstance(s.payload, dict):
+            roots = s.payload.get("roots")
+            if isinstance(roots, list):
+                return roots
+    return []
+
+
+class ChainPolicy:
+    """The agent's :class:`~ashat.agent.core.ReleasePolicy` on a mainframe with a root: the
+    keys of root's roles, and a release staged by any route must carry its whole chain."""
+
+    def __init__(self, held: HeldRoot, clock: Callable[[], dt.datetime]) -> None:
+        self.held = held
+        self.clock = clock
+
+    def trusted_by_role(self) -> dict[str, Mapping[str, PublicKey]]:
+        root = self.held.root
+        return {"release": ed25519_keys(root, "releasers"), "approval": ed25519_keys(root, "omega")}
+
+    def admit(self, m: Manifest) -> None:
+        root = self.held.current(self.clock())
+        check_chain(root, m, evidence_of(m, ed25519_keys(root, "omega")))
+
+
 class Mainframe:
     """The pull loop of one mainframe agent (see the module docstring)."""
 
@@ -232,7 +271,22 @@ class Mainframe:
         }
         self._logged_refusal: str | None = None
         self._logged_unreachable: str | None = None
+        self.root = held_root(agent.config.root_file, agent.config.data)
+        if self.root is not None:
+            agent.release_policy = ChainPolicy(self.root, clock)
+            self._status["root_version"] = self.root.root.version
+        else:
+            log.warning(
+                "no root of trust (--root): this mainframe installs whatever OMEGA's key "
+                "approves; it cannot check that a release was verified and approved"
+            )
+            self._status["root_version"] = None
         agent.fleet_status = self.status  # the "fleet" part of /v1/health
+
+    def _omega_keys(self) -> Mapping[str, PublicKey]:
+        if self.root is None:
+            return self.config.trusted_omega
+        return ed25519_keys(self.root.root, "omega")
 
     def status(self) -> dict[str, Any]:
         """The ``fleet`` part of ``/v1/health`` (safe from any thread)."""
@@ -380,7 +434,7 @@ class Mainframe:
                     nonce=nonce,
                     current=running.update_id if running else None,
                     sequence=running.sequence if running else 0,
-                    omega_keys=self.config.trusted_omega,
+                    omega_keys=self._omega_keys(),
                 )
             except AnswerRefused as e:
                 polls.labels(result="unauthenticated").inc()
@@ -415,6 +469,11 @@ class Mainframe:
             raise OmegaError("OMEGA's poll answer has a directive but no manifest string")
         running = await asyncio.to_thread(self._running)
         try:
+            root = None
+            if self.root is not None:
+                await asyncio.to_thread(self.root.offer, offered_roots(manifest))
+                self._status["root_version"] = self.root.root.version
+                root = self.root.current(self.clock())
             plan = check_install(
                 token,
                 manifest.encode("utf-8"),
@@ -425,24 +484,14 @@ class Mainframe:
                 now=self.clock(),
                 max_manifest_bytes=self.agent.config.max_manifest_bytes,
                 rolled_back=frozenset(self.agent.state.rolled_back),
+                root=root,
             )
+        except TrustRefused as e:  # the root held here expired
+            refusal = DirectiveRefused(e.reason, e.message, peek_directive(token))
+            await self._refused(http, refusal, running)
+            return
         except DirectiveRefused as e:
-            d = e.directive
-            of = f" of rollout {d.rollout_id}" if d is not None else ""
-            log.error(
-                "refused the directive%s (%s): %s — keeping %s",
-                of,
-                e.reason,
-                e.message,
-                running.update_id if running else "no release",
-            )
-            self.metrics.installs.labels(result="refused").inc()
-            self._status["last_error"] = f"refused a directive{of}: {e.reason}"
-            if d is not None:
-                # docs/fleet-protocol.md: the reason starts with its word (OMEGA shows it)
-                reason = f"{e.reason}: {e.message}"
-                await self._report(http, d.rollout_id, d.update_id, "failed", reason)
-            await asyncio.sleep(DIRECTIVE_REFUSED_PAUSE_S)  # OMEGA may send it again at once
+            await self._refused(http, e, running)
             return
         d = plan.directive
         if plan.already:
@@ -476,6 +525,27 @@ class Mainframe:
         log.info("rollout %s: %s installed", d.rollout_id, d.update_id)
         self.metrics.installs.labels(result="installed").inc()
         await self._report(http, d.rollout_id, d.update_id, "installed", None)
+
+    async def _refused(
+        self, http: httpx.AsyncClient, e: DirectiveRefused, running: Running | None
+    ) -> None:
+        """Log a refused directive, count it, and report it to OMEGA when it is readable."""
+        d = e.directive
+        of = f" of rollout {d.rollout_id}" if d is not None else ""
+        log.error(
+            "refused the directive%s (%s): %s — keeping %s",
+            of,
+            e.reason,
+            e.message,
+            running.update_id if running else "no release",
+        )
+        self.metrics.installs.labels(result="refused").inc()
+        self._status["last_error"] = f"refused a directive{of}: {e.reason}"
+        if d is not None:
+            # docs/fleet-protocol.md: the reason starts with its word (OMEGA shows it)
+            reason = f"{e.reason}: {e.message}"
+            await self._report(http, d.rollout_id, d.update_id, "failed", reason)
+        await asyncio.sleep(DIRECTIVE_REFUSED_PAUSE_S)  # OMEGA may send it again at once
 
     async def _install(
         self, downloads: BlobDownloader, plan: Install, running: Running | None

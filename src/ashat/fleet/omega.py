@@ -54,6 +54,7 @@ from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
 from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest, iso
 from ashat.fleet.omega_store import FleetStore, Mainframe, Rollout, Spec
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
+from ashat.trust.held import held_root
 
 log = logging.getLogger("ashat.omega")
 
@@ -98,7 +99,8 @@ class Omega:
         self.store = FleetStore(url, replica=f"{socket.gethostname()}:{os.getpid()}")
         self.licenses = LicenseCache(license_trusted)
         self.metrics = FleetMetrics(agent.metrics.registry)
-        self.approvals = Approvals(agent, key, self.store, clock)
+        self.root = held_root(agent.config.root_file, agent.config.data)
+        self.approvals = Approvals(agent, key, self.store, clock, self.root)
         self.controller = Controller(self.store, self.approvals, self.metrics.rollouts)
         self.lock = threading.Lock()
         self._approved_blobs: set[str] = set()  # known approved: approvals are never undone

@@ -24,7 +24,7 @@ DEFAULT_WAVE_TIMEOUT_S = 600.0
 MAX_WAVE_TIMEOUT_S = 7 * 24 * 3600.0
 MIN_WAVE_TIMEOUT_S = 0.01
 MAX_REASON_CHARS = 2000
-MAX_RECORD_BYTES = 64 * 1024  # bytes of canonical approval record
+MAX_RECORD_BYTES = 512 * 1024  # bytes of canonical approval record (evidence, roots)
 _LICENSE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _ROLLOUT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 

@@ -17,6 +17,7 @@ from ashat.ops.project import Project, client_for
 
 if TYPE_CHECKING:
     from ashat.transport.client import AgentClient
+    from ashat.trust.statements import Signer
     from ashat.workflow.approve import ApprovalPolicy, ApproveResult, DistributionPolicy
     from ashat.workflow.models import Deployment, Server
     from ashat.workflow.service import Workflow
@@ -121,6 +122,124 @@ class ApproveOutcome:
         return self.deployment.state.value
 
 
+def approval_to_sign(
+    project: Project, update_id: str, approver: str, comment: str | None, at: str
+) -> dict[str, Any]:
+    """The ``signed`` part of ``approver``'s approval of ``update_id``: its manifest and
+    PUBLIC's verification statement, as this project's store holds them. Raises
+    DeploymentNotFound, TransitionRefused (not verified), or Refused (no statement)."""
+    from ashat.bundle import parse_manifest
+    from ashat.errors import Refused
+    from ashat.trust.statements import approval_signed
+    from ashat.trust.statements import digest as statement_digest
+    from ashat.workflow.states import State, check_transition
+
+    dep = project.reader().store.require(update_id)
+    if dep.state is not State.VERIFIED:
+        check_transition(update_id, dep.state, State.APPROVED)
+    verification = dep.details.get("verification")
+    if not isinstance(verification, dict):
+        raise Refused(
+            f"{update_id} has no verification statement signed by PUBLIC: start PUBLIC with "
+            f"--verifier-key and run 'deploy verify {update_id}' again",
+            update_id=update_id,
+        )
+    manifest_bytes, _ = load_signed_manifest(project, update_id)
+    m = parse_manifest(manifest_bytes)
+    return approval_signed(
+        update_id=update_id,
+        sequence=m.sequence,
+        manifest_digest=m.digest(),
+        verification_digest=statement_digest(verification),
+        approver=approver,
+        at=at,
+        comment=comment,
+    )
+
+
+def approver_of_key(project: Project, update_id: str, keyid: str) -> str:
+    """The approver's name root gives ``keyid``. Raises PolicyRefused if it is not an
+    approver key of the project's root of trust, InvalidInput if there is no root."""
+    from ashat.errors import InvalidInput
+    from ashat.ops.trust import TrustDir
+    from ashat.workflow.errors import PolicyRefused
+
+    trust = TrustDir.of_project(project.root)
+    if not trust.exists():
+        raise InvalidInput(
+            "this project has no root of trust (ashat trust init): approvals are not signed"
+        )
+    root = trust.current()
+    if keyid not in root.roles["approvers"].keyids:
+        named = f" (it is {root.keys[keyid].name}'s)" if keyid in root.keys else ""
+        raise PolicyRefused(
+            f"key {keyid}{named} is not an approver key of root version {root.version} "
+            f"(approvers: {', '.join(root.names_of('approvers'))})",
+            update_id=update_id,
+        )
+    return root.keys[keyid].name
+
+
+def sign_approval(
+    project: Project, update_id: str, signer: Signer, keyid: str, comment: str | None
+) -> dict[str, Any]:
+    """``update_id``'s approval statement signed by the approver's own key (``signer``),
+    named after that key in the project's root of trust. Raises PolicyRefused (not an
+    approver key of root) and what :func:`approval_to_sign` raises."""
+    import datetime as dt
+
+    from ashat.trust.statements import APPROVAL_NAMESPACE, sign
+
+    name = approver_of_key(project, update_id, keyid)
+    at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    signed = approval_to_sign(project, update_id, name, comment, at)
+    return sign(signed, APPROVAL_NAMESPACE, signer)
+
+
+def check_signed_approval(
+    project: Project, update_id: str, statement: Any, manifest_bytes: bytes
+) -> str:
+    """The approver's name if ``statement`` holds against the project's root of trust for
+    this release and its verification; else a TrustRefused (exit 3) naming why."""
+    from ashat.bundle import parse_manifest
+    from ashat.ops.trust import TrustDir
+    from ashat.trust.chain import check_approval, releasers_of
+    from ashat.trust.root import TrustRefused
+    from ashat.trust.statements import digest as statement_digest
+
+    root = TrustDir.of_project(project.root).current()
+    m = parse_manifest(manifest_bytes)
+    dep = project.reader().store.require(update_id)
+    verification = dep.details.get("verification")
+    if not isinstance(verification, dict):
+        raise TrustRefused("verification", f"{update_id} has no signed verification statement")
+    return check_approval(root, m, statement_digest(verification), statement, releasers_of(root, m))
+
+
+def chain_of(project: Project, update_id: str, manifest_bytes: bytes) -> dict[str, Any] | None:
+    """What OMEGA and the mainframes need to check ``update_id`` themselves: the evidence
+    (PUBLIC's statement, the signed approvals) and the project's root chain; checked here
+    first, so that a release short of its chain is refused before OMEGA is asked. None for
+    a project without a root of trust."""
+    import json
+
+    from ashat.bundle import parse_manifest
+    from ashat.ops.trust import TrustDir
+    from ashat.trust.chain import check_chain
+
+    trust = TrustDir.of_project(project.root)
+    if not trust.exists():
+        return None
+    store = project.reader().store
+    dep = store.require(update_id)
+    evidence = {
+        "verification": dep.details.get("verification"),
+        "approvals": store.approval_statements(update_id),
+    }
+    check_chain(trust.current(), parse_manifest(manifest_bytes), evidence)
+    return {"evidence": evidence, "roots": [json.loads(b) for b in trust.chain()]}
+
+
 def run_approve(
     project: Project,
     update_id: str,
@@ -129,17 +248,28 @@ def run_approve(
     comment: str | None = None,
     wait: bool = True,
     hooks: ApproveHooks | None = None,
+    signer: tuple[Signer, str] | None = None,
+    statement: dict[str, Any] | None = None,
 ) -> ApproveOutcome:
     """Approve ``update_id`` as ``actor``; see the module docstring.
 
+    A project with a root of trust (``trust/root.json``) takes only signed approvals: the
+    approver's own ``signer`` (and its key id) signs here, or ``statement`` comes signed
+    already (``deploy --via`` signs on the client); the approver is the name root gives the
+    key, and ``actor``, when given, must be that name.
+
     A deployment already approved or releasing is released (resuming); one distributing is
     only followed. With ``wait``, follows the rollout until it ends (bounded by the waves'
-    timeouts). Raises InvalidInput (bad policy, a tier not configured), PolicyRefused,
-    TransitionRefused, OperationFailed (manifest missing) or a transport error.
+    timeouts). Raises InvalidInput (bad policy, a tier not configured, no key given),
+    PolicyRefused, TrustRefused, TransitionRefused, OperationFailed (manifest missing) or a
+    transport error.
     """
+    from ashat.errors import InvalidInput, Refused
     from ashat.ids import validate_update_id
+    from ashat.ops.trust import TrustDir
     from ashat.workflow.approve import ApprovalPolicy, DistributionPolicy, release
     from ashat.workflow.approve import approve as record
+    from ashat.workflow.errors import PolicyRefused
     from ashat.workflow.states import State, check_transition
 
     h = hooks or ApproveHooks()
@@ -147,7 +277,43 @@ def run_approve(
     config = project.config()
     policy = ApprovalPolicy.parse(config.table("approval"))
     distribution = DistributionPolicy.parse(config.table("distribution"))
-    wf = project.workflow(actor)
+    trust = TrustDir.of_project(project.root)
+    signed_by: str | None = None
+    if (signer is not None or statement is not None) and not trust.exists():
+        raise InvalidInput(
+            "this project has no root of trust (ashat trust init): approvals are not signed, "
+            "so --key has nothing to sign for"
+        )
+    if trust.exists():
+        root = trust.current()
+        k = root.threshold("approvers")
+        if k > policy.required:  # the fleet will not install with fewer
+            policy = ApprovalPolicy(k, policy.approvers, policy.allow_self_approval)
+        dep = project.reader().store.require(update_id)
+        if dep.state is State.VERIFIED:
+            if statement is None and signer is None:
+                raise InvalidInput(
+                    "this project has a root of trust: approve with your own key "
+                    f"(deploy approve {update_id} --key FILE, or ASHAT_APPROVER_KEY)"
+                )
+            try:
+                if statement is None:
+                    assert signer is not None
+                    statement = sign_approval(project, update_id, signer[0], signer[1], comment)
+                manifest_bytes, _ = load_signed_manifest(project, update_id)
+                signed_by = check_signed_approval(project, update_id, statement, manifest_bytes)
+                if actor is not None and actor != signed_by:
+                    raise PolicyRefused(
+                        f"the approval is signed by {signed_by}'s key; {actor} may not carry it",
+                        update_id=update_id,
+                    )
+            except Refused as e:  # a refused approval is an audit event, then the refusal
+                project.workflow(actor).note(
+                    update_id, "approval.refused", {"reason": e.kind, "error": e.message[:500]}
+                )
+                raise
+            comment = statement["signed"].get("comment")
+    wf = project.workflow(signed_by or actor)
     dep = wf.store.require(update_id)
     if dep.state in (State.VERIFIED, State.APPROVED, State.RELEASING):
         # Check everything the release needs before an approval is recorded.
@@ -164,7 +330,7 @@ def run_approve(
         header_done = True
 
     if dep.state is State.VERIFIED:
-        result = record(wf, update_id, policy, comment)
+        result = record(wf, update_id, policy, comment, statement if signed_by else None)
         outcome.recorded = result
         outcome.data.update(result.to_json())
         dep = outcome.deployment = result.deployment
@@ -179,6 +345,11 @@ def run_approve(
 
     if dep.state in (State.APPROVED, State.RELEASING):
         header("ASHAT Deployment to OMEGA Approved!")
+        try:
+            chain = chain_of(project, update_id, manifest_bytes)
+        except Refused as e:  # short of its chain: OMEGA is not even asked
+            wf.note(update_id, "release.refused", {"reason": e.kind, "error": e.message[:500]})
+            raise
         with client_for(public_server) as public, client_for(omega_server) as omega:
             if dep.state is State.RELEASING:
                 wf.note(update_id, "release.resumed", {})
@@ -186,6 +357,7 @@ def run_approve(
                 wf, update_id, omega, manifest_bytes, digests,
                 make_relay(public, omega, blob_sizes(manifest_bytes)),
                 distribution, resume=dep.state is State.RELEASING,
+                chain=chain,
             )  # fmt: skip
         outcome.data.update(
             {"rollout": rollout, "bytes_relayed": relayed, "waves": list(distribution.waves)}

@@ -32,6 +32,27 @@ def app_url_from(agent_url: str, health: dict[str, Any], verify_cfg: dict[str, A
     return f"http://{host}:{app['port']}"
 
 
+def required_checks(verify_cfg: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """The checks a release must pass: every one in ``names`` but ``[verify] disabled``.
+
+    A check is switched off only by naming it there (so that the signed verification
+    statement shows it), never by leaving it out of a run. Raises InvalidInput.
+    """
+    disabled = verify_cfg.get("disabled", [])
+    if not isinstance(disabled, list) or not all(isinstance(n, str) for n in disabled):
+        raise InvalidInput("[verify] disabled must be a list of check names")
+    unknown = sorted(set(disabled) - set(names))
+    if unknown:
+        raise InvalidInput(
+            f"[verify] disabled names unknown check(s) {', '.join(unknown)}: "
+            f"expected some of {', '.join(names)}"
+        )
+    required = [n for n in names if n not in disabled]
+    if not required:
+        raise InvalidInput("[verify] disabled switches off every check: keep at least one")
+    return required
+
+
 def run_verify(
     project: Project,
     update_id: str,
@@ -56,7 +77,14 @@ def run_verify(
     validate_update_id(update_id)
     config = project.config()
     verify_cfg = config.table("verify")
-    checks = all_checks(list(only) if only else None)
+    every = all_checks()
+    required = required_checks(verify_cfg, [c.name for c in every])
+    off = sorted(set(only or ()) - set(required))
+    if only and off and all(n in {c.name for c in every} for n in only):
+        raise InvalidInput(
+            f"check(s) {', '.join(off)} are switched off by [verify] disabled in ashat.toml"
+        )
+    checks = [c for c in all_checks(list(only) if only else None) if c.name in required]
     wf = project.workflow(actor)
     wf.store.require(update_id)
     server = project.require_server("public")
@@ -87,4 +115,48 @@ def run_verify(
             baselines.update(stored)
             return [r.to_json() for r in run_checks(checks, make_ctx)]
 
-        return verify(wf, update_id, health.get("current"), runner, list(only) if only else None)
+        def attest(latest: list[dict[str, Any]]) -> dict[str, Any] | None:
+            return sign_verification(project, agent, update_id, latest, required, verify_cfg)
+
+        return verify(
+            wf,
+            update_id,
+            health.get("current"),
+            runner,
+            list(only) if only else None,
+            required=required,
+            attest=attest,
+        )
+
+
+def sign_verification(
+    project: Project,
+    agent: Any,
+    update_id: str,
+    latest: list[dict[str, Any]],
+    required: Sequence[str],
+    verify_cfg: dict[str, Any],
+) -> dict[str, Any] | None:
+    """PUBLIC's signed statement of a fully verified release, checked against the project's
+    root of trust; None when neither PUBLIC has a verifier key nor the project a root.
+
+    Raises TrustRefused (PUBLIC's key is not a verifier of root, or the statement is not
+    of this release) or the transport's errors (PUBLIC refused to sign).
+    """
+    from ashat.ops.trust import TrustDir
+    from ashat.transport.errors import AgentRejected
+
+    trust = TrustDir.of_project(project.root)
+    try:
+        statement = agent.attest(update_id, latest, required, verify_cfg)
+    except AgentRejected as e:
+        if e.body.get("kind") == "no_verifier_key" and not trust.exists():
+            return None
+        raise
+    if trust.exists():
+        from ashat.bundle import parse_manifest
+        from ashat.trust.chain import check_verification
+
+        manifest = parse_manifest(project.manifest_path(update_id).read_bytes())
+        check_verification(trust.current(), manifest, statement)
+    return dict(statement)

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
-from ashat.canonical import canonical_json
+from ashat.canonical import canonical_json, sha256_hex
 from ashat.store.audit import GENESIS_HASH, chain_hash, event_body, verify_chain
 from ashat.store.db import Database, Row
 from ashat.workflow.errors import AlreadyExists, Conflict, DeploymentNotFound, LeaseHeld
@@ -459,8 +459,16 @@ class Store:
 
     # -- approvals -------------------------------------------------------------------------
 
-    def add_approval(self, update_id: str, approver: str, at: str, comment: str | None) -> bool:
-        """Record ``approver``'s approval with its event; ``False`` if they had approved."""
+    def add_approval(
+        self,
+        update_id: str,
+        approver: str,
+        at: str,
+        comment: str | None,
+        statement: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record ``approver``'s approval (with its signed ``statement``, if any) and its
+        event; ``False`` if they had approved."""
         with self.db.transaction():
             row = self.db.query_one(
                 "SELECT 1 FROM approvals WHERE deployment_id = ? AND approver = ?"
@@ -470,10 +478,15 @@ class Store:
             if row:
                 return False
             self.db.execute(
-                "INSERT INTO approvals (deployment_id, approver, at, comment) VALUES (?, ?, ?, ?)",
-                (update_id, approver, at, comment),
+                "INSERT INTO approvals (deployment_id, approver, at, comment, statement) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (update_id, approver, at, comment, _dumps(statement) if statement else None),
             )
-            self.append_event("approval.recorded", approver, at, {"comment": comment}, update_id)
+            details: dict[str, Any] = {"comment": comment}
+            if statement is not None:
+                details["signed_by"] = [s.get("keyid") for s in statement.get("signatures", [])]
+                details["statement_digest"] = sha256_hex(canonical_json(statement["signed"]))
+            self.append_event("approval.recorded", approver, at, details, update_id)
         return True
 
     def atomic(self) -> AbstractContextManager[object]:
@@ -486,3 +499,12 @@ class Store:
             (update_id,),
         )
         return [{"user": r[0], "at": r[1], "comment": r[2]} for r in rows]
+
+    def approval_statements(self, update_id: str) -> builtins.list[dict[str, Any]]:
+        """The signed approval statements of ``update_id``, in the order they came."""
+        rows = self.db.query(
+            "SELECT statement FROM approvals WHERE deployment_id = ? AND statement IS NOT NULL "
+            "ORDER BY at",
+            (update_id,),
+        )
+        return [_loads(r[0]) for r in rows]

@@ -231,6 +231,17 @@ class AgentClient:
     def releases(self) -> dict[str, Any]:
         return self.request("GET", "/v1/releases")
 
+    def attest(
+        self, update_id: str, results: Sequence[dict[str, Any]], required: Sequence[str],
+        settings: dict[str, Any],
+    ) -> dict[str, Any]:  # fmt: skip
+        """PUBLIC's signed verification statement of ``update_id`` (it must run it)."""
+        return self.request(
+            "POST",
+            f"/v1/releases/{update_id}/attest",
+            json_body={"results": list(results), "required": list(required), "settings": settings},
+        )
+
     def download(self, sha256: str, dest: Path, size: int) -> int:
         """Stream blob ``sha256`` of ``size`` bytes (as a signed manifest says) into ``dest``,
         verifying its digest; return its size. Nothing is left at ``dest`` on failure.

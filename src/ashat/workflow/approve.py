@@ -137,9 +137,15 @@ class ApproveResult:
 
 
 def approve(
-    wf: Workflow, update_id: str, policy: ApprovalPolicy, comment: str | None = None
+    wf: Workflow,
+    update_id: str,
+    policy: ApprovalPolicy,
+    comment: str | None = None,
+    statement: dict[str, Any] | None = None,
 ) -> ApproveResult:
-    """Record the actor's approval; move to ``approved`` when the policy is met.
+    """Record the actor's approval (with their signed approval ``statement``, already
+    checked against the root of trust by the caller); move to ``approved`` when the policy
+    is met.
 
     One transaction from the state read to the move: of approvers racing, those who find the
     deployment approved already are refused (exit 3) and nothing of theirs is recorded.
@@ -148,11 +154,15 @@ def approve(
     if comment is not None and len(comment) > 1000:
         raise InvalidInput("--comment must be at most 1000 characters")
     with wf.store.atomic():
-        return _approve(wf, update_id, policy, comment)
+        return _approve(wf, update_id, policy, comment, statement)
 
 
 def _approve(
-    wf: Workflow, update_id: str, policy: ApprovalPolicy, comment: str | None
+    wf: Workflow,
+    update_id: str,
+    policy: ApprovalPolicy,
+    comment: str | None,
+    statement: dict[str, Any] | None,
 ) -> ApproveResult:
     dep = wf.store.require(update_id)
     check_transition(update_id, dep.state, State.APPROVED)
@@ -168,7 +178,7 @@ def _approve(
             "([approval] allow_self_approval = false); ask another approver",
             update_id=update_id,
         )
-    counted = wf.store.add_approval(update_id, wf.actor, wf.now(), comment)
+    counted = wf.store.add_approval(update_id, wf.actor, wf.now(), comment, statement)
     approvals = wf.store.approvals(update_id)
     if len(approvals) >= policy.required:
         dep = wf.move(
@@ -189,6 +199,7 @@ def release(
     relay: Relay,
     distribution: DistributionPolicy,
     resume: bool = False,
+    chain: dict[str, Any] | None = None,
 ) -> tuple[Deployment, dict[str, Any], int]:
     """``approved -> releasing -> distributing``: send, counter-sign, activate, start rollout.
 
@@ -197,7 +208,8 @@ def release(
     mid-release leaves ``releasing`` too (:class:`Interrupted`; the event
     ``release.interrupted`` says why); OMEGA's refusal moves it to ``failed``. What OMEGA
     ran before is recorded first (``omega_previous``): a resumed release may find its own
-    release already active there.
+    release already active there. ``chain`` (``evidence`` and the root ``roots``) joins the
+    approval record: OMEGA and every mainframe check it themselves.
     """
     dep = wf.store.require(update_id) if resume else wf.move(update_id, State.RELEASING)
     crash_point("release.started")
@@ -213,6 +225,7 @@ def release(
             "sequence": dep.details.get("sequence"),
             "approvers": wf.store.approvals(update_id),
             "approved_at": wf.now(),
+            **(chain or {}),
         }
         signed = omega.request(
             "POST", f"/v1/releases/{update_id}/approve", json_body={"approval": record}

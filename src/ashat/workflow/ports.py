@@ -93,10 +93,18 @@ class StorePort(Protocol):
     def set_baseline(
         self, tier: str, path: str, p95_ms: float, update_id: str, actor: str, at: str
     ) -> None: ...
-    def add_approval(self, update_id: str, approver: str, at: str, comment: str | None) -> bool: ...
+    def add_approval(
+        self,
+        update_id: str,
+        approver: str,
+        at: str,
+        comment: str | None,
+        statement: dict[str, Any] | None = None,
+    ) -> bool: ...
     def atomic(self) -> AbstractContextManager[object]:
         """One write transaction around several calls (they join it): what they read is
         what they change, whoever else writes at the same time."""
         ...
 
     def approvals(self, update_id: str) -> builtins.list[dict[str, Any]]: ...
+    def approval_statements(self, update_id: str) -> builtins.list[dict[str, Any]]: ...

@@ -2,9 +2,13 @@
 
 ``pushed | verified | verification_failed -> verifying -> verified | verification_failed``.
 The checks themselves live in :mod:`ashat.verify`; this module decides when they may run,
-stores every result with its event, keeps the performance baseline (updated only by a
-passed run), and judges the deployment on the latest result of every check, so
-``--only NAME`` re-runs some checks without forgetting the others.
+stores every result with its event, keeps the performance baseline, and judges the
+deployment (:func:`verdict`): it is ``verified`` only when every *required* check (all the
+project's checks but those ``[verify] disabled`` names) has a latest result, for this
+release, that passed (or was skipped because its settings give it nothing to check).
+``--only NAME`` re-runs some checks without forgetting the others, and can never make a
+deployment verified while another required check has no result or failed. Only a run that
+leaves the deployment fully verified moves the performance baseline.
 """
 
 from __future__ import annotations
@@ -15,12 +19,53 @@ from typing import Any
 
 from ashat.errors import AshatError, OperationFailed
 from ashat.ids import validate_update_id
+from ashat.trust.statements import digest as statement_digest
 from ashat.workflow.models import Deployment
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State, check_transition
 
 # (names to run or None for all, baselines by path) -> results as dicts (CheckResult.to_json)
 Runner = Callable[[Sequence[str] | None, dict[str, float]], list[dict[str, Any]]]
+# (the latest result of each check) -> PUBLIC's signed verification statement, or None when
+# PUBLIC has no verifier key and the project no root of trust (nothing to sign then)
+Attest = Callable[[list[dict[str, Any]]], dict[str, Any] | None]
+
+
+ACCEPTED = ("passed", "skipped")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The deployment's verdict from the latest result of each check."""
+
+    required: tuple[str, ...]
+    missing: tuple[str, ...]  # required, and never run against this release
+    failing: tuple[dict[str, Any], ...]  # required, and the latest result is not accepted
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and not self.failing
+
+    def reason(self) -> str | None:
+        if self.passed:
+            return None
+        parts = [f"{r['title']}: {r['summary']}" for r in self.failing]
+        if self.missing:
+            parts.append(
+                f"not run yet: {', '.join(self.missing)} (run 'deploy verify' without --only, "
+                "or switch a check off with [verify] disabled)"
+            )
+        return "; ".join(parts)[:500]
+
+
+def verdict(required: Sequence[str], latest: Sequence[dict[str, Any]]) -> Verdict:
+    """Judge on the latest result of each required check; results of others are ignored."""
+    by_name = {r["name"]: r for r in latest}
+    missing = tuple(n for n in required if n not in by_name)
+    failing = tuple(
+        by_name[n] for n in required if n in by_name and by_name[n]["status"] not in ACCEPTED
+    )
+    return Verdict(tuple(required), missing, failing)
 
 
 @dataclass(frozen=True)
@@ -30,6 +75,7 @@ class VerifyResult:
     results: list[dict[str, Any]]  # this run's
     latest: list[dict[str, Any]]  # the latest of every check, this run's included
     passed: bool
+    missing: tuple[str, ...] = ()  # required checks with no result yet
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,6 +85,7 @@ class VerifyResult:
             "run": self.run,
             "results": self.results,
             "checks": self.latest,
+            "missing": list(self.missing),
         }
 
 
@@ -49,7 +96,19 @@ def verify(
     runner: Runner,
     only: Sequence[str] | None = None,
     tier: str = "public",
+    *,
+    required: Sequence[str],
+    attest: Attest | None = None,
 ) -> VerifyResult:
+    """Run the checks (``only`` some) through ``runner`` and record results and verdict.
+
+    ``required`` names every check the project requires (all of them but those switched
+    off in ``[verify] disabled``). Raises TransitionRefused, OperationFailed (PUBLIC runs
+    another release) or what the runner raises (the deployment is then
+    ``verification_failed``). With ``attest``, a verified release also gets PUBLIC's
+    signed statement (kept in the deployment's ``verification``); PUBLIC refusing to sign
+    fails the verification.
+    """
     validate_update_id(update_id)
     dep = wf.store.require(update_id)
     check_transition(update_id, dep.state, State.VERIFYING)  # refuses naming what is allowed
@@ -67,22 +126,39 @@ def verify(
         wf.move(update_id, State.VERIFICATION_FAILED, reason=e.message[:500])
         raise
     latest = wf.store.latest_checks(update_id)
-    passed = all(r["status"] in ("passed", "skipped") for r in latest)
-    for r in results:
-        if r["name"] == "performance" and r["status"] == "passed":
-            d = r.get("details") or {}
+    judged = verdict(required, latest)
+    if judged.passed:
+        # Only a fully verified release moves the baseline: a failed or partial run must not
+        # make the next honest release look like a regression.
+        by_name = {r["name"]: r for r in latest}
+        perf = by_name.get("performance")
+        if perf is not None and perf["run"] == run and perf["status"] == "passed":
+            d = perf.get("details") or {}
             if isinstance(d.get("p95_ms"), int | float) and isinstance(d.get("path"), str):
                 wf.store.set_baseline(
                     tier, d["path"], float(d["p95_ms"]), update_id, wf.actor, wf.now()
                 )
     summary = {r["name"]: r["status"] for r in latest}
-    failing = [r for r in latest if r["status"] not in ("passed", "skipped")]
-    reason = None if passed else "; ".join(f"{r['title']}: {r['summary']}" for r in failing)[:500]
+    statement = None
+    reason = judged.reason()
+    if judged.passed and attest is not None:
+        try:
+            statement = attest(latest)
+        except AshatError as e:
+            reason = f"PUBLIC did not sign the verification: {e.message}"[:500]
+            wf.move(update_id, State.VERIFICATION_FAILED, reason=reason)
+            raise
+    update: dict[str, Any] = {"checks": summary, "verification": statement}
     dep = wf.move(
         update_id,
-        State.VERIFIED if passed else State.VERIFICATION_FAILED,
+        State.VERIFIED if judged.passed else State.VERIFICATION_FAILED,
         reason=reason,
-        details={"run": run, "checks": summary},
-        details_update={"checks": summary},
+        details={
+            "run": run,
+            "checks": summary,
+            "missing": list(judged.missing),
+            **({"verification_digest": statement_digest(statement)} if statement else {}),
+        },
+        details_update=update,
     )
-    return VerifyResult(dep, run, results, latest, passed)
+    return VerifyResult(dep, run, results, latest, judged.passed, judged.missing)

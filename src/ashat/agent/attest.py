@@ -1,0 +1,143 @@
+"""PUBLIC's verification statement: what it signs with its verifier key (``--verifier-key``).
+
+``POST /v1/releases/{id}/attest`` ends every ``deploy verify`` run. The control side sends
+the latest result of each check, the checks required and the ``[verify]`` settings; PUBLIC
+signs a statement (:func:`ashat.trust.statements.verification_signed`) only when
+
+- ``id`` is the release it runs now (the manifest digest and sequence are its own);
+- every server-side check it ran itself (modules, database, security) is reported with
+  the status PUBLIC saw: a control server that claims "passed" for a check PUBLIC saw
+  fail, or never ran against this release, gets a refusal, not a signature;
+- for a passed Health Check, its app is alive and answering now.
+
+The checks that run from the control side (API, performance, the security scan's headers)
+are signed as reported: PUBLIC cannot see their requests. docs/SECURITY.md says what that
+leaves to the approvers, who sign the statement's digest after reading it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from ashat.agent.errors import AgentError, NoSuchRelease, RequestInvalid
+from ashat.bundle.keys import SigningKey
+from ashat.trust.keys import sign_ed25519
+from ashat.trust.statements import VERIFICATION_NAMESPACE, sign, verification_signed
+
+SERVER_SIDE = ("modules", "database", "security")
+MAX_RESULTS = 100
+
+
+class AttestRefused(AgentError):
+    """PUBLIC will not sign: what it is asked to vouch for is not what it saw."""
+
+    status = 409
+    kind = "attest_refused"
+    exit_code = 3
+
+
+class NoVerifierKey(AgentError):
+    status = 409
+    kind = "no_verifier_key"
+    exit_code = 3
+
+
+class OwnResults:
+    """The server-side checks this agent ran, by release: the last status of each."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, dict[str, str]] = {}
+
+    def note(self, update_id: str, name: str, status: Any) -> None:
+        with self._lock:
+            self._seen.setdefault(update_id, {})[name] = str(status)
+            while len(self._seen) > 16:  # releases verified long ago
+                self._seen.pop(next(iter(self._seen)))
+
+    def of(self, update_id: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self._seen.get(update_id, {}))
+
+
+def _results(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    results = body.get("results")
+    if not isinstance(results, list) or not results or len(results) > MAX_RESULTS:
+        raise RequestInvalid(f"'results' must be a list of 1-{MAX_RESULTS} check results")
+    out = []
+    for r in results:
+        if not isinstance(r, dict) or not all(
+            isinstance(r.get(k), str) for k in ("name", "status", "summary")
+        ):
+            raise RequestInvalid("each result must have a name, a status and a summary")
+        out.append(r)
+    return out
+
+
+def attest(
+    *,
+    key: SigningKey | None,
+    update_id: str,
+    current: str | None,
+    manifest_digest: str,
+    sequence: int,
+    app_healthy: bool | None,
+    own: Mapping[str, str],
+    body: Mapping[str, Any],
+    at: str,
+) -> dict[str, Any]:
+    """The signed verification statement, or AttestRefused / NoVerifierKey / RequestInvalid."""
+    if key is None:
+        raise NoVerifierKey(
+            "this PUBLIC has no verifier key: start it with --verifier-key FILE "
+            "(ashat keys generate verifier)"
+        )
+    if current != update_id:
+        raise NoSuchRelease(
+            f"PUBLIC runs {current or 'nothing'}, not {update_id}: it signs only what it runs",
+            update_id=update_id,
+        )
+    results = _results(body)
+    required = body.get("required")
+    if not isinstance(required, list) or not all(isinstance(n, str) for n in required):
+        raise RequestInvalid("'required' must be a list of check names")
+    settings = body.get("settings", {})
+    if not isinstance(settings, dict):
+        raise RequestInvalid("'settings' must be an object")
+    for r in results:
+        name, status = r["name"], r["status"]
+        if name in SERVER_SIDE and status in ("passed", "skipped"):
+            seen = own.get(name)
+            if seen is None:
+                raise AttestRefused(
+                    f"the {name} check is reported {status}, but PUBLIC did not run it against "
+                    f"{update_id} since it started: run 'deploy verify {update_id}' again"
+                )
+            if name != "security" and seen != status:
+                raise AttestRefused(
+                    f"the {name} check is reported {status}; PUBLIC saw {seen} for {update_id}"
+                )
+            if name == "security" and seen not in ("passed", "skipped"):
+                raise AttestRefused(
+                    f"the security scan is reported {status}; PUBLIC's own scan of "
+                    f"{update_id} said {seen}"
+                )
+        if name == "health" and status == "passed" and app_healthy is False:
+            raise AttestRefused(f"the Health Check is reported passed; {update_id}'s app is down")
+    signed = verification_signed(
+        update_id=update_id,
+        sequence=sequence,
+        manifest_digest=manifest_digest,
+        results=results,
+        required=required,
+        settings=settings,
+        verifier=f"public {key.keyid}",
+        at=at,
+    )
+    return sign(
+        signed,
+        VERIFICATION_NAMESPACE,
+        lambda ns, msg: (key.keyid, sign_ed25519(key, ns, msg)),
+    )

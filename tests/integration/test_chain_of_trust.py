@@ -1,0 +1,335 @@
+"""The chain of trust with real processes (issue 14): PUBLIC signs what it verified, approvers
+sign with their own keys, OMEGA and every mainframe check the whole chain against a root of
+trust themselves — so whoever holds the control store, the release key and OMEGA's token (or
+even OMEGA's key) but not k approvers' keys cannot ship to the fleet."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ashat.bundle.keys import generate_keypair
+from support import (
+    ashat,
+    configure,
+    deploy,
+    deploy_json,
+    enter_hello_project,
+    project_manifest,
+    verify_health_only,
+    wait_for,
+)
+
+WAVES = """[distribution]
+waves = [100]
+max_failure_ratio = 0.0
+wave_timeout_s = 60
+auto_rollback = false
+"""
+
+
+@dataclass
+class Chain:
+    root: Path  # the project
+    keys: Path
+    public: Any
+    omega: Any
+    mainframes: list[Any]
+
+    def key(self, name: str) -> str:
+        return str(self.keys / f"{name}.key")
+
+    def ship(self, update_id: str, version: str) -> None:
+        (self.root / "VERSION").write_text(version + "\n")
+        res = deploy("push", update_id, f"version {version}")
+        assert res.exit_code == 0, res.output
+        res = deploy("verify", update_id)
+        assert res.exit_code == 0, res.output
+
+    def currents(self) -> list[str | None]:
+        return [mf.current() for mf in self.mainframes]
+
+
+def _keys(directory: Path, *names: str) -> None:
+    for name in names:
+        generate_keypair(name, directory)
+
+
+@pytest.fixture
+def make_chain(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    agent_factory: Any,
+    mainframe_factory: Any,
+) -> Any:
+    """A project with a root of trust (k = 2 of bob and carol; alice releases), PUBLIC with
+    a verifier key, OMEGA (from the root, unless ``omega_root`` is False: an OMEGA that
+    counter-signs whatever its token holder sends) and two mainframes from the root."""
+
+    def make(omega_root: bool = True) -> Chain:
+        from ashat.fleet.license import issue
+
+        keys = tmp_path / "keys"
+        keys.mkdir()
+        _keys(keys, "root", "verifier", "omega", "bob", "carol", "dave", "mallory")
+        public = agent_factory(args=("--verifier-key", str(keys / "verifier.key")))
+        root = enter_hello_project(
+            tmp_path / "alpha", monkeypatch, public.key_path, distribution=WAVES
+        )
+        verify_health_only(root)
+        res = ashat(
+            "trust", "init", "--root-key", str(keys / "root.key"),
+            "--releaser", f"alice={public.pub_path}", "--verifier", str(keys / "verifier.pub"),
+            "--approver", f"bob={keys / 'bob.pub'}", "--approver", f"carol={keys / 'carol.pub'}",
+            "--approvals", "2", "--omega", str(keys / "omega.pub"), "--require-checks", "health",
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        omega = agent_factory(
+            role="omega",
+            poll_timeout=5,
+            extra_trust=(public.pub_path,),
+            omega_keypair=(keys / "omega.key", keys / "omega.pub"),
+            args=("--root", str(root / "trust" / "root.json")) if omega_root else (),
+        )
+        configure("public", public)
+        configure("omega", omega)
+        assert omega.license_key is not None
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+        mfs = []
+        for i in range(2):
+            token, _ = issue(omega.license_key, f"mf-{i}", "ACME", expires)
+            mfs.append(
+                mainframe_factory.start(
+                    omega=omega.url, license_token=token, mainframe_id=f"mf-{i}",
+                    trust=public.pub_path, trust_omega=None, poll_wait=1,
+                    root=root / "trust" / "1.root.json",
+                )
+            )  # fmt: skip
+        mainframe_factory.ready(*mfs)
+        return Chain(root, keys, public, omega, mfs)
+
+    return make
+
+
+def test_the_whole_chain_through_the_cli(make_chain: Any) -> None:
+    chain = make_chain()
+    chain.ship("hello-001", "1.0.1")
+    _, status = deploy_json("status", "hello-001")
+    statement = status["deployment"]["details"]["verification"]
+    assert statement["signed"]["manifest_digest"] and statement["signed"]["checks"]
+    assert "signed by PUBLIC" in deploy("status", "hello-001").stdout
+
+    # without a key there is nothing to approve with
+    res = deploy("approve", "hello-001")
+    assert res.exit_code == 2 and "--key FILE" in res.stderr
+    # mallory's key is not an approver key of root
+    res = deploy("approve", "hello-001", "--key", chain.key("mallory"))
+    assert res.exit_code == 3 and "not an approver key" in res.stderr
+    assert "approval.refused" in deploy("log", "hello-001").stdout
+    res = deploy("approve", "hello-001", "--key", chain.key("bob"))
+    assert res.exit_code == 0, res.output
+    assert "Approval by bob recorded" in res.stdout and "Waiting for 1 more" in res.stdout
+    # the key, not --as, says who approves
+    res = deploy("approve", "hello-001", "--key", chain.key("carol"), "--as", "bob")
+    assert res.exit_code == 3 and "signed by carol's key" in res.stderr
+    res = deploy("approve", "hello-001", "--key", chain.key("carol"))
+    assert res.exit_code == 0, res.output
+    assert "Deployment completed successfully!" in res.stdout
+    assert chain.currents() == ["hello-001", "hello-001"]
+    for mf in chain.mainframes:
+        assert mf.health()["fleet"]["root_version"] == 1
+
+
+def _approved_by_bob_only(chain: Chain) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """hello-001 on the fleet; hello-002 pushed, verified, approved by bob alone. Returns
+    hello-002's verification statement and its one approval statement."""
+    from ashat.store.db import Database, default_sqlite_url
+    from ashat.store.store import Store
+
+    chain.ship("hello-001", "1.0.1")
+    assert deploy("approve", "hello-001", "--key", chain.key("bob")).exit_code == 0
+    assert deploy("approve", "hello-001", "--key", chain.key("carol")).exit_code == 0
+    assert chain.currents() == ["hello-001", "hello-001"]
+    chain.ship("hello-002", "1.0.2")
+    assert deploy("approve", "hello-002", "--key", chain.key("bob")).exit_code == 0
+    _, status = deploy_json("status", "hello-002")
+    store = Store(Database(default_sqlite_url(chain.root)))
+    try:
+        approvals = store.approval_statements("hello-002")
+    finally:
+        store.db.close()
+    assert len(approvals) == 1
+    return status["deployment"]["details"]["verification"], approvals
+
+
+def _send_to_omega(chain: Chain, update_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What a holder of OMEGA's token can do, bypassing ``deploy``: relay the blobs, stage
+    the release, ask OMEGA to counter-sign it. Returns OMEGA's answer or refusal body."""
+    from ashat.ops.approve import blob_sizes, make_relay
+    from ashat.transport.errors import AgentRejected
+
+    manifest = project_manifest(chain.root, update_id)
+    with chain.public.client() as public, chain.omega.client() as omega:
+        relay = make_relay(public, omega, blob_sizes(manifest))
+        relay(omega.missing(sorted(blob_sizes(manifest))))
+        omega.stage(manifest)
+        try:
+            return omega.request(
+                "POST", f"/v1/releases/{update_id}/approve", json_body={"approval": record}
+            )
+        except AgentRejected as e:
+            return e.body
+
+
+def _forgeries(verification: dict[str, Any], approvals: list[dict[str, Any]]) -> list[Any]:
+    forged = json.loads(json.dumps(approvals[0]))
+    forged["signed"]["approver"] = "carol"  # bob's signature under carol's name
+    return [
+        {"verification": verification, "approvals": approvals},
+        {"verification": verification, "approvals": [*approvals, forged]},
+        {"verification": verification, "approvals": [*approvals, approvals[0]]},
+        None,
+    ]
+
+
+def test_a_thief_of_the_store_the_release_key_and_omegas_token_cannot_ship(
+    make_chain: Any,
+) -> None:
+    chain = make_chain()
+    verification, approvals = _approved_by_bob_only(chain)
+
+    # 1. the thief edits the store: approved, as if carol had approved too
+    db = sqlite3.connect(chain.root / ".ashat" / "ashat.db")
+    with db:
+        db.execute("UPDATE deployments SET state = 'approved' WHERE id = 'hello-002'")
+        db.execute(
+            "INSERT INTO approvals (deployment_id, approver, at, comment) "
+            "VALUES ('hello-002', 'carol', '2030-01-01T00:00:00Z', NULL)"
+        )
+    db.close()
+    res = deploy("approve", "hello-002")
+    assert res.exit_code == 3, res.output
+    assert "1 valid approval(s) of the 2" in res.stderr
+    assert "release.refused" in deploy("log", "hello-002").stdout
+
+    # 2. straight to OMEGA with its token: one approval short, a forged one, bob twice, none
+    for evidence in _forgeries(verification, approvals):
+        answer = _send_to_omega(chain, "hello-002", {"evidence": evidence})
+        assert answer.get("kind") == "trust_refused", answer
+    assert "refused to approve hello-002" in chain.omega.output()
+    time.sleep(1.5)  # a poll or two
+    assert chain.currents() == ["hello-001", "hello-001"]
+
+
+def test_an_omega_that_signs_anything_cannot_make_a_mainframe_install(make_chain: Any) -> None:
+    """OMEGA itself (its key, or whoever owns its host) counter-signs and rolls out a release
+    one approval short: each mainframe checks the chain alone and refuses it."""
+    chain = make_chain(omega_root=False)
+    verification, approvals = _approved_by_bob_only(chain)
+    record = {"evidence": {"verification": verification, "approvals": approvals}}
+    answer = _send_to_omega(chain, "hello-002", record)
+    assert "manifest_digest" in answer, answer  # counter-signed: OMEGA has no root
+    with chain.omega.client() as omega:
+        omega.activate("hello-002")
+        rollout = omega.request(
+            "POST",
+            "/v1/fleet/rollouts",
+            json_body={"update_id": "hello-002", "waves": [100], "max_failure_ratio": 0.0,
+                       "wave_timeout_s": 30, "auto_rollback": False},
+        )  # fmt: skip
+
+        def ended() -> dict[str, Any] | None:
+            got = omega.request("GET", f"/v1/fleet/rollouts/{rollout['rollout_id']}")
+            return got if got["state"] != "running" else None
+
+        final = wait_for(ended, 30, "the forged rollout to end")
+    assert final["state"] == "failed", final
+    assert chain.currents() == ["hello-001", "hello-001"]
+    for mf in chain.mainframes:
+        assert "refused the directive" in mf.output() and "(approvals)" in mf.output()
+
+
+def test_an_approver_leaves_root_v2_and_releases_they_approved_stay_installable(
+    make_chain: Any,
+) -> None:
+    chain = make_chain()
+    chain.ship("hello-001", "1.0.1")  # sequence 1
+    assert deploy("approve", "hello-001", "--key", chain.key("bob")).exit_code == 0
+    assert deploy("approve", "hello-001", "--key", chain.key("carol")).exit_code == 0
+    assert chain.currents() == ["hello-001", "hello-001"]
+
+    # carol leaves: retired through sequence 1; dave joins; the root key signs version 2
+    res = ashat("trust", "remove-key", "approvers", "carol", "--retire-through", "1")
+    assert res.exit_code == 0, res.output
+    res = ashat("trust", "add-key", "approvers", str(chain.keys / "dave.pub"), "--name", "dave")
+    assert res.exit_code == 0, res.output
+    res = ashat("trust", "sign", "--key", chain.key("root"))
+    assert res.exit_code == 0 and "root version 2 is signed and in force" in res.stdout
+    assert ashat("trust", "verify").exit_code == 0
+
+    chain.ship("hello-002", "1.0.2")  # sequence 2
+    res = deploy("approve", "hello-002", "--key", chain.key("carol"))
+    assert res.exit_code == 3 and "not an approver key of root version 2" in res.stderr
+    assert deploy("approve", "hello-002", "--key", chain.key("bob")).exit_code == 0
+    res = deploy("approve", "hello-002", "--key", chain.key("dave"))
+    assert res.exit_code == 0, res.output
+    assert chain.currents() == ["hello-002", "hello-002"]
+    for mf in chain.mainframes:  # root v2 came with the release, and it chained
+        assert mf.health()["fleet"]["root_version"] == 2
+
+    # back to hello-001, approved by carol before she left: still installable
+    res = deploy("rollback", "hello-002", "--reason", "test the way back")
+    assert res.exit_code == 0, res.output
+    assert chain.currents() == ["hello-001", "hello-001"]
+
+
+def test_the_whole_chain_through_deploy_via(
+    make_chain: Any,
+    serve_process: Any,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through ``ashat serve`` (SQLite, then PostgreSQL): the approvers sign on their own
+    machines; the server only carries the signatures, and checks them."""
+    chain = make_chain()
+    with monkeypatch.context() as mp:
+        mp.setenv("ASHAT_DB", db_url)
+        configure("public", chain.public)
+        configure("omega", chain.omega)
+    serve = serve_process(chain.root, db_url=db_url)
+    tokens = {
+        "alice": serve.add_user("alice", "deployer"),
+        "bob": serve.add_user("bob", "approver"),
+        "carol": serve.add_user("carol", "approver"),
+    }
+    checkout = tmp_path / "checkout"  # the tree and its trust/, no store, no release key
+    shutil.copytree(chain.root, checkout, ignore=shutil.ignore_patterns(".ashat"))
+    monkeypatch.chdir(checkout)
+    monkeypatch.delenv("ASHAT_SIGNING_KEY")
+    monkeypatch.setenv("ASHAT_CONTROL", serve.url)
+    monkeypatch.setenv("ASHAT_TOKEN", tokens["alice"])
+    (checkout / "VERSION").write_text("1.0.1\n")
+    assert deploy("push", "v1", "version 1.0.1").exit_code == 0
+    res = deploy("verify", "v1")
+    assert res.exit_code == 0, res.output
+
+    monkeypatch.setenv("ASHAT_TOKEN", tokens["bob"])
+    res = deploy("approve", "v1", "--key", chain.key("carol"))  # bob with carol's key
+    assert res.exit_code == 3 and "carol's" in res.stderr, res.output
+    res = deploy("approve", "v1")  # no key: the server asks for one
+    assert res.exit_code == 2 and "--key FILE" in res.stderr, res.output
+    res = deploy("approve", "v1", "--key", chain.key("bob"), "--comment", "reviewed")
+    assert res.exit_code == 0 and "Waiting for 1 more" in res.stdout, res.output
+    monkeypatch.setenv("ASHAT_TOKEN", tokens["carol"])
+    res = deploy("approve", "v1", "--key", chain.key("carol"))
+    assert res.exit_code == 0, res.output
+    assert chain.currents() == ["v1", "v1"]
