@@ -55,6 +55,7 @@ from ashat.bundle.keys import generate_keypair, load_private_key
 from ashat.transport.client import AgentClient, BlobRef
 from support import (
     HELLO_SERVICE,
+    ashat,
     configure,
     deploy,
     enter_hello_project,
@@ -959,5 +960,102 @@ def hello_fleet(
                 f"{n} mainframes registered with OMEGA",
             )
         return HelloFleet(root, public, omega, mfs)
+
+    return make
+
+
+# -- a project with a root of trust (issue 14) --------------------------------------------
+
+CHAIN_WAVES = """[distribution]
+waves = [100]
+max_failure_ratio = 0.0
+wave_timeout_s = 60
+auto_rollback = false
+"""
+
+
+@dataclass
+class Chain:
+    root: Path  # the project
+    keys: Path
+    public: Any
+    omega: Any
+    mainframes: list[Any]
+
+    def key(self, name: str) -> str:
+        return str(self.keys / f"{name}.key")
+
+    def ship(self, update_id: str, version: str) -> None:
+        (self.root / "VERSION").write_text(version + "\n")
+        res = deploy("push", update_id, f"version {version}")
+        assert res.exit_code == 0, res.output
+        res = deploy("verify", update_id)
+        assert res.exit_code == 0, res.output
+
+    def currents(self) -> list[str | None]:
+        return [mf.current() for mf in self.mainframes]
+
+
+def _keys(directory: Path, *names: str) -> None:
+    for name in names:
+        generate_keypair(name, directory)
+
+
+@pytest.fixture
+def make_chain(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    agent_factory: Any,
+    mainframe_factory: Any,
+) -> Any:
+    """A project with a root of trust (by default k = 2 of bob and carol; alice releases;
+    keys in ``keys/``), PUBLIC with a verifier key, OMEGA (from the root, unless
+    ``omega_root`` is False: an OMEGA that counter-signs whatever its token holder sends)
+    and two mainframes from the root, all real processes on loopback."""
+
+    def make(
+        omega_root: bool = True, approvers: tuple[str, ...] = ("bob", "carol"), k: int = 2
+    ) -> Chain:
+        from ashat.fleet.license import issue
+
+        keys = tmp_path / "keys"
+        keys.mkdir()
+        _keys(keys, "root", "verifier", "omega", "bob", "carol", "dave", "mallory")
+        public = agent_factory(args=("--verifier-key", str(keys / "verifier.key")))
+        root = enter_hello_project(
+            tmp_path / "alpha", monkeypatch, public.key_path, distribution=CHAIN_WAVES
+        )
+        verify_health_only(root)
+        named = [a for name in approvers for a in ("--approver", f"{name}={keys / name}.pub")]
+        res = ashat(
+            "trust", "init", "--root-key", str(keys / "root.key"),
+            "--releaser", f"alice={public.pub_path}", "--verifier", str(keys / "verifier.pub"),
+            *named, "--approvals", str(k), "--omega", str(keys / "omega.pub"),
+            "--require-checks", "health",
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        omega = agent_factory(
+            role="omega",
+            poll_timeout=5,
+            extra_trust=(public.pub_path,),
+            omega_keypair=(keys / "omega.key", keys / "omega.pub"),
+            args=("--root", str(root / "trust" / "root.json")) if omega_root else (),
+        )
+        configure("public", public)
+        configure("omega", omega)
+        assert omega.license_key is not None
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+        mfs = []
+        for i in range(2):
+            token, _ = issue(omega.license_key, f"mf-{i}", "ACME", expires)
+            mfs.append(
+                mainframe_factory.start(
+                    omega=omega.url, license_token=token, mainframe_id=f"mf-{i}",
+                    trust=public.pub_path, trust_omega=None, poll_wait=1,
+                    root=root / "trust" / "1.root.json",
+                )
+            )  # fmt: skip
+        mainframe_factory.ready(*mfs)
+        return Chain(root, keys, public, omega, mfs)
 
     return make

@@ -5,122 +5,33 @@ even OMEGA's key) but not k approvers' keys cannot ship to the fleet."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ashat.bundle.keys import generate_keypair
+from process_fixtures import Chain
 from support import (
     ashat,
     configure,
     deploy,
     deploy_json,
-    enter_hello_project,
     project_manifest,
-    verify_health_only,
     wait_for,
 )
 
-WAVES = """[distribution]
-waves = [100]
-max_failure_ratio = 0.0
-wave_timeout_s = 60
-auto_rollback = false
-"""
 
-
-@dataclass
-class Chain:
-    root: Path  # the project
-    keys: Path
-    public: Any
-    omega: Any
-    mainframes: list[Any]
-
-    def key(self, name: str) -> str:
-        return str(self.keys / f"{name}.key")
-
-    def ship(self, update_id: str, version: str) -> None:
-        (self.root / "VERSION").write_text(version + "\n")
-        res = deploy("push", update_id, f"version {version}")
-        assert res.exit_code == 0, res.output
-        res = deploy("verify", update_id)
-        assert res.exit_code == 0, res.output
-
-    def currents(self) -> list[str | None]:
-        return [mf.current() for mf in self.mainframes]
-
-
-def _keys(directory: Path, *names: str) -> None:
-    for name in names:
-        generate_keypair(name, directory)
-
-
-@pytest.fixture
-def make_chain(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    agent_factory: Any,
-    mainframe_factory: Any,
-) -> Any:
-    """A project with a root of trust (k = 2 of bob and carol; alice releases), PUBLIC with
-    a verifier key, OMEGA (from the root, unless ``omega_root`` is False: an OMEGA that
-    counter-signs whatever its token holder sends) and two mainframes from the root."""
-
-    def make(omega_root: bool = True) -> Chain:
-        from ashat.fleet.license import issue
-
-        keys = tmp_path / "keys"
-        keys.mkdir()
-        _keys(keys, "root", "verifier", "omega", "bob", "carol", "dave", "mallory")
-        public = agent_factory(args=("--verifier-key", str(keys / "verifier.key")))
-        root = enter_hello_project(
-            tmp_path / "alpha", monkeypatch, public.key_path, distribution=WAVES
-        )
-        verify_health_only(root)
-        res = ashat(
-            "trust", "init", "--root-key", str(keys / "root.key"),
-            "--releaser", f"alice={public.pub_path}", "--verifier", str(keys / "verifier.pub"),
-            "--approver", f"bob={keys / 'bob.pub'}", "--approver", f"carol={keys / 'carol.pub'}",
-            "--approvals", "2", "--omega", str(keys / "omega.pub"), "--require-checks", "health",
-        )  # fmt: skip
-        assert res.exit_code == 0, res.output
-        omega = agent_factory(
-            role="omega",
-            poll_timeout=5,
-            extra_trust=(public.pub_path,),
-            omega_keypair=(keys / "omega.key", keys / "omega.pub"),
-            args=("--root", str(root / "trust" / "root.json")) if omega_root else (),
-        )
-        configure("public", public)
-        configure("omega", omega)
-        assert omega.license_key is not None
-        expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
-        mfs = []
-        for i in range(2):
-            token, _ = issue(omega.license_key, f"mf-{i}", "ACME", expires)
-            mfs.append(
-                mainframe_factory.start(
-                    omega=omega.url, license_token=token, mainframe_id=f"mf-{i}",
-                    trust=public.pub_path, trust_omega=None, poll_wait=1,
-                    root=root / "trust" / "1.root.json",
-                )
-            )  # fmt: skip
-        mainframe_factory.ready(*mfs)
-        return Chain(root, keys, public, omega, mfs)
-
-    return make
-
-
-def test_the_whole_chain_through_the_cli(make_chain: Any) -> None:
+def test_the_whole_chain_through_the_cli(
+    make_chain: Any, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     chain = make_chain()
+    monkeypatch.setenv("ASHAT_DB", db_url)  # the control store: SQLite, then PostgreSQL
+    configure("public", chain.public)
+    configure("omega", chain.omega)
     chain.ship("hello-001", "1.0.1")
     _, status = deploy_json("status", "hello-001")
     statement = status["deployment"]["details"]["verification"]

@@ -8,7 +8,15 @@ stylesheet and one small script (:mod:`.views` decides what they show)::
     GET  /deployments/{id}/{action}                the confirmation (approve|rollback|cancel)
     POST /deployments/{id}/{action}                the action, as the signed-in user
     GET  /servers      GET /mainframes             the tiers and their health, the fleet
+    GET  /passkeys     POST /passkeys              your passkeys; register one (WebAuthn)
+    GET  /passkeys/{keyid}.pub                     a passkey's public line, for root.json
     GET  /static/...                               dashboard.css, dashboard.js
+
+In a project with a root of trust, approving from the page is a passkey signature: the
+confirmation's POST shows the approval statement to sign, the browser signs its digest
+(the WebAuthn challenge) with a passkey of the user's that root names, and the assertion
+is the approval's signature, which OMEGA and every mainframe check offline
+(:mod:`ashat.trust.webauthn`).
 
 Pages call the operations the API's routes call (:mod:`ashat.ops` and the workflow), as
 the signed-in user; an action needs the role of its API operation, looked up in
@@ -142,6 +150,7 @@ class Dashboard:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.open_project = open_project
+        self.secret = secret
         self.codec = SessionCodec(secret)
         self.clock = clock
         env = jinja2.Environment(
@@ -170,6 +179,8 @@ class Dashboard:
             Route("/logout", self.logout, methods=["POST"]),
             Route("/servers", page(self.servers), methods=["GET"]),
             Route("/mainframes", page(self.mainframes), methods=["GET"]),
+            Route("/passkeys", page(self.passkeys), methods=["GET", "POST"]),
+            Route("/passkeys/{keyid}.pub", page(self.passkey_line), methods=["GET"]),
             Route("/deployments/{update_id}", page(self.deployment), methods=["GET"]),
             Route("/deployments/{update_id}/live", page(self.live, json=True), methods=["GET"]),
         ]
@@ -505,7 +516,12 @@ class Dashboard:
         if ctx.request.method == "POST":
             try:
                 validate_body(COMPONENTS[action.schema], {action.field: text or None})
-                done = self._do(action, ctx, text or None)
+                if action.name == "approve" and _has_root(ctx.project):
+                    if "signature" not in ctx.form:  # step 1: what to sign, and with what
+                        return self._to_sign(ctx, action, text or None)
+                    done = self._approve_signed(ctx)
+                else:
+                    done = self._do(action, ctx, text or None)
             except AshatError as e:
                 return self._confirm(ctx, action, status_of(e), error=e.message, text=text)
             return RedirectResponse(f"/deployments/{ctx.update_id}?done={done}", 303, PAGE_HEADERS)
@@ -532,6 +548,169 @@ class Dashboard:
             error=error,
         )
 
+    # -- passkeys ------------------------------------------------------------------------
+
+    def _site(self, request: Request) -> tuple[str, str]:
+        """The relying party (the host) and the origin the browser names."""
+        url = request.url
+        return url.hostname or "localhost", f"{url.scheme}://{url.netloc}"
+
+    def _challenge(self, viewer: Viewer, purpose: str) -> bytes:
+        import hashlib
+        import hmac
+
+        return hmac.new(
+            self.secret, f"{purpose}\0{viewer.session.id}".encode(), hashlib.sha256
+        ).digest()
+
+    def passkeys(self, ctx: Ctx) -> Response:
+        """The user's passkeys (GET); register the one the browser made (POST)."""
+        from ashat.trust.webauthn import b64url, public_from_registration
+
+        users = UserStore(ctx.project.store)
+        rp_id, origin = self._site(ctx.request)
+        challenge = self._challenge(ctx.viewer, "passkey-register")
+        error, done = None, ctx.request.query_params.get("done")
+        if ctx.request.method == "POST":
+            try:
+                key, credential_id = public_from_registration(
+                    ctx.form.get("attestation_object", ""),
+                    ctx.form.get("client_data_json", ""),
+                    challenge=challenge,
+                    rp_id=rp_id,
+                    origin=origin,
+                )
+            except AshatError as e:
+                error = e.message
+            else:
+                at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                users.add_passkey(ctx.viewer.name, credential_id, key.keyid, key.to_text(), at)
+                return RedirectResponse("/passkeys?done=registered", 303, PAGE_HEADERS)
+        options = {
+            "challenge": b64url(challenge),
+            "rp": {"id": rp_id, "name": "ashat"},
+            "user": {
+                "id": b64url(ctx.viewer.name.encode("utf-8")),
+                "name": ctx.viewer.name,
+                "displayName": ctx.viewer.name,
+            },
+            "pubKeyCredParams": [
+                {"type": "public-key", "alg": -7},
+                {"type": "public-key", "alg": -8},
+            ],
+            "attestation": "none",
+            "authenticatorSelection": {"residentKey": "preferred", "userVerification": "preferred"},
+            "excludeCredentials": [
+                {"type": "public-key", "id": k["credential_id"]}
+                for k in users.passkeys(ctx.viewer.name)
+            ],
+        }
+        return self.render(
+            ctx.request,
+            "passkeys.html",
+            400 if error else 200,
+            ctx.viewer,
+            keys=users.passkeys(ctx.viewer.name),
+            options=options,
+            error=error,
+            done=done,
+            in_root=self._root_keyids(ctx.project),
+        )
+
+    def passkey_line(self, ctx: Ctx) -> Response:
+        keyid = ctx.request.path_params["keyid"]
+        for k in UserStore(ctx.project.store).passkeys(ctx.viewer.name):
+            if k["keyid"] == keyid:
+                return Response(
+                    k["public"] + "\n",
+                    media_type="text/plain; charset=utf-8",
+                    headers={**PAGE_HEADERS, "Content-Disposition":
+                             f'attachment; filename="{ctx.viewer.name}-passkey.pub"'},
+                )  # fmt: skip
+        return self.render(ctx.request, "error.html", 404, ctx.viewer, error="no such passkey")
+
+    def _root_keyids(self, project: Project) -> set[str]:
+        from ashat.ops.trust import TrustDir
+
+        trust = TrustDir.of_project(project.root)
+        if not trust.exists():
+            return set()
+        return set(trust.current().roles["approvers"].keyids)
+
+    def _to_sign(self, ctx: Ctx, action: views.Action, comment: str | None) -> Response:
+        """Step 1 of a passkey approval: the statement, and the challenge that signs it."""
+        import json
+
+        from ashat.canonical import canonical_json
+        from ashat.ops.approve import approval_to_sign
+        from ashat.trust.statements import APPROVAL_NAMESPACE
+        from ashat.trust.webauthn import b64url, challenge_for
+
+        in_root = self._root_keyids(ctx.project)
+        mine = [
+            k
+            for k in UserStore(ctx.project.store).passkeys(ctx.viewer.name)
+            if k["keyid"] in in_root
+        ]
+        if not mine:
+            return self._confirm(
+                ctx, action, 409, text=comment or "",
+                error=f"{ctx.viewer.name} has no passkey in the root of trust: register one "
+                "under Passkeys and have a root key holder add it (ashat trust add-key "
+                "approvers …), or approve with your key: deploy approve --key",
+            )  # fmt: skip
+        at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        signed = approval_to_sign(ctx.project, ctx.update_id, ctx.viewer.name, comment, at)
+        rp_id, _ = self._site(ctx.request)
+        options = {
+            "challenge": b64url(challenge_for(APPROVAL_NAMESPACE, canonical_json(signed))),
+            "rpId": rp_id,
+            "allowCredentials": [{"type": "public-key", "id": k["credential_id"]} for k in mine],
+            "userVerification": "preferred",
+        }
+        dep = ctx.project.store.require(ctx.update_id)
+        return self.render(
+            ctx.request,
+            "sign.html",
+            200,
+            ctx.viewer,
+            dep=dep,
+            signed=signed,
+            signed_json=json.dumps(signed, sort_keys=True),
+            options=options,
+        )
+
+    def _approve_signed(self, ctx: Ctx) -> str:
+        """Step 2: the assertion is the approval's signature; the chain check decides."""
+        import json
+
+        from ashat.ops.approve import run_approve
+        from ashat.trust.webauthn import assertion_signature
+
+        form = ctx.form
+        keys = {
+            k["credential_id"]: k["keyid"]
+            for k in UserStore(ctx.project.store).passkeys(ctx.viewer.name)
+        }
+        keyid = keys.get(form.get("credential_id", ""))
+        if keyid is None:
+            raise InvalidInput("the browser signed with a passkey not registered to you")
+        try:
+            signed = json.loads(form.get("signed", ""))
+        except ValueError as e:
+            raise InvalidInput("the approval statement sent back is not JSON") from e
+        sig = assertion_signature(
+            form.get("authenticator_data", ""), form.get("client_data_json", ""),
+            form.get("signature", ""),
+        )  # fmt: skip
+        statement = {"signed": signed, "signatures": [{"keyid": keyid, "sig": sig}]}
+        outcome = run_approve(
+            ctx.project, ctx.update_id, actor=ctx.viewer.name, wait=False, statement=statement
+        )
+        if outcome.recorded is None:
+            return "resumed"
+        return "approval-recorded" if outcome.waiting_for else "approved"
+
     def _do(self, action: views.Action, ctx: Ctx, text: str | None) -> str:
         """Run the operation as the signed-in user; return the notice to show after it."""
         actor = ctx.viewer.name
@@ -549,6 +728,12 @@ class Dashboard:
             return "rolled-back"
         ctx.project.workflow(actor).cancel(ctx.update_id, text)
         return "cancelled"
+
+
+def _has_root(project: Project) -> bool:
+    from ashat.ops.trust import TrustDir
+
+    return TrustDir.of_project(project.root).exists()
 
 
 def _approvals_required(project: Project) -> int | None:

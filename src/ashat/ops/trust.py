@@ -88,6 +88,8 @@ def read_key(path: Path, name: str | None) -> TrustKey:
             raise InvalidInput(f"{path}: {e.message}") from e
     if text.startswith("-----BEGIN"):
         raise InvalidInput(f"{path} is a private key: give the public key (.pub)")
+    if text.startswith("webauthn "):  # a passkey, as the dashboard shows it
+        return TrustKey.webauthn(text, name or path.stem)
     return TrustKey.ssh(text, name or default)
 
 

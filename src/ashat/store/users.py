@@ -4,6 +4,7 @@ token. Every change is an audit event (``user.added``, ``user.token_issued``,
 
 from __future__ import annotations
 
+import builtins  # the method named `list` shadows the builtin in the class body
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,34 @@ class UserStore:
             self.db.execute("DELETE FROM users WHERE name = ?", (name,))
             self.store.append_event("user.removed", actor, at, {"user": name, "role": user.role})
         return True
+
+    # -- passkeys ----------------------------------------------------------------------------
+
+    def add_passkey(self, name: str, credential_id: str, keyid: str, public: str, at: str) -> bool:
+        """Keep ``name``'s passkey (its public line), with an event; False if the credential
+        was registered already."""
+        with self.db.transaction():
+            if self.db.query_one(
+                "SELECT 1 FROM passkeys WHERE credential_id = ?", (credential_id,)
+            ):
+                return False
+            self.db.execute(
+                "INSERT INTO passkeys (credential_id, user_name, keyid, public, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (credential_id, name, keyid, public, at),
+            )
+            self.store.append_event("passkey.registered", name, at, {"user": name, "keyid": keyid})
+        return True
+
+    def passkeys(self, name: str) -> builtins.list[dict[str, str]]:
+        rows = self.db.query(
+            "SELECT credential_id, keyid, public, created_at FROM passkeys "
+            "WHERE user_name = ? ORDER BY created_at",
+            (name,),
+        )
+        return [
+            {"credential_id": r[0], "keyid": r[1], "public": r[2], "created_at": r[3]} for r in rows
+        ]
 
     # -- dashboard sessions ended by signing out ---------------------------------------------
 

@@ -8,7 +8,10 @@ A key in ``root.json`` is one of:
 - ``ssh``: an OpenSSH key a person already signs git commits with (``ssh-ed25519``,
   ``ecdsa-sha2-nistp256`` and the FIDO ``sk-`` variants); ``public`` is its
   authorized_keys line. Its signature is the armored SSHSIG that ``ssh-keygen -Y sign -n
-  NAMESPACE`` writes over the message (:mod:`ashat.trust.sshsig`).
+  NAMESPACE`` writes over the message (:mod:`ashat.trust.sshsig`);
+- ``webauthn``: a passkey registered in the dashboard; ``public`` is ``webauthn ALG RP_ID
+  SPKI``. Its signature is a WebAuthn assertion whose challenge is the hash of what an
+  ashat key would sign (:mod:`ashat.trust.webauthn`).
 
 The namespace (``ashat-root``, ``ashat-verification``, ``ashat-approval``) is inside the
 signed bytes, so a signature made for one kind of statement can never count for another.
@@ -26,7 +29,7 @@ from ashat.bundle.errors import KeyFileError
 from ashat.bundle.keys import PublicKey, SigningKey
 from ashat.errors import InvalidInput
 
-KEY_TYPES = ("ed25519", "ssh")
+KEY_TYPES = ("ed25519", "ssh", "webauthn")
 NAME_MAX = 64
 _ED25519_DOMAIN = b"ashat-sig-v1\0"
 
@@ -78,6 +81,16 @@ class TrustKey:
         return cls(key.keyid, "ssh", key.to_text().strip(), _check_name(name))
 
     @classmethod
+    def webauthn(cls, line: str, name: str) -> TrustKey:
+        from ashat.trust.webauthn import Passkey, WebAuthnError
+
+        try:
+            key = Passkey.from_text(line)
+        except WebAuthnError as e:
+            raise TrustKeyError(f"not a usable passkey: {e.message}") from e
+        return cls(key.keyid, "webauthn", key.to_text(), _check_name(name))
+
+    @classmethod
     def from_json(cls, keyid: str, d: Any) -> TrustKey:
         """Parse a root's key entry and check that ``keyid`` is really this key's id."""
         if not isinstance(d, dict) or set(d) != {"type", "public", "name"}:
@@ -90,10 +103,11 @@ class TrustKey:
             except (binascii.Error, ValueError, KeyFileError) as e:
                 raise TrustKeyError(f"key {keyid[:20]!r} is not a valid Ed25519 key") from e
             key = cls.ed25519(pk, d["name"])
-        elif d["type"] == "ssh":
+        elif d["type"] in ("ssh", "webauthn"):
             if not isinstance(d["public"], str):
-                raise TrustKeyError(f"key {keyid[:20]!r}: public must be an OpenSSH key line")
-            key = cls.ssh(d["public"], d["name"])
+                raise TrustKeyError(f"key {keyid[:20]!r}: public must be a key line")
+            make = cls.ssh if d["type"] == "ssh" else cls.webauthn
+            key = make(d["public"], d["name"])
         else:
             raise TrustKeyError(
                 f"key {keyid[:20]!r} has type {str(d['type'])[:20]!r}; expected one of "
@@ -119,6 +133,10 @@ class TrustKey:
                 return False  # one spelling only: no malleable padding bits
             pk = PublicKey.from_raw(base64.b64decode(self.public))
             return pk.verify(raw, ed25519_message(namespace, message))
+        if self.type == "webauthn":
+            from ashat.trust.webauthn import Passkey, verify_assertion
+
+            return verify_assertion(Passkey.from_text(self.public), namespace, message, signature)
         from ashat.trust.sshsig import SshPublicKey, SshSigError, verify_sshsig
 
         try:

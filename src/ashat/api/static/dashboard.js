@@ -6,6 +6,10 @@
 //   swaps its [data-refresh] sections in place. No page reload.
 // - Filter forms (form[data-autosubmit]) submit when a select changes.
 // - Action forms (form[data-busy]) disable their button once sent (no double approval).
+// - Passkeys: form[data-webauthn-create] registers one (navigator.credentials.create), and
+//   form[data-webauthn-get] signs an approval statement with one (navigator.credentials.get,
+//   the server's challenge being the statement's digest); each fills its hidden fields with
+//   the browser's answer, base64url, and submits.
 (function () {
   "use strict";
 
@@ -91,7 +95,68 @@
     }
   }
 
+  function fromB64url(text) {
+    var b64 = text.replace(/-/g, "+").replace(/_/g, "/");
+    while (b64.length % 4) b64 += "=";
+    var raw = atob(b64);
+    var out = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+    return out.buffer;
+  }
+
+  function toB64url(buffer) {
+    var bytes = new Uint8Array(buffer);
+    var raw = "";
+    for (var i = 0; i < bytes.length; i++) raw += String.fromCharCode(bytes[i]);
+    return btoa(raw).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function passkeyForm(form, attribute, run) {
+    var status = form.querySelector("#passkey-status");
+    form.addEventListener("submit", async function (event) {
+      if (form.dataset.signed === "yes") return;
+      event.preventDefault();
+      if (!window.PublicKeyCredential) {
+        if (status) status.textContent = "This browser has no passkeys (WebAuthn).";
+        return;
+      }
+      try {
+        if (status) status.textContent = "Waiting for your passkey…";
+        await run(JSON.parse(form.getAttribute(attribute)), form);
+        form.dataset.signed = "yes";
+        form.submit();
+      } catch (err) {
+        if (status) status.textContent = "The passkey did not sign: " + err.message;
+      }
+    });
+  }
+
+  async function register(options, form) {
+    options.challenge = fromB64url(options.challenge);
+    options.user.id = fromB64url(options.user.id);
+    options.excludeCredentials.forEach(function (c) { c.id = fromB64url(c.id); });
+    var cred = await navigator.credentials.create({ publicKey: options });
+    form.elements.attestation_object.value = toB64url(cred.response.attestationObject);
+    form.elements.client_data_json.value = toB64url(cred.response.clientDataJSON);
+  }
+
+  async function sign(options, form) {
+    options.challenge = fromB64url(options.challenge);
+    options.allowCredentials.forEach(function (c) { c.id = fromB64url(c.id); });
+    var cred = await navigator.credentials.get({ publicKey: options });
+    form.elements.credential_id.value = toB64url(cred.rawId);
+    form.elements.authenticator_data.value = toB64url(cred.response.authenticatorData);
+    form.elements.client_data_json.value = toB64url(cred.response.clientDataJSON);
+    form.elements.signature.value = toB64url(cred.response.signature);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("form[data-webauthn-create]").forEach(function (form) {
+      passkeyForm(form, "data-webauthn-create", register);
+    });
+    document.querySelectorAll("form[data-webauthn-get]").forEach(function (form) {
+      passkeyForm(form, "data-webauthn-get", sign);
+    });
     var live = document.querySelector("#deployment[data-live]");
     if (live) follow(live);
 

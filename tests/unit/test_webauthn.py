@@ -1,0 +1,140 @@
+"""Passkeys as approver keys (ashat.trust.webauthn): registrations read into a root's key
+line, and assertions checked offline, with real P-256 and Ed25519 keys and the exact byte
+layouts of W3C WebAuthn; every field a hostile browser or server could change is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from ashat.trust.keys import TrustKey
+from ashat.trust.webauthn import (
+    Passkey,
+    WebAuthnError,
+    assertion_signature,
+    b64url,
+    challenge_for,
+    public_from_registration,
+    verify_assertion,
+)
+
+RP = "ctl.example"
+ORIGIN = "https://ctl.example"
+NS, MSG = "ashat-approval", b'{"approver":"bob"}'
+CRED = b"credential-1"
+
+
+def cose_of(key: Any) -> dict[int, Any]:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        n = key.public_key().public_numbers()
+        return {1: 2, 3: -7, -1: 1, -2: n.x.to_bytes(32, "big"), -3: n.y.to_bytes(32, "big")}
+    raw = key.public_key().public_bytes_raw()
+    return {1: 1, 3: -8, -1: 6, -2: raw}
+
+
+def registration(
+    key: Any, challenge: bytes, *, flags: int = 0x45, rp: str = RP,
+    kind: str = "webauthn.create", origin: str = ORIGIN,
+) -> tuple[str, str]:  # fmt: skip
+    auth = (
+        hashlib.sha256(rp.encode()).digest() + bytes([flags]) + (0).to_bytes(4, "big")
+        + bytes(16) + len(CRED).to_bytes(2, "big") + CRED + cbor2.dumps(cose_of(key))
+    )  # fmt: skip
+    client = json.dumps({"type": kind, "challenge": b64url(challenge), "origin": origin})
+    att = cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": auth})
+    return b64url(att), b64url(client.encode())
+
+
+def assertion(key: Any, *, challenge: bytes | None = None, rp: str = RP, flags: int = 0x05,
+              kind: str = "webauthn.get", origin: str = ORIGIN) -> str:  # fmt: skip
+    auth = hashlib.sha256(rp.encode()).digest() + bytes([flags]) + (7).to_bytes(4, "big")
+    client = json.dumps({
+        "type": kind, "challenge": b64url(challenge or challenge_for(NS, MSG)), "origin": origin,
+    }).encode()  # fmt: skip
+    signed = auth + hashlib.sha256(client).digest()
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        sig = key.sign(signed, ec.ECDSA(hashes.SHA256()))
+    else:
+        sig = key.sign(signed)
+    return assertion_signature(b64url(auth), b64url(client), b64url(sig))
+
+
+@pytest.fixture(params=["ES256", "EdDSA"])
+def key(request: pytest.FixtureRequest) -> Any:
+    if request.param == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def registered(key: Any) -> Passkey:
+    att, client = registration(key, b"c" * 32)
+    passkey, cred = public_from_registration(
+        att, client, challenge=b"c" * 32, rp_id=RP, origin=ORIGIN
+    )
+    assert cred == b64url(CRED)
+    return passkey
+
+
+def test_a_registered_passkey_becomes_a_root_key_and_its_assertions_verify(key: Any) -> None:
+    passkey = registered(key)
+    trust_key = TrustKey.webauthn(passkey.to_text(), "bob")
+    assert trust_key.keyid == passkey.keyid and trust_key.type == "webauthn"
+    assert TrustKey.from_json(trust_key.keyid, trust_key.to_json()) == trust_key
+    assert trust_key.verify(NS, MSG, assertion(key))
+
+
+@pytest.mark.parametrize(
+    ("what", "over"),
+    [
+        ("another statement", {"challenge": challenge_for(NS, b"other")}),
+        ("another namespace", {"challenge": challenge_for("ashat-root", MSG)}),
+        ("another relying party", {"rp": "evil.example"}),
+        ("another origin", {"origin": "https://evil.example"}),
+        ("no user presence", {"flags": 0x04}),
+        ("a registration, not an assertion", {"kind": "webauthn.create"}),
+    ],
+)
+def test_an_assertion_for_anything_else_is_refused(key: Any, what: str, over: Any) -> None:
+    assert not verify_assertion(registered(key), NS, MSG, assertion(key, **over)), what
+
+
+def test_another_key_a_tampered_or_malformed_signature_is_refused(key: Any) -> None:
+    passkey = registered(key)
+    other: Any = (
+        ed25519.Ed25519PrivateKey.generate()
+        if isinstance(key, ed25519.Ed25519PrivateKey)
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    assert not verify_assertion(passkey, NS, MSG, assertion(other))
+    good = json.loads(assertion(key))
+    good["signature"] = good["signature"][:-4] + "AAAA"
+    assert not verify_assertion(passkey, NS, MSG, json.dumps(good))
+    for bad in ("", "{}", "not json", "[]", json.dumps({"authenticator_data": "!!"}), 7, None):
+        assert not verify_assertion(passkey, NS, MSG, bad)
+
+
+@pytest.mark.parametrize(
+    ("over", "needle"),
+    [
+        ({"kind": "webauthn.get"}, "webauthn.create"),
+        ({"origin": "https://evil.example"}, "comes from"),
+        ({"rp": "evil.example"}, "another site"),
+        ({"flags": 0x40}, "user presence"),
+    ],
+)
+def test_a_bad_registration_is_refused_naming_why(over: Any, needle: str) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    att, client = registration(key, b"c" * 32, **over)
+    with pytest.raises(WebAuthnError, match=needle):
+        public_from_registration(att, client, challenge=b"c" * 32, rp_id=RP, origin=ORIGIN)
+    att, client = registration(key, b"c" * 32)
+    with pytest.raises(WebAuthnError, match="another challenge"):
+        public_from_registration(att, client, challenge=b"d" * 32, rp_id=RP, origin=ORIGIN)
+    with pytest.raises(WebAuthnError, match="not a WebAuthn attestation"):
+        public_from_registration("AAAA", client, challenge=b"c" * 32, rp_id=RP, origin=ORIGIN)
