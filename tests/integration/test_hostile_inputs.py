@@ -149,7 +149,9 @@ class Public:
 
 @pytest.fixture(scope="module")
 def public(module_agent_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Public]:
-    agent = module_agent_factory(max_blob_bytes=MAX_BLOB)
+    keys = tmp_path_factory.mktemp("public-keys")
+    verifier, _ = generate_keypair("verifier", keys)
+    agent = module_agent_factory(max_blob_bytes=MAX_BLOB, args=("--verifier-key", str(verifier)))
     base = tmp_path_factory.mktemp("public-trees")
     tree = base / "base"
     (tree / "dir").mkdir(parents=True)
@@ -637,6 +639,7 @@ PUBLIC_ROUTES = [
     ("POST", "/v1/releases/base-1/activate", None),
     ("POST", "/v1/rollback", b"{}"),
     ("POST", "/v1/releases/base-1/checks/modules", b"{}"),
+    ("POST", "/v1/releases/base-1/attest", b"{}"),
     ("GET", f"/v1/blobs/{sha(b'x')}", None),
     ("GET", "/v1/releases", None),
 ]
@@ -651,6 +654,21 @@ def _wrong_tokens(url: str, routes: list[tuple[str, str, bytes | None]], right: 
             assert right not in resp.text
             outcomes.append(answer(resp))
     return every(outcomes)
+
+
+ALL_PASSED = [
+    {"name": n, "status": "passed", "summary": "ok"}
+    for n in ("health", "modules", "api", "database", "performance", "security")
+]
+
+
+def public_attest(update_id: str, body: Any) -> Callable[[Public], Outcome]:
+    """Ask PUBLIC's verifier key to sign what it did not verify."""
+
+    def attack(p: Public) -> Outcome:
+        return answer(p.http.post(f"/v1/releases/{update_id}/attest", json=body))
+
+    return attack
 
 
 def public_wrong_token(p: Public) -> Outcome:
@@ -1124,6 +1142,16 @@ KINDS = [
     Kind("check-injection", "public", public_check_injection, "error",
          "is not a dotted module name"),
     Kind("token-public", "public", public_wrong_token, 401, "missing or wrong bearer token"),
+    # PUBLIC's verifier key (issue 14): it signs only what it runs, as it saw it
+    Kind("attest-a-release-not-running", "public",
+         public_attest("hostile-1", {"results": ALL_PASSED, "required": []}), 404,
+         "signs only what it runs"),
+    Kind("attest-server-side-checks-never-run", "public",
+         public_attest("base-1", {"results": ALL_PASSED, "required": []}), 409,
+         "did not run it against base-1"),
+    Kind("attest-malformed-results", "public",
+         public_attest("base-1", {"results": "all passed", "required": []}), 400,
+         "'results' must be a list"),
     # OMEGA
     Kind("token-omega", "omega", omega_wrong_token, 401, "missing or wrong bearer token"),
     Kind("license-on-bearer-routes", "omega", omega_license_on_bearer_routes, 401,
