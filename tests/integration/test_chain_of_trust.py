@@ -185,6 +185,14 @@ def test_an_approver_leaves_root_v2_and_releases_they_approved_stay_installable(
     res = ashat("trust", "sign", "--key", chain.key("root"))
     assert res.exit_code == 0 and "root version 2 is signed and in force" in res.stdout
     assert ashat("trust", "verify").exit_code == 0
+    # the idle fleet hears of it from OMEGA's next answers
+    res = ashat("trust", "push")
+    assert res.exit_code == 0 and "OMEGA holds root version 2" in res.stdout, res.output
+    wait_for(
+        lambda: all(mf.health()["fleet"]["root_version"] == 2 for mf in chain.mainframes),
+        15,
+        "the mainframes to take root version 2 from OMEGA's poll answers",
+    )
 
     chain.ship("hello-002", "1.0.2")  # sequence 2
     res = deploy("approve", "hello-002", "--key", chain.key("carol"))

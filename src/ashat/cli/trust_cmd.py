@@ -325,6 +325,27 @@ def sign_cmd(keys: tuple[str, ...], trust_dir: str | None) -> None:
     )
 
 
+@trust_group.command("push")
+@dir_option
+@json_option
+def push_cmd(trust_dir: str | None) -> None:
+    """Give OMEGA the root in force now; mainframes get it from OMEGA's next answers.
+
+    (Each release carries the root chain too: this is for a change that must reach an idle
+    fleet now, such as a key revoked.)
+    """
+    from ashat.ops import trust as ops
+    from ashat.ops.project import Project, client_for
+
+    trust = _dir(trust_dir)
+    with client_for(Project.find().require_server("omega")) as omega:
+        here, held = ops.push(trust, omega)
+    emit(
+        {"version": here, "omega_version": held},
+        lambda: click.echo(f"{OK} OMEGA holds root version {held}; mainframes take it next"),
+    )
+
+
 @trust_group.command("show")
 @click.option("--draft", is_flag=True, help="Show the draft instead of the root in force.")
 @dir_option

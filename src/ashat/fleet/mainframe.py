@@ -405,6 +405,8 @@ class Mainframe:
             "wait": str(wait),
             "nonce": nonce,
         }
+        if self.root is not None:  # OMEGA answers with the newer versions it holds
+            params["root"] = str(self.root.root.version)
         polls = self.metrics.polls
         try:
             status, body = await self._request(
@@ -426,6 +428,9 @@ class Mainframe:
         if status != 200 or not isinstance(body, dict) or "directive" not in body:
             polls.labels(result="error").inc()
             raise OmegaError(f"OMEGA answered a poll with {self._error_of(status, body)}")
+        if self.root is not None and isinstance(body.get("roots"), list):
+            await asyncio.to_thread(self.root.offer, body["roots"])  # only what chains
+            self._status["root_version"] = self.root.root.version
         if body["directive"] is None:
             try:
                 check_no_directive(

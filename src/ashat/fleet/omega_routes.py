@@ -8,8 +8,10 @@
     GET  /v1/fleet/mainframes          bearer   the fleet registry
     POST /v1/fleet/revocations         bearer   revoke a license
     GET  /v1/fleet/revocations         bearer
+    POST /v1/trust/roots               bearer   newer versions of the root of trust
     GET  /v1/fleet/poll                license  long poll -> {"directive", "manifest"}, or
-                                                 {"directive": null, "no_directive"}
+                                                 {"directive": null, "no_directive"}; with
+                                                 ?root=N, "roots" newer than N too
     POST /v1/fleet/report              license  installed / failed
     GET  /v1/blobs/{sha256}            either   (the agent's route, gated by :meth:`blob_gate`)
 
@@ -30,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -56,6 +59,7 @@ TICK_S = 0.2  # how often the controller looks at running rollouts
 STOP_CHECK_S = 1.0  # a waiting poll notices the agent stopping within this
 MAX_WAIT_S = 60.0  # the longest poll the protocol allows
 MAX_SEQUENCE = 2**53
+MAX_ROOTS = 1000  # root versions in one request
 
 LICENSE_PATHS = frozenset({"/v1/fleet/poll", "/v1/fleet/report"})
 
@@ -150,6 +154,17 @@ class OmegaRoutes:
         record = approval_record(update_id, await json_object(request))
         return JSONResponse(await run_in_threadpool(self.omega.approve, update_id, record))
 
+    async def roots(self, request: Request) -> Response:
+        """Take the newer versions of a root chain (each must chain from the one held)."""
+        body = await json_object(request)
+        chain = body.get("roots")
+        if not isinstance(chain, list) or len(chain) > MAX_ROOTS:
+            raise RequestInvalid(f"'roots' must be a list of at most {MAX_ROOTS} root documents")
+        if self.omega.root is None:
+            raise RequestInvalid("this OMEGA has no root of trust (start it with --root)")
+        root = await run_in_threadpool(self.omega.root.offer, chain)  # each answer carries it
+        return JSONResponse({"version": root.version, "digest": root.digest()})
+
     async def start_rollout(self, request: Request) -> Response:
         req = RolloutRequest.parse(await json_object(request))
         status, woken, new = await run_in_threadpool(self.omega.start_rollout, req)
@@ -211,9 +226,19 @@ class OmegaRoutes:
                 raise RequestInvalid(f"'wait' must be 0-{MAX_WAIT_S:g} seconds, not {q['wait']!r}")
         return current, sequence, min(wait, self.poll_timeout_s), nonce
 
+    def _roots_for(self, request: Request) -> dict[str, Any]:
+        """The root versions newer than the poll's ``root`` (the one the mainframe holds):
+        how an idle mainframe learns of a rotation. Nothing without a root or a ``root``."""
+        held, asked = self.omega.root, request.query_params.get("root")
+        if held is None or not asked or not asked.isdigit():
+            return {}
+        newer = held.newer_than(int(asked))
+        return {"roots": newer} if newer else {}
+
     async def poll(self, request: Request) -> Response:
         token = self._license(request)
         current, sequence, wait, nonce = self._poll_query(request)
+        roots = self._roots_for(request)
         lic = await run_in_threadpool(self.omega.admit, token, current, sequence, poll=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -226,7 +251,7 @@ class OmegaRoutes:
                     if answer is not None:
                         self.omega.metrics.polls.labels(result="directive").inc()
                         return JSONResponse(
-                            {"directive": answer.directive, "manifest": answer.manifest}
+                            {"directive": answer.directive, "manifest": answer.manifest, **roots}
                         )
                     if not await self._wait(event, deadline, loop):
                         break
@@ -234,9 +259,9 @@ class OmegaRoutes:
             self.omega.metrics.waiting.dec()
         self.omega.metrics.polls.labels(result="empty").inc()
         if nonce is None:
-            return JSONResponse({"directive": None})
+            return JSONResponse({"directive": None, **roots})
         signed = await run_in_threadpool(self.omega.no_directive, lic, nonce, current, sequence)
-        return JSONResponse({"directive": None, "no_directive": signed})
+        return JSONResponse({"directive": None, "no_directive": signed, **roots})
 
     async def _wait(
         self, event: asyncio.Event, deadline: float, loop: asyncio.AbstractEventLoop
@@ -269,6 +294,7 @@ class OmegaRoutes:
     def routes(self) -> list[Route]:
         return [
             Route("/v1/releases/{update_id}/approve", self.approve, methods=["POST"]),
+            Route("/v1/trust/roots", self.roots, methods=["POST"]),
             Route("/v1/fleet/rollouts", self.start_rollout, methods=["POST"]),
             Route("/v1/fleet/rollouts/{rollout_id}", self.rollout, methods=["GET"]),
             Route("/v1/fleet/rollback", self.rollback, methods=["POST"]),

@@ -429,3 +429,24 @@ def describe(root: Root) -> dict[str, Any]:
         "allow_self_approval": root.allow_self_approval,
         "signatures": [k for k, _ in root.signatures],
     }
+
+
+def push(trust: TrustDir, omega: Any) -> tuple[int, int]:
+    """Hand OMEGA (an agent client) the project's root chain; it keeps the versions that
+    chain from the one it holds and gives them to every mainframe in its next answer.
+    Returns (the version here, the version OMEGA holds). Raises TrustRefused when OMEGA
+    did not take the version in force here, or the client's errors."""
+    import json
+
+    current = trust.current()
+    answer = omega.request(
+        "POST", "/v1/trust/roots", json_body={"roots": [json.loads(b) for b in trust.chain()]}
+    )
+    held = answer.get("version")
+    if not isinstance(held, int) or held < current.version:
+        raise TrustRefused(
+            "version",
+            f"OMEGA holds root version {held} and did not take version {current.version}: "
+            "it does not chain from OMEGA's (see OMEGA's log)",
+        )
+    return current.version, held

@@ -30,14 +30,18 @@ class HeldRoot:
         """Raises TrustRefused (the installed root does not hold) or OSError."""
         self.directory = directory
         self._lock = threading.Lock()
-        root = load_trusted(bootstrap.read_bytes())
+        first = bootstrap.read_bytes()
+        root = load_trusted(first)
+        self._chain: list[tuple[int, bytes]] = [(root.version, first)]
         for path in sorted(
             directory.glob("*.root.json"), key=lambda p: int(p.name.split(".")[0] or 0)
         ):
             try:
                 candidate = parse_root(path.read_bytes())
                 if candidate.version == root.version + 1:
-                    root = update(root, path.read_bytes())
+                    data = path.read_bytes()
+                    root = update(root, data)
+                    self._chain.append((root.version, data))
             except (TrustRefused, OSError, ValueError) as e:
                 log.error("ignoring %s: %s", path, e)
         self._root = root
@@ -77,9 +81,15 @@ class HeldRoot:
                     break
                 write_private(self.directory / f"{new.version}.root.json", new.to_bytes(), 0o644)
                 log.info("root of trust: now version %d", new.version)
+                self._chain.append((new.version, data))
                 root = new
             self._root = root
             return root
+
+    def newer_than(self, version: int) -> list[Any]:
+        """The verified versions after ``version``, oldest first, as JSON documents."""
+        with self._lock:
+            return [json.loads(data) for v, data in self._chain if v > version]
 
 
 def _bytes(doc: Any) -> bytes:
