@@ -10,7 +10,11 @@ The markdown is the source of truth; this file only knows how to read it:
   (mf-1 ... mf-N, licensed for ACME by OMEGA's license key); ``app_env=K=V`` (every
   server's app environment) with ``bare_mainframes=mf-3`` lacking it; ``postgres=yes``
   (skipped without a PostgreSQL server); ``serve=yes`` (``ashat serve`` on the project,
-  signing with its key, started when a command first names ``http://ctl.example:8800``).
+  signing with its key, started when a command first names ``http://ctl.example:8800``);
+  ``trust=yes`` (a chain of trust: OMEGA's and PUBLIC's verifier keys are made first in
+  ``../keys/``, the servers start before the first ``deploy`` command rather than the
+  first command, PUBLIC with ``--verifier-key ../keys/verifier.key``, OMEGA and the
+  mainframes with ``--root trust/root.json``, which the book's ``ashat trust init`` wrote).
 - ```` ```console scenario=NAME ```` blocks: ``$ `` starts a command (``\\`` continues it;
   ``> `` lines continue a here-document); the lines up to the next command are output. Each
   command runs in bash in the project directory, the environment and directory carried to
@@ -247,24 +251,43 @@ class Runner:
         key, _, value = spec.partition("=")
         return {key: value}
 
+    @property
+    def chain(self) -> bool:
+        return self.s.setup.get("trust") == "yes"
+
+    def make_keys(self) -> None:
+        """``trust=yes``: OMEGA's and PUBLIC's keys exist before the book's trust init."""
+        keys = self.base / "keys"
+        keys.mkdir(exist_ok=True)
+        generate_keypair("omega", keys)
+        generate_keypair("verifier", keys)
+
     def start_servers(self) -> None:
         servers = self.s.setup.get("servers", "")
         if not servers or self.public is not None:
             return
         trust = (self.project / ".ashat" / "keys" / "alpha.pub",)
-        self.public = self.agents(extra_trust=trust, app_env=self.app_env())
+        keys = self.base / "keys"
+        root = self.project / "trust" / "root.json"
+        self.public = self.agents(
+            extra_trust=trust,
+            app_env=self.app_env(),
+            args=("--verifier-key", str(keys / "verifier.key")) if self.chain else (),
+        )
         self.subst[PUBLIC_URL] = self.public.url
         shutil.copy(self.public.token_file, self.base / "public.token")
         if "omega" in servers:
             self.omega = self.agents(
-                role="omega", poll_timeout=5, extra_trust=trust, app_env=self.app_env()
-            )
+                role="omega", poll_timeout=5, extra_trust=trust, app_env=self.app_env(),
+                omega_keypair=(keys / "omega.key", keys / "omega.pub") if self.chain else None,
+                args=("--root", str(root)) if self.chain else (),
+            )  # fmt: skip
             self.subst[OMEGA_URL] = self.omega.url
             shutil.copy(self.omega.token_file, self.base / "omega.token")
-            keys = self.base / "keys"
-            keys.mkdir()
+            keys.mkdir(exist_ok=True)
             for src in (self.omega.omega_pub_path, self.omega.license_pub_path):
-                shutil.copy(src, keys / src.name)
+                if not (keys / src.name).exists():
+                    shutil.copy(src, keys / src.name)
             shutil.copy(self.omega.license_pub_path.with_suffix(".key"), keys / "license.key")
         if self.s.setup.get("configure", "yes") == "yes":
             self.shell(f"deploy configure public {PUBLIC_URL} PublicStaging "
@@ -290,10 +313,11 @@ class Runner:
             self.subst[CONTROL_URL] = self.serve.url
 
     def _mainframe(self, mainframe_id: str, token: str, trust: Path, poll_wait: int = 1) -> Any:
+        root = self.project / "trust" / "root.json" if self.chain else None
         return self.mainframes.start(
             omega=self.omega.url, license_token=token, mainframe_id=mainframe_id,
-            trust=trust, trust_omega=self.omega.omega_pub_path, poll_wait=poll_wait,
-            app_env=self.app_env(mainframe_id),
+            trust=trust, trust_omega=None if root else self.omega.omega_pub_path,
+            poll_wait=poll_wait, app_env=self.app_env(mainframe_id), root=root,
         )  # fmt: skip
 
     def _registered(self, n: int) -> None:
@@ -364,12 +388,17 @@ class Runner:
 
     def run(self, record: list[str]) -> None:
         self.prepare()
+        if self.chain:
+            self.make_keys()
         for step in self.s.steps:
             if step.kind == "toml":
                 toml = self.project / "ashat.toml"
                 toml.write_text(replace_tables(toml.read_text(), step.text))
                 continue
-            if not step.text.startswith("deploy init"):
+            if self.chain:
+                if step.text.startswith("deploy "):
+                    self.start_servers()
+            elif not step.text.startswith("deploy init"):
                 self.start_servers()
             if CONTROL_URL in step.text:
                 self.start_serve()

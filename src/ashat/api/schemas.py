@@ -159,6 +159,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "results": {"type": "array", "items": ref("CheckResult")},
             "checks": {"type": "array", "items": ref("CheckResult")},
             "missing": {"type": "array", "items": STR},
+            "verification_digest": nullable(STR),
         }
     ),
     "ApprovalToSign": obj({"signed": OBJ, "namespace": STR, "verification": OBJ}),

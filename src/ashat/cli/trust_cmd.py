@@ -28,6 +28,14 @@ def _dir(path: str | None) -> TrustDir:
     return TrustDir.of_project(find_project_root())
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory where it is below it (shorter to read)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _named(values: tuple[str, ...], option: str) -> list[tuple[str | None, Path]]:
     """``NAME=FILE`` or ``FILE`` (the name then comes from the key's comment)."""
     out: list[tuple[str | None, Path]] = []
@@ -61,7 +69,9 @@ def _print_root(root: Root, heading: str) -> None:
 
 def _print_progress(p: Progress, published: bool, trust: TrustDir) -> None:
     if published:
-        click.echo(f"{OK} root version {p.version} is signed and in force ({trust.root_file})")
+        click.echo(
+            f"{OK} root version {p.version} is signed and in force ({_shown(trust.root_file)})"
+        )
         click.echo("   OMEGA takes it at the next 'deploy approve'; mainframes from OMEGA")
     else:
         click.echo(
@@ -192,7 +202,7 @@ def init_cmd(
     )
 
     def human() -> None:
-        _print_root(root, f"{OK} root of trust written to {trust.root_file}")
+        _print_root(root, f"{OK} root of trust written to {_shown(trust.root_file)}")
         click.echo("   start OMEGA and mainframes with --root pointing at this file")
 
     emit(ops.describe(root), human)
@@ -360,7 +370,7 @@ def show_cmd(draft: bool, trust_dir: str | None) -> None:
     if root is None:
         raise InvalidInput(f"no draft in {trust.path}")
     what = "draft" if draft else "root of trust"
-    emit(ops.describe(root), lambda: _print_root(root, f"{what} ({trust.path})"))
+    emit(ops.describe(root), lambda: _print_root(root, f"{what} ({_shown(trust.path)})"))
 
 
 @trust_group.command("verify")

@@ -66,6 +66,11 @@ def verify(update_id: str, only: tuple[str, ...]) -> None:
             click.echo(f"   (from run {r['run']}) ", nl=False)
             print_result(r)
         if passed:
+            if data.get("verification_digest"):
+                click.echo(
+                    f"{OK} PUBLIC signed the verification statement "
+                    f"{str(data['verification_digest'])[:16]}"
+                )
             click.echo(
                 f"{OK} {style('Verification PASSED!', bold=True)} next: deploy approve {update_id}"
             )

@@ -77,6 +77,12 @@ class VerifyResult:
     passed: bool
     missing: tuple[str, ...] = ()  # required checks with no result yet
 
+    @property
+    def statement_digest(self) -> str | None:
+        """The digest of PUBLIC's signed statement, when this run ended with one."""
+        statement = self.deployment.details.get("verification")
+        return statement_digest(statement) if isinstance(statement, dict) else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "update_id": self.deployment.id,
@@ -86,6 +92,7 @@ class VerifyResult:
             "results": self.results,
             "checks": self.latest,
             "missing": list(self.missing),
+            "verification_digest": self.statement_digest,
         }
 
 
