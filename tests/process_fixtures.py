@@ -1008,10 +1008,11 @@ def make_chain(
     agent_factory: Any,
     mainframe_factory: Any,
 ) -> Any:
-    """A project with a root of trust (by default k = 2 of bob and carol; alice releases;
-    keys in ``keys/``), PUBLIC with a verifier key, OMEGA (from the root, unless
-    ``omega_root`` is False: an OMEGA that counter-signs whatever its token holder sends)
-    and two mainframes from the root, all real processes on loopback."""
+    """A project with a root of trust (by default k = 2 of bob, with an ashat key, and
+    carol, with an OpenSSH key: ``keys/carol.key``; alice releases; keys in ``keys/``),
+    PUBLIC with a verifier key, OMEGA (from the root, unless ``omega_root`` is False: an
+    OMEGA that counter-signs whatever its token holder sends) and two mainframes from the
+    root, all real processes on loopback."""
 
     def make(
         omega_root: bool = True, approvers: tuple[str, ...] = ("bob", "carol"), k: int = 2
@@ -1020,7 +1021,16 @@ def make_chain(
 
         keys = tmp_path / "keys"
         keys.mkdir()
-        _keys(keys, "root", "verifier", "omega", "bob", "carol", "dave", "mallory")
+        if shutil.which("ssh-keygen") is None:
+            pytest.skip("ssh-keygen not found (Debian: openssh-client; .ci/run installs it)")
+        _keys(keys, "root", "verifier", "omega", "bob", "dave", "mallory")
+        # carol signs with the OpenSSH key she signs git commits with (ssh-keygen's own)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "carol@laptop",
+             "-f", str(keys / "carol.key")],
+            check=True,
+        )  # fmt: skip
+        (keys / "carol.pub").write_text((keys / "carol.key.pub").read_text())
         public = agent_factory(args=("--verifier-key", str(keys / "verifier.key")))
         root = enter_hello_project(
             tmp_path / "alpha", monkeypatch, public.key_path, distribution=CHAIN_WAVES
@@ -1059,3 +1069,24 @@ def make_chain(
         return Chain(root, keys, public, omega, mfs)
 
     return make
+
+
+@pytest.fixture
+def ssh_agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
+    """A real ``ssh-agent`` for this test (``SSH_AUTH_SOCK`` set); call it with a private key
+    file to ``ssh-add`` it. Stopped afterwards."""
+    if shutil.which("ssh-agent") is None or shutil.which("ssh-add") is None:
+        pytest.skip("ssh-agent not found (Debian: openssh-client; .ci/run installs it)")
+    out = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True).stdout
+    env = dict(re.findall(r"(SSH_AUTH_SOCK|SSH_AGENT_PID)=([^;]+);", out))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+    def add(key: Path) -> None:
+        subprocess.run(["ssh-add", "-q", str(key)], check=True, capture_output=True)
+
+    try:
+        yield add
+    finally:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(env["SSH_AGENT_PID"]), signal.SIGTERM)

@@ -26,8 +26,9 @@ from support import (
 
 
 def test_the_whole_chain_through_the_cli(
-    make_chain: Any, db_url: str, monkeypatch: pytest.MonkeyPatch
+    make_chain: Any, db_url: str, monkeypatch: pytest.MonkeyPatch, ssh_agent: Any
 ) -> None:
+    """bob signs with an ashat key, carol with the OpenSSH key her ssh-agent holds."""
     chain = make_chain()
     monkeypatch.setenv("ASHAT_DB", db_url)  # the control store: SQLite, then PostgreSQL
     configure("public", chain.public)
@@ -50,8 +51,11 @@ def test_the_whole_chain_through_the_cli(
     assert "Approval by bob recorded" in res.stdout and "Waiting for 1 more" in res.stdout
     # the key, not --as, says who approves
     res = deploy("approve", "hello-001", "--key", chain.key("carol"), "--as", "bob")
-    assert res.exit_code == 3 and "signed by carol's key" in res.stderr
-    res = deploy("approve", "hello-001", "--key", chain.key("carol"))
+    assert res.exit_code == 3 and "signed by carol's key" in res.stderr, res.output
+    # carol's private key is in her ssh-agent: she names its public half
+    ssh_agent(chain.keys / "carol.key")
+    (chain.keys / "carol.key").unlink()
+    res = deploy("approve", "hello-001", "--key", str(chain.keys / "carol.key.pub"))
     assert res.exit_code == 0, res.output
     assert "Deployment completed successfully!" in res.stdout
     assert chain.currents() == ["hello-001", "hello-001"]
