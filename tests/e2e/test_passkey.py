@@ -64,7 +64,7 @@ def test_a_passkey_approves_from_the_page_and_the_fleet_checks_it(
     assert "Passkey registered" in pg.locator("#passkey-done").inner_text()
     href = pg.locator("a.passkey-line").get_attribute("href")
     line = pg.context.request.get(url + href).text().strip()
-    assert line.startswith("webauthn ES256 localhost ")
+    assert line.startswith(f"webauthn ES256 {url} ")  # the dashboard's exact origin
     pg.screenshot(path=str(shots / "passkey-registered.png"), full_page=True)
 
     # a root key holder adds bob's passkey; now two approvals are needed

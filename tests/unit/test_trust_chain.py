@@ -59,7 +59,7 @@ def make_root(
     roots: tuple[SigningKey, ...] = (ROOT1, ROOT2),
     root_threshold: int = 2,
     expires: dt.datetime = NOW + dt.timedelta(days=365),
-    retired: dict[str, int] | None = None,
+    retired: dict[str, tuple[str, ...]] | None = None,
     allow_self: bool = False,
     extra_keys: tuple[TrustKey, ...] = (),
 ) -> Root:
@@ -292,18 +292,33 @@ def test_self_approval_is_refused_unless_root_allows_it() -> None:
     assert check_chain(lenient, m, ev).approvers == ("alice", "bob")
 
 
-def test_a_removed_key_counts_for_nothing_and_a_retired_one_only_for_older_releases() -> None:
-    v2 = make_root(2, approvers=((BOB, "bob"), (DAVE, "dave")), extra_keys=(tk(CAROL, "carol"),),
-                   retired={CAROL.keyid: 2})  # fmt: skip
-    root2 = update(ROOT_V1, signed_by(v2, ROOT1, ROOT2), NOW)
+def test_a_removed_key_counts_for_nothing_and_a_retired_one_only_for_what_it_approved() -> None:
     before = manifest("hello-002", 2)
+    v2 = make_root(2, approvers=((BOB, "bob"), (DAVE, "dave")), extra_keys=(tk(CAROL, "carol"),),
+                   retired={CAROL.keyid: (before.digest(),)})  # fmt: skip
+    root2 = update(ROOT_V1, signed_by(v2, ROOT1, ROOT2), NOW)
     check_chain(root2, before, evidence(before, (BOB, "bob"), (CAROL, "carol")))
     after = manifest("hello-003", 3)
     _refused("approvals", after, evidence(after, (BOB, "bob"), (CAROL, "carol")), root2)
+    # a new release minted with an old sequence is not what carol approved (review finding)
+    minted = manifest("evil-001", 1)
+    _refused("approvals", minted, evidence(minted, (BOB, "bob"), (CAROL, "carol")), root2)
     check_chain(root2, after, evidence(after, (BOB, "bob"), (DAVE, "dave")))
     revoked = make_root(2, approvers=((BOB, "bob"), (DAVE, "dave")))
     root2b = update(ROOT_V1, signed_by(revoked, ROOT1, ROOT2), NOW)
     _refused("approvals", before, evidence(before, (BOB, "bob"), (CAROL, "carol")), root2b)
+
+
+def test_one_key_under_two_encodings_is_one_key() -> None:
+    """TUF's distinct keys: ROOT1 listed again as an OpenSSH key cannot sign twice."""
+    import base64
+
+    raw = ROOT1.public.raw
+    blob = b"".join(len(x).to_bytes(4, "big") + x for x in (b"ssh-ed25519", raw))
+    twin = TrustKey.ssh("ssh-ed25519 " + base64.b64encode(blob).decode(), "root-again")
+    assert twin.keyid != ROOT1.keyid
+    with pytest.raises(TrustRefused, match="one key under two encodings"):
+        parse_root(make_root(extra_keys=(twin,)).to_bytes())
 
 
 def test_root_signed_by_too_few_keys_is_refused() -> None:

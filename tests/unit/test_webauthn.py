@@ -4,6 +4,7 @@ layouts of W3C WebAuthn; every field a hostile browser or server could change is
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from typing import Any
@@ -52,10 +53,12 @@ def registration(
 
 
 def assertion(key: Any, *, challenge: bytes | None = None, rp: str = RP, flags: int = 0x05,
-              kind: str = "webauthn.get", origin: str = ORIGIN) -> str:  # fmt: skip
+              kind: str = "webauthn.get", origin: str = ORIGIN,
+              cross_origin: bool = False) -> str:  # fmt: skip
     auth = hashlib.sha256(rp.encode()).digest() + bytes([flags]) + (7).to_bytes(4, "big")
     client = json.dumps({
         "type": kind, "challenge": b64url(challenge or challenge_for(NS, MSG)), "origin": origin,
+        "crossOrigin": cross_origin,
     }).encode()  # fmt: skip
     signed = auth + hashlib.sha256(client).digest()
     if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -96,6 +99,10 @@ def test_a_registered_passkey_becomes_a_root_key_and_its_assertions_verify(key: 
         ("another namespace", {"challenge": challenge_for("ashat-root", MSG)}),
         ("another relying party", {"rp": "evil.example"}),
         ("another origin", {"origin": "https://evil.example"}),
+        ("a subdomain of the relying party", {"origin": "https://evil.ctl.example"}),
+        ("another scheme", {"origin": "http://ctl.example"}),
+        ("another port", {"origin": "https://ctl.example:8443"}),
+        ("a touch without user verification", {"flags": 0x01}),
         ("no user presence", {"flags": 0x04}),
         ("a registration, not an assertion", {"kind": "webauthn.create"}),
     ],
@@ -117,6 +124,22 @@ def test_another_key_a_tampered_or_malformed_signature_is_refused(key: Any) -> N
     assert not verify_assertion(passkey, NS, MSG, json.dumps(good))
     for bad in ("", "{}", "not json", "[]", json.dumps({"authenticator_data": "!!"}), 7, None):
         assert not verify_assertion(passkey, NS, MSG, bad)
+    junk = json.loads(assertion(key))  # another spelling of the same bytes is not accepted
+    junk["signature"] = junk["signature"][:8] + "*" + junk["signature"][8:]
+    assert not verify_assertion(passkey, NS, MSG, json.dumps(junk))
+    cross = json.loads(assertion(key))
+    client = json.loads(base64.urlsafe_b64decode(cross["client_data_json"] + "=="))
+    assert not verify_assertion(passkey, NS, MSG, assertion(key, cross_origin=True))
+    assert client["origin"] == ORIGIN
+
+
+def test_a_passkey_line_names_an_exact_origin() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    line = registered(key).to_text()
+    assert line.split()[2] == ORIGIN
+    for origin in ("http://ctl.example", "https://ctl.example/path", "ftp://x", "ctl.example"):
+        with pytest.raises(WebAuthnError, match="not an origin"):
+            Passkey.from_text(line.replace(ORIGIN, origin))
 
 
 @pytest.mark.parametrize(
@@ -125,7 +148,7 @@ def test_another_key_a_tampered_or_malformed_signature_is_refused(key: Any) -> N
         ({"kind": "webauthn.get"}, "webauthn.create"),
         ({"origin": "https://evil.example"}, "comes from"),
         ({"rp": "evil.example"}, "another site"),
-        ({"flags": 0x40}, "user presence"),
+        ({"flags": 0x41}, "verify the user"),
     ],
 )
 def test_a_bad_registration_is_refused_naming_why(over: Any, needle: str) -> None:
@@ -138,3 +161,60 @@ def test_a_bad_registration_is_refused_naming_why(over: Any, needle: str) -> Non
         public_from_registration(att, client, challenge=b"d" * 32, rp_id=RP, origin=ORIGIN)
     with pytest.raises(WebAuthnError, match="not a WebAuthn attestation"):
         public_from_registration("AAAA", client, challenge=b"c" * 32, rp_id=RP, origin=ORIGIN)
+
+
+def test_passkey_approvals_count_only_up_to_roots_cap() -> None:
+    """k - 1 by default: a browser signs what the dashboard's server hands it, so at least
+    one approver signs on their own machine (review finding)."""
+    import dataclasses
+
+    from test_trust_chain import (
+        BOB,
+        ROOT1,
+        ROOT2,
+        ROOT_V1,
+        make_root,
+        manifest,
+        signed_by,
+        verification,
+    )  # fmt: skip
+
+    from ashat.trust.chain import check_chain
+    from ashat.trust.root import TrustRefused, parse_root
+    from ashat.trust.statements import APPROVAL_NAMESPACE, approval_signed, digest, sign
+
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2)]
+    passkeys = [registered(k) for k in keys]
+    extra = tuple(TrustKey.webauthn(p.to_text(), f"pk{i}") for i, p in enumerate(passkeys))
+    base = make_root(approvers=((BOB, "bob"),), k=2, extra_keys=extra)
+    roles = dict(base.roles)
+    roles["approvers"] = dataclasses.replace(
+        roles["approvers"], keyids=(BOB.keyid, *(t.keyid for t in extra))
+    )
+    root = parse_root(signed_by(dataclasses.replace(base, roles=roles), ROOT1, ROOT2))
+    assert root.passkey_cap() == 1 and ROOT_V1.passkey_cap() == 1
+    m = manifest()
+    v = verification(m)
+
+    def by(name: str, signer: Any) -> dict[str, Any]:
+        signed = approval_signed(
+            update_id=m.update_id, sequence=m.sequence, manifest_digest=m.digest(),
+            verification_digest=digest(v), approver=name, at="2030-05-01T11:30:00Z", comment=None,
+        )  # fmt: skip
+        return sign(signed, APPROVAL_NAMESPACE, signer)
+
+    def passkey_signer(i: int) -> Any:
+        return lambda ns, msg: (
+            passkeys[i].keyid,
+            assertion(keys[i], challenge=challenge_for(ns, msg)),
+        )
+
+    from test_trust_chain import signer as ed_signer
+
+    two_passkeys = [by("pk0", passkey_signer(0)), by("pk1", passkey_signer(1))]
+    with pytest.raises(TrustRefused, match="of which root counts 1"):
+        check_chain(root, m, {"verification": v, "approvals": two_passkeys})
+    one_each = [by("bob", ed_signer(BOB)), by("pk0", passkey_signer(0))]
+    assert check_chain(root, m, {"verification": v, "approvals": one_each}).approvers == (
+        "bob", "pk0",
+    )  # fmt: skip

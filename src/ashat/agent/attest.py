@@ -106,6 +106,9 @@ def attest(
     settings = body.get("settings", {})
     if not isinstance(settings, dict):
         raise RequestInvalid("'settings' must be an object")
+    names = [r["name"] for r in results]
+    if len(set(names)) != len(names):
+        raise RequestInvalid("'results' names a check twice")
     for r in results:
         name, status = r["name"], r["status"]
         if name in SERVER_SIDE and status in ("passed", "skipped"):
@@ -124,8 +127,12 @@ def attest(
                     f"the security scan is reported {status}; PUBLIC's own scan of "
                     f"{update_id} said {seen}"
                 )
-        if name == "health" and status == "passed" and app_healthy is False:
-            raise AttestRefused(f"the Health Check is reported passed; {update_id}'s app is down")
+        if name == "health" and status in ("passed", "skipped") and app_healthy is False:
+            raise AttestRefused(f"the Health Check is reported {status}; {update_id}'s app is down")
+        if name == "health" and status == "skipped" and app_healthy is not None:
+            raise AttestRefused(
+                f"the Health Check is reported skipped, but {update_id} runs an app to check"
+            )
     signed = verification_signed(
         update_id=update_id,
         sequence=sequence,

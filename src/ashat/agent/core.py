@@ -333,7 +333,9 @@ class Agent:
         _check_id(update_id)
         with self.lock:
             self._refuse_if_stopping()
-            self.releases.manifest(update_id)  # NoSuchRelease if not staged
+            m = self.releases.manifest(update_id)  # NoSuchRelease if not staged
+            if self.release_policy is not None:  # staged before a root, or since revoked
+                self.release_policy.admit(m)
             current, previous = self.links()
             if current == update_id:
                 return {
@@ -372,6 +374,8 @@ class Agent:
                 )
             if target == current:
                 raise ReleaseConflict(f"{target} is already the current release", current=current)
+            if self.release_policy is not None:  # only to a release that carried its chain
+                self.release_policy.admit(self.releases.manifest(target))
             rolled = from_id or current
             excluded = set(self.state.rolled_back) | ({rolled} if rolled else set())
             new_previous = previous_after_rollback(

@@ -599,7 +599,7 @@ class Dashboard:
                 {"type": "public-key", "alg": -8},
             ],
             "attestation": "none",
-            "authenticatorSelection": {"residentKey": "preferred", "userVerification": "preferred"},
+            "authenticatorSelection": {"residentKey": "preferred", "userVerification": "required"},
             "excludeCredentials": [
                 {"type": "public-key", "id": k["credential_id"]}
                 for k in users.passkeys(ctx.viewer.name)
@@ -666,7 +666,7 @@ class Dashboard:
             "challenge": b64url(challenge_for(APPROVAL_NAMESPACE, canonical_json(signed))),
             "rpId": rp_id,
             "allowCredentials": [{"type": "public-key", "id": k["credential_id"]} for k in mine],
-            "userVerification": "preferred",
+            "userVerification": "required",
         }
         dep = ctx.project.store.require(ctx.update_id)
         return self.render(

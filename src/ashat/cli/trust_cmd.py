@@ -60,11 +60,12 @@ def _print_root(root: Root, heading: str) -> None:
         click.echo(f"  {role:<16} {spec['threshold']} of: {who or '-'}")
     for r in d["retired"]:
         click.echo(
-            f"  retired          {r['name']} ({r['keyid']}): approvals count up to "
-            f"sequence {r['through_sequence']}"
+            f"  retired          {r['name']} ({r['keyid']}): approvals count for "
+            f"{len(r['manifests'])} release(s) approved before"
         )
     click.echo(f"  required checks  {', '.join(d['required_checks'])}")
     click.echo(f"  self-approval    {'allowed' if d['allow_self_approval'] else 'refused'}")
+    click.echo(f"  passkeys         at most {d['max_passkey_approvals']} of the approvals")
 
 
 def _print_progress(p: Progress, published: bool, trust: TrustDir) -> None:
@@ -164,6 +165,11 @@ def trust_group() -> None:
 @click.option(
     "--require-checks", help="Checks every release must pass, comma-separated (default: the six)."
 )
+@click.option(
+    "--max-passkey-approvals",
+    type=click.IntRange(0, 50),
+    help="How many of the k approvals may be passkey signatures (default k - 1).",
+)
 @dir_option
 @json_option
 def init_cmd(
@@ -179,6 +185,7 @@ def init_cmd(
     expires: str | None,
     allow_self_approval: bool,
     require_checks: str | None,
+    max_passkey_approvals: int | None,
     trust_dir: str | None,
 ) -> None:  # fmt: skip
     """Write version 1 of the root of trust, signed by the --root-key keys."""
@@ -199,6 +206,7 @@ def init_cmd(
         expires=expires,
         allow_self_approval=allow_self_approval,
         required_checks=[c.strip() for c in require_checks.split(",")] if require_checks else None,
+        max_passkey_approvals=max_passkey_approvals,
     )
 
     def human() -> None:
@@ -246,8 +254,9 @@ def add_key_cmd(
     "--retire-through",
     type=click.IntRange(0),
     metavar="SEQUENCE",
-    help="Approvers: keep their approvals of releases up to this sequence valid "
-    "(someone who left); without it the key counts for nothing (a lost key).",
+    help="Approvers: keep their approvals of releases up to this sequence valid (someone "
+    "who left: the manifests they approved, as the project's store holds them, are named in "
+    "root); without it, or for a key retired already, the key counts for nothing (a lost key).",
 )
 @dir_option
 @json_option
@@ -259,12 +268,21 @@ def remove_key_cmd(
     from ashat.ops import trust as ops
 
     trust = _dir(trust_dir)
-    draft, gone = ops.remove_key(trust, role, who, threshold, retire_through)
+    retire = None
+    if retire_through is not None:
+        from ashat.ops.project import Project
+
+        retire = ops.approved_manifests(
+            Project.find(), ops.keys_named(trust, role, who), retire_through
+        )
+    draft, gone = ops.remove_key(trust, role, who, threshold, retire)
 
     def human() -> None:
+        kept = sum(len(d) for d in (retire or {}).values())
         how = (
-            f"retired (their approvals count up to sequence {retire_through})"
-            if retire_through is not None
+            f"retired (their approvals of {kept} release(s) up to sequence "
+            f"{retire_through} keep counting)"
+            if retire is not None
             else "revoked"
         )
         click.echo(f"{OK} draft version {draft.version}: {', '.join(gone)} {how} from {role}")
@@ -284,11 +302,16 @@ def remove_key_cmd(
 @click.option("--expires", help="YYYY-MM-DD or ISO time.")
 @click.option("--allow-self-approval/--refuse-self-approval", default=None)
 @click.option("--require-checks", help="Checks every release must pass, comma-separated.")
+@click.option(
+    "--max-passkey-approvals",
+    type=click.IntRange(0, 50),
+    help="How many of the k approvals may be passkey signatures.",
+)
 @dir_option
 @json_option
 def edit_cmd(
     thresholds: tuple[str, ...], expires: str | None, allow_self_approval: bool | None,
-    require_checks: str | None, trust_dir: str | None,
+    require_checks: str | None, max_passkey_approvals: int | None, trust_dir: str | None,
 ) -> None:  # fmt: skip
     """Change thresholds, expiry or policy in the next version."""
     from ashat.errors import InvalidInput
@@ -308,6 +331,7 @@ def edit_cmd(
         expires=expires,
         allow_self_approval=allow_self_approval,
         required_checks=checks,
+        max_passkey_approvals=max_passkey_approvals,
     )
     emit(ops.describe(draft), lambda: _print_root(draft, f"{OK} draft"))
 

@@ -230,8 +230,10 @@ class OmegaRoutes:
         """The root versions newer than the poll's ``root`` (the one the mainframe holds):
         how an idle mainframe learns of a rotation. Nothing without a root or a ``root``."""
         held, asked = self.omega.root, request.query_params.get("root")
-        if held is None or not asked or not asked.isdigit():
+        if held is None or not asked or not (asked.isascii() and asked.isdigit()):
             return {}
+        if len(asked) > 9:
+            raise RequestInvalid(f"'root' must be a root version, not {asked[:20]!r}")
         newer = held.newer_than(int(asked))
         return {"roots": newer} if newer else {}
 

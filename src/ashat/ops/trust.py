@@ -216,6 +216,7 @@ def init(
     expires: str | None = None,
     allow_self_approval: bool = False,
     required_checks: Iterable[str] | None = None,
+    max_passkey_approvals: int | None = None,
 ) -> tuple[Root, Progress]:
     """Write version 1, signed by ``root_keys`` (private key files). Raises InvalidInput
     (a root here already, a bad key, thresholds that cannot be met) or TrustRefused."""
@@ -272,6 +273,7 @@ def init(
         roles={r: RoleKeys(tuple(roles[r]), thresholds[r]) for r in ROLES},
         required_checks=tuple(required_checks) if required_checks is not None else SIX_CHECKS,
         allow_self_approval=allow_self_approval,
+        max_passkey_approvals=max_passkey_approvals,
     )
     root = _reparse(draft_doc)  # every rule of a root file, thresholds included
     for signer in signers:
@@ -309,33 +311,71 @@ def add_key(trust: TrustDir, role: str, key: TrustKey, threshold: int | None) ->
     keys[key.keyid] = key
     spec = draft.roles[role]
     ids = spec.keyids if key.keyid in spec.keyids else (*spec.keyids, key.keyid)
-    retired = {k: n for k, n in draft.retired.items() if k != key.keyid}
+    retired = {k: d for k, d in draft.retired.items() if k != key.keyid}
     roles = {**draft.roles, role: RoleKeys(ids, threshold or spec.threshold)}
     new = _reparse(dataclasses.replace(draft, keys=keys, roles=roles, retired=retired), True)
     trust.save_draft(new)
     return new
 
 
+def approved_manifests(
+    project: Any, keyids: Iterable[str], through_sequence: int
+) -> dict[str, tuple[str, ...]]:
+    """The manifest digests each key's signed approvals in the project's store approve,
+    for releases up to ``through_sequence``: what a retired key keeps counting for."""
+    wanted = set(keyids)
+    found: dict[str, list[str]] = {k: [] for k in wanted}
+    for statement in project.reader().store.signed_approvals():
+        signed = statement.get("signed") or {}
+        sequence, digest = signed.get("sequence"), signed.get("manifest_digest")
+        if not isinstance(sequence, int) or sequence > through_sequence:
+            continue
+        for sig in statement.get("signatures") or []:
+            kid = sig.get("keyid") if isinstance(sig, dict) else None
+            if kid in wanted and isinstance(digest, str) and digest not in found[kid]:
+                found[kid].append(digest)
+    return {k: tuple(sorted(v)) for k, v in found.items()}
+
+
+def keys_named(trust: TrustDir, role: str, who: str) -> list[str]:
+    """The key ids of ``role`` in the draft that ``who`` (a name or a key id) names."""
+    draft = trust.editable()
+    return [k for k in draft.roles[role].keyids if who in (k, draft.keys[k].name)]
+
+
 def remove_key(
-    trust: TrustDir, role: str, who: str, threshold: int | None, retire_through: int | None
+    trust: TrustDir,
+    role: str,
+    who: str,
+    threshold: int | None,
+    retire: dict[str, tuple[str, ...]] | None = None,
 ) -> tuple[Root, list[str]]:
-    """Take the keys of ``who`` (a name or key id) out of ``role``. With ``retire_through``
-    (approvers only), their approvals still count for releases up to that sequence."""
+    """Take the keys of ``who`` (a name or key id) out of ``role``. With ``retire``
+    (approvers only; key id -> manifest digests), their approvals still count for those
+    releases and no other. A key already retired is revoked: it counts for nothing."""
     draft = trust.editable()
     spec = draft.roles[role]
     gone = [k for k in spec.keyids if who in (k, draft.keys[k].name)]
+    retired = dict(draft.retired)
     if not gone:
+        revoked = [k for k in retired if who in (k, draft.keys[k].name)]
+        if role == "approvers" and revoked and retire is None:
+            for k in revoked:
+                del retired[k]
+            keys = {k: v for k, v in draft.keys.items() if k not in revoked}
+            new = _reparse(dataclasses.replace(draft, keys=keys, retired=retired), True)
+            trust.save_draft(new)
+            return new, revoked
         raise InvalidInput(
             f"no key of role {role} is named or has the id {who!r} (see 'ashat trust show')"
         )
-    if retire_through is not None and role != "approvers":
+    if retire is not None and role != "approvers":
         raise InvalidInput("--retire-through applies to approvers only")
     ids = tuple(k for k in spec.keyids if k not in gone)
     if not ids:
         raise InvalidInput(f"role {role} would have no key left: add its new key first")
-    retired = dict(draft.retired)
-    if retire_through is not None:
-        retired.update({k: retire_through for k in gone})
+    if retire is not None:
+        retired.update({k: retire.get(k, ()) for k in gone})
     roles = {**draft.roles, role: RoleKeys(ids, threshold or spec.threshold)}
     used = {k for r in roles.values() for k in r.keyids} | set(retired)
     keys = {k: v for k, v in draft.keys.items() if k in used}
@@ -351,6 +391,7 @@ def edit(
     expires: str | None,
     allow_self_approval: bool | None,
     required_checks: list[str] | None,
+    max_passkey_approvals: int | None = None,
 ) -> Root:
     draft = trust.editable()
     roles = dict(draft.roles)
@@ -363,6 +404,8 @@ def edit(
         changes["allow_self_approval"] = allow_self_approval
     if required_checks is not None:
         changes["required_checks"] = tuple(required_checks)
+    if max_passkey_approvals is not None:
+        changes["max_passkey_approvals"] = max_passkey_approvals
     new = _reparse(dataclasses.replace(draft, **changes), True)
     trust.save_draft(new)
     return new
@@ -422,11 +465,12 @@ def describe(root: Root) -> dict[str, Any]:
             for r in ROLES
         },
         "retired": [
-            {"keyid": k, "name": root.keys[k].name, "through_sequence": n}
-            for k, n in sorted(root.retired.items())
+            {"keyid": k, "name": root.keys[k].name, "manifests": list(d)}
+            for k, d in sorted(root.retired.items())
         ],
         "required_checks": list(root.required_checks),
         "allow_self_approval": root.allow_self_approval,
+        "max_passkey_approvals": root.passkey_cap(),
         "signatures": [k for k, _ in root.signatures],
     }
 

@@ -53,6 +53,22 @@ def required_checks(verify_cfg: dict[str, Any], names: Sequence[str]) -> list[st
     return required
 
 
+def _root_requires(project: Project, required: Sequence[str]) -> None:
+    """Refuse ``[verify] disabled`` switching off a check the root of trust requires: the
+    release would be "verified" here and refused by OMEGA and every mainframe."""
+    from ashat.ops.trust import TrustDir
+
+    trust = TrustDir.of_project(project.root)
+    if not trust.exists():
+        return
+    off = [c for c in trust.current().required_checks if c not in required]
+    if off:
+        raise InvalidInput(
+            f"[verify] disabled switches off {', '.join(off)}, which the root of trust "
+            "requires of every release (trust/root.json required_checks)"
+        )
+
+
 def run_verify(
     project: Project,
     update_id: str,
@@ -79,6 +95,7 @@ def run_verify(
     verify_cfg = config.table("verify")
     every = all_checks()
     required = required_checks(verify_cfg, [c.name for c in every])
+    _root_requires(project, required)
     off = sorted(set(only or ()) - set(required))
     if only and off and all(n in {c.name for c in every} for n in only):
         raise InvalidInput(

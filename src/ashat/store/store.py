@@ -500,6 +500,13 @@ class Store:
         )
         return [{"user": r[0], "at": r[1], "comment": r[2]} for r in rows]
 
+    def signed_approvals(self) -> builtins.list[dict[str, Any]]:
+        """Every signed approval statement in the store, oldest first."""
+        rows = self.db.query(
+            "SELECT statement FROM approvals WHERE statement IS NOT NULL ORDER BY at", ()
+        )
+        return [_loads(r[0]) for r in rows]
+
     def approval_statements(self, update_id: str) -> builtins.list[dict[str, Any]]:
         """The signed approval statements of ``update_id``, in the order they came."""
         rows = self.db.query(

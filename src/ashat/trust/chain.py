@@ -11,7 +11,7 @@ requires, in order, each failure refusing with one word (:class:`TrustRefused`'s
    anything to check);
 3. ``approvals``: approval statements of this manifest and of that verification statement,
    each signed by an approvers key of root under the approver's own name (a retired key
-   only for a sequence up to the one it was retired at); at least k (root's approvers
+   only for the manifests root lists for it); at least k (root's approvers
    threshold) distinct names, not counting the releaser's own name unless root allows
    self-approval.
 
@@ -102,12 +102,18 @@ def releasers_of(root: Root, m: Manifest) -> tuple[str, ...]:
 
 
 def _envelope(doc: Any, what: str) -> tuple[dict[str, Any], list[Any]]:
+    """The statement's parts, if it is one: plain JSON a canonical form exists for (no NaN,
+    no lone surrogate: those would raise where the signature is checked)."""
     if (
         not isinstance(doc, Mapping)
         or not isinstance(doc.get("signed"), Mapping)
         or not isinstance(doc.get("signatures"), list)
     ):
         raise TrustRefused("malformed", f"the {what} is not a signed statement")
+    try:
+        message(doc)
+    except (ValueError, TypeError, UnicodeError, RecursionError) as e:
+        raise TrustRefused("malformed", f"the {what} is not plain JSON") from e
     return dict(doc["signed"]), list(doc["signatures"])
 
 
@@ -141,9 +147,17 @@ def verified_statement(root: Root, statement: Any, update_id: str) -> tuple[dict
             f"{root.threshold('verifiers')} needed",
         )
     checks, required = s.get("checks"), s.get("required")
-    if not isinstance(checks, list) or not isinstance(required, list):
+    if (
+        not isinstance(checks, list)
+        or not isinstance(required, list)
+        or not all(isinstance(n, str) for n in required)
+        or not all(isinstance(c, Mapping) and isinstance(c.get("name"), str) for c in checks)
+    ):
         raise TrustRefused("malformed", "the verification statement lacks checks or required")
-    status = {c.get("name"): c.get("status") for c in checks if isinstance(c, Mapping)}
+    names = [c["name"] for c in checks]
+    if len(set(names)) != len(names):
+        raise TrustRefused("malformed", "the verification statement names a check twice")
+    status = {c["name"]: c.get("status") for c in checks}
     needed = sorted(set(required) | set(root.required_checks))
     bad = [f"{n} {status.get(n) or 'not run'}" for n in needed if status.get(n) not in ACCEPTED]
     if bad:
@@ -165,9 +179,17 @@ def check_verification(root: Root, m: Manifest, statement: Any) -> tuple[str, st
 def check_approval(
     root: Root, m: Manifest, verification_digest: str, doc: Any, releasers: tuple[str, ...]
 ) -> str:
-    """The approver's name if ``doc`` is a valid approval of ``m`` as verified by that
-    statement, signed by an approvers key of root bearing that name (a retired key only
-    for a sequence up to its retirement), and not a self-approval (unless root allows).
+    """The approver's name; see :func:`approval_by`."""
+    return approval_by(root, m, verification_digest, doc, releasers)[0]
+
+
+def approval_by(
+    root: Root, m: Manifest, verification_digest: str, doc: Any, releasers: tuple[str, ...]
+) -> tuple[str, str]:
+    """The approver's name and the type of key that signed, if ``doc`` is a valid approval
+    of ``m`` as verified by that statement, signed by an approvers key of root bearing that
+    name (a retired key only for a manifest root lists for it), and not a self-approval
+    (unless root allows).
     Raises TrustRefused (reason ``approval``, or ``self_approval``)."""
     s, sigs = _envelope(doc, "approval")
     who = str(s.get("approver"))[:64]
@@ -182,17 +204,17 @@ def check_approval(
             "approval", f"{who}: approves another verification statement of {m.update_id}"
         )
     keys = root.keys_of("approvers")
-    ok = False
+    ok, kind = False, ""
     for sig in sigs:
         kid = sig.get("keyid") if isinstance(sig, Mapping) else None
         if not isinstance(kid, str) or kid not in root.keys:
             continue
-        if kid not in keys and not (kid in root.retired and m.sequence <= root.retired[kid]):
-            continue  # a revoked key, or one retired before this release
+        if kid not in keys and m.digest() not in root.retired.get(kid, ()):
+            continue  # a revoked key, or a retired one and a release it did not approve
         if root.keys[kid].name != s.get("approver"):
             continue  # signed by someone else's key
         if root.keys[kid].verify(APPROVAL_NAMESPACE, message(doc), sig.get("sig")):
-            ok = True
+            ok, kind = True, root.keys[kid].type
             break
     if not ok:
         raise TrustRefused(
@@ -204,7 +226,7 @@ def check_approval(
         raise TrustRefused(
             "self_approval", f"{who} released {m.update_id} and may not approve it too"
         )
-    return who
+    return who, kind
 
 
 def count_approvals(
@@ -218,12 +240,26 @@ def count_approvals(
     if not isinstance(approvals, list) or len(approvals) > MAX_APPROVALS:
         raise TrustRefused("malformed", f"approvals must be a list of at most {MAX_APPROVALS}")
     names: set[str] = set()
+    by_passkey: set[str] = set()
     refused: list[str] = []
     for doc in approvals:
         try:
-            names.add(check_approval(root, m, verification_digest, doc, releasers))
+            who, kind = approval_by(root, m, verification_digest, doc, releasers)
         except TrustRefused as e:
             refused.append(e.message)
+            continue
+        if kind != "webauthn":
+            names.add(who)
+            by_passkey.discard(who)
+        elif who not in names:
+            by_passkey.add(who)
+    cap = root.passkey_cap()
+    if len(by_passkey) > cap:
+        refused.append(
+            f"{len(by_passkey)} passkey approval(s), of which root counts {cap} (a browser "
+            "signs what the dashboard's server gives it)"
+        )
+    names |= set(sorted(by_passkey)[:cap])
     k = root.threshold("approvers")
     if len(names) < k:
         why = f" (refused: {'; '.join(refused)})" if refused else ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,9 +34,12 @@ class HeldRoot:
         first = bootstrap.read_bytes()
         root = load_trusted(first)
         self._chain: list[tuple[int, bytes]] = [(root.version, first)]
-        for path in sorted(
-            directory.glob("*.root.json"), key=lambda p: int(p.name.split(".")[0] or 0)
-        ):
+        versions = [
+            (int(m.group(1)), path)
+            for path in directory.glob("*.root.json")
+            if (m := re.fullmatch(r"(\d{1,9})\.root\.json", path.name))
+        ]
+        for _, path in sorted(versions):
             try:
                 candidate = parse_root(path.read_bytes())
                 if candidate.version == root.version + 1:

@@ -120,6 +120,20 @@ class TrustKey:
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "public": self.public, "name": self.name}
 
+    def material(self) -> bytes:
+        """The key itself, whatever its encoding (TUF's distinct keys): one Ed25519 or P-256
+        key is one key whether root lists it as an ashat, OpenSSH or passkey key."""
+        if self.type == "ed25519":
+            return b"ed25519:" + base64.b64decode(self.public)
+        if self.type == "webauthn":
+            from ashat.trust.webauthn import Passkey
+
+            return Passkey.from_text(self.public).material()
+        from ashat.trust.sshsig import SshPublicKey
+
+        key = SshPublicKey.from_text(self.public)
+        return key.material()
+
     def verify(self, namespace: str, message: bytes, signature: Any) -> bool:
         """True only if ``signature`` is this key's valid signature of ``message`` there."""
         if not isinstance(signature, str) or len(signature) > 16 * 1024:

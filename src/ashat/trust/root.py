@@ -5,18 +5,23 @@
     {"signed": {"type": "ashat-root", "version": 1, "expires": "2027-12-05T00:00:00Z",
                 "keys": {KEYID: {"type": "ed25519"|"ssh", "public": ..., "name": ...}},
                 "roles": {ROLE: {"keyids": [KEYID, ...], "threshold": N}, ...},
-                "retired": {KEYID: {"through_sequence": N}},
+                "retired": {KEYID: {"manifests": [DIGEST, ...]}},
                 "required_checks": ["health", ...],
-                "allow_self_approval": false},
+                "allow_self_approval": false,
+                "max_passkey_approvals": null},
      "signatures": [{"keyid": KEYID, "sig": ...}]}
 
 The roles are ``root`` (signs root.json), ``releasers`` (sign release manifests),
 ``verifiers`` (PUBLIC: sign verification statements), ``approvers`` (their threshold is k,
 the approvals a release needs, each from a distinct name), ``omega`` (signs directives to
 mainframes) and ``license_issuers``. ``required_checks`` are checks a verification statement
-must show passed whatever a project's ``ashat.toml`` says. An approver who leaves is
-*retired*: their key still counts for releases of a sequence up to ``through_sequence``
-(approved before they left), never after; a key removed outright counts for nothing.
+must show passed whatever a project's ``ashat.toml`` says. ``max_passkey_approvals`` caps
+how many of the k approvals may be passkey (WebAuthn) signatures — null: k − 1 — because a
+browser signs the challenge the dashboard's server gives it, and shows nothing of what it
+signs: at least one approver should sign on their own machine, seeing the statement.
+An approver who leaves is *retired*: their key still counts for the releases (manifest
+digests) they approved before they left, and for nothing else — not even a new release
+minted with an old sequence; a key removed outright counts for nothing.
 
 Rotation follows TUF (the specification's 5.3): version N+1 is accepted only when a
 threshold of version N's root keys *and* a threshold of its own root keys signed it; a
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +49,7 @@ ROLES = ("root", "releasers", "verifiers", "approvers", "omega", "license_issuer
 SIX_CHECKS = ("health", "modules", "api", "database", "performance", "security")
 MAX_ROOT_BYTES = 512 * 1024  # bytes; python-tuf's root_max_length
 MAX_KEYS = 256
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class TrustRefused(Refused):
@@ -90,9 +97,11 @@ class Root:
     expires: dt.datetime
     keys: Mapping[str, TrustKey]
     roles: Mapping[str, RoleKeys]
-    retired: Mapping[str, int] = field(default_factory=dict)  # key id -> through sequence
+    # key id -> the manifest digests its approvals still count for
+    retired: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     required_checks: tuple[str, ...] = SIX_CHECKS
     allow_self_approval: bool = False
+    max_passkey_approvals: int | None = None  # None: k - 1
     signatures: tuple[tuple[str, str], ...] = ()  # (key id, signature)
 
     # -- the signed form ----------------------------------------------------------------------
@@ -104,9 +113,10 @@ class Root:
             "expires": iso(self.expires),
             "keys": {k: v.to_json() for k, v in sorted(self.keys.items())},
             "roles": {r: self.roles[r].to_json() for r in ROLES},
-            "retired": {k: {"through_sequence": n} for k, n in sorted(self.retired.items())},
+            "retired": {k: {"manifests": list(d)} for k, d in sorted(self.retired.items())},
             "required_checks": list(self.required_checks),
             "allow_self_approval": self.allow_self_approval,
+            "max_passkey_approvals": self.max_passkey_approvals,
         }
 
     def signed_bytes(self) -> bytes:
@@ -132,6 +142,11 @@ class Root:
 
     def threshold(self, role: str) -> int:
         return self.roles[role].threshold
+
+    def passkey_cap(self) -> int:
+        """How many of the k approvals may be passkey signatures."""
+        cap = self.max_passkey_approvals
+        return self.threshold("approvers") - 1 if cap is None else cap
 
     def names_of(self, role: str) -> list[str]:
         return sorted({self.keys[k].name for k in self.roles[role].keyids})
@@ -192,6 +207,11 @@ def parse_root(data: bytes, *, draft: bool = False) -> Root:
         if not isinstance(s.get("keys"), dict) or len(s["keys"]) > MAX_KEYS:
             raise ValueError(f"'keys' must be an object of at most {MAX_KEYS} keys")
         keys = {str(k): TrustKey.from_json(str(k), v) for k, v in s["keys"].items()}
+        seen: dict[bytes, str] = {}
+        for kid, key in keys.items():  # TUF: a threshold counts distinct keys
+            other = seen.setdefault(key.material(), kid)
+            if other != kid:
+                raise ValueError(f"keys {other} and {kid} are one key under two encodings")
         roles_doc = s.get("roles")
         if not isinstance(roles_doc, dict) or set(roles_doc) != set(ROLES):
             raise ValueError(f"'roles' must name exactly {', '.join(ROLES)}")
@@ -219,15 +239,27 @@ def parse_root(data: bytes, *, draft: bool = False) -> Root:
             raise ValueError("'retired' must be an object")
         retired = {}
         for k, v in retired_doc.items():
-            if k not in keys or not isinstance(v, dict) or set(v) != {"through_sequence"}:
-                raise ValueError(f"retired key {str(k)[:20]!r} must be in 'keys', with a sequence")
-            retired[k] = _int(v["through_sequence"], "through_sequence", 0)
+            if k not in keys or not isinstance(v, dict) or set(v) != {"manifests"}:
+                raise ValueError(
+                    f"retired key {str(k)[:20]!r} must be in 'keys', with its manifests"
+                )
+            digests = v["manifests"]
+            if not isinstance(digests, list) or not all(
+                isinstance(d, str) and _DIGEST_RE.fullmatch(d) for d in digests
+            ):
+                raise ValueError(f"retired key {k[:20]!r}: manifests must be sha256 digests")
+            retired[k] = tuple(digests)
         checks = s.get("required_checks", list(SIX_CHECKS))
         if not isinstance(checks, list) or not all(isinstance(c, str) and c for c in checks):
             raise ValueError("'required_checks' must be a list of check names")
+        if not checks:
+            raise ValueError("'required_checks' must name at least one check")
         allow_self = s.get("allow_self_approval", False)
         if not isinstance(allow_self, bool):
             raise ValueError("'allow_self_approval' must be true or false")
+        cap = s.get("max_passkey_approvals")
+        if cap is not None:
+            cap = _int(cap, "max_passkey_approvals", 0)
         if not isinstance(sigs, list) or len(sigs) > MAX_KEYS:
             raise ValueError("'signatures' must be a list")
         pairs = []
@@ -245,6 +277,7 @@ def parse_root(data: bytes, *, draft: bool = False) -> Root:
             retired=retired,
             required_checks=tuple(checks),
             allow_self_approval=allow_self,
+            max_passkey_approvals=cap,
             signatures=tuple(pairs),
         )
         if root.signed_bytes() != canonical_json(s):

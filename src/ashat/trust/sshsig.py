@@ -198,6 +198,12 @@ class SshPublicKey:
         app = None if parsed.application is None else parsed.application.decode("utf-8")
         object.__setattr__(self, "application", app)
 
+    def material(self) -> bytes:
+        """The key's bytes, named by curve (an sk- key is the same key as its plain twin)."""
+        parsed = _parse_blob(self.blob, "the key")
+        curve = b"ed25519:" if parsed.key_type in (ED25519, SK_ED25519) else b"p256:"
+        return curve + parsed.key
+
     @property
     def keyid(self) -> str:
         """The first 16 hex digits of the SHA-256 of the blob."""

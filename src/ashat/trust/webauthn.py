@@ -1,15 +1,18 @@
 """Passkeys (WebAuthn) as approver keys: registering one, and checking an assertion offline.
 
-A passkey in a root of trust is the line ``webauthn ALG RP_ID SPKI`` (``ALG`` ``ES256`` or
-``EdDSA``, ``RP_ID`` the dashboard's host, ``SPKI`` the base64url DER public key); its key id
-is the first 16 hex digits of the SHA-256 of the SPKI bytes.
+A passkey in a root of trust is the line ``webauthn ALG ORIGIN SPKI`` (``ALG`` ``ES256`` or
+``EdDSA``, ``ORIGIN`` the dashboard's exact origin, such as ``https://ctl.example``, whose
+host is the relying party, ``SPKI`` the base64url DER public key); its key id is the first
+16 hex digits of the SHA-256 of the SPKI bytes.
 
 Signing with it is a WebAuthn *assertion* whose challenge is :func:`challenge_for` the
 statement (the SHA-256 of the namespaced message an ashat key would sign), so the browser
 signs exactly the statement's digest. The signature stored with the statement is the JSON
 ``{"authenticator_data", "client_data_json", "signature"}`` (base64url), and
 :func:`verify_assertion` checks it with nothing but the public key: the client data's type
-and challenge, the relying party's hash, the user-presence flag, and the signature over
+and challenge, the exact origin (not a subdomain, not another scheme or port, never
+cross-origin), the relying party's hash, the user-presence and user-verification flags
+(a touch alone is not an approval), and the signature over
 ``authenticator_data || SHA-256(client_data_json)`` (W3C WebAuthn §7.2).
 
 :func:`public_from_registration` reads a registration (attestation ``none``, as the
@@ -23,6 +26,7 @@ import binascii
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +41,7 @@ PREFIX = "webauthn"
 ALGS = {-7: "ES256", -8: "EdDSA"}  # COSE algorithm -> our name
 MAX_SIG_CHARS = 8 * 1024
 _UP = 0x01  # user present
+_UV = 0x04  # user verified (PIN, biometrics)
 _AT = 0x40  # attested credential data included
 
 
@@ -50,10 +55,39 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def unb64url(text: str) -> bytes:
-    if not isinstance(text, str) or len(text) > 64 * 1024:
+    """Decode unpadded base64url, its one canonical spelling only. Raises ValueError."""
+    if not isinstance(text, str) or len(text) > 64 * 1024 or not _B64URL_RE.fullmatch(text):
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url(data) != text:
+        raise ValueError("not the canonical base64url of its bytes")
+    return data
+
+
+def check_origin(origin: str) -> str:
+    """``origin`` if it is ``scheme://host[:port]`` (http only for localhost). Raises
+    WebAuthnError."""
+    u = urlsplit(origin)
+    host = u.hostname or ""
+    if (
+        u.scheme not in ("https", "http")
+        or not host
+        or u.path
+        or u.query
+        or u.fragment
+        or u.username
+        or (u.scheme == "http" and host != "localhost")
+        or origin != f"{u.scheme}://{u.netloc}"
+    ):
+        raise WebAuthnError(
+            f"{origin[:80]!r} is not an origin a passkey can belong to (https://HOST[:PORT], "
+            "or http://localhost:PORT)"
+        )
+    return origin
 
 
 def challenge_for(namespace: str, message: bytes) -> bytes:
@@ -67,22 +101,27 @@ def challenge_for(namespace: str, message: bytes) -> bytes:
 @dataclass(frozen=True)
 class Passkey:
     alg: str
-    rp_id: str
+    origin: str
     spki: bytes
+
+    @property
+    def rp_id(self) -> str:
+        return urlsplit(self.origin).hostname or ""
 
     @property
     def keyid(self) -> str:
         return hashlib.sha256(self.spki).hexdigest()[:16]
 
     def to_text(self) -> str:
-        return f"{PREFIX} {self.alg} {self.rp_id} {b64url(self.spki)}"
+        return f"{PREFIX} {self.alg} {self.origin} {b64url(self.spki)}"
 
     @classmethod
     def from_text(cls, line: str) -> Passkey:
-        """Parse ``webauthn ALG RP_ID SPKI``. Raises WebAuthnError."""
+        """Parse ``webauthn ALG ORIGIN SPKI``. Raises WebAuthnError."""
         parts = line.strip().split()
         if len(parts) != 4 or parts[0] != PREFIX or parts[1] not in ALGS.values():
-            raise WebAuthnError("expected one line 'webauthn ES256|EdDSA RP_ID SPKI'")
+            raise WebAuthnError("expected one line 'webauthn ES256|EdDSA ORIGIN SPKI'")
+        check_origin(parts[2])
         try:
             spki = unb64url(parts[3])
             key = serialization.load_der_public_key(spki)
@@ -94,6 +133,16 @@ class Passkey:
         if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name != "secp256r1":
             raise WebAuthnError("an ES256 passkey must be on P-256")
         return cls(parts[1], parts[2], spki)
+
+    def material(self) -> bytes:
+        key = serialization.load_der_public_key(self.spki)
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            return b"ed25519:" + key.public_bytes_raw()
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        point = key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        return b"p256:" + point
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         key = serialization.load_der_public_key(self.spki)
@@ -133,17 +182,17 @@ def verify_assertion(passkey: Passkey, namespace: str, message: bytes, sig: Any)
         signature = unb64url(parts["signature"])
         client = json.loads(client_json)
         challenge = unb64url(client["challenge"])
-        host = urlsplit(str(client.get("origin", ""))).hostname or ""
     except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         return False
     if (
         not isinstance(client, dict)
         or client.get("type") != "webauthn.get"
         or challenge != challenge_for(namespace, message)
+        or client.get("origin") != passkey.origin
+        or client.get("crossOrigin", False) is not False
         or len(auth) < 37
         or auth[:32] != hashlib.sha256(passkey.rp_id.encode("utf-8")).digest()
-        or not auth[32] & _UP
-        or not (host == passkey.rp_id or host.endswith("." + passkey.rp_id))
+        or auth[32] & (_UP | _UV) != _UP | _UV
     ):
         return False
     return passkey.verify(auth + hashlib.sha256(client_json).digest(), signature)
@@ -196,8 +245,10 @@ def public_from_registration(
         raise WebAuthnError("the registration's authenticator data is too short")
     if auth[:32] != hashlib.sha256(rp_id.encode("utf-8")).digest():
         raise WebAuthnError(f"the passkey was made for another site than {rp_id}")
-    if not auth[32] & _UP or not auth[32] & _AT:
-        raise WebAuthnError("the authenticator did not show user presence and a credential")
+    if auth[32] & (_UP | _UV | _AT) != _UP | _UV | _AT:
+        raise WebAuthnError(
+            "the authenticator did not verify the user (PIN or biometrics) and make a credential"
+        )
     length = int.from_bytes(auth[53:55], "big")
     cred_id = auth[55 : 55 + length]
     try:  # one CBOR item: extensions may follow it
@@ -207,4 +258,4 @@ def public_from_registration(
     if not isinstance(cose, dict) or len(cred_id) != length:
         raise WebAuthnError("the registration's credential is malformed")
     alg, spki = _cose_to_spki(cose)
-    return Passkey(alg, rp_id, spki), b64url(cred_id)
+    return Passkey(alg, check_origin(origin), spki), b64url(cred_id)

@@ -134,17 +134,6 @@ def verify(
         raise
     latest = wf.store.latest_checks(update_id)
     judged = verdict(required, latest)
-    if judged.passed:
-        # Only a fully verified release moves the baseline: a failed or partial run must not
-        # make the next honest release look like a regression.
-        by_name = {r["name"]: r for r in latest}
-        perf = by_name.get("performance")
-        if perf is not None and perf["run"] == run and perf["status"] == "passed":
-            d = perf.get("details") or {}
-            if isinstance(d.get("p95_ms"), int | float) and isinstance(d.get("path"), str):
-                wf.store.set_baseline(
-                    tier, d["path"], float(d["p95_ms"]), update_id, wf.actor, wf.now()
-                )
     summary = {r["name"]: r["status"] for r in latest}
     statement = None
     reason = judged.reason()
@@ -155,6 +144,17 @@ def verify(
             reason = f"PUBLIC did not sign the verification: {e.message}"[:500]
             wf.move(update_id, State.VERIFICATION_FAILED, reason=reason)
             raise
+    if judged.passed:
+        # Only a fully verified (and, with a verifier, signed) release moves the baseline: a
+        # failed or partial run must not make the next honest release look like a regression.
+        by_name = {r["name"]: r for r in latest}
+        perf = by_name.get("performance")
+        if perf is not None and perf["run"] == run and perf["status"] == "passed":
+            d = perf.get("details") or {}
+            if isinstance(d.get("p95_ms"), int | float) and isinstance(d.get("path"), str):
+                wf.store.set_baseline(
+                    tier, d["path"], float(d["p95_ms"]), update_id, wf.actor, wf.now()
+                )
     update: dict[str, Any] = {"checks": summary, "verification": statement}
     dep = wf.move(
         update_id,
