@@ -981,6 +981,7 @@ class Chain:
     public: Any
     omega: Any
     mainframes: list[Any]
+    mainframe_token: str = ""  # the mainframes' operator's bearer token
 
     def key(self, name: str) -> str:
         return str(self.keys / f"{name}.key")
@@ -1056,17 +1057,19 @@ def make_chain(
         assert omega.license_key is not None
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
         mfs = []
+        bearer = keys / "mainframe.token"  # its operator's token: the bearer routes open
+        bearer.write_text(secrets.token_urlsafe(24) + "\n")
         for i in range(2):
             token, _ = issue(omega.license_key, f"mf-{i}", "ACME", expires)
             mfs.append(
                 mainframe_factory.start(
                     omega=omega.url, license_token=token, mainframe_id=f"mf-{i}",
                     trust=public.pub_path, trust_omega=None, poll_wait=1,
-                    root=root / "trust" / "1.root.json",
+                    root=root / "trust" / "1.root.json", token_file=bearer,
                 )
             )  # fmt: skip
         mainframe_factory.ready(*mfs)
-        return Chain(root, keys, public, omega, mfs)
+        return Chain(root, keys, public, omega, mfs, bearer.read_text().strip())
 
     return make
 

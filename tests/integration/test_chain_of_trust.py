@@ -256,3 +256,57 @@ def test_the_whole_chain_through_deploy_via(
     res = deploy("approve", "v1", "--key", chain.key("carol"))
     assert res.exit_code == 0, res.output
     assert chain.currents() == ["v1", "v1"]
+
+
+def test_a_mainframes_own_bearer_routes_take_only_what_carries_its_chain(
+    make_chain: Any,
+) -> None:
+    """Whoever holds a mainframe's operator token stages, activates and rolls back by hand:
+    the same chain is required on each route, against the root the mainframe holds."""
+    import httpx
+
+    from ashat.bundle import parse_manifest, sign_manifest
+    from ashat.bundle.keys import load_private_key
+
+    chain = make_chain()
+    chain.ship("hello-001", "1.0.1")
+    for who in ("bob", "carol"):
+        assert deploy("approve", "hello-001", "--key", chain.key(who)).exit_code == 0
+    chain.ship("hello-002", "1.0.2")
+    for who in ("bob", "carol"):
+        assert deploy("approve", "hello-002", "--key", chain.key(who)).exit_code == 0
+    assert chain.currents() == ["hello-002", "hello-002"]
+    mf = chain.mainframes[0]
+    auth = {"Authorization": f"Bearer {chain.mainframe_token}"}
+
+    # a release OMEGA's key approved with bob's approval only, staged by hand
+    chain.ship("hello-003", "1.0.3")
+    assert deploy("approve", "hello-003", "--key", chain.key("bob")).exit_code == 0
+    _, status = deploy_json("status", "hello-003")
+    from ashat.store.db import Database, default_sqlite_url
+    from ashat.store.store import Store
+
+    store = Store(Database(default_sqlite_url(chain.root)))
+    evidence = {
+        "verification": status["deployment"]["details"]["verification"],
+        "approvals": store.approval_statements("hello-003"),
+    }
+    store.db.close()
+    m = parse_manifest(project_manifest(chain.root, "hello-003"))
+    forged = sign_manifest(m, load_private_key(chain.keys / "omega.key"), "approval",
+                           {"update_id": "hello-003", "evidence": evidence})  # fmt: skip
+    r = httpx.post(f"{mf.url}/v1/releases", content=forged.to_bytes(), headers=auth)
+    assert r.status_code == 409 and "1 valid approval(s) of the 2" in r.json()["error"], r.text
+
+    # carol's key is revoked (not retired): hello-001 no longer carries a valid chain
+    assert ashat("trust", "remove-key", "approvers", "carol").exit_code == 0
+    assert ashat("trust", "add-key", "approvers", str(chain.keys / "dave.pub"),
+                 "--name", "dave").exit_code == 0  # fmt: skip
+    assert ashat("trust", "sign", "--key", chain.key("root")).exit_code == 0
+    assert ashat("trust", "push").exit_code == 0
+    wait_for(lambda: mf.health()["fleet"]["root_version"] == 2, 15, "root version 2")
+    r = httpx.post(f"{mf.url}/v1/rollback", json={"to": "hello-001"}, headers=auth)
+    assert r.status_code == 409 and "approval" in r.json()["error"], r.text
+    r = httpx.post(f"{mf.url}/v1/releases/hello-002/activate", headers=auth)
+    assert r.status_code == 409, r.text  # what runs was approved by a revoked key, too
+    assert chain.currents() == ["hello-002", "hello-002"]
