@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from support import ashat, deploy, wait_for
+from support import ashat, configure, deploy, wait_for
 
 TIMEOUT_MS = 20_000
 
@@ -46,10 +46,19 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 def test_a_passkey_approves_from_the_page_and_the_fleet_checks_it(
-    make_chain: Any, serve_process: Any, page: Any, shots: Path
+    make_chain: Any,
+    serve_process: Any,
+    page: Any,
+    shots: Path,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """On SQLite, then PostgreSQL."""
     chain = make_chain(approvers=("carol",), k=1)
-    serve = serve_process(chain.root)
+    monkeypatch.setenv("ASHAT_DB", db_url)
+    configure("public", chain.public)
+    configure("omega", chain.omega)
+    serve = serve_process(chain.root, db_url=db_url)
     # WebAuthn wants a domain, not an IP address, as the relying party
     url = serve.url.replace("127.0.0.1", "localhost")
     bob = serve.add_user("bob", "approver")
