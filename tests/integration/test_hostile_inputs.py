@@ -54,6 +54,7 @@ AgentHandle = Any  # the fixtures' types (tests/ is not a package)
 Outcome = tuple[int | str, str]  # (HTTP status, exit code, verdict or report status; reason)
 
 MAX_BLOB = 100_000  # bytes: --max-blob-bytes of the PUBLIC under attack
+MAX_FILES = 1_000  # --max-files of the PUBLIC under attack
 NOW = dt.datetime.now(dt.UTC)
 
 
@@ -151,7 +152,10 @@ class Public:
 def public(module_agent_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Public]:
     keys = tmp_path_factory.mktemp("public-keys")
     verifier, _ = generate_keypair("verifier", keys)
-    agent = module_agent_factory(max_blob_bytes=MAX_BLOB, args=("--verifier-key", str(verifier)))
+    agent = module_agent_factory(
+        max_blob_bytes=MAX_BLOB,
+        args=("--verifier-key", str(verifier), "--max-files", str(MAX_FILES)),
+    )
     base = tmp_path_factory.mktemp("public-trees")
     tree = base / "base"
     (tree / "dir").mkdir(parents=True)
@@ -671,6 +675,19 @@ def public_attest(update_id: str, body: Any) -> Callable[[Public], Outcome]:
     return attack
 
 
+def public_deep_path(p: Public) -> Outcome:
+    """One file 1,200 directories deep: it once ended in a RecursionError, answered 500."""
+    return p.tampered(_set_path("/".join(["d"] * 1200) + "/file.txt"))
+
+
+def public_too_many_files(p: Public) -> Outcome:
+    def edit(m: dict[str, Any]) -> None:
+        entry = m["files"][0]
+        m["files"] = [{**entry, "path": f"f{i:05d}.txt"} for i in range(MAX_FILES + 1)]
+
+    return p.tampered(edit)
+
+
 def public_wrong_token(p: Public) -> Outcome:
     return _wrong_tokens(p.agent.url, PUBLIC_ROUTES, p.agent.token)
 
@@ -1126,6 +1143,8 @@ KINDS = [
     Kind("duplicate-path", "public", public_duplicate, 400, "appears more than once"),
     Kind("case-colliding-paths", "public", public_case_collision, 400, "differ only in case"),
     Kind("oversized-manifest", "public", public_manifest_too_big, 413, "over the limit"),
+    Kind("path-too-deep", "public", public_deep_path, 400, "--max-path-depth"),
+    Kind("too-many-files", "public", public_too_many_files, 400, "--max-files"),
     Kind("oversized-blob", "public", public_blob_too_big, 413, "larger than"),
     Kind("oversized-json-body", "public", public_json_too_big, 413, "over the limit"),
     Kind("digest-mismatch", "public", public_digest_mismatch, 400, "digest mismatch"),

@@ -289,3 +289,34 @@ def test_a_failed_run_does_not_move_the_performance_baseline(pushed: Any) -> Non
     code, out = deploy_json("verify", "hello-001")
     assert code == 1 and by_name(out)["performance"]["status"] == "passed", out
     assert "baseline.updated" not in deploy("log", "hello-001").stdout
+
+
+def test_the_apps_environment_never_leaves_by_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_factory: Any
+) -> None:
+    """Issue 15: a module that raised ValueError(f"invalid configuration: {cfg!r}") put
+    --app-env values into the check summary, the audit trail and the API, whatever their
+    names; and the control store was created 0644."""
+    values = {"SETTING": "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "DB_CONN": "pw-9f3k-plain"}
+    agent = agent_factory(app_env=values)
+    root = enter_hello_project(tmp_path / "alpha", monkeypatch, agent.key_path)
+    (root / "hello_service" / "cfg.py").write_text(
+        "import os\n"
+        "cfg = {k: os.environ.get(k) for k in ('SETTING', 'DB_CONN')}\n"
+        "raise ValueError(f'invalid configuration: {cfg!r}')\n"
+    )
+    replace_in(
+        root / "ashat.toml", '"hello_service.db"]', '"hello_service.db", "hello_service.cfg"]'
+    )
+    configure("public", agent, "Staging")
+    assert deploy("push", "hello-001", "leaky").exit_code == 0
+    code, out = deploy_json("verify", "hello-001", "--only", "modules")
+    assert code == 1, out
+    shown = (
+        json.dumps(out) + deploy("log", "hello-001").stdout + deploy("status", "hello-001").stdout
+    )
+    assert "invalid configuration" in shown and "***" in shown
+    for value in values.values():
+        assert value not in shown
+    mode = (root / ".ashat" / "ashat.db").stat().st_mode & 0o777
+    assert mode == 0o600, oct(mode)

@@ -156,6 +156,28 @@ def env_secrets(env: Mapping[str, str]) -> list[str]:
     return found
 
 
+def app_env_secrets(app_env: Mapping[str, str]) -> list[str]:
+    """Every value of the app's environment (``--app-env``) long enough to be told from an
+    ordinary word, whatever its name, and the passwords inside URL-valued ones: the agent
+    shows none of them, anywhere (a configuration error echoing the whole config must not
+    leak ``STRIPE_KEY`` through the check summary into the audit trail)."""
+    found = [v for v in app_env.values() if len(v) >= _MIN_SCRUBBED_LEN]
+    return found + env_secrets(app_env)
+
+
+def scrub_json(value: Any, secrets: list[str]) -> Any:
+    """``value`` (plain JSON) with every secret in its strings replaced by ``***``."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, list):
+        return [scrub_json(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: scrub_json(v, secrets) for k, v in value.items()}
+    return value
+
+
 def scrub(text: str, secrets: list[str]) -> str:
     """``text`` with every occurrence of each secret replaced by ``***`` (longest first)."""
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):

@@ -89,6 +89,20 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="Largest blob accepted, in bytes.",
 )
+@click.option(
+    "--max-files",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Most files one release's manifest may list.",
+)
+@click.option(
+    "--max-path-depth",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Most directories above a file of a release.",
+)
 @upload_pace_options
 @click.option("--omega", "omega_url", help="Mainframe: OMEGA's URL, to pull releases from.")
 @click.option("--license", "license_file", type=_FILE, help="Mainframe: its license file.")
@@ -155,6 +169,8 @@ def agent(
     keep: int,
     app_env: Path | None,
     max_blob_bytes: int,
+    max_files: int,
+    max_path_depth: int,
     min_upload_rate: int,
     upload_grace: float,
     omega_url: str | None,
@@ -202,6 +218,8 @@ def agent(
         keep=keep,
         app_env=read_app_env(app_env) if app_env is not None else {},
         max_blob_bytes=max_blob_bytes,
+        max_files=max_files,
+        max_path_depth=max_path_depth,
         min_upload_rate=min_upload_rate,
         upload_grace_s=upload_grace,
         mainframe=mainframe,

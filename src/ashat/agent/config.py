@@ -19,6 +19,8 @@ from ashat.errors import InvalidInput
 
 DEFAULT_LISTEN = "127.0.0.1:8700"
 DEFAULT_KEEP = 5
+DEFAULT_MAX_FILES = 50_000  # a manifest's entries: 100,000 cost an agent ~150 MB of memory
+DEFAULT_MAX_PATH_DEPTH = 64  # a path's directories (a release is materialized level by level)
 DEFAULT_MAX_BLOB_BYTES = 2 * 1024**3  # bytes
 DEFAULT_POLL_TIMEOUT_S = 30.0  # seconds OMEGA holds a long poll
 MAX_POLL_TIMEOUT_S = 60.0  # the protocol's limit
@@ -53,6 +55,8 @@ class AgentConfig:
     app_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES  # bytes per blob
     max_manifest_bytes: int = MAX_MANIFEST_BYTES  # bytes
+    max_files: int = DEFAULT_MAX_FILES  # entries in one release's manifest
+    max_path_depth: int = DEFAULT_MAX_PATH_DEPTH  # directories above a release's file
     min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE  # bytes/s a request body keeps up; 0: any
     upload_grace_s: float = DEFAULT_UPLOAD_GRACE_S  # before the rate is asked of a body
     stop_timeout_s: float = 10.0  # SIGTERM to SIGKILL for a supervised app
@@ -86,6 +90,8 @@ class AgentConfig:
             raise InvalidInput(f"--keep must be at least 2, got {self.keep}")
         if self.max_blob_bytes < 1:
             raise InvalidInput("--max-blob-bytes must be positive")
+        if self.max_files < 1 or self.max_path_depth < 1:
+            raise InvalidInput("--max-files and --max-path-depth must be positive")
         if self.min_upload_rate < 0 or not 0 < self.upload_grace_s <= MAX_UPLOAD_GRACE_S:
             raise InvalidInput(
                 f"--min-upload-rate must be >= 0 and --upload-grace 0-{MAX_UPLOAD_GRACE_S:g} s"

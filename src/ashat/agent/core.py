@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from ashat import __version__
 from ashat.agent.blobs import BlobStore
+from ashat.agent.checks_base import app_env_secrets, scrub
 from ashat.agent.config import AgentConfig
 from ashat.agent.errors import (
     ActivationFailed,
@@ -44,8 +45,8 @@ from ashat.agent.releases import ReleaseStore
 from ashat.agent.state import AgentState, previous_after_rollback, prune_plan
 from ashat.agent.supervisor import AppProcess, AppSpec, Supervisor, free_port
 from ashat.bundle.keys import PublicKey
-from ashat.bundle.manifest import Manifest
-from ashat.bundle.sign import verify_manifest
+from ashat.bundle.manifest import Manifest, parse_manifest
+from ashat.bundle.sign import check_signatures
 from ashat.faults import crash_point
 from ashat.ids import UPDATE_ID_RE
 
@@ -162,9 +163,14 @@ class Agent:
                     return
                 app = self._launch(current, spec, prepare=False)
             except ActivationFailed as e:
-                log.error("the app of current release %s did not start: %s", current, e.message)
+                secrets = self.secrets()
+                log.error(
+                    "the app of current release %s did not start: %s",
+                    current,
+                    scrub(e.message, secrets),
+                )
                 if e.log_tail:
-                    log.error("its log ends with:\n%s", e.log_tail)
+                    log.error("its log ends with:\n%s", scrub(e.log_tail, secrets))
                 return
             self.app = app
             if app is not None:
@@ -191,6 +197,11 @@ class Agent:
                 self.lock.release()
 
     # -- reading ------------------------------------------------------------------------------
+
+    def secrets(self) -> list[str]:
+        """What the agent never shows: every value of the app's environment (by value, not
+        by name) and the passwords in URL-valued ones."""
+        return app_env_secrets(self.config.app_env)
 
     def links(self) -> tuple[str | None, str | None]:
         return self.releases.link_target(CURRENT), self.releases.link_target(PREVIOUS)
@@ -250,6 +261,26 @@ class Agent:
             return None
         return {"release": self.config.trusted, "approval": self.config.mainframe.trusted_omega}
 
+    def _check_limits(self, m: Manifest) -> None:
+        """Refuse a manifest over this agent's file-count or path-depth limit (400, the
+        limit and its option named), before anything is materialized."""
+        limit = self.config.max_files
+        if len(m.files) > limit:
+            raise RequestInvalid(
+                f"manifest of {m.update_id} lists {len(m.files)} files, over this agent's "
+                f"limit of {limit} (--max-files)",
+                limit="max_files",
+            )
+        depth = max((e.path.count("/") for e in m.files), default=0)
+        if depth > self.config.max_path_depth:
+            deepest = max(m.files, key=lambda e: e.path.count("/")).path
+            raise RequestInvalid(
+                f"manifest of {m.update_id} has a path {depth} directories deep "
+                f"({deepest[:60]}…), over this agent's limit of {self.config.max_path_depth} "
+                "(--max-path-depth)",
+                limit="max_path_depth",
+            )
+
     def stage(self, data: bytes) -> tuple[dict[str, Any], bool]:
         """Verify and stage signed manifest bytes; return the answer and whether it is new.
 
@@ -258,12 +289,10 @@ class Agent:
         Raises a :class:`~ashat.bundle.errors.BundleError` (bad manifest or signature),
         :class:`BlobsMissing`, or :class:`ReleaseConflict` (same id, other manifest).
         """
-        m = verify_manifest(
-            data,
-            self.config.trusted,
-            self._required_roles(),
-            trusted_by_role=self._trusted_by_role(),
-            max_bytes=self.config.max_manifest_bytes,
+        m = parse_manifest(data, max_bytes=self.config.max_manifest_bytes)
+        self._check_limits(m)  # before any work proportional to the tree
+        check_signatures(
+            m, self.config.trusted, self._required_roles(), trusted_by_role=self._trusted_by_role()
         )
         AppSpec.from_app(m.app)  # refuse an app table we could not run, now
         if self.release_policy is not None:

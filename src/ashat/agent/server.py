@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ashat.agent.attest import OwnResults, attest
 from ashat.agent.blobs import check_digest
+from ashat.agent.checks_base import scrub_json
 from ashat.agent.config import AgentConfig, Role
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob, NoSuchRelease, RequestInvalid, error_body, status_of
@@ -267,6 +268,7 @@ class Endpoints:
         env = {**os.environ, **self.config.app_env}
         crash_point("check.run")
         answer = await run_in_threadpool(run_check, name, release_dir, body, env)
+        answer = scrub_json(answer, self.agent.secrets())  # by value, whatever the name
         self.own_results.note(update_id, name, answer.get("status"))
         return JSONResponse(answer)
 
@@ -324,9 +326,12 @@ class Endpoints:
 async def _ashat_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AshatError)
     status = status_of(exc)
+    agent = getattr(request.app.state, "agent", None)
+    secrets = agent.secrets() if agent is not None else []
+    body = scrub_json(error_body(exc), secrets)  # an activation's log tail, a hook's output
     if status >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return JSONResponse(error_body(exc), status_code=status)
+        log.error("%s %s failed: %s", request.method, request.url.path, body["error"])
+    return JSONResponse(body, status_code=status)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -74,6 +74,8 @@ class Database:
     def _open_sqlite(path: Path) -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():  # the store holds tokens' hashes and the audit trail: 0600
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             conn = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
