@@ -32,7 +32,8 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -147,6 +148,46 @@ class BlobStore:
                 dirs.add(os.path.dirname(self.file(w.expected)))
         fsync_paths(sorted(dirs))
         return new
+
+    def collect(
+        self, digests: Collection[str], modes: Collection[tuple[str, int]], grace_s: float
+    ) -> tuple[int, int]:
+        """Delete what no kept release uses: blobs not in ``digests`` and mode files not in
+        ``modes`` (digest, mode), unless touched (written or linked) within ``grace_s``
+        seconds, as a blob uploaded for a release not staged yet is. Returns the files and
+        bytes freed. Call under the agent's lock; a crash half-way leaves only unused files
+        (or fewer of them), never a kept one missing."""
+        now = time.time()
+        files = freed = 0
+        try:
+            kinds = list(os.scandir(self._root))
+        except FileNotFoundError:
+            return 0, 0
+        for kind in kinds:
+            if kind.name == "sha256":
+                mode = BLOB_MODE
+            elif kind.name.startswith("mode-") and kind.name[5:].isdigit():
+                mode = int(kind.name[5:], 8)
+            else:
+                continue
+            for shard in os.scandir(kind.path):
+                if not shard.is_dir(follow_symlinks=False):
+                    continue
+                for entry in os.scandir(shard.path):
+                    sha = entry.name
+                    kept = sha in digests if mode == BLOB_MODE else (sha, mode) in modes
+                    if kept:
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                        if now - st.st_ctime < grace_s:
+                            continue
+                        os.unlink(entry.path)
+                    except FileNotFoundError:
+                        continue
+                    files += 1
+                    freed += st.st_size
+        return files, freed
 
     def link_sources(self, wanted: Iterable[tuple[str, int, int]]) -> None:
         """Make sure each ``(sha256, size, mode)`` has an intact file to hard-link from.

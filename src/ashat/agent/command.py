@@ -103,6 +103,14 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="Most directories above a file of a release.",
 )
+@click.option(
+    "--blob-grace",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    help="Seconds an unused blob is kept before it is deleted (a push in progress uploads "
+    "blobs before it stages its release).",
+)
 @upload_pace_options
 @click.option("--omega", "omega_url", help="Mainframe: OMEGA's URL, to pull releases from.")
 @click.option("--license", "license_file", type=_FILE, help="Mainframe: its license file.")
@@ -171,6 +179,7 @@ def agent(
     max_blob_bytes: int,
     max_files: int,
     max_path_depth: int,
+    blob_grace: float,
     min_upload_rate: int,
     upload_grace: float,
     omega_url: str | None,
@@ -220,6 +229,7 @@ def agent(
         max_blob_bytes=max_blob_bytes,
         max_files=max_files,
         max_path_depth=max_path_depth,
+        blob_grace_s=blob_grace,
         min_upload_rate=min_upload_rate,
         upload_grace_s=upload_grace,
         mainframe=mainframe,

@@ -20,6 +20,7 @@ from ashat.errors import InvalidInput
 DEFAULT_LISTEN = "127.0.0.1:8700"
 DEFAULT_KEEP = 5
 DEFAULT_MAX_FILES = 50_000  # a manifest's entries: 100,000 cost an agent ~150 MB of memory
+DEFAULT_BLOB_GRACE_S = 600.0  # seconds: blobs uploaded for a push not staged yet
 DEFAULT_MAX_PATH_DEPTH = 64  # a path's directories (a release is materialized level by level)
 DEFAULT_MAX_BLOB_BYTES = 2 * 1024**3  # bytes
 DEFAULT_POLL_TIMEOUT_S = 30.0  # seconds OMEGA holds a long poll
@@ -57,6 +58,7 @@ class AgentConfig:
     max_manifest_bytes: int = MAX_MANIFEST_BYTES  # bytes
     max_files: int = DEFAULT_MAX_FILES  # entries in one release's manifest
     max_path_depth: int = DEFAULT_MAX_PATH_DEPTH  # directories above a release's file
+    blob_grace_s: float = DEFAULT_BLOB_GRACE_S  # an unused blob younger than this is kept
     min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE  # bytes/s a request body keeps up; 0: any
     upload_grace_s: float = DEFAULT_UPLOAD_GRACE_S  # before the rate is asked of a body
     stop_timeout_s: float = 10.0  # SIGTERM to SIGKILL for a supervised app
@@ -90,6 +92,8 @@ class AgentConfig:
             raise InvalidInput(f"--keep must be at least 2, got {self.keep}")
         if self.max_blob_bytes < 1:
             raise InvalidInput("--max-blob-bytes must be positive")
+        if self.blob_grace_s < 0:
+            raise InvalidInput("--blob-grace must be 0 or more seconds")
         if self.max_files < 1 or self.max_path_depth < 1:
             raise InvalidInput("--max-files and --max-path-depth must be positive")
         if self.min_upload_rate < 0 or not 0 < self.upload_grace_s <= MAX_UPLOAD_GRACE_S:

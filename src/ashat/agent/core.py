@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from ashat import __version__
 from ashat.agent.blobs import BlobStore
 from ashat.agent.checks_base import app_env_secrets, scrub
-from ashat.agent.config import AgentConfig
+from ashat.agent.config import AgentConfig, Role
 from ashat.agent.errors import (
     ActivationFailed,
     AgentError,
@@ -502,6 +502,33 @@ class Agent:
             log.info("pruned %s (keeping %d releases)", update_id, self.config.keep)
         if doomed:
             self._save()
+        self._collect_blobs()
+
+    def _collect_blobs(self) -> None:
+        """Delete the blobs no staged release uses (they are kept only for releases kept).
+        OMEGA keeps every blob: its fleet may be sent any approved release, and replicas
+        may share one blob store."""
+        if self.config.role is Role.OMEGA:
+            return
+        digests: set[str] = set()
+        modes: set[tuple[str, int]] = set()
+        for update_id in self.releases.ids():
+            try:
+                m = self.releases.manifest(update_id)
+            except AgentError:  # half-removed: its blobs are not needed
+                continue
+            for e in m.files:
+                if e.kind == "file":
+                    digests.add(e.sha256)
+                    modes.add((e.sha256, e.mode))
+        try:
+            files, freed = self.blobs.collect(digests, modes, self.config.blob_grace_s)
+        except OSError as e:
+            log.error("could not collect unused blobs: %s", e)
+            return
+        if files:
+            log.info("freed %d unused blob file(s), %d bytes", files, freed)
+            self.metrics.blob_bytes_freed.inc(freed)
 
     # -- state ---------------------------------------------------------------------------------
 

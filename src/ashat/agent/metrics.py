@@ -37,6 +37,11 @@ class Metrics:
         self.blob_bytes_received = Counter(
             "ashat_agent_blob_bytes_received", "Bytes of blobs received", registry=r
         )
+        self.blob_bytes_freed = Counter(
+            "ashat_agent_blob_bytes_freed",
+            "Bytes of blobs deleted because no kept release uses them",
+            registry=self.registry,
+        )
         self.releases_staged = Counter(
             "ashat_agent_releases_staged", "Releases newly staged", registry=r
         )
