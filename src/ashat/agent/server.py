@@ -274,9 +274,8 @@ class Endpoints:
 
     async def attest(self, request: Request) -> Response:
         """Sign the verification statement of the release PUBLIC runs (:mod:`.attest`)."""
-        import datetime as dt
-
         from ashat.ids import UPDATE_ID_RE
+        from ashat.trust.root import now_iso
 
         update_id = request.path_params["update_id"]
         if not UPDATE_ID_RE.fullmatch(update_id):
@@ -296,7 +295,7 @@ class Endpoints:
                 app_healthy=None if app is None else bool(app.get("healthy")),
                 own=self.own_results.of(update_id),
                 body=body,
-                at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                at=now_iso(),
             )
 
         return JSONResponse(await run_in_threadpool(sign))

@@ -565,6 +565,7 @@ class Dashboard:
 
     def passkeys(self, ctx: Ctx) -> Response:
         """The user's passkeys (GET); register the one the browser made (POST)."""
+        from ashat.trust.root import now_iso
         from ashat.trust.webauthn import b64url, public_from_registration
 
         users = UserStore(ctx.project.store)
@@ -583,8 +584,9 @@ class Dashboard:
             except AshatError as e:
                 error = e.message
             else:
-                at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                users.add_passkey(ctx.viewer.name, credential_id, key.keyid, key.to_text(), at)
+                users.add_passkey(
+                    ctx.viewer.name, credential_id, key.keyid, key.to_text(), now_iso()
+                )
                 return RedirectResponse("/passkeys?done=registered", 303, PAGE_HEADERS)
         options = {
             "challenge": b64url(challenge),
@@ -659,8 +661,7 @@ class Dashboard:
                 "under Passkeys and have a root key holder add it (ashat trust add-key "
                 "approvers …), or approve with your key: deploy approve --key",
             )  # fmt: skip
-        at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        signed = approval_to_sign(ctx.project, ctx.update_id, ctx.viewer.name, comment, at)
+        signed = approval_to_sign(ctx.project, ctx.update_id, ctx.viewer.name, comment)
         rp_id, _ = self._site(ctx.request)
         options = {
             "challenge": b64url(challenge_for(APPROVAL_NAMESPACE, canonical_json(signed))),

@@ -215,10 +215,7 @@ def approval_to_sign(call: Call) -> tuple[int, dict[str, Any]]:
             f"key {call.body['keyid']} is {name}'s; {call.actor} may not approve with it",
             update_id=update_id,
         )
-    import datetime as dt
-
-    at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    signed = to_sign(call.project, update_id, name, call.body.get("comment"), at)
+    signed = to_sign(call.project, update_id, name, call.body.get("comment"))
     verification = call.project.reader().store.require(update_id).details.get("verification")
     return 200, {"signed": signed, "namespace": APPROVAL_NAMESPACE, "verification": verification}
 

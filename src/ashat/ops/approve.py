@@ -16,7 +16,9 @@ from ashat.faults import crash_point
 from ashat.ops.project import Project, client_for
 
 if TYPE_CHECKING:
+    from ashat.ops.trust import TrustDir
     from ashat.transport.client import AgentClient
+    from ashat.trust.root import Root
     from ashat.trust.statements import Signer
     from ashat.workflow.approve import ApprovalPolicy, ApproveResult, DistributionPolicy
     from ashat.workflow.models import Deployment, Server
@@ -123,13 +125,14 @@ class ApproveOutcome:
 
 
 def approval_to_sign(
-    project: Project, update_id: str, approver: str, comment: str | None, at: str
+    project: Project, update_id: str, approver: str, comment: str | None, at: str | None = None
 ) -> dict[str, Any]:
     """The ``signed`` part of ``approver``'s approval of ``update_id``: its manifest and
     PUBLIC's verification statement, as this project's store holds them. Raises
     DeploymentNotFound, TransitionRefused (not verified), or Refused (no statement)."""
     from ashat.bundle import parse_manifest
     from ashat.errors import Refused
+    from ashat.trust.root import now_iso
     from ashat.trust.statements import approval_signed
     from ashat.trust.statements import digest as statement_digest
     from ashat.workflow.states import State, check_transition
@@ -152,24 +155,31 @@ def approval_to_sign(
         manifest_digest=m.digest(),
         verification_digest=statement_digest(verification),
         approver=approver,
-        at=at,
+        at=at or now_iso(),
         comment=comment,
     )
 
 
-def approver_of_key(project: Project, update_id: str, keyid: str) -> str:
-    """The approver's name root gives ``keyid``. Raises PolicyRefused if it is not an
-    approver key of the project's root of trust, InvalidInput if there is no root."""
+def project_root_of_trust(project: Project) -> Root:
+    """The project's root of trust in force (read and checked once per operation). Raises
+    InvalidInput if the project has none, or TrustRefused."""
     from ashat.errors import InvalidInput
     from ashat.ops.trust import TrustDir
-    from ashat.workflow.errors import PolicyRefused
 
     trust = TrustDir.of_project(project.root)
     if not trust.exists():
         raise InvalidInput(
             "this project has no root of trust (ashat trust init): approvals are not signed"
         )
-    root = trust.current()
+    return trust.current()
+
+
+def approver_of_key(project: Project, update_id: str, keyid: str, root: Root | None = None) -> str:
+    """The approver's name ``root`` (default: the project's) gives ``keyid``. Raises
+    PolicyRefused if it is not an approver key of root, InvalidInput if there is no root."""
+    from ashat.workflow.errors import PolicyRefused
+
+    root = root or project_root_of_trust(project)
     if keyid not in root.roles["approvers"].keyids:
         named = f" (it is {root.keys[keyid].name}'s)" if keyid in root.keys else ""
         raise PolicyRefused(
@@ -181,33 +191,29 @@ def approver_of_key(project: Project, update_id: str, keyid: str) -> str:
 
 
 def sign_approval(
-    project: Project, update_id: str, signer: Signer, keyid: str, comment: str | None
-) -> dict[str, Any]:
+    project: Project, root: Root, update_id: str, signer: Signer, keyid: str,
+    comment: str | None,
+) -> dict[str, Any]:  # fmt: skip
     """``update_id``'s approval statement signed by the approver's own key (``signer``),
-    named after that key in the project's root of trust. Raises PolicyRefused (not an
-    approver key of root) and what :func:`approval_to_sign` raises."""
-    import datetime as dt
-
+    named after that key in ``root``. Raises PolicyRefused (not an approver key of root)
+    and what :func:`approval_to_sign` raises."""
     from ashat.trust.statements import APPROVAL_NAMESPACE, sign
 
-    name = approver_of_key(project, update_id, keyid)
-    at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    signed = approval_to_sign(project, update_id, name, comment, at)
+    name = approver_of_key(project, update_id, keyid, root)
+    signed = approval_to_sign(project, update_id, name, comment)
     return sign(signed, APPROVAL_NAMESPACE, signer)
 
 
 def check_signed_approval(
-    project: Project, update_id: str, statement: Any, manifest_bytes: bytes
+    project: Project, root: Root, update_id: str, statement: Any, manifest_bytes: bytes
 ) -> str:
-    """The approver's name if ``statement`` holds against the project's root of trust for
-    this release and its verification; else a TrustRefused (exit 3) naming why."""
+    """The approver's name if ``statement`` holds against ``root`` for this release and
+    its verification; else a TrustRefused (exit 3) naming why."""
     from ashat.bundle import parse_manifest
-    from ashat.ops.trust import TrustDir
     from ashat.trust.chain import check_approval, releasers_of
     from ashat.trust.root import TrustRefused
     from ashat.trust.statements import digest as statement_digest
 
-    root = TrustDir.of_project(project.root).current()
     m = parse_manifest(manifest_bytes)
     dep = project.reader().store.require(update_id)
     verification = dep.details.get("verification")
@@ -216,7 +222,9 @@ def check_signed_approval(
     return check_approval(root, m, statement_digest(verification), statement, releasers_of(root, m))
 
 
-def chain_of(project: Project, update_id: str, manifest_bytes: bytes) -> dict[str, Any] | None:
+def chain_of(
+    project: Project, trust: TrustDir, update_id: str, manifest_bytes: bytes
+) -> dict[str, Any] | None:
     """What OMEGA and the mainframes need to check ``update_id`` themselves: the evidence
     (PUBLIC's statement, the signed approvals) and the project's root chain; checked here
     first, so that a release short of its chain is refused before OMEGA is asked. None for
@@ -224,10 +232,8 @@ def chain_of(project: Project, update_id: str, manifest_bytes: bytes) -> dict[st
     import json
 
     from ashat.bundle import parse_manifest
-    from ashat.ops.trust import TrustDir
     from ashat.trust.chain import check_chain
 
-    trust = TrustDir.of_project(project.root)
     if not trust.exists():
         return None
     store = project.reader().store
@@ -299,9 +305,13 @@ def run_approve(
             try:
                 if statement is None:
                     assert signer is not None
-                    statement = sign_approval(project, update_id, signer[0], signer[1], comment)
+                    statement = sign_approval(
+                        project, root, update_id, signer[0], signer[1], comment
+                    )
                 manifest_bytes, _ = load_signed_manifest(project, update_id)
-                signed_by = check_signed_approval(project, update_id, statement, manifest_bytes)
+                signed_by = check_signed_approval(
+                    project, root, update_id, statement, manifest_bytes
+                )
                 if actor is not None and actor != signed_by:
                     raise PolicyRefused(
                         f"the approval is signed by {signed_by}'s key; {actor} may not carry it",
@@ -346,7 +356,7 @@ def run_approve(
     if dep.state in (State.APPROVED, State.RELEASING):
         header("ASHAT Deployment to OMEGA Approved!")
         try:
-            chain = chain_of(project, update_id, manifest_bytes)
+            chain = chain_of(project, trust, update_id, manifest_bytes)
         except Refused as e:  # short of its chain: OMEGA is not even asked
             wf.note(update_id, "release.refused", {"reason": e.kind, "error": e.message[:500]})
             raise

@@ -116,6 +116,7 @@ class TrustDir:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._read: tuple[list[bytes], Root] | None = None  # the chain and its root, checked
 
     @classmethod
     def of_project(cls, root: Path) -> TrustDir:
@@ -146,16 +147,22 @@ class TrustDir:
     def current(self) -> Root:
         """The newest root, checked from version 1 up (every link of the chain). Raises
         InvalidInput (no root here) or TrustRefused."""
-        files = self.versions()
-        if not files:
-            raise InvalidInput(
-                f"no root of trust in {self.path} (create one with 'ashat trust init')"
-            )
-        return verify_chain([p.read_bytes() for p in files], now())
+        if self._read is None:
+            files = self.versions()
+            if not files:
+                raise InvalidInput(
+                    f"no root of trust in {self.path} (create one with 'ashat trust init')"
+                )
+            chain = [p.read_bytes() for p in files]
+            self._read = chain, verify_chain(chain, now())
+        return self._read[1]
 
     def chain(self) -> list[bytes]:
-        """Every version's bytes, oldest first (what OMEGA and mainframes are handed)."""
-        return [p.read_bytes() for p in self.versions()]
+        """Every version's bytes, oldest first (what OMEGA and mainframes are handed), as
+        :meth:`current` checked them."""
+        self.current()
+        assert self._read is not None
+        return list(self._read[0])
 
     def draft(self) -> Root | None:
         if not self.draft_file.is_file():
@@ -171,6 +178,7 @@ class TrustDir:
         write_private(self.draft_file, draft.to_bytes(), 0o644)
 
     def publish(self, root: Root) -> None:
+        self._read = None
         data = root.to_bytes()
         write_private(self.path / f"{root.version}.root.json", data, 0o644)
         write_private(self.root_file, data, 0o644)

@@ -80,6 +80,11 @@ def iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def now_iso() -> str:
+    """Now, as statements write their times (to the second, UTC)."""
+    return iso(dt.datetime.now(dt.UTC))
+
+
 @dataclass(frozen=True)
 class RoleKeys:
     keyids: tuple[str, ...]
