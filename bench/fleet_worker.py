@@ -163,6 +163,8 @@ async def mainframe_worker(spec: dict[str, Any]) -> None:
                 token=secrets.token_urlsafe(32),
                 trusted={release_key.keyid: release_key},
                 mainframe=mf_config,
+                app_user=os.environ.get("ASHAT_APP_USER")
+                or ("nobody" if os.geteuid() == 0 else None),
             )
             agent = Agent(config)
             agent.open()

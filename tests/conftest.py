@@ -22,6 +22,11 @@ import pytest
 from ashat.store.db import Database
 from ashat.store.store import Store
 
+# An agent running as root must name the user its app runs as (ashat.agent.confine); every
+# agent the tests start, in a process or in this one, takes it from here.
+if os.geteuid() == 0:
+    os.environ.setdefault("ASHAT_APP_USER", "nobody")
+
 pytest_plugins = ["process_fixtures"]  # tests/process_fixtures.py: tests/ is on sys.path
 
 

@@ -74,7 +74,9 @@ def agent_command() -> list[str]:
 
 
 def processes_in(directory: Path) -> list[int]:
-    """Pids of live processes whose working directory is inside ``directory``."""
+    """Live processes whose working directory is inside ``directory``, one pid per process
+    group (its leader's, if it is one of them): an app and the bubblewrap sandbox around
+    it (ashat.agent.confine) are one group, led by the pid the agent reports."""
     root = str(directory.resolve())
     found = []
     for name in os.listdir("/proc"):
@@ -88,7 +90,14 @@ def processes_in(directory: Path) -> list[int]:
             continue
         if state != b"Z" and (cwd == root or cwd.startswith(root + "/")):
             found.append(int(name))
-    return found
+    groups: dict[int, int] = {}
+    for pid in sorted(found):
+        try:
+            pgid = os.getpgid(pid)
+        except ProcessLookupError:
+            continue
+        groups[pgid] = pgid if pgid in found else min(groups.get(pgid, pid), pid)
+    return sorted(groups.values())
 
 
 def wait_ready(

@@ -3,7 +3,8 @@
 
 - port: ``--port``, else ``$PORT``, else 8000 (0 picks a free port, printed at start)
 - address: ``--host``, else ``$HOST``, else 127.0.0.1
-- database: ``$HELLO_DB``, else ``data/hello.db`` under the current directory
+- database: ``$HELLO_DB``, else ``$ASHAT_SHARED_DIR/hello.db`` (under ashat), else
+  ``data/hello.db`` under the current directory
 - logs one line per request to stdout; SIGTERM or SIGINT stops it cleanly (exit 0)
 
 Only the Python standard library is needed.

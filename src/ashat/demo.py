@@ -99,6 +99,8 @@ def start_agent(
     for t in trust:
         args += ["--trust", str(t)]
     args += list(extra)
+    if os.geteuid() == 0 and not os.environ.get("ASHAT_APP_USER"):
+        args += ["--app-user", "nobody"]  # as root, the app must run as someone else
     with open(log, "ab") as out:
         # detach: a session of its own, so that --keep leaves it running after we exit
         proc = subprocess.Popen(

@@ -62,8 +62,8 @@ def healthy_app(agent: AgentHandle) -> dict[str, Any]:
 def test_stage_and_activate_hello_service(
     agent_factory: AgentFactory, trees: Trees, tmp_path: Path
 ) -> None:
-    db = tmp_path / "db" / "hello.db"
-    agent = agent_factory(app_env={"HELLO_DB": str(db)})
+    agent = agent_factory()
+    db = agent.data / "shared" / "hello.db"  # $ASHAT_SHARED_DIR: the release is read-only
     tree = trees.hello("hello")
     (tree / "serve.py").chmod(0o755)  # another mode than the blob store's 0644
     signed, built = agent.build(tree, "hello-1", app=trees.hello_app())
@@ -91,7 +91,8 @@ def test_stage_and_activate_hello_service(
         status, body = get(app["port"], "/api/items")
         assert status == 200 and len(body["items"]) >= 2
         assert db.is_file()
-        assert agent.processes("hello-1") == [app["pid"]]
+        # The app (and the sandbox that holds it) are one process group, led by app.pid.
+        assert {os.getpgid(p) for p in agent.processes("hello-1")} == {app["pid"]}
 
         health = client.health()
         assert health["current"] == "hello-1" and health["previous"] is None
@@ -235,9 +236,13 @@ def test_app_never_healthy_keeps_the_old_release(agent_factory: AgentFactory, tr
 
 def test_prepare_hook(agent_factory: AgentFactory, trees: Trees) -> None:
     agent = agent_factory()
-    build = "python3 -c \"open('built.txt', 'w').write('assets')\""
+    # The release is read-only to its hooks too: what a hook builds goes to the shared dir.
+    build = (
+        "python3 -c \"import os; d = os.environ['ASHAT_SHARED_DIR']; "
+        "open(os.path.join(d, os.environ['ASHAT_RELEASE'] + '.txt'), 'w').write('assets')\""
+    )
     one = agent.deploy(trees.tiny("a"), "prep-1", app=trees.tiny_app(prepare=build))
-    assert (agent.data / "current" / "built.txt").read_text() == "assets"
+    assert (agent.data / "shared" / "prep-1.txt").read_text() == "assets"
 
     refuse = "python3 -c \"import sys; print('prepare says no'); sys.exit(4)\""
     agent.stage(trees.tiny("b"), "prep-2", sequence=2, app=trees.tiny_app(prepare=refuse))

@@ -561,8 +561,10 @@ def test_hello_service_passes_all_three(tmp_path: Path) -> None:
     shutil.copytree(SERVICE_SRC, service, ignore=shutil.ignore_patterns("data", "__pycache__"))
     with (service / "ashat.toml").open("rb") as f:
         config = tomllib.load(f)
-    env = app_env()
-    # The service creates its database on first use; do that as it would, in the release.
+    shared = tmp_path / "shared"  # $ASHAT_SHARED_DIR: where the app keeps its data
+    shared.mkdir()
+    env = {**app_env(), "ASHAT_SHARED_DIR": str(shared)}
+    # The service creates its database on first use; do that as it would, under ashat.
     subprocess.run(
         [
             sys.executable,

@@ -427,7 +427,7 @@ def test_ashat_toml_describes_the_service() -> None:
     config = app_config()
     assert config["app"]["run"] == "python3 serve.py --port {port}"
     assert config["app"]["health_path"] == "/healthz"
-    assert config["verify"]["database"]["url"] == "sqlite:///data/hello.db"
+    assert config["verify"]["database"]["url"] == "sqlite:///hello.db"
     requirements = (SERVICE_SRC / "requirements.txt").read_text().splitlines()
     assert all(not line.strip() or line.lstrip().startswith("#") for line in requirements)
 

@@ -130,8 +130,8 @@ def test_unreachable_database_fails_the_database_check(pushed: Any) -> None:
     def edit(root: Path) -> None:
         replace_in(
             root / "ashat.toml",
-            'url = "sqlite:///data/hello.db"',
-            'url = "sqlite:///data/missing.db"',
+            'url = "sqlite:///hello.db"',
+            'url = "sqlite:///missing.db"',
         )
 
     pushed(edit)

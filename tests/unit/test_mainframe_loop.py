@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,7 @@ def make_mainframe(data: Path, **over: object) -> Mainframe:
         token="t",
         trusted={KEY.keyid: KEY.public},
         mainframe=mainframe_config(**over),
+        app_user=os.environ.get("ASHAT_APP_USER"),
     )
     agent = Agent(config)
     agent.open()

@@ -1,6 +1,7 @@
 """The service's SQLite database: where it lives, its schema, and the item queries.
 
-The file is ``$HELLO_DB`` when set, else ``data/hello.db`` under the current directory.
+The file is ``$HELLO_DB`` when set, else ``$ASHAT_SHARED_DIR/hello.db`` when ashat runs it,
+else ``data/hello.db`` under the current directory.
 It is created on first use with a ``schema_version`` table (one row: ``1``) and an
 ``items`` table seeded with two items. Creation runs inside ``BEGIN IMMEDIATE``, so two
 processes opening a new file at once (an old and a new release during a switch) seed it
@@ -57,10 +58,15 @@ class Item:
 
 
 def db_path_from_env(environ: dict[str, str] | None = None) -> Path:
-    """``$HELLO_DB`` if set and non-empty, else ``data/hello.db`` in the current directory."""
+    """``$HELLO_DB`` if set and non-empty; else ``hello.db`` in ``$ASHAT_SHARED_DIR`` (under
+    ashat, whose release directory is read-only); else ``data/hello.db`` in the current
+    directory."""
     env = os.environ if environ is None else environ
     value = env.get("HELLO_DB", "").strip()
-    return Path(value) if value else Path.cwd() / DEFAULT_DB
+    shared = env.get("ASHAT_SHARED_DIR", "").strip()
+    if value:
+        return Path(value)
+    return Path(shared) / "hello.db" if shared else Path.cwd() / DEFAULT_DB
 
 
 class Database:

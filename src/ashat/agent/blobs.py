@@ -17,8 +17,12 @@ straight to its blobs; a file of another mode (an executable) links to a "mode f
 own, copied once and then shared by every release that wants that digest with that mode.
 Every stored file has its modification time set to :data:`STORE_MTIME_NS` (as Nix does):
 an app or hook that writes to (or chmods) its own files in place changes that, and
-:func:`intact` then refuses the file — a tampered mode file is made again from the blob, a
-tampered blob is dropped (and so reported missing, to be sent again).
+:func:`intact` then refuses the file. The mtime can be put back, so it is not the proof:
+**a stored file counts as its digest's bytes only when they were hashed** — as they arrived,
+or since its inode last changed (:meth:`BlobStore.holds`: a change moves the inode's
+``ctime``, which no unprivileged process can set back). A blob found altered is moved to
+``quarantine/`` (and so reported missing, to be sent again); a tampered mode file is made
+again from the blob. OMEGA never serves a blob that does not hash to its name.
 
 Everything here is blocking file I/O; the server calls it from worker threads.
 """
@@ -47,6 +51,11 @@ SHA256_RE = re.compile(r"[0-9a-f]{64}")
 BLOB_MODE = 0o644  # the mode most files have, so they link straight to their blob
 STORE_MTIME_NS = 1_000_000_000  # 1970-01-01T00:00:01Z on every stored file
 SYNC_WORKERS = 8  # threads making new files durable
+HASH_CHUNK = 1024 * 1024  # bytes read at a time to hash a stored file
+# A hash taken within this many ns of the inode's last change is not cached: the kernel's
+# coarse clock could give a write in the same tick the same ctime.
+SETTLE_NS = 50_000_000
+QUARANTINE_KEEP_S = 7 * 24 * 3600.0  # an altered blob is kept this long, for a look
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -92,12 +101,125 @@ def intact(path: str | Path, size: int, mode: int) -> bool:
     )
 
 
+def hash_file(path: str) -> tuple[str, os.stat_result] | None:
+    """The SHA-256 of a regular file (not followed if a symlink) and its stat, taken from
+    the open file after reading; None if it is not a regular file or is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        h = hashlib.sha256()
+        while chunk := os.read(fd, HASH_CHUNK):
+            h.update(chunk)
+        return h.hexdigest(), os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _fingerprint(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 class BlobStore:
     def __init__(self, root: Path, tmp: Path, max_blob_bytes: int) -> None:
         self.root = root  # blobs/ (holds sha256/ and mode-NNNN/)
         self.tmp = tmp
         self.max_blob_bytes = max_blob_bytes
         self._root = str(root)  # paths are built as strings: pathlib costs ~10 us each
+        # (st_dev, st_ino) -> (sha256, fingerprint) of an inode whose bytes were hashed
+        self._hashed: dict[tuple[int, int], tuple[str, tuple[int, int, int]]] = {}
+        self.quarantined = 0  # blobs moved aside since start (a metric)
+        # bytes new blobs may still take, and the quota it is (``ashat serve``'s spool)
+        self.budget: tuple[int, str] | None = None
+        self.spent = 0
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    def holds(
+        self,
+        path: str,
+        sha256: str,
+        size: int,
+        mode: int | None = None,
+        st: os.stat_result | None = None,
+    ) -> bool:
+        """Whether ``path`` is a regular file of ``size`` bytes (and ``mode``) that hash to
+        ``sha256``: hashed now, or before and unchanged since (same inode, size, mtime and
+        ctime). A symlink never holds a blob. ``st``: its ``lstat``, if the caller has it."""
+        if st is None:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            return False
+        if mode is not None and stat.S_IMODE(st.st_mode) != mode:
+            return False
+        if self._hashed.get((st.st_dev, st.st_ino)) == (sha256, _fingerprint(st)):
+            return True
+        found = hash_file(path)
+        if found is None or found[0] != sha256:
+            return False
+        after = found[1]
+        if (after.st_ino, _fingerprint(after)) != (st.st_ino, _fingerprint(st)):
+            return False  # it changed while being read
+        if time.time_ns() - after.st_ctime_ns > SETTLE_NS:
+            self._hashed[(after.st_dev, after.st_ino)] = (sha256, _fingerprint(after))
+        return True
+
+    def _hashed_now(self, path: str, sha256: str) -> None:
+        """Remember that ``path`` (just written by us from bytes that hash to ``sha256``)
+        holds them."""
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            self._hashed[(st.st_dev, st.st_ino)] = (sha256, _fingerprint(st))
+
+    def relinked(self, path: str, sha256: str) -> None:
+        """``path`` was just hard-linked to a stored file whose bytes were hashed (the link
+        moved its inode's ctime): carry the hash over if nothing else about it changed.
+        Only for an agent whose app cannot write the store (else hash again)."""
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            key = (st.st_dev, st.st_ino)
+            seen = self._hashed.get(key)
+            if seen is not None and seen[0] == sha256 and seen[1][:2] == _fingerprint(st)[:2]:
+                self._hashed[key] = (sha256, _fingerprint(st))
+
+    def quarantine(self, sha256: str) -> bool:
+        """Move a blob whose bytes do not match its name (and its mode files) to
+        ``quarantine/``; True if there was one to move."""
+        moved = False
+        self.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        for where in self.kinds():
+            path = f"{where}/{sha256[:2]}/{sha256}"
+            aside = self.quarantine_dir / f"{sha256}.{os.path.basename(where)}.{stamp}"
+            try:
+                os.replace(path, aside)
+            except FileNotFoundError:
+                continue
+            moved = True
+        if moved:
+            self.quarantined += 1
+            log.error("blob %s does not hash to its name: moved to quarantine/", sha256)
+        return moved
+
+    def kinds(self) -> list[str]:
+        """``sha256/`` and every ``mode-NNNN/`` directory of the store."""
+        try:
+            names = os.listdir(self._root)
+        except FileNotFoundError:
+            return []
+        return [
+            f"{self._root}/{n}"
+            for n in sorted(names)
+            if n == "sha256" or (n.startswith("mode-") and n[5:].isdigit())
+        ]
 
     def file(self, sha256: str, mode: int = BLOB_MODE) -> str:
         """The stored file for ``sha256`` with ``mode`` (the blob itself for BLOB_MODE)."""
@@ -108,17 +230,16 @@ class BlobStore:
         return Path(self.file(sha256))
 
     def size(self, sha256: str) -> int | None:
-        """The size of a stored, untouched blob; None if absent (a tampered one is dropped)."""
+        """The size of a stored blob whose bytes hash to its name; None if absent (an
+        altered one is quarantined, and so sent again)."""
         path = self.file(sha256)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             return None
-        if intact(path, st.st_size, BLOB_MODE):
+        if intact(path, st.st_size, BLOB_MODE) and self.holds(path, sha256, st.st_size):
             return st.st_size
-        log.error("blob %s was modified in the store; dropped (it will be sent again)", sha256)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        self.quarantine(sha256)
         return None
 
     def missing(self, digests: Iterable[str]) -> list[str]:
@@ -198,7 +319,7 @@ class BlobStore:
         todo = [
             (sha, size, mode)
             for sha, size, mode in set(wanted)
-            if mode != BLOB_MODE and not intact(self.file(sha, mode), size, mode)
+            if mode != BLOB_MODE and not self._mode_file_ok(sha, size, mode)
         ]
         if not todo:
             return
@@ -218,11 +339,16 @@ class BlobStore:
                     os.makedirs(parent, exist_ok=True)
                     dirs.add(parent)
                 os.replace(tmp, dest)
+                self._hashed_now(dest, os.path.basename(dest))  # copied from a hashed blob
             fsync_paths(sorted(dirs))
         finally:
             for tmp, _ in made:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+
+    def _mode_file_ok(self, sha256: str, size: int, mode: int) -> bool:
+        path = self.file(sha256, mode)
+        return intact(path, size, mode) and self.holds(path, sha256, size, mode)
 
     def _copy_to_temp(self, sha256: str, size: int, mode: int) -> tuple[str, str]:
         if self.size(sha256) != size:
@@ -242,6 +368,9 @@ class BlobStore:
             os.unlink(tmp)
             raise
         os.close(fd)
+        if not self.holds(self.file(sha256), sha256, size):  # it changed while copied
+            os.unlink(tmp)
+            raise OSError(0, f"blob {sha256} changed while it was copied")
         return tmp, self.file(sha256, mode)
 
 
@@ -320,6 +449,16 @@ class BlobWriter:
         self._look()
         if self.discard:
             return
+        if self.store.budget is not None:
+            self.store.spent += len(data)
+            left, quota = self.store.budget
+            if self.store.spent > left:
+                self.abort()
+                raise PayloadTooLarge(
+                    f"this upload goes past {quota}: push what was uploaded (a push frees "
+                    "its uploads), or wait an hour for unused ones to expire",
+                    limit=left,
+                )
         fd = self._open()
         crash_point("blob.write")
         view = memoryview(data)
@@ -358,6 +497,7 @@ class BlobWriter:
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         os.replace(self._tmp, dest)
         self._tmp = None
+        self.store._hashed_now(dest, self.expected)  # hashed as it arrived
         return True
 
     def abort(self) -> None:

@@ -24,6 +24,7 @@ from ashat.agent.checks_base import CheckFunction
 from ashat.agent.checks_database import check_database
 from ashat.agent.checks_modules import check_modules
 from ashat.agent.checks_security import check_security
+from ashat.agent.confine import Jail
 from ashat.agent.errors import AgentError
 from ashat.errors import NotFound
 
@@ -51,13 +52,23 @@ class UnknownCheck(AgentError, NotFound, KeyError):
         return self.message
 
 
+RUN_APP_CODE = frozenset({"modules"})  # these start the app's code: inside its jail
+
+
 def run_check(
-    name: str, release_dir: Path, body: dict[str, Any], env: Mapping[str, str]
+    name: str,
+    release_dir: Path,
+    body: dict[str, Any],
+    env: Mapping[str, str],
+    jail: Jail | None = None,
 ) -> dict[str, Any]:
-    """Run the check ``name`` on the release at ``release_dir``; raises :class:`UnknownCheck`."""
+    """Run the check ``name`` on the release at ``release_dir``, code of the app's inside
+    ``jail`` (:mod:`.confine`); raises :class:`UnknownCheck`."""
     check = CHECKS.get(name)
     if check is None:
         raise UnknownCheck(name)
+    if name in RUN_APP_CODE:
+        return check(release_dir, body, env, jail=jail)
     return check(release_dir, body, env)
 
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 Status = Literal["passed", "failed", "skipped", "error"]
-CheckFunction = Callable[[Path, dict[str, Any], Mapping[str, str]], dict[str, Any]]
+CheckFunction = Callable[..., dict[str, Any]]  # (release_dir, body, env, **context)
 
 DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 3600.0
@@ -49,11 +49,13 @@ def guarded(name: str) -> Callable[[CheckFunction], CheckFunction]:
 
     def wrap(fn: CheckFunction) -> CheckFunction:
         @functools.wraps(fn)
-        def run(release_dir: Path, body: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+        def run(
+            release_dir: Path, body: dict[str, Any], env: Mapping[str, str], **context: Any
+        ) -> dict[str, Any]:
             if not isinstance(body, dict):
                 return result("error", f"the {name} check's body must be a JSON object")
             try:
-                return fn(release_dir, body, env)
+                return fn(release_dir, body, env, **context)
             except BadBody as e:
                 return result("error", f"bad {name} check request: {e}")
             except Exception as e:

@@ -2,7 +2,8 @@
 
 The URL is ``body["url"]``, or the app-environment variable named by ``body["url_env"]``
 (which wins when both are given and it is set). ``sqlite:///rel/path`` is relative to the
-release, ``sqlite:////abs/path`` absolute; the file is opened read-only, so a missing one
+release if it ships that file, else to ``$ASHAT_SHARED_DIR`` (the app's writable
+directory); ``sqlite:////abs/path`` is absolute; the file is opened read-only, so a missing one
 is reported, never created. ``postgresql://`` and ``postgres://`` go through psycopg 3 (the
 ``[postgres]`` extra) in a read-only session with the check's time as connect and
 statement timeout.
@@ -142,13 +143,19 @@ def _run_probes(
 # -- SQLite ----------------------------------------------------------------------------------
 
 
-def sqlite_path(url: str, root: Path) -> Path:
-    """The file a ``sqlite:///`` URL names: relative paths are inside the release."""
+def sqlite_path(url: str, root: Path, shared: Path | None = None) -> Path:
+    """The file a ``sqlite:///`` URL names: a relative path is the release's file if it
+    ships one, else the app's in ``shared`` (``$ASHAT_SHARED_DIR``: the release is
+    read-only to the app, so that is where an app's database lives)."""
     rest = url[len(SQLITE_PREFIX) :].split("?", 1)[0]
     if not rest:
         raise BadBody("url: a sqlite URL needs a path (sqlite:///relative or sqlite:////absolute)")
     path = Path(rest)
-    return path if path.is_absolute() else root / path
+    if path.is_absolute():
+        return path
+    if shared is not None and not (root / path).exists():
+        return shared / path
+    return root / path
 
 
 def probe_sqlite(path: Path, req: Request, deadline: Deadline) -> dict[str, Any]:
@@ -245,7 +252,10 @@ def check_database(
         details["url_env"] = req.url_env
     try:
         if req.url.startswith(SQLITE_PREFIX):
-            path = sqlite_path(req.url, Path(release_dir).resolve())
+            shared = env.get("ASHAT_SHARED_DIR")
+            path = sqlite_path(
+                req.url, Path(release_dir).resolve(), Path(shared) if shared else None
+            )
             details.update(backend="sqlite", path=str(path))
             found = probe_sqlite(path, req, deadline)
         elif req.url.startswith(POSTGRES_SCHEMES):

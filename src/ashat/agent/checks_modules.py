@@ -34,6 +34,7 @@ from ashat.agent.checks_base import (
     scrub,
     timeout_of,
 )
+from ashat.agent.confine import Jail
 
 CONCURRENCY = 4  # interpreters started at once
 MAX_MODULES = 200
@@ -97,7 +98,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def import_in_child(
-    name: str, root: Path, env: Mapping[str, str], deadline: Deadline
+    name: str, root: Path, env: Mapping[str, str], deadline: Deadline, jail: Jail | None = None
 ) -> dict[str, Any]:
     """Import ``name`` in a fresh interpreter; ``{"name", "ok", "ms"}`` plus, when it
     fails, ``error`` (the last stderr line, or why it did not finish) and ``traceback``."""
@@ -106,14 +107,17 @@ def import_in_child(
     started = time.perf_counter()
     with tempfile.TemporaryFile() as stderr:
         try:
+            jail = jail or Jail("none")
+            shared = Path(env.get("ASHAT_SHARED_DIR") or tempfile.gettempdir())
             proc = subprocess.Popen(
-                [sys.executable, "-c", _IMPORT, name],
+                jail.command([sys.executable, "-c", _IMPORT, name], root, shared),
                 cwd=root,
                 env=child_env(root, env),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,
+                **jail.popen_options(),
             )
         except OSError as e:
             return {"name": name, "ok": False, "ms": 0.0, "error": f"cannot start Python: {e}"}
@@ -143,7 +147,7 @@ def import_in_child(
 
 @guarded("modules")
 def check_modules(
-    release_dir: Path, body: dict[str, Any], env: Mapping[str, str]
+    release_dir: Path, body: dict[str, Any], env: Mapping[str, str], jail: Jail | None = None
 ) -> dict[str, Any]:
     """Import each of ``body["modules"]`` in a fresh interpreter inside the release.
 
@@ -157,7 +161,7 @@ def check_modules(
     root = release_root(release_dir)
     deadline = Deadline(timeout_s)
     with ThreadPoolExecutor(max_workers=min(CONCURRENCY, len(names))) as pool:
-        outcomes = list(pool.map(lambda n: import_in_child(n, root, env, deadline), names))
+        outcomes = list(pool.map(lambda n: import_in_child(n, root, env, deadline, jail), names))
     secrets = env_secrets(env)
     for outcome in outcomes:
         for key in ("error", "traceback"):

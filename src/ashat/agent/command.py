@@ -8,6 +8,7 @@ imported when the command runs.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Callable
@@ -44,13 +45,12 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-@click.command("agent")
-@click.option("--role", type=click.Choice(ROLES), required=True, help="Which tier this agent is.")
+@click.group("agent", invoke_without_command=True)
+@click.option("--role", type=click.Choice(ROLES), help="Which tier this agent is (required).")
 @click.option(
     "--data",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Data directory (blobs, releases, logs, state); created if missing.",
+    help="Data directory (blobs, releases, logs, state); created if missing (required).",
 )
 @click.option(
     "--listen", default="127.0.0.1:8700", show_default=True, help="HOST:PORT to serve on."
@@ -65,8 +65,7 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "--trust",
     type=_FILE,
     multiple=True,
-    required=True,
-    help="Public key (.pub) whose release signatures are accepted; repeatable.",
+    help="Public key (.pub) whose release signatures are accepted; repeatable (required).",
 )
 @click.option("--tls-cert", type=_FILE, help="PEM certificate: serve https (with --tls-key).")
 @click.option("--tls-key", type=_FILE, help="PEM private key of --tls-cert.")
@@ -166,9 +165,32 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="OMEGA, mainframe: the root of trust (trust/root.json) to start from; then "
     "nothing is installed without its whole chain of signatures.",
 )
+@click.option(
+    "--app-user",
+    envvar="ASHAT_APP_USER",
+    help="The unprivileged user the app runs as (required when the agent runs as root; "
+    "or ASHAT_APP_USER).",
+)
+@click.option(
+    "--sandbox",
+    type=click.Choice(["auto", "bwrap", "none"]),
+    default="auto",
+    show_default=True,
+    help="Confine the app with bubblewrap: auto uses bwrap where it works; bwrap insists "
+    "on it; none never uses it.",
+)
+@click.option(
+    "--sandbox-bind",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    multiple=True,
+    help="A directory the sandboxed app may read besides /usr, /etc, /opt and Python "
+    "(e.g. /srv/node); repeatable.",
+)
+@click.pass_context
 def agent(
-    role: str,
-    data: Path,
+    ctx: click.Context,
+    role: str | None,
+    data: Path | None,
     listen: str,
     token_file: Path | None,
     trust: tuple[Path, ...],
@@ -194,8 +216,20 @@ def agent(
     blob_dir: Path | None,
     verifier_key: Path | None,
     root_file: Path | None,
+    app_user: str | None,
+    sandbox: str,
+    sandbox_bind: tuple[Path, ...],
 ) -> None:
-    """Run an agent: receive bundles, stage and activate releases, supervise the app."""
+    """Run an agent: receive bundles, stage and activate releases, supervise the app.
+
+    ``ashat agent fsck --data DIR`` checks a data directory instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    for name, value in (("--role", role), ("--data", data), ("--trust", trust)):
+        if not value:
+            raise click.MissingParameter(ctx=ctx, param_type="option", param_hint=f"'{name}'")
+    assert role is not None and data is not None
     from ashat.agent.config import AgentConfig, Role, parse_listen, read_app_env
     from ashat.bundle.keys import load_public_key
     from ashat.project import read_token_file
@@ -240,6 +274,12 @@ def agent(
         blob_dir=blob_dir.resolve() if blob_dir else None,
         verifier_key=_private_key(verifier_key),
         root_file=root_file.resolve() if root_file else None,
+        app_user=app_user,
+        sandbox=sandbox,
+        sandbox_binds=tuple(p.resolve() for p in sandbox_bind),
+        secret_files=_secret_files(
+            token_file, license_file, app_env, omega_key, verifier_key, tls_key, fleet_db
+        ),
     )
     logging.basicConfig(
         level=logging.INFO,
@@ -254,6 +294,19 @@ def agent(
         click.echo(line, err=True)
 
     run_agent(config, announce)
+
+
+def _secret_files(*paths: Path | str | None) -> tuple[Path, ...]:
+    """The files (and systemd's credentials directory) the app must never see."""
+    out = []
+    for p in paths:
+        if isinstance(p, str):  # --db: a SQLite file is the fleet's database
+            p = Path(p.removeprefix("sqlite:///")) if p.startswith("sqlite:///") else None
+        if p is not None:
+            out.append(Path(p).resolve())
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
+        out.append(Path(os.environ["CREDENTIALS_DIRECTORY"]))
+    return tuple(out)
 
 
 def _mainframe_config(
@@ -339,3 +392,38 @@ def _omega_options(
     assert omega_key is not None
     keys = [load_public_key(p) for p in license_trust]
     return load_private_key(omega_key), {k.keyid: k for k in keys}
+
+
+@agent.command("fsck")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="The data directory to check (an agent may be running on it).",
+)
+@click.option(
+    "--blob-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="OMEGA: the shared blob store, if not DATA/blobs.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def fsck(data: Path, blob_dir: Path | None, as_json: bool) -> None:
+    """Check a data directory: every blob hashes to its name, every release tree is
+    exactly its signed manifest. Exit 1 if anything is not."""
+    import json
+
+    from ashat.agent.fsck import check_data_dir
+
+    report = check_data_dir(data.resolve(), blob_dir.resolve() if blob_dir else None)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        for line in report.findings:
+            click.echo(f"❌ {line}")
+        verdict = "clean" if report.clean else f"{len(report.findings)} finding(s)"
+        click.echo(
+            f"{'✅' if report.clean else '❌'} {data}: {report.blobs} blob file(s), "
+            f"{report.releases} release(s) checked: {verdict}"
+        )
+    if not report.clean:
+        raise SystemExit(1)

@@ -70,6 +70,10 @@ class AgentConfig:
     blob_dir: Path | None = None  # role omega: a blob store shared by replicas; DIR/blobs
     verifier_key: SigningKey | None = field(default=None, repr=False)  # role public: attests
     root_file: Path | None = None  # roles omega, mainframe: the root of trust to start from
+    app_user: str | None = None  # the user the app runs as (an agent running as root)
+    sandbox: str = "auto"  # "auto", "bwrap" or "none" (confine.py)
+    sandbox_binds: tuple[Path, ...] = ()  # more read-only directories in the app's sandbox
+    secret_files: tuple[Path, ...] = field(default=(), repr=False)  # hidden from the app
 
     def __post_init__(self) -> None:
         if not self.token:

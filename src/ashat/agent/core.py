@@ -29,12 +29,14 @@ from typing import Any, Protocol
 from ashat import __version__
 from ashat.agent.blobs import BlobStore
 from ashat.agent.checks_base import app_env_secrets, scrub
-from ashat.agent.config import AgentConfig, Role
+from ashat.agent.config import AgentConfig
+from ashat.agent.confine import choose_jail
 from ashat.agent.errors import (
     ActivationFailed,
     AgentError,
     BlobsMissing,
     ReleaseConflict,
+    ReleaseDamaged,
     RequestInvalid,
     ShuttingDown,
     StorageFailed,
@@ -82,8 +84,15 @@ class Agent:
         self.blobs = BlobStore(self.layout.blobs, self.layout.blob_tmp, config.max_blob_bytes)
         self.releases = ReleaseStore(self.layout, self.blobs)
         self.stopping = threading.Event()
+        self.jail = choose_jail(
+            config.sandbox,
+            config.app_user,
+            data=config.data,
+            hidden=config.secret_files,
+            binds=config.sandbox_binds,
+        )
         self.supervisor = Supervisor(
-            self.layout, config.app_env, self.stopping, config.stop_timeout_s
+            self.layout, config.app_env, self.stopping, config.stop_timeout_s, self.jail
         )
         self.lock = threading.Lock()
         self.state = AgentState()
@@ -106,6 +115,11 @@ class Agent:
         """
         self.layout.ensure()
         self._lock_fd = self.layout.lock()
+        self.layout.confine(
+            self.jail.user.uid if self.jail.user else None, by_path=self.jail.mode == "user"
+        )
+        if self.jail.warning:
+            log.warning("UNCONFINED APP: %s", self.jail.warning)
         for name in self.layout.clean_tmp():
             log.info("removed leftover %s", name)
         self.state = self._load_state()
@@ -221,6 +235,7 @@ class Agent:
             "current": current,
             "previous": previous,
             "app": self.app_info(),
+            "app_isolation": self.jail.describe(),
         }
         if self.fleet_status is not None:
             answer["fleet"] = self.fleet_status()
@@ -304,7 +319,7 @@ class Agent:
         if missing:
             raise BlobsMissing(missing)
         try:
-            staging: Path | None = self.releases.materialize(m)
+            staging: Path | None = self.releases.materialize(m, sealed=self.jail.isolated)
         except OSError as e:
             raise StorageFailed(f"release {m.update_id}", e) from e
         try:
@@ -449,7 +464,9 @@ class Agent:
     def _switch(
         self, target: str, new_previous: str | None, how: str, rolled_back: str | None = None
     ) -> dict[str, Any]:
-        """Start ``target``'s app, then swap the symlinks, then stop the old app. Locked."""
+        """Confirm ``target``'s files, start its app, then swap the symlinks, then stop the
+        old app. Locked."""
+        self._confirm(target)
         spec = self._spec(target)
         try:
             new_app = self._launch(target, spec, prepare=True)
@@ -482,6 +499,34 @@ class Agent:
         self._prune()
         return {"current": target, "previous": new_previous, "app": self.app_info()}
 
+    def _confirm(self, update_id: str) -> None:
+        """Refuse to switch to a release whose files are not the signed bytes: quarantine
+        the blobs that were altered, remove the tree (unless it runs), raise
+        :class:`ReleaseDamaged`. A file is read again unless its inode was hashed and has
+        not changed since (its ctime, which no unprivileged process can set back)."""
+        m = self.releases.manifest(update_id)
+        bad = self.releases.damaged(m, by_hash=True)
+        if not bad:
+            return
+        entries = {e.path: e for e in m.files if e.kind == "file"}
+        for sha in sorted({entries[p].sha256 for p in bad if p in entries}):
+            self.blobs.size(sha)  # quarantines the blob if its own bytes were altered
+        self.metrics.releases_damaged.inc()
+        if update_id != self.links()[0]:
+            self.releases.remove(update_id)
+            if update_id in self.state.recency:
+                self.state.recency.remove(update_id)
+            self._save()
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        log.error("release %s is damaged (%s): not switched to", update_id, shown)
+        raise ReleaseDamaged(
+            f"{update_id}: {len(bad)} file(s) are not the signed bytes ({shown}); nothing "
+            "was switched, the altered blobs are quarantined and the release must be sent "
+            "again",
+            update_id=update_id,
+            files=bad[:100],
+        )
+
     def _prune(self) -> None:
         current, previous = self.links()
         protected = {i for i in (current, previous) if i is not None}
@@ -505,10 +550,11 @@ class Agent:
         self._collect_blobs()
 
     def _collect_blobs(self) -> None:
-        """Delete the blobs no staged release uses (they are kept only for releases kept).
-        OMEGA keeps every blob: its fleet may be sent any approved release, and replicas
-        may share one blob store."""
-        if self.config.role is Role.OMEGA:
+        """Delete the blobs no staged release uses (they are kept only for releases kept;
+        OMEGA never prunes a release its fleet may still be sent, :attr:`pinned`). A blob
+        store shared by OMEGA replicas (``--blob-dir``) is not collected: one replica does
+        not know the others' releases."""
+        if self.config.blob_dir is not None:
             return
         digests: set[str] = set()
         modes: set[tuple[str, int]] = set()

@@ -16,6 +16,7 @@ paths, bad signatures, digest mismatches, …) are answered the same way with 40
         ├── BlobsMissing       Refused      409  a manifest names blobs the agent lacks
         ├── ReleaseConflict    Refused      409  same id, other manifest; rollback refused
         ├── ActivationFailed   OperationFailed 422  prepare failed, app never healthy
+        ├── ReleaseDamaged     OperationFailed 422  a release's files are not the signed bytes
         ├── StorageFailed                   507  the disk refused a write (full: 507, else 500)
         └── ShuttingDown                    503  the agent is stopping (clients retry)
 """
@@ -78,6 +79,15 @@ class BlobsMissing(AgentError, Refused):
 class ReleaseConflict(AgentError, Refused):
     status = 409
     kind = "conflict"
+
+
+class ReleaseDamaged(AgentError, OperationFailed):
+    """Files of a staged release are not the signed bytes any more (written by someone
+    else): it was not switched to, its altered blobs are quarantined and its tree removed;
+    it must be sent again (a mainframe fetches it again by itself)."""
+
+    status = 422
+    kind = "release_damaged"
 
 
 class ActivationFailed(AgentError, OperationFailed):

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ashat.errors import AshatError
+from ashat.errors import AshatError, InvalidInput
 from ashat.faults import crash_point
 
 CURRENT = "current"
@@ -118,6 +118,27 @@ class Layout:
         ):
             d.mkdir(parents=True, exist_ok=True)
 
+    def confine(self, app_uid: int | None, by_path: bool) -> None:
+        """Close the data directory to the app: only ``releases/<id>/`` (read-only, the
+        agent's files) and ``shared/`` (the app's) are reachable by another user. With
+        ``app_uid``, ``shared/`` becomes that user's; ``by_path`` (no sandbox to bind them)
+        also checks the user can reach them. Raises ``OSError``, :class:`InvalidInput`."""
+        os.chmod(self.root, 0o711)  # traversable, not listable
+        os.chmod(self.releases, 0o711)
+        for d in (self.manifests, self.logs, self.tmp):
+            os.chmod(d, 0o700)
+        if self.blob_root is None:
+            os.chmod(self.blobs, 0o700)
+        if app_uid is not None and self.shared.stat().st_uid != app_uid:
+            os.chmod(self.shared, 0o700)  # while it is still ours (no CAP_FOWNER needed)
+            os.chown(self.shared, app_uid, -1)
+            blocked = unreachable(self.releases, app_uid) if by_path else None
+            if blocked is not None:
+                raise InvalidInput(
+                    f"the app's user (uid {app_uid}) cannot reach {self.releases}: "
+                    f"{blocked} is closed to it; open it (chmod o+x) or choose another --data"
+                )
+
     def clean_tmp(self) -> list[str]:
         """Remove what an earlier run left: ``tmp/``, half-made symlinks, and the temporary
         files of atomic writes (:func:`ashat.project.write_private`: ``.<name>.<random>``
@@ -163,6 +184,17 @@ class Layout:
 
     def temp_name(self, prefix: str) -> Path:
         return self.tmp / f"{prefix}-{secrets.token_hex(6)}"
+
+
+def unreachable(path: Path, uid: int) -> Path | None:
+    """The first directory on the way to ``path`` that user ``uid`` may not enter, if any
+    (the owner's, the other's search bit; group membership is not looked up)."""
+    for d in [*reversed(path.parents), path]:
+        st = d.stat()
+        bit = 0o100 if st.st_uid == uid else 0o001
+        if not st.st_mode & bit:
+            return d
+    return None
 
 
 def remove_old(directory: Path, age_s: float) -> list[str]:

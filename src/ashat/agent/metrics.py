@@ -42,6 +42,11 @@ class Metrics:
             "Bytes of blobs deleted because no kept release uses them",
             registry=self.registry,
         )
+        self.releases_damaged = Counter(
+            "ashat_agent_releases_damaged",
+            "Activations and rollbacks refused: the release's files were not the signed bytes",
+            registry=r,
+        )
         self.releases_staged = Counter(
             "ashat_agent_releases_staged", "Releases newly staged", registry=r
         )

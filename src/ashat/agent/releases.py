@@ -10,21 +10,24 @@ tree left without its partner by a crash.
 Regular files are hard links to the blob store's read-only files of the right mode
 (:meth:`~.blobs.BlobStore.link_sources`), so a release that changes 1 % of its files costs
 1 % in copies; the manifest's mode is kept, without setuid/setgid bits. Releases share those
-inodes: an app must not write into its own files in place (it has ``ASHAT_SHARED_DIR`` for
-data). If one does, the store notices the changed modification time and never links that
-file again (see :mod:`.blobs`). A link that fails (another filesystem, too many links) falls
-back to a copy. Symlinks are recreated as symlinks; the manifest has already refused any
-that leave the tree (:mod:`ashat.bundle.paths`).
+inodes, so the app must never be able to write them: it runs as another user or in a
+read-only sandbox (:mod:`.confine`), and every activation and rollback first checks the
+whole tree against the signed manifest (:meth:`ReleaseStore.damaged`; by hashing each file
+where the app could have written it). The app has ``ASHAT_SHARED_DIR`` for data. A link
+that fails (another filesystem, too many links) falls back to a copy. Symlinks are
+recreated as symlinks; the manifest has already refused any that leave the tree
+(:mod:`ashat.bundle.paths`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ashat.agent.blobs import BlobStore, copy_fd, fsync_paths
+from ashat.agent.blobs import STORE_MTIME_NS, BlobStore, copy_fd, fsync_paths
 from ashat.agent.errors import NoSuchRelease, RequestInvalid
 from ashat.agent.layout import Layout, fsync_dir, remove_symlink, remove_tree, replace_symlink
 from ashat.bundle.manifest import FileEntry, Manifest, parse_manifest
@@ -113,8 +116,12 @@ class ReleaseStore:
                 )
         return missing
 
-    def materialize(self, m: Manifest) -> Path:
+    def materialize(self, m: Manifest, *, sealed: bool = False) -> Path:
         """Build the tree in a new staging directory under ``tmp/`` and return it.
+
+        ``sealed``: the app cannot write the store (:mod:`.confine`), so a blob hashed
+        before it was linked still counts as hashed after (activation then need not read it
+        again).
 
         Raises ``OSError`` (a disk full, a blob gone); the staging directory is removed.
         """
@@ -145,6 +152,9 @@ class ReleaseStore:
                 except OSError:  # another filesystem, too many links: copy instead
                     self._copy(source, e, target)
                     copied.append(target)
+                    continue
+                if sealed:
+                    self.blobs.relinked(target, e.sha256)
             fsync_paths(copied)
             fsync_paths(sorted(dirs))
         except BaseException:
@@ -162,10 +172,61 @@ class ReleaseStore:
                 if copy_fd(src, dst, e.size) != e.size:
                     raise OSError(0, f"blob {e.sha256} is shorter than {e.size} bytes")
                 os.fchmod(dst, e.mode & MODE_MASK)
+                os.utime(dst, ns=(STORE_MTIME_NS, STORE_MTIME_NS))
             finally:
                 os.close(dst)
         finally:
             os.close(src)
+
+    def damaged(self, m: Manifest, *, by_hash: bool) -> list[str]:
+        """The paths of ``releases/<id>`` that are not what the signed manifest says: a file
+        whose size, mode or stored mtime differ — or, ``by_hash``, whose bytes do not hash
+        to its digest (unless hashed before and unchanged since) —, a symlink pointing
+        elsewhere, an entry missing, or one the manifest does not have."""
+        root = str(self.layout.release_dir(m.update_id))
+        bad: list[str] = []
+        wanted: set[str] = set()
+        for e in m.files:
+            wanted.add(e.path)
+            path = f"{root}/{e.path}"
+            if e.kind == "symlink":
+                try:
+                    ok = os.path.islink(path) and os.readlink(path) == e.target
+                except OSError:
+                    ok = False
+            else:
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    bad.append(e.path)
+                    continue
+                mode = e.mode & MODE_MASK
+                ok = st.st_mtime_ns == STORE_MTIME_NS and (
+                    self.blobs.holds(path, e.sha256, e.size, mode, st)
+                    if by_hash
+                    else stat.S_ISREG(st.st_mode)
+                    and st.st_size == e.size
+                    and stat.S_IMODE(st.st_mode) == mode
+                )
+            if not ok:
+                bad.append(e.path)
+        parents: set[str] = set()  # the tree's directories
+        for w in wanted:
+            i = w.rfind("/")
+            while i > 0 and w[:i] not in parents:
+                parents.add(w[:i])
+                i = w.rfind("/", 0, i)
+        pending = [""]
+        while pending:  # anything on disk the manifest does not have
+            rel = pending.pop()
+            with os.scandir(f"{root}/{rel}" if rel else root) as entries:
+                for entry in entries:
+                    name = f"{rel}/{entry.name}" if rel else entry.name
+                    if name in parents and entry.is_dir(follow_symlinks=False):
+                        pending.append(name)
+                    elif name not in wanted:
+                        bad.append(name)
+        return bad
 
     def install(self, m: Manifest, manifest_bytes: bytes, staging: Path) -> None:
         """Make a materialized tree ``releases/<id>`` (call under the agent's lock)."""

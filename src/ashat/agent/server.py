@@ -30,7 +30,6 @@ import contextlib
 import hmac
 import json
 import logging
-import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -255,6 +254,7 @@ class Endpoints:
     async def check(self, request: Request) -> Response:
         """Run a server-side verification check inside a staged release (DESIGN §6)."""
         from ashat.agent.checks import run_check
+        from ashat.agent.confine import app_environment
         from ashat.ids import UPDATE_ID_RE
 
         update_id = request.path_params["update_id"]
@@ -265,9 +265,10 @@ class Endpoints:
         )
         if release_dir is None or not release_dir.is_dir():
             raise NoSuchRelease(f"release {update_id} is not staged here", update_id=update_id)
-        env = {**os.environ, **self.config.app_env}
+        shared = str(self.agent.layout.shared)
+        env = app_environment(self.config.app_env, {"ASHAT_SHARED_DIR": shared, "HOME": shared})
         crash_point("check.run")
-        answer = await run_in_threadpool(run_check, name, release_dir, body, env)
+        answer = await run_in_threadpool(run_check, name, release_dir, body, env, self.agent.jail)
         answer = scrub_json(answer, self.agent.secrets())  # by value, whatever the name
         self.own_results.note(update_id, name, answer.get("status"))
         return JSONResponse(answer)

@@ -1,11 +1,13 @@
 """Running a release's app: the ``prepare`` hook, the ``run`` process, its health, its stop.
 
 What to run comes from the manifest's ``app`` table (:class:`AppSpec`, checked when the
-release is staged); the environment comes from the server: the agent's own, then the
-``--app-env`` file, then ``PORT``, ``ASHAT_RELEASE`` and ``ASHAT_SHARED_DIR``. Commands are
-split with :func:`shlex.split` and run without a shell, in the release directory, in a new
-session (so a stop reaches the whole process group), with stdout and stderr appended to
-``logs/<id>.log``. Nothing here logs the environment.
+release is staged); the environment is minimal (:func:`.confine.app_environment`): ``PATH``
+and the locale of the agent's, then the ``--app-env`` file, then ``PORT``,
+``ASHAT_RELEASE`` and ``ASHAT_SHARED_DIR``. Commands are split with :func:`shlex.split` and
+run without a shell, in the release directory, inside the agent's :class:`~.confine.Jail`
+(its own user, a bwrap sandbox), in a new session (so a stop reaches the whole process
+group), with stdout and stderr appended to ``logs/<id>.log``. Nothing here logs the
+environment.
 
 The activation order (start the new process, wait for health, and only then stop the old
 one) is the caller's (:mod:`.core`); this module starts, waits, stops, and reports why a
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ashat.agent.confine import Jail, app_environment
 from ashat.agent.errors import ActivationFailed
 from ashat.agent.layout import Layout
 from ashat.agent.state import AppRecord
@@ -159,19 +162,24 @@ class Supervisor:
         app_env: Mapping[str, str],
         stopping: threading.Event,
         stop_timeout_s: float,
+        jail: Jail | None = None,
     ) -> None:
         self.layout = layout
         self.app_env = dict(app_env)
         self.stopping = stopping
         self.stop_timeout_s = stop_timeout_s
+        self.jail = jail or Jail("none")
 
     def environment(self, release: str, port: int) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.app_env)
-        env["PORT"] = str(port)
-        env["ASHAT_RELEASE"] = release
-        env["ASHAT_SHARED_DIR"] = str(self.layout.shared)
-        return env
+        return app_environment(
+            self.app_env,
+            {
+                "PORT": str(port),
+                "ASHAT_RELEASE": release,
+                "ASHAT_SHARED_DIR": str(self.layout.shared),
+                "HOME": str(self.layout.shared),
+            },
+        )
 
     def log_offset(self, release: str) -> int:
         """Where the next output of ``release`` will start in its log (for the tail)."""
@@ -200,14 +208,16 @@ class Supervisor:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"--- ashat {stamp}: {what}: {shlex.join(argv)} (port {port})\n".encode())
             log.flush()
+            cwd = self.layout.release_dir(release)
             return subprocess.Popen(
-                argv,
-                cwd=self.layout.release_dir(release),
+                self.jail.command(argv, cwd, self.layout.shared),
+                cwd=cwd,
                 env=self.environment(release, port),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                **self.jail.popen_options(),
             )
 
     def _note(self, release: str, text: str) -> None:

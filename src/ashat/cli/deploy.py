@@ -14,7 +14,7 @@ import click
 from ashat import __version__
 from ashat.cli import remote
 from ashat.cli.context import Project, complete_update_id
-from ashat.cli.output import BAD, OK, AshatGroup, emit, json_option, style
+from ashat.cli.output import BAD, OK, WARN, AshatGroup, emit, json_option, style
 from ashat.cli.remote import control
 from ashat.errors import OperationFailed
 from ashat.workflow.models import Deployment, Event
@@ -126,6 +126,9 @@ def servers(check: bool) -> None:
             if s.tier in results:
                 r = results[s.tier]
                 line += f"  {OK} reachable" if r["reachable"] else f"  {BAD} {r['error']}"
+                isolation = (r.get("health") or {}).get("app_isolation") or {}
+                if isolation.get("warning"):
+                    line += f"\n          {WARN} UNCONFINED APP: {isolation['warning']}"
             click.echo(line)
 
     emit(

@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ashat import __version__
 from ashat.agent.config import MainframeConfig
 from ashat.agent.core import Agent
+from ashat.agent.errors import ReleaseDamaged
 from ashat.bundle.errors import BundleError
 from ashat.bundle.keys import PublicKey
 from ashat.bundle.manifest import Manifest, parse_manifest
@@ -553,6 +554,17 @@ class Mainframe:
         await asyncio.sleep(DIRECTIVE_REFUSED_PAUSE_S)  # OMEGA may send it again at once
 
     async def _install(
+        self, downloads: BlobDownloader, plan: Install, running: Running | None
+    ) -> None:
+        """Fetch, stage and switch to the release; if its files on disk were altered (its
+        altered blobs are then quarantined and its tree removed), once more from OMEGA."""
+        try:
+            await self._fetch_and_switch(downloads, plan, running)
+        except ReleaseDamaged as e:
+            log.warning("%s; fetching it again from OMEGA", e.message)
+            await self._fetch_and_switch(downloads, plan, running)
+
+    async def _fetch_and_switch(
         self, downloads: BlobDownloader, plan: Install, running: Running | None
     ) -> None:
         m = plan.manifest

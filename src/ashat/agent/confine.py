@@ -1,0 +1,263 @@
+"""Where the deployed app runs: its own user, a bubblewrap sandbox, a minimal environment.
+
+The app is code nobody has reviewed when PUBLIC first runs it (DESIGN §11), so it must not
+reach what the agent holds: its token, keys, license, ``--app-env`` file, data directory
+and other releases. A :class:`Jail` says how every process the agent starts for the app
+(``prepare``, ``run``, and the Module Load check's imports) is confined, strongest first:
+
+``bwrap``
+    bubblewrap gives the process a view of the machine made of read-only system
+    directories (``/usr``, ``/etc``, the Python the agent runs on, ``--sandbox-bind``), its
+    own release read-only, ``$ASHAT_SHARED_DIR`` writable, a private ``/tmp``, its own
+    ``/proc`` and PID namespace; nothing of the agent's data directory, and each secret
+    file the agent was started with is covered by an empty one. An agent that runs as root
+    starts bwrap as root (to build that view) and the app drops to ``--app-user`` inside
+    it with ``setpriv`` (no capabilities, ``no_new_privs``); an unprivileged agent uses an
+    unprivileged user namespace.
+``user``
+    no bwrap, but the agent is root: the app runs as ``--app-user``. The data directory's
+    private parts are mode 0700/0600 and release files belong to the agent, so the app can
+    read its release and write ``$ASHAT_SHARED_DIR`` only.
+``none``
+    an unprivileged agent without bwrap: the app runs as the agent's user, as before this
+    module existed. The agent says so loudly (its log, ``/v1/health``, ``deploy servers``,
+    the dashboard): the app could read the agent's files.
+
+Whatever the mode, the environment is minimal (:func:`app_environment`): ``PATH`` and the
+locale from the agent, then ``--app-env``, then ``PORT``/``ASHAT_*``; nothing else of the
+agent's (``CREDENTIALS_DIRECTORY``, ``PGPASSWORD``, tokens in variables).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ashat.errors import InvalidInput
+
+SANDBOXES = ("auto", "bwrap", "none")
+PASSED_ON = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ")
+SYSTEM_DIRS = ("/usr", "/etc", "/opt")  # read-only in the sandbox, where present
+SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # merged /usr
+PROBE_TIMEOUT_S = 10.0
+UNCONFINED_WARNING = (
+    "the app runs as the agent's own user with no sandbox: it can read the agent's token, "
+    "keys and data directory. Install bubblewrap (bwrap), or run the agent as root with "
+    "--app-user NAME"
+)
+
+
+@dataclass(frozen=True)
+class AppUser:
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def named(cls, name: str) -> AppUser:
+        """The system user ``name``; raises :class:`InvalidInput` if there is none or it is
+        root."""
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise InvalidInput(f"--app-user {name!r}: no such user on this machine") from None
+        if entry.pw_uid == 0:
+            raise InvalidInput(f"--app-user {name!r} is root: name an unprivileged user")
+        return cls(name, entry.pw_uid, entry.pw_gid)
+
+
+@dataclass(frozen=True)
+class Jail:
+    """How the app's processes are confined; :meth:`command` and :meth:`popen_options`
+    turn an app command into the one to start."""
+
+    mode: str  # "bwrap", "user" or "none"
+    user: AppUser | None = None
+    bwrap: str | None = None
+    setpriv: str | None = None  # root + bwrap: drops to ``user`` inside the sandbox
+    hidden: tuple[Path, ...] = field(default=(), repr=False)  # never visible to the app
+    data: Path | None = None  # the agent's data directory (never visible but the app's parts)
+    binds: tuple[Path, ...] = ()  # more read-only directories (--sandbox-bind)
+
+    @property
+    def isolated(self) -> bool:
+        """Whether the app cannot write the agent's files (release trees, blobs)."""
+        return self.mode != "none"
+
+    @property
+    def warning(self) -> str | None:
+        return UNCONFINED_WARNING if self.mode == "none" else None
+
+    def describe(self) -> dict[str, Any]:
+        """For ``/v1/health``: how the app is confined, and the warning if it is not."""
+        out: dict[str, Any] = {"mode": self.mode, "user": self.user.name if self.user else None}
+        if self.warning:
+            out["warning"] = self.warning
+        return out
+
+    def popen_options(self) -> dict[str, Any]:
+        """Extra :class:`subprocess.Popen` arguments (the user to run as, without bwrap)."""
+        if self.mode == "user" and self.user is not None:
+            return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
+        return {}
+
+    def command(self, argv: list[str], cwd: Path, writable: Path) -> list[str]:
+        """``argv`` as run inside this jail, in ``cwd`` (read-only) with ``writable``."""
+        if self.mode != "bwrap":
+            return argv
+        assert self.bwrap is not None
+        out = [self.bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-uts"]
+        out += ["--unshare-cgroup-try"]
+        privileged = os.geteuid() == 0
+        if not privileged:
+            out += ["--unshare-user"]
+        bound: list[Path] = []
+        for name in SYSTEM_DIRS:
+            if os.path.isdir(name):
+                out += ["--ro-bind", name, name]
+                bound.append(Path(name))
+        for name in SYSTEM_LINKS:
+            if os.path.islink(name):
+                out += ["--symlink", os.readlink(name), name]
+            elif os.path.isdir(name):
+                out += ["--ro-bind", name, name]
+                bound.append(Path(name))
+        out += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        made: set[Path] = {Path("/"), Path("/tmp")}
+        for d in _prefixes([Path(sys.prefix), Path(sys.base_prefix), *self.binds], bound):
+            out += [*_parents(d, made, bound), "--ro-bind", str(d), str(d)]
+            bound.append(d)
+        if self.data is not None and _under(self.data, bound):
+            out += ["--tmpfs", str(self.data)]  # bound above: covered, then its parts below
+        out += [*_parents(cwd, made, bound), "--ro-bind", str(cwd), str(cwd)]
+        out += [*_parents(writable, made, bound), "--bind", str(writable), str(writable)]
+        for h in self.hidden:
+            if _under(h, bound) and h.exists():
+                out += ["--tmpfs", str(h)] if h.is_dir() else ["--ro-bind", "/dev/null", str(h)]
+        out += ["--chdir", str(cwd)]
+        if privileged and self.user is not None:
+            assert self.setpriv is not None
+            out += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--", self.setpriv]
+            out += [f"--reuid={self.user.uid}", f"--regid={self.user.gid}", "--clear-groups"]
+            out += ["--inh-caps=-all", "--bounding-set=-all"]
+        return [*out, "--", *argv]
+
+
+def _under(path: Path, roots: Iterable[Path]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def _prefixes(paths: Iterable[Path], bound: list[Path]) -> list[Path]:
+    """The directories to bind besides the system ones: each once, none inside another."""
+    out: list[Path] = []
+    for p in sorted({p.resolve() for p in paths}, key=lambda p: len(p.parts)):
+        if p.is_dir() and not _under(p, [*bound, *out]):
+            out.append(p)
+    return out
+
+
+def _parents(path: Path, made: set[Path], bound: list[Path]) -> list[str]:
+    """``--dir`` for each missing parent of a mount point, traversable by anyone (bwrap
+    would copy the host's modes, and ``/root`` or a pytest directory is 0700)."""
+    out: list[str] = []
+    for parent in reversed(path.parents):
+        if parent in made or _under(parent, bound):
+            continue
+        made.add(parent)
+        out += ["--perms", "0755", "--dir", str(parent)]
+    return out
+
+
+def app_environment(
+    app_env: Mapping[str, str], extra: Mapping[str, str], base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The app's whole environment: ``PATH`` and the locale of ``base`` (the agent's), then
+    ``app_env`` (``--app-env``), then ``extra`` (``PORT``, ``ASHAT_*``)."""
+    base = os.environ if base is None else base
+    env = {k: base[k] for k in PASSED_ON if k in base}
+    env.setdefault("PATH", os.defpath)
+    env.update(app_env)
+    env.update(extra)
+    return env
+
+
+@functools.cache
+def _bwrap_works(bwrap: str) -> str | None:
+    """None if bwrap can build a sandbox here, else why not (its own words)."""
+    argv = [bwrap, "--ro-bind", "/", "/", "--unshare-pid", "--proc", "/proc", "--dev", "/dev"]
+    if os.geteuid() != 0:
+        argv.insert(1, "--unshare-user")
+    try:
+        done = subprocess.run(
+            [*argv, "--", "true"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if done.returncode != 0:
+        return done.stderr.decode("utf-8", "replace").strip() or f"exit {done.returncode}"
+    return None
+
+
+def choose_jail(
+    sandbox: str,
+    app_user: str | None,
+    *,
+    data: Path,
+    hidden: Iterable[Path] = (),
+    binds: Iterable[Path] = (),
+) -> Jail:
+    """The strongest confinement this machine allows, within what the options ask.
+
+    Raises :class:`InvalidInput` when the agent runs as root without ``--app-user``, when
+    ``--app-user`` is given to an agent that cannot switch users, and when ``--sandbox
+    bwrap`` is asked for where bwrap cannot run.
+    """
+    if sandbox not in SANDBOXES:
+        raise InvalidInput(f"--sandbox {sandbox!r}: expected one of {', '.join(SANDBOXES)}")
+    root = os.geteuid() == 0
+    user = AppUser.named(app_user) if app_user is not None else None
+    if root and user is None:
+        raise InvalidInput(
+            "the agent runs as root, so its app would too: give --app-user NAME, an "
+            "unprivileged user the app runs as (e.g. --app-user nobody)"
+        )
+    if user is not None and not root and user.uid != os.geteuid():
+        raise InvalidInput(
+            f"--app-user {user.name}: only an agent running as root can start its app as "
+            "another user"
+        )
+    if user is not None and user.uid == os.geteuid():
+        user = None  # the agent's own user: nothing to switch
+    extra = tuple(binds)
+    for b in extra:
+        if not b.is_absolute() or not b.is_dir():
+            raise InvalidInput(f"--sandbox-bind {b}: expected an existing absolute directory")
+    common: dict[str, Any] = {"hidden": tuple(Path(p) for p in hidden), "data": data}
+    common["binds"] = extra
+    if sandbox != "none":
+        bwrap = shutil.which("bwrap")
+        setpriv = shutil.which("setpriv")
+        why = "it is not installed (Debian: apt-get install bubblewrap)"
+        if bwrap is not None:
+            why = _bwrap_works(bwrap) or ""
+        if bwrap is not None and not why and root and setpriv is None:
+            why = "setpriv (util-linux) is missing, so the app could not leave root inside it"
+        if not why:
+            return Jail("bwrap", user, bwrap, setpriv, **common)
+        if sandbox == "bwrap":
+            raise InvalidInput(f"--sandbox bwrap: bwrap cannot run here: {why}")
+    if user is not None:
+        return Jail("user", user, **common)
+    return Jail("none", **common)
