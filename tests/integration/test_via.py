@@ -243,3 +243,32 @@ def test_a_failed_push_shows_the_steps_done_before_it_failed_as_locally(
     assert "steps" not in there.stdout  # the same error document as a local push
     with fleet.public.client() as public:
         assert public.health()["current"] is None
+
+
+def test_the_upload_spool_has_a_quota_per_user_and_in_all(
+    hello_fleet: Any, serve_process: Any
+) -> None:
+    """Issue 15: ``ashat serve``'s spool (uploads waiting for their push) is bounded for each
+    user and in all; an upload past a quota is refused 413 naming it, and leaves nothing."""
+    import hashlib
+
+    fleet = hello_fleet(n=0)
+    serve = serve_process(fleet.root, args=("--spool-user-quota", "3000", "--spool-quota", "5000"))
+    alice, carol = serve.add_user("alice", "deployer"), serve.add_user("carol", "deployer")
+
+    def upload(token: str, size: int) -> httpx.Response:
+        data = os.urandom(size)
+        body = f"{hashlib.sha256(data).hexdigest()} {size}\n".encode() + data
+        with serve.http(token) as http:
+            return http.post("/v1/blobs/pack", content=body)
+
+    assert upload(alice, 2500).status_code == 200
+    refused = upload(alice, 1000)
+    assert refused.status_code == 413, refused.text
+    assert "your upload quota of 3000 bytes (ashat serve --spool-user-quota)" in refused.text
+    assert upload(carol, 2000).status_code == 200
+    refused = upload(carol, 1000)
+    assert refused.status_code == 413, refused.text
+    assert "the server's upload quota of 5000 bytes (ashat serve --spool-quota)" in refused.text
+    spooled_files = [p for p in (fleet.root / ".ashat" / "spool").rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in spooled_files) == 4500  # nothing of the refused

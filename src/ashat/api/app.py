@@ -36,6 +36,7 @@ from ashat.api.routes import ENDPOINTS, Call, Endpoint, Param
 from ashat.api.schemas import validate_body, with_checks
 from ashat.errors import AshatError, InvalidInput
 from ashat.ops.project import Project
+from ashat.ops.push import SpoolQuota
 from ashat.ops.users import Role, authenticate
 from ashat.store.users import User
 
@@ -122,7 +123,11 @@ OpenProject = Callable[[], Project]
 
 
 def _endpoint(
-    ep: Endpoint, open_project: OpenProject, metrics: ApiMetrics, components: Components
+    ep: Endpoint,
+    open_project: OpenProject,
+    metrics: ApiMetrics,
+    components: Components,
+    quota: SpoolQuota,
 ) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
         project = open_project()
@@ -155,6 +160,7 @@ def _endpoint(
                 {k: str(v) for k, v in request.path_params.items()},
                 _parse_query(ep.params, request),
                 {} if ep.stream else await _read_body(ep, request, components),
+                quota,
             )
             if ep.stream is not None:
                 status, data = await ep.stream(call, request.stream())
@@ -199,6 +205,7 @@ def build_app(
     db_url: str | None = None,
     min_upload_rate: int = DEFAULT_MIN_UPLOAD_RATE,
     upload_grace_s: float = DEFAULT_UPLOAD_GRACE_S,
+    spool_quota: SpoolQuota | None = None,
 ) -> Starlette:
     """The app serving the project at ``root`` (its store: ``db_url``, else ``ASHAT_DB``,
     else ``.ashat/ashat.db``). Opens the store now, so a bad one fails before serving.
@@ -242,7 +249,7 @@ def build_app(
     by_path: dict[str, dict[str, Handle]] = {}
     for ep in ENDPOINTS:
         by_path.setdefault(ep.path, {})[ep.method] = _endpoint(
-            ep, open_project, metrics, components
+            ep, open_project, metrics, components, spool_quota or SpoolQuota()
         )
     routes: list[BaseRoute] = [
         Route(path, _by_method(handlers), methods=list(handlers))

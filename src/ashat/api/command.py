@@ -39,6 +39,20 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     "believed ('*': any), so the dashboard's Secure cookie and origin check see https.",
 )
 @upload_pace_options
+@click.option(
+    "--spool-user-quota",
+    type=click.IntRange(min=1),
+    default=4 * 1024**3,
+    show_default=True,
+    help="Bytes of uploads one user may have waiting for their push (--via).",
+)
+@click.option(
+    "--spool-quota",
+    type=click.IntRange(min=1),
+    default=16 * 1024**3,
+    show_default=True,
+    help="Bytes of uploads all users together may have waiting.",
+)
 def serve(
     listen: str,
     db_url: str | None,
@@ -48,6 +62,8 @@ def serve(
     forwarded_allow_ips: str,
     min_upload_rate: int,
     upload_grace: float,
+    spool_user_quota: int,
+    spool_quota: int,
 ) -> None:
     """Serve the control-plane HTTP API and web dashboard (/; OpenAPI at /openapi.json,
     metrics at /metrics)."""
@@ -66,6 +82,7 @@ def serve(
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     from ashat.api.runner import run_server
+    from ashat.ops.push import SpoolQuota
 
     def announce(line: str) -> None:
         click.echo(line, err=True)
@@ -73,7 +90,7 @@ def serve(
     _warn_without_users(root, db_url)
     run_server(
         root, db_url, host, port, tls_cert, tls_key, announce, forwarded_allow_ips,
-        (min_upload_rate, upload_grace),
+        (min_upload_rate, upload_grace), SpoolQuota(spool_user_quota, spool_quota),
     )  # fmt: skip
 
 

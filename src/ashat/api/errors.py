@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ashat.agent.errors import UploadTooSlow
+from ashat.agent.errors import PayloadTooLarge, UploadTooSlow
 from ashat.errors import AshatError, InvalidInput, NotFound, OperationFailed, Refused, RemoteError
 
 
 def status_of(err: AshatError) -> int:
     if isinstance(err, UploadTooSlow):
         return 408
+    if isinstance(err, PayloadTooLarge):  # a blob or an upload past a quota
+        return 413
     if isinstance(err, NotFound):
         return 404
     if isinstance(err, InvalidInput):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ashat import __version__
 from ashat.api.errors import ApiFailure
@@ -21,6 +21,9 @@ from ashat.ops.project import Project
 from ashat.ops.users import Role
 from ashat.store.users import User
 
+if TYPE_CHECKING:
+    from ashat.ops.push import SpoolQuota
+
 
 @dataclass
 class Call:
@@ -29,11 +32,18 @@ class Call:
     path: dict[str, str]
     query: dict[str, Any]
     body: dict[str, Any]
+    spool_quota: SpoolQuota = field(default_factory=lambda: _default_quota())
 
     @property
     def actor(self) -> str:
         assert self.user is not None  # every route that acts needs a user
         return self.user.name
+
+
+def _default_quota() -> SpoolQuota:
+    from ashat.ops.push import SpoolQuota
+
+    return SpoolQuota()
 
 
 Handler = Callable[[Call], "tuple[int, dict[str, Any]]"]
@@ -139,16 +149,16 @@ def verify(call: Call) -> tuple[int, dict[str, Any]]:
 def blobs_missing(call: Call) -> tuple[int, dict[str, Any]]:
     from ashat.ops.push import blobs_missing as missing
 
-    return 200, {"missing": missing(call.project, call.body["digests"])}
+    return 200, {"missing": missing(call.project, call.body["digests"], call.actor)}
 
 
 async def upload_pack(call: Call, chunks: AsyncIterator[bytes]) -> tuple[int, dict[str, Any]]:
     from starlette.concurrency import run_in_threadpool
 
     from ashat.agent.receive import receive_pack
-    from ashat.ops.push import spool
+    from ashat.ops.push import upload_spool
 
-    store = await run_in_threadpool(spool, call.project)
+    store = await run_in_threadpool(upload_spool, call.project, call.actor, call.spool_quota)
     result = await receive_pack(chunks, store)
     return 200, {"stored": result.stored, "blobs": result.blobs, "bytes": result.bytes}
 

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -25,6 +26,9 @@ from ashat.errors import InvalidInput
 from ashat.store.db import redact_url
 
 GRACEFUL_SHUTDOWN_S = 15  # for requests in flight after a signal
+
+if TYPE_CHECKING:
+    from ashat.ops.push import SpoolQuota
 
 
 class _Server(uvicorn.Server):
@@ -64,6 +68,7 @@ def run_server(
     announce: Callable[[str], None],
     forwarded_allow_ips: str = "127.0.0.1",
     upload_pace: tuple[int, float] = (DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S),
+    spool_quota: SpoolQuota | None = None,
 ) -> None:
     """Serve the project at ``root`` until a signal; ``announce`` gets the ready line.
 
@@ -75,7 +80,7 @@ def run_server(
     _check_tls(tls_cert, tls_key)
     sock = bind_listen(host, port)
     try:
-        app = build_app(root, db_url, *upload_pace)
+        app = build_app(root, db_url, *upload_pace, spool_quota=spool_quota)
     except BaseException:
         sock.close()
         raise

@@ -15,11 +15,13 @@ Two ways in:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from ashat.workflow.push import Bundle, PushResult
 
 SPOOL_MAX_AGE_S = 24 * 3600.0  # an uploaded blob no push used is dropped after this long
+
+DEFAULT_SPOOL_USER_BYTES = 4 * 1024**3  # bytes of uploads one user may have waiting
+DEFAULT_SPOOL_TOTAL_BYTES = 16 * 1024**3  # and all users together
 
 
 def build_unsigned(
@@ -165,20 +170,62 @@ def run_push(
 # -- through ashat serve ------------------------------------------------------------------
 
 
-def spool(project: Project) -> BlobStore:
-    """Where ``ashat serve`` keeps blobs uploaded for a push (``.ashat/spool``)."""
+@dataclass(frozen=True)
+class SpoolQuota:
+    """How many bytes of uploads ``ashat serve`` keeps waiting for their push: for each
+    user (``--spool-user-quota``) and in all (``--spool-quota``)."""
+
+    per_user: int = DEFAULT_SPOOL_USER_BYTES
+    total: int = DEFAULT_SPOOL_TOTAL_BYTES
+
+
+def _spool_name(actor: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}", actor):
+        return actor
+    return "u-" + hashlib.sha256(actor.encode()).hexdigest()[:16]
+
+
+def spool(project: Project, actor: str) -> BlobStore:
+    """Where ``ashat serve`` keeps the blobs ``actor`` uploaded for a push
+    (``.ashat/spool/<user>/``)."""
     from ashat.agent.blobs import BlobStore
     from ashat.agent.config import DEFAULT_MAX_BLOB_BYTES
 
-    root = project.state_dir / "spool"
+    root = project.state_dir / "spool" / _spool_name(actor)
     (root / "tmp").mkdir(parents=True, exist_ok=True)
     return BlobStore(root / "blobs", root / "tmp", DEFAULT_MAX_BLOB_BYTES)
 
 
-def blobs_missing(project: Project, digests: Sequence[str]) -> list[str]:
-    """Of ``digests``, those neither in the spool nor on PUBLIC: what a push must upload."""
+def _bytes_under(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def upload_spool(project: Project, actor: str, quota: SpoolQuota) -> BlobStore:
+    """``actor``'s spool, with what is left of the quotas as its budget: an upload past it
+    is refused 413, naming the quota (what expired is dropped first)."""
+    store = spool(project, actor)
+    prune_spool(store)
+    left_user = quota.per_user - _bytes_under(store.root.parent)
+    left_total = quota.total - _bytes_under(project.state_dir / "spool")
+    if left_user <= left_total:
+        what = f"your upload quota of {quota.per_user} bytes (ashat serve --spool-user-quota)"
+        store.budget = (max(0, left_user), what)
+    else:
+        what = f"the server's upload quota of {quota.total} bytes (ashat serve --spool-quota)"
+        store.budget = (max(0, left_total), what)
+    return store
+
+
+def blobs_missing(project: Project, digests: Sequence[str], actor: str) -> list[str]:
+    """Of ``digests``, those neither in ``actor``'s spool nor on PUBLIC: what a push must
+    upload."""
     server = project.require_server("public")
-    lacking = spool(project).missing(digests)
+    lacking = spool(project, actor).missing(digests)
     if not lacking:
         return []
     with client_for(server) as agent:
@@ -211,10 +258,10 @@ def push_uploaded(
         )
     if unsigned.description != description.strip():
         raise InvalidInput("the description differs from the manifest's: build it again")
-    store = spool(project)
+    store = spool(project, actor)
     bundle = _bundle(project, update_id, unsigned, store.path, _signing_key(project))
     digests = sorted(bundle.blob_sizes)
-    lacking = blobs_missing(project, digests)
+    lacking = blobs_missing(project, digests, actor)
     if lacking:
         raise InvalidInput(
             f"{len(lacking)} of the bundle's {len(digests)} blobs are neither uploaded nor on "
@@ -234,13 +281,14 @@ def push_uploaded(
 
 
 def prune_spool(store: BlobStore, max_age_s: float = SPOOL_MAX_AGE_S) -> int:
-    """Drop spooled blobs older than ``max_age_s`` (uploads no push used); how many."""
+    """Drop spooled blobs older than ``max_age_s`` (uploads no push used); how many. Age is
+    the ctime: a stored blob's mtime is set to 1970 (:data:`~ashat.agent.blobs.STORE_MTIME_NS`)."""
     cutoff = time.time() - max_age_s
     dropped = 0
     for directory in (store.root, store.tmp):
         for path in directory.rglob("*"):
             with contextlib.suppress(OSError):
-                if path.is_file() and path.stat().st_mtime < cutoff:
+                if path.is_file() and path.stat().st_ctime < cutoff:
                     path.unlink()
                     dropped += 1
     return dropped
