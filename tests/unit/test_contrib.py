@@ -40,13 +40,27 @@ def test_there_is_a_unit_for_each_server() -> None:
     ]  # fmt: skip
 
 
+# What a root agent needs to build the app's bwrap sandbox and start the app as --app-user.
+AGENT_CAPABILITIES = (
+    "CAP_SYS_ADMIN CAP_SYS_CHROOT CAP_SETUID CAP_SETGID CAP_SETPCAP CAP_CHOWN CAP_KILL"
+)
+
+
 @pytest.mark.parametrize("unit", UNITS, ids=[u.stem for u in UNITS])
 def test_units_are_hardened(unit: Path) -> None:
     d = directives(unit)
-    assert d.get("DynamicUser") == ["yes"] or "User" in d
+    agent = " agent " in d["ExecStart"][0]
+    if agent:  # root, to confine the app: it runs as another user, in a sandbox
+        assert "User" not in d and "DynamicUser" not in d
+        assert "--app-user ashat-app --sandbox bwrap" in d["ExecStart"][0]
+        assert d["CapabilityBoundingSet"] == [AGENT_CAPABILITIES]
+        assert d["RestrictNamespaces"] == ["mnt pid ipc uts cgroup"]  # no user, no net
+    else:
+        assert d.get("DynamicUser") == ["yes"] or "User" in d
+        assert d["CapabilityBoundingSet"] == [""]
     for key, value in {
         "ProtectSystem": "strict", "NoNewPrivileges": "yes", "ProtectHome": "yes",
-        "PrivateTmp": "yes", "CapabilityBoundingSet": "",
+        "PrivateTmp": "yes",
     }.items():  # fmt: skip
         assert d.get(key) == [value], key
     state = d["StateDirectory"][0]
