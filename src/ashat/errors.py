@@ -7,6 +7,7 @@ in one place (``cli/output.py``) and never shows a traceback for any of them::
     ├── OperationFailed             1  the operation ran and failed (a check failed, a budget broke)
     ├── InvalidInput                2  bad usage or invalid input (ids, URLs, files, manifests)
     │   └── NotFound                2  an id or name that does not exist
+    ├── InternalError               1  a bug, caught last by the CLI (still one line, or JSON)
     ├── Refused                     3  refused by the state machine, or lost a race
     │   ├── TransitionRefused       (workflow.errors)
     │   ├── Conflict                (workflow.errors)
@@ -58,6 +59,12 @@ class NotFound(InvalidInput):
 class Refused(AshatError):
     exit_code = 3
     kind = "refused"
+
+
+class InternalError(AshatError):
+    """A bug: an exception nobody raised on purpose, shown as one line (exit 1)."""
+
+    kind = "internal"
 
 
 class RemoteError(AshatError):

@@ -520,7 +520,7 @@ def test_the_whole_workflow_through_the_api(
     rollout_id = dep["deployment"]["details"]["rollout_id"]
     rollout = serve.call("GET", f"/v1/fleet/rollouts/{rollout_id}", viewer).json()
     assert rollout["state"] == "completed" and rollout["update_id"] == "hello-001"
-    assert serve.call("GET", "/v1/fleet/rollouts/ro-0000", viewer).status_code == 422
+    assert serve.call("GET", "/v1/fleet/rollouts/ro-0000", viewer).status_code == 404
 
     # metrics count what the CLI and the API did
     text = serve.call("GET", "/metrics").text

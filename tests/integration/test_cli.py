@@ -588,3 +588,39 @@ def test_status_imports_no_heavy_modules(project: Path, wf: Workflow, db_url: st
     if db_url.startswith("postgresql"):
         heavy.discard("psycopg")  # the store's own driver
     assert not imported & heavy, sorted(imported & heavy)
+
+
+def test_a_store_locked_by_another_process_is_a_clear_error_in_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: with another process holding the store's write lock, ``deploy configure
+    --json`` waited 30 s and printed a sqlite3 traceback, exit 1, no JSON."""
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ashat.toml").write_text('[app]\nrun = "python3 -m http.server {port}"\n')
+    assert deploy("servers").exit_code == 0  # creates .ashat/ashat.db
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+         "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(60)",
+         str(tmp_path / ".ashat" / "ashat.db")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        monkeypatch.setenv("ASHAT_STORE_BUSY_TIMEOUT", "1")
+        started = time.monotonic()
+        res = deploy("configure", "public", "http://127.0.0.1:9", "Staging", "--json")
+        took = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert res.exit_code == 3, res.output
+    answer = json.loads(res.stdout)
+    assert answer["kind"] == "store_busy", answer
+    assert "another process is writing to the store" in answer["error"]
+    assert "Traceback" not in res.output and "sqlite3" not in res.output
+    assert took < 10

@@ -407,7 +407,7 @@ def test_approve_and_roll_back_from_the_dashboard(hello_fleet: Any, serve_proces
             "/deployments/hello-001/rollback",
             data={"csrf": csrf_of(confirm.text), "reason": "why not"},
         )
-        assert res.status_code == 422
+        assert res.status_code == 409  # OMEGA's refusal (409) stays a refusal, exit 3
         assert "nothing to roll back to" in alert_of(res.text)
         assert site.snapshot() == before
 

@@ -286,7 +286,9 @@ def test_omega_needs_its_key_and_a_license_key(tmp_path: Path) -> None:
     assert code == 2 and "--db: expected sqlite:///PATH or postgresql://" in out
     # Nothing listens on port 1: a clear error, the password never shown.
     code, out = run(*omega, "--listen", "127.0.0.1:0", "--db", "postgresql://u:pw@127.0.0.1:1/x")
-    assert code == 1 and "cannot connect to postgresql://u:***@127.0.0.1:1/x" in out, out
+    assert code == 2 and "cannot connect to postgresql://u:***@127.0.0.1:1/x" in out, (
+        out
+    )  # a StoreError, as for the control store
     assert "pw@" not in out
 
 

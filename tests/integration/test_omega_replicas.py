@@ -262,8 +262,7 @@ def test_controllers_racing_on_one_rollout_start_each_wave_once(
 def test_the_fleet_refuses_a_database_holding_a_control_store(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    from ashat.fleet.omega_store import FleetDbError
-    from ashat.store.db import Database
+    from ashat.store.db import Database, StoreError
 
     url = (
         f"sqlite:///{tmp_path / 'ashat.db'}"
@@ -271,5 +270,5 @@ def test_the_fleet_refuses_a_database_holding_a_control_store(
         else request.getfixturevalue("pg_url")
     )
     Database(url).close()  # a control store, with its own approvals table
-    with pytest.raises(FleetDbError, match="holds an ashat control store"):
+    with pytest.raises(StoreError, match="holds an ashat control store"):
         FleetStore(url)

@@ -141,8 +141,8 @@ def test_untrusted_key_fails_the_push_and_public_keeps_its_release(
     rogue, _ = generate_keypair("rogue", tmp_path / "rogue")
     monkeypatch.setenv("ASHAT_SIGNING_KEY", str(rogue))
     code, out = deploy_json("push", "hello-002", "signed by a stranger")
-    assert code == 1, out
-    assert "none trusted" in out["error"]
+    assert code == 2, out  # the agent refused our input (400): exit 2, its kind kept
+    assert "none trusted" in out["error"] and out["kind"] == "unknown_key", out
     _, status = deploy_json("status", "hello-002")
     assert status["deployment"]["state"] == "failed"
     assert status["deployment"]["reason"]
@@ -268,3 +268,19 @@ def test_push_through_the_real_console_script(agent_factory: Any, hello_project:
     assert "ASHAT Deployment Workflow Initiated" in res.stdout
     assert "Pushed hello-sub" in res.stdout
     assert agent.token not in res.stdout + res.stderr
+
+
+def test_a_release_id_the_agent_holds_with_other_content_is_a_conflict_exit_3(
+    agent_factory: Any, hello_project: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the agent's 409 refusals (here ReleaseConflict) reached the user as exit 1;
+    a conflict is exit 3, with the agent's own kind."""
+    agent = agent_factory()
+    hello_project(agent)
+    assert deploy("push", "hello-001", "from one checkout").exit_code == 0
+    other = enter_hello_project(tmp_path / "other", monkeypatch, agent.key_path)
+    configure_tier("public", agent, "Staging")
+    (other / "VERSION").write_text("9.9.9\n")  # another tree under the same id
+    code, out = deploy_json("push", "hello-001", "from another checkout")
+    assert code == 3, out
+    assert out["kind"] == "conflict" and "already staged" in out["error"], out

@@ -438,13 +438,9 @@ def _omega(agent: Agent) -> OmegaRoutes:
     """OMEGA's fleet service and routes over ``agent`` (role omega)."""
     from ashat.fleet.omega import Omega
     from ashat.fleet.omega_routes import OmegaRoutes
-    from ashat.fleet.omega_store import FleetDbError
 
     config = agent.config
     assert config.omega_key is not None  # AgentConfig requires it for role omega
-    try:
-        omega = Omega(agent, config.omega_key, config.license_trusted)
-    except FleetDbError as e:
-        raise AshatError(str(e)) from e
+    omega = Omega(agent, config.omega_key, config.license_trusted)  # StoreError: exit 2
     agent.pinned = omega.pinned  # keep what the fleet may need to roll back to
     return OmegaRoutes(agent, omega, config.poll_timeout_s)

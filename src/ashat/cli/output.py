@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ashat.errors import AshatError, InvalidInput
+from ashat.errors import AshatError, InternalError, InvalidInput
 
 
 class Output:
@@ -107,6 +107,13 @@ class AshatGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:  # a bug: still one line (and JSON under --json), exit 1
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+            fail(InternalError(f"internal error: {type(e).__name__}: {e}"))
 
 
 def flush_notifications() -> None:

@@ -91,7 +91,7 @@ class Omega:
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Open the fleet database (``--db``, else ``DIR/fleet.db``). Raises
-        :class:`~.omega_store.FleetDbError`."""
+        :class:`~ashat.store.db.StoreError`."""
         self.agent = agent
         self.key = key
         self.clock = clock

@@ -32,10 +32,6 @@ from ashat.fleet.license import License
 from ashat.fleet.rollout import Kind, RolloutState, Target, TargetStatus
 
 
-class FleetDbError(Exception):
-    """``fleet.db`` cannot be opened or is of an unknown schema (raised at start-up)."""
-
-
 @dataclass(frozen=True)
 class Mainframe:
     mainframe_id: str
@@ -167,15 +163,10 @@ class FleetStore:
         """Open (creating) the fleet database at ``url`` (``sqlite:///PATH`` or
         ``postgresql://…``); ``replica`` names this process in ``rollout_events``.
 
-        Raises :class:`FleetDbError`.
+        Raises :class:`~ashat.store.db.StoreError` (exit 2, kind ``store``).
         """
-        from ashat.store.db import StoreError
-
         self.replica = replica
-        try:
-            self.db = FleetDatabase(url)
-        except StoreError as e:
-            raise FleetDbError(e.message) from e
+        self.db = FleetDatabase(url)
 
     def close(self) -> None:
         self.db.close()

@@ -8,8 +8,9 @@ and on PostgreSQL a transaction-scoped advisory lock taken right after ``BEGIN``
 read-then-write in a transaction (a compare-and-set of a state, the sequence a push is
 given, the head of the audit chain) sees the last writer's result, whoever runs it.
 
-Raises :class:`StoreError` (exit 2: the store named is unusable) for anything the driver
-raises while opening or migrating.
+Driver errors never leave this module: :class:`StoreBusy` (exit 3) when another process
+holds the write lock past ``ASHAT_STORE_BUSY_TIMEOUT`` seconds (default 10), else
+:class:`StoreError` (exit 2: the store named is unusable, or failed a statement).
 """
 
 from __future__ import annotations
@@ -23,16 +24,62 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ashat.errors import InvalidInput
+from ashat.errors import InvalidInput, Refused
 
 Row = tuple[Any, ...]
-BUSY_TIMEOUT_S = 30.0  # seconds a writer waits for another writer before failing
+BUSY_TIMEOUT_S = 10.0  # seconds a writer waits for another writer (ASHAT_STORE_BUSY_TIMEOUT)
 # The advisory lock key of the control store's writers on PostgreSQL ("ashat" in ASCII).
 WRITE_LOCK_KEY = 0x6173686174
 
 
 class StoreError(InvalidInput):
     kind = "store"
+
+
+class StoreBusy(Refused):
+    """Another process held the store's write lock for longer than we wait."""
+
+    kind = "store_busy"
+
+
+def busy_timeout_s() -> float:
+    """``ASHAT_STORE_BUSY_TIMEOUT`` (seconds, > 0), else :data:`BUSY_TIMEOUT_S`."""
+    text = os.environ.get("ASHAT_STORE_BUSY_TIMEOUT", "")
+    try:
+        value = float(text) if text else BUSY_TIMEOUT_S
+    except ValueError:
+        raise InvalidInput(f"ASHAT_STORE_BUSY_TIMEOUT={text!r}: expected seconds") from None
+    if not 0 < value <= 3600:
+        raise InvalidInput(f"ASHAT_STORE_BUSY_TIMEOUT={text!r}: expected 0-3600 seconds")
+    return value
+
+
+_BUSY_WORDS = ("database is locked", "database is busy", "lock timeout", "locknotavailable")
+
+
+@contextlib.contextmanager
+def driver_errors(url: str) -> Iterator[None]:
+    """Turn what the driver raises into :class:`StoreBusy` or :class:`StoreError`."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise _translate(e, url) from e
+    except Exception as e:
+        if type(e).__module__.split(".")[0] != "psycopg":
+            raise
+        raise _translate(e, url) from e
+
+
+def _translate(e: Exception, url: str) -> StoreError | StoreBusy:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    name = type(e).__name__.lower()
+    if any(w in text.lower() or w in name for w in _BUSY_WORDS):
+        return StoreBusy(
+            f"another process is writing to the store at {redact_url(url)} and held it "
+            f"longer than {busy_timeout_s():g} s; try again (ASHAT_STORE_BUSY_TIMEOUT "
+            "waits longer)"
+        )
+    return StoreError(f"the store at {redact_url(url)} failed: {text}")
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -77,12 +124,14 @@ class Database:
             if not path.exists():  # the store holds tokens' hashes and the audit trail: 0600
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             conn = sqlite3.connect(
-                str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                str(path), timeout=busy_timeout_s(), isolation_level=None, check_same_thread=False
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-        except (sqlite3.Error, OSError) as e:
+        except sqlite3.Error as e:
+            raise _translate(e, f"sqlite:///{path}") from e
+        except OSError as e:
             raise StoreError(f"cannot open the store at {path}: {e}") from e
         return conn
 
@@ -110,12 +159,12 @@ class Database:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
-        with self._lock:
+        with self._lock, driver_errors(self.url):
             cur = self._conn.execute(self._sql(sql), tuple(params))
             return int(cur.rowcount if cur.rowcount is not None else 0)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        with self._lock:
+        with self._lock, driver_errors(self.url):
             cur = self._conn.execute(self._sql(sql), tuple(params))
             return [tuple(r) for r in cur.fetchall()]
 
@@ -142,28 +191,31 @@ class Database:
                 finally:
                     self._tx_depth -= 1
                 return
-            if self.dialect == "sqlite":
-                self._conn.execute("BEGIN IMMEDIATE")
-            else:
-                self._conn.execute("BEGIN")
-                try:
-                    self._conn.execute(
-                        "SELECT set_config('lock_timeout', %s, true)",
-                        (f"{int(BUSY_TIMEOUT_S * 1000)}ms",),
-                    )
-                    self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
+            with driver_errors(self.url):
+                if self.dialect == "sqlite":
+                    self._conn.execute("BEGIN IMMEDIATE")
+                else:
+                    self._conn.execute("BEGIN")
+                    try:
+                        self._conn.execute(
+                            "SELECT set_config('lock_timeout', %s, true)",
+                            (f"{int(busy_timeout_s() * 1000)}ms",),
+                        )
+                        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+                    except BaseException:
+                        self._conn.execute("ROLLBACK")
+                        raise
             self._tx_depth = 1
             try:
                 yield self
             except BaseException:
                 self._tx_depth = 0
-                self._conn.execute("ROLLBACK")
+                with contextlib.suppress(Exception):  # the error that got us here is the news
+                    self._conn.execute("ROLLBACK")
                 raise
             self._tx_depth = 0
-            self._conn.execute("COMMIT")
+            with driver_errors(self.url):
+                self._conn.execute("COMMIT")
 
     # -- migrations ------------------------------------------------------------------------
 
@@ -178,7 +230,7 @@ class Database:
                     self._apply_migrations()
             else:
                 self._apply_migrations()
-        except StoreError:
+        except (StoreError, StoreBusy):
             raise
         except Exception as e:
             raise StoreError(f"cannot migrate the store at {redact_url(self.url)}: {e}") from e

@@ -21,12 +21,12 @@ from typing import Any
 import httpx
 
 from ashat.transport.errors import (
-    AgentRejected,
     BadResponse,
     TLSFailure,
     TransportError,
     Unauthorized,
     Unreachable,
+    rejected,
 )
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # bytes of a JSON answer we are willing to read
@@ -179,7 +179,7 @@ class AgentClient:
             raise BadResponse(f"{url} answered {status} with something that is not a JSON object")
         if 400 <= status < 500:
             reason = data.get("error") or f"HTTP {status}"
-            raise AgentRejected(f"the server refused: {reason}", status, data)
+            raise rejected(f"the server refused: {reason}", status, data)
         if status >= 500:
             raise BadResponse(f"{url} failed with {status}: {data.get('error', 'server error')}")
         return data
