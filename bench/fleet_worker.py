@@ -132,9 +132,10 @@ def _say(obj: dict[str, Any]) -> None:
 
 async def mainframe_worker(spec: dict[str, Any]) -> None:
     """Run ``spec["mainframes"]`` until told to quit; answer ``summary SINCE UPDATE``."""
-    from ashat.agent.config import AgentConfig, MainframeConfig, Role, read_license_file
+    from ashat.agent.config import AgentConfig, MainframeConfig, Role
     from ashat.agent.core import Agent
     from ashat.bundle.keys import load_public_key
+    from ashat.fleet.license import read_license_file
 
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(spec["threads"]))
     release_key = load_public_key(Path(spec["trust"]))

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from ashat.agent.command import agent as agent_command
 from ashat.bundle.keys import generate_keypair
+from ashat.cli.agent_cmd import agent as agent_command
 from ashat.cli.output import AshatGroup
 
 AgentFactory = Any  # the fixture's type (tests/ is not a package)

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from ashat.agent.command import agent as agent_command
 from ashat.bundle.keys import generate_keypair, load_private_key
+from ashat.cli.agent_cmd import agent as agent_command
 from ashat.cli.output import AshatGroup
 from ashat.fleet.license import issue
 from support import wait_for

@@ -24,10 +24,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from ashat.agent.command import agent as agent_command
 from ashat.bundle import Manifest, SigningKey, parse_manifest
 from ashat.bundle.keys import generate_keypair, load_public_key
 from ashat.bundle.sign import verify_manifest
+from ashat.cli.agent_cmd import agent as agent_command
 from ashat.cli.output import AshatGroup
 from ashat.fleet.envelope import unseal
 from ashat.fleet.license import issue

@@ -3,9 +3,12 @@
 It receives bundles by difference, stages verified releases, activates them atomically,
 supervises the release's app, and rolls back. The flow, and the module for each part:
 
-- :mod:`.command` — ``ashat agent`` (click only at import time); :mod:`.config` — its
-  options as an :class:`~.config.AgentConfig`; :mod:`.runner` — uvicorn, signals, the
-  ready line.
+- :mod:`ashat.cli.agent_cmd` — ``ashat agent``; :mod:`.config` — its options as an
+  :class:`~.config.AgentConfig`; :mod:`.runner` — uvicorn, signals, the ready line;
+  :mod:`ashat.roles` — each role assembled (OMEGA's fleet routes, a mainframe's pull loop:
+  the agent never imports :mod:`ashat.fleet`).
+- :mod:`.confine` — where the app runs (its own user, a bubblewrap sandbox); :mod:`.fsck`
+  — ``ashat agent fsck``.
 - :mod:`.server` — the Starlette app (routes, bearer auth, JSON errors, metrics middleware)
   over :class:`~.core.Agent` (:mod:`.core`), which does each operation under one lock.
 - :mod:`.receive` — request bodies under limits, streamed blobs and packs, into

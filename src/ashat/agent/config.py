@@ -30,7 +30,7 @@ MAX_APP_ENV_BYTES = 1024 * 1024  # bytes of dotenv file
 # a client dripping bytes cannot hold a connection and a handler for ever.
 DEFAULT_MIN_UPLOAD_RATE = 16 * 1024  # bytes per second
 DEFAULT_UPLOAD_GRACE_S = 30.0
-MAX_UPLOAD_GRACE_S = 3600.0  # command.py repeats these three, to start without this module
+MAX_UPLOAD_GRACE_S = 3600.0  # cli/agent_cmd.py repeats these three, to start without this module
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -184,7 +184,7 @@ def parse_dotenv(text: str, source: str = "app env") -> dict[str, str]:
     return env
 
 
-def _read_option_file(path: Path, option: str, limit: int) -> bytes:
+def read_option_file(path: Path, option: str, limit: int) -> bytes:
     """The bytes of the file given as ``option``, at most ``limit`` of them. Raises
     :class:`InvalidInput` naming the option and the file."""
     try:
@@ -199,29 +199,9 @@ def _read_option_file(path: Path, option: str, limit: int) -> bytes:
 
 def read_app_env(path: Path) -> dict[str, str]:
     """Read the ``--app-env`` dotenv file. Raises :class:`InvalidInput`."""
-    data = _read_option_file(path, "--app-env", MAX_APP_ENV_BYTES)
+    data = read_option_file(path, "--app-env", MAX_APP_ENV_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidInput(f"--app-env file {path} is not UTF-8") from e
     return parse_dotenv(text, f"--app-env file {path}")
-
-
-MAX_LICENSE_BYTES = 64 * 1024  # bytes of a license file
-
-
-def read_license_file(path: Path) -> tuple[str, str, str]:
-    """The ``--license`` file's token, and the mainframe id and license id it names.
-
-    The signature is not checked here — a mainframe has no license key; OMEGA checks it on
-    every poll. Raises :class:`InvalidInput` naming the file, never quoting the token.
-    """
-    from ashat.fleet.license import LicenseRefused, peek_license
-
-    data = _read_option_file(path, "--license", MAX_LICENSE_BYTES)
-    token = data.decode("utf-8", "replace").strip()
-    try:
-        lic = peek_license(token)
-    except LicenseRefused as e:
-        raise InvalidInput(f"--license file {path} does not hold a license: {e.message}") from e
-    return token, lic.mainframe_id, lic.license_id

@@ -49,6 +49,8 @@ from ashat.agent.supervisor import AppProcess, AppSpec, Supervisor, free_port
 from ashat.bundle.keys import PublicKey
 from ashat.bundle.manifest import Manifest, parse_manifest
 from ashat.bundle.sign import check_signatures
+from ashat.clock import iso
+from ashat.clock import now as clock_now
 from ashat.faults import crash_point
 from ashat.ids import UPDATE_ID_RE
 
@@ -58,7 +60,7 @@ SHUTDOWN_LOCK_WAIT_S = 60.0  # how long shutdown waits for an activation in prog
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return iso(clock_now())
 
 
 def _check_id(update_id: str) -> str:

@@ -6,7 +6,7 @@ agent to give up any wait for an app's health, then lets uvicorn finish the requ
 flight; the lifespan's end stops the supervised app, and :func:`run_agent` makes sure of it
 even after a forced exit (a second Ctrl-C).
 
-A mainframe's pull loop (:class:`~ashat.fleet.mainframe.Mainframe`) is a task started once
+A background task (a mainframe's pull loop, given by :mod:`ashat.roles`) is started once
 the server accepts and cancelled first thing at shutdown, so a long poll in flight does
 not hold the agent up.
 """
@@ -26,7 +26,7 @@ import uvicorn
 
 from ashat.agent.config import AgentConfig, format_host
 from ashat.agent.core import Agent
-from ashat.agent.server import build_app
+from ashat.agent.server import RoleExtension, build_app
 from ashat.errors import AshatError, InvalidInput
 
 GRACEFUL_SHUTDOWN_S = 15  # for requests in flight after a signal
@@ -116,21 +116,24 @@ def _check_tls(config: AgentConfig) -> None:
         raise InvalidInput(f"cannot load --tls-cert/--tls-key: {e}") from e
 
 
-def run_agent(config: AgentConfig, announce: Callable[[str], None]) -> None:
+def run_agent(
+    config: AgentConfig,
+    announce: Callable[[str], None],
+    *,
+    extension: Callable[[Agent], RoleExtension] | None = None,
+    background: Callable[[Agent], Background] | None = None,
+) -> None:
     """Serve until a signal; ``announce`` gets the ready line once the socket accepts.
+    ``extension`` adds a role's routes (:func:`build_app`); ``background(agent)`` runs
+    beside the server (a mainframe's pull loop). Use :func:`ashat.roles.run_role`.
 
     Raises :class:`InvalidInput` (TLS files) or :class:`AshatError` (busy port, unusable
     or already used data directory) before serving.
     """
     _check_tls(config)
-    verify = None
-    if config.mainframe is not None:
-        from ashat.fleet.mainframe import omega_tls
-
-        verify = omega_tls(config.mainframe)
     sock = bind_listen(config.host, config.port)  # before the data directory is touched
     try:
-        app = build_app(config)
+        app = build_app(config, extension)
     except OSError as e:
         sock.close()
         raise AshatError(f"cannot use data directory {config.data}: {e.strerror or e}") from e
@@ -138,11 +141,7 @@ def run_agent(config: AgentConfig, announce: Callable[[str], None]) -> None:
         sock.close()
         raise
     agent: Agent = app.state.agent
-    background: Background | None = None
-    if config.mainframe is not None:
-        from ashat.fleet.mainframe import Mainframe
-
-        background = Mainframe(agent, config.mainframe, verify=verify).run
+    task = background(agent) if background is not None else None
     uv_config = uvicorn.Config(
         app,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
@@ -158,7 +157,7 @@ def run_agent(config: AgentConfig, announce: Callable[[str], None]) -> None:
     port = sock.getsockname()[1]
     url = f"{config.scheme}://{format_host(config.host)}:{port}"
     line = f"ashat agent ({config.role.value}) serving {url} data={config.data}"
-    server = _Server(uv_config, agent, lambda: announce(line), background)
+    server = _Server(uv_config, agent, lambda: announce(line), task)
     try:
         server.run(sockets=[sock])
     finally:

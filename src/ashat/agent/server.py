@@ -32,7 +32,7 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 from starlette.applications import Starlette
@@ -47,16 +47,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ashat.agent.attest import OwnResults, attest
 from ashat.agent.blobs import check_digest
 from ashat.agent.checks_base import scrub_json
-from ashat.agent.config import AgentConfig, Role
+from ashat.agent.config import AgentConfig
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob, NoSuchRelease, RequestInvalid, error_body, status_of
 from ashat.agent.pace import UploadPace
 from ashat.agent.receive import declared_length, read_limited, receive_blob, receive_pack
 from ashat.errors import AshatError
 from ashat.faults import crash_point
-
-if TYPE_CHECKING:
-    from ashat.fleet.omega_routes import OmegaRoutes
 
 log = logging.getLogger("ashat.agent")
 
@@ -364,19 +361,38 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def build_app(config: AgentConfig) -> Starlette:
+class RoleExtension(Protocol):
+    """More routes over the agent, for a role that has them (OMEGA's fleet routes, built by
+    :mod:`ashat.roles`; the agent never imports the fleet)."""
+
+    def routes(self) -> list[Route]: ...
+
+    async def blob_gate(self, request: Request, sha256: str) -> None:
+        """Raise unless the request may fetch ``sha256`` (a license's, not a bearer's)."""
+
+    def license_route(self, method: str, path: str) -> bool:
+        """Whether the route is authenticated by a license instead of the bearer token."""
+
+    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while the server runs (a background controller)."""
+
+    def close(self) -> None: ...
+
+
+def build_app(
+    config: AgentConfig, extension: Callable[[Agent], RoleExtension] | None = None
+) -> Starlette:
     """The ASGI app for ``config``; its :class:`Agent` is ``app.state.agent``.
 
     Opens (and repairs) the data directory now; the current release's app is started in
-    the background once the server runs, and stopped when it shuts down. For role omega the
-    fleet routes (:mod:`ashat.fleet.omega_routes`) are mounted too, over ``DIR/fleet.db``,
-    and the rollout controller ticks while the server runs. Raises ``OSError`` if the data
-    directory cannot be created, :class:`~ashat.errors.AshatError` if ``fleet.db`` cannot
-    be opened.
+    the background once the server runs, and stopped when it shuts down. ``extension``
+    (OMEGA's fleet routes, from :mod:`ashat.roles`) adds routes over the agent and runs
+    beside the server. Raises ``OSError`` if the data directory cannot be created, what
+    ``extension`` raises (:class:`~ashat.store.db.StoreError`: a fleet database).
     """
     agent = Agent(config)
     agent.open()
-    fleet = _omega(agent) if config.role is Role.OMEGA else None
+    fleet = extension(agent) if extension is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -393,7 +409,7 @@ def build_app(config: AgentConfig) -> Starlette:
             agent.begin_shutdown()
             await run_in_threadpool(agent.shutdown)
             if fleet is not None:
-                fleet.omega.close()
+                fleet.close()
 
     endpoints = Endpoints(agent, blob_gate=fleet.blob_gate if fleet is not None else None)
     routes = endpoints.routes()
@@ -406,7 +422,7 @@ def build_app(config: AgentConfig) -> Starlette:
             Middleware(
                 BearerAuth,
                 token=config.token,
-                license_routes=_license_route if fleet is not None else None,
+                license_routes=fleet.license_route if fleet is not None else None,
             ),
             Middleware(
                 UploadPace,
@@ -424,23 +440,5 @@ def build_app(config: AgentConfig) -> Starlette:
         lifespan=lifespan,
     )
     app.state.agent = agent
-    app.state.omega = fleet.omega if fleet is not None else None
+    app.state.extension = fleet
     return app
-
-
-def _license_route(method: str, path: str) -> bool:
-    from ashat.fleet.omega_routes import license_route
-
-    return license_route(method, path)
-
-
-def _omega(agent: Agent) -> OmegaRoutes:
-    """OMEGA's fleet service and routes over ``agent`` (role omega)."""
-    from ashat.fleet.omega import Omega
-    from ashat.fleet.omega_routes import OmegaRoutes
-
-    config = agent.config
-    assert config.omega_key is not None  # AgentConfig requires it for role omega
-    omega = Omega(agent, config.omega_key, config.license_trusted)  # StoreError: exit 2
-    agent.pinned = omega.pinned  # keep what the fleet may need to roll back to
-    return OmegaRoutes(agent, omega, config.poll_timeout_s)

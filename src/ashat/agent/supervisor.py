@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from ashat.agent.confine import Jail, app_environment
@@ -35,6 +34,8 @@ from ashat.agent.errors import ActivationFailed
 from ashat.agent.layout import Layout
 from ashat.agent.state import AppRecord
 from ashat.bundle.errors import ManifestInvalid
+from ashat.clock import iso_seconds
+from ashat.clock import now as clock_now
 
 DEFAULT_HEALTH_PATH = "/"
 DEFAULT_HEALTH_TIMEOUT_S = 30.0
@@ -205,7 +206,7 @@ class Supervisor:
     ) -> subprocess.Popen[bytes]:
         self.layout.logs.mkdir(parents=True, exist_ok=True)
         with open(self.layout.log_file(release), "ab") as log:
-            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            stamp = iso_seconds(clock_now())
             log.write(f"--- ashat {stamp}: {what}: {shlex.join(argv)} (port {port})\n".encode())
             log.flush()
             cwd = self.layout.release_dir(release)
@@ -222,7 +223,7 @@ class Supervisor:
 
     def _note(self, release: str, text: str) -> None:
         with contextlib.suppress(OSError), open(self.layout.log_file(release), "ab") as log:
-            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            stamp = iso_seconds(clock_now())
             log.write(f"--- ashat {stamp}: {text}\n".encode())
 
     def prepare(self, release: str, spec: AppSpec, port: int, log_from: int) -> None:

@@ -2,7 +2,7 @@
 
 ::
 
-    command.py   the click command (light imports)      runner.py   uvicorn, signals, ready line
+    runner.py    uvicorn, signals, ready line            (the click command: cli/serve_cmd.py)
     app.py       the Starlette app: auth, roles, bodies  routes.py   the endpoint table + handlers
     schemas.py   JSON Schemas of the bodies              openapi.py  /openapi.json from the table
     metrics.py   /metrics                                errors.py   exit code -> HTTP status

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ashat.api.routes import ENDPOINTS
+from ashat.clock import parse
 from ashat.ops.users import Role
 from ashat.workflow.models import Event
 from ashat.workflow.states import ENDED, State, allowed_next
@@ -174,10 +175,9 @@ def parse_time(value: Any) -> dt.datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse(value)
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def short_time(value: Any) -> str:

@@ -62,9 +62,9 @@ def keys_generate(name: str | None, approver: str | None, directory: str) -> Non
     emit({"private_key": str(key_path), "public_key": str(pub_path), "keyid": keyid}, human)
 
 
-from ashat.agent.command import agent  # noqa: E402
-from ashat.api.command import serve  # noqa: E402
+from ashat.cli.agent_cmd import agent  # noqa: E402
 from ashat.cli.license_cmd import license_group  # noqa: E402
+from ashat.cli.serve_cmd import serve  # noqa: E402
 from ashat.cli.trust_cmd import trust_group  # noqa: E402
 from ashat.cli.users_cmd import users_group  # noqa: E402
 

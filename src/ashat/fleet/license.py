@@ -14,9 +14,12 @@ import re
 import secrets
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ashat.bundle.keys import PublicKey, SigningKey
+from ashat.clock import iso_seconds
+from ashat.clock import parse as parse_time
 from ashat.errors import InvalidInput
 from ashat.fleet.envelope import EnvelopeError, Forged, peek_payload, seal, unseal
 
@@ -57,8 +60,7 @@ class License:
         }
 
 
-def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+_iso = iso_seconds  # licenses are written to the second
 
 
 def parse_expiry(text: str, now: dt.datetime) -> dt.datetime:
@@ -122,7 +124,7 @@ def _from_payload(p: dict[str, Any]) -> License:
             expires_at=str(p["expires_at"]),
             keyid=str(p["keyid"]),
         )
-        dt.datetime.fromisoformat(lic.expires_at.replace("Z", "+00:00"))
+        parse_time(lic.expires_at)
     except (KeyError, TypeError, ValueError) as e:
         raise LicenseRefused("malformed", f"license payload is malformed: {e}") from e
     return lic
@@ -182,7 +184,7 @@ def judge_license(
         )
     if lic.license_id in revoked:
         raise LicenseRefused("revoked", f"license {lic.license_id} has been revoked")
-    expires = dt.datetime.fromisoformat(lic.expires_at.replace("Z", "+00:00"))
+    expires = parse_time(lic.expires_at)
     if expires <= now:
         raise LicenseRefused("expired", f"license {lic.license_id} expired at {lic.expires_at}")
     if channel is not None and channel not in lic.channels:
@@ -192,3 +194,23 @@ def judge_license(
             f"not {channel!r}",
         )
     return lic
+
+
+MAX_LICENSE_BYTES = 64 * 1024  # bytes of a license file
+
+
+def read_license_file(path: Path) -> tuple[str, str, str]:
+    """The ``--license`` file's token, and the mainframe id and license id it names.
+
+    The signature is not checked here — a mainframe has no license key; OMEGA checks it on
+    every poll. Raises :class:`InvalidInput` naming the file, never quoting the token.
+    """
+    from ashat.agent.config import read_option_file
+
+    data = read_option_file(path, "--license", MAX_LICENSE_BYTES)
+    token = data.decode("utf-8", "replace").strip()
+    try:
+        lic = peek_license(token)
+    except LicenseRefused as e:
+        raise InvalidInput(f"--license file {path} does not hold a license: {e.message}") from e
+    return token, lic.mainframe_id, lic.license_id

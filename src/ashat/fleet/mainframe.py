@@ -55,6 +55,8 @@ from ashat.agent.errors import ReleaseDamaged
 from ashat.bundle.errors import BundleError
 from ashat.bundle.keys import PublicKey
 from ashat.bundle.manifest import Manifest, parse_manifest
+from ashat.clock import iso_seconds
+from ashat.clock import now as clock_now
 from ashat.errors import AshatError, InvalidInput, RemoteError
 from ashat.faults import crash_point
 from ashat.fleet.directive import (
@@ -94,12 +96,8 @@ MAX_PENDING_REPORTS = 100
 NONCE_BYTES = 18  # of a poll's nonce, which OMEGA's signed "no directive" must name
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+_utcnow = clock_now
+_iso = iso_seconds
 
 
 def _pause(n: int, base: float, cap: float, jitter: bool = True) -> float:

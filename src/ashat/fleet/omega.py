@@ -42,6 +42,7 @@ from typing import Any
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob
 from ashat.bundle.keys import PublicKey, SigningKey
+from ashat.clock import parse as parse_time
 from ashat.faults import crash_point
 from ashat.fleet.approvals import Approvals
 from ashat.fleet.controller import TIMED_OUT, Controller
@@ -71,7 +72,7 @@ class PollAnswer:
 def _servable(mf: Mainframe, now: float, revoked: set[str]) -> bool:
     """Whether a registered mainframe's license is still good (not revoked or expired)."""
     try:
-        expires = dt.datetime.fromisoformat(mf.expires_at.replace("Z", "+00:00")).timestamp()
+        expires = parse_time(mf.expires_at).timestamp()
     except ValueError:
         return False
     return mf.license_id not in revoked and expires > now
@@ -211,7 +212,7 @@ class Omega:
         with self.lock:
             if lic.license_id in self._revoked:
                 raise LicenseDenied("revoked", f"license {lic.license_id} has been revoked")
-            expires = dt.datetime.fromisoformat(lic.expires_at.replace("Z", "+00:00"))
+            expires = parse_time(lic.expires_at)
             if expires.timestamp() <= now:
                 raise LicenseDenied(
                     "expired", f"license {lic.license_id} expired at {lic.expires_at}"

@@ -6,7 +6,6 @@ fault; the service (:mod:`.omega`) then only sees well-formed requests.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 
 from ashat.agent.errors import RequestInvalid
 from ashat.canonical import canonical_json
+from ashat.clock import iso_from_timestamp
 from ashat.fleet.license import CHANNEL_RE
 from ashat.fleet.rollout import check_waves
 from ashat.ids import UPDATE_ID_RE
@@ -31,7 +31,7 @@ _ROLLOUT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 def iso(t: float) -> str:
     """Seconds since the epoch as ISO 8601 UTC, to the second (as licenses write time)."""
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_from_timestamp(t)
 
 
 def number(body: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:

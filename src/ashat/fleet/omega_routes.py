@@ -286,6 +286,13 @@ class OmegaRoutes:
         self.waiters.wake(await run_in_threadpool(self.omega.report, lic, report))
         return JSONResponse({"ok": True})
 
+    @staticmethod
+    def license_route(method: str, path: str) -> bool:
+        return license_route(method, path)
+
+    def close(self) -> None:
+        self.omega.close()
+
     async def blob_gate(self, request: Request, sha256: str) -> None:
         """For ``GET /v1/blobs/{sha}``: a license may fetch blobs of approved releases only
         (a bearer request was already checked by the middleware)."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ashat.clock import iso_seconds
+from ashat.clock import now as clock_now
 from ashat.errors import InvalidInput, OperationFailed
 from ashat.ops.project import Project, client_for
 
@@ -115,7 +117,7 @@ def list_licenses(project: Project) -> LicenseList:
             note = f"revocations from {server.name}"
         except TransportError as e:
             note = f"OMEGA unreachable ({e.message}): revocations not checked"
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = iso_seconds(clock_now())
     for r in records:
         r["status"] = (
             "revoked" if r["license_id"] in revoked

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ashat.clock import now as clock_now
 from ashat.errors import InvalidInput
 from ashat.project import write_private
 from ashat.trust.keys import TrustKey
@@ -65,8 +66,7 @@ def role_name(text: str) -> str:
         ) from None
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+now = clock_now
 
 
 def read_key(path: Path, name: str | None) -> TrustKey:

@@ -82,13 +82,19 @@ def _translate(e: Exception, url: str) -> StoreError | StoreBusy:
     return StoreError(f"the store at {redact_url(url)} failed: {text}")
 
 
-def _migrations() -> list[tuple[int, str, str]]:
+def read_migrations(package: str) -> list[tuple[int, str, str]]:
+    """``(version, file name, SQL)`` of ``package``'s ``migrations/NNNN_name.sql``, in order:
+    the control store's and the fleet's are kept the same way."""
     out = []
-    for entry in resources.files("ashat.store").joinpath("migrations").iterdir():
+    for entry in resources.files(package).joinpath("migrations").iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
             out.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
     return sorted(out)
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    return read_migrations("ashat.store")
 
 
 class Database:

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ashat.canonical import canonical_json, sha256_hex
+from ashat.clock import iso_seconds
+from ashat.clock import now as clock_now
 from ashat.errors import Refused
 from ashat.trust.keys import TrustKey, TrustKeyError
 
@@ -77,12 +79,13 @@ def parse_time(value: Any, what: str) -> dt.datetime:
 
 
 def iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """As roots and statements write their times (:func:`ashat.clock.iso_seconds`)."""
+    return iso_seconds(t)
 
 
 def now_iso() -> str:
     """Now, as statements write their times (to the second, UTC)."""
-    return iso(dt.datetime.now(dt.UTC))
+    return iso_seconds(clock_now())
 
 
 @dataclass(frozen=True)

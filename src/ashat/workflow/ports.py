@@ -10,29 +10,11 @@ from __future__ import annotations
 import builtins  # the method named `list` shadows the builtin in the class body
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from ashat.clock import Clock, SystemClock, iso, iso_after  # noqa: F401  (the ports' clock)
 from ashat.workflow.models import ChainReport, Deployment, Event, Lease, Server
 from ashat.workflow.states import State
-
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
-def iso(dt: datetime) -> str:
-    """Fixed-width UTC timestamp: text order is time order (leases compare as text)."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def iso_after(dt: datetime, seconds: float) -> str:
-    return iso(dt + timedelta(seconds=seconds))
 
 
 class StorePort(Protocol):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ashat.agent.command import upload_pace_options
+from ashat.cli.agent_cmd import upload_pace_options
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 

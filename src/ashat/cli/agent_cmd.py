@@ -288,12 +288,12 @@ def agent(
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per mainframe poll
 
-    from ashat.agent.runner import run_agent
+    from ashat.roles import run_role
 
     def announce(line: str) -> None:
         click.echo(line, err=True)
 
-    run_agent(config, announce)
+    run_role(config, announce)
 
 
 def _secret_files(*paths: Path | str | None) -> tuple[Path, ...]:
@@ -321,8 +321,9 @@ def _mainframe_config(
 ) -> MainframeConfig | None:
     """The mainframe's options as a config (None for other roles); a usage error names
     what is missing, or what only a mainframe takes."""
-    from ashat.agent.config import MainframeConfig, read_license_file
+    from ashat.agent.config import MainframeConfig
     from ashat.bundle.keys import load_public_key
+    from ashat.fleet.license import read_license_file
 
     given = {
         "--omega": omega_url is not None,
