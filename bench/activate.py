@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from ashat.agent.blobs import BlobStore, BlobWriter
-from ashat.agent.config import AgentConfig, Role
+from ashat.agent.config import AgentConfig, AgentRole
 from ashat.agent.core import Agent
 from ashat.bundle import build_from_dir, generate_keypair, sign_manifest
 from ashat.bundle.keys import load_private_key
@@ -63,7 +63,7 @@ def agent_in(base: Path, pub: Path, sandbox: str) -> Agent:
     key = load_public_key(pub)
     user = os.environ.get("ASHAT_APP_USER") or ("nobody" if os.geteuid() == 0 else None)
     config = AgentConfig(
-        role=Role.PUBLIC,
+        role=AgentRole.PUBLIC,
         data=base,
         host="127.0.0.1",
         port=0,

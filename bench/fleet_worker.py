@@ -132,7 +132,7 @@ def _say(obj: dict[str, Any]) -> None:
 
 async def mainframe_worker(spec: dict[str, Any]) -> None:
     """Run ``spec["mainframes"]`` until told to quit; answer ``summary SINCE UPDATE``."""
-    from ashat.agent.config import AgentConfig, MainframeConfig, Role
+    from ashat.agent.config import AgentConfig, AgentRole, MainframeConfig
     from ashat.agent.core import Agent
     from ashat.bundle.keys import load_public_key
     from ashat.fleet.license import read_license_file
@@ -157,7 +157,7 @@ async def mainframe_worker(spec: dict[str, Any]) -> None:
                 poll_wait_s=spec["poll_wait"],
             )
             config = AgentConfig(
-                role=Role.MAINFRAME,
+                role=AgentRole.MAINFRAME,
                 data=home / "data",
                 host="127.0.0.1",
                 port=0,

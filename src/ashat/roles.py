@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ashat.agent.config import AgentConfig, Role
+from ashat.agent.config import AgentConfig, AgentRole
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -35,7 +35,7 @@ def omega_extension(agent: Agent) -> RoleExtension:
 
 
 def extension_for(config: AgentConfig) -> Callable[[Agent], RoleExtension] | None:
-    return omega_extension if config.role is Role.OMEGA else None
+    return omega_extension if config.role is AgentRole.OMEGA else None
 
 
 def build_role_app(config: AgentConfig) -> Starlette:

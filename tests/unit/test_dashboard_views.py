@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ashat.api import views
 from ashat.api.routes import ENDPOINTS
-from ashat.ops.users import Role
+from ashat.ops.users import UserRole
 from ashat.workflow.models import Event
 from ashat.workflow.states import ENDED, State, can_transition
 
@@ -28,8 +28,8 @@ def test_actions_need_the_role_of_their_api_operation() -> None:
         "rollback": by_id["rollback"],
         "cancel": by_id["cancel"],
     }
-    assert views.ACTIONS["approve"].role is Role.APPROVER
-    assert views.ACTIONS["cancel"].role is Role.DEPLOYER
+    assert views.ACTIONS["approve"].role is UserRole.APPROVER
+    assert views.ACTIONS["cancel"].role is UserRole.DEPLOYER
     with pytest.raises(KeyError):
         views.role_for("noSuchOperation")
 

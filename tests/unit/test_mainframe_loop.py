@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ashat.agent.config import AgentConfig, MainframeConfig, Role
+from ashat.agent.config import AgentConfig, AgentRole, MainframeConfig
 from ashat.agent.core import Agent
 from ashat.bundle.keys import SigningKey
 from ashat.errors import InvalidInput
@@ -40,7 +40,7 @@ def mainframe_config(**over: object) -> MainframeConfig:
 def make_mainframe(data: Path, **over: object) -> Mainframe:
     """A mainframe's loop over a real agent in ``data`` (``over``: MainframeConfig fields)."""
     config = AgentConfig(
-        role=Role.MAINFRAME,
+        role=AgentRole.MAINFRAME,
         data=data,
         host="127.0.0.1",
         port=0,
@@ -163,9 +163,9 @@ def test_only_a_mainframe_has_a_mainframe_config(tmp_path: Path) -> None:
         "trusted": {KEY.keyid: KEY.public},
     }
     with pytest.raises(InvalidInput, match="only a mainframe"):
-        AgentConfig(role=Role.MAINFRAME, **base)  # type: ignore[arg-type]
+        AgentConfig(role=AgentRole.MAINFRAME, **base)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="only a mainframe"):
-        AgentConfig(role=Role.PUBLIC, mainframe=mainframe_config(), **base)  # type: ignore[arg-type]
+        AgentConfig(role=AgentRole.PUBLIC, mainframe=mainframe_config(), **base)  # type: ignore[arg-type]
 
 
 def test_a_bad_omega_ca_cert_is_invalid_input(tmp_path: Path) -> None:

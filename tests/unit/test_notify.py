@@ -122,7 +122,9 @@ def test_openapi_describes_every_endpoint_with_its_role() -> None:
 
 
 def test_roles_include_the_lower_ones() -> None:
-    from ashat.ops.users import Role
+    from ashat.ops.users import UserRole
 
-    assert Role.ADMIN.allows(Role.VIEWER) and Role.APPROVER.allows(Role.DEPLOYER)
-    assert not Role.DEPLOYER.allows(Role.APPROVER) and not Role.VIEWER.allows(Role.DEPLOYER)
+    assert UserRole.ADMIN.allows(UserRole.VIEWER) and UserRole.APPROVER.allows(UserRole.DEPLOYER)
+    assert not UserRole.DEPLOYER.allows(UserRole.APPROVER) and not UserRole.VIEWER.allows(
+        UserRole.DEPLOYER
+    )

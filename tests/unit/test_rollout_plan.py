@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from ashat.fleet.rollout import (
     Kind,
-    Outcome,
     Progress,
     Step,
     Target,
     TargetStatus,
+    WaveDecision,
     budget_broken,
     check_waves,
     fleet_order,
@@ -132,47 +132,47 @@ def fleet(statuses: dict[int, list[TargetStatus]]) -> list[tuple[str, int, Targe
 
 def test_a_wave_with_reports_missing_waits() -> None:
     p = progress(fleet({0: [INS, PEND], 1: [WAIT, WAIT]}))
-    assert step(p, 1010.0) == Step(Outcome.CONTINUE)
+    assert step(p, 1010.0) == Step(WaveDecision.CONTINUE)
 
 
 def test_a_done_wave_advances_to_the_next() -> None:
     s = step(progress(fleet({0: [INS], 1: [WAIT, WAIT, WAIT, WAIT], 2: [WAIT] * 5})), 1001.0)
-    assert s.outcome is Outcome.ADVANCE and s.next_wave == 1 and s.timed_out == ()
+    assert s.outcome is WaveDecision.ADVANCE and s.next_wave == 1 and s.timed_out == ()
 
 
 def test_empty_waves_are_skipped() -> None:
     # N=1: waves [10, 50, 100] all cover the same one mainframe.
     s = step(progress([("a", 0, INS)]), 1001.0)
-    assert s.outcome is Outcome.COMPLETE
+    assert s.outcome is WaveDecision.COMPLETE
     s = step(progress([("a", 0, INS), ("b", 2, WAIT)]), 1001.0)
-    assert s.outcome is Outcome.ADVANCE and s.next_wave == 2
+    assert s.outcome is WaveDecision.ADVANCE and s.next_wave == 2
 
 
 def test_the_last_wave_done_completes() -> None:
     p = progress(
         fleet({0: [INS], 1: [INS, INS, INS, INS], 2: [INS, FAIL, INS, INS, INS]}), current=2
     )
-    assert step(p, 1001.0).outcome is Outcome.COMPLETE  # 1 of 10 failed: within 0.2
+    assert step(p, 1001.0).outcome is WaveDecision.COMPLETE  # 1 of 10 failed: within 0.2
 
 
 def test_an_empty_fleet_completes_at_once() -> None:
-    assert step(progress([]), 1000.0).outcome is Outcome.COMPLETE
+    assert step(progress([]), 1000.0).outcome is WaveDecision.COMPLETE
 
 
 def test_silence_past_the_wave_timeout_is_failure() -> None:
     p = progress(fleet({0: [INS, INS, INS, INS, PEND], 1: [WAIT] * 5}), timeout=60.0)
     early = step(p, 1059.9)
-    assert early.outcome is Outcome.CONTINUE and early.timed_out == ()
+    assert early.outcome is WaveDecision.CONTINUE and early.timed_out == ()
     late = step(p, 1060.0)
     assert late.timed_out == ("m0-4",)
-    assert late.outcome is Outcome.ADVANCE  # 1 of 5 failed: ratio 0.2 is within 0.2
+    assert late.outcome is WaveDecision.ADVANCE  # 1 of 5 failed: ratio 0.2 is within 0.2
 
 
 def test_timeouts_can_break_the_budget() -> None:
     p = progress(fleet({0: [INS, INS, PEND, PEND, PEND], 1: [WAIT] * 5}), timeout=60.0)
     s = step(p, 2000.0)
     assert s.timed_out == ("m0-2", "m0-3", "m0-4")
-    assert s.outcome is Outcome.FAIL
+    assert s.outcome is WaveDecision.FAIL
     assert s.reason is not None and "3 of 5" in s.reason and "0.2" in s.reason
 
 
@@ -180,28 +180,28 @@ def test_the_budget_breaks_before_the_wave_is_done() -> None:
     # 2 failed of 5 targeted so far (pending count in the denominator): 0.4 > 0.2, halt now.
     p = progress(fleet({0: [FAIL, FAIL, PEND, PEND, PEND], 1: [WAIT] * 5}))
     s = step(p, 1001.0)
-    assert s.outcome is Outcome.FAIL and s.timed_out == ()
+    assert s.outcome is WaveDecision.FAIL and s.timed_out == ()
 
 
 def test_the_budget_counts_every_targeted_wave() -> None:
     p = progress(fleet({0: [INS], 1: [INS, INS, FAIL, PEND], 2: [WAIT] * 5}), current=1)
-    assert step(p, 1001.0).outcome is Outcome.CONTINUE  # 1 of 5: 0.2
+    assert step(p, 1001.0).outcome is WaveDecision.CONTINUE  # 1 of 5: 0.2
     p = progress(fleet({0: [FAIL], 1: [INS, INS, FAIL, PEND], 2: [WAIT] * 5}), current=1)
-    assert step(p, 1001.0).outcome is Outcome.FAIL  # 2 of 5
+    assert step(p, 1001.0).outcome is WaveDecision.FAIL  # 2 of 5
 
 
 def test_a_rollback_is_never_halted_early() -> None:
     p = progress(fleet({0: [FAIL, FAIL, PEND]}), kind=Kind.ROLLBACK, waves=(100,), ratio=0.0)
-    assert step(p, 1001.0).outcome is Outcome.CONTINUE
+    assert step(p, 1001.0).outcome is WaveDecision.CONTINUE
 
 
 def test_a_rollback_fails_at_the_end_if_anyone_did_not_roll_back() -> None:
     p = progress(fleet({0: [INS, INS, PEND]}), kind=Kind.ROLLBACK, waves=(100,), timeout=10.0)
     s = step(p, 1010.0)
-    assert s.outcome is Outcome.FAIL and s.timed_out == ("m0-2",)
+    assert s.outcome is WaveDecision.FAIL and s.timed_out == ("m0-2",)
     assert s.reason == "1 of 3 mainframes did not roll back"
     done = progress(fleet({0: [INS, INS, INS]}), kind=Kind.ROLLBACK, waves=(100,))
-    assert step(done, 1001.0).outcome is Outcome.COMPLETE
+    assert step(done, 1001.0).outcome is WaveDecision.COMPLETE
 
 
 def test_summarize_counts_per_wave_and_in_total() -> None:
@@ -247,7 +247,9 @@ def test_waits_is_step_continuing_judged_from_counts(
     for t in p.targets:
         if t.wave <= current:
             counts[t.status] = counts.get(t.status, 0) + 1
-    assert waits(kind, counts, ratio, late) == (step(p, now) == Step(Outcome.CONTINUE) and not late)
+    assert waits(kind, counts, ratio, late) == (
+        step(p, now) == Step(WaveDecision.CONTINUE) and not late
+    )
 
 
 def test_empty_waves_after_the_last_are_done_once_the_rollout_ended() -> None:

@@ -34,7 +34,7 @@ MAX_UPLOAD_GRACE_S = 3600.0  # cli/agent_cmd.py repeats these three, to start wi
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class Role(enum.StrEnum):
+class AgentRole(enum.StrEnum):
     PUBLIC = "public"
     OMEGA = "omega"
     MAINFRAME = "mainframe"
@@ -44,7 +44,7 @@ class Role(enum.StrEnum):
 class AgentConfig:
     """Everything the server needs; the token and app env never appear in ``repr``."""
 
-    role: Role
+    role: AgentRole
     data: Path
     host: str
     port: int  # 0: let the OS pick (the ready line names the real one)
@@ -78,13 +78,13 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if not self.token:
             raise InvalidInput("the agent needs a bearer token")
-        if (self.role is Role.MAINFRAME) != (self.mainframe is not None):
+        if (self.role is AgentRole.MAINFRAME) != (self.mainframe is not None):
             raise InvalidInput("a mainframe, and only a mainframe, pulls from OMEGA (--omega)")
         if not self.trusted:
             raise InvalidInput("the agent needs at least one trusted public key (--trust)")
-        if self.role is Role.OMEGA and (self.omega_key is None or not self.license_trusted):
+        if self.role is AgentRole.OMEGA and (self.omega_key is None or not self.license_trusted):
             raise InvalidInput("OMEGA needs --omega-key and at least one --license-trust")
-        if self.role is not Role.OMEGA and (self.fleet_db or self.blob_dir):
+        if self.role is not AgentRole.OMEGA and (self.fleet_db or self.blob_dir):
             raise InvalidInput("--db and --blob-dir are for --role omega only")
         if self.fleet_db is not None and not self.fleet_db.startswith(
             ("sqlite:///", "postgresql://", "postgres://")
@@ -106,9 +106,9 @@ class AgentConfig:
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidInput("--tls-cert and --tls-key go together: give both or neither")
-        if self.verifier_key is not None and self.role is not Role.PUBLIC:
+        if self.verifier_key is not None and self.role is not AgentRole.PUBLIC:
             raise InvalidInput("--verifier-key is for --role public only")
-        if self.root_file is not None and self.role is Role.PUBLIC:
+        if self.root_file is not None and self.role is AgentRole.PUBLIC:
             raise InvalidInput("--root is for --role omega and --role mainframe")
 
     @property

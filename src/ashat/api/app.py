@@ -37,7 +37,7 @@ from ashat.api.schemas import validate_body, with_checks
 from ashat.errors import AshatError, InvalidInput
 from ashat.ops.project import Project
 from ashat.ops.push import SpoolQuota
-from ashat.ops.users import Role, authenticate
+from ashat.ops.users import UserRole, authenticate
 from ashat.store.users import User
 
 log = logging.getLogger("ashat.api")
@@ -143,7 +143,7 @@ def _endpoint(
                 if user is None:
                     metrics.refusals.labels(status="401").inc()
                     return _refuse(401, "unknown or replaced token", "unauthenticated")
-                have = Role(user.role)
+                have = UserRole(user.role)
                 if not have.allows(ep.role):
                     metrics.refusals.labels(status="403").inc()
                     return _refuse(

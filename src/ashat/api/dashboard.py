@@ -53,7 +53,7 @@ from ashat.api.schemas import COMPONENTS, STATES, validate_body
 from ashat.api.session import COOKIE, Session, SessionCodec, csrf_matches, same_origin
 from ashat.errors import AshatError, InvalidInput
 from ashat.ops.project import Project
-from ashat.ops.users import Role, authenticate
+from ashat.ops.users import UserRole, authenticate
 from ashat.store.users import User, UserStore
 from ashat.workflow.states import describe_allowed
 
@@ -87,8 +87,8 @@ class Viewer:
         return self.user.name
 
     @property
-    def role(self) -> Role:
-        return Role(self.user.role)
+    def role(self) -> UserRole:
+        return UserRole(self.user.role)
 
     def may(self, action: str) -> bool:
         return self.role.allows(views.ACTIONS[action].role)
@@ -225,7 +225,7 @@ class Dashboard:
             return None
         return Viewer(user, session)
 
-    def _page(self, fn: PageFn, role: Role = Role.VIEWER, json: bool = False) -> Handle:
+    def _page(self, fn: PageFn, role: UserRole = UserRole.VIEWER, json: bool = False) -> Handle:
         async def handle(request: Request) -> Response:
             form: dict[str, str] = {}
             if request.method == "POST":
@@ -238,7 +238,7 @@ class Dashboard:
         return handle
 
     def _run(
-        self, fn: PageFn, role: Role, json: bool, request: Request, form: dict[str, str]
+        self, fn: PageFn, role: UserRole, json: bool, request: Request, form: dict[str, str]
     ) -> Response:
         project = self.open_project()
         viewer: Viewer | None = None

@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 
 from ashat.ops.project import Project
-from ashat.ops.users import Role
+from ashat.ops.users import UserRole
 from ashat.store.stats import CheckStats, PushTotals
 from ashat.workflow.states import State
 
@@ -49,7 +49,7 @@ class StoreCollector:
             yield approvals
             users = GaugeMetricFamily("ashat_users", "API users by role", labels=["role"])
             by_role = stats.users_by_role(db)
-            for role in Role:
+            for role in UserRole:
                 users.add_metric([role.value], by_role.get(role.value, 0))
             yield users
             events = GaugeMetricFamily("ashat_audit_events", "Events in the audit chain")

@@ -18,7 +18,7 @@ from ashat.api.errors import ApiFailure
 from ashat.api.schemas import STATES, UPDATE_ID_PATTERN, USER_NAME_PATTERN
 from ashat.errors import AshatError
 from ashat.ops.project import Project
-from ashat.ops.users import Role
+from ashat.ops.users import UserRole
 from ashat.store.users import User
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class Endpoint:
     operation_id: str
     summary: str
     handler: Handler
-    role: Role | None  # None: open to anyone
+    role: UserRole | None  # None: open to anyone
     response: str  # the component schema of a 2xx answer
     status: int = 200
     params: tuple[Param, ...] = ()
@@ -325,7 +325,7 @@ def remove_user(call: Call) -> tuple[int, dict[str, Any]]:
 
 # -- the table ----------------------------------------------------------------------------
 
-V, D, A, ADMIN = Role.VIEWER, Role.DEPLOYER, Role.APPROVER, Role.ADMIN
+V, D, A, ADMIN = UserRole.VIEWER, UserRole.DEPLOYER, UserRole.APPROVER, UserRole.ADMIN
 ACTS = (400, 404, 409, 422, 502)  # what an operation on a deployment may answer
 
 ENDPOINTS: tuple[Endpoint, ...] = (

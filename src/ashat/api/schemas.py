@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from ashat.errors import InvalidInput
-from ashat.ops.users import Role
+from ashat.ops.users import UserRole
 from ashat.workflow.states import State
 
 STATES = [s.value for s in State]
-ROLES = [r.value for r in Role]
+ROLES = [r.value for r in UserRole]
 UPDATE_ID_PATTERN = "^[a-z0-9][a-z0-9._-]{0,63}$"
 USER_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 # What validate_server_url accepts, as a pattern: http(s), a host, a port 1-65535, a path.

@@ -12,7 +12,7 @@ from typing import Any
 
 from ashat.api.routes import ENDPOINTS
 from ashat.clock import parse
-from ashat.ops.users import Role
+from ashat.ops.users import UserRole
 from ashat.workflow.models import Event
 from ashat.workflow.states import ENDED, State, allowed_next
 
@@ -48,7 +48,7 @@ TONES: dict[State, str] = {
 }
 
 
-def role_for(operation_id: str) -> Role:
+def role_for(operation_id: str) -> UserRole:
     """The role the API's operation needs: the dashboard's action needs the same."""
     for ep in ENDPOINTS:
         if ep.operation_id == operation_id and ep.role is not None:
@@ -65,7 +65,7 @@ class Action:
     label: str  # of that field
 
     @property
-    def role(self) -> Role:
+    def role(self) -> UserRole:
         return role_for(self.name)
 
 

@@ -230,7 +230,7 @@ def agent(
         if not value:
             raise click.MissingParameter(ctx=ctx, param_type="option", param_hint=f"'{name}'")
     assert role is not None and data is not None
-    from ashat.agent.config import AgentConfig, Role, parse_listen, read_app_env
+    from ashat.agent.config import AgentConfig, AgentRole, parse_listen, read_app_env
     from ashat.bundle.keys import load_public_key
     from ashat.project import read_token_file
 
@@ -248,7 +248,7 @@ def agent(
     host, port = parse_listen(listen)
     keys = [load_public_key(p) for p in trust]
     config = AgentConfig(
-        role=Role(role),
+        role=AgentRole(role),
         data=data.resolve(),
         host=host,
         port=port,

@@ -25,10 +25,10 @@ from ashat.fleet.omega_requests import iso
 from ashat.fleet.omega_store import FleetStore, Rollout, Spec, TargetRow
 from ashat.fleet.rollout import (
     Kind,
-    Outcome,
     Progress,
     RolloutState,
     TargetStatus,
+    WaveDecision,
     plan,
     step,
     summarize,
@@ -165,13 +165,13 @@ class Controller:
             for mid in s.timed_out:
                 why = f"{TIMED_OUT} ({r.wave_timeout_s:g} s)"
                 self.store.set_target(r.rollout_id, mid, TargetStatus.FAILED, why, iso(now))
-            if s.outcome is Outcome.CONTINUE:
+            if s.outcome is WaveDecision.CONTINUE:
                 break
-            if s.outcome is Outcome.ADVANCE:
+            if s.outcome is WaveDecision.ADVANCE:
                 assert s.next_wave is not None
                 woken |= self._start_wave(r, s.next_wave, now)
                 continue
-            if s.outcome is Outcome.COMPLETE:
+            if s.outcome is WaveDecision.COMPLETE:
                 self._finish(r, RolloutState.COMPLETED, None, now)
                 log.info("%s: %s completed", r.rollout_id, r.update_id)
             else:

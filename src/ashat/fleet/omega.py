@@ -53,7 +53,7 @@ from ashat.fleet.license_cache import LicenseCache
 from ashat.fleet.omega_errors import FleetConflict, LicenseDenied
 from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
 from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest, iso
-from ashat.fleet.omega_store import FleetStore, Mainframe, Rollout, Spec
+from ashat.fleet.omega_store import FleetStore, RegisteredMainframe, Rollout, Spec
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
 from ashat.trust.held import held_root
 
@@ -69,7 +69,7 @@ class PollAnswer:
     manifest: str  # the doubly signed manifest, as JSON text
 
 
-def _servable(mf: Mainframe, now: float, revoked: set[str]) -> bool:
+def _servable(mf: RegisteredMainframe, now: float, revoked: set[str]) -> bool:
     """Whether a registered mainframe's license is still good (not revoked or expired)."""
     try:
         expires = parse_time(mf.expires_at).timestamp()

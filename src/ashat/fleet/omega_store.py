@@ -33,7 +33,7 @@ from ashat.fleet.rollout import Kind, RolloutState, Target, TargetStatus
 
 
 @dataclass(frozen=True)
-class Mainframe:
+class RegisteredMainframe:
     mainframe_id: str
     license_id: str
     customer: str
@@ -114,8 +114,8 @@ def _select(columns: Sequence[str], prefix: str = "") -> str:
     return ", ".join(prefix + c for c in columns)
 
 
-def _mainframe(r: Row) -> Mainframe:
-    return Mainframe(
+def _mainframe(r: Row) -> RegisteredMainframe:
+    return RegisteredMainframe(
         mainframe_id=r["mainframe_id"],
         license_id=r["license_id"],
         customer=r["customer"],
@@ -249,7 +249,7 @@ class FleetStore:
             (update_id, sequence, mainframe_id),
         )
 
-    def mainframe(self, mainframe_id: str) -> Mainframe | None:
+    def mainframe(self, mainframe_id: str) -> RegisteredMainframe | None:
         row = self._one(
             f"SELECT {_select(MAINFRAME_COLUMNS)} FROM mainframes WHERE mainframe_id=?",
             (mainframe_id,),
@@ -257,7 +257,7 @@ class FleetStore:
         )
         return _mainframe(row) if row else None
 
-    def mainframes(self) -> list[Mainframe]:
+    def mainframes(self) -> list[RegisteredMainframe]:
         rows = self._all(
             f"SELECT {_select(MAINFRAME_COLUMNS)} FROM mainframes ORDER BY mainframe_id",
             (),

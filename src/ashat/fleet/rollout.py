@@ -43,7 +43,7 @@ class TargetStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-class Outcome(enum.StrEnum):
+class WaveDecision(enum.StrEnum):
     CONTINUE = "continue"  # nothing to do but wait (and time out the silent, if any)
     ADVANCE = "advance"  # the wave is done: start ``next_wave``
     COMPLETE = "complete"  # the last wave is done
@@ -117,7 +117,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Step:
-    outcome: Outcome
+    outcome: WaveDecision
     timed_out: tuple[str, ...] = ()  # pending mainframes whose silence is now a failure
     next_wave: int | None = None  # with ADVANCE
     reason: str | None = None  # with FAIL
@@ -147,16 +147,16 @@ def step(p: Progress, now: float) -> Step:
             f"failure budget broken: {failed} of {n} targeted mainframes failed "
             f"(ratio {failed / n:.2f} > max_failure_ratio {p.max_failure_ratio:g})"
         )
-        return Step(Outcome.FAIL, timed_out, reason=reason)
+        return Step(WaveDecision.FAIL, timed_out, reason=reason)
     if pending:
-        return Step(Outcome.CONTINUE, timed_out)
+        return Step(WaveDecision.CONTINUE, timed_out)
     later = sorted({t.wave for t in p.targets if t.wave > p.current_wave})
     if later:
-        return Step(Outcome.ADVANCE, timed_out, next_wave=later[0])
+        return Step(WaveDecision.ADVANCE, timed_out, next_wave=later[0])
     if p.kind is Kind.ROLLBACK and failed:
         reason = f"{failed} of {n} mainframes did not roll back"
-        return Step(Outcome.FAIL, timed_out, reason=reason)
-    return Step(Outcome.COMPLETE, timed_out)
+        return Step(WaveDecision.FAIL, timed_out, reason=reason)
+    return Step(WaveDecision.COMPLETE, timed_out)
 
 
 def waits(

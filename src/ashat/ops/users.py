@@ -29,7 +29,7 @@ TOKEN_BYTES = 32
 USER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
-class Role(StrEnum):
+class UserRole(StrEnum):
     VIEWER = "viewer"
     DEPLOYER = "deployer"
     APPROVER = "approver"
@@ -37,9 +37,9 @@ class Role(StrEnum):
 
     @property
     def rank(self) -> int:
-        return list(Role).index(self)
+        return list(UserRole).index(self)
 
-    def allows(self, needed: Role) -> bool:
+    def allows(self, needed: UserRole) -> bool:
         """Whether this role may do what ``needed`` may (higher roles include lower ones)."""
         return self.rank >= needed.rank
 
@@ -48,12 +48,12 @@ class NoSuchUser(NotFound):
     kind = "no_such_user"
 
 
-def parse_role(value: str) -> Role:
+def parse_role(value: str) -> UserRole:
     try:
-        return Role(value)
+        return UserRole(value)
     except ValueError as e:
         raise InvalidInput(
-            f"unknown role {value!r}: expected one of {', '.join(r.value for r in Role)}"
+            f"unknown role {value!r}: expected one of {', '.join(r.value for r in UserRole)}"
         ) from e
 
 
@@ -110,7 +110,7 @@ def remove_user(project: Project, name: str, *, actor: str | None = None) -> Use
     user = users.get(name)
     if user is None:
         raise NoSuchUser(f"no user {name!r}", user=name)
-    if user.role == Role.ADMIN.value and users.count_role(Role.ADMIN.value) <= 1:
+    if user.role == UserRole.ADMIN.value and users.count_role(UserRole.ADMIN.value) <= 1:
         raise Refused(
             f"{name} is the last admin: add another admin before removing this one", user=name
         )
