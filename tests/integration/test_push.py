@@ -284,3 +284,22 @@ def test_a_release_id_the_agent_holds_with_other_content_is_a_conflict_exit_3(
     code, out = deploy_json("push", "hello-001", "from another checkout")
     assert code == 3, out
     assert out["kind"] == "conflict" and "already staged" in out["error"], out
+
+
+def test_a_failed_prepare_hook_shows_its_cause(agent_factory: Any, hello_project: Any) -> None:
+    """Issue 17: a failed prepare printed only "failed with exit status 1", while the reason
+    sat in a log on the server; the agent sends the log's tail, and deploy prints it."""
+    agent = agent_factory()
+    root = hello_project(agent)
+    toml = root / "ashat.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'health_path = "/healthz"',
+            'health_path = "/healthz"\n'
+            "prepare = \"python3 -c \\\"raise KeyError('DJANGO_SECRET_KEY')\\\"\"",
+        )
+    )
+    res = deploy("push", "hello-001", "needs a secret")
+    assert res.exit_code == 1, res.output
+    assert "prepare hook" in res.stderr and "failed with exit status 1" in res.stderr
+    assert "KeyError: 'DJANGO_SECRET_KEY'" in res.stderr, res.stderr  # the log's tail

@@ -13,7 +13,7 @@ import click
 
 from ashat.cli import remote
 from ashat.cli.context import Project, complete_update_id
-from ashat.cli.output import BAD, OK, OUT, WARN, emit, json_option, style
+from ashat.cli.output import BAD, OK, WARN, emit, json_mode, json_option, style
 from ashat.cli.remote import control
 from ashat.errors import OperationFailed
 
@@ -48,7 +48,7 @@ class _ProgressBar:
         self._task: Any = None
 
     def tick(self, dep: Deployment, status: dict[str, Any] | None) -> None:
-        if OUT.json or not sys.stdout.isatty():
+        if json_mode() or not sys.stdout.isatty():
             return
         if self._bar is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -102,11 +102,11 @@ def approve(
     signer = signer_for(Path(key_path)) if key_path else None
 
     def header(text: str) -> None:
-        if not OUT.json:
+        if not json_mode():
             click.echo(style(text, bold=True))
 
     def recorded(result: ApproveResult, policy: ApprovalPolicy, actor: str) -> None:
-        if not OUT.json:
+        if not json_mode():
             mark = OK if result.counted else WARN
             note = "" if result.counted else " (already recorded: counted once)"
             click.echo(
@@ -117,7 +117,7 @@ def approve(
     def released(
         server: Server, relayed: int, rollout: dict[str, Any], distribution: DistributionPolicy
     ) -> None:
-        if not OUT.json:
+        if not json_mode():
             click.echo(f"  {OK} released to {server.name} ({relayed} bytes relayed from PUBLIC)")
             click.echo(
                 f"Distributing to Licensed Mainframes: rollout {rollout.get('rollout_id')}, "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ashat.cli.output import OK, OUT, emit, json_option
+from ashat.cli.output import OK, emit, json_mode, json_option
 
 
 @click.command("init")
@@ -24,7 +24,7 @@ def init(
     from ashat.ops.init import guess_run, init_project, plan_init
 
     root = Path.cwd()
-    if not (yes or OUT.json):
+    if not (yes or json_mode()):
         name = click.prompt("Application name", default=name or root.resolve().name)
         run = click.prompt(
             "Command that serves it ({port} is the port; empty: no app)",

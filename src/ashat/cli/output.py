@@ -16,18 +16,20 @@ import click
 
 from ashat.errors import AshatError, InternalError, InvalidInput
 
-
-class Output:
-    json: bool = False
-    requested: bool = False  # "--json" is among the arguments, even if parsing failed first
+_JSON = "ashat.json"  # in the root context's meta: --json was given
+_REQUESTED = "ashat.json_requested"  # "--json" is among the arguments, even if parsing failed
 
 
-OUT = Output()
+def json_mode() -> bool:
+    """Whether this invocation prints JSON (``--json``): kept in click's context, so two
+    invocations in one process (tests, an embedding) never see each other's."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().meta.get(_JSON))
 
 
 def set_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     if value:
-        OUT.json = True
+        ctx.find_root().meta[_JSON] = True
     return value
 
 
@@ -58,17 +60,40 @@ SKIP = "⏭️"
 
 def emit(data: Any, human: Callable[[], None]) -> None:
     """Print ``data`` as JSON when ``--json`` was given, else call ``human``."""
-    if OUT.json:
+    if json_mode():
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         human()
 
 
+LOG_TAIL_SHOWN = 20  # lines of a server's log tail printed under an error
+
+
+def log_tail_of(err: AshatError) -> str:
+    """The tail of the app's (or its hook's) log a server sent with its refusal, if any:
+    the agent's answer (``details.agent.log_tail``), as relayed by ``ashat serve`` too."""
+    details = err.details
+    for where in (details, details.get("agent"), details.get("details")):
+        if isinstance(where, dict):
+            tail = where.get("log_tail")
+            if isinstance(tail, str) and tail.strip():
+                return tail
+            inner = where.get("agent")
+            if isinstance(inner, dict) and isinstance(inner.get("log_tail"), str):
+                return str(inner["log_tail"])
+    return ""
+
+
 def fail(err: AshatError) -> NoReturn:
-    if OUT.json:
+    if json_mode():
         click.echo(json.dumps(err.to_json(), indent=2, sort_keys=True, default=str))
     else:
         click.echo(style(f"error: {err.message}", fg="red"), err=True)
+        tail = log_tail_of(err).rstrip().splitlines()[-LOG_TAIL_SHOWN:]
+        if tail:
+            click.echo("the server's log of it ends with:", err=True)
+            for line in tail:
+                click.echo(f"  | {line}", err=True)
     sys.exit(err.exit_code)
 
 
@@ -82,10 +107,11 @@ class AshatGroup(click.Group):
         parent: click.Context | None = None,
         **extra: Any,
     ) -> click.Context:
-        if parent is None:
-            OUT.json = False  # a new invocation (CliRunner reuses the process)
-            OUT.requested = "--json" in args
-        return super().make_context(info_name, args, parent=parent, **extra)
+        requested = parent is None and "--json" in args
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        if requested:
+            ctx.meta[_REQUESTED] = True
+        return ctx
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -100,9 +126,10 @@ class AshatGroup(click.Group):
         except AshatError as e:
             fail(e)
         except click.UsageError as e:
-            if not (OUT.json or OUT.requested):
+            root = ctx.find_root()
+            if not (json_mode() or root.meta.get(_REQUESTED)):
                 raise  # Click prints the usage text and exits 2
-            OUT.json = True
+            root.meta[_JSON] = True
             fail(InvalidInput(e.format_message()))
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -14,7 +14,7 @@ import click
 
 from ashat.cli import remote
 from ashat.cli.context import Project, client_for, complete_update_id
-from ashat.cli.output import BAD, OK, OUT, emit, json_option, style
+from ashat.cli.output import BAD, OK, emit, json_mode, json_option, style
 from ashat.cli.remote import control
 
 if TYPE_CHECKING:
@@ -48,14 +48,14 @@ def push(update_id: str, description: str, source: str | None, git_ref: str | No
     def on_start(server: Server) -> None:
         nonlocal started
         started = True
-        if not OUT.json:
+        if not json_mode():
             click.echo(style("ASHAT Deployment Workflow Initiated", bold=True))
             click.echo(f"Update ID: {update_id}")
             click.echo(f"Target: {server.name} ({server.url})")
             click.echo("Deployment Plan: 4 steps (record, upload, stage, activate)")
 
     def step(name: str, detail: str) -> None:
-        if not OUT.json:
+        if not json_mode():
             click.echo(f"  {OK} {name:<9} {detail}")
 
     try:
@@ -70,7 +70,7 @@ def push(update_id: str, description: str, source: str | None, git_ref: str | No
                 on_start=on_start, step=step,
             ).to_json()  # fmt: skip
     except Exception:
-        if started and not OUT.json:
+        if started and not json_mode():
             click.echo(f"  {BAD} push failed; PUBLIC keeps its previous release", err=True)
         raise
 
@@ -97,11 +97,11 @@ def rollback(update_id: str, reason: str | None) -> None:
     from ashat.ops.rollback import RollbackHooks, run_rollback
 
     def fleet(server: Server) -> None:
-        if not OUT.json:
+        if not json_mode():
             click.echo(style("ASHAT Rollback of OMEGA and the Licensed Mainframes", bold=True))
 
     def started(rollout_id: str, server: Server) -> None:
-        if not OUT.json:
+        if not json_mode():
             click.echo(f"  {OK} rollback rollout {rollout_id} started on {server.name}")
 
     hooks = RollbackHooks(fleet=fleet, started=started)

@@ -11,7 +11,7 @@ import click
 
 from ashat.cli import remote
 from ashat.cli.context import Project, complete_update_id
-from ashat.cli.output import BAD, OK, OUT, SKIP, WARN, emit, json_option, style
+from ashat.cli.output import BAD, OK, SKIP, WARN, emit, json_mode, json_option, style
 from ashat.cli.remote import control
 from ashat.ops.verify import app_url_from
 
@@ -46,7 +46,7 @@ def verify(update_id: str, only: tuple[str, ...]) -> None:
     validate_update_id(update_id)
 
     def on_start(server: Server) -> None:
-        if not OUT.json:
+        if not json_mode():
             click.echo(style("ASHAT Deployment Verification", bold=True))
             click.echo(f"Update ID: {update_id} on {server.name} ({server.url})")
 
