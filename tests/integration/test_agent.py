@@ -341,3 +341,25 @@ def test_files_written_in_place_are_never_linked_again(
     assert (agent.data / "current" / "marker.txt").read_bytes() == original
     assert (agent.data / "current" / "run.sh").read_text() == "#!/bin/sh\necho original\n"
     assert os.access(agent.data / "current" / "run.sh", os.X_OK)
+
+
+def test_an_app_that_dies_is_restarted_and_the_agent_says_so(
+    agent_factory: AgentFactory, trees: Trees
+) -> None:
+    """Issue 17: after the app was killed, /v1/health named the dead pid for minutes and the
+    agent logged nothing. The agent restarts it (with a growing pause if it keeps dying),
+    logs why, and health counts the restarts."""
+    agent = agent_factory()
+    first = agent.deploy(trees.tiny("a"), "crash-1", app=trees.tiny_app())["app"]
+    os.killpg(first["pid"], signal.SIGKILL)  # the app and its sandbox
+    with agent.client() as client:
+
+        def restarted() -> dict[str, Any] | None:
+            app = client.health()["app"]
+            return app if app and app["pid"] != first["pid"] and app["healthy"] else None
+
+        app = wait_for(restarted, 20, "the app to be restarted")
+    assert app["restarts"] == 1 and app["last_exit"] == -signal.SIGKILL
+    assert get(app["port"], "/health")[1]["release"] == "crash-1"
+    log = agent.output()
+    assert f"the app of crash-1 (pid {first['pid']}) exited" in log and "restarting" in log

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,9 @@ from ashat.ids import UPDATE_ID_RE
 log = logging.getLogger("ashat.agent")
 
 SHUTDOWN_LOCK_WAIT_S = 60.0  # how long shutdown waits for an activation in progress
+WATCH_INTERVAL_S = 0.5  # how often the watcher looks whether the app still runs
+RESTART_PAUSES_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # before each restart of a dying app
+STABLE_S = 60.0  # an app that ran this long is no longer "dying": the pauses start again
 
 
 def _now() -> str:
@@ -102,6 +106,12 @@ class Agent:
         self._lock_fd: int | None = None
         # A mainframe's pull loop (ashat.fleet.mainframe) reports its state here, for health.
         self.fleet_status: Callable[[], dict[str, Any]] | None = None
+        # The app's deaths since its release was activated (watch_app restarts it).
+        self.restarts = 0
+        self.last_exit: int | None = None
+        self._dying = 0  # deaths in a row, each restart's pause longer
+        self._restart_at: float | None = None
+        self._dead_pid: int | None = None  # the app last seen dead (logged once)
         # Set by a mainframe holding a root of trust: the keys it takes for each role, and
         # the chain every staged release must carry, whoever stages it.
         self.release_policy: ReleasePolicy | None = None
@@ -193,6 +203,57 @@ class Agent:
                 self.metrics.app_up.set(1)
                 log.info("started the app of %s on port %d", current, app.port)
 
+    def watch_app(self) -> None:
+        """Restart the current release's app when it exits (run in a thread until the agent
+        stops): a pause first, longer each time it dies again soon, and a log line saying
+        why. A restart does not run ``prepare`` again."""
+        while not self.stopping.wait(WATCH_INTERVAL_S):
+            if self.lock.acquire(timeout=WATCH_INTERVAL_S):  # an activation may hold it
+                try:
+                    self._look_after_app()
+                finally:
+                    self.lock.release()
+
+    def _look_after_app(self) -> None:
+        app = self.app
+        if app is None or self.stopping.is_set():
+            return
+        if app.alive():
+            if self._dying and app.started_at + STABLE_S < time.monotonic():
+                self._dying = 0
+            return
+        now = time.monotonic()
+        if self._restart_at is None:
+            pause = RESTART_PAUSES_S[min(self._dying, len(RESTART_PAUSES_S) - 1)]
+            self._restart_at = now + pause
+            self.metrics.app_up.set(0)
+            if self._dead_pid != app.pid:  # first seen dead (a failed restart keeps it)
+                self._dead_pid = app.pid
+                self.last_exit = app.proc.returncode
+                self._untrack(app)
+                log.error(
+                    "the app of %s (pid %d) exited with status %s; restarting in %gs",
+                    app.release, app.pid, app.proc.returncode, pause,
+                )  # fmt: skip
+            return
+        if now < self._restart_at:
+            return
+        self._restart_at = None
+        self._dying += 1
+        try:
+            new = self._launch(app.release, self._spec(app.release), prepare=False)
+        except ActivationFailed as e:
+            log.error(
+                "the app of %s did not come back: %s", app.release, scrub(e.message, self.secrets())
+            )
+            return
+        if new is not None:
+            self.app = new
+            self.restarts += 1
+            self.metrics.app_up.set(1)
+            self.metrics.app_restarts.inc()
+            log.warning("restarted the app of %s (pid %d, port %d)", new.release, new.pid, new.port)
+
     def begin_shutdown(self) -> None:
         """Make waits for health give up now (called from the signal handler)."""
         self.stopping.set()
@@ -226,7 +287,10 @@ class Agent:
         app = self.app
         if app is None:
             return None
-        return app.info(app.alive() and app.probe(1.0)[0])
+        info = app.info(app.alive() and app.probe(1.0)[0])
+        info["restarts"] = self.restarts
+        info["last_exit"] = self.last_exit
+        return info
 
     def health(self) -> dict[str, Any]:
         current, previous = self.links()
@@ -487,6 +551,7 @@ class Agent:
         self.releases.set_link(CURRENT, target)
         crash_point("switch.done")
         old_app, self.app = self.app, new_app
+        self.restarts, self.last_exit, self._dying, self._restart_at = 0, None, 0, None
         self.state.record_activation(target, how, _now())
         if rolled_back is not None:
             self.state.mark_rolled_back(rolled_back)

@@ -42,6 +42,11 @@ class Metrics:
             "Bytes of blobs deleted because no kept release uses them",
             registry=self.registry,
         )
+        self.app_restarts = Counter(
+            "ashat_agent_app_restarts",
+            "Times the current release's app was restarted after it exited",
+            registry=r,
+        )
         self.releases_damaged = Counter(
             "ashat_agent_releases_damaged",
             "Activations and rollbacks refused: the release's files were not the signed bytes",

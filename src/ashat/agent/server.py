@@ -400,6 +400,8 @@ def build_app(
             target=agent.start_current_app, name="ashat-start-app", daemon=True
         )
         starter.start()
+        watcher = threading.Thread(target=agent.watch_app, name="ashat-watch-app", daemon=True)
+        watcher.start()
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if fleet is not None:

@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ashat.agent.confine import Jail, app_environment
@@ -122,6 +122,7 @@ class AppProcess:
     health_path: str
     proc: subprocess.Popen[bytes]
     started: int | None
+    started_at: float = field(default_factory=time.monotonic)  # for the restart pauses
 
     @property
     def pid(self) -> int:
