@@ -303,3 +303,25 @@ def test_a_failed_prepare_hook_shows_its_cause(agent_factory: Any, hello_project
     assert res.exit_code == 1, res.output
     assert "prepare hook" in res.stderr and "failed with exit status 1" in res.stderr
     assert "KeyError: 'DJANGO_SECRET_KEY'" in res.stderr, res.stderr  # the log's tail
+
+
+def test_servers_check_says_when_the_token_is_wrong(
+    agent_factory: Any, hello_project: Any, tmp_path: Path
+) -> None:
+    """Issue 18: ``deploy servers --check`` said "reachable" with a wrong token, and the next
+    push failed at upload. It asks an authenticated route too, and says which is wrong."""
+    agent = agent_factory()
+    hello_project(agent)
+    res = deploy("servers", "--check")
+    assert res.exit_code == 0 and "reachable" in res.output, res.output
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("not-the-token\n")
+    res = deploy("configure", "public", agent.url, "Staging", "--token-file", str(wrong))
+    assert res.exit_code == 0, res.output
+    res = deploy("servers", "--check")
+    assert res.exit_code == 4, res.output
+    assert "reachable, but it refused our token" in res.output, res.output
+    code, out = deploy_json("servers", "--check")
+    assert code == 4
+    public = out["servers"][0]
+    assert public["reachable"] is True and public["authorized"] is False, public

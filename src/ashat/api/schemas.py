@@ -116,7 +116,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "updated_at": STR,
             "updated_by": STR,
         },
-        {"reachable": BOOL, "health": OBJ, "error": STR},
+        {"reachable": BOOL, "health": OBJ, "authorized": BOOL, "error": STR},
     ),
     "User": obj(
         {

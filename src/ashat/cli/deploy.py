@@ -125,7 +125,8 @@ def servers(check: bool) -> None:
             line = f"  {s.tier.upper():<7} {s.name:<20} {s.url}"
             if s.tier in results:
                 r = results[s.tier]
-                line += f"  {OK} reachable" if r["reachable"] else f"  {BAD} {r['error']}"
+                ok = r["reachable"] and r.get("authorized", True)
+                line += f"  {OK} reachable" if ok else f"  {BAD} {r['error']}"
                 isolation = (r.get("health") or {}).get("app_isolation") or {}
                 if isolation.get("warning"):
                     line += f"\n          {WARN} UNCONFINED APP: {isolation['warning']}"
@@ -135,7 +136,7 @@ def servers(check: bool) -> None:
         {"servers": [{**s.to_json(), **results.get(s.tier, {})} for s in rows]},
         human,
     )
-    if check and any(not r["reachable"] for r in results.values()):
+    if check and any(not (r["reachable"] and r.get("authorized", True)) for r in results.values()):
         raise SystemExit(4)
 
 

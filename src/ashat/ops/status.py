@@ -116,14 +116,24 @@ def rollout_status(project: Project, rollout_id: str) -> dict[str, Any]:
 
 
 def check_servers(project: Project) -> dict[str, dict[str, Any]]:
-    """Each configured tier's ``/v1/health``, or why it did not answer."""
-    from ashat.transport.errors import TransportError
+    """Each configured tier's ``/v1/health`` and whether it takes our token (an
+    authenticated route that changes nothing: ``GET /v1/releases``), or why not."""
+    from ashat.transport.errors import TransportError, Unauthorized
 
     results: dict[str, dict[str, Any]] = {}
     for s in project.store.servers():
         try:
             with client_for(s, timeout_s=5.0) as client:
-                results[s.tier] = {"reachable": True, "health": client.health()}
+                health = client.health()
+                results[s.tier] = {"reachable": True, "health": health, "authorized": True}
+                try:
+                    client.releases()
+                except Unauthorized:
+                    results[s.tier]["authorized"] = False
+                    results[s.tier]["error"] = (
+                        "reachable, but it refused our token: deploy configure "
+                        f"{s.tier} {s.url} {s.name} --token-file FILE"
+                    )
         except TransportError as e:
             results[s.tier] = {"reachable": False, "error": e.message}
     return results
