@@ -277,7 +277,8 @@ def test_status_without_id(wf: Workflow) -> None:
     assert res.exit_code == 0
     active, ended = res.stdout.split("Recently ended:")
     assert "u1" in active and "verifying" in active and "old" not in active
-    assert "broke" in active  # failed: it waits for a rollback or a cancel
+    assert "broke" not in active  # failed: nothing moves (issue 18), listed as ended
+    assert "broke" in ended and "failed" in ended
     assert "done" not in active  # completed: finished, though it may still be rolled back
     assert "PUBLIC  u1" in active  # the tier lease
     assert "old" in ended and "cancelled" in ended
@@ -285,8 +286,8 @@ def test_status_without_id(wf: Workflow) -> None:
 
     code, data = deploy_json("status")
     assert code == 0
-    assert [d["update_id"] for d in data["active"]] == ["u1", "broke"]  # type: ignore[union-attr]
-    assert [d["update_id"] for d in data["recent"]] == ["done", "old"]  # type: ignore[union-attr]
+    assert [d["update_id"] for d in data["active"]] == ["u1"]  # type: ignore[union-attr]
+    assert [d["update_id"] for d in data["recent"]] == ["broke", "done", "old"]  # type: ignore[union-attr]
     assert [(le["tier"], le["update_id"]) for le in data["leases"]] == [("public", "u1")]  # type: ignore[union-attr]
 
 

@@ -148,6 +148,10 @@ def test_untrusted_key_fails_the_push_and_public_keeps_its_release(
     assert status["deployment"]["reason"]
     assert current(agent) == "hello-001"
     assert "hello-002" not in os.listdir(agent.data / "releases")
+    # Issue 18: a failed push is not "in flight" (it cluttered that list until cancelled)
+    _, overview = deploy_json("status")
+    assert "hello-002" not in [d["update_id"] for d in overview["active"]], overview
+    assert "hello-002" in [d["update_id"] for d in overview["recent"]], overview
 
 
 def test_wrong_token_exits_4_and_the_deployment_fails(
@@ -296,7 +300,7 @@ def test_a_failed_prepare_hook_shows_its_cause(agent_factory: Any, hello_project
         toml.read_text().replace(
             'health_path = "/healthz"',
             'health_path = "/healthz"\n'
-            "prepare = \"python3 -c \\\"raise KeyError('DJANGO_SECRET_KEY')\\\"\"",
+            'prepare = "python3 -c \\"raise KeyError(\'DJANGO_SECRET_KEY\')\\""',
         )
     )
     res = deploy("push", "hello-001", "needs a secret")
@@ -325,3 +329,19 @@ def test_servers_check_says_when_the_token_is_wrong(
     assert code == 4
     public = out["servers"][0]
     assert public["reachable"] is True and public["authorized"] is False, public
+
+
+def test_a_taken_id_is_refused_in_one_line_before_anything_else(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """Issue 18: a re-push of an existing id was refused only after "Deployment Plan: 4
+    steps" and "push failed; PUBLIC keeps its previous release"."""
+    agent = agent_factory()
+    hello_project(agent)
+    assert deploy("push", "hello-001", "first").exit_code == 0
+    res = deploy("push", "hello-001", "again")
+    assert res.exit_code == 3, res.output
+    assert res.stdout == "", res.stdout  # no plan, no steps
+    assert res.stderr.strip().splitlines() == [
+        "error: update id 'hello-001' already exists (state pushed); choose a new id"
+    ]

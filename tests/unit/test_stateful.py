@@ -61,6 +61,7 @@ from ashat.workflow.service import Workflow, lease_changes
 from ashat.workflow.states import (
     ENDED,
     LEASED_STATES,
+    SETTLED,
     TERMINAL,
     State,
     allowed_next,
@@ -215,8 +216,8 @@ class WorkflowMachine(RuleBasedStateMachine):
     @invariant()
     def overview_splits_in_flight_from_ended(self) -> None:
         ov = self.wf["bob"].overview(recent=100)
-        assert {d.id for d in ov.active} == {i for i, s in self.model.items() if s not in ENDED}
-        assert {d.id for d in ov.recent} == {i for i, s in self.model.items() if s in ENDED}
+        assert {d.id for d in ov.active} == {i for i, s in self.model.items() if s not in SETTLED}
+        assert {d.id for d in ov.recent} == {i for i, s in self.model.items() if s in SETTLED}
 
     @invariant()
     def leases_belong_to_leased_states(self) -> None:

@@ -314,6 +314,24 @@ def rollback(
     return RollbackOutcome(dep, True, status=rollout, data=data)
 
 
+def _refuse_taken_id(c: ControlClient, update_id: str) -> None:
+    """As a local push does: an id that exists (and is not a push to resume) is refused in
+    one line, before anything is built or printed."""
+    from ashat.errors import NotFound
+    from ashat.workflow.errors import AlreadyExists
+
+    try:
+        state = c.call("GET", _dep_path(update_id))["deployment"]["state"]
+    except NotFound:
+        return
+    if state != "pushing":
+        raise AlreadyExists(
+            f"update id {update_id!r} already exists (state {state}); choose a new id",
+            update_id=update_id,
+            state=state,
+        )
+
+
 def push(
     c: ControlClient,
     update_id: str,
@@ -335,6 +353,7 @@ def push(
 
     project = Project.find()
     server = require_server(c, "public")
+    _refuse_taken_id(c, update_id)
     built = build_unsigned(project, update_id, description, source, git_ref)
     try:
         on_start(server)

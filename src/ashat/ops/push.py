@@ -152,9 +152,10 @@ def run_push(
     configuration), AlreadyExists, LeaseHeld, or what the transfer raised (the deployment
     is then ``failed`` and PUBLIC stays on its previous release).
     """
-    from ashat.workflow.push import push
+    from ashat.workflow.push import push, refuse_taken_id
 
     server = project.require_server("public")
+    refuse_taken_id(project.workflow(actor), update_id)  # one line, before anything else
     bundle, built = build_bundle(project, update_id, description, source, git_ref)
     try:
         wf = project.workflow(actor)

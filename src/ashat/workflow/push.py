@@ -118,10 +118,25 @@ def _no_step(name: str, detail: str) -> None:
     del name, detail
 
 
+def refuse_taken_id(wf: Workflow, update_id: str) -> None:
+    """Raise :class:`AlreadyExists` if ``update_id`` names a deployment a push cannot resume
+    (anything but one a killed push left in ``pushing``): checked first, before a bundle is
+    built or anything printed, and again when the deployment is recorded."""
+    existing = wf.store.get(update_id)
+    if existing is not None and existing.state is not State.PUSHING:
+        raise AlreadyExists(
+            f"update id {update_id!r} already exists (state {existing.state.value}); "
+            "choose a new id",
+            update_id=update_id,
+            state=existing.state.value,
+        )
+
+
 def _start(
     wf: Workflow, update_id: str, description: str, bundle: Bundle
 ) -> tuple[Deployment, bool]:
     """Create the deployment, or resume one a killed push left in ``pushing``."""
+    refuse_taken_id(wf, update_id)
     existing = wf.store.get(update_id)
     if existing is None:
         details = {
@@ -130,13 +145,6 @@ def _start(
             "bytes_total": bundle.manifest.total_size,
         }
         return wf.create(update_id, description, details), False
-    if existing.state is not State.PUSHING:
-        raise AlreadyExists(
-            f"update id {update_id!r} already exists (state {existing.state.value}); "
-            "choose a new id",
-            update_id=update_id,
-            state=existing.state.value,
-        )
     lease = wf.store.lease("public")
     if lease and lease.deployment_id == update_id and lease.expires_at > wf.now():
         actor = lease.owner.split("@", 1)[0]

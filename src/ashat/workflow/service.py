@@ -18,7 +18,7 @@ from ashat.errors import InvalidInput
 from ashat.ids import validate_tier, validate_update_id
 from ashat.workflow.models import ChainReport, Change, Deployment, Event, Lease, Server
 from ashat.workflow.ports import Clock, StorePort, SystemClock, iso, iso_after
-from ashat.workflow.states import ENDED, LEASED_STATES, State, check_transition
+from ashat.workflow.states import LEASED_STATES, SETTLED, State, check_transition
 from ashat.workflow.urls import validate_server_url
 
 DEFAULT_LEASE_S = 15 * 60  # seconds a tier lease lasts unless renewed
@@ -203,7 +203,7 @@ class Workflow:
         return dep, self.store.events(update_id, limit=10)
 
     def overview(self, recent: int = 5) -> Overview:
-        ended = sorted(ENDED)
+        ended = sorted(SETTLED)
         return Overview(
             active=self.store.list(limit=1000, exclude_states=ended),
             recent=self.store.list(limit=recent, states=ended),

@@ -46,6 +46,9 @@ TERMINAL: frozenset[State] = frozenset(s for s, nxt in TRANSITIONS.items() if no
 # Finished deployments: ``completed`` may still be rolled back, but nothing is in flight.
 # ``deploy status`` lists these as recently ended, not as in flight.
 ENDED: frozenset[State] = TERMINAL | {S.COMPLETED}
+# Not in flight: ended, or failed (a push or a release that failed left every server on its
+# previous release; nothing moves until someone cancels or rolls it back).
+SETTLED: frozenset[State] = ENDED | {S.FAILED}
 
 # The tier a deployment holds (by lease) while it is in these states.
 LEASED_STATES: dict[str, frozenset[State]] = {
