@@ -23,9 +23,33 @@ __all__ = ["ICONS", "app_url_from", "print_result", "verify"]
 ICONS = {"passed": OK, "failed": BAD, "skipped": SKIP, "error": WARN}
 
 
+FINDINGS_SHOWN = 20  # lines of a security finding list printed (--json has them all)
+
+
 def print_result(r: dict[str, Any]) -> None:
     icon = ICONS.get(r["status"], "?")
     click.echo(f"{icon} {r['title']}: {r['summary']}  ({r['duration_s']:.2f}s)")
+    for line in security_findings(r)[:FINDINGS_SHOWN]:
+        click.echo(f"     {line}")
+
+
+def security_findings(r: dict[str, Any]) -> list[str]:
+    """Where the Security Scan found each thing (masked: never a secret's value)."""
+    details = r.get("details") if r.get("name") == "security" else None
+    tree = details.get("tree") if isinstance(details, dict) else None
+    if not isinstance(tree, dict):
+        return []
+    out = []
+    for f in tree.get("secrets") or []:
+        if isinstance(f, dict):
+            out.append(f"{f.get('path')}:{f.get('line')}  {f.get('kind')}  {f.get('match')}")
+    for path in tree.get("world_writable") or []:
+        out.append(f"{path}  world-writable")
+    for v in tree.get("vulnerable") or []:
+        if isinstance(v, dict):
+            ids = ", ".join(str(a.get("id")) for a in v.get("advisories") or [])
+            out.append(f"{v.get('name')}=={v.get('version')}  {ids}")
+    return out
 
 
 @click.command()
