@@ -171,6 +171,8 @@ def demo_environment(app_dir: Path, keep: bool) -> Iterator[Demo]:
     from ashat.fleet.license import issue
 
     base = Path(tempfile.mkdtemp(prefix="ashat-demo-"))
+    if os.geteuid() == 0:  # the apps run as nobody: let it reach its release (not list)
+        base.chmod(0o711)
     demo: Demo | None = None
     ok = False
     try:
