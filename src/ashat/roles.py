@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 from ashat.agent.config import AgentConfig, AgentRole
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
     from ashat.agent.core import Agent
     from ashat.agent.runner import Background
     from ashat.agent.server import RoleExtension
@@ -36,13 +34,6 @@ def omega_extension(agent: Agent) -> RoleExtension:
 
 def extension_for(config: AgentConfig) -> Callable[[Agent], RoleExtension] | None:
     return omega_extension if config.role is AgentRole.OMEGA else None
-
-
-def build_role_app(config: AgentConfig) -> Starlette:
-    """The ASGI app of the server ``config`` describes (the agent's, plus OMEGA's routes)."""
-    from ashat.agent.server import build_app
-
-    return build_app(config, extension_for(config))
 
 
 def run_role(config: AgentConfig, announce: Callable[[str], None]) -> None:

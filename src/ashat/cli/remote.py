@@ -318,18 +318,14 @@ def _refuse_taken_id(c: ControlClient, update_id: str) -> None:
     """As a local push does: an id that exists (and is not a push to resume) is refused in
     one line, before anything is built or printed."""
     from ashat.errors import NotFound
-    from ashat.workflow.errors import AlreadyExists
+    from ashat.workflow.push import taken_id
 
     try:
         state = c.call("GET", _dep_path(update_id))["deployment"]["state"]
     except NotFound:
         return
-    if state != "pushing":
-        raise AlreadyExists(
-            f"update id {update_id!r} already exists (state {state}); choose a new id",
-            update_id=update_id,
-            state=state,
-        )
+    if (err := taken_id(update_id, str(state))) is not None:
+        raise err
 
 
 def push(

@@ -118,18 +118,26 @@ def _no_step(name: str, detail: str) -> None:
     del name, detail
 
 
+def taken_id(update_id: str, state: str | None) -> AlreadyExists | None:
+    """The refusal of a push of ``update_id`` whose deployment is in ``state`` (None: there
+    is none), or None if a push may go on: a new id, or one a killed push left in
+    ``pushing`` (resumed). Local and ``--via`` pushes ask it before anything is built."""
+    if state is None or state == State.PUSHING.value:
+        return None
+    return AlreadyExists(
+        f"update id {update_id!r} already exists (state {state}); choose a new id",
+        update_id=update_id,
+        state=state,
+    )
+
+
 def refuse_taken_id(wf: Workflow, update_id: str) -> None:
-    """Raise :class:`AlreadyExists` if ``update_id`` names a deployment a push cannot resume
-    (anything but one a killed push left in ``pushing``): checked first, before a bundle is
-    built or anything printed, and again when the deployment is recorded."""
+    """Raise :func:`taken_id`'s refusal: checked first, before a bundle is built or anything
+    printed, and again when the deployment is recorded."""
     existing = wf.store.get(update_id)
-    if existing is not None and existing.state is not State.PUSHING:
-        raise AlreadyExists(
-            f"update id {update_id!r} already exists (state {existing.state.value}); "
-            "choose a new id",
-            update_id=update_id,
-            state=existing.state.value,
-        )
+    err = taken_id(update_id, existing.state.value if existing is not None else None)
+    if err is not None:
+        raise err
 
 
 def _start(
