@@ -431,6 +431,36 @@ def test_the_same_rollout_request_is_idempotent_and_reports_are_checked(
         outsider.close()
 
 
+def test_the_same_request_after_its_rollout_completed_returns_that_rollout(
+    omega: AgentHandle, control: Control, fleet: Any, trees: Trees
+) -> None:
+    """A ``deploy approve`` killed after OMEGA started the rollout may be re-run after the
+    rollout completed: the same request answers that rollout, it does not start a second."""
+    control.release(trees, "r0", 1)
+    control.release(trees, "r1", 2)
+    (p,) = fleet(1).values()
+    first = control.rollout("r1")
+    assert first.status_code == 201
+    rid = first.json()["rollout_id"]
+    d = p.directive()
+    assert d is not None
+    p.report(d)
+    assert control.until(rid, "completed")["state"] == "completed"
+    again = control.rollout("r1")
+    assert again.status_code == 200, again.text
+    assert again.json()["rollout_id"] == rid and again.json()["state"] == "completed"
+    # After a rollback the same request is a new rollout: the fleet moved away from r1.
+    back = control.http.post("/v1/fleet/rollback", json={"from": "r1", "to": "r0"})
+    assert back.status_code == 201, back.text
+    d = p.directive()
+    assert d is not None and d["action"] == "rollback"
+    p.report(d)
+    control.until(back.json()["rollout_id"], "completed")
+    forward = control.rollout("r1")
+    assert forward.status_code == 201, forward.text
+    assert forward.json()["rollout_id"] not in (rid, back.json()["rollout_id"])
+
+
 def test_a_held_poll_ends_when_omega_stops(omega: AgentHandle) -> None:
     p = Poller(omega, "mf-1", license_token(omega.license_key, "mf-1"))
     answer: dict[str, Any] = {}

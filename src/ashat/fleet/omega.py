@@ -335,15 +335,15 @@ class Omega:
     def start_rollout(self, req: RolloutRequest) -> tuple[dict[str, Any], set[str], bool]:
         """Start an install rollout to the licensed fleet of ``req.channel``, superseding a
         running one; the status, the mainframes woken, and whether it is new (the same
-        request while its rollout runs returns that one: a resumed ``deploy approve``).
+        request as the channel's last rollout returns that one while it runs or once it
+        completed: a resumed ``deploy approve``).
 
         Raises :class:`FleetConflict` (not approved or current, lower sequence).
         """
         now = self.clock()
         with self.lock, self.store.exclusive():
-            for running in self.store.rollouts(RolloutState.RUNNING):
-                if running.kind is Kind.INSTALL and _same(req, running):
-                    return self.status(running.rollout_id), set(), False
+            if (last := self._last_rollout(req.channel)) and _same(req, last):
+                return self.status(last.rollout_id), set(), False
             approved = self.approvals.get(req.update_id)
             if approved is None:
                 raise FleetConflict(
@@ -388,6 +388,17 @@ class Omega:
             self._serving = r.channel
         log.info("%s: rolling out %s to %d mainframes", r.rollout_id, r.update_id, len(fleet))
         return self.status(r.rollout_id), woken, True
+
+    def _last_rollout(self, channel: str) -> Rollout | None:
+        """The channel's newest rollout if it is an install that runs or completed: the one
+        a re-sent request names (a ``deploy approve`` killed after starting it may be re-run
+        after it completed). A failed or superseded one is not: the same request again is a
+        new attempt."""
+        on_channel = [r for r in self.store.rollouts() if r.channel == channel]
+        last = on_channel[-1] if on_channel else None
+        if last is None or last.kind is not Kind.INSTALL:
+            return None
+        return last if last.state in (RolloutState.RUNNING, RolloutState.COMPLETED) else None
 
     def rollback(self, req: RollbackRequest) -> tuple[dict[str, Any], set[str]]:
         """A rollback rollout sending ``to`` (default: what the fleet ran before ``from``) to
