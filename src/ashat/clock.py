@@ -59,3 +59,16 @@ def parse(text: str) -> dt.datetime:
     ``ValueError``."""
     t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def valid_through(text: str) -> str:
+    """How an expiry reads to a person: ``through 2027-12-31`` when it is the end of a UTC
+    day (``--expires 2027-12-31`` is stored as the instant ``2028-01-01T00:00:00Z``, when it
+    stops counting), else ``until`` the time itself. Text that is not a time is returned."""
+    try:
+        t = parse(text)
+    except ValueError:
+        return text
+    if t.time() == dt.time(0, 0):
+        return f"through {(t - dt.timedelta(days=1)).date().isoformat()}"
+    return f"until {iso_seconds(t)}"

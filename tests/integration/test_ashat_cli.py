@@ -37,6 +37,31 @@ def test_keys_generate_writes_a_private_key_0600_and_never_overwrites(project: P
     assert ashat("keys", "generate", "bad name!", "--dir", "keys").exit_code == 2
 
 
+def test_keys_generate_says_where_each_public_half_goes(project: Path) -> None:
+    """``license.pub`` goes to OMEGA's --license-trust and ``omega.pub`` to the mainframes'
+    --trust-omega, not to agents' --trust (issue 18, 8)."""
+    lic = ashat("keys", "generate", "license", "--dir", "keys")
+    assert "--license-trust keys/license.pub" in lic.stdout, lic.stdout
+    assert "--trust " not in lic.stdout
+    omega = ashat("keys", "generate", "omega", "--dir", "keys")
+    assert "--trust-omega keys/omega.pub" in omega.stdout and "--omega-key keys/omega.key" in (
+        omega.stdout
+    )
+    alpha = ashat("keys", "generate", "alpha", "--dir", "keys")
+    assert "--trust keys/alpha.pub" in alpha.stdout
+
+
+def test_a_license_given_a_date_reads_valid_through_that_date(project: Path) -> None:
+    assert ashat("keys", "generate", "license", "--dir", "keys").exit_code == 0
+    args = ["license", "issue", "--mainframe", "mf-1", "--customer", "ACME",
+            "--expires", "2099-12-31", "--key", "keys/license.key"]  # fmt: skip
+    res = ashat(*args, "--out", "mf-1.license")
+    assert res.exit_code == 0, res.output
+    assert "valid through 2099-12-31" in res.stdout and "2100-01-01" not in res.stdout
+    listed = ashat("license", "list")
+    assert "through 2099-12-31" in listed.stdout and "2100-01-01" not in listed.stdout
+
+
 def test_license_issue_writes_a_token_0600_and_records_it(project: Path) -> None:
     assert ashat("keys", "generate", "license", "--dir", "keys").exit_code == 0
     args = ["license", "issue", "--mainframe", "mf-1", "--customer", "ACME",

@@ -41,13 +41,16 @@ PEND, INS, FAIL, WAIT = (
         ([10, 50, 100], 10, [1, 5, 10]),
         ([10, 50, 100], 1, [1, 1, 1]),
         ([10, 50, 100], 0, [0, 0, 0]),
-        ([10, 50, 100], 7, [1, 4, 7]),
-        ([33, 66, 100], 3, [1, 2, 3]),
+        ([10, 50, 100], 7, [1, 3, 7]),
+        ([33, 66, 100], 3, [1, 1, 3]),
+        ([34, 100], 3, [1, 3]),  # 34 % of 3 is one machine, not two
         ([100], 200, [200]),
         ([1, 100], 200, [2, 200]),
     ],
 )
-def test_wave_sizes_round_up(waves: list[int], n: int, sizes: list[int]) -> None:
+def test_wave_sizes_never_exceed_their_percentage(
+    waves: list[int], n: int, sizes: list[int]
+) -> None:
     assert wave_sizes(waves, n) == sizes
 
 
@@ -55,12 +58,14 @@ def test_wave_sizes_round_up(waves: list[int], n: int, sizes: list[int]) -> None
     st.lists(st.integers(1, 99), max_size=6, unique=True).map(lambda w: [*sorted(w), 100]),
     st.integers(0, 500),
 )
-def test_wave_sizes_are_the_ceiling_and_end_with_everyone(waves: list[int], n: int) -> None:
+def test_wave_sizes_are_the_floor_at_least_one_and_end_with_everyone(
+    waves: list[int], n: int
+) -> None:
     sizes = wave_sizes(waves, n)
     assert sizes[-1] == n
     assert sizes == sorted(sizes)
     for p, size in zip(waves, sizes, strict=True):
-        assert size == math.ceil(p * n / 100)
+        assert size == (max(math.floor(p * n / 100), 1) if n else 0)
 
 
 def test_fleet_order_is_by_sha256_of_rollout_and_mainframe() -> None:

@@ -51,6 +51,7 @@ from ashat.api import views
 from ashat.api.errors import status_of
 from ashat.api.schemas import COMPONENTS, STATES, validate_body
 from ashat.api.session import COOKIE, Session, SessionCodec, csrf_matches, same_origin
+from ashat.clock import valid_through
 from ashat.errors import AshatError, InvalidInput
 from ashat.ops.project import Project
 from ashat.ops.users import UserRole, authenticate
@@ -160,7 +161,10 @@ class Dashboard:
             lstrip_blocks=True,
         )
         env.filters.update(
-            when=views.short_time, duration=views.duration, details=views.details_line
+            when=views.short_time,
+            duration=views.duration,
+            details=views.details_line,
+            valid=valid_through,
         )
         env.globals.update(
             version=__version__,

@@ -18,7 +18,7 @@ def cli() -> None:
 
 @cli.group(cls=AshatGroup)
 def keys() -> None:
-    """Ed25519 signing keys (ALPHA signs releases; agents --trust the .pub)."""
+    """Ed25519 signing keys: a release key (agents --trust it), omega, license, verifier."""
 
 
 @keys.command("generate")
@@ -56,10 +56,21 @@ def keys_generate(name: str | None, approver: str | None, directory: str) -> Non
             )
             click.echo(f"   approve with: deploy approve ID --key {key_path}")
         else:
-            click.echo(f"{OK} public key  {pub_path} (give it to agents with --trust)")
+            click.echo(f"{OK} public key  {pub_path} ({_where_it_goes(str(name), pub_path)})")
         click.echo(f"   key id {keyid}")
 
     emit({"private_key": str(key_path), "public_key": str(pub_path), "keyid": keyid}, human)
+
+
+def _where_it_goes(name: str, pub: Path) -> str:
+    """Where a key's public half is given, by the names the guide uses for each key."""
+    key = pub.with_suffix(".key")
+    return {
+        "omega": f"OMEGA signs with --omega-key {key}; mainframes take --trust-omega {pub}",
+        "license": f"licenses are signed with --key {key}; OMEGA takes --license-trust {pub}",
+        "verifier": f"PUBLIC signs with --verifier-key {key}; add {pub.name} to the root's "
+        "verifiers (ashat trust init --verifier)",
+    }.get(name, f"agents that install what it signs take --trust {pub}")
 
 
 from ashat.cli.agent_cmd import agent  # noqa: E402

@@ -11,6 +11,7 @@ import click
 
 from ashat.cli.context import Project
 from ashat.cli.output import OK, AshatGroup, emit, json_option
+from ashat.clock import valid_through
 
 
 @click.group("license", cls=AshatGroup)
@@ -61,7 +62,10 @@ def issue_cmd(
             f"{OK} license {record['license_id']} for {record['mainframe_id']} "
             f"({record['customer']})"
         )
-        click.echo(f"   channels {', '.join(record['channels'])}; expires {record['expires_at']}")
+        click.echo(
+            f"   channels {', '.join(record['channels'])}; "
+            f"valid {valid_through(record['expires_at'])}"
+        )
         click.echo(f"   written to {out} (mode 0600); give it to the mainframe with --license")
 
     emit(record, human)
@@ -97,8 +101,14 @@ def list_cmd() -> None:
         for r in records:
             click.echo(
                 f"  {r['license_id']:<22} {r['mainframe_id']:<16} {r['customer']:<16} "
-                f"{','.join(r['channels']):<10} {r['expires_at']}  {r['status']}"
+                f"{','.join(r['channels']):<10} {_expiry(r['expires_at'])}  {r['status']}"
             )
         click.echo(f"({omega_note})")
 
     emit({"licenses": records, "note": omega_note}, human)
+
+
+def _expiry(expires_at: str) -> str:
+    """A list column: ``through 2027-12-31`` for a date given as such, else the time."""
+    shown = valid_through(expires_at)
+    return shown if shown.startswith("through ") else expires_at

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ashat.cli.output import OK, WARN, AshatGroup, emit, json_option
+from ashat.clock import valid_through
 
 if TYPE_CHECKING:
     from ashat.ops.trust import Progress, TrustDir
@@ -54,7 +55,7 @@ def _print_root(root: Root, heading: str) -> None:
     from ashat.ops.trust import describe
 
     d = describe(root)
-    click.echo(f"{heading}: version {d['version']}, expires {d['expires']}")
+    click.echo(f"{heading}: version {d['version']}, valid {valid_through(d['expires'])}")
     for role, spec in d["roles"].items():
         who = ", ".join(f"{k['name']} ({k['type']} {k['keyid']})" for k in spec["keys"])
         click.echo(f"  {role:<16} {spec['threshold']} of: {who or '-'}")
@@ -420,6 +421,6 @@ def verify_cmd(files: tuple[str, ...], trust_dir: str | None) -> None:
         out,
         lambda: click.echo(
             f"{OK} root of trust verified: {len(chain)} version(s), version {root.version} "
-            f"in force until {out['expires']}"
+            f"in force {valid_through(out['expires'])}"
         ),
     )

@@ -5,7 +5,8 @@ takes about them is a function here, of data and the time it is given (docs/flee
 "Waves and the failure budget"):
 
 - :func:`plan` fixes the fleet of a new rollout: N mainframes ordered by
-  ``sha256(rollout_id + mainframe_id)``, wave k covering the first ``ceil(waves[k]/100 × N)``;
+  ``sha256(rollout_id + mainframe_id)``, wave k covering the first ``floor(waves[k]/100 × N)``
+  (at least one: a wave never exceeds its percentage, and the first is never empty);
 - :func:`step` looks at a running rollout and says what happens now: which silent
   mainframes time out, whether the budget broke, whether the wave is done and the next one
   starts, or whether the rollout is over;
@@ -64,8 +65,9 @@ def check_waves(waves: Sequence[int]) -> tuple[int, ...]:
 
 
 def wave_sizes(waves: Sequence[int], n: int) -> list[int]:
-    """How many of the N ordered mainframes each wave covers, cumulatively (``ceil``)."""
-    return [-(-p * n // 100) for p in waves]  # integer ceil: no float rounding at 100 %
+    """How many of the N ordered mainframes each wave covers, cumulatively: ``floor`` so a
+    wave never exceeds its percentage, and at least one so the first wave is never empty."""
+    return [max(p * n // 100, 1) if n else 0 for p in waves]  # integers: exact at 100 %
 
 
 def fleet_order(rollout_id: str, mainframe_ids: Iterable[str]) -> list[str]:
