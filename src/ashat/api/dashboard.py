@@ -386,6 +386,8 @@ class Dashboard:
         except ValueError:
             limit = LIST_LIMITS[1]
         limit = min(max(limit, 1), LIST_LIMITS[-1])
+        from ashat.ops.status import live_releases
+
         error, deps = None, []
         try:
             deps = ctx.project.workflow(ctx.viewer.name).history(limit, state)
@@ -397,6 +399,7 @@ class Dashboard:
             400 if error else 200,
             ctx.viewer,
             deployments=deps,
+            live=live_releases(ctx.project) if deps else {},
             state=state,
             limit=limit,
             limits=LIST_LIMITS,

@@ -115,6 +115,36 @@ def rollout_status(project: Project, rollout_id: str) -> dict[str, Any]:
     return omega_request(project, f"/v1/fleet/rollouts/{rollout_id}")
 
 
+LIVE_TIMEOUT_S = 2.0
+
+
+def live_releases(project: Project) -> dict[str, list[str]]:
+    """Where each release runs now, as the servers themselves say: ``PUBLIC``, ``OMEGA`` and
+    ``fleet N/M`` (N of OMEGA's M mainframes), by update id. Best effort: a server that does
+    not answer within LIVE_TIMEOUT_S is left out (the servers page says why)."""
+    from ashat.transport.errors import TransportError
+
+    live: dict[str, list[str]] = {}
+    for s in sorted(project.store.servers(), key=lambda s: s.tier != "public"):
+        try:
+            with client_for(s, timeout_s=LIVE_TIMEOUT_S) as client:
+                current = client.health().get("current")
+                if current:
+                    live.setdefault(str(current), []).append(s.tier.upper())
+                if s.tier != "omega":
+                    continue
+                rows = client.request("GET", "/v1/fleet/mainframes").get("mainframes") or []
+        except TransportError:
+            continue
+        counts: dict[str, int] = {}
+        for m in rows:
+            if m.get("current"):
+                counts[str(m["current"])] = counts.get(str(m["current"]), 0) + 1
+        for update_id, n in counts.items():
+            live.setdefault(update_id, []).append(f"fleet {n}/{len(rows)}")
+    return live
+
+
 def check_servers(project: Project) -> dict[str, dict[str, Any]]:
     """Each configured tier's ``/v1/health`` and whether it takes our token (an
     authenticated route that changes nothing: ``GET /v1/releases``), or why not."""
