@@ -55,7 +55,7 @@ def _build() -> tuple[list[Table], list[Key]]:
     # Defaults come from the parsers' own dataclasses and constants.
     from ashat.config import AppConfig
     from ashat.notify.config import Target
-    from ashat.verify.performance import DEFAULT_CONCURRENCY, DEFAULT_REQUESTS
+    from ashat.verify.performance import DEFAULT_CONCURRENCY, DEFAULT_REQUESTS, DEFAULT_WARMUP
     from ashat.verify.runner import DEFAULT_TIMEOUT_S
     from ashat.verify.security import DEFAULT_MIN_CERT_DAYS
     from ashat.workflow.approve import ApprovalPolicy, DistributionPolicy
@@ -122,14 +122,17 @@ def _build() -> tuple[list[Table], list[Key]]:
             "unless the query answers this."),
         Key("verify.performance", "path", "string", "", "Path to load (required to run)."),
         Key("verify.performance", "requests", "integer", d(DEFAULT_REQUESTS), "How many "
-            "requests."),
+            "requests p95 is judged over (at least 20)."),
+        Key("verify.performance", "warmup", "integer", d(DEFAULT_WARMUP), "Requests sent "
+            "first and not counted."),
         Key("verify.performance", "concurrency", "integer", d(DEFAULT_CONCURRENCY), "How "
             "many at once."),
         Key("verify.performance", "max_p95_ms", "number", "", "Fail when p95 exceeds this."),
         Key("verify.performance", "max_error_rate", "number", "0", "Fail when more requests "
             "fail than this ratio (0-1)."),
         Key("verify.performance", "max_regression", "number", "", "Fail when p95 is worse "
-            "than the last passed run by more than this ratio (0.5 = 50 %)."),
+            "than the baseline (the median of the last 5 passed runs) by more than this ratio "
+            "(0.5 = 50 %), measured twice: one slow run alone does not fail."),
         Key("verify.security", "allow", "list of strings", "[]", "Globs of files whose "
             "findings are accepted."),
         Key("verify.security", "advisories", "string", "", "Directory of OSV JSON files on "

@@ -423,6 +423,10 @@ def test_approve_and_roll_back_from_the_dashboard(hello_fleet: Any, serve_proces
         assert res.headers["location"] == "/deployments/hello-002?done=rolled-back"
         page = c.get(res.headers["location"]).text
         assert "Rolled back." in page and "customer report" in page
+        # the page keeps the forward rollout and shows the rollback beside it (issue 18, 3)
+        assert "Rollout <code>" in page and "Rollback <code>" in page, page
+        assert "to <code>hello-001</code>" in page
+        assert page.count('class="grid waves"') == 2
     assert site.state("hello-002") == "rolled_back"
     assert fleet.currents() == ["hello-001", "hello-001"]
     s = site.store()

@@ -141,6 +141,21 @@ def test_approve_distributes_in_waves_then_rollback_returns_the_fleet(stack: Any
     assert s.currents() == ["hello-001"] * 3
     with s.omega.client() as c:
         assert c.health()["current"] == "hello-001"
+    # a rolled-back release serves nowhere: PUBLIC is put back too (issue 18, 1)
+    assert out["public"] == "PUBLIC restored to hello-001", out
+    with s.public.client() as c:
+        assert c.health()["current"] == "hello-001"
+
+    # every rollout of the deployment stays in its status, forward and back (issue 18, 3)
+    _, status = deploy_json("status", "hello-002")
+    kinds = [(r["kind"], r["state"]) for r in status["rollouts"]]
+    assert kinds == [("install", "completed"), ("rollback", "completed")], status["rollouts"]
+    assert status["rollouts"][0]["totals"]["installed"] == 3
+    assert status["rollouts"][1]["update_id"] == "hello-001"
+    human = deploy("status", "hello-002").stdout
+    assert "Rollout:" in human and "Rollback:" in human and "3 installed" in human, human
+    _, first = deploy_json("status", "hello-001")
+    assert [(r["kind"], r["state"]) for r in first["rollouts"]] == [("install", "completed")]
     for mf in s.mainframes:
         port = mf.health()["app"]["port"]
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["version"] == "1.0.0"
@@ -181,6 +196,10 @@ def test_a_broken_budget_rolls_back_automatically(stack: Any) -> None:
     assert s.currents() == ["hello-001"] * 5
     with s.omega.client() as c:  # OMEGA too: a rolled-back release serves nowhere
         assert c.health()["current"] == "hello-001"
+    with s.public.client() as c:  # and PUBLIC
+        assert c.health()["current"] == "hello-001"
+    kinds = [(r["kind"], r["state"]) for r in status["rollouts"]]
+    assert kinds == [("install", "failed"), ("rollback", "completed")], status["rollouts"]
     log = deploy("log", "hello-002").stdout
     assert "deployment.distribution_failed" in log and "deployment.rolled_back" in log
 
@@ -197,3 +216,9 @@ def test_no_wait_returns_at_once_and_status_follows_the_rollout(stack: Any) -> N
     )
     res = deploy("status", "hello-001")
     assert "completed" in res.stdout
+    # alice's status saw it complete; bob's approval caused it (issue 18, 2)
+    _, log = deploy_json("log", "hello-001")
+    done = next(e for e in log["events"] if e["kind"] == "deployment.completed")
+    assert done["actor"] == "bob", done
+    assert done["details"]["observed_by"] == "alice", done
+    assert "observed_by=alice" in deploy("log", "hello-001").stdout

@@ -147,12 +147,18 @@ def test_slow_endpoint_over_the_limit_fails_performance(pushed: Any) -> None:
 
 
 def test_regression_against_a_stored_baseline_fails_and_keeps_the_baseline(pushed: Any) -> None:
-    root = pushed()
+    def strict(root: Path) -> None:  # any p95 over the 1 ms floor is a regression
+        replace_in(root / "ashat.toml", "max_regression = 0.5", "max_regression = 0.0")
+
+    root = pushed(strict)
     assert deploy("verify", "hello-001").exit_code == 0
     store = Store(Database(default_sqlite_url(root)))
     try:
-        # A baseline of 0 must neither divide by zero nor let any p95 pass as "no regression".
-        store.set_baseline("public", "/api/items", 0.0, "hello-000", "test", "2030-01-01T00:00:00Z")
+        # A baseline of 0 must neither divide by zero nor let any p95 pass as "no regression"
+        # (three runs of it: the median of the history is what a run is judged against).
+        for day in ("01", "02", "03"):
+            at = f"2030-01-{day}T00:00:00Z"
+            store.set_baseline("public", "/api/items", 0.0, "hello-000", "test", at)
     finally:
         store.close()
     code, out = deploy_json("verify", "hello-001", "--only", "performance")
@@ -161,7 +167,8 @@ def test_regression_against_a_stored_baseline_fails_and_keeps_the_baseline(pushe
     assert perf["status"] == "failed" and "regressed" in perf["summary"]
     store = Store(Database(default_sqlite_url(root)))
     try:
-        assert store.baselines("public")["/api/items"] == 0.0  # only a passed run moves it
+        runs = store.baselines("public")["/api/items"]
+        assert runs[:3] == [0.0, 0.0, 0.0] and len(runs) == 4  # only a passed run is added
     finally:
         store.close()
 

@@ -423,6 +423,7 @@ class Dashboard:
             "next_states": describe_allowed(dep.state),
             "rollout": rollout,
             "rollout_note": note,
+            "rollouts": view.rollouts,
             "steps": views.steps(view.events),
             "events": view.events,
             "events_cut": len(view.events) >= EVENTS_SHOWN,
@@ -464,7 +465,10 @@ class Dashboard:
     def live(self, ctx: Ctx) -> Response:
         page = self._deployment(ctx)
         fragment = self.env.get_template("_rollout.html").render(
-            rollout=page["rollout"], rollout_note=page["rollout_note"], dep=page["dep"]
+            rollout=page["rollout"],
+            rollout_note=page["rollout_note"],
+            rollouts=page["rollouts"],
+            dep=page["dep"],
         )
         dep = page["dep"]
         body = {
@@ -475,6 +479,7 @@ class Dashboard:
             "poll_ms": page["poll_ms"],
             "rollout": page["rollout"],
             "rollout_note": page["rollout_note"],
+            "rollouts": page["rollouts"],
             "html": {"rollout": fragment},
         }
         return JSONResponse(body, headers={"Cache-Control": "no-store"})

@@ -146,6 +146,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "approvals": {"type": "array", "items": ref("Approval")},
             "rollout": nullable(ref("Rollout")),
             "rollout_note": nullable(STR),
+            "rollouts": {"type": "array", "items": ref("Rollout")},
             "events": {"type": "array", "items": ref("Event")},
         }
     ),
@@ -178,7 +179,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     ),
     "RollbackResult": obj(
         {"update_id": STR, "state": {"enum": STATES}},
-        {"restored": nullable(STR), "note": STR, "rollout": OBJ},
+        {"restored": nullable(STR), "note": STR, "public": STR, "rollout": OBJ},
     ),
     "PushResult": obj(
         {

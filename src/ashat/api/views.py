@@ -127,6 +127,7 @@ class Step:
     before: str | None  # None: the deployment was created
     after: str
     reason: str | None
+    observed_by: str | None = None  # whose request saw a change someone else caused
 
 
 def steps(events: list[Event]) -> list[Step]:
@@ -137,6 +138,7 @@ def steps(events: list[Event]) -> list[Step]:
         if isinstance(after, str):
             before = e.details.get("from")
             reason = e.details.get("reason")
+            seen = e.details.get("observed_by")
             out.append(
                 Step(
                     e.seq,
@@ -145,6 +147,7 @@ def steps(events: list[Event]) -> list[Step]:
                     before if isinstance(before, str) else None,
                     after,
                     reason if isinstance(reason, str) else None,
+                    seen if isinstance(seen, str) else None,
                 )
             )
         elif e.kind == "deployment.pushing":

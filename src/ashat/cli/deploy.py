@@ -182,11 +182,23 @@ def status(update_id: str | None) -> None:
                 )
             if dep.details.get("approvers"):
                 click.echo(f"Approvers:   {', '.join(map(str, dep.details['approvers']))}")
-            if rollout:
-                from ashat.cli.approve_cmd import describe_rollout
+            from ashat.cli.approve_cmd import describe_rollout
 
-                click.echo(f"Rollout:     {rollout.get('rollout_id')} ({rollout.get('state')})")
-                for line in describe_rollout(rollout):
+            for r in view.rollouts or ([rollout] if rollout else []):
+                t = r.get("totals") or {}
+                if r.get("kind") == "rollback":
+                    click.echo(
+                        f"Rollback:    {r.get('rollout_id')} to {r.get('update_id')} "
+                        f"({r.get('state')}): {t.get('installed', 0)} of "
+                        f"{t.get('targeted', 0)} restored"
+                    )
+                    continue
+                click.echo(
+                    f"Rollout:     {r.get('rollout_id')} ({r.get('state')}): "
+                    f"{t.get('installed', 0)} installed, {t.get('failed', 0)} failed "
+                    f"of {r.get('fleet_size', 0)}"
+                )
+                for line in describe_rollout({**r, "rollback": None} if view.rollouts else r):
                     click.echo(line)
             if rollout_note:
                 click.echo(f"Rollout:     {rollout_note}")
@@ -320,7 +332,10 @@ VERBS = [
         "approve <id> [--as USER] [--no-wait]",
         "approve; with enough, release to OMEGA and the fleet",
     ),
-    ("rollback <id> [--reason TEXT]", "put PUBLIC back on the release before <id>"),
+    (
+        "rollback <id> [--reason TEXT]",
+        "put back what ran before <id>: PUBLIC, and once released OMEGA and the fleet too",
+    ),
     ("servers [--check]", "list the configured servers (and whether they answer)"),
     ("status [id]", "what is in flight, or one deployment's state and last events"),
     ("history [--limit N] [--state S]", "deployments, newest first"),

@@ -14,7 +14,7 @@ import click
 
 from ashat.cli import remote
 from ashat.cli.context import Project, client_for, complete_update_id
-from ashat.cli.output import BAD, OK, emit, json_mode, json_option, style
+from ashat.cli.output import BAD, OK, WARN, emit, json_mode, json_option, style
 from ashat.cli.remote import control
 
 if TYPE_CHECKING:
@@ -117,6 +117,9 @@ def rollback(update_id: str, reason: str | None) -> None:
                 f"  {OK} {totals.get('installed', 0)} of {totals.get('targeted', 0)} mainframes "
                 f"back on {outcome.status.get('update_id')}"
             )
+            if outcome.note:
+                mark = WARN if "did not go back" in outcome.note else OK
+                click.echo(f"  {mark} {outcome.note}")
         else:
             click.echo(style("ASHAT Rollback", bold=True))
             click.echo(f"Update ID: {update_id}")

@@ -311,7 +311,7 @@ def rollback(
         hooks.fleet(omega)
     if hooks.started is not None:
         hooks.started(str(rollout.get("rollout_id")), omega)
-    return RollbackOutcome(dep, True, status=rollout, data=data)
+    return RollbackOutcome(dep, True, note=str(data.get("public", "")), status=rollout, data=data)
 
 
 def _refuse_taken_id(c: ControlClient, update_id: str) -> None:

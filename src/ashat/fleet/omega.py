@@ -332,6 +332,16 @@ class Omega:
         """Raises :class:`~.omega_errors.NoSuchRollout`."""
         return self.controller.status(rollout_id)
 
+    def rollouts_of(self, update_id: str) -> list[dict[str, Any]]:
+        """Every rollout of a release, oldest first: those that installed it and those that
+        rolled it back (each as :meth:`status` tells it)."""
+        return [
+            self.status(r.rollout_id)
+            for r in self.store.rollouts()
+            if (r.kind is Kind.INSTALL and r.update_id == update_id)
+            or (r.kind is Kind.ROLLBACK and r.from_update_id == update_id)
+        ]
+
     def start_rollout(self, req: RolloutRequest) -> tuple[dict[str, Any], set[str], bool]:
         """Start an install rollout to the licensed fleet of ``req.channel``, superseding a
         running one; the status, the mainframes woken, and whether it is new (the same

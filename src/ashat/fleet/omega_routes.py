@@ -3,6 +3,7 @@
 
     POST /v1/releases/{id}/approve     bearer   counter-sign a staged release
     POST /v1/fleet/rollouts            bearer   start a rollout -> status, 201 (200: running)
+    GET  /v1/fleet/rollouts?update_id= bearer   every rollout of a release -> {"rollouts"}
     GET  /v1/fleet/rollouts/{id}       bearer   rollout status
     POST /v1/fleet/rollback            bearer   start a rollback rollout -> status, 201
     GET  /v1/fleet/mainframes          bearer   the fleet registry
@@ -171,6 +172,13 @@ class OmegaRoutes:
         self.waiters.wake(woken)
         return JSONResponse(status, status_code=201 if new else 200)
 
+    async def rollouts_of(self, request: Request) -> Response:
+        update_id = request.query_params.get("update_id") or ""
+        if not UPDATE_ID_RE.fullmatch(update_id):
+            raise RequestInvalid(f"'update_id' must be an update id, not {update_id[:80]!r}")
+        found = await run_in_threadpool(self.omega.rollouts_of, update_id)
+        return JSONResponse({"rollouts": found})
+
     async def rollout(self, request: Request) -> Response:
         rollout_id = request.path_params["rollout_id"]
         return JSONResponse(await run_in_threadpool(self.omega.status, rollout_id))
@@ -305,6 +313,7 @@ class OmegaRoutes:
             Route("/v1/releases/{update_id}/approve", self.approve, methods=["POST"]),
             Route("/v1/trust/roots", self.roots, methods=["POST"]),
             Route("/v1/fleet/rollouts", self.start_rollout, methods=["POST"]),
+            Route("/v1/fleet/rollouts", self.rollouts_of, methods=["GET"]),
             Route("/v1/fleet/rollouts/{rollout_id}", self.rollout, methods=["GET"]),
             Route("/v1/fleet/rollback", self.rollback, methods=["POST"]),
             Route("/v1/fleet/mainframes", self.mainframes, methods=["GET"]),

@@ -79,18 +79,23 @@ Tick = Callable[["Deployment", "dict[str, Any] | None"], None]
 
 
 def follow_rollout(
-    wf: Workflow, update_id: str, omega: AgentClient, limit_s: float, tick: Tick | None = None
+    project: Project,
+    wf: Workflow,
+    update_id: str,
+    omega: AgentClient,
+    limit_s: float,
+    tick: Tick | None = None,
 ) -> tuple[Deployment, dict[str, Any] | None]:
     """Reconcile until the deployment leaves the distribution states or ``limit_s`` passed."""
-    from ashat.workflow.approve import reconcile
+    from ashat.ops.rollback import reconcile_following
 
     deadline = time.monotonic() + limit_s
-    dep, status = reconcile(wf, update_id, omega)
+    dep, status = reconcile_following(project, wf, update_id, omega)
     while dep.state.value in WAITING_STATES and time.monotonic() < deadline:
         if tick is not None:
             tick(dep, status)
         time.sleep(POLL_S)
-        dep, status = reconcile(wf, update_id, omega)
+        dep, status = reconcile_following(project, wf, update_id, omega)
     return dep, status
 
 
@@ -382,7 +387,7 @@ def run_approve(
     if wait:
         limit = distribution.wave_timeout_s * (len(distribution.waves) + 2) + 60
         with client_for(omega_server) as omega:
-            dep, status = follow_rollout(wf, update_id, omega, limit, h.tick)
+            dep, status = follow_rollout(project, wf, update_id, omega, limit, h.tick)
         outcome.followed = True
     outcome.deployment = dep
     outcome.data.update({"state": dep.state.value, "rollout_status": status})

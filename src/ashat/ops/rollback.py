@@ -1,5 +1,6 @@
 """Rollback: PUBLIC back on the release it ran before a deployment; or, once the deployment
-went out to the fleet, OMEGA and every mainframe back on the release before it."""
+went out to the fleet, OMEGA and every mainframe back on the release before it, and then
+PUBLIC too: a rolled-back release serves nowhere."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from ashat.errors import OperationFailed
 from ashat.ops.project import Project, client_for
 
 if TYPE_CHECKING:
+    from ashat.transport.client import AgentClient
     from ashat.workflow.models import Deployment, Server
+    from ashat.workflow.service import Workflow
 
 FLEET_ROLLBACK_LIMIT_S = 900.0  # the longest a fleet rollback is followed
 POLL_S = 0.3
@@ -88,10 +91,48 @@ def _rollback_fleet(
                 raise OperationFailed(f"rollback {rollout_id} still running; see deploy status")
             time.sleep(POLL_S)
             dep, status = finish_fleet_rollback(wf, update_id, omega, str(rollout_id), reason)
+    public = public_follows(project, wf, update_id)
     data = {
         "update_id": update_id,
         "state": dep.state.value,
         "restored": status.get("update_id"),
+        "public": public,
         "rollout": status,
     }
-    return RollbackOutcome(dep, True, status=status, data=data)
+    return RollbackOutcome(dep, True, note=public, status=status, data=data)
+
+
+def public_follows(
+    project: Project, wf: Workflow, update_id: str, caused_by: str | None = None
+) -> str:
+    """Once OMEGA and the fleet are back from ``update_id``, PUBLIC goes back too (a
+    rolled-back release serves nowhere). Best effort: the fleet's rollback never waits on
+    staging; what happened, or why not, in a line."""
+    from ashat.errors import AshatError
+    from ashat.workflow.push import restore_public
+
+    server = project.store.server("public")
+    if server is None:
+        return "PUBLIC is not configured: nothing to restore there"
+    try:
+        with client_for(server) as agent:
+            return restore_public(wf, agent, update_id, caused_by)
+    except AshatError as e:
+        why = {"error": e.message[:500]}
+        wf.note(update_id, "rollback.public_failed", why, caused_by=caused_by)
+        return f"PUBLIC did not go back ({e.message}): it may still run {update_id}"
+
+
+def reconcile_following(
+    project: Project, wf: Workflow, update_id: str, omega: AgentClient
+) -> tuple[Deployment, dict[str, Any] | None]:
+    """:func:`~ashat.workflow.approve.reconcile`, and when it ended in an automatic
+    rollback, PUBLIC back too (:func:`public_follows`)."""
+    from ashat.workflow.approve import reconcile, released_by
+    from ashat.workflow.states import State
+
+    before = wf.store.require(update_id).state
+    dep, status = reconcile(wf, update_id, omega)
+    if dep.state is State.ROLLED_BACK and before is not State.ROLLED_BACK:
+        public_follows(project, wf, update_id, caused_by=released_by(dep))
+    return dep, status

@@ -4,7 +4,7 @@ fleet as OMEGA sees it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ashat.ops.project import Project, client_for
@@ -21,8 +21,9 @@ class StatusView:
     leases: list[Lease]  # those it holds
     checks: list[dict[str, Any]]  # the latest result of each check
     approvals: list[dict[str, Any]]
-    rollout: dict[str, Any] | None  # OMEGA's status of its rollout, when one runs
+    rollout: dict[str, Any] | None  # OMEGA's status of its (newest) rollout
     rollout_note: str | None  # why the rollout's progress is unknown
+    rollouts: list[dict[str, Any]] = field(default_factory=list)  # all, forward and back
 
     @property
     def next(self) -> list[str]:
@@ -37,6 +38,7 @@ class StatusView:
             "checks": self.checks,
             "rollout": self.rollout,
             "rollout_note": self.rollout_note,
+            "rollouts": self.rollouts,
             "events": [e.to_json() for e in self.events],
         }
 
@@ -51,6 +53,7 @@ class StatusView:
             approvals=d.get("approvals") or [],
             rollout=d.get("rollout"),
             rollout_note=d.get("rollout_note"),
+            rollouts=d.get("rollouts") or [],
         )
 
 
@@ -58,15 +61,16 @@ def refresh_rollout(
     project: Project, dep: Deployment, actor: str | None = None
 ) -> tuple[Deployment, dict[str, Any] | None, str | None]:
     """Ask OMEGA how the rollout goes and move the deployment on (best effort)."""
+    from ashat.ops.rollback import reconcile_following
     from ashat.transport.errors import TransportError
-    from ashat.workflow.approve import reconcile
 
     server = project.store.server("omega")
     if server is None:
         return dep, None, "OMEGA is not configured: progress unknown"
     try:
         with client_for(server, timeout_s=OMEGA_TIMEOUT_S) as omega:
-            dep, rollout = reconcile(project.workflow(actor), dep.id, omega)
+            wf = project.workflow(actor)
+            dep, rollout = reconcile_following(project, wf, dep.id, omega)
     except TransportError as e:
         return dep, None, f"OMEGA unreachable ({e.message}): showing the last known state"
     return dep, rollout, None
@@ -81,6 +85,12 @@ def deployment_status(
     rollout, note = None, None
     if dep.state.value in ("distributing", "distribution_failed"):
         dep, rollout, note = refresh_rollout(project, dep, actor)
+    rollouts: list[dict[str, Any]] = []
+    if dep.details.get("rollout_id") and note is None:
+        rollouts, note = rollouts_of(project, dep.id)
+        installs = [r for r in rollouts if r.get("kind") == "install"]
+        if rollout is None and installs:
+            rollout = installs[-1]
     store = project.store
     return StatusView(
         deployment=dep,
@@ -90,7 +100,20 @@ def deployment_status(
         approvals=store.approvals(dep.id),
         rollout=rollout,
         rollout_note=note,
+        rollouts=rollouts,
     )
+
+
+def rollouts_of(project: Project, update_id: str) -> tuple[list[dict[str, Any]], str | None]:
+    """Every rollout of a release as OMEGA keeps them (install and rollback, oldest first),
+    or why they cannot be shown (best effort: a status is never refused for it)."""
+    from ashat.errors import AshatError
+
+    try:
+        found = omega_request(project, f"/v1/fleet/rollouts?update_id={update_id}")
+    except AshatError as e:
+        return [], f"OMEGA did not answer ({e.message}): its rollouts are not shown"
+    return list(found.get("rollouts") or []), None
 
 
 def omega_request(project: Project, path: str) -> dict[str, Any]:

@@ -111,7 +111,7 @@ def run_verify(
         app_url = app_url_from(server.url, health, verify_cfg)
         if on_start is not None:
             on_start(server)
-        baselines: dict[str, float] = {}
+        baselines: dict[str, list[float]] = {}
 
         def make_ctx(check: Any) -> CheckContext:
             return CheckContext(
@@ -124,11 +124,11 @@ def run_verify(
                 verify=verify_cfg,
                 project_root=project.root,
                 ca_cert=server.ca_cert,
-                baseline_p95_ms=baselines,
+                baseline_runs_ms=baselines,
                 timeout_s=check_timeout(verify_cfg, check.name),
             )
 
-        def runner(names: Any, stored: dict[str, float]) -> list[dict[str, Any]]:
+        def runner(names: Any, stored: dict[str, list[float]]) -> list[dict[str, Any]]:
             baselines.update(stored)
             return [r.to_json() for r in run_checks(checks, make_ctx)]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins  # the method named `list` shadows the builtin in the class body
 import json
+import statistics
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -20,6 +21,10 @@ from ashat.store.db import Database, Row
 from ashat.workflow.errors import AlreadyExists, Conflict, DeploymentNotFound, LeaseHeld
 from ashat.workflow.models import ChainReport, Deployment, Event, Lease, Server
 from ashat.workflow.states import State
+
+# Passed Performance Baseline runs a new run is judged against (their median): one noisy
+# run among them neither fails a release nor moves the baseline.
+BASELINE_RUNS = 5
 
 _DEPLOYMENT_COLS = "id, state, description, created_by, created_at, updated_at, reason, details"
 _EVENT_COLS = "seq, deployment_id, kind, actor, at, details, prev_hash, hash"
@@ -434,18 +439,30 @@ class Store:
             for r in rows
         ]
 
-    def baselines(self, tier: str) -> dict[str, float]:
-        rows = self.db.query("SELECT path, p95_ms FROM baselines WHERE tier = ?", (tier,))
-        return {str(r[0]): float(r[1]) for r in rows}
+    def baselines(self, tier: str, runs: int = BASELINE_RUNS) -> dict[str, builtins.list[float]]:
+        """The p95 of the last ``runs`` passed Performance Baseline runs, newest first, by
+        path: what the next run is judged against (their median) and their spread."""
+        rows = self.db.query(
+            "SELECT path, p95_ms FROM baseline_runs WHERE tier = ? ORDER BY at DESC, "
+            "deployment_id DESC",
+            (tier,),
+        )
+        out: dict[str, builtins.list[float]] = {}
+        for path, p95 in rows:
+            kept = out.setdefault(str(path), [])
+            if len(kept) < runs:
+                kept.append(float(p95))
+        return out
 
     def set_baseline(
         self, tier: str, path: str, p95_ms: float, update_id: str, actor: str, at: str
     ) -> None:
+        """Add a passed run's p95 to the path's history (the oldest beyond what is judged
+        against are kept: the audit trail names each)."""
         with self.db.transaction():
             old = self.baselines(tier).get(path)
-            self.db.execute("DELETE FROM baselines WHERE tier = ? AND path = ?", (tier, path))
             self.db.execute(
-                "INSERT INTO baselines (tier, path, p95_ms, deployment_id, at) "
+                "INSERT INTO baseline_runs (tier, path, p95_ms, deployment_id, at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (tier, path, p95_ms, update_id, at),
             )
@@ -453,7 +470,13 @@ class Store:
                 "baseline.updated",
                 actor,
                 at,
-                {"tier": tier, "path": path, "p95_ms": p95_ms, "previous_p95_ms": old},
+                {
+                    "tier": tier,
+                    "path": path,
+                    "p95_ms": p95_ms,
+                    "previous_p95_ms": statistics.median(old) if old else None,
+                    "median_p95_ms": statistics.median([p95_ms, *(old or [])][:BASELINE_RUNS]),
+                },
                 update_id,
             )
 

@@ -91,7 +91,7 @@ class CheckContext:
     verify: dict[str, Any]
     project_root: Any
     ca_cert: str | None
-    baseline_p95_ms: dict[str, float]
+    baseline_runs_ms: dict[str, list[float]]  # passed runs' p95 by path, newest first
     timeout_s: float
 
     def settings(self, name: str) -> dict[str, Any]:

@@ -251,7 +251,11 @@ def release(
             wf.move(update_id, State.FAILED, reason=e.message[:500], details={"kind": e.kind})
         raise
     crash_point("release.rollout")
-    facts = {"rollout_id": rollout.get("rollout_id"), "omega_previous": omega_previous}
+    facts = {
+        "rollout_id": rollout.get("rollout_id"),
+        "omega_previous": omega_previous,
+        "released_by": wf.actor,  # who the rollout's outcome is recorded as caused by
+    }
     dep = wf.move(update_id, State.DISTRIBUTING, details=facts, details_update=facts)
     return dep, rollout, relayed
 
@@ -266,6 +270,13 @@ def restore_omega(omega: OmegaPort, update_id: str, previous: Any) -> None:
         omega.rollback(from_id=update_id, to_id=str(previous))
 
 
+def released_by(dep: Deployment) -> str | None:
+    """Who started the deployment's rollout: what it leads to is theirs, whoever's request
+    happens to see it (``observed_by``)."""
+    who = dep.details.get("released_by")
+    return str(who) if who else None
+
+
 def reconcile(
     wf: Workflow, update_id: str, omega: OmegaPort
 ) -> tuple[Deployment, dict[str, Any] | None]:
@@ -275,9 +286,15 @@ def reconcile(
     if dep.state not in (State.DISTRIBUTING, State.DISTRIBUTION_FAILED) or not rollout_id:
         return dep, None
     status = rollout_status(omega, str(rollout_id))
+    cause = released_by(dep)
     if dep.state is State.DISTRIBUTING:
         if status.get("state") == "completed":
-            dep = wf.move(update_id, State.COMPLETED, details={"totals": status.get("totals")})
+            dep = wf.move(
+                update_id,
+                State.COMPLETED,
+                details={"totals": status.get("totals")},
+                caused_by=cause,
+            )
         elif status.get("state") in ("failed", "cancelled"):
             dep = wf.move(
                 update_id,
@@ -285,6 +302,7 @@ def reconcile(
                 reason=str(status.get("reason") or "rollout failed")[:500],
                 details={"totals": status.get("totals"), "failures": status.get("failures")},
                 details_update={"rollback_rollout_id": status.get("rollback_rollout_id")},
+                caused_by=cause,
             )
     if dep.state is State.DISTRIBUTION_FAILED and status.get("rollback_rollout_id"):
         back = rollout_status(omega, str(status["rollback_rollout_id"]))
@@ -297,6 +315,7 @@ def reconcile(
                 State.ROLLED_BACK,
                 reason="automatic rollback after the failure budget broke",
                 details={"restored": back.get("update_id"), "totals": back.get("totals")},
+                caused_by=cause,
             )
         elif back.get("state") in ("failed", "cancelled"):
             raise OperationFailed(

@@ -304,15 +304,7 @@ def rollback_public(
     if dep.state not in ROLLBACK_FROM:
         # Let the table phrase the refusal (it names the current state and what is allowed).
         wf.move(update_id, State.ROLLED_BACK)
-    current = agent.health().get("current")
-    restored: str | None = None
-    if current == update_id:
-        previous = dep.details.get("public_previous")
-        answer = agent.rollback(from_id=update_id, to_id=previous)
-        restored = answer.get("current")
-        note = f"PUBLIC restored to {restored}"
-    else:
-        note = f"PUBLIC runs {current or 'nothing'}, not {update_id}: nothing to restore there"
+    current, restored, note = _put_public_back(agent, dep)
     dep = wf.move(
         update_id,
         State.ROLLED_BACK,
@@ -321,6 +313,35 @@ def rollback_public(
         details_update={"public_restored": restored},
     )
     return RollbackResult(dep, restored, note)
+
+
+def restore_public(
+    wf: Workflow, agent: AgentPort, update_id: str, caused_by: str | None = None
+) -> str:
+    """After OMEGA and the fleet went back from ``update_id``: PUBLIC too, if it still runs
+    it (idempotent; the state is not moved, ``rollback.public`` records it). What happened,
+    in a line."""
+    dep = wf.store.require(update_id)
+    current, restored, note = _put_public_back(agent, dep)
+    if restored is not None:
+        what = {"from": current, "restored": restored}
+        wf.note(update_id, "rollback.public", what, caused_by=caused_by)
+    return note
+
+
+def _put_public_back(agent: AgentPort, dep: Deployment) -> tuple[str | None, str | None, str]:
+    """PUBLIC back on what it ran before ``dep`` if it runs ``dep``: (what it ran, what it
+    runs now if it was moved, a line saying which)."""
+    current = agent.health().get("current")
+    if current != dep.id:
+        return (
+            current,
+            None,
+            f"PUBLIC runs {current or 'nothing'}, not {dep.id}: nothing to restore there",
+        )
+    answer = agent.rollback(from_id=dep.id, to_id=dep.details.get("public_previous"))
+    restored = answer.get("current")
+    return current, restored, f"PUBLIC restored to {restored}"
 
 
 def _mb(n: int) -> str:

@@ -93,8 +93,13 @@ class Workflow:
         reason: str | None = None,
         details: dict[str, Any] | None = None,
         details_update: dict[str, Any] | None = None,
+        caused_by: str | None = None,
     ) -> Deployment:
         """Move ``update_id`` to ``target`` through the table, as one compare-and-set.
+
+        ``caused_by`` names who caused a change that this actor only observed (a rollout
+        bob started, completing while alice looks at its status): the event is bob's, with
+        ``observed_by: alice`` in its details.
 
         Raises TransitionRefused, Conflict, LeaseHeld (exit 3) or DeploymentNotFound (2).
         """
@@ -102,11 +107,14 @@ class Workflow:
         check_transition(update_id, dep.state, target)
         take, release = lease_changes(dep.state, target)
         now = self.clock.now()
+        actor = caused_by or self.actor
+        if actor != self.actor:
+            details = {**(details or {}), "observed_by": self.actor}
         moved = self.store.transition(
             update_id,
             dep.state,
             target,
-            actor=self.actor,
+            actor=actor,
             at=iso(now),
             event_kind=event_kind or f"deployment.{target.value}",
             event_details=details,
@@ -115,7 +123,7 @@ class Workflow:
             take_lease=(take, self.owner, iso_after(now, self.lease_s)) if take else None,
             release_lease=release,
         )
-        self._changed(moved, dep.state, iso(now))
+        self._changed(moved, dep.state, iso(now), actor)
         return moved
 
     def create(
@@ -143,9 +151,11 @@ class Workflow:
         self._changed(created, None, at)
         return created
 
-    def _changed(self, dep: Deployment, previous: State | None, at: str) -> None:
+    def _changed(
+        self, dep: Deployment, previous: State | None, at: str, actor: str | None = None
+    ) -> None:
         if self.observer is not None:
-            self.observer(Change(dep, previous, self.actor, at))
+            self.observer(Change(dep, previous, actor or self.actor, at))
 
     def renew(self, tier: str, update_id: str) -> bool:
         return self.store.renew_lease(tier, update_id, iso_after(self.clock.now(), self.lease_s))
@@ -161,9 +171,19 @@ class Workflow:
             self.store.update_details(dep.id, {key: recorded}, self.now())
         return str(recorded) if recorded is not None else None
 
-    def note(self, update_id: str | None, kind: str, details: dict[str, Any]) -> Event:
-        """Record an event that does not change state (a step, a check result)."""
-        return self.store.append_event(kind, self.actor, self.now(), details, update_id)
+    def note(
+        self,
+        update_id: str | None,
+        kind: str,
+        details: dict[str, Any],
+        caused_by: str | None = None,
+    ) -> Event:
+        """Record an event that does not change state (a step, a check result); with
+        ``caused_by`` as :meth:`move` does."""
+        actor = caused_by or self.actor
+        if actor != self.actor:
+            details = {**details, "observed_by": self.actor}
+        return self.store.append_event(kind, actor, self.now(), details, update_id)
 
     # -- verbs -----------------------------------------------------------------------------
 

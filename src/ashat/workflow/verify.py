@@ -25,7 +25,7 @@ from ashat.workflow.service import Workflow
 from ashat.workflow.states import State, check_transition
 
 # (names to run or None for all, baselines by path) -> results as dicts (CheckResult.to_json)
-Runner = Callable[[Sequence[str] | None, dict[str, float]], list[dict[str, Any]]]
+Runner = Callable[[Sequence[str] | None, dict[str, list[float]]], list[dict[str, Any]]]
 # (the latest result of each check) -> PUBLIC's signed verification statement, or None when
 # PUBLIC has no verifier key and the project no root of trust (nothing to sign then)
 Attest = Callable[[list[dict[str, Any]]], dict[str, Any] | None]
