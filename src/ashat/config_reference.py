@@ -135,8 +135,9 @@ def _build() -> tuple[list[Table], list[Key]]:
             "(0.5 = 50 %), measured twice: one slow run alone does not fail."),
         Key("verify.security", "allow", "list of strings", "[]", "Globs of files whose "
             "findings are accepted."),
-        Key("verify.security", "advisories", "string", "", "Directory of OSV JSON files on "
-            "the agent's machine; pinned requirements are checked against it."),
+        Key("verify.security", "advisories", "string", "", "A directory of OSV JSON files "
+            "the release ships (relative to it), checked besides PUBLIC's own snapshot "
+            "(`ashat advisories update`); never a path on PUBLIC."),
         Key("verify.security", "require_headers", "list of strings", "[]", "Headers the "
             "app must send."),
         Key("verify.security", "path", "string", "`[app] health_path`", "Where the headers "

@@ -475,7 +475,7 @@ flask>=2.0
 
 def test_pins_matched_by_versions_list_and_by_range(release: Path, advisories: Path) -> None:
     write(release, "requirements.txt", REQUIREMENTS)
-    result = run_check("security", release, {"advisories": str(advisories)}, app_env())
+    result = run_check("security", release, {}, app_env(), advisories=advisories)
 
     assert result["status"] == "failed"
     vulnerable = {v["name"]: v for v in result["details"]["vulnerable"]}
@@ -495,7 +495,7 @@ def test_pins_matched_by_versions_list_and_by_range(release: Path, advisories: P
 def test_one_secret_and_one_vulnerable_pin(release: Path, advisories: Path) -> None:
     write(release, "requirements-prod.txt", "werkzeug==2.0.1\n")
     write(release, "app.py", f'api_key = "{PASSWORD_VALUE}"\n')
-    result = run_check("security", release, {"advisories": str(advisories)}, app_env())
+    result = run_check("security", release, {}, app_env(), advisories=advisories)
     assert result["summary"] == (
         "1 secret, 0 world-writable files, 1 vulnerable dependency (werkzeug 2.0.1: GHSA-aaaa-0001)"
     )
@@ -505,7 +505,7 @@ def test_fixed_versions_pass_and_the_summary_counts_what_was_checked(
     release: Path, advisories: Path
 ) -> None:
     write(release, "requirements.txt", "werkzeug==2.0.2\nrequests==2.31.0\npyyaml==5.4\n")
-    result = run_check("security", release, {"advisories": str(advisories)}, app_env())
+    result = run_check("security", release, {}, app_env(), advisories=advisories)
     assert result["status"] == "passed", result
     assert result["summary"] == (
         "no secrets, no world-writable files, 3 dependencies checked against 3 advisories"
@@ -532,16 +532,63 @@ def test_a_malformed_advisory_is_an_error_naming_the_file(
     release: Path, advisories: Path, content: str
 ) -> None:
     (advisories / "broken-advisory.json").write_text(content, encoding="utf-8")
-    result = run_check("security", release, {"advisories": str(advisories)}, app_env())
+    result = run_check("security", release, {}, app_env(), advisories=advisories)
     assert result["status"] == "error"
     assert "malformed advisory file broken-advisory.json" in result["summary"]
 
 
 def test_a_missing_advisories_directory_is_an_error(release: Path, tmp_path: Path) -> None:
-    body = {"advisories": str(tmp_path / "nowhere")}
-    result = run_check("security", release, body, app_env())
+    result = run_check("security", release, {"advisories": "nowhere"}, app_env())
     assert result["status"] == "error"
     assert "does not exist" in result["summary"]
+    # the agent's own snapshot, not there yet: no advisories, not an error
+    result = run_check("security", release, {}, app_env(), advisories=tmp_path / "none")
+    assert result["status"] == "passed" and "no advisories configured" in result["summary"]
+
+
+@pytest.mark.parametrize("named", ["/etc", "../../etc", "osv/../../.."])
+def test_a_request_cannot_name_a_directory_of_the_agents_machine(
+    release: Path, advisories: Path, named: str
+) -> None:
+    """Issue 18: `advisories` in ashat.toml named a directory on PUBLIC; now only the
+    release's own, besides the snapshot its operator keeps."""
+    result = run_check("security", release, {"advisories": named}, app_env())
+    assert result["status"] == "error"
+    assert "not a directory of the release" in result["summary"]
+    assert "ashat advisories update" in result["summary"]
+
+
+def test_the_snapshot_and_the_releases_advisories_are_both_checked(
+    release: Path, advisories: Path
+) -> None:
+    shipped = release / "security" / "osv"
+    shipped.mkdir(parents=True)
+    (shipped / "X-9.json").write_text(
+        json.dumps(osv("X-9", "flask", versions=["2.0.0"])), encoding="utf-8"
+    )
+    (advisories / "SOURCE").write_text(
+        json.dumps({"fetched_at": "2026-12-01T06:00:00Z"}), encoding="utf-8"
+    )
+    write(release, "requirements.txt", "flask==2.0.0\nwerkzeug==2.0.0\n")
+    body = {"advisories": "security/osv"}
+    result = run_check("security", release, body, app_env(), advisories=advisories)
+    assert {v["name"] for v in result["details"]["vulnerable"]} == {"flask", "werkzeug"}
+    assert result["details"]["advisories"]["count"] == 4
+    assert result["details"]["advisories"]["fetched_at"] == "2026-12-01T06:00:00Z"
+    assert "(fetched 2026-12-01)" in result["summary"]
+
+
+def test_a_built_virtual_environment_is_not_scanned(release: Path) -> None:
+    """Issue 17: the scan walked .venv and reported package metadata as secrets."""
+    venv = release / ".venv"
+    (venv / "lib").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n", encoding="utf-8")
+    (venv / "lib" / "METADATA").write_text(f'password = "{PASSWORD_VALUE}"\n')
+    (release / "pkg" / "__pycache__").mkdir(parents=True)
+    result = run_check("security", release, {}, app_env())
+    assert result["status"] == "passed", result
+    assert result["details"]["environments_skipped"] == [".venv", "pkg/__pycache__"]
+    assert "2 built environments not scanned" in result["summary"]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ six checks, and each check can fail (exit 1, naming the check and why)."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,7 @@ def test_private_key_in_the_tree_fails_the_security_scan(pushed: Any) -> None:
 
 
 def test_vulnerable_pin_fails_the_security_scan(pushed: Any, tmp_path: Path) -> None:
+    """Against advisories the release ships (PUBLIC's own snapshot: below)."""
     advisories = tmp_path / "osv"
     advisories.mkdir()
     (advisories / "GHSA-test.json").write_text(
@@ -199,7 +201,8 @@ def test_vulnerable_pin_fails_the_security_scan(pushed: Any, tmp_path: Path) -> 
 
     def edit(root: Path) -> None:
         (root / "requirements.txt").write_text("werkzeug==2.0.1\n")
-        replace_in(root / "ashat.toml", "allow = []", f'allow = []\nadvisories = "{advisories}"')
+        shutil.copytree(advisories, root / "security" / "osv")
+        replace_in(root / "ashat.toml", "allow = []", 'allow = []\nadvisories = "security/osv"')
 
     pushed(edit)
     _fails("security", "GHSA-test-0001")
@@ -331,3 +334,127 @@ def test_the_apps_environment_never_leaves_by_value(
         assert value not in shown
     mode = (root / ".ashat" / "ashat.db").stat().st_mode & 0o777
     assert mode == 0o600, oct(mode)
+
+
+# -- OSV advisories: PUBLIC's snapshot, fetched by `ashat advisories update` (issue 18) ------
+
+
+@pytest.fixture
+def osv_site(tmp_path: Path) -> Any:
+    """A loopback stand-in for OSV's bucket: GET /PyPI/all.zip answers a zip in the shape
+    OSV publishes (one ``<id>.json`` OSV record per member); any other path is 404."""
+    import io
+    import threading
+    import zipfile
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    records = {
+        "GHSA-wz00-0001": {
+            "id": "GHSA-wz00-0001",
+            "modified": "2026-11-30T00:00:00Z",
+            "summary": "Werkzeug debugger allows code execution",
+            "affected": [
+                {
+                    "package": {"ecosystem": "PyPI", "name": "werkzeug"},
+                    "ranges": [
+                        {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.2.3"}]}
+                    ],
+                }
+            ],
+        },
+        "PYSEC-2026-1": {
+            "id": "PYSEC-2026-1",
+            "modified": "2026-11-30T00:00:00Z",
+            "affected": [
+                {"package": {"ecosystem": "PyPI", "name": "requests"}, "versions": ["2.0.0"]}
+            ],
+        },
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for ident, record in records.items():
+            zf.writestr(f"{ident}.json", json.dumps(record))
+    body = buf.getvalue()
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            if self.path != "/PyPI/all.zip":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_advisories_update_feeds_publics_security_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_factory: Any, osv_site: Any
+) -> None:
+    from support import ashat
+
+    url, asked = osv_site
+    agent = agent_factory()
+    res = ashat("advisories", "update", "--data", str(agent.data), "--from", f"{url}/PyPI/all.zip")
+    assert res.exit_code == 0, res.output
+    assert "2 OSV advisories for PyPI" in res.stdout and asked == ["/PyPI/all.zip"]
+    snapshot = agent.data / "advisories"
+    assert sorted(p.name for p in snapshot.iterdir()) == [
+        "GHSA-wz00-0001.json", "PYSEC-2026-1.json", "SOURCE"
+    ]  # fmt: skip
+
+    root = enter_hello_project(tmp_path / "alpha", monkeypatch, agent.key_path)
+    (root / "requirements.txt").write_text("werkzeug==2.0.0\n")
+    configure("public", agent, "Staging")
+    assert deploy("push", "hello-001", "with a vulnerable pin").exit_code == 0
+    res = deploy("verify", "hello-001", "--only", "security")
+    assert res.exit_code == 1, res.output
+    assert "werkzeug 2.0.0: GHSA-wz00-0001" in res.output
+    assert "checked against 2 advisories" not in res.output  # it failed: the pin is listed
+    code, out = deploy_json("verify", "hello-001", "--only", "security")
+    assert code == 1
+    tree = by_name(out)["security"]["details"]["tree"]
+    assert tree["advisories"]["count"] == 2 and tree["advisories"]["fetched_at"]
+
+    # No route to OSV: exit 4, how to do without, and the snapshot kept as it was.
+    closed = f"http://127.0.0.1:{_closed_port()}/PyPI/all.zip"
+    res = ashat("advisories", "update", "--data", str(agent.data), "--from", closed)
+    assert res.exit_code == 4 and "--from all.zip" in res.stderr, res.output
+    # Not a zip of OSV records: exit 2, the snapshot kept.
+    (tmp_path / "notes.txt").write_text("not a zip")
+    res = ashat(
+        "advisories", "update", "--data", str(agent.data), "--from", str(tmp_path / "notes.txt")
+    )
+    assert res.exit_code == 2 and "not a zip of OSV records" in res.stderr, res.output
+    assert len(list(snapshot.glob("*.json"))) == 2
+    assert not [p for p in agent.data.iterdir() if p.name.startswith(".advisories-")]
+
+    # ashat.toml may not name a directory on PUBLIC (its operator's, not the project's).
+    replace_in(
+        root / "ashat.toml",
+        "[verify.security]\n",
+        '[verify.security]\nadvisories = "/var/lib/osv"\n',
+    )
+    res = deploy("verify", "hello-001", "--only", "security")
+    assert res.exit_code != 0 and "names a directory on PUBLIC" in res.output, res.output
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -61,14 +61,18 @@ def run_check(
     body: dict[str, Any],
     env: Mapping[str, str],
     jail: Jail | None = None,
+    advisories: Path | None = None,
 ) -> dict[str, Any]:
     """Run the check ``name`` on the release at ``release_dir``, code of the app's inside
-    ``jail`` (:mod:`.confine`); raises :class:`UnknownCheck`."""
+    ``jail`` (:mod:`.confine`), the agent's OSV snapshot at ``advisories``; raises
+    :class:`UnknownCheck`."""
     check = CHECKS.get(name)
     if check is None:
         raise UnknownCheck(name)
     if name in RUN_APP_CODE:
         return check(release_dir, body, env, jail=jail)
+    if name == "security":
+        return check(release_dir, body, env, snapshot=advisories)
     return check(release_dir, body, env)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
+MAX_ADVISORY_BYTES = 16 * 1024 * 1024  # bytes per OSV file
 RANGE_TYPES = ("ECOSYSTEM", "SEMVER")  # GIT ranges name commits, not versions
 EVENT_KINDS = ("introduced", "fixed", "last_affected", "limit")
 

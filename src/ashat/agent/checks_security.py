@@ -3,9 +3,13 @@
 The tree is walked without following symlinks (a symlink is neither read nor judged by its
 mode). Regular files up to 5 MB that are not binary are scanned for secrets
 (:mod:`.checks_secrets`); files and directories with the world-write bit are reported;
-``requirements*.txt`` pins are checked against the OSV records in ``advisories``
-(:mod:`.checks_osv`). ``allow`` globs — ``fnmatch`` on the path relative to the release,
-or on any of its parent directories — drop secret and world-writable findings.
+``requirements*.txt`` pins are checked against OSV records (:mod:`.checks_osv`): the
+agent's own snapshot (:mod:`.advisories`, ``ashat advisories update``) and a directory the
+release ships (``advisories``, relative to it). A virtual environment built in the tree (a
+directory holding ``pyvenv.cfg``) and ``__pycache__`` are not scanned: they are installed
+packages and compiled bytes, not the project's code. ``allow`` globs — ``fnmatch`` on the
+path relative to the release, or on any of its parent directories — drop secret and
+world-writable findings.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ashat.agent.advisories import source_of
 from ashat.agent.checks_base import (
     Deadline,
     guarded,
@@ -29,6 +34,7 @@ from ashat.agent.checks_base import (
     timeout_of,
 )
 from ashat.agent.checks_osv import (
+    MAX_ADVISORY_BYTES,
     Advisory,
     MalformedAdvisory,
     Pin,
@@ -39,7 +45,6 @@ from ashat.agent.checks_osv import (
 from ashat.agent.checks_secrets import Finding, scan_text
 
 MAX_SCAN_BYTES = 5 * 1024 * 1024  # bytes; larger files are not scanned for secrets
-MAX_ADVISORY_BYTES = 16 * 1024 * 1024  # bytes per OSV file
 BINARY_PROBE_BYTES = 8192  # a NUL in this prefix marks a file as binary
 MAX_LISTED = 200  # findings of each kind listed in details (all are counted)
 REQUIREMENTS_GLOB = "requirements*.txt"
@@ -59,6 +64,7 @@ class Tree:
     )
     secrets: list[Finding] = field(default_factory=list)
     world_writable: list[dict[str, Any]] = field(default_factory=list)
+    environments: list[str] = field(default_factory=list)  # built, not scanned
     allowed: int = 0
     pins: list[Pin] = field(default_factory=list)
     requirements_files: list[str] = field(default_factory=list)
@@ -109,8 +115,10 @@ def walk(root: Path, allow: list[str], deadline: Deadline) -> Tree:
     """Scan the tree under ``root``; stops early (``finished=False``) when time is up."""
     tree = Tree()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
         here = Path(dirpath)
+        built = [d for d in dirnames if _built(here / d)]
+        tree.environments += [(here / d).relative_to(root).as_posix() for d in sorted(built)]
+        dirnames[:] = sorted(d for d in dirnames if d not in built)
         for name in [*dirnames, *sorted(filenames)]:
             if deadline.expired():
                 tree.finished = False
@@ -153,6 +161,16 @@ def walk(root: Path, allow: list[str], deadline: Deadline) -> Tree:
     return tree
 
 
+def _built(path: Path) -> bool:
+    """A directory of installed or compiled code: a virtual environment, ``__pycache__``."""
+    if path.name == "__pycache__":
+        return True
+    try:
+        return (path / "pyvenv.cfg").is_file() and not path.is_symlink()
+    except OSError:
+        return False
+
+
 def _plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
@@ -186,7 +204,10 @@ def summarize(tree: Tree, vulnerable: list[dict[str, Any]], advisories: int | No
 
 @guarded("security")
 def check_security(
-    release_dir: Path, body: dict[str, Any], env: Mapping[str, str]
+    release_dir: Path,
+    body: dict[str, Any],
+    env: Mapping[str, str],
+    snapshot: Path | None = None,
 ) -> dict[str, Any]:
     """Scan the release tree for secrets, world-writable paths and vulnerable pins.
 
@@ -204,15 +225,31 @@ def check_security(
     root = release_root(release_dir)
     deadline = Deadline(timeout_s)
 
-    advisories: list[Advisory] | None = None
-    adv_path: Path | None = None
+    # The agent's own snapshot (ashat advisories update), and a directory the release
+    # ships; never a path of the agent's machine named by the request.
+    sources: list[Path] = []
+    if snapshot is not None and snapshot.is_dir():
+        sources.append(snapshot)
     if advisories_dir is not None:
-        adv_path = Path(advisories_dir)
-        adv_path = adv_path if adv_path.is_absolute() else root / adv_path
+        named = Path(advisories_dir)
+        if named.is_absolute() or ".." in named.parts:
+            return result(
+                "error",
+                f"advisories {advisories_dir!r} is not a directory of the release: the agent's "
+                "own snapshot is its operator's (ashat advisories update; ashat agent "
+                "--advisories DIR)",
+                advisories={"path": advisories_dir},
+            )
+        sources.append(root / named)
+    advisories: list[Advisory] | None = None
+    fetched_at: str | None = None
+    for adv_path in sources:
         try:
-            advisories = load_advisories(adv_path)
+            advisories = (advisories or []) + load_advisories(adv_path)
         except ScanError as e:
             return result("error", str(e), advisories={"path": str(adv_path)})
+        if adv_path == snapshot:
+            fetched_at = (source_of(adv_path) or {}).get("fetched_at")
 
     tree = walk(root, allow, deadline)
     vulnerable = vulnerabilities(tree.pins, advisories or [])
@@ -228,10 +265,13 @@ def check_security(
         "world_writable": tree.world_writable[:MAX_LISTED],
         "allowed": tree.allowed,
         "requirements_files": tree.requirements_files[:MAX_LISTED],
+        "environments_skipped": tree.environments[:MAX_LISTED],
         "dependencies": [p.to_json() for p in tree.pins[:MAX_LISTED]],
         "advisories": {
-            "path": None if adv_path is None else str(adv_path),
+            "path": str(sources[0]) if sources else None,
+            "paths": [str(p) for p in sources],
             "count": len(advisories or []),
+            "fetched_at": fetched_at,
         },
         "vulnerable": vulnerable[:MAX_LISTED],
     }
@@ -243,5 +283,10 @@ def check_security(
             **details,
         )
     summary = summarize(tree, vulnerable, None if advisories is None else len(advisories))
+    if fetched_at:
+        summary += f" (fetched {fetched_at[:10]})"
+    if tree.environments:
+        built = _plural(len(tree.environments), "built environment", "built environments")
+        summary += f"; {built} not scanned"
     failed = tree.secrets or tree.world_writable or vulnerable
     return result("failed" if failed else "passed", summary, **details)

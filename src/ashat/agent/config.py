@@ -73,6 +73,7 @@ class AgentConfig:
     app_user: str | None = None  # the user the app runs as (an agent running as root)
     sandbox: str = "auto"  # "auto", "bwrap" or "none" (confine.py)
     sandbox_binds: tuple[Path, ...] = ()  # more read-only directories in the app's sandbox
+    advisories: Path | None = None  # role public: the OSV snapshot; None: DATA/advisories
     secret_files: tuple[Path, ...] = field(default=(), repr=False)  # hidden from the app
 
     def __post_init__(self) -> None:

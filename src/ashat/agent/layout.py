@@ -65,6 +65,11 @@ class Layout:
         return self.blob_root / "tmp" if self.blob_root is not None else self.tmp
 
     @property
+    def advisories(self) -> Path:
+        """The OSV snapshot the Security Scan reads (``ashat advisories update``)."""
+        return self.root / "advisories"
+
+    @property
     def releases(self) -> Path:
         return self.root / "releases"
 

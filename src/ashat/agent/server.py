@@ -265,7 +265,10 @@ class Endpoints:
         shared = str(self.agent.layout.shared)
         env = app_environment(self.config.app_env, {"ASHAT_SHARED_DIR": shared, "HOME": shared})
         crash_point("check.run")
-        answer = await run_in_threadpool(run_check, name, release_dir, body, env, self.agent.jail)
+        advisories = self.config.advisories or self.agent.layout.advisories
+        answer = await run_in_threadpool(
+            run_check, name, release_dir, body, env, self.agent.jail, advisories
+        )
         answer = scrub_json(answer, self.agent.secrets())  # by value, whatever the name
         self.own_results.note(update_id, name, answer.get("status"))
         return JSONResponse(answer)

@@ -186,6 +186,12 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="A directory the sandboxed app may read besides /usr, /etc, /opt and Python "
     "(e.g. /srv/node); repeatable.",
 )
+@click.option(
+    "--advisories",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="PUBLIC: the OSV advisories the Security Scan checks pins against (default "
+    "DATA/advisories, which ashat advisories update --data DATA fills).",
+)
 @click.pass_context
 def agent(
     ctx: click.Context,
@@ -219,6 +225,7 @@ def agent(
     app_user: str | None,
     sandbox: str,
     sandbox_bind: tuple[Path, ...],
+    advisories: Path | None,
 ) -> None:
     """Run an agent: receive bundles, stage and activate releases, supervise the app.
 
@@ -277,6 +284,7 @@ def agent(
         app_user=app_user,
         sandbox=sandbox,
         sandbox_binds=tuple(p.resolve() for p in sandbox_bind),
+        advisories=advisories.resolve() if advisories else None,
         secret_files=_secret_files(
             token_file, license_file, app_env, omega_key, verifier_key, tls_key, fleet_db
         ),

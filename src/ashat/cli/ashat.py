@@ -73,6 +73,7 @@ def _where_it_goes(name: str, pub: Path) -> str:
     }.get(name, f"agents that install what it signs take --trust {pub}")
 
 
+from ashat.cli.advisories_cmd import advisories_group  # noqa: E402
 from ashat.cli.agent_cmd import agent  # noqa: E402
 from ashat.cli.license_cmd import license_group  # noqa: E402
 from ashat.cli.serve_cmd import serve  # noqa: E402
@@ -84,6 +85,7 @@ cli.add_command(serve)
 cli.add_command(license_group)
 cli.add_command(trust_group)
 cli.add_command(users_group)
+cli.add_command(advisories_group)
 
 
 @cli.command()

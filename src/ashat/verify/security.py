@@ -2,7 +2,8 @@
 
 On the agent (``checks/security``): secrets in the tree (private keys, cloud access keys,
 ``password=``/token patterns, minus ``allow`` globs), world-writable files, and pinned
-dependencies against the offline OSV advisories directory ``advisories``. From the control
+dependencies against OSV advisories: the agent's own snapshot (``ashat advisories update``)
+and, if the project ships one, the release's directory ``advisories``. From the control
 side: every header of ``require_headers`` on ``path`` (default the app's ``health_path``),
 and for an https agent its certificate's validity and days to expiry (``min_cert_days``).
 """
@@ -69,9 +70,16 @@ class SecurityCheck:
             raise CheckConfigError("allow must be a list of glob patterns")
         body: dict[str, Any] = {"allow": allow}
         if "advisories" in cfg:
-            if not isinstance(cfg["advisories"], str):
-                raise CheckConfigError("advisories must be a directory path")
-            body["advisories"] = cfg["advisories"]
+            named = cfg["advisories"]
+            if not isinstance(named, str):
+                raise CheckConfigError("advisories must be a directory of the release")
+            if named.startswith("/") or ".." in named.split("/"):
+                raise CheckConfigError(
+                    f"advisories {named!r} names a directory on PUBLIC; ashat.toml may only "
+                    "name one the release ships. PUBLIC's own snapshot is its operator's: "
+                    "ashat advisories update --data DATA (or ashat agent --advisories DIR)"
+                )
+            body["advisories"] = named
         tree = ask_agent(ctx, "security", body)
         details["tree"] = tree.details
         if tree.status in ("failed", "error"):
