@@ -422,6 +422,8 @@ def fsck(data: Path, blob_dir: Path | None, as_json: bool) -> None:
     import json
 
     from ashat.agent.fsck import check_data_dir
+    from ashat.cli.output import Verdict
+    from ashat.errors import OperationFailed
 
     report = check_data_dir(data.resolve(), blob_dir.resolve() if blob_dir else None)
     if as_json:
@@ -435,4 +437,4 @@ def fsck(data: Path, blob_dir: Path | None, as_json: bool) -> None:
             f"{report.releases} release(s) checked: {verdict}"
         )
     if not report.clean:
-        raise SystemExit(1)
+        raise Verdict(OperationFailed, "fsck found damage")

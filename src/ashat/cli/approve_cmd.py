@@ -13,7 +13,7 @@ import click
 
 from ashat.cli import remote
 from ashat.cli.context import Project, complete_update_id
-from ashat.cli.output import BAD, OK, WARN, emit, json_mode, json_option, style
+from ashat.cli.output import BAD, OK, WARN, Verdict, emit, json_mode, json_option, style
 from ashat.cli.remote import control
 from ashat.errors import OperationFailed
 
@@ -160,6 +160,6 @@ def approve(
 
     emit(outcome.data, human)
     if dep.state in (State.DISTRIBUTION_FAILED, State.ROLLED_BACK):
-        raise SystemExit(1)
+        raise Verdict(OperationFailed, f"distribution {dep.state.value}")
     if dep.state is State.DISTRIBUTING and not no_wait:
         raise OperationFailed(f"gave up waiting; the rollout goes on: deploy status {update_id}")

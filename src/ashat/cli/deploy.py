@@ -14,9 +14,9 @@ import click
 from ashat import __version__
 from ashat.cli import remote
 from ashat.cli.context import Project, complete_update_id
-from ashat.cli.output import BAD, OK, WARN, AshatGroup, emit, json_option, style
+from ashat.cli.output import BAD, OK, WARN, AshatGroup, Verdict, emit, json_option, style
 from ashat.cli.remote import control
-from ashat.errors import OperationFailed
+from ashat.errors import OperationFailed, RemoteError
 from ashat.workflow.models import Deployment, Event
 from ashat.workflow.states import State, describe_allowed
 
@@ -137,7 +137,7 @@ def servers(check: bool) -> None:
         human,
     )
     if check and any(not (r["reachable"] and r.get("authorized", True)) for r in results.values()):
-        raise SystemExit(4)
+        raise Verdict(RemoteError, "a server is unreachable or refuses our token")
 
 
 # -- status / history / log -----------------------------------------------------------------
@@ -293,7 +293,7 @@ def audit_verify() -> None:
 
     emit(report.to_json(), human)
     if not report.ok:
-        raise SystemExit(OperationFailed.exit_code)
+        raise Verdict(OperationFailed, "the audit chain is broken")
 
 
 # -- cancel ---------------------------------------------------------------------------------

@@ -84,7 +84,19 @@ def log_tail_of(err: AshatError) -> str:
     return ""
 
 
+class Verdict(AshatError):
+    """A verb that printed its own verdict (failed checks, an unreachable server, a broken
+    chain) ends with this: the exit code of what it found, nothing printed again."""
+
+    def __init__(self, found: type[AshatError], what: str) -> None:
+        super().__init__(what)
+        self.exit_code = found.exit_code
+        self.kind = found.kind
+
+
 def fail(err: AshatError) -> NoReturn:
+    if isinstance(err, Verdict):
+        sys.exit(err.exit_code)
     if json_mode():
         click.echo(json.dumps(err.to_json(), indent=2, sort_keys=True, default=str))
     else:

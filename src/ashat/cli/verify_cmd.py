@@ -11,8 +11,19 @@ import click
 
 from ashat.cli import remote
 from ashat.cli.context import Project, complete_update_id
-from ashat.cli.output import BAD, OK, SKIP, WARN, emit, json_mode, json_option, style
+from ashat.cli.output import (
+    BAD,
+    OK,
+    SKIP,
+    WARN,
+    Verdict,
+    emit,
+    json_mode,
+    json_option,
+    style,
+)
 from ashat.cli.remote import control
+from ashat.errors import OperationFailed
 from ashat.ops.verify import app_url_from
 
 if TYPE_CHECKING:
@@ -121,4 +132,4 @@ def verify(update_id: str, only: tuple[str, ...]) -> None:
 
     emit(data, human)
     if not passed:
-        raise SystemExit(1)
+        raise Verdict(OperationFailed, "verification failed")
