@@ -472,3 +472,40 @@ def test_a_refused_license_keeps_what_runs(fleet: Fleet, trees: Trees) -> None:
     assert health["current"] == "app-001" and health["app"]["healthy"] is True
     assert "revoked" in health["fleet"]["last_error"]
     assert mf.output().count("license refused by OMEGA: revoked — keeping app-001") == 1
+
+
+def test_a_late_joiner_and_a_reimaged_mainframe_converge(fleet: Fleet, trees: Trees) -> None:
+    """Issue 19: a mainframe licensed and started after the rollout completed stayed on
+    nothing, and so did one re-imaged (empty data directory, same license). Each converges
+    to what the fleet runs within a poll, and the rollout's status counts it."""
+    import shutil
+
+    fleet.release("hello-001", 1, trees.hello("hello-001", "1.0.1"), app=trees.hello_app())
+    first = [fleet.start(f"mf-{i}", poll_wait=1) for i in range(2)]
+    fleet.mainframes.ready(*first)
+    fleet.registered(2)
+    rollout_id = fleet.rollout("hello-001")
+    assert fleet.until(rollout_id, "completed")["fleet_size"] == 2
+
+    late = fleet.start("mf-late", poll_wait=1)
+    fleet.mainframes.ready(late)
+    wait_for(lambda: late.health()["current"] == "hello-001", 20, "mf-late converging")
+    done = fleet.until(rollout_id, "completed")
+    wait_for(
+        lambda: (
+            fleet.http.get(f"/v1/fleet/rollouts/{rollout_id}").json()["totals"]["installed"] == 3
+        ),
+        20,
+        "mf-late's report",
+    )
+    assert done["state"] == "completed"
+
+    # Re-imaged: the same license, an empty data directory.
+    again = first[0]
+    assert again.stop() == 0
+    shutil.rmtree(again.data)
+    again = fleet.mainframes.restart(again)
+    fleet.mainframes.ready(again)
+    wait_for(lambda: again.health()["current"] == "hello-001", 20, "the re-imaged mf-0")
+    status = fleet.http.get(f"/v1/fleet/rollouts/{rollout_id}").json()
+    assert status["state"] == "completed" and status["fleet_size"] == 3, status

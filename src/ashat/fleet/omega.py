@@ -217,7 +217,7 @@ class Omega:
                 raise LicenseDenied(
                     "expired", f"license {lic.license_id} expired at {lic.expires_at}"
                 )
-            r = self._waiting_for(lic.mainframe_id, current)
+            r = self._waiting_for(lic, current, now)
             if r is None:
                 return None
             approved = self.approvals.get(r.update_id)
@@ -261,26 +261,69 @@ class Omega:
         }
         return seal(NO_DIRECTIVE_KIND, payload, self.key)
 
-    def _waiting_for(self, mainframe_id: str, current: str | None) -> Rollout | None:
-        """The rollout whose release this mainframe should install now: one of a running
-        rollout that waits for it, else — catching up — the newest rollout if it is an
-        install rollout, running or completed, whose wave timed out on this mainframe
-        (offline then) and whose release it does not run. Its report then counts late."""
+    def _waiting_for(self, lic: License, current: str | None, now: float) -> Rollout | None:
+        """The rollout whose release this mainframe should install now: where the fleet is
+        going, whenever the mainframe joins it.
+
+        - A running rollout that waits for it (its wave started);
+        - else the rollout the fleet converges to (:meth:`_converging_to`), on a channel
+          its license covers, when it does not run that release and
+          - its wave timed out on it (offline then): catching up, its report counts late;
+          - it was never a target (licensed or started later): it joins the rollout, a
+            running one in its last wave, a finished one at once;
+          - it installed the release and runs something else now (re-imaged, its data
+            directory lost): it is offered it again.
+
+        A mainframe whose install failed is not offered the release again by itself.
+        """
+        mainframe_id = lic.mainframe_id
         found = self.store.pending_for(mainframe_id)
         if found is not None:
             return found[0]
-        r = self.store.latest_rollout()
-        if (
-            r is None
-            or r.kind is not Kind.INSTALL
-            or r.state not in (RolloutState.RUNNING, RolloutState.COMPLETED)
-            or current == r.update_id
-        ):
+        r = self._converging_to()
+        if r is None or current == r.update_id or r.channel not in lic.channels:
             return None
         target = self.store.target(r.rollout_id, mainframe_id)
-        if target is None or not _timed_out(target.status, target.reason):
+        if target is not None:
+            if _timed_out(target.status, target.reason) or target.status is TargetStatus.PENDING:
+                return r
+            if target.status is not TargetStatus.INSTALLED:
+                return None  # waiting for its wave, or failed: not again by itself
+        last = len(r.waves) - 1
+        waiting = r.state is RolloutState.RUNNING and r.current_wave < last
+        status = TargetStatus.WAITING if waiting else TargetStatus.PENDING
+        with self.store.exclusive():
+            if target is None:
+                self.store.add_target(r.rollout_id, mainframe_id, last, status)
+            else:
+                self.store.set_target(r.rollout_id, mainframe_id, status, None, iso(now))
+        log.info(
+            "%s: %s %s; it gets %s%s",
+            r.rollout_id,
+            mainframe_id,
+            "joined the fleet" if target is None else f"no longer runs {r.update_id}",
+            r.update_id,
+            " with the last wave" if waiting else "",
+        )
+        return None if waiting else r
+
+    def _converging_to(self) -> Rollout | None:
+        """The install rollout whose release the fleet runs or is going to: the newest
+        rollout if it is an install, running or completed; after a completed rollback, the
+        completed install of the release it went back to."""
+        r = self.store.latest_rollout()
+        if r is None:
             return None
-        return r
+        if r.kind is Kind.INSTALL:
+            return r if r.state in (RolloutState.RUNNING, RolloutState.COMPLETED) else None
+        if r.state is not RolloutState.COMPLETED:
+            return None
+        back_to = [
+            i
+            for i in self.store.rollouts(RolloutState.COMPLETED)
+            if i.kind is Kind.INSTALL and i.update_id == r.update_id
+        ]
+        return back_to[-1] if back_to else None
 
     def report(self, lic: License, report: Report) -> set[str]:
         """Record a mainframe's ``installed``/``failed``; the mainframes woken.
