@@ -235,6 +235,36 @@ def test_rollback_restores_the_previous_release_and_its_app(
     assert deploy("rollback", "hello-002").exit_code == 3  # terminal now
 
 
+def test_cancel_puts_public_back_on_the_release_before(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """Issue 19, 7: `deploy cancel` of a pushed release left PUBLIC running it."""
+    agent = agent_factory()
+    root = hello_project(agent)
+    assert deploy("push", "hello-001", "one").exit_code == 0
+    (root / "VERSION").write_text("2.0.0\n")
+    assert deploy("push", "hello-002", "two").exit_code == 0
+    assert current(agent) == "hello-002"
+    res = deploy("cancel", "hello-002", "--reason", "wrong build")
+    assert res.exit_code == 0, res.output
+    assert "PUBLIC restored to hello-001" in res.stdout
+    assert current(agent) == "hello-001"
+    log = deploy("log", "hello-002").stdout
+    assert "public.restored" in log and "deployment.cancelled" in log
+
+
+def test_cancel_of_the_first_push_says_public_had_nothing_before(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    agent = agent_factory()
+    hello_project(agent)
+    assert deploy("push", "hello-001", "one").exit_code == 0
+    code, out = deploy_json("cancel", "hello-001")
+    assert code == 0 and out["deployment"]["state"] == "cancelled", out
+    assert out["public"] == "PUBLIC ran nothing before hello-001: it serves it until the next push"
+    assert current(agent) == "hello-001"
+
+
 def test_push_from_a_git_ref_sends_exactly_the_committed_tree(
     agent_factory: Any, hello_project: Any
 ) -> None:

@@ -739,7 +739,9 @@ class Dashboard:
 
             run_rollback(ctx.project, ctx.update_id, text, actor=actor)
             return "rolled-back"
-        ctx.project.workflow(actor).cancel(ctx.update_id, text)
+        from ashat.ops.cancel import run_cancel
+
+        run_cancel(ctx.project, ctx.update_id, text, actor=actor)
         return "cancelled"
 
 

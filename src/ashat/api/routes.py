@@ -240,9 +240,12 @@ def rollback(call: Call) -> tuple[int, dict[str, Any]]:
 
 
 def cancel(call: Call) -> tuple[int, dict[str, Any]]:
-    wf = call.project.workflow(call.actor)
-    dep = wf.cancel(call.path["update_id"], call.body.get("reason"))
-    return 200, {"deployment": dep.to_json()}
+    from ashat.ops.cancel import run_cancel
+
+    outcome = run_cancel(
+        call.project, call.path["update_id"], call.body.get("reason"), actor=call.actor
+    )
+    return 200, outcome.to_json()
 
 
 def list_servers(call: Call) -> tuple[int, dict[str, Any]]:
@@ -489,7 +492,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Cancel a deployment that has not been approved (deploy cancel)",
         cancel,
         D,
-        "DeploymentChange",
+        "Cancelled",
         params=(UPDATE_ID,),
         body="ReasonRequest",
         errors=(400, 404, 409),

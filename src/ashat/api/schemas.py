@@ -206,6 +206,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     ),
     "PackStored": obj({"stored": INT, "blobs": INT, "bytes": INT}),
     "DeploymentChange": obj({"deployment": ref("Deployment")}),
+    "Cancelled": obj({"deployment": ref("Deployment"), "public": STR}),
     "ServerList": obj({"servers": {"type": "array", "items": ref("Server")}}),
     "ServerConfigured": obj({"server": ref("Server"), "replaced": nullable(ref("Server"))}),
     "AuditReport": obj(

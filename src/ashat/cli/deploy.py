@@ -305,17 +305,20 @@ def audit_verify() -> None:
 @json_option
 def cancel(update_id: str, reason: str | None) -> None:
     """Cancel a deployment that has not been approved."""
+    from ashat.ops.cancel import run_cancel
+
     c = control()
-    dep = (
-        remote.cancel(c, update_id, reason)
-        if c
-        else Project.find().workflow().cancel(update_id, reason)
+    outcome = (
+        remote.cancel(c, update_id, reason) if c else run_cancel(Project.find(), update_id, reason)
     )
+    dep = outcome.deployment
 
     def human() -> None:
         click.echo(f"{OK} Deployment {dep.id} cancelled ({dep.reason})")
+        mark = WARN if "did not go back" in outcome.public else OK
+        click.echo(f"  {mark} {outcome.public}")
 
-    emit({"deployment": dep.to_json()}, human)
+    emit(outcome.to_json(), human)
 
 
 # -- help -----------------------------------------------------------------------------------

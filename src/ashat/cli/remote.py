@@ -20,6 +20,7 @@ from ashat.errors import AshatError, InvalidInput
 
 if TYPE_CHECKING:
     from ashat.ops.approve import ApproveHooks, ApproveOutcome
+    from ashat.ops.cancel import CancelOutcome
     from ashat.ops.rollback import RollbackHooks, RollbackOutcome
     from ashat.ops.status import StatusView
     from ashat.transport.control import ControlClient
@@ -146,11 +147,12 @@ def configure(
     return Server.from_json(data["server"]), Server.from_json(old) if old else None
 
 
-def cancel(c: ControlClient, update_id: str, reason: str | None) -> Deployment:
+def cancel(c: ControlClient, update_id: str, reason: str | None) -> CancelOutcome:
+    from ashat.ops.cancel import CancelOutcome
     from ashat.workflow.models import Deployment
 
     data = c.call("POST", _dep_path(update_id, "cancel"), {"reason": reason})
-    return Deployment.from_json(data["deployment"])
+    return CancelOutcome(Deployment.from_json(data["deployment"]), str(data.get("public", "")))
 
 
 def verify(

@@ -318,26 +318,35 @@ def rollback_public(
 def restore_public(
     wf: Workflow, agent: AgentPort, update_id: str, caused_by: str | None = None
 ) -> str:
-    """After OMEGA and the fleet went back from ``update_id``: PUBLIC too, if it still runs
-    it (idempotent; the state is not moved, ``rollback.public`` records it). What happened,
-    in a line."""
+    """After OMEGA and the fleet went back from ``update_id``, or it was cancelled: PUBLIC
+    too, if it still runs it (idempotent; the state is not moved, ``public.restored``
+    records it). What happened, in a line."""
     dep = wf.store.require(update_id)
-    current, restored, note = _put_public_back(agent, dep)
+    current, restored, note = _put_public_back(agent, dep, first_stays=True)
     if restored is not None:
         what = {"from": current, "restored": restored}
-        wf.note(update_id, "rollback.public", what, caused_by=caused_by)
+        wf.note(update_id, "public.restored", what, caused_by=caused_by)
     return note
 
 
-def _put_public_back(agent: AgentPort, dep: Deployment) -> tuple[str | None, str | None, str]:
+def _put_public_back(
+    agent: AgentPort, dep: Deployment, first_stays: bool = False
+) -> tuple[str | None, str | None, str]:
     """PUBLIC back on what it ran before ``dep`` if it runs ``dep``: (what it ran, what it
-    runs now if it was moved, a line saying which)."""
+    runs now if it was moved, a line saying which). ``first_stays``: where PUBLIC ran
+    nothing before, say so (an agent has nothing to go back to) instead of asking it."""
     current = agent.health().get("current")
     if current != dep.id:
         return (
             current,
             None,
             f"PUBLIC runs {current or 'nothing'}, not {dep.id}: nothing to restore there",
+        )
+    if first_stays and "public_previous" in dep.details and not dep.details["public_previous"]:
+        return (
+            current,
+            None,
+            f"PUBLIC ran nothing before {dep.id}: it serves it until the next push",
         )
     answer = agent.rollback(from_id=dep.id, to_id=dep.details.get("public_previous"))
     restored = answer.get("current")
