@@ -461,6 +461,49 @@ def test_the_same_request_after_its_rollout_completed_returns_that_rollout(
     assert forward.json()["rollout_id"] not in (rid, back.json()["rollout_id"])
 
 
+def test_a_rollout_is_paused_resumed_retried_and_aborted(
+    omega: AgentHandle, control: Control, fleet: Any, trees: Trees
+) -> None:
+    """Issue 19, 4: a running rollout could not be paused, resumed or aborted, and a
+    mainframe that failed was never offered the release again."""
+    control.release(trees, "r1", 1)
+    pollers = fleet(4)
+    rid = control.started("r1", waves=[50, 100], max_failure_ratio=0.5)["rollout_id"]
+
+    def act(action: str, **body: Any) -> dict[str, Any]:
+        r = control.http.post(f"/v1/fleet/rollouts/{rid}/{action}", json=body)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    paused = act("pause", reason="a customer call")
+    assert paused["state"] == "running" and paused["paused"]["reason"] == "a customer call"
+    assert directives(pollers) == {}  # nothing goes out while paused
+    assert act("pause")["paused"]["reason"] == "a customer call"  # idempotent
+    assert act("resume")["paused"] is None
+    got = directives(pollers)
+    assert len(got) == 2  # the first wave
+
+    first, second = sorted(got)
+    pollers[first].report(got[first])
+    pollers[second].report(got[second], "failed", "disk full")
+    status = control.status(rid)
+    assert status["totals"]["failed"] == 1
+    act("retry")
+    again = directives(pollers)
+    assert second in again  # offered again, at its next poll
+    assert control.status(rid)["totals"]["failed"] == 0
+
+    aborted = act("abort", reason="metrics look bad")
+    assert aborted["state"] == "cancelled" and aborted["reason"] == "aborted: metrics look bad"
+    assert directives(pollers) == {}
+    assert act("abort")["state"] == "cancelled"  # idempotent
+    refused = control.http.post(f"/v1/fleet/rollouts/{rid}/pause", json={})
+    assert refused.status_code == 409 and "not running" in refused.json()["error"]
+    bad = control.http.post(f"/v1/fleet/rollouts/{rid}/explode", json={})
+    assert bad.status_code == 400
+    assert control.http.post("/v1/fleet/rollouts/ro-nope/pause", json={}).status_code == 404
+
+
 def test_a_held_poll_ends_when_omega_stops(omega: AgentHandle) -> None:
     p = Poller(omega, "mf-1", license_token(omega.license_key, "mf-1"))
     answer: dict[str, Any] = {}

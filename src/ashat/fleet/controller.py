@@ -79,6 +79,7 @@ class Controller:
             "auto_rollback": r.auto_rollback,
             "created_at": r.created_at,
             "finished_at": r.finished_at,
+            "paused": self.store.paused(r.rollout_id) if r.state is RolloutState.RUNNING else None,
         }
 
     def totals(self, r: Rollout) -> dict[str, int]:
@@ -146,6 +147,8 @@ class Controller:
             fresh = self.store.rollout(r.rollout_id)
             if fresh is None or fresh.state is not RolloutState.RUNNING:
                 break
+            if self.store.paused(r.rollout_id) is not None:
+                break  # no timeout, no next wave, no end until it is resumed
             r = fresh
             timed_out = now - r.wave_started_at >= r.wave_timeout_s
             counts = self.store.status_counts(r.rollout_id, r.current_wave)
@@ -203,6 +206,10 @@ class Controller:
         if wave > 0:
             log.info("%s: wave %d started (%d to install)", r.rollout_id, wave, len(woken))
         return woken
+
+    def abort(self, r: Rollout, reason: str, now: float) -> None:
+        """End a running rollout ``cancelled`` with ``reason``; no rollback of its own."""
+        self._finish(r, RolloutState.CANCELLED, reason, now)
 
     def _finish(self, r: Rollout, state: RolloutState, reason: str | None, now: float) -> None:
         self.store.finish(r.rollout_id, state, reason, iso(now))

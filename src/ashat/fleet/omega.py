@@ -279,9 +279,11 @@ class Omega:
         mainframe_id = lic.mainframe_id
         found = self.store.pending_for(mainframe_id)
         if found is not None:
-            return found[0]
+            return None if self.store.paused(found[0].rollout_id) else found[0]
         r = self._converging_to()
         if r is None or current == r.update_id or r.channel not in lic.channels:
+            return None
+        if r.state is RolloutState.RUNNING and self.store.paused(r.rollout_id):
             return None
         target = self.store.target(r.rollout_id, mainframe_id)
         if target is not None:
@@ -374,6 +376,58 @@ class Omega:
     def status(self, rollout_id: str) -> dict[str, Any]:
         """Raises :class:`~.omega_errors.NoSuchRollout`."""
         return self.controller.status(rollout_id)
+
+    def control(
+        self, rollout_id: str, action: str, reason: str | None
+    ) -> tuple[dict[str, Any], set[str]]:
+        """``pause``, ``resume`` or ``abort`` a running rollout, or ``retry`` the mainframes
+        that failed in a running or completed one; its status and the mainframes woken.
+
+        Pause: no wave starts, no directive goes out, no wave times out (a mainframe
+        already installing still reports). Resume: the current wave's timeout starts
+        again, and it moves on. Abort: the rollout ends ``cancelled`` with the reason;
+        whoever installed keeps it (``deploy rollback`` sends them back). Retry: each
+        failed mainframe is pending again and gets the release at its next poll.
+        Idempotent. Raises NoSuchRollout or FleetConflict (it is not running, or failed).
+        """
+        now = self.clock()
+        woken: set[str] = set()
+        with self.lock, self.store.exclusive():
+            r = self.controller.get(rollout_id)
+            running = r.state is RolloutState.RUNNING
+            if action == "retry":
+                if r.state not in (RolloutState.RUNNING, RolloutState.COMPLETED):
+                    raise FleetConflict(
+                        f"rollout {rollout_id} is {r.state.value}: only a running or completed "
+                        "one is retried (a failed one is rolled back, or a fix pushed)",
+                        rollout_id=rollout_id,
+                    )
+                woken = set(self.store.retry(rollout_id))
+                self.store.add_event(rollout_id, "retried", r.current_wave, iso(now))
+                if running:
+                    woken |= self.controller.drive(r, now)
+            elif not running:
+                if action == "abort" and r.state is RolloutState.CANCELLED:
+                    return self.status(rollout_id), woken  # aborted already
+                raise FleetConflict(
+                    f"rollout {rollout_id} is {r.state.value}, not running: nothing to {action}",
+                    rollout_id=rollout_id,
+                )
+            elif action == "pause":
+                self.store.pause(rollout_id, iso(now), reason)
+            elif action == "resume":
+                if self.store.resume(rollout_id, iso(now)):
+                    self.store.restart_wave_clock(rollout_id, now)
+                    woken = self.controller.drive(r, now)
+                    found = self.store.targets(rollout_id)
+                    woken |= {t.mainframe_id for t in found if t.status is TargetStatus.PENDING}
+            else:  # abort
+                self.store.resume(rollout_id, iso(now))
+                why = f"aborted: {reason}" if reason else "aborted by the operator"
+                self.controller.abort(r, why, now)
+            self._refresh_gauges()
+        log.warning("%s: %s (%s)", rollout_id, action, reason or "no reason given")
+        return self.status(rollout_id), woken
 
     def rollouts_of(self, update_id: str) -> list[dict[str, Any]]:
         """Every rollout of a release, oldest first: those that installed it and those that

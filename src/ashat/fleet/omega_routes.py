@@ -5,6 +5,7 @@
     POST /v1/fleet/rollouts            bearer   start a rollout -> status, 201 (200: running)
     GET  /v1/fleet/rollouts?update_id= bearer   every rollout of a release -> {"rollouts"}
     GET  /v1/fleet/rollouts/{id}       bearer   rollout status
+    POST /v1/fleet/rollouts/{id}/{pause,resume,abort,retry}  bearer  control it -> status
     POST /v1/fleet/rollback            bearer   start a rollback rollout -> status, 201
     GET  /v1/fleet/mainframes          bearer   the fleet registry
     POST /v1/fleet/revocations         bearer   revoke a license
@@ -53,6 +54,8 @@ from ashat.fleet.omega_requests import (
     license_id,
 )
 from ashat.ids import UPDATE_ID_RE
+
+CONTROL_ACTIONS = ("pause", "resume", "abort", "retry")
 
 log = logging.getLogger("ashat.omega")
 
@@ -182,6 +185,18 @@ class OmegaRoutes:
     async def rollout(self, request: Request) -> Response:
         rollout_id = request.path_params["rollout_id"]
         return JSONResponse(await run_in_threadpool(self.omega.status, rollout_id))
+
+    async def control(self, request: Request) -> Response:
+        rollout_id, action = request.path_params["rollout_id"], request.path_params["action"]
+        if action not in CONTROL_ACTIONS:
+            raise RequestInvalid(f"no rollout action {action[:40]!r}: {', '.join(CONTROL_ACTIONS)}")
+        body = await json_object(request, allow_empty=True)
+        reason = body.get("reason")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+            raise RequestInvalid("'reason' must be a string of at most 500 characters")
+        status, woken = await run_in_threadpool(self.omega.control, rollout_id, action, reason)
+        self.waiters.wake(woken)
+        return JSONResponse(status)
 
     async def rollback(self, request: Request) -> Response:
         req = RollbackRequest.parse(await json_object(request))
@@ -315,6 +330,7 @@ class OmegaRoutes:
             Route("/v1/fleet/rollouts", self.start_rollout, methods=["POST"]),
             Route("/v1/fleet/rollouts", self.rollouts_of, methods=["GET"]),
             Route("/v1/fleet/rollouts/{rollout_id}", self.rollout, methods=["GET"]),
+            Route("/v1/fleet/rollouts/{rollout_id}/{action}", self.control, methods=["POST"]),
             Route("/v1/fleet/rollback", self.rollback, methods=["POST"]),
             Route("/v1/fleet/mainframes", self.mainframes, methods=["GET"]),
             Route("/v1/fleet/revocations", self.revoke, methods=["POST"]),

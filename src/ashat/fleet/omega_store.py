@@ -452,6 +452,46 @@ class FleetStore:
             self.add_event(rollout_id, "wave_started", wave, at_iso)
         return [r[0] for r in rows]
 
+    def pause(self, rollout_id: str, at: str, reason: str | None) -> bool:
+        """Mark a rollout paused; False if it already was."""
+        if self.paused(rollout_id) is not None:
+            return False
+        self._run(
+            "INSERT INTO rollout_pauses (rollout_id, paused_at, reason) VALUES (?,?,?)",
+            (rollout_id, at, reason),
+        )
+        self.add_event(rollout_id, "paused", None, at)
+        return True
+
+    def resume(self, rollout_id: str, at: str) -> bool:
+        """Unmark it; False if it was not paused."""
+        done = self._run("DELETE FROM rollout_pauses WHERE rollout_id=?", (rollout_id,)) > 0
+        if done:
+            self.add_event(rollout_id, "resumed", None, at)
+        return done
+
+    def paused(self, rollout_id: str) -> dict[str, Any] | None:
+        """``{"paused_at", "reason"}`` while the rollout is paused, else None."""
+        row = self._one(
+            "SELECT paused_at, reason FROM rollout_pauses WHERE rollout_id=?",
+            (rollout_id,),
+            ("paused_at", "reason"),
+        )
+        return dict(row) if row else None
+
+    def retry(self, rollout_id: str) -> list[str]:
+        """Failed targets pending again (reason cleared); the mainframes."""
+        rows = self.db.query(
+            "SELECT mainframe_id FROM rollout_targets WHERE rollout_id=? AND status=?",
+            (rollout_id, TargetStatus.FAILED.value),
+        )
+        self._run(
+            "UPDATE rollout_targets SET status=?, reason=NULL, reported_at=NULL"
+            " WHERE rollout_id=? AND status=?",
+            (TargetStatus.PENDING.value, rollout_id, TargetStatus.FAILED.value),
+        )
+        return [r[0] for r in rows]
+
     def restart_wave_clock(self, rollout_id: str, at: float) -> None:
         """Count the current wave's timeout from ``at`` (OMEGA restarted; no event: the
         wave did not start again, it only waited for OMEGA)."""
