@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,3 +223,43 @@ def test_no_wait_returns_at_once_and_status_follows_the_rollout(stack: Any) -> N
     assert done["actor"] == "bob", done
     assert done["details"]["observed_by"] == "alice", done
     assert "observed_by=alice" in deploy("log", "hello-001").stdout
+
+
+SLOW_PREPARE = "prepare = \"python3 -c 'import time; time.sleep(2)'\"\n"
+
+
+def test_pause_resume_and_rollback_of_a_running_rollout(stack: Any) -> None:
+    """Issue 19, 4: a running rollout could not be paused, and deploy rollback was refused
+    while distributing."""
+    s = stack(3, WAVES)
+    s.ship("hello-001", "1.0.0")
+    assert deploy("approve", "hello-001", "--as", "bob").exit_code == 0
+    toml = (s.root / "ashat.toml").read_text()
+    (s.root / "ashat.toml").write_text(toml.replace("[app]\n", "[app]\n" + SLOW_PREPARE, 1))
+    s.ship("hello-002", "2.0.0")  # each install now takes two seconds or more
+    code, out = deploy_json("approve", "hello-002", "--as", "bob", "--no-wait")
+    assert code == 0 and out["state"] == "distributing", out
+
+    code, out = deploy_json("pause", "hello-002", "--reason", "a customer call")
+    assert code == 0 and out["rollout"]["paused"]["reason"] == "a customer call", out
+    at_pause = out["rollout"]["totals"]
+    time.sleep(5)  # enough for every wave, were it not paused
+    _, status = deploy_json("status", "hello-002")
+    assert status["deployment"]["state"] == "distributing"
+    totals = status["rollout"]["totals"]
+    assert totals["installed"] <= at_pause["installed"] + at_pause["pending"] < 3, totals
+    assert status["rollout"]["paused"] is not None
+    human = deploy("resume", "hello-002")
+    assert human.exit_code == 0 and "resumed" in human.stdout, human.output
+    assert deploy("pause", "hello-002").exit_code == 0  # and hold it again
+
+    # Rollback while distributing: the rollout is aborted, then who took it goes back.
+    code, out = deploy_json("rollback", "hello-002", "--reason", "wrong build")
+    assert code == 0 and out["state"] == "rolled_back", out
+    assert s.currents() == ["hello-001"] * 3
+    log = deploy("log", "hello-002").stdout
+    for kind in ("rollout.paused", "rollout.resumed", "rollout.aborted", "deployment.rolled_back"):
+        assert kind in log, log
+    res = deploy("pause", "hello-002")
+    assert res.exit_code == 3 and "only a deployment that is distributing" in res.stderr
+    assert deploy("retry", "hello-001").exit_code == 0  # completed: nobody failed, nothing to do

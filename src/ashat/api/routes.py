@@ -239,6 +239,20 @@ def rollback(call: Call) -> tuple[int, dict[str, Any]]:
     return 200, outcome.data
 
 
+def rollout_action(action: str) -> Handler:
+    """``deploy pause|resume|abort|retry`` (:mod:`ashat.ops.rollout_control`)."""
+
+    def handler(call: Call) -> tuple[int, dict[str, Any]]:
+        from ashat.ops.rollout_control import control_rollout
+
+        outcome = control_rollout(
+            call.project, call.path["update_id"], action, call.body.get("reason"), actor=call.actor
+        )
+        return 200, outcome.to_json()
+
+    return handler
+
+
 def cancel(call: Call) -> tuple[int, dict[str, Any]]:
     from ashat.ops.cancel import run_cancel
 
@@ -484,6 +498,26 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         params=(UPDATE_ID,),
         body="ReasonRequest",
         errors=ACTS,
+    ),
+    *(
+        Endpoint(
+            "POST",
+            f"/v1/deployments/{{update_id}}/{action}",
+            action,
+            summary,
+            rollout_action(action),
+            A,
+            "RolloutControlled",
+            params=(UPDATE_ID,),
+            body="ReasonRequest",
+            errors=ACTS,
+        )
+        for action, summary in (
+            ("pause", "Pause the deployment's running rollout (deploy pause)"),
+            ("resume", "Resume its paused rollout (deploy resume)"),
+            ("abort", "End its running rollout; who installed keeps it (deploy abort)"),
+            ("retry", "Offer the release again where it failed (deploy retry)"),
+        )
     ),
     Endpoint(
         "POST",

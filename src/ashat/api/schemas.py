@@ -207,6 +207,9 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "PackStored": obj({"stored": INT, "blobs": INT, "bytes": INT}),
     "DeploymentChange": obj({"deployment": ref("Deployment")}),
     "Cancelled": obj({"deployment": ref("Deployment"), "public": STR}),
+    "RolloutControlled": obj(
+        {"deployment": ref("Deployment"), "action": STR, "rollout": ref("Rollout")}
+    ),
     "ServerList": obj({"servers": {"type": "array", "items": ref("Server")}}),
     "ServerConfigured": obj({"server": ref("Server"), "replaced": nullable(ref("Server"))}),
     "AuditReport": obj(

@@ -337,7 +337,8 @@ VERBS = [
     ),
     (
         "rollback <id> [--reason TEXT]",
-        "put back what ran before <id>: PUBLIC, and once released OMEGA and the fleet too",
+        "put back what ran before <id>: PUBLIC, and once released OMEGA and the fleet too "
+        "(a running rollout is aborted first)",
     ),
     ("servers [--check]", "list the configured servers (and whether they answer)"),
     ("status [id]", "what is in flight, or one deployment's state and last events"),
@@ -345,6 +346,9 @@ VERBS = [
     ("log <id>", "every audit event of one deployment"),
     ("audit verify", "check the tamper-evident history end to end"),
     ("cancel <id> [--reason TEXT]", "stop a deployment before approval"),
+    ("pause|resume <id> [--reason TEXT]", "hold a running rollout between waves, and go on"),
+    ("abort <id> [--reason TEXT]", "end a running rollout (then deploy rollback sends it back)"),
+    ("retry <id>", "offer the release again to the mainframes where it failed"),
     ("help", "this list"),
 ]
 
@@ -352,6 +356,7 @@ VERBS = [
 from ashat.cli.approve_cmd import approve  # noqa: E402
 from ashat.cli.init_cmd import init  # noqa: E402
 from ashat.cli.release import push, rollback  # noqa: E402  (verbs with their own module)
+from ashat.cli.rollout_cmd import abort, pause, resume, retry  # noqa: E402
 from ashat.cli.verify_cmd import verify  # noqa: E402
 
 cli.add_command(init)
@@ -359,6 +364,8 @@ cli.add_command(push)
 cli.add_command(verify)
 cli.add_command(approve)
 cli.add_command(rollback)
+for _verb in (pause, resume, abort, retry):
+    cli.add_command(_verb)
 
 
 @cli.command("help")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ashat.ops.approve import ApproveHooks, ApproveOutcome
     from ashat.ops.cancel import CancelOutcome
     from ashat.ops.rollback import RollbackHooks, RollbackOutcome
+    from ashat.ops.rollout_control import ControlOutcome
     from ashat.ops.status import StatusView
     from ashat.transport.control import ControlClient
     from ashat.trust.statements import Signer
@@ -296,6 +297,16 @@ def approve(
     outcome.deployment = dep
     outcome.data.update({"state": dep.state.value, "rollout_status": rollout})
     return outcome
+
+
+def control_rollout(
+    c: ControlClient, update_id: str, action: str, reason: str | None
+) -> ControlOutcome:
+    from ashat.ops.rollout_control import ControlOutcome
+    from ashat.workflow.models import Deployment
+
+    data = c.call("POST", _dep_path(update_id, action), {"reason": reason})
+    return ControlOutcome(Deployment.from_json(data["deployment"]), action, data["rollout"])
 
 
 def rollback(

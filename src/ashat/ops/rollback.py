@@ -60,6 +60,11 @@ def run_rollback(
     validate_update_id(update_id)
     wf = project.workflow(actor)
     dep = wf.store.require(update_id)
+    if dep.state.value == "distributing":  # stop the rollout first, then send back who took it
+        from ashat.ops.rollout_control import control_rollout
+
+        why = f"rolled back: {reason}" if reason else "rolled back by the operator"
+        dep = control_rollout(project, update_id, "abort", why, actor=actor).deployment
     if dep.state in FLEET_ROLLBACK_FROM and dep.details.get("rollout_id"):
         return _rollback_fleet(project, update_id, reason, actor, hooks or RollbackHooks())
     server = project.require_server("public")

@@ -1,0 +1,82 @@
+"""``deploy pause|resume|abort|retry``: an operator's hand on a deployment's rollout
+(issue 19). OMEGA does it (:meth:`ashat.fleet.omega.Omega.control`); this records it in
+the deployment's audit trail and, for an abort, moves the deployment on
+(``distribution_failed``: ``deploy rollback`` then sends back who installed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ashat.errors import Refused
+from ashat.ops.project import Project, client_for
+
+if TYPE_CHECKING:
+    from ashat.workflow.models import Deployment
+
+ACTIONS = {"pause": "paused", "resume": "resumed", "abort": "aborted", "retry": "retried"}
+RUNNING_ONLY = frozenset({"pause", "resume", "abort"})
+
+
+class NoRunningRollout(Refused):
+    kind = "no_running_rollout"
+
+
+@dataclass(frozen=True)
+class ControlOutcome:
+    deployment: Deployment
+    action: str
+    rollout: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment.to_json(),
+            "action": self.action,
+            "rollout": self.rollout,
+        }
+
+
+def control_rollout(
+    project: Project,
+    update_id: str,
+    action: str,
+    reason: str | None = None,
+    *,
+    actor: str | None = None,
+) -> ControlOutcome:
+    """Raises InvalidInput, DeploymentNotFound, NoRunningRollout (exit 3: the deployment
+    is not distributing; ``retry`` also takes a completed one) or a transport error."""
+    from ashat.errors import InvalidInput
+    from ashat.ids import validate_update_id
+    from ashat.ops.rollback import reconcile_following
+
+    if action not in ACTIONS:
+        raise InvalidInput(f"no rollout action {action!r}: {', '.join(ACTIONS)}")
+    validate_update_id(update_id)
+    wf = project.workflow(actor)
+    dep = wf.store.require(update_id)
+    rollout_id = dep.details.get("rollout_id")
+    allowed = ("distributing",) if action in RUNNING_ONLY else ("distributing", "completed")
+    if not rollout_id or dep.state.value not in allowed:
+        raise NoRunningRollout(
+            f"{update_id} is {dep.state.value}: only a deployment that is "
+            f"{' or '.join(allowed)} has a rollout to {action}",
+            update_id=update_id,
+            state=dep.state.value,
+        )
+    server = project.require_server("omega")
+    with client_for(server) as omega:
+        status = omega.request(
+            "POST", f"/v1/fleet/rollouts/{rollout_id}/{action}", json_body={"reason": reason}
+        )
+        wf.note(
+            update_id,
+            f"rollout.{ACTIONS[action]}",
+            {"rollout_id": rollout_id, **({"reason": reason} if reason else {})},
+        )
+        if action == "abort":
+            dep, status_now = reconcile_following(project, wf, update_id, omega)
+            status = status_now or status
+        else:
+            dep = wf.store.require(update_id)
+    return ControlOutcome(dep, action, status)
