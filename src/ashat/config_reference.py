@@ -151,7 +151,8 @@ def _build() -> tuple[list[Table], list[Key]]:
         Key("approval", "allow_self_approval", "boolean", d(approval.allow_self_approval),
             "Whether whoever pushed may approve."),
         Key("distribution", "waves", "list of integers", d(dist.waves), "Cumulative "
-            "percentages of the licensed fleet, increasing, ending at 100."),
+            "percentages of the licensed fleet, increasing, ending at 100; `\"pause\"` "
+            "between two holds the rollout there until `deploy resume`."),
         Key("distribution", "max_failure_ratio", "number", d(dist.max_failure_ratio),
             "Failure budget per wave (0-1); exceeding it halts the rollout."),
         Key("distribution", "wave_timeout_s", "number", d(dist.wave_timeout_s), "Seconds a "

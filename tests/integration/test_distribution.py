@@ -263,3 +263,28 @@ def test_pause_resume_and_rollback_of_a_running_rollout(stack: Any) -> None:
     res = deploy("pause", "hello-002")
     assert res.exit_code == 3 and "only a deployment that is distributing" in res.stderr
     assert deploy("retry", "hello-001").exit_code == 0  # completed: nobody failed, nothing to do
+
+
+GATED = """[distribution]
+waves = [34, "pause", 100]
+max_failure_ratio = 0.34
+wave_timeout_s = 60
+"""
+
+
+def test_a_manual_gate_between_waves(stack: Any) -> None:
+    """Issue 19, 4: waves = [34, "pause", 100] holds the rollout after the first wave
+    until an operator resumes it."""
+    s = stack(3, GATED)
+    s.ship("hello-001", "1.0.0")
+    res = deploy("approve", "hello-001", "--as", "bob")
+    assert res.exit_code == 0, res.output
+    assert "Rollout paused (gate after wave 1: deploy resume to go on)" in res.stdout
+    assert sorted(c or "" for c in s.currents()) == ["", "", "hello-001"]
+    _, status = deploy_json("status", "hello-001")
+    assert status["deployment"]["state"] == "distributing"
+    assert status["rollout"]["pause_after"] == [0] and status["rollout"]["paused"]
+    assert deploy("resume", "hello-001").exit_code == 0
+    code, out = deploy_json("approve", "hello-001")  # follows it to its end
+    assert code == 0 and out["state"] == "completed", out
+    assert s.currents() == ["hello-001"] * 3

@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
 from ashat.cli.deploy import cli
 from ashat.config import Config
+from ashat.errors import InvalidInput
 from ashat.notify.config import parse_targets
 from ashat.workflow.approve import ApprovalPolicy, DistributionPolicy
 
@@ -107,3 +109,27 @@ def test_init_asks_without_yes(tree: Path) -> None:
     assert f"[{RUN}]" in res.output  # serve.py was found and offered
     config = Config.load(tree)
     assert (config.app.name, config.app.run, config.app.health_path) == ("shop", RUN, "/healthz")
+
+
+@pytest.mark.parametrize(
+    ("waves", "numbers", "gates"),
+    [
+        ([10, 50, 100], (10, 50, 100), ()),
+        ([10, "pause", 100], (10, 100), (0,)),
+        ([5, "pause", 30, "pause", 100], (5, 30, 100), (0, 1)),
+    ],
+)
+def test_a_pause_between_waves_is_a_gate(
+    waves: list[Any], numbers: tuple[int, ...], gates: tuple[int, ...]
+) -> None:
+    policy = DistributionPolicy.parse({"waves": waves})
+    assert (policy.waves, policy.pause_after) == (numbers, gates)
+    assert policy.to_json()["pause_after"] == list(gates)
+
+
+@pytest.mark.parametrize(
+    "waves", [["pause", 100], [10, "pause"], [10, "pause", "pause", 100], [10, "wait", 100]]
+)
+def test_a_misplaced_pause_is_refused(waves: list[Any]) -> None:
+    with pytest.raises(InvalidInput, match='"pause" between two of them'):
+        DistributionPolicy.parse({"waves": waves})

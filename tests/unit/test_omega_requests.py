@@ -32,6 +32,8 @@ def test_a_rollout_request_takes_the_distribution_defaults() -> None:
         }
     )
     assert full == RolloutRequest("r2", "beta", (25, 100), 0.0, 5.0, False)
+    gated = RolloutRequest.parse({"update_id": "r3", "waves": [10, 50, 100], "pause_after": [0, 1]})
+    assert gated.pause_after == (0, 1)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +48,9 @@ def test_a_rollout_request_takes_the_distribution_defaults() -> None:
         ({"update_id": "r1", "max_failure_ratio": True}, "'max_failure_ratio'"),
         ({"update_id": "r1", "wave_timeout_s": 0}, "'wave_timeout_s'"),
         ({"update_id": "r1", "auto_rollback": "yes"}, "'auto_rollback'"),
+        ({"update_id": "r1", "waves": [10, 100], "pause_after": [1]}, "'pause_after'"),
+        ({"update_id": "r1", "pause_after": [1, 0]}, "'pause_after'"),
+        ({"update_id": "r1", "pause_after": "0"}, "'pause_after'"),
     ],
 )
 def test_a_bad_rollout_request_names_its_field(body: dict[str, Any], needle: str) -> None:

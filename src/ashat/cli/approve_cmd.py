@@ -147,12 +147,16 @@ def approve(
         return
     dep = outcome.deployment
     status = outcome.data.get("rollout_status")
+    paused = (status or {}).get("paused")
 
     def human() -> None:
         for line in describe_rollout(status or {}):
             click.echo(line)
         if dep.state is State.COMPLETED:
             click.echo(f"{OK} {style('Deployment completed successfully!', bold=True)}")
+        elif dep.state is State.DISTRIBUTING and paused:
+            click.echo(f"{WARN} Rollout paused ({paused.get('reason') or 'by an operator'})")
+            click.echo(f"   go on with: deploy resume {update_id}")
         elif dep.state is State.DISTRIBUTING:
             click.echo(f"Rollout running; follow it with: deploy status {update_id}")
         else:
@@ -161,5 +165,5 @@ def approve(
     emit(outcome.data, human)
     if dep.state in (State.DISTRIBUTION_FAILED, State.ROLLED_BACK):
         raise Verdict(OperationFailed, f"distribution {dep.state.value}")
-    if dep.state is State.DISTRIBUTING and not no_wait:
+    if dep.state is State.DISTRIBUTING and not no_wait and not paused:
         raise OperationFailed(f"gave up waiting; the rollout goes on: deploy status {update_id}")

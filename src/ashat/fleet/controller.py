@@ -80,6 +80,7 @@ class Controller:
             "created_at": r.created_at,
             "finished_at": r.finished_at,
             "paused": self.store.paused(r.rollout_id) if r.state is RolloutState.RUNNING else None,
+            "pause_after": sorted(self.store.gates(r.rollout_id)),
         }
 
     def totals(self, r: Rollout) -> dict[str, int]:
@@ -136,6 +137,7 @@ class Controller:
         )
         waves_of = plan(rollout_id, fleet, spec.waves)
         self.store.add_rollout(r, {mid: (w, TargetStatus.WAITING) for mid, w in waves_of.items()})
+        self.store.add_gates(rollout_id, spec.pause_after)
         woken = self._start_wave(r, 0, now)
         woken |= self.drive(r, now)
         return r, woken
@@ -172,6 +174,12 @@ class Controller:
                 break
             if s.outcome is WaveDecision.ADVANCE:
                 assert s.next_wave is not None
+                if self.store.gates(r.rollout_id).get(r.current_wave) is False:
+                    self.store.pass_gate(r.rollout_id, r.current_wave)
+                    why = f"gate after wave {r.current_wave + 1}: deploy resume to go on"
+                    self.store.pause(r.rollout_id, iso(now), why)
+                    log.info("%s: %s", r.rollout_id, why)
+                    break
                 woken |= self._start_wave(r, s.next_wave, now)
                 continue
             if s.outcome is WaveDecision.COMPLETE:

@@ -35,7 +35,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -449,7 +449,8 @@ class Omega:
         """
         now = self.clock()
         with self.lock, self.store.exclusive():
-            if (last := self._last_rollout(req.channel)) and _same(req, last):
+            last = self._last_rollout(req.channel)
+            if last and _same(req, last, self.store.gates(last.rollout_id)):
                 return self.status(last.rollout_id), set(), False
             approved = self.approvals.get(req.update_id)
             if approved is None:
@@ -488,6 +489,7 @@ class Omega:
                 max_failure_ratio=req.max_failure_ratio,
                 wave_timeout_s=req.wave_timeout_s,
                 auto_rollback=req.auto_rollback,
+                pause_after=req.pause_after,
             )
             r, woken = self.controller.create(spec, fleet, now)
             crash_point("omega.rollout")
@@ -620,10 +622,11 @@ class Omega:
         self.metrics.running.set(self.store.running_count())
 
 
-def _same(req: RolloutRequest, r: Rollout) -> bool:
-    """Whether ``r`` is ``req``'s rollout (same release and policy)."""
+def _same(req: RolloutRequest, r: Rollout, gates: Collection[int]) -> bool:
+    """Whether ``r`` (with its ``gates``) is ``req``'s rollout (same release and policy)."""
     return (
-        r.update_id == req.update_id
+        tuple(sorted(gates)) == req.pause_after
+        and r.update_id == req.update_id
         and r.channel == req.channel
         and r.waves == req.waves
         and r.max_failure_ratio == req.max_failure_ratio

@@ -101,6 +101,7 @@ class RolloutRequest:
     max_failure_ratio: float = DEFAULT_MAX_FAILURE_RATIO
     wave_timeout_s: float = DEFAULT_WAVE_TIMEOUT_S
     auto_rollback: bool = True
+    pause_after: tuple[int, ...] = ()  # waves (0-based) after which it waits for resume
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> RolloutRequest:
@@ -115,6 +116,17 @@ class RolloutRequest:
         auto = body.get("auto_rollback", True)
         if not isinstance(auto, bool):
             raise RequestInvalid("'auto_rollback' must be true or false")
+        gates = body.get("pause_after", [])
+        if (
+            not isinstance(gates, list)
+            or not all(isinstance(g, int) and not isinstance(g, bool) for g in gates)
+            or gates != sorted(set(gates))
+            or not all(0 <= g < len(checked) - 1 for g in gates)
+        ):
+            raise RequestInvalid(
+                "'pause_after' must be increasing wave indexes before the last wave, "
+                f"not {str(gates)[:60]}"
+            )
         return cls(
             update_id=update_id(body.get("update_id"), "update_id"),
             channel=channel,
@@ -124,6 +136,7 @@ class RolloutRequest:
             ),
             wave_timeout_s=wave_timeout(body),
             auto_rollback=auto,
+            pause_after=tuple(gates),
         )
 
 

@@ -68,6 +68,7 @@ class Spec:
     wave_timeout_s: float
     auto_rollback: bool
     parent_rollout_id: str | None = None
+    pause_after: tuple[int, ...] = ()  # waves after which it waits for an operator
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -478,6 +479,24 @@ class FleetStore:
             ("paused_at", "reason"),
         )
         return dict(row) if row else None
+
+    def add_gates(self, rollout_id: str, waves: Sequence[int]) -> None:
+        self._insert_many(
+            "INSERT INTO rollout_gates (rollout_id, wave)", [(rollout_id, w) for w in waves]
+        )
+
+    def gates(self, rollout_id: str) -> dict[int, bool]:
+        """The rollout's gates: wave -> passed."""
+        rows = self.db.query(
+            "SELECT wave, passed FROM rollout_gates WHERE rollout_id=? ORDER BY wave",
+            (rollout_id,),
+        )
+        return {int(w): bool(p) for w, p in rows}
+
+    def pass_gate(self, rollout_id: str, wave: int) -> None:
+        self._run(
+            "UPDATE rollout_gates SET passed=1 WHERE rollout_id=? AND wave=?", (rollout_id, wave)
+        )
 
     def retry(self, rollout_id: str) -> list[str]:
         """Failed targets pending again (reason cleared); the mainframes."""

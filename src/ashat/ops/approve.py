@@ -86,12 +86,17 @@ def follow_rollout(
     limit_s: float,
     tick: Tick | None = None,
 ) -> tuple[Deployment, dict[str, Any] | None]:
-    """Reconcile until the deployment leaves the distribution states or ``limit_s`` passed."""
+    """Reconcile until the deployment leaves the distribution states, its rollout is paused
+    (a gate between waves, or an operator), or ``limit_s`` passed."""
     from ashat.ops.rollback import reconcile_following
 
     deadline = time.monotonic() + limit_s
     dep, status = reconcile_following(project, wf, update_id, omega)
-    while dep.state.value in WAITING_STATES and time.monotonic() < deadline:
+    while (
+        dep.state.value in WAITING_STATES
+        and not (status or {}).get("paused")  # a gate, or an operator: theirs to resume
+        and time.monotonic() < deadline
+    ):
         if tick is not None:
             tick(dep, status)
         time.sleep(POLL_S)

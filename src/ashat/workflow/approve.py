@@ -58,10 +58,12 @@ class DistributionPolicy:
     wave_timeout_s: float = 600.0
     auto_rollback: bool = True
     channel: str = "stable"
+    pause_after: tuple[int, ...] = ()  # waves (0-based) after which the rollout waits
 
     @classmethod
     def parse(cls, table: dict[str, Any]) -> DistributionPolicy:
-        waves = table.get("waves", [10, 50, 100])
+        given = table.get("waves", [10, 50, 100])
+        waves, gates = split_gates(given)
         if (
             not isinstance(waves, list)
             or not waves
@@ -71,7 +73,8 @@ class DistributionPolicy:
             or waves[-1] != 100
         ):
             raise InvalidInput(
-                f"[distribution].waves must be increasing percentages ending at 100, not {waves!r}"
+                f"[distribution].waves must be increasing percentages ending at 100, with "
+                f'"pause" between two of them for a manual gate, not {given!r}'
             )
         ratio = table.get("max_failure_ratio", 0.2)
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
@@ -85,16 +88,38 @@ class DistributionPolicy:
         channel = table.get("channel", "stable")
         if not isinstance(channel, str) or not channel:
             raise InvalidInput("[distribution].channel must be a channel name")
-        return cls(tuple(waves), float(ratio), float(timeout), auto, channel)
+        return cls(tuple(waves), float(ratio), float(timeout), auto, channel, gates)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "waves": list(self.waves),
+            "pause_after": list(self.pause_after),
             "max_failure_ratio": self.max_failure_ratio,
             "wave_timeout_s": self.wave_timeout_s,
             "auto_rollback": self.auto_rollback,
             "channel": self.channel,
         }
+
+
+PAUSE = "pause"
+
+
+def split_gates(waves: Any) -> tuple[Any, tuple[int, ...]]:
+    """``[10, "pause", 100]`` -> ``([10, 100], (0,))``: the percentages, and the waves after
+    which the rollout waits for ``deploy resume``. A "pause" first, last or twice in a row
+    leaves the list as given (so it is refused, named, by the caller)."""
+    if not isinstance(waves, list) or PAUSE not in waves:
+        return waves, ()
+    numbers: list[Any] = []
+    gates: list[int] = []
+    for i, w in enumerate(waves):
+        if w != PAUSE:
+            numbers.append(w)
+        elif 0 < i < len(waves) - 1 and waves[i - 1] != PAUSE:
+            gates.append(len(numbers) - 1)
+        else:
+            return waves, ()
+    return numbers, tuple(gates)
 
 
 class OmegaPort(Protocol):

@@ -5,3 +5,12 @@ CREATE TABLE IF NOT EXISTS rollout_pauses (
     paused_at  TEXT NOT NULL,
     reason     TEXT
 );
+
+-- Manual gates between waves ([distribution] waves = [10, "pause", 100]): after wave
+-- `wave` is done the rollout pauses instead of starting the next; `passed` once resumed.
+CREATE TABLE IF NOT EXISTS rollout_gates (
+    rollout_id TEXT NOT NULL REFERENCES rollouts (rollout_id),
+    wave       INTEGER NOT NULL,
+    passed     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (rollout_id, wave)
+);
