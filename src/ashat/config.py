@@ -62,6 +62,8 @@ class AppConfig:
     health_path: str = "/"
     modules: tuple[str, ...] = ()
     prepare: str | None = None
+    migrate: str | None = None
+    rollback_migrate: str | None = None
     health_timeout_s: float = 30.0
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -90,6 +92,8 @@ class AppConfig:
             health_path=health_path,
             modules=tuple(modules),
             prepare=_want(table, "prepare", str, w),
+            migrate=_want(table, "migrate", str, w),
+            rollback_migrate=_want(table, "rollback_migrate", str, w),
             health_timeout_s=float(timeout) if timeout is not None else 30.0,
             raw=_json_safe(table),
         )

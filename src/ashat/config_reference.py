@@ -87,8 +87,15 @@ def _build() -> tuple[list[Table], list[Key]]:
             "old process is stopped; also what the Health Check asks."),
         Key("app", "health_timeout_s", "number", d(app.health_timeout_s), "Seconds the agent "
             "waits for the new process to become healthy (0-3600]."),
-        Key("app", "prepare", "string", "", "Command run in the new release before anything "
-            "switches (dependencies, migrations); non-zero aborts the activation."),
+        Key("app", "prepare", "string", "", "Shell command line (`/bin/sh -c`) run in the new "
+            "release before anything switches, on every activation and rollback; non-zero "
+            "aborts it. Sees `$ASHAT_RELEASE_DIR`, `$ASHAT_SHARED_DIR` and the app's env."),
+        Key("app", "migrate", "string", "", "Shell command line run once per release on each "
+            "server, after `prepare` and before the switch (schema migrations); non-zero "
+            "aborts the activation and the old release keeps serving."),
+        Key("app", "rollback_migrate", "string", "", "Shell command line run in a migrated "
+            "release's directory when a rollback passes back over it, before the older "
+            "release starts; non-zero stops the rollback."),
         Key("app", "modules", "list of strings", d(list(app.modules)), "Modules the Module "
             "Load Test imports in a fresh interpreter inside the release."),
         Key("signing", "key", "string", "", "Path of the Ed25519 private key, relative to "

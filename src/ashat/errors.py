@@ -74,3 +74,18 @@ class RemoteError(AshatError):
     # what it did is unknown and trying again may well work. False when it refused us
     # (credentials, TLS), which trying again will not change.
     transient: bool = False
+
+
+def log_tail_of(err: AshatError) -> str:
+    """The tail of the app's (or its hook's) log a server sent with its refusal, if any:
+    the agent's answer (``details.agent.log_tail``), as relayed by ``ashat serve`` too."""
+    details = err.details
+    for where in (details, details.get("agent"), details.get("details")):
+        if isinstance(where, dict):
+            tail = where.get("log_tail")
+            if isinstance(tail, str) and tail.strip():
+                return tail
+            inner = where.get("agent")
+            if isinstance(inner, dict) and isinstance(inner.get("log_tail"), str):
+                return str(inner["log_tail"])
+    return ""

@@ -123,7 +123,13 @@ wave_timeout_s = 60
 auto_rollback = false
 """
 ALLOWED_ENV = {"PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "HOME"}
-ALLOWED_ENV |= {"PORT", "ASHAT_RELEASE", "ASHAT_SHARED_DIR", "PWD"}  # PWD: set by bwrap
+ALLOWED_ENV |= {
+    "PORT",
+    "ASHAT_RELEASE",
+    "ASHAT_RELEASE_DIR",
+    "ASHAT_SHARED_DIR",
+    "PWD",
+}  # PWD: bwrap
 
 
 def bwrap_or_skip() -> None:

@@ -375,3 +375,49 @@ def test_a_taken_id_is_refused_in_one_line_before_anything_else(
     assert res.stderr.strip().splitlines() == [
         "error: update id 'hello-001' already exists (state pushed); choose a new id"
     ]
+
+
+HOOKS = """[app]
+prepare = "test -n \\"$ASHAT_RELEASE_DIR\\" && echo prepared $ASHAT_RELEASE"
+migrate = "echo up $ASHAT_RELEASE >> \\"$ASHAT_SHARED_DIR/schema.log\\""
+rollback_migrate = "echo down $ASHAT_RELEASE >> \\"$ASHAT_SHARED_DIR/schema.log\\""
+"""
+
+
+def test_hooks_run_by_the_shell_migrate_once_and_migrate_back_on_rollback(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """Issue 17, 2: prepare was not run by a shell ('&&' an argument), migrations only went
+    forward, and a failing hook's cause stayed in a log on the server."""
+    agent = agent_factory()
+    root = hello_project(agent)
+    toml = root / "ashat.toml"
+    toml.write_text(toml.read_text().replace("[app]\n", HOOKS, 1))
+    assert deploy("push", "hello-001", "one").exit_code == 0
+    (root / "VERSION").write_text("2.0.0\n")
+    assert deploy("push", "hello-002", "two").exit_code == 0
+    schema = agent.data / "shared" / "schema.log"
+    assert schema.read_text() == "up hello-001\nup hello-002\n"
+    log = (agent.data / "logs" / "hello-002.log").read_text()
+    assert "prepared hello-002" in log
+
+    assert deploy("rollback", "hello-002", "--reason", "bad").exit_code == 0
+    assert schema.read_text() == "up hello-001\nup hello-002\ndown hello-002\n"
+    assert current(agent) == "hello-001"  # and hello-001 was not migrated again
+
+    # A migration that fails: nothing switches, and its words reach deploy and status.
+    toml.write_text(
+        toml.read_text().replace(
+            'migrate = "echo up', 'migrate = "echo KeyError: DJANGO_SECRET_KEY >&2; exit 3; echo', 1
+        )
+    )
+    (root / "VERSION").write_text("3.0.0\n")
+    res = deploy("push", "hello-003", "three")
+    assert res.exit_code == 1, res.output
+    assert "migrate hook" in res.stderr and "failed with exit status 3" in res.stderr
+    assert "| KeyError: DJANGO_SECRET_KEY" in res.stderr
+    assert current(agent) == "hello-001"
+    status = deploy("status", "hello-003").stdout
+    assert "Its log ends with:" in status and "KeyError: DJANGO_SECRET_KEY" in status
+    _, out = deploy_json("status", "hello-003")
+    assert "DJANGO_SECRET_KEY" in out["deployment"]["details"]["log_tail"]

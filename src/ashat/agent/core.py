@@ -495,9 +495,31 @@ class Agent:
                 set(self.releases.ids()),
             )
             with self.metrics.switching("rollback"):
+                self._migrate_back(target)
                 answer = self._switch(target, new_previous, "rollback", rolled_back=rolled)
             answer["rolled_back"] = rolled
             return answer
+
+    def _migrate_back(self, target: str) -> None:
+        """Before going back to ``target``: the ``rollback_migrate`` hook of each release
+        migrated here since, newest first, in its own directory. A failing one stops the
+        rollback (what runs keeps running). Locked."""
+        for release in self.state.migrated_after(target):
+            if not self.releases.exists(release):
+                continue
+            spec = self._spec(release)
+            if spec.rollback_migrate is not None:
+                self.supervisor.hook(
+                    release,
+                    "rollback_migrate",
+                    spec.rollback_migrate,
+                    spec.prepare_timeout_s,
+                    free_port(),
+                    self.supervisor.log_offset(release),
+                    then=f"nothing was rolled back to {target}",
+                )
+            self.state.migrated.remove(release)
+            self._save()
 
     def _refuse_if_stopping(self) -> None:
         if self.stopping.is_set():
@@ -506,12 +528,21 @@ class Agent:
     def _spec(self, update_id: str) -> AppSpec:
         return AppSpec.from_app(self.releases.manifest(update_id).app)
 
-    def _launch(self, release: str, spec: AppSpec, *, prepare: bool) -> AppProcess | None:
-        """Prepare (if asked) and start ``release``'s app, healthy; None if it has no ``run``."""
+    def _launch(
+        self, release: str, spec: AppSpec, *, prepare: bool, migrate: bool = False
+    ) -> AppProcess | None:
+        """Prepare (if asked), migrate (if asked, once per release here) and start
+        ``release``'s app, healthy; None if it has no ``run``."""
         log_from = self.supervisor.log_offset(release)
         port = free_port()
         if prepare:
             self.supervisor.prepare(release, spec, port, log_from)
+        if migrate and spec.migrate is not None and release not in self.state.migrated:
+            self.supervisor.hook(
+                release, "migrate", spec.migrate, spec.prepare_timeout_s, port, log_from
+            )
+            self.state.migrated.append(release)
+            self._save()
         if spec.run is None:
             return None
         app = self.supervisor.start(release, spec, port, log_from)
@@ -535,7 +566,7 @@ class Agent:
         self._confirm(target)
         spec = self._spec(target)
         try:
-            new_app = self._launch(target, spec, prepare=True)
+            new_app = self._launch(target, spec, prepare=True, migrate=how != "rollback")
         except ActivationFailed as e:
             log.warning("%s of %s failed: %s", how, target, e.message)
             # Not the release's fault when the agent is stopping: keep it for next time.

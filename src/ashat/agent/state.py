@@ -46,6 +46,7 @@ class AgentState:
     rolled_back: list[str] = field(default_factory=list)
     recency: list[str] = field(default_factory=list)  # least recently staged/activated first
     apps: list[AppRecord] = field(default_factory=list)
+    migrated: list[str] = field(default_factory=list)  # releases whose migrate hook ran here
 
     @classmethod
     def load(cls, path: Path) -> AgentState:
@@ -63,6 +64,7 @@ class AgentState:
                 rolled_back=[str(i) for i in obj["rolled_back"]],
                 recency=[str(i) for i in obj["recency"]],
                 apps=[AppRecord(**a) for a in obj["apps"]],
+                migrated=[str(i) for i in obj.get("migrated", [])],
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"{path}: malformed agent state ({e})") from e
@@ -74,6 +76,7 @@ class AgentState:
             "rolled_back": list(self.rolled_back),
             "recency": list(self.recency),
             "apps": [asdict(a) for a in self.apps],
+            "migrated": list(self.migrated),
         }
 
     def save(self, path: Path) -> None:
@@ -93,6 +96,16 @@ class AgentState:
             self.recency.remove(update_id)
         if update_id in self.rolled_back:
             self.rolled_back.remove(update_id)
+        if update_id in self.migrated:
+            self.migrated.remove(update_id)
+
+    def migrated_after(self, target: str) -> list[str]:
+        """Releases whose migrate hook ran here and that were activated after ``target``
+        last was, newest first: what a rollback to ``target`` passes back over."""
+        last = {a.update_id: i for i, a in enumerate(self.history)}
+        since = last.get(target, -1)
+        over = [r for r in self.migrated if r != target and last.get(r, -1) > since]
+        return sorted(over, key=lambda r: last[r], reverse=True)
 
     def record_activation(self, update_id: str, how: str, at: str) -> None:
         self.history.append(Activation(update_id, at, how))

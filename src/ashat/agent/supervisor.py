@@ -44,6 +44,8 @@ MAX_TIMEOUT_S = 24 * 3600.0
 POLL_INTERVAL_S = 0.1  # between health probes
 PROBE_TIMEOUT_S = 2.0  # one health request
 LOG_TAIL_LINES = 40
+MAX_HOOK_CHARS = 4096
+HOOKS = ("prepare", "migrate", "rollback_migrate")
 LOG_TAIL_BYTES = 64 * 1024  # read at most this much of a log for its tail
 
 
@@ -62,6 +64,20 @@ def _command(app: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
     return argv or None
 
 
+def _hook(app: Mapping[str, Any], key: str) -> str | None:
+    """A hook (``prepare``, ``migrate``, ``rollback_migrate``): one shell command line, run
+    by ``/bin/sh -c`` (``&&``, pipes and ``$VARIABLES`` work)."""
+    value = app.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or "\x00" in value or len(value) > MAX_HOOK_CHARS:
+        raise ManifestInvalid(
+            f"app.{key} must be a shell command line of at most {MAX_HOOK_CHARS} characters",
+            field=f"app.{key}",
+        )
+    return value
+
+
 def _seconds(app: Mapping[str, Any], key: str, default: float) -> float:
     value = app.get(key, default)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -77,7 +93,9 @@ class AppSpec:
     """How to prepare and run a release, from its manifest's ``app`` table."""
 
     run: tuple[str, ...] | None
-    prepare: tuple[str, ...] | None
+    prepare: str | None  # hooks: shell command lines (/bin/sh -c)
+    migrate: str | None = None
+    rollback_migrate: str | None = None
     health_path: str = DEFAULT_HEALTH_PATH
     health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
     prepare_timeout_s: float = DEFAULT_PREPARE_TIMEOUT_S
@@ -97,7 +115,9 @@ class AppSpec:
             )
         return cls(
             run=_command(app, "run"),
-            prepare=_command(app, "prepare"),
+            prepare=_hook(app, "prepare"),
+            migrate=_hook(app, "migrate"),
+            rollback_migrate=_hook(app, "rollback_migrate"),
             health_path=health_path,
             health_timeout_s=_seconds(app, "health_timeout_s", DEFAULT_HEALTH_TIMEOUT_S),
             prepare_timeout_s=_seconds(app, "prepare_timeout_s", DEFAULT_PREPARE_TIMEOUT_S),
@@ -178,6 +198,7 @@ class Supervisor:
             {
                 "PORT": str(port),
                 "ASHAT_RELEASE": release,
+                "ASHAT_RELEASE_DIR": str(self.layout.release_dir(release)),
                 "ASHAT_SHARED_DIR": str(self.layout.shared),
                 "HOME": str(self.layout.shared),
             },
@@ -229,17 +250,31 @@ class Supervisor:
 
     def prepare(self, release: str, spec: AppSpec, port: int, log_from: int) -> None:
         """Run the ``prepare`` hook to completion. Raises :class:`ActivationFailed`."""
-        if spec.prepare is None:
+        self.hook(release, "prepare", spec.prepare, spec.prepare_timeout_s, port, log_from)
+
+    def hook(
+        self,
+        release: str,
+        name: str,
+        line: str | None,
+        timeout_s: float,
+        port: int,
+        log_from: int,
+        then: str = "nothing was switched",
+    ) -> None:
+        """Run the hook ``name`` (``/bin/sh -c LINE``, in the release's directory, confined
+        like the app) to completion. Raises :class:`ActivationFailed` with its log's tail."""
+        if line is None:
             return
-        argv = list(spec.prepare)
+        argv = ["/bin/sh", "-c", line]
         try:
-            proc = self._spawn(release, "prepare", argv, port)
+            proc = self._spawn(release, name, argv, port)
         except OSError as e:
             raise ActivationFailed(
-                f"{release}: prepare hook {argv[0]!r} cannot start: {e.strerror}",
+                f"{release}: {name} hook cannot start: {e.strerror}",
                 log_tail=self.log_tail(release, log_from),
             ) from e
-        deadline = time.monotonic() + spec.prepare_timeout_s
+        deadline = time.monotonic() + timeout_s
         while True:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(POLL_INTERVAL_S * 2)
@@ -250,14 +285,14 @@ class Supervisor:
                 proc.wait()
                 why = "the agent is shutting down" if self.stopping.is_set() else "timed out"
                 raise ActivationFailed(
-                    f"{release}: prepare hook stopped after {spec.prepare_timeout_s:g}s: {why}",
+                    f"{release}: {name} hook stopped after {timeout_s:g}s: {why}; {then}",
                     log_tail=self.log_tail(release, log_from),
                 )
         _signal_group(proc.pid, signal.SIGKILL)  # anything it left running in its group
         if proc.returncode != 0:
             raise ActivationFailed(
-                f"{release}: prepare hook {shlex.join(argv)!r} failed with exit status "
-                f"{proc.returncode}; nothing was switched",
+                f"{release}: {name} hook {line[:200]!r} failed with exit status "
+                f"{proc.returncode}; {then}",
                 log_tail=self.log_tail(release, log_from),
             )
 

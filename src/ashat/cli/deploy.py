@@ -165,6 +165,11 @@ def status(update_id: str | None) -> None:
             click.echo(f"Updated:     {_short_time(dep.updated_at)}")
             if dep.reason:
                 click.echo(f"Reason:      {dep.reason}")
+            tail = dep.details.get("log_tail") if dep.state.value == "failed" else None
+            if isinstance(tail, str) and tail.strip():
+                click.echo("Its log ends with:")
+                for line in tail.rstrip().splitlines()[-40:]:
+                    click.echo(f"  | {line}")
             for le in lease:
                 click.echo(f"Holds:       {le.tier.upper()} until {_short_time(le.expires_at)}")
             if checks:

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ashat.errors import AshatError, InternalError, InvalidInput
+from ashat.errors import AshatError, InternalError, InvalidInput, log_tail_of
 
 _JSON = "ashat.json"  # in the root context's meta: --json was given
 _REQUESTED = "ashat.json_requested"  # "--json" is among the arguments, even if parsing failed
@@ -66,22 +66,7 @@ def emit(data: Any, human: Callable[[], None]) -> None:
         human()
 
 
-LOG_TAIL_SHOWN = 20  # lines of a server's log tail printed under an error
-
-
-def log_tail_of(err: AshatError) -> str:
-    """The tail of the app's (or its hook's) log a server sent with its refusal, if any:
-    the agent's answer (``details.agent.log_tail``), as relayed by ``ashat serve`` too."""
-    details = err.details
-    for where in (details, details.get("agent"), details.get("details")):
-        if isinstance(where, dict):
-            tail = where.get("log_tail")
-            if isinstance(tail, str) and tail.strip():
-                return tail
-            inner = where.get("agent")
-            if isinstance(inner, dict) and isinstance(inner.get("log_tail"), str):
-                return str(inner["log_tail"])
-    return ""
+LOG_TAIL_SHOWN = 40  # lines of a server's log tail printed under an error (all it sends)
 
 
 class Verdict(AshatError):

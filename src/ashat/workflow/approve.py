@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
+from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError, log_tail_of
 from ashat.faults import crash_point
 from ashat.ids import validate_update_id
 from ashat.workflow.errors import Interrupted, PolicyRefused
@@ -273,7 +273,15 @@ def release(
             verb = f"deploy approve {update_id}"
             raise Interrupted(e, update_id, State.RELEASING.value, verb) from e
         with contextlib.suppress(AshatError):
-            wf.move(update_id, State.FAILED, reason=e.message[:500], details={"kind": e.kind})
+            tail = log_tail_of(e)
+            said: dict[str, Any] = {"log_tail": tail} if tail else {}
+            wf.move(
+                update_id,
+                State.FAILED,
+                reason=e.message[:500],
+                details={"kind": e.kind, **said},
+                details_update=said,
+            )
         raise
     crash_point("release.rollout")
     facts = {

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
+from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError, log_tail_of
 from ashat.faults import crash_point
 from ashat.ids import validate_update_id
 from ashat.workflow.errors import AlreadyExists, Interrupted, LeaseHeld
@@ -264,8 +264,16 @@ def push(
 def _fail(wf: Workflow, update_id: str, error: AshatError) -> None:
     """Move to ``failed`` with the reason; never hide the original error."""
     # If someone else moved it meanwhile (cancelled it), the original error is what matters.
+    tail = log_tail_of(error)  # a hook's or the app's own words: deploy status shows them
+    facts = {"log_tail": tail} if tail else {}
     with contextlib.suppress(AshatError):
-        wf.move(update_id, State.FAILED, reason=error.message[:500], details={"kind": error.kind})
+        wf.move(
+            update_id,
+            State.FAILED,
+            reason=error.message[:500],
+            details={"kind": error.kind, **facts},
+            details_update=facts,
+        )
 
 
 @dataclass(frozen=True)
