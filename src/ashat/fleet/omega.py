@@ -274,7 +274,8 @@ class Omega:
           - it installed the release and runs something else now (re-imaged, its data
             directory lost): it is offered it again.
 
-        A mainframe whose install failed is not offered the release again by itself.
+        A mainframe whose install failed is not offered the release again by itself, nor
+        one that says it runs a newer sequence.
         """
         mainframe_id = lic.mainframe_id
         found = self.store.pending_for(mainframe_id)
@@ -285,6 +286,8 @@ class Omega:
             return None
         if r.state is RolloutState.RUNNING and self.store.paused(r.rollout_id):
             return None
+        if self._ahead_of(mainframe_id, r.update_id):
+            return None  # it runs a newer release: only a signed rollback takes it back
         target = self.store.target(r.rollout_id, mainframe_id)
         if target is not None:
             if _timed_out(target.status, target.reason) or target.status is TargetStatus.PENDING:
@@ -308,6 +311,14 @@ class Omega:
             " with the last wave" if waiting else "",
         )
         return None if waiting else r
+
+    def _ahead_of(self, mainframe_id: str, update_id: str) -> bool:
+        """Whether the mainframe says it runs a sequence at or past ``update_id``'s."""
+        approved = self.approvals.get(update_id)
+        mf = self.store.mainframe(mainframe_id)
+        if approved is None or mf is None or mf.sequence is None:
+            return False
+        return mf.sequence >= approved[0].sequence
 
     def _converging_to(self) -> Rollout | None:
         """The install rollout whose release the fleet runs or is going to: the newest
