@@ -363,3 +363,46 @@ def test_an_app_that_dies_is_restarted_and_the_agent_says_so(
     assert get(app["port"], "/health")[1]["release"] == "crash-1"
     log = agent.output()
     assert f"the app of crash-1 (pid {first['pid']}) exited" in log and "restarting" in log
+
+
+def test_app_env_is_applied_by_reload_and_at_each_activation(
+    agent_factory: AgentFactory, trees: Trees
+) -> None:
+    """Issue 17, 5: --app-env was read only when the agent started; changing a secret
+    meant restarting the agent, which stops its app."""
+    from support import ashat
+
+    agent = agent_factory(app_env={"APP_SECRET": "first-value"})
+    env_file = agent.data.parent / "app.env"
+    one = agent.deploy(trees.tiny("a"), "tiny-1", app=trees.tiny_app())
+    assert get(one["app"]["port"], "/health")[1]["secret"] == "first-value"
+
+    def app() -> dict[str, Any]:
+        with agent.client() as c:
+            return dict(c.health()["app"])
+
+    # A file that does not parse is refused; the app keeps its environment.
+    env_file.write_text("APP_SECRET second-value\n")
+    assert ashat("agent", "reload", "--data", str(agent.data)).exit_code == 0
+    wait_for(lambda: "--app-env not applied" in agent.output(), 10, "the refusal in the log")
+    assert get(app()["port"], "/health")[1]["secret"] == "first-value"
+
+    before = app()
+    env_file.write_text("APP_SECRET=second-value\n")
+    res = ashat("agent", "reload", "--data", str(agent.data))
+    assert res.exit_code == 0 and "re-read --app-env" in res.stdout, res.output
+    wait_for(lambda: app()["pid"] != before["pid"], 15, "the app restarted with the new env")
+    after = app()
+    assert after["healthy"] and get(after["port"], "/health")[1]["secret"] == "second-value"
+    wait_for(lambda: not alive(before["pid"]), 5, "the old app to stop, after")
+    with agent.client() as c:
+        assert c.health()["app_env"]["reloaded_at"]
+
+    # Each activation reads the file as it is then.
+    env_file.write_text("APP_SECRET=third-value\n")
+    two = agent.deploy(trees.tiny("b"), "tiny-2", sequence=2, app=trees.tiny_app())
+    assert get(two["app"]["port"], "/health")[1]["secret"] == "third-value"
+    for value in ("first-value", "second-value", "third-value"):
+        assert value not in agent.output()  # never in the agent's log
+    res = ashat("agent", "reload", "--data", str(agent.data.parent / "nowhere"))
+    assert res.exit_code == 2

@@ -54,6 +54,7 @@ class AgentConfig:
     tls_key: Path | None = None
     keep: int = DEFAULT_KEEP  # releases kept on disk, besides current and previous
     app_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    app_env_file: Path | None = None  # re-read on SIGHUP (ashat agent reload) and activation
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES  # bytes per blob
     max_manifest_bytes: int = MAX_MANIFEST_BYTES  # bytes
     max_files: int = DEFAULT_MAX_FILES  # entries in one release's manifest

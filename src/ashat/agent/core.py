@@ -112,6 +112,8 @@ class Agent:
         self._dying = 0  # deaths in a row, each restart's pause longer
         self._restart_at: float | None = None
         self._dead_pid: int | None = None  # the app last seen dead (logged once)
+        self._secrets: list[str] = app_env_secrets(config.app_env)  # every value it had
+        self.env_reloaded_at: str | None = None  # --app-env last applied (reload_env)
         # Set by a mainframe holding a root of trust: the keys it takes for each role, and
         # the chain every staged release must carry, whoever stages it.
         self.release_policy: ReleasePolicy | None = None
@@ -276,9 +278,77 @@ class Agent:
     # -- reading ------------------------------------------------------------------------------
 
     def secrets(self) -> list[str]:
-        """What the agent never shows: every value of the app's environment (by value, not
-        by name) and the passwords in URL-valued ones."""
-        return app_env_secrets(self.config.app_env)
+        """What the agent never shows: every value the app's environment had since the agent
+        started (by value, not by name) and the passwords in URL-valued ones."""
+        return self._secrets
+
+    def reload_env(self) -> dict[str, Any]:
+        """Read ``--app-env`` again (SIGHUP, ``ashat agent reload``). When it changed and an
+        app runs, start the current release's app anew with it and stop the old one only
+        once the new one is healthy: an environment the app does not come up with is
+        refused, and the old app keeps serving with the old one.
+
+        Returns what changed (variable names, never values). Raises InvalidInput (the file)
+        or ActivationFailed (the app did not come up with it).
+        """
+        from ashat.agent.config import read_app_env
+
+        path = self.config.app_env_file
+        if path is None:
+            return {"changed": False, "note": "the agent was started without --app-env"}
+        new = read_app_env(path)
+        with self.lock:
+            self._refuse_if_stopping()
+            old = dict(self.supervisor.app_env)
+            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if not keys:
+                return {"changed": False, "keys": []}
+            self._remember_secrets(new)
+            self.supervisor.app_env = dict(new)
+            app = self.app
+            if app is None or not app.alive():
+                self.env_reloaded_at = _now()
+                log.info("--app-env reloaded (%s); no app runs now", ", ".join(keys))
+                return {"changed": True, "keys": keys, "restarted": False}
+            try:
+                fresh = self._launch(app.release, self._spec(app.release), prepare=False)
+            except ActivationFailed:
+                self.supervisor.app_env = old
+                log.error("--app-env not applied: the app did not come up with it (%s)", keys)
+                raise
+            if fresh is None:  # cannot happen: the release runs an app
+                return {"changed": True, "keys": keys, "restarted": False}
+            self.app = fresh
+            self.supervisor.stop(app)
+            self._untrack(app)
+            self._save()
+            self.env_reloaded_at = _now()
+        log.info("--app-env reloaded (%s): the app of %s restarted", ", ".join(keys), app.release)
+        return {"changed": True, "keys": keys, "restarted": True, "app": self.app_info()}
+
+    def _fresh_env(self) -> None:
+        """Each activation starts its app with ``--app-env`` as the file says now; a file
+        that cannot be read keeps the environment in force (and says so). Locked."""
+        from ashat.agent.config import read_app_env
+        from ashat.errors import AshatError
+
+        path = self.config.app_env_file
+        if path is None:
+            return
+        try:
+            new = read_app_env(path)
+        except AshatError as e:
+            log.error("--app-env not re-read, the environment in force stays: %s", e.message)
+            return
+        if new != self.supervisor.app_env:
+            self._remember_secrets(new)
+            self.supervisor.app_env = dict(new)
+            self.env_reloaded_at = _now()
+            log.info("--app-env re-read for this activation")
+
+    def _remember_secrets(self, env: Mapping[str, str]) -> None:
+        known = set(self._secrets)
+        self._secrets = self._secrets + [s for s in app_env_secrets(env) if s not in known]
 
     def links(self) -> tuple[str | None, str | None]:
         return self.releases.link_target(CURRENT), self.releases.link_target(PREVIOUS)
@@ -301,6 +371,11 @@ class Agent:
             "current": current,
             "previous": previous,
             "app": self.app_info(),
+            "app_env": {
+                "variables": len(self.supervisor.app_env),
+                "file": str(self.config.app_env_file) if self.config.app_env_file else None,
+                "reloaded_at": self.env_reloaded_at,
+            },
             "app_isolation": self.jail.describe(),
         }
         if self.fleet_status is not None:
@@ -564,6 +639,7 @@ class Agent:
         """Confirm ``target``'s files, start its app, then swap the symlinks, then stop the
         old app. Locked."""
         self._confirm(target)
+        self._fresh_env()
         spec = self._spec(target)
         try:
             new_app = self._launch(target, spec, prepare=True, migrate=how != "rollback")

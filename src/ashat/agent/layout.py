@@ -187,6 +187,23 @@ class Layout:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
 
+    def holder(self) -> int | None:
+        """The pid of the agent using this data directory now, or None if none is."""
+        try:
+            fd = os.open(self.root / "agent.lock", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.read(fd, 32).decode("ascii", "replace").strip()
+                return int(text) if text.isdigit() else None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None  # nobody holds it
+        finally:
+            os.close(fd)
+
     def temp_name(self, prefix: str) -> Path:
         return self.tmp / f"{prefix}-{secrets.token_hex(6)}"
 

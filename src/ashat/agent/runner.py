@@ -60,6 +60,8 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             if self._background is not None:
                 self._task = asyncio.create_task(self._background(), name="ashat-background")
             self._on_ready()
@@ -72,6 +74,22 @@ class _Server(uvicorn.Server):
             if task in done and not task.cancelled() and task.exception() is not None:
                 log.error("background task failed: %r", task.exception())
         await super().shutdown(sockets=sockets)
+
+    def _on_sighup(self) -> None:
+        """``kill -HUP`` (``ashat agent reload``): the app's environment read again, and the
+        app restarted with it once healthy (:meth:`Agent.reload_env`), off the event loop."""
+        asyncio.get_running_loop().run_in_executor(None, self._reload)
+
+    def _reload(self) -> None:
+        try:
+            answer = self._agent.reload_env()
+        except AshatError as e:
+            from ashat.agent.checks_base import scrub
+
+            log.error("SIGHUP: --app-env not applied: %s", scrub(e.message, self._agent.secrets()))
+            return
+        if not answer.get("changed"):
+            log.info("SIGHUP: --app-env unchanged")
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not uvicorn's: that one re-raises the signal after shutdown, so a clean stop would

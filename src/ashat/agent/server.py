@@ -263,7 +263,9 @@ class Endpoints:
         if release_dir is None or not release_dir.is_dir():
             raise NoSuchRelease(f"release {update_id} is not staged here", update_id=update_id)
         shared = str(self.agent.layout.shared)
-        env = app_environment(self.config.app_env, {"ASHAT_SHARED_DIR": shared, "HOME": shared})
+        env = app_environment(
+            self.agent.supervisor.app_env, {"ASHAT_SHARED_DIR": shared, "HOME": shared}
+        )
         crash_point("check.run")
         advisories = self.config.advisories or self.agent.layout.advisories
         answer = await run_in_threadpool(

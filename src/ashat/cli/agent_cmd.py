@@ -267,6 +267,7 @@ def agent(
         tls_key=tls_key,
         keep=keep,
         app_env=read_app_env(app_env) if app_env is not None else {},
+        app_env_file=app_env.resolve() if app_env is not None else None,
         max_blob_bytes=max_blob_bytes,
         max_files=max_files,
         max_path_depth=max_path_depth,
@@ -438,3 +439,33 @@ def fsck(data: Path, blob_dir: Path | None, as_json: bool) -> None:
         )
     if not report.clean:
         raise Verdict(OperationFailed, "fsck found damage")
+
+
+@agent.command("reload")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="The data directory of the running agent.",
+)
+def reload_cmd(data: Path) -> None:
+    """Make a running agent read its --app-env file again and restart its app with it, the
+    new app healthy before the old one stops (the same as kill -HUP)."""
+    import signal
+
+    from ashat.agent.layout import Layout
+    from ashat.errors import InvalidInput
+
+    pid = Layout(data.resolve()).holder()
+    if pid is None:
+        raise InvalidInput(f"no agent is running on {data}")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError as e:
+        raise InvalidInput(f"no agent is running on {data} (pid {pid} is gone)") from e
+    except PermissionError as e:
+        raise InvalidInput(f"not allowed to signal the agent (pid {pid}): run as its user") from e
+    click.echo(
+        f"✅ asked the agent (pid {pid}) to re-read --app-env: it restarts its app with it, "
+        "healthy first (its log and /v1/health app_env.reloaded_at say when)"
+    )
