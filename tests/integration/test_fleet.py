@@ -509,3 +509,28 @@ def test_a_late_joiner_and_a_reimaged_mainframe_converge(fleet: Fleet, trees: Tr
     wait_for(lambda: again.health()["current"] == "hello-001", 20, "the re-imaged mf-0")
     status = fleet.http.get(f"/v1/fleet/rollouts/{rollout_id}").json()
     assert status["state"] == "completed" and status["fleet_size"] == 3, status
+
+
+def test_a_killed_app_restarts_and_omega_sees_it(fleet: Fleet, trees: Trees) -> None:
+    """Issue 17, 3: after kill of the app on a mainframe, its health named the dead pid and
+    OMEGA's mainframe list showed the machine as fine."""
+    fleet.release("hello-001", 1, trees.hello("hello-001", "1.0.1"), app=trees.hello_app())
+    mf = fleet.start("mf-0", poll_wait=1)
+    fleet.mainframes.ready(mf)
+    fleet.registered(1)
+    fleet.until(fleet.rollout("hello-001"), "completed")
+    wait_for(lambda: mf.health()["app"]["healthy"], 15, "the app up")
+    pid = mf.health()["app"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        app = mf.health()["app"]
+        return bool(app["restarts"] == 1 and app["pid"] != pid and app["healthy"])
+
+    wait_for(restarted, 20, "the agent to restart the app")
+
+    def omega_knows() -> bool:
+        (row,) = fleet.http.get("/v1/fleet/mainframes").json()["mainframes"]
+        return bool(row["app_restarts"] == 1 and row["app"] == "healthy")
+
+    wait_for(omega_knows, 15, "OMEGA's mainframe list to show the restart")

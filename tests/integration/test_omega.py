@@ -127,11 +127,12 @@ class Poller:
     def close(self) -> None:
         self.http.close()
 
-    def poll(self, wait: float = 0) -> httpx.Response:
+    def poll(self, wait: float = 0, **more: str) -> httpx.Response:
         params = {
             "current": self.current or "",
             "sequence": "" if self.sequence is None else str(self.sequence),
             "wait": str(wait),
+            **more,
         }
         return self.http.get("/v1/fleet/poll", params=params)
 
@@ -502,6 +503,38 @@ def test_a_rollout_is_paused_resumed_retried_and_aborted(
     bad = control.http.post(f"/v1/fleet/rollouts/{rid}/explode", json={})
     assert bad.status_code == 400
     assert control.http.post("/v1/fleet/rollouts/ro-nope/pause", json={}).status_code == 404
+
+
+def test_an_app_that_crash_loops_after_its_install_fails_the_wave(
+    omega: AgentHandle, control: Control, fleet: Any, trees: Trees
+) -> None:
+    """Issue 17, 3: a crashed app stayed dead and OMEGA's list showed the machine as fine;
+    now each poll says how the app fares, and a crash loop counts against the budget."""
+    control.release(trees, "r0", 1)
+    control.release(trees, "r1", 2)
+    pollers = fleet(2)
+    rid = control.started("r1", waves=[50, 100], max_failure_ratio=0.0)["rollout_id"]
+    got = directives(pollers)
+    (mid,) = got
+    pollers[mid].report(got[mid])
+    p = pollers[mid]
+    assert p.poll(app="healthy", restarts="0").status_code == 200
+    listed = {
+        m["mainframe_id"]: m for m in control.http.get("/v1/fleet/mainframes").json()["mainframes"]
+    }
+    assert (listed[mid]["app"], listed[mid]["app_restarts"]) == ("healthy", 0)
+    assert control.status(rid)["totals"]["installed"] == 1
+
+    assert p.poll(app="crash_loop", restarts="3").status_code == 200
+    status = control.status(rid)
+    assert status["state"] == "failed", status  # a budget of 0: one failure breaks it
+    assert "crash-loops after the install (3 restarts)" in json.dumps(status["failures"])
+    listed = {
+        m["mainframe_id"]: m for m in control.http.get("/v1/fleet/mainframes").json()["mainframes"]
+    }
+    assert (listed[mid]["app"], listed[mid]["app_restarts"]) == ("crash_loop", 3)
+    assert p.poll(app="sideways").status_code == 400
+    assert p.poll(restarts="-1").status_code == 400
 
 
 def test_a_held_poll_ends_when_omega_stops(omega: AgentHandle) -> None:

@@ -61,6 +61,7 @@ SHUTDOWN_LOCK_WAIT_S = 60.0  # how long shutdown waits for an activation in prog
 WATCH_INTERVAL_S = 0.5  # how often the watcher looks whether the app still runs
 RESTART_PAUSES_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # before each restart of a dying app
 STABLE_S = 60.0  # an app that ran this long is no longer "dying": the pauses start again
+CRASH_LOOP_DEATHS = 3  # deaths in a row, each within STABLE_S of its start: a crash loop
 
 
 def _now() -> str:
@@ -232,6 +233,7 @@ class Agent:
             if self._dead_pid != app.pid:  # first seen dead (a failed restart keeps it)
                 self._dead_pid = app.pid
                 self.last_exit = app.proc.returncode
+                self.supervisor.stop(app)  # what it left running in its process group
                 self._untrack(app)
                 log.error(
                     "the app of %s (pid %d) exited with status %s; restarting in %gs",
@@ -357,10 +359,26 @@ class Agent:
         app = self.app
         if app is None:
             return None
-        info = app.info(app.alive() and app.probe(1.0)[0])
+        alive = app.alive()
+        healthy = alive and app.probe(1.0)[0]
+        info = app.info(healthy)
         info["restarts"] = self.restarts
         info["last_exit"] = self.last_exit
+        info["state"] = self._app_state(alive, healthy)
         return info
+
+    def _app_state(self, alive: bool, healthy: bool) -> str:
+        if self._dying >= CRASH_LOOP_DEATHS:
+            return "crash_loop"  # died again and again, each soon after its restart
+        if not alive:
+            return "restarting"
+        return "healthy" if healthy else "unhealthy"
+
+    def app_state(self) -> tuple[str, int]:
+        """What a mainframe tells OMEGA of its app at each poll: ``none`` (no app runs),
+        ``healthy``, ``unhealthy``, ``restarting`` or ``crash_loop``; and its restarts."""
+        info = self.app_info()
+        return (str(info["state"]) if info else "none"), self.restarts
 
     def health(self) -> dict[str, Any]:
         current, previous = self.links()

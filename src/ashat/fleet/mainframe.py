@@ -8,7 +8,8 @@ One turn of the loop (docs/fleet-protocol.md, "Routes for mainframes"):
 
 1. send the reports OMEGA has not acknowledged yet — they are kept in ``DIR/fleet.json``
    until it does, so neither OMEGA blinking nor a restart loses one;
-2. ``GET /v1/fleet/poll?current=&sequence=&wait=&nonce=`` with ``Authorization: License``.
+2. ``GET /v1/fleet/poll?current=&sequence=&wait=&nonce=&app=&restarts=`` with
+   ``Authorization: License``.
    ``{"directive": null, "no_directive": …}``: poll again, once the ``no_directive`` is
    OMEGA's signature over this mainframe, this poll's fresh ``nonce`` and the ``current``
    and ``sequence`` it sent; an answer without one is treated as OMEGA unreachable (it may
@@ -396,6 +397,7 @@ class Mainframe:
         """One long poll: the answer if it carries a directive, else None (OMEGA signed
         that it has none, for this poll's nonce)."""
         running = await asyncio.to_thread(self._running)
+        app, restarts = await asyncio.to_thread(self.agent.app_state)
         wait = self.config.poll_wait_s
         nonce = secrets.token_urlsafe(NONCE_BYTES)
         params = {
@@ -403,6 +405,8 @@ class Mainframe:
             "sequence": str(running.sequence if running else 0),
             "wait": str(wait),
             "nonce": nonce,
+            "app": app,  # OMEGA's mainframe list shows it; a crash loop fails a wave
+            "restarts": str(restarts),
         }
         if self.root is not None:  # OMEGA answers with the newer versions it holds
             params["root"] = str(self.root.root.version)

@@ -179,17 +179,47 @@ class Omega:
             raise LicenseDenied.of(e) from e
 
     def admit(
-        self, token: str, current: str | None = None, sequence: int | None = None, *, poll: bool
+        self,
+        token: str,
+        current: str | None = None,
+        sequence: int | None = None,
+        *,
+        poll: bool,
+        app: tuple[str | None, int | None] = (None, None),
     ) -> License:
-        """Check a license; on a poll, register (or refresh) its mainframe and what it runs.
+        """Check a license; on a poll, register (or refresh) its mainframe, what it runs and
+        what it says of its app.
 
         Raises :class:`LicenseDenied`.
         """
         now = self.clock()
         lic = self._check(token, now)
         if poll:
-            self.store.register(lic, current, sequence, iso(now), "ok")
+            self.store.register(lic, current, sequence, iso(now), "ok", app)
         return lic
+
+    def app_seen(
+        self, lic: License, current: str | None, app: str | None, restarts: int | None
+    ) -> set[str]:
+        """A mainframe whose app crash-loops on the release a running rollout installed
+        there: that install counts as failed (the budget may break: an install that cannot
+        stay up is not a success). The mainframes woken. (What every poll says of the app
+        is recorded by :meth:`admit`.)"""
+        if app != "crash_loop" or current is None:
+            return set()  # recorded with the poll (admit)
+        mid = lic.mainframe_id
+        woken: set[str] = set()
+        with self.lock, self.store.exclusive():
+            r = self.store.installed_in_running(mid, current)
+            if r is None:
+                return woken
+            now = self.clock()
+            why = f"the app crash-loops after the install ({restarts or 0} restarts)"
+            self.store.set_target(r.rollout_id, mid, TargetStatus.FAILED, why, iso(now))
+            log.warning("%s: %s: %s", r.rollout_id, mid, why)
+            woken |= self.controller.drive(r, now)
+            self._refresh_gauges()
+        return woken
 
     def blob_allowed(self, token: str, sha256: str) -> None:
         """A licensed download: only blobs of approved releases. Raises
@@ -615,6 +645,8 @@ class Omega:
                     "sequence": mf.sequence,
                     "last_seen": mf.last_seen,
                     "license_status": status,
+                    "app": mf.app_status,
+                    "app_restarts": mf.app_restarts,
                 }
             )
         return {"mainframes": out}

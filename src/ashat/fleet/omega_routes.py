@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -56,6 +57,7 @@ from ashat.fleet.omega_requests import (
 from ashat.ids import UPDATE_ID_RE
 
 CONTROL_ACTIONS = ("pause", "resume", "abort", "retry")
+APP_STATES = ("none", "healthy", "unhealthy", "restarting", "crash_loop")
 
 log = logging.getLogger("ashat.omega")
 
@@ -260,11 +262,32 @@ class OmegaRoutes:
         newer = held.newer_than(int(asked))
         return {"roots": newer} if newer else {}
 
+    @staticmethod
+    def _app_query(request: Request) -> tuple[str | None, int | None]:
+        """What the mainframe says of its app (``app``, ``restarts``); older ones say nothing."""
+        q = request.query_params
+        app = q.get("app") or None
+        if app is not None and app not in APP_STATES:
+            raise RequestInvalid(f"'app' must be one of {', '.join(APP_STATES)}, not {app[:40]!r}")
+        restarts: int | None = None
+        if q.get("restarts"):
+            text = q["restarts"]
+            if not (text.isascii() and text.isdigit() and len(text) <= 9):
+                raise RequestInvalid(f"'restarts' must be a whole number, not {text[:20]!r}")
+            restarts = int(text)
+        return app, restarts
+
     async def poll(self, request: Request) -> Response:
         token = self._license(request)
         current, sequence, wait, nonce = self._poll_query(request)
+        app, restarts = self._app_query(request)
         roots = self._roots_for(request)
-        lic = await run_in_threadpool(self.omega.admit, token, current, sequence, poll=True)
+        lic = await run_in_threadpool(
+            partial(self.omega.admit, poll=True, app=(app, restarts)), token, current, sequence
+        )
+        if app == "crash_loop":
+            woken = await run_in_threadpool(self.omega.app_seen, lic, current, app, restarts)
+            self.waiters.wake(woken)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         self.omega.metrics.waiting.inc()

@@ -43,6 +43,8 @@ class RegisteredMainframe:
     sequence: int | None
     last_seen: str
     license_status: str
+    app_status: str | None = None  # none, healthy, unhealthy, restarting, crash_loop
+    app_restarts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ Row = Mapping[str, Any]
 
 MAINFRAME_COLUMNS = (
     "mainframe_id", "license_id", "customer", "channels", "expires_at", "current", "sequence",
-    "last_seen", "license_status",
+    "last_seen", "license_status", "app_status", "app_restarts",
 )  # fmt: skip
 ROLLOUT_COLUMNS = (
     "rollout_id", "kind", "update_id", "from_update_id", "channel", "waves",
@@ -126,6 +128,8 @@ def _mainframe(r: Row) -> RegisteredMainframe:
         sequence=r["sequence"],
         last_seen=r["last_seen"],
         license_status=r["license_status"],
+        app_status=r["app_status"],
+        app_restarts=r["app_restarts"],
     )
 
 
@@ -220,17 +224,27 @@ class FleetStore:
     # -- mainframes ----------------------------------------------------------------------------
 
     def register(
-        self, lic: License, current: str | None, sequence: int | None, seen: str, status: str
+        self,
+        lic: License,
+        current: str | None,
+        sequence: int | None,
+        seen: str,
+        status: str,
+        app: tuple[str | None, int | None] = (None, None),
     ) -> None:
-        """Insert or refresh a mainframe from a poll with a readable license."""
+        """Insert or refresh a mainframe from a poll with a readable license (``app``: what
+        it said of its app, kept when it says nothing)."""
         self._run(
             "INSERT INTO mainframes (mainframe_id, license_id, customer, channels, expires_at,"
-            " current, sequence, last_seen, license_status) VALUES (?,?,?,?,?,?,?,?,?)"
+            " current, sequence, last_seen, license_status, app_status, app_restarts)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT (mainframe_id) DO UPDATE SET license_id=excluded.license_id,"
             " customer=excluded.customer, channels=excluded.channels,"
             " expires_at=excluded.expires_at, current=excluded.current,"
             " sequence=excluded.sequence, last_seen=excluded.last_seen,"
-            " license_status=excluded.license_status",
+            " license_status=excluded.license_status,"
+            " app_status=COALESCE(excluded.app_status, mainframes.app_status),"
+            " app_restarts=COALESCE(excluded.app_restarts, mainframes.app_restarts)",
             (
                 lic.mainframe_id,
                 lic.license_id,
@@ -241,8 +255,27 @@ class FleetStore:
                 sequence,
                 seen,
                 status,
+                *app,
             ),
         )
+
+    def installed_in_running(self, mainframe_id: str, update_id: str) -> Rollout | None:
+        """The running install rollout of ``update_id`` this mainframe counts as installed
+        in, if any."""
+        row = self._one(
+            f"SELECT {_select(ROLLOUT_COLUMNS, 'r.')} FROM rollouts r JOIN rollout_targets t"
+            " ON t.rollout_id = r.rollout_id WHERE t.mainframe_id=? AND t.status=?"
+            " AND r.state=? AND r.kind=? AND r.update_id=? ORDER BY r.n DESC LIMIT 1",
+            (
+                mainframe_id,
+                TargetStatus.INSTALLED.value,
+                RolloutState.RUNNING.value,
+                Kind.INSTALL.value,
+                update_id,
+            ),
+            ROLLOUT_COLUMNS,
+        )
+        return _rollout(row) if row else None
 
     def set_running(self, mainframe_id: str, update_id: str, sequence: int) -> None:
         self._run(

@@ -14,3 +14,8 @@ CREATE TABLE IF NOT EXISTS rollout_gates (
     passed     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (rollout_id, wave)
 );
+
+-- What each mainframe said of its app at its last poll: none, healthy, unhealthy,
+-- restarting or crash_loop, and how often the agent restarted it (issue 17).
+ALTER TABLE mainframes ADD COLUMN app_status TEXT;
+ALTER TABLE mainframes ADD COLUMN app_restarts INTEGER;
