@@ -151,3 +151,107 @@ def test_workflow_never_expands_untrusted_text_inside_a_script() -> None:
     for m in re.finditer(r"run: [|>-]*\n((?:\s{10,}.*\n)+)|run: (.*)", text):
         script = m.group(1) or m.group(2) or ""
         assert "${{" not in script, script
+
+
+# -- GitLab CI and Jenkins (issue 21) ---------------------------------------------------------
+
+GITLAB = REPO / "contrib" / "gitlab" / ".gitlab-ci.yml"
+JENKINSFILE = REPO / "contrib" / "jenkins" / "Jenkinsfile"
+
+
+def calls_in(lines: list[str]) -> list[list[str]]:
+    """The ``deploy`` command lines among shell lines (``VAR=value`` prefixes dropped)."""
+    out = []
+    for line in lines:
+        words = shlex.split(line.strip(), comments=True) if line.strip() else []
+        while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
+            words = words[1:]
+        if words[:1] == ["deploy"]:
+            out.append(words)
+    return out
+
+
+def gitlab() -> dict:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    data = yaml.safe_load(GITLAB.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def gitlab_calls(job: dict) -> list[list[str]]:
+    return calls_in([*job.get("script", []), *job.get("after_script", [])])
+
+
+def jenkins_stages() -> dict[str, str]:
+    """Each stage's name and its text (up to the next stage or the post section)."""
+    text = JENKINSFILE.read_text()
+    marks = [(m.start(), m.group(1)) for m in re.finditer(r"stage\('([^']+)'\)", text)]
+    end = text.index("    post {")
+    return {
+        name: text[start : (marks[i + 1][0] if i + 1 < len(marks) else end)]
+        for i, (start, name) in enumerate(marks)
+    }
+
+
+def jenkins_calls(stage_text: str) -> list[list[str]]:
+    lines: list[str] = []
+    for m in re.finditer(r"sh\s+'''(.*?)'''|sh\s+'([^']*)'", stage_text, re.S):
+        lines += (m.group(1) or m.group(2) or "").splitlines()
+    return calls_in(lines)
+
+
+def verbs_and_options(calls: list[list[str]]) -> set[tuple[str, frozenset[str]]]:
+    return {(c[1], frozenset(a for a in c[2:] if a.startswith("--"))) for c in calls}
+
+
+def test_gitlab_pushes_and_verifies_then_waits_for_the_protected_environment() -> None:
+    data = gitlab()
+    staging, production = data["push and verify"], data["release to the fleet"]
+    assert data["stages"] == ["staging", "production"]
+    assert production["needs"] == ["push and verify"]
+    assert production["environment"]["name"] == "production"
+    assert staging["extends"] == production["extends"] == ".one_at_a_time"
+    assert data[".one_at_a_time"]["resource_group"] == "ashat-deploy"  # one release at a time
+    verbs = [c[1] for c in gitlab_calls(staging)]
+    assert verbs.index("push") < verbs.index("verify") and "approve" not in verbs
+    assert "approve" in [c[1] for c in gitlab_calls(production)]
+
+
+def test_jenkins_pushes_and_verifies_then_waits_for_an_input_step() -> None:
+    stages = jenkins_stages()
+    names = list(stages)
+    assert names.index("Push and verify on PUBLIC") < names.index("Approval")
+    assert names.index("Approval") < names.index("Release to OMEGA and the fleet")
+    gate = stages["Approval"]
+    assert "input(" in gate and "submitter:" in gate and "submitterParameter: 'APPROVER'" in gate
+    verbs = [c[1] for c in jenkins_calls(stages["Push and verify on PUBLIC"])]
+    assert verbs.index("push") < verbs.index("verify") and "approve" not in verbs
+    release = jenkins_calls(stages["Release to OMEGA and the fleet"])
+    assert [c[1] for c in release][-1] == "approve"
+    assert 'ASHAT_USER="$APPROVER" deploy approve' in stages["Release to OMEGA and the fleet"]
+
+
+def test_every_ci_example_runs_the_same_real_verbs_and_options() -> None:
+    """The three examples do what the guide and the examples book do: the same verbs with
+    the same options, each a real one."""
+    github = verbs_and_options(deploy_calls(workflow()))
+    jobs = [j for j in gitlab().values() if isinstance(j, dict) and "script" in j]
+    lab = verbs_and_options([c for job in jobs for c in gitlab_calls(job)])
+    stages = jenkins_stages().values()
+    jenkins = verbs_and_options([c for text in stages for c in jenkins_calls(text)])
+    assert lab == github, lab ^ github
+    assert jenkins | {("status", frozenset())} == github, jenkins ^ github
+    for verb, opts in github:
+        command = deploy_cli.commands.get(verb)
+        assert command is not None, verb
+        known = {o for p in command.params if isinstance(p, click.Option) for o in p.opts}
+        assert opts <= known, (verb, opts - known)
+
+
+def test_the_jenkinsfile_is_groovy() -> None:
+    groovy = shutil.which("groovy")
+    if groovy is None:
+        pytest.skip("no groovy here to parse the Jenkinsfile (apt-get install groovy)")
+    script = f"new GroovyShell().parse(new File('{JENKINSFILE}'))"
+    proc = subprocess.run([groovy, "-e", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
