@@ -123,13 +123,15 @@ class StoreCollector:
         )
         up = GaugeMetricFamily("ashat_omega_up", "1 when OMEGA answered this scrape's questions")
         server = project.store.server("omega")
-        if flights and server is not None:
+        if server is not None:  # asked on each scrape, a rollout in flight or not
             answered = 1
             from ashat.errors import AshatError
             from ashat.ops.project import client_for
 
             try:
                 with client_for(server, timeout_s=OMEGA_SCRAPE_TIMEOUT_S) as omega:
+                    if not flights:
+                        omega.health()
                     for update_id, rollout_id in flights:
                         status = omega.request("GET", f"/v1/fleet/rollouts/{rollout_id}")
                         totals = status.get("totals") or {}

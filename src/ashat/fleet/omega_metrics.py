@@ -78,7 +78,7 @@ class FleetCollector:
         self.omega = omega
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, ...]:
         return (
             GaugeMetricFamily(
                 "ashat_fleet_mainframe_last_seen_age_seconds",
@@ -94,6 +94,16 @@ class FleetCollector:
                 "ashat_fleet_rollout_targets",
                 "Mainframes of running and recently finished rollouts, by status",
                 labels=["update_id", "rollout_id", "status"],
+            ),
+            GaugeMetricFamily(
+                "ashat_fleet_mainframes_by_release",
+                "Registered mainframes by the release they run (none: nothing yet)",
+                labels=["update_id"],
+            ),
+            GaugeMetricFamily(
+                "ashat_fleet_mainframes_by_app",
+                "Registered mainframes by what their last poll said of their app",
+                labels=["app"],
             ),
         )
 
@@ -111,16 +121,26 @@ class FleetCollector:
         )
 
     def collect(self) -> Iterator[Metric]:
-        age, mainframes, targets = self._families()
+        age, mainframes, targets, releases, apps = self._families()
         now = self.omega.clock()
         counts = dict.fromkeys(LICENSE_STATUSES, 0)
+        by_release: dict[str, int] = {}
+        by_app: dict[str, int] = {}
         for mf in self.omega.mainframes()["mainframes"]:
             seen = _epoch(mf["last_seen"])
             if seen is not None:
                 age.add_metric([mf["mainframe_id"]], max(0.0, now - seen))
             counts[mf["license_status"]] = counts.get(mf["license_status"], 0) + 1
+            release = mf["current"] or "none"
+            by_release[release] = by_release.get(release, 0) + 1
+            app = mf.get("app") or "unknown"
+            by_app[app] = by_app.get(app, 0) + 1
         for status, n in sorted(counts.items()):
             mainframes.add_metric([status], n)
+        for release, n in sorted(by_release.items()):
+            releases.add_metric([release], n)
+        for app, n in sorted(by_app.items()):
+            apps.add_metric([app], n)
         controller = self.omega.controller
         for r in self.omega.store.recent_rollouts(RECENT_FINISHED):
             totals = controller.totals(r)
@@ -129,4 +149,6 @@ class FleetCollector:
         yield age
         yield mainframes
         yield targets
+        yield releases
+        yield apps
         yield self._statements(self.omega.store.statements)

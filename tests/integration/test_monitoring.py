@@ -1,0 +1,172 @@
+"""contrib/prometheus and contrib/grafana against Debian's real Prometheus (issue 21): the
+configuration and the alert rules pass promtool, and with Prometheus scraping live agents,
+a mainframe and ``ashat serve``, every panel's query and every metric a rule reads returns
+series. Skips, saying why, where Prometheus is not installed (.ci/run installs it)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from support import REPO, wait_for
+
+PROMETHEUS_DIR = REPO / "contrib" / "prometheus"
+DASHBOARD = REPO / "contrib" / "grafana" / "ashat.json"
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (apt-get install prometheus; .ci/run does it)")
+    return found
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    data = json.loads(DASHBOARD.read_text())
+    return [(p["title"], t["expr"]) for p in data["panels"] for t in p["targets"]]
+
+
+def rules() -> list[dict[str, Any]]:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    data = yaml.safe_load((PROMETHEUS_DIR / "ashat-rules.yml").read_text())
+    return [r for group in data["groups"] for r in group["rules"]]
+
+
+def config_for(tmp: Path, jobs: dict[str, list[str]]) -> Path:
+    """contrib's prometheus.yml with these targets (host:port), scraping every second."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    data = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    data["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    for job in data["scrape_configs"]:
+        targets = jobs[job["job_name"]]
+        if "file_sd_configs" in job:
+            (tmp / "mainframes.json").write_text(json.dumps([{"targets": targets}]))
+            job["file_sd_configs"][0]["refresh_interval"] = "1s"
+        else:
+            job["static_configs"] = [{"targets": targets}]
+    shutil.copy(PROMETHEUS_DIR / "ashat-rules.yml", tmp / "ashat-rules.yml")
+    path = tmp / "prometheus.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_configuration_and_rules_pass_promtool(tmp_path: Path) -> None:
+    promtool = tool("promtool")
+    names = ("ashat-serve", "ashat-public", "ashat-omega", "ashat-mainframes")
+    config = config_for(tmp_path, {name: ["127.0.0.1:9"] for name in names})
+    checked = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # every panel's query parses too: checked as recording rules
+    yaml = pytest.importorskip("yaml")
+    as_rules = {
+        "groups": [
+            {
+                "name": "panels",
+                "rules": [
+                    {"record": f"ashat:panel_{i}", "expr": expr}
+                    for i, (_, expr) in enumerate(panel_queries())
+                ],
+            }
+        ]
+    }
+    (tmp_path / "panels.yml").write_text(yaml.safe_dump(as_rules))
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(tmp_path / "panels.yml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Any]:
+    binary = tool("prometheus")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(config: Path) -> str:
+        port = _free_port()
+        argv = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        with (tmp_path / "prometheus.log").open("wb") as log:
+            procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, 30, "Prometheus to be ready")
+        return url
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(10)
+
+
+def query(url: str, expr: str) -> list[Any]:
+    r = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+def test_every_panel_and_rule_reads_series_of_live_servers(
+    hello_fleet: Any, serve_process: Any, prometheus: Any, tmp_path: Path
+) -> None:
+    fleet = hello_fleet(1)
+    fleet.ship("hello-001", "1.0.0")
+    res = fleet.deploy("approve", "hello-001", "--as", "bob")
+    assert res.exit_code == 0, res.output
+    serve = serve_process(fleet.root)
+    hostport = lambda u: urlsplit(u).netloc  # noqa: E731
+    config = config_for(
+        tmp_path,
+        {
+            "ashat-serve": [hostport(serve.url)],
+            "ashat-public": [hostport(fleet.public.url)],
+            "ashat-omega": [hostport(fleet.omega.url)],
+            "ashat-mainframes": [hostport(m.url) for m in fleet.mainframes],
+        },
+    )
+    url = prometheus(config)
+
+    def all_up() -> bool:
+        found = query(url, "up")
+        return len(found) == 4 and all(r["value"][1] == "1" for r in found)
+
+    wait_for(all_up, 30, "Prometheus scraping the four jobs")
+    time.sleep(3)  # rate() and increase() need a few samples
+    for title, expr in panel_queries():
+        wait_for(lambda e=expr: bool(query(url, e)), 20, f"series for panel {title!r}: {expr}")
+    for rule in rules():
+        for name in sorted(set(re.findall(r"\bashat_[a-z_]+\b", rule["expr"]))):
+            assert query(url, f'count({{__name__="{name}"}})'), f"{rule['alert']}: no {name}"
+    loaded = httpx.get(f"{url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    assert {r["name"] for g in loaded for r in g["rules"]} == {r["alert"] for r in rules()}
