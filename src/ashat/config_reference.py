@@ -173,7 +173,8 @@ def _build() -> tuple[list[Table], list[Key]]:
         Key("notify", "url_env", "string", "", "Name of the variable holding the URL."),
         Key("notify", "events", "list of strings", '["*"]', "Deployment states to post, or "
             '`["*"]`.'),
-        Key("notify", "format", "string", d(notify.format), '`"json"` or `"slack"`.'),
+        Key("notify", "format", "string", d(notify.format), '`"json"`, `"slack"` or `"teams"` '
+            "(an Adaptive Card for a Microsoft Teams Workflows webhook)."),
         Key("notify", "secret", "string", "", "HMAC-SHA256 key signing the body; prefer "
             "`secret_env`."),
         Key("notify", "secret_env", "string", "", "Name of the variable holding the secret."),

@@ -128,3 +128,66 @@ def test_roles_include_the_lower_ones() -> None:
     assert not UserRole.DEPLOYER.allows(UserRole.APPROVER) and not UserRole.VIEWER.allows(
         UserRole.DEPLOYER
     )
+
+
+def test_teams_message_is_one_adaptive_card() -> None:
+    """Issue 21: the shape a Teams Workflows webhook takes ("Post to a channel when a
+    webhook request is received"): a message whose attachments hold an Adaptive Card."""
+    body = json.loads(render(change(State.PUSHING, None), "svc", "teams").body)
+    assert body["type"] == "message"
+    (attachment,) = body["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
+    assert card["$schema"] == "http://adaptivecards.io/schemas/adaptive-card.json"
+    kinds = [element["type"] for element in card["body"]]
+    assert kinds == ["TextBlock", "TextBlock", "FactSet"]
+    facts = {f["title"]: f["value"] for f in card["body"][2]["facts"]}
+    assert facts["State"] == "pushing" and facts["Project"] == "svc"
+    assert all(isinstance(v, str) for v in facts.values())
+
+
+def test_a_teams_card_is_delivered_as_a_workflows_webhook_takes_it() -> None:
+    """Delivered to a loopback stand-in for a Teams Workflows webhook, which checks each
+    request against the documented shape and answers 202 Accepted, as Teams does."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ashat.notify.delivery import Dispatcher
+
+    seen: list[str] = []
+
+    class Teams(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            problems = []
+            if self.headers.get("Content-Type") != "application/json":
+                problems.append("Content-Type")
+            try:
+                data = json.loads(body)
+                content = data["attachments"][0]["content"]
+                assert data["type"] == "message" and content["type"] == "AdaptiveCard"
+                assert data["attachments"][0]["contentType"].endswith("card.adaptive")
+            except (ValueError, KeyError, IndexError, AssertionError) as e:
+                problems.append(f"body: {e!r}")
+            seen.append(";".join(problems) or "ok")
+            self.send_response(400 if problems else 202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Teams)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/workflows/abc"
+        (target,) = parse_targets([{"url": url, "format": "teams", "events": ["*"]}])
+        failures: list[str] = []
+        dispatcher = Dispatcher(lambda m, t, why, n: failures.append(why))
+        dispatcher.submit(target, render(change(), "svc", "teams"))
+        assert dispatcher.flush(10) == 0
+        assert seen == ["ok"] and failures == [] and dispatcher.delivered == 1
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -5,7 +5,7 @@
     [[notify]]
     url = "https://hooks.example.com/ashat"   # or url_env = "NAME" (a Slack URL is a secret)
     events = ["verification_failed", "approved", "completed", "rolled_back"]  # or ["*"]
-    format = "json"                            # or "slack"
+    format = "json"                            # or "slack", "teams"
     secret_env = "ASHAT_WEBHOOK_SECRET"        # or secret = "..."; signs the body (HMAC-SHA256)
     retries = 3                                # after the first attempt
     timeout_s = 5                              # per attempt
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from ashat.errors import InvalidInput
 from ashat.workflow.states import State
 
-FORMATS = ("json", "slack")
+FORMATS = ("json", "slack", "teams")
 ALL_EVENTS = "*"
 MAX_RETRIES = 10
 MAX_TIMEOUT_S = 60.0

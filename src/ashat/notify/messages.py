@@ -2,7 +2,8 @@
 
 ``json``: one object (``schema`` ``ashat.notification/1``) with the event (the state
 reached), the deployment, who and when. ``slack``: ``{"text": ...}``, what a Slack incoming
-webhook posts. With a secret, ``X-Ashat-Signature: sha256=<hex>`` is the HMAC-SHA256 of the
+webhook posts. ``teams``: a message with one Adaptive Card (1.4), what a Microsoft Teams
+Workflows webhook ("Post to a channel when a webhook request is received") takes. With a secret, ``X-Ashat-Signature: sha256=<hex>`` is the HMAC-SHA256 of the
 exact body bytes under that secret; a receiver recomputes it and compares in constant time.
 """
 
@@ -56,10 +57,51 @@ def slack_text(change: Change, project: str) -> str:
     return text
 
 
+ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
+
+
+def teams_card(change: Change, project: str) -> dict[str, Any]:
+    """A Teams message holding one Adaptive Card: a headline and the facts."""
+    dep = change.deployment
+    facts = [
+        {"title": "State", "value": dep.state.value},
+        {"title": "Was", "value": change.previous.value if change.previous else "new"},
+        {"title": "By", "value": change.actor},
+        {"title": "At", "value": change.at},
+        {"title": "Project", "value": project},
+    ]
+    if dep.reason:
+        facts.append({"title": "Reason", "value": dep.reason})
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": [
+            {
+                "type": "TextBlock",
+                "text": f"{dep.id} is now {dep.state.value}",
+                "weight": "Bolder",
+                "size": "Medium",
+                "wrap": True,
+            },
+            {"type": "TextBlock", "text": dep.description, "wrap": True, "isSubtle": True},
+            {"type": "FactSet", "facts": facts},
+        ],
+    }
+    return {
+        "type": "message",
+        "attachments": [{"contentType": ADAPTIVE_CARD, "contentUrl": None, "content": card}],
+    }
+
+
 def render(change: Change, project: str, fmt: str) -> Message:
-    data: dict[str, Any] = (
-        {"text": slack_text(change, project)} if fmt == "slack" else payload(change, project)
-    )
+    data: dict[str, Any]
+    if fmt == "slack":
+        data = {"text": slack_text(change, project)}
+    elif fmt == "teams":
+        data = teams_card(change, project)
+    else:
+        data = payload(change, project)
     body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return Message(change.deployment.state.value, change.deployment.id, change.actor, body)
 
