@@ -181,6 +181,18 @@ def _build() -> tuple[list[Table], list[Key]]:
         Key("notify", "retries", "integer", d(notify.retries), "Attempts after the first "
             "(0-10)."),
         Key("notify", "timeout_s", "number", d(notify.timeout_s), "Seconds per attempt."),
+        Key("notify", "smtp", "string", "", 'Email: `"HOST:PORT"` of the SMTP server '
+            '(`format = "email"`; no `url` then).'),
+        Key("notify", "tls", "string", '"starttls"', 'Email: `"starttls"`, `"tls"` '
+            '(implicit, port 465) or `"none"` (a server on loopback only).'),
+        Key("notify", "from", "string", "", "Email: the sender's address."),
+        Key("notify", "to", "list of strings", "", "Email: the recipients' addresses."),
+        Key("notify", "username_env", "string", "", "Email: the variable holding the SMTP "
+            "login (with `password_env`); none: no login."),
+        Key("notify", "password_env", "string", "", "Email: the variable holding its "
+            "password."),
+        Key("notify", "ca_cert", "string", "", "Email: a CA certificate to trust for the "
+            "SMTP server's TLS (else the system's)."),
     ]  # fmt: skip
     return tables, keys
 

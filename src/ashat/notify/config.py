@@ -25,13 +25,46 @@ from urllib.parse import urlsplit
 from ashat.errors import InvalidInput
 from ashat.workflow.states import State
 
-FORMATS = ("json", "slack", "teams")
+FORMATS = ("json", "slack", "teams", "email")
+TLS_MODES = ("starttls", "tls", "none")
 ALL_EVENTS = "*"
 MAX_RETRIES = 10
 MAX_TIMEOUT_S = 60.0
 KEYS = frozenset(
     {"url", "url_env", "events", "format", "secret", "secret_env", "retries", "timeout_s"}
 )
+EMAIL_KEYS = frozenset(
+    {"smtp", "tls", "from", "to", "username_env", "password_env", "ca_cert", "events", "format"}
+    | {"retries", "timeout_s"}
+)
+
+
+@dataclass(frozen=True)
+class Mail:
+    """Where an ``email`` target sends: an SMTP server (``host:port``), how it is secured,
+    the envelope, and the variables holding the login (read on the machine that sends)."""
+
+    host: str
+    port: int
+    tls: str  # starttls | tls | none
+    sender: str
+    to: tuple[str, ...]
+    username_env: str | None = None
+    password_env: str | None = None
+    ca_cert: str | None = None
+
+    def login(self, index: int) -> tuple[str, str] | None:
+        """(user, password) from the environment, or None; raises when one is unset."""
+        if self.username_env is None:
+            return None
+        user = os.environ.get(self.username_env, "")
+        password = os.environ.get(self.password_env or "", "")
+        if not user or not password:
+            raise InvalidInput(
+                f"[[notify]] #{index + 1}: ${self.username_env} and ${self.password_env} "
+                "must both be set"
+            )
+        return user, password
 
 
 @dataclass(frozen=True)
@@ -47,6 +80,7 @@ class Target:
     secret_env: str | None = None
     retries: int = 3
     timeout_s: float = 5.0
+    mail: Mail | None = None  # format "email"
 
     def wants(self, state: str) -> bool:
         return ALL_EVENTS in self.events or state in self.events
@@ -71,6 +105,8 @@ class Target:
 
     def label(self) -> str:
         """Where it goes, safe to record: scheme and host only (the path may be a secret)."""
+        if self.mail is not None:
+            return f"smtp://{self.mail.host}:{self.mail.port}"
         if self.url is None:
             return f"${self.url_env}"
         parts = urlsplit(self.url)
@@ -108,11 +144,12 @@ def parse_targets(tables: Any) -> list[Target]:
     targets = []
     for i, t in enumerate(tables):
         where = f"[[notify]] #{i + 1}"
-        unknown_keys = set(t) - KEYS
+        email = t.get("format") == "email"
+        unknown_keys = set(t) - (EMAIL_KEYS if email else KEYS)
         if unknown_keys:
             raise InvalidInput(f"{where}: unknown key(s) {', '.join(sorted(unknown_keys))}")
         url, url_env = t.get("url"), _env_name(t.get("url_env"), "url_env", where)
-        if (url is None) == (url_env is None):
+        if not email and (url is None) == (url_env is None):
             raise InvalidInput(f"{where}: give url or url_env (one of them)")
         if url is not None:
             if not isinstance(url, str):
@@ -160,6 +197,43 @@ def parse_targets(tables: Any) -> list[Target]:
                 secret_env=secret_env,
                 retries=retries,
                 timeout_s=float(timeout),
+                mail=_mail(t, where) if email else None,
             )
         )
     return targets
+
+
+ADDRESS = r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+"
+
+
+def _mail(t: dict[str, Any], where: str) -> Mail:
+    import re
+
+    smtp = t.get("smtp")
+    m = re.fullmatch(r"([A-Za-z0-9.-]+|\[[0-9a-fA-F:.]+\]):([0-9]{1,5})", str(smtp or ""))
+    if not isinstance(smtp, str) or m is None or not 0 < int(m.group(2)) < 65536:
+        raise InvalidInput(f"{where}.smtp must be HOST:PORT of an SMTP server, not {smtp!r}")
+    tls = t.get("tls", "starttls")
+    if tls not in TLS_MODES:
+        raise InvalidInput(f"{where}.tls must be one of {', '.join(TLS_MODES)}, not {tls!r}")
+    sender = t.get("from")
+    if not isinstance(sender, str) or not re.fullmatch(ADDRESS, sender):
+        raise InvalidInput(f"{where}.from must be an email address, not {sender!r}")
+    to = t.get("to")
+    if isinstance(to, str):
+        to = [to]
+    if (
+        not isinstance(to, list)
+        or not to
+        or not all(isinstance(a, str) and re.fullmatch(ADDRESS, a) for a in to)
+    ):
+        raise InvalidInput(f"{where}.to must be a list of email addresses, not {to!r}")
+    user_env = _env_name(t.get("username_env"), "username_env", where)
+    pass_env = _env_name(t.get("password_env"), "password_env", where)
+    if (user_env is None) != (pass_env is None):
+        raise InvalidInput(f"{where}: give username_env and password_env together")
+    ca = t.get("ca_cert")
+    if ca is not None and (not isinstance(ca, str) or not ca):
+        raise InvalidInput(f"{where}.ca_cert must be the path of a CA certificate")
+    host = m.group(1).strip("[]")
+    return Mail(host, int(m.group(2)), tls, sender, tuple(to), user_env, pass_env, ca)

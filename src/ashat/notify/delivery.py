@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ashat.errors import InvalidInput
 from ashat.notify.config import Target
@@ -147,6 +148,8 @@ class Dispatcher:
     def _deliver(self, job: _Job) -> str | None:
         """Post with retries; None when delivered, else why not."""
         target, message = job.target, job.message
+        if target.mail is not None:
+            return self._mail(job)
         try:
             url = target.resolve_url()
             secret = target.resolve_secret()
@@ -182,3 +185,70 @@ class Dispatcher:
                 if resp.status_code != 429 and resp.status_code < 500:
                     return reason  # it understood and refused: retrying changes nothing
         return f"{reason} after {job.attempts} attempt(s)"
+
+    def _mail(self, job: _Job) -> str | None:
+        """Send the email over SMTP with retries (a refused login or recipient is final);
+        None when the server took it, else why not."""
+        import json
+        import smtplib
+        import ssl
+        from email.message import EmailMessage
+
+        target, mail = job.target, job.target.mail
+        assert mail is not None
+        try:
+            login = mail.login(target.index)
+        except InvalidInput as e:
+            return e.message
+        parts = json.loads(job.message.body)
+        msg = EmailMessage()
+        msg["Subject"], msg["From"], msg["To"] = parts["subject"], mail.sender, ", ".join(mail.to)
+        msg["X-Ashat-Event"] = job.message.event
+        msg.set_content(parts["text"])
+        msg.add_alternative(parts["html"], subtype="html")
+        context = ssl.create_default_context(cafile=mail.ca_cert)
+        reason = "not attempted"
+        for attempt in range(target.retries + 1):
+            if attempt and self._stop.wait(BACKOFF_S * 2 ** (attempt - 1)):
+                return f"{reason} (gave up retrying: shutting down)"
+            if job.state != "pending":
+                return reason
+            job.attempts += 1
+            try:
+                if mail.tls == "tls":
+                    smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                        mail.host, mail.port, timeout=target.timeout_s, context=context
+                    )
+                else:
+                    smtp = smtplib.SMTP(mail.host, mail.port, timeout=target.timeout_s)
+                with smtp:
+                    if mail.tls == "starttls":
+                        smtp.starttls(context=context)
+                    if login is not None:
+                        _login(smtp, *login)
+                    smtp.send_message(msg)
+                return None
+            except smtplib.SMTPAuthenticationError as e:
+                return f"the SMTP server refused the login ({e.smtp_code})"
+            except smtplib.SMTPRecipientsRefused:
+                return "the SMTP server refused every recipient"
+            except smtplib.SMTPResponseException as e:
+                reason = f"the SMTP server answered {e.smtp_code}"
+                if e.smtp_code < 400 or e.smtp_code >= 500:
+                    return reason  # not a temporary failure: retrying changes nothing
+            except (smtplib.SMTPException, OSError) as e:
+                text = str(e).splitlines()[0] if str(e) else type(e).__name__
+                reason = f"{type(e).__name__}: {text}"[:MAX_ERROR_CHARS]
+        return f"{reason} after {job.attempts} attempt(s)"
+
+
+def _login(smtp: Any, user: str, password: str) -> None:
+    """AUTH PLAIN where the server offers it (one mechanism: a refusal is final, not a
+    round of others), else what smtplib picks."""
+    smtp.ehlo_or_helo_if_needed()
+    offered = smtp.esmtp_features.get("auth", "").upper().split()
+    if "PLAIN" not in offered:
+        smtp.login(user, password)
+        return
+    smtp.user, smtp.password = user, password
+    smtp.auth("PLAIN", smtp.auth_plain)

@@ -1,10 +1,12 @@
-"""What a webhook receives for a state change, and how it is signed (pure).
+"""What a webhook (or a mailbox) receives for a state change, and how it is signed (pure).
 
 ``json``: one object (``schema`` ``ashat.notification/1``) with the event (the state
 reached), the deployment, who and when. ``slack``: ``{"text": ...}``, what a Slack incoming
 webhook posts. ``teams``: a message with one Adaptive Card (1.4), what a Microsoft Teams
-Workflows webhook ("Post to a channel when a webhook request is received") takes. With a secret, ``X-Ashat-Signature: sha256=<hex>`` is the HMAC-SHA256 of the
-exact body bytes under that secret; a receiver recomputes it and compares in constant time.
+Workflows webhook ("Post to a channel when a webhook request is received") takes.
+``email``: a subject, a plain-text and an HTML part (:func:`email_parts`), sent over SMTP.
+With a secret, ``X-Ashat-Signature: sha256=<hex>`` is the HMAC-SHA256 of the exact body
+bytes under that secret; a receiver recomputes it and compares in constant time.
 """
 
 from __future__ import annotations
@@ -94,9 +96,38 @@ def teams_card(change: Change, project: str) -> dict[str, Any]:
     }
 
 
+def email_parts(change: Change, project: str) -> dict[str, str]:
+    """``subject``, ``text`` and ``html`` of the email for ``change`` (HTML escaped)."""
+    from html import escape
+
+    dep = change.deployment
+    facts = [
+        ("State", dep.state.value),
+        ("Was", change.previous.value if change.previous else "new"),
+        ("By", change.actor),
+        ("At", change.at),
+        ("Description", dep.description),
+    ]
+    if dep.reason:
+        facts.append(("Reason", dep.reason))
+    text = f"{dep.id} is now {dep.state.value} ({project})\n\n" + "".join(
+        f"{k}: {v}\n" for k, v in facts
+    )
+    rows = "".join(
+        f"<tr><th align=left>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in facts
+    )
+    html = (
+        f"<html><body><p><b>{escape(dep.id)}</b> is now <b>{escape(dep.state.value)}</b> "
+        f"({escape(project)})</p><table>{rows}</table></body></html>"
+    )
+    return {"subject": f"[{project}] {dep.id} is {dep.state.value}", "text": text, "html": html}
+
+
 def render(change: Change, project: str, fmt: str) -> Message:
     data: dict[str, Any]
-    if fmt == "slack":
+    if fmt == "email":
+        data = email_parts(change, project)
+    elif fmt == "slack":
         data = {"text": slack_text(change, project)}
     elif fmt == "teams":
         data = teams_card(change, project)
