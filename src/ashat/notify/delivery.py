@@ -165,25 +165,37 @@ class Dispatcher:
             headers[SIGNATURE_HEADER] = signature(secret, message.body)
         import httpx
 
-        reason = "not attempted"
         with httpx.Client(timeout=target.timeout_s, follow_redirects=False) as client:
-            for attempt in range(target.retries + 1):
-                if attempt and self._stop.wait(BACKOFF_S * 2 ** (attempt - 1)):
-                    return f"{reason} (gave up retrying: shutting down)"
-                if job.state != "pending":
-                    return reason
-                job.attempts += 1
+
+            def once() -> tuple[str | None, bool]:
                 try:
                     resp = client.post(url, content=message.body, headers=headers)
                 except httpx.HTTPError as e:
-                    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-                    reason = f"{type(e).__name__}: {text}"[:MAX_ERROR_CHARS]
-                    continue
+                    return _short(e), True
                 if 200 <= resp.status_code < 300:
-                    return None
-                reason = f"the receiver answered HTTP {resp.status_code}"
-                if resp.status_code != 429 and resp.status_code < 500:
-                    return reason  # it understood and refused: retrying changes nothing
+                    return None, False
+                # a refusal it understood is final; 429 and 5xx may pass
+                again = resp.status_code == 429 or resp.status_code >= 500
+                return f"the receiver answered HTTP {resp.status_code}", again
+
+            return self._retrying(job, once)
+
+    def _retrying(self, job: _Job, once: Callable[[], tuple[str | None, bool]]) -> str | None:
+        """Call ``once`` (-> why it failed or None, and whether trying again may help) up to
+        the target's ``retries`` more times, pausing BACKOFF_S, then twice that, ..."""
+        reason = "not attempted"
+        for attempt in range(job.target.retries + 1):
+            if attempt and self._stop.wait(BACKOFF_S * 2 ** (attempt - 1)):
+                return f"{reason} (gave up retrying: shutting down)"
+            if job.state != "pending":
+                return reason
+            job.attempts += 1
+            failed, again = once()
+            if failed is None:
+                return None
+            reason = failed
+            if not again:
+                return reason
         return f"{reason} after {job.attempts} attempt(s)"
 
     def _mail(self, job: _Job) -> str | None:
@@ -207,13 +219,8 @@ class Dispatcher:
         msg.set_content(parts["text"])
         msg.add_alternative(parts["html"], subtype="html")
         context = ssl.create_default_context(cafile=mail.ca_cert)
-        reason = "not attempted"
-        for attempt in range(target.retries + 1):
-            if attempt and self._stop.wait(BACKOFF_S * 2 ** (attempt - 1)):
-                return f"{reason} (gave up retrying: shutting down)"
-            if job.state != "pending":
-                return reason
-            job.attempts += 1
+
+        def once() -> tuple[str | None, bool]:
             try:
                 if mail.tls == "tls":
                     smtp: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -227,19 +234,22 @@ class Dispatcher:
                     if login is not None:
                         _login(smtp, *login)
                     smtp.send_message(msg)
-                return None
             except smtplib.SMTPAuthenticationError as e:
-                return f"the SMTP server refused the login ({e.smtp_code})"
+                return f"the SMTP server refused the login ({e.smtp_code})", False
             except smtplib.SMTPRecipientsRefused:
-                return "the SMTP server refused every recipient"
-            except smtplib.SMTPResponseException as e:
-                reason = f"the SMTP server answered {e.smtp_code}"
-                if e.smtp_code < 400 or e.smtp_code >= 500:
-                    return reason  # not a temporary failure: retrying changes nothing
+                return "the SMTP server refused every recipient", False
+            except smtplib.SMTPResponseException as e:  # 4xx: temporary, may pass
+                return f"the SMTP server answered {e.smtp_code}", 400 <= e.smtp_code < 500
             except (smtplib.SMTPException, OSError) as e:
-                text = str(e).splitlines()[0] if str(e) else type(e).__name__
-                reason = f"{type(e).__name__}: {text}"[:MAX_ERROR_CHARS]
-        return f"{reason} after {job.attempts} attempt(s)"
+                return _short(e), True
+            return None, False
+
+        return self._retrying(job, once)
+
+
+def _short(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return f"{type(e).__name__}: {text}"[:MAX_ERROR_CHARS]
 
 
 def _login(smtp: Any, user: str, password: str) -> None:
