@@ -173,8 +173,8 @@ def _build() -> tuple[list[Table], list[Key]]:
         Key("notify", "url_env", "string", "", "Name of the variable holding the URL."),
         Key("notify", "events", "list of strings", '["*"]', "Deployment states to post, or "
             '`["*"]`.'),
-        Key("notify", "format", "string", d(notify.format), '`"json"`, `"slack"` or `"teams"` '
-            "(an Adaptive Card for a Microsoft Teams Workflows webhook)."),
+        Key("notify", "format", "string", d(notify.format), '`"json"`, `"slack"`, `"teams"` '
+            '(an Adaptive Card for a Microsoft Teams Workflows webhook), `"email"` or `"sms"`.'),
         Key("notify", "secret", "string", "", "HMAC-SHA256 key signing the body; prefer "
             "`secret_env`."),
         Key("notify", "secret_env", "string", "", "Name of the variable holding the secret."),
@@ -185,8 +185,15 @@ def _build() -> tuple[list[Table], list[Key]]:
             '(`format = "email"`; no `url` then).'),
         Key("notify", "tls", "string", '"starttls"', 'Email: `"starttls"`, `"tls"` '
             '(implicit, port 465) or `"none"` (a server on loopback only).'),
-        Key("notify", "from", "string", "", "Email: the sender's address."),
-        Key("notify", "to", "list of strings", "", "Email: the recipients' addresses."),
+        Key("notify", "from", "string", "", "Email: the sender's address; SMS: the sending "
+            "number (E.164, `+15005550006`)."),
+        Key("notify", "to", "list of strings", "", "Email: the recipients' addresses; SMS: "
+            "their numbers."),
+        Key("notify", "account_sid_env", "string", "", 'SMS (`format = "sms"`, Twilio\'s '
+            "Messages API; `url` its base, default `https://api.twilio.com`): the variable "
+            "holding the account SID."),
+        Key("notify", "auth_token_env", "string", "", "SMS: the variable holding the auth "
+            "token."),
         Key("notify", "username_env", "string", "", "Email: the variable holding the SMTP "
             "login (with `password_env`); none: no login."),
         Key("notify", "password_env", "string", "", "Email: the variable holding its "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ashat import config_reference
 from ashat.config import AppConfig
-from ashat.notify.config import EMAIL_KEYS, Target
+from ashat.notify.config import EMAIL_KEYS, SMS_KEYS, Target
 from ashat.notify.config import KEYS as NOTIFY_KEYS
 from ashat.workflow.approve import ApprovalPolicy, DistributionPolicy
 
@@ -30,8 +30,8 @@ def test_the_dataclass_models_are_documented() -> None:
     assert fields(ApprovalPolicy) == documented("approval")
     # pause_after is written inside waves ("pause" between two)
     assert fields(DistributionPolicy, "pause_after") == documented("distribution")
-    assert fields(Target, "index", "mail") <= documented("notify")  # mail: the email keys
-    assert documented("notify") == NOTIFY_KEYS | EMAIL_KEYS
+    assert fields(Target, "index", "mail", "sms") <= documented("notify")  # their own keys
+    assert documented("notify") == NOTIFY_KEYS | EMAIL_KEYS | SMS_KEYS
 
 
 # The names the checks read their tables through (ctx.settings("x") is [verify.x]).

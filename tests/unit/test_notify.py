@@ -191,3 +191,71 @@ def test_a_teams_card_is_delivered_as_a_workflows_webhook_takes_it() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_sms_goes_to_each_number_through_a_twilio_shaped_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Against a loopback server that checks each request as Twilio's Messages API documents
+    it: POST /2010-04-01/Accounts/{AccountSid}/Messages.json, HTTP basic auth with the SID
+    and token, a form with To, From and Body; it answers 201 Created (or 400 for a bad
+    number, as Twilio does)."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs
+
+    from ashat.notify.delivery import Dispatcher
+
+    sid, token = "AC0123456789abcdef0123456789abcdef", "twilio-token-77"
+    got: list[dict[str, str]] = []
+
+    class Twilio(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            basic = base64.b64encode(f"{sid}:{token}".encode()).decode()
+            ok = (
+                self.path == f"/2010-04-01/Accounts/{sid}/Messages.json"
+                and self.headers.get("Authorization") == f"Basic {basic}"
+                and self.headers.get("Content-Type") == "application/x-www-form-urlencoded"
+                and set(form) == {"To", "From", "Body"}
+            )
+            if ok:
+                got.append({k: v[0] for k, v in form.items()})
+            bad_number = form.get("To") == ["+15005550001"]  # Twilio's "invalid number"
+            self.send_response(201 if ok and not bad_number else 400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Twilio)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TWILIO_SID", sid)
+    monkeypatch.setenv("TWILIO_TOKEN", token)
+    try:
+        api = f"http://127.0.0.1:{server.server_address[1]}"
+        table = {"format": "sms", "url": api, "from": "+15005550006",
+                 "to": ["+4915112345678", "+14155550100"],
+                 "account_sid_env": "TWILIO_SID", "auth_token_env": "TWILIO_TOKEN"}  # fmt: skip
+        (target,) = parse_targets([table])
+        failures: list[str] = []
+        dispatcher = Dispatcher(lambda m, t, why, n: failures.append(why))
+        dispatcher.submit(target, render(change(), "svc", "sms"))
+        assert dispatcher.flush(10) == 0 and failures == []
+        assert [g["To"] for g in got] == ["+4915112345678", "+14155550100"]
+        assert got[0]["From"] == "+15005550006"
+        assert got[0]["Body"] == "[svc] hello-001 is now approved, by bob"
+        # a number the provider refuses: final, recorded, not retried
+        (bad,) = parse_targets([{**table, "to": ["+15005550001"]}])
+        dispatcher.submit(bad, render(change(), "svc", "sms"))
+        assert dispatcher.flush(10) == 0
+        assert failures == ["the SMS provider answered HTTP 400"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(InvalidInput, match="phone number"):
+        parse_targets([{**table, "to": ["0151 123"]}])
+    with pytest.raises(InvalidInput, match="account_sid_env and auth_token_env"):
+        parse_targets([{"format": "sms", "from": "+15005550006", "to": ["+14155550100"]}])

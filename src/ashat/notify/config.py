@@ -25,13 +25,18 @@ from urllib.parse import urlsplit
 from ashat.errors import InvalidInput
 from ashat.workflow.states import State
 
-FORMATS = ("json", "slack", "teams", "email")
+FORMATS = ("json", "slack", "teams", "email", "sms")
+TWILIO_API = "https://api.twilio.com"
 TLS_MODES = ("starttls", "tls", "none")
 ALL_EVENTS = "*"
 MAX_RETRIES = 10
 MAX_TIMEOUT_S = 60.0
 KEYS = frozenset(
     {"url", "url_env", "events", "format", "secret", "secret_env", "retries", "timeout_s"}
+)
+SMS_KEYS = frozenset(
+    {"url", "account_sid_env", "auth_token_env", "from", "to", "events", "format"}
+    | {"retries", "timeout_s"}
 )
 EMAIL_KEYS = frozenset(
     {"smtp", "tls", "from", "to", "username_env", "password_env", "ca_cert", "events", "format"}
@@ -68,6 +73,29 @@ class Mail:
 
 
 @dataclass(frozen=True)
+class Sms:
+    """Where an ``sms`` target sends: a provider with Twilio's Messages API (``api``, its
+    base URL), the sender and recipients (E.164 numbers), and the variables holding the
+    account SID and auth token (read on the machine that sends)."""
+
+    api: str
+    sender: str
+    to: tuple[str, ...]
+    account_sid_env: str
+    auth_token_env: str
+
+    def credentials(self, index: int) -> tuple[str, str]:
+        sid = os.environ.get(self.account_sid_env, "")
+        token = os.environ.get(self.auth_token_env, "")
+        if not sid or not token:
+            raise InvalidInput(
+                f"[[notify]] #{index + 1}: ${self.account_sid_env} and "
+                f"${self.auth_token_env} must both be set"
+            )
+        return sid, token
+
+
+@dataclass(frozen=True)
 class Target:
     """One webhook. ``url``/``secret`` are literal values or, with ``*_env``, variable names."""
 
@@ -81,6 +109,7 @@ class Target:
     retries: int = 3
     timeout_s: float = 5.0
     mail: Mail | None = None  # format "email"
+    sms: Sms | None = None  # format "sms"
 
     def wants(self, state: str) -> bool:
         return ALL_EVENTS in self.events or state in self.events
@@ -107,6 +136,8 @@ class Target:
         """Where it goes, safe to record: scheme and host only (the path may be a secret)."""
         if self.mail is not None:
             return f"smtp://{self.mail.host}:{self.mail.port}"
+        if self.sms is not None:
+            return urlsplit(self.sms.api).netloc
         if self.url is None:
             return f"${self.url_env}"
         parts = urlsplit(self.url)
@@ -144,11 +175,14 @@ def parse_targets(tables: Any) -> list[Target]:
     targets = []
     for i, t in enumerate(tables):
         where = f"[[notify]] #{i + 1}"
-        email = t.get("format") == "email"
-        unknown_keys = set(t) - (EMAIL_KEYS if email else KEYS)
+        email, sms = t.get("format") == "email", t.get("format") == "sms"
+        allowed = EMAIL_KEYS if email else SMS_KEYS if sms else KEYS
+        unknown_keys = set(t) - allowed
         if unknown_keys:
             raise InvalidInput(f"{where}: unknown key(s) {', '.join(sorted(unknown_keys))}")
         url, url_env = t.get("url"), _env_name(t.get("url_env"), "url_env", where)
+        if sms and url is None:
+            url = TWILIO_API
         if not email and (url is None) == (url_env is None):
             raise InvalidInput(f"{where}: give url or url_env (one of them)")
         if url is not None:
@@ -198,6 +232,7 @@ def parse_targets(tables: Any) -> list[Target]:
                 retries=retries,
                 timeout_s=float(timeout),
                 mail=_mail(t, where) if email else None,
+                sms=_sms(t, url or TWILIO_API, where) if sms else None,
             )
         )
     return targets
@@ -237,3 +272,28 @@ def _mail(t: dict[str, Any], where: str) -> Mail:
         raise InvalidInput(f"{where}.ca_cert must be the path of a CA certificate")
     host = m.group(1).strip("[]")
     return Mail(host, int(m.group(2)), tls, sender, tuple(to), user_env, pass_env, ca)
+
+
+E164 = r"\+[1-9][0-9]{6,14}"
+
+
+def _sms(t: dict[str, Any], api: str, where: str) -> Sms:
+    import re
+
+    sender = t.get("from")
+    if not isinstance(sender, str) or not re.fullmatch(E164, sender):
+        raise InvalidInput(f"{where}.from must be a phone number like +15005550006")
+    to = t.get("to")
+    if isinstance(to, str):
+        to = [to]
+    if (
+        not isinstance(to, list)
+        or not to
+        or not all(isinstance(n, str) and re.fullmatch(E164, n) for n in to)
+    ):
+        raise InvalidInput(f"{where}.to must be a list of phone numbers like +15005550006")
+    sid_env = _env_name(t.get("account_sid_env"), "account_sid_env", where)
+    token_env = _env_name(t.get("auth_token_env"), "auth_token_env", where)
+    if sid_env is None or token_env is None:
+        raise InvalidInput(f"{where}: give account_sid_env and auth_token_env")
+    return Sms(api.rstrip("/"), sender, tuple(to), sid_env, token_env)

@@ -150,6 +150,8 @@ class Dispatcher:
         target, message = job.target, job.message
         if target.mail is not None:
             return self._mail(job)
+        if target.sms is not None:
+            return self._sms(job)
         try:
             url = target.resolve_url()
             secret = target.resolve_secret()
@@ -179,6 +181,20 @@ class Dispatcher:
                 return f"the receiver answered HTTP {resp.status_code}", again
 
             return self._retrying(job, once)
+
+    def _sms(self, job: _Job) -> str | None:
+        """One message per recipient; a recipient served is not sent to again on a retry."""
+        import httpx
+
+        sms = job.target.sms
+        assert sms is not None
+        try:
+            auth = sms.credentials(job.target.index)
+        except InvalidInput as e:
+            return e.message
+        left = list(sms.to)
+        with httpx.Client(timeout=job.target.timeout_s, follow_redirects=False) as client:
+            return self._retrying(job, lambda: _sms_once(job, client, auth, left))
 
     def _retrying(self, job: _Job, once: Callable[[], tuple[str | None, bool]]) -> str | None:
         """Call ``once`` (-> why it failed or None, and whether trying again may help) up to
@@ -245,6 +261,31 @@ class Dispatcher:
             return None, False
 
         return self._retrying(job, once)
+
+
+def _sms_once(job: _Job, client: Any, auth: tuple[str, str], left: list[str]) -> Any:
+    """A try for each recipient not served yet (Twilio's Messages API: a form POST with
+    basic auth, 201 Created); -> (why not, whether to try again)."""
+    import json
+
+    import httpx
+
+    sms = job.target.sms
+    assert sms is not None
+    url = f"{sms.api}/2010-04-01/Accounts/{auth[0]}/Messages.json"
+    text = json.loads(job.message.body)["text"]
+    for number in list(left):
+        try:
+            resp = client.post(
+                url, data={"To": number, "From": sms.sender, "Body": text}, auth=auth
+            )
+        except httpx.HTTPError as e:
+            return _short(e), True
+        if resp.status_code not in (200, 201):
+            again = resp.status_code == 429 or resp.status_code >= 500
+            return f"the SMS provider answered HTTP {resp.status_code}", again
+        left.remove(number)
+    return None, False
 
 
 def _short(e: Exception) -> str:

@@ -5,6 +5,7 @@ reached), the deployment, who and when. ``slack``: ``{"text": ...}``, what a Sla
 webhook posts. ``teams``: a message with one Adaptive Card (1.4), what a Microsoft Teams
 Workflows webhook ("Post to a channel when a webhook request is received") takes.
 ``email``: a subject, a plain-text and an HTML part (:func:`email_parts`), sent over SMTP.
+``sms``: one line (:func:`sms_text`), through a provider's Messages API (Twilio's shape).
 With a secret, ``X-Ashat-Signature: sha256=<hex>`` is the HMAC-SHA256 of the exact body
 bytes under that secret; a receiver recomputes it and compares in constant time.
 """
@@ -123,9 +124,18 @@ def email_parts(change: Change, project: str) -> dict[str, str]:
     return {"subject": f"[{project}] {dep.id} is {dep.state.value}", "text": text, "html": html}
 
 
+def sms_text(change: Change, project: str) -> str:
+    """One line, short enough for one SMS segment when the names are."""
+    dep = change.deployment
+    why = f": {dep.reason}" if dep.reason else ""
+    return f"[{project}] {dep.id} is now {dep.state.value}, by {change.actor}{why}"[:300]
+
+
 def render(change: Change, project: str, fmt: str) -> Message:
     data: dict[str, Any]
-    if fmt == "email":
+    if fmt == "sms":
+        data = {"text": sms_text(change, project)}
+    elif fmt == "email":
         data = email_parts(change, project)
     elif fmt == "slack":
         data = {"text": slack_text(change, project)}
