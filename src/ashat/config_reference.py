@@ -78,6 +78,7 @@ def _build() -> tuple[list[Table], list[Key]]:
         Table("approval", False, "Who must approve before a release goes to OMEGA."),
         Table("distribution", False, "How OMEGA rolls a release out to the Licensed Mainframes."),
         Table("notify", True, "Webhooks posted on deployment state changes."),
+        Table("tasks", False, "The tasks a deployment carries out (`deploy push --task`)."),
     ]  # fmt: skip
     keys = [
         Key("app", "name", "string", "", "The application's name (shown in manifests)."),
@@ -181,6 +182,7 @@ def _build() -> tuple[list[Table], list[Key]]:
         Key("notify", "retries", "integer", d(notify.retries), "Attempts after the first "
             "(0-10)."),
         Key("notify", "timeout_s", "number", d(notify.timeout_s), "Seconds per attempt."),
+        Key("tasks", "required", "boolean", "false", "Refuse a push without `--task`."),
         Key("notify", "smtp", "string", "", 'Email: `"HOST:PORT"` of the SMTP server '
             '(`format = "email"`; no `url` then).'),
         Key("notify", "tls", "string", '"starttls"', 'Email: `"starttls"`, `"tls"` '

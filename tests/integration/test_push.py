@@ -421,3 +421,30 @@ def test_hooks_run_by_the_shell_migrate_once_and_migrate_back_on_rollback(
     assert "Its log ends with:" in status and "KeyError: DJANGO_SECRET_KEY" in status
     _, out = deploy_json("status", "hello-003")
     assert "DJANGO_SECRET_KEY" in out["deployment"]["details"]["log_tail"]
+
+
+def test_a_push_carries_its_tasks_and_a_project_can_require_one(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """Issue 21, 1: a deployment could not be linked to a task."""
+    agent = agent_factory()
+    root = hello_project(agent)
+    code, out = deploy_json(
+        "push", "hello-001", "one", "--task", "SHOP-142", "--task", "acme/shop#9"
+    )
+    assert code == 0, out
+    status = deploy("status", "hello-001").stdout
+    assert "Tasks:       SHOP-142, acme/shop#9" in status
+    _, data = deploy_json("status", "hello-001")
+    assert [t["kind"] for t in data["deployment"]["details"]["tasks"]] == ["jira", "github"]
+    assert "[SHOP-142, acme/shop#9]" in deploy("history").stdout
+
+    res = deploy("push", "hello-002", "two", "--task", "acme/shop#x")
+    assert res.exit_code == 2 and "is not a task reference" in res.stderr
+    toml = root / "ashat.toml"
+    toml.write_text(toml.read_text() + "\n[tasks]\nrequired = true\n")
+    res = deploy("push", "hello-002", "two")
+    assert res.exit_code == 2 and "[tasks] required = true" in res.stderr
+    assert "Deployment Plan" not in res.stdout  # refused before anything
+    assert deploy("status", "hello-002").exit_code == 2  # nothing recorded
+    assert deploy("push", "hello-002", "two", "--task", "RT:4711").exit_code == 0

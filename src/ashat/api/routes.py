@@ -175,6 +175,7 @@ def push(call: Call) -> tuple[int, dict[str, Any]]:
             call.body["manifest"],
             actor=call.actor,
             step=lambda name, detail: steps.append({"step": name, "detail": detail}),
+            tasks=call.body.get("tasks") or (),
         )
     except AshatError as e:
         if steps:  # what was done before it failed, as a local push prints it

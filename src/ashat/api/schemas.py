@@ -259,6 +259,11 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         {
             "description": {"type": "string", "minLength": 1, "maxLength": 1000},
             "manifest": {"type": "object"},
+            "tasks": {
+                "type": "array",
+                "maxItems": 20,
+                "items": {"type": "string", "minLength": 1, "maxLength": 300},
+            },
         },
         ["description", "manifest"],
     ),

@@ -41,6 +41,10 @@ def _print_event(ev: Event) -> None:
     )
 
 
+def _tasks(dep: Deployment) -> str:
+    return ", ".join(str(t.get("ref")) for t in dep.details.get("tasks") or [])
+
+
 def _print_table(deps: list[Deployment]) -> None:
     if not deps:
         click.echo("  (none)")
@@ -50,6 +54,7 @@ def _print_table(deps: list[Deployment]) -> None:
         click.echo(
             f"  {d.id:<{width}}  {d.state.value:<20} {d.created_by:<12} "
             f"{_short_time(d.updated_at)}  {d.description}"
+            + (f"  [{_tasks(d)}]" if d.details.get("tasks") else "")
         )
 
 
@@ -161,6 +166,8 @@ def status(update_id: str | None) -> None:
             click.echo(f"State:       {style(dep.state.value, bold=True)}")
             click.echo(f"Next:        {describe_allowed(dep.state)}")
             click.echo(f"Description: {dep.description}")
+            if dep.details.get("tasks"):
+                click.echo(f"Tasks:       {_tasks(dep)}")
             click.echo(f"Pushed by:   {dep.created_by} at {_short_time(dep.created_at)}")
             click.echo(f"Updated:     {_short_time(dep.updated_at)}")
             if dep.reason:

@@ -38,8 +38,22 @@ def manifest_path(project: Project, update_id: str) -> Path:
     "--source", type=click.Path(file_okay=False), help="Directory to push (default: the project)."
 )
 @click.option("--git", "git_ref", metavar="REF", help="Push exactly the tree committed at REF.")
+@click.option(
+    "--task",
+    "tasks",
+    metavar="REF",
+    multiple=True,
+    help="A task this release carries out: a Jira key, a GitHub or GitLab issue (URL or "
+    "OWNER/REPO#N), or a free reference; repeatable.",
+)
 @json_option
-def push(update_id: str, description: str, source: str | None, git_ref: str | None) -> None:
+def push(
+    update_id: str,
+    description: str,
+    source: str | None,
+    git_ref: str | None,
+    tasks: tuple[str, ...],
+) -> None:
     """Build, sign and send a release to PUBLIC, then activate it there."""
     from ashat.ops.push import run_push
 
@@ -62,12 +76,12 @@ def push(update_id: str, description: str, source: str | None, git_ref: str | No
         if (c := control()) is not None:
             data = remote.push(
                 c, update_id, description, source=source, git_ref=git_ref, on_start=on_start,
-                step=step,
+                step=step, tasks=tasks,
             )  # fmt: skip
         else:
             data = run_push(
                 Project.find(), update_id, description, source=source, git_ref=git_ref,
-                on_start=on_start, step=step,
+                on_start=on_start, step=step, tasks=tasks,
             ).to_json()  # fmt: skip
     except Exception:
         if started and not json_mode():

@@ -9,7 +9,7 @@ server acts as the user whose API token is sent (``ASHAT_TOKEN`` or ``ASHAT_TOKE
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -350,6 +350,7 @@ def push(
     git_ref: str | None,
     on_start: Callable[[Server], None],
     step: Callable[[str, str], None],
+    tasks: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Build the bundle here, upload what PUBLIC lacks to the server, and have it push.
 
@@ -359,10 +360,12 @@ def push(
     from ashat.cli.context import Project
     from ashat.ops.push import build_unsigned
     from ashat.transport.client import BlobRef
+    from ashat.workflow.tasks import parse_tasks
 
     project = Project.find()
     server = require_server(c, "public")
     _refuse_taken_id(c, update_id)
+    parse_tasks(tasks)  # a bad reference is refused here, before anything is built
     built = build_unsigned(project, update_id, description, source, git_ref)
     try:
         on_start(server)
@@ -370,7 +373,7 @@ def push(
         sizes = {f.sha256: f.size for f in m.files if f.kind == "file"}
         missing = c.missing(sorted(sizes))
         c.upload([BlobRef(d, sizes[d], built.blobs[d]) for d in missing])
-        body = {"description": description, "manifest": m.to_dict()}
+        body = {"description": description, "manifest": m.to_dict(), "tasks": list(tasks)}
         try:
             data = c.call("POST", _dep_path(update_id, "push"), body)
         except AshatError as e:

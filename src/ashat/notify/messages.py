@@ -46,6 +46,7 @@ def payload(change: Change, project: str) -> dict[str, Any]:
         "actor": change.actor,
         "at": change.at,
         "reason": dep.reason,
+        "tasks": [t.get("ref") for t in dep.details.get("tasks") or []],
         "deployment": dep.to_json(),
     }
 

@@ -111,6 +111,24 @@ def _bundle(
     return Bundle(manifest, sizes, sign, blob, dict(manifest.source))
 
 
+def task_references(project: Project, refs: Sequence[str]) -> list[dict[str, Any]]:
+    """The ``--task`` references, parsed; none where ``[tasks] required = true`` is refused.
+    Raises InvalidInput (exit 2) before anything is built or recorded."""
+    from ashat.workflow.tasks import parse_tasks
+
+    table = project.config().table("tasks")
+    required = table.get("required", False)
+    if not isinstance(required, bool):
+        raise InvalidInput("[tasks].required must be true or false")
+    parsed = parse_tasks(refs)
+    if required and not parsed:
+        raise InvalidInput(
+            "this project links every deployment to a task ([tasks] required = true in "
+            "ashat.toml): deploy push ID 'description' --task REF"
+        )
+    return parsed
+
+
 def build_bundle(
     project: Project, update_id: str, description: str, source: str | None, git_ref: str | None
 ) -> tuple[Bundle, Built]:
@@ -144,8 +162,10 @@ def run_push(
     actor: str | None = None,
     on_start: Callable[[Server], None] | None = None,
     step: Callable[[str, str], None] | None = None,
+    tasks: Sequence[str] = (),
 ) -> PushResult:
-    """Push the project's tree (or ``source``, or the commit ``git_ref``) as ``update_id``.
+    """Push the project's tree (or ``source``, or the commit ``git_ref``) as ``update_id``,
+    with its ``tasks`` references (:func:`task_references`).
 
     ``on_start(server)`` is called once the bundle is built, before anything is recorded;
     ``step(name, detail)`` after each step. Raises InvalidInput (a bad tree, id, key or
@@ -156,6 +176,7 @@ def run_push(
 
     server = project.require_server("public")
     refuse_taken_id(project.workflow(actor), update_id)  # one line, before anything else
+    parsed = task_references(project, tasks)
     bundle, built = build_bundle(project, update_id, description, source, git_ref)
     try:
         wf = project.workflow(actor)
@@ -163,7 +184,10 @@ def run_push(
             on_start(server)
         with client_for(server) as agent:
             kwargs: dict[str, Any] = {"step": step} if step is not None else {}
-            return push(wf, agent, update_id, description, bundle, target=server.name, **kwargs)
+            return push(
+                wf, agent, update_id, description, bundle, target=server.name, tasks=parsed,
+                **kwargs,
+            )  # fmt: skip
     finally:
         built.cleanup()
 
@@ -241,6 +265,7 @@ def push_uploaded(
     *,
     actor: str,
     step: Callable[[str, str], None] | None = None,
+    tasks: Sequence[str] = (),
 ) -> PushResult:
     """Push the unsigned ``manifest`` whose blobs are in the spool or already on PUBLIC.
 
@@ -252,6 +277,7 @@ def push_uploaded(
     from ashat.workflow.push import push
 
     server = project.require_server("public")
+    parsed = task_references(project, tasks)
     unsigned = parse_manifest(json.dumps(manifest).encode()).without_signatures()
     if unsigned.update_id != update_id:
         raise InvalidInput(
@@ -272,7 +298,7 @@ def push_uploaded(
     with client_for(server) as agent:
         result = push(
             project.workflow(actor), agent, update_id, description, bundle, target=server.name,
-            **kwargs,
+            tasks=parsed, **kwargs,
         )  # fmt: skip
     for sha in digests:  # on PUBLIC now
         with contextlib.suppress(OSError):

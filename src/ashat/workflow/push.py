@@ -141,17 +141,23 @@ def refuse_taken_id(wf: Workflow, update_id: str) -> None:
 
 
 def _start(
-    wf: Workflow, update_id: str, description: str, bundle: Bundle
+    wf: Workflow,
+    update_id: str,
+    description: str,
+    bundle: Bundle,
+    tasks: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[Deployment, bool]:
     """Create the deployment, or resume one a killed push left in ``pushing``."""
     refuse_taken_id(wf, update_id)
     existing = wf.store.get(update_id)
     if existing is None:
-        details = {
+        details: dict[str, Any] = {
             "source": dict(bundle.source),
             "files": len(bundle.manifest.files),
             "bytes_total": bundle.manifest.total_size,
         }
+        if tasks:
+            details["tasks"] = [dict(t) for t in tasks]
         return wf.create(update_id, description, details), False
     lease = wf.store.lease("public")
     if lease and lease.deployment_id == update_id and lease.expires_at > wf.now():
@@ -176,14 +182,16 @@ def push(
     *,
     target: str,
     step: Step = _no_step,
+    tasks: Sequence[Mapping[str, Any]] = (),
 ) -> PushResult:
-    """Carry ``bundle`` to PUBLIC as deployment ``update_id``; see the module docstring."""
+    """Carry ``bundle`` to PUBLIC as deployment ``update_id``; see the module docstring.
+    ``tasks`` (:mod:`.tasks`, parsed) are recorded with it."""
     validate_update_id(update_id)
     description = description.strip()
     if not description or len(description) > 1000:
         raise InvalidInput("the description must be 1-1000 characters")
     started = time.monotonic()
-    dep, resumed = _start(wf, update_id, description, bundle)
+    dep, resumed = _start(wf, update_id, description, bundle, tasks)
     sequence = int(dep.details["sequence"])
     step("record", f"deployment {update_id} recorded (sequence {sequence})")
     crash_point("push.recorded")
