@@ -79,6 +79,9 @@ def _build() -> tuple[list[Table], list[Key]]:
         Table("distribution", False, "How OMEGA rolls a release out to the Licensed Mainframes."),
         Table("notify", True, "Webhooks posted on deployment state changes."),
         Table("tasks", False, "The tasks a deployment carries out (`deploy push --task`)."),
+        Table("tasks.update", True, "Trackers told when a deployment reaches a state: a "
+              "comment on each of its tasks there (and a Jira transition), in the background, "
+              "retried; a failure is a `notify.failed` event, never a stop."),
     ]  # fmt: skip
     keys = [
         Key("app", "name", "string", "", "The application's name (shown in manifests)."),
@@ -183,6 +186,21 @@ def _build() -> tuple[list[Table], list[Key]]:
             "(0-10)."),
         Key("notify", "timeout_s", "number", d(notify.timeout_s), "Seconds per attempt."),
         Key("tasks", "required", "boolean", "false", "Refuse a push without `--task`."),
+        Key("tasks.update", "tracker", "string", "", '`"jira"`, `"github"` or `"gitlab"`: '
+            "which of the deployment's tasks it comments on."),
+        Key("tasks.update", "url", "string", "", "Jira: the site (required); GitHub: its "
+            "API (default `https://api.github.com`); GitLab: default the task URL's host."),
+        Key("tasks.update", "token_file", "string", "", "The file holding the API token "
+            "(read on the machine that sends; never in ashat.toml)."),
+        Key("tasks.update", "user", "string", "", "Jira: the account's email, for Basic "
+            "auth with an API token (without it: Bearer, a personal access token)."),
+        Key("tasks.update", "events", "list of strings",
+            '["verified", "approved", "completed", "rolled_back"]', "Deployment states to "
+            "comment on."),
+        Key("tasks.update", "transition", "string", "", "Jira: a transition id to apply "
+            "too."),
+        Key("tasks.update", "retries", "integer", "3", "Retries after the first attempt."),
+        Key("tasks.update", "timeout_s", "number", "10", "Seconds per attempt."),
         Key("notify", "smtp", "string", "", 'Email: `"HOST:PORT"` of the SMTP server '
             '(`format = "email"`; no `url` then).'),
         Key("notify", "tls", "string", '"starttls"', 'Email: `"starttls"`, `"tls"` '

@@ -448,3 +448,115 @@ def test_a_push_carries_its_tasks_and_a_project_can_require_one(
     assert "Deployment Plan" not in res.stdout  # refused before anything
     assert deploy("status", "hello-002").exit_code == 2  # nothing recorded
     assert deploy("push", "hello-002", "two", "--task", "RT:4711").exit_code == 0
+
+
+def test_trackers_hear_of_the_deployment_in_their_documented_shapes(
+    agent_factory: Any, hello_project: Any, tmp_path: Path
+) -> None:
+    """Issue 21, 1: [[tasks.update]] comments on the deployment's Jira, GitHub and GitLab
+    issues (and moves the Jira one on). Tested against a loopback server that checks each
+    request against the tracker's documented REST API: method, path, auth headers, body."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[tuple[str, str]] = []
+    problems: list[str] = []
+
+    class Trackers(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            h, p = self.headers, self.path
+            if p == "/rest/api/3/issue/SHOP-142/comment":
+                ok = (
+                    h["Authorization"]
+                    == "Basic " + base64.b64encode(b"bot@acme.com:jira-tok").decode()
+                )
+                doc = body.get("body", {})
+                ok = ok and doc.get("type") == "doc" and doc.get("version") == 1
+                ok = ok and doc["content"][0]["content"][0]["type"] == "text"
+            elif p == "/rest/api/3/issue/SHOP-142/transitions":
+                ok = body == {"transition": {"id": "31"}}
+            elif p == "/repos/acme/shop/issues/9/comments":
+                ok = h["Authorization"] == "Bearer gh-tok"
+                ok = ok and h["Accept"] == "application/vnd.github+json"
+                ok = (
+                    ok
+                    and h["X-GitHub-Api-Version"] == "2022-11-28"
+                    and isinstance(body.get("body"), str)
+                )
+            elif p == "/api/v4/projects/g%2Fshop/issues/3/notes":
+                ok = h["PRIVATE-TOKEN"] == "gl-tok" and isinstance(body.get("body"), str)
+            else:
+                ok = False
+            if h.get("Content-Type") != "application/json":
+                ok = False
+            seen.append((p, json.dumps(body)))
+            if not ok:
+                problems.append(p)
+            self.send_response(201 if ok else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trackers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    tokens = {}
+    for name, value in (("jira", "jira-tok"), ("github", "gh-tok"), ("gitlab", "gl-tok")):
+        tokens[name] = tmp_path / f"{name}.token"
+        tokens[name].write_text(value + "\n")
+    try:
+        agent = agent_factory()
+        root = hello_project(agent)
+        toml = root / "ashat.toml"
+        toml.write_text(
+            toml.read_text()
+            + f"""
+[[tasks.update]]
+tracker = "jira"
+url = "{base}"
+user = "bot@acme.com"
+token_file = "{tokens["jira"]}"
+events = ["pushed"]
+transition = "31"
+
+[[tasks.update]]
+tracker = "github"
+url = "{base}"
+token_file = "{tokens["github"]}"
+events = ["pushed"]
+
+[[tasks.update]]
+tracker = "gitlab"
+token_file = "{tokens["gitlab"]}"
+events = ["pushed"]
+"""
+        )
+        res = deploy(
+            "push", "hello-001", "one", "--task", "SHOP-142", "--task", "acme/shop#9",
+            "--task", f"{base}/g/shop/-/issues/3", "--task", "RT:1",
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert problems == [], seen
+        assert sorted(p for p, _ in seen) == [
+            "/api/v4/projects/g%2Fshop/issues/3/notes",
+            "/repos/acme/shop/issues/9/comments",
+            "/rest/api/3/issue/SHOP-142/comment",
+            "/rest/api/3/issue/SHOP-142/transitions",
+        ]
+        assert all("hello-001 is now pushed" in b for p, b in seen if "transitions" not in p)
+
+        # A tracker that refuses: a notify.failed event, the deployment goes on.
+        tokens["github"].write_text("wrong-token\n")
+        (root / "VERSION").write_text("2.0.0\n")
+        res = deploy("push", "hello-002", "two", "--task", "acme/shop#9")
+        assert res.exit_code == 0, res.output
+        log = deploy("log", "hello-002").stdout
+        assert "notify.failed" in log and "github answered HTTP 404" in log
+        assert "wrong-token" not in log
+    finally:
+        server.shutdown()
+        server.server_close()

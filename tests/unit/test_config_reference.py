@@ -30,7 +30,8 @@ def test_the_dataclass_models_are_documented() -> None:
     assert fields(ApprovalPolicy) == documented("approval")
     # pause_after is written inside waves ("pause" between two)
     assert fields(DistributionPolicy, "pause_after") == documented("distribution")
-    assert fields(Target, "index", "mail", "sms") <= documented("notify")  # their own keys
+    # mail, sms: their own keys; tracker: [[tasks.update]]
+    assert fields(Target, "index", "mail", "sms", "tracker") <= documented("notify")
     assert documented("notify") == NOTIFY_KEYS | EMAIL_KEYS | SMS_KEYS
 
 

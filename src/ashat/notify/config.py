@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ashat.errors import InvalidInput
+from ashat.notify.trackers import TrackerUpdate
 from ashat.workflow.states import State
 
 FORMATS = ("json", "slack", "teams", "email", "sms")
@@ -110,6 +111,7 @@ class Target:
     timeout_s: float = 5.0
     mail: Mail | None = None  # format "email"
     sms: Sms | None = None  # format "sms"
+    tracker: TrackerUpdate | None = None  # a [[tasks.update]] (format "tracker")
 
     def wants(self, state: str) -> bool:
         return ALL_EVENTS in self.events or state in self.events
@@ -138,6 +140,8 @@ class Target:
             return f"smtp://{self.mail.host}:{self.mail.port}"
         if self.sms is not None:
             return urlsplit(self.sms.api).netloc
+        if self.tracker is not None:
+            return self.tracker.label()
         if self.url is None:
             return f"${self.url_env}"
         parts = urlsplit(self.url)

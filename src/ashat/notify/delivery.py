@@ -152,6 +152,8 @@ class Dispatcher:
             return self._mail(job)
         if target.sms is not None:
             return self._sms(job)
+        if target.tracker is not None:
+            return self._tracker(job)
         try:
             url = target.resolve_url()
             secret = target.resolve_secret()
@@ -195,6 +197,39 @@ class Dispatcher:
         left = list(sms.to)
         with httpx.Client(timeout=job.target.timeout_s, follow_redirects=False) as client:
             return self._retrying(job, lambda: _sms_once(job, client, auth, left))
+
+    def _tracker(self, job: _Job) -> str | None:
+        """The tracker's requests (comments, a transition) in order; one done is not sent
+        again on a retry."""
+        import json
+
+        import httpx
+
+        update = job.target.tracker
+        assert update is not None
+        try:
+            headers = update.headers(update.token())
+        except InvalidInput as e:
+            return e.message
+        left = list(json.loads(job.message.body))
+        with httpx.Client(timeout=job.target.timeout_s, follow_redirects=False) as client:
+
+            def once() -> tuple[str | None, bool]:
+                while left:
+                    r = left[0]
+                    try:
+                        resp = client.request(
+                            r["method"], r["url"], json=r["json"], headers=headers
+                        )
+                    except httpx.HTTPError as e:
+                        return _short(e), True
+                    if not 200 <= resp.status_code < 300:
+                        again = resp.status_code == 429 or resp.status_code >= 500
+                        return f"{update.tracker} answered HTTP {resp.status_code}", again
+                    left.pop(0)
+                return None, False
+
+            return self._retrying(job, once)
 
     def _retrying(self, job: _Job, once: Callable[[], tuple[str | None, bool]]) -> str | None:
         """Call ``once`` (-> why it failed or None, and whether trying again may help) up to

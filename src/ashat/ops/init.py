@@ -160,6 +160,9 @@ def check_config_text(text: str) -> None:
     ApprovalPolicy.parse(tables.get("approval") or {})
     DistributionPolicy.parse(tables.get("distribution") or {})
     parse_targets(tables.get("notify"))
+    from ashat.notify.trackers import parse_updates
+
+    parse_updates((tables.get("tasks") or {}).get("update"))
 
 
 def _ignored(lines: list[str]) -> bool:

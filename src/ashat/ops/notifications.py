@@ -37,9 +37,11 @@ def observer_for(project: Project) -> Observer | None:
     """The observer sending ``project``'s notifications, or None when it has none."""
     config = project.config()
     targets = parse_targets(config.tables.get("notify"))
-    if not targets:
+    updates = tracker_targets(config.table("tasks").get("update"))
+    if not targets and not updates:
         return None
-    from ashat.notify.messages import render
+    from ashat.notify.messages import Message, render
+    from ashat.notify.trackers import encode, requests_for
 
     name = config.app.name or project.root.name
     dispatcher = dispatcher_for(project.url)
@@ -49,10 +51,35 @@ def observer_for(project: Project) -> Observer | None:
             for target in targets:
                 if target.wants(change.deployment.state.value):
                     dispatcher.submit(target, render(change, name, target.format))
+            dep = change.deployment
+            for target in updates:
+                assert target.tracker is not None
+                wanted = target.wants(dep.state.value)
+                requests = requests_for(target.tracker, change, name) if wanted else []
+                if requests:
+                    body = encode(requests)
+                    dispatcher.submit(target, Message(dep.state.value, dep.id, change.actor, body))
         except Exception:  # the change is committed; a notification must never undo it
             log.exception("could not queue notifications of %s", change.deployment.id)
 
     return observe
+
+
+def tracker_targets(tables: object) -> list[Target]:
+    """``[[tasks.update]]`` as dispatcher targets (:mod:`ashat.notify.trackers`)."""
+    from ashat.notify.trackers import parse_updates
+
+    return [
+        Target(
+            index=u.index,
+            events=u.events,
+            format="tracker",
+            tracker=u,
+            retries=u.retries,
+            timeout_s=u.timeout_s,
+        )
+        for u in parse_updates(tables)
+    ]
 
 
 def dispatcher_for(db_url: str) -> Dispatcher:
