@@ -165,7 +165,8 @@ def test_mainframe_without_token_serves_health_only_and_stops_promptly(
     # fresh nonce that OMEGA's signed "no directive" must name.
     request = wait_for(lambda: black_hole.received, 10, "the poll")[0].decode("latin-1")
     assert re.match(
-        r"GET /v1/fleet/poll\?current=&sequence=0&wait=30&nonce=[A-Za-z0-9_-]{24} HTTP/1.1",
+        r"GET /v1/fleet/poll\?current=&sequence=0&wait=30&nonce=[A-Za-z0-9_-]{24}"
+        r"&app=none&restarts=0 HTTP/1.1",
         request,
     ), request
     assert f"authorization: license {keys['token']}".lower() in request.lower()
