@@ -537,6 +537,23 @@ def test_an_app_that_crash_loops_after_its_install_fails_the_wave(
     assert p.poll(restarts="-1").status_code == 400
 
 
+def test_a_gate_after_an_empty_wave_still_holds_the_rollout(
+    omega: AgentHandle, control: Control, fleet: Any, trees: Trees
+) -> None:
+    """waves [10, 50, "pause", 100] over three: the 50 % wave adds nobody, and the gate
+    after it must hold the rollout all the same (found in review)."""
+    control.release(trees, "r1", 1)
+    pollers = fleet(3)
+    rid = control.started("r1", waves=[10, 50, 100], pause_after=[1])["rollout_id"]
+    got = directives(pollers)
+    (mid,) = got
+    pollers[mid].report(got[mid])
+    status = control.status(rid)
+    assert status["paused"] and "gate after wave 2" in status["paused"]["reason"], status
+    assert directives(pollers) == {}
+    assert status["totals"]["targeted"] == 1
+
+
 def test_a_held_poll_ends_when_omega_stops(omega: AgentHandle) -> None:
     p = Poller(omega, "mf-1", license_token(omega.license_key, "mf-1"))
     answer: dict[str, Any] = {}

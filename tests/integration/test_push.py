@@ -531,6 +531,7 @@ events = ["pushed"]
 
 [[tasks.update]]
 tracker = "gitlab"
+url = "{base}"
 token_file = "{tokens["gitlab"]}"
 events = ["pushed"]
 """
@@ -538,6 +539,8 @@ events = ["pushed"]
         res = deploy(
             "push", "hello-001", "one", "--task", "SHOP-142", "--task", "acme/shop#9",
             "--task", f"{base}/g/shop/-/issues/3", "--task", "RT:1",
+            # an issue on another GitLab: the token is never sent there
+            "--task", "https://gitlab.attacker.example/g/x/-/issues/1",
         )  # fmt: skip
         assert res.exit_code == 0, res.output
         assert problems == [], seen

@@ -259,3 +259,26 @@ def test_an_sms_goes_to_each_number_through_a_twilio_shaped_api(
         parse_targets([{**table, "to": ["0151 123"]}])
     with pytest.raises(InvalidInput, match="account_sid_env and auth_token_env"):
         parse_targets([{"format": "sms", "from": "+15005550006", "to": ["+14155550100"]}])
+
+
+def test_a_gitlab_tracker_needs_its_site_and_skips_issues_elsewhere() -> None:
+    """Found in review: without url, the token went to whatever host a --task URL named."""
+    from ashat.notify.trackers import parse_updates, requests_for
+
+    with pytest.raises(InvalidInput, match="gitlab tracker needs url"):
+        parse_updates([{"tracker": "gitlab", "token_file": "/t"}])
+    (update,) = parse_updates(
+        [{"tracker": "gitlab", "url": "https://gitlab.acme.com", "token_file": "/t"}]
+    )
+    mine = {"ref": "m", "kind": "gitlab", "host": "https://gitlab.acme.com", "project": "g/p",
+            "iid": 1}  # fmt: skip
+    theirs = {**mine, "ref": "t", "host": "https://gitlab.attacker.example"}
+    c = change()
+    dep = c.deployment
+    moved = Change(
+        Deployment(dep.id, dep.state, dep.description, dep.created_by, dep.created_at,
+                   dep.updated_at, details={"tasks": [mine, theirs]}),
+        c.previous, c.actor, c.at,
+    )  # fmt: skip
+    (only,) = requests_for(update, moved, "svc")
+    assert only["url"] == "https://gitlab.acme.com/api/v4/projects/g%2Fp/issues/1/notes"

@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,9 +130,11 @@ def _unpack(archive: Path, staging: Path, source: str) -> tuple[int, int]:
             try:
                 data = json.loads(zf.read(m))
                 parsed = parse_advisories(data)
-            except (ValueError, MalformedAdvisory, zipfile.BadZipFile):
+            except (ValueError, MalformedAdvisory):
                 skipped += 1
                 continue
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+                raise InvalidInput(f"{source} is damaged ({m.filename}: {e})") from e
             ident = str(data.get("id", "")) if isinstance(data, dict) else ""
             if not parsed or not ID_RE.fullmatch(ident):
                 skipped += 1

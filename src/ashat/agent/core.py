@@ -321,6 +321,7 @@ class Agent:
             if fresh is None:  # cannot happen: the release runs an app
                 return {"changed": True, "keys": keys, "restarted": False}
             self.app = fresh
+            self.restarts, self._dying, self._restart_at = 0, 0, None
             self.supervisor.stop(app)
             self._untrack(app)
             self._save()
@@ -588,6 +589,7 @@ class Agent:
                 set(self.releases.ids()),
             )
             with self.metrics.switching("rollback"):
+                self._confirm(target)  # its files, before any migration is undone for it
                 self._migrate_back(target)
                 answer = self._switch(target, new_previous, "rollback", rolled_back=rolled)
             answer["rolled_back"] = rolled
@@ -630,15 +632,22 @@ class Agent:
         port = free_port()
         if prepare:
             self.supervisor.prepare(release, spec, port, log_from)
+        migrated_now = False
         if migrate and spec.migrate is not None and release not in self.state.migrated:
             self.supervisor.hook(
                 release, "migrate", spec.migrate, spec.prepare_timeout_s, port, log_from
             )
             self.state.migrated.append(release)
             self._save()
+            migrated_now = True
         if spec.run is None:
             return None
-        app = self.supervisor.start(release, spec, port, log_from)
+        try:
+            app = self.supervisor.start(release, spec, port, log_from)
+        except ActivationFailed:
+            if migrated_now:
+                self._unmigrate(release, spec, port)
+            raise
         crash_point("app.started")
         self.state.apps.append(app.record())
         self._save()
@@ -648,8 +657,38 @@ class Agent:
             if app.alive():
                 self.supervisor.stop(app)
             self._untrack(app)
+            if migrated_now:
+                self._unmigrate(release, spec, port)
             raise
         return app
+
+    def _unmigrate(self, release: str, spec: AppSpec, port: int) -> None:
+        """The new release's app did not come up after its migration ran: undo the
+        migration (its ``rollback_migrate``) while the old app still serves, or say loudly
+        that the database stays migrated. Locked."""
+        if spec.rollback_migrate is None:
+            log.error(
+                "%s did not come up after its migrate hook: the database stays migrated "
+                "(the release has no rollback_migrate hook)",
+                release,
+            )
+            return
+        try:
+            self.supervisor.hook(
+                release,
+                "rollback_migrate",
+                spec.rollback_migrate,
+                spec.prepare_timeout_s,
+                port,
+                self.supervisor.log_offset(release),
+                then="the database stays migrated",
+            )
+        except ActivationFailed as e:
+            log.error("%s", scrub(e.message, self.secrets()))
+            return
+        if release in self.state.migrated:
+            self.state.migrated.remove(release)
+            self._save()
 
     def _switch(
         self, target: str, new_previous: str | None, how: str, rolled_back: str | None = None

@@ -14,6 +14,7 @@ not hold the agent up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -61,7 +62,8 @@ class _Server(uvicorn.Server):
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
             loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             if self._background is not None:
                 self._task = asyncio.create_task(self._background(), name="ashat-background")
             self._on_ready()
@@ -149,6 +151,10 @@ def run_agent(
     or already used data directory) before serving.
     """
     _check_tls(config)
+    # A SIGHUP (ashat agent reload) before the server's handler is in place must not kill
+    # an agent still starting its app: ignored until then.
+    with contextlib.suppress(ValueError):  # not the main thread (an in-process test)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sock = bind_listen(config.host, config.port)  # before the data directory is touched
     try:
         app = build_app(config, extension)

@@ -174,9 +174,14 @@ class Controller:
                 break
             if s.outcome is WaveDecision.ADVANCE:
                 assert s.next_wave is not None
-                if self.store.gates(r.rollout_id).get(r.current_wave) is False:
-                    self.store.pass_gate(r.rollout_id, r.current_wave)
-                    why = f"gate after wave {r.current_wave + 1}: deploy resume to go on"
+                gates = self.store.gates(r.rollout_id)
+                # an empty wave may be skipped: any gate up to the next wave holds it
+                due = [g for g, passed in gates.items() if not passed]
+                due = [g for g in due if r.current_wave <= g < s.next_wave]
+                if due:
+                    for g in due:
+                        self.store.pass_gate(r.rollout_id, g)
+                    why = f"gate after wave {due[-1] + 1}: deploy resume to go on"
                     self.store.pause(r.rollout_id, iso(now), why)
                     log.info("%s: %s", r.rollout_id, why)
                     break

@@ -53,7 +53,7 @@ from ashat.fleet.license_cache import LicenseCache
 from ashat.fleet.omega_errors import FleetConflict, LicenseDenied
 from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
 from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest, iso
-from ashat.fleet.omega_store import FleetStore, RegisteredMainframe, Rollout, Spec
+from ashat.fleet.omega_store import FleetStore, RegisteredMainframe, Rollout, Spec, TargetRow
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
 from ashat.trust.held import held_root
 
@@ -209,6 +209,8 @@ class Omega:
             return set()  # recorded with the poll (admit)
         mid = lic.mainframe_id
         woken: set[str] = set()
+        if self.store.installed_in_running(mid, current) is None:
+            return woken  # nothing to fail: no lock taken
         with self.lock, self.store.exclusive():
             r = self.store.installed_in_running(mid, current)
             if r is None:
@@ -311,23 +313,19 @@ class Omega:
         found = self.store.pending_for(mainframe_id)
         if found is not None:
             return None if self.store.paused(found[0].rollout_id) else found[0]
-        r = self._converging_to()
-        if r is None or current == r.update_id or r.channel not in lic.channels:
-            return None
-        if r.state is RolloutState.RUNNING and self.store.paused(r.rollout_id):
-            return None
-        if self._ahead_of(mainframe_id, r.update_id):
-            return None  # it runs a newer release: only a signed rollback takes it back
-        target = self.store.target(r.rollout_id, mainframe_id)
-        if target is not None:
-            if _timed_out(target.status, target.reason) or target.status is TargetStatus.PENDING:
-                return r
-            if target.status is not TargetStatus.INSTALLED:
-                return None  # waiting for its wave, or failed: not again by itself
-        last = len(r.waves) - 1
-        waiting = r.state is RolloutState.RUNNING and r.current_wave < last
-        status = TargetStatus.WAITING if waiting else TargetStatus.PENDING
+        decided = self._convergence(lic, current)
+        if decided is None or isinstance(decided, Rollout):
+            return decided
+        # It joins (or is offered again): decided again under the fleet-wide lock, since
+        # another replica may have moved the rollout on meanwhile.
         with self.store.exclusive():
+            decided = self._convergence(lic, current)
+            if decided is None or isinstance(decided, Rollout):
+                return decided
+            r, target = decided
+            last = len(r.waves) - 1
+            waiting = r.state is RolloutState.RUNNING and r.current_wave < last
+            status = TargetStatus.WAITING if waiting else TargetStatus.PENDING
             if target is None:
                 self.store.add_target(r.rollout_id, mainframe_id, last, status)
             else:
@@ -341,6 +339,28 @@ class Omega:
             " with the last wave" if waiting else "",
         )
         return None if waiting else r
+
+    def _convergence(
+        self, lic: License, current: str | None
+    ) -> Rollout | tuple[Rollout, TargetRow | None] | None:
+        """What :meth:`_waiting_for` does for a mainframe no running wave waits for: None
+        (nothing), the rollout whose release it gets now, or (rollout, its target row or
+        None) when it must join, or be offered the release again, first."""
+        mainframe_id = lic.mainframe_id
+        r = self._converging_to()
+        if r is None or current == r.update_id or r.channel not in lic.channels:
+            return None
+        if r.state is RolloutState.RUNNING and self.store.paused(r.rollout_id):
+            return None
+        if self._ahead_of(mainframe_id, r.update_id):
+            return None  # it runs a newer release: only a signed rollback takes it back
+        target = self.store.target(r.rollout_id, mainframe_id)
+        if target is not None:
+            if _timed_out(target.status, target.reason) or target.status is TargetStatus.PENDING:
+                return r
+            if target.status is not TargetStatus.INSTALLED:
+                return None  # waiting for its wave, or failed: not again by itself
+        return r, target
 
     def _ahead_of(self, mainframe_id: str, update_id: str) -> bool:
         """Whether the mainframe says it runs a sequence at or past ``update_id``'s."""
@@ -463,7 +483,7 @@ class Omega:
                     found = self.store.targets(rollout_id)
                     woken |= {t.mainframe_id for t in found if t.status is TargetStatus.PENDING}
             else:  # abort
-                self.store.resume(rollout_id, iso(now))
+                self.store.resume(rollout_id, iso(now), event=False)
                 why = f"aborted: {reason}" if reason else "aborted by the operator"
                 self.controller.abort(r, why, now)
             self._refresh_gauges()

@@ -497,10 +497,11 @@ class FleetStore:
         self.add_event(rollout_id, "paused", None, at)
         return True
 
-    def resume(self, rollout_id: str, at: str) -> bool:
-        """Unmark it; False if it was not paused."""
+    def resume(self, rollout_id: str, at: str, event: bool = True) -> bool:
+        """Unmark it (with a ``resumed`` event, unless ``event`` is False: an abort);
+        False if it was not paused."""
         done = self._run("DELETE FROM rollout_pauses WHERE rollout_id=?", (rollout_id,)) > 0
-        if done:
+        if done and event:
             self.add_event(rollout_id, "resumed", None, at)
         return done
 

@@ -4,9 +4,9 @@
 
     [[tasks.update]]
     tracker = "jira"                          # jira | github | gitlab
-    url = "https://acme.atlassian.net"        # jira: the site; github: its API (default
-                                              # https://api.github.com); gitlab: default the
-                                              # host of the task's URL
+    url = "https://acme.atlassian.net"        # jira, gitlab: the site (required; a GitLab
+                                              # task on another host is skipped); github: its
+                                              # API (default https://api.github.com)
     token_file = "/etc/ashat/jira.token"      # read on the machine that sends
     user = "ashat@acme.com"                   # jira: Basic auth with an API token; without:
                                               # Bearer (a personal access token)
@@ -116,8 +116,10 @@ def parse_updates(tables: Any) -> list[TrackerUpdate]:
             ):
                 raise InvalidInput(f"{where}.url must be an http(s) URL, not {url!r}")
             url = url.rstrip("/")
-        elif tracker == "jira":
-            raise InvalidInput(f"{where}: a jira tracker needs url (the Jira site)")
+        elif tracker in ("jira", "gitlab"):
+            # never the host a --task URL names: whoever pushes would choose where the
+            # token goes
+            raise InvalidInput(f"{where}: a {tracker} tracker needs url (its site)")
         token_file = t.get("token_file")
         if not isinstance(token_file, str) or not token_file:
             raise InvalidInput(f"{where}.token_file must name the file holding the token")
@@ -189,7 +191,9 @@ def requests_for(update: TrackerUpdate, change: Change, project: str) -> list[di
             url = f"{api}/repos/{task['repo']}/issues/{task['number']}/comments"
             out.append({"method": "POST", "url": url, "json": {"body": text}})
         else:
-            host = update.url or task["host"]
+            if update.url is None or task.get("host") != update.url:
+                continue  # an issue on another GitLab: its token is not ours to send
+            host = update.url
             project_path = quote(task["project"], safe="")
             url = f"{host}/api/v4/projects/{project_path}/issues/{task['iid']}/notes"
             out.append({"method": "POST", "url": url, "json": {"body": text}})

@@ -63,8 +63,11 @@ def run_rollback(
     if dep.state.value == "distributing":  # stop the rollout first, then send back who took it
         from ashat.ops.rollout_control import control_rollout
 
-        why = f"rolled back: {reason}" if reason else "rolled back by the operator"
-        dep = control_rollout(project, update_id, "abort", why, actor=actor).deployment
+        with client_for(project.require_server("omega")) as omega:  # it may have ended
+            dep, _ = reconcile_following(project, wf, update_id, omega)
+        if dep.state.value == "distributing":
+            why = f"rolled back: {reason}" if reason else "rolled back by the operator"
+            dep = control_rollout(project, update_id, "abort", why, actor=actor).deployment
     if dep.state in FLEET_ROLLBACK_FROM and dep.details.get("rollout_id"):
         return _rollback_fleet(project, update_id, reason, actor, hooks or RollbackHooks())
     server = project.require_server("public")
