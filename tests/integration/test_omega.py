@@ -554,6 +554,25 @@ def test_a_gate_after_an_empty_wave_still_holds_the_rollout(
     assert status["totals"]["targeted"] == 1
 
 
+def test_a_retry_of_a_rollout_the_fleet_left_behind_is_refused(
+    omega: AgentHandle, control: Control, fleet: Any, trees: Trees
+) -> None:
+    """Found in review: retrying a completed rollout that is no longer the newest left its
+    failed mainframes pending forever; it is refused, saying which rollout is current."""
+    control.release(trees, "r1", 1)
+    pollers = fleet(2)
+    old = control.started("r1", max_failure_ratio=0.5)["rollout_id"]
+    got = directives(pollers)
+    first, second = sorted(got)
+    pollers[first].report(got[first])
+    pollers[second].report(got[second], "failed", "disk full")
+    control.until(old, "completed")
+    control.release(trees, "r2", 2)
+    new = control.started("r2")["rollout_id"]
+    r = control.http.post(f"/v1/fleet/rollouts/{old}/retry", json={})
+    assert r.status_code == 409 and new in r.json()["error"], r.text
+
+
 def test_a_held_poll_ends_when_omega_stops(omega: AgentHandle) -> None:
     p = Poller(omega, "mf-1", license_token(omega.license_key, "mf-1"))
     answer: dict[str, Any] = {}

@@ -463,6 +463,14 @@ class Omega:
                         "one is retried (a failed one is rolled back, or a fix pushed)",
                         rollout_id=rollout_id,
                     )
+                latest = self._converging_to()
+                if not running and (latest is None or latest.rollout_id != rollout_id):
+                    raise FleetConflict(
+                        f"rollout {rollout_id} is no longer where the fleet is going "
+                        f"({latest.rollout_id if latest else 'nothing'} is): a retry would "
+                        "offer its release to nobody",
+                        rollout_id=rollout_id,
+                    )
                 woken = set(self.store.retry(rollout_id))
                 self.store.add_event(rollout_id, "retried", r.current_wave, iso(now))
                 if running:
