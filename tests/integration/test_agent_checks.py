@@ -640,3 +640,13 @@ def test_hello_service_passes_all_three(tmp_path: Path) -> None:
     assert results["security"]["summary"] == (
         "no secrets, no world-writable files, no advisories configured"
     )
+
+
+def test_the_releases_advisories_directory_cannot_lead_out_of_it(
+    release: Path, advisories: Path
+) -> None:
+    """Found in review: a symlink in the release could make the agent read a directory of
+    its machine as advisories."""
+    (release / "osv").symlink_to(advisories)
+    result = run_check("security", release, {"advisories": "osv"}, app_env())
+    assert result["status"] == "error" and "leads out of the release" in result["summary"]

@@ -240,7 +240,14 @@ def check_security(
                 "--advisories DIR)",
                 advisories={"path": advisories_dir},
             )
-        sources.append(root / named)
+        inside = (root / named).resolve()
+        if not inside.is_relative_to(root.resolve()):
+            return result(
+                "error",
+                f"advisories {advisories_dir!r} leads out of the release (a symlink)",
+                advisories={"path": advisories_dir},
+            )
+        sources.append(inside)
     advisories: list[Advisory] | None = None
     fetched_at: str | None = None
     for adv_path in sources:
