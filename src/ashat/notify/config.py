@@ -255,18 +255,7 @@ def _mail(t: dict[str, Any], where: str) -> Mail:
     tls = t.get("tls", "starttls")
     if tls not in TLS_MODES:
         raise InvalidInput(f"{where}.tls must be one of {', '.join(TLS_MODES)}, not {tls!r}")
-    sender = t.get("from")
-    if not isinstance(sender, str) or not re.fullmatch(ADDRESS, sender):
-        raise InvalidInput(f"{where}.from must be an email address, not {sender!r}")
-    to = t.get("to")
-    if isinstance(to, str):
-        to = [to]
-    if (
-        not isinstance(to, list)
-        or not to
-        or not all(isinstance(a, str) and re.fullmatch(ADDRESS, a) for a in to)
-    ):
-        raise InvalidInput(f"{where}.to must be a list of email addresses, not {to!r}")
+    sender, to = _envelope(t, ADDRESS, "an email address", "email addresses", where)
     user_env = _env_name(t.get("username_env"), "username_env", where)
     pass_env = _env_name(t.get("password_env"), "password_env", where)
     if (user_env is None) != (pass_env is None):
@@ -275,29 +264,37 @@ def _mail(t: dict[str, Any], where: str) -> Mail:
     if ca is not None and (not isinstance(ca, str) or not ca):
         raise InvalidInput(f"{where}.ca_cert must be the path of a CA certificate")
     host = m.group(1).strip("[]")
-    return Mail(host, int(m.group(2)), tls, sender, tuple(to), user_env, pass_env, ca)
+    return Mail(host, int(m.group(2)), tls, sender, to, user_env, pass_env, ca)
 
 
 E164 = r"\+[1-9][0-9]{6,14}"
 
 
-def _sms(t: dict[str, Any], api: str, where: str) -> Sms:
+def _envelope(
+    t: dict[str, Any], pattern: str, one: str, many: str, where: str
+) -> tuple[str, tuple[str, ...]]:
+    """``from`` and ``to`` (one or a list), each matching ``pattern``; raises naming the key."""
     import re
 
-    sender = t.get("from")
-    if not isinstance(sender, str) or not re.fullmatch(E164, sender):
-        raise InvalidInput(f"{where}.from must be a phone number like +15005550006")
-    to = t.get("to")
-    if isinstance(to, str):
-        to = [to]
+    sender, to = t.get("from"), t.get("to")
+    if not isinstance(sender, str) or not re.fullmatch(pattern, sender):
+        raise InvalidInput(f"{where}.from must be {one}, not {sender!r}")
+    to = [to] if isinstance(to, str) else to
     if (
         not isinstance(to, list)
         or not to
-        or not all(isinstance(n, str) and re.fullmatch(E164, n) for n in to)
+        or not all(isinstance(a, str) and re.fullmatch(pattern, a) for a in to)
     ):
-        raise InvalidInput(f"{where}.to must be a list of phone numbers like +15005550006")
+        raise InvalidInput(f"{where}.to must be a list of {many}, not {to!r}")
+    return sender, tuple(to)
+
+
+def _sms(t: dict[str, Any], api: str, where: str) -> Sms:
+    sender, to = _envelope(
+        t, E164, "a phone number like +15005550006", "phone numbers like +15005550006", where
+    )
     sid_env = _env_name(t.get("account_sid_env"), "account_sid_env", where)
     token_env = _env_name(t.get("auth_token_env"), "auth_token_env", where)
     if sid_env is None or token_env is None:
         raise InvalidInput(f"{where}: give account_sid_env and auth_token_env")
-    return Sms(api.rstrip("/"), sender, tuple(to), sid_env, token_env)
+    return Sms(api.rstrip("/"), sender, to, sid_env, token_env)

@@ -12,12 +12,11 @@ approve`` calls while it waits and what ``deploy status`` calls for a running ro
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError, log_tail_of
+from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
 from ashat.faults import crash_point
 from ashat.ids import validate_update_id
 from ashat.workflow.errors import Interrupted, PolicyRefused
@@ -272,16 +271,7 @@ def release(
             wf.note(update_id, "release.interrupted", {"error": e.message[:500], "kind": e.kind})
             verb = f"deploy approve {update_id}"
             raise Interrupted(e, update_id, State.RELEASING.value, verb) from e
-        with contextlib.suppress(AshatError):
-            tail = log_tail_of(e)
-            said: dict[str, Any] = {"log_tail": tail} if tail else {}
-            wf.move(
-                update_id,
-                State.FAILED,
-                reason=e.message[:500],
-                details={"kind": e.kind, **said},
-                details_update=said,
-            )
+        wf.fail(update_id, e)
         raise
     crash_point("release.rollout")
     facts = {

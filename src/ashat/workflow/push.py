@@ -22,13 +22,12 @@ its own release already active, still knows what a rollback goes back to.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError, log_tail_of
+from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
 from ashat.faults import crash_point
 from ashat.ids import validate_update_id
 from ashat.workflow.errors import AlreadyExists, Interrupted, LeaseHeld
@@ -240,11 +239,11 @@ def push(
         if isinstance(e, RemoteError) and e.transient:
             wf.note(update_id, "push.interrupted", {"error": e.message[:500], "kind": e.kind})
             raise Interrupted(e, update_id, State.PUSHING.value, f"deploy push {update_id}") from e
-        _fail(wf, update_id, e)
+        wf.fail(update_id, e)
         raise
     except OSError as e:  # a source file vanished or became unreadable mid-push
         err = OperationFailed(f"push of {update_id} failed reading the bundle: {e}")
-        _fail(wf, update_id, err)
+        wf.fail(update_id, err)
         raise err from e
     facts = {
         "bytes_sent": sent,
@@ -267,21 +266,6 @@ def push(
         public_previous=public_previous,
         app=app if isinstance(app, dict) else None,
     )
-
-
-def _fail(wf: Workflow, update_id: str, error: AshatError) -> None:
-    """Move to ``failed`` with the reason; never hide the original error."""
-    # If someone else moved it meanwhile (cancelled it), the original error is what matters.
-    tail = log_tail_of(error)  # a hook's or the app's own words: deploy status shows them
-    facts = {"log_tail": tail} if tail else {}
-    with contextlib.suppress(AshatError):
-        wf.move(
-            update_id,
-            State.FAILED,
-            reason=error.message[:500],
-            details={"kind": error.kind, **facts},
-            details_update=facts,
-        )
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ rollback) build on it in their own modules.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ashat.errors import InvalidInput
+from ashat.errors import AshatError, InvalidInput, log_tail_of
 from ashat.ids import validate_tier, validate_update_id
 from ashat.workflow.models import ChainReport, Change, Deployment, Event, Lease, Server
 from ashat.workflow.ports import Clock, StorePort, SystemClock, iso, iso_after
@@ -184,6 +185,22 @@ class Workflow:
         if actor != self.actor:
             details = {**details, "observed_by": self.actor}
         return self.store.append_event(kind, actor, self.now(), details, update_id)
+
+    def fail(self, update_id: str, error: AshatError) -> None:
+        """Move to ``failed`` with ``error``'s message, its kind and the tail of the
+        server's log it carries (a hook's or the app's own words: ``deploy status`` shows
+        them). Never hides ``error``: if someone else moved the deployment meanwhile (a
+        cancel), that move stands and nothing is raised here."""
+        tail = log_tail_of(error)
+        said: dict[str, Any] = {"log_tail": tail} if tail else {}
+        with contextlib.suppress(AshatError):
+            self.move(
+                update_id,
+                State.FAILED,
+                reason=error.message[:500],
+                details={"kind": error.kind, **said},
+                details_update=said,
+            )
 
     # -- verbs -----------------------------------------------------------------------------
 
