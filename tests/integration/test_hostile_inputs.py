@@ -1216,7 +1216,7 @@ KINDS = [
          ("needs 'Authorization: Bearer <token>'", "unknown or replaced token")),
     Kind("malformed-json-api", "serve", serve_malformed_json, 400,
          ("the request body is not JSON", "invalid request body")),
-    Kind("oversized-json-api", "serve", serve_json_too_big, 400, "larger than"),
+    Kind("oversized-json-api", "serve", serve_json_too_big, 413, "over the limit"),
     Kind("deeply-nested-json-api", "serve", serve_nested_json, 400, "not JSON"),
     Kind("invalid-update-id-api", "serve", serve_invalid_update_id, 400, "invalid update id"),
     Kind("dashboard-without-session", "serve", serve_dashboard_without_session, 401,

@@ -1,4 +1,4 @@
-"""The minimum pace of request bodies (:mod:`ashat.agent.pace`), on a real event loop: a
+"""The minimum pace of request bodies (:mod:`ashat.http.middleware`), on a real event loop: a
 body that keeps up passes whole, one that falls behind after its grace is refused at the
 moment it falls behind, and nothing after the body's end is timed."""
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ashat.agent.errors import UploadTooSlow
-from ashat.agent.pace import UploadPace
+from ashat.http.middleware import UploadPace
 
 SCOPE = {"type": "http", "method": "PUT", "path": "/v1/blobs/x", "headers": []}
 

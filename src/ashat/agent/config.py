@@ -16,6 +16,7 @@ from pathlib import Path
 from ashat.bundle.keys import PublicKey, SigningKey
 from ashat.bundle.manifest import MAX_MANIFEST_BYTES
 from ashat.errors import InvalidInput
+from ashat.http.middleware import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S
 
 DEFAULT_LISTEN = "127.0.0.1:8700"
 DEFAULT_KEEP = 5
@@ -28,8 +29,6 @@ MAX_POLL_TIMEOUT_S = 60.0  # the protocol's limit
 MAX_APP_ENV_BYTES = 1024 * 1024  # bytes of dotenv file
 # A request body must keep up this average pace once its grace has passed (pace.py):
 # a client dripping bytes cannot hold a connection and a handler for ever.
-DEFAULT_MIN_UPLOAD_RATE = 16 * 1024  # bytes per second
-DEFAULT_UPLOAD_GRACE_S = 30.0
 MAX_UPLOAD_GRACE_S = 3600.0  # cli/agent_cmd.py repeats these three, to start without this module
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -155,10 +154,6 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise InvalidInput(f"--listen {value!r}: port must be 0-65535")
     return host, port
-
-
-def format_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def parse_dotenv(text: str, source: str = "app env") -> dict[str, str]:

@@ -6,55 +6,59 @@ paths, bad signatures, digest mismatches, …) are answered the same way with 40
 :class:`~ashat.bundle.errors.ManifestTooLarge`); they are not redefined here::
 
     AshatError                              (ashat.errors)
-    └── AgentError                          status 500 unless a leaf says otherwise
-        ├── RequestInvalid     InvalidInput 400  malformed JSON, digest, header or pack
-        ├── PayloadTooLarge    InvalidInput 413  a body or blob over its limit
-        ├── UploadTooSlow      InvalidInput 408  a body that fell behind --min-upload-rate
-        ├── Unauthenticated    InvalidInput 401  missing or wrong bearer token
-        ├── NoSuchBlob         NotFound     404
-        ├── NoSuchRelease      NotFound     404
-        ├── BlobsMissing       Refused      409  a manifest names blobs the agent lacks
-        ├── ReleaseConflict    Refused      409  same id, other manifest; rollback refused
-        ├── ActivationFailed   OperationFailed 422  prepare failed, app never healthy
-        ├── ReleaseDamaged     OperationFailed 422  a release's files are not the signed bytes
-        ├── StorageFailed                   507  the disk refused a write (full: 507, else 500)
-        └── ShuttingDown                    503  the agent is stopping (clients retry)
+    └── HttpError                           (ashat.http.errors, re-exported here:
+        │                                    RequestInvalid 400, PayloadTooLarge 413,
+        │                                    UploadTooSlow 408, Unauthenticated 401)
+        └── AgentError                      status 500 unless a leaf says otherwise
+            ├── NoSuchBlob         NotFound     404
+            ├── NoSuchRelease      NotFound     404
+            ├── BlobsMissing       Refused      409  a manifest names blobs the agent lacks
+            ├── ReleaseConflict    Refused      409  same id, other manifest; rollback refused
+            ├── ActivationFailed   OperationFailed 422  prepare failed, app never healthy
+            ├── ReleaseDamaged     OperationFailed 422  files are not the signed bytes
+            ├── StorageFailed                   507  the disk refused a write (else 500)
+            └── ShuttingDown                    503  the agent is stopping (clients retry)
 """
 
 from __future__ import annotations
 
 import errno
-from typing import Any
 
 from ashat.bundle.errors import BundleError, ManifestTooLarge
 from ashat.errors import AshatError, InvalidInput, NotFound, OperationFailed, Refused
+from ashat.http.errors import (
+    HttpError,
+    PayloadTooLarge,
+    RequestInvalid,
+    Unauthenticated,
+    UploadTooSlow,
+    error_body,
+)
+
+__all__ = [
+    "ActivationFailed",
+    "AgentError",
+    "BlobsMissing",
+    "NoSuchBlob",
+    "NoSuchRelease",
+    "PayloadTooLarge",
+    "ReleaseConflict",
+    "ReleaseDamaged",
+    "RequestInvalid",
+    "ShuttingDown",
+    "StorageFailed",
+    "Unauthenticated",
+    "UploadTooSlow",
+    "error_body",
+    "status_of",
+]
 
 
-class AgentError(AshatError):
+class AgentError(HttpError):
     """Root of the agent's own refusals; ``status`` is the HTTP status it is answered with."""
 
     status: int = 500
     kind = "agent"
-
-
-class RequestInvalid(AgentError, InvalidInput):
-    status = 400
-    kind = "invalid_request"
-
-
-class PayloadTooLarge(AgentError, InvalidInput):
-    status = 413
-    kind = "too_large"
-
-
-class UploadTooSlow(AgentError, InvalidInput):
-    status = 408
-    kind = "too_slow"
-
-
-class Unauthenticated(AgentError, InvalidInput):
-    status = 401
-    kind = "unauthenticated"
 
 
 class NoSuchBlob(AgentError, NotFound):
@@ -120,7 +124,7 @@ class ShuttingDown(AgentError):
 
 def status_of(err: AshatError) -> int:
     """The HTTP status an error is answered with."""
-    if isinstance(err, AgentError):
+    if isinstance(err, HttpError):
         return err.status
     if isinstance(err, ManifestTooLarge):
         return 413
@@ -129,11 +133,3 @@ def status_of(err: AshatError) -> int:
     if isinstance(err, Refused):
         return 409
     return 500
-
-
-def error_body(err: AshatError) -> dict[str, Any]:
-    """The JSON answer for ``err``: its details, then ``error`` and ``kind`` (never overridden)."""
-    body: dict[str, Any] = dict(err.details)
-    body["error"] = err.message
-    body["kind"] = err.kind
-    return body

@@ -18,8 +18,7 @@ read whole and handed over in batches of a few MiB, one thread hop per batch.
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from anyio import to_thread
@@ -27,36 +26,13 @@ from anyio import to_thread
 from ashat.agent.blobs import SHA256_RE, BlobStore, BlobWriter
 from ashat.agent.errors import PayloadTooLarge, RequestInvalid, StorageFailed
 from ashat.faults import crash_point
+from ashat.http.body import DECIMAL_RE
 
 WRITE_BATCH = 1024 * 1024  # bytes of a large blob handed to a worker thread at a time
 SMALL_BLOB = 256 * 1024  # bytes: a blob up to this size is read whole and batched
 SMALL_BATCH = 4 * 1024 * 1024  # bytes of small blobs written per worker-thread call
 MAX_HEADER_BYTES = 64 + 1 + 20  # "<sha256> <size>" without the newline
 MAX_PACK_BLOBS = 1_000_000  # entries in one pack
-_DECIMAL_RE = re.compile(r"[0-9]{1,20}")  # not str.isdigit(), which accepts "²"
-
-
-def declared_length(headers: Mapping[str, str], limit: int, what: str) -> int | None:
-    """The ``Content-Length`` of a request, refusing one over ``limit`` before any read."""
-    value = headers.get("content-length")
-    if value is None:
-        return None
-    if not _DECIMAL_RE.fullmatch(value):
-        raise RequestInvalid(f"invalid Content-Length {value[:40]!r}")
-    n = int(value)
-    if n > limit:
-        raise PayloadTooLarge(f"{what} is {n} bytes, over the limit of {limit}", limit=limit)
-    return n
-
-
-async def read_limited(chunks: AsyncIterator[bytes], limit: int, what: str) -> bytes:
-    """The whole body, refusing it with :class:`PayloadTooLarge` as soon as it passes ``limit``."""
-    buf = bytearray()
-    async for chunk in chunks:
-        buf += chunk
-        if len(buf) > limit:
-            raise PayloadTooLarge(f"{what} is over the limit of {limit} bytes", limit=limit)
-    return bytes(buf)
 
 
 class _Sink:
@@ -180,7 +156,7 @@ def parse_pack_header(line: bytes, index: int) -> tuple[str, int]:
     except UnicodeDecodeError:
         text = ""
     sha, sep, size = text.partition(" ")
-    if not sep or not SHA256_RE.fullmatch(sha) or not _DECIMAL_RE.fullmatch(size):
+    if not sep or not SHA256_RE.fullmatch(sha) or not DECIMAL_RE.fullmatch(size):
         raise RequestInvalid(
             f"pack entry {index}: bad header line {line[:100]!r}; "
             "expected '<sha256> <size>' and a newline"

@@ -18,25 +18,17 @@ import contextlib
 import logging
 import signal
 import socket
-import ssl
 from collections.abc import Callable, Coroutine
-from types import FrameType
 from typing import Any
 
 import uvicorn
 
-from ashat.agent.config import AgentConfig, format_host
+from ashat.agent.config import AgentConfig
 from ashat.agent.core import Agent
 from ashat.agent.server import RoleExtension, build_app
-from ashat.errors import AshatError, InvalidInput
+from ashat.errors import AshatError
+from ashat.http.serve import Server, bind_listen, check_tls, format_host, uvicorn_config
 
-GRACEFUL_SHUTDOWN_S = 15  # for requests in flight after a signal
-# An idle kept-alive connection is closed by the client first: httpx forgets one after 5 s,
-# the server after this. With both at uvicorn's and httpx's 5 s, a client reusing a
-# connection as the server closed it met "Server disconnected without sending a response"
-# (hundreds of retries in a 1,000-mainframe rollout). 65 s also outlasts the 60 s of
-# common load balancers, which must close first too.
-KEEP_ALIVE_S = 65
 BACKGROUND_STOP_S = 1.0  # for the background task to end once cancelled
 
 log = logging.getLogger("ashat.agent")
@@ -44,7 +36,10 @@ log = logging.getLogger("ashat.agent")
 Background = Callable[[], Coroutine[Any, Any, None]]  # runs until cancelled
 
 
-class _Server(uvicorn.Server):
+class _Server(Server):
+    """An agent's server: the background task beside it, SIGHUP re-reading the app's
+    environment, and the agent told to give up its waits first thing on a signal."""
+
     def __init__(
         self,
         config: uvicorn.Config,
@@ -52,21 +47,17 @@ class _Server(uvicorn.Server):
         on_ready: Callable[[], None],
         background: Background | None = None,
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, on_ready)
         self._agent = agent
-        self._on_ready = on_ready
         self._background = background
         self._task: asyncio.Task[None] | None = None
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started and not self.should_exit:
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
-                loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-            if self._background is not None:
-                self._task = asyncio.create_task(self._background(), name="ashat-background")
-            self._on_ready()
+    async def started_serving(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        if self._background is not None:
+            self._task = asyncio.create_task(self._background(), name="ashat-background")
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         task, self._task = self._task, None
@@ -93,47 +84,8 @@ class _Server(uvicorn.Server):
         if not answer.get("changed"):
             log.info("SIGHUP: --app-env unchanged")
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Not uvicorn's: that one re-raises the signal after shutdown, so a clean stop would
-        # end with "killed by SIGTERM" instead of exit status 0.
+    def stopping(self) -> None:
         self._agent.begin_shutdown()
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        else:
-            self.should_exit = True
-
-
-def bind_listen(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (0: any free port); raises :class:`AshatError`."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        # Keep proto (IPPROTO_TCP): asyncio turns Nagle off on accepted sockets only when it
-        # is set, and without that every answer on a kept-alive connection waits ~40 ms for
-        # the peer's delayed ACK.
-        sock = socket.socket(family, kind, proto)
-    except OSError as e:
-        raise AshatError(f"cannot listen on {format_host(host)}:{port}: {e}") from e
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-    except OSError as e:
-        sock.close()
-        raise AshatError(f"cannot listen on {format_host(host)}:{port}: {e.strerror or e}") from e
-    return sock
-
-
-def _check_tls(config: AgentConfig) -> None:
-    """Load the certificate and key once now, so a bad pair is an error before anything."""
-    if config.tls_cert is None or config.tls_key is None:
-        return
-    try:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(config.tls_cert, config.tls_key)
-    except (OSError, ssl.SSLError) as e:
-        raise InvalidInput(f"cannot load --tls-cert/--tls-key: {e}") from e
 
 
 def run_agent(
@@ -150,7 +102,7 @@ def run_agent(
     Raises :class:`InvalidInput` (TLS files) or :class:`AshatError` (busy port, unusable
     or already used data directory) before serving.
     """
-    _check_tls(config)
+    check_tls(config.tls_cert, config.tls_key)
     # A SIGHUP (ashat agent reload) before the server's handler is in place must not kill
     # an agent still starting its app: ignored until then.
     with contextlib.suppress(ValueError):  # not the main thread (an in-process test)
@@ -166,24 +118,12 @@ def run_agent(
         raise
     agent: Agent = app.state.agent
     task = background(agent) if background is not None else None
-    uv_config = uvicorn.Config(
-        app,
-        ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
-        ssl_keyfile=str(config.tls_key) if config.tls_key else None,
-        log_config=None,
-        log_level=logging.WARNING,
-        access_log=False,
-        lifespan="on",
-        server_header=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        timeout_keep_alive=KEEP_ALIVE_S,
-    )
+    uv_config = uvicorn_config(app, config.tls_cert, config.tls_key)
     port = sock.getsockname()[1]
     url = f"{config.scheme}://{format_host(config.host)}:{port}"
     line = f"ashat agent ({config.role.value}) serving {url} data={config.data}"
     server = _Server(uv_config, agent, lambda: announce(line), task)
     try:
-        server.run(sockets=[sock])
+        server.serve_on(sock)
     finally:
         agent.shutdown()
-        sock.close()

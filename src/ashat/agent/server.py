@@ -27,14 +27,11 @@ worker threads so the event loop keeps answering health checks during an activat
 from __future__ import annotations
 
 import contextlib
-import hmac
-import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -42,126 +39,24 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ashat.agent.attest import OwnResults, attest
 from ashat.agent.blobs import check_digest
 from ashat.agent.checks_base import scrub_json
 from ashat.agent.config import AgentConfig
 from ashat.agent.core import Agent
-from ashat.agent.errors import NoSuchBlob, NoSuchRelease, RequestInvalid, error_body, status_of
-from ashat.agent.pace import UploadPace
-from ashat.agent.receive import declared_length, read_limited, receive_blob, receive_pack
+from ashat.agent.errors import NoSuchBlob, NoSuchRelease, status_of
+from ashat.agent.receive import receive_blob, receive_pack
 from ashat.errors import AshatError
 from ashat.faults import crash_point
+from ashat.http.body import declared_length, json_object, read_limited
+from ashat.http.errors import RequestInvalid, error_body
+from ashat.http.handlers import client_gone, http_error, internal_error
+from ashat.http.middleware import BearerAuth, RequestMetrics, UploadPace
 
 log = logging.getLogger("ashat.agent")
 
-OPEN_PATHS = frozenset({"/v1/health", "/metrics"})
-MAX_JSON_BYTES = 8 * 1024 * 1024  # bytes of a JSON request body
 MAX_DIGESTS = 50_000  # per /v1/blobs/missing request
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
-
-
-class BearerAuth:
-    """Refuse with 401 any request but the open ones without the right bearer token.
-
-    With ``license_routes`` (OMEGA), a request for such a route that carries
-    ``Authorization: License …`` passes too: its handler checks the license.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        token: str,
-        license_routes: Callable[[str, str], bool] | None = None,
-    ) -> None:
-        self.app = app
-        self.token = token.encode("ascii")
-        self.license_routes = license_routes
-
-    def _licensed(self, scope: Scope) -> bool:
-        if self.license_routes is None or not self.license_routes(scope["method"], scope["path"]):
-            return False
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                return bytes(value).partition(b" ")[0].lower() == b"license"
-        return False
-
-    def _authorized(self, scope: Scope) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, credentials = bytes(value).partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(
-                    credentials.strip(), self.token
-                )
-        return False
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            open_route = scope["method"] in ("GET", "HEAD") and scope["path"] in OPEN_PATHS
-            if not open_route and not self._authorized(scope) and not self._licensed(scope):
-                error = "missing or wrong bearer token"
-                if self.license_routes is not None and self.license_routes(
-                    scope["method"], scope["path"]
-                ):
-                    error += " (a mainframe sends 'Authorization: License <token>')"
-                response = JSONResponse(
-                    {"error": error, "kind": "unauthenticated"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-class CountsRequests(Protocol):
-    """Metrics with a ``requests`` counter labelled method, route and status."""
-
-    @property
-    def requests(self) -> Counter: ...
-
-
-class RequestMetrics:
-    """Count requests by method, route template and status (also used by ``ashat serve``)."""
-
-    def __init__(self, app: ASGIApp, metrics: CountsRequests) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
-
-
-async def json_object(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
-    declared_length(request.headers, MAX_JSON_BYTES, "request body")
-    raw = await read_limited(request.stream(), MAX_JSON_BYTES, "request body")
-    if allow_empty and not raw.strip():
-        return {}
-    try:
-        obj = json.loads(raw)
-    except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than we parse
-        raise RequestInvalid(f"request body is not JSON ({e})") from e
-    if not isinstance(obj, dict):
-        raise RequestInvalid("request body must be a JSON object")
-    return obj
 
 
 def _optional_id(body: dict[str, Any], key: str) -> str | None:
@@ -336,36 +231,6 @@ async def _ashat_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=status)
 
 
-async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own errors (no route, wrong method) as JSON; ``ashat serve`` uses it too."""
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        message = f"no route {request.method} {request.url.path}"
-    elif exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path}"
-    else:
-        message = str(exc.detail)
-    return JSONResponse(
-        {"error": message, "kind": "http"}, status_code=exc.status_code, headers=exc.headers
-    )
-
-
-async def _client_gone(request: Request, exc: Exception) -> Response:
-    # Nobody will read this; what matters is that the handler's cleanup already ran.
-    return Response(status_code=400)
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.error("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__)
-    return JSONResponse(
-        {
-            "error": f"internal error ({type(exc).__name__}); see the agent's log",
-            "kind": "internal",
-        },
-        status_code=500,
-    )
-
-
 class RoleExtension(Protocol):
     """More routes over the agent, for a role that has them (OMEGA's fleet routes, built by
     :mod:`ashat.roles`; the agent never imports the fleet)."""
@@ -441,8 +306,8 @@ def build_app(
         exception_handlers={
             AshatError: _ashat_error,
             HTTPException: http_error,
-            ClientDisconnect: _client_gone,
-            Exception: _internal_error,
+            ClientDisconnect: client_gone,
+            Exception: internal_error,
         },
         lifespan=lifespan,
     )

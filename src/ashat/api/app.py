@@ -26,15 +26,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ashat.agent.config import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S
-from ashat.agent.pace import UploadPace
-from ashat.agent.server import RequestMetrics, http_error
 from ashat.api.errors import error_body, status_of
 from ashat.api.metrics import ApiMetrics
 from ashat.api.openapi import document
 from ashat.api.routes import ENDPOINTS, Call, Endpoint, Param
 from ashat.api.schemas import validate_body, with_checks
 from ashat.errors import AshatError, InvalidInput
+from ashat.http.body import read_body
+from ashat.http.handlers import http_error, internal_error
+from ashat.http.middleware import (
+    DEFAULT_MIN_UPLOAD_RATE,
+    DEFAULT_UPLOAD_GRACE_S,
+    RequestMetrics,
+    UploadPace,
+)
 from ashat.ops.project import Project
 from ashat.ops.push import SpoolQuota
 from ashat.ops.users import UserRole, authenticate
@@ -95,17 +100,7 @@ Components = dict[str, dict[str, Any]]
 async def _read_body(ep: Endpoint, request: Request, components: Components) -> dict[str, Any]:
     if ep.body is None:
         return {}
-    limit = ep.max_body
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidInput(f"the request body is larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidInput(f"the request body is larger than {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_body(request, ep.max_body, "the request body")
     if not raw.strip():
         if ep.body_required:
             raise InvalidInput("this operation needs a JSON body")
@@ -189,17 +184,6 @@ def _by_method(handlers: dict[str, Handle]) -> Handle:
     return dispatch
 
 
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        {
-            "error": f"internal error ({type(exc).__name__}); see the server's log",
-            "kind": "internal",
-        },
-        status_code=500,
-    )
-
-
 def build_app(
     root: Path,
     db_url: str | None = None,
@@ -274,7 +258,7 @@ def build_app(
                 option="ashat serve's --min-upload-rate",
             ),
         ],
-        exception_handlers={HTTPException: http_error, Exception: _internal_error},
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan,
     )
     app.state.metrics = metrics

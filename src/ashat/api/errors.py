@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ashat.agent.errors import PayloadTooLarge, UploadTooSlow
 from ashat.errors import AshatError, InvalidInput, NotFound, OperationFailed, Refused, RemoteError
+from ashat.http.errors import PayloadTooLarge, UploadTooSlow
 
 
 def status_of(err: AshatError) -> int:

@@ -153,14 +153,9 @@ def blobs_missing(call: Call) -> tuple[int, dict[str, Any]]:
 
 
 async def upload_pack(call: Call, chunks: AsyncIterator[bytes]) -> tuple[int, dict[str, Any]]:
-    from starlette.concurrency import run_in_threadpool
+    from ashat.ops.push import receive_upload
 
-    from ashat.agent.receive import receive_pack
-    from ashat.ops.push import upload_spool
-
-    store = await run_in_threadpool(upload_spool, call.project, call.actor, call.spool_quota)
-    result = await receive_pack(chunks, store)
-    return 200, {"stored": result.stored, "blobs": result.blobs, "bytes": result.bytes}
+    return 200, await receive_upload(call.project, call.actor, call.spool_quota, chunks)
 
 
 def push(call: Call) -> tuple[int, dict[str, Any]]:

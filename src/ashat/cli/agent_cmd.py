@@ -27,7 +27,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--min-upload-rate`` and ``--upload-grace`` (agents and ``ashat serve``; see
-    :mod:`ashat.agent.pace`)."""
+    :mod:`ashat.http.middleware`)."""
     f = click.option(
         "--upload-grace",
         type=click.FloatRange(min=0, max=3600, min_open=True),

@@ -43,8 +43,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ashat.agent.core import Agent
-from ashat.agent.errors import RequestInvalid, Unauthenticated
-from ashat.agent.server import json_object
 from ashat.fleet.directive import NONCE_RE
 from ashat.fleet.omega import Omega
 from ashat.fleet.omega_requests import (
@@ -54,6 +52,8 @@ from ashat.fleet.omega_requests import (
     approval_record,
     license_id,
 )
+from ashat.http.body import json_object
+from ashat.http.errors import RequestInvalid, Unauthenticated
 from ashat.ids import UPDATE_ID_RE
 
 CONTROL_ACTIONS = ("pause", "resume", "abort", "retry")

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,6 +244,20 @@ def upload_spool(project: Project, actor: str, quota: SpoolQuota) -> BlobStore:
         what = f"the server's upload quota of {quota.total} bytes (ashat serve --spool-quota)"
         store.budget = (max(0, left_total), what)
     return store
+
+
+async def receive_upload(
+    project: Project, actor: str, quota: SpoolQuota, chunks: AsyncIterator[bytes]
+) -> dict[str, int]:
+    """A pack of blobs (the agent's pack format) into ``actor``'s spool, under the quotas:
+    ``{"stored", "blobs", "bytes"}``; a refused pack stores nothing."""
+    from starlette.concurrency import run_in_threadpool
+
+    from ashat.agent.receive import receive_pack
+
+    store = await run_in_threadpool(upload_spool, project, actor, quota)
+    result = await receive_pack(chunks, store)
+    return {"stored": result.stored, "blobs": result.blobs, "bytes": result.bytes}
 
 
 def blobs_missing(project: Project, digests: Sequence[str], actor: str) -> list[str]:
