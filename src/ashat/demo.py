@@ -63,13 +63,15 @@ class AgentProcess:
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 20) -> None:
     import httpx
 
+    from ashat.transport import outgoing
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
             raise OperationFailed(f"agent at {url} exited with {proc.returncode}:\n{tail}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/v1/health", timeout=1.0).status_code == 200:
+        with contextlib.suppress(httpx.HTTPError), outgoing.client(timeout_s=1.0) as http:
+            if http.get(f"{url}/v1/health").status_code == 200:
                 return
         time.sleep(0.1)
     raise OperationFailed(f"agent at {url} did not answer /v1/health within {timeout_s:.0f}s")

@@ -1073,7 +1073,7 @@ def cli_slow_omega(c: Cli) -> Outcome:
     """A server that drips its answer never trips the read timeout; the whole answer has a
     deadline (here 1 s instead of 120, to keep the test short)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("ashat.transport.client.MAX_RESPONSE_S", 1.0)
+        mp.setattr("ashat.transport.outgoing.TOTAL_S", 1.0)
         code, output = c.run("servers", "--check")
     assert "OMEGA" in output
     return code, output

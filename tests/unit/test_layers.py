@@ -54,3 +54,22 @@ def test_a_planted_violation_breaks_its_contract(
     assert done.returncode != 0, done.stdout
     broken = done.stdout.split("Broken contracts")[-1]
     assert contract in broken, done.stdout
+
+
+def test_every_outgoing_http_client_is_built_by_the_seam() -> None:
+    """One outgoing HTTP seam (issue 16): TLS, timeouts and limits are set in
+    ``transport/outgoing.py`` only; no other module builds an httpx client or calls httpx's
+    one-shot functions (each did its own, seven times over)."""
+    import re
+
+    built = re.compile(r"httpx\.(Client|AsyncClient)\(|httpx\.(get|post|put|request|stream)\(")
+    seam = REPO / "src" / "ashat" / "transport" / "outgoing.py"
+    offenders = [
+        f"{p.relative_to(REPO)}:{n}"
+        for p in sorted((REPO / "src" / "ashat").rglob("*.py"))
+        if p != seam
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if built.search(line)
+    ]
+    assert offenders == [], offenders
+    assert built.search(seam.read_text())

@@ -36,6 +36,7 @@ from ashat.agent.blobs import BlobStore
 from ashat.bundle.errors import DigestMismatch
 from ashat.errors import RemoteError
 from ashat.faults import crash_point
+from ashat.transport import outgoing
 
 log = logging.getLogger("ashat.fleet")
 
@@ -255,10 +256,8 @@ class BlobDownloader:
             raise _Retry(
                 f"too slow: not done in {limit_s:.0f}s (under {self.min_rate_bps:g} bytes/s)"
             ) from e
-        except httpx.TimeoutException as e:
-            raise _Retry(f"timed out ({type(e).__name__})") from e
-        except httpx.TransportError as e:
-            raise _Retry(f"connection failed ({e or type(e).__name__})") from e
+        except httpx.HTTPError as e:
+            raise _Retry(outgoing.failure(e, f"/v1/blobs/{w.sha256}", "OMEGA").message) from e
 
     async def _refusal(self, response: httpx.Response, w: Wanted) -> Exception:
         body = b""
@@ -298,7 +297,7 @@ class BlobDownloader:
         except (httpx.TransportError, httpx.TimeoutException) as e:
             if kept:  # what arrived is kept: the next try resumes after it
                 return kept
-            raise _Retry(f"connection failed ({e or type(e).__name__})") from e
+            raise _Retry(outgoing.failure(e, "OMEGA's blob answer").message) from e
         finally:
             os.close(fd)
         return kept

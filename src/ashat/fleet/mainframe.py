@@ -58,7 +58,7 @@ from ashat.bundle.keys import PublicKey
 from ashat.bundle.manifest import Manifest, parse_manifest
 from ashat.clock import iso_seconds
 from ashat.clock import now as clock_now
-from ashat.errors import AshatError, InvalidInput, RemoteError
+from ashat.errors import AshatError, RemoteError
 from ashat.faults import crash_point
 from ashat.fleet.directive import (
     Action,
@@ -72,6 +72,8 @@ from ashat.fleet.directive import (
 )
 from ashat.fleet.download import BlobDownloader, DownloadError, Wanted
 from ashat.project import write_private
+from ashat.transport import outgoing
+from ashat.transport.errors import BadResponse
 from ashat.trust.chain import check_chain, ed25519_keys, evidence_of
 from ashat.trust.held import HeldRoot, held_root
 from ashat.trust.root import TrustRefused
@@ -80,12 +82,10 @@ log = logging.getLogger("ashat.fleet")
 
 STATE_FILE = "fleet.json"  # in the data directory: reports OMEGA has not acknowledged
 STATE_SCHEMA = 1
-TIMEOUT_S = 30.0  # per request but polls
-CONNECT_TIMEOUT_S = 10.0
 POLL_GRACE_S = 15.0  # added to ``wait`` for a poll's read timeout
 # the longest a request may take in all, beyond its wait: the read timeout bounds each pause,
 # this a server dripping bytes just fast enough to never trip it (slow retrieval)
-TOTAL_S = 60.0
+TOTAL_S = outgoing.TOTAL_S
 RETRY_BASE_S = 1.0  # pause after a first connection error; doubles, jittered, up to the cap
 RETRY_CAP_S = 30.0
 REFUSED_BASE_S = 5.0  # pause after a license refusal; doubles up to the cap
@@ -125,12 +125,7 @@ class LicenseRefusedByOmega(OmegaError):
 
 def omega_tls(config: MainframeConfig) -> ssl.SSLContext | bool:
     """How to check OMEGA's certificate. Raises :class:`InvalidInput` for a bad CA file."""
-    if config.omega_ca_cert is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(config.omega_ca_cert))
-    except (OSError, ssl.SSLError) as e:
-        raise InvalidInput(f"cannot load --omega-ca-cert {config.omega_ca_cert}: {e}") from e
+    return outgoing.tls(config.omega_ca_cert, "--omega-ca-cert")
 
 
 class MainframeMetrics:
@@ -293,15 +288,13 @@ class Mainframe:
         return {**self._status, "pending_reports": len(self.reports.items)}
 
     def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
+        return outgoing.async_client(
             base_url=self.config.omega_url,
             headers={
                 "Authorization": f"License {self.config.license}",
                 "User-Agent": f"ashat-mainframe/{__version__}",
             },
             verify=self.verify,
-            timeout=httpx.Timeout(TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
-            limits=httpx.Limits(max_connections=8),
         )
 
     # -- the loop ------------------------------------------------------------------------------
@@ -362,18 +355,16 @@ class Mainframe:
         total_s = wait_s + TOTAL_S
         try:
             async with asyncio.timeout(total_s), http.stream(method, path, **kwargs) as response:
-                raw = bytearray()
-                async for chunk in response.aiter_bytes():
-                    raw += chunk
-                    if len(raw) > limit:
-                        raise OmegaError(f"OMEGA's answer to {path} is over {limit} bytes")
+                raw = await outgoing.aread_answer(
+                    response, f"OMEGA's answer to {path}", max_bytes=limit
+                )
                 status = response.status_code
+        except BadResponse as e:
+            raise OmegaError(e.message) from e
         except TimeoutError as e:
             raise OmegaError(f"OMEGA's answer to {path} took more than {total_s:g}s") from e
-        except httpx.TimeoutException as e:
-            raise OmegaError(f"OMEGA at {where} did not answer in time") from e
-        except httpx.TransportError as e:
-            raise OmegaError(f"cannot reach OMEGA at {where}: {e or type(e).__name__}") from e
+        except httpx.HTTPError as e:
+            raise OmegaError(outgoing.failure(e, where, "OMEGA").message) from e
         try:
             body = json.loads(raw) if raw else None
         except (ValueError, RecursionError):  # RecursionError: nested deeper than we parse
@@ -417,7 +408,7 @@ class Mainframe:
                 "GET",
                 "/v1/fleet/poll",
                 params=params,
-                timeout=httpx.Timeout(wait + POLL_GRACE_S, connect=CONNECT_TIMEOUT_S),
+                timeout=outgoing.timeout(wait + POLL_GRACE_S),
                 # the manifest comes as a JSON string: escaping may double it
                 limit=2 * self.agent.config.max_manifest_bytes + 64 * 1024,
                 wait_s=wait,

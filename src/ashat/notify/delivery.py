@@ -32,6 +32,7 @@ from ashat.notify.messages import (
     Message,
     signature,
 )
+from ashat.transport import outgoing
 
 BACKOFF_S = 0.25  # seconds before the first retry; doubled for each next one
 MAX_ERROR_CHARS = 300
@@ -169,7 +170,7 @@ class Dispatcher:
             headers[SIGNATURE_HEADER] = signature(secret, message.body)
         import httpx
 
-        with httpx.Client(timeout=target.timeout_s, follow_redirects=False) as client:
+        with outgoing.client(timeout_s=target.timeout_s) as client:
 
             def once() -> tuple[str | None, bool]:
                 try:
@@ -186,7 +187,6 @@ class Dispatcher:
 
     def _sms(self, job: _Job) -> str | None:
         """One message per recipient; a recipient served is not sent to again on a retry."""
-        import httpx
 
         sms = job.target.sms
         assert sms is not None
@@ -195,7 +195,7 @@ class Dispatcher:
         except InvalidInput as e:
             return e.message
         left = list(sms.to)
-        with httpx.Client(timeout=job.target.timeout_s, follow_redirects=False) as client:
+        with outgoing.client(timeout_s=job.target.timeout_s) as client:
             return self._retrying(job, lambda: _sms_once(job, client, auth, left))
 
     def _tracker(self, job: _Job) -> str | None:
@@ -212,7 +212,7 @@ class Dispatcher:
         except InvalidInput as e:
             return e.message
         left = list(json.loads(job.message.body))
-        with httpx.Client(timeout=job.target.timeout_s, follow_redirects=False) as client:
+        with outgoing.client(timeout_s=job.target.timeout_s) as client:
 
             def once() -> tuple[str | None, bool]:
                 while left:
@@ -324,8 +324,7 @@ def _sms_once(job: _Job, client: Any, auth: tuple[str, str], left: list[str]) ->
 
 
 def _short(e: Exception) -> str:
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return f"{type(e).__name__}: {text}"[:MAX_ERROR_CHARS]
+    return outgoing.short(e)
 
 
 def _login(smtp: Any, user: str, password: str) -> None:

@@ -10,7 +10,6 @@ reads (``<sha256> <size>\\n`` then the bytes, repeated), over a few concurrent r
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,19 +19,14 @@ from typing import Any
 
 import httpx
 
+from ashat.transport import outgoing
 from ashat.transport.errors import (
     BadResponse,
-    TLSFailure,
-    TransportError,
     Unauthorized,
     Unreachable,
     rejected,
 )
 
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024  # bytes of a JSON answer we are willing to read
-# seconds from an answer's headers to its last byte: the read timeout bounds each pause, this
-# bounds a server that drips bytes just fast enough to never trip it (slow retrieval)
-MAX_RESPONSE_S = 120.0
 CHUNK = 1024 * 1024  # bytes per read when streaming a blob
 RETRY_STATUSES = frozenset({502, 503, 504})
 PACK_TARGET_BYTES = 64 * 1024 * 1024  # a pack request carries up to this much
@@ -71,21 +65,13 @@ class AgentClient:
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff_s = backoff_s
-        headers = {"User-Agent": "ashat"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        verify: Any = True
-        if ca_cert:
-            try:
-                verify = ssl.create_default_context(cafile=ca_cert)
-            except (OSError, ssl.SSLError) as e:
-                raise TLSFailure(f"cannot load CA certificate {ca_cert}: {e}") from e
-        self._http = httpx.Client(
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = outgoing.client(
             base_url=self.base_url,
             headers=headers,
-            verify=verify,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-            limits=httpx.Limits(max_connections=UPLOAD_STREAMS + 4),
+            verify=outgoing.tls(ca_cert, "CA certificate"),
+            timeout_s=timeout_s,
+            max_connections=UPLOAD_STREAMS + 4,
         )
 
     @classmethod
@@ -130,19 +116,12 @@ class AgentClient:
                 if timeout_s is not None:
                     kwargs["timeout"] = timeout_s
                 with self._http.stream(method, path, **kwargs) as resp:
-                    body = self._read_limited(resp, url)
+                    body = outgoing.read_answer(resp, url)
                     status = resp.status_code
-            except httpx.ConnectError as e:
-                if "CERTIFICATE" in str(e).upper() or "SSL" in str(e).upper():
-                    raise TLSFailure(f"TLS failure talking to {url}: {_short(e)}") from e
-                err: TransportError = Unreachable(f"cannot reach {url}: {_short(e)}")
-                cause: Exception = e
-            except httpx.TimeoutException as e:
-                err, cause = Unreachable(f"{url} did not answer in time ({type(e).__name__})"), e
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
-                err, cause = Unreachable(f"connection to {url} broke: {_short(e)}"), e
             except httpx.HTTPError as e:
-                raise BadResponse(f"request to {url} failed: {_short(e)}") from e
+                err, cause = outgoing.failure(e, url), e
+                if not isinstance(err, Unreachable):  # a certificate, not worth again
+                    raise err from e
             else:
                 if status in self.retry_statuses and attempt <= self.retries:
                     time.sleep(self.backoff_s * 2 ** (attempt - 1))
@@ -151,21 +130,6 @@ class AgentClient:
             if attempt > self.retries:
                 raise err from cause
             time.sleep(self.backoff_s * 2 ** (attempt - 1))
-
-    @staticmethod
-    def _read_limited(resp: httpx.Response, url: str) -> bytes:
-        chunks, total = [], 0
-        deadline = time.monotonic() + MAX_RESPONSE_S
-        for chunk in resp.iter_bytes():
-            total += len(chunk)
-            if total > MAX_RESPONSE_BYTES:
-                raise BadResponse(f"{url} sent more than {MAX_RESPONSE_BYTES} bytes; refused")
-            if time.monotonic() > deadline:
-                raise BadResponse(
-                    f"{url} took more than {MAX_RESPONSE_S:g}s to send its answer; refused"
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     @staticmethod
     def _interpret(status: int, body: bytes, url: str) -> dict[str, Any]:
@@ -256,7 +220,7 @@ class AgentClient:
         try:
             with self._http.stream("GET", f"/v1/blobs/{sha256}", timeout=600) as resp:
                 if resp.status_code != 200:
-                    self._interpret(resp.status_code, self._read_limited(resp, url), url)
+                    self._interpret(resp.status_code, outgoing.read_answer(resp, url), url)
                     raise BadResponse(f"{url} answered {resp.status_code} without the blob")
                 with open(dest, "wb") as f:
                     for chunk in resp.iter_bytes(CHUNK):
@@ -269,10 +233,8 @@ class AgentClient:
                 raise BadResponse(f"{url} sent bytes whose digest is not {sha256}")
         except BaseException as e:
             dest.unlink(missing_ok=True)
-            if isinstance(e, httpx.TimeoutException):
-                raise Unreachable(f"{url} did not answer in time") from e
             if isinstance(e, httpx.HTTPError):
-                raise Unreachable(f"download of {url} broke: {_short(e)}") from e
+                raise outgoing.failure(e, url) from e
             raise
         return got
 
@@ -308,8 +270,3 @@ def _pack_stream(pack: list[BlobRef]) -> Iterator[bytes]:
                     raise BadResponse(f"{blob.path} shrank while it was being sent")
                 remaining -= len(chunk)
                 yield chunk
-
-
-def _short(e: Exception) -> str:
-    text = str(e) or type(e).__name__
-    return text.splitlines()[0][:200]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ashat.transport.errors import BadResponse, TLSFailure, Unreachable
+from ashat.transport import outgoing
+from ashat.transport.errors import BadResponse, Unreachable
 
 CHUNK = 1 << 20
 
@@ -27,19 +28,14 @@ def download(
 ) -> int:
     """GET ``url`` into ``dest`` (created or truncated); the bytes written. Following
     redirects (object stores answer with them); ``dest`` is removed on any failure."""
-    import ssl
-
     import httpx
 
-    verify: ssl.SSLContext | bool = True
-    if ca_file is not None:
-        verify = ssl.create_default_context(cafile=ca_file)
-    timeout = httpx.Timeout(connect_s * 3, connect=connect_s)
+    verify = outgoing.tls(ca_file, "CA file")
     deadline = time.monotonic() + total_s
     written = 0
     try:
         with (
-            httpx.Client(timeout=timeout, verify=verify, follow_redirects=True) as http,
+            outgoing.client(verify=verify, timeout_s=connect_s * 3, follow_redirects=True) as http,
             http.stream("GET", url) as r,
         ):
             if r.status_code >= 400:
@@ -52,17 +48,9 @@ def download(
                     if time.monotonic() > deadline:
                         raise Unreachable(f"{url} took longer than {total_s:g} s")
                     f.write(chunk)
-    except httpx.ConnectError as e:
-        dest.unlink(missing_ok=True)
-        if "CERTIFICATE" in str(e).upper() or "SSL" in str(e).upper():
-            raise TLSFailure(f"TLS with {url} failed: {e}") from e
-        raise Unreachable(f"cannot reach {url}: {e}") from e
-    except httpx.TimeoutException as e:
-        dest.unlink(missing_ok=True)
-        raise Unreachable(f"{url} did not answer in time ({type(e).__name__})") from e
     except httpx.HTTPError as e:
         dest.unlink(missing_ok=True)
-        raise BadResponse(f"fetching {url} failed: {e}") from e
+        raise outgoing.failure(e, url) from e
     except BaseException:
         dest.unlink(missing_ok=True)
         raise

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from ashat.transport import outgoing
 from ashat.verify.base import CheckConfigError, CheckContext, Outcome
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -100,7 +101,7 @@ class ApiCheck:
             return Outcome.failed("the release runs no app ([app].run), so no API to test")
         root = Path(ctx.project_root)
         results: list[dict[str, Any]] = []
-        with httpx.Client(base_url=ctx.app_url, timeout=ctx.timeout_s * 0.8) as http:
+        with outgoing.client(base_url=ctx.app_url, timeout_s=ctx.timeout_s * 0.8) as http:
             for i, entry in enumerate(entries):
                 method, path, expect = _validate_entry(entry, i)
                 headers = entry.get("headers") or {}
@@ -115,7 +116,7 @@ class ApiCheck:
                     problem = _judge(entry, resp, expect, root)
                     status: int | None = resp.status_code
                 except httpx.HTTPError as e:
-                    problem, status = f"{type(e).__name__}: {str(e)[:200]}", None
+                    problem, status = outgoing.short(e), None
                 results.append(
                     {
                         "method": method,

@@ -6,6 +6,7 @@ import time
 
 import httpx
 
+from ashat.transport import outgoing
 from ashat.verify.base import CheckContext, Outcome
 
 
@@ -34,7 +35,8 @@ class HealthCheck:
             attempts += 1
             t0 = time.monotonic()
             try:
-                resp = httpx.get(url, timeout=max(deadline - t0, 0.5))
+                with outgoing.client(timeout_s=max(deadline - t0, 0.5)) as http:
+                    resp = http.get(url)  # a new connection each try, as a new client makes
                 ms = (time.monotonic() - t0) * 1000
                 if 200 <= resp.status_code < 300:
                     return Outcome.passed(
@@ -44,7 +46,7 @@ class HealthCheck:
                     )  # fmt: skip
                 last = f"{path} answered {resp.status_code}"
             except httpx.HTTPError as e:
-                last = f"{path}: {type(e).__name__}: {str(e)[:200]}"
+                last = f"{path}: {outgoing.short(e)}"
             if time.monotonic() + delay > deadline:
                 return Outcome.failed(last, **details, attempts=attempts, url=url)
             time.sleep(delay)

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from ashat.transport import outgoing
 from ashat.verify.base import CheckConfigError, CheckContext, Outcome
 
 DEFAULT_REQUESTS = 200
@@ -206,8 +207,7 @@ class PerformanceCheck:
                     else:
                         errors += 1
 
-        limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
-        with httpx.Client(timeout=max(budget_s, 1.0), limits=limits) as http:
+        with outgoing.client(timeout_s=max(budget_s, 1.0), max_connections=c) as http:
             threads = [threading.Thread(target=worker, args=(http,)) for _ in range(c)]
             for t in threads:
                 t.start()

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ashat.transport import outgoing
 from ashat.verify.agent_side import ask_agent
 from ashat.verify.base import CheckConfigError, CheckContext, Outcome
 
@@ -91,7 +92,8 @@ class SecurityCheck:
         if headers and ctx.app_url is not None:
             path = str(cfg.get("path") or ctx.app.get("health_path") or "/")
             try:
-                resp = httpx.get(ctx.app_url + path, timeout=ctx.timeout_s * 0.5)
+                with outgoing.client(timeout_s=ctx.timeout_s * 0.5) as http:
+                    resp = http.get(ctx.app_url + path)
                 missing = [h for h in headers if h not in resp.headers]
             except httpx.HTTPError as e:
                 missing = list(headers)
