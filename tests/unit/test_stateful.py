@@ -55,6 +55,7 @@ from ashat.workflow.errors import (
     LeaseHeld,
     TransitionRefused,
 )
+from ashat.workflow.models import RolloutStatus
 from ashat.workflow.ports import iso
 from ashat.workflow.push import Bundle, push, rollback_public
 from ashat.workflow.service import Workflow, lease_changes
@@ -352,34 +353,31 @@ class FakeOmega:
         self.current = to_id
         return {"current": to_id}
 
-    def request(
-        self, method: str, path: str, *, json_body: Any = None, timeout_s: float | None = None
-    ) -> dict[str, Any]:
+    def countersign(self, update_id: str, record: dict[str, Any]) -> dict[str, Any]:
         self._up()
-        parts = path.strip("/").split("/")
-        if method == "POST" and parts[-1] == "approve":
-            self._must_be_cleared(parts[2])
-            assert parts[2] in self.staged
-            self.approved.add(parts[2])
-            return {"update_id": parts[2], "approval_keyid": "omega"}
-        if method == "POST" and path == "/v1/fleet/rollouts":
-            update_id = json_body["update_id"]
-            assert update_id in self.approved and self.current == update_id
-            rid = f"ro-{len(self.rollouts) + 1}"
-            self.rollouts[rid] = {"rollout_id": rid, "update_id": update_id, "state": "running"}
-            return dict(self.rollouts[rid])
-        if method == "POST" and path == "/v1/fleet/rollback":
-            rid = f"ro-{len(self.rollouts) + 1}"
-            self.rollouts[rid] = {
-                "rollout_id": rid,
-                "update_id": json_body["to"],
-                "state": "completed",
-                "kind": "rollback",
-            }
-            return dict(self.rollouts[rid])
-        if method == "GET" and parts[:3] == ["v1", "fleet", "rollouts"]:
-            return dict(self.rollouts[parts[3]])
-        raise AssertionError(f"unexpected {method} {path}")
+        self._must_be_cleared(update_id)
+        assert update_id in self.staged and record["update_id"] == update_id
+        self.approved.add(update_id)
+        return {"update_id": update_id, "approval_keyid": "omega"}
+
+    def start_rollout(self, update_id: str, distribution: dict[str, Any]) -> RolloutStatus:
+        self._up()
+        assert update_id in self.approved and self.current == update_id
+        rid = f"ro-{len(self.rollouts) + 1}"
+        self.rollouts[rid] = {"rollout_id": rid, "update_id": update_id, "state": "running"}
+        return {"rollout_id": rid, "update_id": update_id, "state": "running"}
+
+    def rollout_status(self, rollout_id: str) -> RolloutStatus:
+        self._up()
+        return dict(self.rollouts[rollout_id])  # type: ignore[return-value]
+
+    def fleet_rollback(self, from_id: str, to_id: Any, reason: str) -> RolloutStatus:
+        self._up()
+        rid = f"ro-{len(self.rollouts) + 1}"
+        self.rollouts[rid] = {
+            "rollout_id": rid, "update_id": to_id, "state": "completed", "kind": "rollback",
+        }  # fmt: skip
+        return dict(self.rollouts[rid])  # type: ignore[return-value]
 
 
 def _bundle(update_id: str) -> Bundle:

@@ -1,7 +1,7 @@
 """How ``ashat serve`` answers an error: ``{"error": "<one line>", "kind": ..., ...}`` with
 the HTTP status of its exit code (DESIGN §8)::
 
-    exit 2  InvalidInput      400   (NotFound: 404; a request body too slow: 408)
+    exit 2  InvalidInput      400   (NotFound: 404; a body too slow: 408, too large: 413)
     exit 3  Refused           409   the state machine, a lost race, a held tier, a policy
     exit 1  OperationFailed   422   it ran and failed: a check, a rollout, a broken audit chain
     exit 4  RemoteError       502   PUBLIC or OMEGA unreachable, unauthorized, or talking nonsense

@@ -133,7 +133,7 @@ class StoreCollector:
                     if not flights:
                         omega.health()
                     for update_id, rollout_id in flights:
-                        status = omega.request("GET", f"/v1/fleet/rollouts/{rollout_id}")
+                        status = omega.rollout_status(rollout_id)
                         totals = status.get("totals") or {}
                         for key in ("targeted", "installed", "failed", "pending"):
                             value = totals.get(key)

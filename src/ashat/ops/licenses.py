@@ -90,7 +90,7 @@ def revoke_license(project: Project, license_id: str, reason: str | None) -> str
         raise InvalidInput(f"invalid license id {license_id!r}")
     server = project.require_server("omega")
     with client_for(server) as omega:
-        omega.request("POST", "/v1/fleet/revocations", json_body={"license_id": license_id})
+        omega.revoke_license(license_id)
     project.workflow().note(None, "license.revoked", {"license_id": license_id, "reason": reason})
     return server.name
 
@@ -112,8 +112,7 @@ def list_licenses(project: Project) -> LicenseList:
 
         try:
             with client_for(server, timeout_s=5) as omega:
-                answer = omega.request("GET", "/v1/fleet/revocations")
-            revoked = {r["license_id"] for r in answer.get("revoked", [])}
+                revoked = {str(r.get("license_id")) for r in omega.revocations()}
             note = f"revocations from {server.name}"
         except TransportError as e:
             note = f"OMEGA unreachable ({e.message}): revocations not checked"

@@ -66,9 +66,7 @@ def control_rollout(
         )
     server = project.require_server("omega")
     with client_for(server) as omega:
-        status = omega.request(
-            "POST", f"/v1/fleet/rollouts/{rollout_id}/{action}", json_body={"reason": reason}
-        )
+        status: dict[str, Any] = dict(omega.control_rollout(rollout_id, action, reason))
         wf.note(
             update_id,
             f"rollout.{ACTIONS[action]}",

@@ -5,11 +5,14 @@ fleet as OMEGA sees it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ashat.ops.project import Project, client_for
 from ashat.workflow.models import Deployment, Event, Lease
 from ashat.workflow.states import allowed_next
+
+if TYPE_CHECKING:
+    from ashat.transport.client import AgentClient
 
 OMEGA_TIMEOUT_S = 10.0
 
@@ -110,22 +113,21 @@ def rollouts_of(project: Project, update_id: str) -> tuple[list[dict[str, Any]],
     from ashat.errors import AshatError
 
     try:
-        found = omega_request(project, f"/v1/fleet/rollouts?update_id={update_id}")
+        with omega_client(project) as omega:
+            return [dict(r) for r in omega.rollouts_of(update_id)], None
     except AshatError as e:
         return [], f"OMEGA did not answer ({e.message}): its rollouts are not shown"
-    return list(found.get("rollouts") or []), None
 
 
-def omega_request(project: Project, path: str) -> dict[str, Any]:
-    """GET ``path`` on OMEGA. Raises InvalidInput (not configured) or a transport error."""
-    server = project.require_server("omega")
-    with client_for(server, timeout_s=OMEGA_TIMEOUT_S) as omega:
-        return omega.request("GET", path)
+def omega_client(project: Project) -> AgentClient:
+    """A client of OMEGA. Raises InvalidInput (not configured)."""
+    return client_for(project.require_server("omega"), timeout_s=OMEGA_TIMEOUT_S)
 
 
 def fleet_mainframes(project: Project) -> dict[str, Any]:
     """OMEGA's registry of Licensed Mainframes (``{"mainframes": [...]}``)."""
-    return omega_request(project, "/v1/fleet/mainframes")
+    with omega_client(project) as omega:
+        return {"mainframes": omega.mainframes()}
 
 
 def rollout_status(project: Project, rollout_id: str) -> dict[str, Any]:
@@ -135,7 +137,8 @@ def rollout_status(project: Project, rollout_id: str) -> dict[str, Any]:
 
     if UPDATE_ID_RE.fullmatch(rollout_id) is None:  # rollout ids are ro-<hex>: a subset
         raise InvalidInput(f"invalid rollout id {rollout_id[:80]!r}")
-    return omega_request(project, f"/v1/fleet/rollouts/{rollout_id}")
+    with omega_client(project) as omega:
+        return dict(omega.rollout_status(rollout_id))
 
 
 LIVE_TIMEOUT_S = 2.0
@@ -156,7 +159,7 @@ def live_releases(project: Project) -> dict[str, list[str]]:
                     live.setdefault(str(current), []).append(s.tier.upper())
                 if s.tier != "omega":
                     continue
-                rows = client.request("GET", "/v1/fleet/mainframes").get("mainframes") or []
+                rows = client.mainframes()
         except TransportError:
             continue
         counts: dict[str, int] = {}

@@ -491,9 +491,7 @@ def push(trust: TrustDir, omega: Any) -> tuple[int, int]:
     import json
 
     current = trust.current()
-    answer = omega.request(
-        "POST", "/v1/trust/roots", json_body={"roots": [json.loads(b) for b in trust.chain()]}
-    )
+    answer = omega.hand_roots([json.loads(b) for b in trust.chain()])
     held = answer.get("version")
     if not isinstance(held, int) or held < current.version:
         raise TrustRefused(

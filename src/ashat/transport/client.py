@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -26,6 +27,9 @@ from ashat.transport.errors import (
     Unreachable,
     rejected,
 )
+
+if TYPE_CHECKING:
+    from ashat.workflow.models import RolloutStatus
 
 CHUNK = 1024 * 1024  # bytes per read when streaming a blob
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -205,6 +209,62 @@ class AgentClient:
             f"/v1/releases/{update_id}/attest",
             json_body={"results": list(results), "required": list(required), "settings": settings},
         )
+
+    # -- OMEGA's fleet routes (ashat.fleet.omega_routes) ---------------------------------------
+
+    def countersign(self, update_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        """OMEGA's signature over the approval ``record`` of a staged release (it checks the
+        chain of trust in it first); ``{"update_id", "approval_keyid", ...}``."""
+        return self.request(
+            "POST", f"/v1/releases/{quote(update_id)}/approve", json_body={"approval": record}
+        )
+
+    def start_rollout(self, update_id: str, distribution: dict[str, Any]) -> RolloutStatus:
+        """Distribute the release OMEGA runs to its fleet, in ``distribution``'s waves."""
+        return self._rollout("POST", "/v1/fleet/rollouts", {"update_id": update_id, **distribution})
+
+    def rollout_status(self, rollout_id: str) -> RolloutStatus:
+        return self._rollout("GET", f"/v1/fleet/rollouts/{quote(rollout_id)}")
+
+    def rollouts_of(self, update_id: str) -> list[RolloutStatus]:
+        """Every rollout of a release (install and rollback), oldest first."""
+        answer = self.request("GET", f"/v1/fleet/rollouts?{urlencode({'update_id': update_id})}")
+        found = answer.get("rollouts")
+        if not isinstance(found, list):
+            raise BadResponse("OMEGA's list of rollouts has no 'rollouts' list")
+        return [r for r in found if isinstance(r, dict)]  # type: ignore[misc]
+
+    def control_rollout(self, rollout_id: str, action: str, reason: str | None) -> RolloutStatus:
+        """``pause``, ``resume``, ``abort`` or ``retry`` a rollout."""
+        path = f"/v1/fleet/rollouts/{quote(rollout_id)}/{quote(action)}"
+        return self._rollout("POST", path, {"reason": reason})
+
+    def fleet_rollback(self, from_id: str, to_id: Any, reason: str) -> RolloutStatus:
+        """Send the fleet running ``from_id`` back to ``to_id`` (OMEGA's previous)."""
+        body = {"from": from_id, "to": to_id, "reason": reason}
+        return self._rollout("POST", "/v1/fleet/rollback", body)
+
+    def mainframes(self) -> list[dict[str, Any]]:
+        """OMEGA's registry of Licensed Mainframes."""
+        rows = self.request("GET", "/v1/fleet/mainframes").get("mainframes")
+        return [m for m in rows if isinstance(m, dict)] if isinstance(rows, list) else []
+
+    def revoke_license(self, license_id: str) -> dict[str, Any]:
+        return self.request("POST", "/v1/fleet/revocations", json_body={"license_id": license_id})
+
+    def revocations(self) -> list[dict[str, Any]]:
+        rows = self.request("GET", "/v1/fleet/revocations").get("revoked")
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+    def hand_roots(self, roots: list[Any]) -> dict[str, Any]:
+        """Give OMEGA a root chain; it keeps what chains from the version it holds."""
+        return self.request("POST", "/v1/trust/roots", json_body={"roots": roots})
+
+    def _rollout(self, method: str, path: str, body: Any = None) -> RolloutStatus:
+        answer = self.request(method, path, json_body=body)
+        if not isinstance(answer.get("rollout_id"), str):
+            raise BadResponse(f"OMEGA's answer to {method} {path} names no rollout")
+        return answer  # type: ignore[return-value]
 
     def download(self, sha256: str, dest: Path, size: int) -> int:
         """Stream blob ``sha256`` of ``size`` bytes (as a signed manifest says) into ``dest``,

@@ -20,7 +20,7 @@ from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
 from ashat.faults import crash_point
 from ashat.ids import validate_update_id
 from ashat.workflow.errors import Interrupted, PolicyRefused
-from ashat.workflow.models import Deployment
+from ashat.workflow.models import Deployment, RolloutStatus
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State, check_transition
 
@@ -122,16 +122,18 @@ def split_gates(waves: Any) -> tuple[Any, tuple[int, ...]]:
 
 
 class OmegaPort(Protocol):
-    """What approval needs from OMEGA (an ``AgentClient`` with the fleet routes)."""
+    """What approval needs from OMEGA (an ``AgentClient``): its agent routes, and the fleet's
+    by what they do (no URL path reaches the core)."""
 
     def health(self) -> dict[str, Any]: ...
     def missing(self, digests: Sequence[str]) -> list[str]: ...
     def stage(self, manifest_bytes: bytes) -> dict[str, Any]: ...
     def activate(self, update_id: str) -> dict[str, Any]: ...
     def rollback(self, from_id: str | None = None, to_id: str | None = None) -> dict[str, Any]: ...
-    def request(
-        self, method: str, path: str, *, json_body: Any = None, timeout_s: float | None = None
-    ) -> dict[str, Any]: ...
+    def countersign(self, update_id: str, record: dict[str, Any]) -> dict[str, Any]: ...
+    def start_rollout(self, update_id: str, distribution: dict[str, Any]) -> RolloutStatus: ...
+    def rollout_status(self, rollout_id: str) -> RolloutStatus: ...
+    def fleet_rollback(self, from_id: str, to_id: Any, reason: str) -> RolloutStatus: ...
 
 
 # relay(digests) sends those blobs from PUBLIC to OMEGA and returns the bytes moved
@@ -251,9 +253,7 @@ def release(
             "approved_at": wf.now(),
             **(chain or {}),
         }
-        signed = omega.request(
-            "POST", f"/v1/releases/{update_id}/approve", json_body={"approval": record}
-        )
+        signed = omega.countersign(update_id, record)
         wf.note(
             update_id, "release.countersigned", {"approval_keyid": signed.get("approval_keyid")}
         )
@@ -261,11 +261,7 @@ def release(
         if omega_previous != update_id:
             omega.activate(update_id)
         crash_point("release.activated")
-        rollout = omega.request(
-            "POST",
-            "/v1/fleet/rollouts",
-            json_body={"update_id": update_id, **distribution.to_json()},
-        )
+        rollout = dict(omega.start_rollout(update_id, distribution.to_json()))
     except AshatError as e:
         if isinstance(e, RemoteError) and e.transient:
             wf.note(update_id, "release.interrupted", {"error": e.message[:500], "kind": e.kind})
@@ -284,7 +280,7 @@ def release(
 
 
 def rollout_status(omega: OmegaPort, rollout_id: str) -> dict[str, Any]:
-    return omega.request("GET", f"/v1/fleet/rollouts/{rollout_id}")
+    return dict(omega.rollout_status(rollout_id))
 
 
 def restore_omega(omega: OmegaPort, update_id: str, previous: Any) -> None:
@@ -360,11 +356,7 @@ def start_fleet_rollback(
     dep = wf.store.require(update_id)
     check_transition(update_id, dep.state, State.ROLLED_BACK)
     previous = dep.details.get("omega_previous")
-    rollout = omega.request(
-        "POST",
-        "/v1/fleet/rollback",
-        json_body={"from": update_id, "to": previous, "reason": reason or "operator rollback"},
-    )
+    rollout = dict(omega.fleet_rollback(update_id, previous, reason or "operator rollback"))
     restore_omega(omega, update_id, previous)
     wf.note(
         update_id,

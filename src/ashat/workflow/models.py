@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from ashat.workflow.states import State
 
@@ -166,3 +166,18 @@ class ChainReport:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ChainReport:
         return cls(bool(d["ok"]), int(d["events"]), d.get("broken_seq"), d.get("reason"))
+
+
+class RolloutStatus(TypedDict, total=False):
+    """OMEGA's status of one rollout (``GET /v1/fleet/rollouts/{id}``; the fleet protocol
+    in the architecture document has every key). The keys the control side reads:"""
+
+    rollout_id: str
+    update_id: str
+    kind: str  # "install" | "rollback"
+    state: str  # "running" | "paused" | "completed" | "failed" | "aborted" | ...
+    waves: list[dict[str, Any]]
+    totals: dict[str, int]
+    failures: list[dict[str, Any]]
+    rollback_rollout_id: str | None
+    reason: str | None
