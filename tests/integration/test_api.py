@@ -326,7 +326,9 @@ def test_errors_follow_the_exit_code_mapping(env: Env) -> None:
         allowed = res.headers["allow"].split(", ")
         assert res.status_code == 405 and sorted(allowed) == ["GET", "HEAD"]
         assert sorted(c.put("/v1/users").headers["allow"].split(", ")) == ["GET", "HEAD", "POST"]
-        assert c.post("/v1/users", content=b"x" * 70_000).status_code == 413  # over the body limit, as on the agents
+        assert (
+            c.post("/v1/users", content=b"x" * 70_000).status_code == 413
+        )  # over the body limit, as on the agents
 
 
 def test_admin_manages_users(env: Env) -> None:

@@ -11,10 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ashat.cli import remote
-from ashat.cli.context import Project, complete_update_id
+from ashat.cli.context import complete_update_id, operations
 from ashat.cli.output import BAD, OK, WARN, Verdict, emit, json_mode, json_option, style
-from ashat.cli.remote import control
 from ashat.errors import OperationFailed
 
 if TYPE_CHECKING:
@@ -95,7 +93,7 @@ def approve(
     """Approve a verified deployment; with enough approvals, release it to OMEGA and the fleet."""
     from pathlib import Path
 
-    from ashat.ops.approve import ApproveHooks, run_approve
+    from ashat.ops.approve import ApproveHooks
     from ashat.trust.signers import signer_for
     from ashat.workflow.states import State
 
@@ -127,16 +125,10 @@ def approve(
     bar = _ProgressBar()
     hooks = ApproveHooks(recorded=recorded, header=header, released=released, tick=bar.tick)
     try:
-        if (c := control()) is not None:
-            outcome = remote.approve(
-                c, update_id, as_user=as_user, comment=comment, wait=not no_wait, hooks=hooks,
-                signer=signer,
-            )  # fmt: skip
-        else:
-            outcome = run_approve(
-                Project.find(), update_id, actor=as_user, comment=comment, wait=not no_wait,
-                hooks=hooks, signer=signer,
-            )  # fmt: skip
+        outcome = operations().approve(
+            update_id, as_user=as_user, comment=comment, wait=not no_wait, hooks=hooks,
+            signer=signer,
+        )  # fmt: skip
     finally:
         bar.stop()
     if outcome.waiting_for:

@@ -20,7 +20,9 @@ from ashat.ops.project import client_for
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
-__all__ = ["Project", "client_for", "complete_update_id"]
+    from ashat.ops.operations import Operations
+
+__all__ = ["Project", "client_for", "complete_update_id", "operations"]
 
 COMPLETION_LIMIT = 200
 
@@ -33,6 +35,23 @@ class Project(ops_project.Project):
         if ctx is not None:
             ctx.find_root().call_on_close(found.close)
         return found
+
+
+def operations() -> Operations:
+    """The verbs, picked once per command: through ``ashat serve`` when ``--via`` (or
+    ``ASHAT_CONTROL``) names one, else on this machine."""
+    from ashat.ops.operations import LocalOperations
+
+    root = click.get_current_context().find_root()
+    url = root.params.get("via")
+    if not url:
+        return LocalOperations(Project.find)
+    from ashat.ops.remote import RemoteOperations
+    from ashat.transport.control import ControlClient
+
+    client = ControlClient.from_environment(url)
+    root.call_on_close(client.close)
+    return RemoteOperations(client, Project.find)
 
 
 def complete_update_id(

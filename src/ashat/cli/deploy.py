@@ -12,10 +12,8 @@ from typing import Any
 import click
 
 from ashat import __version__
-from ashat.cli import remote
-from ashat.cli.context import Project, complete_update_id
+from ashat.cli.context import complete_update_id, operations
 from ashat.cli.output import BAD, OK, WARN, AshatGroup, Verdict, emit, json_option, style
-from ashat.cli.remote import control
 from ashat.errors import OperationFailed, RemoteError
 from ashat.workflow.models import Deployment, Event
 from ashat.workflow.states import State, describe_allowed
@@ -85,15 +83,8 @@ def cli(via: str | None) -> None:
 @json_option
 def configure(tier: str, url: str, name: str, token_file: str | None, ca_cert: str | None) -> None:
     """Set the PUBLIC (staging) or OMEGA (production) server: deploy configure public URL NAME."""
-    from ashat.ops.servers import configure_server
-
     token_path = Path(token_file) if token_file else None
-    if (c := control()) is not None:
-        server, old = remote.configure(c, tier, url, name, token_path, ca_cert)
-    else:
-        server, old = configure_server(
-            Project.find(), tier, url, name, token_file=token_path, ca_cert=ca_cert
-        )
+    server, old = operations().configure(tier, url, name, token_path, ca_cert)
 
     def human() -> None:
         verb = "Reconfigured" if old else "Configured"
@@ -110,16 +101,7 @@ def configure(tier: str, url: str, name: str, token_file: str | None, ca_cert: s
 @json_option
 def servers(check: bool) -> None:
     """The configured tiers, their URLs and names."""
-    results: dict[str, dict[str, Any]] = {}
-    if (c := control()) is not None:
-        rows, results = remote.servers(c, check)
-    else:
-        project = Project.find()
-        rows = project.store.servers()
-        if check:
-            from ashat.ops.status import check_servers
-
-            results = check_servers(project)
+    rows, results = operations().servers(check)
 
     def human() -> None:
         if not rows:
@@ -153,11 +135,9 @@ def servers(check: bool) -> None:
 @json_option
 def status(update_id: str | None) -> None:
     """A deployment's state and last events; without an id, what is in flight."""
-    c = control()
+    ops = operations()
     if update_id:
-        from ashat.ops.status import deployment_status
-
-        view = remote.status(c, update_id) if c else deployment_status(Project.find(), update_id)
+        view = ops.status(update_id)
         dep, events, lease, checks = view.deployment, view.events, view.leases, view.checks
         rollout, rollout_note = view.rollout, view.rollout_note
 
@@ -220,7 +200,7 @@ def status(update_id: str | None) -> None:
 
         emit(view.to_json(), human)
         return
-    ov = remote.overview(c) if c else Project.find().reader().overview()
+    ov = ops.overview()
 
     def human_all() -> None:
         click.echo("In flight:")
@@ -259,8 +239,7 @@ def status(update_id: str | None) -> None:
 @json_option
 def history(limit: int, state: str | None) -> None:
     """Deployments, newest first."""
-    c = control()
-    deps = remote.history(c, limit, state) if c else Project.find().reader().history(limit, state)
+    deps = operations().history(limit, state)
 
     def human() -> None:
         click.echo("ASHAT Deployment History")
@@ -274,8 +253,7 @@ def history(limit: int, state: str | None) -> None:
 @json_option
 def log(update_id: str) -> None:
     """Every audit event of one deployment, oldest first."""
-    c = control()
-    events = remote.log(c, update_id) if c else Project.find().reader().log(update_id)
+    events = operations().log(update_id)
 
     def human() -> None:
         click.echo(f"Audit events of {update_id}:")
@@ -294,8 +272,7 @@ def audit() -> None:
 @json_option
 def audit_verify() -> None:
     """Walk the whole hash chain; exit 1 naming the first broken event."""
-    c = control()
-    report = remote.audit_verify(c) if c else Project.find().reader().audit_verify()
+    report = operations().audit_verify()
 
     def human() -> None:
         if report.ok:
@@ -317,12 +294,7 @@ def audit_verify() -> None:
 @json_option
 def cancel(update_id: str, reason: str | None) -> None:
     """Cancel a deployment that has not been approved."""
-    from ashat.ops.cancel import run_cancel
-
-    c = control()
-    outcome = (
-        remote.cancel(c, update_id, reason) if c else run_cancel(Project.find(), update_id, reason)
-    )
+    outcome = operations().cancel(update_id, reason)
     dep = outcome.deployment
 
     def human() -> None:

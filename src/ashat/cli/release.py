@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ashat.cli import remote
-from ashat.cli.context import Project, client_for, complete_update_id
+from ashat.cli.context import Project, client_for, complete_update_id, operations
 from ashat.cli.output import BAD, OK, WARN, emit, json_mode, json_option, style
-from ashat.cli.remote import control
 
 if TYPE_CHECKING:
     from ashat.workflow.models import Server
@@ -55,7 +53,6 @@ def push(
     tasks: tuple[str, ...],
 ) -> None:
     """Build, sign and send a release to PUBLIC, then activate it there."""
-    from ashat.ops.push import run_push
 
     started = False
 
@@ -73,16 +70,10 @@ def push(
             click.echo(f"  {OK} {name:<9} {detail}")
 
     try:
-        if (c := control()) is not None:
-            data = remote.push(
-                c, update_id, description, source=source, git_ref=git_ref, on_start=on_start,
-                step=step, tasks=tasks,
-            )  # fmt: skip
-        else:
-            data = run_push(
-                Project.find(), update_id, description, source=source, git_ref=git_ref,
-                on_start=on_start, step=step, tasks=tasks,
-            ).to_json()  # fmt: skip
+        data = operations().push(
+            update_id, description, source=source, git_ref=git_ref, on_start=on_start,
+            step=step, tasks=tasks,
+        )  # fmt: skip
     except Exception:
         if started and not json_mode():
             click.echo(f"  {BAD} push failed; PUBLIC keeps its previous release", err=True)
@@ -108,7 +99,7 @@ def push(
 @json_option
 def rollback(update_id: str, reason: str | None) -> None:
     """Put PUBLIC (or, once released, OMEGA and the fleet) back on the release before it."""
-    from ashat.ops.rollback import RollbackHooks, run_rollback
+    from ashat.ops.rollback import RollbackHooks
 
     def fleet(server: Server) -> None:
         if not json_mode():
@@ -119,10 +110,7 @@ def rollback(update_id: str, reason: str | None) -> None:
             click.echo(f"  {OK} rollback rollout {rollout_id} started on {server.name}")
 
     hooks = RollbackHooks(fleet=fleet, started=started)
-    if (c := control()) is not None:
-        outcome = remote.rollback(c, update_id, reason, hooks)
-    else:
-        outcome = run_rollback(Project.find(), update_id, reason, hooks=hooks)
+    outcome = operations().rollback(update_id, reason, hooks)
 
     def human() -> None:
         if outcome.fleet:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import click
 
-from ashat.cli import remote
-from ashat.cli.context import Project, complete_update_id
+from ashat.cli.context import complete_update_id, operations
 from ashat.cli.output import OK, emit, json_option
-from ashat.cli.remote import control
 
 WHAT = {
     "pause": "no wave starts and nothing new goes out until deploy resume",
@@ -20,14 +18,9 @@ WHAT = {
 
 def _run(action: str, update_id: str, reason: str | None) -> None:
     from ashat.cli.approve_cmd import describe_rollout
-    from ashat.ops.rollout_control import ACTIONS, control_rollout
+    from ashat.ops.rollout_control import ACTIONS
 
-    c = control()
-    outcome = (
-        remote.control_rollout(c, update_id, action, reason)
-        if c
-        else control_rollout(Project.find(), update_id, action, reason)
-    )
+    outcome = operations().control_rollout(update_id, action, reason)
     r = outcome.rollout
 
     def human() -> None:

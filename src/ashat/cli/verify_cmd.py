@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ashat.cli import remote
-from ashat.cli.context import Project, complete_update_id
+from ashat.cli.context import complete_update_id, operations
 from ashat.cli.output import (
     BAD,
     OK,
@@ -22,7 +21,6 @@ from ashat.cli.output import (
     json_option,
     style,
 )
-from ashat.cli.remote import control
 from ashat.errors import OperationFailed
 from ashat.ops.verify import app_url_from
 
@@ -76,7 +74,6 @@ def security_findings(r: dict[str, Any]) -> list[str]:
 def verify(update_id: str, only: tuple[str, ...]) -> None:
     """Run the verification checks against PUBLIC; exit 1 if any fails."""
     from ashat.ids import validate_update_id
-    from ashat.ops.verify import run_verify
 
     validate_update_id(update_id)
 
@@ -85,12 +82,7 @@ def verify(update_id: str, only: tuple[str, ...]) -> None:
             click.echo(style("ASHAT Deployment Verification", bold=True))
             click.echo(f"Update ID: {update_id} on {server.name} ({server.url})")
 
-    if (c := control()) is not None:
-        data = remote.verify(c, update_id, list(only) or None, on_start)
-    else:
-        data = run_verify(
-            Project.find(), update_id, list(only) or None, on_start=on_start
-        ).to_json()
+    data = operations().verify(update_id, list(only) or None, on_start)
     passed, latest = data["passed"], data["checks"]
 
     def human() -> None:
