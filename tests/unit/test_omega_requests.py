@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from ashat.agent.errors import RequestInvalid
+from ashat.clock import iso_from_timestamp
 from ashat.fleet.omega_requests import (
     Report,
     RollbackRequest,
     RolloutRequest,
     approval_record,
-    iso,
     license_id,
 )
 
@@ -89,4 +89,4 @@ def test_approval_records_and_license_ids() -> None:
     assert license_id({"license_id": "lic-0123"}) == "lic-0123"
     with pytest.raises(RequestInvalid, match="'license_id'"):
         license_id({"license_id": "a b"})
-    assert iso(0) == "1970-01-01T00:00:00Z"
+    assert iso_from_timestamp(0) == "1970-01-01T00:00:00Z"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from ashat.agent.errors import RequestInvalid
 from ashat.bundle.keys import SigningKey
 from ashat.bundle.manifest import Manifest, parse_manifest
 from ashat.bundle.sign import sign_manifest, verify_manifest
-from ashat.fleet.omega_requests import iso
+from ashat.clock import Clock, iso_seconds
 from ashat.fleet.omega_store import Approval, FleetStore
 from ashat.ids import UPDATE_ID_RE
 
@@ -46,7 +45,7 @@ class Approvals:
         agent: Agent,
         key: SigningKey,
         store: FleetStore,
-        clock: Callable[[], float],
+        clock: Clock,
         root: HeldRoot | None = None,
     ) -> None:
         self.agent = agent
@@ -99,7 +98,7 @@ class Approvals:
                     manifest_digest=m.digest(),
                     approval_keyid=self.key.keyid,
                     record=record,
-                    signed_at=iso(self.clock()),
+                    signed_at=iso_seconds(self.clock.now()),
                 ),
                 text,
             )
@@ -111,7 +110,6 @@ class Approvals:
         """OMEGA decides which and when, never what: with a root of trust it counter-signs
         only a release that carries its whole chain (:mod:`ashat.trust.chain`). Raises
         TrustRefused (answered 409), with the refusal logged."""
-        import datetime as dt
 
         from ashat.trust.chain import check_chain
         from ashat.trust.root import TrustRefused
@@ -121,7 +119,7 @@ class Approvals:
         if isinstance(roots, list):
             self.root.offer(roots)
         try:
-            root = self.root.current(dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+            root = self.root.current(self.clock.now())
             report = check_chain(root, m, record.get("evidence"))
         except TrustRefused as e:
             log.error("refused to approve %s (%s): %s", m.update_id, e.reason, e.message)

@@ -19,9 +19,9 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from ashat.clock import iso_from_timestamp as iso
 from ashat.fleet.approvals import Approvals
 from ashat.fleet.omega_errors import NoSuchRollout
-from ashat.fleet.omega_requests import iso
 from ashat.fleet.omega_store import FleetStore, Rollout, Spec, TargetRow
 from ashat.fleet.rollout import (
     Kind,

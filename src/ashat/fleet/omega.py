@@ -34,14 +34,15 @@ import logging
 import os
 import socket
 import threading
-import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob
 from ashat.bundle.keys import PublicKey, SigningKey
+from ashat.clock import Clock, SystemClock
+from ashat.clock import iso_from_timestamp as iso
 from ashat.clock import parse as parse_time
 from ashat.faults import crash_point
 from ashat.fleet.approvals import Approvals
@@ -52,7 +53,7 @@ from ashat.fleet.license import License, LicenseRefused, judge_license
 from ashat.fleet.license_cache import LicenseCache
 from ashat.fleet.omega_errors import FleetConflict, LicenseDenied
 from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
-from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest, iso
+from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest
 from ashat.fleet.omega_store import FleetStore, RegisteredMainframe, Rollout, Spec, TargetRow
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
 from ashat.trust.held import held_root
@@ -89,19 +90,19 @@ class Omega:
         agent: Agent,
         key: SigningKey,
         license_trusted: Mapping[str, PublicKey],
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         """Open the fleet database (``--db``, else ``DIR/fleet.db``). Raises
         :class:`~ashat.store.db.StoreError`."""
         self.agent = agent
         self.key = key
-        self.clock = clock
+        self._clock: Clock = clock or SystemClock()
         url = agent.config.fleet_db or f"sqlite:///{agent.config.data / 'fleet.db'}"
         self.store = FleetStore(url, replica=f"{socket.gethostname()}:{os.getpid()}")
         self.licenses = LicenseCache(license_trusted)
         self.metrics = FleetMetrics(agent.metrics.registry)
         self.root = held_root(agent.config.root_file, agent.config.data)
-        self.approvals = Approvals(agent, key, self.store, clock, self.root)
+        self.approvals = Approvals(agent, key, self.store, self._clock, self.root)
         self.controller = Controller(self.store, self.approvals, self.metrics.rollouts)
         self.lock = threading.Lock()
         self._approved_blobs: set[str] = set()  # known approved: approvals are never undone
@@ -111,13 +112,17 @@ class Omega:
         self._seen = self.refresh()  # the running rollouts and their current waves
         agent.metrics.registry.register(FleetCollector(self))
 
+    def now(self) -> float:
+        """The clock's time as seconds since the epoch: rollouts keep deadlines in them."""
+        return self._clock.now().timestamp()
+
     def _resume_rollouts(self) -> None:
         """OMEGA (re)starts: the current wave of a running rollout gets its whole timeout
         again, from now. Its mainframes could not poll or report while OMEGA was down; the
         old deadline would count them failed for OMEGA's own absence, and break the budget.
         (A replica starting beside running ones does the same: the wave waits one timeout
         longer at most.)"""
-        now = self.clock()
+        now = self.now()
         for r in self.store.rollouts(RolloutState.RUNNING):
             self.store.restart_wave_clock(r.rollout_id, now)
             log.info("%s: resumed at wave %d of %s", r.rollout_id, r.current_wave, r.update_id)
@@ -192,7 +197,7 @@ class Omega:
 
         Raises :class:`LicenseDenied`.
         """
-        now = self.clock()
+        now = self.now()
         lic = self._check(token, now)
         if poll:
             self.store.register(lic, current, sequence, iso(now), "ok", app)
@@ -215,7 +220,7 @@ class Omega:
             r = self.store.installed_in_running(mid, current)
             if r is None:
                 return woken
-            now = self.clock()
+            now = self.now()
             why = f"the app crash-loops after the install ({restarts or 0} restarts)"
             self.store.set_target(r.rollout_id, mid, TargetStatus.FAILED, why, iso(now))
             log.warning("%s: %s: %s", r.rollout_id, mid, why)
@@ -226,7 +231,7 @@ class Omega:
     def blob_allowed(self, token: str, sha256: str) -> None:
         """A licensed download: only blobs of approved releases. Raises
         :class:`LicenseDenied` or :class:`NoSuchBlob`."""
-        self._check(token, self.clock())
+        self._check(token, self.now())
         if sha256 in self._approved_blobs:
             return
         if not self.store.blob_approved(sha256):
@@ -240,7 +245,7 @@ class Omega:
         Raises :class:`LicenseDenied` if the license was revoked, or expired, since
         :meth:`admit` (a poll may wait a minute).
         """
-        now = self.clock()
+        now = self.now()
         with self.lock:
             if lic.license_id in self._revoked:
                 raise LicenseDenied("revoked", f"license {lic.license_id} has been revoked")
@@ -289,7 +294,7 @@ class Omega:
             "nonce": nonce,
             "current": current,
             "sequence": sequence,
-            "issued_at": iso(self.clock()),
+            "issued_at": iso(self.now()),
         }
         return seal(NO_DIRECTIVE_KIND, payload, self.key)
 
@@ -396,7 +401,7 @@ class Omega:
         :class:`~.omega_errors.NoSuchRollout` or :class:`FleetConflict`.
         """
         mid = lic.mainframe_id
-        now = self.clock()
+        now = self.now()
         woken: set[str] = set()
         with self.lock, self.store.exclusive():
             r = self.controller.get(report.rollout_id)
@@ -451,7 +456,7 @@ class Omega:
         failed mainframe is pending again and gets the release at its next poll.
         Idempotent. Raises NoSuchRollout or FleetConflict (it is not running, or failed).
         """
-        now = self.clock()
+        now = self.now()
         woken: set[str] = set()
         with self.lock, self.store.exclusive():
             r = self.controller.get(rollout_id)
@@ -516,7 +521,7 @@ class Omega:
 
         Raises :class:`FleetConflict` (not approved or current, lower sequence).
         """
-        now = self.clock()
+        now = self.now()
         with self.lock, self.store.exclusive():
             last = self._last_rollout(req.channel)
             if last and _same(req, last, self.store.gates(last.rollout_id)):
@@ -582,7 +587,7 @@ class Omega:
         """A rollback rollout sending ``to`` (default: what the fleet ran before ``from``) to
         every mainframe that runs ``from``. Raises :class:`FleetConflict` (nothing to roll
         back to, or ``to`` is not approved here)."""
-        now = self.clock()
+        now = self.now()
         with self.lock, self.store.exclusive():
             installs = [
                 r
@@ -639,7 +644,7 @@ class Omega:
         mainframes woken, and whether the running rollouts or their waves changed since
         the last tick (by another replica, maybe): every poll held here should look again.
         """
-        now = self.clock()
+        now = self.now()
         woken: set[str] = set()
         with self.lock:
             if self.store.running_count():
@@ -653,7 +658,7 @@ class Omega:
     # -- the registry and revocations ----------------------------------------------------------
 
     def mainframes(self) -> dict[str, Any]:
-        now = self.clock()
+        now = self.now()
         revoked = self.store.revoked_ids()
         out = []
         for mf in self.store.mainframes():
@@ -681,7 +686,7 @@ class Omega:
 
     def revoke(self, license_id: str) -> dict[str, Any]:
         with self.lock:  # not between a tick's read of the revocations and its update
-            if self.store.revoke(license_id, iso(self.clock())):
+            if self.store.revoke(license_id, iso(self.now())):
                 log.warning("revoked license %s", license_id)
             self._revoked.add(license_id)
         return {"revoked": license_id}

@@ -122,7 +122,7 @@ class FleetCollector:
 
     def collect(self) -> Iterator[Metric]:
         age, mainframes, targets, releases, apps = self._families()
-        now = self.omega.clock()
+        now = self.omega.now()
         counts = dict.fromkeys(LICENSE_STATUSES, 0)
         by_release: dict[str, int] = {}
         by_app: dict[str, int] = {}

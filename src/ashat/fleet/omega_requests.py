@@ -13,7 +13,6 @@ from typing import Any
 
 from ashat.agent.errors import RequestInvalid
 from ashat.canonical import canonical_json
-from ashat.clock import iso_from_timestamp
 from ashat.fleet.license import CHANNEL_RE
 from ashat.fleet.rollout import check_waves
 from ashat.ids import UPDATE_ID_RE
@@ -27,11 +26,6 @@ MAX_REASON_CHARS = 2000
 MAX_RECORD_BYTES = 512 * 1024  # bytes of canonical approval record (evidence, roots)
 _LICENSE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _ROLLOUT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def iso(t: float) -> str:
-    """Seconds since the epoch as ISO 8601 UTC, to the second (as licenses write time)."""
-    return iso_from_timestamp(t)
 
 
 def number(body: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
