@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ashat.agent.checks_osv import (
+from ashat.agent.checks.osv import (
     MalformedAdvisory,
     Pin,
     canonical_name,
@@ -14,7 +14,7 @@ from ashat.agent.checks_osv import (
     parse_requirements,
     vulnerabilities,
 )
-from ashat.agent.checks_secrets import is_placeholder, scan_text
+from ashat.agent.checks.secrets import is_placeholder, scan_text
 
 
 def test_pins_are_exact_versions_with_pep503_names() -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ashat.agent.checks_osv import MAX_ADVISORY_BYTES, MalformedAdvisory, parse_advisories
+from ashat.agent.checks.osv import MAX_ADVISORY_BYTES, MalformedAdvisory, parse_advisories
 from ashat.clock import iso_seconds
 from ashat.errors import InvalidInput, OperationFailed
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from ashat import __version__
 from ashat.agent.blobs import BlobStore
-from ashat.agent.checks_base import app_env_secrets, scrub
+from ashat.agent.checks.base import app_env_secrets, scrub
 from ashat.agent.config import AgentConfig
 from ashat.agent.confine import choose_jail
 from ashat.agent.errors import (

@@ -77,7 +77,7 @@ class _Server(Server):
         try:
             answer = self._agent.reload_env()
         except AshatError as e:
-            from ashat.agent.checks_base import scrub
+            from ashat.agent.checks.base import scrub
 
             log.error("SIGHUP: --app-env not applied: %s", scrub(e.message, self._agent.secrets()))
             return

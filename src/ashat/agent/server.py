@@ -42,7 +42,7 @@ from starlette.routing import Route
 
 from ashat.agent.attest import OwnResults, attest
 from ashat.agent.blobs import check_digest
-from ashat.agent.checks_base import scrub_json
+from ashat.agent.checks.base import scrub_json
 from ashat.agent.config import AgentConfig
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob, NoSuchRelease, status_of

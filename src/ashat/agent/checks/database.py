@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-from ashat.agent.checks_base import (
+from ashat.agent.checks.base import (
     BadBody,
     Deadline,
     elapsed_ms,

@@ -2,8 +2,8 @@
 
 The tree is walked without following symlinks (a symlink is neither read nor judged by its
 mode). Regular files up to 5 MB that are not binary are scanned for secrets
-(:mod:`.checks_secrets`); files and directories with the world-write bit are reported;
-``requirements*.txt`` pins are checked against OSV records (:mod:`.checks_osv`): the
+(:mod:`.secrets`); files and directories with the world-write bit are reported;
+``requirements*.txt`` pins are checked against OSV records (:mod:`.osv`): the
 agent's own snapshot (:mod:`.advisories`, ``ashat advisories update``) and a directory the
 release ships (``advisories``, relative to it). A virtual environment built in the tree (a
 directory holding ``pyvenv.cfg``) and ``__pycache__`` are not scanned: they are installed
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ashat.agent.advisories import source_of
-from ashat.agent.checks_base import (
+from ashat.agent.checks.base import (
     Deadline,
     guarded,
     optional_str,
@@ -33,7 +33,7 @@ from ashat.agent.checks_base import (
     str_list,
     timeout_of,
 )
-from ashat.agent.checks_osv import (
+from ashat.agent.checks.osv import (
     MAX_ADVISORY_BYTES,
     Advisory,
     MalformedAdvisory,
@@ -42,7 +42,7 @@ from ashat.agent.checks_osv import (
     parse_requirements,
     vulnerabilities,
 )
-from ashat.agent.checks_secrets import Finding, scan_text
+from ashat.agent.checks.secrets import Finding, scan_text
 
 MAX_SCAN_BYTES = 5 * 1024 * 1024  # bytes; larger files are not scanned for secrets
 BINARY_PROBE_BYTES = 8192  # a NUL in this prefix marks a file as binary

@@ -6,9 +6,9 @@ directory, the JSON body the control side sent (:mod:`ashat.verify.agent_side`,
 ``--app-env``). Each check answers ``{"status": "passed" | "failed" | "skipped" | "error",
 "summary": "<one line>", "details": {...}}`` within ``body["timeout_s"]`` (default 30 s):
 
-- ``modules`` (:mod:`.checks_modules`): import each module in a fresh interpreter;
-- ``database`` (:mod:`.checks_database`): connect, ``SELECT 1``, the schema version;
-- ``security`` (:mod:`.checks_security`): secrets, world-writable paths, vulnerable pins.
+- ``modules`` (:mod:`.modules`): import each module in a fresh interpreter;
+- ``database`` (:mod:`.database`): connect, ``SELECT 1``, the schema version;
+- ``security`` (:mod:`.security`): secrets, world-writable paths, vulnerable pins.
 
 A bad body is an ``error`` result naming the field, never an exception; only an unknown
 check name raises (:class:`UnknownCheck`, answered 404).
@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ashat.agent.checks_base import CheckFunction
-from ashat.agent.checks_database import check_database
-from ashat.agent.checks_modules import check_modules
-from ashat.agent.checks_security import check_security
+from ashat.agent.checks.base import CheckFunction
+from ashat.agent.checks.database import check_database
+from ashat.agent.checks.modules import check_modules
+from ashat.agent.checks.security import check_security
 from ashat.agent.confine import Jail
 from ashat.agent.errors import AgentError
 from ashat.errors import NotFound

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-from ashat.agent.checks_base import (
+from ashat.agent.checks.base import (
     BadBody,
     Deadline,
     elapsed_ms,
