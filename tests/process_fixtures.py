@@ -660,9 +660,10 @@ class MainframeFactory:
         ca_cert: Path | None = None,
         app_env: Mapping[str, str] | None = None,
         root: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> MainframeHandle:
         """Start a mainframe (not waiting for it: see :meth:`ready`); ``root`` is the root of
-        trust it starts from (``--root``)."""
+        trust it starts from (``--root``); ``args`` are added to its command line."""
         self._n += 1
         home = self.base / f"mainframe{self._n}"
         home.mkdir(parents=True)
@@ -699,6 +700,7 @@ class MainframeFactory:
             env_file.write_text("".join(f"{k}={v}\n" for k, v in app_env.items()))
             env_file.chmod(0o600)
             argv += ["--app-env", str(env_file)]
+        argv += args
         return self._spawn(mainframe_id, home / "data", home / "agent.log", argv)
 
     def restart(
@@ -928,7 +930,10 @@ def hello_fleet(
 ) -> Any:
     """``hello_fleet(n=2, distribution=HELLO_WAVES, poll_wait=1, project=None)`` ->
     :class:`HelloFleet`; ``project(signing_key)``, when given, makes the project (the cwd)
-    and returns its root instead of a copy of hello-service."""
+    and returns its root instead of a copy of hello-service. ``omega_args`` are added to
+    OMEGA's command line; ``front(omega)``, when given, returns the URL (and CA
+    certificate) the mainframes reach OMEGA by (a proxy in front of it), and
+    ``mainframe_args`` are added to theirs."""
     import datetime as dt
 
     from ashat.fleet.license import issue
@@ -938,9 +943,15 @@ def hello_fleet(
         distribution: str = HELLO_WAVES,
         poll_wait: int = 1,
         project: Callable[[Path], Path] | None = None,
+        omega_args: tuple[str, ...] = (),
+        front: Callable[[AgentHandle], tuple[str, Path | None]] | None = None,
+        mainframe_args: tuple[str, ...] = (),
     ) -> HelloFleet:
         public = agent_factory()
-        omega = agent_factory(role="omega", poll_timeout=5, extra_trust=(public.pub_path,))
+        omega = agent_factory(
+            role="omega", poll_timeout=5, extra_trust=(public.pub_path,), args=omega_args
+        )
+        omega_url, omega_ca = front(omega) if front is not None else (omega.url, None)
         if project is not None:  # another project than hello-service: project(signing key)
             root = project(public.key_path)
         else:
@@ -957,8 +968,9 @@ def hello_fleet(
             token, _ = issue(omega.license_key, f"mf-{i}", "ACME", expires)
             mfs.append(
                 mainframe_factory.start(
-                    omega=omega.url, license_token=token, mainframe_id=f"mf-{i}",
+                    omega=omega_url, license_token=token, mainframe_id=f"mf-{i}",
                     trust=public.pub_path, trust_omega=omega.omega_pub_path, poll_wait=poll_wait,
+                    ca_cert=omega_ca, args=mainframe_args,
                 )
             )  # fmt: skip
         mainframe_factory.ready(*mfs)

@@ -65,6 +65,10 @@ def base_args(files: dict[str, Path], **overrides: str) -> list[str]:
         ({"--trust": "{key}"}, "is a private key; pass the .pub file"),
         ({"--trust": "/nonexistent.pub"}, "does not exist"),
         ({"--tls-cert": "{pub}", "--tls-key": "{key}"}, "cannot load --tls-cert/--tls-key"),
+        ({"--blob-offload": "nginx"}, "--blob-offload, --blob-mirror: only for --role omega"),
+        ({"--blob-offload": "apache"}, "'apache' is not"),
+        ({"--blob-mirror": "https://m"}, "--blob-offload, --blob-mirror: only for --role omega"),
+        ({"--blob-cache": "http://cache"}, "--blob-cache: only for --role mainframe"),
     ],
 )
 def test_bad_options_exit_2(files: dict[str, Path], overrides: dict[str, str], needle: str) -> None:
@@ -72,6 +76,34 @@ def test_bad_options_exit_2(files: dict[str, Path], overrides: dict[str, str], n
     code, out = run(*base_args(files, **{k: v.format(**names) for k, v in overrides.items()}))
     assert code == 2, out
     assert needle in out
+    assert not files["data"].exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "secret", "needle"),
+    [
+        (["--blob-mirror", "https://m/a"], None, "--blob-mirror and --blob-mirror-secret-file go"),
+        (["--blob-mirror", "ftp://m"], "s" * 20, "--blob-mirror 'ftp://m': expected an http(s)"),
+        (["--blob-mirror", "https://m"], "short", "16 or more printable characters"),
+        (["--blob-mirror", "https://m", "--blob-offload", "nginx"], "s" * 20, "choose one way"),
+        (["--blob-url-ttl", "5"], None, "5 is not in the range 10<=x<=86400"),
+    ],
+)
+def test_bad_blob_serving_options_exit_2(
+    files: dict[str, Path], tmp_path: Path, extra: list[str], secret: str | None, needle: str
+) -> None:
+    omega_key, omega_pub = generate_keypair("omega", tmp_path)
+    args = [*base_args(files, **{"--role": "omega"}), "--omega-key", str(omega_key)]
+    args += ["--license-trust", str(omega_pub), *extra]
+    if secret is not None:
+        path = tmp_path / "mirror.secret"
+        path.write_text(secret + "\n")
+        args += ["--blob-mirror-secret-file", str(path)]
+    code, out = run(*args)
+    assert code == 2, out
+    assert needle in out
+    if secret:
+        assert secret not in out  # the secret is never echoed
     assert not files["data"].exists()
 
 

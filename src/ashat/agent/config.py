@@ -39,6 +39,33 @@ class AgentRole(enum.StrEnum):
     MAINFRAME = "mainframe"
 
 
+HTTP_URL_RE = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+BLOB_OFFLOADS = ("nginx",)  # --blob-offload: who sends OMEGA's blob bytes for it
+MAX_BLOB_URL_TTL_S = 86_400
+
+
+@dataclass(frozen=True)
+class BlobMirror:
+    """A copy of OMEGA's blob directory served elsewhere (nginx with ``secure_link``, or a
+    CDN in front of one): OMEGA answers a licensed blob download with a redirect to a URL
+    on it, signed with ``secret`` and good for ``ttl_s`` seconds (``fleet/blob_links.py``)."""
+
+    url: str  # the mirror's base URL; a blob is at URL/sha256/ab/<sha256>
+    secret: str = field(repr=False)
+    ttl_s: int = 300
+
+    def __post_init__(self) -> None:
+        if not HTTP_URL_RE.fullmatch(self.url):
+            raise InvalidInput(f"--blob-mirror {self.url!r}: expected an http(s) URL")
+        if len(self.secret) < 16 or not self.secret.isprintable() or " " in self.secret:
+            raise InvalidInput(
+                "--blob-mirror-secret-file: the secret must be one word of 16 or more "
+                "printable characters (nginx's secure_link_md5 reads it after a space)"
+            )
+        if not 10 <= self.ttl_s <= MAX_BLOB_URL_TTL_S:
+            raise InvalidInput(f"--blob-url-ttl must be 10-{MAX_BLOB_URL_TTL_S} seconds")
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """Everything the server needs; the token and app env never appear in ``repr``."""
@@ -75,6 +102,8 @@ class AgentConfig:
     sandbox_binds: tuple[Path, ...] = ()  # more read-only directories in the app's sandbox
     advisories: Path | None = None  # role public: the OSV snapshot; None: DATA/advisories
     secret_files: tuple[Path, ...] = field(default=(), repr=False)  # hidden from the app
+    blob_offload: str | None = None  # role omega: "nginx" sends blob bytes (X-Accel-Redirect)
+    blob_mirror: BlobMirror | None = None  # role omega: licensed downloads redirected there
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -109,6 +138,12 @@ class AgentConfig:
             raise InvalidInput("--tls-cert and --tls-key go together: give both or neither")
         if self.verifier_key is not None and self.role is not AgentRole.PUBLIC:
             raise InvalidInput("--verifier-key is for --role public only")
+        if self.role is not AgentRole.OMEGA and (self.blob_offload or self.blob_mirror):
+            raise InvalidInput("--blob-offload and --blob-mirror are for --role omega only")
+        if self.blob_offload is not None and self.blob_offload not in BLOB_OFFLOADS:
+            raise InvalidInput(f"--blob-offload must be one of {', '.join(BLOB_OFFLOADS)}")
+        if self.blob_offload is not None and self.blob_mirror is not None:
+            raise InvalidInput("--blob-offload and --blob-mirror: choose one way to send blobs")
         if self.root_file is not None and self.role is AgentRole.PUBLIC:
             raise InvalidInput("--root is for --role omega and --role mainframe")
 
@@ -129,14 +164,17 @@ class MainframeConfig:
     trusted_omega: Mapping[str, PublicKey]  # key id -> key trusted for approvals, directives
     omega_ca_cert: Path | None = None
     poll_wait_s: int = 30  # seconds OMEGA may hold a poll (the protocol allows up to 60)
+    blob_cache: str | None = None  # a site's caching proxy of OMEGA: blobs are fetched there
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", self.omega_url):
+        if not HTTP_URL_RE.fullmatch(self.omega_url):
             raise InvalidInput(f"--omega {self.omega_url!r}: expected an http(s) URL")
         if not self.license:
             raise InvalidInput("the mainframe needs a license (--license)")
         if not self.trusted_omega:
             raise InvalidInput("the mainframe needs OMEGA's public key (--trust-omega)")
+        if self.blob_cache is not None and not HTTP_URL_RE.fullmatch(self.blob_cache):
+            raise InvalidInput(f"--blob-cache {self.blob_cache!r}: expected an http(s) URL")
         if not 1 <= self.poll_wait_s <= 60:
             raise InvalidInput(f"--poll-wait must be 1-60 seconds, got {self.poll_wait_s}")
 

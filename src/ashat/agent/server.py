@@ -66,8 +66,15 @@ def _optional_id(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-# OMEGA's check of a licensed blob download (request, digest); raises to refuse
-BlobGate = Callable[[Request, str], Awaitable[None]]
+# OMEGA's check of a licensed blob download (request, digest): raises to refuse, or answers
+# it itself (a redirect to a signed URL on a mirror); None lets the agent send the blob
+BlobGate = Callable[[Request, str], Awaitable[Response | None]]
+
+# A blob never changes (its name is its digest): any cache may keep it for good. "public":
+# a shared cache may store it although the request carried credentials (RFC 9111 §3.5).
+BLOB_CACHE_CONTROL = "public, max-age=31536000, immutable"
+OFFLOAD_HEADER = "x-ashat-offload"  # set by the nginx in front of OMEGA (contrib/nginx)
+INTERNAL_BLOBS = "/_ashat_blobs/"  # nginx's internal location over the blob directory
 
 
 class Endpoints:
@@ -110,13 +117,27 @@ class Endpoints:
         )
 
     async def get_blob(self, request: Request) -> Response:
-        """The blob's bytes; ``Range: bytes=N-`` is answered 206 by FileResponse (resumes)."""
+        """The blob's bytes; ``Range: bytes=N-`` is answered 206 by FileResponse (resumes).
+
+        With ``--blob-offload nginx``, a request that came through the nginx in front of
+        OMEGA (it says so in ``X-Ashat-Offload``) is answered with ``X-Accel-Redirect`` to
+        nginx's internal location over the blob directory: nginx sends the bytes (sendfile,
+        Range) once OMEGA has checked the license.
+        """
         sha = check_digest(request.path_params["sha256"])
         if self.blob_gate is not None:
-            await self.blob_gate(request, sha)
+            answer = await self.blob_gate(request, sha)
+            if answer is not None:
+                return answer
         if await run_in_threadpool(self.agent.blobs.size, sha) is None:
             raise NoSuchBlob(f"blob {sha} is not stored here", sha256=sha)
-        return FileResponse(self.agent.blobs.path(sha), media_type="application/octet-stream")
+        headers = {"Cache-Control": BLOB_CACHE_CONTROL, "ETag": f'"{sha}"'}
+        if self.config.blob_offload == "nginx" and request.headers.get(OFFLOAD_HEADER) == "nginx":
+            headers["X-Accel-Redirect"] = f"{INTERNAL_BLOBS}sha256/{sha[:2]}/{sha}"
+            return Response(media_type="application/octet-stream", headers=headers)
+        return FileResponse(
+            self.agent.blobs.path(sha), media_type="application/octet-stream", headers=headers
+        )
 
     async def pack(self, request: Request) -> Response:
         result = await receive_pack(request.stream(), self.agent.blobs)
@@ -237,8 +258,9 @@ class RoleExtension(Protocol):
 
     def routes(self) -> list[Route]: ...
 
-    async def blob_gate(self, request: Request, sha256: str) -> None:
-        """Raise unless the request may fetch ``sha256`` (a license's, not a bearer's)."""
+    async def blob_gate(self, request: Request, sha256: str) -> Response | None:
+        """Raise unless the request may fetch ``sha256`` (a license's, not a bearer's); or
+        answer it (a redirect to a mirror); None: the agent sends the blob."""
 
     def license_route(self, method: str, path: str) -> bool:
         """Whether the route is authenticated by a license instead of the bearer token."""

@@ -19,7 +19,7 @@ import click
 
 ROLES = ("public", "omega", "mainframe")
 if TYPE_CHECKING:
-    from ashat.agent.config import MainframeConfig
+    from ashat.agent.config import BlobMirror, MainframeConfig
     from ashat.bundle.keys import PublicKey, SigningKey
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -127,6 +127,11 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="Mainframe: seconds OMEGA may hold each poll.",
 )
+@click.option(
+    "--blob-cache",
+    help="Mainframe: a caching proxy of OMEGA in its site (contrib/nginx/site-cache.conf); "
+    "blobs are fetched through it, everything else from --omega.",
+)
 @click.option("--omega-key", type=_FILE, help="OMEGA: its private key (approvals and directives).")
 @click.option(
     "--license-trust",
@@ -151,6 +156,31 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "--blob-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="OMEGA: blob store directory shared by replicas  [default: DATA/blobs]",
+)
+@click.option(
+    "--blob-offload",
+    type=click.Choice(["nginx"]),
+    help="OMEGA: the nginx in front of it sends blob bytes (X-Accel-Redirect to an internal "
+    "location over the blob directory; contrib/nginx/omega.conf) once OMEGA has checked "
+    "the license.",
+)
+@click.option(
+    "--blob-mirror",
+    help="OMEGA: answer licensed blob downloads with a redirect to a signed, short-lived URL "
+    "on this copy of its blob directory (nginx secure_link; contrib/nginx/blob-mirror.conf).",
+)
+@click.option(
+    "--blob-mirror-secret-file",
+    type=_FILE,
+    help="OMEGA: the secret the --blob-mirror URLs are signed with (the mirror's "
+    "secure_link_md5 holds the same).",
+)
+@click.option(
+    "--blob-url-ttl",
+    type=click.IntRange(10, 86_400),
+    default=300,
+    show_default=True,
+    help="OMEGA: seconds a signed --blob-mirror URL is good for.",
 )
 @click.option(
     "--verifier-key",
@@ -220,6 +250,11 @@ def agent(
     poll_timeout: int,
     fleet_db: str | None,
     blob_dir: Path | None,
+    blob_cache: str | None,
+    blob_offload: str | None,
+    blob_mirror: str | None,
+    blob_mirror_secret_file: Path | None,
+    blob_url_ttl: int,
     verifier_key: Path | None,
     root_file: Path | None,
     app_user: str | None,
@@ -245,13 +280,16 @@ def agent(
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
     mainframe = _mainframe_config(
         role, token_file, omega_url, license_file, trust_omega, omega_ca_cert, poll_wait,
-        root_file,
+        root_file, blob_cache,
     )  # fmt: skip
     if token_file is None and mainframe is None:
         raise click.UsageError(f"--role {role} needs --token-file")
     omega = _omega_options(role, omega_key, license_trust)
-    if role != "omega" and (fleet_db or blob_dir):
-        raise click.UsageError("--db, --blob-dir: only for --role omega")
+    if role != "omega" and (fleet_db or blob_dir or blob_offload or blob_mirror):
+        raise click.UsageError(
+            "--db, --blob-dir, --blob-offload, --blob-mirror: only for --role omega"
+        )
+    mirror = _blob_mirror(blob_mirror, blob_mirror_secret_file, blob_url_ttl)
     host, port = parse_listen(listen)
     keys = [load_public_key(p) for p in trust]
     config = AgentConfig(
@@ -287,8 +325,17 @@ def agent(
         sandbox_binds=tuple(p.resolve() for p in sandbox_bind),
         advisories=advisories.resolve() if advisories else None,
         secret_files=_secret_files(
-            token_file, license_file, app_env, omega_key, verifier_key, tls_key, fleet_db
+            token_file,
+            license_file,
+            app_env,
+            omega_key,
+            verifier_key,
+            tls_key,
+            fleet_db,
+            blob_mirror_secret_file,
         ),
+        blob_offload=blob_offload,
+        blob_mirror=mirror,
     )
     logging.basicConfig(
         level=logging.INFO,
@@ -327,6 +374,7 @@ def _mainframe_config(
     omega_ca_cert: Path | None,
     poll_wait: int,
     root_file: Path | None = None,
+    blob_cache: str | None = None,
 ) -> MainframeConfig | None:
     """The mainframe's options as a config (None for other roles); a usage error names
     what is missing, or what only a mainframe takes."""
@@ -339,6 +387,7 @@ def _mainframe_config(
         "--license": license_file is not None,
         "--trust-omega": bool(trust_omega),
         "--omega-ca-cert": omega_ca_cert is not None,
+        "--blob-cache": blob_cache is not None,
     }
     if role != "mainframe":
         extra = [name for name, present in given.items() if present]
@@ -363,7 +412,20 @@ def _mainframe_config(
         trusted_omega={k.keyid: k for k in keys},
         omega_ca_cert=omega_ca_cert,
         poll_wait_s=poll_wait,
+        blob_cache=blob_cache.rstrip("/") if blob_cache else None,
     )
+
+
+def _blob_mirror(url: str | None, secret_file: Path | None, ttl: int) -> BlobMirror | None:
+    """``--blob-mirror`` and its secret as a config; a usage error if one comes alone."""
+    if url is None and secret_file is None:
+        return None
+    if url is None or secret_file is None:
+        raise click.UsageError("--blob-mirror and --blob-mirror-secret-file go together")
+    from ashat.agent.config import BlobMirror
+    from ashat.project import read_token_file
+
+    return BlobMirror(url.rstrip("/"), read_token_file(secret_file), ttl)
 
 
 def _root_omega_keys(root_file: Path) -> list[PublicKey]:

@@ -236,7 +236,9 @@ class BlobDownloader:
         try:
             async with (
                 asyncio.timeout(limit_s),
-                self.client.stream("GET", f"/v1/blobs/{w.sha256}", headers=headers) as response,
+                self.client.stream(  # OMEGA may send us to a signed URL on a mirror
+                    "GET", f"/v1/blobs/{w.sha256}", headers=headers, follow_redirects=True
+                ) as response,
             ):
                 status = response.status_code
                 if (
@@ -267,9 +269,16 @@ class BlobDownloader:
                 break
         text = body[:MAX_ERROR_BYTES].decode("utf-8", "replace").strip().splitlines()
         detail = text[0][:200] if text else ""
-        message = f"OMEGA answered {response.status_code} for blob {w.sha256}: {detail}"
+        who = (
+            "OMEGA"
+            if not response.history
+            else f"the mirror OMEGA sent us to ({response.url.host})"
+        )
+        message = f"{who} answered {response.status_code} for blob {w.sha256}: {detail}"
         if response.status_code >= 500:
             return _Retry(message)
+        if response.history and response.status_code in (403, 404, 410):
+            return _Retry(message)  # a URL expired or a mirror behind: OMEGA signs a new one
         return DownloadError(message, sha256=w.sha256)
 
     async def _save(self, response: httpx.Response, path: Path, mode: str, room: int) -> int:

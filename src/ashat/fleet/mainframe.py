@@ -287,9 +287,10 @@ class Mainframe:
         """The ``fleet`` part of ``/v1/health`` (safe from any thread)."""
         return {**self._status, "pending_reports": len(self.reports.items)}
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self, base_url: str | None = None) -> httpx.AsyncClient:
+        """A client of OMEGA (or, for blobs, of the site's cache in front of it)."""
         return outgoing.async_client(
-            base_url=self.config.omega_url,
+            base_url=base_url or self.config.omega_url,
             headers={
                 "Authorization": f"License {self.config.license}",
                 "User-Agent": f"ashat-mainframe/{__version__}",
@@ -302,14 +303,16 @@ class Mainframe:
     async def run(self) -> None:
         """Poll, install and report until cancelled."""
         log.info(
-            "mainframe %s (license %s) pulling from %s",
+            "mainframe %s (license %s) pulling from %s%s",
             self.config.mainframe_id,
             self.config.license_id,
             self.config.omega_url,
+            f" (blobs through {self.config.blob_cache})" if self.config.blob_cache else "",
         )
-        async with self._client() as http:
+        blob_cache = self.config.blob_cache
+        async with self._client() as http, self._client(blob_cache) as blob_http:
             downloads = BlobDownloader(
-                http,
+                blob_http if blob_cache else http,
                 self.agent.blobs,
                 self.agent.layout.partial,
                 received=self.metrics.bytes_downloaded.inc,

@@ -228,15 +228,16 @@ class Omega:
             self._refresh_gauges()
         return woken
 
-    def blob_allowed(self, token: str, sha256: str) -> None:
-        """A licensed download: only blobs of approved releases. Raises
-        :class:`LicenseDenied` or :class:`NoSuchBlob`."""
-        self._check(token, self.now())
+    def blob_allowed(self, token: str, sha256: str) -> License:
+        """A licensed download: only blobs of approved releases; the license that asked.
+        Raises :class:`LicenseDenied` or :class:`NoSuchBlob`."""
+        lic = self._check(token, self.now())
         if sha256 in self._approved_blobs:
-            return
+            return lic
         if not self.store.blob_approved(sha256):
             raise NoSuchBlob(f"blob {sha256} is not part of an approved release", sha256=sha256)
         self._approved_blobs.add(sha256)
+        return lic
 
     def directive(self, lic: License, current: str | None) -> PollAnswer | None:
         """A signed directive if a running rollout waits for this mainframe, else None.

@@ -39,10 +39,11 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ashat.agent.core import Agent
+from ashat.fleet.blob_links import signed_url
 from ashat.fleet.directive import NONCE_RE
 from ashat.fleet.omega import Omega
 from ashat.fleet.omega_requests import (
@@ -339,12 +340,19 @@ class OmegaRoutes:
     def close(self) -> None:
         self.omega.close()
 
-    async def blob_gate(self, request: Request, sha256: str) -> None:
+    async def blob_gate(self, request: Request, sha256: str) -> Response | None:
         """For ``GET /v1/blobs/{sha}``: a license may fetch blobs of approved releases only
-        (a bearer request was already checked by the middleware)."""
+        (a bearer request was already checked by the middleware). With ``--blob-mirror``,
+        an allowed licensed download is sent there, by a signed URL (:mod:`.blob_links`)."""
         token = license_token(request)
-        if token is not None:
-            await run_in_threadpool(self.omega.blob_allowed, token, sha256)
+        if token is None:
+            return None
+        lic = await run_in_threadpool(self.omega.blob_allowed, token, sha256)
+        mirror = self.agent.config.blob_mirror
+        if mirror is None:
+            return None
+        url = signed_url(mirror, sha256, lic.license_id, self.omega.now())
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
 
     def routes(self) -> list[Route]:
         return [

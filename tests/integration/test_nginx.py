@@ -1,0 +1,335 @@
+"""Blobs served by nginx (issue 20), with Debian's real nginx and the very files in
+``contrib/nginx/`` (only the lines marked CHANGE are set for the test):
+
+- OMEGA behind nginx (``--blob-offload nginx``): OMEGA checks each license and answers
+  ``X-Accel-Redirect``; nginx sends the bytes (sendfile, Range); the internal location is
+  not reachable from outside;
+- signed URLs on a mirror (``--blob-mirror``, nginx ``secure_link``): a licensed download
+  is redirected there; an altered, re-bound or expired URL is refused;
+- a site cache (``--blob-cache``, nginx ``proxy_cache``): the mainframes behind it cost
+  OMEGA one answer per blob.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ashat.agent.config import BlobMirror
+from ashat.fleet.blob_links import blob_path, signed_url
+from support import deploy, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CONTRIB = REPO / "contrib" / "nginx"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+SECRET = "test-mirror-secret-0123456789"
+
+pytestmark = pytest.mark.skipif(
+    NGINX is None, reason="nginx is not installed (apt-get install nginx-light; .ci/run does)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def adapt(name: str, port: int, tls: tuple[Path, Path], changes: dict[str, str]) -> str:
+    """``contrib/nginx/NAME`` with each line marked CHANGE set for the test (it listens on
+    ``port`` with the test's certificate): every key must be found (the shipped file and
+    this test move together)."""
+    text = (CONTRIB / name).read_text()
+    stem = name.split("-")[-1].removesuffix(".conf").replace("mirror", "blobs")
+    changes = {
+        "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
+        f"/etc/ashat/tls/{stem}.crt": str(tls[0]),
+        f"/etc/ashat/tls/{stem}.key": str(tls[1]),
+        **changes,
+    }
+    for old, new in changes.items():
+        assert old in text, f"{name} no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+@dataclass
+class Nginx:
+    port: int
+    home: Path
+    proc: subprocess.Popen[bytes]
+    lines_seen: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def access(self) -> list[dict[str, str]]:
+        """The access log: each request's uri, status, bytes sent and the upstream's bytes."""
+        path = self.home / "access.log"
+        rows = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            uri, status, sent, upstream, cache = line.split(" ")
+            rows.append(
+                {"uri": uri, "status": status, "sent": sent, "upstream": upstream, "cache": cache}
+            )
+        return rows
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[Callable[[str, str, int], Nginx]]:
+    """``nginx(name, server_blocks, port)``: a real nginx serving those blocks on loopback."""
+    started: list[Nginx] = []
+
+    def start(name: str, servers: str, port: int) -> Nginx:
+        home = tmp_path / f"nginx-{name}"
+        home.mkdir()
+        for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi", "cache"):
+            (home / d).mkdir()
+        conf = home / "nginx.conf"
+        conf.write_text(
+            f"""
+{"user root;" if os.geteuid() == 0 else ""}
+worker_processes 1;
+daemon off;
+pid {home}/nginx.pid;
+error_log {home}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    log_format ashat '$request_uri $status $body_bytes_sent '
+                     '${{upstream_response_length}}_ ${{upstream_cache_status}}_';
+    access_log {home}/access.log ashat;
+    client_body_temp_path {home}/body;
+    proxy_temp_path {home}/proxy;
+    fastcgi_temp_path {home}/fastcgi;
+    uwsgi_temp_path {home}/uwsgi;
+    scgi_temp_path {home}/scgi;
+{servers}
+}}
+"""
+        )
+        assert NGINX is not None
+        check = subprocess.run(
+            [NGINX, "-t", "-p", str(home), "-c", str(conf)], capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stderr
+        with (home / "stderr.log").open("wb") as err:
+            proc = subprocess.Popen(
+                [NGINX, "-p", str(home), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err
+            )
+        n = Nginx(port, home, proc)
+        started.append(n)
+
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 10, f"nginx {name} listening on {port}")
+        return n
+
+    yield start
+    for n in started:
+        n.stop()
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[Path, Path]:
+    from process_fixtures import _tls_files
+
+    d = tmp_path / "nginx-tls"
+    d.mkdir()
+    return _tls_files(d)
+
+
+def _ship(fleet: Any, update_id: str = "v1") -> None:
+    (fleet.root / "VERSION").write_text("2.0.0\n")
+    for args in (("push", update_id, "through nginx"), ("verify", update_id)):
+        res = deploy(*args)
+        assert res.exit_code == 0, res.output
+    res = deploy("approve", update_id, "--as", "bob")
+    assert res.exit_code == 0, res.output
+    assert fleet.currents() == [update_id] * len(fleet.mainframes)
+
+
+def _manifest_blobs(fleet: Any, update_id: str) -> dict[str, int]:
+    import json
+
+    m = json.loads((fleet.root / ".ashat" / "manifests" / f"{update_id}.json").read_bytes())
+    return {f["sha256"]: f["size"] for f in m["files"] if f["kind"] == "file"}
+
+
+def _omega_blob_answers(fleet: Any) -> int:
+    """How many ``GET /v1/blobs/{sha256}`` OMEGA answered 200 (its own metrics)."""
+    text = httpx.get(f"{fleet.omega.url}/metrics", timeout=10).text
+    total = 0
+    wanted = ('route="/v1/blobs/{sha256}"', 'method="GET"', 'status="200"')
+    for line in text.splitlines():
+        if line.startswith("ashat_agent_requests_total{") and all(w in line for w in wanted):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def test_omega_behind_nginx_lets_nginx_send_the_blobs(
+    hello_fleet: Any, nginx: Callable[..., Nginx], tls: tuple[Path, Path]
+) -> None:
+    cert = tls[0]
+    port = free_port()
+    box: dict[str, Nginx] = {}
+
+    def front(omega: Any) -> tuple[str, Path | None]:
+        conf = adapt(
+            "omega.conf",
+            port,
+            tls,
+            {
+                "server 127.0.0.1:8701;": f"server {omega.url.removeprefix('http://')};",
+                "/var/lib/ashat/omega/data/blobs/": f"{omega.data / 'blobs'}/",
+            },
+        )
+        box["n"] = nginx("omega", conf, port)
+        return box["n"].url, cert
+
+    fleet = hello_fleet(n=2, omega_args=("--blob-offload", "nginx"), front=front)
+    _ship(fleet)
+    n = box["n"]
+    blobs = _manifest_blobs(fleet, "v1")
+    served = [r for r in n.access() if r["uri"].startswith("/v1/blobs/") and r["status"] == "200"]
+    assert served, n.access()
+    for r in served:
+        sha = r["uri"].rsplit("/", 1)[1]
+        # nginx sent the whole blob; OMEGA's own answer had no body (X-Accel-Redirect)
+        assert int(r["sent"]) == blobs[sha], r
+        assert r["upstream"] == "0_", r
+    assert _omega_blob_answers(fleet) >= len({r["uri"] for r in served})
+
+    sha, size = max(blobs.items(), key=lambda kv: kv[1])
+    lic = fleet.mainframes[0].data.parent / "license"
+    token = lic.read_text().strip()
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as http:
+        # Range through nginx: resumes are nginx's too
+        r = http.get(
+            f"{n.url}/v1/blobs/{sha}",
+            headers={"Authorization": f"License {token}", "Range": f"bytes={size - 5}-"},
+        )
+        assert r.status_code == 206 and len(r.content) == 5
+        assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+        # the internal location is nginx's alone
+        inside = http.get(f"{n.url}/_ashat_blobs/{blob_path(sha)}")
+        assert inside.status_code == 404 and len(inside.content) < 1000
+        # no license, no bytes (the offload header from a client changes nothing)
+        r = http.get(f"{n.url}/v1/blobs/{sha}", headers={"X-Ashat-Offload": "nginx"})
+        assert r.status_code == 401 and "License" in r.json()["error"]
+
+
+def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
+    hello_fleet: Any, nginx: Callable[..., Nginx], tls: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cert = tls[0]
+    port = free_port()
+    secret_file = tmp_path / "mirror.secret"
+    secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o600)
+    mirror_url = f"https://127.0.0.1:{port}/ashat"
+    box: dict[str, Nginx] = {}
+
+    def front(omega: Any) -> tuple[str, Path | None]:
+        conf = adapt(
+            "blob-mirror.conf",
+            port,
+            tls,
+            {
+                "CHANGE-this-secret-16+chars": SECRET,
+                "/srv/ashat-blobs/sha256/": f"{omega.data / 'blobs' / 'sha256'}/",
+            },
+        )
+        box["n"] = nginx("mirror", conf, port)
+        return omega.url, cert  # the mirror's certificate is checked as OMEGA's would be
+
+    fleet = hello_fleet(
+        n=2,
+        omega_args=(
+            "--blob-mirror", mirror_url, "--blob-mirror-secret-file", str(secret_file),
+            "--blob-url-ttl", "60",
+        ),
+        front=front,
+    )  # fmt: skip
+    _ship(fleet)
+    n = box["n"]
+    blobs = _manifest_blobs(fleet, "v1")
+    from_mirror = [r for r in n.access() if r["status"] in ("200", "206")]
+    assert {r["uri"].split("?")[0].rsplit("/", 1)[1] for r in from_mirror} == set(blobs)
+
+    sha = next(iter(blobs))
+    token = (fleet.mainframes[0].data.parent / "license").read_text().strip()
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as http:
+        answer = http.get(
+            f"{fleet.omega.url}/v1/blobs/{sha}", headers={"Authorization": f"License {token}"}
+        )
+        assert answer.status_code == 307
+        url = answer.headers["location"]
+        assert url.startswith(f"{mirror_url}/{blob_path(sha)}?lic=")
+        assert http.get(url).status_code == 200
+        other = next(s for s in blobs if s != sha)
+        assert http.get(url.replace(sha, other)).status_code == 403  # another blob
+        assert http.get(url.replace("lic=", "lic=x")).status_code == 403  # another license
+        mirror = BlobMirror(mirror_url, SECRET, 60)
+        lic_id = re.search(r"lic=([^&]+)", url)
+        assert lic_id is not None
+        stale = signed_url(mirror, sha, lic_id.group(1), time.time() - 3600)
+        assert http.get(stale).status_code == 410  # expired
+
+
+def test_a_site_cache_costs_omega_one_answer_per_blob(
+    hello_fleet: Any, nginx: Callable[..., Nginx], tls: tuple[Path, Path]
+) -> None:
+    cert = tls[0]
+    port = free_port()
+    box: dict[str, Nginx] = {}
+
+    def front(omega: Any) -> tuple[str, Path | None]:
+        home_cache = Path(str(omega.data)).parent / "site-cache"
+        conf = adapt(
+            "site-cache.conf",
+            port,
+            tls,
+            {
+                "/var/cache/nginx/ashat": str(home_cache),
+                "max_size=50g": "max_size=1g",
+                "proxy_pass https://omega.example.com;": f"proxy_pass {omega.url};",
+            },
+        )
+        box["n"] = nginx("cache", conf, port)
+        return omega.url, cert
+
+    fleet = hello_fleet(
+        n=3, front=front, mainframe_args=("--blob-cache", f"https://127.0.0.1:{port}")
+    )
+    _ship(fleet)
+    n = box["n"]
+    blobs = _manifest_blobs(fleet, "v1")
+    assert _omega_blob_answers(fleet) == len(blobs)  # one answer per blob for three mainframes
+    hits = [r for r in n.access() if r["cache"] == "HIT_"]
+    assert len(hits) >= len(blobs), n.access()  # the other mainframes got the cached copies
