@@ -15,14 +15,18 @@ blob checks, controller ticks, status reads). In one temporary directory it star
 
 - OMEGA: a real ``ashat agent --role omega`` process (``--omega-key``, ``--license-trust``),
   driven through its HTTP routes with the bearer token, as ``deploy approve`` would be;
+  with ``--front nginx`` (the default where Debian's nginx and curl are installed) behind a
+  real nginx running ``contrib/nginx/omega.conf`` with ``--blob-offload nginx``: OMEGA checks
+  each license, nginx sends the bytes;
 - N Licensed Mainframes in ``--workers`` processes (``bench/fleet_worker.py``): each is the
   real client code — an :class:`~ashat.agent.core.Agent` over its own data directory and a
   :class:`~ashat.fleet.mainframe.Mainframe` pull loop with its own license — without the
   agent's uvicorn server, with httpx event hooks on its client to note what happened when;
-- the peer, "the physical limit": uvicorn + Starlette ``StaticFiles`` serving the same tree
-  on loopback (OMEGA's server stack without licenses, SQLite or digests, and with Nagle off
-  on its connections, as asyncio intends), and N plain clients in the same worker layout
-  (httpx, 4 files at a time, written to disk), each downloading every file.
+- the peer, "the physical limit": nginx serving the same tree with sendfile, and N ``curl``
+  processes started at once, each fetching every file over one kept-alive connection and
+  writing it to disk. Where nginx or curl is missing (the run says so), the peer is
+  uvicorn + Starlette ``StaticFiles`` (OMEGA's own server stack without licenses) and N
+  httpx clients in the same worker layout as the mainframes.
 
 The releases have no ``[app].run``: what is measured is distribution, not app start-up.
 Then 1 % of the files change, a second release is approved and rolled out, and the bytes
@@ -77,6 +81,7 @@ from ashat.demo import AgentProcess, start_agent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_worker import DOWNLOADED, cpu_s  # bench/ is not a package
+from nginx_run import Nginx, nginx_binary
 from push import change_some, make_tree
 
 GOAL_CONVERGENCE = 2.0  # × the plain downloads
@@ -159,10 +164,13 @@ class Omega:
     """The control side of real OMEGA processes (replicas: the first is driven, all are
     measured): stage, approve, roll out, watch."""
 
-    def __init__(self, replicas: list[AgentProcess], token: str, alpha_key: Path) -> None:
+    def __init__(
+        self, replicas: list[AgentProcess], token: str, alpha_key: Path, front: Nginx | None
+    ) -> None:
         from ashat.bundle import load_private_key
 
         self.replicas = replicas
+        self.front = front  # the nginx that sends the blob bytes, if any
         agent = replicas[0]
         self.agent = agent
         self.token = token
@@ -250,7 +258,11 @@ class Omega:
         return int(sum(self.counter(BLOB_ROUTE)))
 
     def cpu_s(self) -> float:
+        """The OMEGA processes' CPU seconds (nginx's are :meth:`front_cpu_s`)."""
         return sum(cpu_s(r.proc.pid) for r in self.replicas)
+
+    def front_cpu_s(self) -> float:
+        return self.front.cpu_s() if self.front is not None else 0.0
 
 
 def split(items: list[Any], parts: int) -> list[list[Any]]:
@@ -278,6 +290,64 @@ class Peer:
     bytes: int
     server_cpu_s: float
     clients_cpu_s: float
+    what: str = "uvicorn + StaticFiles, httpx clients in the same worker layout"
+
+
+def nginx_curl_downloads(tree: Path, n: int, base: Path) -> Peer:
+    """N ``curl`` processes at once, each fetching every file of ``tree`` (one kept-alive
+    connection, each file written to disk) from nginx serving it with sendfile: the
+    physical limit of this machine for these bytes."""
+    import resource
+
+    import nginx_run
+
+    files = sorted(p.relative_to(tree) for p in tree.rglob("*") if p.is_file())
+    port = free_port()
+    server = nginx_run.start(
+        base / "peer-nginx",
+        f"""server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location / {{ root {tree}; sendfile on; tcp_nopush on; }}
+}}""",
+        port,
+        workers="auto",
+    )
+    try:
+        configs = []
+        for k in range(n):
+            out = base / "peer" / f"c{k:04d}"
+            cfg = base / "peer-curl" / f"c{k:04d}.cfg"
+            cfg.parent.mkdir(parents=True, exist_ok=True)
+            cfg.write_text(
+                "".join(
+                    f'url = "http://127.0.0.1:{port}/{f}"\noutput = "{out / f}"\n' for f in files
+                )
+            )
+            configs.append(cfg)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu = server.cpu_s()
+        t0 = time.monotonic()
+        procs = [subprocess.Popen(["curl", "-sSf", "--create-dirs", "-K", str(c)]) for c in configs]
+        failed = sum(p.wait() != 0 for p in procs)
+        seconds = time.monotonic() - t0
+        server_cpu = server.cpu_s() - server_cpu
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if failed:
+            sys.exit(f"{failed} of {n} curl processes failed")
+        got = sum(p.stat().st_size for p in (base / "peer").rglob("*") if p.is_file())
+    finally:
+        server.stop()
+        shutil.rmtree(base / "peer", ignore_errors=True)
+    clients = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return Peer(seconds, got, server_cpu, clients, "nginx (sendfile) + curl processes")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def plain_downloads(tree: Path, n: int, workers: int, base: Path) -> Peer:
@@ -347,6 +417,7 @@ class Rollout:
     seen: dict[str, dict[str, Any]]
     blob_answers: int  # counted by OMEGA's /metrics
     omega_cpu_s: float
+    front_cpu_s: float  # the nginx in front of OMEGA, if any
     workers_cpu_s: float
     served: Served
 
@@ -383,7 +454,7 @@ def served_since(omega: Omega, before: list[list[float]]) -> Served:
 
 
 def roll_out(omega: Omega, fleet: list[Worker], release: Release, waves: list[int]) -> Rollout:
-    answers, omega_cpu = omega.blob_answers(), omega.cpu_s()
+    answers, omega_cpu, front_cpu = omega.blob_answers(), omega.cpu_s(), omega.front_cpu_s()
     counted = [omega.counter(name) for name in SERVED]
     before, workers_cpu = summaries(fleet, time.monotonic(), release.update_id)
     t_approve = time.monotonic()
@@ -392,6 +463,7 @@ def roll_out(omega: Omega, fleet: list[Worker], release: Release, waves: list[in
     rollout_id = omega.rollout(release.update_id, waves)
     status = omega.until_done(rollout_id)
     omega_cpu = omega.cpu_s() - omega_cpu
+    front_cpu = omega.front_cpu_s() - front_cpu
     served = served_since(omega, counted)
     seen, cpu = summaries(fleet, t_approve, release.update_id)
     answers = omega.blob_answers() - answers
@@ -399,8 +471,9 @@ def roll_out(omega: Omega, fleet: list[Worker], release: Release, waves: list[in
         if s["downloaded"] is not None:
             s["downloaded"] -= before[mid]["downloaded"]
     done = Rollout(
-        release, t_approve, t_rollout, status, seen, answers, omega_cpu, cpu - workers_cpu, served
-    )
+        release, t_approve, t_rollout, status, seen, answers, omega_cpu, front_cpu,
+        cpu - workers_cpu, served,
+    )  # fmt: skip
     installed = [s for s in seen.values() if s["status"] == "installed"]
     if status["state"] != "completed" or len(installed) != len(seen):
         failures = json.dumps(status.get("failures", [])[:5], indent=1)
@@ -431,10 +504,8 @@ def report(
         f"tree: {n_files} files, {first.release.bytes / 1e6:.1f} MB; {n} mainframes (real Agent "
         f"+ Mainframe pull loop, no uvicorn) in {workers} worker processes; waves {a.waves}"
     )
-    print(
-        f"peer: {n} plain HTTP downloads of the tree at once, from uvicorn + StaticFiles on "
-        "loopback, clients in the same worker layout"
-    )
+    front = "behind nginx (--blob-offload nginx)" if a.front == "nginx" else "alone"
+    print(f"ashat: OMEGA {front}; peer: {n} plain HTTP downloads of the tree at once, {peer.what}")
     print(f"{'':36}{'ashat':>15}{'peer':>15}{'ratio':>8}  goal")
     print(
         f"{'all report after approval, s':36}{conv:>15.2f}{peer.seconds:>15.2f}"
@@ -442,11 +513,19 @@ def report(
         f"{_ok(conv / peer.seconds <= GOAL_CONVERGENCE)}"
     )
     print(f"{'bytes served':36}{served:>15,}{peer.bytes:>15,}{served / peer.bytes:>8.3f}")
+    server_cpu = first.omega_cpu_s + first.front_cpu_s
     for name, ours, theirs in (
-        ("CPU s, server (OMEGA / static)", first.omega_cpu_s, peer.server_cpu_s),
+        ("CPU s, server (OMEGA+nginx / static)", server_cpu, peer.server_cpu_s),
         ("CPU s, clients (mainframes / plain)", first.workers_cpu_s, peer.clients_cpu_s),
     ):
         print(f"{name:36}{ours:>15.1f}{theirs:>15.1f}{ours / theirs:>8.2f}")
+    gb = served / 1e9
+    print(
+        f"  server CPU s per GB served: OMEGA {first.omega_cpu_s / gb:.1f}"
+        + (f" + its nginx {first.front_cpu_s / gb:.1f}" if a.front == "nginx" else "")
+        + f"; the peer's server {peer.server_cpu_s / (peer.bytes / 1e9):.1f}"
+        + f" (goal: ≤ 2 ×: {_ok(server_cpu / gb <= 2 * peer.server_cpu_s / (peer.bytes / 1e9))})"
+    )
     counted = [s["downloaded"] for s in first.seen.values() if s["downloaded"] is not None]
     print(
         f"  OMEGA's /metrics: {first.blob_answers:,} blob answers; the mainframes' blob stores "
@@ -480,6 +559,28 @@ def report(
         ("with the poll answer / changed bytes", (blobs + answer) / changed),
     ):
         print(f"  {name:38}{ratio:>7.3f}  goal ≤ {GOAL_DELTA:g}: {_ok(ratio <= GOAL_DELTA)}")
+
+
+def omega_front(replicas: list[AgentProcess], base: Path, shared: Path | None) -> Nginx:
+    """nginx in front of the OMEGA replicas with ``contrib/nginx/omega.conf`` (plain http on
+    loopback here), sending the blobs from their blob directory."""
+    import nginx_run
+
+    port = free_port()
+    blobs = shared or replicas[0].data / "blobs"
+    conf = nginx_run.adapt(
+        "omega.conf",
+        {
+            "server 127.0.0.1:8701;": " ".join(
+                f"server {r.url.removeprefix('http://')};" for r in replicas
+            ),
+            "listen 443 ssl;": f"listen 127.0.0.1:{port} reuseport backlog=4096;",
+            "ssl_certificate     /etc/ashat/tls/omega.crt;": "",
+            "ssl_certificate_key /etc/ashat/tls/omega.key;": "",
+            "/var/lib/ashat/omega/data/blobs/": f"{blobs}/",
+        },
+    )
+    return nginx_run.start(base / "omega-nginx", conf, port, workers="auto")
 
 
 def make_database(server: str) -> str:
@@ -555,8 +656,21 @@ def main() -> None:
         "state, and drops it after (default: each OMEGA's own SQLite fleet.db)",
     )
     ap.add_argument("--no-peer", action="store_true", help="skip the plain downloads")
+    have_nginx = nginx_binary() is not None and shutil.which("curl") is not None
+    ap.add_argument(
+        "--front",
+        choices=["nginx", "none"],
+        default="nginx" if have_nginx else "none",
+        help="nginx in front of OMEGA sending the blobs (--blob-offload nginx, "
+        "contrib/nginx/omega.conf), or OMEGA alone; the peer is nginx + curl when nginx "
+        "and curl are here, else uvicorn's StaticFiles  [default: nginx where installed]",
+    )
     ap.add_argument("--no-delta", action="store_true", help="skip the second (1 %%) rollout")
     a = ap.parse_args()
+    if a.front == "nginx" and not have_nginx:
+        ap.error("--front nginx: nginx and curl are needed (apt-get install nginx-light curl)")
+    if not have_nginx:
+        print("note: no nginx or curl here: the peer is uvicorn's StaticFiles", file=sys.stderr)
     if a.omega_replicas > 1 and not a.db:
         ap.error("--omega-replicas above 1 needs --db postgresql://… (the state they share)")
     load = os.getloadavg()[0]  # others' work on this machine slows both sides
@@ -564,6 +678,7 @@ def main() -> None:
     rng = random.Random(7)
     base = Path(tempfile.mkdtemp(prefix="ashat-bench-fleet-"))
     replicas: list[AgentProcess] = []
+    front: Nginx | None = None
     omega: Omega | None = None
     fleet_db: str | None = None
 
@@ -588,6 +703,8 @@ def main() -> None:
         token_file.chmod(0o600)
         extra = ["--omega-key", str(omega_key), "--license-trust", str(license_pub),
                  "--poll-timeout", str(a.poll_wait)]  # fmt: skip
+        if a.front == "nginx":
+            extra += ["--blob-offload", "nginx"]
         if a.db:
             fleet_db = make_database(a.db)
             extra += ["--db", fleet_db, "--blob-dir", str(base / "shared-blobs")]
@@ -598,10 +715,18 @@ def main() -> None:
                     name=f"omega{i}" if i else "omega",
                 )
             )  # fmt: skip
-        omega = Omega(replicas, token, alpha_key)
+        if a.front == "nginx":
+            front = omega_front(replicas, base, base / "shared-blobs" if a.db else None)
+        omega = Omega(replicas, token, alpha_key, front)
         first_release = omega.stage(tree, "fleet-001", 1)
 
-        peer = None if a.no_peer else plain_downloads(tree, a.mainframes, a.workers, base)
+        if a.no_peer:
+            peer = None
+        elif have_nginx:
+            peer = nginx_curl_downloads(tree, a.mainframes, base)
+        else:
+            peer = plain_downloads(tree, a.mainframes, a.workers, base)
+        omega_url = f"http://127.0.0.1:{front.port}" if front is not None else None
 
         signer = load_private_key(license_key)
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
@@ -618,8 +743,8 @@ def main() -> None:
             spec.write_text(
                 json.dumps(
                     {
-                        "omega": replicas[0].url,
-                        "omegas": [r.url for r in replicas],
+                        "omega": omega_url or replicas[0].url,
+                        "omegas": [omega_url] if omega_url else [r.url for r in replicas],
                         "trust": str(alpha_pub),
                         "trust_omega": str(omega_pub),
                         "poll_wait": a.poll_wait,
@@ -657,6 +782,8 @@ def main() -> None:
             omega.http.close()
         for replica in replicas:
             replica.stop()
+        if front is not None:
+            front.stop()
         if fleet_db is not None and a.db:
             drop_database(a.db, fleet_db)
         if a.keep:

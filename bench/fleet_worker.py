@@ -91,8 +91,8 @@ def _probed_mainframe_class() -> type:
 
         probe: Probe
 
-        def _client(self) -> httpx.AsyncClient:
-            client = super()._client()
+        def _client(self, base_url: str | None = None) -> httpx.AsyncClient:
+            client = super()._client(base_url)
             client.event_hooks = {
                 "request": [self.probe.on_request],
                 "response": [self.probe.on_response],

@@ -12,16 +12,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
 import socket
 import ssl
-import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +26,23 @@ import pytest
 
 from ashat.agent.config import BlobMirror
 from ashat.fleet.blob_links import blob_path, signed_url
-from support import deploy, wait_for
+from support import deploy
 
 REPO = Path(__file__).resolve().parents[2]
-CONTRIB = REPO / "contrib" / "nginx"
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+sys.path.insert(0, str(REPO / "bench"))
+import nginx_run  # noqa: E402  (bench/ is not a package; the benchmark starts nginx the same way)
+from nginx_run import Nginx  # noqa: E402
+
+NGINX = nginx_run.nginx_binary()
 SECRET = "test-mirror-secret-0123456789"
 
 pytestmark = pytest.mark.skipif(
     NGINX is None, reason="nginx is not installed (apt-get install nginx-light; .ci/run does)"
 )
+
+
+def https(n: Nginx) -> str:
+    return f"https://127.0.0.1:{n.port}"
 
 
 def free_port() -> int:
@@ -50,53 +53,17 @@ def free_port() -> int:
 
 def adapt(name: str, port: int, tls: tuple[Path, Path], changes: dict[str, str]) -> str:
     """``contrib/nginx/NAME`` with each line marked CHANGE set for the test (it listens on
-    ``port`` with the test's certificate): every key must be found (the shipped file and
-    this test move together)."""
-    text = (CONTRIB / name).read_text()
+    ``port`` with the test's certificate)."""
     stem = name.split("-")[-1].removesuffix(".conf").replace("mirror", "blobs")
-    changes = {
-        "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
-        f"/etc/ashat/tls/{stem}.crt": str(tls[0]),
-        f"/etc/ashat/tls/{stem}.key": str(tls[1]),
-        **changes,
-    }
-    for old, new in changes.items():
-        assert old in text, f"{name} no longer has {old!r}"
-        text = text.replace(old, new)
-    return text
-
-
-@dataclass
-class Nginx:
-    port: int
-    home: Path
-    proc: subprocess.Popen[bytes]
-    lines_seen: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def access(self) -> list[dict[str, str]]:
-        """The access log: each request's uri, status, bytes sent and the upstream's bytes."""
-        path = self.home / "access.log"
-        rows = []
-        for line in path.read_text().splitlines() if path.exists() else []:
-            uri, status, sent, upstream, cache = line.split(" ")
-            rows.append(
-                {"uri": uri, "status": status, "sent": sent, "upstream": upstream, "cache": cache}
-            )
-        return rows
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    return nginx_run.adapt(
+        name,
+        {
+            "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
+            f"/etc/ashat/tls/{stem}.crt": str(tls[0]),
+            f"/etc/ashat/tls/{stem}.key": str(tls[1]),
+            **changes,
+        },
+    )
 
 
 @pytest.fixture
@@ -105,49 +72,8 @@ def nginx(tmp_path: Path) -> Iterator[Callable[[str, str, int], Nginx]]:
     started: list[Nginx] = []
 
     def start(name: str, servers: str, port: int) -> Nginx:
-        home = tmp_path / f"nginx-{name}"
-        home.mkdir()
-        for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi", "cache"):
-            (home / d).mkdir()
-        conf = home / "nginx.conf"
-        conf.write_text(
-            f"""
-{"user root;" if os.geteuid() == 0 else ""}
-worker_processes 1;
-daemon off;
-pid {home}/nginx.pid;
-error_log {home}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    log_format ashat '$request_uri $status $body_bytes_sent '
-                     '${{upstream_response_length}}_ ${{upstream_cache_status}}_';
-    access_log {home}/access.log ashat;
-    client_body_temp_path {home}/body;
-    proxy_temp_path {home}/proxy;
-    fastcgi_temp_path {home}/fastcgi;
-    uwsgi_temp_path {home}/uwsgi;
-    scgi_temp_path {home}/scgi;
-{servers}
-}}
-"""
-        )
-        assert NGINX is not None
-        check = subprocess.run(
-            [NGINX, "-t", "-p", str(home), "-c", str(conf)], capture_output=True, text=True
-        )
-        assert check.returncode == 0, check.stderr
-        with (home / "stderr.log").open("wb") as err:
-            proc = subprocess.Popen(
-                [NGINX, "-p", str(home), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err
-            )
-        n = Nginx(port, home, proc)
+        n = nginx_run.start(tmp_path / f"nginx-{name}", servers, port)
         started.append(n)
-
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_for(listening, 10, f"nginx {name} listening on {port}")
         return n
 
     yield start
@@ -210,7 +136,7 @@ def test_omega_behind_nginx_lets_nginx_send_the_blobs(
             },
         )
         box["n"] = nginx("omega", conf, port)
-        return box["n"].url, cert
+        return https(box["n"]), cert
 
     fleet = hello_fleet(n=2, omega_args=("--blob-offload", "nginx"), front=front)
     _ship(fleet)
@@ -231,16 +157,16 @@ def test_omega_behind_nginx_lets_nginx_send_the_blobs(
     with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as http:
         # Range through nginx: resumes are nginx's too
         r = http.get(
-            f"{n.url}/v1/blobs/{sha}",
+            f"{https(n)}/v1/blobs/{sha}",
             headers={"Authorization": f"License {token}", "Range": f"bytes={size - 5}-"},
         )
         assert r.status_code == 206 and len(r.content) == 5
         assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
         # the internal location is nginx's alone
-        inside = http.get(f"{n.url}/_ashat_blobs/{blob_path(sha)}")
+        inside = http.get(f"{https(n)}/_ashat_blobs/{blob_path(sha)}")
         assert inside.status_code == 404 and len(inside.content) < 1000
         # no license, no bytes (the offload header from a client changes nothing)
-        r = http.get(f"{n.url}/v1/blobs/{sha}", headers={"X-Ashat-Offload": "nginx"})
+        r = http.get(f"{https(n)}/v1/blobs/{sha}", headers={"X-Ashat-Offload": "nginx"})
         assert r.status_code == 401 and "License" in r.json()["error"]
 
 
