@@ -77,6 +77,9 @@ def _build() -> tuple[list[Table], list[Key]]:
               "from the control side."),
         Table("approval", False, "Who must approve before a release goes to OMEGA."),
         Table("distribution", False, "How OMEGA rolls a release out to the Licensed Mainframes."),
+        Table("distribution.analysis", True, "A metric the rollout watches while each wave "
+              "bakes: a PromQL query OMEGA evaluates against `prometheus`, and the bound every "
+              "sample must keep; one out of bounds halts the rollout."),
         Table("notify", True, "Webhooks posted on deployment state changes."),
         Table("tasks", False, "The tasks a deployment carries out (`deploy push --task`)."),
         Table("tasks.update", True, "Trackers told when a deployment reaches a state: a "
@@ -173,6 +176,19 @@ def _build() -> tuple[list[Table], list[Key]]:
             "one, and put OMEGA back on it."),
         Key("distribution", "channel", "string", d(dist.channel), "The channel a license "
             "must cover."),
+        Key("distribution", "bake_s", "number", "0", "Seconds each wave bakes once all its "
+            "mainframes installed, before the next starts (or the rollout ends), while the "
+            "analysis is evaluated."),
+        Key("distribution", "prometheus", "string", "", "The Prometheus OMEGA asks for the "
+            "analysis (`http(s)://host:9090`), as OMEGA reaches it."),
+        Key("distribution.analysis", "name", "string", "", "A short name, shown when it "
+            "fails."),
+        Key("distribution.analysis", "query", "string", "", "A PromQL expression giving a "
+            "number or an instant vector (each series is judged); one Prometheus cannot parse "
+            "is refused when the rollout starts, and no data never passes."),
+        Key("distribution.analysis", "max", "number", "", "The highest value allowed."),
+        Key("distribution.analysis", "min", "number", "", "The lowest value allowed (`max`, "
+            "`min` or both)."),
         Key("notify", "url", "string", "", "Where to post (http or https); or `url_env`."),
         Key("notify", "url_env", "string", "", "Name of the variable holding the URL."),
         Key("notify", "events", "list of strings", '["*"]', "Deployment states to post, or "

@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from ashat import config_reference
+from ashat.bake import Query
 from ashat.config import AppConfig
 from ashat.notify.config import EMAIL_KEYS, SMS_KEYS, Target
 from ashat.notify.config import KEYS as NOTIFY_KEYS
@@ -28,8 +29,12 @@ def fields(cls: type, *skip: str) -> set[str]:
 def test_the_dataclass_models_are_documented() -> None:
     assert fields(AppConfig, "raw") == documented("app")
     assert fields(ApprovalPolicy) == documented("approval")
-    # pause_after is written inside waves ("pause" between two)
-    assert fields(DistributionPolicy, "pause_after") == documented("distribution")
+    # pause_after is written inside waves ("pause" between two); bake is BakePolicy's keys
+    assert fields(DistributionPolicy, "pause_after", "bake") | {
+        "bake_s",
+        "prometheus",
+    } == documented("distribution")
+    assert fields(Query) == documented("distribution.analysis")
     # mail, sms: their own keys; tracker: [[tasks.update]]
     assert fields(Target, "index", "mail", "sms", "tracker") <= documented("notify")
     assert documented("notify") == NOTIFY_KEYS | EMAIL_KEYS | SMS_KEYS

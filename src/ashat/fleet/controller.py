@@ -19,6 +19,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from ashat.bake import decide
 from ashat.clock import iso_from_timestamp as iso
 from ashat.fleet.approvals import Approvals
 from ashat.fleet.omega_errors import NoSuchRollout
@@ -81,7 +82,27 @@ class Controller:
             "finished_at": r.finished_at,
             "paused": self.store.paused(r.rollout_id) if r.state is RolloutState.RUNNING else None,
             "pause_after": sorted(self.store.gates(r.rollout_id)),
+            "bake": self._bake_status(r),
         }
+
+    def _bake_status(self, r: Rollout) -> dict[str, Any] | None:
+        """The bake policy and the current wave's bake: ``{"bake_s", "prometheus",
+        "analysis", "wave", "started_at", "passed_at", "last"}``; None without a policy."""
+        policy = self.store.bake_policy(r.rollout_id)
+        if policy is None:
+            return None
+        out: dict[str, Any] = {**policy.to_json(), "wave": None}
+        try:
+            started, passed, last = self.store.bake(r.rollout_id, r.current_wave)
+        except KeyError:
+            return out
+        out.update(
+            wave=r.current_wave,
+            started_at=iso(started),
+            passed_at=iso(passed) if passed is not None else None,
+            last={**last.to_json(), "at": iso(last.at)} if last is not None else None,
+        )
+        return out
 
     def totals(self, r: Rollout) -> dict[str, int]:
         """The ``totals`` of ``r``'s status answer (also on OMEGA's ``/metrics``)."""
@@ -138,6 +159,8 @@ class Controller:
         waves_of = plan(rollout_id, fleet, spec.waves)
         self.store.add_rollout(r, {mid: (w, TargetStatus.WAITING) for mid, w in waves_of.items()})
         self.store.add_gates(rollout_id, spec.pause_after)
+        if spec.kind is Kind.INSTALL:
+            self.store.add_bake_policy(rollout_id, spec.bake)
         woken = self._start_wave(r, 0, now)
         woken |= self.drive(r, now)
         return r, woken
@@ -172,6 +195,16 @@ class Controller:
                 self.store.set_target(r.rollout_id, mid, TargetStatus.FAILED, why, iso(now))
             if s.outcome is WaveDecision.CONTINUE:
                 break
+            if (
+                s.outcome in (WaveDecision.ADVANCE, WaveDecision.COMPLETE)
+                and r.kind is Kind.INSTALL
+            ):
+                verdict, failure = self._baked(r, now)
+                if verdict == "wait":
+                    break
+                if verdict == "fail":
+                    woken |= self._halt(r, failure or "analysis failed", now)
+                    break
             if s.outcome is WaveDecision.ADVANCE:
                 assert s.next_wave is not None
                 gates = self.store.gates(r.rollout_id)
@@ -194,6 +227,26 @@ class Controller:
                 woken |= self._halt(r, s.reason or "failed", now)
             break
         return woken
+
+    def _baked(self, r: Rollout, now: float) -> tuple[str, str | None]:
+        """Whether the current wave, all installed, has baked (``ashat/bake.py``): "pass"
+        (or no bake asked), "wait" (the bake starts now, or goes on), or "fail" and why."""
+        policy = self.store.bake_policy(r.rollout_id)
+        if policy is None or not policy.active:
+            return "pass", None
+        try:
+            started, passed, last = self.store.bake(r.rollout_id, r.current_wave)
+        except KeyError:
+            self.store.start_bake(r.rollout_id, r.current_wave, now, iso(now))
+            log.info("%s: wave %d installed; baking %g s", r.rollout_id, r.current_wave + 1,
+                     policy.bake_s)  # fmt: skip
+            return "wait", None
+        if passed is not None:
+            return "pass", None
+        verdict, why = decide(policy, started, last, now, r.wave_started_at, r.wave_timeout_s)
+        if verdict == "pass":
+            self.store.pass_bake(r.rollout_id, r.current_wave, now, iso(now))
+        return verdict, why
 
     def _start_wave(self, r: Rollout, wave: int, now: float) -> set[str]:
         """Start ``wave``: its mainframes are pending, but those already running the release

@@ -40,6 +40,7 @@ from typing import Any
 
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob
+from ashat.bake import NO_BAKE, BakePolicy
 from ashat.bundle.keys import PublicKey, SigningKey
 from ashat.clock import Clock, SystemClock
 from ashat.clock import iso_from_timestamp as iso
@@ -525,7 +526,12 @@ class Omega:
         now = self.now()
         with self.lock, self.store.exclusive():
             last = self._last_rollout(req.channel)
-            if last and _same(req, last, self.store.gates(last.rollout_id)):
+            if last and _same(
+                req,
+                last,
+                self.store.gates(last.rollout_id),
+                self.store.bake_policy(last.rollout_id) or NO_BAKE,
+            ):
                 return self.status(last.rollout_id), set(), False
             approved = self.approvals.get(req.update_id)
             if approved is None:
@@ -565,6 +571,7 @@ class Omega:
                 wave_timeout_s=req.wave_timeout_s,
                 auto_rollback=req.auto_rollback,
                 pause_after=req.pause_after,
+                bake=req.bake,
             )
             r, woken = self.controller.create(spec, fleet, now)
             crash_point("omega.rollout")
@@ -640,6 +647,20 @@ class Omega:
         )
         return self.status(r.rollout_id), woken
 
+    def analyze(self) -> None:
+        """Evaluate the analysis queries of each wave that bakes (``ashat/bake.py``) and keep
+        the result for the controller; runs outside any lock (Prometheus is a network away)."""
+        from ashat.fleet.analysis import evaluate
+
+        for rollout_id, wave, policy in self.store.baking():
+            evaluation = evaluate(policy, self.now())
+            if evaluation.failed or evaluation.error:
+                log.warning(
+                    "%s: wave %d analysis: %s", rollout_id, wave + 1,
+                    evaluation.failed or evaluation.error,
+                )  # fmt: skip
+            self.store.note_evaluation(rollout_id, wave, evaluation)
+
     def tick(self) -> tuple[set[str], bool]:
         """Move every running rollout on (timeouts, waves, budget) and :meth:`refresh`; the
         mainframes woken, and whether the running rollouts or their waves changed since
@@ -699,8 +720,9 @@ class Omega:
         self.metrics.running.set(self.store.running_count())
 
 
-def _same(req: RolloutRequest, r: Rollout, gates: Collection[int]) -> bool:
-    """Whether ``r`` (with its ``gates``) is ``req``'s rollout (same release and policy)."""
+def _same(req: RolloutRequest, r: Rollout, gates: Collection[int], bake: BakePolicy) -> bool:
+    """Whether ``r`` (with its ``gates`` and ``bake``) is ``req``'s rollout (same release
+    and policy)."""
     return (
         tuple(sorted(gates)) == req.pause_after
         and r.update_id == req.update_id
@@ -709,4 +731,5 @@ def _same(req: RolloutRequest, r: Rollout, gates: Collection[int]) -> bool:
         and r.max_failure_ratio == req.max_failure_ratio
         and r.wave_timeout_s == req.wave_timeout_s
         and r.auto_rollback == req.auto_rollback
+        and bake == req.bake
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ashat.agent.errors import RequestInvalid
+from ashat.bake import NO_BAKE, BakePolicy, PolicyError
 from ashat.canonical import canonical_json
 from ashat.fleet.license import CHANNEL_RE
 from ashat.fleet.rollout import check_waves
@@ -96,6 +97,7 @@ class RolloutRequest:
     wave_timeout_s: float = DEFAULT_WAVE_TIMEOUT_S
     auto_rollback: bool = True
     pause_after: tuple[int, ...] = ()  # waves (0-based) after which it waits for resume
+    bake: BakePolicy = NO_BAKE  # bake_s, prometheus, analysis (ashat/bake.py)
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> RolloutRequest:
@@ -121,6 +123,10 @@ class RolloutRequest:
                 "'pause_after' must be increasing wave indexes before the last wave, "
                 f"not {str(gates)[:60]}"
             )
+        try:
+            bake = BakePolicy.parse(body, "the request")
+        except PolicyError as e:
+            raise RequestInvalid(str(e)) from e
         return cls(
             update_id=update_id(body.get("update_id"), "update_id"),
             channel=channel,
@@ -131,6 +137,7 @@ class RolloutRequest:
             wave_timeout_s=wave_timeout(body),
             auto_rollback=auto,
             pause_after=tuple(gates),
+            bake=bake,
         )
 
 

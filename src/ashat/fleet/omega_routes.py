@@ -43,6 +43,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ashat.agent.core import Agent
+from ashat.bake import ANALYSIS_EVERY_S
+from ashat.fleet.analysis import check_queries
 from ashat.fleet.blob_links import signed_url
 from ashat.fleet.directive import NONCE_RE
 from ashat.fleet.omega import Omega
@@ -132,12 +134,14 @@ class OmegaRoutes:
     async def running(self) -> AsyncIterator[None]:
         """Run the controller's tick while the server runs."""
         self._ticker = asyncio.create_task(self._tick_forever(), name="ashat-omega-controller")
+        analyst = asyncio.create_task(self._analyze_forever(), name="ashat-omega-analysis")
         try:
             yield
         finally:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+            for task in (self._ticker, analyst):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self._ticker = None
 
     async def _tick_forever(self) -> None:
@@ -153,6 +157,16 @@ class OmegaRoutes:
             except Exception:  # keep the controller alive; the log says what broke
                 log.exception("the rollout controller's tick failed")
             await asyncio.sleep(TICK_S)
+
+    async def _analyze_forever(self) -> None:
+        """Evaluate the analysis of every baking wave (beside the tick: a slow Prometheus
+        holds no rollout up; the controller reads the last evaluation)."""
+        while True:
+            try:
+                await run_in_threadpool(self.omega.analyze)
+            except Exception:
+                log.exception("the rollout analysis failed")
+            await asyncio.sleep(ANALYSIS_EVERY_S)
 
     # -- control side --------------------------------------------------------------------------
 
@@ -174,6 +188,7 @@ class OmegaRoutes:
 
     async def start_rollout(self, request: Request) -> Response:
         req = RolloutRequest.parse(await json_object(request))
+        await run_in_threadpool(check_queries, req.bake)  # before anything starts
         status, woken, new = await run_in_threadpool(self.omega.start_rollout, req)
         self.waiters.wake(woken)
         return JSONResponse(status, status_code=201 if new else 200)

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ashat.bake import NO_BAKE, BakePolicy, Evaluation
 from ashat.fleet.fleet_db import FleetDatabase
 from ashat.fleet.license import License
 from ashat.fleet.rollout import Kind, RolloutState, Target, TargetStatus
@@ -71,6 +72,7 @@ class Spec:
     auto_rollback: bool
     parent_rollout_id: str | None = None
     pause_after: tuple[int, ...] = ()  # waves after which it waits for an operator
+    bake: BakePolicy = NO_BAKE  # bake time and analysis after each wave (install only)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -513,6 +515,71 @@ class FleetStore:
             ("paused_at", "reason"),
         )
         return dict(row) if row else None
+
+    # -- bakes (ashat/bake.py) ---------------------------------------------------------------
+
+    def add_bake_policy(self, rollout_id: str, policy: BakePolicy) -> None:
+        if policy.active:
+            self._run(
+                "INSERT INTO rollout_bake_policies (rollout_id, policy) VALUES (?,?)",
+                (rollout_id, json.dumps(policy.to_json(), sort_keys=True)),
+            )
+
+    def bake_policy(self, rollout_id: str) -> BakePolicy | None:
+        rows = self.db.query(
+            "SELECT policy FROM rollout_bake_policies WHERE rollout_id=?", (rollout_id,)
+        )
+        if not rows:
+            return None
+        return BakePolicy.parse(json.loads(rows[0][0]), "the stored bake policy")
+
+    def bake(self, rollout_id: str, wave: int) -> tuple[float, float | None, Evaluation | None]:
+        """A wave's bake: (started_at, passed_at, last evaluation); KeyError if not started."""
+        rows = self.db.query(
+            "SELECT started_at, passed_at, last FROM rollout_bakes WHERE rollout_id=? AND wave=?",
+            (rollout_id, wave),
+        )
+        if not rows:
+            raise KeyError((rollout_id, wave))
+        started, passed, last = rows[0]
+        evaluation = Evaluation.from_json(json.loads(last)) if last else None
+        return float(started), None if passed is None else float(passed), evaluation
+
+    def start_bake(self, rollout_id: str, wave: int, now: float, at: str) -> None:
+        self._run(
+            "INSERT INTO rollout_bakes (rollout_id, wave, started_at) VALUES (?,?,?)",
+            (rollout_id, wave, now),
+        )
+        self.add_event(rollout_id, "bake_started", wave, at)
+
+    def pass_bake(self, rollout_id: str, wave: int, now: float, at: str) -> None:
+        self._run(
+            "UPDATE rollout_bakes SET passed_at=? WHERE rollout_id=? AND wave=?",
+            (now, rollout_id, wave),
+        )
+        self.add_event(rollout_id, "bake_passed", wave, at)
+
+    def note_evaluation(self, rollout_id: str, wave: int, evaluation: Evaluation) -> None:
+        self._run(
+            "UPDATE rollout_bakes SET last=? WHERE rollout_id=? AND wave=? AND passed_at IS NULL",
+            (json.dumps(evaluation.to_json()), rollout_id, wave),
+        )
+
+    def baking(self) -> list[tuple[str, int, BakePolicy]]:
+        """Running rollouts whose current wave bakes with analysis queries to evaluate."""
+        rows = self.db.query(
+            "SELECT r.rollout_id, r.current_wave, p.policy FROM rollouts r "
+            "JOIN rollout_bake_policies p ON p.rollout_id = r.rollout_id "
+            "JOIN rollout_bakes b ON b.rollout_id = r.rollout_id AND b.wave = r.current_wave "
+            "WHERE r.state=? AND b.passed_at IS NULL",
+            (RolloutState.RUNNING.value,),
+        )
+        out = []
+        for rid, wave, policy in rows:
+            parsed = BakePolicy.parse(json.loads(policy), "the stored bake policy")
+            if parsed.queries:
+                out.append((str(rid), int(wave), parsed))
+        return out
 
     def add_gates(self, rollout_id: str, waves: Sequence[int]) -> None:
         self._insert_many(

@@ -293,6 +293,12 @@ def run_approve(
     config = project.config()
     policy = ApprovalPolicy.parse(config.table("approval"))
     distribution = DistributionPolicy.parse(config.table("distribution"))
+    if distribution.bake.queries:
+        from ashat.fleet.analysis import check_queries
+
+        # A query Prometheus cannot parse is refused before the approval is recorded (where
+        # Prometheus answers from here; OMEGA asks it again before starting the rollout).
+        check_queries(distribution.bake)
     trust = TrustDir.of_project(project.root)
     signed_by: str | None = None
     if (signer is not None or statement is not None) and not trust.exists():

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ashat.bake import NO_BAKE, BakePolicy, PolicyError
 from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
 from ashat.faults import crash_point
 from ashat.ids import validate_update_id
@@ -58,6 +59,7 @@ class DistributionPolicy:
     auto_rollback: bool = True
     channel: str = "stable"
     pause_after: tuple[int, ...] = ()  # waves (0-based) after which the rollout waits
+    bake: BakePolicy = NO_BAKE  # bake time and metric analysis after each wave
 
     @classmethod
     def parse(cls, table: dict[str, Any]) -> DistributionPolicy:
@@ -87,7 +89,11 @@ class DistributionPolicy:
         channel = table.get("channel", "stable")
         if not isinstance(channel, str) or not channel:
             raise InvalidInput("[distribution].channel must be a channel name")
-        return cls(tuple(waves), float(ratio), float(timeout), auto, channel, gates)
+        try:
+            bake = BakePolicy.parse(table, "[distribution]")
+        except PolicyError as e:
+            raise InvalidInput(str(e)) from e
+        return cls(tuple(waves), float(ratio), float(timeout), auto, channel, gates, bake)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +103,7 @@ class DistributionPolicy:
             "wave_timeout_s": self.wave_timeout_s,
             "auto_rollback": self.auto_rollback,
             "channel": self.channel,
+            **(self.bake.to_json() if self.bake.active else {}),
         }
 
 
