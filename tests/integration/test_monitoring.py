@@ -242,6 +242,8 @@ def test_a_wave_bakes_and_its_prometheus_analysis_passes_or_halts_and_rolls_back
     assert install["state"] == "failed", install
     assert "analysis failed during the bake: too_many = 2, above its max 1" in install["reason"]
     assert install["bake"]["wave"] == 0  # halted in the first wave: the second never started
+    shown = fleet.deploy("status", "hello-002").output
+    assert "bake after wave 1 (2 s; too_many): FAILED: too_many = 2, above its max 1" in shown
     assert data["state"] in ("distribution_failed", "rolled_back")
 
     # Unparseable: refused before anything is recorded or sent, naming the analysis.

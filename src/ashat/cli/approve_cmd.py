@@ -28,6 +28,19 @@ def describe_rollout(status: dict[str, Any]) -> list[str]:
             f"{w['installed']} installed, {w['failed']} failed, {w['pending']} pending"
             f" [{w.get('state', '?')}]"
         )
+    bake = status.get("bake")
+    if bake and bake.get("wave") is not None:
+        last = bake.get("last") or {}
+        names = ", ".join(q["name"] for q in bake.get("analysis") or []) or "no analysis"
+        verdict = (
+            "passed" if bake.get("passed_at")
+            else f"FAILED: {last['failed']}" if last.get("failed")
+            else f"not evaluated: {last['error']}" if last.get("error")
+            else "baking"
+        )  # fmt: skip
+        lines.append(
+            f"  bake after wave {bake['wave'] + 1} ({bake['bake_s']:g} s; {names}): {verdict}"
+        )
     back = status.get("rollback")
     if back:
         t = back.get("totals") or {}
