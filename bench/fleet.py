@@ -551,8 +551,8 @@ def report(
     )
     print(
         f"  per mainframe: blobs {blobs:,.0f} (max {most:,}); the poll answer with the directive "
-        f"and the signed manifest {answer:,.0f} (the manifest alone: "
-        f"{second.release.manifest_bytes:,})"
+        f"and the signed manifest, as a delta from the one it runs, {answer:,.0f} (the whole "
+        f"manifest: {second.release.manifest_bytes:,})"
     )
     for name, ratio in (
         ("blob bytes / changed bytes", blobs / changed),

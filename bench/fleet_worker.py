@@ -60,7 +60,7 @@ class Probe:
             self.blob_answers.append((t, status, size))
         elif path == "/v1/fleet/poll" and status == 200:
             body = await response.aread()  # small; the mainframe then reads it from here
-            if b'"manifest"' in body:  # not an empty answer (a signed "no directive")
+            if b'"manifest' in body:  # "manifest" or "manifest_delta", not "no directive"
                 self.directives.append((t, len(body)))
         elif path == "/v1/fleet/report" and status < 300:
             report = json.loads(response.request.content)

@@ -288,3 +288,29 @@ def test_a_manual_gate_between_waves(stack: Any) -> None:
     code, out = deploy_json("approve", "hello-001")  # follows it to its end
     assert code == 0 and out["state"] == "completed", out
     assert s.currents() == ["hello-001"] * 3
+
+
+def test_the_next_release_reaches_each_mainframe_as_a_manifest_delta(hello_fleet: Any) -> None:
+    """Issue 20: a mainframe that runs a release gets the next one's signed manifest as its
+    difference from the one it holds (rebuilt byte for byte, then checked as ever); one
+    that runs nothing gets it whole."""
+    import httpx
+
+    fleet = hello_fleet(n=2)
+
+    def last_manifests() -> list[Any]:
+        return [
+            httpx.get(f"{mf.url}/v1/health", timeout=10).json()["fleet"].get("last_manifest")
+            for mf in fleet.mainframes
+        ]
+
+    for update_id, version in (("hello-001", "1.0.0"), ("hello-002", "1.0.1")):
+        fleet.ship(update_id, version)
+        res = fleet.deploy("approve", update_id, "--as", "bob")
+        assert res.exit_code == 0, res.output
+        assert fleet.currents() == [update_id, update_id]
+        if update_id == "hello-001":
+            assert last_manifests() == [None, None]  # ran nothing: the manifest came whole
+    whole = len((fleet.root / ".ashat" / "manifests" / "hello-002.json").read_bytes())
+    for seen in last_manifests():
+        assert seen["delta"] is True and seen["bytes"] < whole, (seen, whole)

@@ -53,9 +53,11 @@ from ashat import __version__
 from ashat.agent.config import MainframeConfig
 from ashat.agent.core import Agent
 from ashat.agent.errors import ReleaseDamaged
+from ashat.bundle.delta import DeltaError, apply_delta
 from ashat.bundle.errors import BundleError
 from ashat.bundle.keys import PublicKey
 from ashat.bundle.manifest import Manifest, parse_manifest
+from ashat.canonical import canonical_json
 from ashat.clock import iso_seconds
 from ashat.clock import now as clock_now
 from ashat.errors import AshatError, RemoteError
@@ -267,6 +269,7 @@ class Mainframe:
         self._logged_refusal: str | None = None
         self._logged_unreachable: str | None = None
         self.root = held_root(agent.config.root_file, agent.config.data)
+        self._whole_manifest = False  # a delta did not rebuild: the next poll asks whole
         if self.root is not None:
             agent.release_policy = ChainPolicy(self.root, clock)
             self._status["root_version"] = self.root.root.version
@@ -404,6 +407,9 @@ class Mainframe:
         }
         if self.root is not None:  # OMEGA answers with the newer versions it holds
             params["root"] = str(self.root.root.version)
+        if running is not None and not self._whole_manifest:
+            params["delta"] = "1"  # the manifest may come as a delta from the one it runs
+        self._whole_manifest = False  # asked whole once after a delta that did not rebuild
         polls = self.metrics.polls
         try:
             status, body = await self._request(
@@ -458,6 +464,20 @@ class Mainframe:
         m = self.agent.releases.manifest(current)
         return Running(current, m.sequence, m.digest())
 
+    def _rebuild(self, running: Running, delta: Any) -> str | None:
+        """The manifest a delta from the running one's makes (``bundle/delta.py``), or None
+        (and the next poll asks for it whole) if it does not rebuild what it names."""
+        try:
+            base = self.agent.releases.manifest_bytes(running.update_id)
+            text = apply_delta(base, delta).decode("utf-8")
+        except (DeltaError, AshatError, OSError, UnicodeDecodeError) as e:
+            log.warning("manifest delta from %s refused (%s); asking for it whole",
+                        running.update_id, e)  # fmt: skip
+            self._whole_manifest = True
+            return None
+        self._status["last_manifest"] = {"delta": True, "bytes": len(canonical_json(delta))}
+        return text
+
     def _current_name(self) -> str:
         return self.agent.links()[0] or "no release"
 
@@ -467,9 +487,13 @@ class Mainframe:
         self, http: httpx.AsyncClient, downloads: BlobDownloader, answer: dict[str, Any]
     ) -> None:
         token, manifest = answer.get("directive"), answer.get("manifest")
+        running = await asyncio.to_thread(self._running)
+        if "manifest_delta" in answer and running is not None and isinstance(token, str):
+            manifest = await asyncio.to_thread(self._rebuild, running, answer["manifest_delta"])
+            if manifest is None:
+                return  # the next poll asks for the whole manifest
         if not isinstance(token, str) or not isinstance(manifest, str):
             raise OmegaError("OMEGA's poll answer has a directive but no manifest string")
-        running = await asyncio.to_thread(self._running)
         try:
             root = None
             if self.root is not None:

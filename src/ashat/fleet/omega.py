@@ -30,18 +30,21 @@ read from the database at each scrape, are :mod:`.omega_metrics`'s.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import socket
 import threading
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob
 from ashat.bake import NO_BAKE, BakePolicy
+from ashat.bundle.delta import DeltaError, apply_delta, make_delta
 from ashat.bundle.keys import PublicKey, SigningKey
+from ashat.canonical import canonical_json
 from ashat.clock import Clock, SystemClock
 from ashat.clock import iso_from_timestamp as iso
 from ashat.clock import parse as parse_time
@@ -60,6 +63,7 @@ from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
 from ashat.trust.held import held_root
 
 log = logging.getLogger("ashat.omega")
+MAX_DELTAS = 256  # manifest deltas kept, by (base, new): a wave asks the same ones
 
 DIRECTIVE_KIND = "directive"
 DIRECTIVE_TTL_S = 300  # a directive is refused by mainframes after this many seconds
@@ -69,6 +73,13 @@ DIRECTIVE_TTL_S = 300  # a directive is refused by mainframes after this many se
 class PollAnswer:
     directive: str  # the envelope token
     manifest: str  # the doubly signed manifest, as JSON text
+    manifest_delta: dict[str, Any] | None = None  # the same, as a delta from the current one
+
+    def to_json(self) -> dict[str, Any]:
+        """The poll answer's directive and manifest: the delta when there is one."""
+        if self.manifest_delta is not None:
+            return {"directive": self.directive, "manifest_delta": self.manifest_delta}
+        return {"directive": self.directive, "manifest": self.manifest}
 
 
 def _servable(mf: RegisteredMainframe, now: float, revoked: set[str]) -> bool:
@@ -106,6 +117,7 @@ class Omega:
         self.approvals = Approvals(agent, key, self.store, self._clock, self.root)
         self.controller = Controller(self.store, self.approvals, self.metrics.rollouts)
         self.lock = threading.Lock()
+        self._deltas: dict[tuple[str, str], dict[str, Any] | None] = {}  # (base, new) digests
         self._approved_blobs: set[str] = set()  # known approved: approvals are never undone
         self._revoked: set[str] = set()
         self._serving: str | None = None  # the channel of the newest rollout
@@ -240,8 +252,12 @@ class Omega:
         self._approved_blobs.add(sha256)
         return lic
 
-    def directive(self, lic: License, current: str | None) -> PollAnswer | None:
+    def directive(
+        self, lic: License, current: str | None, delta: bool = False
+    ) -> PollAnswer | None:
         """A signed directive if a running rollout waits for this mainframe, else None.
+        With ``delta`` (the mainframe can rebuild one), the manifest comes as its difference
+        from the approved manifest of ``current`` when that is smaller (``bundle/delta.py``).
 
         A mainframe that already runs what the rollout sends counts as installed.
         Raises :class:`LicenseDenied` if the license was revoked, or expired, since
@@ -283,7 +299,33 @@ class Omega:
             "expires_at": iso(now + DIRECTIVE_TTL_S),
         }
         self.metrics.directives.labels(action=action).inc()
-        return PollAnswer(seal(DIRECTIVE_KIND, payload, self.key), text)
+        answer = PollAnswer(seal(DIRECTIVE_KIND, payload, self.key), text)
+        if delta and current is not None:
+            return replace(answer, manifest_delta=self._delta(current, text))
+        return answer
+
+    def _delta(self, current: str, text: str) -> dict[str, Any] | None:
+        """``text`` as a delta from the approved manifest of ``current``, if that is known,
+        rebuilds ``text`` exactly, and is smaller; else None (the whole manifest goes)."""
+        held = self.approvals.get(current)
+        if held is None:
+            return None
+        base, new = held[1].encode("utf-8"), text.encode("utf-8")
+        key = (hashlib.sha256(base).hexdigest(), hashlib.sha256(new).hexdigest())
+        if key in self._deltas:
+            return self._deltas[key]
+        try:
+            delta: dict[str, Any] | None = make_delta(base, new)
+            if apply_delta(base, delta) != new:  # only what rebuilds byte for byte
+                delta = None
+        except (DeltaError, ValueError):
+            delta = None
+        if delta is not None and len(canonical_json(delta)) >= len(new):
+            delta = None
+        if len(self._deltas) >= MAX_DELTAS:
+            self._deltas.clear()
+        self._deltas[key] = delta
+        return delta
 
     def no_directive(
         self, lic: License, nonce: str, current: str | None, sequence: int | None

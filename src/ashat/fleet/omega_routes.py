@@ -296,6 +296,7 @@ class OmegaRoutes:
     async def poll(self, request: Request) -> Response:
         token = self._license(request)
         current, sequence, wait, nonce = self._poll_query(request)
+        delta = request.query_params.get("delta") == "1"  # it can rebuild a manifest delta
         app, restarts = self._app_query(request)
         roots = self._roots_for(request)
         lic = await run_in_threadpool(
@@ -311,12 +312,10 @@ class OmegaRoutes:
             with self.waiters.waiting(lic.mainframe_id) as event:
                 while True:
                     event.clear()  # before looking: a wake from now on is not lost
-                    answer = await run_in_threadpool(self.omega.directive, lic, current)
+                    answer = await run_in_threadpool(self.omega.directive, lic, current, delta)
                     if answer is not None:
                         self.omega.metrics.polls.labels(result="directive").inc()
-                        return JSONResponse(
-                            {"directive": answer.directive, "manifest": answer.manifest, **roots}
-                        )
+                        return JSONResponse({**answer.to_json(), **roots})
                     if not await self._wait(event, deadline, loop):
                         break
         finally:
