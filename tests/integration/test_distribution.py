@@ -294,8 +294,6 @@ def test_the_next_release_reaches_each_mainframe_as_a_manifest_delta(hello_fleet
     """Issue 20: a mainframe that runs a release gets the next one's signed manifest as its
     difference from the one it holds (rebuilt byte for byte, then checked as ever); one
     that runs nothing gets it whole."""
-    import httpx
-
     fleet = hello_fleet(n=2)
 
     def last_manifests() -> list[Any]:
@@ -314,3 +312,78 @@ def test_the_next_release_reaches_each_mainframe_as_a_manifest_delta(hello_fleet
     whole = len((fleet.root / ".ashat" / "manifests" / "hello-002.json").read_bytes())
     for seen in last_manifests():
         assert seen["delta"] is True and seen["bytes"] < whole, (seen, whole)
+
+
+SHORT_WAVE = """[distribution]
+waves = [100]
+max_failure_ratio = 0.0
+wave_timeout_s = 3
+auto_rollback = false
+"""
+
+
+def test_a_mainframe_outside_its_window_or_locked_waits_and_installs_when_it_may(
+    hello_fleet: Any, mainframe_factory: Any
+) -> None:
+    """Issue 19: a mainframe outside its maintenance window, and one whose app holds
+    ``update.lock``, get nothing and are not failed by the wave's timeout (the status names
+    them held); the lock lifted, or the window open, each installs and the rollout ends."""
+    fleet = hello_fleet(n=1, distribution=SHORT_WAVE)
+    omega = fleet.omega
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=6)  # a window hours away: closed
+    closed = f"daily {soon:%H:%M}-{soon + dt.timedelta(hours=1):%H:%M}"
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+
+    def start(mid: str, args: tuple[str, ...], lock: bool = False) -> Any:
+        token, _ = issue(omega.license_key, mid, "ACME", expires)
+        h = mainframe_factory.start(
+            omega=omega.url, license_token=token, mainframe_id=mid,
+            trust=fleet.public.pub_path, trust_omega=omega.omega_pub_path, poll_wait=1,
+            args=args,
+        )  # fmt: skip
+        if lock:
+            (h.data / "shared").mkdir(parents=True, exist_ok=True)
+            (h.data / "shared" / "update.lock").write_text("backup running\n")
+        mainframe_factory.ready(h)
+        return h
+
+    windowed = start("mf-win", ("--maintenance-window", closed, "--maintenance-tz", "UTC"))
+    locked = start("mf-lock", (), lock=True)
+    with omega.client() as client:
+        wait_for(lambda: len(client.mainframes()) == 3, 20, "three mainframes registered")
+
+    fleet.ship("hello-001", "1.0.0")
+    res = fleet.deploy("approve", "hello-001", "--as", "bob", "--no-wait")
+    assert res.exit_code == 0, res.output
+    wait_for(lambda: fleet.mainframes[0].current() == "hello-001", 30, "mf-0 installed")
+    time.sleep(4)  # past the wave's 3 s timeout
+    status = json.loads(fleet.deploy("status", "hello-001", "--json").stdout)
+    rollout = status["rollouts"][-1]
+    assert rollout["state"] == "running", rollout
+    assert rollout["held"] == {"mf-win": "window", "mf-lock": "lock"}
+    assert rollout["totals"]["failed"] == 0 and rollout["totals"]["pending"] == 2
+    assert windowed.current() is None and locked.current() is None
+    assert windowed.health()["fleet"]["hold"] == "window"
+    shown = fleet.deploy("status", "hello-001").output
+    assert "held: mf-win (outside its maintenance window): it installs when it may" in shown
+
+    (locked.data / "shared" / "update.lock").unlink()  # the app is done
+    wait_for(lambda: locked.current() == "hello-001", 30, "the unlocked mainframe installed")
+
+    # The window opens: the same machine, its window now (as a test clock would make it).
+    windowed.stop()
+    now = dt.datetime.now(dt.UTC)
+    argv = [a if a != closed else f"daily {now - dt.timedelta(minutes=5):%H:%M}-"
+            f"{now + dt.timedelta(minutes=55):%H:%M}" for a in windowed.argv]  # fmt: skip
+    reopened = mainframe_factory._spawn("mf-win", windowed.data, windowed.log.with_name(
+        "agent-2.log"), argv)  # fmt: skip
+    mainframe_factory.ready(reopened)
+    wait_for(lambda: reopened.current() == "hello-001", 30, "the windowed mainframe installed")
+    wait_for(
+        lambda: (
+            json.loads(fleet.deploy("status", "hello-001", "--json").stdout)["deployment"]["state"]
+            == "completed"
+        ),
+        30,
+        "the rollout completed",
+    )

@@ -165,6 +165,9 @@ class MainframeConfig:
     omega_ca_cert: Path | None = None
     poll_wait_s: int = 30  # seconds OMEGA may hold a poll (the protocol allows up to 60)
     blob_cache: str | None = None  # a site's caching proxy of OMEGA: blobs are fetched there
+    windows: tuple[str, ...] = ()  # maintenance windows (fleet/windows.py), as given
+    window_tz: str | None = None  # their time zone (IANA name); None: the system's
+    update_lock_max_s: float = 3600.0  # longest an app's update.lock defers a switch
 
     def __post_init__(self) -> None:
         if not HTTP_URL_RE.fullmatch(self.omega_url):
@@ -175,6 +178,8 @@ class MainframeConfig:
             raise InvalidInput("the mainframe needs OMEGA's public key (--trust-omega)")
         if self.blob_cache is not None and not HTTP_URL_RE.fullmatch(self.blob_cache):
             raise InvalidInput(f"--blob-cache {self.blob_cache!r}: expected an http(s) URL")
+        if not 60 <= self.update_lock_max_s <= 7 * 86_400:
+            raise InvalidInput("--update-lock-max must be 60-604800 seconds")
         if not 1 <= self.poll_wait_s <= 60:
             raise InvalidInput(f"--poll-wait must be 1-60 seconds, got {self.poll_wait_s}")
 

@@ -132,6 +132,28 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="Mainframe: a caching proxy of OMEGA in its site (contrib/nginx/site-cache.conf); "
     "blobs are fetched through it, everything else from --omega.",
 )
+@click.option(
+    "--maintenance-window",
+    "windows",
+    multiple=True,
+    help="Mainframe: switch releases only inside this weekly window, e.g. 'Sat 02:00-04:00', "
+    "'Mon-Fri 22:00-06:00' or 'daily 01:00-03:00' (repeatable; outside them OMEGA waits "
+    "for it).",
+)
+@click.option(
+    "--maintenance-tz",
+    "window_tz",
+    help="Mainframe: the IANA time zone of its windows (e.g. Europe/Berlin)  "
+    "[default: the system's]",
+)
+@click.option(
+    "--update-lock-max",
+    type=click.FloatRange(60, 7 * 86_400),
+    default=3600,
+    show_default=True,
+    help="Mainframe: the longest its app's $ASHAT_SHARED_DIR/update.lock defers a switch, "
+    "in seconds (counted from the file's modification time).",
+)
 @click.option("--omega-key", type=_FILE, help="OMEGA: its private key (approvals and directives).")
 @click.option(
     "--license-trust",
@@ -251,6 +273,9 @@ def agent(
     fleet_db: str | None,
     blob_dir: Path | None,
     blob_cache: str | None,
+    windows: tuple[str, ...],
+    window_tz: str | None,
+    update_lock_max: float,
     blob_offload: str | None,
     blob_mirror: str | None,
     blob_mirror_secret_file: Path | None,
@@ -280,7 +305,7 @@ def agent(
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
     mainframe = _mainframe_config(
         role, token_file, omega_url, license_file, trust_omega, omega_ca_cert, poll_wait,
-        root_file, blob_cache,
+        root_file, blob_cache, (windows, window_tz, update_lock_max),
     )  # fmt: skip
     if token_file is None and mainframe is None:
         raise click.UsageError(f"--role {role} needs --token-file")
@@ -375,6 +400,7 @@ def _mainframe_config(
     poll_wait: int,
     root_file: Path | None = None,
     blob_cache: str | None = None,
+    hold: tuple[tuple[str, ...], str | None, float] = ((), None, 3600.0),
 ) -> MainframeConfig | None:
     """The mainframe's options as a config (None for other roles); a usage error names
     what is missing, or what only a mainframe takes."""
@@ -388,6 +414,8 @@ def _mainframe_config(
         "--trust-omega": bool(trust_omega),
         "--omega-ca-cert": omega_ca_cert is not None,
         "--blob-cache": blob_cache is not None,
+        "--maintenance-window": bool(hold[0]),
+        "--maintenance-tz": hold[1] is not None,
     }
     if role != "mainframe":
         extra = [name for name, present in given.items() if present]
@@ -400,6 +428,14 @@ def _mainframe_config(
     if missing:
         raise click.UsageError(f"--role mainframe needs {', '.join(missing)}")
     assert omega_url is not None and license_file is not None
+    from ashat.fleet.windows import WindowError, parse_window, zone
+
+    try:  # checked now, so a window that never opens stops the agent before it starts
+        for window in hold[0]:
+            parse_window(window)
+        zone(hold[1])
+    except WindowError as e:
+        raise click.UsageError(str(e)) from e
     token, mainframe_id, license_id = read_license_file(license_file)
     keys = [load_public_key(p) for p in trust_omega]
     if root_file is not None and not keys:
@@ -413,6 +449,9 @@ def _mainframe_config(
         omega_ca_cert=omega_ca_cert,
         poll_wait_s=poll_wait,
         blob_cache=blob_cache.rstrip("/") if blob_cache else None,
+        windows=hold[0],
+        window_tz=hold[1],
+        update_lock_max_s=hold[2],
     )
 
 

@@ -28,6 +28,11 @@ def describe_rollout(status: dict[str, Any]) -> list[str]:
             f"{w['installed']} installed, {w['failed']} failed, {w['pending']} pending"
             f" [{w.get('state', '?')}]"
         )
+    held = status.get("held") or {}
+    if held:
+        why = {"window": "outside its maintenance window", "lock": "its app holds update.lock"}
+        for mid, reason in sorted(held.items()):
+            lines.append(f"  held: {mid} ({why.get(reason, reason)}): it installs when it may")
     bake = status.get("bake")
     if bake and bake.get("wave") is not None:
         last = bake.get("last") or {}

@@ -83,6 +83,9 @@ class Controller:
             "paused": self.store.paused(r.rollout_id) if r.state is RolloutState.RUNNING else None,
             "pause_after": sorted(self.store.gates(r.rollout_id)),
             "bake": self._bake_status(r),
+            "held": self.store.held_pending(r.rollout_id, r.current_wave)
+            if r.state is RolloutState.RUNNING
+            else {},
         }
 
     def _bake_status(self, r: Rollout) -> dict[str, Any] | None:
@@ -177,6 +180,12 @@ class Controller:
             r = fresh
             timed_out = now - r.wave_started_at >= r.wave_timeout_s
             counts = self.store.status_counts(r.rollout_id, r.current_wave)
+            held: dict[str, str] = {}
+            if timed_out:  # the held wait for their window or lock: no timeout for them
+                held = self.store.held_pending(
+                    r.rollout_id, r.current_wave, released_since=now - r.wave_timeout_s
+                )
+                timed_out = counts.get(TargetStatus.PENDING, 0) > len(held)
             if waits(r.kind, counts, r.max_failure_ratio, timed_out):
                 break
             targets = tuple(t.target() for t in self.store.targets(r.rollout_id))
@@ -188,6 +197,7 @@ class Controller:
                 r.wave_timeout_s,
                 r.max_failure_ratio,
                 targets,
+                frozenset(held),
             )
             s = step(progress, now)
             for mid in s.timed_out:

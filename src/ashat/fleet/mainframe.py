@@ -73,6 +73,7 @@ from ashat.fleet.directive import (
     peek_directive,
 )
 from ashat.fleet.download import BlobDownloader, DownloadError, Wanted
+from ashat.fleet.windows import LOCK_FILE, in_window, lock_holds, parse_window, zone
 from ashat.project import write_private
 from ashat.transport import outgoing
 from ashat.transport.errors import BadResponse
@@ -270,6 +271,8 @@ class Mainframe:
         self._logged_unreachable: str | None = None
         self.root = held_root(agent.config.root_file, agent.config.data)
         self._whole_manifest = False  # a delta did not rebuild: the next poll asks whole
+        self._windows = tuple(parse_window(w) for w in config.windows)  # checked by the CLI
+        self._tz = zone(config.window_tz)
         if self.root is not None:
             agent.release_policy = ChainPolicy(self.root, clock)
             self._status["root_version"] = self.root.root.version
@@ -407,6 +410,10 @@ class Mainframe:
         }
         if self.root is not None:  # OMEGA answers with the newer versions it holds
             params["root"] = str(self.root.root.version)
+        hold = await asyncio.to_thread(self._hold)
+        if hold is not None:
+            params["hold"] = hold  # OMEGA sends nothing now, and does not fail it for that
+        self._status["hold"] = hold
         if running is not None and not self._whole_manifest:
             params["delta"] = "1"  # the manifest may come as a delta from the one it runs
         self._whole_manifest = False  # asked whole once after a delta that did not rebuild
@@ -463,6 +470,21 @@ class Mainframe:
             return None
         m = self.agent.releases.manifest(current)
         return Running(current, m.sequence, m.digest())
+
+    def _hold(self) -> str | None:
+        """Why this mainframe may not switch now (``fleet/windows.py``): ``"window"`` outside
+        its maintenance windows, ``"lock"`` while its app holds ``update.lock``; else None."""
+        now = self.clock()
+        local = now.astimezone(self._tz) if self._tz is not None else now.astimezone()
+        if not in_window(self._windows, local):
+            return "window"
+        try:
+            mtime: float | None = (self.agent.layout.shared / LOCK_FILE).stat().st_mtime
+        except OSError:
+            mtime = None
+        if lock_holds(mtime, now.timestamp(), self.config.update_lock_max_s):
+            return "lock"
+        return None
 
     def _rebuild(self, running: Running, delta: Any) -> str | None:
         """The manifest a delta from the running one's makes (``bundle/delta.py``), or None
@@ -524,6 +546,9 @@ class Mainframe:
             log.info("rollout %s: %s runs here already", d.rollout_id, d.update_id)
             self.metrics.installs.labels(result="already").inc()
             await self._report(http, d.rollout_id, d.update_id, "installed", None)
+            return
+        if (why := await asyncio.to_thread(self._hold)) is not None:  # held since it polled
+            log.info("rollout %s: %s deferred (%s)", d.rollout_id, d.update_id, why)
             return
         log.info(
             "rollout %s: %s %s (sequence %d), running %s",

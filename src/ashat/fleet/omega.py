@@ -204,16 +204,17 @@ class Omega:
         *,
         poll: bool,
         app: tuple[str | None, int | None] = (None, None),
+        hold: str | None = None,
     ) -> License:
-        """Check a license; on a poll, register (or refresh) its mainframe, what it runs and
-        what it says of its app.
+        """Check a license; on a poll, register (or refresh) its mainframe, what it runs,
+        what it says of its app and whether it holds switching (``hold``).
 
         Raises :class:`LicenseDenied`.
         """
         now = self.now()
         lic = self._check(token, now)
         if poll:
-            self.store.register(lic, current, sequence, iso(now), "ok", app)
+            self.store.register(lic, current, sequence, iso(now), "ok", app, hold, now)
         return lic
 
     def app_seen(
@@ -253,7 +254,7 @@ class Omega:
         return lic
 
     def directive(
-        self, lic: License, current: str | None, delta: bool = False
+        self, lic: License, current: str | None, delta: bool = False, hold: str | None = None
     ) -> PollAnswer | None:
         """A signed directive if a running rollout waits for this mainframe, else None.
         With ``delta`` (the mainframe can rebuild one), the manifest comes as its difference
@@ -287,6 +288,8 @@ class Omega:
                     )
                     self.store.set_running(lic.mainframe_id, m.update_id, m.sequence)
                 return None
+        if hold is not None:  # outside its window, or its app locked updates: not now
+            return None
         action = "rollback" if r.kind is Kind.ROLLBACK else "install"
         payload = {
             "mainframe_id": lic.mainframe_id,

@@ -55,6 +55,7 @@ from ashat.fleet.omega_requests import (
     approval_record,
     license_id,
 )
+from ashat.fleet.windows import HOLDS
 from ashat.http.body import json_object
 from ashat.http.errors import RequestInvalid, Unauthenticated
 from ashat.ids import UPDATE_ID_RE
@@ -297,10 +298,16 @@ class OmegaRoutes:
         token = self._license(request)
         current, sequence, wait, nonce = self._poll_query(request)
         delta = request.query_params.get("delta") == "1"  # it can rebuild a manifest delta
+        hold = request.query_params.get("hold") or None
+        if hold is not None and hold not in HOLDS:
+            raise RequestInvalid(f"'hold' must be one of {', '.join(HOLDS)}, not {hold[:40]!r}")
         app, restarts = self._app_query(request)
         roots = self._roots_for(request)
         lic = await run_in_threadpool(
-            partial(self.omega.admit, poll=True, app=(app, restarts)), token, current, sequence
+            partial(self.omega.admit, poll=True, app=(app, restarts), hold=hold),
+            token,
+            current,
+            sequence,
         )
         if app == "crash_loop":
             woken = await run_in_threadpool(self.omega.app_seen, lic, current, app, restarts)
@@ -312,7 +319,9 @@ class OmegaRoutes:
             with self.waiters.waiting(lic.mainframe_id) as event:
                 while True:
                     event.clear()  # before looking: a wake from now on is not lost
-                    answer = await run_in_threadpool(self.omega.directive, lic, current, delta)
+                    answer = await run_in_threadpool(
+                        self.omega.directive, lic, current, delta, hold
+                    )
                     if answer is not None:
                         self.omega.metrics.polls.labels(result="directive").inc()
                         return JSONResponse({**answer.to_json(), **roots})

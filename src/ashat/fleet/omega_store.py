@@ -233,20 +233,27 @@ class FleetStore:
         seen: str,
         status: str,
         app: tuple[str | None, int | None] = (None, None),
+        hold: str | None = None,
+        now: float | None = None,
     ) -> None:
         """Insert or refresh a mainframe from a poll with a readable license (``app``: what
-        it said of its app, kept when it says nothing)."""
+        it said of its app, kept when it says nothing; ``hold``: why it may not switch now,
+        fleet/windows.py)."""
         self._run(
             "INSERT INTO mainframes (mainframe_id, license_id, customer, channels, expires_at,"
-            " current, sequence, last_seen, license_status, app_status, app_restarts)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+            " current, sequence, last_seen, license_status, app_status, app_restarts, hold,"
+            " hold_released_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL)"
             " ON CONFLICT (mainframe_id) DO UPDATE SET license_id=excluded.license_id,"
             " customer=excluded.customer, channels=excluded.channels,"
             " expires_at=excluded.expires_at, current=excluded.current,"
             " sequence=excluded.sequence, last_seen=excluded.last_seen,"
             " license_status=excluded.license_status,"
             " app_status=COALESCE(excluded.app_status, mainframes.app_status),"
-            " app_restarts=COALESCE(excluded.app_restarts, mainframes.app_restarts)",
+            " app_restarts=COALESCE(excluded.app_restarts, mainframes.app_restarts),"
+            " hold_released_at=CASE WHEN excluded.hold IS NULL AND mainframes.hold IS NOT NULL"
+            " THEN ? ELSE mainframes.hold_released_at END,"
+            " hold=excluded.hold",
             (
                 lic.mainframe_id,
                 lic.license_id,
@@ -258,8 +265,28 @@ class FleetStore:
                 seen,
                 status,
                 *app,
+                hold,
+                now,
             ),
         )
+
+    def held_pending(
+        self, rollout_id: str, up_to_wave: int, released_since: float | None = None
+    ) -> dict[str, str]:
+        """Pending targets (waves up to ``up_to_wave``) whose mainframe holds: id -> why;
+        with ``released_since``, also those released from a hold since then ("released":
+        their own timeout runs from their release)."""
+        rows = self.db.query(
+            "SELECT t.mainframe_id, COALESCE(m.hold, 'released') FROM rollout_targets t"
+            " JOIN mainframes m ON m.mainframe_id = t.mainframe_id"
+            " WHERE t.rollout_id=? AND t.wave<=? AND t.status=?"
+            " AND (m.hold IS NOT NULL OR m.hold_released_at >= ?)",
+            (
+                rollout_id, up_to_wave, TargetStatus.PENDING.value,
+                float("inf") if released_since is None else released_since,
+            ),
+        )  # fmt: skip
+        return {str(mid): str(why) for mid, why in rows}
 
     def installed_in_running(self, mainframe_id: str, update_id: str) -> Rollout | None:
         """The running install rollout of ``update_id`` this mainframe counts as installed

@@ -115,6 +115,9 @@ class Progress:
     wave_timeout_s: float
     max_failure_ratio: float
     targets: tuple[Target, ...]
+    # pending mainframes outside their maintenance window or update-locked (fleet/windows.py):
+    # they wait, and the wave's timeout does not fail them
+    held: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,11 @@ def step(p: Progress, now: float) -> Step:
     timed_out: tuple[str, ...] = ()
     if now - p.wave_started_at >= p.wave_timeout_s:
         timed_out = tuple(
-            sorted(t.mainframe_id for t in targeted if t.status is TargetStatus.PENDING)
+            sorted(
+                t.mainframe_id
+                for t in targeted
+                if t.status is TargetStatus.PENDING and t.mainframe_id not in p.held
+            )
         )
     late = set(timed_out)
     failed = sum(1 for t in targeted if t.status is TargetStatus.FAILED or t.mainframe_id in late)
