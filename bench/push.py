@@ -138,6 +138,15 @@ def main() -> None:
         ):
             print(f"{name:14}{rp['bytes_sent']:>14,}{tp:>10.2f}{rsync_sent(rr.stdout):>14,}"
                   f"{tr:>10.2f}{tp / tr:>12.2f}")  # fmt: skip
+        print("where a push's time goes, s (as the push's --json reports its steps):")
+        steps = ("build", "record", "sign", "plan", "upload", "stage", "activate")
+        print(f"{'':14}" + "".join(f"{s:>9}" for s in (*steps, "other")))
+        for name, tp, rp in (("first push", t_push1, r1), ("1% re-push", t_push2, r2)):
+            timings = rp.get("timings") or {}
+            assert isinstance(timings, dict)
+            other = tp - sum(float(v) for v in timings.values())  # start-up, imports, exit
+            cells = "".join(f"{float(timings.get(s, 0.0)):>9.3f}" for s in steps)
+            print(f"{name:14}{cells}{other:>9.3f}")
         print(f"re-push bytes / changed bytes: {int(r2['bytes_sent']) / changed:.3f} (goal ≤ 1.1)")  # type: ignore[call-overload]
         print(f"re-push time / rsync: {t_push2 / t_rsync2:.2f} (goal ≤ 1.0); "
               f"first push / rsync: {t_push1 / t_rsync1:.2f} (goal ≤ 1.5)")  # fmt: skip

@@ -199,6 +199,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "resumed": BOOL,
             "public_previous": nullable(STR),
             "app": nullable(OBJ),
+            "timings": {"type": "object", "additionalProperties": NUM},
         },
     ),
     "BlobsMissing": obj(

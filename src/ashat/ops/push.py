@@ -177,17 +177,20 @@ def run_push(
     server = project.require_server("public")
     refuse_taken_id(project.workflow(actor), update_id)  # one line, before anything else
     parsed = task_references(project, tasks)
+    t0 = time.monotonic()
     bundle, built = build_bundle(project, update_id, description, source, git_ref)
+    build_s = time.monotonic() - t0
     try:
         wf = project.workflow(actor)
         if on_start is not None:
             on_start(server)
         with client_for(server) as agent:
             kwargs: dict[str, Any] = {"step": step} if step is not None else {}
-            return push(
+            result = push(
                 wf, agent, update_id, description, bundle, target=server.name, tasks=parsed,
                 **kwargs,
             )  # fmt: skip
+            return replace(result, timings={"build": build_s, **result.timings})
     finally:
         built.cleanup()
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
@@ -91,6 +91,7 @@ class PushResult:
     resumed: bool
     public_previous: str | None
     app: dict[str, Any] | None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step (bench/push.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +108,7 @@ class PushResult:
             "resumed": self.resumed,
             "public_previous": self.public_previous,
             "app": self.app,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
 
@@ -190,13 +192,23 @@ def push(
     if not description or len(description) > 1000:
         raise InvalidInput("the description must be 1-1000 characters")
     started = time.monotonic()
+    timings: dict[str, float] = {}
+    mark = started
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        timings[name], mark = now - mark, now
+
     dep, resumed = _start(wf, update_id, description, bundle, tasks)
     sequence = int(dep.details["sequence"])
+    lap("record")
     step("record", f"deployment {update_id} recorded (sequence {sequence})")
     crash_point("push.recorded")
     try:
         signed = bundle.sign(sequence)
         wf.note(update_id, "push.signed", {"manifest": signed.digest(), "sequence": sequence})
+        lap("sign")
         # What PUBLIC ran before this push: asked by the first attempt, which may have
         # activated the release before it was interrupted.
         public_previous = wf.remember(dep, "public_previous", lambda: agent.health().get("current"))
@@ -205,6 +217,7 @@ def push(
             f"{len(signed.files)} files, {_mb(signed.total_size)}; PUBLIC runs "
             f"{public_previous or 'nothing yet'}",
         )
+        lap("plan")
         digests = sorted(bundle.blob_sizes)
         missing = agent.missing(digests)
         unknown = set(missing) - set(bundle.blob_sizes)
@@ -219,16 +232,19 @@ def push(
             "push.uploaded",
             {"blobs_sent": len(missing), "blobs_skipped": skipped, "bytes_sent": sent},
         )
+        lap("upload")
         step("upload", f"sent {len(missing)} blobs ({_mb(sent)}), {skipped} already there")
         crash_point("push.uploaded")
         wf.renew("public", update_id)
         staged = agent.stage(signed.to_bytes())
+        lap("stage")
         step(
             "stage",
             f"staged as releases/{update_id} ({staged.get('files', len(signed.files))} files)",
         )
         crash_point("push.staged")
         activated = agent.activate(update_id)
+        lap("activate")
         crash_point("push.activated")
         app = activated.get("app")
         step(
@@ -265,6 +281,7 @@ def push(
         resumed=resumed,
         public_previous=public_previous,
         app=app if isinstance(app, dict) else None,
+        timings=timings,
     )
 
 
