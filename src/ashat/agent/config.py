@@ -12,11 +12,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ashat.bundle.keys import PublicKey, SigningKey
 from ashat.bundle.manifest import MAX_MANIFEST_BYTES
 from ashat.errors import InvalidInput
 from ashat.http.middleware import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S
+
+if TYPE_CHECKING:
+    from ashat.agent.upstream import Upstream
 
 DEFAULT_LISTEN = "127.0.0.1:8700"
 DEFAULT_KEEP = 5
@@ -102,6 +106,7 @@ class AgentConfig:
     sandbox_binds: tuple[Path, ...] = ()  # more read-only directories in the app's sandbox
     advisories: Path | None = None  # role public: the OSV snapshot; None: DATA/advisories
     secret_files: tuple[Path, ...] = field(default=(), repr=False)  # hidden from the app
+    upstream: Upstream | None = None  # a proxy's upstream file kept on the app's port
     blob_offload: str | None = None  # role omega: "nginx" sends blob bytes (X-Accel-Redirect)
     blob_mirror: BlobMirror | None = None  # role omega: licensed downloads redirected there
 

@@ -205,6 +205,7 @@ class Agent:
             if app is not None:
                 self.metrics.app_up.set(1)
                 log.info("started the app of %s on port %d", current, app.port)
+                self._publish_or_log(app)
 
     def watch_app(self) -> None:
         """Restart the current release's app when it exits (run in a thread until the agent
@@ -252,6 +253,7 @@ class Agent:
             )
             return
         if new is not None:
+            self._publish_or_log(new)
             self.app = new
             self.restarts += 1
             self.metrics.app_up.set(1)
@@ -320,6 +322,13 @@ class Agent:
                 raise
             if fresh is None:  # cannot happen: the release runs an app
                 return {"changed": True, "keys": keys, "restarted": False}
+            try:
+                self._publish(fresh)
+            except ActivationFailed:
+                self.supervisor.app_env = old
+                self.supervisor.stop(fresh)
+                self._untrack(fresh)
+                raise
             self.app = fresh
             self.restarts, self._dying, self._restart_at = 0, 0, None
             self.supervisor.stop(app)
@@ -709,6 +718,13 @@ class Agent:
                 self._save()
                 log.info("removed %s: a release that never became active is not kept", target)
             raise
+        if new_app is not None:
+            try:  # traffic moves to the new app before the links, and the old app, change
+                self._publish(new_app)
+            except ActivationFailed:
+                self.supervisor.stop(new_app)
+                self._untrack(new_app)
+                raise
         crash_point("switch.begin")
         self.releases.set_link(PREVIOUS, new_previous)
         crash_point("switch.links")
@@ -729,6 +745,19 @@ class Agent:
             self._untrack(old_app)
         self._prune()
         return {"current": target, "previous": new_previous, "app": self.app_info()}
+
+    def _publish(self, app: AppProcess) -> None:
+        """Point the proxy in front of the app at ``app`` (``--upstream-file``; see
+        :mod:`.upstream`). Raises :class:`ActivationFailed`."""
+        if self.config.upstream is not None:
+            self.config.upstream.publish(app.port)
+            log.info("traffic moved to the app of %s on port %d", app.release, app.port)
+
+    def _publish_or_log(self, app: AppProcess) -> None:
+        try:
+            self._publish(app)
+        except ActivationFailed as e:
+            log.error("%s%s", e.message, f": {e.log_tail}" if e.log_tail else "")
 
     def _confirm(self, update_id: str) -> None:
         """Refuse to switch to a release whose files are not the signed bytes: quarantine

@@ -20,6 +20,7 @@ import click
 ROLES = ("public", "omega", "mainframe")
 if TYPE_CHECKING:
     from ashat.agent.config import BlobMirror, MainframeConfig
+    from ashat.agent.upstream import Upstream
     from ashat.bundle.keys import PublicKey, SigningKey
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -180,6 +181,25 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="OMEGA: blob store directory shared by replicas  [default: DATA/blobs]",
 )
 @click.option(
+    "--upstream-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A file the agent keeps naming the port of the app that takes traffic "
+    "('server 127.0.0.1:PORT;'), for a proxy's upstream (contrib/nginx/app.conf): a stable "
+    "address, switched without dropping a request.",
+)
+@click.option(
+    "--upstream-reload",
+    help="The command that makes the proxy read --upstream-file again (e.g. "
+    "'nginx -s reload'), run without a shell after each change.",
+)
+@click.option(
+    "--upstream-drain",
+    type=click.FloatRange(0, 300),
+    default=2.0,
+    show_default=True,
+    help="Seconds the old app keeps serving the requests in flight after the proxy moved.",
+)
+@click.option(
     "--blob-offload",
     type=click.Choice(["nginx"]),
     help="OMEGA: the nginx in front of it sends blob bytes (X-Accel-Redirect to an internal "
@@ -280,6 +300,9 @@ def agent(
     blob_mirror: str | None,
     blob_mirror_secret_file: Path | None,
     blob_url_ttl: int,
+    upstream_file: Path | None,
+    upstream_reload: str | None,
+    upstream_drain: float,
     verifier_key: Path | None,
     root_file: Path | None,
     app_user: str | None,
@@ -315,6 +338,7 @@ def agent(
             "--db, --blob-dir, --blob-offload, --blob-mirror: only for --role omega"
         )
     mirror = _blob_mirror(blob_mirror, blob_mirror_secret_file, blob_url_ttl)
+    upstream = _upstream(upstream_file, upstream_reload, upstream_drain)
     host, port = parse_listen(listen)
     keys = [load_public_key(p) for p in trust]
     config = AgentConfig(
@@ -361,6 +385,7 @@ def agent(
         ),
         blob_offload=blob_offload,
         blob_mirror=mirror,
+        upstream=upstream,
     )
     logging.basicConfig(
         level=logging.INFO,
@@ -453,6 +478,22 @@ def _mainframe_config(
         window_tz=hold[1],
         update_lock_max_s=hold[2],
     )
+
+
+def _upstream(file: Path | None, reload: str | None, drain_s: float) -> Upstream | None:
+    """``--upstream-file`` and ``--upstream-reload`` as one setting (both, or neither)."""
+    if file is None and reload is None:
+        return None
+    if file is None or reload is None:
+        raise click.UsageError("--upstream-file and --upstream-reload go together")
+    if not file.resolve().parent.is_dir():
+        raise click.UsageError(f"--upstream-file {file}: its directory does not exist")
+    from ashat.agent.upstream import Upstream
+
+    try:
+        return Upstream.parse(file.resolve(), reload, drain_s)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
 
 
 def _blob_mirror(url: str | None, secret_file: Path | None, ttl: int) -> BlobMirror | None:
