@@ -138,3 +138,36 @@ def test_a_proxy_that_cannot_reload_fails_the_activation_and_the_old_app_serves(
     assert not upstream.exists()  # put back as it was
     with agent.client() as c:
         assert c.health().get("current") is None  # nothing switched
+
+
+def test_the_agents_own_address_switches_without_a_drop_where_no_proxy_runs(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """``--app-listen``: the agent itself is the stable address (a TCP proxy to the current
+    app); five switches under load, not one request failed; a busy address is refused
+    before the agent starts."""
+    port = free_port()
+    agent = agent_factory(args=("--app-listen", f"127.0.0.1:{port}", "--upstream-drain", "1"))
+    root = hello_project(agent)
+    url = f"http://127.0.0.1:{port}/healthz"
+    res = deploy("push", "hello-001", "first")
+    assert res.exit_code == 0, res.output
+    assert httpx.get(url, timeout=5).json()["status"] == "ok"
+    with Load(url) as load:
+        for n in range(2, 7):
+            (root / "VERSION").write_text(f"1.0.{n}\n")
+            res = deploy("push", f"hello-00{n}", f"release {n}")
+            assert res.exit_code == 0, res.output
+    assert load.failed == [], load.failed[:5]
+    assert load.ok >= 1000 and "1.0.6" in load.versions, (load.ok, load.versions)
+
+    # Another agent asking for the same address stops before it starts, saying why.
+    import subprocess
+
+    busy = subprocess.run(
+        [*agent_factory.command(), "--role", "public", "--data", str(root.parent / "d2"),
+         "--token-file", str(agent.token_file), "--trust", str(agent.pub_path),
+         "--app-listen", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert busy.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr

@@ -107,6 +107,8 @@ class AgentConfig:
     advisories: Path | None = None  # role public: the OSV snapshot; None: DATA/advisories
     secret_files: tuple[Path, ...] = field(default=(), repr=False)  # hidden from the app
     upstream: Upstream | None = None  # a proxy's upstream file kept on the app's port
+    app_listen: tuple[str, int] | None = None  # the agent's own stable address for the app
+    switch_drain_s: float = 2.0  # with app_listen: the old app serves this long after
     blob_offload: str | None = None  # role omega: "nginx" sends blob bytes (X-Accel-Redirect)
     blob_mirror: BlobMirror | None = None  # role omega: licensed downloads redirected there
 
@@ -149,6 +151,8 @@ class AgentConfig:
             raise InvalidInput(f"--blob-offload must be one of {', '.join(BLOB_OFFLOADS)}")
         if self.blob_offload is not None and self.blob_mirror is not None:
             raise InvalidInput("--blob-offload and --blob-mirror: choose one way to send blobs")
+        if self.upstream is not None and self.app_listen is not None:
+            raise InvalidInput("--upstream-file and --app-listen: choose one stable address")
         if self.root_file is not None and self.role is AgentRole.PUBLIC:
             raise InvalidInput("--root is for --role omega and --role mainframe")
 

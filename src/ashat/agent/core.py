@@ -47,6 +47,7 @@ from ashat.agent.metrics import Metrics
 from ashat.agent.releases import ReleaseStore
 from ashat.agent.state import AgentState, previous_after_rollback, prune_plan
 from ashat.agent.supervisor import AppProcess, AppSpec, Supervisor, free_port
+from ashat.agent.upstream import AppProxy
 from ashat.bundle.keys import PublicKey
 from ashat.bundle.manifest import Manifest, parse_manifest
 from ashat.bundle.sign import check_signatures
@@ -87,6 +88,7 @@ class Agent:
     def __init__(self, config: AgentConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics(config.role.value)
+        self.proxy: AppProxy | None = None  # --app-listen: set by the server (server.py)
         self.layout = Layout(config.data, config.blob_dir)
         self.blobs = BlobStore(self.layout.blobs, self.layout.blob_tmp, config.max_blob_bytes)
         self.releases = ReleaseStore(self.layout, self.blobs)
@@ -747,11 +749,15 @@ class Agent:
         return {"current": target, "previous": new_previous, "app": self.app_info()}
 
     def _publish(self, app: AppProcess) -> None:
-        """Point the proxy in front of the app at ``app`` (``--upstream-file``; see
+        """Point the stable address at ``app`` (``--upstream-file`` or ``--app-listen``; see
         :mod:`.upstream`). Raises :class:`ActivationFailed`."""
         if self.config.upstream is not None:
             self.config.upstream.publish(app.port)
-            log.info("traffic moved to the app of %s on port %d", app.release, app.port)
+        elif self.proxy is not None:
+            self.proxy.point_at(app.port)
+        else:
+            return
+        log.info("traffic moved to the app of %s on port %d", app.release, app.port)
 
     def _publish_or_log(self, app: AppProcess) -> None:
         try:

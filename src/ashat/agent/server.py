@@ -47,6 +47,7 @@ from ashat.agent.config import AgentConfig
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob, NoSuchRelease, status_of
 from ashat.agent.receive import receive_blob, receive_pack
+from ashat.agent.upstream import AppProxy
 from ashat.errors import AshatError
 from ashat.faults import crash_point
 from ashat.http.body import declared_length, json_object, read_limited
@@ -283,7 +284,14 @@ def build_app(
     ``extension`` raises (:class:`~ashat.store.db.StoreError`: a fleet database).
     """
     agent = Agent(config)
-    agent.open()
+    if config.app_listen is not None:  # bound now: a busy port stops the agent first
+        agent.proxy = AppProxy(*config.app_listen, drain_s=config.switch_drain_s)
+    try:
+        agent.open()
+    except BaseException:
+        if agent.proxy is not None:
+            agent.proxy.sock.close()
+        raise
     fleet = extension(agent) if extension is not None else None
 
     @contextlib.asynccontextmanager
@@ -296,6 +304,9 @@ def build_app(
         watcher.start()
         try:
             async with contextlib.AsyncExitStack() as stack:
+                if agent.proxy is not None:
+                    await agent.proxy.start()
+                    stack.push_async_callback(agent.proxy.close)
                 if fleet is not None:
                     await stack.enter_async_context(fleet.running())
                 yield

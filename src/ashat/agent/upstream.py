@@ -6,11 +6,13 @@ the app that should take traffic, for a proxy to include (``contrib/nginx/app.co
 
     server 127.0.0.1:43817;
 
-and runs ``CMD`` (e.g. ``nginx -s reload``) after each change. An activation (or a
-rollback, an ``--app-env`` reload, a restart after a crash) then goes: the new app starts
-beside the old one and becomes healthy; the file names it and the proxy reloads (nginx
-lets its old workers finish the requests in flight); the agent waits ``--upstream-drain``
-seconds; only then is the old app stopped. If the proxy cannot be reloaded, the activation
+and runs ``CMD`` (e.g. ``nginx -s reload``) after each change. Where no proxy runs,
+``--app-listen HOST:PORT`` makes the agent itself the stable address (:class:`AppProxy`).
+An activation (or a rollback, an ``--app-env`` reload, a restart after a crash) then
+goes: the new app starts beside the old one and becomes healthy; the file names it and the
+proxy reloads (nginx lets its old workers finish the requests in flight), or new
+connections go to it; the agent waits ``--upstream-drain`` seconds; only then is the old
+app stopped. If the proxy cannot be reloaded, the activation
 fails with its output and the old app keeps serving.
 """
 
@@ -22,6 +24,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ashat.agent.errors import ActivationFailed
 
@@ -80,3 +83,77 @@ class Upstream:
             self.file.unlink(missing_ok=True)
         else:
             self._write(before)
+
+
+class AppProxy:
+    """``--app-listen HOST:PORT``: the agent's own stable address, where no proxy runs.
+
+    A TCP proxy in the agent's event loop: each new connection is forwarded to the app
+    that takes traffic at that moment (:meth:`point_at`); a connection keeps the app it
+    started with until it closes. A switch points new connections at the new app, lets
+    those to the old one run for the drain, then the old app stops (a kept-alive
+    connection still open then is closed, and its client connects again).
+    """
+
+    def __init__(self, host: str, port: int, drain_s: float = 2.0) -> None:
+        from ashat.http.serve import bind_listen
+
+        self.sock = bind_listen(host, port)  # now: a busy port is an error before serving
+        self.drain_s = drain_s
+        self.target: int | None = None
+        self._server: Any = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.sock.getsockname()[:2]
+        return str(host), int(port)
+
+    def point_at(self, port: int) -> None:
+        """New connections go to ``port`` from now on; returns after the drain."""
+        if self.target == port:
+            return
+        old, self.target = self.target, port
+        if old is not None:
+            time.sleep(self.drain_s)  # connections to the old app finish there
+
+    async def start(self) -> None:
+        import asyncio
+
+        self._server = await asyncio.start_server(self._handle, sock=self.sock)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        else:
+            self.sock.close()
+
+    async def _handle(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        target = self.target
+        try:
+            if target is None:
+                return
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target)
+            except OSError:
+                return
+            try:
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            finally:
+                up_writer.close()
+        finally:
+            writer.close()
+
+
+async def _pipe(reader: Any, writer: Any) -> None:
+    """Copy until the reading side ends, then half-close the writing side."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        writer.close()

@@ -193,11 +193,17 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "'nginx -s reload'), run without a shell after each change.",
 )
 @click.option(
+    "--app-listen",
+    help="HOST:PORT where the agent itself serves the app at a stable address (a TCP proxy "
+    "to the current release's app), where no --upstream-file proxy runs.",
+)
+@click.option(
     "--upstream-drain",
     type=click.FloatRange(0, 300),
     default=2.0,
     show_default=True,
-    help="Seconds the old app keeps serving the requests in flight after the proxy moved.",
+    help="Seconds the old app keeps serving the requests in flight after the proxy (or "
+    "--app-listen) moved to the new one.",
 )
 @click.option(
     "--blob-offload",
@@ -302,6 +308,7 @@ def agent(
     blob_url_ttl: int,
     upstream_file: Path | None,
     upstream_reload: str | None,
+    app_listen: str | None,
     upstream_drain: float,
     verifier_key: Path | None,
     root_file: Path | None,
@@ -386,6 +393,8 @@ def agent(
         blob_offload=blob_offload,
         blob_mirror=mirror,
         upstream=upstream,
+        app_listen=parse_listen(app_listen) if app_listen else None,
+        switch_drain_s=upstream_drain,
     )
     logging.basicConfig(
         level=logging.INFO,
