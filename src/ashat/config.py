@@ -53,6 +53,13 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
 
 
+def _python(value: str | None) -> str | None:
+    """``[app] python``: a command name or a path (relative: inside the release)."""
+    if value is not None and (not value.strip() or len(value) > 300 or "\n" in value):
+        raise InvalidInput("[app].python must name an interpreter, e.g. '.venv/bin/python'")
+    return value.strip() if value is not None else None
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """The ``[app]`` table: how the agent runs and health-checks the release."""
@@ -65,6 +72,7 @@ class AppConfig:
     migrate: str | None = None
     rollback_migrate: str | None = None
     health_timeout_s: float = 30.0
+    python: str | None = None  # the app's interpreter (the Module Load Test imports with it)
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -94,6 +102,7 @@ class AppConfig:
             prepare=_want(table, "prepare", str, w),
             migrate=_want(table, "migrate", str, w),
             rollback_migrate=_want(table, "rollback_migrate", str, w),
+            python=_python(_want(table, "python", str, w)),
             health_timeout_s=float(timeout) if timeout is not None else 30.0,
             raw=_json_safe(table),
         )

@@ -94,6 +94,10 @@ def _build() -> tuple[list[Table], list[Key]]:
             "old process is stopped; also what the Health Check asks."),
         Key("app", "health_timeout_s", "number", d(app.health_timeout_s), "Seconds the agent "
             "waits for the new process to become healthy (0-3600]."),
+        Key("app", "python", "string", "", "The app's Python (e.g. `.venv/bin/python`, "
+            "relative to the release, which `prepare` may build): the Module Load Test "
+            "imports with it. Default: the first word of `run` when it names a Python, "
+            "else the agent's."),
         Key("app", "prepare", "string", "", "Shell command line (`/bin/sh -c`) run in the new "
             "release before anything switches, on every activation and rollback; non-zero "
             "aborts it. Sees `$ASHAT_RELEASE_DIR`, `$ASHAT_SHARED_DIR` and the app's env."),

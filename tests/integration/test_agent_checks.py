@@ -100,6 +100,28 @@ def test_modules_that_import_pass_with_timings(release: Path) -> None:
     assert not list(release.rglob("__pycache__")), "the check must not write bytecode"
 
 
+def test_modules_are_imported_with_the_apps_own_interpreter(release: Path) -> None:
+    """Issue 17: the agent's own packages (starlette, httpx) must not make an app's missing
+    dependency pass. The release's venv has none of them: importing with it fails, where
+    the agent's interpreter (as before) passed."""
+    venv = release / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    body = {"modules": ["starlette"]}
+    with_venv = run_check("modules", release, body, app_env(), app={"python": ".venv/bin/python"})
+    assert with_venv["status"] == "failed", with_venv
+    assert "No module named 'starlette'" in with_venv["summary"]
+    assert with_venv["details"]["interpreter"] == str(venv / "bin" / "python")
+    # the first word of [app] run is the interpreter when it is one
+    run = {"run": ".venv/bin/python serve.py --port {port}"}
+    assert run_check("modules", release, body, app_env(), app=run)["status"] == "failed"
+    # without either, the agent's interpreter, as before (which has starlette)
+    plain = run_check("modules", release, body, app_env(), app={"run": "./serve --port {port}"})
+    assert plain["status"] == "passed" and plain["details"]["interpreter"] == sys.executable
+    missing = run_check("modules", release, body, app_env(), app={"python": "venv2/bin/python"})
+    assert missing["status"] == "failed"
+    assert "the app's interpreter venv2/bin/python does not exist" in missing["summary"]
+
+
 def test_a_module_that_raises_is_reported_with_its_traceback(release: Path) -> None:
     write(release, "fine.py", "")
     write(

@@ -62,6 +62,7 @@ def run_check(
     env: Mapping[str, str],
     jail: Jail | None = None,
     advisories: Path | None = None,
+    app: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the check ``name`` on the release at ``release_dir``, code of the app's inside
     ``jail`` (:mod:`.confine`), the agent's OSV snapshot at ``advisories``; raises
@@ -69,6 +70,8 @@ def run_check(
     check = CHECKS.get(name)
     if check is None:
         raise UnknownCheck(name)
+    if name == "modules":  # imported with the app's own interpreter ([app] in its manifest)
+        return check(release_dir, body, env, jail=jail, app=app)
     if name in RUN_APP_CODE:
         return check(release_dir, body, env, jail=jail)
     if name == "security":

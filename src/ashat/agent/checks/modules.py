@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,8 +100,40 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(KILL_WAIT_S)
 
 
+PYTHON_NAME_RE = re.compile(r"python[0-9.]*")
+
+
+def app_interpreter(app: Mapping[str, Any], root: Path, env: Mapping[str, str]) -> str:
+    """The interpreter the app runs with, so that the modules are imported as the app
+    will import them (its own environment, not the agent's packages): ``[app] python``
+    (relative to the release, e.g. a ``.venv`` its ``prepare`` builds), else the first word
+    of ``[app] run`` when it names a Python, else the agent's. Raises ``FileNotFoundError``
+    naming it when it cannot be found."""
+    given = app.get("python")
+    if not isinstance(given, str) or not given:
+        run = app.get("run")
+        first = shlex.split(run)[0] if isinstance(run, str) and run.strip() else ""
+        if not PYTHON_NAME_RE.fullmatch(os.path.basename(first)):
+            return sys.executable
+        given = first
+    if "/" not in given:
+        found = shutil.which(given, path=env.get("PATH") or os.defpath)
+        if found is None:
+            raise FileNotFoundError(f"the app's interpreter {given!r} is not on its PATH")
+        return found
+    path = Path(given) if given.startswith("/") else root / given
+    if not path.exists():
+        raise FileNotFoundError(f"the app's interpreter {given} does not exist in the release")
+    return str(path)
+
+
 def import_in_child(
-    name: str, root: Path, env: Mapping[str, str], deadline: Deadline, jail: Jail | None = None
+    name: str,
+    root: Path,
+    env: Mapping[str, str],
+    deadline: Deadline,
+    jail: Jail | None = None,
+    python: str = sys.executable,
 ) -> dict[str, Any]:
     """Import ``name`` in a fresh interpreter; ``{"name", "ok", "ms"}`` plus, when it
     fails, ``error`` (the last stderr line, or why it did not finish) and ``traceback``."""
@@ -110,7 +145,7 @@ def import_in_child(
             jail = jail or Jail("none")
             shared = Path(env.get("ASHAT_SHARED_DIR") or tempfile.gettempdir())
             proc = subprocess.Popen(
-                jail.command([sys.executable, "-c", _IMPORT, name], root, shared),
+                jail.command([python, "-c", _IMPORT, name], root, shared),
                 cwd=root,
                 env=child_env(root, env),
                 stdin=subprocess.DEVNULL,
@@ -147,21 +182,32 @@ def import_in_child(
 
 @guarded("modules")
 def check_modules(
-    release_dir: Path, body: dict[str, Any], env: Mapping[str, str], jail: Jail | None = None
+    release_dir: Path,
+    body: dict[str, Any],
+    env: Mapping[str, str],
+    jail: Jail | None = None,
+    app: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Import each of ``body["modules"]`` in a fresh interpreter inside the release.
+    """Import each of ``body["modules"]`` in a fresh interpreter inside the release: the
+    app's own (``app``: the release's signed ``[app]``; :func:`app_interpreter`).
 
-    Details: ``{"modules": [{"name", "ok", "ms", ["error", "traceback"]}, ...]}`` in the
-    order asked; ``error`` and ``traceback`` only for modules that failed.
+    Details: ``{"interpreter", "modules": [{"name", "ok", "ms", ["error", "traceback"]},
+    ...]}`` in the order asked; ``error`` and ``traceback`` only for modules that failed.
     """
     timeout_s = timeout_of(body)
     names = module_names(body)
     if not names:
         return result("skipped", "no modules to load", modules=[])
     root = release_root(release_dir)
+    try:
+        python = app_interpreter(app or {}, root, env)
+    except FileNotFoundError as e:
+        return result("failed", str(e), modules=[])
     deadline = Deadline(timeout_s)
     with ThreadPoolExecutor(max_workers=min(CONCURRENCY, len(names))) as pool:
-        outcomes = list(pool.map(lambda n: import_in_child(n, root, env, deadline, jail), names))
+        outcomes = list(
+            pool.map(lambda n: import_in_child(n, root, env, deadline, jail, python), names)
+        )
     secrets = env_secrets(env)
     for outcome in outcomes:
         for key in ("error", "traceback"):
@@ -173,10 +219,11 @@ def check_modules(
             summary = f"Module {names[0]} loaded successfully"
         else:
             summary = f"All {len(names)} modules loaded successfully"
-        return result("passed", summary, modules=outcomes)
+        return result("passed", summary, modules=outcomes, interpreter=python)
     named = "; ".join(f"{o['name']} ({o['error']})" for o in failing)
     return result(
         "failed",
         f"{len(failing)} of {len(names)} modules failed to load: {named}",
         modules=outcomes,
+        interpreter=python,
     )
