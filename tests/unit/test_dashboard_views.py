@@ -104,3 +104,26 @@ def test_where_to_go_after_signing_in_stays_on_this_server() -> None:
     assert views.local_path("/deployments/x?state=verified") == "/deployments/x?state=verified"
     for bad in (None, "", "//evil.example", "https://evil.example/", "/\\evil", "x", "/\n", "/é"):
         assert views.local_path(bad) == "/", bad
+
+
+def test_the_waves_partial_shows_held_mainframes_and_the_bake() -> None:
+    """Issue 19: the dashboard shows who waits for a window or lock, and each wave's bake."""
+    import jinja2
+
+    from ashat.api.dashboard import HERE
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    env.filters["when"] = views.short_time
+    env.globals.update(percent=views.percent, tone=views.tone)
+    status = {
+        "rollout_id": "ro-1", "state": "running", "fleet_size": 3, "waves": [],
+        "totals": {"installed": 1, "failed": 0, "pending": 2, "targeted": 3},
+        "held": {"mf-b": "lock", "mf-a": "window"},
+        "bake": {"bake_s": 30.0, "wave": 0, "analysis": [{"name": "err_rate"}],
+                 "passed_at": None, "last": {"failed": "err_rate = 0.2, above its max 0.05"}},
+    }  # fmt: skip
+    html = env.get_template("_waves.html").render(r=status)
+    assert "<code>mf-a</code> (outside its maintenance window)" in html
+    assert "<code>mf-b</code> (its app holds update.lock)" in html
+    assert "Bake after wave 1 (30.0 s; err_rate)" in html
+    assert "err_rate = 0.2, above its max 0.05" in html
