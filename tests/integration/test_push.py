@@ -56,7 +56,7 @@ def test_push_activates_the_app_and_records_every_step(
         assert key in out
     assert out["bytes_sent"] == out["bytes_total"] and out["blobs_skipped"] == 0
     steps = ("build", "record", "sign", "plan", "upload", "stage", "activate")
-    assert tuple(out["timings"]) == steps and all(v >= 0 for v in out["timings"].values())
+    assert set(out["timings"]) == set(steps) and all(v >= 0 for v in out["timings"].values())
     assert sum(out["timings"].values()) <= out["duration_s"] + out["timings"]["build"] + 0.01
     assert current(agent) == "hello-001"
     port = out["app"]["port"]

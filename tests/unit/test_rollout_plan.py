@@ -18,7 +18,6 @@ from ashat.fleet.rollout import (
     TargetStatus,
     WaveDecision,
     budget_broken,
-    check_waves,
     fleet_order,
     plan,
     step,
@@ -26,6 +25,7 @@ from ashat.fleet.rollout import (
     waits,
     wave_sizes,
 )
+from ashat.waves import check_waves
 
 PEND, INS, FAIL, WAIT = (
     TargetStatus.PENDING,

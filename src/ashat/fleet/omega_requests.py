@@ -15,8 +15,8 @@ from ashat.agent.errors import RequestInvalid
 from ashat.bake import NO_BAKE, BakePolicy, PolicyError
 from ashat.canonical import canonical_json
 from ashat.fleet.license import CHANNEL_RE
-from ashat.fleet.rollout import check_waves
 from ashat.ids import UPDATE_ID_RE
+from ashat.waves import check_waves
 
 DEFAULT_WAVES = (10, 50, 100)
 DEFAULT_MAX_FAILURE_RATIO = 0.2

@@ -51,19 +51,6 @@ class WaveDecision(enum.StrEnum):
     FAIL = "fail"  # the budget broke (install) or a rollback ended with failures
 
 
-def check_waves(waves: Sequence[int]) -> tuple[int, ...]:
-    """``waves`` if they are increasing integer percentages ending at 100, else ValueError."""
-    if (
-        not waves
-        or not all(isinstance(w, int) and not isinstance(w, bool) for w in waves)
-        or not all(0 < w <= 100 for w in waves)
-        or list(waves) != sorted(set(waves))
-        or waves[-1] != 100
-    ):
-        raise ValueError(f"waves must be increasing percentages ending at 100, not {waves!r}")
-    return tuple(waves)
-
-
 def wave_sizes(waves: Sequence[int], n: int) -> list[int]:
     """How many of the N ordered mainframes each wave covers, cumulatively: ``floor`` so a
     wave never exceeds its percentage, and at least one so the first wave is never empty."""

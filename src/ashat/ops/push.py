@@ -49,11 +49,10 @@ def build_unsigned(
     from ashat.bundle import build_from_dir, build_from_git
     from ashat.ids import validate_update_id
     from ashat.workflow.ports import SystemClock, iso
+    from ashat.workflow.push import check_description
 
     validate_update_id(update_id)
-    description = description.strip()
-    if not description or len(description) > 1000:
-        raise InvalidInput("the description must be 1-1000 characters")
+    description = check_description(description)
     if source and git_ref:
         raise InvalidInput("give --source or --git, not both")
     config = project.config()

@@ -20,6 +20,7 @@ from ashat.bake import NO_BAKE, BakePolicy, PolicyError
 from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
 from ashat.faults import crash_point
 from ashat.ids import validate_update_id
+from ashat.waves import check_waves
 from ashat.workflow.errors import Interrupted, PolicyRefused
 from ashat.workflow.models import Deployment, RolloutStatus
 from ashat.workflow.service import Workflow
@@ -65,18 +66,13 @@ class DistributionPolicy:
     def parse(cls, table: dict[str, Any]) -> DistributionPolicy:
         given = table.get("waves", [10, 50, 100])
         waves, gates = split_gates(given)
-        if (
-            not isinstance(waves, list)
-            or not waves
-            or not all(isinstance(w, int) and not isinstance(w, bool) for w in waves)
-            or not all(0 < w <= 100 for w in waves)
-            or waves != sorted(set(waves))
-            or waves[-1] != 100
-        ):
+        try:
+            check_waves(waves if isinstance(waves, list) else [])
+        except ValueError:
             raise InvalidInput(
                 f"[distribution].waves must be increasing percentages ending at 100, with "
                 f'"pause" between two of them for a manual gate, not {given!r}'
-            )
+            ) from None
         ratio = table.get("max_failure_ratio", 0.2)
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
             raise InvalidInput(f"[distribution].max_failure_ratio must be 0-1, not {ratio!r}")

@@ -35,6 +35,16 @@ from ashat.workflow.models import Deployment
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State
 
+MAX_DESCRIPTION = 1000
+
+
+def check_description(description: str) -> str:
+    """A release's description, stripped: 1 to 1,000 characters (the one owner of the rule)."""
+    description = description.strip()
+    if not description or len(description) > MAX_DESCRIPTION:
+        raise InvalidInput(f"the description must be 1-{MAX_DESCRIPTION} characters")
+    return description
+
 
 class BlobLike(Protocol):
     @property
@@ -188,9 +198,7 @@ def push(
     """Carry ``bundle`` to PUBLIC as deployment ``update_id``; see the module docstring.
     ``tasks`` (:mod:`.tasks`, parsed) are recorded with it."""
     validate_update_id(update_id)
-    description = description.strip()
-    if not description or len(description) > 1000:
-        raise InvalidInput("the description must be 1-1000 characters")
+    description = check_description(description)
     started = time.monotonic()
     timings: dict[str, float] = {}
     mark = started
