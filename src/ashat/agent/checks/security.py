@@ -47,6 +47,7 @@ from ashat.agent.checks.secrets import Finding, scan_text
 MAX_SCAN_BYTES = 5 * 1024 * 1024  # bytes; larger files are not scanned for secrets
 BINARY_PROBE_BYTES = 8192  # a NUL in this prefix marks a file as binary
 MAX_LISTED = 200  # findings of each kind listed in details (all are counted)
+SECRETS_NAMED = 3  # secrets whose file and line the one-line summary names
 REQUIREMENTS_GLOB = "requirements*.txt"
 
 
@@ -178,9 +179,14 @@ def _plural(n: int, one: str, many: str) -> str:
 def summarize(tree: Tree, vulnerable: list[dict[str, Any]], advisories: int | None) -> str:
     """The one-line verdict: counts on failure, what was checked when clean."""
     if tree.secrets or tree.world_writable or vulnerable:
+        secrets = _plural(len(tree.secrets), "secret", "secrets")
+        if tree.secrets:  # where, never what: the file and line of the first few
+            shown = [f"{s.path}:{s.line}" for s in tree.secrets[:SECRETS_NAMED]]
+            more = len(tree.secrets) - len(shown)
+            secrets += f" ({', '.join(shown)}{f' and {more} more' if more else ''})"
         line = ", ".join(
             [
-                _plural(len(tree.secrets), "secret", "secrets"),
+                secrets,
                 _plural(len(tree.world_writable), "world-writable file", "world-writable files"),
                 _plural(len(vulnerable), "vulnerable dependency", "vulnerable dependencies"),
             ]
