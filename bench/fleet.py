@@ -77,7 +77,7 @@ from typing import Any
 
 import httpx
 
-from ashat.demo import AgentProcess, start_agent
+from ashat.demo import AgentProcess, free_port, start_agent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_worker import DOWNLOADED, cpu_s  # bench/ is not a package
@@ -340,14 +340,6 @@ def nginx_curl_downloads(tree: Path, n: int, base: Path) -> Peer:
         shutil.rmtree(base / "peer", ignore_errors=True)
     clients = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return Peer(seconds, got, server_cpu, clients, "nginx (sendfile) + curl processes")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def plain_downloads(tree: Path, n: int, workers: int, base: Path) -> Peer:

@@ -922,6 +922,21 @@ class HelloFleet:
 
 
 @pytest.fixture
+def hello_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """A copy of examples/hello-service as the cwd, acting as alice, configured for ``agent``
+    as PUBLIC (unless ``configure=False``)."""
+    configure_tier = configure  # support's: make's own flag shadows the name
+
+    def make(agent: Any, *, key_path: Path | None = None, configure: bool = True) -> Path:
+        root = enter_hello_project(tmp_path / "alpha", monkeypatch, key_path or agent.key_path)
+        if configure:
+            configure_tier("public", agent, "Staging")
+        return root
+
+    return make
+
+
+@pytest.fixture
 def hello_fleet(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import ssl
 import sys
 import time
@@ -25,6 +24,7 @@ import httpx
 import pytest
 
 from ashat.agent.config import BlobMirror
+from ashat.demo import free_port
 from ashat.fleet.blob_links import blob_path, signed_url
 from support import deploy
 
@@ -43,12 +43,6 @@ pytestmark = pytest.mark.skipif(
 
 def https(n: Nginx) -> str:
     return f"https://127.0.0.1:{n.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def adapt(name: str, port: int, tls: tuple[Path, Path], changes: dict[str, str]) -> str:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,6 @@ import pytest
 
 from support import configure as configure_tier
 from support import deploy, deploy_json, enter_hello_project
-
-
-@pytest.fixture
-def hello_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
-    """A copy of examples/hello-service as the cwd, acting as alice, configured for ``agent``."""
-
-    def make(agent: Any, *, key_path: Path | None = None, configure: bool = True) -> Path:
-        root = enter_hello_project(tmp_path / "alpha", monkeypatch, key_path or agent.key_path)
-        if configure:
-            configure_tier("public", agent, "Staging")
-        return root
-
-    return make
 
 
 def current(agent: Any) -> str | None:

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from support import REPO, configure, deploy, enter_hello_project
+from ashat.demo import free_port
+from support import REPO, deploy
 
 sys.path.insert(0, str(REPO / "bench"))
 import nginx_run
@@ -22,26 +23,6 @@ pytestmark = pytest.mark.skipif(
     nginx_run.nginx_binary() is None,
     reason="nginx is not installed (apt-get install nginx-light; .ci/run does)",
 )
-
-
-@pytest.fixture
-def hello_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A copy of examples/hello-service as the cwd, configured for ``agent`` as PUBLIC."""
-
-    def make(agent: Any) -> Path:
-        root = enter_hello_project(tmp_path / "alpha", monkeypatch, agent.key_path)
-        configure("public", agent, "Staging")
-        return root
-
-    return make
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Load:
