@@ -20,12 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ashat.ids import HTTP_URL_RE
+
 ANALYSIS_EVERY_S = 2.0  # how often OMEGA evaluates the queries of a baking wave
 MAX_BAKE_S = 86_400.0
 MAX_QUERIES = 20
 MAX_QUERY_CHARS = 2000
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-URL_RE = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
 
 
 class PolicyError(ValueError):
@@ -84,7 +85,7 @@ class BakePolicy:
             raise PolicyError(f"{where}.bake_s must be 0-{MAX_BAKE_S:g} seconds, not {bake_s!r}")
         prometheus = table.get("prometheus")
         if prometheus is not None and (
-            not isinstance(prometheus, str) or not URL_RE.fullmatch(prometheus)
+            not isinstance(prometheus, str) or not HTTP_URL_RE.fullmatch(prometheus)
         ):
             raise PolicyError(f"{where}.prometheus must be an http(s) URL, not {prometheus!r}")
         raw = table.get("analysis", [])

@@ -6,6 +6,7 @@ import re
 
 from ashat.errors import InvalidInput
 
+HTTP_URL_RE = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")  # a server's URL, in options
 UPDATE_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 TIERS = ("public", "omega")
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from ashat.bundle.keys import PublicKey, SigningKey
 from ashat.bundle.manifest import MAX_MANIFEST_BYTES
 from ashat.errors import InvalidInput
-from ashat.http.middleware import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S
+from ashat.http.limits import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S, MAX_UPLOAD_GRACE_S
+from ashat.ids import HTTP_URL_RE
 
 if TYPE_CHECKING:
     from ashat.agent.upstream import Upstream
@@ -31,9 +32,6 @@ DEFAULT_MAX_BLOB_BYTES = 2 * 1024**3  # bytes
 DEFAULT_POLL_TIMEOUT_S = 30.0  # seconds OMEGA holds a long poll
 MAX_POLL_TIMEOUT_S = 60.0  # the protocol's limit
 MAX_APP_ENV_BYTES = 1024 * 1024  # bytes of dotenv file
-# A request body must keep up this average pace once its grace has passed (pace.py):
-# a client dripping bytes cannot hold a connection and a handler for ever.
-MAX_UPLOAD_GRACE_S = 3600.0  # cli/agent_cmd.py repeats these three, to start without this module
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -43,7 +41,6 @@ class AgentRole(enum.StrEnum):
     MAINFRAME = "mainframe"
 
 
-HTTP_URL_RE = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
 BLOB_OFFLOADS = ("nginx",)  # --blob-offload: who sends OMEGA's blob bytes for it
 MAX_BLOB_URL_TTL_S = 86_400
 

@@ -34,12 +34,8 @@ from ashat.api.schemas import validate_body, with_checks
 from ashat.errors import AshatError, InvalidInput
 from ashat.http.body import read_body
 from ashat.http.handlers import http_error, internal_error
-from ashat.http.middleware import (
-    DEFAULT_MIN_UPLOAD_RATE,
-    DEFAULT_UPLOAD_GRACE_S,
-    RequestMetrics,
-    UploadPace,
-)
+from ashat.http.limits import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S
+from ashat.http.middleware import RequestMetrics, UploadPace
 from ashat.ops.project import Project
 from ashat.ops.push import SpoolQuota
 from ashat.ops.users import UserRole, authenticate

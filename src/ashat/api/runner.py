@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ashat.api.app import build_app
-from ashat.http.middleware import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S
+from ashat.http.limits import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S
 from ashat.http.serve import Server, bind_listen, check_tls, format_host, uvicorn_config
 from ashat.store.db import redact_url
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ashat.http.limits import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S, MAX_UPLOAD_GRACE_S
+
 ROLES = ("public", "omega", "mainframe")
 if TYPE_CHECKING:
     from ashat.agent.config import BlobMirror, MainframeConfig
@@ -31,15 +33,15 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     :mod:`ashat.http.middleware`)."""
     f = click.option(
         "--upload-grace",
-        type=click.FloatRange(min=0, max=3600, min_open=True),
-        default=30.0,
+        type=click.FloatRange(min=0, max=MAX_UPLOAD_GRACE_S, min_open=True),
+        default=DEFAULT_UPLOAD_GRACE_S,
         show_default=True,
         help="Seconds a request body may take before --min-upload-rate applies.",
     )(f)
     return click.option(
         "--min-upload-rate",
         type=click.IntRange(min=0),
-        default=16 * 1024,
+        default=DEFAULT_MIN_UPLOAD_RATE,
         show_default=True,
         help="Bytes/s a request body must average after --upload-grace (0: any pace); a "
         "slower one is refused 408.",

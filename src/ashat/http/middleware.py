@@ -28,9 +28,16 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ashat.http.errors import UploadTooSlow
+from ashat.http.limits import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S
 
-DEFAULT_MIN_UPLOAD_RATE = 16 * 1024  # bytes per second
-DEFAULT_UPLOAD_GRACE_S = 30.0
+__all__ = [
+    "DEFAULT_MIN_UPLOAD_RATE",
+    "DEFAULT_UPLOAD_GRACE_S",
+    "BearerAuth",
+    "RequestMetrics",
+    "UploadPace",
+]
+
 OPEN_PATHS = frozenset({"/v1/health", "/metrics"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
