@@ -107,6 +107,15 @@ def test_bad_blob_serving_options_exit_2(
     assert not files["data"].exists()
 
 
+def test_the_upstream_file_may_not_be_where_the_app_writes(files: dict[str, Path]) -> None:
+    shared = files["data"] / "shared"
+    shared.mkdir(parents=True)
+    upstream = ["--upstream-file", str(shared / "up.conf"), "--upstream-reload", "true"]
+    code, out = run(*base_args(files), *upstream)
+    assert code == 2 and "--upstream-file must be outside --data" in out
+    assert not (shared / "up.conf").exists()
+
+
 def test_token_and_app_env_errors_name_the_file_not_the_secret(
     files: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -60,6 +60,7 @@ def test_no_windows_is_always_and_zones_and_locks() -> None:
         zone("Mars/Olympus")
     assert lock_holds(100.0, 150.0, 3600) and not lock_holds(100.0, 3800.0, 3600)
     assert not lock_holds(None, 150.0, 3600)
+    assert not lock_holds(200.0, 150.0, 3600)  # "first seen" in the future never holds
 
 
 def test_a_held_mainframe_waits_past_the_timeout_and_the_silent_one_fails() -> None:

@@ -148,6 +148,11 @@ class AgentConfig:
             raise InvalidInput(f"--blob-offload must be one of {', '.join(BLOB_OFFLOADS)}")
         if self.blob_offload is not None and self.blob_mirror is not None:
             raise InvalidInput("--blob-offload and --blob-mirror: choose one way to send blobs")
+        if self.upstream is not None and self.upstream.file.is_relative_to(self.data):
+            raise InvalidInput(
+                "--upstream-file must be outside --data: the app writes there "
+                "($ASHAT_SHARED_DIR), and must not steer its own traffic"
+            )
         if self.upstream is not None and self.app_listen is not None:
             raise InvalidInput("--upstream-file and --app-listen: choose one stable address")
         if self.root_file is not None and self.role is AgentRole.PUBLIC:

@@ -75,7 +75,10 @@ class Upstream:
 
     def _write(self, text: str) -> None:
         tmp = self.file.with_name(f".{self.file.name}.tmp")
-        tmp.write_text(text)
+        tmp.unlink(missing_ok=True)  # a leftover, or a link someone planted: never followed
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
         os.replace(tmp, self.file)
 
     def _restore(self, before: str | None) -> None:

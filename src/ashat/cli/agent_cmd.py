@@ -155,7 +155,7 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     default=3600,
     show_default=True,
     help="Mainframe: the longest its app's $ASHAT_SHARED_DIR/update.lock defers a switch, "
-    "in seconds (counted from the file's modification time).",
+    "in seconds (counted from when the agent first saw it).",
 )
 @click.option("--omega-key", type=_FILE, help="OMEGA: its private key (approvals and directives).")
 @click.option(

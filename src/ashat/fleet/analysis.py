@@ -10,21 +10,35 @@ then is not a refusal (the wave will wait for it).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ashat.agent.errors import RequestInvalid
 from ashat.bake import BakePolicy, Evaluation, values_of
 from ashat.transport import outgoing
+from ashat.transport.errors import TransportError
 
 QUERY_TIMEOUT_S = 10.0
+MAX_ANSWER_BYTES = 1024 * 1024  # of a Prometheus answer: an instant query's is small
+MAX_SHOWN_CHARS = 300  # of what an evaluation keeps of an error (it is shown in statuses)
 
 
 def _ask(http: Any, prometheus: str, query: str) -> tuple[int, Any]:
-    r = http.get(f"{prometheus}/api/v1/query", params={"query": query})
+    """One instant query; its status and JSON (None if not JSON). The answer is read under
+    a size and a total-time limit: the URL comes from a rollout request, so OMEGA reads
+    no more of what answers there than a query's result needs."""
+    url = f"{prometheus}/api/v1/query"
+    with http.stream("GET", url, params={"query": query}) as r:
+        raw = outgoing.read_answer(r, url, max_bytes=MAX_ANSWER_BYTES, total_s=QUERY_TIMEOUT_S)
+        status = r.status_code
     try:
-        return r.status_code, r.json()
-    except ValueError:
-        return r.status_code, None
+        return status, json.loads(raw)
+    except (ValueError, RecursionError):
+        return status, None
+
+
+def _short(text: str) -> str:
+    return " ".join(text.split())[:MAX_SHOWN_CHARS]
 
 
 def evaluate(policy: BakePolicy, at: float) -> Evaluation:
@@ -38,9 +52,11 @@ def evaluate(policy: BakePolicy, at: float) -> Evaluation:
                 _, answer = _ask(http, policy.prometheus, q.query)
                 values = values_of(answer)
             except httpx.HTTPError as e:
-                return Evaluation(at, error=outgoing.failure(e, policy.prometheus).message)
+                return Evaluation(at, error=_short(outgoing.failure(e, policy.prometheus).message))
+            except TransportError as e:  # over the size or time limit
+                return Evaluation(at, error=_short(e.message))
             except (ValueError, KeyError, TypeError, IndexError) as e:
-                return Evaluation(at, error=f"{q.name}: {e}")
+                return Evaluation(at, error=_short(f"{q.name}: {e}"))
             if (why := q.judge(values)) is not None:
                 return Evaluation(at, failed=why)
     return Evaluation(at)
@@ -56,11 +72,11 @@ def check_queries(policy: BakePolicy) -> None:
         for q in policy.queries:
             try:
                 status, answer = _ask(http, policy.prometheus, q.query)
-            except httpx.HTTPError:
+            except (httpx.HTTPError, TransportError):
                 return  # not answering now: the wave will wait for it, not refused
             if status == 400 and isinstance(answer, dict) and answer.get("errorType") == "bad_data":
                 raise RequestInvalid(
                     f"analysis {q.name}: Prometheus cannot parse {q.query!r}: "
-                    f"{str(answer.get('error'))[:300]}",
+                    f"{_short(str(answer.get('error')))}",
                     analysis=q.name,
                 )

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter
@@ -41,11 +43,20 @@ log = logging.getLogger("ashat.omega")
 # The reason of a target its wave timed out (a mainframe offline): it may catch up later.
 TIMED_OUT = "no report within wave_timeout_s"
 
+HOLD_FRESH_S = 180.0  # a hold counts while its mainframe polled this recently (polls <= 60 s)
+MAX_HOLD_S = 8 * 86_400.0  # past this since its wave started, a held mainframe times out too
 NOTHING_TO_ROLL_BACK_TO = "nothing to roll back to: OMEGA holds no approved release before it"
 
 
 class Controller:
-    def __init__(self, store: FleetStore, approvals: Approvals, finished: Counter) -> None:
+    def __init__(
+        self,
+        store: FleetStore,
+        approvals: Approvals,
+        finished: Counter,
+        clock_now: Callable[[], float] = time.time,
+    ) -> None:
+        self.clock_now = clock_now  # OMEGA's clock, in epoch seconds (for the status)
         self.store = store
         self.approvals = approvals
         self.finished = finished  # rollouts that ended, by kind and state
@@ -83,10 +94,15 @@ class Controller:
             "paused": self.store.paused(r.rollout_id) if r.state is RolloutState.RUNNING else None,
             "pause_after": sorted(self.store.gates(r.rollout_id)),
             "bake": self._bake_status(r),
-            "held": self.store.held_pending(r.rollout_id, r.current_wave)
-            if r.state is RolloutState.RUNNING
-            else {},
+            "held": self._held(r, self.clock_now()) if r.state is RolloutState.RUNNING else {},
         }
+
+    def _held(self, r: Rollout, now: float, released_since: float | None = None) -> dict[str, str]:
+        """The current wave's pending mainframes that hold (fleet/windows.py), as polls of
+        the last :data:`HOLD_FRESH_S` seconds say."""
+        return self.store.held_pending(
+            r.rollout_id, r.current_wave, iso(now - HOLD_FRESH_S), released_since
+        )
 
     def _bake_status(self, r: Rollout) -> dict[str, Any] | None:
         """The bake policy and the current wave's bake: ``{"bake_s", "prometheus",
@@ -181,10 +197,11 @@ class Controller:
             timed_out = now - r.wave_started_at >= r.wave_timeout_s
             counts = self.store.status_counts(r.rollout_id, r.current_wave)
             held: dict[str, str] = {}
-            if timed_out:  # the held wait for their window or lock: no timeout for them
-                held = self.store.held_pending(
-                    r.rollout_id, r.current_wave, released_since=now - r.wave_timeout_s
-                )
+            if timed_out and now - r.wave_started_at < MAX_HOLD_S:
+                # the held wait for their window or lock: no timeout for them (a week and a
+                # day at most: a weekly window opens within it, and no hold stalls a wave
+                # for ever)
+                held = self._held(r, now, released_since=now - r.wave_timeout_s)
                 timed_out = counts.get(TargetStatus.PENDING, 0) > len(held)
             if waits(r.kind, counts, r.max_failure_ratio, timed_out):
                 break

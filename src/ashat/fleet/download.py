@@ -277,8 +277,10 @@ class BlobDownloader:
         message = f"{who} answered {response.status_code} for blob {w.sha256}: {detail}"
         if response.status_code >= 500:
             return _Retry(message)
-        if response.history and response.status_code in (403, 404, 410):
-            return _Retry(message)  # a URL expired or a mirror behind: OMEGA signs a new one
+        if response.history:
+            # a mirror's or CDN's refusal (an expired URL, a copy behind, a rate limit) is
+            # not OMEGA's: the next try asks OMEGA, which signs a new URL
+            return _Retry(message)
         return DownloadError(message, sha256=w.sha256)
 
     async def _save(self, response: httpx.Response, path: Path, mode: str, room: int) -> int:

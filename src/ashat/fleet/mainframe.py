@@ -273,6 +273,7 @@ class Mainframe:
         self._whole_manifest = False  # a delta did not rebuild: the next poll asks whole
         self._windows = tuple(parse_window(w) for w in config.windows)  # checked by the CLI
         self._tz = zone(config.window_tz)
+        self._lock_since: float | None = None  # when this agent first saw update.lock
         if self.root is not None:
             agent.release_policy = ChainPolicy(self.root, clock)
             self._status["root_version"] = self.root.root.version
@@ -478,11 +479,14 @@ class Mainframe:
         local = now.astimezone(self._tz) if self._tz is not None else now.astimezone()
         if not in_window(self._windows, local):
             return "window"
-        try:
-            mtime: float | None = (self.agent.layout.shared / LOCK_FILE).stat().st_mtime
-        except OSError:
-            mtime = None
-        if lock_holds(mtime, now.timestamp(), self.config.update_lock_max_s):
+        # Counted from when this agent first saw the lock, not from the file's time, which
+        # the app sets: touching the file (or dating it ahead) never extends the deferral.
+        if not (self.agent.layout.shared / LOCK_FILE).exists():
+            self._lock_since = None
+            return None
+        if self._lock_since is None:
+            self._lock_since = now.timestamp()
+        if lock_holds(self._lock_since, now.timestamp(), self.config.update_lock_max_s):
             return "lock"
         return None
 

@@ -115,7 +115,7 @@ class Omega:
         self.metrics = FleetMetrics(agent.metrics.registry)
         self.root = held_root(agent.config.root_file, agent.config.data)
         self.approvals = Approvals(agent, key, self.store, self._clock, self.root)
-        self.controller = Controller(self.store, self.approvals, self.metrics.rollouts)
+        self.controller = Controller(self.store, self.approvals, self.metrics.rollouts, self.now)
         self.lock = threading.Lock()
         self._deltas: dict[tuple[str, str], dict[str, Any] | None] = {}  # (base, new) digests
         self._approved_blobs: set[str] = set()  # known approved: approvals are never undone
@@ -698,6 +698,9 @@ class Omega:
         from ashat.fleet.analysis import evaluate
 
         for rollout_id, wave, policy in self.store.baking():
+            last = self.store.bake(rollout_id, wave)[2]
+            if last is not None and last.failed is not None:
+                continue  # a broken bound stands (paused or not): the controller halts it
             evaluation = evaluate(policy, self.now())
             if evaluation.failed or evaluation.error:
                 log.warning(

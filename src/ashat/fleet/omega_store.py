@@ -271,18 +271,23 @@ class FleetStore:
         )
 
     def held_pending(
-        self, rollout_id: str, up_to_wave: int, released_since: float | None = None
+        self,
+        rollout_id: str,
+        up_to_wave: int,
+        seen_since: str,
+        released_since: float | None = None,
     ) -> dict[str, str]:
-        """Pending targets (waves up to ``up_to_wave``) whose mainframe holds: id -> why;
+        """Pending targets (waves up to ``up_to_wave``) whose mainframe holds, as its last
+        poll (at ``seen_since`` or later: one gone silent holds nothing) said: id -> why;
         with ``released_since``, also those released from a hold since then ("released":
         their own timeout runs from their release)."""
         rows = self.db.query(
             "SELECT t.mainframe_id, COALESCE(m.hold, 'released') FROM rollout_targets t"
             " JOIN mainframes m ON m.mainframe_id = t.mainframe_id"
             " WHERE t.rollout_id=? AND t.wave<=? AND t.status=?"
-            " AND (m.hold IS NOT NULL OR m.hold_released_at >= ?)",
+            " AND ((m.hold IS NOT NULL AND m.last_seen >= ?) OR m.hold_released_at >= ?)",
             (
-                rollout_id, up_to_wave, TargetStatus.PENDING.value,
+                rollout_id, up_to_wave, TargetStatus.PENDING.value, seen_since,
                 float("inf") if released_since is None else released_since,
             ),
         )  # fmt: skip

@@ -8,8 +8,8 @@ weekly range in the machine's own time zone (``--maintenance-tz``, else the syst
     Mon-Fri 22:00-06:00      weekdays, overnight (ends the next morning)
     Sat,Sun 00:00-24:00      whole days
 
-and an app may ask it to wait: while ``$ASHAT_SHARED_DIR/update.lock`` exists (and is
-younger than ``--update-lock-max``, the longest deferral allowed), nothing is switched.
+and an app may ask it to wait: while ``$ASHAT_SHARED_DIR/update.lock`` exists (for at most
+``--update-lock-max`` seconds from when the agent first saw it), nothing is switched.
 
 Outside a window, or locked, the mainframe says so in each poll (``hold=window|lock``):
 OMEGA then sends it no directive, and its rollout counts it as *held*: waiting, not
@@ -32,7 +32,6 @@ _WINDOW_RE = re.compile(
 )
 LOCK_FILE = "update.lock"  # in the app's $ASHAT_SHARED_DIR
 HOLDS = ("window", "lock")  # what a poll's hold= may say
-DEFAULT_LOCK_MAX_S = 3600.0
 
 
 class WindowError(ValueError):
@@ -91,12 +90,7 @@ def parse_window(text: str) -> Window:
     end = _minutes(m["end"], repr(text), allow_24=True)
     if start == end:
         raise WindowError(f"maintenance window {text!r} never opens (it starts as it ends)")
-    if end == 24 * 60:
-        end = 0 if start == 0 else end
-    days = _days(m["days"], text)
-    if start == 0 and end == 0:  # 00:00-24:00: whole days
-        return Window(days, 0, 24 * 60, text.strip())
-    return Window(days, start, end, text.strip())
+    return Window(_days(m["days"], text), start, end, text.strip())
 
 
 def zone(name: str | None) -> dt.tzinfo | None:
@@ -117,6 +111,6 @@ def in_window(windows: tuple[Window, ...], local: dt.datetime) -> bool:
     return not windows or any(w.contains(local) for w in windows)
 
 
-def lock_holds(mtime: float | None, now: float, max_s: float) -> bool:
-    """Whether an update lock written at ``mtime`` (None: no lock) still defers a switch."""
-    return mtime is not None and now - mtime < max_s
+def lock_holds(since: float | None, now: float, max_s: float) -> bool:
+    """Whether an update lock first seen at ``since`` (None: no lock) still defers a switch."""
+    return since is not None and 0 <= now - since < max_s
