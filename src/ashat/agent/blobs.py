@@ -123,6 +123,12 @@ def _fingerprint(st: os.stat_result) -> tuple[int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
+def blob_path(sha256: str) -> str:
+    """A blob's path under a blob directory (``sha256/ab/<sha256>``): how mirrors and the
+    nginx in front of OMEGA find it too."""
+    return f"sha256/{sha256[:2]}/{sha256}"
+
+
 class BlobStore:
     def __init__(self, root: Path, tmp: Path, max_blob_bytes: int) -> None:
         self.root = root  # blobs/ (holds sha256/ and mode-NNNN/)
@@ -223,8 +229,9 @@ class BlobStore:
 
     def file(self, sha256: str, mode: int = BLOB_MODE) -> str:
         """The stored file for ``sha256`` with ``mode`` (the blob itself for BLOB_MODE)."""
-        where = "sha256" if mode == BLOB_MODE else f"mode-{mode:04o}"
-        return f"{self._root}/{where}/{sha256[:2]}/{sha256}"
+        if mode == BLOB_MODE:
+            return f"{self._root}/{blob_path(sha256)}"
+        return f"{self._root}/mode-{mode:04o}/{sha256[:2]}/{sha256}"
 
     def path(self, sha256: str) -> Path:
         return Path(self.file(sha256))

@@ -105,7 +105,7 @@ class AgentConfig:
     secret_files: tuple[Path, ...] = field(default=(), repr=False)  # hidden from the app
     upstream: Upstream | None = None  # a proxy's upstream file kept on the app's port
     app_listen: tuple[str, int] | None = None  # the agent's own stable address for the app
-    switch_drain_s: float = 2.0  # with app_listen: the old app serves this long after
+    switch_drain_s: float = 2.0  # the old app serves this long after traffic moved
     blob_offload: str | None = None  # role omega: "nginx" sends blob bytes (X-Accel-Redirect)
     blob_mirror: BlobMirror | None = None  # role omega: licensed downloads redirected there
 

@@ -752,12 +752,14 @@ class Agent:
         """Point the stable address at ``app`` (``--upstream-file`` or ``--app-listen``; see
         :mod:`.upstream`). Raises :class:`ActivationFailed`."""
         if self.config.upstream is not None:
-            self.config.upstream.publish(app.port)
+            moved = self.config.upstream.publish(app.port)
         elif self.proxy is not None:
-            self.proxy.point_at(app.port)
+            moved = self.proxy.point_at(app.port)
         else:
             return
-        log.info("traffic moved to the app of %s on port %d", app.release, app.port)
+        if moved:
+            log.info("traffic moved to the app of %s on port %d", app.release, app.port)
+            time.sleep(self.config.switch_drain_s)  # requests sent to the old app finish
 
     def _publish_or_log(self, app: AppProcess) -> None:
         try:

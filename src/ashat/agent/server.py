@@ -41,7 +41,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ashat.agent.attest import OwnResults, attest
-from ashat.agent.blobs import check_digest
+from ashat.agent.blobs import blob_path, check_digest
 from ashat.agent.checks.base import scrub_json
 from ashat.agent.config import AgentConfig
 from ashat.agent.core import Agent
@@ -134,7 +134,7 @@ class Endpoints:
             raise NoSuchBlob(f"blob {sha} is not stored here", sha256=sha)
         headers = {"Cache-Control": BLOB_CACHE_CONTROL, "ETag": f'"{sha}"'}
         if self.config.blob_offload == "nginx" and request.headers.get(OFFLOAD_HEADER) == "nginx":
-            headers["X-Accel-Redirect"] = f"{INTERNAL_BLOBS}sha256/{sha[:2]}/{sha}"
+            headers["X-Accel-Redirect"] = f"{INTERNAL_BLOBS}{blob_path(sha)}"
             return Response(media_type="application/octet-stream", headers=headers)
         return FileResponse(
             self.agent.blobs.path(sha), media_type="application/octet-stream", headers=headers
@@ -286,7 +286,7 @@ def build_app(
     """
     agent = Agent(config)
     if config.app_listen is not None:  # bound now: a busy port stops the agent first
-        agent.proxy = AppProxy(*config.app_listen, drain_s=config.switch_drain_s)
+        agent.proxy = AppProxy(*config.app_listen)
     try:
         agent.open()
     except BaseException:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,22 +35,22 @@ MAX_OUTPUT_CHARS = 2000
 class Upstream:
     file: Path
     reload: tuple[str, ...]  # argv, run without a shell
-    drain_s: float = 2.0
 
     @classmethod
-    def parse(cls, file: Path, reload: str, drain_s: float) -> Upstream:
+    def parse(cls, file: Path, reload: str) -> Upstream:
         argv = tuple(shlex.split(reload))
         if not argv:
             raise ValueError("--upstream-reload must be a command, e.g. 'nginx -s reload'")
-        return cls(file, argv, drain_s)
+        return cls(file, argv)
 
-    def publish(self, port: int) -> None:
-        """Point the proxy at ``port``: the file replaced atomically, then the reload, then
-        the drain. Raises :class:`ActivationFailed` (the file is put back as it was)."""
+    def publish(self, port: int) -> bool:
+        """Point the proxy at ``port``: the file replaced atomically, then the reload;
+        whether traffic moved (the caller lets the old app drain). Raises
+        :class:`ActivationFailed` (the file is put back as it was)."""
         text = f"# written by ashat agent: the app that takes traffic\nserver 127.0.0.1:{port};\n"
         before = self.file.read_text() if self.file.exists() else None
         if before == text:
-            return
+            return False
         self._write(text)
         try:
             done = subprocess.run(
@@ -71,7 +70,7 @@ class Upstream:
                 f"with status {done.returncode}",
                 log_tail=output,
             )
-        time.sleep(self.drain_s)  # requests already sent to the old app finish there
+        return True
 
     def _write(self, text: str) -> None:
         tmp = self.file.with_name(f".{self.file.name}.tmp")
@@ -98,11 +97,10 @@ class AppProxy:
     connection still open then is closed, and its client connects again).
     """
 
-    def __init__(self, host: str, port: int, drain_s: float = 2.0) -> None:
+    def __init__(self, host: str, port: int) -> None:
         from ashat.http.serve import bind_listen
 
         self.sock = bind_listen(host, port)  # now: a busy port is an error before serving
-        self.drain_s = drain_s
         self.target: int | None = None
         self._server: Any = None
 
@@ -111,13 +109,11 @@ class AppProxy:
         host, port = self.sock.getsockname()[:2]
         return str(host), int(port)
 
-    def point_at(self, port: int) -> None:
-        """New connections go to ``port`` from now on; returns after the drain."""
-        if self.target == port:
-            return
+    def point_at(self, port: int) -> bool:
+        """New connections go to ``port`` from now on; whether they went elsewhere before
+        (the caller lets the old app drain)."""
         old, self.target = self.target, port
-        if old is not None:
-            time.sleep(self.drain_s)  # connections to the old app finish there
+        return old is not None and old != port
 
     async def start(self) -> None:
         import asyncio

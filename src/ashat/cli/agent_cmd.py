@@ -347,7 +347,7 @@ def agent(
             "--db, --blob-dir, --blob-offload, --blob-mirror: only for --role omega"
         )
     mirror = _blob_mirror(blob_mirror, blob_mirror_secret_file, blob_url_ttl)
-    upstream = _upstream(upstream_file, upstream_reload, upstream_drain)
+    upstream = _upstream(upstream_file, upstream_reload)
     host, port = parse_listen(listen)
     keys = [load_public_key(p) for p in trust]
     config = AgentConfig(
@@ -491,7 +491,7 @@ def _mainframe_config(
     )
 
 
-def _upstream(file: Path | None, reload: str | None, drain_s: float) -> Upstream | None:
+def _upstream(file: Path | None, reload: str | None) -> Upstream | None:
     """``--upstream-file`` and ``--upstream-reload`` as one setting (both, or neither)."""
     if file is None and reload is None:
         return None
@@ -502,7 +502,7 @@ def _upstream(file: Path | None, reload: str | None, drain_s: float) -> Upstream
     from ashat.agent.upstream import Upstream
 
     try:
-        return Upstream.parse(file.resolve(), reload, drain_s)
+        return Upstream.parse(file.resolve(), reload)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
 

@@ -29,12 +29,10 @@ import base64
 import hashlib
 from urllib.parse import quote, unquote, urlsplit
 
+from ashat.agent.blobs import blob_path
 from ashat.agent.config import BlobMirror
 
-
-def blob_path(sha256: str) -> str:
-    """A blob's path under a copy of the blob directory (as OMEGA keeps it)."""
-    return f"sha256/{sha256[:2]}/{sha256}"
+__all__ = ["blob_path", "signed_url"]
 
 
 def signed_url(mirror: BlobMirror, sha256: str, license_id: str, now: float) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from ashat.bake import decide
+from ashat.bake import BakePolicy, decide
 from ashat.clock import iso_from_timestamp as iso
 from ashat.fleet.approvals import Approvals
 from ashat.fleet.omega_errors import NoSuchRollout
@@ -44,6 +44,7 @@ log = logging.getLogger("ashat.omega")
 TIMED_OUT = "no report within wave_timeout_s"
 
 HOLD_FRESH_S = 180.0  # a hold counts while its mainframe polled this recently (polls <= 60 s)
+MAX_CACHED_POLICIES = 1024
 MAX_HOLD_S = 8 * 86_400.0  # past this since its wave started, a held mainframe times out too
 NOTHING_TO_ROLL_BACK_TO = "nothing to roll back to: OMEGA holds no approved release before it"
 
@@ -57,6 +58,8 @@ class Controller:
         clock_now: Callable[[], float] = time.time,
     ) -> None:
         self.clock_now = clock_now  # OMEGA's clock, in epoch seconds (for the status)
+        # each rollout's bake policy, read once: it never changes after the rollout starts
+        self._policies: dict[str, BakePolicy | None] = {}
         self.store = store
         self.approvals = approvals
         self.finished = finished  # rollouts that ended, by kind and state
@@ -107,7 +110,7 @@ class Controller:
     def _bake_status(self, r: Rollout) -> dict[str, Any] | None:
         """The bake policy and the current wave's bake: ``{"bake_s", "prometheus",
         "analysis", "wave", "started_at", "passed_at", "last"}``; None without a policy."""
-        policy = self.store.bake_policy(r.rollout_id)
+        policy = self._policy(r.rollout_id)
         if policy is None:
             return None
         out: dict[str, Any] = {**policy.to_json(), "wave": None}
@@ -255,11 +258,19 @@ class Controller:
             break
         return woken
 
+    def _policy(self, rollout_id: str) -> BakePolicy | None:
+        """The rollout's bake policy (only active ones are stored), cached."""
+        if rollout_id not in self._policies:
+            if len(self._policies) > MAX_CACHED_POLICIES:
+                self._policies.clear()
+            self._policies[rollout_id] = self.store.bake_policy(rollout_id)
+        return self._policies[rollout_id]
+
     def _baked(self, r: Rollout, now: float) -> tuple[str, str | None]:
         """Whether the current wave, all installed, has baked (``ashat/bake.py``): "pass"
         (or no bake asked), "wait" (the bake starts now, or goes on), or "fail" and why."""
-        policy = self.store.bake_policy(r.rollout_id)
-        if policy is None or not policy.active:
+        policy = self._policy(r.rollout_id)
+        if policy is None:
             return "pass", None
         try:
             started, passed, last = self.store.bake(r.rollout_id, r.current_wave)

@@ -36,6 +36,7 @@ counters (:class:`MainframeMetrics`) join the agent's ``/metrics``. Errors::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -316,10 +317,15 @@ class Mainframe:
             self.config.omega_url,
             f" (blobs through {self.config.blob_cache})" if self.config.blob_cache else "",
         )
-        blob_cache = self.config.blob_cache
-        async with self._client() as http, self._client(blob_cache) as blob_http:
+        async with contextlib.AsyncExitStack() as clients:
+            http = await clients.enter_async_context(self._client())
+            blob_http = (  # a site's cache, for blobs only
+                await clients.enter_async_context(self._client(self.config.blob_cache))
+                if self.config.blob_cache
+                else http
+            )
             downloads = BlobDownloader(
-                blob_http if blob_cache else http,
+                blob_http,
                 self.agent.blobs,
                 self.agent.layout.partial,
                 received=self.metrics.bytes_downloaded.inc,

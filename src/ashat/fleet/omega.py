@@ -319,8 +319,7 @@ class Omega:
             return self._deltas[key]
         try:
             delta: dict[str, Any] | None = make_delta(base, new)
-            if apply_delta(base, delta) != new:  # only what rebuilds byte for byte
-                delta = None
+            apply_delta(base, delta)  # only what rebuilds byte for byte (DeltaError if not)
         except (DeltaError, ValueError):
             delta = None
         if delta is not None and len(canonical_json(delta)) >= len(new):
