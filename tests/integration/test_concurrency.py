@@ -33,8 +33,9 @@ def _racer(
     """One contender (runs in a spawned process): open the store, wait for all, act once."""
     from ashat.errors import AshatError
 
-    store = Store(Database(url))
+    store = None
     try:
+        store = Store(Database(url))
         wf = Workflow(store, actor, lease_s=lease_s)
         barrier.wait(120)
         try:
@@ -60,9 +61,11 @@ def _racer(
         else:
             results.put((actor, "ok", 0, ""))
     except BaseException as e:  # reported, so the test fails with the reason
+        barrier.abort()  # the others stop waiting for this one
         results.put((actor, "crash", -1, repr(e)))
     finally:
-        store.close()
+        if store is not None:
+            store.close()
 
 
 def race(url: str, op: str, ids: list[str], lease_s: float = 900.0) -> list[tuple[Any, ...]]:
@@ -175,6 +178,31 @@ def test_racing_appends_keep_the_audit_chain_whole(url: str, store: Store) -> No
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert len([e for e in events if e.kind == "racer.note"]) == 25 * N
     assert store.verify_audit().ok
+
+
+def _open_once(url: str, barrier: Any, results: Any) -> None:
+    barrier.wait(60)
+    try:
+        Database(url).close()
+        results.put("ok")
+    except Exception as e:
+        results.put(repr(e))
+
+
+def test_racing_first_opens_of_a_sqlite_store_all_succeed(tmp_path: Path) -> None:
+    # CI saw "database is locked" at once from the switch to WAL while another process
+    # switched or migrated a new store: SQLite skips its busy handler there.
+    fork = multiprocessing.get_context("fork")  # cheap enough to race many times
+    for round_ in range(30):
+        url = f"sqlite:///{tmp_path / f'r{round_}.db'}"
+        barrier, results = fork.Barrier(N), fork.Queue()
+        procs = [fork.Process(target=_open_once, args=(url, barrier, results)) for _ in range(N)]
+        for p in procs:
+            p.start()
+        out = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=30)
+        assert out == ["ok"] * N, f"round {round_}: {out}"
 
 
 def test_racing_creates_one_takes_the_lease(url: str) -> None:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -82,6 +84,24 @@ def _translate(e: Exception, url: str) -> StoreError | StoreBusy:
     return StoreError(f"the store at {redact_url(url)} failed: {text}")
 
 
+def _wal(conn: sqlite3.Connection) -> None:
+    """Put the store in WAL mode. Switching takes an exclusive lock, and SQLite answers
+    "database is locked" at once, without its busy handler, while another process is
+    switching or migrating a new store: so retry, with jitter, for the busy timeout."""
+    deadline = time.monotonic() + busy_timeout_s()
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            busy = any(w in str(e).lower() for w in _BUSY_WORDS)
+            if not busy or time.monotonic() > deadline:
+                raise
+        time.sleep(pause * (1 + random.random()))
+        pause = min(pause * 2, 0.2)
+
+
 def read_migrations(package: str) -> list[tuple[int, str, str]]:
     """``(version, file name, SQL)`` of ``package``'s ``migrations/NNNN_name.sql``, in order:
     the control store's and the fleet's are kept the same way."""
@@ -132,7 +152,7 @@ class Database:
             conn = sqlite3.connect(
                 str(path), timeout=busy_timeout_s(), isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as e:
