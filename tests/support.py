@@ -9,9 +9,12 @@ default ``prepend`` import mode) puts tests/ on ``sys.path`` for tests/conftest.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import shutil
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -102,6 +105,21 @@ def verify_health_only(root: Path, keep: tuple[str, ...] = ("health",)) -> Path:
     return root
 
 
+def project_maker(
+    root: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str]
+) -> Callable[[Path], Path]:
+    """For ``hello_fleet(project=...)``: ``make(signing_key)`` writes ``files`` into a new
+    ``root`` and enters it (:func:`enter_project`)."""
+
+    def make(signing_key: Path) -> Path:
+        root.mkdir()
+        for name, text in files.items():
+            (root / name).write_text(text)
+        return enter_project(root, monkeypatch, signing_key)
+
+    return make
+
+
 def enter_project(root: Path, monkeypatch: pytest.MonkeyPatch, signing_key: Path) -> Path:
     """Make the project at ``root`` the cwd, acting as alice without colour or ``ASHAT_DB``,
     signing with ``signing_key``. Returns ``root``."""
@@ -122,3 +140,28 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = 
             pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.05)
     return value
+
+
+def make_wheel(house: Path, name: str, version: str, code: str, requires: tuple[str, ...]) -> Path:
+    """A pure-Python wheel of the module ``name`` (PEP 427), made by hand: building one
+    with setuptools would need a package index."""
+    dist = f"{name}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    files = {
+        f"{name}/__init__.py": code,
+        f"{dist}/METADATA": meta,
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    record.append(f"{dist}/RECORD,,")
+    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
+    out = house / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(out, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+    return out

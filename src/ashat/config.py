@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,35 @@ def _python(value: str | None) -> str | None:
     return value.strip() if value is not None else None
 
 
+PLATFORM_RE = re.compile(r"[a-z0-9_.]{1,100}")  # a wheel platform tag
+PYTHON_VERSION_RE = re.compile(r"3(\.\d{1,2})?")
+
+
+def _requirements(value: str | None) -> str | None:
+    """``[app] requirements``: a path relative to the project's root, inside it."""
+    if value is None:
+        return None
+    parts = value.split("/")
+    if not value or value.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InvalidInput(
+            f"[app].requirements must be a path inside the project, e.g. "
+            f"'requirements.txt', not {value!r}"
+        )
+    return value
+
+
+def _target_word(table: dict[str, Any], key: str, pattern: re.Pattern[str]) -> str | None:
+    value = _want(table, key, str, "[app]")
+    if value is None:
+        return None
+    if not pattern.fullmatch(value):
+        example = "manylinux2014_x86_64" if key == "platform" else "3.11"
+        raise InvalidInput(f"[app].{key} must look like {example!r}, not {value!r}")
+    if table.get("requirements") is None:
+        raise InvalidInput(f"[app].{key} is the target of [app].requirements, which is not set")
+    return value
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """The ``[app]`` table: how the agent runs and health-checks the release."""
@@ -73,6 +103,9 @@ class AppConfig:
     rollback_migrate: str | None = None
     health_timeout_s: float = 30.0
     python: str | None = None  # the app's interpreter (the Module Load Test imports with it)
+    requirements: str | None = None  # a pip requirements file: its wheels ship in the bundle
+    platform: str | None = None  # the wheels' target platform, when not ALPHA's own
+    python_version: str | None = None  # and the target's Python, e.g. "3.11"
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -103,6 +136,9 @@ class AppConfig:
             migrate=_want(table, "migrate", str, w),
             rollback_migrate=_want(table, "rollback_migrate", str, w),
             python=_python(_want(table, "python", str, w)),
+            requirements=_requirements(_want(table, "requirements", str, w)),
+            platform=_target_word(table, "platform", PLATFORM_RE),
+            python_version=_target_word(table, "python_version", PYTHON_VERSION_RE),
             health_timeout_s=float(timeout) if timeout is not None else 30.0,
             raw=_json_safe(table),
         )

@@ -97,7 +97,19 @@ def _build() -> tuple[list[Table], list[Key]]:
         Key("app", "python", "string", "", "The app's Python (e.g. `.venv/bin/python`, "
             "relative to the release, which `prepare` may build): the Module Load Test "
             "imports with it. Default: the first word of `run` when it names a Python, "
-            "else the agent's."),
+            "else the agent's. With `requirements`: the interpreter each server builds the "
+            "environment with (an absolute path or a command; default: the agent's)."),
+        Key("app", "requirements", "string", "", "A pip requirements file in the tree: "
+            "`deploy push` builds the wheels of it and every dependency once (cached by its "
+            "content) and ships them in the bundle with a lock of their digests; each server "
+            "builds the app's environment from exactly those, offline and hash-checked, and "
+            "reuses it while the lock is unchanged. `run` and the hooks find its `python` "
+            "first on `$PATH` (`$VIRTUAL_ENV` is set); the Module Load Test imports with it."),
+        Key("app", "platform", "string", "", "The servers' wheel platform tag when it is not "
+            "ALPHA's (e.g. `manylinux2014_x86_64`): binary wheels are downloaded for it "
+            "instead of built."),
+        Key("app", "python_version", "string", "", "The servers' Python (e.g. `3.11`) for "
+            "`platform`'s wheels."),
         Key("app", "prepare", "string", "", "Shell command line (`/bin/sh -c`) run in the new "
             "release before anything switches, on every activation and rollback; non-zero "
             "aborts it. Sees `$ASHAT_RELEASE_DIR`, `$ASHAT_SHARED_DIR` and the app's env."),

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support import deploy, enter_project, wait_for
+from support import deploy, project_maker, wait_for
 
 SPY = r'''"""A hostile app: it loots, tampers, writes what it found, then serves health."""
 import http.server
@@ -138,16 +138,8 @@ def bwrap_or_skip() -> None:
 
 
 def spy_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    def make(signing_key: Path) -> Path:
-        root = tmp_path / "spy"
-        root.mkdir()
-        (root / "spy.py").write_text(SPY)
-        (root / "VERSION").write_text("1.0.0\n")
-        (root / "targets.json").write_text("[]")
-        (root / "ashat.toml").write_text(SPY_TOML)
-        return enter_project(root, monkeypatch, signing_key)
-
-    return make
+    files = {"spy.py": SPY, "VERSION": "1.0.0\n", "targets.json": "[]", "ashat.toml": SPY_TOML}
+    return project_maker(tmp_path / "spy", monkeypatch, files)
 
 
 def secrets_of(fleet: Any) -> dict[str, str]:

@@ -36,7 +36,7 @@ import pwd
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,8 +109,11 @@ class Jail:
             return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
         return {}
 
-    def command(self, argv: list[str], cwd: Path, writable: Path) -> list[str]:
-        """``argv`` as run inside this jail, in ``cwd`` (read-only) with ``writable``."""
+    def command(
+        self, argv: list[str], cwd: Path, writable: Path, readable: Sequence[Path] = ()
+    ) -> list[str]:
+        """``argv`` as run inside this jail, in ``cwd`` (read-only) with ``writable``, and
+        the directories ``readable`` (its Python environment) read-only."""
         if self.mode != "bwrap":
             return argv
         assert self.bwrap is not None
@@ -138,6 +141,8 @@ class Jail:
         if self.data is not None and _under(self.data, bound):
             out += ["--tmpfs", str(self.data)]  # bound above: covered, then its parts below
         out += [*_parents(cwd, made, bound), "--ro-bind", str(cwd), str(cwd)]
+        for r in readable:
+            out += [*_parents(r, made, bound), "--ro-bind", str(r), str(r)]
         out += [*_parents(writable, made, bound), "--bind", str(writable), str(writable)]
         for h in self.hidden:
             if _under(h, bound) and h.exists():

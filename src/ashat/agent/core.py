@@ -32,6 +32,7 @@ from ashat.agent.blobs import BlobStore
 from ashat.agent.checks.base import app_env_secrets, scrub
 from ashat.agent.config import AgentConfig
 from ashat.agent.confine import choose_jail
+from ashat.agent.environments import Environments, EnvSpec
 from ashat.agent.errors import (
     ActivationFailed,
     AgentError,
@@ -48,6 +49,7 @@ from ashat.agent.releases import ReleaseStore
 from ashat.agent.state import AgentState, previous_after_rollback, prune_plan
 from ashat.agent.supervisor import AppProcess, AppSpec, Supervisor, free_port
 from ashat.agent.upstream import AppProxy
+from ashat.bundle.errors import BundleError
 from ashat.bundle.keys import PublicKey
 from ashat.bundle.manifest import Manifest, parse_manifest
 from ashat.bundle.sign import check_signatures
@@ -103,6 +105,7 @@ class Agent:
         self.supervisor = Supervisor(
             self.layout, config.app_env, self.stopping, config.stop_timeout_s, self.jail
         )
+        self.environments = Environments(self.layout.envs)
         self.lock = threading.Lock()
         self.state = AgentState()
         self.app: AppProcess | None = None
@@ -641,6 +644,7 @@ class Agent:
         ``release``'s app, healthy; None if it has no ``run``."""
         log_from = self.supervisor.log_offset(release)
         port = free_port()
+        self._environment(release, spec)
         if prepare:
             self.supervisor.prepare(release, spec, port, log_from)
         migrated_now = False
@@ -672,6 +676,40 @@ class Agent:
                 self._unmigrate(release, spec, port)
             raise
         return app
+
+    def _environment(self, release: str, spec: AppSpec) -> None:
+        """Build (or find) the Python environment of ``release``'s shipped wheels and give
+        it to the supervisor. Raises :class:`ActivationFailed`. Locked."""
+        if spec.environment is None:
+            self.supervisor.venvs.pop(release, None)
+            return
+        path_env = self.supervisor.app_env.get("PATH") or os.environ.get("PATH")
+        try:
+            base = spec.environment.base_python(path_env)
+        except FileNotFoundError as e:
+            raise ActivationFailed(f"{release}: {e}; nothing was switched", log_tail="") from e
+        venv, reused = self.environments.ensure(
+            self.layout.release_dir(release),
+            spec.environment,
+            base,
+            self.layout.log_file(release),
+            spec.prepare_timeout_s,
+        )
+        if not reused:
+            log.info("%s: built its Python environment %s", release, venv.name)
+        self.supervisor.venvs[release] = venv
+
+    def venv_of(self, release: str) -> Path | None:
+        """Where the Python environment of ``release``'s shipped wheels is (built when it is
+        activated), or None if it ships none."""
+        try:
+            spec = EnvSpec.from_app(self.releases.manifest(release).app)
+            if spec is None:
+                return None
+            path_env = self.supervisor.app_env.get("PATH") or os.environ.get("PATH")
+            return self.environments.path(spec, spec.base_python(path_env))
+        except (BundleError, OSError):
+            return None
 
     def _unmigrate(self, release: str, spec: AppSpec, port: int) -> None:
         """The new release's app did not come up after its migration ran: undo the
@@ -815,7 +853,26 @@ class Agent:
             log.info("pruned %s (keeping %d releases)", update_id, self.config.keep)
         if doomed:
             self._save()
+        self._prune_environments()
         self._collect_blobs()
+
+    def _prune_environments(self) -> None:
+        """Remove the Python environments no kept release uses (a rollback to a kept one
+        finds its environment built)."""
+        kept = set(self.releases.ids())
+        for release in [r for r in self.supervisor.venvs if r not in kept]:
+            del self.supervisor.venvs[release]
+        path_env = self.supervisor.app_env.get("PATH") or os.environ.get("PATH")
+        used: set[Path] = set()
+        for release in kept:
+            try:
+                spec = EnvSpec.from_app(self.releases.manifest(release).app)
+                if spec is not None:
+                    used.add(self.environments.path(spec, spec.base_python(path_env)))
+            except (BundleError, OSError):
+                continue  # unreadable: its environment, if any, is rebuilt when needed
+        for name in self.environments.prune(used):
+            log.info("removed the Python environment %s: no kept release uses it", name)
 
     def _collect_blobs(self) -> None:
         """Delete the blobs no staged release uses (they are kept only for releases kept;

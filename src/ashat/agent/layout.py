@@ -9,6 +9,7 @@
     DIR/current, DIR/previous      symlinks -> releases/<id>, replaced with rename(2)
     DIR/state.json                 activation history, rolled-back ids, app processes
     DIR/logs/<id>.log              the app's stdout and stderr, and its prepare hook's
+    DIR/envs/<key>/                the apps' Python environments, one per lock (environments.py)
     DIR/shared/                    kept across releases, given to apps as ASHAT_SHARED_DIR
     DIR/tmp/                       uploads and staging trees; emptied at start-up
     DIR/tmp/partial/<sha256>       a mainframe's interrupted downloads: kept, to resume
@@ -80,6 +81,10 @@ class Layout:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def envs(self) -> Path:
+        return self.root / "envs"
 
     @property
     def shared(self) -> Path:

@@ -169,6 +169,7 @@ class Endpoints:
         """Run a server-side verification check inside a staged release (DESIGN §6)."""
         from ashat.agent.checks import run_check
         from ashat.agent.confine import app_environment
+        from ashat.agent.supervisor import with_venv
         from ashat.ids import UPDATE_ID_RE
 
         update_id = request.path_params["update_id"]
@@ -183,6 +184,7 @@ class Endpoints:
         env = app_environment(
             self.agent.supervisor.app_env, {"ASHAT_SHARED_DIR": shared, "HOME": shared}
         )
+        env = with_venv(env, await run_in_threadpool(self.agent.venv_of, update_id))
         crash_point("check.run")
         advisories = self.config.advisories or self.agent.layout.advisories
         app = (await run_in_threadpool(self.agent.releases.manifest, update_id)).app

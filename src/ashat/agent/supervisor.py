@@ -27,9 +27,11 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ashat.agent.confine import Jail, app_environment
+from ashat.agent.environments import EnvSpec
 from ashat.agent.errors import ActivationFailed
 from ashat.agent.layout import Layout
 from ashat.agent.state import AppRecord
@@ -99,6 +101,7 @@ class AppSpec:
     health_path: str = DEFAULT_HEALTH_PATH
     health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
     prepare_timeout_s: float = DEFAULT_PREPARE_TIMEOUT_S
+    environment: EnvSpec | None = None  # its dependencies, shipped as wheels
 
     @classmethod
     def from_app(cls, app: Mapping[str, Any]) -> AppSpec:
@@ -121,11 +124,20 @@ class AppSpec:
             health_path=health_path,
             health_timeout_s=_seconds(app, "health_timeout_s", DEFAULT_HEALTH_TIMEOUT_S),
             prepare_timeout_s=_seconds(app, "prepare_timeout_s", DEFAULT_PREPARE_TIMEOUT_S),
+            environment=EnvSpec.from_app(app),
         )
 
     def run_argv(self, port: int) -> list[str]:
         assert self.run is not None
         return [arg.replace("{port}", str(port)) for arg in self.run]
+
+
+def with_venv(env: dict[str, str], venv: Path | None) -> dict[str, str]:
+    """``env`` with the release's Python environment first on ``PATH``, as activated."""
+    if venv is None:
+        return env
+    path = env.get("PATH") or os.defpath
+    return {**env, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{path}"}
 
 
 def free_port() -> int:
@@ -191,9 +203,10 @@ class Supervisor:
         self.stopping = stopping
         self.stop_timeout_s = stop_timeout_s
         self.jail = jail or Jail("none")
+        self.venvs: dict[str, Path] = {}  # release -> its Python environment (environments.py)
 
     def environment(self, release: str, port: int) -> dict[str, str]:
-        return app_environment(
+        env = app_environment(
             self.app_env,
             {
                 "PORT": str(port),
@@ -203,6 +216,7 @@ class Supervisor:
                 "HOME": str(self.layout.shared),
             },
         )
+        return with_venv(env, self.venvs.get(release))
 
     def log_offset(self, release: str) -> int:
         """Where the next output of ``release`` will start in its log (for the tail)."""
@@ -232,8 +246,9 @@ class Supervisor:
             log.write(f"--- ashat {stamp}: {what}: {shlex.join(argv)} (port {port})\n".encode())
             log.flush()
             cwd = self.layout.release_dir(release)
+            venv = self.venvs.get(release)
             return subprocess.Popen(
-                self.jail.command(argv, cwd, self.layout.shared),
+                self.jail.command(argv, cwd, self.layout.shared, (venv,) if venv else ()),
                 cwd=cwd,
                 env=self.environment(release, port),
                 stdin=subprocess.DEVNULL,

@@ -64,11 +64,25 @@ def build_unsigned(
         "created_at": iso(SystemClock().now()),
     }
     if git_ref:
-        return build_from_git(project.root, git_ref, **meta)
-    root = Path(source).resolve() if source else project.root
-    if not root.is_dir():
-        raise InvalidInput(f"--source {source}: not a directory")
-    return build_from_dir(root, cache_path=project.state_dir / "hashcache.json", **meta)
+        built = build_from_git(project.root, git_ref, **meta)
+    else:
+        root = Path(source).resolve() if source else project.root
+        if not root.is_dir():
+            raise InvalidInput(f"--source {source}: not a directory")
+        built = build_from_dir(root, cache_path=project.state_dir / "hashcache.json", **meta)
+    if config.app.requirements is None:
+        return built
+    from ashat.bundle.wheels import Target, with_dependencies
+
+    target = Target(config.app.platform, config.app.python_version)
+    try:
+        built, _ = with_dependencies(
+            built, config.app.requirements, project.state_dir / "wheels", target
+        )
+    except BaseException:
+        built.cleanup()
+        raise
+    return built
 
 
 def _signing_key(project: Project) -> Any:

@@ -106,9 +106,19 @@ PYTHON_NAME_RE = re.compile(r"python[0-9.]*")
 def app_interpreter(app: Mapping[str, Any], root: Path, env: Mapping[str, str]) -> str:
     """The interpreter the app runs with, so that the modules are imported as the app
     will import them (its own environment, not the agent's packages): ``[app] python``
-    (relative to the release, e.g. a ``.venv`` its ``prepare`` builds), else the first word
+    (relative to the release, e.g. a ``.venv`` its ``prepare`` builds), or the environment
+    the agent built from the release's wheels (``[app] requirements``), else the first word
     of ``[app] run`` when it names a Python, else the agent's. Raises ``FileNotFoundError``
     naming it when it cannot be found."""
+    venv = env.get("VIRTUAL_ENV")
+    if venv and app.get("environment"):  # built by the agent from the release's wheels
+        python = Path(venv) / "bin" / "python"
+        if not python.exists():
+            raise FileNotFoundError(
+                "the release's Python environment is not built on this server yet (the "
+                "agent builds it from the shipped wheels when the release is activated)"
+            )
+        return str(python)
     given = app.get("python")
     if not isinstance(given, str) or not given:
         run = app.get("run")
@@ -144,8 +154,11 @@ def import_in_child(
         try:
             jail = jail or Jail("none")
             shared = Path(env.get("ASHAT_SHARED_DIR") or tempfile.gettempdir())
+            venv = env.get("VIRTUAL_ENV")
             proc = subprocess.Popen(
-                jail.command([python, "-c", _IMPORT, name], root, shared),
+                jail.command(
+                    [python, "-c", _IMPORT, name], root, shared, (Path(venv),) if venv else ()
+                ),
                 cwd=root,
                 env=child_env(root, env),
                 stdin=subprocess.DEVNULL,

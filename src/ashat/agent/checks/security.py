@@ -118,6 +118,9 @@ def walk(root: Path, allow: list[str], deadline: Deadline) -> Tree:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
         built = [d for d in dirnames if _built(here / d)]
+        if here == root and SHIPPED_DIR in dirnames:  # ashat's own: the shipped wheels
+            built.append(SHIPPED_DIR)
+            _read_lock(root, tree)
         tree.environments += [(here / d).relative_to(root).as_posix() for d in sorted(built)]
         dirnames[:] = sorted(d for d in dirnames if d not in built)
         for name in [*dirnames, *sorted(filenames)]:
@@ -160,6 +163,25 @@ def walk(root: Path, allow: list[str], deadline: Deadline) -> Tree:
             else:
                 tree.secrets += findings
     return tree
+
+
+SHIPPED_DIR = ".ashat"  # a release's .ashat/wheels/ (ashat.bundle.wheels): not the app's code
+
+
+def _read_lock(root: Path, tree: Tree) -> None:
+    """The pins of the shipped wheels' lock: every dependency, resolved, for the advisories."""
+    from ashat.bundle.wheels import LOCK_PATH
+
+    path = root / LOCK_PATH
+    try:
+        st = path.lstat()
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode):
+        text = _read_text(path, st.st_size, tree)
+        if text is not None:
+            tree.requirements_files.append(LOCK_PATH)
+            tree.pins += parse_requirements(text, LOCK_PATH)
 
 
 def _built(path: Path) -> bool:

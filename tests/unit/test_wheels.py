@@ -1,0 +1,109 @@
+"""Issue 17: the ALPHA side of shipped dependencies (bundle/wheels.py), the agent's reading
+of ``app.environment``, and the ``[app]`` keys that ask for them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ashat.agent.checks.base import Deadline
+from ashat.agent.checks.security import walk
+from ashat.agent.environments import EnvSpec
+from ashat.bundle.errors import ManifestInvalid
+from ashat.bundle.wheels import LOCK_NAME, Target, build_wheelhouse, lock_text, pip_argv
+from ashat.config import AppConfig
+from ashat.errors import InvalidInput, OperationFailed
+from support import make_wheel
+
+
+@pytest.fixture
+def house(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    found = tmp_path / "found"
+    found.mkdir()
+    make_wheel(found, "tinydep", "2.0", "WORD = 'tiny'\n", ())
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(found))
+    return found
+
+
+def test_the_wheelhouse_is_built_once_and_reused_while_the_file_is_unchanged(
+    tmp_path: Path, house: Path
+) -> None:
+    req = tmp_path / "requirements.txt"
+    req.write_text("tinydep==2.0\n")
+    cache = tmp_path / "cache"
+    first = build_wheelhouse(req, cache, Target())
+    assert not first.reused and first.wheels == ("tinydep-2.0-py3-none-any.whl",)
+    lock = (first.path / LOCK_NAME).read_text()
+    assert "tinydep==2.0 --hash=sha256:" in lock
+    again = build_wheelhouse(req, cache, Target())
+    assert again.reused and again.path == first.path and again.lock_sha256 == first.lock_sha256
+    req.write_text("tinydep==2.0  # a comment changes the key\n")
+    third = build_wheelhouse(req, cache, Target())
+    assert not third.reused and third.path != first.path
+    assert sorted(p.name for p in cache.iterdir()) == sorted([first.path.name, third.path.name])
+
+
+def test_a_failed_pip_leaves_nothing_in_the_cache(tmp_path: Path, house: Path) -> None:
+    req = tmp_path / "requirements.txt"
+    req.write_text("nosuchdep==1.0\n")
+    with pytest.raises(OperationFailed) as e:
+        build_wheelhouse(req, tmp_path / "cache", Target())
+    assert "pip could not get the wheels of requirements.txt" in e.value.message
+    assert "nosuchdep" in e.value.details["log_tail"]
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_another_platform_downloads_binary_wheels_for_it(tmp_path: Path) -> None:
+    argv = pip_argv(tmp_path / "r.txt", tmp_path / "out", Target("manylinux2014_x86_64", "3.11"))
+    assert argv[argv.index("download") :][:2] == ["download", "--only-binary=:all:"]
+    assert argv[argv.index("--platform") :][:2] == ["--platform", "manylinux2014_x86_64"]
+    assert argv[argv.index("--python-version") :][:2] == ["--python-version", "3.11"]
+    assert "wheel" in pip_argv(tmp_path / "r.txt", tmp_path / "out", Target())
+
+
+def test_a_file_that_is_not_a_wheel_is_refused(tmp_path: Path) -> None:
+    odd = tmp_path / "thing.tar.gz.whl"
+    odd.write_bytes(b"x")
+    with pytest.raises(InvalidInput, match="not a wheel"):
+        lock_text([odd])
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"requirements": "../outside.txt"}, "must be a path inside the project"),
+        ({"requirements": "/etc/passwd"}, "must be a path inside the project"),
+        ({"requirements": 3}, "must be a string"),
+        ({"platform": "manylinux2014_x86_64"}, "which is not set"),
+        ({"requirements": "r.txt", "platform": "Linux x86"}, "must look like"),
+        ({"requirements": "r.txt", "python_version": "2.7"}, "must look like '3.11'"),
+    ],
+)
+def test_bad_app_keys_are_refused_by_name(table: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        AppConfig.parse(table)
+
+
+def test_the_agent_refuses_a_malformed_environment() -> None:
+    assert EnvSpec.from_app({}) is None
+    with pytest.raises(ManifestInvalid, match=r"app\.environment"):
+        EnvSpec.from_app({"environment": {"lock": "x", "sha256": "nothex"}})
+    with pytest.raises(InvalidInput):
+        EnvSpec.from_app({"environment": {"lock": "../x", "sha256": "a" * 64}})
+    with pytest.raises(ManifestInvalid, match=r"app\.python"):
+        EnvSpec.from_app({"environment": {"lock": "x", "sha256": "a" * 64}, "python": "v/py"})
+
+
+def test_the_security_scan_reads_the_lock_and_skips_the_wheels(tmp_path: Path) -> None:
+    wheels = tmp_path / ".ashat" / "wheels"
+    wheels.mkdir(parents=True)
+    (wheels / LOCK_NAME).write_text("jinja2==2.10 --hash=sha256:" + "a" * 64 + "\n")
+    (wheels / "x.whl").write_text("AKIAIOSFODNN7EXAMPLE aws_secret_access_key=wJalrXUtnF\n")
+    tree = walk(tmp_path, [], Deadline(10))
+    assert tree.requirements_files == [".ashat/wheels/requirements.lock"]
+    assert [(p.name, p.version) for p in tree.pins] == [("jinja2", "2.10")]
+    assert tree.secrets == [] and ".ashat" in tree.environments
+    assert os.path.exists(wheels / "x.whl")
