@@ -54,15 +54,25 @@ class Target:
         return {k: v for k, v in out.items() if v}
 
 
+DIGESTS_NAME = "digests.json"  # in the cache only: each file's digest and size, once
+
+
 @dataclass(frozen=True)
 class Wheelhouse:
     """A directory of wheels and their lock; ``reused`` when the cache already held it."""
 
     path: Path
-    wheels: tuple[str, ...]
-    lock_sha256: str
+    digests: dict[str, tuple[str, int]]  # file name (wheels and the lock) -> sha256, size
     reused: bool
     seconds: float
+
+    @property
+    def wheels(self) -> tuple[str, ...]:
+        return tuple(sorted(n for n in self.digests if n != LOCK_NAME))
+
+    @property
+    def lock_sha256(self) -> str:
+        return self.digests[LOCK_NAME][0]
 
 
 def _cache_key(requirements: bytes, target: Target) -> str:
@@ -150,6 +160,8 @@ def build_wheelhouse(requirements: Path, cache: Path, target: Target) -> Wheelho
                 "requirement a source distribution with no wheel for the target?)"
             )
         (work / LOCK_NAME).write_text(lock_text(list(work.glob("*.whl"))), encoding="utf-8")
+        digests = {p.name: hash_file(str(p)) for p in sorted(work.iterdir())}
+        (work / DIGESTS_NAME).write_text(json.dumps(digests), encoding="utf-8")
         try:
             os.replace(work, done)
         except OSError:  # another push filled it meanwhile: theirs is as good
@@ -161,9 +173,14 @@ def build_wheelhouse(requirements: Path, cache: Path, target: Target) -> Wheelho
 
 
 def _house(path: Path, reused: bool, started: float) -> Wheelhouse:
-    wheels = tuple(sorted(p.name for p in path.glob("*.whl")))
-    sha, _ = hash_file(str(path / LOCK_NAME))
-    return Wheelhouse(path, wheels, sha, reused, time.perf_counter() - started)
+    """The cached wheelhouse at ``path``, its digests read rather than computed again (the
+    bundle's own digests are checked by every server that receives the blobs)."""
+    try:
+        raw = json.loads((path / DIGESTS_NAME).read_text(encoding="utf-8"))
+        digests = {str(n): (str(d[0]), int(d[1])) for n, d in raw.items()}
+    except (OSError, ValueError, TypeError, KeyError, IndexError):
+        digests = {p.name: hash_file(str(p)) for p in path.iterdir() if p.name != DIGESTS_NAME}
+    return Wheelhouse(path, digests, reused, time.perf_counter() - started)
 
 
 def add_wheels(built: Built, house: Wheelhouse) -> Built:
@@ -173,7 +190,7 @@ def add_wheels(built: Built, house: Wheelhouse) -> Built:
     blobs = dict(built.blobs)
     for name in (*house.wheels, LOCK_NAME):
         path = house.path / name
-        sha, size = hash_file(str(path))
+        sha, size = house.digests[name]
         entries.append(FileEntry(f"{WHEELS_DIR}/{name}", sha, size, 0o644))
         blobs.setdefault(sha, path)
     app = {**built.manifest.app, "environment": {"lock": LOCK_PATH, "sha256": house.lock_sha256}}
