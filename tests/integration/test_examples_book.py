@@ -4,11 +4,13 @@ The markdown is the source of truth; this file only knows how to read it:
 
 - ``<!-- book: scenario=NAME key=value ... -->`` starts a scenario and says what runs before
   its first command: ``tree=hello-service`` (a copy of examples/hello-service, signing with
-  ``.ashat/keys/alpha.key`` through ``ASHAT_SIGNING_KEY``) or ``tree=bare`` (the same
-  without its ashat.toml, for ``deploy init``); ``servers=public,omega``; ``configure=no``
+  ``.ashat/keys/alpha.key`` through ``ASHAT_SIGNING_KEY``), ``tree=bare`` (the same
+  without its ashat.toml, for ``deploy init``) or ``tree=NAME`` (examples/NAME);
+  ``servers=public,omega``; ``configure=no``
   (else both are configured as PublicStaging and OmegaProduction); ``mainframes=N``
   (mf-1 ... mf-N, licensed for ACME by OMEGA's license key); ``app_env=K=V`` (every
-  server's app environment) with ``bare_mainframes=mf-3`` lacking it; ``postgres=yes``
+  server's app environment, the book's database name replaced as in commands) with
+  ``bare_mainframes=mf-3`` lacking it; ``postgres=yes``
   (skipped without a PostgreSQL server); ``serve=yes`` (``ashat serve`` on the project,
   signing with its key, started when a command first names ``http://ctl.example:8800``);
   ``trust=yes`` (a chain of trust: OMEGA's and PUBLIC's verifier keys are made first in
@@ -213,9 +215,9 @@ class Runner:
 
     def prepare(self) -> None:
         tree = self.s.setup.get("tree", "hello-service")
-        shutil.copytree(
-            HELLO_SERVICE, self.project, ignore=shutil.ignore_patterns("data", "__pycache__")
-        )
+        source = HELLO_SERVICE if tree in ("hello-service", "bare") else REPO / "examples" / tree
+        self.project = self.base / source.name
+        shutil.copytree(source, self.project, ignore=shutil.ignore_patterns("data", "__pycache__"))
         env = {
             "ASHAT_USER": "alice",
             "NO_COLOR": "1",
@@ -249,7 +251,7 @@ class Runner:
         if not spec or mainframe in self.s.setup.get("bare_mainframes", "").split(","):
             return None
         key, _, value = spec.partition("=")
-        return {key: value}
+        return {key: self.to_real(value)}
 
     @property
     def chain(self) -> bool:

@@ -193,6 +193,8 @@ def run_push(
     t0 = time.monotonic()
     bundle, built = build_bundle(project, update_id, description, source, git_ref)
     build_s = time.monotonic() - t0
+    if step is not None:
+        _report_wheels(built.manifest, step)
     try:
         wf = project.workflow(actor)
         if on_start is not None:
@@ -206,6 +208,18 @@ def run_push(
             return replace(result, timings={"build": build_s, **result.timings})
     finally:
         built.cleanup()
+
+
+def _report_wheels(manifest: Manifest, step: Callable[[str, str], None]) -> None:
+    """The ``wheels`` step: what the bundle carries of the app's dependencies."""
+    from ashat.bundle.wheels import WHEELS_DIR
+    from ashat.workflow.push import size_text
+
+    wheels = [f for f in manifest.files if f.path.startswith(f"{WHEELS_DIR}/")]
+    wheels = [f for f in wheels if f.path.endswith(".whl")]
+    if wheels:
+        total = sum(f.size for f in wheels)
+        step("wheels", f"{len(wheels)} wheels ({size_text(total)}) and their lock in the bundle")
 
 
 # -- through ashat serve ------------------------------------------------------------------

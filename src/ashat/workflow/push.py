@@ -222,7 +222,7 @@ def push(
         public_previous = wf.remember(dep, "public_previous", lambda: agent.health().get("current"))
         step(
             "plan",
-            f"{len(signed.files)} files, {_mb(signed.total_size)}; PUBLIC runs "
+            f"{len(signed.files)} files, {size_text(signed.total_size)}; PUBLIC runs "
             f"{public_previous or 'nothing yet'}",
         )
         lap("plan")
@@ -241,7 +241,7 @@ def push(
             {"blobs_sent": len(missing), "blobs_skipped": skipped, "bytes_sent": sent},
         )
         lap("upload")
-        step("upload", f"sent {len(missing)} blobs ({_mb(sent)}), {skipped} already there")
+        step("upload", f"sent {len(missing)} blobs ({size_text(sent)}), {skipped} already there")
         crash_point("push.uploaded")
         wf.renew("public", update_id)
         staged = agent.stage(signed.to_bytes())
@@ -378,7 +378,8 @@ def _put_public_back(
     return current, restored, f"PUBLIC restored to {restored}"
 
 
-def _mb(n: int) -> str:
+def size_text(n: int) -> str:
+    """``n`` bytes as people read them: B, KiB or MiB."""
     if n < 1024:
         return f"{n} B"
     if n < 1024 * 1024:
