@@ -37,6 +37,7 @@ are in ``../public.token`` and ``../omega.token`` and OMEGA's keys in ``../keys/
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import os
 import re
@@ -45,6 +46,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -437,6 +440,23 @@ def postgres_available() -> bool:
     return shutil.which("createdb") is not None
 
 
+@functools.cache
+def package_index_unreachable() -> str | None:
+    """None if pip on this machine can fetch from its package index, else why not."""
+    with tempfile.TemporaryDirectory() as out:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                 "waitress==3.0.2", "--dest", out],
+                capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return "did not reach a package index within 120 s"
+    if done.returncode != 0:
+        return "cannot reach a package index: " + (done.stderr.strip().splitlines() or ["?"])[-1]
+    return None
+
+
 def test_the_book_has_the_scenarios_the_issue_asks_for() -> None:
     wanted = {
         "first-deployment", "hotfix-rollback", "failed-verification", "emergency-cancel",
@@ -476,6 +496,12 @@ def test_scenario(
     scenario = SCENARIOS[name]
     if scenario.setup.get("postgres") == "yes" and not postgres_available():
         pytest.skip("needs PostgreSQL on 127.0.0.1:5432 (user postgres) and createdb")
+    tree = REPO / "examples" / scenario.setup.get("tree", "hello-service")
+    toml = tree / "ashat.toml"
+    if toml.is_file() and tomllib.loads(toml.read_text()).get("app", {}).get("requirements"):
+        why = package_index_unreachable()
+        if why:
+            pytest.skip(f"{tree.name}'s push builds its wheels with pip, which {why}")
     runner = Runner(scenario, tmp_path, agent_factory, mainframe_factory, serve_process)
     record: list[str] = []
     try:
