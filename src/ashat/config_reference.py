@@ -192,6 +192,11 @@ def _build() -> tuple[list[Table], list[Key]]:
             "one, and put OMEGA back on it."),
         Key("distribution", "channel", "string", d(dist.channel), "The channel a license "
             "must cover."),
+        Key("distribution", "regions", "list of strings", "[]", "OMEGA regions, in order "
+            "(each configured with `deploy configure omega URL NAME --region R`): an approved "
+            "release goes to each region's OMEGA in turn, with the same waves and budget "
+            "inside each, the next once the one before completed; a region that fails halts "
+            "the rest. Empty: the one OMEGA."),
         Key("distribution", "bake_s", "number", "0", "Seconds each wave bakes once all its "
             "mainframes installed, before the next starts (or the rollout ends), while the "
             "analysis is evaluated."),

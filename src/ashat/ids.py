@@ -9,6 +9,7 @@ from ashat.errors import InvalidInput
 HTTP_URL_RE = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")  # a server's URL, in options
 UPDATE_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 TIERS = ("public", "omega")
+REGION_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")  # an OMEGA region: eu, us-east
 
 
 def validate_update_id(value: str) -> str:
@@ -22,6 +23,38 @@ def validate_update_id(value: str) -> str:
 
 
 def validate_tier(value: str) -> str:
-    if value not in TIERS:
-        raise InvalidInput(f"unknown tier {value!r}: expected one of {', '.join(TIERS)}")
+    """``public``, ``omega``, or ``omega@REGION``: the OMEGA of one region."""
+    if value in TIERS:
+        return value
+    tier, _, region = value.partition("@") if isinstance(value, str) else ("", "", "")
+    if tier == "omega" and REGION_RE.fullmatch(region):
+        return value
+    raise InvalidInput(
+        f"unknown tier {value!r}: expected one of {', '.join(TIERS)} (or omega@REGION)"
+    )
+
+
+def validate_region(value: str) -> str:
+    if not isinstance(value, str) or REGION_RE.fullmatch(value) is None:
+        raise InvalidInput(
+            f"invalid region {value!r}: use 1-32 characters of a-z, 0-9 or '-', starting "
+            "with a letter"
+        )
     return value
+
+
+def omega_tier(region: str | None) -> str:
+    """The tier of the OMEGA serving ``region`` (``omega`` without regions)."""
+    return f"omega@{validate_region(region)}" if region else "omega"
+
+
+def tier_label(tier: str) -> str:
+    """``PUBLIC``, ``OMEGA``, ``OMEGA (eu)``: a tier as people read it."""
+    name, _, region = tier.partition("@")
+    return f"{name.upper()} ({region})" if region else name.upper()
+
+
+def configure_args(tier: str) -> str:
+    """What ``deploy configure`` takes to set ``tier``: ``omega <url> <name> --region eu``."""
+    name, _, region = tier.partition("@")
+    return f"{name} <url> <name>" + (f" --region {region}" if region else "")

@@ -79,7 +79,8 @@ def ctx(url: str, runs: list[float], **perf: Any) -> CheckContext:
 def test_a_noisy_first_run_is_measured_again_and_does_not_fail(serve: Any) -> None:
     # 60 slow requests: all of the warm-up and enough of the first run to make its p95 slow
     url = serve(App(slow_first=60, slow_s=0.08))
-    out = PerformanceCheck().run(ctx(url, [5.0, 5.0, 6.0, 5.0, 5.0], requests=100))
+    # A baseline of 20 ms (limit 30 ms): the fast run's p95 stays under it on a busy machine.
+    out = PerformanceCheck().run(ctx(url, [20.0, 20.0, 22.0, 20.0, 20.0], requests=100))
     assert out.status == "passed", out
     assert out.details["first_p95_ms"] >= 80 and out.details["p95_ms"] < 30, out.details
     assert "was not borne out" in out.summary

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ashat import __version__
 from ashat.api.errors import ApiFailure
-from ashat.api.schemas import STATES, UPDATE_ID_PATTERN, USER_NAME_PATTERN
+from ashat.api.schemas import STATES, TIER_PATTERN, UPDATE_ID_PATTERN, USER_NAME_PATTERN
 from ashat.errors import AshatError
 from ashat.ops.project import Project
 from ashat.ops.users import UserRole
@@ -542,11 +542,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "PUT",
         "/v1/servers/{tier}",
         "configureServer",
-        "Set the PUBLIC or OMEGA server (deploy configure); the token is stored, never shown",
+        "Set the PUBLIC or an OMEGA server (deploy configure; omega@REGION for a region's); "
+        "the token is stored, never shown",
         configure_server,
         ADMIN,
         "ServerConfigured",
-        params=(Param("tier", "path", {"enum": ["public", "omega"]}, "the tier"),),
+        params=(Param("tier", "path", {"type": "string", "pattern": TIER_PATTERN}, "the tier"),),
         body="ServerRequest",
         body_required=True,
         errors=(400, 404),

@@ -16,6 +16,7 @@ from ashat.workflow.states import State
 STATES = [s.value for s in State]
 ROLES = [r.value for r in UserRole]
 UPDATE_ID_PATTERN = "^[a-z0-9][a-z0-9._-]{0,63}$"
+TIER_PATTERN = r"^(public|omega(@[a-z][a-z0-9-]{0,31})?)$"  # ids.validate_tier
 USER_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 # What validate_server_url accepts, as a pattern: http(s), a host, a port 1-65535, a path.
 _PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
@@ -108,7 +109,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "Rollout": obj({"rollout_id": STR, "state": STR}, {"update_id": STR, "totals": OBJ}),
     "Server": obj(
         {
-            "tier": {"enum": ["public", "omega"]},
+            "tier": {"type": "string", "pattern": TIER_PATTERN},
             "name": STR,
             "url": STR,
             "token": nullable({"const": "configured"}),

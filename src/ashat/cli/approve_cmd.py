@@ -134,14 +134,29 @@ def approve(
         server: Server, relayed: int, rollout: dict[str, Any], distribution: DistributionPolicy
     ) -> None:
         if not json_mode():
-            click.echo(f"  {OK} released to {server.name} ({relayed} bytes relayed from PUBLIC)")
+            from ashat.ids import tier_label
+
+            where = f" ({tier_label(server.tier)})" if "@" in server.tier else ""
+            click.echo(
+                f"  {OK} released to {server.name}{where} ({relayed} bytes relayed from PUBLIC)"
+            )
             click.echo(
                 f"Distributing to Licensed Mainframes: rollout {rollout.get('rollout_id')}, "
                 f"{rollout.get('fleet_size', '?')} mainframes, waves {list(distribution.waves)}"
             )
 
+    def region_done(region: str, status: dict[str, Any]) -> None:
+        bar.stop()
+        if not json_mode():
+            for line in describe_rollout(status):
+                click.echo(line)
+            click.echo(f"{OK} region {region} completed; the next region's rollout starts")
+
     bar = _ProgressBar()
-    hooks = ApproveHooks(recorded=recorded, header=header, released=released, tick=bar.tick)
+    hooks = ApproveHooks(
+        recorded=recorded, header=header, released=released, tick=bar.tick,
+        region_done=region_done,
+    )  # fmt: skip
     try:
         outcome = operations().approve(
             update_id, as_user=as_user, comment=comment, wait=not no_wait, hooks=hooks,

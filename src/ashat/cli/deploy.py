@@ -14,7 +14,7 @@ import click
 from ashat import __version__
 from ashat.cli.context import complete_update_id, operations
 from ashat.cli.output import BAD, OK, WARN, AshatGroup, Verdict, emit, json_option, style
-from ashat.errors import OperationFailed, RemoteError
+from ashat.errors import InvalidInput, OperationFailed, RemoteError
 from ashat.workflow.models import Deployment, Event
 from ashat.workflow.states import State, describe_allowed
 
@@ -69,6 +69,24 @@ def cli(via: str | None) -> None:
     """ashat deploy: carry a release ALPHA -> PUBLIC -> approval -> OMEGA -> Licensed Mainframes."""
 
 
+def region_summary(details: dict[str, Any], state: str) -> str:
+    """``eu completed, us distributing, ap not started``: where a release is, region by
+    region, from its deployment's details."""
+    done = {str(d.get("region")) for d in details.get("regions_done") or []}
+    current, pending = details.get("region"), details.get("next_region")
+    parts = []
+    for region in map(str, details.get("regions") or []):
+        if region in done:
+            parts.append(f"{region} completed")
+        elif region == pending:
+            parts.append(f"{region} next (deploy approve releases it)")
+        elif region == current:
+            parts.append(f"{region} {state}")
+        else:
+            parts.append(f"{region} not started")
+    return ", ".join(parts)
+
+
 # -- configure / servers --------------------------------------------------------------------
 
 
@@ -80,15 +98,28 @@ def cli(via: str | None) -> None:
     "--token-file", type=click.Path(dir_okay=False), help="File holding the bearer token."
 )
 @click.option("--ca-cert", type=click.Path(dir_okay=False), help="CA certificate (PEM) for https.")
+@click.option(
+    "--region",
+    help="OMEGA only: the region this OMEGA serves ([distribution] regions releases to each).",
+)
 @json_option
-def configure(tier: str, url: str, name: str, token_file: str | None, ca_cert: str | None) -> None:
+def configure(
+    tier: str, url: str, name: str, token_file: str | None, ca_cert: str | None,
+    region: str | None,
+) -> None:  # fmt: skip
     """Set the PUBLIC (staging) or OMEGA (production) server: deploy configure public URL NAME."""
+    from ashat.ids import omega_tier, tier_label
+
+    if region is not None:
+        if tier != "omega":
+            raise InvalidInput("--region names an OMEGA's region: deploy configure omega ...")
+        tier = omega_tier(region)
     token_path = Path(token_file) if token_file else None
     server, old = operations().configure(tier, url, name, token_path, ca_cert)
 
     def human() -> None:
         verb = "Reconfigured" if old else "Configured"
-        click.echo(f"{OK} {verb} {tier.upper()}: {server.name} at {server.url}")
+        click.echo(f"{OK} {verb} {tier_label(tier)}: {server.name} at {server.url}")
         if old:
             click.echo(f"   (was {old.name} at {old.url})")
         click.echo(f"   token: {'configured' if server.token_path else 'none'}")
@@ -101,6 +132,8 @@ def configure(tier: str, url: str, name: str, token_file: str | None, ca_cert: s
 @json_option
 def servers(check: bool) -> None:
     """The configured tiers, their URLs and names."""
+    from ashat.ids import tier_label
+
     rows, results = operations().servers(check)
 
     def human() -> None:
@@ -109,7 +142,7 @@ def servers(check: bool) -> None:
             return
         click.echo("ASHAT Servers")
         for s in rows:
-            line = f"  {s.tier.upper():<7} {s.name:<20} {s.url}"
+            line = f"  {tier_label(s.tier):<7} {s.name:<20} {s.url}"
             if s.tier in results:
                 r = results[s.tier]
                 ok = r["reachable"] and r.get("authorized", True)
@@ -176,17 +209,20 @@ def status(update_id: str | None) -> None:
                 click.echo(f"Approvers:   {', '.join(map(str, dep.details['approvers']))}")
             from ashat.cli.approve_cmd import describe_rollout
 
+            if dep.details.get("regions"):
+                click.echo(f"Regions:     {region_summary(dep.details, dep.state.value)}")
             for r in view.rollouts or ([rollout] if rollout else []):
                 t = r.get("totals") or {}
+                at = f" [{r['region']}]" if r.get("region") else ""
                 if r.get("kind") == "rollback":
                     click.echo(
-                        f"Rollback:    {r.get('rollout_id')} to {r.get('update_id')} "
+                        f"Rollback:{at}    {r.get('rollout_id')} to {r.get('update_id')} "
                         f"({r.get('state')}): {t.get('installed', 0)} of "
                         f"{t.get('targeted', 0)} restored"
                     )
                     continue
                 click.echo(
-                    f"Rollout:     {r.get('rollout_id')} ({r.get('state')}): "
+                    f"Rollout:{at}     {r.get('rollout_id')} ({r.get('state')}): "
                     f"{t.get('installed', 0)} installed, {t.get('failed', 0)} failed "
                     f"of {r.get('fleet_size', 0)}"
                 )

@@ -95,6 +95,8 @@ def follow_rollout(
     while (
         dep.state.value in WAITING_STATES
         and not (status or {}).get("paused")  # a gate, or an operator: theirs to resume
+        and not (status or {}).get("next_region")  # a region done: the next is released
+        and not _failed_for_good(dep, status)
         and time.monotonic() < deadline
     ):
         if tick is not None:
@@ -102,6 +104,13 @@ def follow_rollout(
         time.sleep(POLL_S)
         dep, status = reconcile_following(project, wf, update_id, omega)
     return dep, status
+
+
+def _failed_for_good(dep: Deployment, status: dict[str, Any] | None) -> bool:
+    """Failed, and no automatic rollback is coming to follow (``auto_rollback = false``)."""
+    return dep.state.value == "distribution_failed" and not (status or {}).get(
+        "rollback_rollout_id"
+    )
 
 
 @dataclass
@@ -115,6 +124,8 @@ class ApproveHooks:
     # the bundle is on OMEGA and the rollout started (OMEGA, bytes relayed, rollout, policy)
     released: Callable[[Server, int, dict[str, Any], DistributionPolicy], None] | None = None
     tick: Tick | None = None  # while following the rollout
+    # a region's rollout completed and the next region's starts (region, its status)
+    region_done: Callable[[str, dict[str, Any]], None] | None = None
 
 
 @dataclass
@@ -256,6 +267,46 @@ def chain_of(
     return {"evidence": evidence, "roots": [json.loads(b) for b in trust.chain()]}
 
 
+def first_omega(project: Project, distribution: DistributionPolicy) -> Server:
+    """The OMEGA a release goes to first: the first region's, or the one OMEGA. Raises
+    InvalidInput, naming the first region that is not configured."""
+    from ashat.ids import omega_tier
+
+    for region in distribution.regions:
+        project.require_server(omega_tier(region))
+    return project.require_server(
+        omega_tier(distribution.regions[0] if distribution.regions else None)
+    )
+
+
+def _next_region(
+    project: Project,
+    wf: Workflow,
+    dep: Deployment,
+    trust: TrustDir,
+    distribution: DistributionPolicy,
+    h: ApproveHooks,
+    outcome: ApproveOutcome,
+) -> Deployment:
+    """The previous region completed: release to the next one, as to the first."""
+    from ashat.ids import omega_tier
+    from ashat.workflow.approve import release_region
+
+    region = str(dep.details["next_region"])
+    server = project.require_server(omega_tier(region))
+    manifest_bytes, digests = load_signed_manifest(project, dep.id)
+    chain = chain_of(project, trust, dep.id, manifest_bytes)
+    with client_for(project.require_server("public")) as public, client_for(server) as omega:
+        dep, rollout, relayed = release_region(
+            wf, dep.id, region, omega, manifest_bytes, digests,
+            make_relay(public, omega, blob_sizes(manifest_bytes)), distribution, chain,
+        )  # fmt: skip
+    outcome.data.setdefault("regions", []).append({"region": region, "rollout": rollout})
+    if h.released is not None:
+        h.released(server, relayed, rollout, distribution)
+    return dep
+
+
 def run_approve(
     project: Project,
     update_id: str,
@@ -343,7 +394,7 @@ def run_approve(
     dep = wf.store.require(update_id)
     if dep.state in (State.VERIFIED, State.APPROVED, State.RELEASING):
         # Check everything the release needs before an approval is recorded.
-        omega_server = project.require_server("omega")
+        omega_server = first_omega(project, distribution)
         public_server = project.require_server("public")
         manifest_bytes, digests = load_signed_manifest(project, update_id)
     outcome = ApproveOutcome(dep, wf.actor, policy.required, {"update_id": update_id})
@@ -369,6 +420,7 @@ def run_approve(
     elif dep.state not in (State.APPROVED, State.RELEASING, State.DISTRIBUTING):
         check_transition(update_id, dep.state, State.APPROVED)  # raises, naming what is allowed
 
+    status: dict[str, Any] | None = None
     if dep.state in (State.APPROVED, State.RELEASING):
         header("ASHAT Deployment to OMEGA Approved!")
         try:
@@ -391,15 +443,25 @@ def run_approve(
         if h.released is not None:
             h.released(omega_server, relayed, rollout, distribution)
     else:
-        omega_server = project.require_server("omega")
-        header(f"ASHAT Distribution of {update_id}")
+        from ashat.ops.rollback import reconcile_following
 
-    status = None
-    if wait:
+        header(f"ASHAT Distribution of {update_id}")
+        with client_for(project.omega_of(dep)) as omega:  # where its region's rollout is now
+            dep, status = reconcile_following(project, wf, update_id, omega)
+
+    while True:
+        if dep.state is State.DISTRIBUTING and dep.details.get("next_region"):
+            if h.region_done is not None and status is not None:
+                h.region_done(str(status.get("region")), status)
+            dep = _next_region(project, wf, dep, trust, distribution, h, outcome)
+        if not wait:
+            break
         limit = distribution.wave_timeout_s * (len(distribution.waves) + 2) + 60
-        with client_for(omega_server) as omega:
+        with client_for(project.omega_of(dep)) as omega:
             dep, status = follow_rollout(project, wf, update_id, omega, limit, h.tick)
         outcome.followed = True
+        if not (status or {}).get("next_region"):
+            break
     outcome.deployment = dep
     outcome.data.update({"state": dep.state.value, "rollout_status": status})
     return outcome

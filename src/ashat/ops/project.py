@@ -17,7 +17,7 @@ from ashat.workflow.service import Workflow
 if TYPE_CHECKING:
     from ashat.config import Config
     from ashat.transport.client import AgentClient
-    from ashat.workflow.models import Server
+    from ashat.workflow.models import Deployment, Server
 
 
 @dataclass
@@ -74,13 +74,22 @@ class Project:
         return Workflow(self.store, current_actor(actor))
 
     def require_server(self, tier: str) -> Server:
+        from ashat.ids import configure_args, tier_label
+
         server = self.store.server(tier)
         if server is None:
             raise InvalidInput(
-                f"{tier.upper()} is not configured: run 'deploy configure {tier} <url> <name>' "
-                "first"
+                f"{tier_label(tier)} is not configured: run "
+                f"'deploy configure {configure_args(tier)}' first"
             )
         return server
+
+    def omega_of(self, dep: Deployment) -> Server:
+        """The OMEGA holding ``dep``'s rollout now: its region's, or the one OMEGA."""
+        from ashat.ids import omega_tier
+
+        region = dep.details.get("region")
+        return self.require_server(omega_tier(str(region) if region else None))
 
     def manifest_path(self, update_id: str) -> Path:
         """Where ``deploy push`` keeps the exact signed manifest approval promotes."""

@@ -135,8 +135,11 @@ class RemoteOperations:
         for server in self.servers(check=False)[0]:
             if server.tier == tier:
                 return server
+        from ashat.ids import configure_args, tier_label
+
         raise InvalidInput(
-            f"{tier.upper()} is not configured: run 'deploy configure {tier} <url> <name>' first"
+            f"{tier_label(tier)} is not configured: run "
+            f"'deploy configure {configure_args(tier)}' first"
         )
 
     def me(self) -> str:

@@ -63,7 +63,7 @@ def run_rollback(
     if dep.state.value == "distributing":  # stop the rollout first, then send back who took it
         from ashat.ops.rollout_control import control_rollout
 
-        with client_for(project.require_server("omega")) as omega:  # it may have ended
+        with client_for(project.omega_of(dep)) as omega:  # it may have ended
             dep, _ = reconcile_following(project, wf, update_id, omega)
         if dep.state.value == "distributing":
             why = f"rolled back: {reason}" if reason else "rolled back by the operator"
@@ -83,9 +83,10 @@ def _rollback_fleet(
 
     wf = project.workflow(actor)
     dep = wf.store.require(update_id)
-    server = project.require_server("omega")
+    server = project.omega_of(dep)
     if hooks.fleet is not None:
         hooks.fleet(server)
+    _rollback_earlier_regions(project, wf, dep, reason, hooks)
     with client_for(server) as omega:
         rollout_id = dep.details.get("rollback_rollout_id")
         if not rollout_id:
@@ -108,6 +109,45 @@ def _rollback_fleet(
         "rollout": status,
     }
     return RollbackOutcome(dep, True, note=public, status=status, data=data)
+
+
+def _rollback_earlier_regions(
+    project: Project, wf: Workflow, dep: Deployment, reason: str | None, hooks: RollbackHooks
+) -> None:
+    """With regions: each region that completed before the current one goes back too, newest
+    first, each waited for (the current region's rollback then ends the deployment)."""
+    from ashat.ids import omega_tier
+    from ashat.workflow.approve import restore_omega
+
+    for done in reversed(dep.details.get("regions_done") or []):
+        region = str(done["region"])
+        server = project.require_server(omega_tier(region))
+        key = f"rollback_rollout_id@{region}"
+        with client_for(server) as omega:
+            rollout_id = wf.store.require(dep.id).details.get(key)
+            if not rollout_id:
+                previous = done.get("omega_previous")
+                rollout = omega.fleet_rollback(dep.id, previous, reason or "operator rollback")
+                restore_omega(omega, dep.id, previous)
+                rollout_id = rollout.get("rollout_id")
+                wf.store.update_details(dep.id, {key: rollout_id}, wf.now())
+                wf.note(
+                    dep.id,
+                    "rollback.started",
+                    {"rollout_id": rollout_id, "to": rollout.get("update_id"), "region": region},
+                )
+            if hooks.started is not None:
+                hooks.started(str(rollout_id), server)
+            deadline = time.monotonic() + FLEET_ROLLBACK_LIMIT_S
+            status = dict(omega.rollout_status(str(rollout_id)))
+            while status.get("state") == "running" and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+                status = dict(omega.rollout_status(str(rollout_id)))
+        if status.get("state") != "completed":
+            raise OperationFailed(
+                f"the rollback of {dep.id} in region {region} did not complete "
+                f"({status.get('state')}): {status.get('reason')}"
+            )
 
 
 def public_follows(

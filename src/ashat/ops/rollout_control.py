@@ -64,7 +64,7 @@ def control_rollout(
             update_id=update_id,
             state=dep.state.value,
         )
-    server = project.require_server("omega")
+    server = project.omega_of(dep)  # its region's, with regions
     with client_for(server) as omega:
         status: dict[str, Any] = dict(omega.control_rollout(rollout_id, action, reason))
         wf.note(

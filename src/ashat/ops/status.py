@@ -64,12 +64,14 @@ def refresh_rollout(
     project: Project, dep: Deployment, actor: str | None = None
 ) -> tuple[Deployment, dict[str, Any] | None, str | None]:
     """Ask OMEGA how the rollout goes and move the deployment on (best effort)."""
+    from ashat.errors import InvalidInput
     from ashat.ops.rollback import reconcile_following
     from ashat.transport.errors import TransportError
 
-    server = project.store.server("omega")
-    if server is None:
-        return dep, None, "OMEGA is not configured: progress unknown"
+    try:
+        server = project.omega_of(dep)
+    except InvalidInput as e:
+        return dep, None, f"{e.message}: progress unknown"
     try:
         with client_for(server, timeout_s=OMEGA_TIMEOUT_S) as omega:
             wf = project.workflow(actor)
@@ -90,7 +92,7 @@ def deployment_status(
         dep, rollout, note = refresh_rollout(project, dep, actor)
     rollouts: list[dict[str, Any]] = []
     if dep.details.get("rollout_id") and note is None:
-        rollouts, note = rollouts_of(project, dep.id)
+        rollouts, note = rollouts_of(project, dep.id, dep)
         installs = [r for r in rollouts if r.get("kind") == "install"]
         if rollout is None and installs:
             rollout = installs[-1]
@@ -107,16 +109,31 @@ def deployment_status(
     )
 
 
-def rollouts_of(project: Project, update_id: str) -> tuple[list[dict[str, Any]], str | None]:
-    """Every rollout of a release as OMEGA keeps them (install and rollback, oldest first),
-    or why they cannot be shown (best effort: a status is never refused for it)."""
+def rollouts_of(
+    project: Project, update_id: str, dep: Deployment | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Every rollout of a release as OMEGA keeps them (install and rollback, oldest first;
+    with regions, each region's in the order they got it, each marked with its region), or
+    why they cannot be shown (best effort: a status is never refused for it)."""
     from ashat.errors import AshatError
+    from ashat.ids import omega_tier
 
-    try:
-        with omega_client(project) as omega:
-            return [dict(r) for r in omega.rollouts_of(update_id)], None
-    except AshatError as e:
-        return [], f"OMEGA did not answer ({e.message}): its rollouts are not shown"
+    regions = [str(r) for r in (dep.details.get("regions") or [])] if dep else []
+    if not regions:
+        try:
+            with omega_client(project) as omega:
+                return [dict(r) for r in omega.rollouts_of(update_id)], None
+        except AshatError as e:
+            return [], f"OMEGA did not answer ({e.message}): its rollouts are not shown"
+    out: list[dict[str, Any]] = []
+    for region in regions:
+        try:
+            server = project.require_server(omega_tier(region))
+            with client_for(server, timeout_s=OMEGA_TIMEOUT_S) as omega:
+                out += [{**r, "region": region} for r in omega.rollouts_of(update_id)]
+        except AshatError as e:
+            return out, f"OMEGA ({region}) did not answer ({e.message}): its rollouts are not shown"
+    return out, None
 
 
 def omega_client(project: Project) -> AgentClient:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from ashat.bake import NO_BAKE, BakePolicy, PolicyError
 from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
 from ashat.faults import crash_point
-from ashat.ids import validate_update_id
+from ashat.ids import REGION_RE, validate_update_id
 from ashat.waves import check_waves
 from ashat.workflow.errors import Interrupted, PolicyRefused
 from ashat.workflow.models import Deployment, RolloutStatus
@@ -61,6 +61,7 @@ class DistributionPolicy:
     channel: str = "stable"
     pause_after: tuple[int, ...] = ()  # waves (0-based) after which the rollout waits
     bake: BakePolicy = NO_BAKE  # bake time and metric analysis after each wave
+    regions: tuple[str, ...] = ()  # OMEGAs released to in turn; () = the one OMEGA
 
     @classmethod
     def parse(cls, table: dict[str, Any]) -> DistributionPolicy:
@@ -89,9 +90,23 @@ class DistributionPolicy:
             bake = BakePolicy.parse(table, "[distribution]")
         except PolicyError as e:
             raise InvalidInput(str(e)) from e
-        return cls(tuple(waves), float(ratio), float(timeout), auto, channel, gates, bake)
+        regions = table.get("regions", [])
+        if (
+            not isinstance(regions, list)
+            or not all(isinstance(r, str) and REGION_RE.fullmatch(r) for r in regions)
+            or len(set(regions)) != len(regions)
+        ):
+            raise InvalidInput(
+                '[distribution].regions must be distinct region names, e.g. ["eu", "us"] (each '
+                f"configured: deploy configure omega URL NAME --region R), not {regions!r}"
+            )
+        return cls(
+            tuple(waves), float(ratio), float(timeout), auto, channel, gates, bake,
+            tuple(regions),
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
+        """What OMEGA's rollout takes (the regions are the control side's to walk)."""
         return {
             "waves": list(self.waves),
             "pause_after": list(self.pause_after),
@@ -230,7 +245,8 @@ def release(
     resume: bool = False,
     chain: dict[str, Any] | None = None,
 ) -> tuple[Deployment, dict[str, Any], int]:
-    """``approved -> releasing -> distributing``: send, counter-sign, activate, start rollout.
+    """``approved -> releasing -> distributing``: send, counter-sign, activate, start rollout
+    (to the first of ``distribution.regions``' OMEGAs, when it names regions).
 
     Every step is idempotent on OMEGA, so ``resume=True`` re-runs them for a deployment a
     killed ``deploy approve`` left in ``releasing``. OMEGA (or PUBLIC, relaying) going away
@@ -242,11 +258,101 @@ def release(
     """
     dep = wf.store.require(update_id) if resume else wf.move(update_id, State.RELEASING)
     crash_point("release.started")
+    regions = distribution.regions
     try:
-        omega_previous = wf.remember(dep, "omega_previous", lambda: omega.health().get("current"))
+        omega_previous, rollout, relayed = _send(
+            wf, dep, omega, manifest_bytes, blob_digests, relay, distribution, chain,
+            regions[0] if regions else None,
+        )  # fmt: skip
+    except AshatError as e:
+        if isinstance(e, RemoteError) and e.transient:
+            raise Interrupted(
+                e, update_id, State.RELEASING.value, f"deploy approve {update_id}"
+            ) from e
+        wf.fail(update_id, e)
+        raise
+    crash_point("release.rollout")
+    facts = {
+        "rollout_id": rollout.get("rollout_id"),
+        "omega_previous": omega_previous,
+        "released_by": wf.actor,  # who the rollout's outcome is recorded as caused by
+    }
+    if regions:
+        facts |= {"region": regions[0], "regions": list(regions), "regions_done": []}
+    dep = wf.move(update_id, State.DISTRIBUTING, details=facts, details_update=facts)
+    return dep, rollout, relayed
+
+
+def release_region(
+    wf: Workflow,
+    update_id: str,
+    region: str,
+    omega: OmegaPort,
+    manifest_bytes: bytes,
+    blob_digests: Sequence[str],
+    relay: Relay,
+    distribution: DistributionPolicy,
+    chain: dict[str, Any] | None = None,
+) -> tuple[Deployment, dict[str, Any], int]:
+    """The previous region completed (:func:`reconcile` says ``next_region``): the same
+    release to ``region``'s OMEGA, with the same waves and budget. The deployment stays
+    ``distributing``; a transient failure is :class:`Interrupted` (``deploy approve`` goes
+    on), a refusal ends it ``distribution_failed``: the regions after it get nothing."""
+    dep = wf.store.require(update_id)
+    if dep.details.get("next_region") != region:
+        raise AssertionError(f"{update_id}: {region} is not the region to release next")
+    try:
+        omega_previous, rollout, relayed = _send(
+            wf, dep, omega, manifest_bytes, blob_digests, relay, distribution, chain, region
+        )
+    except AshatError as e:
+        if isinstance(e, RemoteError) and e.transient:
+            raise Interrupted(
+                e, update_id, State.DISTRIBUTING.value, f"deploy approve {update_id}"
+            ) from e
+        wf.move(
+            update_id,
+            State.DISTRIBUTION_FAILED,
+            reason=f"region {region}: {e.message}"[:500],
+            details={"region": region, "kind": e.kind},
+        )
+        raise
+    facts = {
+        "rollout_id": rollout.get("rollout_id"),
+        "omega_previous": omega_previous,
+        "region": region,
+        "next_region": None,
+    }
+    wf.store.update_details(update_id, facts, wf.now())
+    wf.note(update_id, "region.released", {"region": region, **facts})
+    return wf.store.require(update_id), rollout, relayed
+
+
+def _send(
+    wf: Workflow,
+    dep: Deployment,
+    omega: OmegaPort,
+    manifest_bytes: bytes,
+    blob_digests: Sequence[str],
+    relay: Relay,
+    distribution: DistributionPolicy,
+    chain: dict[str, Any] | None,
+    region: str | None,
+) -> tuple[Any, dict[str, Any], int]:
+    """To one OMEGA: the blobs it lacks, the manifest, the counter-signature, activation,
+    the rollout. Returns what OMEGA ran before, the rollout and the bytes relayed."""
+    update_id = dep.id
+    where = {"region": region} if region else {}
+    previous_key = f"omega_previous@{region}" if region else "omega_previous"
+    try:
+        omega_previous = wf.remember(dep, previous_key, lambda: omega.health().get("current"))
         missing = omega.missing(sorted(set(blob_digests)))
         relayed = relay(missing)
-        wf.note(update_id, "release.uploaded", {"blobs_sent": len(missing), "bytes_sent": relayed})
+        wf.note(
+            update_id,
+            "release.uploaded",
+            {"blobs_sent": len(missing), "bytes_sent": relayed, **where},
+        )
         crash_point("release.uploaded")
         omega.stage(manifest_bytes)
         record = {
@@ -258,7 +364,9 @@ def release(
         }
         signed = omega.countersign(update_id, record)
         wf.note(
-            update_id, "release.countersigned", {"approval_keyid": signed.get("approval_keyid")}
+            update_id,
+            "release.countersigned",
+            {"approval_keyid": signed.get("approval_keyid"), **where},
         )
         crash_point("release.countersigned")
         if omega_previous != update_id:
@@ -267,19 +375,13 @@ def release(
         rollout = dict(omega.start_rollout(update_id, distribution.to_json()))
     except AshatError as e:
         if isinstance(e, RemoteError) and e.transient:
-            wf.note(update_id, "release.interrupted", {"error": e.message[:500], "kind": e.kind})
-            verb = f"deploy approve {update_id}"
-            raise Interrupted(e, update_id, State.RELEASING.value, verb) from e
-        wf.fail(update_id, e)
+            wf.note(
+                update_id,
+                "release.interrupted",
+                {"error": e.message[:500], "kind": e.kind, **where},
+            )
         raise
-    crash_point("release.rollout")
-    facts = {
-        "rollout_id": rollout.get("rollout_id"),
-        "omega_previous": omega_previous,
-        "released_by": wf.actor,  # who the rollout's outcome is recorded as caused by
-    }
-    dep = wf.move(update_id, State.DISTRIBUTING, details=facts, details_update=facts)
-    return dep, rollout, relayed
+    return omega_previous, rollout, relayed
 
 
 def rollout_status(omega: OmegaPort, rollout_id: str) -> dict[str, Any]:
@@ -310,6 +412,9 @@ def reconcile(
     status = rollout_status(omega, str(rollout_id))
     cause = released_by(dep)
     if dep.state is State.DISTRIBUTING:
+        later = regions_after(dep)
+        if status.get("state") == "completed" and later:
+            return _region_completed(wf, dep, status, later[0])
         if status.get("state") == "completed":
             dep = wf.move(
                 update_id,
@@ -344,6 +449,42 @@ def reconcile(
                 f"the automatic rollback of {update_id} did not complete: {back.get('reason')}"
             )
     return dep, status
+
+
+def regions_after(dep: Deployment) -> list[str]:
+    """The regions still to get the release after the one it is in (none without regions)."""
+    regions = [str(r) for r in dep.details.get("regions") or []]
+    region = dep.details.get("region")
+    return regions[regions.index(region) + 1 :] if region in regions else []
+
+
+def _region_completed(
+    wf: Workflow, dep: Deployment, status: dict[str, Any], next_region: str
+) -> tuple[Deployment, dict[str, Any]]:
+    """The rollout in ``dep``'s region completed: record it once; ``next_region`` is to be
+    released (by :func:`release_region`, which ``deploy approve`` runs)."""
+    region = str(dep.details.get("region"))
+    if dep.details.get("next_region") != next_region:
+        done = [*(dep.details.get("regions_done") or [])]
+        done.append(
+            {
+                "region": region,
+                "rollout_id": dep.details.get("rollout_id"),
+                "omega_previous": dep.details.get("omega_previous"),
+                "totals": status.get("totals"),
+            }
+        )
+        wf.store.update_details(
+            dep.id, {"regions_done": done, "next_region": next_region}, wf.now()
+        )
+        wf.note(
+            dep.id,
+            "region.completed",
+            {"region": region, "next": next_region, "totals": status.get("totals")},
+            caused_by=released_by(dep),
+        )
+        dep = wf.store.require(dep.id)
+    return dep, {**status, "region": region, "next_region": next_region}
 
 
 FLEET_ROLLBACK_FROM = frozenset({State.COMPLETED, State.DISTRIBUTION_FAILED})
