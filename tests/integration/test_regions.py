@@ -44,7 +44,9 @@ def regions(
     out: dict[str, Any] = {"root": root, "public": public}
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     for region, ok in (("eu", "0"), ("us", "1")):
-        omega = agent_factory(role="omega", poll_timeout=5, extra_trust=(public.pub_path,))
+        omega = agent_factory(
+            role="omega", poll_timeout=5, extra_trust=(public.pub_path,), args=("--region", region)
+        )
         res = deploy("configure", "omega", omega.url, f"Omega-{region}", "--region", region,
                      "--token-file", str(omega.token_file))  # fmt: skip
         assert res.exit_code == 0, res.output
@@ -153,3 +155,30 @@ def test_a_region_not_configured_is_refused_before_the_approval_is_recorded(
     )
     res = deploy("approve", "hello-001", "--as", "bob")
     assert res.exit_code == 2 and "[distribution].regions must be distinct" in res.output
+
+
+def test_a_license_naming_a_region_is_served_only_by_that_regions_omega(
+    regions: dict[str, Any],
+) -> None:
+    import httpx
+
+    from ashat.fleet.license import issue
+
+    eu, _ = regions["eu"]
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+
+    def poll(region: str | None) -> httpx.Response:
+        token, _ = issue(eu.license_key, "mf-x", "ACME", expires, region=region)
+        return httpx.get(
+            f"{eu.url}/v1/fleet/poll",
+            params={"wait": "0"},
+            headers={"Authorization": f"License {token}"},
+            timeout=10,
+        )
+
+    refused = poll("us")
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["reason"] == "wrong_region", refused.text
+    assert "is for region us; this OMEGA serves eu" in refused.json()["error"]
+    assert poll("eu").status_code == 200
+    assert poll(None).status_code == 200  # a license naming no region: served everywhere

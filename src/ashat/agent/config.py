@@ -108,6 +108,7 @@ class AgentConfig:
     switch_drain_s: float = 2.0  # the old app serves this long after traffic moved
     blob_offload: str | None = None  # role omega: "nginx" sends blob bytes (X-Accel-Redirect)
     blob_mirror: BlobMirror | None = None  # role omega: licensed downloads redirected there
+    region: str | None = None  # role omega: the region it serves (licenses naming another: no)
 
     def __post_init__(self) -> None:
         if not self.token:

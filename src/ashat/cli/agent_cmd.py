@@ -208,6 +208,11 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "--app-listen) moved to the new one.",
 )
 @click.option(
+    "--region",
+    help="OMEGA: the region it serves; a license naming another region is refused "
+    "(wrong_region). Licenses naming none are served everywhere.",
+)
+@click.option(
     "--blob-offload",
     type=click.Choice(["nginx"]),
     help="OMEGA: the nginx in front of it sends blob bytes (X-Accel-Redirect to an internal "
@@ -304,6 +309,7 @@ def agent(
     windows: tuple[str, ...],
     window_tz: str | None,
     update_lock_max: float,
+    region: str | None,
     blob_offload: str | None,
     blob_mirror: str | None,
     blob_mirror_secret_file: Path | None,
@@ -331,6 +337,7 @@ def agent(
     assert role is not None and data is not None
     from ashat.agent.config import AgentConfig, AgentRole, parse_listen, read_app_env
     from ashat.bundle.keys import load_public_key
+    from ashat.ids import validate_region
     from ashat.project import read_token_file
 
     if (tls_cert is None) != (tls_key is None):
@@ -342,9 +349,9 @@ def agent(
     if token_file is None and mainframe is None:
         raise click.UsageError(f"--role {role} needs --token-file")
     omega = _omega_options(role, omega_key, license_trust)
-    if role != "omega" and (fleet_db or blob_dir or blob_offload or blob_mirror):
+    if role != "omega" and (fleet_db or blob_dir or blob_offload or blob_mirror or region):
         raise click.UsageError(
-            "--db, --blob-dir, --blob-offload, --blob-mirror: only for --role omega"
+            "--db, --blob-dir, --blob-offload, --blob-mirror, --region: only for --role omega"
         )
     mirror = _blob_mirror(blob_mirror, blob_mirror_secret_file, blob_url_ttl)
     upstream = _upstream(upstream_file, upstream_reload)
@@ -394,6 +401,7 @@ def agent(
         ),
         blob_offload=blob_offload,
         blob_mirror=mirror,
+        region=validate_region(region) if region else None,
         upstream=upstream,
         app_listen=parse_listen(app_listen) if app_listen else None,
         switch_drain_s=upstream_drain,

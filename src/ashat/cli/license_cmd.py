@@ -24,6 +24,7 @@ def license_group() -> None:
 @click.option("--customer", required=True, help="Who the license is for.")
 @click.option("--expires", required=True, help="YYYY-MM-DD (end of day, UTC) or ISO time.")
 @click.option("--channel", "channels", multiple=True, default=["stable"], show_default=True)
+@click.option("--region", help="Only this region's OMEGA serves it (omega --region).")
 @click.option(
     "--key", "key_path", required=True, type=click.Path(dir_okay=False), help="License signing key."
 )
@@ -40,6 +41,7 @@ def issue_cmd(
     customer: str,
     expires: str,
     channels: tuple[str, ...],
+    region: str | None,
     key_path: str,
     out_path: str,
 ) -> None:
@@ -52,6 +54,7 @@ def issue_cmd(
         customer=customer,
         expires=expires,
         channels=channels,
+        region=region,
         key_path=Path(key_path),
         out=Path(out_path),
     )
@@ -64,7 +67,8 @@ def issue_cmd(
         )
         click.echo(
             f"   channels {', '.join(record['channels'])}; "
-            f"valid {valid_through(record['expires_at'])}"
+            + (f"region {record['region']}; " if record.get("region") else "")
+            + f"valid {valid_through(record['expires_at'])}"
         )
         click.echo(f"   written to {out} (mode 0600); give it to the mainframe with --license")
 

@@ -3,8 +3,9 @@
 A license is an envelope (:mod:`.envelope`) of kind ``license`` whose payload holds
 ``license_id``, ``mainframe_id``, ``customer``, ``channels``, ``issued_at`` and
 ``expires_at`` (ISO 8601 UTC). OMEGA checks one on every poll with :func:`check_license`;
-each refusal names its reason (``expired``, ``revoked``, ``wrong_channel``, ``forged``,
-``malformed``, ``wrong_mainframe``) so both sides can say why no update comes.
+each refusal names its reason (``expired``, ``revoked``, ``wrong_channel``,
+``wrong_region``, ``forged``, ``malformed``, ``wrong_mainframe``) so both sides can say why
+no update comes. A license may name a ``region``: only that region's OMEGA serves it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ashat.clock import iso_seconds
 from ashat.clock import parse as parse_time
 from ashat.errors import InvalidInput
 from ashat.fleet.envelope import EnvelopeError, Forged, peek_payload, seal, unseal
+from ashat.ids import validate_region
 
 KIND = "license"
 MAINFRAME_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -47,9 +49,10 @@ class License:
     issued_at: str
     expires_at: str
     keyid: str
+    region: str | None = None  # the OMEGA region it is served in (None: any)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "license_id": self.license_id,
             "mainframe_id": self.mainframe_id,
             "customer": self.customer,
@@ -58,6 +61,7 @@ class License:
             "expires_at": self.expires_at,
             "keyid": self.keyid,
         }
+        return {**out, "region": self.region} if self.region else out
 
 
 _iso = iso_seconds  # licenses are written to the second
@@ -90,8 +94,10 @@ def issue(
     channels: Collection[str] = ("stable",),
     now: dt.datetime | None = None,
     license_id: str | None = None,
+    region: str | None = None,
 ) -> tuple[str, License]:
-    """A new signed license token and its parsed form."""
+    """A new signed license token and its parsed form; with ``region``, only that region's
+    OMEGA (``ashat agent --role omega --region``) serves it."""
     if not MAINFRAME_ID_RE.fullmatch(mainframe_id):
         raise InvalidInput(f"invalid mainframe id {mainframe_id!r}: [a-z0-9][a-z0-9._-]{{0,63}}")
     customer = customer.strip()
@@ -109,6 +115,8 @@ def issue(
         "issued_at": _iso(now),
         "expires_at": _iso(expires_at),
     }
+    if region is not None:
+        payload["region"] = validate_region(region)
     token = seal(KIND, payload, key)
     return token, _from_payload({**payload, "keyid": key.keyid})
 
@@ -123,6 +131,7 @@ def _from_payload(p: dict[str, Any]) -> License:
             issued_at=str(p["issued_at"]),
             expires_at=str(p["expires_at"]),
             keyid=str(p["keyid"]),
+            region=str(p["region"]) if p.get("region") is not None else None,
         )
         parse_time(lic.expires_at)
     except (KeyError, TypeError, ValueError) as e:
@@ -162,10 +171,13 @@ def check_license(
     revoked: Collection[str] = (),
     channel: str | None = None,
     mainframe_id: str | None = None,
+    region: str | None = None,
 ) -> License:
     """The license if OMEGA may serve it now; else :class:`LicenseRefused` with the reason."""
     lic = read_license(token, trusted)
-    return judge_license(lic, now=now, revoked=revoked, channel=channel, mainframe_id=mainframe_id)
+    return judge_license(
+        lic, now=now, revoked=revoked, channel=channel, mainframe_id=mainframe_id, region=region
+    )
 
 
 def judge_license(
@@ -175,8 +187,10 @@ def judge_license(
     revoked: Collection[str] = (),
     channel: str | None = None,
     mainframe_id: str | None = None,
+    region: str | None = None,
 ) -> License:
-    """``lic`` (authenticated) if OMEGA may serve it now; else :class:`LicenseRefused`."""
+    """``lic`` (authenticated) if OMEGA (of ``region``, if it has one) may serve it now;
+    else :class:`LicenseRefused`."""
     if mainframe_id is not None and lic.mainframe_id != mainframe_id:
         raise LicenseRefused(
             "wrong_mainframe",
@@ -192,6 +206,11 @@ def judge_license(
             "wrong_channel",
             f"license {lic.license_id} covers channel(s) {', '.join(lic.channels)}, "
             f"not {channel!r}",
+        )
+    if lic.region is not None and region is not None and lic.region != region:
+        raise LicenseRefused(
+            "wrong_region",
+            f"license {lic.license_id} is for region {lic.region}; this OMEGA serves {region}",
         )
     return lic
 

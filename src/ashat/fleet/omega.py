@@ -186,6 +186,7 @@ class Omega:
                 now=dt.datetime.fromtimestamp(now, dt.UTC),
                 revoked=self._revoked,
                 channel=self._serving,
+                region=self.agent.config.region,
             )
         except LicenseRefused as e:
             self.metrics.license_refusals.labels(reason=e.reason).inc()

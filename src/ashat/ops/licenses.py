@@ -48,6 +48,7 @@ def issue_license(
     channels: Sequence[str],
     key_path: Path,
     out: Path,
+    region: str | None = None,
 ) -> dict[str, Any]:
     """Sign a license, write the token to ``out`` (0600) and record it; return the record.
 
@@ -63,7 +64,7 @@ def issue_license(
     key = load_private_key(key_path)
     if out.exists():
         raise InvalidInput(f"{out} exists; refusing to overwrite a license file")
-    token, lic = issue(key, mainframe_id, customer, when, channels, now=now)
+    token, lic = issue(key, mainframe_id, customer, when, channels, now=now, region=region)
     record = {**lic.to_json(), "file": str(out.resolve())}
     write_private(out, token.encode("ascii") + b"\n")
     try:
