@@ -13,6 +13,8 @@ The markdown is the source of truth; this file only knows how to read it:
   ``bare_mainframes=mf-3`` lacking it; ``postgres=yes``
   (skipped without a PostgreSQL server); ``serve=yes`` (``ashat serve`` on the project,
   signing with its key, started when a command first names ``http://ctl.example:8800``);
+  ``regions=eu,us`` (an OMEGA per region, ``http://omega-eu.example:8700`` ..., each
+  configured with ``--region`` and with its own mainframe ``mf-eu`` ...);
   ``trust=yes`` (a chain of trust: OMEGA's and PUBLIC's verifier keys are made first in
   ``../keys/``, the servers start before the first ``deploy`` command rather than the
   first command, PUBLIC with ``--verifier-key ../keys/verifier.key``, OMEGA and the
@@ -300,6 +302,8 @@ class Runner:
             if self.omega is not None:
                 self.shell(f"deploy configure omega {OMEGA_URL} OmegaProduction "
                            "--token-file ../omega.token")  # fmt: skip
+        if self.s.setup.get("regions"):
+            self.start_regions(trust[0])
         n = int(self.s.setup.get("mainframes", "0"))
         if n:
             expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
@@ -309,6 +313,30 @@ class Runner:
                 handles.append(self._mainframe(f"mf-{i}", token, trust[0]))
             self.mainframes.ready(*handles)
             self._registered(n)
+
+    def start_regions(self, trust: Path) -> None:
+        """``regions=eu,us``: an OMEGA per region (``--region``), called
+        ``http://omega-REGION.example:8700`` with its token in ``../omega-REGION.token``,
+        configured as OmegaREGION, each with one mainframe ``mf-REGION`` it licensed."""
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+        handles = []
+        for region in self.s.setup["regions"].split(","):
+            omega = self.agents(
+                role="omega", poll_timeout=5, extra_trust=(trust,), app_env=self.app_env(),
+                args=("--region", region),
+            )  # fmt: skip
+            url = f"http://omega-{region}.example:8700"
+            self.subst[url] = omega.url
+            shutil.copy(omega.token_file, self.base / f"omega-{region}.token")
+            self.shell(f"deploy configure omega {url} Omega{region.upper()} --region {region} "
+                       f"--token-file ../omega-{region}.token")  # fmt: skip
+            token, _ = issue(omega.license_key, f"mf-{region}", "ACME", expires, region=region)
+            handle = self.mainframes.start(
+                omega=omega.url, license_token=token, mainframe_id=f"mf-{region}",
+                trust=trust, trust_omega=omega.omega_pub_path, poll_wait=1,
+            )  # fmt: skip
+            handles.append(handle)
+        self.mainframes.ready(*handles)
 
     def start_serve(self) -> None:
         """``ashat serve`` over the project (signing with its key), once a command names it."""

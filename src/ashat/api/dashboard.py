@@ -410,6 +410,7 @@ class Dashboard:
         """Everything the deployment page shows (moving a running rollout on, as the API's
         ``GET /v1/deployments/{id}`` and ``deploy status`` do)."""
         from ashat.ops.status import deployment_status
+        from ashat.workflow.approve import region_summary
 
         view = deployment_status(
             ctx.project, ctx.update_id, actor=ctx.viewer.name, events=EVENTS_SHOWN
@@ -424,6 +425,7 @@ class Dashboard:
             "rollout": rollout,
             "rollout_note": note,
             "rollouts": view.rollouts,
+            "regions": region_summary(dep.details, dep.state.value),
             "steps": views.steps(view.events),
             "events": view.events,
             "events_cut": len(view.events) >= EVENTS_SHOWN,

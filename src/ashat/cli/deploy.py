@@ -69,24 +69,6 @@ def cli(via: str | None) -> None:
     """ashat deploy: carry a release ALPHA -> PUBLIC -> approval -> OMEGA -> Licensed Mainframes."""
 
 
-def region_summary(details: dict[str, Any], state: str) -> str:
-    """``eu completed, us distributing, ap not started``: where a release is, region by
-    region, from its deployment's details."""
-    done = {str(d.get("region")) for d in details.get("regions_done") or []}
-    current, pending = details.get("region"), details.get("next_region")
-    parts = []
-    for region in map(str, details.get("regions") or []):
-        if region in done:
-            parts.append(f"{region} completed")
-        elif region == pending:
-            parts.append(f"{region} next (deploy approve releases it)")
-        elif region == current:
-            parts.append(f"{region} {state}")
-        else:
-            parts.append(f"{region} not started")
-    return ", ".join(parts)
-
-
 # -- configure / servers --------------------------------------------------------------------
 
 
@@ -210,6 +192,8 @@ def status(update_id: str | None) -> None:
             from ashat.cli.approve_cmd import describe_rollout
 
             if dep.details.get("regions"):
+                from ashat.workflow.approve import region_summary
+
                 click.echo(f"Regions:     {region_summary(dep.details, dep.state.value)}")
             for r in view.rollouts or ([rollout] if rollout else []):
                 t = r.get("totals") or {}

@@ -487,6 +487,24 @@ def _region_completed(
     return dep, {**status, "region": region, "next_region": next_region}
 
 
+def region_summary(details: dict[str, Any], state: str) -> str:
+    """``eu completed, us distributing, ap not started``: where a release is, region by
+    region, from its deployment's details."""
+    done = {str(d.get("region")) for d in details.get("regions_done") or []}
+    current, pending = details.get("region"), details.get("next_region")
+    parts = []
+    for region in map(str, details.get("regions") or []):
+        if region in done:
+            parts.append(f"{region} completed")
+        elif region == pending:
+            parts.append(f"{region} next (deploy approve releases it)")
+        elif region == current:
+            parts.append(f"{region} {state}")
+        else:
+            parts.append(f"{region} not started")
+    return ", ".join(parts)
+
+
 FLEET_ROLLBACK_FROM = frozenset({State.COMPLETED, State.DISTRIBUTION_FAILED})
 
 
