@@ -182,3 +182,60 @@ def test_a_license_naming_a_region_is_served_only_by_that_regions_omega(
     assert "is for region us; this OMEGA serves eu" in refused.json()["error"]
     assert poll("eu").status_code == 200
     assert poll(None).status_code == 200  # a license naming no region: served everywhere
+
+
+def wait_status(update_id: str, text: str, timeout_s: float = 60) -> str:
+    from support import wait_for
+
+    def seen() -> str | None:
+        out = deploy("status", update_id).output
+        return out if text in out else None
+
+    return str(wait_for(seen, timeout_s, f"{update_id}'s status to say {text!r}"))
+
+
+def test_a_rollback_between_two_regions_stops_the_next_and_takes_the_first_back(
+    regions: dict[str, Any],
+) -> None:
+    root = regions["root"]
+    (eu, mf_eu), (us, mf_us) = regions["eu"], regions["us"]
+    ship(root, "hello-001", "1.0.0")
+    assert deploy("approve", "hello-001", "--as", "bob").exit_code == 0
+    ship(root, "hello-002", "2.0.0")
+    assert deploy("approve", "hello-002", "--as", "bob", "--no-wait").exit_code == 0
+    wait_status("hello-002", "us next (deploy approve releases it)")
+    assert mf_eu.current() == "hello-002"
+    res = deploy("pause", "hello-002")
+    assert res.exit_code == 3 and "is between regions" in res.output, res.output
+    res = deploy("rollback", "hello-002", "--reason", "wrong in eu")
+    assert res.exit_code == 0, res.output
+    assert (mf_eu.current(), mf_us.current()) == ("hello-001", "hello-001")
+    assert (omega_current(eu), omega_current(us)) == ("hello-001", "hello-001")
+    status = deploy("status", "hello-002").output
+    assert "rolled_back" in status and "Regions:     eu completed, us not started" in status
+    with us.client() as client:
+        assert "hello-002" not in {r["update_id"] for r in client.releases()["releases"]}
+
+
+def test_an_automatic_rollback_in_a_later_region_takes_the_earlier_ones_back(
+    regions: dict[str, Any],
+) -> None:
+    root = regions["root"]
+    (eu, mf_eu), (us, mf_us) = regions["eu"], regions["us"]
+    ship(root, "hello-001", "1.0.0")
+    assert deploy("approve", "hello-001", "--as", "bob").exit_code == 0
+    # 2.0.0 fails where REGION_OK is 1: mf-us only; and the rollout rolls back by itself.
+    toml = (root / "ashat.toml").read_text()
+    toml = toml.replace("auto_rollback = false", "auto_rollback = true")
+    toml = toml.replace(
+        'health_path = "/healthz"',
+        'health_path = "/healthz"\nprepare = "test \\"${REGION_OK:-0}\\" = 0"',
+        1,
+    )
+    (root / "ashat.toml").write_text(toml)
+    ship(root, "hello-002", "2.0.0")
+    res = deploy("approve", "hello-002", "--as", "bob")
+    assert res.exit_code == 1, res.output
+    assert "region eu completed" in res.output and "rolled_back" in res.output
+    assert (mf_eu.current(), mf_us.current()) == ("hello-001", "hello-001")
+    assert (omega_current(eu), omega_current(us)) == ("hello-001", "hello-001")

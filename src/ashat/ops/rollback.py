@@ -65,7 +65,7 @@ def run_rollback(
 
         with client_for(project.omega_of(dep)) as omega:  # it may have ended
             dep, _ = reconcile_following(project, wf, update_id, omega)
-        if dep.state.value == "distributing":
+        if dep.state.value == "distributing":  # (between two regions too)
             why = f"rolled back: {reason}" if reason else "rolled back by the operator"
             dep = control_rollout(project, update_id, "abort", why, actor=actor).deployment
     if dep.state in FLEET_ROLLBACK_FROM and dep.details.get("rollout_id"):
@@ -121,6 +121,8 @@ def _rollback_earlier_regions(
 
     for done in reversed(dep.details.get("regions_done") or []):
         region = str(done["region"])
+        if region == dep.details.get("region"):
+            continue  # the current region (stopped between regions): the caller's to do
         server = project.require_server(omega_tier(region))
         key = f"rollback_rollout_id@{region}"
         with client_for(server) as omega:
@@ -182,5 +184,21 @@ def reconcile_following(
     before = wf.store.require(update_id).state
     dep, status = reconcile(wf, update_id, omega)
     if dep.state is State.ROLLED_BACK and before is not State.ROLLED_BACK:
+        if dep.details.get("regions_done"):  # the regions before the failed one go back too
+            _earlier_regions_follow(project, wf, dep)
         public_follows(project, wf, update_id, caused_by=released_by(dep))
     return dep, status
+
+
+def _earlier_regions_follow(project: Project, wf: Workflow, dep: Deployment) -> None:
+    """An automatic rollback in one region: the regions that completed before it go back too
+    (a rolled-back release serves nowhere). Best effort, as for PUBLIC: what failed is an
+    event, and ``deploy status`` shows each region's rollouts."""
+    from ashat.errors import AshatError
+
+    try:
+        _rollback_earlier_regions(
+            project, wf, dep, "automatic rollback in a later region", RollbackHooks()
+        )
+    except AshatError as e:
+        wf.note(dep.id, "rollback.regions_failed", {"error": e.message[:500]})

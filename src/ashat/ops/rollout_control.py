@@ -64,6 +64,9 @@ def control_rollout(
             update_id=update_id,
             state=dep.state.value,
         )
+    pending = dep.details.get("next_region")
+    if pending and dep.state.value == "distributing":
+        return _between_regions(project, wf, dep, action, str(pending), reason)
     server = project.omega_of(dep)  # its region's, with regions
     with client_for(server) as omega:
         status: dict[str, Any] = dict(omega.control_rollout(rollout_id, action, reason))
@@ -78,3 +81,29 @@ def control_rollout(
         else:
             dep = wf.store.require(update_id)
     return ControlOutcome(dep, action, status)
+
+
+def _between_regions(
+    project: Project, wf: Any, dep: Deployment, action: str, pending: str, reason: str | None
+) -> ControlOutcome:
+    """A region completed and ``pending`` is next: no rollout runs. An abort stops the
+    release here (``distribution_failed``: the regions that got it keep it until ``deploy
+    rollback``); the other actions have nothing to act on."""
+    from ashat.workflow.states import State
+
+    if action != "abort":
+        raise NoRunningRollout(
+            f"{dep.id} is between regions: nothing runs until 'deploy approve {dep.id}' "
+            f"releases region {pending} ('deploy abort {dep.id}' stops it here)",
+            update_id=dep.id,
+            state=dep.state.value,
+        )
+    why = f"aborted before region {pending}" + (f": {reason}" if reason else "")
+    dep = wf.move(
+        dep.id,
+        State.DISTRIBUTION_FAILED,
+        reason=why[:500],
+        details={"not_released_to": pending},
+        details_update={"next_region": None},
+    )
+    return ControlOutcome(dep, action, {"state": "cancelled", "reason": why})
