@@ -70,6 +70,21 @@ def ship(root: Path, update_id: str, version: str) -> None:
     assert res.exit_code == 0, res.output
 
 
+def two_releases(root: Path, fails_where: str, auto_rollback: bool = False) -> None:
+    """hello-001 everywhere; then hello-002 pushed and verified, whose prepare hook fails on
+    the mainframe whose REGION_OK is ``fails_where`` (PUBLIC and OMEGA have none: it passes)."""
+    ship(root, "hello-001", "1.0.0")
+    assert deploy("approve", "hello-001", "--as", "bob").exit_code == 0
+    ok = "1" if fails_where == "0" else "0"
+    toml = (root / "ashat.toml").read_text()
+    if auto_rollback:
+        toml = toml.replace("auto_rollback = false", "auto_rollback = true")
+    hook = f'prepare = "test \\"${{REGION_OK:-{ok}}}\\" = {ok}"'
+    toml = toml.replace('health_path = "/healthz"', f'health_path = "/healthz"\n{hook}', 1)
+    (root / "ashat.toml").write_text(toml)
+    ship(root, "hello-002", "2.0.0")
+
+
 def omega_current(omega: Any) -> Any:
     with omega.client() as client:
         return client.health().get("current")
@@ -109,17 +124,8 @@ def test_an_approval_releases_region_by_region_and_a_rollback_takes_every_region
 def test_a_region_that_fails_halts_the_next(regions: dict[str, Any]) -> None:
     root = regions["root"]
     (_eu, mf_eu), (us, mf_us) = regions["eu"], regions["us"]
-    ship(root, "hello-001", "1.0.0")
-    assert deploy("approve", "hello-001", "--as", "bob").exit_code == 0
     # 2.0.0's prepare hook refuses where REGION_OK is not 1: mf-eu.
-    toml = (root / "ashat.toml").read_text()
-    toml = toml.replace(
-        'health_path = "/healthz"',
-        'health_path = "/healthz"\nprepare = "test \\"${REGION_OK:-1}\\" = 1"',
-        1,
-    )
-    (root / "ashat.toml").write_text(toml)
-    ship(root, "hello-002", "2.0.0")
+    two_releases(root, fails_where="0")
     res = deploy("approve", "hello-002", "--as", "bob")
     assert res.exit_code == 1, res.output
     assert "Distribution distribution_failed" in res.output
@@ -222,18 +228,8 @@ def test_an_automatic_rollback_in_a_later_region_takes_the_earlier_ones_back(
 ) -> None:
     root = regions["root"]
     (eu, mf_eu), (us, mf_us) = regions["eu"], regions["us"]
-    ship(root, "hello-001", "1.0.0")
-    assert deploy("approve", "hello-001", "--as", "bob").exit_code == 0
     # 2.0.0 fails where REGION_OK is 1: mf-us only; and the rollout rolls back by itself.
-    toml = (root / "ashat.toml").read_text()
-    toml = toml.replace("auto_rollback = false", "auto_rollback = true")
-    toml = toml.replace(
-        'health_path = "/healthz"',
-        'health_path = "/healthz"\nprepare = "test \\"${REGION_OK:-0}\\" = 0"',
-        1,
-    )
-    (root / "ashat.toml").write_text(toml)
-    ship(root, "hello-002", "2.0.0")
+    two_releases(root, fails_where="1", auto_rollback=True)
     res = deploy("approve", "hello-002", "--as", "bob")
     assert res.exit_code == 1, res.output
     assert "region eu completed" in res.output and "rolled_back" in res.output
