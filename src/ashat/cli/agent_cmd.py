@@ -351,7 +351,7 @@ def agent(
     omega = _omega_options(role, omega_key, license_trust)
     if role != "omega" and (fleet_db or blob_dir or blob_offload or blob_mirror or region):
         raise click.UsageError(
-            "--db, --blob-dir, --blob-offload, --blob-mirror, --region: only for --role omega"
+            "--db, --blob-dir, --region, --blob-offload, --blob-mirror: only for --role omega"
         )
     mirror = _blob_mirror(blob_mirror, blob_mirror_secret_file, blob_url_ttl)
     upstream = _upstream(upstream_file, upstream_reload)
