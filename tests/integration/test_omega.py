@@ -282,7 +282,8 @@ def test_omega_needs_its_key_and_a_license_key(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
     omega = ["--role", "omega", "--omega-key", str(okey), "--license-trust", str(lpub)]
     code, out = run("--role", "public", "--db", "sqlite:///x.db", "--blob-dir", "b")
-    assert code == 2 and "--db, --blob-dir, --region, --blob-offload, --blob-mirror: only for --role" in out
+    omega_only = "--db, --blob-dir, --region, --blob-offload, --blob-mirror: only for --role"
+    assert code == 2 and omega_only in out
     code, out = run(*omega, "--db", "mysql://db/x")
     assert code == 2 and "--db: expected sqlite:///PATH or postgresql://" in out
     # Nothing listens on port 1: a clear error, the password never shown.
