@@ -282,3 +282,25 @@ def test_a_gitlab_tracker_needs_its_site_and_skips_issues_elsewhere() -> None:
     )  # fmt: skip
     (only,) = requests_for(update, moved, "svc")
     assert only["url"] == "https://gitlab.acme.com/api/v4/projects/g%2Fp/issues/1/notes"
+
+
+def test_a_flush_returns_only_once_a_failure_is_recorded() -> None:
+    """CI saw ``deploy log`` miss a ``notify.failed`` event: the job left the flushed set
+    when it failed, before its failure was written. A slow recorder shows the race."""
+    import time
+
+    from ashat.notify.delivery import Dispatcher
+
+    recorded: list[str] = []
+
+    def slow_record(m: object, t: object, why: str, n: int) -> None:
+        time.sleep(0.3)
+        recorded.append(why)
+
+    # nothing listens on port 9 of loopback: refused at once, no retry configured
+    (target,) = parse_targets([{"url": "http://127.0.0.1:9/hook", "events": ["*"], "retries": 0}])
+    dispatcher = Dispatcher(slow_record)
+    dispatcher.submit(target, render(change(), "svc", "json"))
+    time.sleep(0.1)  # the refusal is in; the recorder is sleeping
+    assert dispatcher.flush(5) == 0
+    assert len(recorded) == 1 and dispatcher.failed == 1

@@ -105,6 +105,7 @@ class Dispatcher:
                     f"not delivered before the process ended (waited {timeout_s:g} s; "
                     f"{job.attempts} attempt(s) made)",
                 )
+                self._forget(job)
         return abandoned
 
     # -- the sending thread ----------------------------------------------------------------
@@ -115,12 +116,16 @@ class Dispatcher:
             if job.state != "pending":
                 return False
             job.state = state
-            self._jobs.discard(job)
             if state == "delivered":
                 self.delivered += 1
             else:
                 self.failed += 1
             return True
+
+    def _forget(self, job: _Job) -> None:
+        """Out of the jobs a flush waits for: only once its failure, if any, is recorded."""
+        with self._lock:
+            self._jobs.discard(job)
 
     def _fail(self, job: _Job, reason: str) -> None:
         log.warning(
@@ -141,10 +146,13 @@ class Dispatcher:
             reason = self._deliver(job)
         except Exception as e:  # never let a thread die silently
             reason = f"unexpected {type(e).__name__}: {e}"[:MAX_ERROR_CHARS]
-        if reason is None:
-            self._finish(job, "delivered")
-        elif self._finish(job, "failed"):
-            self._fail(job, reason)
+        try:
+            if reason is None:
+                self._finish(job, "delivered")
+            elif self._finish(job, "failed"):
+                self._fail(job, reason)
+        finally:
+            self._forget(job)
 
     def _deliver(self, job: _Job) -> str | None:
         """Post with retries; None when delivered, else why not."""
