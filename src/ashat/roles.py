@@ -8,7 +8,7 @@ built over the agent, and the agent never imports the fleet (``lint-imports`` ke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ashat.agent.config import AgentConfig, AgentRole
@@ -36,19 +36,30 @@ def extension_for(config: AgentConfig) -> Callable[[Agent], RoleExtension] | Non
     return omega_extension if config.role is AgentRole.OMEGA else None
 
 
-def run_role(config: AgentConfig, announce: Callable[[str], None]) -> None:
+def run_role(
+    config: AgentConfig,
+    announce: Callable[[str], None],
+    apps: Mapping[str, AgentConfig] | None = None,
+) -> None:
     """Serve the role until a signal (:func:`ashat.agent.runner.run_agent`); a mainframe
-    runs its pull loop beside the server."""
+    runs its pull loop beside the server, one per app of a host agent (``apps``), each
+    with its own OMEGA and license."""
     from ashat.agent.runner import run_agent
 
     background: Callable[[Agent], Background] | None = None
-    if config.mainframe is not None:
+    if config.role is AgentRole.MAINFRAME:
         from ashat.fleet.mainframe import Mainframe, omega_tls
 
-        mainframe = config.mainframe
-        verify = omega_tls(mainframe)  # a bad --omega-ca-cert fails before anything starts
+        # a bad --omega-ca-cert fails before anything starts
+        verify = {
+            name: omega_tls(c.mainframe)
+            for name, c in (apps or {"": config}).items()
+            if c.mainframe is not None
+        }
 
         def background(agent: Agent) -> Background:
-            return Mainframe(agent, mainframe, verify=verify).run
+            mainframe = agent.config.mainframe
+            assert mainframe is not None
+            return Mainframe(agent, mainframe, verify=verify[agent.config.app_name or ""]).run
 
-    run_agent(config, announce, extension=extension_for(config), background=background)
+    run_agent(config, announce, extension=extension_for(config), background=background, apps=apps)

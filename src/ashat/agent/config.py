@@ -32,6 +32,7 @@ DEFAULT_MAX_BLOB_BYTES = 2 * 1024**3  # bytes
 DEFAULT_POLL_TIMEOUT_S = 30.0  # seconds OMEGA holds a long poll
 MAX_POLL_TIMEOUT_S = 60.0  # the protocol's limit
 MAX_APP_ENV_BYTES = 1024 * 1024  # bytes of dotenv file
+APP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # an app of a host agent (--apps)
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -109,8 +110,14 @@ class AgentConfig:
     blob_offload: str | None = None  # role omega: "nginx" sends blob bytes (X-Accel-Redirect)
     blob_mirror: BlobMirror | None = None  # role omega: licensed downloads redirected there
     region: str | None = None  # role omega: the region it serves (licenses naming another: no)
+    app_name: str | None = None  # one app of a host agent (--apps): its releases only
 
     def __post_init__(self) -> None:
+        if self.app_name is not None and not APP_NAME_RE.fullmatch(self.app_name):
+            raise InvalidInput(
+                f"app name {self.app_name!r}: lower-case letters, digits, '-' and '_', "
+                "starting with a letter or digit, at most 40"
+            )
         if not self.token:
             raise InvalidInput("the agent needs a bearer token")
         if (self.role is AgentRole.MAINFRAME) != (self.mainframe is not None):

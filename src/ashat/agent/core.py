@@ -42,6 +42,7 @@ from ashat.agent.errors import (
     RequestInvalid,
     ShuttingDown,
     StorageFailed,
+    WrongApp,
 )
 from ashat.agent.layout import CURRENT, PREVIOUS, Layout, remove_tree
 from ashat.agent.metrics import Metrics
@@ -411,6 +412,8 @@ class Agent:
             },
             "app_isolation": self.jail.describe(),
         }
+        if self.config.app_name is not None:
+            answer["app_name"] = self.config.app_name
         if self.fleet_status is not None:
             answer["fleet"] = self.fleet_status()
         return answer
@@ -484,6 +487,7 @@ class Agent:
             m, self.config.trusted, self._required_roles(), trusted_by_role=self._trusted_by_role()
         )
         AppSpec.from_app(m.app)  # refuse an app table we could not run, now
+        self._check_app_name(m)
         if self.release_policy is not None:
             self.release_policy.admit(m)
         if self._staged_as(m):
@@ -511,6 +515,21 @@ class Agent:
         self.metrics.releases_staged.inc()
         log.info("staged %s (sequence %d, %d files)", m.update_id, m.sequence, len(m.files))
         return self._stage_answer(m, already=False), True
+
+    def _check_app_name(self, m: Manifest) -> None:
+        """An app of a host agent (``--apps``) takes the releases of its own app only: the
+        ``[app] name`` its project signed into the manifest."""
+        want = self.config.app_name
+        if want is None:
+            return
+        got = m.app.get("name")
+        if got != want:
+            of = f"of app {got!r}" if isinstance(got, str) else "of a project with no [app] name"
+            raise WrongApp(
+                f"release {m.update_id} is {of}; this is app {want!r} of its host agent "
+                f"(its project's ashat.toml needs [app] name = {want!r})",
+                app=want,
+            )
 
     def _staged_as(self, m: Manifest) -> bool:
         """Whether ``m``'s id is staged already with the same manifest (else a conflict)."""

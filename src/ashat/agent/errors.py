@@ -80,6 +80,13 @@ class BlobsMissing(AgentError, Refused):
         self.missing = missing
 
 
+class WrongApp(AgentError, Refused):
+    """A release of another app than the one this agent (an app of a host agent) serves."""
+
+    status = 409
+    kind = "wrong_app"
+
+
 class ReleaseConflict(AgentError, Refused):
     status = 409
     kind = "conflict"

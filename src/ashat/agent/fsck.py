@@ -19,6 +19,12 @@ from ashat.agent.releases import ReleaseStore
 from ashat.bundle.errors import BundleError
 
 
+def app_dirs(data: Path) -> list[Path]:
+    """The apps' data directories of a host agent's ``data`` (``DATA/apps/NAME``)."""
+    apps = data / "apps"
+    return sorted(p for p in apps.iterdir() if p.is_dir()) if apps.is_dir() else []
+
+
 @dataclass
 class FsckReport:
     blobs: int = 0  # stored files checked
@@ -39,7 +45,17 @@ class FsckReport:
 
 
 def check_data_dir(data: Path, blob_root: Path | None = None) -> FsckReport:
-    """Hash every stored file and release tree under ``data``; what is not as signed."""
+    """Hash every stored file and release tree under ``data``; what is not as signed. A
+    host agent's data directory (``--apps``): every app's, findings named by app."""
+    apps = app_dirs(data)
+    if apps and not (data / "blobs").exists():
+        report = FsckReport()
+        for app in apps:
+            own = check_data_dir(app, blob_root)
+            report.blobs += own.blobs
+            report.releases += own.releases
+            report.findings += [f"apps/{app.name}: {line}" for line in own.findings]
+        return report
     layout = Layout(data, blob_root)
     store = BlobStore(layout.blobs, layout.blob_tmp, DEFAULT_MAX_BLOB_BYTES)
     report = FsckReport()

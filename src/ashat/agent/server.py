@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from ashat.agent.attest import OwnResults, attest
 from ashat.agent.blobs import blob_path, check_digest
@@ -350,3 +350,54 @@ def build_app(
     app.state.agent = agent
     app.state.extension = fleet
     return app
+
+
+APPS_PREFIX = "/apps/"  # a host agent's apps: /apps/NAME/v1/..., each a whole agent
+
+
+def build_host_app(apps: Mapping[str, Starlette]) -> Starlette:
+    """One server for several apps (``ashat agent --apps``): each of ``apps`` (made by
+    :func:`build_app`, over its own data directory, token and keys) is mounted whole at
+    ``/apps/NAME``; its routes, authentication and errors are its own. The host answers
+    ``GET /v1/health`` alone, open: the apps' names and health, for ``deploy configure``
+    to find its app by its ``[app] name``. Each app's lifespan runs in the host's."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(host: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for app in apps.values():
+                await stack.enter_async_context(app.router.lifespan_context(app))
+            yield
+
+    async def health(request: Request) -> Response:
+        answers = {}
+        for name, app in apps.items():
+            answers[name] = await run_in_threadpool(app.state.agent.health)
+        role = next(iter(answers.values()))["role"]
+        return JSONResponse({"status": "ok", "role": role, "apps": answers})
+
+    async def elsewhere(request: Request) -> Response:
+        """A client configured with the host's URL, not its app's: say which to use."""
+        base = str(request.base_url).rstrip("/")
+        names = ", ".join(apps)
+        return JSONResponse(
+            {
+                "error": f"this agent serves several apps ({names}): use the URL of yours, "
+                f"{base}{APPS_PREFIX}NAME (NAME its [app] name), e.g. "
+                f"{base}{APPS_PREFIX}{next(iter(apps))}",
+                "kind": "host_agent",
+                "apps": list(apps),
+            },
+            status_code=404,
+        )
+
+    routes: list[Route | Mount] = [Route("/v1/health", health, methods=["GET"])]
+    routes += [Mount(f"{APPS_PREFIX}{name}", app=app) for name, app in apps.items()]
+    routes.append(Route("/{path:path}", elsewhere, methods=["GET", "POST", "PUT"]))
+    host = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        lifespan=lifespan,
+    )
+    host.state.apps = dict(apps)
+    return host

@@ -21,7 +21,7 @@ from ashat.http.limits import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S, M
 
 ROLES = ("public", "omega", "mainframe")
 if TYPE_CHECKING:
-    from ashat.agent.config import BlobMirror, MainframeConfig
+    from ashat.agent.config import AgentConfig, BlobMirror, MainframeConfig
     from ashat.agent.upstream import Upstream
     from ashat.bundle.keys import PublicKey, SigningKey
 
@@ -277,11 +277,54 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     help="PUBLIC: the OSV advisories the Security Scan checks pins against (default "
     "DATA/advisories, which ashat advisories update --data DATA fills).",
 )
+@click.option(
+    "--apps",
+    "apps_file",
+    type=_FILE,
+    help="Serve several apps from this one agent: a TOML file with a table per app "
+    "([notes], [polls]: its [app] name), each holding that app's own options (token-file, "
+    "app-env, app-listen, omega, license, …); each app is served at /apps/NAME over "
+    "DATA/apps/NAME.",
+)
 @click.pass_context
-def agent(
-    ctx: click.Context,
-    role: str | None,
-    data: Path | None,
+def agent(ctx: click.Context, **params: Any) -> None:
+    """Run an agent: receive bundles, stage and activate releases, supervise the app.
+
+    ``ashat agent fsck --data DIR`` checks a data directory instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    role, data, trust, apps_file = (params[k] for k in ("role", "data", "trust", "apps_file"))
+    required = (("--role", role), ("--data", data))
+    for name, value in required + ((("--trust", trust),) if apps_file is None else ()):
+        if not value:
+            raise click.MissingParameter(ctx=ctx, param_type="option", param_hint=f"'{name}'")
+    assert role is not None and data is not None
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per mainframe poll
+
+    from ashat.roles import run_role
+
+    def announce(line: str) -> None:
+        click.echo(line, err=True)
+
+    if apps_file is None:
+        run_role(_agent_config(**params), announce)
+        return
+    from dataclasses import replace
+
+    apps = _app_configs(ctx, apps_file)
+    first = next(iter(apps.values()))
+    run_role(replace(first, data=data.resolve(), app_name=None), announce, apps)
+
+
+def _agent_config(
+    role: str,
+    data: Path,
     listen: str,
     token_file: Path | None,
     trust: tuple[Path, ...],
@@ -324,17 +367,12 @@ def agent(
     sandbox: str,
     sandbox_bind: tuple[Path, ...],
     advisories: Path | None,
-) -> None:
-    """Run an agent: receive bundles, stage and activate releases, supervise the app.
-
-    ``ashat agent fsck --data DIR`` checks a data directory instead.
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-    for name, value in (("--role", role), ("--data", data), ("--trust", trust)):
-        if not value:
-            raise click.MissingParameter(ctx=ctx, param_type="option", param_hint=f"'{name}'")
-    assert role is not None and data is not None
+    apps_file: Path | None = None,
+    app_name: str | None = None,
+    hidden: tuple[Path, ...] = (),
+) -> AgentConfig:
+    """The agent's options as its config (a usage error names what is wrong); for one app
+    of a host agent, ``app_name`` and the other apps' secret files (``hidden``)."""
     from ashat.agent.config import AgentConfig, AgentRole, parse_listen, read_app_env
     from ashat.bundle.keys import load_public_key
     from ashat.ids import validate_region
@@ -357,7 +395,10 @@ def agent(
     upstream = _upstream(upstream_file, upstream_reload)
     host, port = parse_listen(listen)
     keys = [load_public_key(p) for p in trust]
-    config = AgentConfig(
+    if not trust:
+        raise click.UsageError("the agent needs --trust: a public key whose releases it takes")
+    return AgentConfig(
+        app_name=app_name,
         role=AgentRole(role),
         data=data.resolve(),
         host=host,
@@ -398,7 +439,8 @@ def agent(
             tls_key,
             fleet_db,
             blob_mirror_secret_file,
-        ),
+        )
+        + hidden,
         blob_offload=blob_offload,
         blob_mirror=mirror,
         region=validate_region(region) if region else None,
@@ -406,19 +448,104 @@ def agent(
         app_listen=parse_listen(app_listen) if app_listen else None,
         switch_drain_s=upstream_drain,
     )
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+
+
+# Options a host agent's app may set for itself in --apps (the rest are the host's alone:
+# its address, TLS, limits, and blob offload over one blob directory).
+APP_OPTIONS = (
+    "token-file", "trust", "keep", "app-env", "omega", "license", "trust-omega",
+    "omega-ca-cert", "poll-wait", "blob-cache", "maintenance-window", "maintenance-tz",
+    "update-lock-max", "omega-key", "license-trust", "poll-timeout", "db", "blob-dir",
+    "upstream-file", "upstream-reload", "app-listen", "upstream-drain", "region",
+    "verifier-key", "root", "app-user", "sandbox", "sandbox-bind", "advisories",
+)  # fmt: skip
+MAX_APPS = 64
+
+
+def _app_configs(ctx: click.Context, apps_file: Path) -> dict[str, AgentConfig]:
+    """``--apps FILE``: a config per app, its options over the command line's, its data in
+    DATA/apps/NAME. A usage error names the file, the app and the key at fault."""
+    import tomllib
+
+    from ashat.agent.config import APP_NAME_RE
+    from ashat.errors import InvalidInput
+
+    where = f"--apps {apps_file}"
+    try:
+        tables = tomllib.loads(apps_file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
+        raise click.UsageError(f"{where}: not a readable TOML file: {e}") from e
+    if not tables:
+        raise click.UsageError(f"{where}: no app in it (a table per app: [notes])")
+    if len(tables) > MAX_APPS:
+        raise click.UsageError(f"{where}: {len(tables)} apps, at most {MAX_APPS}")
+    options = {
+        opt.removeprefix("--"): p
+        for p in ctx.command.params
+        if isinstance(p, click.Option)
+        for opt in p.opts
+        if opt.removeprefix("--") in APP_OPTIONS
+    }
+    params: dict[str, dict[str, Any]] = {}
+    for name, table in tables.items():
+        if not APP_NAME_RE.fullmatch(name):
+            raise click.UsageError(
+                f"{where}: [{name}] is not an app name (lower-case letters, digits, '-', '_')"
+            )
+        if not isinstance(table, dict):
+            raise click.UsageError(f"{where}: {name} must be a table ([{name}])")
+        own = dict(ctx.params)
+        for key, value in table.items():
+            param = options.get(key.replace("_", "-"))
+            if param is None:
+                raise click.UsageError(
+                    f"{where}: [{name}] {key}: not an option an app sets (one of "
+                    f"{', '.join(APP_OPTIONS)})"
+                )
+            own[str(param.name)] = _app_option(ctx, param, value, apps_file.parent, where)
+        params[name] = own | {"data": ctx.params["data"].resolve() / "apps" / name}
+    hidden = _secret_files(
+        *(
+            p.get(k)
+            for p in params.values()
+            for k in ("token_file", "license_file", "app_env", "omega_key", "verifier_key")
+        )
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per mainframe poll
+    configs = {}
+    for name, own in params.items():
+        try:
+            configs[name] = _agent_config(**own, app_name=name, hidden=hidden)
+        except (click.UsageError, InvalidInput) as e:
+            message = e.format_message() if isinstance(e, click.UsageError) else e.message
+            raise click.UsageError(f"{where}: app {name}: {message}") from e
+    if ctx.params.get("blob_offload") or ctx.params.get("blob_mirror"):
+        raise click.UsageError(
+            f"{where}: --blob-offload and --blob-mirror serve one blob directory: one app "
+            "per agent with them"
+        )
+    return configs
 
-    from ashat.roles import run_role
 
-    def announce(line: str) -> None:
-        click.echo(line, err=True)
-
-    run_role(config, announce)
+def _app_option(
+    ctx: click.Context, param: click.Parameter, value: Any, base: Path, where: str
+) -> Any:
+    """A value of the --apps file as the option would take it on the command line: paths
+    relative to the file's directory, a list for a repeatable option."""
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in values):
+        raise click.UsageError(f"{where}: {param.opts[0].removeprefix('--')}: {value!r}")
+    if isinstance(param.type, click.Path):
+        values = [str(base / v) if not Path(str(v)).is_absolute() else v for v in values]
+    if not getattr(param, "multiple", False):
+        if len(values) != 1:
+            raise click.UsageError(f"{where}: {param.opts[0].removeprefix('--')}: one value")
+        values = values[0]
+    try:
+        return param.type_cast_value(ctx, values)
+    except click.BadParameter as e:
+        raise click.UsageError(
+            f"{where}: {param.opts[0].removeprefix('--')}: {e.format_message()}"
+        ) from e
 
 
 def _secret_files(*paths: Path | str | None) -> tuple[Path, ...]:
@@ -611,13 +738,17 @@ def fsck(data: Path, blob_dir: Path | None, as_json: bool) -> None:
 )
 def reload_cmd(data: Path) -> None:
     """Make a running agent read its --app-env file again and restart its app with it, the
-    new app healthy before the old one stops (the same as kill -HUP)."""
+    new app healthy before the old one stops (the same as kill -HUP); on a host agent
+    (--apps), each app's."""
     import signal
 
+    from ashat.agent.fsck import app_dirs
     from ashat.agent.layout import Layout
     from ashat.errors import InvalidInput
 
-    pid = Layout(data.resolve()).holder()
+    # a host agent (--apps) holds each app's data directory, not its own
+    holders = (Layout(d).holder() for d in [data.resolve(), *app_dirs(data.resolve())])
+    pid = next((p for p in holders if p is not None), None)
     if pid is None:
         raise InvalidInput(f"no agent is running on {data}")
     try:

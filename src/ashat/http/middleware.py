@@ -39,6 +39,16 @@ __all__ = [
 ]
 
 OPEN_PATHS = frozenset({"/v1/health", "/metrics"})
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path below where its app is mounted: ``/v1/health`` for
+    ``/apps/notes/v1/health`` on a host agent (``--apps``), as Starlette's routing sees it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
@@ -60,7 +70,9 @@ class BearerAuth:
         self.license_routes = license_routes
 
     def _licensed(self, scope: Scope) -> bool:
-        if self.license_routes is None or not self.license_routes(scope["method"], scope["path"]):
+        if self.license_routes is None or not self.license_routes(
+            scope["method"], route_path(scope)
+        ):
             return False
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -78,12 +90,11 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            open_route = scope["method"] in ("GET", "HEAD") and scope["path"] in OPEN_PATHS
+            path = route_path(scope)
+            open_route = scope["method"] in ("GET", "HEAD") and path in OPEN_PATHS
             if not open_route and not self._authorized(scope) and not self._licensed(scope):
                 error = "missing or wrong bearer token"
-                if self.license_routes is not None and self.license_routes(
-                    scope["method"], scope["path"]
-                ):
+                if self.license_routes is not None and self.license_routes(scope["method"], path):
                     error += " (a mainframe sends 'Authorization: License <token>')"
                 response = JSONResponse(
                     {"error": error, "kind": "unauthenticated"},

@@ -1,0 +1,308 @@
+"""Several apps on one agent (``ashat agent --apps FILE``): each app is a whole agent over
+DATA/apps/NAME at /apps/NAME, with its own token, keys, app env and releases, and takes
+only releases of its own ``[app] name``. Real agent processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ashat.bundle.keys import generate_keypair
+from process_fixtures import READY_RE, START_TIMEOUT_S, agent_command, processes_in, wait_ready
+from support import deploy, enter_hello_project, verify_health_only, wait_for
+
+APPS = ("notes", "polls")
+
+
+class Host:
+    """One agent process serving several apps."""
+
+    def __init__(self, home: Path, role: str, apps_toml: str, *args: str) -> None:
+        self.home = home
+        self.data = home / "data"
+        (home / "apps.toml").write_text(apps_toml)
+        self.log = home / "agent.log"
+        argv = [
+            *agent_command(), "--role", role, "--data", str(self.data),
+            "--listen", "127.0.0.1:0", "--apps", str(home / "apps.toml"), *args,
+        ]  # fmt: skip
+        with self.log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=home
+            )
+        self.url = wait_ready(self.proc, self.log, READY_RE, "agent", START_TIMEOUT_S).group(2)
+
+    def app_url(self, name: str) -> str:
+        return f"{self.url}/apps/{name}"
+
+    def health(self, name: str | None = None) -> dict[str, object]:
+        url = self.app_url(name) if name else self.url
+        answer: dict[str, object] = httpx.get(f"{url}/v1/health", timeout=10).json()
+        return answer
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        wait_for(lambda: not processes_in(self.data), 5, f"no process left in {self.data}")
+        return code
+
+
+@pytest.fixture
+def hosts() -> Iterator[list[Host]]:
+    started: list[Host] = []
+    yield started
+    for host in reversed(started):
+        assert host.stop() == 0, host.log.read_text()
+
+
+def _token(path: Path) -> str:
+    token = secrets.token_urlsafe(24)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def _app_project(root: Path, monkeypatch: pytest.MonkeyPatch, key: Path, name: str) -> Path:
+    enter_hello_project(root, monkeypatch, key)
+    toml = root / "ashat.toml"
+    toml.write_text(toml.read_text().replace('name = "hello-service"', f'name = "{name}"', 1))
+    return verify_health_only(root)
+
+
+def test_two_apps_on_one_agent_each_with_its_own_token_env_and_releases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hosts: list[Host]
+) -> None:
+    home = tmp_path / "host"
+    home.mkdir()
+    _, pub = generate_keypair("alpha", home)
+    tokens = {name: _token(home / f"{name}.token") for name in APPS}
+    (home / "polls.env").write_text("POLLS_SECRET=first\n")
+    host = Host(
+        home,
+        "public",
+        f"""[notes]
+token-file = "notes.token"
+trust = ["{pub}"]
+
+[polls]
+token-file = "polls.token"
+trust = ["alpha.pub"]  # relative to this file
+app-env = "polls.env"
+""",
+    )
+    hosts.append(host)
+    root = host.health()
+    assert root["role"] == "public" and sorted(root["apps"]) == list(APPS)  # type: ignore[call-overload]
+
+    projects = {}
+    for name in APPS:
+        projects[name] = _app_project(tmp_path / name, monkeypatch, home / "alpha.key", name)
+    # Each project talks to its own app: pushed, verified, running side by side.
+    for n, name in enumerate(APPS):
+        monkeypatch.chdir(projects[name])
+        (projects[name] / "VERSION").write_text(f"{n + 1}.0.0\n")
+        res = deploy(
+            "configure", "public", host.app_url(name), "Staging",
+            "--token-file", str(home / f"{name}.token"),
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert deploy("push", f"{name}-001", "first").exit_code == 0
+        res = deploy("verify", f"{name}-001")
+        assert res.exit_code == 0, res.output
+    for name in APPS:
+        health = host.health(name)
+        assert health["current"] == f"{name}-001" and health["app_name"] == name
+        assert processes_in(host.data / "apps" / name / "releases" / f"{name}-001")
+    assert host.health(name="polls")["app_env"]["variables"] == 1  # type: ignore[index]
+    assert host.health(name="notes")["app_env"]["variables"] == 0  # type: ignore[index]
+
+    # One app's token is not the other's.
+    answer = httpx.get(
+        f"{host.app_url('polls')}/v1/releases",
+        headers={"Authorization": f"Bearer {tokens['notes']}"},
+        timeout=10,
+    )
+    assert answer.status_code == 401
+
+    # A release of notes sent to polls is refused, naming both; nothing is staged there.
+    monkeypatch.chdir(projects["notes"])
+    res = deploy(
+        "configure", "public", host.app_url("polls"), "Staging",
+        "--token-file", str(home / "polls.token"),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (projects["notes"] / "VERSION").write_text("1.1.0\n")
+    res = deploy("push", "notes-002", "to the wrong app")
+    assert res.exit_code != 0
+    assert "of app 'notes'; this is app 'polls'" in res.output, res.output
+    releases = os.listdir(host.data / "apps" / "polls" / "releases")
+    assert releases == ["polls-001"]
+
+    # The host's own URL: a clear error naming the apps and the URL to use.
+    res = deploy(
+        "configure", "public", host.url, "Staging", "--token-file", str(home / "notes.token")
+    )
+    assert res.exit_code == 0, res.output
+    res = deploy("push", "notes-003", "to the host")
+    assert res.exit_code != 0
+    assert "serves several apps (notes, polls)" in res.output, res.output
+    assert f"{host.url}/apps/notes" in res.output
+
+    # SIGHUP (ashat agent reload --data DATA of the host) re-reads each app's env.
+    (home / "polls.env").write_text("POLLS_SECRET=second\nMORE=1\n")
+    reload = subprocess.run(
+        [*agent_command(), "reload", "--data", str(host.data)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert reload.returncode == 0, reload.stderr
+    wait_for(
+        lambda: host.health("polls")["app_env"]["variables"] == 2,  # type: ignore[index]
+        30,
+        "polls' new env applied",
+    )
+    assert "POLLS_SECRET" not in host.log.read_text() and "second" not in host.log.read_text()
+
+    # fsck of the host's data directory checks every app's.
+    fsck = subprocess.run(
+        [*agent_command(), "fsck", "--data", str(host.data), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    assert json.loads(fsck.stdout)["releases"] >= 2
+
+
+@pytest.mark.parametrize(
+    ("apps_toml", "fragment"),
+    [
+        ("", "no app in it"),
+        ("[Notes]\n", "[Notes] is not an app name"),
+        ('[notes]\nlisten = "127.0.0.1:1"\n', "[notes] listen: not an option an app sets"),
+        ('[notes]\ntoken-file = "missing.token"\n', "token-file"),
+        ("[notes]\n", "app notes: the agent needs --trust"),
+        ("notes = 3\n", "notes must be a table"),
+        ("[notes\n", "not a readable TOML file"),
+    ],
+)
+def test_a_bad_apps_file_is_refused_naming_what_is_wrong(
+    tmp_path: Path, apps_toml: str, fragment: str
+) -> None:
+    (tmp_path / "apps.toml").write_text(apps_toml)
+    _token(tmp_path / "t.token")
+    argv = [
+        *agent_command(), "--role", "public", "--data", str(tmp_path / "data"),
+        "--listen", "127.0.0.1:0", "--token-file", str(tmp_path / "t.token"),
+        "--apps", str(tmp_path / "apps.toml"),
+    ]  # fmt: skip
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2, res.stderr
+    assert fragment in res.stderr, res.stderr
+    assert not (tmp_path / "data" / "apps").exists()
+
+
+FLEET_WAVES = """[distribution]
+waves = [100]
+max_failure_ratio = 0.0
+wave_timeout_s = 60
+auto_rollback = false
+"""
+
+
+def test_one_agent_per_host_carries_two_apps_from_alpha_to_a_mainframe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hosts: list[Host]
+) -> None:
+    """PUBLIC, OMEGA and a mainframe are each one host agent with two apps: each app has
+    its own OMEGA key, license and fleet; both reach the mainframe, and a rollback of one
+    leaves the other as it was."""
+    import datetime as dt
+
+    from ashat.bundle.keys import load_private_key
+    from ashat.fleet.license import issue
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    _, alpha_pub = generate_keypair("alpha", keys)
+    public_apps, omega_apps, mainframe_apps = [], [], []
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    for name in APPS:
+        _token(keys / f"{name}.token")
+        generate_keypair(f"{name}-omega", keys)
+        license_key, license_pub = generate_keypair(f"{name}-license", keys)
+        token, _ = issue(load_private_key(license_key), "mf-1", "ACME", expires)
+        (keys / f"{name}.license").write_text(token + "\n")
+        (keys / f"{name}.license").chmod(0o600)
+        own = f'[{name}]\ntoken-file = "{keys}/{name}.token"\ntrust = ["{alpha_pub}"]\n'
+        public_apps.append(own)
+        omega_apps.append(
+            own + f'omega-key = "{keys}/{name}-omega.key"\nlicense-trust = ["{license_pub}"]\n'
+        )
+        mainframe_apps.append(
+            f'[{name}]\ntrust = ["{alpha_pub}"]\nlicense = "{keys}/{name}.license"\n'
+            f'trust-omega = ["{keys}/{name}-omega.pub"]\n'
+        )
+    for role, tables in (("public", public_apps), ("omega", omega_apps)):
+        (tmp_path / role).mkdir()
+        hosts.append(Host(tmp_path / role, role, "\n".join(tables), "--poll-timeout", "2"))
+    public, omega = hosts
+    (tmp_path / "mf-1").mkdir()
+    tables = [
+        t + f'omega = "{omega.app_url(name)}"\npoll-wait = 1\n'
+        for name, t in zip(APPS, mainframe_apps, strict=True)
+    ]
+    mainframe = Host(tmp_path / "mf-1", "mainframe", "\n".join(tables))
+    hosts.append(mainframe)
+
+    projects = {}
+    for n, name in enumerate(APPS):
+        root = _app_project(tmp_path / name, monkeypatch, keys / "alpha.key", name)
+        toml = root / "ashat.toml"
+        text = toml.read_text()
+        toml.write_text(text[: text.index("[distribution]")] + FLEET_WAVES)
+        projects[name] = root
+        for tier, host in (("public", public), ("omega", omega)):
+            res = deploy(
+                "configure", tier, host.app_url(name), tier.title(),
+                "--token-file", str(keys / f"{name}.token"),
+            )  # fmt: skip
+            assert res.exit_code == 0, res.output
+        for k, version in enumerate((f"{n + 1}.0.0", f"{n + 1}.1.0")):
+            (root / "VERSION").write_text(version + "\n")
+            update_id = f"{name}-00{k + 1}"
+            assert deploy("push", update_id, version).exit_code == 0
+            res = deploy("verify", update_id)
+            assert res.exit_code == 0, res.output
+            res = deploy("approve", update_id, "--as", "bob")
+            assert res.exit_code == 0, res.output
+            assert deploy("status", update_id).stdout.count("completed") >= 1
+
+    def currents() -> dict[str, object]:
+        return {name: mainframe.health(name)["current"] for name in APPS}
+
+    wait_for(lambda: currents() == {"notes": "notes-002", "polls": "polls-002"}, 30, "both")
+    for name in APPS:
+        assert processes_in(mainframe.data / "apps" / name / "releases" / f"{name}-002")
+        token = (keys / f"{name}.token").read_text().strip()
+        listed = httpx.get(
+            f"{omega.app_url(name)}/v1/fleet/mainframes",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        ).json()["mainframes"]
+        assert [(m["mainframe_id"], m["current"]) for m in listed] == [("mf-1", f"{name}-002")]
+
+    # Rolling one app back leaves the other as it was.
+    monkeypatch.chdir(projects["notes"])
+    res = deploy("rollback", "notes-002", "--reason", "a bad night")
+    assert res.exit_code == 0, res.output
+    wait_for(lambda: currents() == {"notes": "notes-001", "polls": "polls-002"}, 30, "notes back")
