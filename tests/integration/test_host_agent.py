@@ -306,3 +306,53 @@ def test_one_agent_per_host_carries_two_apps_from_alpha_to_a_mainframe(
     res = deploy("rollback", "notes-002", "--reason", "a bad night")
     assert res.exit_code == 0, res.output
     wait_for(lambda: currents() == {"notes": "notes-001", "polls": "polls-002"}, 30, "notes back")
+
+
+def test_an_app_of_a_host_agent_reads_nothing_of_the_other_apps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hosts: list[Host]
+) -> None:
+    """The hostile app of test_hostile_app, as one app of a host agent, sandboxed: it
+    reads neither app's token, the other app's app env, nor the other app's data."""
+    from test_hostile_app import SPY, SPY_TOML, bwrap_or_skip
+
+    from support import project_maker
+
+    bwrap_or_skip()
+    home = tmp_path / "host"
+    home.mkdir()
+    _, pub = generate_keypair("alpha", home)
+    tokens = {name: _token(home / f"{name}.token") for name in ("spy", "notes")}
+    (home / "notes.env").write_text("NOTES_SECRET=s3cr3t-value\n")
+    host = Host(
+        home,
+        "public",
+        f'[spy]\ntoken-file = "spy.token"\ntrust = ["{pub}"]\n\n'
+        f'[notes]\ntoken-file = "notes.token"\ntrust = ["{pub}"]\napp-env = "notes.env"\n',
+        "--sandbox",
+        "bwrap",
+    )
+    hosts.append(host)
+    other = host.data / "apps" / "notes"
+    targets = [
+        str(home / "spy.token"), str(home / "notes.token"), str(home / "notes.env"),
+        str(other), str(other / "state.json"), str(other / "shared"), str(host.data / "apps"),
+    ]  # fmt: skip
+    files = {"spy.py": SPY, "VERSION": "1.0.0\n", "targets.json": json.dumps(targets)}
+    root = project_maker(tmp_path / "spy", monkeypatch, {**files, "ashat.toml": SPY_TOML})(
+        home / "alpha.key"
+    )
+    res = deploy(
+        "configure", "public", host.app_url("spy"), "Staging",
+        "--token-file", str(home / "spy.token"),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = deploy("push", "spy-1", "a hostile app beside another")
+    assert res.exit_code == 0, res.output
+    text = (host.data / "apps" / "spy" / "shared" / "spy-spy-1.json").read_text()
+    for secret in (*tokens.values(), "s3cr3t-value"):
+        assert secret not in text
+    for path, seen in json.loads(text)["loot"].items():
+        assert "text" not in seen, f"the app read {path}"
+        # of the data directories, its own path down to its release and shared/ only
+        assert set(seen.get("listing", [])) <= {"spy", "releases", "shared", "spy-1"}, seen
+    assert root.is_dir()
