@@ -104,7 +104,11 @@ def _build() -> tuple[list[Table], list[Key]]:
             "content) and ships them in the bundle with a lock of their digests; each server "
             "builds the app's environment from exactly those, offline and hash-checked, and "
             "reuses it while the lock is unchanged. `run` and the hooks find its `python` "
-            "first on `$PATH` (`$VIRTUAL_ENV` is set); the Module Load Test imports with it."),
+            "first on `$PATH` (`$VIRTUAL_ENV` is set); the Module Load Test imports with it. "
+            "It may also name a `pyproject.toml` (its `[project] dependencies`), a PEP 751 "
+            "`pylock.toml` (each package whose marker holds for the servers, with its "
+            "hashes) or a `uv.lock` (exported with `uv export --locked`: uv on ALPHA, and a "
+            "lock out of step with `pyproject.toml` is refused)."),
         Key("app", "platform", "string", "", "The servers' wheel platform tag when it is not "
             "ALPHA's (e.g. `manylinux2014_x86_64`): binary wheels are downloaded for it "
             "instead of built."),

@@ -11,7 +11,7 @@ import pytest
 from ashat.agent.checks.base import Deadline
 from ashat.agent.checks.security import walk
 from ashat.agent.environments import EnvSpec
-from ashat.bundle.errors import ManifestInvalid
+from ashat.bundle.errors import BundleError, ManifestInvalid
 from ashat.bundle.wheels import LOCK_NAME, Target, build_wheelhouse, lock_text, pip_argv
 from ashat.config import AppConfig
 from ashat.errors import InvalidInput, OperationFailed
@@ -107,3 +107,88 @@ def test_the_security_scan_reads_the_lock_and_skips_the_wheels(tmp_path: Path) -
     assert [(p.name, p.version) for p in tree.pins] == [("jinja2", "2.10")]
     assert tree.secrets == [] and ".ashat" in tree.environments
     assert os.path.exists(wheels / "x.whl")
+
+
+def test_a_pyproject_ships_its_project_dependencies(tmp_path: Path, house: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "1"\ndependencies = ["tinydep==2.0"]\n'
+    )
+    built = build_wheelhouse(tmp_path / "pyproject.toml", tmp_path / "cache", Target())
+    assert built.wheels == ("tinydep-2.0-py3-none-any.whl",)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "app"\n')
+    with pytest.raises(BundleError, match=r"no \[project\] dependencies"):
+        build_wheelhouse(tmp_path / "pyproject.toml", tmp_path / "cache", Target())
+
+
+def _pylock(wheel_sha: str, *more: str) -> str:
+    return "\n".join(
+        [
+            'lock-version = "1.0"',
+            'created-by = "test"',
+            "[[packages]]",
+            'name = "tinydep"',
+            'version = "2.0"',
+            f'wheels = [{{ name = "tinydep-2.0-py3-none-any.whl", hashes = {{ sha256 = "{wheel_sha}" }} }}]',  # noqa: E501
+            "[[packages]]",
+            'name = "winonly"',
+            'version = "1.0"',
+            "marker = \"sys_platform == 'win32'\"",
+            *more,
+        ]
+    )
+
+
+def test_a_pylock_ships_the_packages_for_the_target_with_their_hashes(
+    tmp_path: Path, house: Path
+) -> None:
+    """PEP 751: each package whose marker holds for the target, pinned with its hashes: a
+    Windows-only package is left out on Linux, and a wheel that is not the locked bytes is
+    refused by pip."""
+    from ashat.bundle.build import hash_file
+    from ashat.bundle.wheels import requirement_lines
+
+    sha, _ = hash_file(str(house / "tinydep-2.0-py3-none-any.whl"))
+    lock = tmp_path / "pylock.toml"
+    lock.write_text(_pylock(sha))
+    assert requirement_lines(lock, Target("manylinux2014_x86_64", "3.11")) == (
+        f"tinydep==2.0 --hash=sha256:{sha}\n".encode()
+    )
+    assert b"winonly==1.0" in requirement_lines(lock, Target("win_amd64", "3.11"))
+    built = build_wheelhouse(lock, tmp_path / "cache", Target())
+    assert built.wheels == ("tinydep-2.0-py3-none-any.whl",)
+
+    lock.write_text(_pylock("0" * 64))
+    with pytest.raises(OperationFailed) as e:
+        build_wheelhouse(lock, tmp_path / "cache2", Target())
+    assert "HASH" in e.value.details["log_tail"].upper()
+
+    lock.write_text(_pylock(sha) + '\n[[packages]]\nname = "local"\n')
+    with pytest.raises(BundleError, match="package local has no version"):
+        requirement_lines(lock, Target())
+
+
+def test_a_uv_lock_ships_what_uv_export_pins(tmp_path: Path, house: Path) -> None:
+    """uv.lock: uv (a test dependency) locks a project against the local wheels, then the
+    push exports the lock with ``uv export --locked`` and builds its wheels; a lock out
+    of step with pyproject.toml is refused, not shipped stale."""
+    import shutil
+    import subprocess
+
+    uv = shutil.which("uv")
+    assert uv is not None, "uv is in the [test] extra: pip install -e '.[test]'"
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "1"\nrequires-python = ">=3.10"\n'
+        'dependencies = ["tinydep==2.0"]\n'
+    )
+    subprocess.run(
+        [uv, "lock", "--no-index", "--find-links", str(house), "--quiet"],
+        cwd=tmp_path,
+        check=True,
+    )
+    built = build_wheelhouse(tmp_path / "uv.lock", tmp_path / "cache", Target())
+    assert built.wheels == ("tinydep-2.0-py3-none-any.whl",)
+    (tmp_path / "pyproject.toml").write_text(
+        (tmp_path / "pyproject.toml").read_text().replace("2.0", "3.0")
+    )
+    with pytest.raises(BundleError, match=r"uv export of uv\.lock failed"):
+        build_wheelhouse(tmp_path / "uv.lock", tmp_path / "cache", Target())

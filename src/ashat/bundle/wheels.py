@@ -83,6 +83,134 @@ def _cache_key(requirements: bytes, target: Target) -> str:
     return hashlib.sha256(requirements + b"\0" + text.encode()).hexdigest()[:32]
 
 
+def requirement_lines(path: Path, target: Target) -> bytes:
+    """What pip is given for ``[app] requirements``: a requirements file as it is; for a
+    ``pyproject.toml``, its ``[project] dependencies``; for a PEP 751 ``pylock.toml``, each
+    package for ``target`` (its marker) pinned with its hashes; for a ``uv.lock``, what
+    ``uv export --locked`` makes of it (uv must be installed here; a lock that no longer
+    matches its ``pyproject.toml`` is refused). Raises :class:`BundleError`."""
+    try:
+        content = path.read_bytes()
+    except OSError as e:
+        raise BundleError(f"cannot read [app].requirements {path}: {e.strerror}") from e
+    name = path.name
+    if name == "uv.lock":
+        return _uv_export(path)
+    if name == "pyproject.toml" or re.fullmatch(r"pylock(\.[^.]+)?\.toml", name):
+        import tomllib
+
+        try:
+            data = tomllib.loads(content.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise BundleError(f"[app].requirements {name} is not valid TOML: {e}") from e
+        lines = _pyproject(data) if name == "pyproject.toml" else _pylock(data, target)
+        return ("".join(f"{line}\n" for line in lines)).encode("utf-8")
+    return content
+
+
+def _pyproject(data: dict[str, object]) -> list[str]:
+    project = data.get("project")
+    deps = project.get("dependencies") if isinstance(project, dict) else None
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise BundleError(
+            "[app].requirements names pyproject.toml, which has no [project] dependencies list"
+        )
+    return [str(d) for d in deps]
+
+
+_SYSTEMS = (  # a wheel platform tag's start -> the markers of that system
+    (("manylinux", "musllinux", "linux"), ("linux", "Linux", "posix")),
+    (("macosx",), ("darwin", "Darwin", "posix")),
+    (("win",), ("win32", "Windows", "nt")),
+)
+_MACHINES = ("x86_64", "aarch64", "arm64", "i686", "ppc64le", "s390x", "armv7l", "amd64")
+
+
+def marker_environment(target: Target) -> dict[str, str]:
+    """The PEP 508 environment markers are evaluated in: this Python, or ``target``'s."""
+    from packaging.markers import default_environment
+
+    env = {k: str(v) for k, v in default_environment().items()}
+    if target.python_version:
+        env["python_version"] = target.python_version
+        env["python_full_version"] = f"{target.python_version}.0"
+    platform = target.platform or ""
+    for starts, (sys_platform, system, os_name) in _SYSTEMS if platform else ():
+        if platform.startswith(starts):
+            env.update(sys_platform=sys_platform, platform_system=system, os_name=os_name)
+    for machine in _MACHINES if platform else ():
+        if platform.endswith(machine):
+            env["platform_machine"] = "AMD64" if machine == "amd64" else machine
+    return env
+
+
+def _pylock(data: dict[str, object], target: Target) -> list[str]:
+    """PEP 751: ``name==version --hash=…`` for each package whose marker holds for
+    ``target``; a package with no version (a directory or VCS source) is refused."""
+    from packaging.markers import InvalidMarker, Marker
+
+    packages = data.get("packages")
+    if not isinstance(packages, list):
+        raise BundleError("[app].requirements names a pylock.toml with no [[packages]]")
+    env = marker_environment(target)
+    lines = []
+    for p in packages:
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+            raise BundleError("a [[packages]] entry of the pylock.toml has no name")
+        name = p["name"]
+        marker = p.get("marker")
+        try:
+            if isinstance(marker, str) and not Marker(marker).evaluate(env):
+                continue
+        except InvalidMarker as e:
+            raise BundleError(f"pylock.toml: package {name}: marker {marker!r}: {e}") from e
+        version = p.get("version")
+        if not isinstance(version, str):
+            raise BundleError(
+                f"pylock.toml: package {name} has no version (a directory or VCS source): "
+                "only packages from an index can ship"
+            )
+        files = [*(p.get("wheels") or []), *([p["sdist"]] if p.get("sdist") else [])]
+        hashes = sorted(
+            {
+                f["hashes"]["sha256"]
+                for f in files
+                if isinstance(f, dict) and isinstance((f.get("hashes") or {}).get("sha256"), str)
+            }
+        )
+        pin = f"{name}=={version}"
+        lines.append(" ".join([pin, *(f"--hash=sha256:{h}" for h in hashes)]))
+    return lines
+
+
+def _uv_export(path: Path) -> bytes:
+    """``uv export`` of the project's ``uv.lock``: its pins and hashes, the project itself
+    and dev groups left out; a lock out of step with ``pyproject.toml`` is refused
+    (``--locked``) rather than shipped stale."""
+    uv = shutil.which("uv")
+    if uv is None:
+        raise BundleError(
+            "[app].requirements names uv.lock, which needs uv on this machine (pip install "
+            "uv), or name a file made by `uv export --no-dev -o requirements.txt`"
+        )
+    argv = [uv, "export", "--locked", "--no-dev", "--no-emit-project", "--no-header"]
+    argv += ["--format", "requirements-txt", "--quiet"]
+    try:
+        proc = subprocess.run(
+            argv, cwd=path.parent, capture_output=True, timeout=120, check=False,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BundleError(f"cannot run uv export for {path.name}: {e}") from e
+    if proc.returncode != 0:
+        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise BundleError(
+            f"uv export of {path.name} failed (exit status {proc.returncode}; is the lock "
+            "up to date? uv lock): " + (" ".join(s.strip() for s in said[-2:]) or "no output")
+        )
+    return proc.stdout
+
+
 def pip_argv(requirements: Path, out: Path, target: Target) -> list[str]:
     """The pip command that fills ``out`` with the wheels of ``requirements``."""
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
@@ -116,10 +244,7 @@ def build_wheelhouse(requirements: Path, cache: Path, target: Target) -> Wheelho
     (pip failed: its last lines say why; nothing is left in the cache).
     """
     started = time.perf_counter()
-    try:
-        content = requirements.read_bytes()
-    except OSError as e:
-        raise BundleError(f"cannot read [app].requirements {requirements}: {e.strerror}") from e
+    content = requirement_lines(requirements, target)
     key = _cache_key(content, target)
     done = cache / key
     if (done / LOCK_NAME).is_file():
@@ -128,8 +253,12 @@ def build_wheelhouse(requirements: Path, cache: Path, target: Target) -> Wheelho
     work = cache / f".{key}.{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
+    given = requirements
+    if content != _read(requirements):  # derived from a lock or pyproject: pip reads a copy
+        given = cache / f".{key}.{os.getpid()}.txt"
+        given.write_bytes(content)
     try:
-        argv = pip_argv(requirements, work, target)
+        argv = pip_argv(given, work, target)
         try:
             proc = subprocess.run(
                 argv,
@@ -169,7 +298,16 @@ def build_wheelhouse(requirements: Path, cache: Path, target: Target) -> Wheelho
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if given != requirements:
+            given.unlink(missing_ok=True)
     return _house(done, False, started)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise BundleError(f"cannot read [app].requirements {path}: {e.strerror}") from e
 
 
 def _house(path: Path, reused: bool, started: float) -> Wheelhouse:
