@@ -120,8 +120,10 @@ def main() -> None:
             print(f"{kind:12}{t1:>14.2f}{int(str(r1['bytes_sent'])):>14,}{med[kind]:>15.2f}"
                   f"{sent:>15,.0f}")  # fmt: skip
         ratio = med["with deps"] / med["plain"]
-        print(f"1% re-push with {a.deps} dependencies / without: {ratio:.2f} (goal ≤ 1.0, "
-              f"median of {a.rounds})")
+        print(
+            f"1% re-push with {a.deps} dependencies / without: {ratio:.2f} (goal ≤ 1.0, "
+            f"median of {a.rounds})"
+        )
     finally:
         for agent in agents:
             agent.stop()

@@ -201,6 +201,17 @@ def _build() -> tuple[list[Table], list[Key]]:
             "release goes to each region's OMEGA in turn, with the same waves and budget "
             "inside each, the next once the one before completed; a region that fails halts "
             "the rest. Empty: the one OMEGA."),
+        Key("distribution", "to", "string", "", "A label selector (`ring=pilot`, `site in "
+            "(berlin,paris)`, `customer!=acme`, `gpu`, `!gpu`; comma-separated, all must "
+            "hold): only the licensed mainframes whose labels match are released to; none "
+            "matching is refused with the count and nothing starts. `deploy approve --to` "
+            "replaces it. Labels come from the license (`ashat license issue --label`), from "
+            "OMEGA (`ashat fleet label`) and from facts (`id`, `customer`, `region`, "
+            "`channel`, `os`, `arch`, `python`, `ashat`). Empty: every mainframe."),
+        Key("distribution", "rings", "list of strings", "[]", "Label selectors whose "
+            "mainframes go first, each ring one wave, in order (`[\"ring=pilot\", "
+            "\"ring=early\"]`), with the same budget, bake and analysis as every wave; then "
+            "`waves` take the rest. `\"pause\"` gates in `waves` count after the rings."),
         Key("distribution", "bake_s", "number", "0", "Seconds each wave bakes once all its "
             "mainframes installed, before the next starts (or the rollout ends), while the "
             "analysis is evaluated."),

@@ -394,6 +394,10 @@ def test_approve_and_roll_back_from_the_dashboard(hello_fleet: Any, serve_proces
         assert live["rollout"]["totals"]["installed"] == 2
         assert [w["state"] for w in live["rollout"]["waves"]] == ["done", "done"]
         assert "<strong data-installed>2</strong>" in live["html"]["rollout"]
+        # what each mainframe should run, and why (issue 19)
+        mainframes = c.get("/mainframes").text
+        assert mainframes.count('data-desired="hello-001"') == 2
+        assert "channel stable: ro-" in mainframes and "os=linux" in mainframes
         assert any(s["state"] == "distributing" and s["rollout"] for s in seen)
         page = c.get("/deployments/hello-001").text
         assert "ship it" in page and "approval.recorded" in page

@@ -166,7 +166,9 @@ def test_mainframe_without_token_serves_health_only_and_stops_promptly(
     request = wait_for(lambda: black_hole.received, 10, "the poll")[0].decode("latin-1")
     assert re.match(
         r"GET /v1/fleet/poll\?current=&sequence=0&wait=30&nonce=[A-Za-z0-9_-]{24}"
-        r"&app=none&restarts=0 HTTP/1.1",
+        r"&app=none&restarts=0"
+        # and what it is, for OMEGA's selectors (issue 19)
+        r"&os=[a-z]+&arch=\w+&python=[\d.]+&ashat=[\w.+-]+&free_disk=\d+ HTTP/1.1",
         request,
     ), request
     assert f"authorization: license {keys['token']}".lower() in request.lower()

@@ -191,6 +191,7 @@ def approve(call: Call) -> tuple[int, dict[str, Any]]:
         comment=call.body.get("comment"),
         wait=wait,
         statement=call.body.get("statement"),
+        to=call.body.get("to"),
     )
     data = {**outcome.data, "waiting_for": outcome.waiting_for}
     data.setdefault("state", outcome.state)

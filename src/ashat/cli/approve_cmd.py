@@ -24,7 +24,8 @@ def describe_rollout(status: dict[str, Any]) -> list[str]:
     lines = []
     for w in status.get("waves") or []:
         lines.append(
-            f"  wave {w['index'] + 1} ({w['percent']}%): {w['targeted']} targeted, "
+            f"  wave {w['index'] + 1} ({w.get('ring') or str(w['percent']) + '%'}): "
+            f"{w['targeted']} targeted, "
             f"{w['installed']} installed, {w['failed']} failed, {w['pending']} pending"
             f" [{w.get('state', '?')}]"
         )
@@ -103,10 +104,22 @@ class _ProgressBar:
     "works too). Env: ASHAT_APPROVER_KEY.",
 )
 @click.option("--comment", help="Recorded with the approval.")
+@click.option(
+    "--to",
+    "to",
+    metavar="SELECTOR",
+    help="Release to the mainframes whose labels match only (ring=pilot, site in "
+    "(berlin,paris), customer!=acme); replaces [distribution] to; '*': all.",
+)
 @click.option("--no-wait", is_flag=True, help="Return once the rollout has started.")
 @json_option
 def approve(
-    update_id: str, as_user: str | None, key_path: str | None, comment: str | None, no_wait: bool
+    update_id: str,
+    as_user: str | None,
+    key_path: str | None,
+    comment: str | None,
+    to: str | None,
+    no_wait: bool,
 ) -> None:
     """Approve a verified deployment; with enough approvals, release it to OMEGA and the fleet."""
     from pathlib import Path
@@ -160,7 +173,7 @@ def approve(
     try:
         outcome = operations().approve(
             update_id, as_user=as_user, comment=comment, wait=not no_wait, hooks=hooks,
-            signer=signer,
+            signer=signer, to=to,
         )  # fmt: skip
     finally:
         bar.stop()

@@ -75,6 +75,7 @@ def _where_it_goes(name: str, pub: Path) -> str:
 
 from ashat.cli.advisories_cmd import advisories_group  # noqa: E402
 from ashat.cli.agent_cmd import agent  # noqa: E402
+from ashat.cli.fleet_cmd import fleet_group  # noqa: E402
 from ashat.cli.license_cmd import license_group  # noqa: E402
 from ashat.cli.serve_cmd import serve  # noqa: E402
 from ashat.cli.trust_cmd import trust_group  # noqa: E402
@@ -86,6 +87,7 @@ cli.add_command(license_group)
 cli.add_command(trust_group)
 cli.add_command(users_group)
 cli.add_command(advisories_group)
+cli.add_command(fleet_group)
 
 
 @cli.command()

@@ -26,6 +26,12 @@ def license_group() -> None:
 @click.option("--channel", "channels", multiple=True, default=["stable"], show_default=True)
 @click.option("--region", help="Only this region's OMEGA serves it (omega --region).")
 @click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="KEY=VALUE: a label of the mainframe for targeting (ring=pilot); repeatable.",
+)
+@click.option(
     "--key", "key_path", required=True, type=click.Path(dir_okay=False), help="License signing key."
 )
 @click.option(
@@ -42,6 +48,7 @@ def issue_cmd(
     expires: str,
     channels: tuple[str, ...],
     region: str | None,
+    labels: tuple[str, ...],
     key_path: str,
     out_path: str,
 ) -> None:
@@ -55,6 +62,7 @@ def issue_cmd(
         expires=expires,
         channels=channels,
         region=region,
+        labels=labels,
         key_path=Path(key_path),
         out=Path(out_path),
     )
@@ -68,6 +76,7 @@ def issue_cmd(
         click.echo(
             f"   channels {', '.join(record['channels'])}; "
             + (f"region {record['region']}; " if record.get("region") else "")
+            + "".join(f"{k}={v}; " for k, v in sorted((record.get("labels") or {}).items()))
             + f"valid {valid_through(record['expires_at'])}"
         )
         click.echo(f"   written to {out} (mode 0600); give it to the mainframe with --license")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import Counter
@@ -81,6 +81,8 @@ class Controller:
             "update_id": r.update_id,
             "from_update_id": r.from_update_id,
             "channel": r.channel,
+            "to": r.selector,
+            "rings": list(r.rings),
             "state": r.state.value,
             "reason": r.reason,
             "fleet_size": len(rows),
@@ -133,13 +135,16 @@ class Controller:
 
     @staticmethod
     def _summary(r: Rollout, rows: list[TargetRow]) -> dict[str, Any]:
-        return summarize(
+        body = summarize(
             r.waves,
             r.current_wave,
             r.state is RolloutState.RUNNING,
             (t.target() for t in rows),
             {t.mainframe_id: t.reason for t in rows},
         )
+        for wave, ring in zip(body["waves"], r.rings, strict=False):
+            wave["ring"] = ring  # a ring's wave: its selector's mainframes, not a percentage
+        return body
 
     def fleet_previous(self, update_id: str) -> str | None:
         """What the fleet ran before ``update_id``: the release of the newest completed
@@ -154,10 +159,24 @@ class Controller:
                 return candidate
         return None
 
-    def create(self, spec: Spec, fleet: list[str], now: float) -> tuple[Rollout, set[str]]:
-        """Start a rollout of ``spec`` to ``fleet``, cancelling the running one."""
+    def create(
+        self,
+        spec: Spec,
+        fleet: list[str],
+        now: float,
+        rings_of: Mapping[str, int] | None = None,
+    ) -> tuple[Rollout, set[str]]:
+        """Start a rollout of ``spec`` to ``fleet`` (``rings_of``: the mainframes in a
+        ring, and its index: their wave; the rest go by the percentage waves after the
+        rings), cancelling the running ones it overlaps: all, unless both have a selector
+        (two groups on two releases, A/B) and no mainframe is a target of both."""
         rollout_id = f"ro-{secrets.token_hex(8)}"
+        mine = set(fleet)
         for running in self.store.rollouts(RolloutState.RUNNING):
+            if spec.selector is not None and running.selector is not None:
+                theirs = {t.mainframe_id for t in self.store.targets(running.rollout_id)}
+                if not theirs & mine:
+                    continue  # another group's rollout: it goes on
             self._finish(running, RolloutState.CANCELLED, f"superseded by {rollout_id}", now)
         r = Rollout(
             rollout_id=rollout_id,
@@ -177,8 +196,13 @@ class Controller:
             parent_rollout_id=spec.parent_rollout_id,
             created_at=iso(now),
             finished_at=None,
+            selector=spec.selector,
+            rings=spec.rings,
         )
-        waves_of = plan(rollout_id, fleet, spec.waves)
+        ringed = dict(rings_of or {})
+        ahead = len(spec.rings)
+        rest = plan(rollout_id, [m for m in fleet if m not in ringed], spec.waves[ahead:])
+        waves_of = {**ringed, **{mid: w + ahead for mid, w in rest.items()}}
         self.store.add_rollout(r, {mid: (w, TargetStatus.WAITING) for mid, w in waves_of.items()})
         self.store.add_gates(rollout_id, spec.pause_after)
         if spec.kind is Kind.INSTALL:

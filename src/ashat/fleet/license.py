@@ -14,7 +14,7 @@ import datetime as dt
 import re
 import secrets
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ashat.clock import parse as parse_time
 from ashat.errors import InvalidInput
 from ashat.fleet.envelope import EnvelopeError, Forged, peek_payload, seal, unseal
 from ashat.ids import validate_region
+from ashat.labels import LabelError, check_labels
 
 KIND = "license"
 MAINFRAME_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -50,9 +51,10 @@ class License:
     expires_at: str
     keyid: str
     region: str | None = None  # the OMEGA region it is served in (None: any)
+    labels: Mapping[str, str] = field(default_factory=dict)  # for targeting (ashat/labels.py)
 
     def to_json(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "license_id": self.license_id,
             "mainframe_id": self.mainframe_id,
             "customer": self.customer,
@@ -61,6 +63,8 @@ class License:
             "expires_at": self.expires_at,
             "keyid": self.keyid,
         }
+        if self.labels:
+            out["labels"] = dict(self.labels)
         return {**out, "region": self.region} if self.region else out
 
 
@@ -95,9 +99,11 @@ def issue(
     now: dt.datetime | None = None,
     license_id: str | None = None,
     region: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> tuple[str, License]:
     """A new signed license token and its parsed form; with ``region``, only that region's
-    OMEGA (``ashat agent --role omega --region``) serves it."""
+    OMEGA (``ashat agent --role omega --region``) serves it; ``labels`` (``ring=pilot``)
+    are the mainframe's for targeting (ashat/labels.py)."""
     if not MAINFRAME_ID_RE.fullmatch(mainframe_id):
         raise InvalidInput(f"invalid mainframe id {mainframe_id!r}: [a-z0-9][a-z0-9._-]{{0,63}}")
     customer = customer.strip()
@@ -107,7 +113,7 @@ def issue(
     if not chans or not all(CHANNEL_RE.fullmatch(c) for c in chans):
         raise InvalidInput(f"invalid channel(s) {chans}: [a-z0-9][a-z0-9_-]{{0,31}}")
     now = now or dt.datetime.now(dt.UTC)
-    payload = {
+    payload: dict[str, Any] = {
         "license_id": license_id or f"lic-{secrets.token_hex(8)}",
         "mainframe_id": mainframe_id,
         "customer": customer,
@@ -117,6 +123,11 @@ def issue(
     }
     if region is not None:
         payload["region"] = validate_region(region)
+    if labels:
+        try:
+            payload["labels"] = check_labels(labels)
+        except LabelError as e:
+            raise InvalidInput(f"--label: {e}") from e
     token = seal(KIND, payload, key)
     return token, _from_payload({**payload, "keyid": key.keyid})
 
@@ -132,9 +143,10 @@ def _from_payload(p: dict[str, Any]) -> License:
             expires_at=str(p["expires_at"]),
             keyid=str(p["keyid"]),
             region=str(p["region"]) if p.get("region") is not None else None,
+            labels=check_labels(p.get("labels") or {}),
         )
         parse_time(lic.expires_at)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise LicenseRefused("malformed", f"license payload is malformed: {e}") from e
     return lic
 

@@ -40,8 +40,10 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import platform
 import random
 import secrets
+import shutil
 import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -400,6 +402,19 @@ class Mainframe:
             reason = "unauthenticated" if status == 401 else "refused"
         return LicenseRefusedByOmega(reason[:40], self._error_of(status, body))
 
+    def _inventory(self) -> dict[str, str]:
+        """What this machine is, for OMEGA's selectors and ``ashat fleet list`` (issue 19):
+        ``os``, ``arch``, ``python``, ``ashat``, and the data directory's ``free_disk``."""
+        out = {
+            "os": platform.system().lower() or "unknown",
+            "arch": platform.machine().lower() or "unknown",
+            "python": platform.python_version(),
+            "ashat": __version__,
+        }
+        with contextlib.suppress(OSError):
+            out["free_disk"] = str(shutil.disk_usage(self.agent.config.data).free)
+        return out
+
     async def _poll(self, http: httpx.AsyncClient) -> dict[str, Any] | None:
         """One long poll: the answer if it carries a directive, else None (OMEGA signed
         that it has none, for this poll's nonce)."""
@@ -414,6 +429,7 @@ class Mainframe:
             "nonce": nonce,
             "app": app,  # OMEGA's mainframe list shows it; a crash loop fails a wave
             "restarts": str(restarts),
+            **await asyncio.to_thread(self._inventory),  # labels OMEGA's selectors may use
         }
         if self.root is not None:  # OMEGA answers with the newer versions it holds
             params["root"] = str(self.root.root.version)

@@ -60,6 +60,7 @@ from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
 from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest
 from ashat.fleet.omega_store import FleetStore, RegisteredMainframe, Rollout, Spec, TargetRow
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
+from ashat.labels import flat, labels_of, parse_selector
 from ashat.trust.held import held_root
 
 log = logging.getLogger("ashat.omega")
@@ -206,16 +207,23 @@ class Omega:
         poll: bool,
         app: tuple[str | None, int | None] = (None, None),
         hold: str | None = None,
+        inventory: Mapping[str, str] | None = None,
     ) -> License:
         """Check a license; on a poll, register (or refresh) its mainframe, what it runs,
-        what it says of its app and whether it holds switching (``hold``).
+        what it says of its app, whether it holds switching (``hold``), and its facts: its
+        license's labels and region, and the ``inventory`` it reported (ashat/labels.py).
 
         Raises :class:`LicenseDenied`.
         """
         now = self.now()
         lic = self._check(token, now)
         if poll:
-            self.store.register(lic, current, sequence, iso(now), "ok", app, hold, now)
+            facts = {
+                "license_labels": dict(lic.labels),
+                "region": lic.region,
+                "inventory": dict(inventory or {}),
+            }
+            self.store.register(lic, current, sequence, iso(now), "ok", app, hold, now, facts)
         return lic
 
     def app_seen(
@@ -399,7 +407,8 @@ class Omega:
         (nothing), the rollout whose release it gets now, or (rollout, its target row or
         None) when it must join, or be offered the release again, first."""
         mainframe_id = lic.mainframe_id
-        r = self._converging_to()
+        pin = self.store.pinned_to(mainframe_id)
+        r = self._pinned_rollout(lic, pin) if pin is not None else self._converging_to(lic)
         if r is None or current == r.update_id or r.channel not in lic.channels:
             return None
         if r.state is RolloutState.RUNNING and self.store.paused(r.rollout_id):
@@ -422,13 +431,27 @@ class Omega:
             return False
         return mf.sequence >= approved[0].sequence
 
-    def _converging_to(self) -> Rollout | None:
+    def _converging_to(self, lic: License | None = None) -> Rollout | None:
         """The install rollout whose release the fleet runs or is going to: the newest
         rollout if it is an install, running or completed; after a completed rollback, the
-        completed install of the release it went back to."""
-        r = self.store.latest_rollout()
-        if r is None:
+        completed install of the release it went back to. For one mainframe (``lic``):
+        among the rollouts for it only, those on a channel of its license whose selector
+        matches its labels, so two groups may run two releases (A/B)."""
+        if lic is None:
+            latest = self.store.latest_rollout()
+            rollouts = [latest] if latest is not None else []
+        else:  # the newest rollout on its channels is almost always for it: one row
+            rollouts = self.store.rollouts_on(lic.channels, limit=1)
+            if rollouts and rollouts[0].selector is not None:
+                labels = self._labels(lic.mainframe_id)
+                rollouts = [
+                    r
+                    for r in self.store.rollouts_on(lic.channels)
+                    if r.selector is None or parse_selector(r.selector).matches(labels)
+                ]
+        if not rollouts:
             return None
+        r = rollouts[0]
         if r.kind is Kind.INSTALL:
             return r if r.state in (RolloutState.RUNNING, RolloutState.COMPLETED) else None
         if r.state is not RolloutState.COMPLETED:
@@ -439,6 +462,20 @@ class Omega:
             if i.kind is Kind.INSTALL and i.update_id == r.update_id
         ]
         return back_to[-1] if back_to else None
+
+    def _pinned_rollout(self, lic: License, pin: str) -> Rollout | None:
+        """For a mainframe pinned to ``pin``: the newest install rollout of that release,
+        running or completed, on a channel of its license (it joins it); None if there is
+        none, and a pin never sends a mainframe back (only a rollback does)."""
+        for r in self.store.rollouts_on(lic.channels):
+            running = r.state in (RolloutState.RUNNING, RolloutState.COMPLETED)
+            if r.kind is Kind.INSTALL and r.update_id == pin and running:
+                return r
+        return None
+
+    def _labels(self, mainframe_id: str) -> dict[str, frozenset[str]]:
+        mf = self.store.mainframe(mainframe_id)
+        return _labels_of(mf, self.store.labels_of(mainframe_id)) if mf else {}
 
     def report(self, lic: License, report: Report) -> set[str]:
         """Record a mainframe's ``installed``/``failed``; the mainframes woken.
@@ -592,7 +629,18 @@ class Omega:
                     f"(current: {current or 'none'}); activate it first",
                     update_id=req.update_id,
                 )
-            sequence, newest = approved[0].sequence, self.store.max_sequence()
+            revoked = self.store.revoked_ids()
+            fleet, considered = self._fleet_for(req, now, revoked)
+            if req.selector is not None and not fleet:
+                raise FleetConflict(
+                    f"selector {req.selector!r} matches none of the {considered} licensed "
+                    f"mainframes on channel {req.channel}; nothing started "
+                    "(ashat fleet list shows their labels)",
+                    selector=req.selector,
+                    mainframes=considered,
+                )
+            sequence = approved[0].sequence
+            newest = self.store.max_sequence() if req.selector is None else self._newest_of(fleet)
             if newest is not None and sequence < newest:
                 raise FleetConflict(
                     f"release {req.update_id} has sequence {sequence}, lower than the "
@@ -600,30 +648,82 @@ class Omega:
                     update_id=req.update_id,
                     fleet_sequence=newest,
                 )
-            revoked = self.store.revoked_ids()
-            fleet = [
-                mf.mainframe_id
-                for mf in self.store.mainframes()
-                if req.channel in mf.channels and _servable(mf, now, revoked)
-            ]
+            ahead = len(req.rings)  # the rings are the first waves, the percentages after
             spec = Spec(
                 kind=Kind.INSTALL,
                 update_id=req.update_id,
                 from_update_id=self.controller.fleet_previous(req.update_id),
                 channel=req.channel,
-                waves=req.waves,
+                waves=(0,) * ahead + req.waves,
                 max_failure_ratio=req.max_failure_ratio,
                 wave_timeout_s=req.wave_timeout_s,
                 auto_rollback=req.auto_rollback,
-                pause_after=req.pause_after,
+                pause_after=tuple(g + ahead for g in req.pause_after),
                 bake=req.bake,
+                selector=req.selector,
+                rings=req.rings,
             )
-            r, woken = self.controller.create(spec, fleet, now)
+            r, woken = self.controller.create(spec, fleet, now, self._rings_of(req, fleet))
             crash_point("omega.rollout")
             self._refresh_gauges()
             self._serving = r.channel
-        log.info("%s: rolling out %s to %d mainframes", r.rollout_id, r.update_id, len(fleet))
+        log.info(
+            "%s: rolling out %s to %d mainframes%s", r.rollout_id, r.update_id, len(fleet),
+            f" ({req.selector})" if req.selector else "",
+        )  # fmt: skip
         return self.status(r.rollout_id), woken, True
+
+    def _fleet_for(
+        self, req: RolloutRequest, now: float, revoked: set[str]
+    ) -> tuple[list[str], int]:
+        """The mainframes a rollout of ``req`` targets (licensed on its channel, matching
+        its selector, not pinned to another release), and how many were licensed."""
+        selector = parse_selector(req.selector)
+        pins = self.store.pins()
+        labels = self.store.labels() if req.selector else {}
+        licensed = [
+            mf
+            for mf in self.store.mainframes()
+            if req.channel in mf.channels and _servable(mf, now, revoked)
+        ]
+        fleet = [
+            mf.mainframe_id
+            for mf in licensed
+            if pins.get(mf.mainframe_id, req.update_id) == req.update_id
+            and (
+                selector.everyone
+                or selector.matches(_labels_of(mf, labels.get(mf.mainframe_id, {})))
+            )
+        ]
+        return fleet, len(licensed)
+
+    def _rings_of(self, req: RolloutRequest, fleet: Collection[str]) -> dict[str, int]:
+        """Each mainframe of ``fleet`` in one of ``req.rings``: the index of the first ring
+        whose selector matches it (its wave)."""
+        if not req.rings:
+            return {}
+        rings = [parse_selector(r) for r in req.rings]
+        labels = self.store.labels()
+        out = {}
+        for mf in self.store.mainframes():
+            if mf.mainframe_id not in fleet:
+                continue
+            have = _labels_of(mf, labels.get(mf.mainframe_id, {}))
+            for k, ring in enumerate(rings):
+                if ring.matches(have):
+                    out[mf.mainframe_id] = k
+                    break
+        return out
+
+    def _newest_of(self, fleet: Collection[str]) -> int | None:
+        """The highest sequence of the releases approved here that ``fleet`` runs."""
+        sequences = {a.update_id: a.sequence for a in self.store.approvals()}
+        running = [
+            sequences.get(mf.current)
+            for mf in self.store.mainframes()
+            if mf.mainframe_id in fleet and mf.current
+        ]
+        return max((n for n in running if n is not None), default=None)
 
     def _last_rollout(self, channel: str) -> Rollout | None:
         """The channel's newest rollout if it is an install that runs or completed: the one
@@ -727,11 +827,49 @@ class Omega:
 
     # -- the registry and revocations ----------------------------------------------------------
 
-    def mainframes(self) -> dict[str, Any]:
+    def label(
+        self, mainframe_id: str, labels: Mapping[str, str], remove: Collection[str]
+    ) -> dict[str, Any]:
+        """Set and remove labels of a mainframe (known yet or not); what it has now."""
+        with self.lock:
+            self.store.set_labels(mainframe_id, labels, remove)
+        log.info("labels of %s: set %s, removed %s", mainframe_id, dict(labels), list(remove))
+        return {
+            "mainframe_id": mainframe_id,
+            "labels": self.store.labels_of(mainframe_id),
+            "registered": self.store.mainframe(mainframe_id) is not None,
+        }
+
+    def pin(self, mainframe_id: str, update_id: str | None) -> dict[str, Any]:
+        """Hold a mainframe on ``update_id`` (approved here), or release it (None): no
+        rollout of another release takes it, and a running one stops waiting for it."""
+        now = self.now()
+        with self.lock, self.store.exclusive():
+            if update_id is not None and self.approvals.get(update_id) is None:
+                raise FleetConflict(
+                    f"release {update_id} is not approved on OMEGA: a mainframe is pinned to "
+                    "an approved release",
+                    update_id=update_id,
+                )
+            self.store.pin(mainframe_id, update_id, iso(now))
+            left = self.store.drop_unfinished_targets(mainframe_id, update_id) if update_id else []
+        log.info("%s %s%s", mainframe_id, f"pinned to {update_id}" if update_id else "unpinned",
+                 f"; left {', '.join(left)}" if left else "")  # fmt: skip
+        return {"mainframe_id": mainframe_id, "pinned": update_id, "left_rollouts": left}
+
+    def mainframes(self, where: str | None = None) -> dict[str, Any]:
+        """The registry, each with its labels and what it should run (``desired``) and
+        which rule says so; with ``where``, those its selector matches."""
         now = self.now()
         revoked = self.store.revoked_ids()
+        selector = parse_selector(where)
+        set_labels, pins = self.store.labels(), self.store.pins()
+        desired = Desired(self.store)
         out = []
         for mf in self.store.mainframes():
+            labels = _labels_of(mf, set_labels.get(mf.mainframe_id, {}))
+            if not selector.matches(labels):
+                continue
             status = mf.license_status
             if mf.license_id in revoked:
                 status = "revoked"
@@ -750,6 +888,10 @@ class Omega:
                     "license_status": status,
                     "app": mf.app_status,
                     "app_restarts": mf.app_restarts,
+                    "labels": flat(labels),
+                    "inventory": mf.facts.get("inventory") or {},
+                    "pinned": pins.get(mf.mainframe_id),
+                    **desired.of(mf, labels, pins.get(mf.mainframe_id)),
                 }
             )
         return {"mainframes": out}
@@ -768,16 +910,67 @@ class Omega:
         self.metrics.running.set(self.store.running_count())
 
 
+def _labels_of(mf: RegisteredMainframe, set_labels: Mapping[str, str]) -> dict[str, frozenset[str]]:
+    """A registered mainframe's labels: its license's, those set on OMEGA, its facts."""
+    inventory = mf.facts.get("inventory") or {}
+    facts: dict[str, str | tuple[str, ...]] = {
+        "id": mf.mainframe_id, "customer": mf.customer, "channel": mf.channels,
+        **{k: str(inventory[k]) for k in ("os", "arch", "python", "ashat") if inventory.get(k)},
+    }  # fmt: skip
+    if mf.facts.get("region"):
+        facts["region"] = str(mf.facts["region"])
+    return labels_of(facts, mf.facts.get("license_labels") or {}, set_labels)
+
+
+class Desired:
+    """What each mainframe should run, and the rule that says so, for the registry: read
+    once from the store (every rollout and its unfinished targets), then per mainframe."""
+
+    def __init__(self, store: FleetStore) -> None:
+        self.rollouts = list(reversed(store.rollouts()))  # newest first
+        self.pending: dict[str, Rollout] = {}
+        for r in self.rollouts:
+            if r.state is RolloutState.RUNNING:
+                for t in store.targets(r.rollout_id):
+                    if t.status in (TargetStatus.PENDING, TargetStatus.WAITING):
+                        self.pending.setdefault(t.mainframe_id, r)
+
+    def of(
+        self, mf: RegisteredMainframe, labels: Mapping[str, frozenset[str]], pin: str | None
+    ) -> dict[str, Any]:
+        r = self.pending.get(mf.mainframe_id)
+        if r is not None:
+            return _rule(r.update_id, f"rollout {r.rollout_id} ({r.kind.value}), waiting for it")
+        if pin is not None:
+            return _rule(pin, "pinned (ashat fleet pin)")
+        for r in self.rollouts:
+            if r.channel not in mf.channels:
+                continue
+            if r.selector is not None and not parse_selector(r.selector).matches(labels):
+                continue
+            if r.state not in (RolloutState.RUNNING, RolloutState.COMPLETED):
+                return _rule(mf.current, f"rollout {r.rollout_id} {r.state.value}: no change")
+            to = f" to {r.selector}" if r.selector else ""
+            return _rule(r.update_id, f"channel {r.channel}: {r.rollout_id}{to}")
+        return _rule(mf.current, "no rollout for it")
+
+
+def _rule(update_id: str | None, rule: str) -> dict[str, Any]:
+    return {"desired": update_id, "rule": rule}
+
+
 def _same(req: RolloutRequest, r: Rollout, gates: Collection[int], bake: BakePolicy) -> bool:
     """Whether ``r`` (with its ``gates`` and ``bake``) is ``req``'s rollout (same release
     and policy)."""
     return (
-        tuple(sorted(gates)) == req.pause_after
+        tuple(sorted(gates)) == tuple(g + len(req.rings) for g in req.pause_after)
         and r.update_id == req.update_id
         and r.channel == req.channel
-        and r.waves == req.waves
+        and r.waves == (0,) * len(req.rings) + req.waves
+        and r.rings == req.rings
         and r.max_failure_ratio == req.max_failure_ratio
         and r.wave_timeout_s == req.wave_timeout_s
         and r.auto_rollback == req.auto_rollback
         and bake == req.bake
+        and r.selector == req.selector
     )

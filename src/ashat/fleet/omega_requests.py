@@ -98,6 +98,8 @@ class RolloutRequest:
     auto_rollback: bool = True
     pause_after: tuple[int, ...] = ()  # waves (0-based) after which it waits for resume
     bake: BakePolicy = NO_BAKE  # bake_s, prometheus, analysis (ashat/bake.py)
+    selector: str | None = None  # "to": the mainframes it is for (ashat/labels.py)
+    rings: tuple[str, ...] = ()  # selectors whose mainframes go first, a wave each, in order
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> RolloutRequest:
@@ -138,7 +140,39 @@ class RolloutRequest:
             auto_rollback=auto,
             pause_after=tuple(gates),
             bake=bake,
+            selector=_selector(body.get("to")),
+            rings=_rings(body.get("rings")),
         )
+
+
+def _selector(value: Any) -> str | None:
+    """``to``: a label selector, kept in its canonical spelling; None (or ``*``): all."""
+    from ashat.labels import LabelError, parse_selector
+
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequestInvalid("'to' must be a label selector, e.g. \"ring=pilot\"")
+    try:
+        selector = parse_selector(value)
+    except LabelError as e:
+        raise RequestInvalid(f"'to': {e}") from e
+    return None if selector.everyone else str(selector)
+
+
+MAX_RINGS = 10
+
+
+def _rings(value: Any) -> tuple[str, ...]:
+    """``rings``: up to ten selectors, each one wave before the percentage waves."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_RINGS:
+        raise RequestInvalid(f"'rings' must be a list of at most {MAX_RINGS} label selectors")
+    rings = [_selector(v) for v in value]
+    if any(r is None for r in rings) or len(set(rings)) != len(rings):
+        raise RequestInvalid("'rings' must be distinct selectors, none of them '*' (the rest)")
+    return tuple(str(r) for r in rings)
 
 
 @dataclass(frozen=True)

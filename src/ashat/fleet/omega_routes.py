@@ -47,6 +47,7 @@ from ashat.bake import ANALYSIS_EVERY_S
 from ashat.fleet.analysis import check_queries
 from ashat.fleet.blob_links import signed_url
 from ashat.fleet.directive import NONCE_RE
+from ashat.fleet.license import MAINFRAME_ID_RE
 from ashat.fleet.omega import Omega
 from ashat.fleet.omega_requests import (
     Report,
@@ -59,6 +60,7 @@ from ashat.fleet.windows import HOLDS
 from ashat.http.body import json_object
 from ashat.http.errors import RequestInvalid, Unauthenticated
 from ashat.ids import UPDATE_ID_RE
+from ashat.labels import VALUE_RE, LabelError, parse_assignments, parse_selector
 
 CONTROL_ACTIONS = ("pause", "resume", "abort", "retry")
 APP_STATES = ("none", "healthy", "unhealthy", "restarting", "crash_loop")
@@ -70,6 +72,31 @@ STOP_CHECK_S = 1.0  # a waiting poll notices the agent stopping within this
 MAX_WAIT_S = 60.0  # the longest poll the protocol allows
 MAX_SEQUENCE = 2**53
 MAX_ROOTS = 1000  # root versions in one request
+
+
+def _mainframe_id(request: Request) -> str:
+    mainframe_id = str(request.path_params["mainframe_id"])
+    if not MAINFRAME_ID_RE.fullmatch(mainframe_id):
+        raise RequestInvalid(f"{mainframe_id[:70]!r} is not a mainframe id")
+    return mainframe_id
+
+
+INVENTORY_KEYS = ("os", "arch", "python", "ashat", "free_disk")
+
+
+def _inventory(request: Request) -> dict[str, str]:
+    """What a mainframe reports of itself on a poll (``os``, ``arch``, ``python``,
+    ``ashat``, ``free_disk``), each a short word; older ones report nothing."""
+    out = {}
+    for key in INVENTORY_KEYS:
+        value = request.query_params.get(key)
+        if value is None:
+            continue
+        if not VALUE_RE.fullmatch(value):
+            raise RequestInvalid(f"{key!r} must be a short word, not {value[:40]!r}")
+        out[key] = value
+    return out
+
 
 LICENSE_PATHS = frozenset({"/v1/fleet/poll", "/v1/fleet/report"})
 
@@ -224,7 +251,41 @@ class OmegaRoutes:
         return JSONResponse(status, status_code=201)
 
     async def mainframes(self, request: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(self.omega.mainframes))
+        where = request.query_params.get("where") or None
+        try:
+            parse_selector(where)
+        except LabelError as e:
+            raise RequestInvalid(f"'where': {e}") from e
+        return JSONResponse(await run_in_threadpool(self.omega.mainframes, where))
+
+    async def label(self, request: Request) -> Response:
+        """``{"set": {KEY: VALUE}, "remove": [KEY]}``: the control side's labels."""
+        mainframe_id = _mainframe_id(request)
+        body = await json_object(request)
+        given, remove = body.get("set") or {}, body.get("remove") or []
+        if not isinstance(given, dict) or not isinstance(remove, list):
+            raise RequestInvalid("'set' must be an object of labels, 'remove' a list of keys")
+        items = [f"{k}={v}" for k, v in given.items()] + [f"{k}-" for k in remove]
+        if not all(isinstance(i, str) for i in [*given.values(), *remove]):
+            raise RequestInvalid("label values and keys to remove must be strings")
+        try:
+            labels, removed = parse_assignments(items)
+        except LabelError as e:
+            raise RequestInvalid(str(e)) from e
+        answer = await run_in_threadpool(self.omega.label, mainframe_id, labels, removed)
+        return JSONResponse(answer)
+
+    async def pin(self, request: Request) -> Response:
+        """``{"update_id": ID}`` holds the mainframe on that release; ``null`` releases it."""
+        mainframe_id = _mainframe_id(request)
+        body = await json_object(request)
+        pinned = body.get("update_id")
+        if pinned is not None and (
+            not isinstance(pinned, str) or not UPDATE_ID_RE.fullmatch(pinned)
+        ):
+            raise RequestInvalid("'update_id' must be an update id, or null to unpin")
+        answer = await run_in_threadpool(self.omega.pin, mainframe_id, pinned)
+        return JSONResponse(answer)
 
     async def revoke(self, request: Request) -> Response:
         revoked = license_id(await json_object(request))
@@ -303,8 +364,11 @@ class OmegaRoutes:
             raise RequestInvalid(f"'hold' must be one of {', '.join(HOLDS)}, not {hold[:40]!r}")
         app, restarts = self._app_query(request)
         roots = self._roots_for(request)
+        inventory = _inventory(request)
         lic = await run_in_threadpool(
-            partial(self.omega.admit, poll=True, app=(app, restarts), hold=hold),
+            partial(
+                self.omega.admit, poll=True, app=(app, restarts), hold=hold, inventory=inventory
+            ),
             token,
             current,
             sequence,
@@ -387,6 +451,8 @@ class OmegaRoutes:
             Route("/v1/fleet/rollouts/{rollout_id}/{action}", self.control, methods=["POST"]),
             Route("/v1/fleet/rollback", self.rollback, methods=["POST"]),
             Route("/v1/fleet/mainframes", self.mainframes, methods=["GET"]),
+            Route("/v1/fleet/mainframes/{mainframe_id}/labels", self.label, methods=["POST"]),
+            Route("/v1/fleet/mainframes/{mainframe_id}/pin", self.pin, methods=["POST"]),
             Route("/v1/fleet/revocations", self.revoke, methods=["POST"]),
             Route("/v1/fleet/revocations", self.revocations, methods=["GET"]),
             Route("/v1/fleet/poll", self.poll, methods=["GET"]),

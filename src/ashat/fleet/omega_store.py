@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ashat.bake import NO_BAKE, BakePolicy, Evaluation
@@ -46,6 +46,7 @@ class RegisteredMainframe:
     license_status: str
     app_status: str | None = None  # none, healthy, unhealthy, restarting, crash_loop
     app_restarts: int | None = None
+    facts: dict[str, Any] = field(default_factory=dict)  # license labels, inventory (a poll's)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class Spec:
     parent_rollout_id: str | None = None
     pause_after: tuple[int, ...] = ()  # waves after which it waits for an operator
     bake: BakePolicy = NO_BAKE  # bake time and analysis after each wave (install only)
+    selector: str | None = None  # the mainframes it is for (ashat/labels.py); None: all
+    rings: tuple[str, ...] = ()  # selectors of its leading waves, one each, in order
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,12 +107,13 @@ Row = Mapping[str, Any]
 
 MAINFRAME_COLUMNS = (
     "mainframe_id", "license_id", "customer", "channels", "expires_at", "current", "sequence",
-    "last_seen", "license_status", "app_status", "app_restarts",
+    "last_seen", "license_status", "app_status", "app_restarts", "facts",
 )  # fmt: skip
 ROLLOUT_COLUMNS = (
     "rollout_id", "kind", "update_id", "from_update_id", "channel", "waves",
     "max_failure_ratio", "wave_timeout_s", "auto_rollback", "state", "reason", "current_wave",
     "wave_started_at", "rollback_rollout_id", "parent_rollout_id", "created_at", "finished_at",
+    "selector", "rings",
 )  # fmt: skip
 TARGET_COLUMNS = ("mainframe_id", "wave", "status", "reason")
 INSERT_CHUNK = 200  # rows per multi-row INSERT
@@ -132,6 +136,7 @@ def _mainframe(r: Row) -> RegisteredMainframe:
         license_status=r["license_status"],
         app_status=r["app_status"],
         app_restarts=r["app_restarts"],
+        facts=json.loads(r["facts"]) if r["facts"] else {},
     )
 
 
@@ -154,6 +159,8 @@ def _rollout(r: Row) -> Rollout:
         parent_rollout_id=r["parent_rollout_id"],
         created_at=r["created_at"],
         finished_at=r["finished_at"],
+        selector=r["selector"],
+        rings=tuple(json.loads(r["rings"])) if r["rings"] else (),
     )
 
 
@@ -235,15 +242,17 @@ class FleetStore:
         app: tuple[str | None, int | None] = (None, None),
         hold: str | None = None,
         now: float | None = None,
+        facts: Mapping[str, Any] | None = None,
     ) -> None:
         """Insert or refresh a mainframe from a poll with a readable license (``app``: what
         it said of its app, kept when it says nothing; ``hold``: why it may not switch now,
-        fleet/windows.py)."""
+        fleet/windows.py; ``facts``: its license's labels and its inventory, kept when it
+        says nothing)."""
         self._run(
             "INSERT INTO mainframes (mainframe_id, license_id, customer, channels, expires_at,"
             " current, sequence, last_seen, license_status, app_status, app_restarts, hold,"
-            " hold_released_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULL)"
+            " facts, hold_released_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)"
             " ON CONFLICT (mainframe_id) DO UPDATE SET license_id=excluded.license_id,"
             " customer=excluded.customer, channels=excluded.channels,"
             " expires_at=excluded.expires_at, current=excluded.current,"
@@ -253,7 +262,7 @@ class FleetStore:
             " app_restarts=COALESCE(excluded.app_restarts, mainframes.app_restarts),"
             " hold_released_at=CASE WHEN excluded.hold IS NULL AND mainframes.hold IS NOT NULL"
             " THEN ? ELSE mainframes.hold_released_at END,"
-            " hold=excluded.hold",
+            " hold=excluded.hold, facts=COALESCE(excluded.facts, mainframes.facts)",
             (
                 lic.mainframe_id,
                 lic.license_id,
@@ -266,9 +275,54 @@ class FleetStore:
                 status,
                 *app,
                 hold,
+                json.dumps(dict(facts), sort_keys=True) if facts is not None else None,
                 now,
             ),
         )
+
+    # -- labels and pins (ashat/labels.py) ---------------------------------------------------
+
+    def set_labels(
+        self, mainframe_id: str, labels: Mapping[str, str], remove: Iterable[str]
+    ) -> None:
+        with self.transaction():
+            for key in remove:
+                self._run(
+                    "DELETE FROM mainframe_labels WHERE mainframe_id=? AND label=?",
+                    (mainframe_id, key),
+                )
+            for key, value in labels.items():
+                self._run(
+                    "INSERT INTO mainframe_labels (mainframe_id, label, value) VALUES (?,?,?)"
+                    " ON CONFLICT (mainframe_id, label) DO UPDATE SET value=excluded.value",
+                    (mainframe_id, key, value),
+                )
+
+    def labels(self) -> dict[str, dict[str, str]]:
+        """The labels set on OMEGA: mainframe id -> key -> value."""
+        out: dict[str, dict[str, str]] = {}
+        for mid, key, value in self.db.query(
+            "SELECT mainframe_id, label, value FROM mainframe_labels ORDER BY mainframe_id, label"
+        ):
+            out.setdefault(str(mid), {})[str(key)] = str(value)
+        return out
+
+    def pin(self, mainframe_id: str, update_id: str | None, at: str) -> None:
+        """Hold ``mainframe_id`` on ``update_id`` (None: unpin)."""
+        if update_id is None:
+            self._run("DELETE FROM mainframe_pins WHERE mainframe_id=?", (mainframe_id,))
+            return
+        self._run(
+            "INSERT INTO mainframe_pins (mainframe_id, update_id, pinned_at) VALUES (?,?,?)"
+            " ON CONFLICT (mainframe_id) DO UPDATE SET update_id=excluded.update_id,"
+            " pinned_at=excluded.pinned_at",
+            (mainframe_id, update_id, at),
+        )
+
+    def pins(self) -> dict[str, str]:
+        """Mainframe id -> the release it is pinned to."""
+        rows = self.db.query("SELECT mainframe_id, update_id FROM mainframe_pins")
+        return {str(mid): str(update_id) for mid, update_id in rows}
 
     def held_pending(
         self,
@@ -433,7 +487,7 @@ class FleetStore:
         with self.transaction():
             self._run(
                 f"INSERT INTO rollouts ({_select(ROLLOUT_COLUMNS)})"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     r.rollout_id,
                     r.kind.value,
@@ -452,6 +506,8 @@ class FleetStore:
                     r.parent_rollout_id,
                     r.created_at,
                     r.finished_at,
+                    r.selector,
+                    json.dumps(list(r.rings)) if r.rings else None,
                 ),
             )
             self._insert_many(
@@ -472,6 +528,51 @@ class FleetStore:
                 f"{_ROLLOUTS} WHERE state=? ORDER BY n", (state.value,), ROLLOUT_COLUMNS
             )
         return [_rollout(r) for r in rows]
+
+    def rollouts_on(self, channels: Collection[str], limit: int = 200) -> list[Rollout]:
+        """The newest ``limit`` rollouts on any of ``channels``, newest first."""
+        if not channels:
+            return []
+        marks = ",".join("?" * len(channels))
+        rows = self._all(
+            f"{_ROLLOUTS} WHERE channel IN ({marks}) ORDER BY n DESC LIMIT ?",
+            (*sorted(channels), limit),
+            ROLLOUT_COLUMNS,
+        )
+        return [_rollout(r) for r in rows]
+
+    def labels_of(self, mainframe_id: str) -> dict[str, str]:
+        """The labels set on OMEGA for one mainframe."""
+        rows = self.db.query(
+            "SELECT label, value FROM mainframe_labels WHERE mainframe_id=?", (mainframe_id,)
+        )
+        return {str(k): str(v) for k, v in rows}
+
+    def pinned_to(self, mainframe_id: str) -> str | None:
+        value = self._scalar(
+            "SELECT update_id FROM mainframe_pins WHERE mainframe_id=?", (mainframe_id,)
+        )
+        return None if value is None else str(value)
+
+    def drop_unfinished_targets(self, mainframe_id: str, keep_update_id: str) -> list[str]:
+        """Take ``mainframe_id`` out of the running rollouts of other releases than
+        ``keep_update_id`` that still wait for it (a pin); the rollouts it left."""
+        rows = self.db.query(
+            "SELECT r.rollout_id FROM rollouts r JOIN rollout_targets t"
+            " ON t.rollout_id = r.rollout_id WHERE t.mainframe_id=? AND r.state=?"
+            " AND r.update_id<>? AND t.status IN (?,?)",
+            (
+                mainframe_id, RolloutState.RUNNING.value, keep_update_id,
+                TargetStatus.WAITING.value, TargetStatus.PENDING.value,
+            ),
+        )  # fmt: skip
+        left = [str(r[0]) for r in rows]
+        for rollout_id in left:
+            self._run(
+                "DELETE FROM rollout_targets WHERE rollout_id=? AND mainframe_id=?",
+                (rollout_id, mainframe_id),
+            )
+        return left
 
     def recent_rollouts(self, finished: int) -> list[Rollout]:
         """The running rollouts and the ``finished`` newest of the others, oldest first."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ashat.errors import OperationFailed
+from ashat.errors import InvalidInput, OperationFailed
 from ashat.faults import crash_point
 from ashat.ops.project import Project, client_for
 
@@ -307,6 +307,19 @@ def _next_region(
     return dep
 
 
+def _check_selector(omega_server: Server, selector: str) -> None:
+    """``--to``: a selector matching none of OMEGA's mainframes is refused before the
+    approval is recorded (OMEGA refuses it too, counting only the licensed ones)."""
+    with client_for(omega_server, timeout_s=10) as omega:
+        if omega.mainframes(selector):
+            return
+        known = len(omega.mainframes())
+    raise InvalidInput(
+        f"--to {selector!r} matches none of the {known} mainframes {omega_server.name} knows "
+        "(ashat fleet list --labels shows theirs); nothing was recorded"
+    )
+
+
 def run_approve(
     project: Project,
     update_id: str,
@@ -317,6 +330,7 @@ def run_approve(
     hooks: ApproveHooks | None = None,
     signer: tuple[Signer, str] | None = None,
     statement: dict[str, Any] | None = None,
+    to: str | None = None,
 ) -> ApproveOutcome:
     """Approve ``update_id`` as ``actor``; see the module docstring.
 
@@ -326,10 +340,12 @@ def run_approve(
     key, and ``actor``, when given, must be that name.
 
     A deployment already approved or releasing is released (resuming); one distributing is
-    only followed. With ``wait``, follows the rollout until it ends (bounded by the waves'
-    timeouts). Raises InvalidInput (bad policy, a tier not configured, no key given),
-    PolicyRefused, TrustRefused, TransitionRefused, OperationFailed (manifest missing) or a
-    transport error.
+    only followed. ``to`` (``deploy approve --to``), a label selector, releases it to
+    those mainframes only; it is kept with the deployment for the approval that completes
+    the policy, and replaces ``[distribution] to``. With ``wait``, follows the rollout
+    until it ends (bounded by the waves' timeouts). Raises InvalidInput (bad policy, a
+    tier not configured, no key given), PolicyRefused, TrustRefused, TransitionRefused,
+    OperationFailed (manifest missing) or a transport error.
     """
     from ashat.errors import InvalidInput, Refused
     from ashat.ids import validate_update_id
@@ -343,7 +359,7 @@ def run_approve(
     validate_update_id(update_id)
     config = project.config()
     policy = ApprovalPolicy.parse(config.table("approval"))
-    distribution = DistributionPolicy.parse(config.table("distribution"))
+    distribution = DistributionPolicy.parse(config.table("distribution")).targeted(to)
     if distribution.bake.queries:
         from ashat.fleet.analysis import check_queries
 
@@ -392,11 +408,17 @@ def run_approve(
             comment = statement["signed"].get("comment")
     wf = project.workflow(signed_by or actor)
     dep = wf.store.require(update_id)
+    if to is not None and dep.state in (State.VERIFIED, State.APPROVED):
+        wf.store.update_details(update_id, {"to": distribution.to}, wf.now())
+    elif dep.details.get("to") is not None:  # given by an earlier approver
+        distribution = distribution.targeted(str(dep.details["to"]))
     if dep.state in (State.VERIFIED, State.APPROVED, State.RELEASING):
         # Check everything the release needs before an approval is recorded.
         omega_server = first_omega(project, distribution)
         public_server = project.require_server("public")
         manifest_bytes, digests = load_signed_manifest(project, update_id)
+        if to is not None and distribution.to is not None:
+            _check_selector(omega_server, distribution.to)
     outcome = ApproveOutcome(dep, wf.actor, policy.required, {"update_id": update_id})
     header_done = False
 

@@ -49,6 +49,7 @@ def issue_license(
     key_path: Path,
     out: Path,
     region: str | None = None,
+    labels: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Sign a license, write the token to ``out`` (0600) and record it; return the record.
 
@@ -64,7 +65,17 @@ def issue_license(
     key = load_private_key(key_path)
     if out.exists():
         raise InvalidInput(f"{out} exists; refusing to overwrite a license file")
-    token, lic = issue(key, mainframe_id, customer, when, channels, now=now, region=region)
+    from ashat.labels import LabelError, parse_assignments
+
+    try:
+        given, removed = parse_assignments(labels)
+    except LabelError as e:
+        raise InvalidInput(f"--label: {e}") from e
+    if removed:
+        raise InvalidInput(f"--label {removed[0]}-: a license sets labels (KEY=VALUE)")
+    token, lic = issue(
+        key, mainframe_id, customer, when, channels, now=now, region=region, labels=given
+    )
     record = {**lic.to_json(), "file": str(out.resolve())}
     write_private(out, token.encode("ascii") + b"\n")
     try:

@@ -72,6 +72,7 @@ class Operations(Protocol):
         wait: bool,
         hooks: ApproveHooks,
         signer: tuple[Signer, str] | None = None,
+        to: str | None = None,
     ) -> ApproveOutcome: ...
     def cancel(self, update_id: str, reason: str | None) -> CancelOutcome: ...
     def control_rollout(
@@ -164,12 +165,13 @@ class LocalOperations:
         wait: bool,
         hooks: ApproveHooks,
         signer: tuple[Signer, str] | None = None,
+        to: str | None = None,
     ) -> ApproveOutcome:
         from ashat.ops.approve import run_approve
 
         return run_approve(
             self.project, update_id, actor=as_user or self.actor, comment=comment, wait=wait,
-            hooks=hooks, signer=signer,
+            hooks=hooks, signer=signer, to=to,
         )  # fmt: skip
 
     def cancel(self, update_id: str, reason: str | None) -> CancelOutcome:

@@ -219,6 +219,7 @@ class RemoteOperations:
         wait: bool,
         hooks: ApproveHooks,
         signer: tuple[Signer, str] | None = None,
+        to: str | None = None,
     ) -> ApproveOutcome:
         """Approve as the token's user; then follow the rollout by asking the server.
 
@@ -236,6 +237,8 @@ class RemoteOperations:
         body: dict[str, Any] = {"wait": False}
         if comment:
             body["comment"] = comment
+        if to is not None:
+            body["to"] = to
         if signer is not None:
             body["statement"] = self._signed_approval(update_id, signer, comment)
         data = self.c.call("POST", path, body)

@@ -244,10 +244,23 @@ class AgentClient:
         body = {"from": from_id, "to": to_id, "reason": reason}
         return self._rollout("POST", "/v1/fleet/rollback", body)
 
-    def mainframes(self) -> list[dict[str, Any]]:
-        """OMEGA's registry of Licensed Mainframes."""
-        rows = self.request("GET", "/v1/fleet/mainframes").get("mainframes")
+    def mainframes(self, where: str | None = None) -> list[dict[str, Any]]:
+        """OMEGA's registry of Licensed Mainframes (those ``where`` selects)."""
+        path = "/v1/fleet/mainframes"
+        if where:
+            from urllib.parse import urlencode
+
+            path += "?" + urlencode({"where": where})
+        rows = self.request("GET", path).get("mainframes")
         return [m for m in rows if isinstance(m, dict)] if isinstance(rows, list) else []
+
+    def label(self, mainframe_id: str, labels: dict[str, str], remove: list[str]) -> dict[str, Any]:
+        body = {"set": labels, "remove": remove}
+        return self.request("POST", f"/v1/fleet/mainframes/{mainframe_id}/labels", json_body=body)
+
+    def pin(self, mainframe_id: str, update_id: str | None) -> dict[str, Any]:
+        body = {"update_id": update_id}
+        return self.request("POST", f"/v1/fleet/mainframes/{mainframe_id}/pin", json_body=body)
 
     def revoke_license(self, license_id: str) -> dict[str, Any]:
         return self.request("POST", "/v1/fleet/revocations", json_body={"license_id": license_id})

@@ -62,6 +62,8 @@ class DistributionPolicy:
     pause_after: tuple[int, ...] = ()  # waves (0-based) after which the rollout waits
     bake: BakePolicy = NO_BAKE  # bake time and metric analysis after each wave
     regions: tuple[str, ...] = ()  # OMEGAs released to in turn; () = the one OMEGA
+    to: str | None = None  # a label selector: only those mainframes (ashat/labels.py)
+    rings: tuple[str, ...] = ()  # selectors whose mainframes go first, a wave each
 
     @classmethod
     def parse(cls, table: dict[str, Any]) -> DistributionPolicy:
@@ -100,10 +102,25 @@ class DistributionPolicy:
                 '[distribution].regions must be distinct region names, e.g. ["eu", "us"] (each '
                 f"configured: deploy configure omega URL NAME --region R), not {regions!r}"
             )
+        to = table.get("to")
+        rings = table.get("rings", [])
+        if to is not None and not isinstance(to, str):
+            raise InvalidInput('[distribution].to must be a label selector, e.g. "ring=pilot"')
+        if not isinstance(rings, list) or not all(isinstance(r, str) for r in rings):
+            raise InvalidInput(
+                '[distribution].rings must be a list of label selectors, e.g. ["ring=pilot"]'
+            )
         return cls(
             tuple(waves), float(ratio), float(timeout), auto, channel, gates, bake,
-            tuple(regions),
+            tuple(regions), selector_text(to, "[distribution].to"),
+            rings_of(rings, "[distribution].rings"),
         )  # fmt: skip
+
+    def targeted(self, to: str | None) -> DistributionPolicy:
+        """This policy for the mainframes ``to`` selects (``deploy approve --to``)."""
+        from dataclasses import replace
+
+        return replace(self, to=selector_text(to, "--to")) if to is not None else self
 
     def to_json(self) -> dict[str, Any]:
         """What OMEGA's rollout takes (the regions are the control side's to walk)."""
@@ -115,10 +132,37 @@ class DistributionPolicy:
             "auto_rollback": self.auto_rollback,
             "channel": self.channel,
             **(self.bake.to_json() if self.bake.active else {}),
+            **({"to": self.to} if self.to else {}),
+            **({"rings": list(self.rings)} if self.rings else {}),
         }
 
 
 PAUSE = "pause"
+
+
+def selector_text(text: str | None, where: str) -> str | None:
+    """A label selector in its canonical spelling (None for every mainframe); raises
+    :class:`InvalidInput` naming ``where`` and the term at fault."""
+    from ashat.labels import LabelError, parse_selector
+
+    if text is None:
+        return None
+    try:
+        selector = parse_selector(text)
+    except LabelError as e:
+        raise InvalidInput(f"{where}: {e}") from e
+    return None if selector.everyone else str(selector)
+
+
+def rings_of(rings: list[str], where: str) -> tuple[str, ...]:
+    """``[distribution] rings``: distinct selectors, none of them every mainframe."""
+    out = tuple(selector_text(r, where) or "" for r in rings)
+    if "" in out or len(set(out)) != len(out) or len(out) > 10:
+        raise InvalidInput(
+            f"{where} must be at most 10 distinct label selectors, none of them '*' (the "
+            "percentage waves take the rest)"
+        )
+    return out
 
 
 def split_gates(waves: Any) -> tuple[Any, tuple[int, ...]]:

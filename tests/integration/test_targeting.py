@@ -1,0 +1,121 @@
+"""Issue 19: the fleet as desired state, by label — selectors (``deploy approve --to``),
+rings, pins, two releases on two groups (A/B), and what each mainframe should run, with
+real OMEGA and mainframe processes on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from support import ashat, deploy, wait_for
+
+WAVES = """[distribution]
+waves = [100]
+max_failure_ratio = 0.0
+wave_timeout_s = 60
+auto_rollback = false
+"""
+
+
+def fleet_list(*args: str) -> dict[str, dict[str, Any]]:
+    res = ashat("fleet", "list", "--json", *args)
+    assert res.exit_code == 0, res.output
+    return {m["mainframe_id"]: m for m in json.loads(res.stdout)["mainframes"]}
+
+
+def label(mainframe_id: str, *items: str) -> None:
+    res = ashat("fleet", "label", mainframe_id, *items)
+    assert res.exit_code == 0, res.output
+
+
+def test_selectors_rings_and_pins_decide_who_gets_what(hello_fleet: Any) -> None:
+    fleet = hello_fleet(n=3, distribution=WAVES)
+    mf = {m.mainframe_id: m for m in fleet.mainframes}
+    currents = lambda: {k: m.current() for k, m in mf.items()}  # noqa: E731
+    wait_for(lambda: all(m.get("inventory") for m in fleet_list().values()), 20, "inventory")
+    listed = fleet_list("--labels")
+    assert listed["mf-0"]["labels"]["os"] == "linux"
+    assert listed["mf-0"]["labels"]["channel"] == "stable"
+    assert int(listed["mf-0"]["inventory"]["free_disk"]) > 0
+
+    label("mf-0", "ring=pilot", "site=berlin")
+    assert set(fleet_list("--where", "ring=pilot")) == {"mf-0"}
+    assert set(fleet_list("--where", "ring!=pilot")) == {"mf-1", "mf-2"}
+    assert set(fleet_list("--where", "site in (berlin,paris),os=linux")) == {"mf-0"}
+
+    # A selector matching nobody is refused before anything is recorded.
+    fleet.ship("hello-001", "1.0.1")
+    res = deploy("approve", "hello-001", "--as", "bob", "--to", "ring=nobody")
+    assert res.exit_code == 2, res.output
+    assert "matches none of the 3 mainframes" in res.output
+    assert deploy("status", "hello-001", "--json").stdout.count('"verified"') >= 1
+
+    # --to: the pilot only; the others should run nothing yet, and say why.
+    res = deploy("approve", "hello-001", "--as", "bob", "--to", "ring=pilot")
+    assert res.exit_code == 0, res.output
+    wait_for(lambda: currents()["mf-0"] == "hello-001", 30, "the pilot")
+    listed = fleet_list()
+    assert listed["mf-0"]["desired"] == "hello-001"
+    assert "to ring=pilot" in listed["mf-0"]["rule"]
+    assert listed["mf-1"]["desired"] is None and listed["mf-1"]["rule"] == "no rollout for it"
+    assert currents() == {"mf-0": "hello-001", "mf-1": None, "mf-2": None}
+
+    # Rings: the pilot is the first wave, the rest the next; a pinned machine is left out.
+    toml = fleet.root / "ashat.toml"
+    toml.write_text(toml.read_text() + 'rings = ["ring=pilot"]\n')
+    res = ashat("fleet", "pin", "mf-2", "hello-001")
+    assert res.exit_code == 0, res.output
+    fleet.ship("hello-002", "1.0.2")
+    res = deploy("approve", "hello-002", "--as", "bob", "--json")
+    assert res.exit_code == 0, res.output
+    waves = json.loads(res.stdout)["rollout_status"]["waves"]
+    assert [(w.get("ring"), w["size"]) for w in waves] == [("ring=pilot", 1), (None, 1)]
+    wait_for(lambda: currents() == {"mf-0": "hello-002", "mf-1": "hello-002", "mf-2": "hello-001"},
+             30, "the rings, the pinned one on its pin")  # fmt: skip
+    listed = fleet_list()
+    assert listed["mf-2"]["desired"] == "hello-001" and "pinned" in listed["mf-2"]["rule"]
+    assert listed["mf-2"]["pinned"] == "hello-001"
+
+    # Unpinned, it converges on its next poll.
+    assert ashat("fleet", "unpin", "mf-2").exit_code == 0
+    wait_for(lambda: currents()["mf-2"] == "hello-002", 30, "mf-2 unpinned")
+    from ashat.ops.project import Project
+
+    kinds = {e.kind for e in Project.find().reader().store.events()}
+    assert {"fleet.labelled", "fleet.pinned", "fleet.unpinned"} <= kinds
+
+
+def test_two_releases_live_on_two_groups_and_a_late_joiner_follows_its_group(
+    hello_fleet: Any, mainframe_factory: Any
+) -> None:
+    """A/B: two releases rolled out to two label groups both stay live; a mainframe that
+    joins later, its license labelled group=a, gets group a's release, not the newest."""
+    from ashat.fleet.license import issue
+
+    fleet = hello_fleet(n=2, distribution=WAVES)
+    label("mf-0", "group=a")
+    label("mf-1", "group=b")
+    fleet.ship("hello-001", "1.0.1")
+    res = deploy("approve", "hello-001", "--as", "bob", "--to", "group=a")
+    assert res.exit_code == 0, res.output
+    fleet.ship("hello-002", "2.0.0")
+    res = deploy("approve", "hello-002", "--as", "bob", "--to", "group=b")
+    assert res.exit_code == 0, res.output
+    wait_for(
+        lambda: [m.current() for m in fleet.mainframes] == ["hello-001", "hello-002"], 30, "A/B"
+    )
+    with fleet.omega.client() as omega:
+        rollouts = {r["update_id"]: r for r in map(dict, omega.rollouts_of("hello-001"))}
+    assert rollouts["hello-001"]["state"] == "completed"  # not superseded by group b's
+
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    token, _ = issue(fleet.omega.license_key, "mf-9", "ACME", expires, labels={"group": "a"})
+    late = mainframe_factory(
+        omega=fleet.omega.url, license_token=token, mainframe_id="mf-9",
+        trust=fleet.public.pub_path, trust_omega=fleet.omega.omega_pub_path, poll_wait=1,
+    )  # fmt: skip
+    wait_for(lambda: late.current() == "hello-001", 30, "the late joiner of group a")
+    listed = fleet_list("--where", "group=a")
+    assert set(listed) == {"mf-0", "mf-9"}
+    assert {m["desired"] for m in listed.values()} == {"hello-001"}
