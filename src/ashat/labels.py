@@ -17,6 +17,7 @@ except through ``!=``, ``notin`` and ``!``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -150,8 +151,10 @@ def _terms(text: str) -> list[str]:
     return [*terms, text[start:]]
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_selector(text: str | None) -> Selector:
-    """A selector from its text; raises :class:`LabelError` naming the term at fault."""
+    """A selector from its text; raises :class:`LabelError` naming the term at fault.
+    (Cached: OMEGA matches the same few selectors on every poll.)"""
     if text is None or text.strip() in ("", ALL):
         return Selector()
     if len(text) > MAX_SELECTOR_CHARS:

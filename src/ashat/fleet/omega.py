@@ -65,6 +65,8 @@ from ashat.trust.held import held_root
 
 log = logging.getLogger("ashat.omega")
 MAX_DELTAS = 256  # manifest deltas kept, by (base, new): a wave asks the same ones
+MAX_REMEMBERED = 200_000  # mainframes whose last facts are remembered here
+FACTS_REWRITE_S = 600.0  # unchanged facts are written again after this long
 
 DIRECTIVE_KIND = "directive"
 DIRECTIVE_TTL_S = 300  # a directive is refused by mainframes after this many seconds
@@ -122,6 +124,9 @@ class Omega:
         self._approved_blobs: set[str] = set()  # known approved: approvals are never undone
         self._revoked: set[str] = set()
         self._serving: str | None = None  # the channel of the newest rollout
+        # what each mainframe's last poll here said of itself (its facts are written to the
+        # store only when they change) and its inventory, for its labels
+        self._facts_seen: dict[str, tuple[dict[str, Any], float]] = {}
         self._resume_rollouts()
         self._seen = self.refresh()  # the running rollouts and their current waves
         agent.metrics.registry.register(FleetCollector(self))
@@ -223,7 +228,17 @@ class Omega:
                 "region": lic.region,
                 "inventory": dict(inventory or {}),
             }
-            self.store.register(lic, current, sequence, iso(now), "ok", app, hold, now, facts)
+            seen = self._facts_seen.get(lic.mainframe_id)
+            # written when they change, and now and then (another replica may have written
+            # others meanwhile): a poll's facts are otherwise what the store has already
+            fresh = seen is not None and seen[0] == facts and now - seen[1] < FACTS_REWRITE_S
+            if not fresh:
+                if len(self._facts_seen) > MAX_REMEMBERED:
+                    self._facts_seen.clear()
+                self._facts_seen[lic.mainframe_id] = (facts, now)
+            self.store.register(
+                lic, current, sequence, iso(now), "ok", app, hold, now, None if fresh else facts
+            )
         return lic
 
     def app_seen(
@@ -407,8 +422,11 @@ class Omega:
         (nothing), the rollout whose release it gets now, or (rollout, its target row or
         None) when it must join, or be offered the release again, first."""
         mainframe_id = lic.mainframe_id
-        pin = self.store.pinned_to(mainframe_id)
-        r = self._pinned_rollout(lic, pin) if pin is not None else self._converging_to(lic)
+        pin, set_labels = self.store.rules_for(mainframe_id)
+        if pin is not None:
+            r = self._pinned_rollout(lic, pin)
+        else:
+            r = self._converging_to(lic, set_labels)
         if r is None or current == r.update_id or r.channel not in lic.channels:
             return None
         if r.state is RolloutState.RUNNING and self.store.paused(r.rollout_id):
@@ -431,7 +449,9 @@ class Omega:
             return False
         return mf.sequence >= approved[0].sequence
 
-    def _converging_to(self, lic: License | None = None) -> Rollout | None:
+    def _converging_to(
+        self, lic: License | None = None, set_labels: Mapping[str, str] | None = None
+    ) -> Rollout | None:
         """The install rollout whose release the fleet runs or is going to: the newest
         rollout if it is an install, running or completed; after a completed rollback, the
         completed install of the release it went back to. For one mainframe (``lic``):
@@ -443,12 +463,13 @@ class Omega:
         else:  # the newest rollout on its channels is almost always for it: one row
             rollouts = self.store.rollouts_on(lic.channels, limit=1)
             if rollouts and rollouts[0].selector is not None:
-                labels = self._labels(lic.mainframe_id)
-                rollouts = [
-                    r
-                    for r in self.store.rollouts_on(lic.channels)
-                    if r.selector is None or parse_selector(r.selector).matches(labels)
-                ]
+                labels = self._labels(lic, set_labels or {})
+                if not parse_selector(rollouts[0].selector).matches(labels):
+                    rollouts = [
+                        r
+                        for r in self.store.rollouts_on(lic.channels)
+                        if r.selector is None or parse_selector(r.selector).matches(labels)
+                    ]
         if not rollouts:
             return None
         r = rollouts[0]
@@ -473,9 +494,16 @@ class Omega:
                 return r
         return None
 
-    def _labels(self, mainframe_id: str) -> dict[str, frozenset[str]]:
-        mf = self.store.mainframe(mainframe_id)
-        return _labels_of(mf, self.store.labels_of(mainframe_id)) if mf else {}
+    def _labels(self, lic: License, set_labels: Mapping[str, str]) -> dict[str, frozenset[str]]:
+        """A polling mainframe's labels: from its license, the labels set on OMEGA, and the
+        inventory its poll reported here (else the one its last poll left in the store)."""
+        seen = self._facts_seen.get(lic.mainframe_id)
+        if seen is not None:
+            facts = seen[0]
+        else:
+            mf = self.store.mainframe(lic.mainframe_id)
+            facts = mf.facts if mf else {}
+        return _labels_of(_as_registered(lic, facts), set_labels)
 
     def report(self, lic: License, report: Report) -> set[str]:
         """Record a mainframe's ``installed``/``failed``; the mainframes woken.
@@ -920,6 +948,15 @@ def _labels_of(mf: RegisteredMainframe, set_labels: Mapping[str, str]) -> dict[s
     if mf.facts.get("region"):
         facts["region"] = str(mf.facts["region"])
     return labels_of(facts, mf.facts.get("license_labels") or {}, set_labels)
+
+
+def _as_registered(lic: License, facts: dict[str, Any]) -> RegisteredMainframe:
+    """A polling mainframe as the registry would show it, for its labels."""
+    return RegisteredMainframe(
+        mainframe_id=lic.mainframe_id, license_id=lic.license_id, customer=lic.customer,
+        channels=lic.channels, expires_at=lic.expires_at, current=None, sequence=None,
+        last_seen="", license_status="ok", facts=facts,
+    )  # fmt: skip
 
 
 class Desired:

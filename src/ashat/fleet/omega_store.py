@@ -548,11 +548,20 @@ class FleetStore:
         )
         return {str(k): str(v) for k, v in rows}
 
-    def pinned_to(self, mainframe_id: str) -> str | None:
-        value = self._scalar(
-            "SELECT update_id FROM mainframe_pins WHERE mainframe_id=?", (mainframe_id,)
+    def rules_for(self, mainframe_id: str) -> tuple[str | None, dict[str, str]]:
+        """A mainframe's pin (or None) and the labels set on OMEGA for it: one query."""
+        rows = self.db.query(
+            "SELECT 'pin', update_id, NULL FROM mainframe_pins WHERE mainframe_id=?"
+            " UNION ALL SELECT 'label', label, value FROM mainframe_labels WHERE mainframe_id=?",
+            (mainframe_id, mainframe_id),
         )
-        return None if value is None else str(value)
+        pin, labels = None, {}
+        for kind, key, value in rows:
+            if kind == "pin":
+                pin = str(key)
+            else:
+                labels[str(key)] = str(value)
+        return pin, labels
 
     def drop_unfinished_targets(self, mainframe_id: str, keep_update_id: str) -> list[str]:
         """Take ``mainframe_id`` out of the running rollouts of other releases than
