@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -55,6 +56,7 @@ from ashat.bundle.keys import generate_keypair, load_private_key
 from ashat.transport.client import AgentClient, BlobRef
 from support import (
     HELLO_SERVICE,
+    REPO,
     ashat,
     configure,
     deploy,
@@ -1129,3 +1131,70 @@ def ssh_agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None
     finally:
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(env["SSH_AGENT_PID"]), signal.SIGTERM)
+
+
+# -- Prometheus (Debian's package; .ci/run installs it) -------------------------------------
+
+PROMETHEUS_DIR = REPO / "contrib" / "prometheus"
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (apt-get install prometheus; .ci/run does it)")
+    return found
+
+
+def config_for(tmp: Path, jobs: dict[str, list[str]]) -> Path:
+    """contrib's prometheus.yml with these targets (host:port), scraping every second."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    data = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    data["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    for job in data["scrape_configs"]:
+        targets = jobs[job["job_name"]]
+        if "file_sd_configs" in job:
+            (tmp / "mainframes.json").write_text(json.dumps([{"targets": targets}]))
+            job["file_sd_configs"][0]["refresh_interval"] = "1s"
+        else:
+            job["static_configs"] = [{"targets": targets}]
+    shutil.copy(PROMETHEUS_DIR / "ashat-rules.yml", tmp / "ashat-rules.yml")
+    path = tmp / "prometheus.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Any]:
+    """``start(config)`` runs Debian's Prometheus with ``config`` (see :func:`config_for`)
+    and returns its URL once ready; skips, saying why, where it is not installed."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(config: Path) -> str:
+        binary = tool("prometheus")
+        from ashat.demo import free_port
+
+        port = free_port()
+        argv = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        with (tmp_path / "prometheus.log").open("wb") as log:
+            procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, 30, "Prometheus to be ready")
+        return url
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(10)

@@ -15,6 +15,10 @@ The markdown is the source of truth; this file only knows how to read it:
   signing with its key, started when a command first names ``http://ctl.example:8800``);
   ``regions=eu,us`` (an OMEGA per region, ``http://omega-eu.example:8700`` ..., each
   configured with ``--region`` and with its own mainframe ``mf-eu`` ...);
+  ``prometheus=yes`` (Debian's Prometheus scraping the servers every second, called
+  ``http://prometheus.example:9090``; skipped where it is not installed);
+  ``night_window=mf-3`` (mf-3 switches only in a window twelve hours away, closed while
+  the scenario runs);
   ``trust=yes`` (a chain of trust: OMEGA's and PUBLIC's verifier keys are made first in
   ``../keys/``, the servers start before the first ``deploy`` command rather than the
   first command, PUBLIC with ``--verifier-key ../keys/verifier.key``, OMEGA and the
@@ -26,7 +30,7 @@ The markdown is the source of truth; this file only knows how to read it:
   must appear, in order, in what it printed (stdout and stderr); a number in the book
   matches any number and ``…`` matches anything.
 - ```` ```toml scenario=NAME ```` blocks replace the tables they name in ashat.toml, at that
-  point of the scenario.
+  point of the scenario (the servers' book URLs replaced by the real ones).
 - ``ashat agent --role mainframe ...`` commands start a mainframe through the
   ``mainframe_factory`` fixture (with that command's ``--license`` and keys).
 
@@ -54,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import ashat
@@ -215,6 +220,7 @@ class Runner:
         self.state = base / "shell.state"
         self.bin = base / "bin"
         self.db: str | None = None
+        self.prometheus: Any = None  # the fixture's start(config): prometheus=yes
 
     # setup ------------------------------------------------------------------------------
 
@@ -313,6 +319,33 @@ class Runner:
                 handles.append(self._mainframe(f"mf-{i}", token, trust[0]))
             self.mainframes.ready(*handles)
             self._registered(n)
+            if self.s.setup.get("prometheus") == "yes":
+                self.start_prometheus(handles)
+
+    def start_prometheus(self, mainframes: list[Any]) -> None:
+        """``prometheus=yes``: Debian's Prometheus scraping the book's servers every second
+        (contrib/prometheus), called ``http://prometheus.example:9090``; it waits until
+        every mainframe is scraped."""
+        from process_fixtures import config_for
+
+        hostport = lambda u: u.split("://", 1)[1]  # noqa: E731
+        jobs = {
+            "ashat-serve": ["127.0.0.1:9"],
+            "ashat-public": [hostport(self.public.url)],
+            "ashat-omega": [hostport(self.omega.url)],
+            "ashat-mainframes": [hostport(m.url) for m in mainframes],
+        }
+        (self.base / "prometheus").mkdir()
+        url = self.prometheus(config_for(self.base / "prometheus", jobs))
+        self.subst["http://prometheus.example:9090"] = url
+
+        def scraped() -> bool:
+            q = 'count(up{job="ashat-mainframes"} == 1)'
+            found = httpx.get(f"{url}/api/v1/query", params={"query": q}, timeout=5).json()
+            result = found["data"]["result"]
+            return bool(result) and int(result[0]["value"][1]) == len(mainframes)
+
+        wait_for(scraped, 30, "Prometheus scraping every mainframe")
 
     def start_regions(self, trust: Path) -> None:
         """``regions=eu,us``: an OMEGA per region (``--region``), called
@@ -347,10 +380,16 @@ class Runner:
 
     def _mainframe(self, mainframe_id: str, token: str, trust: Path, poll_wait: int = 1) -> Any:
         root = self.project / "trust" / "root.json" if self.chain else None
+        args: tuple[str, ...] = ()
+        if mainframe_id in self.s.setup.get("night_window", "").split(","):
+            # a window twelve hours from now: closed while the scenario runs
+            at = (dt.datetime.now(dt.UTC).hour + 12) % 24
+            window = f"daily {at:02d}:00-{(at + 1) % 24:02d}:00"
+            args = ("--maintenance-window", window, "--maintenance-tz", "UTC")
         return self.mainframes.start(
             omega=self.omega.url, license_token=token, mainframe_id=mainframe_id,
             trust=trust, trust_omega=None if root else self.omega.omega_pub_path,
-            poll_wait=poll_wait, app_env=self.app_env(mainframe_id), root=root,
+            poll_wait=poll_wait, app_env=self.app_env(mainframe_id), root=root, args=args,
         )  # fmt: skip
 
     def _registered(self, n: int) -> None:
@@ -426,7 +465,7 @@ class Runner:
         for step in self.s.steps:
             if step.kind == "toml":
                 toml = self.project / "ashat.toml"
-                toml.write_text(replace_tables(toml.read_text(), step.text))
+                toml.write_text(replace_tables(toml.read_text(), self.to_real(step.text)))
                 continue
             if self.chain:
                 if step.text.startswith("deploy "):
@@ -489,7 +528,7 @@ def test_the_book_has_the_scenarios_the_issue_asks_for() -> None:
     wanted = {
         "first-deployment", "hotfix-rollback", "failed-verification", "emergency-cancel",
         "two-approvers", "fleet-auto-rollback", "license-expiry", "team-postgresql",
-        "control-plane",
+        "control-plane", "pilot-ring",
     }  # fmt: skip
     assert wanted <= set(SCENARIOS)
     for s in SCENARIOS.values():
@@ -520,6 +559,7 @@ def test_scenario(
     agent_factory: Any,
     mainframe_factory: Any,
     serve_process: Any,
+    prometheus: Any,
 ) -> None:
     scenario = SCENARIOS[name]
     if scenario.setup.get("postgres") == "yes" and not postgres_available():
@@ -531,6 +571,7 @@ def test_scenario(
         if why:
             pytest.skip(f"{tree.name}'s push builds its wheels with pip, which {why}")
     runner = Runner(scenario, tmp_path, agent_factory, mainframe_factory, serve_process)
+    runner.prometheus = prometheus
     record: list[str] = []
     try:
         runner.run(record)

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,17 +16,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from process_fixtures import PROMETHEUS_DIR, config_for, tool
 from support import REPO, wait_for
 
-PROMETHEUS_DIR = REPO / "contrib" / "prometheus"
 DASHBOARD = REPO / "contrib" / "grafana" / "ashat.json"
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        pytest.skip(f"{name} is not installed (apt-get install prometheus; .ci/run does it)")
-    return found
 
 
 def panel_queries() -> list[tuple[str, str]]:
@@ -41,24 +31,6 @@ def rules() -> list[dict[str, Any]]:
     yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
     data = yaml.safe_load((PROMETHEUS_DIR / "ashat-rules.yml").read_text())
     return [r for group in data["groups"] for r in group["rules"]]
-
-
-def config_for(tmp: Path, jobs: dict[str, list[str]]) -> Path:
-    """contrib's prometheus.yml with these targets (host:port), scraping every second."""
-    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
-    data = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    data["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    for job in data["scrape_configs"]:
-        targets = jobs[job["job_name"]]
-        if "file_sd_configs" in job:
-            (tmp / "mainframes.json").write_text(json.dumps([{"targets": targets}]))
-            job["file_sd_configs"][0]["refresh_interval"] = "1s"
-        else:
-            job["static_configs"] = [{"targets": targets}]
-    shutil.copy(PROMETHEUS_DIR / "ashat-rules.yml", tmp / "ashat-rules.yml")
-    path = tmp / "prometheus.yml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_the_configuration_and_rules_pass_promtool(tmp_path: Path) -> None:
@@ -88,45 +60,6 @@ def test_the_configuration_and_rules_pass_promtool(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[Any]:
-    binary = tool("prometheus")
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(config: Path) -> str:
-        port = _free_port()
-        argv = [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ]
-        with (tmp_path / "prometheus.log").open("wb") as log:
-            procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
-        url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, 30, "Prometheus to be ready")
-        return url
-
-    yield start
-    for p in procs:
-        p.terminate()
-        p.wait(10)
 
 
 def query(url: str, expr: str) -> list[Any]:
