@@ -1,7 +1,7 @@
 """What deciding each mainframe's desired release costs OMEGA per poll, against the code
 before it (issue 19): the same fleet, the same polls, two OMEGAs, one run.
 
-Run: ``python bench/desired_state.py`` (1,000 mainframes, SQLite; about a minute), or
+Run: ``python bench/desired_state.py`` (1,000 mainframes, SQLite; about five minutes), or
 ``--db postgresql://postgres@127.0.0.1/postgres`` (a fresh database on that server for
 each OMEGA, dropped after), ``--base REV`` the commit to compare with (default
 ``4d1dc76``, the last before labels, selectors, rings and pins).
@@ -45,7 +45,7 @@ CONCURRENCY = 200
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--mainframes", type=int, default=1000)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--base", default=DEFAULT_BASE, help="the commit to compare with")
     p.add_argument("--db", help="a PostgreSQL server URL (default: SQLite in DATA)")
     p.add_argument("--measure", help=argparse.SUPPRESS)  # child: rules|plain

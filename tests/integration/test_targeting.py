@@ -119,3 +119,12 @@ def test_two_releases_live_on_two_groups_and_a_late_joiner_follows_its_group(
     listed = fleet_list("--where", "group=a")
     assert set(listed) == {"mf-0", "mf-9"}
     assert {m["desired"] for m in listed.values()} == {"hello-001"}
+
+    # deploy status puts the two groups side by side, with how their apps fare
+    wait_for(lambda: "hello-001 on 2 (2 healthy); hello-002 on 1 (1 healthy)"
+             in deploy("status", "hello-002").stdout, 30, "the A/B summary")  # fmt: skip
+    fleet_view = json.loads(deploy("status", "hello-002", "--json").stdout)["fleet"]
+    assert fleet_view["apart_count"] == 0
+    assert [(r["update_id"], r["mainframes"]) for r in fleet_view["releases"]] == [
+        ("hello-001", 2), ("hello-002", 1),
+    ]  # fmt: skip

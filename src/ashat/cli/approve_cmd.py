@@ -20,6 +20,32 @@ if TYPE_CHECKING:
     from ashat.workflow.models import Deployment, Server
 
 
+def describe_fleet(fleet: dict[str, Any]) -> list[str]:
+    """``deploy status``'s fleet lines: the releases side by side, then who is not yet
+    as desired, and why."""
+    parts = []
+    for r in fleet.get("releases") or []:
+        health = f"{r['healthy']} healthy"
+        if r["unhealthy"]:
+            health += f", {r['unhealthy']} unhealthy"
+        if r["restarts"]:
+            health += f", {r['restarts']} restarts"
+        if r["update_id"] is None:  # no release yet: no app to fare well or badly
+            parts.append(f"nothing on {r['mainframes']}")
+        else:
+            parts.append(f"{r['update_id']} on {r['mainframes']} ({health})")
+    lines = [f"Fleet:       {'; '.join(parts) or 'no mainframe'}"]
+    apart = fleet.get("apart") or []
+    if apart:
+        lines.append(f"  not yet as desired: {fleet.get('apart_count', len(apart))}")
+    for m in apart:
+        lines.append(
+            f"  {m['mainframe_id']} runs {m.get('current') or 'nothing'}, should run "
+            f"{m.get('desired') or 'nothing'}: {m.get('rule')}"
+        )
+    return lines
+
+
 def describe_rollout(status: dict[str, Any]) -> list[str]:
     lines = []
     for w in status.get("waves") or []:

@@ -189,7 +189,7 @@ def status(update_id: str | None) -> None:
                 )
             if dep.details.get("approvers"):
                 click.echo(f"Approvers:   {', '.join(map(str, dep.details['approvers']))}")
-            from ashat.cli.approve_cmd import describe_rollout
+            from ashat.cli.approve_cmd import describe_fleet, describe_rollout
 
             if dep.details.get("regions"):
                 from ashat.workflow.approve import region_summary
@@ -214,6 +214,9 @@ def status(update_id: str | None) -> None:
                     click.echo(line)
             if rollout_note:
                 click.echo(f"Rollout:     {rollout_note}")
+            if view.fleet:
+                for line in describe_fleet(view.fleet):
+                    click.echo(line)
             click.echo("Recent events:")
             for ev in events:
                 _print_event(ev)

@@ -127,6 +127,7 @@ class Omega:
         # what each mainframe's last poll here said of itself (its facts are written to the
         # store only when they change) and its inventory, for its labels
         self._facts_seen: dict[str, tuple[dict[str, Any], float]] = {}
+        self._rules = True  # whether any mainframe is pinned or labelled (refresh())
         self._resume_rollouts()
         self._seen = self.refresh()  # the running rollouts and their current waves
         agent.metrics.registry.register(FleetCollector(self))
@@ -175,6 +176,7 @@ class Omega:
         """Re-read what other replicas may have changed: revoked licenses, the channel
         served, the running-rollouts gauge; the running rollouts and their current waves."""
         self._revoked = self.store.revoked_ids()
+        self._rules = self.store.any_rules()
         latest = self.store.latest_rollout()
         self._serving = latest.channel if latest is not None else None
         running = self.store.rollouts(RolloutState.RUNNING)
@@ -422,7 +424,8 @@ class Omega:
         (nothing), the rollout whose release it gets now, or (rollout, its target row or
         None) when it must join, or be offered the release again, first."""
         mainframe_id = lic.mainframe_id
-        pin, set_labels = self.store.rules_for(mainframe_id)
+        # no pin or label anywhere (as of the last tick, or set here since): no query
+        pin, set_labels = self.store.rules_for(mainframe_id) if self._rules else (None, {})
         if pin is not None:
             r = self._pinned_rollout(lic, pin)
         else:
@@ -861,6 +864,7 @@ class Omega:
         """Set and remove labels of a mainframe (known yet or not); what it has now."""
         with self.lock:
             self.store.set_labels(mainframe_id, labels, remove)
+            self._rules = True
         log.info("labels of %s: set %s, removed %s", mainframe_id, dict(labels), list(remove))
         return {
             "mainframe_id": mainframe_id,
@@ -880,6 +884,7 @@ class Omega:
                     update_id=update_id,
                 )
             self.store.pin(mainframe_id, update_id, iso(now))
+            self._rules = True
             left = self.store.drop_unfinished_targets(mainframe_id, update_id) if update_id else []
         log.info("%s %s%s", mainframe_id, f"pinned to {update_id}" if update_id else "unpinned",
                  f"; left {', '.join(left)}" if left else "")  # fmt: skip

@@ -548,6 +548,13 @@ class FleetStore:
         )
         return {str(k): str(v) for k, v in rows}
 
+    def any_rules(self) -> bool:
+        """Whether any mainframe is pinned or labelled on OMEGA at all."""
+        rows = self.db.query(
+            "SELECT 1 FROM mainframe_pins UNION ALL SELECT 1 FROM mainframe_labels LIMIT 1"
+        )
+        return bool(rows)
+
     def rules_for(self, mainframe_id: str) -> tuple[str | None, dict[str, str]]:
         """A mainframe's pin (or None) and the labels set on OMEGA for it: one query."""
         rows = self.db.query(

@@ -27,6 +27,7 @@ class StatusView:
     rollout: dict[str, Any] | None  # OMEGA's status of its (newest) rollout
     rollout_note: str | None  # why the rollout's progress is unknown
     rollouts: list[dict[str, Any]] = field(default_factory=list)  # all, forward and back
+    fleet: dict[str, Any] | None = None  # fleet_summary() of its OMEGA's mainframes
 
     @property
     def next(self) -> list[str]:
@@ -42,6 +43,7 @@ class StatusView:
             "rollout": self.rollout,
             "rollout_note": self.rollout_note,
             "rollouts": self.rollouts,
+            "fleet": self.fleet,
             "events": [e.to_json() for e in self.events],
         }
 
@@ -57,6 +59,7 @@ class StatusView:
             rollout=d.get("rollout"),
             rollout_note=d.get("rollout_note"),
             rollouts=d.get("rollouts") or [],
+            fleet=d.get("fleet"),
         )
 
 
@@ -91,11 +94,14 @@ def deployment_status(
     if dep.state.value in ("distributing", "distribution_failed"):
         dep, rollout, note = refresh_rollout(project, dep, actor)
     rollouts: list[dict[str, Any]] = []
+    fleet = None
     if dep.details.get("rollout_id") and note is None:
         rollouts, note = rollouts_of(project, dep.id, dep)
         installs = [r for r in rollouts if r.get("kind") == "install"]
         if rollout is None and installs:
             rollout = installs[-1]
+        if note is None:
+            fleet = _fleet_of(project, dep)
     store = project.store
     return StatusView(
         deployment=dep,
@@ -106,7 +112,52 @@ def deployment_status(
         rollout=rollout,
         rollout_note=note,
         rollouts=rollouts,
+        fleet=fleet,
     )
+
+
+MAX_APART_SHOWN = 10
+
+
+def fleet_summary(mainframes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fleet side by side: each release it runs, on how many mainframes and how their
+    apps fare (two groups on two releases compare here), and the mainframes that do not
+    run what they should yet, each with the rule that decides it."""
+    releases: dict[str, dict[str, Any]] = {}
+    apart = []
+    for m in mainframes:
+        current = m.get("current") or None
+        row = releases.setdefault(
+            current or "", {"update_id": current, "mainframes": 0, "healthy": 0, "unhealthy": 0,
+                      "restarts": 0},
+        )  # fmt: skip
+        row["mainframes"] += 1
+        app = m.get("app")
+        if app == "healthy":
+            row["healthy"] += 1
+        elif app in ("unhealthy", "crash_loop", "restarting"):
+            row["unhealthy"] += 1
+        row["restarts"] += int(m.get("app_restarts") or 0)
+        if "desired" in m and (m.get("desired") or None) != current:
+            apart.append({k: m.get(k) for k in ("mainframe_id", "current", "desired", "rule")})
+    return {
+        "releases": sorted(
+            releases.values(), key=lambda r: (-r["mainframes"], r["update_id"] or "")
+        ),
+        "apart": apart[:MAX_APART_SHOWN],
+        "apart_count": len(apart),
+    }
+
+
+def _fleet_of(project: Project, dep: Deployment) -> dict[str, Any] | None:
+    """:func:`fleet_summary` of the OMEGA the deployment is on (best effort: None)."""
+    from ashat.errors import AshatError
+
+    try:
+        with client_for(project.omega_of(dep), timeout_s=OMEGA_TIMEOUT_S) as omega:
+            return fleet_summary(omega.mainframes())
+    except AshatError:
+        return None
 
 
 def rollouts_of(
