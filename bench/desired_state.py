@@ -38,6 +38,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL = 1.10
+GOAL_LATE_S = 1.0  # a late joiner's first blob after its first poll
 DEFAULT_BASE = "4d1dc76"
 CONCURRENCY = 200
 
@@ -48,8 +49,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--base", default=DEFAULT_BASE, help="the commit to compare with")
     p.add_argument("--db", help="a PostgreSQL server URL (default: SQLite in DATA)")
+    p.add_argument("--replicas", type=int, default=1, help="OMEGA replicas (with --db)")
     p.add_argument("--measure", help=argparse.SUPPRESS)  # child: rules|plain
     args = p.parse_args()
+    if args.replicas > 1 and not args.db:
+        p.error("--replicas > 1 needs --db: replicas share a PostgreSQL database")
     if args.measure:
         print(json.dumps(asyncio.run(measure(args))))
         return
@@ -69,8 +73,9 @@ def main() -> None:
                 check=False,
             )
     n = args.mainframes * args.rounds
+    store = f"PostgreSQL, {args.replicas} replica(s)" if args.db else "SQLite"
     print(f"{args.mainframes} mainframes × {args.rounds} rounds of converged polls "
-          f"({'PostgreSQL' if args.db else 'SQLite'}), OMEGA CPU per poll:")  # fmt: skip
+          f"({store}), OMEGA CPU per poll:")  # fmt: skip
     print(f"  before ({args.base}):              {base['cpu_ms']:.3f} ms  ({n} polls)")
     print(f"  now, no rules in play:          {now['cpu_ms']:.3f} ms  "
           f"({now['cpu_ms'] / base['cpu_ms']:.2f} ×)")  # fmt: skip
@@ -78,13 +83,17 @@ def main() -> None:
           f"({rules['cpu_ms'] / base['cpu_ms']:.2f} ×)")  # fmt: skip
     worst = max(now["cpu_ms"], rules["cpu_ms"]) / base["cpu_ms"]
     print(f"goal ≤ {GOAL:.2f} ×: {'met' if worst <= GOAL else 'MISSED'} ({worst:.2f} ×)")
+    print("a late joiner, first poll to its first blob's first byte: "
+          f"before {base['late_first_blob_s']:.3f} s, now {now['late_first_blob_s']:.3f} s, "
+          f"with rules {rules['late_first_blob_s']:.3f} s (goal < {GOAL_LATE_S:g} s)")  # fmt: skip
 
 
 def child(src: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     """Measure in a process importing ashat from ``src`` (its OMEGA too)."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     argv = [sys.executable, __file__, "--measure", mode, "--mainframes", str(args.mainframes),
-            "--rounds", str(args.rounds)] + (["--db", args.db] if args.db else [])  # fmt: skip
+            "--rounds", str(args.rounds), "--replicas", str(args.replicas)]  # fmt: skip
+    argv += ["--db", args.db] if args.db else []
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         sys.exit(f"measuring {src} ({mode}) failed:\n{out.stderr[-3000:]}")
@@ -98,14 +107,18 @@ def cpu_s(pid: int) -> float:
 
 
 class Fleet:
-    """N licensed mainframes polling one OMEGA over HTTP, CONCURRENCY at a time."""
+    """N licensed mainframes polling OMEGA over HTTP, CONCURRENCY at a time; with several
+    replicas, mainframe i polls replica i mod R (as a load balancer would spread them)."""
 
-    def __init__(self, http: Any, licenses: dict[str, str]) -> None:
-        self.http = http
+    def __init__(self, clients: list[Any], licenses: dict[str, str]) -> None:
+        self.clients = clients
         self.licenses = licenses
         self.sem = asyncio.Semaphore(CONCURRENCY)
 
-    async def poll(self, mid: str, current: str, sequence: int) -> None:
+    def client_of(self, mid: str) -> Any:
+        return self.clients[list(self.licenses).index(mid) % len(self.clients)]
+
+    async def poll(self, mid: str, current: str, sequence: int) -> dict[str, Any]:
         params = {
             "current": current,
             "sequence": str(sequence),
@@ -115,8 +128,10 @@ class Fleet:
         }
         auth = {"Authorization": f"License {self.licenses[mid]}"}
         async with self.sem:
-            r = await self.http.get("/v1/fleet/poll", params=params, headers=auth)
+            r = await self.client_of(mid).get("/v1/fleet/poll", params=params, headers=auth)
             r.raise_for_status()
+            answer: dict[str, Any] = r.json()
+            return answer
 
     async def everyone(self, current: str = "", sequence: int = 0) -> None:
         await asyncio.gather(*(self.poll(m, current, sequence) for m in self.licenses))
@@ -197,29 +212,64 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         db = make_database(args.db) if args.db else None
         extra = ["--omega-key", str(omega_key), "--license-trust", str(license_pub),
-                 "--poll-timeout", "1"] + (["--db", db] if db else [])  # fmt: skip
-        omega = start_agent("omega", base, base / "token", [alpha_pub], extra)
+                 "--poll-timeout", "1"]  # fmt: skip
+        if db:
+            extra += ["--db", db, "--blob-dir", str(base / "blobs")]
+        replicas = []
         try:
-            stage(omega.url, token, alpha_key, base)
+            for i in range(args.replicas):
+                replicas.append(
+                    start_agent("omega", base, base / "token", [alpha_pub], extra, f"omega{i}")
+                )
+            stage(replicas[0].url, token, alpha_key, base)
             lkey = load_private_key(license_key)
             expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
             ids = [f"mf-{i:04d}" for i in range(args.mainframes)]
             licenses = {mid: issue(lkey, mid, "ACME", expires)[0] for mid in ids}
-            async with httpx.AsyncClient(base_url=omega.url, timeout=60) as http:
-                fleet = Fleet(http, licenses)
+            clients = [httpx.AsyncClient(base_url=r.url, timeout=60) for r in replicas]
+            try:
+                fleet = Fleet(clients, licenses)
                 await fleet.everyone()  # registered by their first poll
                 bearer = {"Authorization": f"Bearer {token}"}
-                await roll_out(http, fleet, bearer, args.measure == "rules")
-                before, t0 = cpu_s(omega.proc.pid), time.perf_counter()
+                await roll_out(clients[0], fleet, bearer, args.measure == "rules")
+                cpu = lambda: sum(cpu_s(r.proc.pid) for r in replicas)  # noqa: E731
+                before, t0 = cpu(), time.perf_counter()
                 for _ in range(args.rounds):
                     await fleet.everyone("bench-001", 1)
-                spent, wall = cpu_s(omega.proc.pid) - before, time.perf_counter() - t0
+                spent, wall = cpu() - before, time.perf_counter() - t0
+                late = await late_joiner(clients[-1], lkey, expires)
+            finally:
+                for c in clients:
+                    await c.aclose()
             polls = args.mainframes * args.rounds
-            return {"cpu_ms": spent / polls * 1000, "polls": polls, "wall_s": wall}
+            return {"cpu_ms": spent / polls * 1000, "polls": polls, "wall_s": wall, **late}
         finally:
-            omega.stop()
+            for r in replicas:
+                r.stop()
             if db:
                 drop_database(args.db, db)
+
+
+async def late_joiner(http: Any, key: Any, expires: dt.datetime) -> dict[str, Any]:
+    """A mainframe licensed now, after the rollout completed: from its first poll to the
+    first byte of its first blob (the directive, then a blob of the signed manifest)."""
+    from ashat.fleet.license import issue
+
+    token, _ = issue(key, "mf-late", "ACME", expires, license_id="lic-late")
+    auth = {"Authorization": f"License {token}"}
+    params = {"current": "", "sequence": "0", "wait": "1", "os": "linux",
+              "nonce": secrets.token_urlsafe(18)}  # fmt: skip
+    t0 = time.perf_counter()
+    answer = (await http.get("/v1/fleet/poll", params=params, headers=auth)).json()
+    if not answer.get("directive"):
+        raise SystemExit("the late joiner got no directive on its first poll")
+    manifest = json.loads(answer["manifest"])
+    sha = next(f["sha256"] for f in manifest["files"] if f.get("sha256"))
+    async with http.stream("GET", f"/v1/blobs/{sha}", headers=auth) as r:
+        r.raise_for_status()
+        async for _ in r.aiter_bytes():
+            break
+    return {"late_first_blob_s": time.perf_counter() - t0}
 
 
 if __name__ == "__main__":
