@@ -4,6 +4,7 @@ only releases of its own ``[app] name``. Real agent processes on loopback."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -191,7 +192,13 @@ app-env = "polls.env"
         ("[Notes]\n", "[Notes] is not an app name"),
         ('[notes]\nlisten = "127.0.0.1:1"\n', "[notes] listen: not an option an app sets"),
         ('[notes]\ntoken-file = "missing.token"\n', "token-file"),
-        ("[notes]\n", "app notes: the agent needs --trust"),
+        ('[notes]\ntoken-file = "t.token"\n', "app notes: the agent needs --trust"),
+        ('[notes]\nsandbox = "none"\n', "[notes] sandbox: not an option an app sets"),
+        (
+            '[a]\ntoken-file = "t.token"\ntrust = ["t.token"]\n'
+            '[b]\ntoken-file = "t.token"\ntrust = ["t.token"]\n',
+            "apps a and b share a token",
+        ),
         ("notes = 3\n", "notes must be a table"),
         ("[notes\n", "not a readable TOML file"),
     ],
@@ -203,8 +210,7 @@ def test_a_bad_apps_file_is_refused_naming_what_is_wrong(
     _token(tmp_path / "t.token")
     argv = [
         *agent_command(), "--role", "public", "--data", str(tmp_path / "data"),
-        "--listen", "127.0.0.1:0", "--token-file", str(tmp_path / "t.token"),
-        "--apps", str(tmp_path / "apps.toml"),
+        "--listen", "127.0.0.1:0", "--apps", str(tmp_path / "apps.toml"),
     ]  # fmt: skip
     res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert res.returncode == 2, res.stderr
@@ -356,3 +362,32 @@ def test_an_app_of_a_host_agent_reads_nothing_of_the_other_apps(
         # of the data directories, its own path down to its release and shared/ only
         assert set(seen.get("listing", [])) <= {"spy", "releases", "shared", "spy-1"}, seen
     assert root.is_dir()
+
+
+def test_options_each_app_must_have_of_its_own_are_refused_on_the_host_line(
+    tmp_path: Path,
+) -> None:
+    """One --token-file (or --db, --app-env, ...) for every app would be one token, one
+    fleet for all: refused, naming the option."""
+    _token(tmp_path / "t.token")
+    (tmp_path / "apps.toml").write_text('[notes]\ntoken-file = "t.token"\n')
+    argv = [
+        *agent_command(), "--role", "public", "--data", str(tmp_path / "data"),
+        "--listen", "127.0.0.1:0", "--token-file", str(tmp_path / "t.token"),
+        "--apps", str(tmp_path / "apps.toml"),
+    ]  # fmt: skip
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2, res.stderr
+    assert "--token-file: with --apps each app sets its own" in res.stderr
+
+
+def test_the_sandbox_hides_the_other_apps_even_where_it_binds_their_parent() -> None:
+    """A host's data directory under a directory the sandbox shows (/opt): the whole host
+    directory is covered, not only the app's own."""
+    from ashat.agent.confine import Jail
+
+    host = Path("/opt/ashat-test-host")
+    jail = Jail("bwrap", bwrap="/usr/bin/bwrap", data=host)
+    release = host / "apps" / "spy" / "releases" / "spy-1"
+    argv = jail.command(["true"], cwd=release, writable=host / "apps" / "spy" / "shared")
+    assert ("--tmpfs", str(host)) in itertools.pairwise(argv)

@@ -111,6 +111,7 @@ class AgentConfig:
     blob_mirror: BlobMirror | None = None  # role omega: licensed downloads redirected there
     region: str | None = None  # role omega: the region it serves (licenses naming another: no)
     app_name: str | None = None  # one app of a host agent (--apps): its releases only
+    host_data: Path | None = None  # that host's data directory: all of it hidden from the app
 
     def __post_init__(self) -> None:
         if self.app_name is not None and not APP_NAME_RE.fullmatch(self.app_name):

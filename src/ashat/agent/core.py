@@ -99,7 +99,7 @@ class Agent:
         self.jail = choose_jail(
             config.sandbox,
             config.app_user,
-            data=config.data,
+            data=config.host_data or config.data,  # a host's other apps are hidden too
             hidden=config.secret_files,
             binds=config.sandbox_binds,
         )

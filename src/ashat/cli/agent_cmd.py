@@ -457,7 +457,13 @@ APP_OPTIONS = (
     "omega-ca-cert", "poll-wait", "blob-cache", "maintenance-window", "maintenance-tz",
     "update-lock-max", "omega-key", "license-trust", "poll-timeout", "db", "blob-dir",
     "upstream-file", "upstream-reload", "app-listen", "upstream-drain", "region",
-    "verifier-key", "root", "app-user", "sandbox", "sandbox-bind", "advisories",
+    "verifier-key", "root", "sandbox-bind", "advisories",
+)  # fmt: skip
+# What each app must have of its own: given once on the command line, every app would
+# share it (one token for all, one fleet database whose rollouts cancel each other's).
+OWN_OPTIONS = (
+    "token-file", "app-env", "omega", "license", "db", "blob-dir", "upstream-file",
+    "app-listen",
 )  # fmt: skip
 MAX_APPS = 64
 
@@ -466,6 +472,7 @@ def _app_configs(ctx: click.Context, apps_file: Path) -> dict[str, AgentConfig]:
     """``--apps FILE``: a config per app, its options over the command line's, its data in
     DATA/apps/NAME. A usage error names the file, the app and the key at fault."""
     import tomllib
+    from dataclasses import replace
 
     from ashat.agent.config import APP_NAME_RE
     from ashat.errors import InvalidInput
@@ -484,8 +491,13 @@ def _app_configs(ctx: click.Context, apps_file: Path) -> dict[str, AgentConfig]:
         for p in ctx.command.params
         if isinstance(p, click.Option)
         for opt in p.opts
-        if opt.removeprefix("--") in APP_OPTIONS
+        if opt.removeprefix("--") in APP_OPTIONS + OWN_OPTIONS
     }
+    shared = [f"--{o}" for o in OWN_OPTIONS if ctx.params.get(options[o].name or "") is not None]
+    if shared:
+        raise click.UsageError(
+            f"{', '.join(shared)}: with --apps each app sets its own, in its table of {where}"
+        )
     params: dict[str, dict[str, Any]] = {}
     for name, table in tables.items():
         if not APP_NAME_RE.fullmatch(name):
@@ -504,17 +516,22 @@ def _app_configs(ctx: click.Context, apps_file: Path) -> dict[str, AgentConfig]:
                 )
             own[str(param.name)] = _app_option(ctx, param, value, apps_file.parent, where)
         params[name] = own | {"data": ctx.params["data"].resolve() / "apps" / name}
+    _distinct(params, where)
     hidden = _secret_files(
         *(
             p.get(k)
             for p in params.values()
-            for k in ("token_file", "license_file", "app_env", "omega_key", "verifier_key")
+            for k in (
+                "token_file", "license_file", "app_env", "omega_key", "verifier_key",
+                "fleet_db", "blob_mirror_secret_file",
+            )
         )
-    )
+    )  # fmt: skip
     configs = {}
     for name, own in params.items():
         try:
-            configs[name] = _agent_config(**own, app_name=name, hidden=hidden)
+            config = _agent_config(**own, app_name=name, hidden=hidden)
+            configs[name] = replace(config, host_data=ctx.params["data"].resolve())
         except (click.UsageError, InvalidInput) as e:
             message = e.format_message() if isinstance(e, click.UsageError) else e.message
             raise click.UsageError(f"{where}: app {name}: {message}") from e
@@ -524,6 +541,27 @@ def _app_configs(ctx: click.Context, apps_file: Path) -> dict[str, AgentConfig]:
             "per agent with them"
         )
     return configs
+
+
+def _distinct(params: dict[str, dict[str, Any]], where: str) -> None:
+    """No two apps share a token, a fleet database or a blob directory."""
+    from ashat.project import read_token_file
+
+    seen: dict[tuple[str, str], str] = {}
+    for name, own in params.items():
+        values = {
+            "token": read_token_file(own["token_file"]) if own.get("token_file") else None,
+            "db": own.get("fleet_db"),
+            "blob-dir": str(Path(own["blob_dir"]).resolve()) if own.get("blob_dir") else None,
+        }
+        for what, value in values.items():
+            if value is None:
+                continue
+            other = seen.setdefault((what, str(value)), name)
+            if other != name:
+                raise click.UsageError(
+                    f"{where}: apps {other} and {name} share a {what}: each app its own"
+                )
 
 
 def _app_option(
