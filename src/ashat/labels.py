@@ -184,7 +184,7 @@ def parse_selector(text: str | None) -> Selector:
                 f"selector term {term.strip()!r} is not KEY=VALUE, KEY!=VALUE, "
                 "KEY in (A,B), KEY notin (A,B), KEY or !KEY"
             )
-    return Selector(tuple(requirements))
+    return Selector(tuple(sorted(requirements, key=str)))  # one spelling for one selector
 
 
 def labels_of(

@@ -49,7 +49,8 @@ def test_selectors_rings_and_pins_decide_who_gets_what(hello_fleet: Any) -> None
     res = deploy("approve", "hello-001", "--as", "bob", "--to", "ring=nobody")
     assert res.exit_code == 2, res.output
     assert "matches none of the 3 mainframes" in res.output
-    assert deploy("status", "hello-001", "--json").stdout.count('"verified"') >= 1
+    shown = json.loads(deploy("status", "hello-001", "--json").stdout)["deployment"]
+    assert shown["state"] == "verified" and "to" not in shown["details"]  # nothing kept
 
     # --to: the pilot only; the others should run nothing yet, and say why.
     res = deploy("approve", "hello-001", "--as", "bob", "--to", "ring=pilot")
@@ -80,6 +81,13 @@ def test_selectors_rings_and_pins_decide_who_gets_what(hello_fleet: Any) -> None
     # Unpinned, it converges on its next poll.
     assert ashat("fleet", "unpin", "mf-2").exit_code == 0
     wait_for(lambda: currents()["mf-2"] == "hello-002", 30, "mf-2 unpinned")
+    # A rollback withdraws the release: a machine pinned to it is unpinned, and goes back.
+    assert ashat("fleet", "pin", "mf-2", "hello-002").exit_code == 0
+    res = deploy("rollback", "hello-002", "--reason", "withdrawn")
+    assert res.exit_code == 0, res.output
+    wait_for(lambda: set(currents().values()) == {"hello-001"}, 30, "everyone back")
+    assert fleet_list()["mf-2"]["pinned"] is None
+
     from ashat.ops.project import Project
 
     kinds = {e.kind for e in Project.find().reader().store.events()}

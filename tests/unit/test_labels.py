@@ -107,4 +107,10 @@ def test_a_selector_reads_back_from_its_text(
     again = parse_selector(str(sel))
     labels = labels_of({}, have, {})
     assert again.matches(labels) == sel.matches(labels)
-    assert str(again) == str(sel)
+    assert str(parse_selector(str(again))) == str(again)  # one canonical spelling
+
+
+def test_a_selector_has_one_spelling_whatever_the_order_of_its_terms() -> None:
+    one = parse_selector("site in (paris,berlin),ring=pilot,!gpu")
+    other = parse_selector("!gpu , ring=pilot, site in (berlin, paris)")
+    assert one == other and str(one) == "!gpu,ring=pilot,site in (berlin,paris)"

@@ -133,6 +133,7 @@ def _pylock(wheel_sha: str, *more: str) -> str:
             'name = "winonly"',
             'version = "1.0"',
             "marker = \"sys_platform == 'win32'\"",
+            f'wheels = [{{ name = "winonly-1.0-py3-none-win_amd64.whl", hashes = {{ sha256 = "{"1" * 64}" }} }}]',  # noqa: E501
             *more,
         ]
     )
@@ -164,6 +165,14 @@ def test_a_pylock_ships_the_packages_for_the_target_with_their_hashes(
 
     lock.write_text(_pylock(sha) + '\n[[packages]]\nname = "local"\n')
     with pytest.raises(BundleError, match="package local has no version"):
+        requirement_lines(lock, Target())
+    lock.write_text(
+        _pylock(sha) + '\n[[packages]]\nname = "git"\nversion = "1"\nvcs = { url = "x" }\n'
+    )
+    with pytest.raises(BundleError, match="package git comes from a vcs"):
+        requirement_lines(lock, Target())
+    lock.write_text(_pylock(sha) + '\n[[packages]]\nname = "bare"\nversion = "1"\n')
+    with pytest.raises(BundleError, match="package bare lists no sha256 hash"):
         requirement_lines(lock, Target())
 
 

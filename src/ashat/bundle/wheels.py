@@ -165,6 +165,12 @@ def _pylock(data: dict[str, object], target: Target) -> list[str]:
         except InvalidMarker as e:
             raise BundleError(f"pylock.toml: package {name}: marker {marker!r}: {e}") from e
         version = p.get("version")
+        other = next((k for k in ("vcs", "archive", "directory") if p.get(k)), None)
+        if other is not None:
+            raise BundleError(
+                f"pylock.toml: package {name} comes from a {other}, not an index: only "
+                "packages from an index, pinned by their hashes, can ship"
+            )
         if not isinstance(version, str):
             raise BundleError(
                 f"pylock.toml: package {name} has no version (a directory or VCS source): "
@@ -178,6 +184,10 @@ def _pylock(data: dict[str, object], target: Target) -> list[str]:
                 if isinstance(f, dict) and isinstance((f.get("hashes") or {}).get("sha256"), str)
             }
         )
+        if not hashes:
+            raise BundleError(
+                f"pylock.toml: package {name} lists no sha256 hash: the lock must pin bytes"
+            )
         pin = f"{name}=={version}"
         lines.append(" ".join([pin, *(f"--hash=sha256:{h}" for h in hashes)]))
     return lines

@@ -373,6 +373,7 @@ class Controller:
             wave_timeout_s=r.wave_timeout_s,
             auto_rollback=False,
             parent_rollout_id=r.rollout_id,
+            selector=r.selector,  # one group's rollback leaves another group's rollout be
         )
         rb, woken = self.create(spec, installed, now)
         self.store.set_rollback(r.rollout_id, rb.rollout_id)

@@ -127,7 +127,10 @@ class Omega:
         # what each mainframe's last poll here said of itself (its facts are written to the
         # store only when they change) and its inventory, for its labels
         self._facts_seen: dict[str, tuple[dict[str, Any], float]] = {}
-        self._rules = True  # whether any mainframe is pinned or labelled (refresh())
+        # the pins and labels set here, reloaded by refresh() when their version changed
+        self._rules_version = -1
+        self._pins: dict[str, str] = {}
+        self._set_labels: dict[str, dict[str, str]] = {}
         self._resume_rollouts()
         self._seen = self.refresh()  # the running rollouts and their current waves
         agent.metrics.registry.register(FleetCollector(self))
@@ -168,6 +171,7 @@ class Omega:
         if latest is not None and latest.from_update_id:
             keep.add(latest.from_update_id)
         keep.update(m.current for m in self.store.mainframes() if m.current)
+        keep.update(self.store.pins().values())  # a pinned machine may join it any time
         return keep
 
     # -- licenses and polls --------------------------------------------------------------------
@@ -176,12 +180,20 @@ class Omega:
         """Re-read what other replicas may have changed: revoked licenses, the channel
         served, the running-rollouts gauge; the running rollouts and their current waves."""
         self._revoked = self.store.revoked_ids()
-        self._rules = self.store.any_rules()
+        self._load_rules()
         latest = self.store.latest_rollout()
         self._serving = latest.channel if latest is not None else None
         running = self.store.rollouts(RolloutState.RUNNING)
         self.metrics.running.set(len(running))
         return tuple((r.rollout_id, r.current_wave) for r in running)
+
+    def _load_rules(self) -> None:
+        """The pins and labels into memory, if they changed since last read (any replica's
+        change bumps their version): a poll does not read them from the database."""
+        version = self.store.rules_version()
+        if version != self._rules_version:
+            self._pins, self._set_labels = self.store.pins(), self.store.labels()
+            self._rules_version = version
 
     def _check(self, token: str, now: float) -> License:
         """The license if it may be served now, else :class:`LicenseDenied`; a refused
@@ -231,9 +243,14 @@ class Omega:
                 "inventory": dict(inventory or {}),
             }
             seen = self._facts_seen.get(lic.mainframe_id)
-            # written when they change, and now and then (another replica may have written
-            # others meanwhile): a poll's facts are otherwise what the store has already
-            fresh = seen is not None and seen[0] == facts and now - seen[1] < FACTS_REWRITE_S
+            # written when they change (free disk aside, which changes all the time), and
+            # now and then (another replica may have written others meanwhile): a poll's
+            # facts are otherwise what the store has already
+            fresh = (
+                seen is not None
+                and _steady(seen[0]) == _steady(facts)
+                and now - seen[1] < FACTS_REWRITE_S
+            )
             if not fresh:
                 if len(self._facts_seen) > MAX_REMEMBERED:
                     self._facts_seen.clear()
@@ -396,7 +413,7 @@ class Omega:
         # It joins (or is offered again): decided again under the fleet-wide lock, since
         # another replica may have moved the rollout on meanwhile.
         with self.store.exclusive():
-            decided = self._convergence(lic, current)
+            decided = self._convergence(lic, current, fresh=True)
             if decided is None or isinstance(decided, Rollout):
                 return decided
             r, target = decided
@@ -418,14 +435,17 @@ class Omega:
         return None if waiting else r
 
     def _convergence(
-        self, lic: License, current: str | None
+        self, lic: License, current: str | None, fresh: bool = False
     ) -> Rollout | tuple[Rollout, TargetRow | None] | None:
         """What :meth:`_waiting_for` does for a mainframe no running wave waits for: None
         (nothing), the rollout whose release it gets now, or (rollout, its target row or
         None) when it must join, or be offered the release again, first."""
         mainframe_id = lic.mainframe_id
-        # no pin or label anywhere (as of the last tick, or set here since): no query
-        pin, set_labels = self.store.rules_for(mainframe_id) if self._rules else (None, {})
+        # as of the last tick (or set here since); read afresh before a target is added
+        if fresh:
+            pin, set_labels = self.store.rules_for(mainframe_id)
+        else:
+            pin, set_labels = self._pins.get(mainframe_id), self._set_labels.get(mainframe_id, {})
         if pin is not None:
             r = self._pinned_rollout(lic, pin)
         else:
@@ -483,7 +503,7 @@ class Omega:
         back_to = [
             i
             for i in self.store.rollouts(RolloutState.COMPLETED)
-            if i.kind is Kind.INSTALL and i.update_id == r.update_id
+            if i.kind is Kind.INSTALL and i.update_id == r.update_id and i.selector == r.selector
         ]
         return back_to[-1] if back_to else None
 
@@ -583,7 +603,10 @@ class Omega:
                         "one is retried (a failed one is rolled back, or a fix pushed)",
                         rollout_id=rollout_id,
                     )
-                latest = self._converging_to()
+                # where its channel (its group, with a selector) is going
+                latest = self._converging_to() if r.selector is None else None
+                if r.selector is not None:
+                    latest = self._last_rollout(r.channel, r.selector)
                 if not running and (latest is None or latest.rollout_id != rollout_id):
                     raise FleetConflict(
                         f"rollout {rollout_id} is no longer where the fleet is going "
@@ -638,7 +661,7 @@ class Omega:
         """
         now = self.now()
         with self.lock, self.store.exclusive():
-            last = self._last_rollout(req.channel)
+            last = self._last_rollout(req.channel, req.selector)
             if last and _same(
                 req,
                 last,
@@ -735,6 +758,7 @@ class Omega:
             return {}
         rings = [parse_selector(r) for r in req.rings]
         labels = self.store.labels()
+        fleet = set(fleet)
         out = {}
         for mf in self.store.mainframes():
             if mf.mainframe_id not in fleet:
@@ -749,6 +773,7 @@ class Omega:
     def _newest_of(self, fleet: Collection[str]) -> int | None:
         """The highest sequence of the releases approved here that ``fleet`` runs."""
         sequences = {a.update_id: a.sequence for a in self.store.approvals()}
+        fleet = set(fleet)
         running = [
             sequences.get(mf.current)
             for mf in self.store.mainframes()
@@ -756,12 +781,14 @@ class Omega:
         ]
         return max((n for n in running if n is not None), default=None)
 
-    def _last_rollout(self, channel: str) -> Rollout | None:
-        """The channel's newest rollout if it is an install that runs or completed: the one
-        a re-sent request names (a ``deploy approve`` killed after starting it may be re-run
-        after it completed). A failed or superseded one is not: the same request again is a
-        new attempt."""
-        on_channel = [r for r in self.store.rollouts() if r.channel == channel]
+    def _last_rollout(self, channel: str, selector: str | None = None) -> Rollout | None:
+        """The newest rollout of the channel (and group: ``selector``) if it is an install
+        that runs or completed: the one a re-sent request names (a ``deploy approve`` killed
+        after starting it may be re-run after it completed). A failed or superseded one is
+        not: the same request again is a new attempt."""
+        on_channel = [
+            r for r in self.store.rollouts() if r.channel == channel and r.selector == selector
+        ]
         last = on_channel[-1] if on_channel else None
         if last is None or last.kind is not Kind.INSTALL:
             return None
@@ -809,8 +836,14 @@ class Omega:
                 max_failure_ratio=0.0,
                 wave_timeout_s=req.wave_timeout_s,
                 auto_rollback=False,
+                selector=installs[-1].selector if installs else None,  # its group's
             )
             r, woken = self.controller.create(spec, fleet, now)
+            unpinned = self.store.unpin_release(req.from_id)  # withdrawn: no pin holds it
+            if unpinned:
+                log.warning("%s: unpinned from %s (rolled back): %s", r.rollout_id,
+                            req.from_id, ", ".join(unpinned))  # fmt: skip
+                self._load_rules()
             self._refresh_gauges()
             self._serving = r.channel
         log.warning(
@@ -864,7 +897,7 @@ class Omega:
         """Set and remove labels of a mainframe (known yet or not); what it has now."""
         with self.lock:
             self.store.set_labels(mainframe_id, labels, remove)
-            self._rules = True
+            self._load_rules()
         log.info("labels of %s: set %s, removed %s", mainframe_id, dict(labels), list(remove))
         return {
             "mainframe_id": mainframe_id,
@@ -884,7 +917,7 @@ class Omega:
                     update_id=update_id,
                 )
             self.store.pin(mainframe_id, update_id, iso(now))
-            self._rules = True
+            self._load_rules()
             left = self.store.drop_unfinished_targets(mainframe_id, update_id) if update_id else []
         log.info("%s %s%s", mainframe_id, f"pinned to {update_id}" if update_id else "unpinned",
                  f"; left {', '.join(left)}" if left else "")  # fmt: skip
@@ -953,6 +986,12 @@ def _labels_of(mf: RegisteredMainframe, set_labels: Mapping[str, str]) -> dict[s
     if mf.facts.get("region"):
         facts["region"] = str(mf.facts["region"])
     return labels_of(facts, mf.facts.get("license_labels") or {}, set_labels)
+
+
+def _steady(facts: dict[str, Any]) -> dict[str, Any]:
+    """Facts but the free disk, which changes on nearly every poll."""
+    inventory = {k: v for k, v in (facts.get("inventory") or {}).items() if k != "free_disk"}
+    return {**facts, "inventory": inventory}
 
 
 def _as_registered(lic: License, facts: dict[str, Any]) -> RegisteredMainframe:

@@ -297,6 +297,7 @@ class FleetStore:
                     " ON CONFLICT (mainframe_id, label) DO UPDATE SET value=excluded.value",
                     (mainframe_id, key, value),
                 )
+            self.bump_rules()
 
     def labels(self) -> dict[str, dict[str, str]]:
         """The labels set on OMEGA: mainframe id -> key -> value."""
@@ -309,6 +310,7 @@ class FleetStore:
 
     def pin(self, mainframe_id: str, update_id: str | None, at: str) -> None:
         """Hold ``mainframe_id`` on ``update_id`` (None: unpin)."""
+        self.bump_rules()
         if update_id is None:
             self._run("DELETE FROM mainframe_pins WHERE mainframe_id=?", (mainframe_id,))
             return
@@ -318,6 +320,16 @@ class FleetStore:
             " pinned_at=excluded.pinned_at",
             (mainframe_id, update_id, at),
         )
+
+    def unpin_release(self, update_id: str) -> list[str]:
+        """Release every mainframe pinned to ``update_id``; which they were."""
+        rows = self.db.query(
+            "SELECT mainframe_id FROM mainframe_pins WHERE update_id=?", (update_id,)
+        )
+        if rows:
+            self._run("DELETE FROM mainframe_pins WHERE update_id=?", (update_id,))
+            self.bump_rules()
+        return sorted(str(r[0]) for r in rows)
 
     def pins(self) -> dict[str, str]:
         """Mainframe id -> the release it is pinned to."""
@@ -548,12 +560,16 @@ class FleetStore:
         )
         return {str(k): str(v) for k, v in rows}
 
-    def any_rules(self) -> bool:
-        """Whether any mainframe is pinned or labelled on OMEGA at all."""
-        rows = self.db.query(
-            "SELECT 1 FROM mainframe_pins UNION ALL SELECT 1 FROM mainframe_labels LIMIT 1"
+    def rules_version(self) -> int:
+        """Bumped by every change of labels and pins (:meth:`bump_rules`)."""
+        value = self._scalar("SELECT version FROM fleet_rules WHERE id=1")
+        return int(value or 0)
+
+    def bump_rules(self) -> None:
+        self._run(
+            "INSERT INTO fleet_rules (id, version) VALUES (1, 1)"
+            " ON CONFLICT (id) DO UPDATE SET version = fleet_rules.version + 1"
         )
-        return bool(rows)
 
     def rules_for(self, mainframe_id: str) -> tuple[str | None, dict[str, str]]:
         """A mainframe's pin (or None) and the labels set on OMEGA for it: one query."""

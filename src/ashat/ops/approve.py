@@ -408,9 +408,7 @@ def run_approve(
             comment = statement["signed"].get("comment")
     wf = project.workflow(signed_by or actor)
     dep = wf.store.require(update_id)
-    if to is not None and dep.state in (State.VERIFIED, State.APPROVED):
-        wf.store.update_details(update_id, {"to": distribution.to}, wf.now())
-    elif dep.details.get("to") is not None:  # given by an earlier approver
+    if to is None and dep.details.get("to") is not None:  # given by an earlier approver
         distribution = distribution.targeted(str(dep.details["to"]))
     if dep.state in (State.VERIFIED, State.APPROVED, State.RELEASING):
         # Check everything the release needs before an approval is recorded.
@@ -419,6 +417,8 @@ def run_approve(
         manifest_bytes, digests = load_signed_manifest(project, update_id)
         if to is not None and distribution.to is not None:
             _check_selector(omega_server, distribution.to)
+        if to is not None:  # checked: kept for the approval that completes the policy
+            wf.store.update_details(update_id, {"to": distribution.to}, wf.now())
     outcome = ApproveOutcome(dep, wf.actor, policy.required, {"update_id": update_id})
     header_done = False
 

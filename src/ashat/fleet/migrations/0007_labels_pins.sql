@@ -21,3 +21,9 @@ ALTER TABLE rollouts ADD COLUMN selector TEXT;
 -- Rings ([distribution] rings): each selector's mainframes are one leading wave of the
 -- rollout, in order, before its percentage waves take the rest (JSON list; NULL: none).
 ALTER TABLE rollouts ADD COLUMN rings TEXT;
+-- Bumped with every change of labels or pins: each replica reloads them (at its tick) when
+-- it changed, and a poll reads them from memory.
+CREATE TABLE IF NOT EXISTS fleet_rules (
+    id      INTEGER PRIMARY KEY,
+    version BIGINT NOT NULL
+);
