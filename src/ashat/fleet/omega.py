@@ -66,6 +66,7 @@ from ashat.trust.held import held_root
 log = logging.getLogger("ashat.omega")
 MAX_DELTAS = 256  # manifest deltas kept, by (base, new): a wave asks the same ones
 MAX_REMEMBERED = 200_000  # mainframes whose last facts are remembered here
+NO_LABELS: Mapping[str, str] = {}  # one object, never changed: a cache can tell it is the same
 FACTS_REWRITE_S = 600.0  # unchanged facts are written again after this long
 
 DIRECTIVE_KIND = "directive"
@@ -126,11 +127,13 @@ class Omega:
         self._serving: str | None = None  # the channel of the newest rollout
         # what each mainframe's last poll here said of itself (its facts are written to the
         # store only when they change) and its inventory, for its labels
-        self._facts_seen: dict[str, tuple[dict[str, Any], float]] = {}
+        self._facts_seen: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {}
+        # each polling mainframe's labels, while its facts and the set labels are the same
+        self._labels_seen: dict[str, tuple[Any, Any, dict[str, frozenset[str]]]] = {}
         # the pins and labels set here, reloaded by refresh() when their version changed
         self._rules_version = -1
         self._pins: dict[str, str] = {}
-        self._set_labels: dict[str, dict[str, str]] = {}
+        self._set_labels: Mapping[str, Mapping[str, str]] = {}
         self._resume_rollouts()
         self._seen = self.refresh()  # the running rollouts and their current waves
         agent.metrics.registry.register(FleetCollector(self))
@@ -243,18 +246,16 @@ class Omega:
                 "inventory": dict(inventory or {}),
             }
             seen = self._facts_seen.get(lic.mainframe_id)
+            steady = _steady(facts)
             # written when they change (free disk aside, which changes all the time), and
             # now and then (another replica may have written others meanwhile): a poll's
             # facts are otherwise what the store has already
-            fresh = (
-                seen is not None
-                and _steady(seen[0]) == _steady(facts)
-                and now - seen[1] < FACTS_REWRITE_S
-            )
+            fresh = seen is not None and seen[1] == steady and now - seen[2] < FACTS_REWRITE_S
             if not fresh:
                 if len(self._facts_seen) > MAX_REMEMBERED:
                     self._facts_seen.clear()
-                self._facts_seen[lic.mainframe_id] = (facts, now)
+                    self._labels_seen.clear()
+                self._facts_seen[lic.mainframe_id] = (facts, steady, now)
             self.store.register(
                 lic, current, sequence, iso(now), "ok", app, hold, now, None if fresh else facts
             )
@@ -442,10 +443,12 @@ class Omega:
         None) when it must join, or be offered the release again, first."""
         mainframe_id = lic.mainframe_id
         # as of the last tick (or set here since); read afresh before a target is added
+        set_labels: Mapping[str, str]
         if fresh:
             pin, set_labels = self.store.rules_for(mainframe_id)
         else:
-            pin, set_labels = self._pins.get(mainframe_id), self._set_labels.get(mainframe_id, {})
+            pin = self._pins.get(mainframe_id)
+            set_labels = self._set_labels.get(mainframe_id, NO_LABELS)
         if pin is not None:
             r = self._pinned_rollout(lic, pin)
         else:
@@ -521,12 +524,15 @@ class Omega:
         """A polling mainframe's labels: from its license, the labels set on OMEGA, and the
         inventory its poll reported here (else the one its last poll left in the store)."""
         seen = self._facts_seen.get(lic.mainframe_id)
-        if seen is not None:
-            facts = seen[0]
-        else:
+        if seen is None:
             mf = self.store.mainframe(lic.mainframe_id)
-            facts = mf.facts if mf else {}
-        return _labels_of(_as_registered(lic, facts), set_labels)
+            return _labels_of(_as_registered(lic, mf.facts if mf else {}), set_labels)
+        known = self._labels_seen.get(lic.mainframe_id)
+        if known is not None and known[0] is seen[1] and known[1] is set_labels:
+            return known[2]  # the very same facts and labels set (held here): same labels
+        labels = _labels_of(_as_registered(lic, seen[0]), set_labels)
+        self._labels_seen[lic.mainframe_id] = (seen[1], set_labels, labels)
+        return labels
 
     def report(self, lic: License, report: Report) -> set[str]:
         """Record a mainframe's ``installed``/``failed``; the mainframes woken.
