@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from ashat.bundle.keys import PublicKey, SigningKey
 from ashat.bundle.manifest import MAX_MANIFEST_BYTES
@@ -68,6 +69,62 @@ class BlobMirror:
             raise InvalidInput(f"--blob-url-ttl must be 10-{MAX_BLOB_URL_TTL_S} seconds")
 
 
+S3_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rules
+S3_PREFIX_RE = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")  # 'ashat', 'fleet/blobs'
+S3_REGION_RE = re.compile(r"[a-z0-9-]{1,40}")  # 'eu-west-1'; R2 says 'auto'
+S3_KEY_ID_RE = re.compile(r"[A-Za-z0-9_.+=/-]{3,128}")
+
+
+@dataclass(frozen=True)
+class S3Mirror:
+    """An S3-compatible bucket (AWS S3, Cloudflare R2, MinIO, Ceph RGW, SeaweedFS) that
+    OMEGA copies approved blobs into and sends mainframes to with presigned URLs (SigV4),
+    good for ``ttl_s`` seconds (``fleet/blob_links.py``, ``fleet/s3_copy.py``)."""
+
+    bucket: str
+    prefix: str  # '' or 'a/b': a blob is at [prefix/]sha256/ab/<sha256>
+    endpoint: str  # path-style base URL: https://s3.REGION.amazonaws.com, R2's, MinIO's...
+    region: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    ttl_s: int = 300
+
+    def __post_init__(self) -> None:
+        where = f"--blob-mirror s3://{self.bucket}/{self.prefix}"
+        if not S3_BUCKET_RE.fullmatch(self.bucket) or ".." in self.bucket:
+            raise InvalidInput(
+                f"{where}: {self.bucket!r} is not an S3 bucket name (3-63 lower-case "
+                "letters, digits, '.' and '-')"
+            )
+        if self.prefix and not S3_PREFIX_RE.fullmatch(self.prefix):
+            raise InvalidInput(
+                f"{where}: the prefix must be '/'-separated names of letters, digits, "
+                "'.', '_' and '-'"
+            )
+        if not S3_REGION_RE.fullmatch(self.region):
+            raise InvalidInput(f"--blob-mirror-region {self.region!r}: not a region name")
+        if not HTTP_URL_RE.fullmatch(self.endpoint) or urlsplit(self.endpoint).path not in (
+            "",
+            "/",
+        ):
+            raise InvalidInput(
+                f"--blob-mirror-endpoint {self.endpoint!r}: expected the service's "
+                "http(s) URL, without a path"
+            )
+        if not S3_KEY_ID_RE.fullmatch(self.access_key_id) or not self.secret_access_key:
+            raise InvalidInput(
+                "--blob-mirror-secret-file: expected aws_access_key_id and "
+                "aws_secret_access_key (an AWS credentials file)"
+            )
+        if not 10 <= self.ttl_s <= MAX_BLOB_URL_TTL_S:
+            raise InvalidInput(f"--blob-url-ttl must be 10-{MAX_BLOB_URL_TTL_S} seconds")
+
+    @property
+    def name(self) -> str:
+        """The copy's identity (another bucket, prefix or service is another copy)."""
+        return f"{self.endpoint.rstrip('/')}/{self.bucket}/{self.prefix}"
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """Everything the server needs; the token and app env never appear in ``repr``."""
@@ -108,7 +165,7 @@ class AgentConfig:
     app_listen: tuple[str, int] | None = None  # the agent's own stable address for the app
     switch_drain_s: float = 2.0  # the old app serves this long after traffic moved
     blob_offload: str | None = None  # role omega: "nginx" sends blob bytes (X-Accel-Redirect)
-    blob_mirror: BlobMirror | None = None  # role omega: licensed downloads redirected there
+    blob_mirror: BlobMirror | S3Mirror | None = None  # role omega: downloads redirected there
     region: str | None = None  # role omega: the region it serves (licenses naming another: no)
     app_name: str | None = None  # one app of a host agent (--apps): its releases only
     host_data: Path | None = None  # that host's data directory: all of it hidden from the app
@@ -265,3 +322,35 @@ def read_app_env(path: Path) -> dict[str, str]:
     except UnicodeDecodeError as e:
         raise InvalidInput(f"--app-env file {path} is not UTF-8") from e
     return parse_dotenv(text, f"--app-env file {path}")
+
+
+def read_aws_credentials(path: Path) -> tuple[str, str]:
+    """The access key id and secret access key of an AWS credentials file (``aws configure``
+    writes one): its ``[default]`` profile, or its only one. Raises :class:`InvalidInput`
+    naming the file, never a value."""
+    import configparser
+
+    where = f"--blob-mirror-secret-file {path}"
+    data = read_option_file(path, "--blob-mirror-secret-file", 64 * 1024)
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(data.decode("utf-8"))
+    except (UnicodeDecodeError, configparser.Error) as e:
+        raise InvalidInput(f"{where}: not an AWS credentials file ([default], key = value)") from e
+    sections = parser.sections()
+    name = "default" if "default" in sections else sections[0] if len(sections) == 1 else None
+    if name is None:
+        raise InvalidInput(f"{where}: several profiles and no [default]: keep one")
+    profile = parser[name]
+    key_id = profile.get("aws_access_key_id", "").strip()
+    secret = profile.get("aws_secret_access_key", "").strip()
+    if not key_id or not secret:
+        raise InvalidInput(
+            f"{where}: profile [{name}] needs aws_access_key_id and aws_secret_access_key"
+        )
+    if "aws_session_token" in profile:
+        raise InvalidInput(
+            f"{where}: temporary credentials (aws_session_token) expire under a running "
+            "OMEGA; give a long-lived key limited to the bucket's prefix"
+        )
+    return key_id, secret

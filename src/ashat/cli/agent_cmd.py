@@ -21,7 +21,7 @@ from ashat.http.limits import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S, M
 
 ROLES = ("public", "omega", "mainframe")
 if TYPE_CHECKING:
-    from ashat.agent.config import AgentConfig, BlobMirror, MainframeConfig
+    from ashat.agent.config import AgentConfig, BlobMirror, MainframeConfig, S3Mirror
     from ashat.agent.upstream import Upstream
     from ashat.bundle.keys import PublicKey, SigningKey
 
@@ -222,13 +222,27 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--blob-mirror",
     help="OMEGA: answer licensed blob downloads with a redirect to a signed, short-lived URL "
-    "on this copy of its blob directory (nginx secure_link; contrib/nginx/blob-mirror.conf).",
+    "on this copy of its blob directory (https://…: nginx secure_link, "
+    "contrib/nginx/blob-mirror.conf), or on an S3-compatible bucket OMEGA copies approved "
+    "blobs into (s3://BUCKET[/PREFIX]: presigned URLs).",
 )
 @click.option(
     "--blob-mirror-secret-file",
     type=_FILE,
     help="OMEGA: the secret the --blob-mirror URLs are signed with (the mirror's "
-    "secure_link_md5 holds the same).",
+    "secure_link_md5 holds the same), or for s3:// an AWS credentials file "
+    "(aws_access_key_id, aws_secret_access_key).",
+)
+@click.option(
+    "--blob-mirror-endpoint",
+    help="OMEGA, s3:// mirror: the service's URL (R2, MinIO, Ceph, SeaweedFS...); "
+    "default https://s3.REGION.amazonaws.com.",
+)
+@click.option(
+    "--blob-mirror-region",
+    default="us-east-1",
+    show_default=True,
+    help="OMEGA, s3:// mirror: the bucket's region, as signatures name it (R2: auto).",
 )
 @click.option(
     "--blob-url-ttl",
@@ -357,6 +371,8 @@ def _agent_config(
     blob_mirror: str | None,
     blob_mirror_secret_file: Path | None,
     blob_url_ttl: int,
+    blob_mirror_endpoint: str | None,
+    blob_mirror_region: str,
     upstream_file: Path | None,
     upstream_reload: str | None,
     app_listen: str | None,
@@ -391,7 +407,12 @@ def _agent_config(
         raise click.UsageError(
             "--db, --blob-dir, --region, --blob-offload, --blob-mirror: only for --role omega"
         )
-    mirror = _blob_mirror(blob_mirror, blob_mirror_secret_file, blob_url_ttl)
+    mirror = _blob_mirror(
+        blob_mirror,
+        blob_mirror_secret_file,
+        blob_url_ttl,
+        (blob_mirror_endpoint, blob_mirror_region),
+    )
     upstream = _upstream(upstream_file, upstream_reload)
     host, port = parse_listen(listen)
     keys = [load_public_key(p) for p in trust]
@@ -680,16 +701,36 @@ def _upstream(file: Path | None, reload: str | None) -> Upstream | None:
         raise click.UsageError(str(e)) from e
 
 
-def _blob_mirror(url: str | None, secret_file: Path | None, ttl: int) -> BlobMirror | None:
-    """``--blob-mirror`` and its secret as a config; a usage error if one comes alone."""
+def _blob_mirror(
+    url: str | None, secret_file: Path | None, ttl: int, s3: tuple[str | None, str]
+) -> BlobMirror | S3Mirror | None:
+    """``--blob-mirror`` and its secret as a config; a usage error if one comes alone.
+    ``s3``: ``--blob-mirror-endpoint`` and ``--blob-mirror-region``, for an ``s3://`` one."""
+    endpoint, region = s3
     if url is None and secret_file is None:
+        if endpoint is not None:
+            raise click.UsageError("--blob-mirror-endpoint is for --blob-mirror s3://…")
         return None
     if url is None or secret_file is None:
         raise click.UsageError("--blob-mirror and --blob-mirror-secret-file go together")
-    from ashat.agent.config import BlobMirror
+    from ashat.agent.config import BlobMirror, S3Mirror, read_aws_credentials
     from ashat.project import read_token_file
 
-    return BlobMirror(url.rstrip("/"), read_token_file(secret_file), ttl)
+    if not url.startswith("s3://"):
+        if endpoint is not None:
+            raise click.UsageError("--blob-mirror-endpoint is for --blob-mirror s3://…")
+        return BlobMirror(url.rstrip("/"), read_token_file(secret_file), ttl)
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    key_id, secret = read_aws_credentials(secret_file)
+    return S3Mirror(
+        bucket=bucket,
+        prefix=prefix.strip("/"),
+        endpoint=(endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/"),
+        region=region,
+        access_key_id=key_id,
+        secret_access_key=secret,
+        ttl_s=ttl,
+    )
 
 
 def _root_omega_keys(root_file: Path) -> list[PublicKey]:

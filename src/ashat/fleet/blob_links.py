@@ -21,18 +21,35 @@ MD5 is what nginx's module offers; the URL lives minutes and opens only a blob w
 digest the mainframe checks anyway. A mainframe follows the redirect, resumes with
 ``Range`` there, and asks OMEGA again for a fresh URL on each try; its license token is
 never sent to the mirror (httpx drops ``Authorization`` on a redirect to another origin).
+
+With ``--blob-mirror s3://BUCKET/PREFIX`` the mirror is an S3-compatible bucket (AWS S3,
+Cloudflare R2, MinIO, Ceph RGW, SeaweedFS) that OMEGA keeps in step itself
+(:mod:`.s3_copy`), and the URL is an S3 presigned URL (Signature Version 4, query
+authentication, path style)::
+
+    {endpoint}/{bucket}/[prefix/]sha256/ab/<sha256>?X-Amz-Algorithm=AWS4-HMAC-SHA256
+        &X-Amz-Credential=…&X-Amz-Date=…&X-Amz-Expires=<ttl>&X-Amz-SignedHeaders=host
+        &x-ashat-license=<license id>&X-Amz-Signature=…
+
+The license rides as a query parameter the signature covers (S3 ignores it, and its access
+log keeps it): the URL is bound to the blob, the license and the expiry like nginx's.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import time
 from urllib.parse import quote, unquote, urlsplit
 
 from ashat.agent.blobs import blob_path
-from ashat.agent.config import BlobMirror
+from ashat.agent.config import BlobMirror, S3Mirror
 
-__all__ = ["blob_path", "signed_url"]
+__all__ = ["blob_path", "presigned_url", "s3_key", "signed_url"]
+
+SIGV4 = "AWS4-HMAC-SHA256"
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
 def signed_url(mirror: BlobMirror, sha256: str, license_id: str, now: float) -> str:
@@ -45,3 +62,40 @@ def signed_url(mirror: BlobMirror, sha256: str, license_id: str, now: float) -> 
     md5 = hashlib.md5(signed, usedforsecurity=False).digest()  # nginx secure_link_md5
     signature = base64.urlsafe_b64encode(md5).rstrip(b"=").decode("ascii")
     return f"{base}/{blob_path(sha256)}?lic={lic}&expires={expires}&md5={signature}"
+
+
+def s3_key(mirror: S3Mirror, sha256: str) -> str:
+    """The object key of ``sha256`` in the bucket: the blob directory's own layout."""
+    return f"{mirror.prefix}/{blob_path(sha256)}" if mirror.prefix else blob_path(sha256)
+
+
+def presigned_url(mirror: S3Mirror, sha256: str, license_id: str, now: float) -> str:
+    """An S3 presigned ``GET`` of ``sha256`` for ``license_id``, good until ``now + ttl``
+    (AWS Signature Version 4, query authentication, as botocore's ``S3SigV4QueryAuth``
+    makes it: ``tests/unit/test_blob_links.py`` compares the two)."""
+    split = urlsplit(mirror.endpoint)
+    host = split.netloc.lower().removesuffix(_DEFAULT_PORTS.get(split.scheme, "\0"))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(int(now)))
+    scope = f"{stamp[:8]}/{mirror.region}/s3/aws4_request"
+    path = quote(f"/{mirror.bucket}/{s3_key(mirror, sha256)}", safe="/-_.~")
+    params = {
+        "X-Amz-Algorithm": SIGV4,
+        "X-Amz-Credential": f"{mirror.access_key_id}/{scope}",
+        "X-Amz-Date": stamp,
+        "X-Amz-Expires": str(mirror.ttl_s),
+        "X-Amz-SignedHeaders": "host",
+        "x-ashat-license": license_id,
+    }
+    query = "&".join(f"{_q(k)}={_q(v)}" for k, v in sorted(params.items()))
+    request = "\n".join(("GET", path, query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"))
+    to_sign = "\n".join((SIGV4, stamp, scope, hashlib.sha256(request.encode()).hexdigest()))
+    key = f"AWS4{mirror.secret_access_key}".encode()
+    for part in (stamp[:8], mirror.region, "s3", "aws4_request"):
+        key = hmac.digest(key, part.encode(), "sha256")
+    signature = hmac.new(key, to_sign.encode(), "sha256").hexdigest()
+    return f"{split.scheme}://{split.netloc}{path}?{query}&X-Amz-Signature={signature}"
+
+
+def _q(text: str) -> str:
+    """SigV4's URI encoding: everything but unreserved characters, '/' too."""
+    return quote(text, safe="-_.~")

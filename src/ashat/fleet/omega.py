@@ -39,6 +39,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ashat.agent.config import S3Mirror
 from ashat.agent.core import Agent
 from ashat.agent.errors import NoSuchBlob
 from ashat.bake import NO_BAKE, BakePolicy
@@ -60,6 +61,7 @@ from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
 from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest
 from ashat.fleet.omega_store import FleetStore, RegisteredMainframe, Rollout, Spec, TargetRow
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
+from ashat.fleet.s3_copy import S3Copy
 from ashat.labels import flat, labels_of, parse_selector
 from ashat.trust.held import held_root
 
@@ -120,6 +122,10 @@ class Omega:
         self.root = held_root(agent.config.root_file, agent.config.data)
         self.approvals = Approvals(agent, key, self.store, self._clock, self.root)
         self.controller = Controller(self.store, self.approvals, self.metrics.rollouts, self.now)
+        mirror = agent.config.blob_mirror
+        self.s3 = (  # the S3 mirror OMEGA keeps in step (fleet/s3_copy.py)
+            S3Copy(mirror, self.store, agent.layout.blobs) if isinstance(mirror, S3Mirror) else None
+        )
         self.lock = threading.Lock()
         self._deltas: dict[tuple[str, str], dict[str, Any] | None] = {}  # (base, new) digests
         self._approved_blobs: set[str] = set()  # known approved: approvals are never undone

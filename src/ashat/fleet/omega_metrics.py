@@ -58,6 +58,15 @@ class FleetMetrics:
             ["kind", "state"],
             registry=r,
         )
+        self.blob_downloads = Counter(
+            "ashat_fleet_blob_downloads",
+            "Licensed blob downloads allowed, by who sends the bytes (omega: OMEGA or the "
+            "nginx in front of it; mirror: a signed redirect to --blob-mirror)",
+            ["by"],
+            registry=r,
+        )
+        for by in ("omega", "mirror"):
+            self.blob_downloads.labels(by=by)
         self.running = Gauge("ashat_fleet_rollouts_running", "Rollouts running", registry=r)
         self.waiting = Gauge("ashat_fleet_polls_waiting", "Long polls being held", registry=r)
 

@@ -42,10 +42,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ashat.agent.config import S3Mirror
 from ashat.agent.core import Agent
 from ashat.bake import ANALYSIS_EVERY_S
 from ashat.fleet.analysis import check_queries
-from ashat.fleet.blob_links import signed_url
+from ashat.fleet.blob_links import presigned_url, signed_url
 from ashat.fleet.directive import NONCE_RE
 from ashat.fleet.license import MAINFRAME_ID_RE
 from ashat.fleet.omega import Omega
@@ -56,6 +57,7 @@ from ashat.fleet.omega_requests import (
     approval_record,
     license_id,
 )
+from ashat.fleet.s3_copy import COPY_EVERY_S, describe
 from ashat.fleet.windows import HOLDS
 from ashat.http.body import json_object
 from ashat.http.errors import RequestInvalid, Unauthenticated
@@ -154,6 +156,7 @@ class OmegaRoutes:
         self.poll_timeout_s = min(poll_timeout_s, MAX_WAIT_S)
         self.waiters = Waiters()
         self._ticker: asyncio.Task[None] | None = None
+        self._copy_now = asyncio.Event()  # an approval: copy its blobs to the S3 mirror
 
     # -- lifespan ------------------------------------------------------------------------------
 
@@ -162,10 +165,13 @@ class OmegaRoutes:
         """Run the controller's tick while the server runs."""
         self._ticker = asyncio.create_task(self._tick_forever(), name="ashat-omega-controller")
         analyst = asyncio.create_task(self._analyze_forever(), name="ashat-omega-analysis")
+        tasks = [self._ticker, analyst]
+        if self.omega.s3 is not None:
+            tasks.append(asyncio.create_task(self._copy_forever(), name="ashat-omega-s3-copy"))
         try:
             yield
         finally:
-            for task in (self._ticker, analyst):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -195,12 +201,37 @@ class OmegaRoutes:
                 log.exception("the rollout analysis failed")
             await asyncio.sleep(ANALYSIS_EVERY_S)
 
+    async def _copy_forever(self) -> None:
+        """Keep the S3 mirror in step: after each approval, and every COPY_EVERY_S."""
+        s3 = self.omega.s3
+        assert s3 is not None
+        failing = False
+        while True:
+            self._copy_now.clear()
+            try:
+                copied = await run_in_threadpool(s3.copy_pending)
+                if copied or failing:
+                    log.info("S3 mirror %s: %d blob(s) copied", s3.mirror.name, copied)
+                failing = False
+            except Exception as e:  # the bucket is down or refuses: OMEGA sends the bytes
+                if not failing:
+                    log.warning(
+                        "S3 mirror %s: cannot copy blobs (OMEGA sends them itself until it "
+                        "can; tried again every %.0f s): %s",
+                        s3.mirror.name, COPY_EVERY_S, describe(e),
+                    )  # fmt: skip
+                failing = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._copy_now.wait(), COPY_EVERY_S)
+
     # -- control side --------------------------------------------------------------------------
 
     async def approve(self, request: Request) -> Response:
         update_id = request.path_params["update_id"]
         record = approval_record(update_id, await json_object(request))
-        return JSONResponse(await run_in_threadpool(self.omega.approve, update_id, record))
+        answer = await run_in_threadpool(self.omega.approve, update_id, record)
+        self._copy_now.set()
+        return JSONResponse(answer)
 
     async def roots(self, request: Request) -> Response:
         """Take the newer versions of a root chain (each must chain from the one held)."""
@@ -429,16 +460,30 @@ class OmegaRoutes:
     async def blob_gate(self, request: Request, sha256: str) -> Response | None:
         """For ``GET /v1/blobs/{sha}``: a license may fetch blobs of approved releases only
         (a bearer request was already checked by the middleware). With ``--blob-mirror``,
-        an allowed licensed download is sent there, by a signed URL (:mod:`.blob_links`)."""
+        an allowed licensed download is sent there, by a signed URL (:mod:`.blob_links`);
+        to an S3 mirror only once the blob was copied there (:mod:`.s3_copy`)."""
         token = license_token(request)
         if token is None:
             return None
         lic = await run_in_threadpool(self.omega.blob_allowed, token, sha256)
+        url = await self._mirror_url(sha256, lic.license_id)
+        self.omega.metrics.blob_downloads.labels(by="omega" if url is None else "mirror").inc()
+        if url is None:
+            return None
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+
+    async def _mirror_url(self, sha256: str, license_id: str) -> str | None:
+        """The signed URL of the blob on the mirror, for the license; None to send it here
+        (no mirror, or an S3 mirror that does not hold it yet)."""
         mirror = self.agent.config.blob_mirror
         if mirror is None:
             return None
-        url = signed_url(mirror, sha256, lic.license_id, self.omega.now())
-        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+        if not isinstance(mirror, S3Mirror):
+            return signed_url(mirror, sha256, license_id, self.omega.now())
+        s3 = self.omega.s3
+        if s3 is None or not (sha256 in s3.held or await run_in_threadpool(s3.holds, sha256)):
+            return None
+        return presigned_url(mirror, sha256, license_id, self.omega.now())
 
     def routes(self) -> list[Route]:
         return [

