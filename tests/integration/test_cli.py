@@ -591,6 +591,32 @@ def test_status_imports_no_heavy_modules(project: Path, wf: Workflow, db_url: st
     assert not imported & heavy, sorted(imported & heavy)
 
 
+def test_a_verb_that_talks_http_skips_httpx_own_command_line_tool(
+    project: Path, wf: Workflow
+) -> None:
+    """Issue 20: ``import httpx`` also imported its command-line tool (rich, pygments and
+    trio where installed), ~28 ms of every networked verb's start-up; the entry point marks
+    it absent. (PUBLIC is unreachable here: the check gets as far as the transport.)"""
+    from ashat.demo import free_port
+
+    configured = run(project, "configure", "public", f"http://127.0.0.1:{free_port()}", "Stg")
+    assert configured.returncode == 0, configured.stderr
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ashat.cli.deploy", "servers", "--check"],
+        cwd=project, env={**os.environ, "ASHAT_USER": "alice"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in out.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "httpx" in imported, out.stderr[-2000:]  # the parse worked, and it was imported
+    # (a module marked absent is listed, with no time and nothing under it)
+    assert not {n for n in imported if n.split(".")[0] in ("rich", "pygments")}
+    assert not {n for n in imported if n.startswith(("trio.", "httpx._main."))}
+
+
 def test_a_store_locked_by_another_process_is_a_clear_error_in_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

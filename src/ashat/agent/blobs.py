@@ -87,12 +87,14 @@ def _fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
-def intact(path: str | Path, size: int, mode: int) -> bool:
-    """Whether ``path`` is a stored file nobody wrote to: its size, mode and stored mtime."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
+def intact(path: str | Path, size: int, mode: int, st: os.stat_result | None = None) -> bool:
+    """Whether ``path`` is a stored file nobody wrote to: its size, mode and stored mtime
+    (``st``: its ``lstat``, if the caller has it)."""
+    if st is None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
     return (
         stat.S_ISREG(st.st_mode)
         and st.st_size == size
@@ -244,7 +246,7 @@ class BlobStore:
             st = os.lstat(path)
         except FileNotFoundError:
             return None
-        if intact(path, st.st_size, BLOB_MODE) and self.holds(path, sha256, st.st_size):
+        if intact(path, st.st_size, BLOB_MODE, st) and self.holds(path, sha256, st.st_size, st=st):
             return st.st_size
         self.quarantine(sha256)
         return None

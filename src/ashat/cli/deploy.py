@@ -394,6 +394,9 @@ def help_(**_: Any) -> None:
 
 
 def main() -> None:
+    from ashat.cli import lean_start
+
+    lean_start()
     cli(prog_name="deploy")
 
 

@@ -82,6 +82,9 @@ def verify(update_id: str, only: tuple[str, ...]) -> None:
             click.echo(style("ASHAT Deployment Verification", bold=True))
             click.echo(f"Update ID: {update_id} on {server.name} ({server.url})")
 
+    from ashat.cli import unlean
+
+    unlean()  # check plug-ins run in this process: they get every installed module
     data = operations().verify(update_id, list(only) or None, on_start)
     passed, latest = data["passed"], data["checks"]
 
