@@ -40,6 +40,7 @@ import time
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from ashat.agent.errors import PayloadTooLarge, RequestInvalid
 from ashat.bundle.errors import DigestMismatch
@@ -51,6 +52,7 @@ SHA256_RE = re.compile(r"[0-9a-f]{64}")
 BLOB_MODE = 0o644  # the mode most files have, so they link straight to their blob
 STORE_MTIME_NS = 1_000_000_000  # 1970-01-01T00:00:01Z on every stored file
 SYNC_WORKERS = 8  # threads making new files durable
+SYNCFS_MIN = 64  # files at least, on one filesystem, to make durable with one syncfs
 HASH_CHUNK = 1024 * 1024  # bytes read at a time to hash a stored file
 # A hash taken within this many ns of the inode's last change is not cached: the kernel's
 # coarse clock could give a write in the same tick the same ctime.
@@ -69,14 +71,54 @@ def check_digest(value: object) -> str:
 
 
 def fsync_paths(paths: Sequence[str | Path]) -> None:
-    """fsync each file or directory, several at a time (the filesystem batches concurrent
-    flushes: 2,000 small files take a third of the time they take one by one)."""
+    """Make each file or directory durable. Many on one filesystem: one ``syncfs(2)`` for
+    them all (2,000 new blobs: 35 ms against 155 ms for their fsyncs, issue 20); else an
+    fsync each, several at a time (the filesystem batches concurrent flushes)."""
+    if len(paths) >= SYNCFS_MIN and _syncfs_all(paths):
+        return
     if len(paths) <= 1:
         for p in paths:
             _fsync_path(p)
         return
     with ThreadPoolExecutor(min(SYNC_WORKERS, len(paths))) as pool:
         list(pool.map(_fsync_path, paths))
+
+
+def _syncfs_all(paths: Sequence[str | Path]) -> bool:
+    """``syncfs`` the one filesystem all ``paths`` are on; False (nothing promised) where
+    there is no ``syncfs`` (not Linux), they are on several, or it failed: the caller
+    fsyncs each then, and sees any error there."""
+    global _syncfs
+    if _syncfs is None:
+        _syncfs = _load_syncfs()
+    if _syncfs is False:
+        return False
+    devices = {os.lstat(p).st_dev for p in paths}
+    if len(devices) != 1:
+        return False
+    fd = os.open(paths[0], os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+    try:
+        return bool(_syncfs(fd) == 0)
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs() -> Any:
+    """libc's ``syncfs``, or False where the C library has none."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_syncfs: Any = None  # libc's syncfs once looked up; False where there is none
 
 
 def _fsync_path(path: str | Path) -> None:
