@@ -243,6 +243,44 @@ def test_a_server_ignoring_range_starts_over(server: tuple[str, Behaviour], layo
     assert stored(layout, w) == data
 
 
+def test_a_finished_download_enters_the_store_as_it_is_not_written_twice(
+    server: tuple[str, Behaviour], layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: each blob was written twice on a mainframe (the partial file, then a copy
+    into the store) and made durable alone. Now the partial file itself enters the store
+    (its inode, hashed as it is read) and a fetch's blobs are made durable together."""
+    from ashat.agent import blobs as blobs_module
+
+    url, b = server
+    wanted = [blob(b, os.urandom(3000 + i)) for i in range(blobs_module.SYNCFS_MIN)]
+    inodes: dict[str, int] = {}
+    real_take = blobs_module.BlobWriter.take
+
+    def take(self: blobs_module.BlobWriter, path: str) -> bool:
+        inodes[self.expected] = os.stat(path).st_ino
+        return real_take(self, path)
+
+    synced: list[int] = []
+    monkeypatch.setattr(blobs_module.BlobWriter, "take", take)
+    monkeypatch.setattr(blobs_module, "_syncfs", lambda fd: synced.append(fd) or 0)
+    fetch(url, layout, wanted)
+    store = BlobStore(layout.blobs, layout.tmp, 1024**3)
+    for w in wanted:
+        assert stored(layout, w) == b.blobs[w.sha256]
+        assert store.path(w.sha256).stat().st_ino == inodes[w.sha256]
+    assert partials(layout) == [] and len(synced) == 1
+
+
+def test_blobs_fetched_before_another_fails_are_stored(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    url, b = server
+    good = blob(b, os.urandom(2000))
+    with pytest.raises(DownloadError):
+        fetch(url, layout, [good, Wanted("ab" * 32, 10)], streams=1)
+    assert stored(layout, good) == b.blobs[good.sha256]
+
+
 def test_missing_blob_fails_at_once(server: tuple[str, Behaviour], layout: Layout) -> None:
     url, _ = server
     w = Wanted("ab" * 32, 10)

@@ -4,9 +4,10 @@ Each blob is downloaded by appending to ``DIR/tmp/partial/<sha256>``, which surv
 restart (:meth:`~ashat.agent.layout.Layout.clean_tmp` spares that directory). A transfer
 cut short resumes with ``Range: bytes=N-`` (``GET /v1/blobs/{sha256}`` honours it with a
 ``206``); a server that ignores the range (``200``) starts the file over. Once the file
-holds the size the manifest names, it enters the store through a
-:class:`~ashat.agent.blobs.BlobWriter`, which checks the digest — the one way into the
-store. A digest mismatch (a corrupt partial from an earlier run, a bad byte on the wire)
+holds the size the manifest names, a :class:`~ashat.agent.blobs.BlobWriter` takes it as its
+temp file, hashing it without writing it again, and checks the digest — the one way into
+the store; the blobs of one fetch are then made durable and renamed into the store
+together. A digest mismatch (a corrupt partial from an earlier run, a bad byte on the wire)
 deletes the partial and fetches the blob once more from zero; a second mismatch fails.
 
 Connection errors and 5xx answers are retried with backoff as long as a retry makes
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from ashat.agent.blobs import BlobStore
+from ashat.agent.blobs import BlobStore, BlobWriter
 from ashat.bundle.errors import DigestMismatch
 from ashat.errors import RemoteError
 from ashat.faults import crash_point
@@ -120,9 +121,11 @@ class BlobDownloader:
         return self.partial_dir / sha256
 
     async def fetch_all(self, wanted: Sequence[Wanted]) -> None:
-        """Fetch every blob of ``wanted`` into the store, ``streams`` at a time.
+        """Fetch every blob of ``wanted`` into the store, ``streams`` at a time, then make
+        them durable together (one ``syncfs`` for many: :func:`~ashat.agent.blobs.fsync_paths`).
 
-        The first failure cancels the others (their partial files stay, to resume).
+        The first failure cancels the others (their partial files stay, to resume); the
+        blobs fetched and checked before it are stored all the same.
         Raises :class:`DownloadError`.
         """
         for w in wanted:
@@ -136,31 +139,35 @@ class BlobDownloader:
             return
         self.partial_dir.mkdir(parents=True, exist_ok=True)
         gate = asyncio.Semaphore(self.streams)
+        checked: list[tuple[Wanted, BlobWriter]] = []  # fetched, digest right, not stored yet
 
         async def one(w: Wanted) -> None:
             async with gate:
-                await self.fetch(w)
+                writer = await self.fetch(w)
+                if writer is not None:
+                    checked.append((w, writer))
 
         try:
             async with asyncio.TaskGroup() as group:
                 for w in wanted:
                     group.create_task(one(w))
         except* DownloadError as eg:
+            await asyncio.to_thread(self._store, checked)
             first = eg.exceptions[0]
             assert isinstance(first, DownloadError)
             raise first from None
+        await asyncio.to_thread(self._store, checked)
 
-    async def fetch(self, w: Wanted) -> None:
-        """Fetch one blob into the store (nothing to do if it is there). Raises
-        :class:`DownloadError`."""
+    async def fetch(self, w: Wanted) -> BlobWriter | None:
+        """Fetch one blob and check its digest; return its writer for :meth:`_store` (None
+        if the store has it already). Raises :class:`DownloadError`."""
         if await asyncio.to_thread(self.store.size, w.sha256) is not None:
-            return
+            return None
         try:
             for last in (False, True):
                 await self._download(w)
                 try:
-                    await asyncio.to_thread(self._commit, w)
-                    return
+                    return await asyncio.to_thread(self._check, w)
                 except DigestMismatch as e:
                     self.partial(w.sha256).unlink(missing_ok=True)
                     if last:
@@ -173,21 +180,37 @@ class BlobDownloader:
             raise DownloadError(
                 f"cannot store blob {w.sha256}: {e.strerror or e}", sha256=w.sha256
             ) from e
+        raise AssertionError("unreachable: the second try returns or raises")
 
-    def _commit(self, w: Wanted) -> None:
-        """Move a complete partial file into the store; raises DigestMismatch."""
-        path = self.partial(w.sha256)
+    def _check(self, w: Wanted) -> BlobWriter:
+        """Hash a complete partial file as the blob's temp file (it is not written again,
+        unless the store is on another filesystem); raises DigestMismatch."""
+        path = str(self.partial(w.sha256))
         writer = self.store.writer(w.sha256)
         try:
-            with open(path, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    writer.write(chunk)
+            if not writer.take(path):
+                with open(path, "rb") as f:
+                    while chunk := f.read(CHUNK):
+                        writer.write(chunk)
             writer.finish()
-            self.store.commit([writer])
         except BaseException:
             writer.abort()
             raise
-        path.unlink(missing_ok=True)
+        return writer
+
+    def _store(self, checked: Sequence[tuple[Wanted, BlobWriter]]) -> None:
+        """Make the checked blobs durable and rename them into the store, together."""
+        if not checked:
+            return
+        try:
+            self.store.commit([writer for _, writer in checked])
+        except OSError as e:  # they stay as partial files: the next try resumes from them
+            w = checked[0][0]
+            raise DownloadError(
+                f"cannot store blob {w.sha256}: {e.strerror or e}", sha256=w.sha256
+            ) from e
+        for w, _ in checked:
+            self.partial(w.sha256).unlink(missing_ok=True)  # a copy (another filesystem)
 
     async def _download(self, w: Wanted) -> None:
         """Make the partial file hold ``w.size`` bytes, resuming what is there."""
