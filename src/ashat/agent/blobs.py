@@ -293,6 +293,21 @@ class BlobStore:
         self.quarantine(sha256)
         return None
 
+    def size_if_hashed(self, sha256: str) -> int | None:
+        """:meth:`size` where it needs no hashing (for the event loop): the size of a stored
+        blob hashed before and unchanged since; None where :meth:`size` must be asked."""
+        path = self.file(sha256)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if intact(path, st.st_size, BLOB_MODE, st) and self._hashed.get((st.st_dev, st.st_ino)) == (
+            sha256,
+            _fingerprint(st),
+        ):
+            return st.st_size
+        return None
+
     def missing(self, digests: Iterable[str]) -> list[str]:
         """The digests not in the store, in the order given, each once."""
         seen: set[str] = set()

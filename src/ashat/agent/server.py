@@ -130,7 +130,8 @@ class Endpoints:
             answer = await self.blob_gate(request, sha)
             if answer is not None:
                 return answer
-        if await run_in_threadpool(self.agent.blobs.size, sha) is None:
+        size = self.agent.blobs.size_if_hashed(sha)  # no thread for a blob hashed before
+        if size is None and await run_in_threadpool(self.agent.blobs.size, sha) is None:
             raise NoSuchBlob(f"blob {sha} is not stored here", sha256=sha)
         headers = {"Cache-Control": BLOB_CACHE_CONTROL, "ETag": f'"{sha}"'}
         if self.config.blob_offload == "nginx" and request.headers.get(OFFLOAD_HEADER) == "nginx":

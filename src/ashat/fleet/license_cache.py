@@ -27,6 +27,11 @@ class LicenseCache:
         self._known: OrderedDict[str, License] = OrderedDict()
         self._lock = threading.Lock()
 
+    def known(self, token: str) -> License | None:
+        """The license of ``token`` if it was authenticated before, else None."""
+        with self._lock:
+            return self._known.get(token)
+
     def read(self, token: str) -> License:
         """The authenticated license of ``token`` (expiry and revocation not judged).
 

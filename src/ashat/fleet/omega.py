@@ -303,6 +303,27 @@ class Omega:
         self._approved_blobs.add(sha256)
         return lic
 
+    def blob_allowed_now(self, token: str, sha256: str) -> License | None:
+        """:meth:`blob_allowed` from memory alone, for the event loop: the license if its
+        token was authenticated before, it may be served now and the blob is known
+        approved; None where that needs the database or a signature check (then call
+        :meth:`blob_allowed` in a worker thread, which also records a refusal)."""
+        if sha256 not in self._approved_blobs:
+            return None
+        lic = self.licenses.known(token)
+        if lic is None:
+            return None
+        try:
+            return judge_license(
+                lic,
+                now=dt.datetime.fromtimestamp(self.now(), dt.UTC),
+                revoked=self._revoked,
+                channel=self._serving,
+                region=self.agent.config.region,
+            )
+        except LicenseRefused:
+            return None
+
     def directive(
         self, lic: License, current: str | None, delta: bool = False, hold: str | None = None
     ) -> PollAnswer | None:
