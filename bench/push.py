@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="1%% re-push rounds (median shown)")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
+    if a.repeat < 1:
+        sys.exit("--repeat must be 1 or more")
     if not shutil.which("rsync"):
         sys.exit("rsync is not installed (apt-get install rsync): it is the yardstick")
     rng = random.Random(7)

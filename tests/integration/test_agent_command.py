@@ -79,7 +79,9 @@ def test_bad_options_exit_2(files: dict[str, Path], overrides: dict[str, str], n
     assert not files["data"].exists()
 
 
-CRED = "[default]\naws_access_key_id = AKIDEXAMPLE1\naws_secret_access_key = wJalr-secret-EXAMPLEKEY"
+CRED = (
+    "[default]\naws_access_key_id = AKIDEXAMPLE1\naws_secret_access_key = wJalr-secret-EXAMPLEKEY"
+)
 
 
 @pytest.mark.parametrize(
@@ -90,9 +92,11 @@ CRED = "[default]\naws_access_key_id = AKIDEXAMPLE1\naws_secret_access_key = wJa
         (["--blob-mirror", "https://m"], "short", "16 or more printable characters"),
         (["--blob-mirror", "https://m", "--blob-offload", "nginx"], "s" * 20, "choose one way"),
         (["--blob-url-ttl", "5"], None, "5 is not in the range 10<=x<=86400"),
-        (["--blob-mirror-endpoint", "https://r2"], None, "--blob-mirror-endpoint is for"),
-        (["--blob-mirror", "https://m", "--blob-mirror-endpoint", "https://r2"], "s" * 20,
-         "--blob-mirror-endpoint is for --blob-mirror s3://"),
+        (["--blob-mirror-endpoint", "https://r2"], None, "--blob-mirror-endpoint and"),
+        (["--blob-mirror", "https://m", "--blob-mirror-region", "auto"], "s" * 20,
+         "--blob-mirror-endpoint and --blob-mirror-region are for --blob-mirror s3://"),
+        (["--blob-mirror", "s3://blobs", "--blob-mirror-endpoint", "https://k:pw-x@r2"], CRED,
+         "no user or password in the URL"),
         (["--blob-mirror", "s3://Not_A_Bucket/x"], CRED, "'Not_A_Bucket' is not an S3 bucket"),
         (["--blob-mirror", "s3://blobs/a//b"], CRED, "the prefix must be"),
         (["--blob-mirror", "s3://blobs", "--blob-mirror-endpoint", "ftp://r2"], CRED,
@@ -121,6 +125,7 @@ def test_bad_blob_serving_options_exit_2(
     code, out = run(*args)
     assert code == 2, out
     assert needle in out
+    assert "pw-x" not in out  # nor a password in a URL
     for line in (secret or "").splitlines():
         if "secret" in line or "token" in line:  # a secret is never echoed
             assert line.split("=")[-1].strip() not in out

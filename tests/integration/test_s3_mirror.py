@@ -7,7 +7,9 @@ server on loopback, checking every signature:
   expiry; the server refuses an altered, re-bound, unsigned or expired one;
 - a mainframe that joins once the blobs are there takes every byte from the bucket;
 - a bucket that refuses OMEGA's credentials costs OMEGA the bytes, not the rollout, and the
-  log names the refusal, never the secret.
+  log names the refusal, never the secret;
+- a copy deleted from the bucket or overwritten with other bytes: the mainframe asks OMEGA
+  again (``X-Ashat-Direct``), installs, and OMEGA copies the blob again at its next pass.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Seaweed:
 
         return s3_client(S3Mirror(BUCKET, "", self.endpoint, "us-east-1", KEY_ID, secret))
 
-    def keys(self) -> dict[str, int]:
+    def objects(self) -> dict[str, int]:
         """Every object under the prefix: key -> size."""
         listing = self.client().list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "/")
         return {o["Key"]: o["Size"] for o in listing.get("Contents", [])}
@@ -116,9 +118,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
 
 def mirror_args(s: Seaweed, tmp_path: Path, secret: str = SECRET) -> tuple[str, ...]:
     creds = tmp_path / "aws-credentials"
-    creds.write_text(
-        f"[default]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {secret}\n"
-    )
+    creds.write_text(f"[default]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {secret}\n")
     creds.chmod(0o600)
     return (
         "--blob-mirror", f"s3://{BUCKET}/{PREFIX}", "--blob-mirror-secret-file", str(creds),
@@ -161,7 +161,7 @@ def test_omega_copies_approved_blobs_to_s3_and_mainframes_take_them_from_there(
     ship(fleet)
     blobs = blobs_of(fleet, "v1")
     wanted = {f"{PREFIX}/sha256/{sha[:2]}/{sha}": size for sha, size in blobs.items()}
-    wait_for(lambda: seaweed.keys() == wanted, 30, "OMEGA's copy of every approved blob")
+    wait_for(lambda: seaweed.objects() == wanted, 30, "OMEGA's copy of every approved blob")
 
     # a licensed download is sent to the bucket by a presigned URL the bucket honours
     sha = max(blobs, key=lambda s: blobs[s])
@@ -214,7 +214,50 @@ def test_a_bucket_that_refuses_costs_omega_the_bytes_not_the_rollout(
     ship(fleet, "v2")
     wait_for(lambda: "cannot copy blobs" in fleet.omega.output(), 30, "the copy's refusal logged")
     out = fleet.omega.output()
-    assert "cannot copy blobs" in out and "403: Forbidden" in out  # S3 answers HEAD bodiless
+    assert "cannot copy blobs" in out and "not copied; the first: SignatureDoesNotMatch" in out
     assert wrong not in out and SECRET not in out
     counts = downloads(fleet)
     assert counts["mirror"] == 0 and counts["omega"] >= len(blobs_of(fleet, "v2"))
+
+
+def test_a_copy_gone_or_altered_in_the_bucket_is_sent_by_omega_and_copied_again(
+    hello_fleet: Any, mainframe_factory: Any, seaweed: Seaweed, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from ashat.fleet.license import issue
+
+    fleet = hello_fleet(n=1, omega_args=mirror_args(seaweed, tmp_path))
+    ship(fleet, "v3")
+    blobs = blobs_of(fleet, "v3")
+    wanted = {f"{PREFIX}/sha256/{sha[:2]}/{sha}": size for sha, size in blobs.items()}
+    wait_for(lambda: wanted.items() <= seaweed.objects().items(), 30, "every blob copied")
+    gone, altered = sorted(blobs, key=lambda s: -blobs[s])[:2]
+    s3 = seaweed.client()
+    s3.delete_object(Bucket=BUCKET, Key=f"{PREFIX}/sha256/{gone[:2]}/{gone}")
+    s3.put_object(  # someone with write access to the bucket: the same size, other bytes
+        Bucket=BUCKET, Key=f"{PREFIX}/sha256/{altered[:2]}/{altered}", Body=b"x" * blobs[altered]
+    )
+    before = downloads(fleet)
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    token, _ = issue(fleet.omega.license_key, "mf-8", "ACME", expires)
+    late = mainframe_factory(
+        omega=fleet.omega.url, license_token=token, mainframe_id="mf-8",
+        trust=fleet.public.pub_path, trust_omega=fleet.omega.omega_pub_path, poll_wait=1,
+    )  # fmt: skip
+    wait_for(lambda: late.current() == "v3", 60, "the mainframe installed v3 all the same")
+    after = downloads(fleet)
+    assert after["omega"] - before["omega"] == 2  # the two blobs, sent by OMEGA itself
+
+    # the next pass (an approval wakes it) copies both again, checked by S3 on arrival
+    ship(fleet, "v4")
+    key = f"{PREFIX}/sha256/{altered[:2]}/{altered}"
+    wait_for(
+        lambda: (
+            f"{PREFIX}/sha256/{gone[:2]}/{gone}" in seaweed.objects()
+            and hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()).hexdigest()
+            == altered
+        ),
+        30,
+        "the two blobs copied again",
+    )

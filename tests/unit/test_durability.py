@@ -47,9 +47,12 @@ def test_few_files_or_no_syncfs_or_a_failed_one_fsync_each(
     (tmp_path / "few").mkdir()
     blobs.fsync_paths(files(tmp_path / "few", blobs.SYNCFS_MIN - 1))
     assert len(fsyncs) == blobs.SYNCFS_MIN - 1
-    for fake in (False, lambda fd: -1):  # none here; or it failed (the fsyncs then say why)
+    trusted = blobs._syncfs_trusted
+    for fake, fs_ok in ((False, True), (lambda fd: -1, True), (lambda fd: 0, False)):
+        # no syncfs here; it failed (the fsyncs then say why); a filesystem it may not cover
         fsyncs.clear()
         monkeypatch.setattr(blobs, "_syncfs", fake)
+        monkeypatch.setattr(blobs, "_syncfs_trusted", trusted if fs_ok else lambda dev: False)
         many = Path(tempfile.mkdtemp(dir=tmp_path))
         blobs.fsync_paths(files(many, blobs.SYNCFS_MIN))
         assert len(fsyncs) == blobs.SYNCFS_MIN
@@ -64,3 +67,8 @@ def test_linux_has_syncfs(tmp_path: Path) -> None:
         assert fn(fd) == 0
     finally:
         os.close(fd)
+
+
+def test_syncfs_is_trusted_on_local_journalled_filesystems_only() -> None:
+    assert blobs._syncfs_trusted(os.stat("/proc").st_dev) is False  # proc: not one of them
+    blobs._syncfs_trusted.cache_clear()

@@ -271,6 +271,24 @@ def test_a_finished_download_enters_the_store_as_it_is_not_written_twice(
     assert partials(layout) == [] and len(synced) == 1
 
 
+def test_a_partial_file_with_another_name_is_copied_not_taken(
+    server: tuple[str, Behaviour], layout: Layout, tmp_path: Path
+) -> None:
+    """A finished download is taken into the store only if nothing else can write it: a
+    second hard link to it (another name it could be changed through) means a copy."""
+    url, b = server
+    data = os.urandom(4000)
+    w = blob(b, data)
+    layout.partial.mkdir()
+    partial = layout.partial / w.sha256
+    partial.write_bytes(data)
+    os.link(partial, layout.tmp / "another-name")
+    fetch(url, layout, [w])
+    assert stored(layout, w) == data
+    store = BlobStore(layout.blobs, layout.tmp, 1024**3)
+    assert store.path(w.sha256).stat().st_ino != (layout.tmp / "another-name").stat().st_ino
+
+
 def test_blobs_fetched_before_another_fails_are_stored(
     server: tuple[str, Behaviour], layout: Layout
 ) -> None:

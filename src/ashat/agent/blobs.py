@@ -30,6 +30,8 @@ Everything here is blocking file I/O; the server calls it from worker threads.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import logging
 import os
@@ -94,7 +96,7 @@ def _syncfs_all(paths: Sequence[str | Path]) -> bool:
     if _syncfs is False:
         return False
     devices = {os.lstat(p).st_dev for p in paths}
-    if len(devices) != 1:
+    if len(devices) != 1 or not _syncfs_trusted(next(iter(devices))):
         return False
     fd = os.open(paths[0], os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
     try:
@@ -119,6 +121,30 @@ def _load_syncfs() -> Any:
 
 
 _syncfs: Any = None  # libc's syncfs once looked up; False where there is none
+# Local filesystems whose syncfs commits their journal, so it covers what the fsyncs of new
+# files and their directories would; on others (FUSE, 9p, NFS, overlayfs before 5.15) it
+# may flush less or report no error, and each file is fsynced instead.
+SYNCFS_FILESYSTEMS = frozenset({"ext4", "xfs", "btrfs", "tmpfs"})
+SYNCFS_KERNEL = (5, 8)  # syncfs reports writeback errors since Linux 5.8
+
+
+@functools.lru_cache(maxsize=64)
+def _syncfs_trusted(device: int) -> bool:
+    """Whether one ``syncfs`` makes new files on ``device`` durable and says when it could
+    not: a kernel from 5.8 on, and a filesystem of :data:`SYNCFS_FILESYSTEMS`."""
+    release = os.uname().release.split(".")
+    try:
+        if (int(release[0]), int(release[1].split("-")[0])) < SYNCFS_KERNEL:
+            return False
+        mounts = Path("/proc/self/mountinfo").read_text()
+    except (ValueError, IndexError, OSError):
+        return False
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == wanted and " - " in line:
+            return line.split(" - ", 1)[1].split()[0] in SYNCFS_FILESYSTEMS
+    return False
 
 
 def _fsync_path(path: str | Path) -> None:
@@ -480,6 +506,7 @@ class BlobWriter:
         self._tmp: str | None = None
         self._finished = False
         self._looked = discard
+        self._taken: tuple[int, int, int] | None = None  # take(): the file's fingerprint
 
     def _look(self) -> None:
         if not self._looked:
@@ -537,10 +564,20 @@ class BlobWriter:
         then checks the digest, and a mismatch deletes the file, as ``abort`` does). False,
         taking nothing, where ``path`` is not a regular file on the store's filesystem."""
         assert self._fd is None and self._tmp is None and self.size == 0
-        fd = os.open(path, os.O_RDWR | _O_NOFOLLOW | _O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # a symlink: not ours to take
+                return False
+            raise
         try:
             st = os.fstat(fd)
-            ours = stat.S_ISREG(st.st_mode) and st.st_dev == os.stat(self.store.tmp).st_dev
+            ours = (
+                stat.S_ISREG(st.st_mode)
+                and st.st_nlink == 1  # no other name it could be written through
+                and st.st_uid == os.geteuid()
+                and st.st_dev == os.stat(self.store.tmp).st_dev
+            )
         except BaseException:
             os.close(fd)
             raise
@@ -548,6 +585,7 @@ class BlobWriter:
             os.close(fd)
             return False
         self._fd, self._tmp, self._looked = fd, path, True  # the caller found it not stored
+        self._taken = _fingerprint(st)
         crash_point("blob.write")
         while chunk := os.read(fd, HASH_CHUNK):
             self.size += len(chunk)
@@ -559,6 +597,13 @@ class BlobWriter:
                     limit=self.store.max_blob_bytes,
                 )
             self._hash.update(chunk)
+        if _fingerprint(os.fstat(fd)) != self._taken:  # written to while it was read
+            self.abort()
+            raise DigestMismatch(
+                f"blob {self.expected}: the file changed while it was hashed",
+                expected=self.expected,
+                actual="",
+            )
         return True
 
     def finish(self) -> None:

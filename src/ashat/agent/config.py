@@ -103,10 +103,13 @@ class S3Mirror:
             )
         if not S3_REGION_RE.fullmatch(self.region):
             raise InvalidInput(f"--blob-mirror-region {self.region!r}: not a region name")
-        if not HTTP_URL_RE.fullmatch(self.endpoint) or urlsplit(self.endpoint).path not in (
-            "",
-            "/",
-        ):
+        split = urlsplit(self.endpoint)
+        if "@" in split.netloc:  # not echoed: it may hold a password
+            raise InvalidInput(
+                "--blob-mirror-endpoint: no user or password in the URL (every mainframe "
+                "is sent it); OMEGA's key goes in --blob-mirror-secret-file"
+            )
+        if not HTTP_URL_RE.fullmatch(self.endpoint) or split.path not in ("", "/"):
             raise InvalidInput(
                 f"--blob-mirror-endpoint {self.endpoint!r}: expected the service's "
                 "http(s) URL, without a path"
@@ -335,8 +338,11 @@ def read_aws_credentials(path: Path) -> tuple[str, str]:
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(data.decode("utf-8"))
-    except (UnicodeDecodeError, configparser.Error) as e:
-        raise InvalidInput(f"{where}: not an AWS credentials file ([default], key = value)") from e
+    except (UnicodeDecodeError, configparser.Error):
+        # (configparser's message quotes the line: a key, perhaps; never shown)
+        raise InvalidInput(
+            f"{where}: not an AWS credentials file ([default], key = value)"
+        ) from None
     sections = parser.sections()
     name = "default" if "default" in sections else sections[0] if len(sections) == 1 else None
     if name is None:

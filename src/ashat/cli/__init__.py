@@ -14,9 +14,10 @@ def lean_start() -> None:
     own command-line tool (``httpx._main``: rich, pygments) and httpcore probes for trio
     whenever they are installed; ashat runs neither, and here they cost every verb that
     talks HTTP ~60 ms of its start-up (docs/performance.md). Marked absent, the imports
-    skip them, as they do where they are not installed. Called by the ``deploy`` and
-    ``ashat`` entry points only; ``deploy verify`` takes the marks back before it loads
-    check plug-ins (:func:`unlean`), which may use anything installed."""
+    skip them, as they do where they are not installed. Called by the ``deploy`` entry point
+    only (``ashat`` runs servers, which load check plug-ins); ``deploy verify`` takes the
+    marks back before it imports httpx or loads plug-ins (:func:`unlean`), which may use
+    anything installed."""
     for name in UNUSED:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 

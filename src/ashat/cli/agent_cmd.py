@@ -240,9 +240,8 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option(
     "--blob-mirror-region",
-    default="us-east-1",
-    show_default=True,
-    help="OMEGA, s3:// mirror: the bucket's region, as signatures name it (R2: auto).",
+    help="OMEGA, s3:// mirror: the bucket's region, as signatures name it (R2: auto); "
+    "default us-east-1.",
 )
 @click.option(
     "--blob-url-ttl",
@@ -372,7 +371,7 @@ def _agent_config(
     blob_mirror_secret_file: Path | None,
     blob_url_ttl: int,
     blob_mirror_endpoint: str | None,
-    blob_mirror_region: str,
+    blob_mirror_region: str | None,
     upstream_file: Path | None,
     upstream_reload: str | None,
     app_listen: str | None,
@@ -702,14 +701,16 @@ def _upstream(file: Path | None, reload: str | None) -> Upstream | None:
 
 
 def _blob_mirror(
-    url: str | None, secret_file: Path | None, ttl: int, s3: tuple[str | None, str]
+    url: str | None, secret_file: Path | None, ttl: int, s3: tuple[str | None, str | None]
 ) -> BlobMirror | S3Mirror | None:
     """``--blob-mirror`` and its secret as a config; a usage error if one comes alone.
     ``s3``: ``--blob-mirror-endpoint`` and ``--blob-mirror-region``, for an ``s3://`` one."""
     endpoint, region = s3
     if url is None and secret_file is None:
-        if endpoint is not None:
-            raise click.UsageError("--blob-mirror-endpoint is for --blob-mirror s3://…")
+        if endpoint is not None or region is not None:
+            raise click.UsageError(
+                "--blob-mirror-endpoint and --blob-mirror-region are for --blob-mirror s3://…"
+            )
         return None
     if url is None or secret_file is None:
         raise click.UsageError("--blob-mirror and --blob-mirror-secret-file go together")
@@ -717,9 +718,12 @@ def _blob_mirror(
     from ashat.project import read_token_file
 
     if not url.startswith("s3://"):
-        if endpoint is not None:
-            raise click.UsageError("--blob-mirror-endpoint is for --blob-mirror s3://…")
+        if endpoint is not None or region is not None:
+            raise click.UsageError(
+                "--blob-mirror-endpoint and --blob-mirror-region are for --blob-mirror s3://…"
+            )
         return BlobMirror(url.rstrip("/"), read_token_file(secret_file), ttl)
+    region = region or "us-east-1"
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     key_id, secret = read_aws_credentials(secret_file)
     return S3Mirror(

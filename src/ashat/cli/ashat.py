@@ -106,9 +106,6 @@ def demo(app_dir: str | None, keep: bool) -> None:
 
 
 def main() -> None:
-    from ashat.cli import lean_start
-
-    lean_start()
     cli(prog_name="ashat")
 
 

@@ -10,7 +10,9 @@ the store; the blobs of one fetch are then made durable and renamed into the sto
 together. A digest mismatch (a corrupt partial from an earlier run, a bad byte on the wire)
 deletes the partial and fetches the blob once more from zero; a second mismatch fails.
 
-Connection errors and 5xx answers are retried with backoff as long as a retry makes
+OMEGA may answer a blob request with a redirect to a mirror; a refusal there or the wrong
+bytes from it make the next tries of that blob carry ``X-Ashat-Direct: 1``, and OMEGA
+sends it itself. Connection errors and 5xx answers are retried with backoff as long as a retry makes
 progress, up to ``attempts`` in a row without any; a 4xx answer is final. A try slower than
 ``min_rate_bps`` (after ``grace_s``) ends and counts as no progress, though what arrived is
 kept: a server dripping bytes cannot hold the mainframe in one download for ever. A few blobs
@@ -51,6 +53,8 @@ MAX_ERROR_BYTES = 4096  # bytes of an error answer read for its message
 # it ends, keeping what arrived; tries that end so count as making no progress, so a server
 # dripping bytes cannot hold the mainframe in one download for ever.
 MIN_RATE_BPS = 16 * 1024
+# Sent with a blob request after a mirror failed us for that blob: OMEGA then sends it itself.
+DIRECT_HEADER = "X-Ashat-Direct"
 TRY_GRACE_S = 30.0
 
 
@@ -116,6 +120,8 @@ class BlobDownloader:
         self.received = received  # told the size of each chunk written to a partial file
         self.min_rate_bps = min_rate_bps
         self.grace_s = grace_s
+        # blobs a mirror OMEGA sent us to refused, or gave wrong: asked of OMEGA itself now
+        self._direct: set[str] = set()
 
     def partial(self, sha256: str) -> Path:
         return self.partial_dir / sha256
@@ -170,6 +176,7 @@ class BlobDownloader:
                     return await asyncio.to_thread(self._check, w)
                 except DigestMismatch as e:
                     self.partial(w.sha256).unlink(missing_ok=True)
+                    self._direct.add(w.sha256)  # perhaps a mirror's copy: ask OMEGA's
                     if last:
                         raise DownloadError(
                             f"blob {w.sha256} fetched twice, wrong both times: {e.message}",
@@ -205,6 +212,9 @@ class BlobDownloader:
         try:
             self.store.commit([writer for _, writer in checked])
         except OSError as e:  # they stay as partial files: the next try resumes from them
+            for w, writer in checked:
+                if writer.pending and writer.temp_path != str(self.partial(w.sha256)):
+                    writer.abort()  # a copy in the store's temp directory: not kept
             w = checked[0][0]
             raise DownloadError(
                 f"cannot store blob {w.sha256}: {e.strerror or e}", sha256=w.sha256
@@ -255,6 +265,8 @@ class BlobDownloader:
         Raises :class:`_Retry` (worth another try) or :class:`DownloadError` (final).
         """
         headers = {"Range": f"bytes={have}-"} if have else {}
+        if w.sha256 in self._direct:
+            headers[DIRECT_HEADER] = "1"
         limit_s = self.grace_s + (w.size - have) / self.min_rate_bps
         try:
             async with (
@@ -301,8 +313,9 @@ class BlobDownloader:
         if response.status_code >= 500:
             return _Retry(message)
         if response.history:
-            # a mirror's or CDN's refusal (an expired URL, a copy behind, a rate limit) is
-            # not OMEGA's: the next try asks OMEGA, which signs a new URL
+            # a mirror's or CDN's refusal (an expired URL, a copy behind or gone, a rate
+            # limit) is not OMEGA's: the next try asks OMEGA to send the blob itself
+            self._direct.add(w.sha256)
             return _Retry(message)
         return DownloadError(message, sha256=w.sha256)
 

@@ -30,7 +30,10 @@ class LicenseCache:
     def known(self, token: str) -> License | None:
         """The license of ``token`` if it was authenticated before, else None."""
         with self._lock:
-            return self._known.get(token)
+            lic = self._known.get(token)
+            if lic is not None:
+                self._known.move_to_end(token)
+            return lic
 
     def read(self, token: str) -> License:
         """The authenticated license of ``token`` (expiry and revocation not judged).

@@ -124,7 +124,7 @@ class Omega:
         self.controller = Controller(self.store, self.approvals, self.metrics.rollouts, self.now)
         mirror = agent.config.blob_mirror
         self.s3 = (  # the S3 mirror OMEGA keeps in step (fleet/s3_copy.py)
-            S3Copy(mirror, self.store, agent.layout.blobs) if isinstance(mirror, S3Mirror) else None
+            S3Copy(mirror, self.store, agent.blobs) if isinstance(mirror, S3Mirror) else None
         )
         self.lock = threading.Lock()
         self._deltas: dict[tuple[str, str], dict[str, Any] | None] = {}  # (base, new) digests
@@ -160,6 +160,8 @@ class Omega:
             log.info("%s: resumed at wave %d of %s", r.rollout_id, r.current_wave, r.update_id)
 
     def close(self) -> None:
+        if self.s3 is not None:
+            self.s3.stop.set()
         self.store.close()
 
     def approve(self, update_id: str, record: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from ashat.bake import ANALYSIS_EVERY_S
 from ashat.fleet.analysis import check_queries
 from ashat.fleet.blob_links import presigned_url, signed_url
 from ashat.fleet.directive import NONCE_RE
+from ashat.fleet.download import DIRECT_HEADER
 from ashat.fleet.license import MAINFRAME_ID_RE
 from ashat.fleet.omega import Omega
 from ashat.fleet.omega_requests import (
@@ -171,6 +172,8 @@ class OmegaRoutes:
         try:
             yield
         finally:
+            if self.omega.s3 is not None:
+                self.omega.s3.stop.set()  # a copy pass ends after its current blob
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -468,7 +471,13 @@ class OmegaRoutes:
         lic = self.omega.blob_allowed_now(token, sha256)  # most of a fleet's: no thread
         if lic is None:
             lic = await run_in_threadpool(self.omega.blob_allowed, token, sha256)
-        url = await self._mirror_url(sha256, lic.license_id)
+        if request.headers.get(DIRECT_HEADER) and self.omega.s3 is not None:
+            await run_in_threadpool(self.omega.s3.forget, sha256)  # copied again next pass
+        url = (
+            None
+            if request.headers.get(DIRECT_HEADER)
+            else await self._mirror_url(sha256, lic.license_id)
+        )  # a mainframe the mirror failed for this blob gets it from here
         self.omega.metrics.blob_downloads.labels(by="omega" if url is None else "mirror").inc()
         if url is None:
             return None

@@ -478,13 +478,14 @@ class FleetStore:
     def blob_approved(self, sha256: str) -> bool:
         return self._scalar("SELECT 1 FROM approved_blobs WHERE sha256=?", (sha256,)) is not None
 
-    def unmirrored_blobs(self, mirror: str, limit: int) -> list[str]:
-        """Approved blobs not yet copied to ``mirror`` (at most ``limit``)."""
+    def unmirrored_blobs(self, mirror: str, after: str, limit: int) -> list[str]:
+        """Approved blobs not yet copied to ``mirror``, in digest order after ``after`` (at
+        most ``limit``: a pass pages through them)."""
         rows = self.db.query(
             "SELECT a.sha256 FROM approved_blobs a LEFT JOIN mirrored_blobs m"
-            " ON m.mirror=? AND m.sha256=a.sha256 WHERE m.sha256 IS NULL"
+            " ON m.mirror=? AND m.sha256=a.sha256 WHERE m.sha256 IS NULL AND a.sha256 > ?"
             " ORDER BY a.sha256 LIMIT ?",
-            (mirror, limit),
+            (mirror, after, limit),
         )
         return [str(r[0]) for r in rows]
 
@@ -494,6 +495,9 @@ class FleetStore:
             [(mirror, d) for d in digests],
             " ON CONFLICT DO NOTHING",
         )
+
+    def forget_mirrored_blob(self, mirror: str, sha256: str) -> None:
+        self._run("DELETE FROM mirrored_blobs WHERE mirror=? AND sha256=?", (mirror, sha256))
 
     def blob_mirrored(self, mirror: str, sha256: str) -> bool:
         return (

@@ -9,20 +9,26 @@ sends it itself. So an approval never waits for the bucket, a bucket that is dow
 OMEGA the bytes and not the rollout, and nothing is redirected to a copy that is not there.
 
 OMEGA copies after each approval and every :data:`COPY_EVERY_S` seconds (a failed copy is
-tried again then); replicas sharing a database share the record, and a blob already in the
-bucket with the right size is not sent again. The credentials need ``s3:PutObject`` and
-``s3:GetObject`` on the prefix (``HeadObject`` is a ``GetObject``); nothing is ever deleted
-(a blob is immutable, and pruning the bucket is a lifecycle rule's job).
+tried again then; one blob failing does not stop the others); replicas sharing a database
+share the record. Each blob is checked against its name before it leaves (the blob store's
+own check, which quarantines an altered one) and sent with its SHA-256 as
+``x-amz-checksum-sha256``, which S3 checks. A mainframe that could not take a blob from the
+bucket (refused, or the wrong bytes: someone else wrote it, or it was deleted) asks OMEGA
+again with ``X-Ashat-Direct``; OMEGA sends that blob itself and forgets it was copied, so
+the next pass copies it again. The credentials need ``s3:PutObject`` (the copies) and
+``s3:GetObject`` (the presigned URLs act with them) on the prefix; nothing is ever deleted.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
+import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from ashat.agent.blobs import blob_path
+from ashat.agent.blobs import BlobStore
 from ashat.agent.config import S3Mirror
 from ashat.errors import InvalidInput
 from ashat.fleet.blob_links import s3_key
@@ -33,6 +39,7 @@ log = logging.getLogger("ashat.omega")
 COPY_EVERY_S = 30.0  # seconds between passes when no approval wakes the copier
 BATCH = 200  # blobs asked of the store, and recorded, at a time
 CACHE_CONTROL = "public, max-age=31536000, immutable"  # a blob's bytes never change
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def s3_client(mirror: S3Mirror) -> Any:
@@ -66,6 +73,10 @@ def s3_client(mirror: S3Mirror) -> Any:
     )
 
 
+class CopyFailed(Exception):
+    """Some blobs could not be copied this pass (the others were): the first error says why."""
+
+
 class S3Copy:
     """Copies approved blobs to the mirror and answers which ones it holds."""
 
@@ -73,14 +84,15 @@ class S3Copy:
         self,
         mirror: S3Mirror,
         store: FleetStore,
-        blobs: Path,
+        blobs: BlobStore,
         client: Callable[[S3Mirror], Any] = s3_client,
     ) -> None:
         self.mirror = mirror
         self.store = store
-        self.blobs = blobs  # OMEGA's blob directory (the sha256/ab/<digest> layout)
+        self.blobs = blobs  # OMEGA's blob store: what is copied is checked against its name
         self._client: Any = client(mirror)  # botocore is imported here, at OMEGA's start
-        self.held: set[str] = set()  # known to be in the bucket: blobs never leave it
+        self.held: set[str] = set()  # recorded as in the bucket (forget() takes one back)
+        self.stop = threading.Event()  # OMEGA is stopping: a pass ends after its blob
 
     def holds(self, sha256: str) -> bool:
         """Whether the bucket has the blob (so a download of it may be redirected)."""
@@ -91,58 +103,63 @@ class S3Copy:
             return True
         return False
 
+    def forget(self, sha256: str) -> None:
+        """A mainframe could not take the blob from the bucket (refused, or the wrong
+        bytes): send it from OMEGA until the next pass has copied it again."""
+        self.held.discard(sha256)
+        self.store.forget_mirrored_blob(self.mirror.name, sha256)
+
     def copy_pending(self) -> int:
         """Copy every approved blob the record says the bucket lacks; return how many were
         recorded. A blob this OMEGA does not hold (a replica's own blob directory) is left
-        for one that does. Raises what botocore raises; what was copied before stays
-        recorded."""
-        recorded = 0
-        skipped: set[str] = set()
-        while True:
-            pending = [
-                sha
-                for sha in self.store.unmirrored_blobs(self.mirror.name, BATCH + len(skipped))
-                if sha not in skipped
-            ]
+        for one that does. Raises :class:`CopyFailed` once the pass is over if any blob
+        could not be copied; the others are recorded."""
+        recorded, failed = 0, 0
+        first: BaseException | None = None
+        after = ""
+        while not self.stop.is_set():
+            pending = self.store.unmirrored_blobs(self.mirror.name, after, BATCH)
             if not pending:
-                return recorded
+                break
+            after = pending[-1]
             done = []
             for sha in pending:
-                path = self.blobs / blob_path(sha)
+                if self.stop.is_set():
+                    break
                 try:
-                    size = path.stat().st_size
-                except FileNotFoundError:
-                    skipped.add(sha)
-                    continue
-                if not self._in_bucket(sha, size):
-                    self._put(sha, path)
-                done.append(sha)
+                    if self._put(sha):
+                        done.append(sha)
+                except Exception as e:  # the next blob may go: a pass is not all or nothing
+                    failed += 1
+                    first = first or e
             self.store.add_mirrored_blobs(self.mirror.name, done)
             self.held.update(done)
             recorded += len(done)
+        if first is not None:
+            raise CopyFailed(f"{failed} blob(s) not copied; the first: {describe(first)}")
+        return recorded
 
-    def _in_bucket(self, sha256: str, size: int) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            head = self._client.head_object(
-                Bucket=self.mirror.bucket, Key=s3_key(self.mirror, sha256)
-            )
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return int(head.get("ContentLength", -1)) == size
-
-    def _put(self, sha256: str, path: Path) -> None:
-        with path.open("rb") as body:
+    def _put(self, sha256: str) -> bool:
+        """Upload one blob after checking it hashes to its name (False: not held here).
+        S3 checks the body against its SHA-256 too (``x-amz-checksum-sha256``), and an
+        object already there is replaced by the same bytes."""
+        size = self.blobs.size(sha256)  # hashes it unless hashed before; altered: quarantined
+        if size is None:
+            return False
+        fd = os.open(
+            self.blobs.file(sha256), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+        )
+        with os.fdopen(fd, "rb") as body:
             self._client.put_object(
                 Bucket=self.mirror.bucket,
                 Key=s3_key(self.mirror, sha256),
                 Body=body,
+                ContentLength=size,
+                ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode("ascii"),
                 ContentType="application/octet-stream",
                 CacheControl=CACHE_CONTROL,
             )
+        return True
 
 
 def describe(e: BaseException) -> str:
