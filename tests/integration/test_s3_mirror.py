@@ -143,6 +143,20 @@ def downloads(fleet: Any) -> dict[str, int]:
     return out
 
 
+def join(fleet: Any, mainframe_factory: Any, mainframe_id: str) -> Any:
+    """A mainframe licensed now, joining the fleet once the release is out."""
+    import datetime as dt
+
+    from ashat.fleet.license import issue
+
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    token, _ = issue(fleet.omega.license_key, mainframe_id, "ACME", expires)
+    return mainframe_factory(
+        omega=fleet.omega.url, license_token=token, mainframe_id=mainframe_id,
+        trust=fleet.public.pub_path, trust_omega=fleet.omega.omega_pub_path, poll_wait=1,
+    )  # fmt: skip
+
+
 def ship(fleet: Any, update_id: str = "v1") -> None:
     fleet.ship(update_id, "2.0.0")
     res = deploy("approve", update_id, "--as", "bob")
@@ -153,10 +167,6 @@ def ship(fleet: Any, update_id: str = "v1") -> None:
 def test_omega_copies_approved_blobs_to_s3_and_mainframes_take_them_from_there(
     hello_fleet: Any, mainframe_factory: Any, seaweed: Seaweed, tmp_path: Path
 ) -> None:
-    import datetime as dt
-
-    from ashat.fleet.license import issue
-
     fleet = hello_fleet(n=1, omega_args=mirror_args(seaweed, tmp_path))
     ship(fleet)
     blobs = blobs_of(fleet, "v1")
@@ -194,12 +204,7 @@ def test_omega_copies_approved_blobs_to_s3_and_mainframes_take_them_from_there(
 
     # a mainframe joining now takes every byte from the bucket, none from OMEGA
     before = downloads(fleet)
-    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
-    late_token, _ = issue(fleet.omega.license_key, "mf-9", "ACME", expires)
-    late = mainframe_factory(
-        omega=fleet.omega.url, license_token=late_token, mainframe_id="mf-9",
-        trust=fleet.public.pub_path, trust_omega=fleet.omega.omega_pub_path, poll_wait=1,
-    )  # fmt: skip
+    late = join(fleet, mainframe_factory, "mf-9")
     wait_for(lambda: late.current() == "v1", 30, "the late joiner installed v1")
     after = downloads(fleet)
     assert after["omega"] == before["omega"]
@@ -223,10 +228,6 @@ def test_a_bucket_that_refuses_costs_omega_the_bytes_not_the_rollout(
 def test_a_copy_gone_or_altered_in_the_bucket_is_sent_by_omega_and_copied_again(
     hello_fleet: Any, mainframe_factory: Any, seaweed: Seaweed, tmp_path: Path
 ) -> None:
-    import datetime as dt
-
-    from ashat.fleet.license import issue
-
     fleet = hello_fleet(n=1, omega_args=mirror_args(seaweed, tmp_path))
     ship(fleet, "v3")
     blobs = blobs_of(fleet, "v3")
@@ -239,12 +240,7 @@ def test_a_copy_gone_or_altered_in_the_bucket_is_sent_by_omega_and_copied_again(
         Bucket=BUCKET, Key=f"{PREFIX}/sha256/{altered[:2]}/{altered}", Body=b"x" * blobs[altered]
     )
     before = downloads(fleet)
-    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
-    token, _ = issue(fleet.omega.license_key, "mf-8", "ACME", expires)
-    late = mainframe_factory(
-        omega=fleet.omega.url, license_token=token, mainframe_id="mf-8",
-        trust=fleet.public.pub_path, trust_omega=fleet.omega.omega_pub_path, poll_wait=1,
-    )  # fmt: skip
+    late = join(fleet, mainframe_factory, "mf-8")
     wait_for(lambda: late.current() == "v3", 60, "the mainframe installed v3 all the same")
     after = downloads(fleet)
     assert after["omega"] - before["omega"] == 2  # the two blobs, sent by OMEGA itself
