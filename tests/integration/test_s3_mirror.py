@@ -18,6 +18,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ from ashat.demo import free_port
 from ashat.fleet.blob_links import presigned_url
 from support import deploy, wait_for
 
-WEED = shutil.which("weed")
+# pip puts the binary beside the interpreter, which is not on every PATH (a pyenv shim may
+# not exist yet)
+WEED = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
 KEY_ID = "AKIDASHATMIRROR1"
 SECRET = "mirror-secret-0123456789-abcdefgh"
 BUCKET = "fleet-blobs"
