@@ -108,11 +108,9 @@ def _syncfs_all(paths: Sequence[str | Path]) -> bool:
 def _load_syncfs() -> Any:
     """libc's ``syncfs``, or False where the C library has none."""
     import ctypes
-    import ctypes.util
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.syncfs
+    try:  # the symbols this process has, libc's among them (no ldconfig run to find it)
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
         return False
     fn.argtypes = [ctypes.c_int]
@@ -506,7 +504,6 @@ class BlobWriter:
         self._tmp: str | None = None
         self._finished = False
         self._looked = discard
-        self._taken: tuple[int, int, int] | None = None  # take(): the file's fingerprint
 
     def _look(self) -> None:
         if not self._looked:
@@ -528,8 +525,9 @@ class BlobWriter:
             self._fd, self._tmp = tempfile.mkstemp(prefix="blob-", dir=self.store.tmp)
         return self._fd
 
-    def write(self, data: bytes) -> None:
-        """Append ``data``. Raises :class:`PayloadTooLarge` past the store's limit."""
+    def _count(self, data: bytes) -> None:
+        """Hash ``data`` as the blob's next bytes. Raises :class:`PayloadTooLarge` past the
+        store's limit (the temp file is removed)."""
         self.size += len(data)
         if self.size > self.store.max_blob_bytes:
             self.abort()
@@ -539,6 +537,10 @@ class BlobWriter:
                 limit=self.store.max_blob_bytes,
             )
         self._hash.update(data)
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``. Raises :class:`PayloadTooLarge` past the store's limit."""
+        self._count(data)
         self._look()
         if self.discard:
             return
@@ -585,19 +587,10 @@ class BlobWriter:
             os.close(fd)
             return False
         self._fd, self._tmp, self._looked = fd, path, True  # the caller found it not stored
-        self._taken = _fingerprint(st)
         crash_point("blob.write")
         while chunk := os.read(fd, HASH_CHUNK):
-            self.size += len(chunk)
-            if self.size > self.store.max_blob_bytes:
-                self.abort()
-                raise PayloadTooLarge(
-                    f"blob {self.expected} is larger than the limit of "
-                    f"{self.store.max_blob_bytes} bytes",
-                    limit=self.store.max_blob_bytes,
-                )
-            self._hash.update(chunk)
-        if _fingerprint(os.fstat(fd)) != self._taken:  # written to while it was read
+            self._count(chunk)
+        if _fingerprint(os.fstat(fd)) != _fingerprint(st):  # written to while it was read
             self.abort()
             raise DigestMismatch(
                 f"blob {self.expected}: the file changed while it was hashed",

@@ -212,13 +212,7 @@ class Omega:
         lic: License | None = None
         try:
             lic = self.licenses.read(token)
-            return judge_license(
-                lic,
-                now=dt.datetime.fromtimestamp(now, dt.UTC),
-                revoked=self._revoked,
-                channel=self._serving,
-                region=self.agent.config.region,
-            )
+            return self._judge(lic, now)
         except LicenseRefused as e:
             self.metrics.license_refusals.labels(reason=e.reason).inc()
             if lic is not None:
@@ -316,15 +310,20 @@ class Omega:
         if lic is None:
             return None
         try:
-            return judge_license(
-                lic,
-                now=dt.datetime.fromtimestamp(self.now(), dt.UTC),
-                revoked=self._revoked,
-                channel=self._serving,
-                region=self.agent.config.region,
-            )
+            return self._judge(lic, self.now())
         except LicenseRefused:
             return None
+
+    def _judge(self, lic: License, now: float) -> License:
+        """What may change about an authentic license, judged afresh on every request:
+        expiry, revocation, channel and region. Raises :class:`LicenseRefused`."""
+        return judge_license(
+            lic,
+            now=dt.datetime.fromtimestamp(now, dt.UTC),
+            revoked=self._revoked,
+            channel=self._serving,
+            region=self.agent.config.region,
+        )
 
     def directive(
         self, lic: License, current: str | None, delta: bool = False, hold: str | None = None

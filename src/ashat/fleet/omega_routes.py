@@ -471,13 +471,12 @@ class OmegaRoutes:
         lic = self.omega.blob_allowed_now(token, sha256)  # most of a fleet's: no thread
         if lic is None:
             lic = await run_in_threadpool(self.omega.blob_allowed, token, sha256)
-        if request.headers.get(DIRECT_HEADER) and self.omega.s3 is not None:
-            await run_in_threadpool(self.omega.s3.forget, sha256)  # copied again next pass
-        url = (
-            None
-            if request.headers.get(DIRECT_HEADER)
-            else await self._mirror_url(sha256, lic.license_id)
-        )  # a mainframe the mirror failed for this blob gets it from here
+        if request.headers.get(DIRECT_HEADER):  # the mirror failed this mainframe: from here
+            url = None
+            if self.omega.s3 is not None:
+                await run_in_threadpool(self.omega.s3.forget, sha256)  # copied again next pass
+        else:
+            url = await self._mirror_url(sha256, lic.license_id)
         self.omega.metrics.blob_downloads.labels(by="omega" if url is None else "mirror").inc()
         if url is None:
             return None
