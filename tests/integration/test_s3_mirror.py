@@ -213,6 +213,15 @@ def test_omega_copies_approved_blobs_to_s3_and_mainframes_take_them_from_there(
     assert after["omega"] == before["omega"]
     assert after["mirror"] - before["mirror"] >= len(blobs)
 
+    # a license OMEGA knows, for a blob it knows (answered without a worker thread), is
+    # still judged afresh: revoked, it gets no URL
+    with fleet.omega.client() as omega:
+        omega.request("POST", "/v1/fleet/revocations", json_body={"license_id": lic})
+    refused = httpx.get(
+        f"{fleet.omega.url}/v1/blobs/{sha}", headers={"Authorization": f"License {token}"}
+    )
+    assert refused.status_code == 403 and refused.json()["reason"] == "revoked"
+
 
 def test_a_bucket_that_refuses_costs_omega_the_bytes_not_the_rollout(
     hello_fleet: Any, seaweed: Seaweed, tmp_path: Path
