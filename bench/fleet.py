@@ -91,6 +91,9 @@ ROLLOUT_TIMEOUT_S = 1800.0
 READY_TIMEOUT_S = 300.0
 STATUS_EVERY_S = 0.25  # how often the rollout status is read while waiting
 BLOB_ROUTE = 'ashat_agent_requests_total{method="GET",route="/v1/blobs/{sha256}",status="200"}'
+PACK_ROUTE = (
+    'ashat_agent_requests_total{method="GET",route="/v1/packs/{update_id}/{digest}",status="%d"}'
+)
 
 
 class Worker:
@@ -255,7 +258,9 @@ class Omega:
         return out
 
     def blob_answers(self) -> int:
-        return int(sum(self.counter(BLOB_ROUTE)))
+        """OMEGA's answers that sent bytes: a blob, or a range of a pack."""
+        packs = [PACK_ROUTE % status for status in (200, 206)]  # 200: nginx sent the range
+        return int(sum(sum(self.counter(name)) for name in (BLOB_ROUTE, *packs)))
 
     def cpu_s(self) -> float:
         """The OMEGA processes' CPU seconds (nginx's are :meth:`front_cpu_s`)."""
@@ -520,8 +525,8 @@ def report(
     )
     counted = [s["downloaded"] for s in first.seen.values() if s["downloaded"] is not None]
     print(
-        f"  OMEGA's /metrics: {first.blob_answers:,} blob answers; the mainframes' blob stores "
-        f"hold {stored:,} bytes; their {DOWNLOADED} add up to "
+        f"  OMEGA's /metrics: {first.blob_answers:,} blob and pack answers; the mainframes' "
+        f"blob stores hold {stored:,} bytes; their {DOWNLOADED} add up to "
         + (f"{int(sum(counted)):,}" if counted else "nothing (no such counter)")
     )
     print(
@@ -608,7 +613,7 @@ def report_scale(
         f"  polls served: {sum(s.polls):,.0f} ({per} by replica) in {conv:.1f} s = "
         f"{sum(s.polls) / conv:,.1f} per s"
     )
-    print(f"  blob answers: {r.blob_answers:,} = {r.blob_answers / conv:,.1f} per s")
+    print(f"  blob and pack answers: {r.blob_answers:,} = {r.blob_answers / conv:,.1f} per s")
     print(
         f"  database statements: {sum(s.statements):,.0f} for {reports:,.0f} reports = "
         f"{sum(s.statements) / max(reports, 1):.1f} per mainframe report (all of the rollout's:"
@@ -669,6 +674,7 @@ def main() -> None:
     waves = [int(w) for w in a.waves.split(",")]
     rng = random.Random(7)
     base = Path(tempfile.mkdtemp(prefix="ashat-bench-fleet-"))
+    base.chmod(0o711)  # the app's user (bubblewrap) must reach OMEGA's release trees
     replicas: list[AgentProcess] = []
     front: Nginx | None = None
     omega: Omega | None = None

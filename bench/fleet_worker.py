@@ -38,6 +38,7 @@ import httpx
 
 STREAMS = 4  # files a plain client fetches at once: as ashat.fleet.download.STREAMS
 DOWNLOADED = "ashat_mainframe_bytes_downloaded_total"  # a mainframe's /metrics
+BYTES_ROUTES = ("/v1/blobs/", "/v1/packs/")  # a blob, or a run of them in a pack
 
 
 @dataclass
@@ -50,13 +51,13 @@ class Probe:
     acks: list[tuple[float, str, str]] = field(default_factory=list)  # t, update id, status
 
     async def on_request(self, request: httpx.Request) -> None:
-        if request.url.path.startswith("/v1/blobs/"):
+        if request.url.path.startswith(BYTES_ROUTES):
             self.blob_requests.append(time.monotonic())
 
     async def on_response(self, response: httpx.Response) -> None:
         t, path, status = time.monotonic(), response.request.url.path, response.status_code
         size = int(response.headers.get("content-length") or 0)
-        if path.startswith("/v1/blobs/"):
+        if path.startswith(BYTES_ROUTES):
             self.blob_answers.append((t, status, size))
         elif path == "/v1/fleet/poll" and status == 200:
             body = await response.aread()  # small; the mainframe then reads it from here

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import ssl
 import sys
@@ -101,11 +102,12 @@ def _manifest_blobs(fleet: Any, update_id: str) -> dict[str, int]:
     return {f["sha256"]: f["size"] for f in m["files"] if f["kind"] == "file"}
 
 
-def _omega_blob_answers(fleet: Any) -> int:
-    """How many ``GET /v1/blobs/{sha256}`` OMEGA answered 200 (its own metrics)."""
+def _omega_blob_answers(fleet: Any, route: str = "/v1/blobs/{sha256}") -> int:
+    """How many ``GET`` of ``route`` (a blob's, or a pack's) OMEGA answered 200 (its own
+    metrics)."""
     text = httpx.get(f"{fleet.omega.url}/metrics", timeout=10).text
     total = 0
-    wanted = ('route="/v1/blobs/{sha256}"', 'method="GET"', 'status="200"')
+    wanted = (f'route="{route}"', 'method="GET"', 'status="200"')
     for line in text.splitlines():
         if line.startswith("ashat_agent_requests_total{") and all(w in line for w in wanted):
             total += int(float(line.rsplit(" ", 1)[1]))
@@ -136,19 +138,34 @@ def test_omega_behind_nginx_lets_nginx_send_the_blobs(
     _ship(fleet)
     n = box["n"]
     blobs = _manifest_blobs(fleet, "v1")
-    served = [r for r in n.access() if r["uri"].startswith("/v1/blobs/") and r["status"] == "200"]
-    assert served, n.access()
+    # each mainframe took the release's blobs in one ranged request for its pack
+    served = [
+        r for r in n.access() if r["uri"].startswith("/v1/packs/v1/") and r["status"] == "206"
+    ]
+    assert len(served) == 2, n.access()
     for r in served:
-        sha = r["uri"].rsplit("/", 1)[1]
-        # nginx sent the whole blob; OMEGA's own answer had no body (X-Accel-Redirect)
-        assert int(r["sent"]) == blobs[sha], r
+        # nginx sent every byte; OMEGA's own answer had no body (X-Accel-Redirect)
+        assert int(r["sent"]) == sum(blobs.values()), r
         assert r["upstream"] == "0_", r
-    assert _omega_blob_answers(fleet) >= len({r["uri"] for r in served})
+    pack = served[0]["uri"]
 
     sha, size = max(blobs.items(), key=lambda kv: kv[1])
     lic = fleet.mainframes[0].data.parent / "license"
     token = lic.read_text().strip()
     with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as http:
+        # a blob alone is nginx's to send too, once OMEGA checked the license
+        r = http.get(f"{https(n)}/v1/blobs/{sha}", headers={"Authorization": f"License {token}"})
+        assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == sha
+        assert n.access()[-1]["upstream"] == "0_" and _omega_blob_answers(fleet) >= 1
+        # a pack's range, and its directory reachable by the redirect alone
+        r = http.get(
+            f"{https(n)}{pack}", headers={"Authorization": f"License {token}", "Range": "bytes=3-9"}
+        )
+        assert r.status_code == 206 and len(r.content) == 7
+        assert r.headers["content-range"] == f"bytes 3-9/{sum(blobs.values())}"
+        digest = pack.rsplit("/", 1)[1]
+        assert http.get(f"{https(n)}/_ashat_blobs/packs/{digest}").status_code == 404
+        assert http.get(f"{https(n)}{pack}").status_code == 401
         # Range through nginx: resumes are nginx's too
         r = http.get(
             f"{https(n)}/v1/blobs/{sha}",
@@ -201,6 +218,10 @@ def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
     blobs = _manifest_blobs(fleet, "v1")
     from_mirror = [r for r in n.access() if r["status"] in ("200", "206")]
     assert {r["uri"].split("?")[0].rsplit("/", 1)[1] for r in from_mirror} == set(blobs)
+    # no pack from an OMEGA with a mirror: the mainframes asked, and took the blobs there
+    metrics = httpx.get(f"{fleet.omega.url}/metrics", timeout=10).text
+    assert 'route="/v1/packs/{update_id}/{digest}",status="404"' in metrics
+    assert "ashat_fleet_pack_downloads_total 0.0" in metrics
 
     sha = next(iter(blobs))
     token = (fleet.mainframes[0].data.parent / "license").read_text().strip()
@@ -222,7 +243,7 @@ def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
         assert http.get(stale).status_code == 410  # expired
 
 
-def test_a_site_cache_costs_omega_one_answer_per_blob(
+def test_a_site_cache_costs_omega_one_answer_per_blob_or_pack(
     hello_fleet: Any, nginx: Callable[..., Nginx], tls: tuple[Path, Path]
 ) -> None:
     cert = tls[0]
@@ -250,6 +271,21 @@ def test_a_site_cache_costs_omega_one_answer_per_blob(
     _ship(fleet)
     n = box["n"]
     blobs = _manifest_blobs(fleet, "v1")
-    assert _omega_blob_answers(fleet) == len(blobs)  # one answer per blob for three mainframes
-    hits = [r for r in n.access() if r["cache"] == "HIT_"]
-    assert len(hits) >= len(blobs), n.access()  # the other mainframes got the cached copies
+    # three mainframes took the release as a pack (its 9 blobs are a run): one answer
+    assert _omega_blob_answers(fleet, "/v1/packs/{update_id}/{digest}") == 1
+    assert _omega_blob_answers(fleet) == 0
+    hits = [r for r in n.access() if r["cache"] == "HIT_" and r["uri"].startswith("/v1/packs/")]
+    assert len(hits) == 2, n.access()  # the other mainframes got the cached copy
+    # a blob alone through the cache: one answer from OMEGA, whoever asks after
+    token = (fleet.mainframes[0].data.parent / "license").read_text().strip()
+    sha = next(iter(blobs))
+    verify = ssl.create_default_context(cafile=str(cert))
+    with httpx.Client(verify=verify, timeout=10) as http:
+        for _ in range(2):
+            r = http.get(
+                f"https://127.0.0.1:{port}/v1/blobs/{sha}",
+                headers={"Authorization": f"License {token}"},
+            )
+            assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == sha
+    assert _omega_blob_answers(fleet) == 1
+    assert n.access()[-1]["cache"] == "HIT_"

@@ -859,6 +859,53 @@ def test_blobs_with_a_license_resume_with_range(
     assert r.status_code == 403 and r.json()["reason"] == "forged"
 
 
+def test_a_release_pack_is_its_blobs_in_manifest_order_for_a_license_only(
+    omega: AgentHandle, control: Control, trees: Trees
+) -> None:
+    """Issue 20: one request brings a mainframe a whole release (``/v1/packs/``), on the
+    same terms as its blobs: a license OMEGA serves, an approved release."""
+    from ashat.fleet.packs import layout
+
+    signed = control.release(trees, "r1", 1)
+    pieces = layout(signed)
+    expected = b"".join(control.http.get(f"/v1/blobs/{p.sha256}").content for p in pieces)
+    assert len(expected) == sum(p.size for p in pieces) > 0
+    token = license_token(omega.license_key, "mf-1", license_id="lic-mf-1")
+    auth = {"Authorization": f"License {token}"}
+    url = f"{omega.url}/v1/packs/r1/{signed.digest()}"
+
+    whole = httpx.get(url, headers=auth)
+    assert whole.status_code == 200 and whole.content == expected
+    assert whole.headers["etag"] == f'"{signed.digest()}"'
+    assert "immutable" in whole.headers["cache-control"]
+    part = httpx.get(url, headers={**auth, "Range": "bytes=10-99"})
+    assert part.status_code == 206 and part.content == expected[10:100]
+    assert control.http.get(f"/v1/packs/r1/{signed.digest()}").content == expected  # bearer
+    assert (omega.data / "blobs" / "packs" / signed.digest()).read_bytes() == expected
+
+    def refused(path: str, headers: dict[str, str] = auth) -> tuple[int, str]:
+        r = httpx.get(f"{omega.url}{path}", headers=headers)
+        return r.status_code, r.json().get("reason") or r.json()["error"]
+
+    # another digest, an unapproved release, a malformed name: no pack
+    with omega.client() as client:
+        s2, built = omega.build(trees.tiny("r2", marker="only in r2"), "r2", sequence=2)
+        omega.upload(client, s2, built)
+    assert refused(f"/v1/packs/r1/{'0' * 64}")[0] == 404
+    assert refused(f"/v1/packs/r2/{s2.digest()}")[0] == 404
+    assert refused(f"/v1/packs/R1/{signed.digest()}")[0] == 404
+    assert refused(f"/v1/packs/r1/{signed.digest()[:63]}")[0] == 404
+    # no license, a forged one, a revoked one
+    assert httpx.get(url).status_code == 401
+    forged = {"Authorization": f"License {license_token(SigningKey.generate(), 'mf-1')}"}
+    assert refused(f"/v1/packs/r1/{signed.digest()}", forged) == (403, "forged")
+    r = control.http.post("/v1/fleet/revocations", json={"license_id": "lic-mf-1"})
+    assert r.status_code == 200
+    assert refused(f"/v1/packs/r1/{signed.digest()}") == (403, "revoked")
+    metrics = httpx.get(f"{omega.url}/metrics").text
+    assert "ashat_fleet_pack_downloads_total 3.0" in metrics
+
+
 # -- scale ---------------------------------------------------------------------------------
 
 

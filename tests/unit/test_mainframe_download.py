@@ -19,7 +19,8 @@ import pytest
 
 from ashat.agent.blobs import BlobStore
 from ashat.agent.layout import Layout
-from ashat.fleet.download import BlobDownloader, DownloadError, Wanted
+from ashat.fleet.download import BlobDownloader, DownloadError, Pack, Wanted
+from ashat.fleet.packs import Piece
 
 
 @dataclass
@@ -31,6 +32,9 @@ class Behaviour:
     status: int | None = None  # answer every request with this status
     drip_s: float | None = None  # send one byte per this many seconds (slow retrieval)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (sha, Range)
+    packs: dict[str, bytes] = field(default_factory=dict)  # path -> a pack's bytes
+    pack_cut: list[int] = field(default_factory=list)  # bytes of the next pack answers, then cut
+    pack_flip: int | None = None  # a pack byte sent wrong (its position)
     active: int = 0
     max_active: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -55,6 +59,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 b.active -= 1
 
     def _answer(self, b: Behaviour, sha: str, rng: str | None) -> None:
+        if self.path.startswith("/v1/packs/") and b.status is None:
+            return self._pack(b, rng)
         if b.status is not None or sha not in b.blobs:
             status = b.status or 404
             body = b'{"error": "no such blob"}'
@@ -99,6 +105,38 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         self.wfile.write(body)
 
+    def _pack(self, b: Behaviour, rng: str | None) -> None:
+        """A pack, ``Range: bytes=A-B`` honoured as nginx does (206, Content-Range)."""
+        data = b.packs.get(self.path)
+        if data is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
+        if b.pack_flip is not None:
+            data = data[: b.pack_flip] + bytes([data[b.pack_flip] ^ 1]) + data[b.pack_flip + 1 :]
+        start, end = 0, len(data) - 1
+        if rng and not b.ignore_range:
+            first, last = rng.removeprefix("bytes=").split("-")
+            start, end = int(first), int(last or len(data) - 1)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start : end + 1]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with b.lock:
+            cut = b.pack_cut.pop(0) if b.pack_cut else None
+        if cut is not None:
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -132,13 +170,15 @@ def blob(b: Behaviour, data: bytes) -> Wanted:
     return Wanted(sha, len(data))
 
 
-def fetch(url: str, layout: Layout, wanted: list[Wanted], **kw: object) -> None:
+def fetch(
+    url: str, layout: Layout, wanted: list[Wanted], pack: Pack | None = None, **kw: object
+) -> None:
     store = BlobStore(layout.blobs, layout.tmp, 1024**3)
 
     async def go() -> None:
         async with httpx.AsyncClient(base_url=url, timeout=5) as client:
             d = BlobDownloader(client, store, layout.partial, backoff_s=0.01, **kw)  # type: ignore[arg-type]
-            await d.fetch_all(wanted)
+            await d.fetch_all(wanted, pack)
 
     asyncio.run(go())
 
@@ -358,3 +398,143 @@ def test_a_server_dripping_bytes_cannot_hold_a_download(
     kept = (layout.partial / w.sha256).stat().st_size
     assert 0 < kept < 1000  # what arrived stays, to resume from
     assert stored(layout, w) is None
+
+
+# -- packs: a run of blobs in one ranged request (issue 20) ------------------------------------
+
+PACK = "/v1/packs/v2/" + "0" * 64
+
+
+def a_pack(b: Behaviour, sizes: list[int]) -> tuple[list[Wanted], Pack]:
+    """Blobs of ``sizes`` and their pack, served at :data:`PACK`."""
+    wanted = [blob(b, os.urandom(n)) for n in sizes]
+    pieces, offset = [], 0
+    for w in wanted:
+        pieces.append(Piece(w.sha256, w.size, offset))
+        offset += w.size
+    b.packs[PACK] = b"".join(b.blobs[w.sha256] for w in wanted)
+    return wanted, Pack(PACK, pieces)
+
+
+def all_stored(layout: Layout, b: Behaviour, wanted: list[Wanted]) -> bool:
+    return all(stored(layout, w) == b.blobs[w.sha256] for w in wanted)
+
+
+def pack_requests(b: Behaviour) -> list[str | None]:
+    return [rng for sha, rng in b.requests if sha == PACK.rsplit("/", 1)[1]]
+
+
+def test_a_run_of_blobs_comes_in_one_ranged_request(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    url, b = server
+    wanted, pack = a_pack(b, [1000 + i for i in range(10)])
+    fetch(url, layout, wanted, pack)
+    assert b.requests == [("0" * 64, f"bytes=0-{len(b.packs[PACK]) - 1}")]
+    assert all_stored(layout, b, wanted)
+    assert partials(layout) == []
+
+
+def test_only_runs_of_missing_blobs_come_from_the_pack(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    """Blobs the mainframe has break the runs: bytes stay the missing ones, and a short run
+    (under MIN_RUN) goes blob by blob."""
+    url, b = server
+    wanted, pack = a_pack(b, [500] * 20)
+    lacking = wanted[1:11] + wanted[15:17]  # a run of 10 and one of 2
+    fetch(url, layout, lacking, pack)
+    first, last = pack.pieces[1].offset, pack.pieces[10].offset + 499
+    assert pack_requests(b) == [f"bytes={first}-{last}"]
+    assert sorted(sha for sha, _ in b.requests if sha != "0" * 64) == sorted(
+        w.sha256 for w in wanted[15:17]
+    )
+    assert all_stored(layout, b, lacking)
+    assert stored(layout, wanted[0]) is None
+
+
+def test_a_cut_pack_transfer_resumes_inside_the_blob_it_cut(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    url, b = server
+    wanted, pack = a_pack(b, [30_000] * 10)
+    total = len(b.packs[PACK])
+    b.pack_cut = [95_000]  # three blobs whole, 5,000 bytes of the fourth
+    heard: list[int] = []
+    fetch(url, layout, wanted, pack, received=heard.append)
+    assert pack_requests(b) == [f"bytes=0-{total - 1}", f"bytes=95000-{total - 1}"]
+    assert sum(heard) == total  # no byte twice
+    assert all_stored(layout, b, wanted)
+
+
+def test_a_restart_checks_whole_partials_and_resumes_after_them(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    """What an earlier run (before a crash) left: two whole blobs, and part of a third."""
+    url, b = server
+    wanted, pack = a_pack(b, [20_000] * 9)
+    layout.partial.mkdir()
+    for w in wanted[:2]:
+        (layout.partial / w.sha256).write_bytes(b.blobs[w.sha256])
+    (layout.partial / wanted[2].sha256).write_bytes(b.blobs[wanted[2].sha256][:7000])
+    fetch(url, layout, wanted, pack)
+    assert pack_requests(b) == [f"bytes=47000-{9 * 20_000 - 1}"]
+    assert all_stored(layout, b, wanted)
+
+
+def test_a_wrong_byte_in_the_pack_sends_the_rest_blob_by_blob(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    url, b = server
+    wanted, pack = a_pack(b, [10_000] * 12)
+    b.pack_flip = 45_000  # in the fifth blob
+    fetch(url, layout, wanted, pack)
+    assert len(pack_requests(b)) == 1
+    one_by_one = {sha for sha, _ in b.requests if sha != "0" * 64}
+    assert one_by_one == {w.sha256 for w in wanted[4:]}
+    assert all_stored(layout, b, wanted)
+
+
+def test_no_pack_on_the_server_means_blob_by_blob(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    """An OMEGA with a mirror, or older than packs, answers 404: nothing else changes."""
+    url, b = server
+    wanted, pack = a_pack(b, [1000] * 9)
+    del b.packs[PACK]
+    fetch(url, layout, wanted, pack)
+    assert len(pack_requests(b)) == 1 and len(b.requests) == 10
+    assert all_stored(layout, b, wanted)
+
+
+def test_a_server_ignoring_range_on_a_pack_sends_it_whole_and_the_run_is_cut_from_it(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    url, b = server
+    wanted, pack = a_pack(b, [3000] * 12)
+    b.ignore_range = True
+    fetch(url, layout, wanted[3:], pack)
+    assert len(b.requests) == 1
+    assert all_stored(layout, b, wanted[3:])
+    assert stored(layout, wanted[0]) is None
+
+
+def test_a_refused_pack_fails_the_fetch_as_a_refused_blob_does(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    url, b = server
+    wanted, pack = a_pack(b, [1000] * 9)
+    b.status = 403
+    with pytest.raises(DownloadError) as info:
+        fetch(url, layout, wanted, pack)
+    assert info.value.final and "403" in info.value.message and "its pack" in info.value.message
+    assert len(b.requests) == 1
+
+
+def test_a_failing_pack_server_is_not_final(server: tuple[str, Behaviour], layout: Layout) -> None:
+    url, b = server
+    wanted, pack = a_pack(b, [1000] * 9)
+    b.status = 503
+    with pytest.raises(DownloadError) as info:
+        fetch(url, layout, wanted, pack, attempts=2)
+    assert not info.value.final and len(b.requests) == 2

@@ -628,8 +628,11 @@ class BlobWriter:
         if self.store.size(self.expected) is not None:
             self.abort()
             return False
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        os.replace(self._tmp, dest)
+        try:
+            os.replace(self._tmp, dest)
+        except FileNotFoundError:  # the first blob of its shard (mkdir first costs each)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.replace(self._tmp, dest)
         self._tmp = None
         self.store._hashed_now(dest, self.expected)  # hashed as it arrived
         return True

@@ -39,6 +39,7 @@ from ashat.agent.blobs import BlobStore, BlobWriter
 from ashat.bundle.errors import DigestMismatch
 from ashat.errors import RemoteError
 from ashat.faults import crash_point
+from ashat.fleet.packs import Piece, runs
 from ashat.transport import outgoing
 
 log = logging.getLogger("ashat.fleet")
@@ -76,6 +77,26 @@ class DownloadError(RemoteError):
 
 class _Retry(Exception):
     """A try that failed in a way worth another (carries the message for the log)."""
+
+
+class _NoPack(Exception):
+    """The pack is not to be had, or gave a wrong blob: its blobs come one by one."""
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A release's pack (:mod:`.packs`): its route on OMEGA and where each blob is in it."""
+
+    path: str  # /v1/packs/{update_id}/{manifest digest}
+    pieces: Sequence[Piece]
+
+
+@dataclass
+class _Progress:
+    """How far a run of a pack has come: its first piece not yet checked, bytes kept."""
+
+    index: int = 0
+    kept: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,13 +143,16 @@ class BlobDownloader:
         self.grace_s = grace_s
         # blobs a mirror OMEGA sent us to refused, or gave wrong: asked of OMEGA itself now
         self._direct: set[str] = set()
+        self._no_pack: set[str] = set()  # packs not to be had: their blobs one by one
 
     def partial(self, sha256: str) -> Path:
         return self.partial_dir / sha256
 
-    async def fetch_all(self, wanted: Sequence[Wanted]) -> None:
-        """Fetch every blob of ``wanted`` into the store, ``streams`` at a time, then make
-        them durable together (one ``syncfs`` for many: :func:`~ashat.agent.blobs.fsync_paths`).
+    async def fetch_all(self, wanted: Sequence[Wanted], pack: Pack | None = None) -> None:
+        """Fetch every blob of ``wanted`` into the store, then make them durable together
+        (one ``syncfs`` for many: :func:`~ashat.agent.blobs.fsync_paths`). With ``pack``,
+        each run of consecutive wanted blobs in it (:func:`~.packs.runs`) comes in one
+        ranged request; the others, or all if OMEGA has no pack, ``streams`` at a time.
 
         The first failure cancels the others (their partial files stay, to resume); the
         blobs fetched and checked before it are stored all the same.
@@ -154,9 +178,13 @@ class BlobDownloader:
                     checked.append((w, writer))
 
         try:
+            if pack is not None and pack.path not in self._no_pack:
+                await self._from_pack(pack, {w.sha256 for w in wanted}, checked)
+            done = {w.sha256 for w, _ in checked}
             async with asyncio.TaskGroup() as group:
                 for w in wanted:
-                    group.create_task(one(w))
+                    if w.sha256 not in done:
+                        group.create_task(one(w))
         except* DownloadError as eg:
             await asyncio.to_thread(self._store, checked)
             first = eg.exceptions[0]
@@ -188,6 +216,162 @@ class BlobDownloader:
                 f"cannot store blob {w.sha256}: {e.strerror or e}", sha256=w.sha256
             ) from e
         raise AssertionError("unreachable: the second try returns or raises")
+
+    async def _from_pack(
+        self, pack: Pack, wanted: set[str], checked: list[tuple[Wanted, BlobWriter]]
+    ) -> None:
+        """Fetch the runs of ``wanted`` in ``pack`` into ``checked``; on a pack OMEGA does
+        not serve, or a wrong blob in it, stop: the caller fetches the rest one by one."""
+        for run in runs(pack.pieces, wanted):
+            try:
+                await self._run(pack, run, checked)
+            except _NoPack as e:
+                self._no_pack.add(pack.path)
+                log.info("%s; fetching the blobs one by one", e)
+                return
+
+    async def _run(
+        self, pack: Pack, run: Sequence[Piece], checked: list[tuple[Wanted, BlobWriter]]
+    ) -> None:
+        """Fetch one run of a pack with ranged requests, resuming as :meth:`_download` does:
+        a piece whose partial file is whole already (an earlier try's) is only checked."""
+        progress = _Progress()
+        idle = 0  # tries in a row that kept no byte
+        while progress.index < len(run):
+            p = run[progress.index]
+            have = self._size(self.partial(p.sha256))
+            if have > p.size:
+                self.partial(p.sha256).unlink()
+                have = 0
+            if have == p.size:
+                checked.append(await self._check_piece(p))
+                progress.index += 1
+                continue
+            start, end = p.offset + have, run[-1].offset + run[-1].size
+            before = progress.kept
+            try:
+                await self._try_run(pack, run, progress, start, end, checked)
+                reason = "the transfer ended early"
+            except _Retry as e:
+                reason = str(e)
+            if progress.index == len(run):
+                return
+            idle = 0 if progress.kept > before else idle + 1
+            if idle >= self.attempts:
+                raise DownloadError(
+                    f"cannot fetch the pack {pack.path} from OMEGA after {idle} tries: {reason}",
+                    sha256=run[progress.index].sha256,
+                    final=False,
+                )
+            pause = min(BACKOFF_CAP_S, self.backoff_s * 2 ** max(idle - 1, 0))
+            log.info("pack %s: %s; resuming in %.1fs", pack.path, reason, pause)
+            await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+
+    async def _check_piece(self, p: Piece) -> tuple[Wanted, BlobWriter]:
+        w = Wanted(p.sha256, p.size)
+        try:
+            return w, await asyncio.to_thread(self._check, w)
+        except DigestMismatch as e:
+            self.partial(p.sha256).unlink(missing_ok=True)
+            raise _NoPack(f"the pack gave blob {p.sha256} wrong: {e.message}") from e
+        except OSError as e:
+            raise DownloadError(
+                f"cannot store blob {p.sha256}: {e.strerror or e}", sha256=p.sha256
+            ) from e
+
+    async def _try_run(
+        self,
+        pack: Pack,
+        run: Sequence[Piece],
+        progress: _Progress,
+        start: int,
+        end: int,
+        checked: list[tuple[Wanted, BlobWriter]],
+    ) -> None:
+        """One ranged request for bytes ``start`` to ``end`` (exclusive) of the pack, each
+        piece written to its partial file and checked as it ends (into ``checked``).
+
+        Raises :class:`_Retry`, :class:`_NoPack` or :class:`DownloadError` (final).
+        """
+        limit_s = self.grace_s + (end - start) / self.min_rate_bps
+        kept = progress.kept
+        try:
+            async with (
+                asyncio.timeout(limit_s),
+                self.client.stream(
+                    "GET", pack.path, headers={"Range": f"bytes={start}-{end - 1}"}
+                ) as response,
+            ):
+                status = response.status_code
+                if status == 206:
+                    pos = _content_range_start(response.headers.get("content-range"))
+                    if pos is None or pos > start:
+                        raise _NoPack(f"the pack's answer is not the range asked ({status})")
+                elif status == 200:
+                    pos = 0  # the whole pack: what comes before the run is skipped
+                elif status in (404, 405, 501) or 300 <= status < 400:
+                    raise _NoPack(f"no pack here ({status})")
+                else:
+                    raise await self._refusal(response, run[progress.index].sha256, "its pack")
+                await self._save_run(response, run, progress, pos, checked)
+        except TimeoutError as e:
+            raise _Retry(
+                f"too slow: not done in {limit_s:.0f}s (under {self.min_rate_bps:g} bytes/s)"
+            ) from e
+        except (httpx.TransportError, httpx.TimeoutException) as e:
+            if progress.kept > kept:  # what arrived is kept: the next try resumes after it
+                return
+            raise _Retry(outgoing.failure(e, pack.path, "OMEGA").message) from e
+        except httpx.HTTPError as e:
+            raise _Retry(outgoing.failure(e, pack.path, "OMEGA").message) from e
+
+    async def _save_run(
+        self,
+        response: httpx.Response,
+        run: Sequence[Piece],
+        progress: _Progress,
+        pos: int,
+        checked: list[tuple[Wanted, BlobWriter]],
+    ) -> None:
+        """Write the answer, which starts at byte ``pos`` of the pack, to the run's partial
+        files from piece ``progress.index`` on, checking each as it ends."""
+        fd: int | None = None
+        try:
+            async for chunk in response.aiter_bytes():  # as it arrives: a drop loses none
+                crash_point("mainframe.download")
+                view = memoryview(chunk)
+                while view and progress.index < len(run):
+                    p = run[progress.index]
+                    if fd is None:
+                        have = self._size(self.partial(p.sha256))
+                        if have > p.size:  # cannot be right: start over
+                            self.partial(p.sha256).unlink()
+                            have = 0
+                        if pos < p.offset + have:  # before what is kept (a 200): skipped
+                            skip = min(len(view), p.offset + have - pos)
+                            view, pos = view[skip:], pos + skip
+                            continue
+                        fd = os.open(
+                            self.partial(p.sha256),
+                            os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                            0o600,
+                        )
+                    n = min(len(view), p.offset + p.size - pos)
+                    _write_all(fd, view[:n])
+                    view, pos = view[n:], pos + n
+                    progress.kept += n
+                    if self.received is not None:
+                        self.received(n)
+                    if pos == p.offset + p.size:
+                        os.close(fd)
+                        fd = None
+                        checked.append(await self._check_piece(p))
+                        progress.index += 1
+                if progress.index == len(run):
+                    break  # the rest, if any, is not the run's
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def _check(self, w: Wanted) -> BlobWriter:
         """Hash a complete partial file as the blob's temp file (it is not written again,
@@ -287,7 +471,7 @@ class BlobDownloader:
                     path.unlink(missing_ok=True)  # a range the server did not take: restart
                     raise _Retry(f"OMEGA did not honour Range: bytes={have}- ({status})")
                 else:
-                    raise await self._refusal(response, w)
+                    raise await self._refusal(response, w.sha256, f"blob {w.sha256}")
                 return await self._save(response, path, mode, w.size - have)
         except TimeoutError as e:  # what arrived is on disk: the next try resumes after it
             raise _Retry(
@@ -296,7 +480,7 @@ class BlobDownloader:
         except httpx.HTTPError as e:
             raise _Retry(outgoing.failure(e, f"/v1/blobs/{w.sha256}", "OMEGA").message) from e
 
-    async def _refusal(self, response: httpx.Response, w: Wanted) -> Exception:
+    async def _refusal(self, response: httpx.Response, sha256: str, what: str) -> Exception:
         body = b""
         async for chunk in response.aiter_bytes():
             body += chunk
@@ -309,15 +493,15 @@ class BlobDownloader:
             if not response.history
             else f"the mirror OMEGA sent us to ({response.url.host})"
         )
-        message = f"{who} answered {response.status_code} for blob {w.sha256}: {detail}"
+        message = f"{who} answered {response.status_code} for {what}: {detail}"
         if response.status_code >= 500:
             return _Retry(message)
         if response.history:
             # a mirror's or CDN's refusal (an expired URL, a copy behind or gone, a rate
             # limit) is not OMEGA's: the next try asks OMEGA to send the blob itself
-            self._direct.add(w.sha256)
+            self._direct.add(sha256)
             return _Retry(message)
-        return DownloadError(message, sha256=w.sha256)
+        return DownloadError(message, sha256=sha256)
 
     async def _save(self, response: httpx.Response, path: Path, mode: str, room: int) -> int:
         """Append the body to ``path``, at most ``room`` bytes (more is not the blob)."""
@@ -331,9 +515,7 @@ class BlobDownloader:
             async for chunk in response.aiter_bytes():  # as it arrives: a drop loses none
                 part = chunk[: room - kept]
                 crash_point("mainframe.download")
-                view = memoryview(part)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, memoryview(part))
                 kept += len(part)
                 if self.received is not None:
                     self.received(len(part))
@@ -348,3 +530,8 @@ class BlobDownloader:
         finally:
             os.close(fd)
         return kept
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view) :]

@@ -65,6 +65,7 @@ from ashat.clock import iso_seconds
 from ashat.clock import now as clock_now
 from ashat.errors import AshatError, RemoteError
 from ashat.faults import crash_point
+from ashat.fleet import packs
 from ashat.fleet.directive import (
     Action,
     AnswerRefused,
@@ -75,7 +76,7 @@ from ashat.fleet.directive import (
     check_no_directive,
     peek_directive,
 )
-from ashat.fleet.download import BlobDownloader, DownloadError, Wanted
+from ashat.fleet.download import BlobDownloader, DownloadError, Pack, Wanted
 from ashat.fleet.windows import LOCK_FILE, in_window, lock_holds, parse_window, zone
 from ashat.project import write_private
 from ashat.transport import outgoing
@@ -648,7 +649,8 @@ class Mainframe:
                 len(missing),
                 sum(sizes[d] for d in missing),
             )
-            await downloads.fetch_all([Wanted(d, sizes[d]) for d in missing])
+            pack = Pack(f"/v1/packs/{m.update_id}/{m.digest()}", packs.layout(m))
+            await downloads.fetch_all([Wanted(d, sizes[d]) for d in missing], pack)
         crash_point("mainframe.fetched")
         await asyncio.to_thread(self.agent.stage, plan.manifest_bytes)
         crash_point("mainframe.staged")

@@ -37,6 +37,7 @@ import socket
 import threading
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ashat.agent.config import S3Mirror
@@ -50,13 +51,14 @@ from ashat.clock import Clock, SystemClock
 from ashat.clock import iso_from_timestamp as iso
 from ashat.clock import parse as parse_time
 from ashat.faults import crash_point
+from ashat.fleet import packs
 from ashat.fleet.approvals import Approvals
 from ashat.fleet.controller import TIMED_OUT, Controller
 from ashat.fleet.directive import NO_DIRECTIVE_KIND
 from ashat.fleet.envelope import seal
 from ashat.fleet.license import License, LicenseRefused, judge_license
 from ashat.fleet.license_cache import LicenseCache
-from ashat.fleet.omega_errors import FleetConflict, LicenseDenied
+from ashat.fleet.omega_errors import FleetConflict, LicenseDenied, NoSuchPack
 from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
 from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest
 from ashat.fleet.omega_store import FleetStore, RegisteredMainframe, Rollout, Spec, TargetRow
@@ -129,6 +131,7 @@ class Omega:
         self.lock = threading.Lock()
         self._deltas: dict[tuple[str, str], dict[str, Any] | None] = {}  # (base, new) digests
         self._approved_blobs: set[str] = set()  # known approved: approvals are never undone
+        self._packs: dict[str, Path] = {}  # manifest digest -> its pack, built here
         self._revoked: set[str] = set()
         self._serving: str | None = None  # the channel of the newest rollout
         # what each mainframe's last poll here said of itself (its facts are written to the
@@ -306,6 +309,14 @@ class Omega:
         :meth:`blob_allowed` in a worker thread, which also records a refusal)."""
         if sha256 not in self._approved_blobs:
             return None
+        return self.licensed_now(token)
+
+    def licensed(self, token: str) -> License:
+        """The license of ``token`` if it may be served now. Raises :class:`LicenseDenied`."""
+        return self._check(token, self.now())
+
+    def licensed_now(self, token: str) -> License | None:
+        """:meth:`licensed` from memory alone (see :meth:`blob_allowed_now`)."""
         lic = self.licenses.known(token)
         if lic is None:
             return None
@@ -313,6 +324,29 @@ class Omega:
             return self._judge(lic, self.now())
         except LicenseRefused:
             return None
+
+    def pack(self, update_id: str, digest: str) -> Path:
+        """The pack of approved ``update_id`` whose manifest digest is ``digest``, built if
+        it is not there (:mod:`.packs`). Raises :class:`NoSuchPack`, OSError."""
+        approved = self.approvals.get(update_id)
+        if approved is None or approved[0].digest() != digest:
+            raise NoSuchPack(
+                f"no approved release {update_id} with manifest digest {digest}",
+                update_id=update_id,
+            )
+        try:
+            path = packs.build(self.agent.blobs, approved[0])
+        except NoSuchBlob as e:  # a blob lost from the store: one by one, each says so
+            raise NoSuchPack(f"cannot pack {update_id}: {e.message}", update_id=update_id) from e
+        self._packs[digest] = path
+        return path
+
+    def pack_built(self, digest: str) -> Path | None:
+        """The pack built for ``digest`` if this process built it and it is still there."""
+        path = self._packs.get(digest)
+        if path is None or not os.path.exists(path):
+            return None
+        return path
 
     def _judge(self, lic: License, now: float) -> License:
         """What may change about an authentic license, judged afresh on every request:

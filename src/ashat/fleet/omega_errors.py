@@ -5,6 +5,7 @@
     AgentError                                 (ashat.agent.errors)
     ├── LicenseDenied    Refused   403  a license OMEGA will not serve; ``reason`` says why
     ├── NoSuchRollout    NotFound  404
+    ├── NoSuchPack       NotFound  404  no pack of that release here: fetch its blobs one by one
     └── FleetConflict    Refused   409  not approved, not current, a lower sequence than the
                                         fleet runs, nothing to roll back to, not a target
 
@@ -35,6 +36,11 @@ class LicenseDenied(AgentError, Refused):
 class NoSuchRollout(AgentError, NotFound):
     status = 404
     kind = "no_such_rollout"
+
+
+class NoSuchPack(AgentError, NotFound):
+    status = 404
+    kind = "no_such_pack"
 
 
 class FleetConflict(AgentError, Refused):

@@ -67,6 +67,12 @@ class FleetMetrics:
         )
         for by in ("omega", "mirror"):
             self.blob_downloads.labels(by=by)
+        self.pack_downloads = Counter(
+            "ashat_fleet_pack_downloads",
+            "Licensed pack downloads allowed (a run of a release's blobs in one answer, "
+            "sent by OMEGA or the nginx in front of it)",
+            registry=r,
+        )
         self.running = Gauge("ashat_fleet_rollouts_running", "Rollouts running", registry=r)
         self.waiting = Gauge("ashat_fleet_polls_waiting", "Long polls being held", registry=r)
 

@@ -16,6 +16,7 @@
                                                  ?root=N, "roots" newer than N too
     POST /v1/fleet/report              license  installed / failed
     GET  /v1/blobs/{sha256}            either   (the agent's route, gated by :meth:`blob_gate`)
+    GET  /v1/packs/{id}/{digest}       either   a release's blobs in one file (:mod:`.packs`)
 
 The bearer middleware lets requests carrying ``Authorization: License …`` through to the
 license routes (:func:`license_route`); their handlers check the license.
@@ -39,18 +40,22 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ashat.agent.blobs import SHA256_RE
 from ashat.agent.config import S3Mirror
 from ashat.agent.core import Agent
+from ashat.agent.server import BLOB_CACHE_CONTROL, INTERNAL_BLOBS, OFFLOAD_HEADER
 from ashat.bake import ANALYSIS_EVERY_S
+from ashat.fleet import packs
 from ashat.fleet.analysis import check_queries
 from ashat.fleet.blob_links import presigned_url, signed_url
 from ashat.fleet.directive import NONCE_RE
 from ashat.fleet.download import DIRECT_HEADER
 from ashat.fleet.license import MAINFRAME_ID_RE
 from ashat.fleet.omega import Omega
+from ashat.fleet.omega_errors import NoSuchPack
 from ashat.fleet.omega_requests import (
     Report,
     RollbackRequest,
@@ -107,8 +112,10 @@ def license_route(method: str, path: str) -> bool:
     """Whether a request may authenticate with a license instead of the bearer token."""
     if path in LICENSE_PATHS:
         return True
-    return (
-        method in ("GET", "HEAD") and path.startswith("/v1/blobs/") and path != "/v1/blobs/missing"
+    if method not in ("GET", "HEAD"):
+        return False
+    return path.startswith("/v1/packs/") or (
+        path.startswith("/v1/blobs/") and path != "/v1/blobs/missing"
     )
 
 
@@ -495,8 +502,37 @@ class OmegaRoutes:
             return None
         return presigned_url(mirror, sha256, license_id, self.omega.now())
 
+    async def pack(self, request: Request) -> Response:
+        """A release's blobs in one file (:mod:`.packs`), ``Range`` honoured; sent by the
+        nginx in front with ``--blob-offload nginx``. Not with ``--blob-mirror``: the
+        mirror is there to take the bytes off OMEGA, so the mainframe asks for blobs."""
+        update_id = request.path_params["update_id"]
+        digest = request.path_params["digest"]
+        if not UPDATE_ID_RE.fullmatch(update_id) or not SHA256_RE.fullmatch(digest):
+            raise NoSuchPack(f"no pack {update_id}/{digest}: not an update id and a digest")
+        token = license_token(request)
+        if token is not None and self.omega.licensed_now(token) is None:
+            await run_in_threadpool(self.omega.licensed, token)  # LicenseDenied
+        if self.agent.config.blob_mirror is not None:
+            raise NoSuchPack(
+                "this OMEGA sends blobs through --blob-mirror, not in packs: fetch them one by one"
+            )
+        path = self.omega.pack_built(digest)
+        if path is None:
+            path = await run_in_threadpool(self.omega.pack, update_id, digest)
+        self.omega.metrics.pack_downloads.inc()
+        headers = {"Cache-Control": BLOB_CACHE_CONTROL, "ETag": f'"{digest}"'}
+        if (
+            self.agent.config.blob_offload == "nginx"
+            and request.headers.get(OFFLOAD_HEADER) == "nginx"
+        ):
+            headers["X-Accel-Redirect"] = f"{INTERNAL_BLOBS}{packs.DIRECTORY}/{digest}"
+            return Response(media_type="application/octet-stream", headers=headers)
+        return FileResponse(path, media_type="application/octet-stream", headers=headers)
+
     def routes(self) -> list[Route]:
         return [
+            Route("/v1/packs/{update_id}/{digest}", self.pack, methods=["GET", "HEAD"]),
             Route("/v1/releases/{update_id}/approve", self.approve, methods=["POST"]),
             Route("/v1/trust/roots", self.roots, methods=["POST"]),
             Route("/v1/fleet/rollouts", self.start_rollout, methods=["POST"]),
