@@ -503,6 +503,7 @@ def report(
     )
     front = "behind nginx (--blob-offload nginx)" if a.front == "nginx" else "alone"
     print(f"ashat: OMEGA {front}; peer: {n} plain HTTP downloads of the tree at once, {peer.what}")
+    print(f"both sides' files in {tempfile.gettempdir() if a.dir is None else a.dir}")
     print(f"{'':36}{'ashat':>15}{'peer':>15}{'ratio':>8}  goal")
     print(
         f"{'all report after approval, s':36}{conv:>15.2f}{peer.seconds:>15.2f}"
@@ -646,6 +647,12 @@ def main() -> None:
     )
     ap.add_argument("--poll-wait", type=int, default=30, help="mainframes' --poll-wait")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument(
+        "--dir",
+        help="where to make the temporary directory (both sides' files), e.g. /dev/shm: "
+        "on one machine every mainframe shares one filesystem journal, as no real fleet "
+        "does  [default: the system's temporary directory]",
+    )
     ap.add_argument("--omega-replicas", type=int, default=1, help="OMEGA processes (needs --db)")
     ap.add_argument(
         "--db",
@@ -673,7 +680,7 @@ def main() -> None:
     load = os.getloadavg()[0]  # others' work on this machine slows both sides
     waves = [int(w) for w in a.waves.split(",")]
     rng = random.Random(7)
-    base = Path(tempfile.mkdtemp(prefix="ashat-bench-fleet-"))
+    base = Path(tempfile.mkdtemp(prefix="ashat-bench-fleet-", dir=a.dir))
     base.chmod(0o711)  # the app's user (bubblewrap) must reach OMEGA's release trees
     replicas: list[AgentProcess] = []
     front: Nginx | None = None

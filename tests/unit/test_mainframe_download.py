@@ -467,19 +467,25 @@ def test_a_cut_pack_transfer_resumes_inside_the_blob_it_cut(
     assert all_stored(layout, b, wanted)
 
 
-def test_a_restart_checks_whole_partials_and_resumes_after_them(
+def test_a_run_is_stored_as_it_arrives_so_a_crash_loses_little(
     server: tuple[str, Behaviour], layout: Layout
 ) -> None:
-    """What an earlier run (before a crash) left: two whole blobs, and part of a third."""
+    """Each blob is written once, hashed as it comes; the blobs are stored every
+    ``commit_bytes`` (durably), not all at the end of the run."""
     url, b = server
-    wanted, pack = a_pack(b, [20_000] * 9)
+    wanted, pack = a_pack(b, [30_000] * 10)
+    store = BlobStore(layout.blobs, layout.tmp, 1024**3)
+    seen: list[int] = []  # blobs in the store, each time bytes arrived
     layout.partial.mkdir()
-    for w in wanted[:2]:
-        (layout.partial / w.sha256).write_bytes(b.blobs[w.sha256])
-    (layout.partial / wanted[2].sha256).write_bytes(b.blobs[wanted[2].sha256][:7000])
-    fetch(url, layout, wanted, pack)
-    assert pack_requests(b) == [f"bytes=47000-{9 * 20_000 - 1}"]
+    (layout.partial / wanted[5].sha256).write_bytes(b"left by a fetch of it alone")
+
+    def heard(n: int) -> None:
+        seen.append(sum(store.size(w.sha256) is not None for w in wanted))
+
+    fetch(url, layout, wanted, pack, received=heard, commit_bytes=50_000)
     assert all_stored(layout, b, wanted)
+    assert sorted(set(seen)) == [0, 2, 4, 6, 8] and seen == sorted(seen)
+    assert partials(layout) == [] and os.listdir(layout.tmp) == ["partial"]
 
 
 def test_a_wrong_byte_in_the_pack_sends_the_rest_blob_by_blob(

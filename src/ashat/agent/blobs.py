@@ -36,6 +36,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import stat
 import tempfile
 import time
@@ -521,8 +522,12 @@ class BlobWriter:
         return self._tmp
 
     def _open(self) -> int:
-        if self._fd is None:
-            self._fd, self._tmp = tempfile.mkstemp(prefix="blob-", dir=self.store.tmp)
+        if self._fd is None:  # mkstemp's, with a cheaper random name (one per blob)
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+            while self._fd is None:
+                path = f"{self.store.tmp}/blob-{secrets.token_hex(8)}"
+                with contextlib.suppress(FileExistsError):
+                    self._fd, self._tmp = os.open(path, flags, 0o600), path
         return self._fd
 
     def _count(self, data: bytes) -> None:
@@ -630,7 +635,7 @@ class BlobWriter:
             return False
         try:
             os.replace(self._tmp, dest)
-        except FileNotFoundError:  # the first blob of its shard (mkdir first costs each)
+        except FileNotFoundError:  # a shard Layout.ensure did not make (an older store)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             os.replace(self._tmp, dest)
         self._tmp = None

@@ -127,6 +127,22 @@ class Layout:
             self.blob_tmp,
         ):
             d.mkdir(parents=True, exist_ok=True)
+        self._shards(self.blobs / "sha256")
+
+    @staticmethod
+    def _shards(directory: Path) -> None:
+        """The 256 ``ab/`` directories blobs are stored in, made once here rather than by
+        the first blob of each while a release is installed (a mkdir and its journal entry
+        each, on the install's critical path), and made durable."""
+        have = set(os.listdir(directory))
+        wanted = [f"{i:02x}" for i in range(256)]
+        if have.issuperset(wanted):
+            return
+        for name in wanted:
+            if name not in have:
+                with contextlib.suppress(FileExistsError):  # a replica sharing the directory
+                    os.mkdir(directory / name, 0o755)
+        fsync_dir(directory)
 
     def confine(self, app_uid: int | None, by_path: bool) -> None:
         """Close the data directory to the app: only ``releases/<id>/`` (read-only, the

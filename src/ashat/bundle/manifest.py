@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -402,8 +403,16 @@ def parse_manifest(data: bytes, max_bytes: int = MAX_MANIFEST_BYTES) -> Manifest
             size=len(data),
             limit=max_bytes,
         )
+    return _parse(bytes(data))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(data: bytes) -> Manifest:
+    """:func:`parse_manifest` of bytes within the limit, remembered: a mainframe parses the
+    same manifest to check a directive and again to stage it (a Manifest is immutable; a
+    refusal is not remembered, it is raised each time)."""
     try:
-        text = bytes(data).decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ManifestInvalid(f"manifest is not UTF-8 (byte {e.start})", field="manifest") from e
     try:

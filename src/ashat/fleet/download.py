@@ -46,6 +46,7 @@ log = logging.getLogger("ashat.fleet")
 
 CHUNK = 256 * 1024  # bytes per read, from the network and from a finished partial file
 STREAMS = 4  # blobs downloaded at once
+COMMIT_BYTES = 32 << 20  # blobs of a pack are stored (durably) each time this much arrived
 ATTEMPTS = 5  # tries in a row that make no progress before a blob fails
 BACKOFF_S = 0.5  # first pause between tries; doubles, with jitter, up to BACKOFF_CAP_S
 BACKOFF_CAP_S = 10.0
@@ -93,10 +94,13 @@ class Pack:
 
 @dataclass
 class _Progress:
-    """How far a run of a pack has come: its first piece not yet checked, bytes kept."""
+    """How far a run of a pack has come: its first piece not yet checked, the writer of
+    that piece once some of it arrived, bytes kept, bytes checked and not stored yet."""
 
     index: int = 0
+    writer: BlobWriter | None = None
     kept: int = 0
+    unstored: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ class BlobDownloader:
         received: Callable[[int], object] | None = None,
         min_rate_bps: float = MIN_RATE_BPS,
         grace_s: float = TRY_GRACE_S,
+        commit_bytes: int = COMMIT_BYTES,
     ) -> None:
         self.client = client
         self.store = store
@@ -141,6 +146,7 @@ class BlobDownloader:
         self.received = received  # told the size of each chunk written to a partial file
         self.min_rate_bps = min_rate_bps
         self.grace_s = grace_s
+        self.commit_bytes = commit_bytes
         # blobs a mirror OMEGA sent us to refused, or gave wrong: asked of OMEGA itself now
         self._direct: set[str] = set()
         self._no_pack: set[str] = set()  # packs not to be had: their blobs one by one
@@ -233,51 +239,39 @@ class BlobDownloader:
     async def _run(
         self, pack: Pack, run: Sequence[Piece], checked: list[tuple[Wanted, BlobWriter]]
     ) -> None:
-        """Fetch one run of a pack with ranged requests, resuming as :meth:`_download` does:
-        a piece whose partial file is whole already (an earlier try's) is only checked."""
+        """Fetch one run of a pack with ranged requests, each try resuming inside the blob
+        the last one cut (its writer is kept). The blobs are hashed as they arrive, written
+        once (a :class:`~ashat.agent.blobs.BlobWriter` each) and stored every
+        ``commit_bytes``: a crash loses at most that much."""
         progress = _Progress()
         idle = 0  # tries in a row that kept no byte
-        while progress.index < len(run):
-            p = run[progress.index]
-            have = self._size(self.partial(p.sha256))
-            if have > p.size:
-                self.partial(p.sha256).unlink()
-                have = 0
-            if have == p.size:
-                checked.append(await self._check_piece(p))
-                progress.index += 1
-                continue
-            start, end = p.offset + have, run[-1].offset + run[-1].size
-            before = progress.kept
-            try:
-                await self._try_run(pack, run, progress, start, end, checked)
-                reason = "the transfer ended early"
-            except _Retry as e:
-                reason = str(e)
-            if progress.index == len(run):
-                return
-            idle = 0 if progress.kept > before else idle + 1
-            if idle >= self.attempts:
-                raise DownloadError(
-                    f"cannot fetch the pack {pack.path} from OMEGA after {idle} tries: {reason}",
-                    sha256=run[progress.index].sha256,
-                    final=False,
-                )
-            pause = min(BACKOFF_CAP_S, self.backoff_s * 2 ** max(idle - 1, 0))
-            log.info("pack %s: %s; resuming in %.1fs", pack.path, reason, pause)
-            await asyncio.sleep(pause * random.uniform(0.5, 1.0))
-
-    async def _check_piece(self, p: Piece) -> tuple[Wanted, BlobWriter]:
-        w = Wanted(p.sha256, p.size)
         try:
-            return w, await asyncio.to_thread(self._check, w)
-        except DigestMismatch as e:
-            self.partial(p.sha256).unlink(missing_ok=True)
-            raise _NoPack(f"the pack gave blob {p.sha256} wrong: {e.message}") from e
-        except OSError as e:
-            raise DownloadError(
-                f"cannot store blob {p.sha256}: {e.strerror or e}", sha256=p.sha256
-            ) from e
+            while progress.index < len(run):
+                p = run[progress.index]
+                have = progress.writer.size if progress.writer is not None else 0
+                start, end = p.offset + have, run[-1].offset + run[-1].size
+                before = progress.kept
+                try:
+                    await self._try_run(pack, run, progress, start, end, checked)
+                    reason = "the transfer ended early"
+                except _Retry as e:
+                    reason = str(e)
+                if progress.index == len(run):
+                    return
+                idle = 0 if progress.kept > before else idle + 1
+                if idle >= self.attempts:
+                    raise DownloadError(
+                        f"cannot fetch the pack {pack.path} from OMEGA after {idle} tries: "
+                        f"{reason}",
+                        sha256=run[progress.index].sha256,
+                        final=False,
+                    )
+                pause = min(BACKOFF_CAP_S, self.backoff_s * 2 ** max(idle - 1, 0))
+                log.info("pack %s: %s; resuming in %.1fs", pack.path, reason, pause)
+                await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+        finally:
+            if progress.writer is not None:
+                progress.writer.abort()  # a blob half-fetched: its bytes come again
 
     async def _try_run(
         self,
@@ -289,7 +283,7 @@ class BlobDownloader:
         checked: list[tuple[Wanted, BlobWriter]],
     ) -> None:
         """One ranged request for bytes ``start`` to ``end`` (exclusive) of the pack, each
-        piece written to its partial file and checked as it ends (into ``checked``).
+        piece written and checked as it arrives (into ``checked``).
 
         Raises :class:`_Retry`, :class:`_NoPack` or :class:`DownloadError` (final).
         """
@@ -324,6 +318,11 @@ class BlobDownloader:
             raise _Retry(outgoing.failure(e, pack.path, "OMEGA").message) from e
         except httpx.HTTPError as e:
             raise _Retry(outgoing.failure(e, pack.path, "OMEGA").message) from e
+        except OSError as e:  # the store: a disk full, say
+            sha256 = run[min(progress.index, len(run) - 1)].sha256
+            raise DownloadError(
+                f"cannot store blob {sha256}: {e.strerror or e}", sha256=sha256
+            ) from e
 
     async def _save_run(
         self,
@@ -333,45 +332,52 @@ class BlobDownloader:
         pos: int,
         checked: list[tuple[Wanted, BlobWriter]],
     ) -> None:
-        """Write the answer, which starts at byte ``pos`` of the pack, to the run's partial
-        files from piece ``progress.index`` on, checking each as it ends."""
-        fd: int | None = None
+        """Write the answer, which starts at byte ``pos`` of the pack, into the run's
+        blobs from piece ``progress.index`` on, checking each as it ends."""
+        async for chunk in response.aiter_bytes():  # as it arrives: a drop loses none
+            crash_point("mainframe.download")
+            view = memoryview(chunk)
+            while view and progress.index < len(run):
+                p = run[progress.index]
+                w = progress.writer
+                at = p.offset + (w.size if w is not None else 0)  # the next byte it needs
+                if pos < at:  # bytes it has (a 200 sends the pack from its start): skipped
+                    skip = min(len(view), at - pos)
+                    view, pos = view[skip:], pos + skip
+                    continue
+                if w is None:
+                    w = progress.writer = self.store.writer(p.sha256)
+                n = min(len(view), p.offset + p.size - pos)
+                w.write(view[:n])  # type: ignore[arg-type]  # a memoryview is bytes-like
+                view, pos = view[n:], pos + n
+                progress.kept += n
+                if self.received is not None:
+                    self.received(n)
+                if pos == p.offset + p.size:
+                    progress.writer = None
+                    await self._finished(p, w, progress, checked)
+            if progress.index == len(run):
+                break  # the rest, if any, is not the run's
+
+    async def _finished(
+        self,
+        p: Piece,
+        w: BlobWriter,
+        progress: _Progress,
+        checked: list[tuple[Wanted, BlobWriter]],
+    ) -> None:
+        """A piece is whole: check its digest, and store the blobs finished since the last
+        store once they come to ``commit_bytes``."""
         try:
-            async for chunk in response.aiter_bytes():  # as it arrives: a drop loses none
-                crash_point("mainframe.download")
-                view = memoryview(chunk)
-                while view and progress.index < len(run):
-                    p = run[progress.index]
-                    if fd is None:
-                        have = self._size(self.partial(p.sha256))
-                        if have > p.size:  # cannot be right: start over
-                            self.partial(p.sha256).unlink()
-                            have = 0
-                        if pos < p.offset + have:  # before what is kept (a 200): skipped
-                            skip = min(len(view), p.offset + have - pos)
-                            view, pos = view[skip:], pos + skip
-                            continue
-                        fd = os.open(
-                            self.partial(p.sha256),
-                            os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                            0o600,
-                        )
-                    n = min(len(view), p.offset + p.size - pos)
-                    _write_all(fd, view[:n])
-                    view, pos = view[n:], pos + n
-                    progress.kept += n
-                    if self.received is not None:
-                        self.received(n)
-                    if pos == p.offset + p.size:
-                        os.close(fd)
-                        fd = None
-                        checked.append(await self._check_piece(p))
-                        progress.index += 1
-                if progress.index == len(run):
-                    break  # the rest, if any, is not the run's
-        finally:
-            if fd is not None:
-                os.close(fd)
+            w.finish()
+        except DigestMismatch as e:  # the writer removed its file
+            raise _NoPack(f"the pack gave blob {p.sha256} wrong: {e.message}") from e
+        checked.append((Wanted(p.sha256, p.size), w))
+        progress.index += 1
+        progress.unstored += p.size
+        if progress.unstored >= self.commit_bytes:
+            progress.unstored = 0
+            await asyncio.to_thread(self._store, checked)
 
     def _check(self, w: Wanted) -> BlobWriter:
         """Hash a complete partial file as the blob's temp file (it is not written again,
@@ -403,8 +409,10 @@ class BlobDownloader:
             raise DownloadError(
                 f"cannot store blob {w.sha256}: {e.strerror or e}", sha256=w.sha256
             ) from e
-        for w, _ in checked:
-            self.partial(w.sha256).unlink(missing_ok=True)  # a copy (another filesystem)
+        leftover = set(os.listdir(self.partial_dir))  # copied (another filesystem), or
+        for w, _ in checked:  # a blob fetched alone once, then from a pack
+            if w.sha256 in leftover:
+                self.partial(w.sha256).unlink(missing_ok=True)
 
     async def _download(self, w: Wanted) -> None:
         """Make the partial file hold ``w.size`` bytes, resuming what is there."""

@@ -532,7 +532,7 @@ class OmegaRoutes:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v1/packs/{update_id}/{digest}", self.pack, methods=["GET", "HEAD"]),
+            Route("/v1/packs/{update_id}/{digest}", self.pack, methods=["GET"]),  # and HEAD
             Route("/v1/releases/{update_id}/approve", self.approve, methods=["POST"]),
             Route("/v1/trust/roots", self.roots, methods=["POST"]),
             Route("/v1/fleet/rollouts", self.start_rollout, methods=["POST"]),
