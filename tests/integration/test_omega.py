@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -853,6 +854,11 @@ def test_blobs_with_a_license_resume_with_range(
     marker = next(e for e in s2.files if e.path == "marker.txt")
     assert httpx.get(f"{omega.url}/v1/blobs/{marker.sha256}", headers=auth).status_code == 404
     assert control.http.get(f"/v1/blobs/{marker.sha256}").status_code == 200
+    # "License" with no token is neither a license nor the bearer: it was let through as
+    # the bearer's (review of issue 20), and got the unapproved blob
+    for empty in ("License", "LICENSE"):  # (h11 sends no trailing space)
+        r = httpx.get(f"{omega.url}/v1/blobs/{marker.sha256}", headers={"Authorization": empty})
+        assert r.status_code == 401, empty
     assert httpx.get(url).status_code == 401
     forged = license_token(SigningKey.generate(), "mf-1")
     r = httpx.get(url, headers={"Authorization": f"License {forged}"})
@@ -866,6 +872,10 @@ def test_a_release_pack_is_its_blobs_in_manifest_order_for_a_license_only(
     same terms as its blobs: a license OMEGA serves, an approved release."""
     from ashat.fleet.packs import layout
 
+    # where the pack cannot be written (here: a file in the way), neither the build after
+    # approval nor a request makes one, and the request is answered 404: blob by blob
+    in_the_way = omega.data / "blobs" / "packs"
+    in_the_way.write_text("not a directory")
     signed = control.release(trees, "r1", 1)
     pieces = layout(signed)
     expected = b"".join(control.http.get(f"/v1/blobs/{p.sha256}").content for p in pieces)
@@ -873,6 +883,10 @@ def test_a_release_pack_is_its_blobs_in_manifest_order_for_a_license_only(
     token = license_token(omega.license_key, "mf-1", license_id="lic-mf-1")
     auth = {"Authorization": f"License {token}"}
     url = f"{omega.url}/v1/packs/r1/{signed.digest()}"
+    r = httpx.get(url, headers=auth)
+    assert r.status_code == 404 and "fetch its blobs one by one" in r.json()["error"]
+    assert "cannot pack r1" in omega.output()
+    in_the_way.unlink()
 
     whole = httpx.get(url, headers=auth)
     assert whole.status_code == 200 and whole.content == expected
@@ -893,10 +907,12 @@ def test_a_release_pack_is_its_blobs_in_manifest_order_for_a_license_only(
         omega.upload(client, s2, built)
     assert refused(f"/v1/packs/r1/{'0' * 64}")[0] == 404
     assert refused(f"/v1/packs/r2/{s2.digest()}")[0] == 404
+    assert refused(f"/v1/packs/r2/{signed.digest()}")[0] == 404  # r1's pack, named r2
     assert refused(f"/v1/packs/R1/{signed.digest()}")[0] == 404
     assert refused(f"/v1/packs/r1/{signed.digest()[:63]}")[0] == 404
-    # no license, a forged one, a revoked one
+    # no license, an empty one, a forged one, a revoked one
     assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "License"}).status_code == 401
     forged = {"Authorization": f"License {license_token(SigningKey.generate(), 'mf-1')}"}
     assert refused(f"/v1/packs/r1/{signed.digest()}", forged) == (403, "forged")
     r = control.http.post("/v1/fleet/revocations", json={"license_id": "lic-mf-1"})
@@ -904,6 +920,27 @@ def test_a_release_pack_is_its_blobs_in_manifest_order_for_a_license_only(
     assert refused(f"/v1/packs/r1/{signed.digest()}") == (403, "revoked")
     metrics = httpx.get(f"{omega.url}/metrics").text
     assert "ashat_fleet_pack_downloads_total 3.0" in metrics
+
+
+def test_packs_are_built_at_approval_for_the_releases_approved_last_only(
+    omega: AgentHandle, control: Control, trees: Trees
+) -> None:
+    """A pack is ready before the mainframes ask, and a license cannot make OMEGA build
+    old releases over and over: only the ones approved last are packed (the others go
+    blob by blob), and building one drops the packs of releases no longer among them."""
+    from ashat.fleet.packs import KEPT
+
+    token = license_token(omega.license_key, "mf-1")
+    packs = omega.data / "blobs" / "packs"
+    approved = [control.release(trees, f"r{i}", i) for i in range(1, KEPT + 2)]
+    digests = [m.digest() for m in approved]
+    built = lambda: sorted(os.listdir(packs)) if packs.is_dir() else []  # noqa: E731
+    wait_for(lambda: built() == sorted(digests[1:]), 10, "the packs built at approval")
+    r = httpx.get(
+        f"{omega.url}/v1/packs/r1/{digests[0]}", headers={"Authorization": f"License {token}"}
+    )
+    assert r.status_code == 404 and f"the {KEPT} releases approved last" in r.json()["error"]
+    assert built() == sorted(digests[1:])
 
 
 # -- scale ---------------------------------------------------------------------------------

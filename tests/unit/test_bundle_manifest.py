@@ -429,3 +429,18 @@ def test_unchanged_input_dict_after_parse() -> None:
     before = copy.deepcopy(d)
     parse_manifest(raw(d))
     assert d == before
+
+
+def test_the_same_bytes_parse_once_and_the_limit_and_refusals_hold_each_time() -> None:
+    """A mainframe parses a manifest to check a directive, then again to stage it: the
+    second parse is remembered (a Manifest is immutable); the size limit is checked on
+    every call and a refusal is raised every time, never remembered."""
+    data = make().to_bytes()
+    assert parse_manifest(data) is parse_manifest(bytearray(data))
+    with pytest.raises(ManifestTooLarge):
+        parse_manifest(data, max_bytes=len(data) - 1)
+    bad = data.replace(b'"schema":1', b'"schema":2')
+    assert bad != data
+    for _ in range(2):
+        with pytest.raises(ManifestInvalid, match="schema"):
+            parse_manifest(bad)

@@ -30,3 +30,17 @@ def test_start_up_removes_only_old_leftovers_from_a_shared_tmp(tmp_path: Path) -
     removed = layout.clean_tmp()
     assert sorted(removed) == ["blob-old", "mine"]
     assert fresh.exists() and not old.exists()
+
+
+def test_the_blob_shards_are_made_with_the_store_not_during_an_install(tmp_path: Path) -> None:
+    """Issue 20: the first blob of each ``sha256/ab/`` made it (a mkdir on the install's
+    critical path, 256 of them for a fresh mainframe). ``ensure`` makes them, once; a store
+    from before, missing some, gets them at its next start."""
+    layout = Layout(tmp_path / "data")
+    layout.ensure()
+    shards = layout.blobs / "sha256"
+    assert sorted(os.listdir(shards)) == [f"{i:02x}" for i in range(256)]
+    (shards / "7f").rmdir()
+    (shards / "00" / ("00" * 32)).write_bytes(b"a blob")
+    layout.ensure()
+    assert len(os.listdir(shards)) == 256 and (shards / "00" / ("00" * 32)).exists()

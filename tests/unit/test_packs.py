@@ -97,17 +97,19 @@ def test_build_refuses_a_release_whose_blob_is_gone(tmp_path: Path) -> None:
     assert not pack_path(store, m.digest()).exists()
 
 
-def test_only_the_newest_packs_are_kept(tmp_path: Path) -> None:
-    contents = [os.urandom(100) for _ in range(packs.KEPT + 2)]
+def test_building_a_pack_drops_the_others_but_those_kept(tmp_path: Path) -> None:
+    contents = [os.urandom(100) for _ in range(4)]
     store = store_with(tmp_path, contents)
-    built = []
-    for i, data in enumerate(contents):
-        built.append(build(store, manifest([entry("f", data)], update_id=f"v{i}")))
-        os.utime(built[-1], ns=(i * 10**9, i * 10**9))  # built in this order
-    stale = built[0].parent / ".old.1.tmp"
+    ms = [manifest([entry("f", data)], update_id=f"v{i}") for i, data in enumerate(contents)]
+    built = [build(store, m) for m in ms[:3]]
+    assert [p.exists() for p in built] == [False, False, True]  # kept: none but its own
+    built = [build(store, m, keep=[ms[1].digest()]) for m in ms[:2]]
+    stale = built[0].parent / f".{ms[3].digest()}.x.tmp"
     stale.write_bytes(b"half")
     os.utime(stale, (time.time() - 2 * packs.STALE_TEMP_S,) * 2)
-    build(store, manifest([entry("g", contents[0])], update_id="again"))
-    kept = sorted(p.name for p in built[0].parent.iterdir())
-    assert len(kept) == packs.KEPT and not stale.exists()
-    assert built[-1].name in kept and built[0].name not in kept
+    fresh = built[0].parent / f".{ms[3].digest()}.y.tmp"
+    fresh.write_bytes(b"another replica's, being written")
+    build(store, ms[3], keep=[ms[1].digest()])
+    assert sorted(p.name for p in built[0].parent.iterdir()) == sorted(
+        [ms[1].digest(), ms[3].digest(), fresh.name]
+    )

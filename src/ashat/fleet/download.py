@@ -29,8 +29,9 @@ import asyncio
 import logging
 import os
 import random
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -100,7 +101,7 @@ class _Progress:
     index: int = 0
     writer: BlobWriter | None = None
     kept: int = 0
-    unstored: int = 0
+    unstored: list[tuple[Wanted, BlobWriter]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def _content_range_start(value: str | None) -> int | None:
     if not value or not value.startswith("bytes "):
         return None
     first = value[len("bytes ") :].split("-", 1)[0]
-    return int(first) if first.isdigit() else None
+    return int(first) if first.isascii() and first.isdigit() else None  # not "²"
 
 
 class BlobDownloader:
@@ -150,6 +151,7 @@ class BlobDownloader:
         # blobs a mirror OMEGA sent us to refused, or gave wrong: asked of OMEGA itself now
         self._direct: set[str] = set()
         self._no_pack: set[str] = set()  # packs not to be had: their blobs one by one
+        self._storing = threading.Lock()  # one commit to the store at a time
 
     def partial(self, sha256: str) -> Path:
         return self.partial_dir / sha256
@@ -259,13 +261,8 @@ class BlobDownloader:
                 if progress.index == len(run):
                     return
                 idle = 0 if progress.kept > before else idle + 1
-                if idle >= self.attempts:
-                    raise DownloadError(
-                        f"cannot fetch the pack {pack.path} from OMEGA after {idle} tries: "
-                        f"{reason}",
-                        sha256=run[progress.index].sha256,
-                        final=False,
-                    )
+                if idle >= self.attempts:  # the blobs alone may do better, or fail as they do
+                    raise _NoPack(f"the pack {pack.path}: {idle} tries in vain ({reason})")
                 pause = min(BACKOFF_CAP_S, self.backoff_s * 2 ** max(idle - 1, 0))
                 log.info("pack %s: %s; resuming in %.1fs", pack.path, reason, pause)
                 await asyncio.sleep(pause * random.uniform(0.5, 1.0))
@@ -301,12 +298,15 @@ class BlobDownloader:
                     pos = _content_range_start(response.headers.get("content-range"))
                     if pos is None or pos > start:
                         raise _NoPack(f"the pack's answer is not the range asked ({status})")
-                elif status == 200:
-                    pos = 0  # the whole pack: what comes before the run is skipped
-                elif status in (404, 405, 501) or 300 <= status < 400:
-                    raise _NoPack(f"no pack here ({status})")
+                elif status == 200 and start == 0:
+                    pos = 0  # the whole pack, the run at its start: the rest is not read
+                elif status < 500:
+                    # Any other answer, a refusal included (an OMEGA older than packs
+                    # answers 401 before routing): the blobs alone say whether it is final.
+                    raise _NoPack(f"no pack from OMEGA ({status})")
                 else:
-                    raise await self._refusal(response, run[progress.index].sha256, "its pack")
+                    sha256 = run[progress.index].sha256
+                    raise await self._refusal(response, sha256, f"the pack {pack.path}")
                 await self._save_run(response, run, progress, pos, checked)
         except TimeoutError as e:
             raise _Retry(
@@ -374,10 +374,11 @@ class BlobDownloader:
             raise _NoPack(f"the pack gave blob {p.sha256} wrong: {e.message}") from e
         checked.append((Wanted(p.sha256, p.size), w))
         progress.index += 1
-        progress.unstored += p.size
-        if progress.unstored >= self.commit_bytes:
-            progress.unstored = 0
-            await asyncio.to_thread(self._store, checked)
+        progress.unstored.append(checked[-1])
+        if sum(u[0].size for u in progress.unstored) >= self.commit_bytes:
+            batch, progress.unstored = progress.unstored, []
+            await asyncio.to_thread(self._store, batch)  # if a timeout cancels the wait,
+            # the commit goes on in its thread: the next one waits for it (_storing)
 
     def _check(self, w: Wanted) -> BlobWriter:
         """Hash a complete partial file as the blob's temp file (it is not written again,
@@ -396,9 +397,14 @@ class BlobDownloader:
         return writer
 
     def _store(self, checked: Sequence[tuple[Wanted, BlobWriter]]) -> None:
-        """Make the checked blobs durable and rename them into the store, together."""
+        """Make the checked blobs durable and rename them into the store, together (after
+        any store still running: one a timeout stopped waiting for)."""
         if not checked:
             return
+        with self._storing:
+            self._store_now(checked)
+
+    def _store_now(self, checked: Sequence[tuple[Wanted, BlobWriter]]) -> None:
         try:
             self.store.commit([writer for _, writer in checked])
         except OSError as e:  # they stay as partial files: the next try resumes from them

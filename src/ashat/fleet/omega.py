@@ -131,7 +131,7 @@ class Omega:
         self.lock = threading.Lock()
         self._deltas: dict[tuple[str, str], dict[str, Any] | None] = {}  # (base, new) digests
         self._approved_blobs: set[str] = set()  # known approved: approvals are never undone
-        self._packs: dict[str, Path] = {}  # manifest digest -> its pack, built here
+        self._packs: dict[str, tuple[str, Path]] = {}  # digest -> (update id, its pack)
         self._revoked: set[str] = set()
         self._serving: str | None = None  # the channel of the newest rollout
         # what each mainframe's last poll here said of itself (its facts are written to the
@@ -326,27 +326,52 @@ class Omega:
             return None
 
     def pack(self, update_id: str, digest: str) -> Path:
-        """The pack of approved ``update_id`` whose manifest digest is ``digest``, built if
-        it is not there (:mod:`.packs`). Raises :class:`NoSuchPack`, OSError."""
-        approved = self.approvals.get(update_id)
-        if approved is None or approved[0].digest() != digest:
+        """The pack of ``update_id``, one of the :data:`~.packs.KEPT` releases approved
+        last, whose manifest digest is ``digest``; built if it is not there (:mod:`.packs`).
+        Raises :class:`NoSuchPack`."""
+        latest = self.store.latest_approvals(packs.KEPT)
+        if (update_id, digest) not in latest:
             raise NoSuchPack(
-                f"no approved release {update_id} with manifest digest {digest}",
+                f"no pack of {update_id} with manifest digest {digest}: OMEGA packs the "
+                f"{packs.KEPT} releases approved last; fetch its blobs one by one",
                 update_id=update_id,
             )
+        with self.lock:
+            approved = self.approvals.get(update_id)
+        if approved is None or approved[0].digest() != digest:  # cannot be: the store said
+            raise NoSuchPack(f"no approved release {update_id}", update_id=update_id)
         try:
-            path = packs.build(self.agent.blobs, approved[0])
+            path = packs.build(self.agent.blobs, approved[0], keep=[d for _, d in latest])
         except NoSuchBlob as e:  # a blob lost from the store: one by one, each says so
             raise NoSuchPack(f"cannot pack {update_id}: {e.message}", update_id=update_id) from e
-        self._packs[digest] = path
+        except OSError as e:  # a disk full, say: the mainframes fetch blob by blob
+            log.warning("cannot pack %s: %s; its blobs go one by one", update_id, e)
+            raise NoSuchPack(
+                f"cannot pack {update_id} here ({e.strerror or e}): fetch its blobs one by one",
+                update_id=update_id,
+            ) from e
+        self._packs[digest] = (update_id, path)
         return path
 
-    def pack_built(self, digest: str) -> Path | None:
-        """The pack built for ``digest`` if this process built it and it is still there."""
-        path = self._packs.get(digest)
-        if path is None or not os.path.exists(path):
+    def pack_approved(self, update_id: str) -> None:
+        """Build the pack of a release just approved, before its mainframes ask (logged,
+        never raised: they would fetch its blobs one by one)."""
+        with self.lock:
+            approved = self.approvals.get(update_id)
+        if approved is None:
+            return
+        try:
+            self.pack(update_id, approved[0].digest())
+        except NoSuchPack as e:
+            log.warning("%s", e.message)
+
+    def pack_built(self, update_id: str, digest: str) -> Path | None:
+        """The pack of ``update_id`` with ``digest`` if this process built it and it is still
+        there (for the event loop; else :meth:`pack`)."""
+        known = self._packs.get(digest)
+        if known is None or known[0] != update_id or not os.path.exists(known[1]):
             return None
-        return path
+        return known[1]
 
     def _judge(self, lic: License, now: float) -> License:
         """What may change about an authentic license, judged afresh on every request:

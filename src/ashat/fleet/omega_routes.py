@@ -165,6 +165,7 @@ class OmegaRoutes:
         self.waiters = Waiters()
         self._ticker: asyncio.Task[None] | None = None
         self._copy_now = asyncio.Event()  # an approval: copy its blobs to the S3 mirror
+        self._background: set[asyncio.Task[None]] = set()  # packs being built after approval
 
     # -- lifespan ------------------------------------------------------------------------------
 
@@ -241,6 +242,10 @@ class OmegaRoutes:
         record = approval_record(update_id, await json_object(request))
         answer = await run_in_threadpool(self.omega.approve, update_id, record)
         self._copy_now.set()
+        if self.agent.config.blob_mirror is None:  # its pack, before its mainframes ask
+            task = asyncio.create_task(run_in_threadpool(self.omega.pack_approved, update_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return JSONResponse(answer)
 
     async def roots(self, request: Request) -> Response:
@@ -517,7 +522,7 @@ class OmegaRoutes:
             raise NoSuchPack(
                 "this OMEGA sends blobs through --blob-mirror, not in packs: fetch them one by one"
             )
-        path = self.omega.pack_built(digest)
+        path = self.omega.pack_built(update_id, digest)
         if path is None:
             path = await run_in_threadpool(self.omega.pack, update_id, digest)
         self.omega.metrics.pack_downloads.inc()

@@ -522,6 +522,15 @@ class FleetStore:
             for r in self._all(f"SELECT {_select(cols)} FROM approvals ORDER BY n", (), cols)
         ]
 
+    def latest_approvals(self, count: int) -> list[tuple[str, str]]:
+        """(update id, manifest digest) of the ``count`` releases approved last, newest first."""
+        rows = self._all(
+            "SELECT update_id, manifest_digest FROM approvals ORDER BY n DESC LIMIT ?",
+            (count,),
+            ("update_id", "manifest_digest"),
+        )
+        return [(r["update_id"], r["manifest_digest"]) for r in rows]
+
     # -- rollouts ------------------------------------------------------------------------------
 
     def add_rollout(self, r: Rollout, targets: Mapping[str, tuple[int, TargetStatus]]) -> None:

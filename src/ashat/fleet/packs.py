@@ -8,8 +8,9 @@ fetched alone. So a pack adds nothing to trust; it only moves bytes with fewer r
 (docs/fleet-protocol.md, "Packs").
 
 OMEGA answers ``GET /v1/packs/{update_id}/{manifest_digest}`` for an approved release,
-``Range`` included, from ``packs/<manifest_digest>`` in its blob directory, built here on
-first request (:func:`build`) and kept for the last :data:`KEPT` releases packed. Behind
+``Range`` included, from ``packs/<manifest_digest>`` in its blob directory, built here
+(:func:`build`) at approval or on first request, for the :data:`KEPT` releases approved
+last only (so no request makes it build old ones over and over). Behind
 nginx (``--blob-offload nginx``) nginx sends it with sendfile. A mainframe takes a run of
 consecutive missing blobs (at least :data:`MIN_RUN`) from the pack with one ranged request,
 and the rest one by one.
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from ashat.agent.errors import NoSuchBlob
 from ashat.bundle.manifest import Manifest
 
 DIRECTORY = "packs"  # in the blob directory, so nginx's internal location reaches it
-KEPT = 4  # packs kept on OMEGA; an older one is built again if asked for
+KEPT = 4  # OMEGA packs the releases approved last, this many; older ones go blob by blob
 MIN_RUN = 8  # consecutive missing blobs a mainframe takes from the pack in one request
 COPY_CHUNK = 1 << 20
 STALE_TEMP_S = 3600  # a temporary pack file this old is a crashed build's
@@ -78,20 +80,26 @@ def pack_path(store: BlobStore, digest: str) -> Path:
     return store.root / DIRECTORY / digest
 
 
-_building = threading.Lock()  # one build at a time in this process; replicas rename atomically
+_locks_guard = threading.Lock()
+_locks: dict[str, threading.Lock] = {}  # one build of a pack at a time in this process
 
 
-def build(store: BlobStore, m: Manifest) -> Path:
+def build(store: BlobStore, m: Manifest, keep: Collection[str] = ()) -> Path:
     """The pack of ``m`` (approved; its blobs stored), built now unless it is there.
 
     Written under a temporary name, made durable and renamed, so a pack present is whole
-    (and a mainframe checks every blob of it anyway). Building one drops all but the
-    :data:`KEPT` newest. Raises :class:`NoSuchBlob` if a blob is missing, OSError.
+    (and a mainframe checks every blob of it anyway); replicas sharing the directory may
+    both build it, and the second rename changes nothing. Building one drops every other
+    pack but those of ``keep`` (manifest digests). Raises :class:`NoSuchBlob` if a blob is
+    missing, OSError.
     """
     pieces = layout(m)
     total = sum(p.size for p in pieces)
-    dest = pack_path(store, m.digest())
-    with _building:
+    digest = m.digest()
+    dest = pack_path(store, digest)
+    with _locks_guard:
+        lock = _locks.setdefault(digest, threading.Lock())
+    with lock:
         with contextlib.suppress(FileNotFoundError):
             if dest.stat().st_size == total:
                 return dest
@@ -99,9 +107,10 @@ def build(store: BlobStore, m: Manifest) -> Path:
             if store.size(p.sha256) != p.size:
                 raise NoSuchBlob(f"blob {p.sha256} is not stored here", sha256=p.sha256)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        temp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
+        fd, name = tempfile.mkstemp(prefix=f".{digest}.", suffix=".tmp", dir=dest.parent)
+        temp = Path(name)
         try:
-            with open(temp, "wb") as out:
+            with open(fd, "wb") as out:
                 for p in pieces:
                     with open(store.file(p.sha256), "rb") as blob:
                         _copy(blob.fileno(), out.fileno(), p.size)
@@ -112,7 +121,7 @@ def build(store: BlobStore, m: Manifest) -> Path:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _prune(dest.parent)
+    _prune(dest.parent, {digest, *keep})
     return dest
 
 
@@ -133,20 +142,16 @@ def _copy(src: int, dst: int, size: int) -> None:
         left -= n
 
 
-def _prune(directory: Path) -> None:
-    """Keep the :data:`KEPT` newest packs (by the time they were built), and no temporary
-    file a crashed build left over an hour ago."""
-    packs = []
+def _prune(directory: Path, keep: Collection[str]) -> None:
+    """Drop every pack but those of ``keep``, and any temporary file a crashed build left
+    over an hour ago."""
     now = time.time()
     for entry in os.scandir(directory):
         with contextlib.suppress(FileNotFoundError):
             if not entry.is_file(follow_symlinks=False):
                 continue
-            st = entry.stat(follow_symlinks=False)
             if not entry.name.startswith("."):
-                packs.append((st.st_mtime_ns, entry.path))
-            elif entry.name.endswith(".tmp") and now - st.st_mtime > STALE_TEMP_S:
+                if entry.name not in keep:
+                    os.unlink(entry.path)
+            elif now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S:
                 os.unlink(entry.path)
-    for _, path in sorted(packs, reverse=True)[KEPT:]:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)

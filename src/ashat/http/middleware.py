@@ -76,7 +76,9 @@ class BearerAuth:
             return False
         for name, value in scope["headers"]:
             if name == b"authorization":
-                return bytes(value).partition(b" ")[0].lower() == b"license"
+                scheme, _, credentials = bytes(value).partition(b" ")
+                # a token to check: without one, the handler would take it for a bearer's
+                return scheme.lower() == b"license" and bool(credentials.strip())
         return False
 
     def _authorized(self, scope: Scope) -> bool:
