@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -78,6 +79,21 @@ OFFLOAD_HEADER = "x-ashat-offload"  # set by the nginx in front of OMEGA (contri
 INTERNAL_BLOBS = "/_ashat_blobs/"  # nginx's internal location over the blob directory
 
 
+def immutable_file(
+    request: Request, config: AgentConfig, path: str | os.PathLike[str], inside: str, etag: str
+) -> Response:
+    """A file of the blob directory whose bytes never change (a blob, a release's pack),
+    ``Range`` honoured, cacheable for good. With ``--blob-offload nginx``, a request that
+    came through the nginx in front of OMEGA (it says so in ``X-Ashat-Offload``) is answered
+    with ``X-Accel-Redirect`` to ``inside`` (a path in the blob directory) under nginx's
+    internal location: nginx sends the bytes (sendfile, Range)."""
+    headers = {"Cache-Control": BLOB_CACHE_CONTROL, "ETag": f'"{etag}"'}
+    if config.blob_offload == "nginx" and request.headers.get(OFFLOAD_HEADER) == "nginx":
+        headers["X-Accel-Redirect"] = f"{INTERNAL_BLOBS}{inside}"
+        return Response(media_type="application/octet-stream", headers=headers)
+    return FileResponse(path, media_type="application/octet-stream", headers=headers)
+
+
 class Endpoints:
     """The route handlers, over one :class:`Agent`."""
 
@@ -118,13 +134,8 @@ class Endpoints:
         )
 
     async def get_blob(self, request: Request) -> Response:
-        """The blob's bytes; ``Range: bytes=N-`` is answered 206 by FileResponse (resumes).
-
-        With ``--blob-offload nginx``, a request that came through the nginx in front of
-        OMEGA (it says so in ``X-Ashat-Offload``) is answered with ``X-Accel-Redirect`` to
-        nginx's internal location over the blob directory: nginx sends the bytes (sendfile,
-        Range) once OMEGA has checked the license.
-        """
+        """The blob's bytes (:func:`immutable_file`: ``Range: bytes=N-`` resumes; with
+        ``--blob-offload nginx``, nginx sends them once OMEGA has checked the license)."""
         sha = check_digest(request.path_params["sha256"])
         if self.blob_gate is not None:
             answer = await self.blob_gate(request, sha)
@@ -133,13 +144,7 @@ class Endpoints:
         size = self.agent.blobs.size_if_hashed(sha)  # no thread for a blob hashed before
         if size is None and await run_in_threadpool(self.agent.blobs.size, sha) is None:
             raise NoSuchBlob(f"blob {sha} is not stored here", sha256=sha)
-        headers = {"Cache-Control": BLOB_CACHE_CONTROL, "ETag": f'"{sha}"'}
-        if self.config.blob_offload == "nginx" and request.headers.get(OFFLOAD_HEADER) == "nginx":
-            headers["X-Accel-Redirect"] = f"{INTERNAL_BLOBS}{blob_path(sha)}"
-            return Response(media_type="application/octet-stream", headers=headers)
-        return FileResponse(
-            self.agent.blobs.path(sha), media_type="application/octet-stream", headers=headers
-        )
+        return immutable_file(request, self.config, self.agent.blobs.path(sha), blob_path(sha), sha)
 
     async def pack(self, request: Request) -> Response:
         result = await receive_pack(request.stream(), self.agent.blobs)

@@ -40,13 +40,13 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ashat.agent.blobs import SHA256_RE
 from ashat.agent.config import S3Mirror
 from ashat.agent.core import Agent
-from ashat.agent.server import BLOB_CACHE_CONTROL, INTERNAL_BLOBS, OFFLOAD_HEADER
+from ashat.agent.server import immutable_file
 from ashat.bake import ANALYSIS_EVERY_S
 from ashat.fleet import packs
 from ashat.fleet.analysis import check_queries
@@ -508,8 +508,8 @@ class OmegaRoutes:
         return presigned_url(mirror, sha256, license_id, self.omega.now())
 
     async def pack(self, request: Request) -> Response:
-        """A release's blobs in one file (:mod:`.packs`), ``Range`` honoured; sent by the
-        nginx in front with ``--blob-offload nginx``. Not with ``--blob-mirror``: the
+        """A release's blobs in one file (:mod:`.packs`), answered as a blob is
+        (:func:`~ashat.agent.server.immutable_file`). Not with ``--blob-mirror``: the
         mirror is there to take the bytes off OMEGA, so the mainframe asks for blobs."""
         update_id = request.path_params["update_id"]
         digest = request.path_params["digest"]
@@ -526,14 +526,8 @@ class OmegaRoutes:
         if path is None:
             path = await run_in_threadpool(self.omega.pack, update_id, digest)
         self.omega.metrics.pack_downloads.inc()
-        headers = {"Cache-Control": BLOB_CACHE_CONTROL, "ETag": f'"{digest}"'}
-        if (
-            self.agent.config.blob_offload == "nginx"
-            and request.headers.get(OFFLOAD_HEADER) == "nginx"
-        ):
-            headers["X-Accel-Redirect"] = f"{INTERNAL_BLOBS}{packs.DIRECTORY}/{digest}"
-            return Response(media_type="application/octet-stream", headers=headers)
-        return FileResponse(path, media_type="application/octet-stream", headers=headers)
+        inside = f"{packs.DIRECTORY}/{digest}"
+        return immutable_file(request, self.agent.config, path, inside, digest)
 
     def routes(self) -> list[Route]:
         return [
