@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,13 @@ from ashat.store.store import Store
 # agent the tests start, in a process or in this one, takes it from here.
 if os.geteuid() == 0:
     os.environ.setdefault("ASHAT_APP_USER", "nobody")
+
+# A warm helper the person running the tests may have started (deploy helper start) must not
+# run the commands the tests start: they look for one where none listens, and the helper's
+# own tests (tests/integration/test_helper.py) name theirs.
+os.environ["ASHAT_HELPER_SOCKET"] = os.path.join(
+    tempfile.gettempdir(), f"ashat-tests-{os.getpid()}-no-helper", "deploy.sock"
+)
 
 pytest_plugins = ["process_fixtures"]  # tests/process_fixtures.py: tests/ is on sys.path
 

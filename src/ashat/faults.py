@@ -44,6 +44,14 @@ _PLAN = _parse(os.environ.get(ENV, ""))
 _HITS: dict[str, int] = {}
 
 
+def reload() -> None:
+    """Read ``ASHAT_CRASH_AT`` again: a warm helper's child (:mod:`ashat.cli.helper`) takes
+    its client's environment after this module was imported."""
+    global _PLAN
+    _PLAN = _parse(os.environ.get(ENV, ""))
+    _HITS.clear()
+
+
 def crash_point(name: str) -> None:
     """Die (or fail with ENOSPC) here if ``ASHAT_CRASH_AT`` says so; see the module docstring."""
     if not _PLAN:

@@ -356,11 +356,13 @@ VERBS = [
     ("pause|resume <id> [--reason TEXT]", "hold a running rollout between waves, and go on"),
     ("abort <id> [--reason TEXT]", "end a running rollout (then deploy rollback sends it back)"),
     ("retry <id>", "offer the release again to the mainframes where it failed"),
+    ("helper start|stop|status", "a warm process that makes push start fast"),
     ("help", "this list"),
 ]
 
 
 from ashat.cli.approve_cmd import approve  # noqa: E402
+from ashat.cli.helper_cmd import helper  # noqa: E402
 from ashat.cli.init_cmd import init  # noqa: E402
 from ashat.cli.release import push, rollback  # noqa: E402  (verbs with their own module)
 from ashat.cli.rollout_cmd import abort, pause, resume, retry  # noqa: E402
@@ -371,6 +373,7 @@ cli.add_command(push)
 cli.add_command(verify)
 cli.add_command(approve)
 cli.add_command(rollback)
+cli.add_command(helper)
 for _verb in (pause, resume, abort, retry):
     cli.add_command(_verb)
 

@@ -24,6 +24,7 @@ notification counts its tries).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,11 +53,29 @@ def tls(ca_file: str | Path | None, option: str) -> ssl.SSLContext | bool:
     import ssl
 
     if ca_file is None or ca_file == "":
-        return True
+        return system_tls()
     try:
         return ssl.create_default_context(cafile=str(ca_file))
     except (OSError, ssl.SSLError, ValueError) as e:
         raise InvalidInput(f"cannot load {option} {ca_file}: {e}") from e
+
+
+def system_tls() -> ssl.SSLContext:
+    """The system's CAs, as httpx loads them for ``verify=True`` (it honours
+    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``), made once per process and setting: each load
+    parses the whole CA bundle (~30 ms here), and a warm helper's children
+    (:mod:`ashat.cli.helper`) inherit the one it made."""
+    import os
+
+    return _system_tls(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _system_tls(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    del cert_file, cert_dir  # the cache's key: create_ssl_context reads them itself
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 def timeout(read_s: float = TIMEOUT_S, connect_s: float = CONNECT_S) -> httpx.Timeout:

@@ -1,0 +1,154 @@
+"""``deploy helper start|stop|status``: the warm helper that makes ``deploy push`` start fast
+(:mod:`ashat.cli.warm` hands commands to it, :mod:`ashat.cli.helper` runs them)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+
+from ashat.cli import warm
+from ashat.cli.output import OK, AshatGroup, emit, json_option
+from ashat.errors import InvalidInput, OperationFailed
+
+START_TIMEOUT_S = 30.0
+
+
+def _log_path(path: str) -> str:
+    return os.path.splitext(path)[0] + ".log"
+
+
+def _status(path: str) -> dict[str, Any] | None:
+    try:
+        return warm.ask("status", path)
+    except (warm.HelperError, OSError) as e:
+        raise InvalidInput(f"the warm helper's socket {path}: {e}") from e
+
+
+def _helper_env() -> dict[str, str]:
+    """The helper's own environment: each child takes its client's, so nothing of a
+    command's (``ASHAT_TOKEN``, ``ASHAT_USER``, ``ASHAT_DB``…) is kept in the helper."""
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("ASHAT_") or k == warm.ENV_SOCKET
+    }
+
+
+@click.group(cls=AshatGroup)
+def helper() -> None:
+    """A warm process that makes deploy push (and status, history, log) start fast."""
+
+
+@helper.command()
+@click.option(
+    "--idle",
+    "idle_minutes",
+    type=click.IntRange(1, 7 * 24 * 60),
+    default=120,
+    show_default=True,
+    metavar="MINUTES",
+    help="Stop after this many minutes without a command.",
+)
+@json_option
+def start(idle_minutes: int) -> None:
+    """Start this user's warm helper (if none runs)."""
+    from ashat.cli.helper import prepare_socket_dir
+
+    path = warm.socket_path()
+    running = _status(path)
+    if running is None:
+        try:
+            prepare_socket_dir(path)
+        except (OSError, warm.HelperError) as e:
+            raise InvalidInput(f"cannot start the warm helper: {e}") from e
+        running = _spawn(path, idle_minutes)
+        already = False
+    else:
+        already = True
+
+    def human() -> None:
+        word = "already runs" if already else "started"
+        click.echo(f"{OK} warm helper {word} (pid {running['pid']}) on {path}")
+        click.echo(
+            f"  deploy {', '.join(sorted(warm.ROUTED))} now start in it; it stops after "
+            f"{running['stops_after_idle_s'] / 60:.0f} minutes idle (deploy helper stop ends it)"
+        )
+
+    emit({**running, "already": already}, human)
+
+
+def _spawn(path: str, idle_minutes: int) -> dict[str, Any]:
+    log = _log_path(path)
+    with open(log, "ab") as out:
+        os.chmod(log, 0o600)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ashat.cli.helper", "--socket", path,
+             "--idle", str(idle_minutes * 60)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=_helper_env(),
+            start_new_session=True, close_fds=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = _status(path)
+        if status is not None:
+            return status
+        if proc.poll() is not None:
+            raise OperationFailed(
+                f"the warm helper exited at start ({proc.returncode}): {_tail(log)}"
+            )
+        time.sleep(0.05)
+    proc.kill()
+    raise OperationFailed(f"the warm helper did not answer within {START_TIMEOUT_S:.0f} s")
+
+
+def _tail(log: str) -> str:
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(no log)"
+
+
+@helper.command()
+@json_option
+def stop() -> None:
+    """Stop the warm helper (after the commands it runs have ended)."""
+    path = warm.socket_path()
+    try:
+        answer = warm.ask("stop", path)
+    except (warm.HelperError, OSError) as e:
+        raise InvalidInput(f"the warm helper's socket {path}: {e}") from e
+
+    def human() -> None:
+        if answer is None:
+            click.echo("no warm helper runs")
+        else:
+            running = answer["commands_running"]
+            click.echo(f"{OK} warm helper (pid {answer['pid']}) stops once its {running} "
+                       "running commands end")  # fmt: skip
+
+    emit({"running": answer is not None, **(answer or {})}, human)
+
+
+@helper.command()
+@json_option
+def status() -> None:
+    """Whether the warm helper runs, since when, and how many commands it ran."""
+    path = warm.socket_path()
+    answer = _status(path)
+
+    def human() -> None:
+        if answer is None:
+            click.echo(f"no warm helper runs (it would listen on {path}); deploy helper start")
+            return
+        click.echo(
+            f"warm helper pid {answer['pid']} on {path}, since {answer['started_at']}: "
+            f"{answer['served']} commands, {answer['commands_running']} running, idle "
+            f"{answer['idle_s']:.0f} s (stops after {answer['stops_after_idle_s'] / 60:.0f} min)"
+        )
+
+    emit({"running": answer is not None, "socket": path, **(answer or {})}, human)

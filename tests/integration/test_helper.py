@@ -1,0 +1,403 @@
+"""The warm helper (issue 20): ``deploy helper start`` keeps a process with everything a push
+imports, and the ``deploy`` script hands it ``push``, ``status``, ``history`` and ``log``.
+
+Everything here is real: the ``deploy`` entry point (``python -m ashat.cli.warm``, what the
+console script runs) in its own process, the helper it starts, a real agent as PUBLIC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ashat
+from ashat.cli import warm
+from support import wait_for
+
+DEPLOY = [sys.executable, "-m", "ashat.cli.warm"]
+
+
+class Helper:
+    """Runs ``deploy`` commands in their own processes, against a helper at ``socket``."""
+
+    def __init__(self, base: Path, env: dict[str, str] | None = None) -> None:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.socket = base / "deploy.sock"
+        self.extra = dict(env or {})
+
+    def env(self, **more: str) -> dict[str, str]:
+        return {**os.environ, warm.ENV_SOCKET: str(self.socket), **self.extra, **more}
+
+    def run(
+        self, *args: str, cwd: Path | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*DEPLOY, *args], cwd=cwd, env=self.env(**env), capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+
+    def popen(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*DEPLOY, *args], cwd=cwd, env=self.env(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def status(self) -> dict[str, Any]:
+        out = self.run("helper", "status", "--json")
+        assert out.returncode == 0, out.stderr
+        return dict(json.loads(out.stdout))
+
+    def start(self) -> dict[str, Any]:
+        out = self.run("helper", "start", "--json")
+        assert out.returncode == 0, out.stderr
+        return dict(json.loads(out.stdout))
+
+    def log(self) -> str:
+        path = self.socket.with_suffix(".log")
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        answer = warm.ask("stop", str(self.socket)) if self.socket.exists() else None
+        if answer is not None:
+            pid = int(answer["pid"])
+            wait_for(lambda: not _alive(pid), 30, "the helper to stop")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie of ours counts as gone
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]
+    except (OSError, IndexError):
+        return "zombie"
+
+
+@pytest.fixture
+def helper(tmp_path: Path) -> Iterator[Helper]:
+    h = Helper(tmp_path / "helper")
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def pushed_project(agent_factory: Any, hello_project: Callable[..., Path]) -> tuple[Any, Path]:
+    agent = agent_factory()
+    return agent, hello_project(agent)
+
+
+def test_push_and_status_go_through_the_helper(
+    helper: Helper, pushed_project: tuple[Any, Path]
+) -> None:
+    agent, root = pushed_project
+    started = helper.start()
+    assert started["already"] is False and started["served"] == 0
+    assert helper.start()["already"] is True  # a second start finds it
+
+    out = helper.run("push", "v1", "first release", cwd=root, ASHAT_USER="carol")
+    assert out.returncode == 0, out.stderr
+    assert "Pushed v1 to Staging" in out.stdout, out.stdout
+    assert "warm helper" not in out.stderr  # it was used, and said nothing
+    with agent.client() as client:
+        assert client.health()["current"] == "v1"
+    status = helper.run("status", "v1", "--json", cwd=root)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["deployment"]["state"] == "pushed"
+    # the client's environment reached the command: the push was carol's
+    log = helper.run("log", "v1", "--json", cwd=root)
+    assert {e["actor"] for e in json.loads(log.stdout)["events"]} == {"carol"}
+    assert helper.status()["served"] == 3  # push, status, log (not the helper's own verbs)
+
+    # the same command without the helper prints the same
+    here = helper.run("history", "--json", cwd=root, ASHAT_HELPER="off")
+    there = helper.run("history", "--json", cwd=root)
+    assert here.returncode == there.returncode == 0
+    assert json.loads(here.stdout) == json.loads(there.stdout)
+    assert helper.status()["served"] == 4
+
+
+def test_exit_codes_and_errors_are_the_commands(helper: Helper, project: Path) -> None:
+    helper.start()
+    bad = helper.run("history", "--limit", "x", cwd=project)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "Invalid value for '--limit'" in bad.stderr
+    missing = helper.run("status", "nope", cwd=project)
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert "no deployment 'nope'" in missing.stderr
+    not_routed = helper.run("cancel", "nope", cwd=project)  # runs here, the same way
+    assert not_routed.returncode == 2 and "no deployment 'nope'" in not_routed.stderr
+    assert helper.status()["served"] == 2
+
+
+@contextlib.contextmanager
+def push_waiting_for_public(helper: Helper, root: Path) -> Iterator[subprocess.Popen[str]]:
+    """A ``deploy push`` running in the helper, waiting for a PUBLIC that takes connections
+    and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        token = root / "hang.token"
+        token.write_text("x" * 32)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        out = helper.run("configure", "public", url, "Hang", "--token-file", str(token), cwd=root)
+        assert out.returncode == 0, out.stderr
+        proc = helper.popen("push", "v1", "waits for PUBLIC", cwd=root)
+        try:
+            wait_for(lambda: helper.status()["commands_running"] == 1, 30, "the push to start")
+            yield proc
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
+def test_ctrl_c_reaches_the_command(helper: Helper, pushed_project: tuple[Any, Path]) -> None:
+    _, root = pushed_project
+    helper.start()
+    with push_waiting_for_public(helper, root) as proc:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert err.strip() == "interrupted"  # what deploy says on Ctrl-C, from the command itself
+    wait_for(lambda: helper.status()["commands_running"] == 0, 10, "the child to be reaped")
+    # it was interrupted, not lost: the deployment waits to be resumed
+    status = helper.run("status", "v1", "--json", cwd=root)
+    assert json.loads(status.stdout)["deployment"]["state"] == "pushing"
+
+
+def test_a_killed_client_takes_its_command_with_it(
+    helper: Helper, pushed_project: tuple[Any, Path]
+) -> None:
+    _, root = pushed_project
+    helper.start()
+    with push_waiting_for_public(helper, root) as proc:
+        proc.kill()
+        proc.communicate(timeout=30)
+        wait_for(lambda: helper.status()["commands_running"] == 0, 10, "the command to end")
+    assert "went away; child stopped" in helper.log()
+
+
+def test_stop_lets_running_commands_finish(
+    helper: Helper, pushed_project: tuple[Any, Path]
+) -> None:
+    _, root = pushed_project
+    pid = helper.start()["pid"]
+    with push_waiting_for_public(helper, root) as proc:
+        stopped = helper.run("helper", "stop", "--json")
+        assert json.loads(stopped.stdout)["running"] is True
+        assert json.loads(stopped.stdout)["stopping"] is True
+        wait_for(lambda: not helper.socket.exists(), 10, "the socket to go")
+        assert _alive(pid)  # it waits for the push it runs
+        # a new command runs here meanwhile (no helper listens)
+        here = helper.run("history", cwd=root)
+        assert here.returncode == 0 and "warm helper" not in here.stderr
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    wait_for(lambda: not _alive(pid), 10, "the helper to end")
+    assert "no warm helper runs" in helper.run("helper", "status").stdout
+
+
+def test_a_crash_point_in_the_clients_environment_kills_the_command(
+    helper: Helper, pushed_project: tuple[Any, Path]
+) -> None:
+    """The fault suite's ``ASHAT_CRASH_AT`` is read when a process starts; a child takes it
+    from its client. The command dies as a process would, and the client the same way."""
+    agent, root = pushed_project
+    helper.start()
+    out = helper.run("push", "v1", "crashes", cwd=root, ASHAT_CRASH_AT="push.uploaded:1")
+    assert out.returncode == -signal.SIGKILL, (out.returncode, out.stderr)
+    status = helper.run("status", "v1", "--json", cwd=root)
+    assert json.loads(status.stdout)["deployment"]["state"] == "pushing"
+    again = helper.run("push", "v1", "crashes", cwd=root)
+    assert again.returncode == 0, again.stderr
+    with agent.client() as client:
+        assert client.health()["current"] == "v1"
+
+
+def test_a_helper_whose_code_changed_stops_and_the_command_runs_here(
+    tmp_path: Path, project: Path
+) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(
+        Path(ashat.__file__).parent, src / "ashat", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    copy = Helper(tmp_path / "copy-helper", env={"PYTHONPATH": str(src)})
+    try:
+        started = copy.start()
+        assert started["fingerprint"].endswith(str(src / "ashat"))
+        assert copy.run("history", cwd=project).returncode == 0
+        assert copy.status()["served"] == 1
+
+        # another ashat (this checkout's) with the same socket: refused, helper kept
+        other = Helper(tmp_path / "copy-helper")
+        out = other.run("history", cwd=project)
+        assert out.returncode == 0 and "(none)" in out.stdout
+        assert "not used: the helper runs other code than this deploy" in out.stderr
+        assert copy.status()["served"] == 1
+
+        # an upgrade (a module it loaded changes): refused, and the helper stops
+        module = src / "ashat" / "cli" / "release.py"
+        later = module.stat().st_mtime + 10
+        os.utime(module, (later, later))
+        out = copy.run("history", cwd=project)
+        assert out.returncode == 0 and "(none)" in out.stdout
+        assert "changed on disk since it started (release.py)" in out.stderr
+        wait_for(lambda: not _alive(started["pid"]), 10, "the stale helper to stop")
+        assert not copy.socket.exists()
+    finally:
+        copy.stop()
+
+
+def test_an_idle_helper_stops(tmp_path: Path) -> None:
+    h = Helper(tmp_path / "idle")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ashat.cli.helper", "--socket", str(h.socket), "--idle", "1"],
+        env=h.env(), stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped (idle for 1 s) after 0 commands" in err
+    assert not h.socket.exists()
+
+
+def test_a_socket_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    h = Helper(tmp_path / "shared")
+    (tmp_path / "shared").chmod(0o777)
+    out = h.run("helper", "start")
+    assert out.returncode == 2
+    assert "can be written by others (mode 777)" in out.stderr
+    assert not h.socket.exists()
+
+
+def test_start_refuses_a_second_helper_on_a_live_socket(helper: Helper) -> None:
+    helper.start()
+    proc = subprocess.run(
+        [sys.executable, "-m", "ashat.cli.helper", "--socket", str(helper.socket)],
+        env=helper.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "a helper already listens on" in proc.stderr
+    assert helper.status()["served"] == 0
+
+
+def test_the_helper_keeps_no_secret_of_the_starting_shell(helper: Helper) -> None:
+    pid = helper.run("helper", "start", "--json", ASHAT_TOKEN="s3cret-token-value")
+    environ = Path(f"/proc/{json.loads(pid.stdout)['pid']}/environ").read_bytes()
+    assert b"s3cret-token-value" not in environ
+    assert b"ASHAT_HELPER_SOCKET=" in environ
+
+
+# -- another user -----------------------------------------------------------------------------
+
+NOBODY = 65534
+as_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to act as another user",
+)
+
+
+def _as_nobody(*argv: str, **kw: Any) -> list[str]:
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv]
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another user can reach (pytest's own are root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="ashat-helper-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+LISTENER = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(1)
+print("listening", flush=True)
+conn, _ = s.accept()
+conn.settimeout(5)
+try:
+    got = conn.recv(65536)
+except OSError:
+    got = b""
+print("got", len(got), flush=True)
+"""
+
+
+@as_root
+def test_a_socket_held_by_another_user_gets_nothing(shared_dir: Path, project: Path) -> None:
+    """Whoever else listens where the helper would (another user who made the directory
+    first) learns nothing: the client checks who holds the socket before sending the
+    command and its environment (which may carry ASHAT_TOKEN)."""
+    base = shared_dir / "theirs"
+    base.mkdir(mode=0o755)
+    os.chown(base, NOBODY, NOBODY)
+    sock = base / "deploy.sock"
+    theirs = subprocess.Popen(
+        _as_nobody(sys.executable, "-c", LISTENER, str(sock)), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert theirs.stdout is not None and theirs.stdout.readline() == "listening\n"
+        out = subprocess.run(
+            [*DEPLOY, "history"], cwd=project,
+            env={**os.environ, warm.ENV_SOCKET: str(sock), "ASHAT_TOKEN": "s3cret"},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0 and "(none)" in out.stdout
+        assert "is held by another user's process; not using it" in out.stderr
+        told, _ = theirs.communicate(timeout=30)
+    finally:
+        theirs.kill()
+    assert told == "got 0\n"
+
+
+@as_root
+def test_the_helper_refuses_a_connection_from_another_user(shared_dir: Path) -> None:
+    helper = Helper(shared_dir / "ours")
+    try:
+        helper.start()
+        helper.socket.parent.chmod(0o755)  # let them reach it at all (none may write there)
+        helper.socket.chmod(0o666)
+        probe = (
+            "import socket\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            f"s.connect({str(helper.socket)!r})\n"
+            's.sendall(b\'\\x00\\x00\\x00\\x10{"op": "status"}\')\n'
+            "try:\n"
+            "    print(repr(s.recv(100)))\n"
+            "except ConnectionResetError:\n"
+            "    print(repr(b''))\n"
+        )
+        out = subprocess.run(
+            _as_nobody(sys.executable, "-c", probe), capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "b''"  # closed, nothing answered
+        assert "refused a connection from another user" in helper.log()
+        assert helper.status()["served"] == 0
+    finally:
+        helper.stop()

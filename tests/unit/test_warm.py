@@ -1,0 +1,105 @@
+"""The warm helper's client side (ashat.cli.warm): which commands it hands over, and the
+messages on its socket."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from ashat.cli import warm
+
+
+@pytest.mark.parametrize(
+    ("argv", "verb"),
+    [
+        (["push", "v1", "x"], "push"),
+        (["--via", "https://ctl", "push", "v1", "x"], "push"),
+        (["--via=https://ctl", "status"], "status"),
+        (["--help"], None),
+        (["--version"], None),
+        (["--via"], None),
+        ([], None),
+        (["helper", "start"], "helper"),
+    ],
+)
+def test_the_verb_of_a_command_line(argv: list[str], verb: str | None) -> None:
+    assert warm.verb(argv) == verb
+
+
+@pytest.mark.parametrize(
+    ("argv", "routed"),
+    [
+        (["push", "v1", "x"], True),
+        (["status"], True),
+        (["history", "--limit", "3"], True),
+        (["log", "v1"], True),
+        (["approve", "v1"], False),  # may prompt, or drive a browser for a passkey
+        (["verify", "v1"], False),  # loads third-party check plug-ins
+        (["init"], False),  # prompts
+        (["helper", "stop"], False),
+        (["--version"], False),
+    ],
+)
+def test_only_verbs_that_never_prompt_are_handed_over(argv: list[str], routed: bool) -> None:
+    assert (warm.verb(argv) in warm.ROUTED) is routed
+
+
+def test_a_message_and_its_descriptors_arrive_together() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    r, w = os.pipe()
+    with a, b:
+        warm.send(a, {"op": "run", "argv": ["status"], "env": {"K": "v" * 100_000}}, [w])
+        message, fds = warm.receive(b, max_fds=3)
+        assert message is not None and message["argv"] == ["status"]
+        assert len(message["env"]["K"]) == 100_000  # longer than one read
+        assert len(fds) == 1
+        os.write(fds[0], b"through the passed descriptor")
+        os.close(fds[0])
+        os.close(w)
+        assert os.read(r, 100) == b"through the passed descriptor"
+        os.close(r)
+        a.close()
+        assert warm.receive(b) == (None, [])  # a clean end
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (struct.pack("!I", warm.MAX_FRAME + 1), "over"),
+        (struct.pack("!I", 3) + b"{{{", "not JSON"),
+        (struct.pack("!I", 2) + b"[]", "not a JSON object"),
+        (struct.pack("!I", 10) + b"{}", "mid-message"),
+    ],
+)
+def test_a_bad_message_is_refused(raw: bytes, why: str) -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        a.sendall(raw)
+        a.shutdown(socket.SHUT_WR)
+        with pytest.raises(warm.HelperError, match=why):
+            warm.receive(b)
+
+
+def test_with_no_helper_the_command_runs_here(tmp_path: pytest.TempPathFactory) -> None:
+    env = {**os.environ, warm.ENV_SOCKET: f"{tmp_path}/none.sock", "ASHAT_USER": "a"}
+    out = subprocess.run(
+        [sys.executable, "-m", "ashat.cli.warm", "--version"], env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0 and "0.1.0" in out.stdout and out.stderr == ""
+
+
+def test_the_default_socket_is_one_per_installation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(warm.ENV_SOCKET, raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+    path = warm.socket_path()
+    assert path.startswith("/run/user/1000/ashat-deploy-") and path.endswith(".sock")
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert warm.socket_path().startswith(f"/tmp/ashat-{os.getuid()}/ashat-deploy-")
+    monkeypatch.setattr(sys, "executable", "/other/python3")
+    assert warm.socket_path() != path.replace("/run/user/1000", f"/tmp/ashat-{os.getuid()}")
