@@ -23,6 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -108,6 +109,8 @@ class Agent:
         )
         self.environments = Environments(self.layout.envs)
         self.lock = threading.Lock()
+        # deletes pruned trees after the activation that pruned them has answered
+        self._sweeper = ThreadPoolExecutor(1, thread_name_prefix="ashat-sweep")
         self.state = AgentState()
         self.app: AppProcess | None = None
         self._lock_fd: int | None = None
@@ -271,8 +274,9 @@ class Agent:
         self.stopping.set()
 
     def shutdown(self) -> None:
-        """Stop the supervised app. Idempotent."""
+        """Stop the supervised app, and finish deleting pruned trees. Idempotent."""
         self.stopping.set()
+        self._sweeper.shutdown(wait=True)
         locked = self.lock.acquire(timeout=SHUTDOWN_LOCK_WAIT_S)
         try:
             app, self.app = self.app, None
@@ -862,7 +866,7 @@ class Agent:
         )
         for update_id in doomed:
             try:
-                self.releases.remove(update_id)
+                self.releases.remove(update_id, sealed=self.jail.isolated, later=self._sweep)
                 with contextlib.suppress(FileNotFoundError):
                     self.layout.log_file(update_id).unlink()
             except OSError as e:
@@ -874,6 +878,20 @@ class Agent:
             self._save()
         self._prune_environments()
         self._collect_blobs()
+
+    def _sweep(self, work: Callable[[], None]) -> None:
+        """Run ``work`` (deleting a pruned tree) after this request, off its path."""
+
+        def run() -> None:
+            try:
+                work()
+            except OSError as e:  # what is left in tmp/ goes at the next start
+                log.error("could not delete a pruned release: %s", e)
+
+        try:
+            self._sweeper.submit(run)
+        except RuntimeError:  # shut down: do it now
+            run()
 
     def _prune_environments(self) -> None:
         """Remove the Python environments no kept release uses (a rollback to a kept one

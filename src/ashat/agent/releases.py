@@ -24,12 +24,14 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ashat.agent.blobs import STORE_MTIME_NS, BlobStore, copy_fd, fsync_paths
 from ashat.agent.errors import NoSuchRelease, RequestInvalid
 from ashat.agent.layout import Layout, fsync_dir, remove_symlink, remove_tree, replace_symlink
+from ashat.bundle.errors import BundleError
 from ashat.bundle.manifest import FileEntry, Manifest, parse_manifest
 from ashat.faults import crash_point
 from ashat.ids import UPDATE_ID_RE
@@ -246,8 +248,24 @@ class ReleaseStore:
 
     # -- removing and linking ----------------------------------------------------------------
 
-    def remove(self, update_id: str) -> None:
-        """Delete ``releases/<id>`` and its manifest (a missing one is fine)."""
+    def remove(
+        self,
+        update_id: str,
+        *,
+        sealed: bool = False,
+        later: Callable[[Callable[[], None]], object] | None = None,
+    ) -> None:
+        """Delete ``releases/<id>`` and its manifest (a missing one is fine).
+
+        The tree is first renamed into ``tmp/`` (one durable rename: it is no release from
+        then on, and a crash leaves it to the start-up's cleaning); deleting its files is the
+        slow part, which ``later(work)`` may run after the caller answers (the agent's
+        pruning does).
+
+        ``sealed``: the app cannot write the store (:mod:`.confine`), so removing the tree's
+        links to a blob hashed before changes nothing but its inode's ctime, and the blob
+        still counts as hashed (else the next ``missing`` would read every blob again)."""
+        files = self._linked_files(update_id) if sealed else []
         self._manifests.pop(update_id, None)
         tree = self.layout.release_dir(update_id)
         trash = None
@@ -258,8 +276,30 @@ class ReleaseStore:
             crash_point("release.remove")
         with contextlib.suppress(FileNotFoundError):
             self.layout.manifest_file(update_id).unlink()
-        if trash is not None:
-            remove_tree(trash)
+
+        def dispose() -> None:
+            if trash is not None:
+                remove_tree(trash)
+            for path, sha256 in files:
+                self.blobs.relinked(path, sha256)
+
+        if later is None:
+            dispose()
+        else:
+            later(dispose)
+
+    def _linked_files(self, update_id: str) -> list[tuple[str, str]]:
+        """The stored files ``releases/<id>`` links to, with their digests (none if its
+        manifest cannot be read)."""
+        try:
+            m = self.manifest(update_id)
+        except (NoSuchRelease, BundleError, OSError):  # half-removed, or damaged
+            return []
+        return [
+            (self.blobs.file(e.sha256, e.mode & MODE_MASK), e.sha256)
+            for e in m.files
+            if e.kind == "file"
+        ]
 
     def set_link(self, name: str, update_id: str | None) -> None:
         link = self.layout.link(name)
