@@ -444,3 +444,39 @@ def test_the_same_bytes_parse_once_and_the_limit_and_refusals_hold_each_time() -
     for _ in range(2):
         with pytest.raises(ManifestInvalid, match="schema"):
             parse_manifest(bad)
+
+
+def test_a_replaced_manifest_keeps_its_checked_files_and_new_files_are_checked() -> None:
+    """``dataclasses.replace`` (a push signs a new sequence, then signatures) takes the
+    checked tuple as it is (issue 20: 2,000 paths are not checked three times); any other
+    files are sorted and checked as ever."""
+    from dataclasses import replace
+
+    m = make()
+    again = replace(m, sequence=2)
+    assert again.files is m.files
+    assert replace(m, files=tuple(reversed(m.files))).files == m.files  # sorted anew
+    assert replace(m, files=list(m.files)).files == m.files
+    with pytest.raises(DuplicatePath):
+        replace(m, files=(*m.files, entry("app.py")))
+    with pytest.raises(UnsafePath, match="lies under symlink"):
+        replace(m, files=(*m.files, entry("current/x")))
+    with pytest.raises(ManifestInvalid, match="FileEntry"):
+        replace(m, files=(*m.files, "app2.py"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"sha256": "X" * 64}, "sha256 must be 64 lowercase hex digits"),
+        ({"size": -1}, "size must be an integer"),
+        ({"size": True}, "size must be an integer"),
+        ({"mode": 0o10000}, "mode must be an integer"),
+        ({"kind": "dir"}, "kind must be 'file' or 'symlink'"),
+        ({"target": "app.py"}, "a regular file has no target"),
+    ],
+)
+def test_a_file_entry_that_is_not_all_well_says_why(fields: dict[str, Any], error: str) -> None:
+    good = {"path": "a.txt", "sha256": SHA_X, "size": 1, "mode": 0o644}
+    with pytest.raises(ManifestInvalid, match=error):
+        FileEntry(**(good | fields))

@@ -172,3 +172,12 @@ def test_an_accepted_path_joined_under_any_root_stays_under_it(p: str, root: str
         return
     joined = posixpath.normpath(posixpath.join(root, p))
     assert joined.startswith(posixpath.normpath(root) + "/")
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_an_ascii_path_folds_as_the_unicode_rule_would(p: str) -> None:
+    import unicodedata
+
+    from ashat.bundle.paths import _fold
+
+    assert _fold(p) == unicodedata.normalize("NFC", unicodedata.normalize("NFD", p).casefold())

@@ -119,6 +119,17 @@ class FileEntry:
 
     def __post_init__(self) -> None:
         validate_rel_path(self.path)
+        if (
+            self.kind == "file"
+            and self.target is None
+            and type(self.sha256) is str
+            and SHA256_RE.fullmatch(self.sha256)
+            and type(self.size) is int
+            and 0 <= self.size <= MAX_SIZE
+            and type(self.mode) is int
+            and 0 <= self.mode <= MAX_MODE
+        ):
+            return  # a regular file, all well (the common case; the checks below say why not)
         where = f"file {self.path!r}"
         if self.kind not in KINDS:
             _invalid(f"{where}: kind must be 'file' or 'symlink', got {self.kind!r}", "kind")
@@ -272,6 +283,28 @@ def _check_tree(files: tuple[FileEntry, ...]) -> None:
         )
 
 
+_CHECKED: dict[int, tuple[FileEntry, ...]] = {}  # id -> a files tuple checked (and kept alive)
+_CHECKED_KEPT = 4
+
+
+def _checked_files(given: Any) -> tuple[FileEntry, ...]:
+    """``given`` as the sorted, checked tuple a manifest holds. A tuple this function
+    returned lately is that already: ``dataclasses.replace`` of a manifest (a new sequence,
+    signatures) need not check 2,000 paths again (issue 20)."""
+    if type(given) is tuple and _CHECKED.get(id(given)) is given:
+        return given
+    files = tuple(given)
+    for e in files:
+        if not isinstance(e, FileEntry):
+            _invalid(f"manifest: files must hold FileEntry values, got {_tname(e)}", "files")
+    files = tuple(sorted(files, key=lambda e: e.path))
+    _check_tree(files)
+    while len(_CHECKED) >= _CHECKED_KEPT:
+        _CHECKED.pop(next(iter(_CHECKED)), None)
+    _CHECKED[id(files)] = files
+    return files
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A release manifest (schema 1). Construction validates; see the module docstring."""
@@ -301,13 +334,7 @@ class Manifest:
         object.__setattr__(self, "source", _json_copy(self.source, "source"))
         object.__setattr__(self, "app", _json_copy(self.app, "app"))
 
-        files = tuple(self.files)
-        for e in files:
-            if not isinstance(e, FileEntry):
-                _invalid(f"manifest: files must hold FileEntry values, got {_tname(e)}", "files")
-        files = tuple(sorted(files, key=lambda e: e.path))
-        _check_tree(files)
-        object.__setattr__(self, "files", files)
+        object.__setattr__(self, "files", _checked_files(self.files))
 
         sigs = tuple(self.signatures)
         seen: set[tuple[str, str]] = set()

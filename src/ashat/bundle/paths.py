@@ -51,10 +51,11 @@ def validate_rel_path(p: str) -> str:
         raise UnsafePath(f"path {p!r} contains a backslash", path=p)
     if _has_control(p):
         raise UnsafePath(f"path {p!r} contains a NUL or control character", path=p)
+    short = len(encoded) <= MAX_NAME_BYTES  # then no component can be too long
     for part in p.split("/"):
         if part in ("", ".", ".."):
             raise UnsafePath(f"path {p!r} has an empty, '.' or '..' component", path=p)
-        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+        if not short and len(part.encode("utf-8")) > MAX_NAME_BYTES:
             raise UnsafePath(
                 f"path {p!r} has a component longer than {MAX_NAME_BYTES} bytes", path=p
             )
@@ -120,6 +121,8 @@ def escaping_symlinks(links: Mapping[str, str]) -> list[str]:
 def _fold(p: str) -> str:
     # Case-insensitive filesystems also ignore Unicode normalization (APFS) or case-fold
     # a decomposed form; comparing NFC of the casefolded NFD covers both.
+    if p.isascii():  # the same, for ASCII: no normalization to do, casefold() is lower()
+        return p.lower()
     return unicodedata.normalize("NFC", unicodedata.normalize("NFD", p).casefold())
 
 
