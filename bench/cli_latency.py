@@ -3,7 +3,8 @@
 Run: ``python bench/cli_latency.py`` (about half a minute). In a temporary project it fills
 the SQLite control store with 10,000 deployments and about 100,000 audit events (a valid
 hash chain, so ``deploy audit verify`` passes), then times each command N times as a fresh
-process against ``python -c pass`` in the same run, and prints medians and ratios.
+process against ``python -c pass`` in the same run, and prints medians and ratios; then
+again with a warm helper (``deploy helper start``) running.
 Goal (DESIGN §3): each verb answers in at most 150 ms on this machine.
 """
 
@@ -23,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ashat.canonical import canonical_json
+from ashat.cli.warm import ENV_SOCKET
 from ashat.store.audit import GENESIS_HASH, chain_hash, event_body
 from ashat.store.db import Database, default_sqlite_url
 from ashat.workflow.ports import iso
@@ -148,12 +150,24 @@ def main() -> None:
             ("deploy status r09999", [*deploy, "status", f"r{args.deployments - 1:05d}"]),
             ("deploy history --limit 50", [*deploy, "history", "--limit", "50"]),
         ]
+        helper = root / "helper"
+        helper.mkdir(mode=0o700)
+        env[ENV_SOCKET] = str(helper / "deploy.sock")  # none listens there yet
         results = [(name, timed(cmd, root, env, args.runs)) for name, cmd in cases]
+        subprocess.run([*deploy, "helper", "start"], cwd=root, env=env, check=True,
+                       capture_output=True)  # fmt: skip
+        try:
+            results += [
+                (f"{name} (warm helper)", timed(cmd, root, env, args.runs))
+                for name, cmd in cases[1:]
+            ]
+        finally:
+            subprocess.run([*deploy, "helper", "stop"], cwd=root, env=env, capture_output=True)
         base = results[0][1]
         print(f"median of {args.runs} runs each (goal: <= {GOAL_MS:.0f} ms per verb)")
         for name, ms in results:
             verdict = "" if name.startswith("python") else ("ok" if ms <= GOAL_MS else "SLOW")
-            print(f"  {name:<28} {ms:7.1f} ms  x{ms / base:4.1f} of python -c pass  {verdict}")
+            print(f"  {name:<40} {ms:7.1f} ms  x{ms / base:4.1f} of python -c pass  {verdict}")
         if no_bytecode:
             print("  (PYTHONDONTWRITEBYTECODE unset for these runs: bytecode kept, as installed)")
         check = subprocess.run(
