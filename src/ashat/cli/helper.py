@@ -54,6 +54,7 @@ PRELOAD = (
     "cryptography.hazmat.primitives.asymmetric.ed25519",
     "cryptography.hazmat.primitives.serialization",
     "tomllib",
+    "encodings.idna",  # httpx encodes each request's host name with it
 )
 
 DEFAULT_IDLE_S = 2 * 3600.0
