@@ -3,11 +3,14 @@ messages on its socket."""
 
 from __future__ import annotations
 
+import array
 import os
 import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -85,13 +88,67 @@ def test_a_bad_message_is_refused(raw: bytes, why: str) -> None:
             warm.receive(b)
 
 
-def test_with_no_helper_the_command_runs_here(tmp_path: pytest.TempPathFactory) -> None:
+def test_with_no_helper_the_command_runs_here(tmp_path: Path) -> None:
+    (tmp_path / "ashat.toml").write_text("")
     env = {**os.environ, warm.ENV_SOCKET: f"{tmp_path}/none.sock", "ASHAT_USER": "a"}
+    env.pop("ASHAT_DB", None)
     out = subprocess.run(
-        [sys.executable, "-m", "ashat.cli.warm", "--version"], env=env, capture_output=True,
-        text=True, timeout=60,
+        [sys.executable, "-m", "ashat.cli.warm", "history"], env=env, capture_output=True,
+        text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
-    assert out.returncode == 0 and "0.1.0" in out.stdout and out.stderr == ""
+    assert out.returncode == 0 and "(none)" in out.stdout and out.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda p: p.write_text("not a socket"), "is not a socket of this user"),
+        (lambda p: p.symlink_to("/dev/null"), "is not a socket of this user"),
+        (lambda p: (p.parent.chmod(0o777), _listen(p)), "can be written by others"),
+    ],
+)
+def test_a_socket_that_cannot_be_trusted_is_not_used(
+    tmp_path: Path, make: Callable[[Path], object], why: str
+) -> None:
+    base = tmp_path / "h"
+    base.mkdir(mode=0o700)
+    make(base / "deploy.sock")
+    with pytest.raises(warm.HelperError, match=why):
+        warm.connect(str(base / "deploy.sock"))
+
+
+def _listen(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))  # the file stays
+
+
+def test_a_relative_runtime_dir_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(warm.ENV_SOCKET, raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "run")
+    assert warm.socket_path().startswith(f"/tmp/ashat-{os.getuid()}/")
+
+
+def test_descriptors_of_a_bad_message_are_closed() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    r, w = os.pipe()
+    with a, b:
+        a.sendmsg(
+            [struct.pack("!I", 2) + b"[]"],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w]))],
+        )
+        os.close(w)
+        with pytest.raises(warm.HelperError, match="not a JSON object"):
+            warm.receive(b, max_fds=4)
+    assert os.read(r, 1) == b""  # every write end is closed: the reader sees the end
+    os.close(r)
+
+
+def test_a_whole_message_must_come_in_time() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        a.sendall(struct.pack("!I", 10) + b"{")  # and then nothing
+        with pytest.raises(warm.HelperError, match="in time"):
+            warm.receive(b, timeout_s=0.2)
 
 
 def test_the_default_socket_is_one_per_installation(monkeypatch: pytest.MonkeyPatch) -> None:

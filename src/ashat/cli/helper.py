@@ -1,27 +1,33 @@
 """The warm helper: a process that has imported what ``deploy push`` needs, and forks a child
 to run each command a ``deploy`` process hands it (:mod:`ashat.cli.warm`).
 
-Started by ``deploy helper start`` (``python -m ashat.cli.helper --socket PATH``); one per
-user and installation. The parent does nothing but accept, fork and report: it is
-single-threaded, opens no store, connection or key, so each child starts from a clean copy
-of a process that only imported modules. A child takes the client's stdin, stdout and
-stderr, working directory, umask and environment, runs ``deploy ARGV`` exactly as the
-``deploy`` script would, and exits; the parent reports the child's exit status (or the signal
-that ended it) to the client.
+Started by ``deploy helper start`` (``python -P -m ashat.cli.helper --socket PATH``, in ``/``:
+nothing is imported from the directory it was started in); one per user and installation.
+The parent does nothing but accept, fork and report: it is single-threaded, opens no store,
+connection or key, so each child starts from a clean copy of a process that only imported
+modules. A child takes the client's stdin, stdout, stderr and working directory, umask,
+environment and ignored signals, leads a process group of its own, runs ``deploy ARGV``
+exactly as the ``deploy`` script would, and exits; the parent passes the client's signals
+on to that group, and reports the child's exit status (or the signal that ended it). A
+child whose helper dies is sent SIGTERM (``PR_SET_PDEATHSIG``). A client whose connection
+closes (killed, its terminal gone) takes its command with it (SIGTERM to the group).
 
-The helper refuses a client that runs other code (another ashat or another interpreter:
-:func:`ashat.cli.warm.fingerprint`), and refuses and stops once a module it loaded has changed
-on disk since it started, so an upgrade never runs old code (the client then runs the command
-itself). It stops by itself after ``--idle``
-seconds without a command, on ``deploy helper stop`` and on SIGTERM, always after the
-commands it runs have ended. It logs starts, stops and refusals, never a command's
-environment.
+The helper refuses a client of another user, or in another mount, PID or user namespace (a
+sandbox or container of the same user, which may see less than the helper does), and a
+client that runs other code (another ashat or another interpreter:
+:func:`ashat.cli.warm.fingerprint`); it refuses and stops once a module it loaded (ashat's or
+any other), the interpreter or the CA bundle has changed on disk since it started, so an
+upgrade never runs old code (the client then runs the command itself). It stops by itself
+after ``--idle`` seconds without a command, on ``deploy helper stop`` and on SIGTERM, always
+after the commands it runs have ended. It logs starts, stops and refusals, never a
+command's environment.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import select
 import signal
@@ -58,6 +64,14 @@ PRELOAD = (
 )
 
 DEFAULT_IDLE_S = 2 * 3600.0
+FORWARDABLE = frozenset(
+    {*warm.FORWARDED, signal.SIGSTOP, signal.SIGCONT}
+)  # what a client may have sent to its command's group
+NAMESPACES = ("mnt", "pid", "user")
+REQUEST_S = 5.0  # for a client to send its whole request
+NOT_HERE = (
+    "the helper serves no client in another mount, PID or user namespace (a sandbox or container)"
+)
 
 
 def log(message: str) -> None:
@@ -86,29 +100,30 @@ def preload() -> None:
         log(f"no HTTP client made ahead: {e}")
 
 
-def _loaded_files() -> dict[str, float]:
-    """The mtime of each ashat module this process loaded, to notice an upgrade."""
-    files: dict[str, float] = {}
-    for name, module in list(sys.modules.items()):
+Identity = tuple[int, int, int]  # (mtime_ns, size, inode) of a file
+
+
+def _identity(path: str) -> Identity | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _loaded_files() -> dict[str, Identity | None]:
+    """Each file whose change would make this process out of date: every module it loaded
+    (ashat's and the others'), the interpreter, and the CA bundle it parsed."""
+    paths = {sys.executable}
+    for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if path and (name == "ashat" or name.startswith("ashat.")):
-            with contextlib.suppress(OSError):
-                files[path] = os.stat(path).st_mtime
-    return files
-
-
-def check_directory(path: str) -> None:
-    """Refuse a socket directory another user could write to (they could swap the socket)."""
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise warm.HelperError(f"{path} is not a directory")
-    if st.st_uid != os.getuid():
-        raise warm.HelperError(f"{path} belongs to another user (uid {st.st_uid})")
-    if st.st_mode & 0o022:
-        raise warm.HelperError(
-            f"{path} can be written by others (mode {stat.S_IMODE(st.st_mode):o}); "
-            "use a directory only you can write to"
-        )
+        if isinstance(path, str):
+            paths.add(path)
+    certifi = sys.modules.get("certifi")
+    if certifi is not None:
+        with contextlib.suppress(Exception):
+            paths.add(certifi.where())
+    return {path: _identity(path) for path in sorted(paths)}
 
 
 def prepare_socket_dir(path: str) -> None:
@@ -116,30 +131,41 @@ def prepare_socket_dir(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     with contextlib.suppress(FileExistsError):
         os.mkdir(directory, 0o700)
-    check_directory(directory)
+    warm.check_directory(directory)
 
 
-def bind(path: str) -> socket.socket:
-    """Listen on ``path``; a socket file left by a helper that died is replaced, a live
-    helper's is not."""
+def bind(path: str) -> tuple[socket.socket, int]:
+    """Listen on ``path``, holding its lock file (so two helpers starting at once do not
+    both listen); a socket file left by a helper that died is replaced. Returns the socket
+    and the lock's descriptor."""
     prepare_socket_dir(path)
     if len(os.fsencode(path)) >= 108:
         raise warm.HelperError(f"socket path too long for a Unix socket: {path}")
-    live = warm.connect(path, timeout=2.0)
-    if live is not None:
-        live.close()
-        raise warm.HelperError(f"a helper already listens on {path}")
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
+    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    sock.listen(64)
-    return sock
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise warm.HelperError(f"a helper already listens on {path}") from None
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)  # the lock is ours: whoever made it is gone
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        sock.listen(64)
+    except BaseException:
+        os.close(lock)
+        raise
+    return sock, lock
+
+
+def _namespaces(pid: int | str) -> tuple[int, ...]:
+    return tuple(os.stat(f"/proc/{pid}/ns/{ns}").st_ino for ns in NAMESPACES)
 
 
 @dataclass
@@ -151,14 +177,16 @@ class Helper:
     served: int = 0
     last: float = field(default_factory=time.monotonic)
     stopping: str | None = None
-    children: dict[int, socket.socket] = field(default_factory=dict)  # pid -> its client
+    children: dict[int, socket.socket | None] = field(default_factory=dict)  # pid -> client
     own: str = field(default_factory=warm.fingerprint)
-    files: dict[str, float] = field(default_factory=_loaded_files)
+    files: dict[str, Identity | None] = field(default_factory=_loaded_files)
     inode: tuple[int, int] = (0, 0)  # the socket file's, to remove it only if it is ours
+    spaces: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         st = os.lstat(self.path)
         self.inode = (st.st_dev, st.st_ino)
+        self.spaces = _namespaces("self")
 
     def status(self) -> dict[str, Any]:
         return {
@@ -167,6 +195,7 @@ class Helper:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "served": self.served,
             "commands_running": len(self.children),
+            "command_pids": sorted(self.children),
             "idle_s": round(time.monotonic() - self.last, 1),
             "stops_after_idle_s": self.idle_s,
             "python": sys.executable,
@@ -174,23 +203,17 @@ class Helper:
         }
 
     def changed(self) -> str | None:
-        """Why this helper's code is out of date (a module it loaded changed on disk since
-        it started: an upgrade, an edit), or None."""
-        for path, mtime in self.files.items():
-            try:
-                changed = os.stat(path).st_mtime != mtime
-            except OSError:
-                changed = True
-            if changed:
-                return f"ashat changed on disk since it started ({os.path.basename(path)})"
+        """Why this helper's code is out of date (a module it loaded, the interpreter or the
+        CA bundle changed on disk since it started: an upgrade, an edit), or None."""
+        for path, identity in self.files.items():
+            if _identity(path) != identity:
+                return f"its code changed on disk since it started ({os.path.basename(path)})"
         return None
 
     # -- the loop ---------------------------------------------------------------------------
 
     def serve(self) -> None:
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, lambda *_: self._stop("SIGTERM"))
@@ -204,7 +227,8 @@ class Helper:
                 if timeout is not None and timeout <= 0:
                     self._stop(f"idle for {self.idle_s:.0f} s")
                     continue
-                watched: list[int | socket.socket] = [wake_r, *self.children.values()]
+                watched: list[int | socket.socket] = [wake_r]
+                watched += [c for c in self.children.values() if c is not None]
                 if not self.stopping:
                     watched.append(self.listener)
                 ready, _, _ = select.select(watched, [], [], timeout)
@@ -213,7 +237,7 @@ class Helper:
                         os.read(wake_r, 4096)
                 self._reap()
                 for conn in ready:
-                    if isinstance(conn, socket.socket) and conn in self.children.values():
+                    if isinstance(conn, socket.socket) and conn is not self.listener:
                         self._client_spoke(conn)
                 if self.listener in ready and not self.stopping:
                     self._accept()
@@ -245,7 +269,10 @@ class Helper:
                 return
             if pid == 0:
                 return
-            conn = self.children.pop(pid, None)
+            if pid not in self.children:
+                continue
+            conn = self.children.pop(pid)
+            self.last = time.monotonic()
             if conn is None:
                 continue
             if os.WIFSIGNALED(status):
@@ -255,46 +282,69 @@ class Helper:
             with contextlib.suppress(OSError):
                 warm.send(conn, report)
             conn.close()
-            self.last = time.monotonic()
+
+    def _pid_of(self, conn: socket.socket) -> int | None:
+        return next((pid for pid, c in self.children.items() if c is conn), None)
 
     def _client_spoke(self, conn: socket.socket) -> None:
-        """A client sends nothing after its request: readable means it went away (killed,
-        or its terminal closed), and its command goes with it, as it would have."""
-        try:
-            data = conn.recv(64)
-        except OSError:
-            data = b""
-        if data:
+        """A client sends signals for its command's group; an end of its connection means
+        it went away (killed, or its terminal closed), and its command goes with it, as it
+        would have: SIGTERM to the group, and no more watching."""
+        pid = self._pid_of(conn)
+        if pid is None:
             return
-        for pid, c in list(self.children.items()):
-            if c is conn:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-                log(f"client of child {pid} went away; child stopped")
+        try:
+            message, _ = warm.receive(conn, timeout_s=1.0)
+        except (OSError, warm.HelperError):
+            message = None
+        signum = (message or {}).get("signal")
+        if message is not None and signum in FORWARDABLE:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signum)
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        self.children[pid] = None
+        conn.close()
+        log(f"client of command {pid} went away; command stopped")
 
     def _accept(self) -> None:
         try:
             conn, _ = self.listener.accept()
         except OSError:
             return
-        fds: list[int] = []
         try:
-            conn.settimeout(5.0)
-            if warm.peer_uid(conn) != os.getuid():
-                log("refused a connection from another user")
-                conn.close()
-                return
-            request, fds = warm.receive(conn, max_fds=3)
+            self._serve_one(conn)
+        except (OSError, warm.HelperError) as e:
+            log(f"dropped a request: {e}")
+            conn.close()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        """Read and answer one request on ``conn`` (closed here unless a command took it)."""
+        client_pid, uid = warm.peer(conn)
+        if uid != os.getuid():
+            log("refused a connection from another user")
+            conn.close()
+            return
+        try:
+            same = _namespaces(client_pid) == self.spaces
+        except OSError:
+            same = False
+        if not same:  # told why (it is this user), but nothing of it is read
+            log(f"refused a connection from another namespace (pid {client_pid})")
+            warm.send(conn, {"refused": NOT_HERE})
+            conn.close()
+            return
+        request, fds = warm.receive(conn, max_fds=warm.MAX_FDS, timeout_s=REQUEST_S)
+        try:
             if request is None:
                 conn.close()
                 return
             self._answer(conn, request, fds)
-        except (OSError, warm.HelperError) as e:
-            log(f"dropped a request: {e}")
+        finally:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            conn.close()
 
     def _answer(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
         op = request.get("op")
@@ -318,8 +368,6 @@ class Helper:
             refusal = f"the helper stopped: {changed}"
         if refusal is not None:
             warm.send(conn, {"refused": refusal})
-            for fd in fds:
-                os.close(fd)
             conn.close()
             return
         job = _job(request, fds)
@@ -327,27 +375,37 @@ class Helper:
         self.last = time.monotonic()
         sys.stdout.flush()
         sys.stderr.flush()
+        helper_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
-            self._become_child(conn, job)  # never returns
-        for fd in fds:
-            os.close(fd)
-        conn.settimeout(None)
+            self._become_child(conn, job, helper_pid)  # never returns
+        with contextlib.suppress(OSError):  # the child does the same: no race either way
+            os.setpgid(pid, pid)
         self.children[pid] = conn
-        warm.send(conn, {"pid": pid})
+        conn.settimeout(None)
+        try:
+            warm.send(conn, {"pid": pid})
+        except OSError:  # the client left already: so does its command
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+            self.children[pid] = None
+            conn.close()
 
-    def _become_child(self, conn: socket.socket, job: Job) -> None:
+    def _become_child(self, conn: socket.socket, job: Job, helper_pid: int) -> None:
         code = 1
         try:
             signal.set_wakeup_fd(-1)
             for signum in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.setpgid(0, 0)
+            _die_with(helper_pid)
             for fd in self._wake:
                 os.close(fd)
             self.listener.close()
             for other in self.children.values():
-                other.close()
+                if other is not None:
+                    other.close()
             conn.close()
             code = job.run()
         except BaseException:  # the child reports, then ends, whatever happened
@@ -358,23 +416,39 @@ class Helper:
             os._exit(code)
 
 
+def _die_with(helper_pid: int) -> None:
+    """Be sent SIGTERM when the helper dies (Linux), and end now if it already has."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != helper_pid:
+        os._exit(1)
+
+
 @dataclass(frozen=True)
 class Job:
     """One command handed over by a client."""
 
     argv: list[str]
-    cwd: str
     env: dict[str, str]
     umask: int
-    stdio: list[int]
+    ignored: list[int]
+    stdio: list[int]  # stdin, stdout, stderr, the working directory
 
     def run(self) -> int:
         """In the child: take the client's place, run ``deploy ARGV``, return its status."""
         import atexit
 
-        for target, fd in enumerate(self.stdio):
+        for target, fd in enumerate(self.stdio[:3]):
             os.dup2(fd, target)
-            os.close(fd)
+        os.fchdir(self.stdio[3])
+        for fd in self.stdio:
+            if fd > 2:
+                os.close(fd)
+        for signum in self.ignored:  # nohup: a hang-up the client ignores, so does this
+            signal.signal(signum, signal.SIG_IGN)
         os.umask(self.umask)
         os.environ.clear()
         os.environ.update(self.env)
@@ -384,11 +458,6 @@ class Job:
         faults.reload()
         sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())  # type: ignore[union-attr]
         sys.argv = ["deploy", *self.argv]
-        try:
-            os.chdir(self.cwd)
-        except OSError as e:
-            print(f"Error: cannot enter {self.cwd}: {e.strerror}", file=sys.stderr)
-            return 2
         code: int = 0
         try:
             from ashat.cli.deploy import main
@@ -412,16 +481,18 @@ class Job:
 
 
 def _job(request: dict[str, Any], fds: list[int]) -> Job:
-    argv, cwd, env, umask = (request.get(k) for k in ("argv", "cwd", "env", "umask"))
-    if len(fds) != 3:
-        raise warm.HelperError(f"a command came with {len(fds)} descriptors, not 3")
+    argv, env, umask, ignored = (request.get(k) for k in ("argv", "env", "umask", "ignored"))
+    if len(fds) != warm.MAX_FDS:
+        raise warm.HelperError(f"a command came with {len(fds)} descriptors, not 4")
     if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
         raise warm.HelperError("argv must be a list of strings")
-    if not isinstance(cwd, str) or not isinstance(umask, int):
-        raise warm.HelperError("cwd must be a string and umask a number")
+    if not isinstance(umask, int):
+        raise warm.HelperError("umask must be a number")
     if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
         raise warm.HelperError("env must map names to strings")
-    return Job(argv, cwd, env, umask & 0o777, fds)
+    if not (isinstance(ignored, list) and all(s in warm.FORWARDED for s in ignored)):
+        raise warm.HelperError("ignored must list signals a client forwards")
+    return Job(argv, env, umask & 0o777, [int(s) for s in ignored], list(fds))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -430,10 +501,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle", type=float, default=DEFAULT_IDLE_S, help="seconds")
     args = parser.parse_args(argv)
     path = args.socket or warm.socket_path()
-    if not hasattr(socket, "SO_PEERCRED"):
-        sys.exit("the warm helper needs Linux (SO_PEERCRED)")
+    if not hasattr(socket, "SO_PEERCRED") or not os.path.isdir("/proc/self/ns"):
+        sys.exit("the warm helper needs Linux (SO_PEERCRED, /proc/PID/ns)")
     try:
-        listener = bind(path)
+        listener, _lock = bind(path)  # the lock is held until this process ends
     except (OSError, warm.HelperError) as e:
         sys.exit(f"cannot start the warm helper: {e}")
     preload()

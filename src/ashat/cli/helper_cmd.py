@@ -84,10 +84,12 @@ def _spawn(path: str, idle_minutes: int) -> dict[str, Any]:
     log = _log_path(path)
     with open(log, "ab") as out:
         os.chmod(log, 0o600)
+        # -P and cwd /: nothing on its import path but the installation's (a module planted
+        # in the directory it was started from must not load into it)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ashat.cli.helper", "--socket", path,
+            [sys.executable, "-P", "-m", "ashat.cli.helper", "--socket", path,
              "--idle", str(idle_minutes * 60)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=_helper_env(),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=_helper_env(), cwd="/",
             start_new_session=True, close_fds=True,
         )  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -96,6 +98,9 @@ def _spawn(path: str, idle_minutes: int) -> dict[str, Any]:
         if status is not None:
             return status
         if proc.poll() is not None:
+            status = _status(path)  # another start won the race: that one runs
+            if status is not None:
+                return status
             raise OperationFailed(
                 f"the warm helper exited at start ({proc.returncode}): {_tail(log)}"
             )

@@ -4,19 +4,23 @@ A ``deploy`` process spends most of a small push starting Python and importing w
 needs (docs/performance.md). ``deploy helper start`` starts a *warm helper*
 (:mod:`ashat.cli.helper`): one long-lived process per user and installation that has
 imported all of it already. With it running, ``deploy push`` (and the read-only verbs in
-:data:`ROUTED`) pass their arguments, working directory, environment and umask, and their
-own stdin, stdout and stderr (as file descriptors, ``SCM_RIGHTS``), over a Unix socket; the
-helper forks a child that runs the very same command on those descriptors, and this process
-waits for the child's exit status and exits with it. Output, exit codes and errors are
-those of a command run here. Ctrl-C and ``kill`` are passed on to the child.
+:data:`ROUTED`) pass their arguments, environment, umask and ignored signals, and their own
+stdin, stdout, stderr and working directory (as file descriptors, ``SCM_RIGHTS``), over a
+Unix socket; the helper forks a child that runs the very same command on those descriptors,
+in a process group of its own, and this process waits for the child's exit status and exits
+with it. Output, exit codes and errors are those of a command run here. Ctrl-C, ``kill``, a
+hang-up and Ctrl-Z are passed on to the child's process group (through the helper, which
+knows it), and a signal this process ignores (``nohup``) is ignored there too.
 
-With no helper (the default) this costs one failed ``connect``. This module imports only the
-standard library's light modules, so it adds nothing to ``deploy``'s start-up.
+With no helper (the default) this costs one ``lstat``. This module imports only the standard
+library's light modules, so it adds nothing to ``deploy``'s start-up.
 
-Trust: both ends check the other's user id (``SO_PEERCRED``) before a byte is sent, so a
+Trust: the socket must be a socket of this user in a directory only this user can write,
+and both ends check the other's user id (``SO_PEERCRED``) before a byte is sent, so a
 command and its environment (which may carry ``ASHAT_TOKEN``) go only to a helper of this
-user, and a helper runs commands only for its own user. The helper holds no key: each push
-reads the signing key in its own child, as a ``deploy`` process does.
+user; the helper also refuses a client in another mount, PID or user namespace (a sandbox or
+a container of the same user). The helper holds no key: each push reads the signing key in
+its own child, as a ``deploy`` process does.
 """
 
 from __future__ import annotations
@@ -27,14 +31,20 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
+import time
 from typing import Any
 
 ENV_SOCKET = "ASHAT_HELPER_SOCKET"  # where the helper listens (default: socket_path())
 ENV_SWITCH = "ASHAT_HELPER"  # "off": never hand a command to a helper
 ROUTED = frozenset({"push", "status", "history", "log"})  # verbs that never prompt
-MAX_FRAME = 1 << 20  # a request (argv, cwd, environment) is far smaller
+MAX_FRAME = 1 << 20  # a request (argv, environment) is far smaller
+MAX_FDS = 4  # stdin, stdout, stderr, the working directory
+CONNECT_S = 1.0  # to connect to the helper
+ANSWER_S = 10.0  # for the helper to start the command (it may be finishing its start-up)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _HEADER = struct.Struct("!I")
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -52,21 +62,53 @@ def fingerprint() -> str:
 
 def socket_path() -> str:
     """The helper's socket: ``ASHAT_HELPER_SOCKET``, else one per user and installation in
-    ``$XDG_RUNTIME_DIR`` or ``/tmp/ashat-<uid>/``."""
+    ``$XDG_RUNTIME_DIR`` (if absolute) or ``/tmp/ashat-<uid>/``."""
     explicit = os.environ.get(ENV_SOCKET)
     if explicit:
         return explicit
     import zlib
 
     tag = zlib.crc32(fingerprint().encode()) & 0xFFFFFFFF
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/ashat-{os.getuid()}"
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    base = runtime if os.path.isabs(runtime) else f"/tmp/ashat-{os.getuid()}"
     return os.path.join(base, f"ashat-deploy-{tag:08x}.sock")
 
 
-def peer_uid(sock: socket.socket) -> int:
-    """The user id of the process at the other end of a Unix socket (Linux)."""
-    _, uid, _ = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
-    return int(uid)
+def check_directory(path: str) -> None:
+    """Refuse a socket directory another user owns or could write to (they could swap the
+    socket). Raises :class:`HelperError`."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise HelperError(f"{path} is not a directory")
+    if st.st_uid != os.getuid():
+        raise HelperError(f"{path} belongs to another user (uid {st.st_uid})")
+    if st.st_mode & 0o022:
+        raise HelperError(
+            f"{path} can be written by others (mode {stat.S_IMODE(st.st_mode):o}); "
+            "use a directory only you can write to"
+        )
+
+
+def trusted_socket(path: str) -> bool:
+    """Whether a helper's socket is at ``path``: False if nothing is there; True if it is a
+    socket of this user in a directory only this user can write. Raises
+    :class:`HelperError` for anything else there."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise HelperError(f"{path}: {e.strerror}") from e
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
+        raise HelperError(f"{path} is not a socket of this user; not using it")
+    check_directory(os.path.dirname(os.path.abspath(path)))
+    return True
+
+
+def peer(sock: socket.socket) -> tuple[int, int]:
+    """The process id and user id at the other end of a Unix socket (Linux)."""
+    pid, uid, _ = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+    return int(pid), int(uid)
 
 
 def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -81,58 +123,81 @@ def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = N
         sock.sendall(frame)
 
 
-def receive(sock: socket.socket, max_fds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:
-    """One message and the descriptors that came with it; (None, []) at a clean end."""
+def receive(
+    sock: socket.socket, max_fds: int = 0, timeout_s: float | None = None
+) -> tuple[dict[str, Any] | None, list[int]]:
+    """One message and the descriptors that came with it; (None, []) at a clean end.
+    ``timeout_s`` bounds the whole message, not each read. On any error the descriptors
+    received are closed and :class:`HelperError` (or ``OSError``) raised."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     fds: list[int] = []
     buf = b""
     need = _HEADER.size
-    while len(buf) < need:
-        if max_fds and not fds and not buf:
-            space = socket.CMSG_SPACE(max_fds * array.array("i").itemsize)
-            chunk, ancillary, _, _ = sock.recvmsg(need - len(buf), space)
-            for level, kind, data in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    got = array.array("i")
-                    got.frombytes(data[: len(data) - len(data) % got.itemsize])
-                    fds.extend(got)
-        else:
-            chunk = sock.recv(need - len(buf))
-        if not chunk:
-            for fd in fds:
-                os.close(fd)
-            if buf:
-                raise HelperError("the other end closed the socket mid-message")
-            return None, []
-        buf += chunk
-        if len(buf) == _HEADER.size and need == _HEADER.size:
-            (length,) = _HEADER.unpack(buf)
-            if length > MAX_FRAME:
-                for fd in fds:
-                    os.close(fd)
-                raise HelperError(f"a message of {length} bytes, over {MAX_FRAME}")
-            need += length
     try:
-        message = json.loads(buf[_HEADER.size :])
-    except ValueError as e:
+        while len(buf) < need:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise HelperError("no whole message in time")
+                sock.settimeout(left)
+            if max_fds and not fds and not buf:
+                space = socket.CMSG_SPACE(max_fds * array.array("i").itemsize)
+                chunk, ancillary, flags, _ = sock.recvmsg(need, space)
+                for level, kind, data in ancillary:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        got = array.array("i")
+                        got.frombytes(data[: len(data) - len(data) % got.itemsize])
+                        fds.extend(got)
+                if flags & socket.MSG_CTRUNC:
+                    raise HelperError(f"more than {max_fds} descriptors came with a message")
+            else:
+                chunk = sock.recv(need - len(buf))
+            if not chunk:
+                if buf:
+                    raise HelperError("the other end closed the socket mid-message")
+                return None, []
+            buf += chunk
+            if need == _HEADER.size and len(buf) == _HEADER.size:
+                (length,) = _HEADER.unpack(buf)
+                if length > MAX_FRAME:
+                    raise HelperError(f"a message of {length} bytes, over {MAX_FRAME}")
+                need += length
+        try:
+            message = json.loads(buf[_HEADER.size :])
+        except ValueError as e:
+            raise HelperError("a message that is not JSON") from e
+        if not isinstance(message, dict):
+            raise HelperError("a message that is not a JSON object")
+    except TimeoutError as e:
         for fd in fds:
-            os.close(fd)
-        raise HelperError("a message that is not JSON") from e
-    if not isinstance(message, dict):
-        raise HelperError("a message that is not a JSON object")
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise HelperError("no whole message in time") from e
+    except BaseException:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        raise
     return message, fds
 
 
-def connect(path: str | None = None, timeout: float | None = None) -> socket.socket | None:
-    """A connection to this user's helper, or None if none listens there."""
+def connect(path: str | None = None, timeout: float | None = CONNECT_S) -> socket.socket | None:
+    """A connection to this user's helper, or None if none listens there. Raises
+    :class:`HelperError` if what is there is not to be trusted."""
     path = path or socket_path()
+    if not trusted_socket(path):
+        return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
-    except OSError:
+    except (FileNotFoundError, ConnectionRefusedError):  # a helper that stopped
         sock.close()
         return None
-    if peer_uid(sock) != os.getuid():
+    except OSError as e:
+        sock.close()
+        raise HelperError(f"cannot connect to {path}: {e.strerror or e}") from e
+    if peer(sock)[1] != os.getuid():
         sock.close()
         raise HelperError(f"{path} is held by another user's process; not using it")
     return sock
@@ -141,12 +206,12 @@ def connect(path: str | None = None, timeout: float | None = None) -> socket.soc
 def ask(op: str, path: str | None = None) -> dict[str, Any] | None:
     """Send a control request (``status``, ``stop``) to the helper; its answer, or None if
     no helper listens."""
-    sock = connect(path, timeout=10.0)
+    sock = connect(path)
     if sock is None:
         return None
     with sock:
         send(sock, {"op": op})
-        answer, _ = receive(sock)
+        answer, _ = receive(sock, timeout_s=ANSWER_S)
         return answer
 
 
@@ -174,73 +239,107 @@ def _valid_stdio() -> bool:
     return True
 
 
-def run_through_helper(argv: list[str]) -> int | None:
-    """Run ``deploy ARGV`` in the helper; its exit status, or None to run it here (no
-    helper, a helper of other code, or a verb it does not take)."""
-    if os.environ.get(ENV_SWITCH) == "off" or verb(argv) not in ROUTED or not _valid_stdio():
-        return None
-    path = socket_path()
-    try:
-        sock = connect(path)
-    except (HelperError, OSError) as e:
-        print(f"deploy: warm helper not used: {e}", file=sys.stderr)
-        return None
-    if sock is None:
-        return None
-    with sock:
-        request = {
-            "op": "run",
-            "argv": argv,
-            "cwd": os.getcwd(),
-            "env": dict(os.environ),
-            "umask": _umask(),
-            "fingerprint": fingerprint(),
-        }
-        try:
-            send(sock, request, [0, 1, 2])
-            answer, _ = receive(sock)
-        except (HelperError, OSError) as e:
-            print(f"deploy: warm helper not used: {e}", file=sys.stderr)
-            return None
-        if answer is None or "pid" not in answer:
-            reason = (answer or {}).get("refused", "it closed the connection")
-            print(f"deploy: warm helper not used: {reason}", file=sys.stderr)
-            return None
-        return _wait(sock, int(answer["pid"]))
-
-
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+def _not_used(why: object) -> None:
+    print(f"deploy: warm helper not used: {why}", file=sys.stderr)
+
+
+def run_through_helper(argv: list[str]) -> int | None:
+    """Run ``deploy ARGV`` in the helper; its exit status, or None to run it here (no
+    helper, one that cannot be trusted or refuses, or a verb it does not take)."""
+    if os.environ.get(ENV_SWITCH) == "off" or verb(argv) not in ROUTED or not _valid_stdio():
+        return None
+    try:
+        sock = connect()
+    except (HelperError, OSError) as e:
+        _not_used(e)
+        return None
+    if sock is None:
+        return None
+    with sock:
+        try:
+            cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:  # a directory we may not read: run here, as ever
+            _not_used(f"cannot open the working directory ({e.strerror})")
+            return None
+        ignored = [int(s) for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN]
+        request = {
+            "op": "run",
+            "argv": argv,
+            "env": dict(os.environ),
+            "umask": _umask(),
+            "ignored": ignored,
+            "fingerprint": fingerprint(),
+        }
+        # Signals wait until the command has a pid to pass them to (they arrive after).
+        held = {*FORWARDED, signal.SIGTSTP, signal.SIGCONT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            try:
+                send(sock, request, [0, 1, 2, cwd])
+            except OSError as e:
+                _not_used(e)
+                return None
+            finally:
+                os.close(cwd)
+            try:
+                answer, _ = receive(sock, timeout_s=ANSWER_S)
+            except (HelperError, OSError) as e:  # sent: it must not run twice
+                print(f"deploy: the warm helper did not start the command ({e}); it was "
+                      "not run ('deploy helper stop', or ASHAT_HELPER=off)",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            if answer is None or "pid" not in answer:
+                _not_used((answer or {}).get("refused", "it closed the connection"))
+                return None
+            _forward(sock, set(ignored))
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        return _wait(sock, int(answer["pid"]))
+
+
+def _forward(sock: socket.socket, ignored: set[int]) -> None:
+    """Pass this process's signals to the command's process group, through the helper."""
+
+    def forward(signum: int, frame: object) -> None:
+        with contextlib.suppress(OSError):
+            send(sock, {"signal": signum})
+
+    def stop(signum: int, frame: object) -> None:  # Ctrl-Z: stop the command, then ourselves
+        with contextlib.suppress(OSError):
+            send(sock, {"signal": int(signal.SIGSTOP)})
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+        signal.signal(signal.SIGTSTP, stop)  # continued (fg, bg): SIGCONT went on too
+
+    for signum in FORWARDED:
+        if signum not in ignored:
+            signal.signal(signum, forward)
+    signal.signal(signal.SIGTSTP, stop)
+    signal.signal(signal.SIGCONT, forward)
 
 
 def _wait(sock: socket.socket, pid: int) -> int:
-    """Pass this process's signals on to the child ``pid`` until the helper reports how it
-    ended; that status, as a shell would see it."""
-
-    def forward(signum: int, frame: object) -> None:
-        del frame
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-
-    for signum in FORWARDED:
-        signal.signal(signum, forward)
+    """Wait for the helper's report of how the command ``pid`` ended; that status, as a
+    shell would see it."""
     try:
         answer, _ = receive(sock)
     except (HelperError, OSError):
         answer = None
-    if answer is None:
+    if answer is None:  # the helper died: its children are told to end; wait for this one
+        _gone(pid)
         print(
             f"deploy: the warm helper stopped while running this command (pid {pid}); "
             "'deploy helper status' tells whether it runs",
             file=sys.stderr,
         )
         return 1
-    if "signal" in answer:  # the child was killed: end the same way
+    if "signal" in answer:  # the command was killed: end the same way
         ended_by = int(answer["signal"])
         with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
             signal.signal(ended_by, signal.SIG_DFL)
@@ -250,9 +349,27 @@ def _wait(sock: socket.socket, pid: int) -> int:
     return int(answer.get("exit", 1))
 
 
+def _gone(pid: int, timeout_s: float = 10.0) -> None:
+    """Wait (a while) until process ``pid`` has ended."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        select.select([fd], [], [], timeout_s)
+    finally:
+        os.close(fd)
+
+
 def main() -> None:
     """The ``deploy`` console script."""
-    code = run_through_helper(sys.argv[1:])
+    try:
+        code = run_through_helper(sys.argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C before the command started: as deploy says it
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     if code is not None:
         sys.stdout.flush()
         sys.exit(code)
