@@ -163,7 +163,7 @@ def main() -> None:
             # a first push with the helper: the same tree, copied, to a second new agent
             tree2 = base / "tree2"
             shutil.copytree(tree, tree2, ignore=shutil.ignore_patterns(".ashat"))
-            agent2 = start_agent("public2", base / "servers2", token, [pub])
+            agent2 = start_agent("public", base / "servers2", token, [pub], name="public2")
             timed([*deploy, "configure", "public", agent2.url, "Bench2", "--token-file",
                    str(token)], cwd=tree2, env=env)  # fmt: skip
             t_pushw1, rw1 = push(tree2)
