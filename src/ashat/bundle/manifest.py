@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NoReturn
@@ -285,23 +286,27 @@ def _check_tree(files: tuple[FileEntry, ...]) -> None:
 
 _CHECKED: dict[int, tuple[FileEntry, ...]] = {}  # id -> a files tuple checked (and kept alive)
 _CHECKED_KEPT = 4
+_CHECKED_LOCK = threading.Lock()  # an agent builds manifests on several threads
 
 
 def _checked_files(given: Any) -> tuple[FileEntry, ...]:
     """``given`` as the sorted, checked tuple a manifest holds. A tuple this function
     returned lately is that already: ``dataclasses.replace`` of a manifest (a new sequence,
     signatures) need not check 2,000 paths again (issue 20)."""
-    if type(given) is tuple and _CHECKED.get(id(given)) is given:
-        return given
+    if type(given) is tuple:
+        with _CHECKED_LOCK:
+            if _CHECKED.get(id(given)) is given:  # a live object's id is its own
+                return given
     files = tuple(given)
     for e in files:
         if not isinstance(e, FileEntry):
             _invalid(f"manifest: files must hold FileEntry values, got {_tname(e)}", "files")
     files = tuple(sorted(files, key=lambda e: e.path))
     _check_tree(files)
-    while len(_CHECKED) >= _CHECKED_KEPT:
-        _CHECKED.pop(next(iter(_CHECKED)), None)
-    _CHECKED[id(files)] = files
+    with _CHECKED_LOCK:
+        while len(_CHECKED) >= _CHECKED_KEPT:
+            del _CHECKED[next(iter(_CHECKED))]
+        _CHECKED[id(files)] = files
     return files
 
 
