@@ -160,3 +160,17 @@ def test_the_default_socket_is_one_per_installation(monkeypatch: pytest.MonkeyPa
     assert warm.socket_path().startswith(f"/tmp/ashat-{os.getuid()}/ashat-deploy-")
     monkeypatch.setattr(sys, "executable", "/other/python3")
     assert warm.socket_path() != path.replace("/run/user/1000", f"/tmp/ashat-{os.getuid()}")
+
+
+def test_where_the_helper_cannot_run_every_command_runs_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not Linux (no SO_PEERCRED): deploy never looks for a helper, and will not start one."""
+    from support import deploy
+
+    monkeypatch.setattr(warm, "SUPPORTED", False)
+    monkeypatch.setattr(warm, "connect", lambda *a, **k: pytest.fail("looked for a helper"))
+    assert warm.run_through_helper(["status"]) is None
+    res = deploy("helper", "start")
+    assert res.exit_code == 2
+    assert "the warm helper needs Linux" in res.output

@@ -298,7 +298,7 @@ class Helper:
         except (OSError, warm.HelperError):
             message = None
         signum = (message or {}).get("signal")
-        if message is not None and signum in FORWARDABLE:
+        if isinstance(signum, int) and signum in FORWARDABLE:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signum)
             return

@@ -55,6 +55,8 @@ def helper() -> None:
 @json_option
 def start(idle_minutes: int) -> None:
     """Start this user's warm helper (if none runs)."""
+    if not warm.SUPPORTED:
+        raise InvalidInput("the warm helper needs Linux (SO_PEERCRED); deploy runs without it")
     from ashat.cli.helper import prepare_socket_dir
 
     path = warm.socket_path()

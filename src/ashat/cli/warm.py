@@ -44,7 +44,15 @@ MAX_FRAME = 1 << 20  # a request (argv, environment) is far smaller
 MAX_FDS = 4  # stdin, stdout, stderr, the working directory
 CONNECT_S = 1.0  # to connect to the helper
 ANSWER_S = 10.0  # for the helper to start the command (it may be finishing its start-up)
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+FORWARDED = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+    if hasattr(signal, name)
+)  # fmt: skip
+# Linux: SO_PEERCRED (who is at the other end), SCM_RIGHTS, signal masks. Elsewhere every
+# command runs in its own process, as it always did.
+SUPPORTED = all(
+    hasattr(socket, n) for n in ("AF_UNIX", "SO_PEERCRED", "SCM_RIGHTS")
+) and hasattr(signal, "pthread_sigmask")  # fmt: skip
 _HEADER = struct.Struct("!I")
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -252,7 +260,9 @@ def _not_used(why: object) -> None:
 def run_through_helper(argv: list[str]) -> int | None:
     """Run ``deploy ARGV`` in the helper; its exit status, or None to run it here (no
     helper, one that cannot be trusted or refuses, or a verb it does not take)."""
-    if os.environ.get(ENV_SWITCH) == "off" or verb(argv) not in ROUTED or not _valid_stdio():
+    if not SUPPORTED or os.environ.get(ENV_SWITCH) == "off" or verb(argv) not in ROUTED:
+        return None
+    if not _valid_stdio():
         return None
     try:
         sock = connect()
@@ -282,8 +292,8 @@ def run_through_helper(argv: list[str]) -> int | None:
         try:
             try:
                 send(sock, request, [0, 1, 2, cwd])
-            except OSError as e:
-                _not_used(e)
+            except OSError as e:  # refused before it read the request: say why, if it did
+                _not_used(_refusal(sock) or e)
                 return None
             finally:
                 os.close(cwd)
@@ -301,6 +311,16 @@ def run_through_helper(argv: list[str]) -> int | None:
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
         return _wait(sock, int(answer["pid"]))
+
+
+def _refusal(sock: socket.socket) -> str | None:
+    """The helper's reason, if it answered before it closed the connection."""
+    try:
+        answer, _ = receive(sock, timeout_s=1.0)
+    except (HelperError, OSError):
+        return None
+    refused = (answer or {}).get("refused")
+    return refused if isinstance(refused, str) else None
 
 
 def _forward(sock: socket.socket, ignored: set[int]) -> None:
@@ -355,7 +375,7 @@ def _gone(pid: int, timeout_s: float = 10.0) -> None:
 
     try:
         fd = os.pidfd_open(pid)
-    except OSError:
+    except (OSError, AttributeError):  # gone already, or no pidfd here
         return
     try:
         select.select([fd], [], [], timeout_s)
