@@ -174,3 +174,20 @@ def test_where_the_helper_cannot_run_every_command_runs_here(
     res = deploy("helper", "start")
     assert res.exit_code == 2
     assert "the warm helper needs Linux" in res.output
+
+
+def test_a_command_may_run_longer_than_any_timeout_of_the_handshake() -> None:
+    """The client waits for the command's end as long as it runs: a timeout left on the
+    socket by the handshake (1 s to connect, 10 s for the pid) once cut every push longer
+    than that off as 'the warm helper stopped while running this command'."""
+    import threading
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        a.settimeout(0.1)  # what the handshake leaves
+        later = threading.Timer(0.5, lambda: warm.send(b, {"exit": 7}))
+        later.start()
+        try:
+            assert warm._wait(a, os.getpid()) == 7
+        finally:
+            later.join()

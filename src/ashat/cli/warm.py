@@ -138,6 +138,8 @@ def receive(
     ``timeout_s`` bounds the whole message, not each read. On any error the descriptors
     received are closed and :class:`HelperError` (or ``OSError``) raised."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    if deadline is None:
+        sock.settimeout(None)  # no timeout left over from an earlier message
     fds: list[int] = []
     buf = b""
     need = _HEADER.size
@@ -291,6 +293,7 @@ def run_through_helper(argv: list[str]) -> int | None:
         signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
             try:
+                sock.settimeout(ANSWER_S)  # a helper busy starting another command
                 send(sock, request, [0, 1, 2, cwd])
             except OSError as e:  # refused before it read the request: say why, if it did
                 _not_used(_refusal(sock) or e)
