@@ -483,6 +483,8 @@ def test_ctrl_z_stops_the_command_and_fg_continues_it(
     with push_waiting_for_public(helper, pushed_project) as proc:
         child = _child_pid(helper)
         assert os.getpgid(child) == child  # a group of its own: git, pip go with it
+        held = [os.readlink(f"/proc/{child}/fd/{n}") for n in os.listdir(f"/proc/{child}/fd")]
+        assert not [f for f in held if f.endswith(".lock")]  # nor the helper's lock
         proc.send_signal(signal.SIGTSTP)
         wait_for(lambda: _proc_state(proc.pid) == "T", 10, "the client to stop")
         wait_for(lambda: _proc_state(child) == "T", 10, "the command to stop")

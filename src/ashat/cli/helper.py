@@ -180,6 +180,7 @@ class Helper:
     children: dict[int, socket.socket | None] = field(default_factory=dict)  # pid -> client
     own: str = field(default_factory=warm.fingerprint)
     files: dict[str, Identity | None] = field(default_factory=_loaded_files)
+    lock: int = -1  # the lock file's descriptor (bind): a child closes it
     inode: tuple[int, int] = (0, 0)  # the socket file's, to remove it only if it is ours
     spaces: tuple[int, ...] = ()
 
@@ -400,8 +401,9 @@ class Helper:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             os.setpgid(0, 0)
             _die_with(helper_pid)
-            for fd in self._wake:
-                os.close(fd)
+            for fd in (*self._wake, self.lock):
+                if fd >= 0:
+                    os.close(fd)
             self.listener.close()
             for other in self.children.values():
                 if other is not None:
@@ -504,12 +506,12 @@ def main(argv: list[str] | None = None) -> None:
     if not hasattr(socket, "SO_PEERCRED") or not os.path.isdir("/proc/self/ns"):
         sys.exit("the warm helper needs Linux (SO_PEERCRED, /proc/PID/ns)")
     try:
-        listener, _lock = bind(path)  # the lock is held until this process ends
+        listener, lock = bind(path)  # the lock is held until this process ends
     except (OSError, warm.HelperError) as e:
         sys.exit(f"cannot start the warm helper: {e}")
     preload()
     log(f"listening on {path}; stops after {args.idle:.0f} s idle")
-    Helper(listener, path, args.idle).serve()
+    Helper(listener, path, args.idle, lock=lock).serve()
 
 
 if __name__ == "__main__":
