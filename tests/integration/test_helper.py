@@ -52,12 +52,18 @@ class Helper:
     def popen(
         self, *args: str, cwd: Path | None = None, nohup: bool = False
     ) -> subprocess.Popen[str]:
-        def ignore_hangups() -> None:
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        def as_from_a_terminal() -> None:
+            """Signals as a shell gives them, whatever this test process inherited or
+            changed (nohup: hang-ups ignored)."""
+            for signum in (*warm.FORWARDED, signal.SIGTSTP, signal.SIGCONT):
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            if nohup:
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
         return subprocess.Popen(
             [*DEPLOY, *args], cwd=cwd, env=self.env(), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, preexec_fn=ignore_hangups if nohup else None,
+            stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal,
         )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
@@ -457,7 +463,7 @@ def test_a_client_that_leaves_at_once_does_not_stop_the_helper(
         assert sock is not None
         cwd = os.open(project, os.O_RDONLY)
         request = {"op": "run", "argv": ["history"], "env": dict(os.environ), "umask": 0o22,
-                   "ignored": [], "fingerprint": warm.fingerprint()}  # fmt: skip
+                   "ignored": [], "blocked": [], "fingerprint": warm.fingerprint()}  # fmt: skip
         warm.send(sock, request, [0, 1, 2, cwd])
         os.close(cwd)
         sock.close()  # before the helper answers with the pid
@@ -534,3 +540,23 @@ def test_a_client_in_another_namespace_is_refused(helper: Helper, project: Path)
     assert out.returncode == 0 and "(none)" in out.stdout  # it ran, in the sandbox
     assert "the helper serves no client in another mount, PID or user namespace" in out.stderr
     assert helper.status()["served"] == 0
+
+
+def test_a_helper_started_with_signals_held_back_still_passes_them_on(
+    helper: Helper, pushed_project: tuple[Any, Path]
+) -> None:
+    """Started from a process that blocks signals (a test runner, a service manager), the
+    helper once passed the mask to every command: Ctrl-C never reached a push. The full
+    suite caught it; each command now takes its own client's mask."""
+
+    def held_back() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD})
+
+    out = subprocess.run(
+        [*DEPLOY, "helper", "start"], env=helper.env(), preexec_fn=held_back,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    with push_waiting_for_public(helper, pushed_project) as proc:
+        assert interrupt(proc).strip() == "interrupted"
+    wait_for(lambda: helper.status()["commands_running"] == 0, 10, "the command to be reaped")

@@ -437,6 +437,7 @@ class Job:
     env: dict[str, str]
     umask: int
     ignored: list[int]
+    blocked: list[int]
     stdio: list[int]  # stdin, stdout, stderr, the working directory
 
     def run(self) -> int:
@@ -451,6 +452,7 @@ class Job:
                 os.close(fd)
         for signum in self.ignored:  # nohup: a hang-up the client ignores, so does this
             signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.blocked)  # and what it held back
         os.umask(self.umask)
         os.environ.clear()
         os.environ.update(self.env)
@@ -483,7 +485,9 @@ class Job:
 
 
 def _job(request: dict[str, Any], fds: list[int]) -> Job:
-    argv, env, umask, ignored = (request.get(k) for k in ("argv", "env", "umask", "ignored"))
+    argv, env, umask, ignored, blocked = (
+        request.get(k) for k in ("argv", "env", "umask", "ignored", "blocked")
+    )
     if len(fds) != warm.MAX_FDS:
         raise warm.HelperError(f"a command came with {len(fds)} descriptors, not 4")
     if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
@@ -494,7 +498,11 @@ def _job(request: dict[str, Any], fds: list[int]) -> Job:
         raise warm.HelperError("env must map names to strings")
     if not (isinstance(ignored, list) and all(s in warm.FORWARDED for s in ignored)):
         raise warm.HelperError("ignored must list signals a client forwards")
-    return Job(argv, env, umask & 0o777, [int(s) for s in ignored], list(fds))
+    if not (isinstance(blocked, list) and all(s in signal.valid_signals() for s in blocked)):
+        raise warm.HelperError("blocked must list signals")
+    return Job(
+        argv, env, umask & 0o777, [int(s) for s in ignored], [int(s) for s in blocked], list(fds)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -505,6 +513,9 @@ def main(argv: list[str] | None = None) -> None:
     path = args.socket or warm.socket_path()
     if not hasattr(socket, "SO_PEERCRED") or not os.path.isdir("/proc/self/ns"):
         sys.exit("the warm helper needs Linux (SO_PEERCRED, /proc/PID/ns)")
+    # Whatever its starter held back (a child takes its own client's mask): SIGCHLD must
+    # reach the loop, and a child must be able to take each signal its client gives.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     try:
         listener, lock = bind(path)  # the lock is held until this process ends
     except (OSError, warm.HelperError) as e:

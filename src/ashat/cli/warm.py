@@ -280,17 +280,18 @@ def run_through_helper(argv: list[str]) -> int | None:
             _not_used(f"cannot open the working directory ({e.strerror})")
             return None
         ignored = [int(s) for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN]
+        # Signals wait until the command has a pid to pass them to (they arrive after).
+        held = {*FORWARDED, signal.SIGTSTP, signal.SIGCONT}
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held)  # as this process had them
         request = {
             "op": "run",
             "argv": argv,
             "env": dict(os.environ),
             "umask": _umask(),
             "ignored": ignored,
+            "blocked": sorted(int(s) for s in blocked),
             "fingerprint": fingerprint(),
         }
-        # Signals wait until the command has a pid to pass them to (they arrive after).
-        held = {*FORWARDED, signal.SIGTSTP, signal.SIGCONT}
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
             try:
                 sock.settimeout(ANSWER_S)  # a helper busy starting another command
@@ -312,7 +313,7 @@ def run_through_helper(argv: list[str]) -> int | None:
                 return None
             _forward(sock, set(ignored))
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return _wait(sock, int(answer["pid"]))
 
 
