@@ -81,10 +81,19 @@ class Helper:
         return path.read_text() if path.exists() else ""
 
     def stop(self) -> None:
+        """Stop the helper, and whatever a failed test left running in it."""
         answer = warm.ask("stop", str(self.socket)) if self.socket.exists() else None
-        if answer is not None:
-            pid = int(answer["pid"])
+        if answer is None:
+            return
+        for command in answer["command_pids"]:  # a test's commands; one may be stopped
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(command, signal.SIGKILL)
+        pid = int(answer["pid"])
+        try:
             wait_for(lambda: not _alive(pid), 30, "the helper to stop")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
