@@ -61,9 +61,11 @@ class Helper:
             if nohup:
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
+        # A job of its own, as a shell starts one: in the test runner's group, orphaned
+        # when the runner was started in the background, a stop (Ctrl-Z) is discarded.
         return subprocess.Popen(
             [*DEPLOY, *args], cwd=cwd, env=self.env(), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal,
+            stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_terminal, process_group=0,
         )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
