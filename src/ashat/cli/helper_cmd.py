@@ -22,11 +22,16 @@ def _log_path(path: str) -> str:
     return os.path.splitext(path)[0] + ".log"
 
 
-def _status(path: str) -> dict[str, Any] | None:
+def _ask(op: str, path: str) -> dict[str, Any] | None:
+    """:func:`warm.ask`, a socket that cannot be trusted or answered being bad input."""
     try:
-        return warm.ask("status", path)
+        return warm.ask(op, path)
     except (warm.HelperError, OSError) as e:
         raise InvalidInput(f"the warm helper's socket {path}: {e}") from e
+
+
+def _status(path: str) -> dict[str, Any] | None:
+    return _ask("status", path)
 
 
 def _helper_env() -> dict[str, str]:
@@ -125,10 +130,7 @@ def _tail(log: str) -> str:
 def stop() -> None:
     """Stop the warm helper (after the commands it runs have ended)."""
     path = warm.socket_path()
-    try:
-        answer = warm.ask("stop", path)
-    except (warm.HelperError, OSError) as e:
-        raise InvalidInput(f"the warm helper's socket {path}: {e}") from e
+    answer = _ask("stop", path)
 
     def human() -> None:
         if answer is None:
