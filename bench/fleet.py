@@ -17,7 +17,10 @@ blob checks, controller ticks, status reads). In one temporary directory it star
   driven through its HTTP routes with the bearer token, as ``deploy approve`` would be;
   with ``--front nginx`` (the default where Debian's nginx and curl are installed) behind a
   real nginx running ``contrib/nginx/omega.conf`` with ``--blob-offload nginx``: OMEGA checks
-  each license, nginx sends the bytes;
+  each license, nginx sends the bytes; with ``--front mirror``, OMEGA alone with
+  ``--blob-mirror`` and a real nginx running ``contrib/nginx/blob-mirror.conf`` over its blob
+  directory (shared, as on one machine): OMEGA answers each licensed request with a signed
+  redirect, and the mirror sends every byte;
 - N Licensed Mainframes in ``--workers`` processes (``bench/fleet_worker.py``): each is the
   real client code — an :class:`~ashat.agent.core.Agent` over its own data directory and a
   :class:`~ashat.fleet.mainframe.Mainframe` pull loop with its own license — without the
@@ -90,6 +93,7 @@ GOAL_DELTA = 1.1  # × the changed bytes
 ROLLOUT_TIMEOUT_S = 1800.0
 READY_TIMEOUT_S = 300.0
 STATUS_EVERY_S = 0.25  # how often the rollout status is read while waiting
+MIRROR_SECRET = "bench-mirror-secret-0123456789"  # --front mirror: OMEGA and nginx share it
 BLOB_ROUTE = 'ashat_agent_requests_total{method="GET",route="/v1/blobs/{sha256}",status="200"}'
 PACK_ROUTE = (
     'ashat_agent_requests_total{method="GET",route="/v1/packs/{update_id}/{digest}",status="%d"}'
@@ -501,7 +505,11 @@ def report(
         f"tree: {n_files} files, {first.release.bytes / 1e6:.1f} MB; {n} mainframes (real Agent "
         f"+ Mainframe pull loop, no uvicorn) in {workers} worker processes; waves {a.waves}"
     )
-    front = "behind nginx (--blob-offload nginx)" if a.front == "nginx" else "alone"
+    front = {
+        "nginx": "behind nginx (--blob-offload nginx)",
+        "mirror": "with --blob-mirror (nginx secure_link over its blob directory)",
+        "none": "alone",
+    }[a.front]
     print(f"ashat: OMEGA {front}; peer: {n} plain HTTP downloads of the tree at once, {peer.what}")
     print(f"both sides' files in {tempfile.gettempdir() if a.dir is None else a.dir}")
     print(f"{'':36}{'ashat':>15}{'peer':>15}{'ratio':>8}  goal")
@@ -520,7 +528,7 @@ def report(
     gb = served / 1e9
     print(
         f"  server CPU s per GB served: OMEGA {first.omega_cpu_s / gb:.1f}"
-        + (f" + its nginx {first.front_cpu_s / gb:.1f}" if a.front == "nginx" else "")
+        + (f" + its nginx {first.front_cpu_s / gb:.1f}" if a.front != "none" else "")
         + f"; the peer's server {peer.server_cpu_s / (peer.bytes / 1e9):.1f}"
         + f" (goal: ≤ 2 ×: {_ok(server_cpu / gb <= 2 * peer.server_cpu_s / (peer.bytes / 1e9))})"
     )
@@ -579,6 +587,24 @@ def omega_front(replicas: list[AgentProcess], base: Path, shared: Path | None) -
         },
     )
     return nginx_run.start(base / "omega-nginx", conf, port, workers="auto")
+
+
+def mirror_front(blobs: Path, base: Path, port: int) -> Nginx:
+    """nginx serving OMEGA's blob directory as a signed mirror, with
+    ``contrib/nginx/blob-mirror.conf`` (plain http on loopback here)."""
+    import nginx_run
+
+    conf = nginx_run.adapt(
+        "blob-mirror.conf",
+        {
+            "listen 443 ssl;": f"listen 127.0.0.1:{port} reuseport backlog=4096;",
+            "ssl_certificate     /etc/ashat/tls/blobs.crt;   # CHANGE": "",
+            "ssl_certificate_key /etc/ashat/tls/blobs.key;": "",
+            "CHANGE-this-secret-16+chars": MIRROR_SECRET,
+            "/srv/ashat-blobs/": f"{blobs}/",
+        },
+    )
+    return nginx_run.start(base / "mirror-nginx", conf, port, workers="auto")
 
 
 def make_database(server: str) -> str:
@@ -663,16 +689,18 @@ def main() -> None:
     have_nginx = nginx_binary() is not None and shutil.which("curl") is not None
     ap.add_argument(
         "--front",
-        choices=["nginx", "none"],
+        choices=["nginx", "mirror", "none"],
         default="nginx" if have_nginx else "none",
         help="nginx in front of OMEGA sending the blobs (--blob-offload nginx, "
-        "contrib/nginx/omega.conf), or OMEGA alone; the peer is nginx + curl when nginx "
-        "and curl are here, else uvicorn's StaticFiles  [default: nginx where installed]",
+        "contrib/nginx/omega.conf), a signed mirror OMEGA redirects to (--blob-mirror, "
+        "contrib/nginx/blob-mirror.conf), or OMEGA alone; the peer is nginx + curl when "
+        "nginx and curl are here, else uvicorn's StaticFiles  [default: nginx where "
+        "installed]",
     )
     ap.add_argument("--no-delta", action="store_true", help="skip the second (1 %%) rollout")
     a = ap.parse_args()
-    if a.front == "nginx" and not have_nginx:
-        ap.error("--front nginx: nginx and curl are needed (apt-get install nginx-light curl)")
+    if a.front != "none" and not have_nginx:
+        ap.error(f"--front {a.front}: nginx and curl are needed (apt-get install nginx-light curl)")
     if not have_nginx:
         print("note: no nginx or curl here: the peer is uvicorn's StaticFiles", file=sys.stderr)
     if a.omega_replicas > 1 and not a.db:
@@ -710,6 +738,13 @@ def main() -> None:
                  "--poll-timeout", str(a.poll_wait)]  # fmt: skip
         if a.front == "nginx":
             extra += ["--blob-offload", "nginx"]
+        mirror_port = free_port()
+        if a.front == "mirror":
+            secret = base / "mirror.secret"
+            secret.write_text(MIRROR_SECRET + "\n")
+            secret.chmod(0o600)
+            extra += ["--blob-mirror", f"http://127.0.0.1:{mirror_port}/ashat",
+                      "--blob-mirror-secret-file", str(secret)]  # fmt: skip
         if a.db:
             fleet_db = make_database(a.db)
             extra += ["--db", fleet_db, "--blob-dir", str(base / "shared-blobs")]
@@ -720,8 +755,11 @@ def main() -> None:
                     name=f"omega{i}" if i else "omega",
                 )
             )  # fmt: skip
+        shared = base / "shared-blobs" if a.db else None
         if a.front == "nginx":
-            front = omega_front(replicas, base, base / "shared-blobs" if a.db else None)
+            front = omega_front(replicas, base, shared)
+        elif a.front == "mirror":
+            front = mirror_front(shared or replicas[0].data / "blobs", base, mirror_port)
         omega = Omega(replicas, token, alpha_key, front)
         first_release = omega.stage(tree, "fleet-001", 1)
 
@@ -731,7 +769,7 @@ def main() -> None:
             peer = nginx_curl_downloads(tree, a.mainframes, base)
         else:
             peer = plain_downloads(tree, a.mainframes, a.workers, base)
-        omega_url = f"http://127.0.0.1:{front.port}" if front is not None else None
+        omega_url = f"http://127.0.0.1:{front.port}" if a.front == "nginx" else None
 
         signer = load_private_key(license_key)
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)

@@ -38,7 +38,9 @@ import httpx
 
 STREAMS = 4  # files a plain client fetches at once: as ashat.fleet.download.STREAMS
 DOWNLOADED = "ashat_mainframe_bytes_downloaded_total"  # a mainframe's /metrics
-BYTES_ROUTES = ("/v1/blobs/", "/v1/packs/")  # a blob, or a run of them in a pack
+# a blob, or a run of them in a pack: from OMEGA, or from the mirror it redirects to
+# (bench/fleet.py's runs at /ashat)
+BYTES_ROUTES = ("/v1/blobs/", "/v1/packs/", "/ashat/sha256/", "/ashat/packs/")
 
 
 @dataclass

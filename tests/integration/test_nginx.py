@@ -181,9 +181,28 @@ def test_omega_behind_nginx_lets_nginx_send_the_blobs(
         assert r.status_code == 401 and "License" in r.json()["error"]
 
 
+def _pack_downloads(fleet: Any) -> dict[str, int]:
+    """OMEGA's ``ashat_fleet_pack_downloads_total``, by who sent the bytes."""
+    text = httpx.get(f"{fleet.omega.url}/metrics", timeout=10).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("ashat_fleet_pack_downloads_total{"):
+            by = line.split('by="', 1)[1].split('"', 1)[0]
+            out[by] = int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+@pytest.mark.parametrize("copy", ["whole", "without packs"])
 def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
-    hello_fleet: Any, nginx: Callable[..., Nginx], tls: tuple[Path, Path], tmp_path: Path
+    hello_fleet: Any,
+    nginx: Callable[..., Nginx],
+    tls: tuple[Path, Path],
+    tmp_path: Path,
+    copy: str,
 ) -> None:
+    """The mirror sends every byte: the release's pack, each mainframe in one request,
+    or, where its copy lacks the pack (an rsync before the approval built it), the
+    blobs one by one."""
     cert = tls[0]
     port = free_port()
     secret_file = tmp_path / "mirror.secret"
@@ -193,14 +212,16 @@ def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
     box: dict[str, Nginx] = {}
 
     def front(omega: Any) -> tuple[str, Path | None]:
+        root = omega.data / "blobs"
+        if copy == "without packs":  # the blobs, as OMEGA has them, and no pack
+            root = tmp_path / "mirror-copy"
+            root.mkdir()
+            (root / "sha256").symlink_to(omega.data / "blobs" / "sha256")
         conf = adapt(
             "blob-mirror.conf",
             port,
             tls,
-            {
-                "CHANGE-this-secret-16+chars": SECRET,
-                "/srv/ashat-blobs/sha256/": f"{omega.data / 'blobs' / 'sha256'}/",
-            },
+            {"CHANGE-this-secret-16+chars": SECRET, "/srv/ashat-blobs/": f"{root}/"},
         )
         box["n"] = nginx("mirror", conf, port)
         return omega.url, cert  # the mirror's certificate is checked as OMEGA's would be
@@ -216,19 +237,28 @@ def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
     _ship(fleet)
     n = box["n"]
     blobs = _manifest_blobs(fleet, "v1")
-    from_mirror = [r for r in n.access() if r["status"] in ("200", "206")]
-    assert {r["uri"].split("?")[0].rsplit("/", 1)[1] for r in from_mirror} == set(blobs)
-    # no pack from an OMEGA with a mirror: the mainframes asked, and took the blobs there
-    metrics = httpx.get(f"{fleet.omega.url}/metrics", timeout=10).text
-    assert 'route="/v1/packs/{update_id}/{digest}",status="404"' in metrics
-    assert "ashat_fleet_pack_downloads_total 0.0" in metrics
+    (digest,) = [  # the pack OMEGA built at approval, named by the manifest's digest
+        p.name for p in (fleet.omega.data / "blobs" / "packs").iterdir() if p.name[0] != "."
+    ]
+    sent = [r for r in n.access() if r["status"] in ("200", "206")]
+    taken = [r["uri"].split("?")[0].removeprefix("/ashat/") for r in sent]
+    # OMEGA sent no byte itself: it signed each mainframe a URL, and the mirror sent them
+    assert _omega_blob_answers(fleet) == 0
+    assert _omega_blob_answers(fleet, "/v1/packs/{update_id}/{digest}") == 0
+    assert _pack_downloads(fleet) == {"omega": 0, "mirror": 2}
+    if copy == "whole":
+        assert taken == [f"packs/{digest}"] * 2  # the release: one request a mainframe
+    else:
+        refused = [r["uri"].split("?")[0] for r in n.access() if r["status"] == "404"]
+        assert refused == [f"/ashat/packs/{digest}"] * 2
+        assert sorted(taken) == sorted(blob_path(sha) for sha in blobs for _ in range(2))
+        return
 
     sha = next(iter(blobs))
     token = (fleet.mainframes[0].data.parent / "license").read_text().strip()
+    licensed = {"Authorization": f"License {token}"}
     with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as http:
-        answer = http.get(
-            f"{fleet.omega.url}/v1/blobs/{sha}", headers={"Authorization": f"License {token}"}
-        )
+        answer = http.get(f"{fleet.omega.url}/v1/blobs/{sha}", headers=licensed)
         assert answer.status_code == 307
         url = answer.headers["location"]
         assert url.startswith(f"{mirror_url}/{blob_path(sha)}?lic=")
@@ -239,8 +269,27 @@ def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
         mirror = BlobMirror(mirror_url, SECRET, 60)
         lic_id = re.search(r"lic=([^&]+)", url)
         assert lic_id is not None
-        stale = signed_url(mirror, sha, lic_id.group(1), time.time() - 3600)
+        stale = signed_url(mirror, blob_path(sha), lic_id.group(1), time.time() - 3600)
         assert http.get(stale).status_code == 410  # expired
+
+        # the pack: bound to it, resumable, and nothing else in the directory is served
+        answer = http.get(f"{fleet.omega.url}/v1/packs/v1/{digest}", headers=licensed)
+        assert answer.status_code == 307 and answer.headers["cache-control"] == "no-store"
+        pack_url = answer.headers["location"]
+        assert pack_url.startswith(f"{mirror_url}/packs/{digest}?lic=")
+        whole = http.get(pack_url)
+        assert whole.status_code == 200 and len(whole.content) == sum(blobs.values())
+        part = http.get(pack_url, headers={"Range": "bytes=5-"})
+        assert part.status_code == 206 and part.content == whole.content[5:]
+        assert http.get(pack_url.replace(digest, sha)).status_code in (403, 404)
+        as_blob = url.replace(f"sha256/{sha[:2]}/{sha}", f"packs/{digest}")
+        assert http.get(as_blob).status_code == 403  # a blob's signature opens no pack
+        inside = signed_url(mirror, "fleet.db", lic_id.group(1), time.time())
+        assert http.get(inside).status_code == 404
+        # no license, no URL; an unknown pack, none either
+        assert http.get(f"{fleet.omega.url}/v1/packs/v1/{digest}").status_code == 401
+        unknown = http.get(f"{fleet.omega.url}/v1/packs/v1/{sha}", headers=licensed)
+        assert unknown.status_code == 404
 
 
 def test_a_site_cache_costs_omega_one_answer_per_blob_or_pack(

@@ -919,7 +919,7 @@ def test_a_release_pack_is_its_blobs_in_manifest_order_for_a_license_only(
     assert r.status_code == 200
     assert refused(f"/v1/packs/r1/{signed.digest()}") == (403, "revoked")
     metrics = httpx.get(f"{omega.url}/metrics").text
-    assert "ashat_fleet_pack_downloads_total 3.0" in metrics
+    assert 'ashat_fleet_pack_downloads_total{by="omega"} 3.0' in metrics
 
 
 def test_packs_are_built_at_approval_for_the_releases_approved_last_only(

@@ -12,13 +12,15 @@ import pytest
 
 from ashat.agent.config import S3Mirror
 from ashat.errors import InvalidInput
-from ashat.fleet.blob_links import presigned_url, s3_key
+from ashat.fleet import packs
+from ashat.fleet.blob_links import blob_path, presigned_url, s3_key
 
 botocore_auth = pytest.importorskip("botocore.auth", reason="botocore is in the [test] extra")
 from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 
 SHA = "ab" + "0123456789abcdef" * 3 + "0123456789abcd"
+BLOB = blob_path(SHA)  # where it is in the blob directory, and in the bucket
 NOW = 1_796_500_000.0  # 2026-12-05 19:46:40 UTC
 
 
@@ -35,11 +37,13 @@ def mirror(**kw: object) -> S3Mirror:
     return S3Mirror(**(fields | kw))  # type: ignore[arg-type]
 
 
-def botocore_url(m: S3Mirror, license_id: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def botocore_url(
+    m: S3Mirror, license_id: str, monkeypatch: pytest.MonkeyPatch, path: str = BLOB
+) -> str:
     monkeypatch.setattr(
         botocore_auth, "get_current_datetime", lambda: dt.datetime.fromtimestamp(NOW, dt.UTC)
     )
-    url = f"{m.endpoint}/{m.bucket}/{s3_key(m, SHA)}"
+    url = f"{m.endpoint}/{m.bucket}/{s3_key(m, path)}"
     request = AWSRequest(method="GET", url=url, params={"x-ashat-license": license_id})
     auth = botocore_auth.S3SigV4QueryAuth(
         Credentials(m.access_key_id, m.secret_access_key), "s3", m.region, expires=m.ttl_s
@@ -63,14 +67,15 @@ def test_presigned_urls_are_botocores(
     changes: dict[str, object], license_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     m = mirror(**changes)
-    ours = presigned_url(m, SHA, license_id, NOW)
-    theirs = botocore_url(m, license_id, monkeypatch)
-    assert urlsplit(ours).path == urlsplit(theirs).path
-    assert dict(parse_qsl(urlsplit(ours).query)) == dict(parse_qsl(urlsplit(theirs).query))
+    for path in (BLOB, packs.relative(SHA)):  # a blob, and a release's pack
+        ours = presigned_url(m, path, license_id, NOW)
+        theirs = botocore_url(m, license_id, monkeypatch, path)
+        assert urlsplit(ours).path == urlsplit(theirs).path
+        assert dict(parse_qsl(urlsplit(ours).query)) == dict(parse_qsl(urlsplit(theirs).query))
 
 
 def test_a_url_names_the_blob_the_license_and_the_expiry() -> None:
-    url = presigned_url(mirror(), SHA, "lic-7", NOW)
+    url = presigned_url(mirror(), BLOB, "lic-7", NOW)
     split = urlsplit(url)
     assert split.path == f"/fleet-blobs/ashat/sha256/ab/{SHA}"
     query = dict(parse_qsl(split.query))
@@ -79,12 +84,13 @@ def test_a_url_names_the_blob_the_license_and_the_expiry() -> None:
     assert query["X-Amz-Date"] == "20261205T194640Z"
     assert "wJalr" not in url  # the secret signs; it is never in the URL
     others = {
-        presigned_url(mirror(), SHA, "lic-8", NOW),
-        presigned_url(mirror(), SHA[::-1], "lic-7", NOW),
-        presigned_url(mirror(), SHA, "lic-7", NOW + 1),
+        presigned_url(mirror(), BLOB, "lic-8", NOW),
+        presigned_url(mirror(), blob_path(SHA[::-1]), "lic-7", NOW),
+        presigned_url(mirror(), BLOB, "lic-7", NOW + 1),
+        presigned_url(mirror(), packs.relative(SHA), "lic-7", NOW),  # its name, as a pack
     }
     signatures = {dict(parse_qsl(urlsplit(u).query))["X-Amz-Signature"] for u in others}
-    assert len(signatures | {query["X-Amz-Signature"]}) == 4
+    assert len(signatures | {query["X-Amz-Signature"]}) == 5
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,10 @@ authentication, path style)::
 
 The license rides as a query parameter the signature covers (S3 ignores it, and its access
 log keeps it): the URL is bound to the blob, the license and the expiry like nginx's.
+
+A release's *pack* (:mod:`.packs`) is signed the same way, at ``packs/<manifest digest>``
+beside the blobs (in the copy of the blob directory, or the bucket): the mainframe takes a
+whole release from the mirror with one redirect.
 """
 
 from __future__ import annotations
@@ -52,32 +56,34 @@ SIGV4 = "AWS4-HMAC-SHA256"
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
-def signed_url(mirror: BlobMirror, sha256: str, license_id: str, now: float) -> str:
-    """The mirror's URL of ``sha256`` for ``license_id``, good until ``now + ttl``."""
+def signed_url(mirror: BlobMirror, path: str, license_id: str, now: float) -> str:
+    """The mirror's URL of ``path`` (a blob's :func:`blob_path`, or a pack's
+    :func:`~.packs.relative`) for ``license_id``, good until ``now + ttl``."""
     base = mirror.url.rstrip("/")
-    uri = f"{unquote(urlsplit(base).path)}/{blob_path(sha256)}"  # nginx's $uri: decoded
+    uri = f"{unquote(urlsplit(base).path)}/{path}"  # nginx's $uri: decoded
     lic = quote(license_id, safe="")  # nginx's $arg_lic: as sent, not decoded
     expires = int(now) + mirror.ttl_s
     signed = f"{expires}{uri}{lic} {mirror.secret}".encode()
     md5 = hashlib.md5(signed, usedforsecurity=False).digest()  # nginx secure_link_md5
     signature = base64.urlsafe_b64encode(md5).rstrip(b"=").decode("ascii")
-    return f"{base}/{blob_path(sha256)}?lic={lic}&expires={expires}&md5={signature}"
+    return f"{base}/{path}?lic={lic}&expires={expires}&md5={signature}"
 
 
-def s3_key(mirror: S3Mirror, sha256: str) -> str:
-    """The object key of ``sha256`` in the bucket: the blob directory's own layout."""
-    return f"{mirror.prefix}/{blob_path(sha256)}" if mirror.prefix else blob_path(sha256)
+def s3_key(mirror: S3Mirror, path: str) -> str:
+    """The object key of ``path`` (a blob's, or a pack's) in the bucket: the blob
+    directory's own layout."""
+    return f"{mirror.prefix}/{path}" if mirror.prefix else path
 
 
-def presigned_url(mirror: S3Mirror, sha256: str, license_id: str, now: float) -> str:
-    """An S3 presigned ``GET`` of ``sha256`` for ``license_id``, good until ``now + ttl``
+def presigned_url(mirror: S3Mirror, path: str, license_id: str, now: float) -> str:
+    """An S3 presigned ``GET`` of ``path`` for ``license_id``, good until ``now + ttl``
     (AWS Signature Version 4, query authentication, as botocore's ``S3SigV4QueryAuth``
     makes it: ``tests/unit/test_blob_links.py`` compares the two)."""
     split = urlsplit(mirror.endpoint)
     host = split.netloc.lower().removesuffix(_DEFAULT_PORTS.get(split.scheme, "\0"))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(int(now)))
     scope = f"{stamp[:8]}/{mirror.region}/s3/aws4_request"
-    path = quote(f"/{mirror.bucket}/{s3_key(mirror, sha256)}", safe="/-_.~")
+    target = quote(f"/{mirror.bucket}/{s3_key(mirror, path)}", safe="/-_.~")
     params = {
         "X-Amz-Algorithm": SIGV4,
         "X-Amz-Credential": f"{mirror.access_key_id}/{scope}",
@@ -87,13 +93,13 @@ def presigned_url(mirror: S3Mirror, sha256: str, license_id: str, now: float) ->
         "x-ashat-license": license_id,
     }
     query = "&".join(f"{_q(k)}={_q(v)}" for k, v in sorted(params.items()))
-    request = "\n".join(("GET", path, query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"))
+    request = "\n".join(("GET", target, query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"))
     to_sign = "\n".join((SIGV4, stamp, scope, hashlib.sha256(request.encode()).hexdigest()))
     key = f"AWS4{mirror.secret_access_key}".encode()
     for part in (stamp[:8], mirror.region, "s3", "aws4_request"):
         key = hmac.digest(key, part.encode(), "sha256")
     signature = hmac.new(key, to_sign.encode(), "sha256").hexdigest()
-    return f"{split.scheme}://{split.netloc}{path}?{query}&X-Amz-Signature={signature}"
+    return f"{split.scheme}://{split.netloc}{target}?{query}&X-Amz-Signature={signature}"
 
 
 def _q(text: str) -> str:

@@ -11,12 +11,15 @@ together. A digest mismatch (a corrupt partial from an earlier run, a bad byte o
 deletes the partial and fetches the blob once more from zero; a second mismatch fails.
 
 OMEGA may answer a blob request with a redirect to a mirror; a refusal there or the wrong
-bytes from it make the next tries of that blob carry ``X-Ashat-Direct: 1``, and OMEGA
-sends it itself. Connection errors and 5xx answers are retried with backoff as long as a retry makes
-progress, up to ``attempts`` in a row without any; a 4xx answer is final. A try slower than
-``min_rate_bps`` (after ``grace_s``) ends and counts as no progress, though what arrived is
-kept: a server dripping bytes cannot hold the mainframe in one download for ever. A few blobs
-download at once (``streams``); ``received`` hears of every chunk kept, as it arrives.
+bytes from it make the next tries of that blob carry ``X-Ashat-Direct: 1``, and OMEGA sends
+it itself. A pack request may be redirected too; a mirror without the pack, or a wrong blob
+in it, sends the mainframe to the blobs one by one. Connection errors and 5xx answers are
+retried with backoff as long as a retry makes progress, up to ``attempts`` in a row without
+any; a 4xx answer is final. A try slower than ``min_rate_bps`` (after ``grace_s``) ends and
+counts as no progress, though what arrived is kept: a server dripping bytes cannot hold the
+mainframe in one download for ever. A few blobs download at once (``streams``);
+``received`` hears of every chunk kept, as it arrives.
+
 Errors::
 
     RemoteError             (ashat.errors)
@@ -289,8 +292,11 @@ class BlobDownloader:
         try:
             async with (
                 asyncio.timeout(limit_s),
-                self.client.stream(
-                    "GET", pack.path, headers={"Range": f"bytes={start}-{end - 1}"}
+                self.client.stream(  # OMEGA may send us to a signed URL on a mirror
+                    "GET",
+                    pack.path,
+                    headers={"Range": f"bytes={start}-{end - 1}"},
+                    follow_redirects=True,
                 ) as response,
             ):
                 status = response.status_code
@@ -302,8 +308,9 @@ class BlobDownloader:
                     pos = 0  # the whole pack, the run at its start: the rest is not read
                 elif status < 500:
                     # Any other answer, a refusal included (an OMEGA older than packs
-                    # answers 401 before routing): the blobs alone say whether it is final.
-                    raise _NoPack(f"no pack from OMEGA ({status})")
+                    # answers 401 before routing; a mirror without the pack, 404): the
+                    # blobs alone say whether it is final (a mirror's: from the mirror).
+                    raise _NoPack(f"no pack from {_who(response)} ({status})")
                 else:
                     sha256 = run[progress.index].sha256
                     raise await self._refusal(response, sha256, f"the pack {pack.path}")
@@ -502,12 +509,7 @@ class BlobDownloader:
                 break
         text = body[:MAX_ERROR_BYTES].decode("utf-8", "replace").strip().splitlines()
         detail = text[0][:200] if text else ""
-        who = (
-            "OMEGA"
-            if not response.history
-            else f"the mirror OMEGA sent us to ({response.url.host})"
-        )
-        message = f"{who} answered {response.status_code} for {what}: {detail}"
+        message = f"{_who(response)} answered {response.status_code} for {what}: {detail}"
         if response.status_code >= 500:
             return _Retry(message)
         if response.history:
@@ -544,6 +546,13 @@ class BlobDownloader:
         finally:
             os.close(fd)
         return kept
+
+
+def _who(response: httpx.Response) -> str:
+    """Who answered: OMEGA, or the mirror its redirect sent us to."""
+    if not response.history:
+        return "OMEGA"
+    return f"the mirror OMEGA sent us to ({response.url.host})"
 
 
 def _write_all(fd: int, view: memoryview) -> None:

@@ -29,6 +29,7 @@ read from the database at each scrape, are :mod:`.omega_metrics`'s.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -126,7 +127,9 @@ class Omega:
         self.controller = Controller(self.store, self.approvals, self.metrics.rollouts, self.now)
         mirror = agent.config.blob_mirror
         self.s3 = (  # the S3 mirror OMEGA keeps in step (fleet/s3_copy.py)
-            S3Copy(mirror, self.store, agent.blobs) if isinstance(mirror, S3Mirror) else None
+            S3Copy(mirror, self.store, agent.blobs, built_packs=self.built_packs)
+            if isinstance(mirror, S3Mirror)
+            else None
         )
         self.lock = threading.Lock()
         self._deltas: dict[tuple[str, str], dict[str, Any] | None] = {}  # (base, new) digests
@@ -364,6 +367,15 @@ class Omega:
             self.pack(update_id, approved[0].digest())
         except NoSuchPack as e:
             log.warning("%s", e.message)
+
+    def built_packs(self) -> list[tuple[str, Path]]:
+        """(manifest digest, file) of the pack of each release :meth:`pack` keeps, built
+        now where it is not (for the S3 mirror's copy); one it cannot build is left out."""
+        out = []
+        for update_id, digest in self.store.latest_approvals(packs.KEPT):
+            with contextlib.suppress(NoSuchPack):
+                out.append((digest, self.pack(update_id, digest)))
+        return out
 
     def pack_built(self, update_id: str, digest: str) -> Path | None:
         """The pack of ``update_id`` with ``digest`` if this process built it and it is still

@@ -69,10 +69,14 @@ class FleetMetrics:
             self.blob_downloads.labels(by=by)
         self.pack_downloads = Counter(
             "ashat_fleet_pack_downloads",
-            "Licensed pack downloads allowed (a run of a release's blobs in one answer, "
-            "sent by OMEGA or the nginx in front of it)",
+            "Licensed pack downloads allowed (a run of a release's blobs in one answer), by "
+            "who sends the bytes (omega: OMEGA or the nginx in front of it; mirror: a signed "
+            "redirect to --blob-mirror)",
+            ["by"],
             registry=r,
         )
+        for by in ("omega", "mirror"):
+            self.pack_downloads.labels(by=by)
         self.running = Gauge("ashat_fleet_rollouts_running", "Rollouts running", registry=r)
         self.waiting = Gauge("ashat_fleet_polls_waiting", "Long polls being held", registry=r)
 

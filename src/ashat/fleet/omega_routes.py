@@ -43,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ashat.agent.blobs import SHA256_RE
+from ashat.agent.blobs import SHA256_RE, blob_path
 from ashat.agent.config import S3Mirror
 from ashat.agent.core import Agent
 from ashat.agent.server import immutable_file
@@ -106,6 +106,12 @@ def _inventory(request: Request) -> dict[str, str]:
 
 
 LICENSE_PATHS = frozenset({"/v1/fleet/poll", "/v1/fleet/report"})
+
+
+def _to_mirror(url: str) -> Response:
+    """A redirect to a signed URL: only for this request, never cached (a site cache on the
+    way keeps the bytes the mirror sends, not the redirect)."""
+    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
 
 
 def license_route(method: str, path: str) -> bool:
@@ -242,10 +248,9 @@ class OmegaRoutes:
         record = approval_record(update_id, await json_object(request))
         answer = await run_in_threadpool(self.omega.approve, update_id, record)
         self._copy_now.set()
-        if self.agent.config.blob_mirror is None:  # its pack, before its mainframes ask
-            task = asyncio.create_task(run_in_threadpool(self.omega.pack_approved, update_id))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        task = asyncio.create_task(run_in_threadpool(self.omega.pack_approved, update_id))
+        self._background.add(task)  # its pack, before its mainframes ask
+        task.add_done_callback(self._background.discard)
         return JSONResponse(answer)
 
     async def roots(self, request: Request) -> Response:
@@ -488,46 +493,57 @@ class OmegaRoutes:
             if self.omega.s3 is not None:
                 await run_in_threadpool(self.omega.s3.forget, sha256)  # copied again next pass
         else:
-            url = await self._mirror_url(sha256, lic.license_id)
+            url = await self._mirror_url(blob_path(sha256), lic.license_id)
         self.omega.metrics.blob_downloads.labels(by="omega" if url is None else "mirror").inc()
         if url is None:
             return None
-        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+        return _to_mirror(url)
 
-    async def _mirror_url(self, sha256: str, license_id: str) -> str | None:
-        """The signed URL of the blob on the mirror, for the license; None to send it here
-        (no mirror, or an S3 mirror that does not hold it yet)."""
+    async def _mirror_url(self, path: str, license_id: str) -> str | None:
+        """The signed URL of the blob or pack at ``path`` (in the blob directory) on the
+        mirror, for the license; None to send it here (no mirror, or an S3 mirror that
+        does not hold it yet)."""
         mirror = self.agent.config.blob_mirror
         if mirror is None:
             return None
         if not isinstance(mirror, S3Mirror):
-            return signed_url(mirror, sha256, license_id, self.omega.now())
+            return signed_url(mirror, path, license_id, self.omega.now())
         s3 = self.omega.s3
-        if s3 is None or not (sha256 in s3.held or await run_in_threadpool(s3.holds, sha256)):
+        if s3 is None or not (path in s3.held or await run_in_threadpool(s3.holds, path)):
             return None
-        return presigned_url(mirror, sha256, license_id, self.omega.now())
+        return presigned_url(mirror, path, license_id, self.omega.now())
 
     async def pack(self, request: Request) -> Response:
         """A release's blobs in one file (:mod:`.packs`), answered as a blob is
-        (:func:`~ashat.agent.server.immutable_file`). Not with ``--blob-mirror``: the
-        mirror is there to take the bytes off OMEGA, so the mainframe asks for blobs."""
+        (:func:`~ashat.agent.server.immutable_file`). With ``--blob-mirror`` a licensed
+        request is sent there, as a blob's is, and never answered here: the mirror takes
+        the bytes off OMEGA. An S3 mirror that does not hold the pack yet is answered 404,
+        so the mainframe takes the blobs one by one (each from the bucket once copied)."""
         update_id = request.path_params["update_id"]
         digest = request.path_params["digest"]
         if not UPDATE_ID_RE.fullmatch(update_id) or not SHA256_RE.fullmatch(digest):
             raise NoSuchPack(f"no pack {update_id}/{digest}: not an update id and a digest")
         token = license_token(request)
-        if token is not None and self.omega.licensed_now(token) is None:
-            await run_in_threadpool(self.omega.licensed, token)  # LicenseDenied
-        if self.agent.config.blob_mirror is not None:
-            raise NoSuchPack(
-                "this OMEGA sends blobs through --blob-mirror, not in packs: fetch them one by one"
-            )
+        lic = None
+        if token is not None:
+            lic = self.omega.licensed_now(token)
+            if lic is None:
+                lic = await run_in_threadpool(self.omega.licensed, token)  # LicenseDenied
         path = self.omega.pack_built(update_id, digest)
-        if path is None:
+        if path is None:  # one of the releases approved last, or NoSuchPack
             path = await run_in_threadpool(self.omega.pack, update_id, digest)
-        self.omega.metrics.pack_downloads.inc()
-        inside = f"{packs.DIRECTORY}/{digest}"
-        return immutable_file(request, self.agent.config, path, inside, digest)
+        if lic is not None and self.agent.config.blob_mirror is not None:
+            url = await self._mirror_url(packs.relative(digest), lic.license_id)
+            if url is None:
+                raise NoSuchPack(
+                    f"the pack of {update_id} is not in the S3 mirror yet: fetch its blobs "
+                    "one by one",
+                    update_id=update_id,
+                )
+            self.omega.metrics.pack_downloads.labels(by="mirror").inc()
+            return _to_mirror(url)
+        self.omega.metrics.pack_downloads.labels(by="omega").inc()
+        return immutable_file(request, self.agent.config, path, packs.relative(digest), digest)
 
     def routes(self) -> list[Route]:
         return [

@@ -8,6 +8,7 @@ which several OMEGA replicas then share.
     approvals        releases OMEGA counter-signed, in order, with the manifest it signed
     approved_blobs   the blobs those releases name: all a license may download
     mirrored_blobs   those copied to an S3 mirror (fleet/s3_copy.py)
+    mirrored_packs   release packs copied there too
     revocations      revoked license ids
     rollouts         install and rollback rollouts, their policy and progress
     rollout_targets  each rollout's fixed fleet: wave, status, failure reason
@@ -503,6 +504,20 @@ class FleetStore:
         return (
             self._scalar(
                 "SELECT 1 FROM mirrored_blobs WHERE mirror=? AND sha256=?", (mirror, sha256)
+            )
+            is not None
+        )
+
+    def add_mirrored_pack(self, mirror: str, digest: str) -> None:
+        self._run(
+            "INSERT INTO mirrored_packs (mirror, digest) VALUES (?,?) ON CONFLICT DO NOTHING",
+            (mirror, digest),
+        )
+
+    def pack_mirrored(self, mirror: str, digest: str) -> bool:
+        return (
+            self._scalar(
+                "SELECT 1 FROM mirrored_packs WHERE mirror=? AND digest=?", (mirror, digest)
             )
             is not None
         )

@@ -76,8 +76,13 @@ def runs(pieces: Sequence[Piece], wanted: set[str], min_run: int = MIN_RUN) -> l
     return out
 
 
+def relative(digest: str) -> str:
+    """Where the pack of the manifest ``digest`` is in a blob directory (a mirror's too)."""
+    return f"{DIRECTORY}/{digest}"
+
+
 def pack_path(store: BlobStore, digest: str) -> Path:
-    return store.root / DIRECTORY / digest
+    return store.root / relative(digest)
 
 
 _locks_guard = threading.Lock()

@@ -17,21 +17,30 @@ bucket (refused, or the wrong bytes: someone else wrote it, or it was deleted) a
 again with ``X-Ashat-Direct``; OMEGA sends that blob itself and forgets it was copied, so
 the next pass copies it again. The credentials need ``s3:PutObject`` (the copies) and
 ``s3:GetObject`` (the presigned URLs act with them) on the prefix; nothing is ever deleted.
+
+After the blobs, each pass copies the *packs* OMEGA built (:mod:`.packs`: a release's blobs
+in one file, for the releases approved last) to ``[prefix/]packs/<manifest digest>``,
+recorded in ``mirrored_packs``; a mainframe then takes a whole release from the bucket with
+one redirect. A pack over :data:`MAX_PUT` (one ``PUT``'s limit) is not copied: its blobs go
+one by one.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from ashat.agent.blobs import BlobStore
 from ashat.agent.config import S3Mirror
 from ashat.errors import InvalidInput
-from ashat.fleet.blob_links import s3_key
+from ashat.fleet import packs
+from ashat.fleet.blob_links import blob_path, s3_key
 from ashat.fleet.omega_store import FleetStore
 
 log = logging.getLogger("ashat.omega")
@@ -40,6 +49,8 @@ COPY_EVERY_S = 30.0  # seconds between passes when no approval wakes the copier
 BATCH = 200  # blobs asked of the store, and recorded, at a time
 CACHE_CONTROL = "public, max-age=31536000, immutable"  # a blob's bytes never change
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+MAX_PUT = 5 << 30  # S3's limit for one PUT: a bigger pack is not copied (no multipart here)
+HASH_CHUNK = 1 << 20
 
 
 def s3_client(mirror: S3Mirror) -> Any:
@@ -74,11 +85,13 @@ def s3_client(mirror: S3Mirror) -> Any:
 
 
 class CopyFailed(Exception):
-    """Some blobs could not be copied this pass (the others were): the first error says why."""
+    """Some blobs or packs could not be copied this pass (the others were): the first error
+    says why."""
 
 
 class S3Copy:
-    """Copies approved blobs to the mirror and answers which ones it holds."""
+    """Copies approved blobs, and the packs OMEGA built, to the mirror and answers which
+    ones it holds."""
 
     def __init__(
         self,
@@ -86,34 +99,44 @@ class S3Copy:
         store: FleetStore,
         blobs: BlobStore,
         client: Callable[[S3Mirror], Any] = s3_client,
+        built_packs: Callable[[], Iterable[tuple[str, Path]]] = lambda: (),
     ) -> None:
         self.mirror = mirror
         self.store = store
         self.blobs = blobs  # OMEGA's blob store: what is copied is checked against its name
         self._client: Any = client(mirror)  # botocore is imported here, at OMEGA's start
-        self.held: set[str] = set()  # recorded as in the bucket (forget() takes one back)
+        self.built_packs = built_packs  # (manifest digest, file) of each pack to copy
+        # paths (blob_path, packs.relative) recorded as in the bucket (forget() takes a
+        # blob back): known without a query, on the event loop
+        self.held: set[str] = set()
         self.stop = threading.Event()  # OMEGA is stopping: a pass ends after its blob
 
-    def holds(self, sha256: str) -> bool:
-        """Whether the bucket has the blob (so a download of it may be redirected)."""
-        if sha256 in self.held:
+    def holds(self, path: str) -> bool:
+        """Whether the bucket has the blob or pack at ``path`` (its path in the blob
+        directory), so a download of it may be redirected."""
+        if path in self.held:
             return True
-        if self.store.blob_mirrored(self.mirror.name, sha256):
-            self.held.add(sha256)
-            return True
-        return False
+        kind, _, name = path.partition("/")
+        if kind == packs.DIRECTORY:
+            copied = self.store.pack_mirrored(self.mirror.name, name)
+        else:
+            copied = self.store.blob_mirrored(self.mirror.name, path.rsplit("/", 1)[-1])
+        if copied:
+            self.held.add(path)
+        return copied
 
     def forget(self, sha256: str) -> None:
         """A mainframe could not take the blob from the bucket (refused, or the wrong
         bytes): send it from OMEGA until the next pass has copied it again."""
-        self.held.discard(sha256)
+        self.held.discard(blob_path(sha256))
         self.store.forget_mirrored_blob(self.mirror.name, sha256)
 
     def copy_pending(self) -> int:
-        """Copy every approved blob the record says the bucket lacks; return how many were
-        recorded. A blob this OMEGA does not hold (a replica's own blob directory) is left
-        for one that does. Raises :class:`CopyFailed` once the pass is over if any blob
-        could not be copied; the others are recorded."""
+        """Copy every approved blob the record says the bucket lacks, then each pack not
+        copied yet; return how many were recorded. A blob this OMEGA does not hold (a
+        replica's own blob directory) is left for one that does. Raises
+        :class:`CopyFailed` once the pass is over if any could not be copied; the others
+        are recorded."""
         recorded, failed = 0, 0
         first: BaseException | None = None
         after = ""
@@ -133,10 +156,21 @@ class S3Copy:
                     failed += 1
                     first = first or e
             self.store.add_mirrored_blobs(self.mirror.name, done)
-            self.held.update(done)
+            self.held.update(blob_path(sha) for sha in done)
             recorded += len(done)
+        for digest, path in self.built_packs():
+            if self.stop.is_set() or self.holds(packs.relative(digest)):
+                continue
+            try:
+                if self._put_pack(digest, path):
+                    self.store.add_mirrored_pack(self.mirror.name, digest)
+                    self.held.add(packs.relative(digest))
+                    recorded += 1
+            except Exception as e:
+                failed += 1
+                first = first or e
         if first is not None:
-            raise CopyFailed(f"{failed} blob(s) not copied; the first: {describe(first)}")
+            raise CopyFailed(f"{failed} object(s) not copied; the first: {describe(first)}")
         return recorded
 
     def _put(self, sha256: str) -> bool:
@@ -146,20 +180,40 @@ class S3Copy:
         size = self.blobs.size(sha256)  # hashes it unless hashed before; altered: quarantined
         if size is None:
             return False
-        fd = os.open(
-            self.blobs.file(sha256), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
-        )
+        fd = os.open(self.blobs.file(sha256), os.O_RDONLY | NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as body:
-            self._client.put_object(
-                Bucket=self.mirror.bucket,
-                Key=s3_key(self.mirror, sha256),
-                Body=body,
-                ContentLength=size,
-                ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode("ascii"),
-                ContentType="application/octet-stream",
-                CacheControl=CACHE_CONTROL,
-            )
+            self._send(blob_path(sha256), body, size, bytes.fromhex(sha256))
         return True
+
+    def _put_pack(self, digest: str, path: Path) -> bool:
+        """Upload one pack (False: too big for one PUT, or gone: pruned since). Its blobs
+        were checked as it was built, and each is checked again by every mainframe; S3
+        checks the body against the SHA-256 computed here."""
+        try:
+            fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        with os.fdopen(fd, "rb") as body:
+            size = os.fstat(body.fileno()).st_size
+            if size > MAX_PUT:
+                return False
+            sha = hashlib.sha256()
+            while chunk := body.read(HASH_CHUNK):
+                sha.update(chunk)
+            body.seek(0)
+            self._send(packs.relative(digest), body, size, sha.digest())
+        return True
+
+    def _send(self, path: str, body: Any, size: int, sha256: bytes) -> None:
+        self._client.put_object(
+            Bucket=self.mirror.bucket,
+            Key=s3_key(self.mirror, path),
+            Body=body,
+            ContentLength=size,
+            ChecksumSHA256=base64.b64encode(sha256).decode("ascii"),
+            ContentType="application/octet-stream",
+            CacheControl=CACHE_CONTROL,
+        )
 
 
 def describe(e: BaseException) -> str:
