@@ -105,6 +105,7 @@ class _Progress:
     writer: BlobWriter | None = None
     kept: int = 0
     unstored: list[tuple[Wanted, BlobWriter]] = field(default_factory=list)
+    unstored_bytes: int = 0  # theirs, added up as they come (not summed again each time)
 
 
 @dataclass(frozen=True)
@@ -382,8 +383,9 @@ class BlobDownloader:
         checked.append((Wanted(p.sha256, p.size), w))
         progress.index += 1
         progress.unstored.append(checked[-1])
-        if sum(u[0].size for u in progress.unstored) >= self.commit_bytes:
-            batch, progress.unstored = progress.unstored, []
+        progress.unstored_bytes += p.size
+        if progress.unstored_bytes >= self.commit_bytes:
+            batch, progress.unstored, progress.unstored_bytes = progress.unstored, [], 0
             await asyncio.to_thread(self._store, batch)  # if a timeout cancels the wait,
             # the commit goes on in its thread: the next one waits for it (_storing)
 
