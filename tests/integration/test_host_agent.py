@@ -10,17 +10,20 @@ import os
 import secrets
 import signal
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from ashat.bundle.keys import generate_keypair
+from ashat.demo import free_port
 from process_fixtures import READY_RE, START_TIMEOUT_S, agent_command, processes_in, wait_ready
 from support import deploy, enter_hello_project, verify_health_only, wait_for
 
 APPS = ("notes", "polls")
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Host:
@@ -226,12 +229,16 @@ auto_rollback = false
 """
 
 
-def test_one_agent_per_host_carries_two_apps_from_alpha_to_a_mainframe(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hosts: list[Host]
-) -> None:
-    """PUBLIC, OMEGA and a mainframe are each one host agent with two apps: each app has
-    its own OMEGA key, license and fleet; both reach the mainframe, and a rollback of one
-    leaves the other as it was."""
+def _two_app_fleet(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    hosts: list[Host],
+    omega_extra: Callable[[str], str] = lambda name: "",
+) -> tuple[Path, dict[str, Path], Host, Host, Host]:
+    """PUBLIC, OMEGA and a mainframe, each one host agent with the two apps (each app with
+    its own OMEGA key, license and fleet; ``omega_extra(name)``: more of its OMEGA table),
+    and a project for each app configured for them: (keys, projects, public, omega,
+    mainframe)."""
     import datetime as dt
 
     from ashat.bundle.keys import load_private_key
@@ -252,7 +259,9 @@ def test_one_agent_per_host_carries_two_apps_from_alpha_to_a_mainframe(
         own = f'[{name}]\ntoken-file = "{keys}/{name}.token"\ntrust = ["{alpha_pub}"]\n'
         public_apps.append(own)
         omega_apps.append(
-            own + f'omega-key = "{keys}/{name}-omega.key"\nlicense-trust = ["{license_pub}"]\n'
+            own
+            + f'omega-key = "{keys}/{name}-omega.key"\nlicense-trust = ["{license_pub}"]\n'
+            + omega_extra(name)
         )
         mainframe_apps.append(
             f'[{name}]\ntrust = ["{alpha_pub}"]\nlicense = "{keys}/{name}.license"\n'
@@ -271,7 +280,7 @@ def test_one_agent_per_host_carries_two_apps_from_alpha_to_a_mainframe(
     hosts.append(mainframe)
 
     projects = {}
-    for n, name in enumerate(APPS):
+    for name in APPS:
         root = _app_project(tmp_path / name, monkeypatch, keys / "alpha.key", name)
         toml = root / "ashat.toml"
         text = toml.read_text()
@@ -283,15 +292,31 @@ def test_one_agent_per_host_carries_two_apps_from_alpha_to_a_mainframe(
                 "--token-file", str(keys / f"{name}.token"),
             )  # fmt: skip
             assert res.exit_code == 0, res.output
+    return keys, projects, public, omega, mainframe
+
+
+def _ship(monkeypatch: pytest.MonkeyPatch, root: Path, update_id: str, version: str) -> None:
+    """Push, verify and approve one release of the project at ``root``."""
+    monkeypatch.chdir(root)
+    (root / "VERSION").write_text(version + "\n")
+    assert deploy("push", update_id, version).exit_code == 0
+    res = deploy("verify", update_id)
+    assert res.exit_code == 0, res.output
+    res = deploy("approve", update_id, "--as", "bob")
+    assert res.exit_code == 0, res.output
+    assert deploy("status", update_id).stdout.count("completed") >= 1
+
+
+def test_one_agent_per_host_carries_two_apps_from_alpha_to_a_mainframe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hosts: list[Host]
+) -> None:
+    """PUBLIC, OMEGA and a mainframe are each one host agent with two apps: each app has
+    its own OMEGA key, license and fleet; both reach the mainframe, and a rollback of one
+    leaves the other as it was."""
+    keys, projects, _, omega, mainframe = _two_app_fleet(tmp_path, monkeypatch, hosts)
+    for n, name in enumerate(APPS):
         for k, version in enumerate((f"{n + 1}.0.0", f"{n + 1}.1.0")):
-            (root / "VERSION").write_text(version + "\n")
-            update_id = f"{name}-00{k + 1}"
-            assert deploy("push", update_id, version).exit_code == 0
-            res = deploy("verify", update_id)
-            assert res.exit_code == 0, res.output
-            res = deploy("approve", update_id, "--as", "bob")
-            assert res.exit_code == 0, res.output
-            assert deploy("status", update_id).stdout.count("completed") >= 1
+            _ship(monkeypatch, projects[name], f"{name}-00{k + 1}", version)
 
     def currents() -> dict[str, object]:
         return {name: mainframe.health(name)["current"] for name in APPS}
@@ -312,6 +337,81 @@ def test_one_agent_per_host_carries_two_apps_from_alpha_to_a_mainframe(
     res = deploy("rollback", "notes-002", "--reason", "a bad night")
     assert res.exit_code == 0, res.output
     wait_for(lambda: currents() == {"notes": "notes-001", "polls": "polls-002"}, 30, "notes back")
+
+
+def test_each_app_of_a_host_omega_sends_its_blobs_through_its_own_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hosts: list[Host]
+) -> None:
+    """``blob-mirror`` in each app's table: each app's OMEGA redirects its own mainframes
+    to its own mirror (a real nginx with contrib/nginx/blob-mirror.conf over that app's
+    blob directory), signed with its own secret; the other's mirror refuses the URL."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import nginx_run
+
+    if nginx_run.nginx_binary() is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light; .ci/run does)")
+    secrets_dir = tmp_path / "mirror-secrets"
+    secrets_dir.mkdir()
+    ports = {name: free_port() for name in APPS}
+    for name in APPS:
+        (secrets_dir / name).write_text(f"{name}-mirror-secret-0123456789\n")
+        (secrets_dir / name).chmod(0o600)
+
+    def mirror_of(name: str) -> str:
+        return (
+            f'blob-mirror = "http://127.0.0.1:{ports[name]}/ashat"\n'
+            f'blob-mirror-secret-file = "{secrets_dir / name}"\n'
+        )
+
+    mirrors = {}
+    blobs = tmp_path / "omega" / "data" / "apps"  # each app's, on the host OMEGA
+    try:
+        for name in APPS:
+            conf = nginx_run.adapt(
+                "blob-mirror.conf",
+                {
+                    "listen 443 ssl;": f"listen 127.0.0.1:{ports[name]};",
+                    "ssl_certificate     /etc/ashat/tls/blobs.crt;   # CHANGE": "",
+                    "ssl_certificate_key /etc/ashat/tls/blobs.key;": "",
+                    "CHANGE-this-secret-16+chars": f"{name}-mirror-secret-0123456789",
+                    "/srv/ashat-blobs/": f"{blobs / name / 'blobs'}/",
+                },
+            )
+            mirrors[name] = nginx_run.start(tmp_path / f"nginx-{name}", conf, ports[name])
+        keys, projects, _, omega, mainframe = _two_app_fleet(
+            tmp_path, monkeypatch, hosts, omega_extra=mirror_of
+        )
+        for name in APPS:
+            _ship(monkeypatch, projects[name], f"{name}-001", "1.0.0")
+        wait_for(
+            lambda: (
+                [mainframe.health(name)["current"] for name in APPS] == ["notes-001", "polls-001"]
+            ),
+            30,
+            "both apps installed",
+        )
+        for name in APPS:
+            sent = [r["uri"] for r in mirrors[name].access() if r["status"] in ("200", "206")]
+            assert len(sent) == 1 and sent[0].startswith("/ashat/packs/"), sent
+        # a URL of one app's OMEGA opens nothing on the other app's mirror
+        lic = (keys / "notes.license").read_text().strip()
+        pack = sent[0].split("?")[0].rsplit("/", 1)[1]  # polls' pack
+        notes_pack = mirrors["notes"].access()[0]["uri"].split("?")[0].rsplit("/", 1)[1]
+        answer = httpx.get(
+            f"{omega.app_url('notes')}/v1/packs/notes-001/{notes_pack}",
+            headers={"Authorization": f"License {lic}"},
+            timeout=10,
+        )
+        assert answer.status_code == 307, answer.text
+        url = answer.headers["location"]
+        assert url.startswith(f"http://127.0.0.1:{ports['notes']}/ashat/packs/{notes_pack}?")
+        assert httpx.get(url, timeout=10).status_code == 200
+        other = url.replace(str(ports["notes"]), str(ports["polls"]))
+        assert httpx.get(other, timeout=10).status_code == 403  # polls' secret signs there
+        assert pack != notes_pack
+    finally:
+        for n in mirrors.values():
+            n.stop()
 
 
 def test_an_app_of_a_host_agent_reads_nothing_of_the_other_apps(
@@ -364,21 +464,35 @@ def test_an_app_of_a_host_agent_reads_nothing_of_the_other_apps(
     assert root.is_dir()
 
 
+@pytest.mark.parametrize(
+    ("role", "option", "fragment"),
+    [
+        ("public", ("--token-file", "t.token"), "--token-file: with --apps each app sets its own"),
+        (
+            "omega",
+            ("--blob-mirror", "https://blobs.example.com/ashat"),
+            "--blob-mirror: with --apps each app's blobs are its own: set blob-mirror",
+        ),
+        ("omega", ("--blob-offload", "nginx"), "--blob-offload serves one blob directory"),
+    ],
+)
 def test_options_each_app_must_have_of_its_own_are_refused_on_the_host_line(
-    tmp_path: Path,
+    tmp_path: Path, role: str, option: tuple[str, str], fragment: str
 ) -> None:
-    """One --token-file (or --db, --app-env, ...) for every app would be one token, one
-    fleet for all: refused, naming the option."""
+    """One --token-file (or --db, --app-env, a mirror, ...) for every app would be one
+    token, one fleet, one copy of the blobs for all: refused, naming the option."""
     _token(tmp_path / "t.token")
     (tmp_path / "apps.toml").write_text('[notes]\ntoken-file = "t.token"\n')
+    flag, value = option
     argv = [
-        *agent_command(), "--role", "public", "--data", str(tmp_path / "data"),
-        "--listen", "127.0.0.1:0", "--token-file", str(tmp_path / "t.token"),
-        "--apps", str(tmp_path / "apps.toml"),
+        *agent_command(), "--role", role, "--data", str(tmp_path / "data"),
+        "--listen", "127.0.0.1:0", flag, str(tmp_path / value) if flag == "--token-file"
+        else value, "--apps", str(tmp_path / "apps.toml"),
     ]  # fmt: skip
     res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert res.returncode == 2, res.stderr
-    assert "--token-file: with --apps each app sets its own" in res.stderr
+    assert fragment in res.stderr, res.stderr
+    assert not (tmp_path / "data" / "apps").exists()
 
 
 def test_the_sandbox_hides_the_other_apps_even_where_it_binds_their_parent() -> None:

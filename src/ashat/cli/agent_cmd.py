@@ -477,7 +477,8 @@ APP_OPTIONS = (
     "omega-ca-cert", "poll-wait", "blob-cache", "maintenance-window", "maintenance-tz",
     "update-lock-max", "omega-key", "license-trust", "poll-timeout", "db", "blob-dir",
     "upstream-file", "upstream-reload", "app-listen", "upstream-drain", "region",
-    "verifier-key", "root", "sandbox-bind", "advisories",
+    "verifier-key", "root", "sandbox-bind", "advisories", "blob-mirror",
+    "blob-mirror-secret-file", "blob-mirror-endpoint", "blob-mirror-region", "blob-url-ttl",
 )  # fmt: skip
 # What each app must have of its own: given once on the command line, every app would
 # share it (one token for all, one fleet database whose rollouts cancel each other's).
@@ -518,6 +519,15 @@ def _app_configs(ctx: click.Context, apps_file: Path) -> dict[str, AgentConfig]:
         raise click.UsageError(
             f"{', '.join(shared)}: with --apps each app sets its own, in its table of {where}"
         )
+    if ctx.params.get("blob_offload"):
+        raise click.UsageError(
+            f"{where}: --blob-offload serves one blob directory: one app per agent with it"
+        )
+    if ctx.params.get("blob_mirror"):
+        raise click.UsageError(
+            f"--blob-mirror: with --apps each app's blobs are its own: set blob-mirror (and "
+            f"its secret file) in each app's table of {where}"
+        )
     params: dict[str, dict[str, Any]] = {}
     for name, table in tables.items():
         if not APP_NAME_RE.fullmatch(name):
@@ -555,11 +565,6 @@ def _app_configs(ctx: click.Context, apps_file: Path) -> dict[str, AgentConfig]:
         except (click.UsageError, InvalidInput) as e:
             message = e.format_message() if isinstance(e, click.UsageError) else e.message
             raise click.UsageError(f"{where}: app {name}: {message}") from e
-    if ctx.params.get("blob_offload") or ctx.params.get("blob_mirror"):
-        raise click.UsageError(
-            f"{where}: --blob-offload and --blob-mirror serve one blob directory: one app "
-            "per agent with them"
-        )
     return configs
 
 
