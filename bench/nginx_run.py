@@ -51,7 +51,8 @@ class Nginx:
         path = self.home / "access.log"
         rows = []
         for line in path.read_text().splitlines() if path.exists() else []:
-            uri, status, sent, upstream, cache = line.split(" ")
+            uri, status, sent, rest = line.split(" ", 3)
+            upstream, cache = rest.rsplit(" ", 1)  # "0 : 28080_": a redirect followed
             rows.append(
                 {"uri": uri, "status": status, "sent": sent, "upstream": upstream, "cache": cache}
             )

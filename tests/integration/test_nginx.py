@@ -27,7 +27,7 @@ import pytest
 from ashat.agent.config import BlobMirror
 from ashat.demo import free_port
 from ashat.fleet.blob_links import blob_path, signed_url
-from support import deploy
+from support import deploy, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
@@ -102,6 +102,13 @@ def _manifest_blobs(fleet: Any, update_id: str) -> dict[str, int]:
     return {f["sha256"]: f["size"] for f in m["files"] if f["kind"] == "file"}
 
 
+def _last(n: Nginx, uri: str) -> dict[str, str]:
+    """The last request for ``uri`` in the access log, once logged (nginx logs a request
+    as it ends, which may be after its client has the answer; the polls go on beside)."""
+    wait_for(lambda: any(r["uri"] == uri for r in n.access()), 5, f"{uri} in the access log")
+    return [r for r in n.access() if r["uri"] == uri][-1]
+
+
 def _omega_blob_answers(fleet: Any, route: str = "/v1/blobs/{sha256}") -> int:
     """How many ``GET`` of ``route`` (a blob's, or a pack's) OMEGA answered 200 (its own
     metrics)."""
@@ -156,7 +163,8 @@ def test_omega_behind_nginx_lets_nginx_send_the_blobs(
         # a blob alone is nginx's to send too, once OMEGA checked the license
         r = http.get(f"{https(n)}/v1/blobs/{sha}", headers={"Authorization": f"License {token}"})
         assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == sha
-        assert n.access()[-1]["upstream"] == "0_" and _omega_blob_answers(fleet) >= 1
+        assert _last(n, f"/v1/blobs/{sha}")["upstream"] == "0_"
+        assert _omega_blob_answers(fleet) >= 1
         # a pack's range, and its directory reachable by the redirect alone
         r = http.get(
             f"{https(n)}{pack}", headers={"Authorization": f"License {token}", "Range": "bytes=3-9"}
@@ -337,4 +345,67 @@ def test_a_site_cache_costs_omega_one_answer_per_blob_or_pack(
             )
             assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == sha
     assert _omega_blob_answers(fleet) == 1
-    assert n.access()[-1]["cache"] == "HIT_"
+    assert _last(n, f"/v1/blobs/{sha}")["cache"] == "HIT_"
+
+
+def test_a_site_cache_follows_omegas_redirects_to_its_mirror(
+    hello_fleet: Any, nginx: Callable[..., Nginx], tls: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """OMEGA with --blob-mirror, mainframes behind a site cache: the cache follows OMEGA's
+    redirect itself and keeps what the mirror sent, so the mirror sends the release's pack
+    once for the site, OMEGA sends no byte, and no license token reaches the mirror."""
+    cert = tls[0]
+    mirror_port, cache_port = free_port(), free_port()
+    secret_file = tmp_path / "mirror.secret"
+    secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o600)
+    box: dict[str, Nginx] = {}
+    seen = tmp_path / "mirror-authorization.log"
+
+    def front(omega: Any) -> tuple[str, Path | None]:
+        mirror = adapt(
+            "blob-mirror.conf",
+            mirror_port,
+            tls,
+            {"CHANGE-this-secret-16+chars": SECRET, "/srv/ashat-blobs/": f"{omega.data}/blobs/"},
+        )
+        mirror = "log_format authorization '[$http_authorization]';\n" + mirror.replace(
+            "    location ~",
+            f"    access_log {seen} authorization;\n"
+            f"    access_log {tmp_path / 'nginx-mirror' / 'access.log'} ashat;\n    location ~",
+            1,
+        )
+        box["mirror"] = nginx("mirror", mirror, mirror_port)
+        cache = adapt(
+            "site-cache.conf",
+            cache_port,
+            tls,
+            {
+                "/var/cache/nginx/ashat": str(tmp_path / "site-cache"),
+                "max_size=50g": "max_size=1g",
+                "proxy_pass https://omega.example.com;": f"proxy_pass {omega.url};",
+            },
+        )
+        box["cache"] = nginx("cache", cache, cache_port)
+        return omega.url, cert
+
+    fleet = hello_fleet(
+        n=3,
+        omega_args=(
+            "--blob-mirror", f"https://127.0.0.1:{mirror_port}/ashat",
+            "--blob-mirror-secret-file", str(secret_file),
+        ),
+        mainframe_args=("--blob-cache", f"https://127.0.0.1:{cache_port}"),
+        front=front,
+    )  # fmt: skip
+    _ship(fleet)
+    mirror, cache = box["mirror"], box["cache"]
+    sent = [r["uri"].split("?")[0] for r in mirror.access() if r["status"] in ("200", "206")]
+    assert len(sent) == 1 and sent[0].startswith("/ashat/packs/"), mirror.access()
+    through = [r for r in cache.access() if r["uri"].startswith("/v1/packs/v1/")]
+    assert len(through) == 3 and all(r["status"] == "206" for r in through), through
+    assert sorted(r["cache"] for r in through) == ["HIT_", "HIT_", "MISS_"], through
+    assert _omega_blob_answers(fleet) == 0
+    assert _omega_blob_answers(fleet, "/v1/packs/{update_id}/{digest}") == 0
+    assert _pack_downloads(fleet)["mirror"] >= 1
+    assert seen.read_text().split() == ["[-]"], seen.read_text()  # no license there
