@@ -5,8 +5,10 @@ no syncfs, each is fsynced."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,26 @@ def test_linux_has_syncfs(tmp_path: Path) -> None:
 def test_syncfs_is_trusted_on_local_journalled_filesystems_only() -> None:
     assert blobs._syncfs_trusted(os.stat("/proc").st_dev) is False  # proc: not one of them
     blobs._syncfs_trusted.cache_clear()
+
+
+def test_fsync_threads_are_kept_and_a_forked_child_makes_its_own(tmp_path: Path) -> None:
+    """The fsync threads outlive a call (making eight costs ~2 ms a call); a child forked
+    after the parent used them (the warm helper forks each command) has none of them, and
+    makes its own rather than waiting on threads that are not there."""
+    dirs = [tmp_path / f"d{i}" for i in range(10)]
+    for d in dirs:
+        d.mkdir()
+    for _ in range(5):
+        blobs.fsync_paths(dirs)
+    workers = [t for t in threading.enumerate() if t.name.startswith("ashat-fsync")]
+    assert 0 < len(workers) <= blobs.SYNC_WORKERS
+    pid = os.fork()
+    if pid == 0:  # the child: done in time, or killed by the alarm
+        signal.alarm(10)
+        try:
+            blobs.fsync_paths(dirs)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

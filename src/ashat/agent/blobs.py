@@ -39,6 +39,7 @@ import re
 import secrets
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,8 +84,30 @@ def fsync_paths(paths: Sequence[str | Path]) -> None:
         for p in paths:
             _fsync_path(p)
         return
-    with ThreadPoolExecutor(min(SYNC_WORKERS, len(paths))) as pool:
-        list(pool.map(_fsync_path, paths))
+    list(_sync_pool().map(_fsync_path, paths))
+
+
+_pool: ThreadPoolExecutor | None = None  # the fsync threads, kept: making 8 costs ~2 ms
+_pool_lock = threading.Lock()
+
+
+def _sync_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(SYNC_WORKERS, thread_name_prefix="ashat-fsync")
+        return _pool
+
+
+def _forget_pool() -> None:
+    """In a forked child (the warm helper's commands): none of the parent's threads came
+    along, nor may its lock's state be trusted."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _syncfs_all(paths: Sequence[str | Path]) -> bool:
