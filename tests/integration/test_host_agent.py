@@ -390,13 +390,20 @@ def test_each_app_of_a_host_omega_sends_its_blobs_through_its_own_mirror(
             30,
             "both apps installed",
         )
+        sent = {}
         for name in APPS:
-            sent = [r["uri"] for r in mirrors[name].access() if r["status"] in ("200", "206")]
-            assert len(sent) == 1 and sent[0].startswith("/ashat/packs/"), sent
+
+            def served(name: str = name) -> list[str]:
+                rows = mirrors[name].access()
+                return [r["uri"].split("?")[0] for r in rows if r["status"] in ("200", "206")]
+
+            wait_for(lambda: bool(served()), 5, f"{name}'s mirror log")  # logged after
+            sent[name] = served()
+            assert len(sent[name]) == 1 and sent[name][0].startswith("/ashat/packs/"), sent
         # a URL of one app's OMEGA opens nothing on the other app's mirror
         lic = (keys / "notes.license").read_text().strip()
-        pack = sent[0].split("?")[0].rsplit("/", 1)[1]  # polls' pack
-        notes_pack = mirrors["notes"].access()[0]["uri"].split("?")[0].rsplit("/", 1)[1]
+        pack = sent["polls"][0].rsplit("/", 1)[1]
+        notes_pack = sent["notes"][0].rsplit("/", 1)[1]
         answer = httpx.get(
             f"{omega.app_url('notes')}/v1/packs/notes-001/{notes_pack}",
             headers={"Authorization": f"License {lic}"},

@@ -348,12 +348,19 @@ def test_a_site_cache_costs_omega_one_answer_per_blob_or_pack(
     assert _last(n, f"/v1/blobs/{sha}")["cache"] == "HIT_"
 
 
+@pytest.mark.parametrize("copy", ["whole", "empty"])
 def test_a_site_cache_follows_omegas_redirects_to_its_mirror(
-    hello_fleet: Any, nginx: Callable[..., Nginx], tls: tuple[Path, Path], tmp_path: Path
+    hello_fleet: Any,
+    nginx: Callable[..., Nginx],
+    tls: tuple[Path, Path],
+    tmp_path: Path,
+    copy: str,
 ) -> None:
     """OMEGA with --blob-mirror, mainframes behind a site cache: the cache follows OMEGA's
     redirect itself and keeps what the mirror sent, so the mirror sends the release's pack
-    once for the site, OMEGA sends no byte, and no license token reaches the mirror."""
+    once for the site, OMEGA sends no byte, and no license token reaches the mirror. A
+    mirror that has nothing yet: the cache asks OMEGA directly (X-Ashat-Direct), which
+    sends the mainframes to the blobs and sends each blob itself, once for the site."""
     cert = tls[0]
     mirror_port, cache_port = free_port(), free_port()
     secret_file = tmp_path / "mirror.secret"
@@ -363,11 +370,13 @@ def test_a_site_cache_follows_omegas_redirects_to_its_mirror(
     seen = tmp_path / "mirror-authorization.log"
 
     def front(omega: Any) -> tuple[str, Path | None]:
+        root = omega.data / "blobs" if copy == "whole" else tmp_path / "empty-copy"
+        root.mkdir(exist_ok=True)
         mirror = adapt(
             "blob-mirror.conf",
             mirror_port,
             tls,
-            {"CHANGE-this-secret-16+chars": SECRET, "/srv/ashat-blobs/": f"{omega.data}/blobs/"},
+            {"CHANGE-this-secret-16+chars": SECRET, "/srv/ashat-blobs/": f"{root}/"},
         )
         mirror = "log_format authorization '[$http_authorization]';\n" + mirror.replace(
             "    location ~",
@@ -384,6 +393,10 @@ def test_a_site_cache_follows_omegas_redirects_to_its_mirror(
                 "/var/cache/nginx/ashat": str(tmp_path / "site-cache"),
                 "max_size=50g": "max_size=1g",
                 "proxy_pass https://omega.example.com;": f"proxy_pass {omega.url};",
+                "https://blobs\\.example\\.com/": f"https://127\\.0\\.0\\.1:{mirror_port}/",
+                "/etc/ssl/certs/ca-certificates.crt": str(cert),
+                # nginx checks a name, not an IP address: the test certificate's
+                "set $signed": "proxy_ssl_name localhost;\n        set $signed",
             },
         )
         box["cache"] = nginx("cache", cache, cache_port)
@@ -401,6 +414,15 @@ def test_a_site_cache_follows_omegas_redirects_to_its_mirror(
     _ship(fleet)
     mirror, cache = box["mirror"], box["cache"]
     sent = [r["uri"].split("?")[0] for r in mirror.access() if r["status"] in ("200", "206")]
+    if copy == "empty":
+        assert sent == []
+        blobs = _manifest_blobs(fleet, "v1")
+        assert _omega_blob_answers(fleet) == len(blobs)  # each once, for three mainframes
+        refused = [r for r in mirror.access() if r["status"] == "404"]
+        # the pack, for each mainframe (OMEGA's 404 is not kept), and each blob once
+        assert len(refused) == 3 + len(blobs), mirror.access()
+        assert _pack_downloads(fleet)["omega"] == 0
+        return
     assert len(sent) == 1 and sent[0].startswith("/ashat/packs/"), mirror.access()
     through = [r for r in cache.access() if r["uri"].startswith("/v1/packs/v1/")]
     assert len(through) == 3 and all(r["status"] == "206" for r in through), through

@@ -29,7 +29,6 @@ read from the database at each scrape, are :mod:`.omega_metrics`'s.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -369,12 +368,15 @@ class Omega:
             log.warning("%s", e.message)
 
     def built_packs(self) -> list[tuple[str, Path]]:
-        """(manifest digest, file) of the pack of each release :meth:`pack` keeps, built
-        now where it is not (for the S3 mirror's copy); one it cannot build is left out."""
+        """(manifest digest, file) of the pack of each release :meth:`pack` keeps that is
+        built (at approval, or on a first request), for the S3 mirror's copy; nothing is
+        built here, so a pass that cannot build (a full disk, a replica without the blobs)
+        does not try again every 30 s."""
         out = []
-        for update_id, digest in self.store.latest_approvals(packs.KEPT):
-            with contextlib.suppress(NoSuchPack):
-                out.append((digest, self.pack(update_id, digest)))
+        for _, digest in self.store.latest_approvals(packs.KEPT):
+            path = packs.pack_path(self.agent.blobs, digest)
+            if path.is_file():
+                out.append((digest, path))
         return out
 
     def pack_built(self, update_id: str, digest: str) -> Path | None:

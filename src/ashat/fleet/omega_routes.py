@@ -490,8 +490,8 @@ class OmegaRoutes:
             lic = await run_in_threadpool(self.omega.blob_allowed, token, sha256)
         if request.headers.get(DIRECT_HEADER):  # the mirror failed this mainframe: from here
             url = None
-            if self.omega.s3 is not None:
-                await run_in_threadpool(self.omega.s3.forget, sha256)  # copied again next pass
+            if self.omega.s3 is not None:  # copied again at the next pass
+                await run_in_threadpool(self.omega.s3.forget, blob_path(sha256))
         else:
             url = await self._mirror_url(blob_path(sha256), lic.license_id)
         self.omega.metrics.blob_downloads.labels(by="omega" if url is None else "mirror").inc()
@@ -517,8 +517,9 @@ class OmegaRoutes:
         """A release's blobs in one file (:mod:`.packs`), answered as a blob is
         (:func:`~ashat.agent.server.immutable_file`). With ``--blob-mirror`` a licensed
         request is sent there, as a blob's is, and never answered here: the mirror takes
-        the bytes off OMEGA. An S3 mirror that does not hold the pack yet is answered 404,
-        so the mainframe takes the blobs one by one (each from the bucket once copied)."""
+        the bytes off OMEGA. An S3 mirror that does not hold the pack yet, or one that
+        failed for it (``X-Ashat-Direct``: its record is dropped, so the next pass copies it
+        again), is answered 404, so the mainframe takes the blobs one by one."""
         update_id = request.path_params["update_id"]
         digest = request.path_params["digest"]
         if not UPDATE_ID_RE.fullmatch(update_id) or not SHA256_RE.fullmatch(digest):
@@ -533,6 +534,13 @@ class OmegaRoutes:
         if path is None:  # one of the releases approved last, or NoSuchPack
             path = await run_in_threadpool(self.omega.pack, update_id, digest)
         if lic is not None and self.agent.config.blob_mirror is not None:
+            if request.headers.get(DIRECT_HEADER):  # the mirror failed for it: the blobs
+                if self.omega.s3 is not None:  # copied again at the next pass
+                    await run_in_threadpool(self.omega.s3.forget, packs.relative(digest))
+                raise NoSuchPack(
+                    f"the mirror failed for the pack of {update_id}: fetch its blobs one by one",
+                    update_id=update_id,
+                )
             url = await self._mirror_url(packs.relative(digest), lic.license_id)
             if url is None:
                 raise NoSuchPack(

@@ -514,6 +514,9 @@ class FleetStore:
             (mirror, digest),
         )
 
+    def forget_mirrored_pack(self, mirror: str, digest: str) -> None:
+        self._run("DELETE FROM mirrored_packs WHERE mirror=? AND digest=?", (mirror, digest))
+
     def pack_mirrored(self, mirror: str, digest: str) -> bool:
         return (
             self._scalar(

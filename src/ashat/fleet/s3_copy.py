@@ -110,6 +110,8 @@ class S3Copy:
         # blob back): known without a query, on the event loop
         self.held: set[str] = set()
         self.stop = threading.Event()  # OMEGA is stopping: a pass ends after its blob
+        # each pack's SHA-256 (for S3's check), by digest, with the (inode, size) it was of
+        self._pack_sums: dict[str, tuple[tuple[int, int], bytes]] = {}
 
     def holds(self, path: str) -> bool:
         """Whether the bucket has the blob or pack at ``path`` (its path in the blob
@@ -125,11 +127,16 @@ class S3Copy:
             self.held.add(path)
         return copied
 
-    def forget(self, sha256: str) -> None:
-        """A mainframe could not take the blob from the bucket (refused, or the wrong
-        bytes): send it from OMEGA until the next pass has copied it again."""
-        self.held.discard(blob_path(sha256))
-        self.store.forget_mirrored_blob(self.mirror.name, sha256)
+    def forget(self, path: str) -> None:
+        """A mainframe (or its site cache) could not take the blob or pack at ``path`` from
+        the bucket (refused, or the wrong bytes): not redirected there until the next pass
+        has copied it again."""
+        self.held.discard(path)
+        kind, _, name = path.partition("/")
+        if kind == packs.DIRECTORY:
+            self.store.forget_mirrored_pack(self.mirror.name, name)
+        else:
+            self.store.forget_mirrored_blob(self.mirror.name, path.rsplit("/", 1)[-1])
 
     def copy_pending(self) -> int:
         """Copy every approved blob the record says the bucket lacks, then each pack not
@@ -197,11 +204,17 @@ class S3Copy:
             size = os.fstat(body.fileno()).st_size
             if size > MAX_PUT:
                 return False
-            sha = hashlib.sha256()
-            while chunk := body.read(HASH_CHUNK):
-                sha.update(chunk)
-            body.seek(0)
-            self._send(packs.relative(digest), body, size, sha.digest())
+            known = (os.fstat(body.fileno()).st_ino, size)
+            checksum = self._pack_sums.get(digest)
+            if checksum is None or checksum[0] != known:  # hashed once, not at every try
+                sha = hashlib.sha256()
+                while chunk := body.read(HASH_CHUNK):
+                    if self.stop.is_set():
+                        return False
+                    sha.update(chunk)
+                checksum = self._pack_sums[digest] = (known, sha.digest())
+                body.seek(0)
+            self._send(packs.relative(digest), body, size, checksum[1])
         return True
 
     def _send(self, path: str, body: Any, size: int, sha256: bytes) -> None:
