@@ -165,3 +165,18 @@ def make_wheel(house: Path, name: str, version: str, code: str, requires: tuple[
         for path, text in files.items():
             z.writestr(path, text)
     return out
+
+
+def downloads_by(omega_url: str, what: str = "blob") -> dict[str, int]:
+    """OMEGA's ``ashat_fleet_{what}_downloads_total`` (``blob`` or ``pack``), by who sent
+    the bytes: ``omega`` or ``mirror``."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{omega_url}/metrics", timeout=10).text
+    return {
+        sample.labels["by"]: int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == f"ashat_fleet_{what}_downloads_total"
+    }

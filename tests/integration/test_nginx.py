@@ -27,7 +27,7 @@ import pytest
 from ashat.agent.config import BlobMirror
 from ashat.demo import free_port
 from ashat.fleet.blob_links import blob_path, signed_url
-from support import deploy, wait_for
+from support import deploy, downloads_by, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
@@ -189,17 +189,6 @@ def test_omega_behind_nginx_lets_nginx_send_the_blobs(
         assert r.status_code == 401 and "License" in r.json()["error"]
 
 
-def _pack_downloads(fleet: Any) -> dict[str, int]:
-    """OMEGA's ``ashat_fleet_pack_downloads_total``, by who sent the bytes."""
-    text = httpx.get(f"{fleet.omega.url}/metrics", timeout=10).text
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("ashat_fleet_pack_downloads_total{"):
-            by = line.split('by="', 1)[1].split('"', 1)[0]
-            out[by] = int(float(line.rsplit(" ", 1)[1]))
-    return out
-
-
 @pytest.mark.parametrize("copy", ["whole", "without packs"])
 def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
     hello_fleet: Any,
@@ -253,7 +242,7 @@ def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
     # OMEGA sent no byte itself: it signed each mainframe a URL, and the mirror sent them
     assert _omega_blob_answers(fleet) == 0
     assert _omega_blob_answers(fleet, "/v1/packs/{update_id}/{digest}") == 0
-    assert _pack_downloads(fleet) == {"omega": 0, "mirror": 2}
+    assert downloads_by(fleet.omega.url, "pack") == {"omega": 0, "mirror": 2}
     if copy == "whole":
         assert taken == [f"packs/{digest}"] * 2  # the release: one request a mainframe
     else:
@@ -421,7 +410,7 @@ def test_a_site_cache_follows_omegas_redirects_to_its_mirror(
         refused = [r for r in mirror.access() if r["status"] == "404"]
         # the pack, for each mainframe (OMEGA's 404 is not kept), and each blob once
         assert len(refused) == 3 + len(blobs), mirror.access()
-        assert _pack_downloads(fleet)["omega"] == 0
+        assert downloads_by(fleet.omega.url, "pack")["omega"] == 0
         return
     assert len(sent) == 1 and sent[0].startswith("/ashat/packs/"), mirror.access()
     through = [r for r in cache.access() if r["uri"].startswith("/v1/packs/v1/")]
@@ -429,5 +418,5 @@ def test_a_site_cache_follows_omegas_redirects_to_its_mirror(
     assert sorted(r["cache"] for r in through) == ["HIT_", "HIT_", "MISS_"], through
     assert _omega_blob_answers(fleet) == 0
     assert _omega_blob_answers(fleet, "/v1/packs/{update_id}/{digest}") == 0
-    assert _pack_downloads(fleet)["mirror"] >= 1
+    assert downloads_by(fleet.omega.url, "pack")["mirror"] >= 1
     assert seen.read_text().split() == ["[-]"], seen.read_text()  # no license there

@@ -33,7 +33,7 @@ import pytest
 from ashat.agent.config import S3Mirror
 from ashat.demo import free_port
 from ashat.fleet.blob_links import blob_path, presigned_url
-from support import deploy, wait_for
+from support import deploy, downloads_by, wait_for
 
 # pip puts the binary beside the interpreter, which is not on every PATH (a pyenv shim may
 # not exist yet)
@@ -138,14 +138,7 @@ def blobs_of(fleet: Any, update_id: str) -> dict[str, int]:
 
 
 def downloads(fleet: Any, what: str = "blob") -> dict[str, int]:
-    """OMEGA's ``ashat_fleet_blob_downloads_total`` (or ``pack``), by who sent the bytes."""
-    text = httpx.get(f"{fleet.omega.url}/metrics", timeout=10).text
-    out = {}
-    for line in text.splitlines():
-        if line.startswith(f"ashat_fleet_{what}_downloads_total{{"):
-            by = line.split('by="', 1)[1].split('"', 1)[0]
-            out[by] = int(float(line.rsplit(" ", 1)[1]))
-    return out
+    return downloads_by(fleet.omega.url, what)
 
 
 def join(fleet: Any, mainframe_factory: Any, mainframe_id: str) -> Any:
