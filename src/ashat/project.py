@@ -41,8 +41,10 @@ def current_actor(explicit: str | None = None) -> str:
     return actor
 
 
-def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` atomically (temp file in the same directory, then rename) with ``mode``."""
+def write_private(path: Path, data: bytes, mode: int = 0o600, *, sync: bool = True) -> None:
+    """Write ``data`` atomically (temp file in the same directory, then rename) with ``mode``;
+    ``sync=False`` for a file that only saves work (a crash may leave the old file, or an
+    empty one, never a mix)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -50,7 +52,8 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

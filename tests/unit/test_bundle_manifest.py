@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -177,6 +178,12 @@ def test_round_trip_property(
         assume(False)  # generated a case collision or a file-as-parent: refused, not our subject
         raise
     assert parse_manifest(m.to_bytes()) == m
+    # The bytes are put together from parts (the file list's made once per tuple): they
+    # must be the canonical JSON of the whole, signed, replaced or not.
+    signed = replace(m, sequence=1).with_signature(Signature("alpha", "0" * 16, "c2ln"))
+    for each in (m, signed):
+        assert each.to_bytes() == canonical_json(each.to_dict())
+        assert each.signing_bytes() == canonical_json(each.signing_dict())
 
 
 # --- refusals --------------------------------------------------------------------------

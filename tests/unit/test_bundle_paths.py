@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ashat.bundle.errors import BundleError, UnsafePath
 from ashat.bundle.paths import (
     MAX_SYMLINK_HOPS,
+    _check_rel_path,
     casefold_collisions,
     escaping_symlinks,
     resolve_in_tree,
@@ -181,3 +182,19 @@ def test_an_ascii_path_folds_as_the_unicode_rule_would(p: str) -> None:
     from ashat.bundle.paths import _fold
 
     assert _fold(p) == unicodedata.normalize("NFC", unicodedata.normalize("NFD", p).casefold())
+
+
+@given(st.text(alphabet="ab./_-+\\\x00é", max_size=24) | st.text(max_size=40))
+def test_the_fast_path_accepts_only_what_each_rule_accepts(p: str) -> None:
+    """A plain ASCII path is accepted at sight (issue 20); never one a rule refuses."""
+    try:
+        _check_rel_path(p)
+        ruled_ok = True
+    except UnsafePath:
+        ruled_ok = False
+    try:
+        validate_rel_path(p)
+        ok = True
+    except UnsafePath:
+        ok = False
+    assert ok == ruled_ok

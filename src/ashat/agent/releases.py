@@ -137,7 +137,7 @@ class ReleaseStore:
             copied: list[str] = []
             for e in m.files:
                 target = f"{root}/{e.path}"  # safe: validated relative POSIX path
-                parent = os.path.dirname(target)
+                parent = target.rpartition("/")[0]  # os.path.dirname, of a normalized path
                 if parent not in dirs:
                     os.makedirs(parent, mode=0o755, exist_ok=True)
                     while parent not in dirs:

@@ -99,7 +99,7 @@ class HashCache:
         # A cache that cannot be written only costs a re-hash next time.
         with contextlib.suppress(OSError, ValueError):
             data = canonical_json({"version": CACHE_VERSION, "root": self.root, "files": files})
-            write_private(self.path, data, mode=0o600)
+            write_private(self.path, data, mode=0o600, sync=False)  # a torn cache is ignored
 
 
 def stat_key(st: os.stat_result) -> Stat:

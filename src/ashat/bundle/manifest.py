@@ -23,7 +23,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, cast
 
 from ashat.bundle.errors import DuplicatePath, ManifestInvalid, ManifestTooLarge, UnsafePath
 from ashat.bundle.paths import (
@@ -32,7 +32,7 @@ from ashat.bundle.paths import (
     symlink_target_ok,
     validate_rel_path,
 )
-from ashat.canonical import canonical_json
+from ashat.canonical import canonical_json, canonical_object
 from ashat.ids import UPDATE_ID_RE
 
 SCHEMA = 1
@@ -92,6 +92,8 @@ def _json_copy(v: Any, fld: str, where: str = "manifest") -> Any:
 
 
 def _check_keys(obj: Any, required: frozenset[str], optional: frozenset[str], where: str) -> None:
+    if type(obj) is dict and obj.keys() == required:
+        return  # exactly the required keys: the common case, one set comparison
     if not isinstance(obj, dict):
         _invalid(f"{where} must be a JSON object, got {_tname(obj)}", where)
     missing = sorted(required - obj.keys())
@@ -284,7 +286,8 @@ def _check_tree(files: tuple[FileEntry, ...]) -> None:
         )
 
 
-_CHECKED: dict[int, tuple[FileEntry, ...]] = {}  # id -> a files tuple checked (and kept alive)
+# id -> [a files tuple checked (kept alive), its canonical JSON once asked for, else None]
+_CHECKED: dict[int, list[Any]] = {}
 _CHECKED_KEPT = 4
 _CHECKED_LOCK = threading.Lock()  # an agent builds manifests on several threads
 
@@ -295,7 +298,8 @@ def _checked_files(given: Any) -> tuple[FileEntry, ...]:
     signatures) need not check 2,000 paths again (issue 20)."""
     if type(given) is tuple:
         with _CHECKED_LOCK:
-            if _CHECKED.get(id(given)) is given:  # a live object's id is its own
+            slot = _CHECKED.get(id(given))
+            if slot is not None and slot[0] is given:  # a live object's id is its own
                 return given
     files = tuple(given)
     for e in files:
@@ -306,8 +310,24 @@ def _checked_files(given: Any) -> tuple[FileEntry, ...]:
     with _CHECKED_LOCK:
         while len(_CHECKED) >= _CHECKED_KEPT:
             del _CHECKED[next(iter(_CHECKED))]
-        _CHECKED[id(files)] = files
+        _CHECKED[id(files)] = [files, None]
     return files
+
+
+def _files_json(files: tuple[FileEntry, ...]) -> bytes:
+    """The canonical JSON of ``files`` (a checked tuple), made once per tuple while it is
+    remembered: a push signs, replaces and writes one manifest several times, and its 2,000
+    entries were most of each serialization (issue 20)."""
+    with _CHECKED_LOCK:
+        slot = _CHECKED.get(id(files))
+        if slot is not None and slot[0] is files and slot[1] is not None:
+            return cast(bytes, slot[1])
+    data = canonical_json([e.to_dict() for e in files])
+    with _CHECKED_LOCK:
+        slot = _CHECKED.get(id(files))
+        if slot is not None and slot[0] is files:
+            slot[1] = data
+    return data
 
 
 @dataclass(frozen=True)
@@ -352,10 +372,23 @@ class Manifest:
         object.__setattr__(self, "signatures", sigs)
 
         try:
-            signing = canonical_json(self.signing_dict())
+            signing = canonical_object(self._signing_members())
         except ValueError as e:  # e.g. a lone surrogate in the description
             _invalid(f"manifest is not representable as canonical JSON ({e})", "manifest")
         object.__setattr__(self, "_signing", signing)
+
+    def _signing_members(self) -> dict[str, bytes]:
+        """:meth:`signing_dict`'s members, each as canonical JSON."""
+        return {
+            "schema": canonical_json(self.schema),
+            "update_id": canonical_json(self.update_id),
+            "sequence": canonical_json(self.sequence),
+            "description": canonical_json(self.description),
+            "created_at": canonical_json(self.created_at),
+            "source": canonical_json(self.source),
+            "app": canonical_json(self.app),
+            "files": _files_json(self.files),
+        }
 
     def signing_dict(self) -> dict[str, Any]:
         """Everything but ``signatures``: the object whose canonical JSON is signed."""
@@ -379,7 +412,10 @@ class Manifest:
         return self._signing
 
     def to_bytes(self) -> bytes:
-        return canonical_json(self.to_dict())
+        """The canonical JSON of :meth:`to_dict`."""
+        members = self._signing_members()
+        members["signatures"] = canonical_json([s.to_dict() for s in self.signatures])
+        return canonical_object(members)
 
     def digest(self) -> str:
         """SHA-256 hex of :meth:`signing_bytes`: the manifest's identity, signatures aside."""

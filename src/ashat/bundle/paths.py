@@ -28,6 +28,12 @@ def _has_control(s: str) -> bool:
     return _CONTROL.search(s) is not None
 
 
+# Paths of plain ASCII names, none of them '.' or '..': safe at sight, if short enough
+# that no component can pass 255 bytes (a push checks each of its 2,000 paths twice, an
+# agent once more; the full checks below cost five times as much, issue 20).
+_PLAIN = re.compile(r"(?!\.\.?(?:/|\Z))[\w.+@=,-]+(?:/(?!\.\.?(?:/|\Z))[\w.+@=,-]+)*", re.ASCII)
+
+
 def validate_rel_path(p: str) -> str:
     """Return ``p`` if it is a safe relative POSIX path, else raise :class:`UnsafePath`.
 
@@ -35,6 +41,13 @@ def validate_rel_path(p: str) -> str:
     without '\\', NUL or other control characters, whose '/'-separated components are
     each non-empty, not '.' or '..', and at most 255 bytes. Any (encodable) Unicode is fine.
     """
+    if type(p) is str and len(p) <= MAX_NAME_BYTES and _PLAIN.fullmatch(p):
+        return p
+    return _check_rel_path(p)
+
+
+def _check_rel_path(p: str) -> str:
+    """:func:`validate_rel_path`, each rule checked on its own (and named when broken)."""
     if not isinstance(p, str):
         raise UnsafePath(f"path must be a string, got {type(p).__name__}", path=repr(p))
     if not p:
