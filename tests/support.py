@@ -167,16 +167,33 @@ def make_wheel(house: Path, name: str, version: str, code: str, requires: tuple[
     return out
 
 
-def downloads_by(omega_url: str, what: str = "blob") -> dict[str, int]:
-    """OMEGA's ``ashat_fleet_{what}_downloads_total`` (``blob`` or ``pack``), by who sent
-    the bytes: ``omega`` or ``mirror``."""
+def samples(url: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples ``name`` of an agent's ``/metrics`` (read by prometheus_client's parser):
+    each its labels and value."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(f"{omega_url}/metrics", timeout=10).text
-    return {
-        sample.labels["by"]: int(sample.value)
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return [
+        (sample.labels, sample.value)
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == f"ashat_fleet_{what}_downloads_total"
+        if sample.name == name
+    ]
+
+
+def downloads_by(omega_url: str, what: str = "blob") -> dict[str, int]:
+    """OMEGA's ``ashat_fleet_{what}_downloads_total`` (``blob`` or ``pack``), by who sent
+    the bytes: ``omega`` or ``mirror``."""
+    found = samples(omega_url, f"ashat_fleet_{what}_downloads_total")
+    return {labels["by"]: int(value) for labels, value in found}
+
+
+def answers_by_status(url: str, method: str, route: str) -> dict[int, int]:
+    """How many ``method route`` requests an agent answered, by status (its own metrics)."""
+    found = samples(url, "ashat_agent_requests_total")
+    return {
+        int(labels["status"]): int(value)
+        for labels, value in found
+        if labels["method"] == method and labels["route"] == route
     }

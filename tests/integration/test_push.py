@@ -3,6 +3,7 @@ and that every failure leaves the deployment ``failed`` and PUBLIC on its previo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from support import answers_by_status, deploy, deploy_json, enter_hello_project
 from support import configure as configure_tier
-from support import deploy, deploy_json, enter_hello_project
 
 
 def current(agent: Any) -> str | None:
@@ -66,6 +67,29 @@ def test_unchanged_tree_under_a_new_id_sends_no_blob(
     code, out = deploy_json("push", "hello-003", "one file changed")
     assert code == 0 and out["blobs_sent"] == 1 and out["bytes_sent"] == len("9.9.9\n")
     assert out["sequence"] == 3
+
+
+def test_a_re_push_asks_only_about_new_blobs_and_sends_one_public_lost(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """A tree that shares files with the release PUBLIC runs is asked about only for the
+    others (issue 20: PUBLIC checked each of 2,000 digests per push); a blob of that release
+    PUBLIC lost since is sent once staging says so, and the push goes on."""
+    agent = agent_factory()
+    root = hello_project(agent)
+    assert deploy("push", "hello-001", "one").exit_code == 0
+    lost = (root / "serve.py").read_bytes()
+    sha = hashlib.sha256(lost).hexdigest()
+    (agent.data / "blobs" / "sha256" / sha[:2] / sha).unlink()  # a cleanup, a disk's fault
+    (root / "VERSION").write_text("9.9.9\n")
+    code, out = deploy_json("push", "hello-002", "one file changed")
+    assert code == 0, out
+    assert out["blobs_sent"] == 2 and out["bytes_sent"] == len("9.9.9\n") + len(lost)
+    # asked only about VERSION, PUBLIC refused the first stage for serve.py's blob
+    assert answers_by_status(agent.url, "POST", "/v1/releases") == {409: 1, 201: 2}
+    assert current(agent) == "hello-002"
+    assert "push.uploaded" in deploy("log", "hello-002").stdout
+    assert deploy("audit", "verify").exit_code == 0
 
 
 def test_push_without_signing_key_says_how_and_records_nothing(

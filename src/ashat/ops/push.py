@@ -121,7 +121,25 @@ def _bundle(
     def blob(sha: str) -> BlobRef:
         return BlobRef(sha, sizes[sha], blob_path(sha))
 
-    return Bundle(manifest, sizes, sign, blob, dict(manifest.source))
+    def held(pushed: str | None) -> frozenset[str]:
+        return _kept_blobs(project, pushed)
+
+    return Bundle(manifest, sizes, sign, blob, dict(manifest.source), held)
+
+
+def _kept_blobs(project: Project, update_id: str | None) -> frozenset[str]:
+    """The blob digests of the manifest this project kept for ``update_id`` (empty if none):
+    only a hint of what PUBLIC holds, which it checks itself at staging, so the file is
+    read, not validated (a 2,000-file manifest: ~3 ms against ~20 ms parsed, issue 20)."""
+    from ashat.ids import UPDATE_ID_RE
+
+    if not isinstance(update_id, str) or not UPDATE_ID_RE.fullmatch(update_id):
+        return frozenset()  # none, or not an id (PUBLIC's answer names it): no file to read
+    try:
+        files = json.loads(project.manifest_path(update_id).read_bytes()).get("files")
+        return frozenset(f["sha256"] for f in files if f.get("kind") == "file")
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return frozenset()
 
 
 def task_references(project: Project, refs: Sequence[str]) -> list[dict[str, Any]]:

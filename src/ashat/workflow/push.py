@@ -4,7 +4,9 @@ A push is a sequence of idempotent steps (DESIGN §5), each recorded as an event
 
 1. record the deployment in ``pushing`` (allocating its ``sequence``, taking PUBLIC's lease);
 2. sign the manifest with that sequence;
-3. ask PUBLIC which blobs it lacks and send only those;
+3. ask PUBLIC which blobs it lacks and send only those (of a tree that shares most files
+   with the release PUBLIC runs, only about the others: a stage refused for a blob gone
+   since gets it sent, and is asked again, once);
 4. stage the signed manifest, activate it (the agent starts the new app, waits until it is
    healthy, and only then stops the old one);
 5. move to ``pushed`` with what was sent.
@@ -86,6 +88,9 @@ class Bundle:
     sign: Callable[[int], ManifestLike]
     blob: Callable[[str], Any]
     source: Mapping[str, Any]
+    # The blobs of the release with this id, as this ALPHA pushed it (empty if unknown):
+    # those PUBLIC holds already if it runs that release, and need not be asked about.
+    held: Callable[[str | None], frozenset[str]] = field(default=lambda _id: frozenset())
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,23 @@ def _start(
     return existing, True
 
 
+def _upload(agent: AgentPort, bundle: Bundle, digests: Sequence[str]) -> int:
+    """Send the blobs of ``digests`` PUBLIC asked for; the bytes sent."""
+    unknown = set(digests) - set(bundle.blob_sizes)
+    if unknown:
+        raise OperationFailed(f"PUBLIC asked for {len(unknown)} blobs that are not in the bundle")
+    return agent.upload([bundle.blob(d) for d in digests])
+
+
+def _lacking(e: AshatError) -> list[str]:
+    """The digests a stage refused for lacking (the agent's ``blobs_missing``), else []."""
+    body = e.details.get("agent") if e.kind == "blobs_missing" else None
+    got = body.get("missing") if isinstance(body, dict) else None
+    if not isinstance(got, list) or not all(isinstance(d, str) for d in got):
+        return []
+    return got
+
+
 def push(
     wf: Workflow,
     agent: AgentPort,
@@ -227,13 +249,9 @@ def push(
         )
         lap("plan")
         digests = sorted(bundle.blob_sizes)
-        missing = agent.missing(digests)
-        unknown = set(missing) - set(bundle.blob_sizes)
-        if unknown:
-            raise OperationFailed(
-                f"PUBLIC asked for {len(unknown)} blobs that are not in the bundle"
-            )
-        sent = agent.upload([bundle.blob(d) for d in missing])
+        held = bundle.held(public_previous)
+        missing = agent.missing([d for d in digests if d not in held])
+        sent = _upload(agent, bundle, missing)
         skipped = len(digests) - len(missing)
         wf.note(
             update_id,
@@ -244,7 +262,20 @@ def push(
         step("upload", f"sent {len(missing)} blobs ({size_text(sent)}), {skipped} already there")
         crash_point("push.uploaded")
         wf.renew("public", update_id)
-        staged = agent.stage(signed.to_bytes())
+        data = signed.to_bytes()
+        try:
+            staged = agent.stage(data)
+        except AshatError as e:
+            gone = _lacking(e)
+            if not gone:
+                raise
+            # a blob of the release PUBLIC ran, collected since, or one it lost: send, stage again
+            resent = _upload(agent, bundle, gone)
+            wf.note(update_id, "push.uploaded", {"blobs_sent": len(gone), "bytes_sent": resent})
+            sent += resent
+            missing = sorted({*missing, *gone})
+            staged = agent.stage(data)
+        skipped = len(digests) - len(missing)
         lap("stage")
         step(
             "stage",
