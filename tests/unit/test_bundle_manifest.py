@@ -387,6 +387,18 @@ def test_duplicate_json_key_is_refused() -> None:
         parse_manifest(evil)
 
 
+def test_a_duplicate_key_in_an_entry_is_refused_and_other_spacing_is_read() -> None:
+    """Canonical bytes are read by the C parser alone (issue 20); anything else, key by key."""
+    m = make()
+    good = m.to_bytes()
+    i = good.index(b'"mode":')
+    evil = good[:i] + b'"mode":420,' + good[i:]  # a file entry with "mode" twice
+    with pytest.raises(ManifestInvalid, match="duplicate JSON key 'mode'"):
+        parse_manifest(evil)
+    spaced = json.dumps(json.loads(good), indent=2).encode()
+    assert spaced != good and parse_manifest(spaced) == m
+
+
 def test_size_limit_is_checked_before_parsing() -> None:
     with pytest.raises(ManifestTooLarge) as ei:
         parse_manifest(b"x" * 101, max_bytes=100)  # not JSON either: size wins
