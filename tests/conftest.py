@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,47 +36,6 @@ os.environ["ASHAT_HELPER_SOCKET"] = os.path.join(
 )
 
 pytest_plugins = ["process_fixtures"]  # tests/process_fixtures.py: tests/ is on sys.path
-
-# Where a tmpfs has room, the tests' temp directories are made there (ASHAT_TEST_TMP=disk,
-# or --basetemp, keeps them where pytest puts them). A test run makes and removes hundreds
-# of thousands of files; on a disk whose filesystem skips inodes freed lately (ext4 without
-# a journal, as on the CI machine, passes over those freed in the last 60-300 s) each new
-# file then costs up to 0.5 ms. The processes, files and SQLite databases are as real there.
-RAM_TMP = "/dev/shm"
-RAM_TMP_FREE = 8 * 1024**3  # bytes it must have free
-_ram_base = pytest.StashKey[str]()
-
-
-def _tmpfs_with_room(path: str) -> bool:
-    try:
-        with open("/proc/self/mounts", encoding="utf-8") as f:
-            mounts = {line.split()[1]: line.split()[2] for line in f if len(line.split()) > 2}
-        st = os.statvfs(path)
-    except OSError:
-        return False
-    return (
-        mounts.get(path) == "tmpfs"
-        and os.access(path, os.W_OK)
-        and st.f_bavail * st.f_frsize >= RAM_TMP_FREE
-    )
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest's own tmp_path plugin reads --basetemp
-def pytest_configure(config: pytest.Config) -> None:
-    if config.option.basetemp or os.environ.get("ASHAT_TEST_TMP") == "disk":
-        return
-    if not _tmpfs_with_room(RAM_TMP):
-        return
-    base = tempfile.mkdtemp(prefix="ashat-tests-", dir=RAM_TMP)
-    config.option.basetemp = base
-    config.stash[_ram_base] = base
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The temp directories in RAM go when every test passed (else they stay, for a look)."""
-    base = session.config.stash.get(_ram_base, None)
-    if base is not None and exitstatus == 0:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 class FakeClock:
