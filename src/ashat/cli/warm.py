@@ -395,8 +395,12 @@ def main() -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     if code is not None:
-        sys.stdout.flush()
-        sys.exit(code)
+        # The command wrote to our stdout and stderr from its own process, and this one holds
+        # nothing else: end without the interpreter's tear-down (8 ms of each command here).
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
     from ashat.cli.deploy import main as run_here
 
     run_here()
