@@ -27,7 +27,7 @@ import pytest
 from ashat.agent.config import BlobMirror
 from ashat.demo import free_port
 from ashat.fleet.blob_links import blob_path, signed_url
-from support import deploy, downloads_by, wait_for
+from support import answers_by_status, deploy, downloads_by, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
@@ -112,13 +112,7 @@ def _last(n: Nginx, uri: str) -> dict[str, str]:
 def _omega_blob_answers(fleet: Any, route: str = "/v1/blobs/{sha256}") -> int:
     """How many ``GET`` of ``route`` (a blob's, or a pack's) OMEGA answered 200 (its own
     metrics)."""
-    text = httpx.get(f"{fleet.omega.url}/metrics", timeout=10).text
-    total = 0
-    wanted = (f'route="{route}"', 'method="GET"', 'status="200"')
-    for line in text.splitlines():
-        if line.startswith("ashat_agent_requests_total{") and all(w in line for w in wanted):
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
+    return answers_by_status(fleet.omega.url, "GET", route).get(200, 0)
 
 
 def test_omega_behind_nginx_lets_nginx_send_the_blobs(

@@ -300,14 +300,20 @@ _CHECKED_KEPT = 4
 _CHECKED_LOCK = threading.Lock()  # an agent builds manifests on several threads
 
 
+def _slot(files: object) -> list[Any] | None:
+    """What is remembered of ``files`` if it is a tuple :func:`_checked_files` returned
+    lately (a live object's id is its own); call under ``_CHECKED_LOCK``."""
+    slot = _CHECKED.get(id(files))
+    return slot if slot is not None and slot[0] is files else None
+
+
 def _checked_files(given: Any) -> tuple[FileEntry, ...]:
     """``given`` as the sorted, checked tuple a manifest holds. A tuple this function
     returned lately is that already: ``dataclasses.replace`` of a manifest (a new sequence,
     signatures) need not check 2,000 paths again (issue 20)."""
     if type(given) is tuple:
         with _CHECKED_LOCK:
-            slot = _CHECKED.get(id(given))
-            if slot is not None and slot[0] is given:  # a live object's id is its own
+            if _slot(given) is not None:
                 return given
     files = tuple(given)
     for e in files:
@@ -327,13 +333,13 @@ def _files_json(files: tuple[FileEntry, ...]) -> bytes:
     remembered: a push signs, replaces and writes one manifest several times, and its 2,000
     entries were most of each serialization (issue 20)."""
     with _CHECKED_LOCK:
-        slot = _CHECKED.get(id(files))
-        if slot is not None and slot[0] is files and slot[1] is not None:
+        slot = _slot(files)
+        if slot is not None and slot[1] is not None:
             return cast(bytes, slot[1])
     data = canonical_json([e.to_dict() for e in files])
     with _CHECKED_LOCK:
-        slot = _CHECKED.get(id(files))
-        if slot is not None and slot[0] is files:
+        slot = _slot(files)
+        if slot is not None:
             slot[1] = data
     return data
 
