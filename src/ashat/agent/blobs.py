@@ -221,6 +221,24 @@ def blob_path(sha256: str) -> str:
     return f"sha256/{sha256[:2]}/{sha256}"
 
 
+def _unlink_settled(paths: Iterable[str], grace_s: float) -> tuple[int, int]:
+    """Delete each of ``paths`` not changed (written or linked) within ``grace_s`` seconds;
+    the files and bytes freed. A path gone already is skipped."""
+    now = time.time()
+    files = freed = 0
+    for path in paths:
+        try:
+            st = os.lstat(path)
+            if now - st.st_ctime < grace_s:
+                continue
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        files += 1
+        freed += st.st_size
+    return files, freed
+
+
 class BlobStore:
     def __init__(self, root: Path, tmp: Path, max_blob_bytes: int) -> None:
         self.root = root  # blobs/ (holds sha256/ and mode-NNNN/)
@@ -392,8 +410,7 @@ class BlobStore:
         seconds, as a blob uploaded for a release not staged yet is. Returns the files and
         bytes freed. Call under the agent's lock; a crash half-way leaves only unused files
         (or fewer of them), never a kept one missing."""
-        now = time.time()
-        files = freed = 0
+        unused: list[str] = []
         try:
             kinds = list(os.scandir(self._root))
         except FileNotFoundError:
@@ -411,18 +428,17 @@ class BlobStore:
                 for entry in os.scandir(shard.path):
                     sha = entry.name
                     kept = sha in digests if mode == BLOB_MODE else (sha, mode) in modes
-                    if kept:
-                        continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                        if now - st.st_ctime < grace_s:
-                            continue
-                        os.unlink(entry.path)
-                    except FileNotFoundError:
-                        continue
-                    files += 1
-                    freed += st.st_size
-        return files, freed
+                    if not kept:
+                        unused.append(entry.path)
+        return _unlink_settled(unused, grace_s)
+
+    def collect_some(
+        self, candidates: Iterable[tuple[str, int]], grace_s: float
+    ) -> tuple[int, int]:
+        """:meth:`collect` of the stored files ``(sha256, mode)`` only (a blob for
+        BLOB_MODE), which the caller knows no kept release uses: those a pruned release
+        used, without a scan of the whole store. Call under the agent's lock."""
+        return _unlink_settled([self.file(sha, mode) for sha, mode in candidates], grace_s)
 
     def link_sources(self, wanted: Iterable[tuple[str, int, int]]) -> None:
         """Make sure each ``(sha256, size, mode)`` has an intact file to hard-link from.
