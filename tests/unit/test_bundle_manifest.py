@@ -484,6 +484,32 @@ def test_a_replaced_manifest_keeps_its_checked_files_and_new_files_are_checked()
         replace(m, files=(*m.files, "app2.py"))
 
 
+def test_entries_shared_with_the_manifest_read_last_parse_as_a_fresh_read_would() -> None:
+    """A release shares most entries with the one before: parsing reuses those entries
+    (issue 20), but only where the JSON is exactly an entry read last. A value of another
+    JSON type that compares equal (true for 1, 420.0 for 420) is refused as ever."""
+    first = make()
+    parse_manifest(first.to_bytes())
+    second = make(
+        files=(*first.files[:2], entry("new.txt", b"new\n")), update_id="u-2", sequence=2
+    )
+    got = parse_manifest(second.to_bytes())
+    assert got == second and got.to_bytes() == second.to_bytes()
+    assert got.files[0] is not second.files[0] and got.files[0] == first.files[0]
+    d = first.to_dict()
+    for fld, value in (("size", True), ("mode", 420.0), ("size", 9.0)):
+        parse_manifest(first.to_bytes())  # its entries are the ones read last
+        bad = copy.deepcopy(d)
+        bad["files"][0][fld] = value
+        with pytest.raises(ManifestInvalid, match=f"{fld} must be an integer"):
+            parse_manifest(canonical_json(bad))
+    unsorted = copy.deepcopy(d)
+    unsorted["files"].reverse()
+    parse_manifest(first.to_bytes())
+    assert parse_manifest(canonical_json(unsorted)) == first  # sorted: same signed bytes
+    assert parse_manifest(canonical_json(unsorted)).signing_bytes() == first.signing_bytes()
+
+
 @pytest.mark.parametrize(
     ("fields", "error"),
     [

@@ -328,6 +328,14 @@ def _checked_files(given: Any) -> tuple[FileEntry, ...]:
     return files
 
 
+def _remember_json(files: tuple[FileEntry, ...], data: bytes) -> None:
+    """Remember ``data`` as the canonical JSON of ``files`` (a checked tuple)."""
+    with _CHECKED_LOCK:
+        slot = _slot(files)
+        if slot is not None:
+            slot[1] = data
+
+
 def _files_json(files: tuple[FileEntry, ...]) -> bytes:
     """The canonical JSON of ``files`` (a checked tuple), made once per tuple while it is
     remembered: a push signs, replaces and writes one manifest several times, and its 2,000
@@ -337,10 +345,7 @@ def _files_json(files: tuple[FileEntry, ...]) -> bytes:
         if slot is not None and slot[1] is not None:
             return cast(bytes, slot[1])
     data = canonical_json([e.to_dict() for e in files])
-    with _CHECKED_LOCK:
-        slot = _slot(files)
-        if slot is not None:
-            slot[1] = data
+    _remember_json(files, data)
     return data
 
 
@@ -495,18 +500,20 @@ def _parse(data: bytes) -> Manifest:
     refusal is not remembered, it is raised each time).
 
     Canonical bytes (what every ashat writes) are read by the C parser alone: they hold no
-    duplicate key, as the canonical form of what it read is the very bytes. Other bytes are
-    read again key by key, which refuses a duplicate key and says what else is wrong (a
-    Python hook on each of 2,000 entries cost a stage ~5 ms, issue 20)."""
+    duplicate key, as the canonical form of what it read is the very bytes, and that form
+    of its file list is the manifest's own (not made again). Other bytes are read again key
+    by key, which refuses a duplicate key and says what else is wrong (a Python hook on
+    each of 2,000 entries cost a stage ~5 ms, issue 20)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ManifestInvalid(f"manifest is not UTF-8 (byte {e.start})", field="manifest") from e
     try:
-        m = _from_object(json.loads(text, parse_constant=_reject_constant))
-        if m.to_bytes() == data:
-            return m
-    except (ValueError, TypeError, KeyError, RecursionError, BundleError):
+        obj = json.loads(text, parse_constant=_reject_constant)
+        members = {k: canonical_json(v) for k, v in obj.items()}
+        if canonical_object(members) == data:
+            return _from_object(obj, files_json=members.get("files"))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, BundleError):
         pass  # said below, the careful way
     try:
         obj = json.loads(text, object_pairs_hook=_unique_object, parse_constant=_reject_constant)
@@ -515,13 +522,45 @@ def _parse(data: bytes) -> Manifest:
     return _from_object(obj)
 
 
-def _from_object(obj: Any) -> Manifest:
+# The regular-file entries of the manifest read last, by (path, sha256, size, mode): the
+# next release shares most of them, and an entry is immutable (checking 2,000 entries anew
+# was ~6 ms of each stage, issue 20).
+_LAST_ENTRIES: dict[tuple[str, str, int, int], FileEntry] = {}
+
+
+def _entries(given: list[Any]) -> list[FileEntry]:
+    """``given`` (JSON objects) as entries; one equal to an entry read last is that entry."""
+    known = _LAST_ENTRIES
+    out: list[FileEntry] = []
+    for d in given:
+        e = None
+        if (
+            type(d) is dict
+            and d.keys() == _ENTRY_REQUIRED
+            and d["kind"] == "file"
+            and type(d["path"]) is str
+            and type(d["sha256"]) is str
+            and type(d["size"]) is int
+            and type(d["mode"]) is int
+        ):
+            e = known.get((d["path"], d["sha256"], d["size"], d["mode"]))
+        out.append(e if e is not None else FileEntry.from_dict(d))
+    return out
+
+
+def _from_object(obj: Any, files_json: bytes | None = None) -> Manifest:
+    """The manifest ``obj`` (parsed JSON) holds. ``files_json``: the canonical JSON of
+    ``obj["files"]``, if known."""
+    global _LAST_ENTRIES
     _check_keys(obj, _TOP_REQUIRED, _TOP_OPTIONAL, "manifest")
     if type(obj["schema"]) is not int or obj["schema"] != SCHEMA:
         _invalid(f"manifest: unsupported schema {obj['schema']!r} (expected {SCHEMA})", "schema")
-    files = [FileEntry.from_dict(e) for e in _list(obj["files"], "files")]
+    entries = _entries(_list(obj["files"], "files"))
+    files = _checked_files(entries)
+    if files_json is not None and all(a is b for a, b in zip(files, entries, strict=True)):
+        _remember_json(files, files_json)  # in the order given: the very entries' JSON
     sigs = [Signature.from_dict(s) for s in _list(obj.get("signatures", []), "signatures")]
-    return Manifest(
+    m = Manifest(
         schema=obj["schema"],
         update_id=obj["update_id"],
         sequence=obj["sequence"],
@@ -529,6 +568,8 @@ def _from_object(obj: Any) -> Manifest:
         created_at=obj["created_at"],
         source=obj["source"],
         app=obj["app"],
-        files=tuple(files),
+        files=files,
         signatures=tuple(sigs),
     )
+    _LAST_ENTRIES = {(e.path, e.sha256, e.size, e.mode): e for e in files if e.kind == "file"}
+    return m
