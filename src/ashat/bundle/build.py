@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ashat.bundle.errors import BundleError
 from ashat.bundle.gitsource import (
@@ -108,8 +108,7 @@ def hash_file(path: str) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-@dataclass(frozen=True)
-class _Found:
+class _Found(NamedTuple):
     rel: str
     path: str
     st: os.stat_result
@@ -148,8 +147,8 @@ def _walk(root: Path, rules: IgnoreRules) -> list[_Found]:
             is_dir = stat.S_ISDIR(st.st_mode)
             if rules.matches(rel, is_dir):
                 continue
-            validate_rel_path(rel)
-            if is_dir:
+            if is_dir:  # a file's path is checked as its manifest entry is made
+                validate_rel_path(rel)
                 stack.append((ent.path, rel + "/"))
             elif stat.S_ISLNK(st.st_mode):
                 try:

@@ -34,11 +34,13 @@ Stat = tuple[int, int, int]  # size, mtime_ns, ino
 
 
 def _entry_ok(v: Any) -> bool:
-    return (
-        isinstance(v, list)
+    return (  # each test spelled out: a cache of 2,000 entries is read at each push
+        type(v) is list
         and len(v) == 4
-        and all(type(x) is int for x in v[:3])
-        and isinstance(v[3], str)
+        and type(v[0]) is int
+        and type(v[1]) is int
+        and type(v[2]) is int
+        and type(v[3]) is str
         and _SHA_RE.fullmatch(v[3]) is not None
     )
 
