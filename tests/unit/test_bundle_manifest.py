@@ -510,6 +510,23 @@ def test_entries_shared_with_the_manifest_read_last_parse_as_a_fresh_read_would(
     assert parse_manifest(canonical_json(unsorted)).signing_bytes() == first.signing_bytes()
 
 
+def test_the_tree_checks_are_skipped_only_for_the_paths_and_targets_checked_last() -> None:
+    """A release whose paths and symlink targets are those just checked passes the same
+    tree checks (issue 20: ~3 ms of 2,000 paths); any other list is checked in full."""
+    m = make()
+    assert replace(m, files=tuple(reversed(m.files))).files == m.files
+    # the same paths, a target that changed: checked, and its loop found
+    loop = (*m.files[:2], FileEntry.symlink("current", "current"))
+    with pytest.raises(UnsafePath, match="leaves the tree"):
+        make(files=loop)
+    make()
+    with pytest.raises(DuplicatePath, match="case"):
+        make(files=(*m.files, entry("APP.py")))
+    make()
+    with pytest.raises(ManifestInvalid, match="is a file but also the parent"):
+        make(files=(*m.files, entry("app.py/x")))
+
+
 @pytest.mark.parametrize(
     ("fields", "error"),
     [
