@@ -295,16 +295,23 @@ class BlobStore:
             st = os.lstat(path)
             self._hashed[(st.st_dev, st.st_ino)] = (sha256, _fingerprint(st))
 
-    def relinked(self, path: str, sha256: str) -> None:
-        """``path`` was just hard-linked to a stored file whose bytes were hashed (the link
-        moved its inode's ctime): carry the hash over if nothing else about it changed.
-        Only for an agent whose app cannot write the store (else hash again)."""
-        with contextlib.suppress(OSError):
-            st = os.lstat(path)
+    def relinked(self, links: Iterable[tuple[str, str]]) -> None:
+        """Each ``(path, sha256)`` was just hard-linked to (or unlinked from) a stored file
+        whose bytes were hashed, which moved its inode's ctime: carry the hash over if
+        nothing else about it changed. Only for an agent whose app cannot write the store
+        (else hash again)."""
+        hashed = self._hashed
+        for path, sha256 in links:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
             key = (st.st_dev, st.st_ino)
-            seen = self._hashed.get(key)
-            if seen is not None and seen[0] == sha256 and seen[1][:2] == _fingerprint(st)[:2]:
-                self._hashed[key] = (sha256, _fingerprint(st))
+            seen = hashed.get(key)
+            if seen is not None and seen[0] == sha256:
+                size, mtime, _ = seen[1]
+                if size == st.st_size and mtime == st.st_mtime_ns:
+                    hashed[key] = (sha256, (size, mtime, st.st_ctime_ns))
 
     def quarantine(self, sha256: str) -> bool:
         """Move a blob whose bytes do not match its name (and its mode files) to

@@ -135,6 +135,8 @@ class ReleaseStore:
             self.blobs.link_sources((e.sha256, e.size, e.mode & MODE_MASK) for e in files)
             dirs = {root}
             copied: list[str] = []
+            linked: list[tuple[str, str]] = []
+            stored, link = self.blobs.file, os.link  # 2,000 times: looked up once
             for e in m.files:
                 target = f"{root}/{e.path}"  # safe: validated relative POSIX path
                 parent = target.rpartition("/")[0]  # os.path.dirname, of a normalized path
@@ -147,16 +149,17 @@ class ReleaseStore:
                     assert e.target is not None  # a symlink entry always has one
                     os.symlink(e.target, target)
                     continue
-                source = self.blobs.file(e.sha256, e.mode & MODE_MASK)
+                source = stored(e.sha256, e.mode & MODE_MASK)
                 crash_point("stage.link")
                 try:
-                    os.link(source, target)
+                    link(source, target)
                 except OSError:  # another filesystem, too many links: copy instead
                     self._copy(source, e, target)
                     copied.append(target)
                     continue
-                if sealed:
-                    self.blobs.relinked(target, e.sha256)
+                linked.append((target, e.sha256))
+            if sealed:  # after all links: a blob linked twice moved its ctime twice
+                self.blobs.relinked(linked)
             fsync_paths(copied)
             fsync_paths(sorted(dirs))
         except BaseException:
@@ -280,8 +283,7 @@ class ReleaseStore:
         def dispose() -> None:
             if trash is not None:
                 remove_tree(trash)
-            for path, sha256 in files:
-                self.blobs.relinked(path, sha256)
+            self.blobs.relinked(files)
 
         if later is None:
             dispose()
