@@ -125,7 +125,8 @@ class _Reader:
             if chunk is None:
                 raise _Truncated(len(self._buf))
             self._buf += chunk
-        data = bytes(self._buf[:n])
+        with memoryview(self._buf) as view:  # one copy (a slice of the buffer was two)
+            data = bytes(view[:n])
         del self._buf[:n]
         return data
 
