@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from ashat.errors import InvalidInput
+from ashat.transport import outgoing
 from support import answers_by_status, deploy, deploy_json, enter_hello_project
 from support import configure as configure_tier
 
@@ -302,6 +305,24 @@ def test_push_over_https_with_ca_cert(agent_factory: Any, hello_project: Any) ->
     code, out = deploy_json("push", "hello-tls", "over TLS")
     assert code == 0, out
     assert current(agent) == "hello-tls"
+
+
+def test_a_plain_http_server_gets_a_tls_context_that_trusts_no_certificate(
+    agent_factory: Any,
+) -> None:
+    """Loading the system's CAs took each command ~25 ms (issue 20); an http:// server is
+    never spoken TLS to, so its client holds a context that would refuse any certificate."""
+    agent = agent_factory(tls=True)  # a real TLS server, its certificate by a CA of its own
+    plain = outgoing.tls_for("http://127.0.0.1:1", None, "CA certificate")
+    assert isinstance(plain, ssl.SSLContext) and plain.get_ca_certs() == []
+    assert plain is outgoing.tls_for("HTTP://example.com", "", "CA certificate")
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"{agent.url}/v1/health", verify=plain)
+    assert outgoing.tls_for(agent.url, None, "x") is outgoing.system_tls()
+    by_ca = outgoing.tls_for(agent.url, str(agent.ca_cert), "CA certificate")
+    assert httpx.get(f"{agent.url}/v1/health", verify=by_ca).status_code == 200
+    with pytest.raises(InvalidInput, match="cannot load --ca-cert"):
+        outgoing.tls_for("http://127.0.0.1:1", "/nonexistent.pem", "--ca-cert")
 
 
 def test_push_through_the_real_console_script(agent_factory: Any, hello_project: Any) -> None:

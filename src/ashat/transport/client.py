@@ -73,7 +73,7 @@ class AgentClient:
         self._http = outgoing.client(
             base_url=self.base_url,
             headers=headers,
-            verify=outgoing.tls(ca_cert, "CA certificate"),
+            verify=outgoing.tls_for(self.base_url, ca_cert, "CA certificate"),
             timeout_s=timeout_s,
             max_connections=UPLOAD_STREAMS + 4,
         )

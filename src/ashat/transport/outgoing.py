@@ -60,6 +60,23 @@ def tls(ca_file: str | Path | None, option: str) -> ssl.SSLContext | bool:
         raise InvalidInput(f"cannot load {option} {ca_file}: {e}") from e
 
 
+def tls_for(url: str, ca_file: str | Path | None, option: str) -> ssl.SSLContext | bool:
+    """:func:`tls` for a server at ``url``. A plain ``http://`` server is never spoken TLS
+    to (a proxy's connection has its own context), so it gets a context that trusts no
+    certificate instead of the system's CAs, which took a command ~25 ms to load (issue 20).
+    """
+    if (ca_file is None or ca_file == "") and url[:7].lower() == "http://":
+        return _trusts_nothing()
+    return tls(ca_file, option)
+
+
+@functools.lru_cache(maxsize=1)
+def _trusts_nothing() -> ssl.SSLContext:
+    import ssl
+
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, and knows no CA to verify by
+
+
 def system_tls() -> ssl.SSLContext:
     """The system's CAs, as httpx loads them for ``verify=True`` (it honours
     ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``), made once per process and setting: each load
