@@ -116,3 +116,24 @@ def test_each_activation_scans_the_store_when_the_grace_is_zero(agent: Agent, tr
     r2 = deploy(agent, tree, 2)
     assert not stored(agent, orphan)
     assert stored(agent, r2["suid"], 0o755)  # in use: kept
+
+
+def test_a_release_pruned_with_an_unreadable_manifest_is_pruned_and_a_scan_follows(
+    agent: Agent, tree: Path
+) -> None:
+    """Its blobs cannot be known: it goes as before, and the next activation scans the
+    store. Activations neither fail nor stop pruning (a review found both)."""
+    (tree / "a.txt").write_text("1\n")
+    r1 = deploy(agent, tree, 1)
+    (tree / "a.txt").write_text("2\n")
+    deploy(agent, tree, 2)
+    agent.layout.manifest_file("r1").write_text("{garbage")  # damaged on disk
+    agent.releases._manifests.pop("r1")  # as after a restart
+    agent._used_by.pop("r1", None)
+    agent._full_collect_at = float("inf")
+    for n in (3, 4):
+        (tree / "a.txt").write_text(f"{n}\n")
+        deploy(agent, tree, n)
+    assert "r1" not in agent.releases.ids() and agent.links()[0] == "r4"
+    assert not stored(agent, r1["a.txt"])  # found by the scan the unreadable one asked for
+    assert set(agent._used_by) <= set(agent.releases.ids())

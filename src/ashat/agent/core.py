@@ -867,7 +867,7 @@ class Agent:
         doomed = prune_plan(
             self.state.recency, self.config.keep, protected, set(self.releases.ids())
         )
-        pruned = [u for u in map(self._uses, doomed) if u is not None]  # read before removal
+        pruned = [u for u in map(self._doomed_uses, doomed) if u is not None]  # before removal
         for update_id in doomed:
             try:
                 self.releases.remove(update_id, sealed=self.jail.isolated, later=self._sweep)
@@ -930,6 +930,17 @@ class Agent:
             got = self._used_by[update_id] = (m, frozenset(sha for sha, _ in files), modes)
         return got[1], got[2]
 
+    def _doomed_uses(self, update_id: str) -> tuple[frozenset[str], frozenset[Any]] | None:
+        """:meth:`_uses` of a release about to be pruned; None, and a scan of the whole store
+        at the next collection, if its manifest cannot be read (damaged, or refused by a
+        stricter version): it is pruned all the same, as it was before."""
+        try:
+            return self._uses(update_id)
+        except (BundleError, OSError) as e:
+            log.warning("pruning %s, whose manifest cannot be read: %s", update_id, e)
+            self._full_collect_at = 0.0
+            return None
+
     def _collect_blobs(self, pruned: Collection[tuple[frozenset[str], frozenset[Any]]]) -> None:
         """Delete the blobs no staged release uses (they are kept only for releases kept;
         OMEGA never prunes a release its fleet may still be sent, :attr:`pinned`): those the
@@ -939,7 +950,10 @@ class Agent:
         (``--blob-dir``) is not collected: one replica does not know the others' releases."""
         if self.config.blob_dir is not None:
             return
-        kept = [u for u in map(self._uses, self.releases.ids()) if u is not None]
+        ids = self.releases.ids()
+        kept = [u for u in map(self._uses, ids) if u is not None]
+        present = set(ids)  # a release removed another way (a failed or damaged one): forgotten
+        self._used_by = {i: u for i, u in self._used_by.items() if i in present}
         digests: frozenset[str] = frozenset().union(*(d for d, _ in kept))
         modes: frozenset[tuple[str, int]] = frozenset().union(*(m for _, m in kept))
         grace = self.config.blob_grace_s

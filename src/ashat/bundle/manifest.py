@@ -566,10 +566,10 @@ def _from_object(obj: Any, files_json: bytes | None = None) -> Manifest:
     if type(obj["schema"]) is not int or obj["schema"] != SCHEMA:
         _invalid(f"manifest: unsupported schema {obj['schema']!r} (expected {SCHEMA})", "schema")
     entries = _entries(_list(obj["files"], "files"))
+    sigs = [Signature.from_dict(s) for s in _list(obj.get("signatures", []), "signatures")]
     files = _checked_files(entries)
     if files_json is not None and all(a is b for a, b in zip(files, entries, strict=True)):
         _remember_json(files, files_json)  # in the order given: the very entries' JSON
-    sigs = [Signature.from_dict(s) for s in _list(obj.get("signatures", []), "signatures")]
     m = Manifest(
         schema=obj["schema"],
         update_id=obj["update_id"],
