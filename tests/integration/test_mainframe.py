@@ -174,7 +174,9 @@ def test_mainframe_without_token_serves_health_only_and_stops_promptly(
     assert f"authorization: license {keys['token']}".lower() in request.lower()
     started = time.monotonic()
     assert mf.stop(signal.SIGTERM) == 0
-    assert time.monotonic() - started < 1.5, "a poll in flight held up the shutdown"
+    # the poll asked OMEGA to hold it 30 s; a shutdown that waited for it would take that long
+    # (the bound leaves room for a loaded machine: the suite runs two processes)
+    assert time.monotonic() - started < 5, "a poll in flight held up the shutdown"
 
 
 def test_unreachable_omega_shows_in_health_and_the_loop_goes_on(
