@@ -490,9 +490,7 @@ def test_entries_shared_with_the_manifest_read_last_parse_as_a_fresh_read_would(
     JSON type that compares equal (true for 1, 420.0 for 420) is refused as ever."""
     first = make()
     parse_manifest(first.to_bytes())
-    second = make(
-        files=(*first.files[:2], entry("new.txt", b"new\n")), update_id="u-2", sequence=2
-    )
+    second = make(files=(*first.files[:2], entry("new.txt", b"new\n")), update_id="u-2", sequence=2)
     got = parse_manifest(second.to_bytes())
     assert got == second and got.to_bytes() == second.to_bytes()
     assert got.files[0] is not second.files[0] and got.files[0] == first.files[0]
