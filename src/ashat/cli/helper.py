@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> None:
     preload()
     # What was loaded stays for the helper's life: out of the collector's sight, so that a
     # child's full collection (a push makes one) does not write to, and so copy, every page
-    # it shares with the helper (~20 ms of a push, issue 20).
+    # it shares with the helper (~10 ms of a push, issue 20).
     gc.collect()
     gc.freeze()
     log(f"listening on {path}; stops after {args.idle:.0f} s idle")
