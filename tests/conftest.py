@@ -35,7 +35,7 @@ os.environ["ASHAT_HELPER_SOCKET"] = os.path.join(
     tempfile.gettempdir(), f"ashat-tests-{os.getpid()}-no-helper", "deploy.sock"
 )
 
-pytest_plugins = ["process_fixtures"]  # tests/process_fixtures.py: tests/ is on sys.path
+pytest_plugins = ["process_fixtures", "alone"]  # tests/process_fixtures.py, tests/alone.py
 
 
 class FakeClock:

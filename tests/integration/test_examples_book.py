@@ -551,8 +551,26 @@ def test_the_book_reader_is_strict() -> None:
     ]
 
 
+def _times_a_regression(s: Scenario) -> bool:
+    """Whether a scenario's Performance Baseline judges the app's p95 against an earlier run's
+    (it verifies twice, with ``max_regression``): such a scenario runs alone under xdist
+    (tests/alone.py)."""
+    tree = s.setup.get("tree", "hello-service")
+    tomls = [st.text for st in s.steps if st.kind == "toml"]
+    if tree != "bare":  # a bare tree starts without ashat.toml (Book.prepare)
+        tomls.append((REPO / "examples" / tree / "ashat.toml").read_text(encoding="utf-8"))
+    verifies = sum(st.kind == "run" and st.text.startswith("deploy verify") for st in s.steps)
+    return verifies > 1 and any("max_regression" in t for t in tomls)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=[pytest.mark.alone] if _times_a_regression(SCENARIOS[n]) else [])
+        for n in sorted(SCENARIOS)
+    ],
+)
 def test_scenario(
     name: str,
     tmp_path: Path,
