@@ -5,7 +5,8 @@ test that judges a measured latency does: the Performance Baseline check of a se
 ``deploy verify`` compares the app's p95 with the first run's, and another process's load
 in one run and not in the other reads as a regression (it did, once in five runs).
 
-Every worker of one run shares two lock files (named by xdist's run id). A test takes the
+Every worker of one run shares two lock files, in a directory the controller makes for the
+run (``PYTEST_ALONE_DIR``, which its workers inherit) and removes at its end. A test takes the
 turnstile, then the room: a plain test shares the room and lets the turnstile go at once;
 an ``alone`` test holds the turnstile (so no plain test starts behind it) and takes the
 room for itself, which it gets once the other worker's current test ends. Waiting is
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import tempfile
 from collections.abc import Generator, Iterator
 from contextlib import ExitStack, contextmanager
@@ -28,7 +30,8 @@ from typing import Any
 import pytest
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+LOCKS = "PYTEST_ALONE_DIR"
+_made = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,6 +40,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "alone: runs while no other test runs (under pytest-xdist): its verdict times the "
         "machine (tests/alone.py)",
     )
+    if WORKER is None and config.getoption("numprocesses", default=None):
+        # Before the workers start (xdist starts them at session start): they inherit it.
+        config.stash[_made] = os.environ[LOCKS] = tempfile.mkdtemp(prefix="ashat-tests-alone-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    made = config.stash.get(_made, None)
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 @contextmanager
@@ -51,7 +63,7 @@ def _locked(path: str, how: int) -> Iterator[None]:
 
 @contextmanager
 def _turn(alone: bool) -> Iterator[None]:
-    base = os.path.join(tempfile.gettempdir(), f"ashat-tests-{RUN}")
+    base = os.path.join(os.environ[LOCKS], "tests")
     with ExitStack() as held:
         with _locked(base + ".turnstile", fcntl.LOCK_EX):
             held.enter_context(_locked(base + ".room", fcntl.LOCK_EX if alone else fcntl.LOCK_SH))
@@ -60,7 +72,7 @@ def _turn(alone: bool) -> Iterator[None]:
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> Generator[None, None, None]:
-    if WORKER is None or RUN is None:
+    if WORKER is None or LOCKS not in os.environ:
         yield
         return
     with _turn(item.get_closest_marker("alone") is not None):

@@ -147,6 +147,7 @@ def test_slow_endpoint_over_the_limit_fails_performance(pushed: Any) -> None:
     _fails("performance", "over max_p95_ms")
 
 
+@pytest.mark.alone  # judges a p95 against a baseline (tests/alone.py)
 def test_regression_against_a_stored_baseline_fails_and_keeps_the_baseline(pushed: Any) -> None:
     def strict(root: Path) -> None:  # any p95 over the 1 ms floor is a regression
         replace_in(root / "ashat.toml", "max_regression = 0.5", "max_regression = 0.0")

@@ -53,6 +53,8 @@ def _pytest_n2(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_here.py").write_text(source)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env["ALONE_LOG"] = str(tmp_path / "log")
+    env["TMPDIR"] = str(tmp_path / "tmp")  # where the run's lock directory is made
+    (tmp_path / "tmp").mkdir()
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), env.get("PYTHONPATH", "")])
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "alone", "-n", "2", "-p", "no:cacheprovider",
@@ -79,6 +81,7 @@ def test_an_alone_test_overlaps_no_other(tmp_path: Path) -> None:
     plain = [n for n in spans if n.startswith("plain")]
     # Two workers did run at once: the plain tests overlapped each other.
     assert any(overlap(x, y) for x in plain for y in plain if x < y)
+    assert not list((tmp_path / "tmp").glob("ashat-tests-alone-*"))  # removed at the end
 
 
 def test_judging_a_baseline_unmarked_fails_and_says_to_mark_it(tmp_path: Path) -> None:

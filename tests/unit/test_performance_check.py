@@ -76,6 +76,7 @@ def ctx(url: str, runs: list[float], **perf: Any) -> CheckContext:
     )
 
 
+@pytest.mark.alone  # judges a p95 against a baseline (tests/alone.py)
 def test_a_noisy_first_run_is_measured_again_and_does_not_fail(serve: Any) -> None:
     # 60 slow requests: all of the warm-up and enough of the first run to make its p95 slow
     url = serve(App(slow_first=60, slow_s=0.08))
@@ -86,6 +87,7 @@ def test_a_noisy_first_run_is_measured_again_and_does_not_fail(serve: Any) -> No
     assert "was not borne out" in out.summary
 
 
+@pytest.mark.alone  # judges a p95 against a baseline (tests/alone.py)
 def test_a_real_regression_fails_both_times(serve: Any) -> None:
     url = serve(App(fast_s=0.03))
     out = PerformanceCheck().run(ctx(url, [5.0, 5.0, 6.0, 5.0, 5.0], requests=40))
