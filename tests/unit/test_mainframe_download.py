@@ -5,12 +5,16 @@ short, serve wrong bytes, ignore ranges or fail, to show each path of the resume
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import http.server
 import os
+import socket
 import threading
 import time
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +23,9 @@ import pytest
 
 from ashat.agent.blobs import BlobStore
 from ashat.agent.layout import Layout
-from ashat.fleet.download import BlobDownloader, DownloadError, Pack, Wanted
+from ashat.fleet.download import DIRECT_HEADER, BlobDownloader, DownloadError, Pack, Wanted
 from ashat.fleet.packs import Piece
+from ashat.transport import outgoing
 
 
 @dataclass
@@ -183,8 +188,9 @@ def fetch(
     store = BlobStore(layout.blobs, layout.tmp, 1024**3)
 
     async def go() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-            d = BlobDownloader(client, store, layout.partial, backoff_s=0.01, **kw)  # type: ignore[arg-type]
+        async with outgoing.async_client(base_url=url, timeout_s=5) as client:  # a mainframe's
+            kw.setdefault("backoff_s", 0.01)
+            d = BlobDownloader(client, store, layout.partial, **kw)  # type: ignore[arg-type]
             await d.fetch_all(wanted, pack)
 
     asyncio.run(go())
@@ -572,3 +578,127 @@ def test_a_failing_pack_server_is_not_final(server: tuple[str, Behaviour], layou
         fetch(url, layout, wanted, pack, attempts=2, streams=1)
     assert not info.value.final and len(pack_requests(b)) == 2  # then a blob: 2 more
     assert len(b.requests) == 4
+
+
+# -- answers a hostile or failing mirror, cache or OMEGA may give ----------------------------
+
+
+@contextmanager
+def _serve(answer: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Iterator[str]:
+    """A server on loopback answering each GET with ``answer``; yields its URL."""
+
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            answer(self)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    srv.daemon_threads = True
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join()
+
+
+def _send(h: http.server.BaseHTTPRequestHandler, status: int, body: bytes, **headers: str) -> None:
+    h.send_response(status)
+    for k, v in headers.items():
+        h.send_header(k.replace("_", "-"), v)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
+DATA = b"the blob's twenty-six bytes"
+W = Wanted(hashlib.sha256(DATA).hexdigest(), len(DATA))
+
+
+def _omega_sending_to(mirror: str, seen: list[str | None]) -> AbstractContextManager[str]:
+    """OMEGA with --blob-mirror: 307 to the mirror, the blob itself with X-Ashat-Direct."""
+
+    def answer(h: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append(h.headers.get(DIRECT_HEADER))
+        if h.headers.get(DIRECT_HEADER) == "1":
+            _send(h, 200, DATA)
+        else:
+            _send(h, 307, b"", Location=f"{mirror}/blobs/{W.sha256}?expires=1&md5=x")
+
+    return _serve(answer)
+
+
+@pytest.mark.parametrize("down", ["answers 503", "refuses connections"])
+def test_a_mirror_that_fails_sends_the_next_try_to_omega_at_once(layout: Layout, down: str) -> None:
+    # Before: a 503 or a refused connection at the mirror was retried at the mirror, five
+    # times, then the directive failed, and the next one was sent to the same mirror again.
+    seen: list[str | None] = []
+    with ExitStack() as running:
+        if down == "answers 503":
+            mirror = running.enter_context(_serve(lambda h: _send(h, 503, b"busy")))
+        else:
+            with socket.socket() as s:  # a port nothing listens on
+                s.bind(("127.0.0.1", 0))
+                mirror = f"http://127.0.0.1:{s.getsockname()[1]}"
+        omega = running.enter_context(_omega_sending_to(mirror, seen))
+        t0 = time.monotonic()
+        fetch(omega, layout, [W], backoff_s=5.0)  # a pause would show
+        took = time.monotonic() - t0
+    assert stored(layout, W) == DATA
+    assert seen == [None, "1"]  # the mirror once, then OMEGA itself
+    assert took < 2.5, took  # no backoff pause before asking OMEGA
+
+
+def test_a_giant_content_range_is_a_wrong_range_not_a_crash(layout: Layout) -> None:
+    # int() refuses over 4,300 digits: its ValueError escaped the download as an internal
+    # error, with no fallback. Now it is an answer that is not the range asked.
+    big = "9" * 5000
+    blobs = [bytes([i]) * 100 for i in range(8)]
+    wanted = [Wanted(hashlib.sha256(b).hexdigest(), len(b)) for b in blobs]
+    by_sha = {w.sha256: b for w, b in zip(wanted, blobs, strict=True)}
+
+    def answer(h: http.server.BaseHTTPRequestHandler) -> None:
+        if h.path.startswith("/v1/packs/"):
+            _send(h, 206, b"".join(blobs), Content_Range=f"bytes {big}-1/2")
+        elif h.headers.get("Range"):
+            _send(h, 206, b"", Content_Range=f"bytes {big}-1/2")
+        else:
+            _send(h, 200, by_sha[h.path.rsplit("/", 1)[-1]])
+
+    pieces = [Piece(w.sha256, w.size, 100 * i) for i, w in enumerate(wanted)]
+    with _serve(answer) as url:
+        fetch(url, layout, wanted, Pack("/v1/packs/v1/" + "0" * 64, pieces))
+    assert all(stored(layout, w) == by_sha[w.sha256] for w in wanted)
+
+
+@pytest.mark.parametrize("status", [200, 307])
+def test_a_compressed_answer_is_refused_before_it_is_decoded(layout: Layout, status: int) -> None:
+    # 590 bytes of gzip in gzip: httpx decoded them into 256 MiB for a 27-byte blob, before
+    # any of our limits saw a byte. Now every request asks for identity, and any other
+    # Content-Encoding is refused on the answer's headers (a redirect's too: httpx reads a
+    # redirect's body whole).
+    body = gzip.compress(gzip.compress(b"\0" * (256 << 20), compresslevel=9), compresslevel=9)
+    asked: list[str | None] = []
+
+    def answer(h: http.server.BaseHTTPRequestHandler) -> None:
+        asked.append(h.headers.get("Accept-Encoding"))
+        extra = {"Location": "/elsewhere"} if status == 307 else {}
+        _send(h, status, body, Content_Encoding="gzip, gzip", **extra)
+
+    tracemalloc.start()
+    try:
+        with _serve(answer) as url, pytest.raises(DownloadError) as e:
+            fetch(url, layout, [W], attempts=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, f"{peak / 2**20:.0f} MiB"
+    assert "Content-Encoding 'gzip, gzip'" in e.value.message, e.value.message
+    assert set(asked) == {"identity"}
+    assert stored(layout, W) is None

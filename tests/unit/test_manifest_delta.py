@@ -66,3 +66,26 @@ def test_a_delta_against_another_base_or_altered_is_refused() -> None:
 def test_any_change_rebuilds_byte_for_byte(a: dict[str, str], b: dict[str, str]) -> None:
     base, new = manifest(a), manifest(b, "r2", [{"keyid": "k", "sig": json.dumps(b)}])
     assert apply_delta(base, make_delta(base, new)) == new
+
+
+def test_a_mainframe_refuses_a_delta_it_cannot_size_and_asks_for_the_whole_manifest() -> None:
+    # A NaN beside what the delta rebuilds (a key it does not read, or among `removed`)
+    # rebuilt the manifest, then failed to be measured outside the refusal: each later poll
+    # asked for a delta again and failed the same way, as an internal error.
+    from types import SimpleNamespace
+
+    from ashat.fleet.directive import Running
+    from ashat.fleet.mainframe import Mainframe
+
+    base = manifest({"a": "1", "b": "2"})
+    new = manifest({"a": "1", "b": "3"}, "r2")
+    delta = make_delta(base, new)
+    held = SimpleNamespace(manifest_bytes=lambda update_id: base)
+    mf = SimpleNamespace(agent=SimpleNamespace(releases=held), _whole_manifest=False, _status={})
+    running = Running("r1", 1, "d")
+    assert Mainframe._rebuild(mf, running, delta) == new.decode()  # type: ignore[arg-type]
+    assert mf._status["last_manifest"] == {"delta": True, "bytes": len(canonical_json(delta))}
+    for odd in ({**delta, "x": float("nan")}, {**delta, "removed": [float("nan")]}):
+        mf._whole_manifest = False
+        assert Mainframe._rebuild(mf, running, odd) is None  # type: ignore[arg-type]
+        assert mf._whole_manifest  # the next poll asks for the whole manifest

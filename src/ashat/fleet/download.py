@@ -119,7 +119,9 @@ def _content_range_start(value: str | None) -> int | None:
     if not value or not value.startswith("bytes "):
         return None
     first = value[len("bytes ") :].split("-", 1)[0]
-    return int(first) if first.isascii() and first.isdigit() else None  # not "²"
+    if len(first) > 20 or not (first.isascii() and first.isdigit()):  # not "²", nor a number
+        return None  # int() refuses past 4,300 digits: no pack or blob is that large
+    return int(first)
 
 
 class BlobDownloader:
@@ -323,9 +325,9 @@ class BlobDownloader:
         except (httpx.TransportError, httpx.TimeoutException) as e:
             if progress.kept > kept:  # what arrived is kept: the next try resumes after it
                 return
-            raise _Retry(outgoing.failure(e, pack.path, "OMEGA").message) from e
+            raise _Retry(self._failure(e, pack.path)) from e
         except httpx.HTTPError as e:
-            raise _Retry(outgoing.failure(e, pack.path, "OMEGA").message) from e
+            raise _Retry(self._failure(e, pack.path)) from e
         except OSError as e:  # the store: a disk full, say
             sha256 = run[min(progress.index, len(run) - 1)].sha256
             raise DownloadError(
@@ -441,6 +443,7 @@ class BlobDownloader:
             if have == w.size:
                 path.touch()  # an empty blob needs no request, but a file
                 return
+            direct = w.sha256 in self._direct
             try:
                 got = await self._try(w, path, have)
                 reason = "the transfer ended early"
@@ -455,6 +458,9 @@ class BlobDownloader:
                     sha256=w.sha256,
                     final=False,
                 )
+            if w.sha256 in self._direct and not direct:
+                log.info("blob %s: %s; asking OMEGA for it at once", w.sha256[:16], reason)
+                continue  # a mirror failed it: OMEGA itself is asked next, without a pause
             pause = min(BACKOFF_CAP_S, self.backoff_s * 2 ** max(idle - 1, 0))
             log.info("blob %s: %s; resuming in %.1fs", w.sha256[:16], reason, pause)
             await asyncio.sleep(pause * random.uniform(0.5, 1.0))
@@ -466,8 +472,8 @@ class BlobDownloader:
         except FileNotFoundError:
             return 0
 
-    async def _try(self, w: Wanted, path: Path, have: int) -> int:
-        """One request; append what arrives to ``path``; return how many bytes were kept.
+    async def _try(self, w: Wanted, partial: Path, have: int) -> int:
+        """One request; append what arrives to ``partial``; return how many bytes were kept.
 
         Raises :class:`_Retry` (worth another try) or :class:`DownloadError` (final).
         """
@@ -475,13 +481,16 @@ class BlobDownloader:
         if w.sha256 in self._direct:
             headers[DIRECT_HEADER] = "1"
         limit_s = self.grace_s + (w.size - have) / self.min_rate_bps
+        path = f"/v1/blobs/{w.sha256}"
+        mirror: httpx.Response | None = None  # the answer, if a redirect sent us elsewhere
         try:
             async with (
                 asyncio.timeout(limit_s),
                 self.client.stream(  # OMEGA may send us to a signed URL on a mirror
-                    "GET", f"/v1/blobs/{w.sha256}", headers=headers, follow_redirects=True
+                    "GET", path, headers=headers, follow_redirects=True
                 ) as response,
             ):
+                mirror = response if response.history else None
                 status = response.status_code
                 if (
                     status == 206
@@ -491,17 +500,42 @@ class BlobDownloader:
                 elif status == 200:
                     mode, have = "wb", 0  # the range was ignored: the whole blob comes
                 elif status in (206, 416):
-                    path.unlink(missing_ok=True)  # a range the server did not take: restart
+                    partial.unlink(missing_ok=True)  # a range the server did not take: restart
                     raise _Retry(f"OMEGA did not honour Range: bytes={have}- ({status})")
                 else:
                     raise await self._refusal(response, w.sha256, f"blob {w.sha256}")
-                return await self._save(response, path, mode, w.size - have)
+                return await self._save(response, partial, mode, w.size - have, w.sha256, mirror)
         except TimeoutError as e:  # what arrived is on disk: the next try resumes after it
+            who = "OMEGA" if mirror is None else self._left_mirror(w.sha256, mirror.url)
             raise _Retry(
-                f"too slow: not done in {limit_s:.0f}s (under {self.min_rate_bps:g} bytes/s)"
+                f"{who} too slow: not done in {limit_s:.0f}s (under {self.min_rate_bps:g} bytes/s)"
             ) from e
         except httpx.HTTPError as e:
-            raise _Retry(outgoing.failure(e, f"/v1/blobs/{w.sha256}", "OMEGA").message) from e
+            url = _failed_url(e)
+            if url is not None and not self._ours(url, path):  # a mirror we were sent to
+                self._direct.add(w.sha256)  # down, or dropping connections: ask OMEGA next
+            raise _Retry(self._failure(e, path)) from e
+
+    def _failure(self, e: httpx.HTTPError, path: str) -> str:
+        """What failed asking for OMEGA's ``path``, naming the mirror if it was there."""
+        url = _failed_url(e)
+        if url is not None and not self._ours(url, path):
+            return outgoing.failure(e, f"the mirror OMEGA sent us to ({url.host})").message
+        return outgoing.failure(e, path, "OMEGA").message
+
+    def _ours(self, url: httpx.URL, path: str) -> bool:
+        """Whether ``url`` is OMEGA's ``path`` (not a mirror a redirect sent us to)."""
+        base = self.client.base_url
+        return (url.scheme, url.host, url.port, url.path) == (
+            base.scheme, base.host, base.port, base.path.rstrip("/") + path,
+        )  # fmt: skip
+
+    def _left_mirror(self, sha256: str, url: httpx.URL) -> str:
+        """Note that the mirror at ``url`` failed ``sha256`` (its next tries ask OMEGA for
+        it: a mirror down, slow or dropping connections must not stall a fleet), and name
+        the mirror for the message."""
+        self._direct.add(sha256)
+        return f"the mirror OMEGA sent us to ({url.host})"
 
     async def _refusal(self, response: httpx.Response, sha256: str, what: str) -> Exception:
         body = b""
@@ -512,17 +546,26 @@ class BlobDownloader:
         text = body[:MAX_ERROR_BYTES].decode("utf-8", "replace").strip().splitlines()
         detail = text[0][:200] if text else ""
         message = f"{_who(response)} answered {response.status_code} for {what}: {detail}"
-        if response.status_code >= 500:
-            return _Retry(message)
         if response.history:
-            # a mirror's or CDN's refusal (an expired URL, a copy behind or gone, a rate
-            # limit) is not OMEGA's: the next try asks OMEGA to send the blob itself
+            # a mirror's or CDN's refusal or failure (an expired URL, a copy behind or gone,
+            # a rate limit, a 503) is not OMEGA's: the next try asks OMEGA for the blob
             self._direct.add(sha256)
+            return _Retry(message)
+        if response.status_code >= 500:
             return _Retry(message)
         return DownloadError(message, sha256=sha256)
 
-    async def _save(self, response: httpx.Response, path: Path, mode: str, room: int) -> int:
-        """Append the body to ``path``, at most ``room`` bytes (more is not the blob)."""
+    async def _save(
+        self,
+        response: httpx.Response,
+        path: Path,
+        mode: str,
+        room: int,
+        sha256: str,
+        mirror: httpx.Response | None,
+    ) -> int:
+        """Append the body to ``path``, at most ``room`` bytes (more is not the blob);
+        ``mirror``: the answer came from a mirror (a redirect sent us there)."""
         kept = 0
         fd = os.open(
             path,
@@ -544,10 +587,21 @@ class BlobDownloader:
         except (httpx.TransportError, httpx.TimeoutException) as e:
             if kept:  # what arrived is kept: the next try resumes after it
                 return kept
-            raise _Retry(outgoing.failure(e, "OMEGA's blob answer").message) from e
+            who = "OMEGA's blob answer"
+            if mirror is not None:
+                who = self._left_mirror(sha256, mirror.url)
+            raise _Retry(outgoing.failure(e, who).message) from e
         finally:
             os.close(fd)
         return kept
+
+
+def _failed_url(e: httpx.HTTPError) -> httpx.URL | None:
+    """The URL of the request that failed (None if httpx did not say)."""
+    try:
+        return e.request.url
+    except RuntimeError:  # an error raised without its request
+        return None
 
 
 def _who(response: httpx.Response) -> str:

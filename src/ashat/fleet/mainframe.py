@@ -519,12 +519,13 @@ class Mainframe:
         try:
             base = self.agent.releases.manifest_bytes(running.update_id)
             text = apply_delta(base, delta).decode("utf-8")
-        except (DeltaError, AshatError, OSError, UnicodeDecodeError) as e:
+            size = len(canonical_json(delta))  # ValueError: a NaN beside what it rebuilt
+        except (DeltaError, AshatError, OSError, UnicodeDecodeError, ValueError) as e:
             log.warning("manifest delta from %s refused (%s); asking for it whole",
                         running.update_id, e)  # fmt: skip
             self._whole_manifest = True
             return None
-        self._status["last_manifest"] = {"delta": True, "bytes": len(canonical_json(delta))}
+        self._status["last_manifest"] = {"delta": True, "bytes": size}
         return text
 
     def _current_name(self) -> str:

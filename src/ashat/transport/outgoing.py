@@ -12,7 +12,11 @@ advisory download) only says what it sends and how it reads the answer.
   headers to its last byte (:data:`TOTAL_S`: a server dripping bytes just fast enough never
   to trip the read timeout is cut off: slow retrieval).
 - **Size**: an answer read whole is refused past :data:`MAX_ANSWER_BYTES`
-  (:func:`read_answer`, :func:`aread_answer`).
+  (:func:`read_answer`, :func:`aread_answer`). Every request asks for ``Accept-Encoding:
+  identity`` and an answer with any other ``Content-Encoding`` is refused before its body
+  is read: httpx would decode it whatever was asked, a piece at a time with no bound, so a
+  few hundred bytes of nested gzip from a hostile server (a mirror, a cache, the deployed
+  app) became hundreds of MiB in memory before any of our limits saw them.
 - **Errors**: httpx's never leave this module's callers; :func:`failure` is the one map from
   an httpx error to :mod:`.errors` (no route, a timeout or a broken connection:
   :class:`Unreachable`, transient; a certificate: :class:`TLSFailure`).
@@ -113,7 +117,7 @@ def _settings(
 
     return {
         "base_url": base_url,
-        "headers": {"User-Agent": USER_AGENT, **(headers or {})},
+        "headers": {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})},
         "verify": verify,
         "timeout": timeout(timeout_s),
         # as many kept alive as may be open: a pool of workers reuses its connections
@@ -137,7 +141,8 @@ def client(
     import httpx
 
     return httpx.Client(
-        **_settings(base_url, headers, verify, timeout_s, max_connections, follow_redirects)
+        **_settings(base_url, headers, verify, timeout_s, max_connections, follow_redirects),
+        event_hooks={"response": [refuse_encoded]},
     )
 
 
@@ -153,8 +158,29 @@ def async_client(
     """An asynchronous client with our policy (use it in ``async with``)."""
     import httpx
 
+    async def refuse(response: httpx.Response) -> None:
+        refuse_encoded(response)
+
     return httpx.AsyncClient(
-        **_settings(base_url, headers, verify, timeout_s, max_connections, follow_redirects)
+        **_settings(base_url, headers, verify, timeout_s, max_connections, follow_redirects),
+        event_hooks={"response": [refuse]},
+    )
+
+
+def refuse_encoded(response: httpx.Response) -> None:
+    """Refuse an answer whose body is encoded (``Content-Encoding`` other than identity):
+    called on its headers, before any of its body is read or decoded (a redirect's too,
+    whose body httpx reads whole). Raises ``httpx.DecodingError``, which :func:`failure`
+    maps to :class:`BadResponse`."""
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    if coding in ("", "identity"):
+        return
+    import httpx
+
+    raise httpx.DecodingError(
+        f"answer refused: Content-Encoding {coding[:40]!r}, though identity was asked for "
+        "(a compressed answer is decoded without bound)",
+        request=response.request,
     )
 
 
