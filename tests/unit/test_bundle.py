@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 from ashat.bundle import build as build_mod
+from ashat.bundle import hashcache
 from ashat.bundle.build import Built, build_from_dir, build_from_git
 from ashat.bundle.errors import BundleError, DuplicatePath, UnsafePath
+from ashat.bundle.hashcache import HashCache, stat_key
 from ashat.bundle.ignore import IgnoreRules
 from ashat.bundle.manifest import FileEntry, parse_manifest
 
@@ -293,6 +295,49 @@ def by_path_m(m: Any) -> dict[str, str]:
     return {e.path: e.sha256 for e in m.files}
 
 
+@pytest.mark.parametrize("how", ["rewritten in place", "deleted and made again"])
+def test_cache_notices_a_file_changed_with_its_size_and_mtime_kept(
+    tmp_path: Path, hash_calls: list[str], how: str
+) -> None:
+    # touch -r, cp -p, an archive extracted with its times, a SOURCE_DATE_EPOCH build: the
+    # same size and mtime, and (in place, or on the inode ext4 hands straight back) the same
+    # inode. The cache was keyed on those three and pushed the old digest.
+    root, cache = tmp_path / "src", tmp_path / "hashes.json"
+    write(root, "version.txt", b"1.0.1")
+    aged(root, ["version.txt"])
+    assert by_path_m(build_from_dir(root, **META, cache_path=cache).manifest) == {
+        "version.txt": sha(b"1.0.1")
+    }
+    if how == "deleted and made again":
+        (root / "version.txt").unlink()
+    time.sleep(0.01)  # a ctime tick
+    write(root, "version.txt", b"1.0.2")
+    aged(root, ["version.txt"])
+    hash_calls.clear()
+    m = build_from_dir(root, **META, cache_path=cache).manifest
+    assert by_path_m(m) == {"version.txt": sha(b"1.0.2")}
+    assert hash_calls == ["version.txt"]
+
+
+def test_racy_is_judged_from_when_the_cache_was_opened_not_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file written a second before the push, hashed, then rewritten within its mtime tick
+    # (a coarse filesystem) while the rest of a big tree was hashed for 3 s: judged against
+    # the moment of saving, its mtime looked 4 s old, and it was stored as clean.
+    root = tmp_path / "src"
+    write(root, "a", b"old!")
+    opened = time.time_ns()
+    st = (root / "a").stat()
+    os.utime(root / "a", ns=(st.st_atime_ns, opened - 1_000_000_000))
+    cache = HashCache(tmp_path / "hashes.json", str(root))
+    cache.opened_ns = opened
+    cache.put("a", stat_key((root / "a").stat()), sha(b"old!"))
+    monkeypatch.setattr(hashcache.time, "time_ns", lambda: opened + 3_000_000_000)
+    cache.save()
+    assert json.loads((tmp_path / "hashes.json").read_bytes())["files"] == {}
+
+
 def test_racy_fresh_files_are_not_cached(tmp_path: Path, hash_calls: list[str]) -> None:
     root, cache = tmp_path / "src", tmp_path / "hashes.json"
     write(root, "old")
@@ -311,7 +356,7 @@ def test_racy_fresh_files_are_not_cached(tmp_path: Path, hash_calls: list[str]) 
         b"not json",
         b"[]",
         b'{"version": 99, "root": "x", "files": {}}',
-        b'{"version": 1, "root": "/elsewhere", "files": {"a": [4, 0, 0, "00"]}}',
+        b'{"version": 2, "root": "/elsewhere", "files": {"a": [4, 0, 0, 0, 0, "00"]}}',
         b"\xff" * 10,
     ],
 )
@@ -324,7 +369,7 @@ def test_corrupt_or_foreign_cache_is_ignored(
     cache.write_bytes(content)
     m = build_from_dir(root, **META, cache_path=cache).manifest
     assert hash_calls == ["a"] and by_path_m(m)["a"] == sha(b"aaaa")
-    assert json.loads(cache.read_bytes())["version"] == 1  # rewritten
+    assert json.loads(cache.read_bytes())["version"] == 2  # rewritten
 
 
 def test_cache_entries_with_a_wrong_shape_are_skipped(
@@ -334,8 +379,9 @@ def test_cache_entries_with_a_wrong_shape_are_skipped(
     write(root, "a", b"aaaa")
     aged(root, ["a"])
     st = (root / "a").stat()
-    bad = [st.st_size, st.st_mtime_ns, st.st_ino, "NOT-A-DIGEST"]
-    cache.write_text(json.dumps({"version": 1, "root": str(root), "files": {"a": bad}}))
+    key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+    files = {"a": [*key, "NOT-A-DIGEST"], "b": [*key[:3], sha(b"aaaa")]}
+    cache.write_text(json.dumps({"version": 2, "root": str(root), "files": files}))
     assert by_path_m(build_from_dir(root, **META, cache_path=cache).manifest)["a"] == sha(b"aaaa")
     assert hash_calls == ["a"]
 

@@ -1,11 +1,16 @@
 """A local cache of file digests, so re-bundling an unchanged tree need not re-read it.
 
-Like git's index: an entry maps a relative path to ``[size, mtime_ns, ino, sha256]`` and
-is reused only when all three stat values still match. A file whose mtime is within
-:data:`RACY_NS` of the moment the cache is written is not stored ("racy clean"): it could
-change again within the filesystem's timestamp granularity without its stat changing.
+Like git's index: an entry maps a relative path to ``[size, mtime_ns, ctime_ns, ino, dev,
+sha256]`` and is reused only when all five stat values still match. The ctime is what no
+tool can set: a file rewritten at the same size with its mtime put back (``touch -r``,
+``cp -p``, an archive extracted with its times, a ``SOURCE_DATE_EPOCH`` build), or deleted
+and made again on the inode just freed, keeps size, mtime and inode, but not its ctime.
+A file whose mtime is within :data:`RACY_NS` of the moment the cache was opened (before
+the tree is walked) is not stored ("racy clean"): it could change again within the
+filesystem's timestamp granularity without its stat changing, and the walk may hash it
+long after it was opened.
 
-The file is JSON, ``{"version": 1, "root": <abs path>, "files": {...}}``, written
+The file is JSON, ``{"version": 2, "root": <abs path>, "files": {...}}``, written
 atomically (temp file + rename). A missing, unreadable, corrupt or foreign (other root,
 other version) cache is treated as empty; failing to write it is not an error — the cache
 only ever saves work, it never decides content.
@@ -23,33 +28,39 @@ from typing import Any
 
 from ashat.project import write_private
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 1 keyed on size, mtime and inode only
 RACY_NS = 2_000_000_000  # 2 s, in nanoseconds
 MAX_CACHE_BYTES = 256 * 1024 * 1024  # bytes; past this the cache is ignored
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 
-Stat = tuple[int, int, int]  # size, mtime_ns, ino
+Stat = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, ino, dev
 
 
 def _entry_ok(v: Any) -> bool:
     return (  # each test spelled out: a cache of 2,000 entries is read at each push
         type(v) is list
-        and len(v) == 4
+        and len(v) == 6
         and type(v[0]) is int
         and type(v[1]) is int
         and type(v[2]) is int
-        and type(v[3]) is str
-        and _SHA_RE.fullmatch(v[3]) is not None
+        and type(v[3]) is int
+        and type(v[4]) is int
+        and type(v[5]) is str
+        and _SHA_RE.fullmatch(v[5]) is not None
     )
 
 
 class HashCache:
-    """Digests keyed by relative path and (size, mtime_ns, ino). Not thread-safe."""
+    """Digests keyed by relative path and :data:`Stat`. Not thread-safe.
+
+    Open it before the tree is walked: what it stores is judged racy against that moment.
+    """
 
     def __init__(self, path: Path | None, root: str) -> None:
         self.path = path
         self.root = root
+        self.opened_ns = time.time_ns()
         self._old: dict[str, tuple[Stat, str]] = {}
         self._new: dict[str, tuple[Stat, str]] = {}
         if path is not None:
@@ -71,7 +82,7 @@ class HashCache:
         ):
             return {}
         return {
-            rel: ((v[0], v[1], v[2]), v[3])
+            rel: ((v[0], v[1], v[2], v[3], v[4]), v[5])
             for rel, v in obj["files"].items()
             if isinstance(rel, str) and _entry_ok(v)
         }
@@ -87,15 +98,17 @@ class HashCache:
     def put(self, rel: str, stat: Stat, sha256: str) -> None:
         self._new[rel] = (stat, sha256)
 
-    def save(self, now_ns: int | None = None) -> None:
-        """Write the entries seen in this build, minus racy ones. Write errors are ignored."""
+    def save(self) -> None:
+        """Write the entries seen in this build, minus racy ones (an mtime within
+        :data:`RACY_NS` of :attr:`opened_ns`: a file is read after the cache was opened, so
+        a later moment could let one rewritten in its timestamp tick pass as clean). Write
+        errors are ignored."""
         if self.path is None:
             return
-        now = time.time_ns() if now_ns is None else now_ns
         files = {
-            rel: [st[0], st[1], st[2], sha]
+            rel: [*st, sha]
             for rel, (st, sha) in self._new.items()
-            if st[1] < now - RACY_NS
+            if st[1] < self.opened_ns - RACY_NS
         }
         # A cache that cannot be written only costs a re-hash next time.
         with contextlib.suppress(OSError, ValueError):
@@ -107,4 +120,4 @@ class HashCache:
 
 
 def stat_key(st: os.stat_result) -> Stat:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
