@@ -574,3 +574,84 @@ def test_a_helper_started_with_signals_held_back_still_passes_them_on(
     with push_waiting_for_public(helper, pushed_project) as proc:
         assert interrupt(proc).strip() == "interrupted"
     wait_for(lambda: helper.status()["commands_running"] == 0, 10, "the command to be reaped")
+
+
+def test_a_hang_up_reaches_the_command_when_the_helper_was_started_under_nohup(
+    helper: Helper, pushed_project: tuple[Any, Path]
+) -> None:
+    """``nohup deploy helper start``: the helper ignores SIGHUP. A command once kept the
+    helper's disposition where its client had none: closing the terminal left the push
+    running. Each forwarded signal now takes the client's disposition."""
+
+    def nohup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)  # as a script's & does
+
+    out = subprocess.run(
+        [*DEPLOY, "helper", "start"], env=helper.env(), preexec_fn=nohup,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    with push_waiting_for_public(helper, pushed_project) as proc:
+        proc.send_signal(signal.SIGHUP)  # the terminal went away; this client does not ignore it
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            interrupt(proc)
+        assert proc.returncode == -signal.SIGHUP, "the command ignored the hang-up"
+
+
+def test_a_ca_bundle_named_by_ssl_cert_file_that_changed_stops_the_helper(
+    tmp_path: Path, agent_factory: Any, hello_project: Callable[..., Path]
+) -> None:
+    """The helper parses the CA bundle ``SSL_CERT_FILE`` names once, and its commands reuse
+    it: a CA taken out of that file stayed trusted through the helper."""
+    agent = agent_factory(tls=True)
+    root = hello_project(agent, configure=False)
+    bundle = tmp_path / "ca-bundle.pem"
+    bundle.write_bytes(Path(agent.ca_cert).read_bytes())
+    h = Helper(tmp_path / "helper", env={"SSL_CERT_FILE": str(bundle)})
+    try:
+        out = h.run("configure", "public", agent.url, "Staging", "--token-file",
+                    str(agent.token_file), cwd=root)  # fmt: skip  # no --ca-cert: the system's
+        assert out.returncode == 0, out.stderr
+        started = h.start()
+        assert h.run("push", "v1", "first", cwd=root).returncode == 0
+        import certifi
+
+        bundle.write_bytes(Path(certifi.where()).read_bytes())  # the agent's CA taken out
+        out = h.run("push", "v2", "second", cwd=root)
+        assert out.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in out.stderr, out.stderr
+        assert "its code changed on disk since it started (ca-bundle.pem)" in out.stderr
+        wait_for(lambda: not _alive(started["pid"]), 10, "the stale helper to stop")
+        # and a bundle with no certificate is named as the input that is wrong
+        bundle.write_bytes(b"")
+        out = h.run("push", "v3", "third", cwd=root)
+        assert out.returncode == 2, out.stderr
+        assert f"cannot load the system's CAs (SSL_CERT_FILE={bundle}" in out.stderr
+        assert "internal error" not in out.stderr
+    finally:
+        h.stop()
+
+
+def test_an_upgrade_that_changes_the_version_stops_the_helper(
+    tmp_path: Path, project: Path
+) -> None:
+    """An upgrade changes the fingerprint (ashat's version) as well as a file: the helper
+    refused each command as another ashat's, and kept running (and its socket) for hours."""
+    src = tmp_path / "src"
+    here = Path(ashat.__file__).parent
+    shutil.copytree(here, src / "ashat", ignore=shutil.ignore_patterns("__pycache__"))
+    h = Helper(tmp_path / "h", env={"PYTHONPATH": str(src)})
+    try:
+        started = h.start()
+        init = src / "ashat" / "__init__.py"
+        text = init.read_text()
+        assert f'__version__ = "{ashat.__version__}"' in text
+        init.write_text(text.replace(f'"{ashat.__version__}"', '"99.0.0"'))
+        out = h.run("history", cwd=project)
+        assert out.returncode == 0
+        assert "its code changed on disk since it started (__init__.py)" in out.stderr
+        wait_for(lambda: not _alive(started["pid"]), 10, "the stale helper to stop")
+    finally:
+        h.stop()

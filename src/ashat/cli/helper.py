@@ -101,7 +101,7 @@ def preload() -> None:
         log(f"no HTTP client made ahead: {e}")
 
 
-Identity = tuple[int, int, int]  # (mtime_ns, size, inode) of a file
+Identity = tuple[int, int, int, int]  # (mtime_ns, ctime_ns, size, inode) of a file
 
 
 def _identity(path: str) -> Identity | None:
@@ -109,13 +109,17 @@ def _identity(path: str) -> Identity | None:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino
 
 
 def _loaded_files() -> dict[str, Identity | None]:
     """Each file whose change would make this process out of date: every module it loaded
-    (ashat's and the others'), the interpreter, and the CA bundle it parsed."""
+    (ashat's and the others'), the interpreter, and the CA bundle it parsed (certifi's, or
+    the one ``SSL_CERT_FILE`` names, and the directory ``SSL_CERT_DIR`` names)."""
     paths = {sys.executable}
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        if os.environ.get(name):
+            paths.add(os.environ[name])
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
         if isinstance(path, str):
@@ -363,12 +367,12 @@ class Helper:
         if op != "run":
             raise warm.HelperError(f"unknown request {op!r}")
         refusal = None
-        if request.get("fingerprint") != self.own:
-            refusal = "the helper runs other code than this deploy (another ashat or Python)"
-        elif changed := self.changed():
+        if changed := self.changed():  # first: an upgrade changes the fingerprint too
             log(f"refused a command and stopping: {changed}")
             self._stop(changed)
             refusal = f"the helper stopped: {changed}"
+        elif request.get("fingerprint") != self.own:
+            refusal = "the helper runs other code than this deploy (another ashat or Python)"
         if refusal is not None:
             warm.send(conn, {"refused": refusal})
             conn.close()
@@ -452,8 +456,15 @@ class Job:
         for fd in self.stdio:
             if fd > 2:
                 os.close(fd)
-        for signum in self.ignored:  # nohup: a hang-up the client ignores, so does this
-            signal.signal(signum, signal.SIG_IGN)
+        for signum in warm.FORWARDED:  # as the client has them, not as the helper does:
+            # nohup makes the client ignore a hang-up, and so does this; a helper started
+            # under nohup (or from a script, which ignores SIGQUIT) must not make it so here
+            if signum in self.ignored:
+                signal.signal(signum, signal.SIG_IGN)
+            elif signum == signal.SIGINT:
+                signal.signal(signum, signal.default_int_handler)
+            else:
+                signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, self.blocked)  # and what it held back
         os.umask(self.umask)
         os.environ.clear()

@@ -93,10 +93,21 @@ def system_tls() -> ssl.SSLContext:
 
 @functools.lru_cache(maxsize=4)
 def _system_tls(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
-    del cert_file, cert_dir  # the cache's key: create_ssl_context reads them itself
+    """Raises :class:`InvalidInput` when the CAs ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` name
+    cannot be loaded (a failure is not cached)."""
+    import ssl
+
     import httpx
 
-    return httpx.create_ssl_context()
+    try:
+        return httpx.create_ssl_context()  # it reads the two variables itself
+    except (OSError, ssl.SSLError, ValueError) as e:
+        named = " and ".join(
+            f"{name}={value}"
+            for name, value in (("SSL_CERT_FILE", cert_file), ("SSL_CERT_DIR", cert_dir))
+            if value
+        )
+        raise InvalidInput(f"cannot load the system's CAs ({named or 'the default'}): {e}") from e
 
 
 def timeout(read_s: float = TIMEOUT_S, connect_s: float = CONNECT_S) -> httpx.Timeout:
