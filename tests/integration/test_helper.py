@@ -556,6 +556,15 @@ def test_a_client_in_another_namespace_is_refused(helper: Helper, project: Path)
     assert helper.status()["served"] == 0
 
 
+def start_from(helper: Helper, setup: Callable[[], None]) -> None:
+    """``deploy helper start`` from a process that ran ``setup`` first (its signals)."""
+    out = subprocess.run(
+        [*DEPLOY, "helper", "start"], env=helper.env(), preexec_fn=setup,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+
 def test_a_helper_started_with_signals_held_back_still_passes_them_on(
     helper: Helper, pushed_project: tuple[Any, Path]
 ) -> None:
@@ -566,11 +575,7 @@ def test_a_helper_started_with_signals_held_back_still_passes_them_on(
     def held_back() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD})
 
-    out = subprocess.run(
-        [*DEPLOY, "helper", "start"], env=helper.env(), preexec_fn=held_back,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    start_from(helper, held_back)
     with push_waiting_for_public(helper, pushed_project) as proc:
         assert interrupt(proc).strip() == "interrupted"
     wait_for(lambda: helper.status()["commands_running"] == 0, 10, "the command to be reaped")
@@ -587,11 +592,7 @@ def test_a_hang_up_reaches_the_command_when_the_helper_was_started_under_nohup(
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGQUIT, signal.SIG_IGN)  # as a script's & does
 
-    out = subprocess.run(
-        [*DEPLOY, "helper", "start"], env=helper.env(), preexec_fn=nohup,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    start_from(helper, nohup)
     with push_waiting_for_public(helper, pushed_project) as proc:
         proc.send_signal(signal.SIGHUP)  # the terminal went away; this client does not ignore it
         try:
