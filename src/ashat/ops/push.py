@@ -223,7 +223,12 @@ def run_push(
                 wf, agent, update_id, description, bundle, target=server.name, tasks=parsed,
                 **kwargs,
             )  # fmt: skip
-            return replace(result, timings={"build": build_s, **result.timings})
+            # the whole push, as its user waited for it: the build too
+            return replace(
+                result,
+                timings={"build": build_s, **result.timings},
+                duration_s=result.duration_s + build_s,
+            )
     finally:
         built.cleanup()
 
