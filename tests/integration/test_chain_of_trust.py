@@ -5,6 +5,7 @@ even OMEGA's key) but not k approvers' keys cannot ship to the fleet."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -310,3 +311,79 @@ def test_a_mainframes_own_bearer_routes_take_only_what_carries_its_chain(
     r = httpx.post(f"{mf.url}/v1/releases/hello-002/activate", headers=auth)
     assert r.status_code == 409, r.text  # what runs was approved by a revoked key, too
     assert chain.currents() == ["hello-002", "hello-002"]
+
+
+def test_an_approval_of_an_earlier_verification_does_not_count_and_may_be_renewed(
+    make_chain: Any,
+) -> None:
+    """Re-verifying between approvals made a new verification statement: bob's approval (of
+    the old one) was counted by the control side, the deployment was called approved, and
+    the chain refused its release; approved may go only to releasing, so it could never be
+    released, cancelled or approved again."""
+    chain = make_chain()  # k = 2: bob, carol
+    chain.ship("hello-001", "1.0.1")
+    res = deploy("approve", "hello-001", "--key", chain.key("bob"))
+    assert res.exit_code == 0 and "Waiting for 1 more" in res.stdout, res.output
+    assert deploy("verify", "hello-001").exit_code == 0  # a new verification statement
+    res = deploy("approve", "hello-001", "--key", chain.key("carol"))
+    assert res.exit_code == 0, res.output
+    assert "Approval by carol recorded: 1 of 2" in res.stdout, res.output
+    assert "1 recorded approval(s) do not count: bob: approves another verification" in (res.stdout)
+    assert "Waiting for 1 more" in res.stdout
+    assert deploy_json("status", "hello-001")[1]["deployment"]["state"] == "verified"
+    res = deploy("approve", "hello-001", "--key", chain.key("bob"))  # bob approves this one
+    assert res.exit_code == 0, res.output
+    assert "Deployment completed successfully!" in res.stdout
+    assert chain.currents() == ["hello-001", "hello-001"]
+    assert "approval.renewed" in deploy("log", "hello-001").stdout
+
+
+def test_passkey_approvals_past_roots_cap_do_not_make_it_approved(make_chain: Any) -> None:
+    """Two people approving with dashboard passkeys where root counts one (the default
+    max_passkey_approvals): the control side counted two and called it approved."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ashat.canonical import canonical_json
+    from ashat.ops.approve import approval_to_sign, run_approve
+    from ashat.ops.project import Project
+    from ashat.trust.statements import APPROVAL_NAMESPACE
+    from ashat.trust.webauthn import Passkey, assertion_signature, b64url, challenge_for
+
+    chain = make_chain(approvers=("carol",), k=1)
+    origin = "https://ctl.example"
+    keys = {}
+    for name in ("erin", "frank"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        spki = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        keys[name] = (key, Passkey("ES256", origin, spki))
+        (chain.root / f"{name}.pub").write_text(keys[name][1].to_text() + "\n")
+        res = ashat("trust", "add-key", "approvers", f"{name}.pub", "--name", name)
+        assert res.exit_code == 0, res.output
+    assert ashat("trust", "edit", "--threshold", "approvers=2").exit_code == 0
+    assert ashat("trust", "sign", "--key", chain.key("root")).exit_code == 0
+    chain.ship("hello-001", "1.0.1")
+    rp = hashlib.sha256(b"ctl.example").digest() + bytes([0x05]) + (1).to_bytes(4, "big")
+    waiting = []
+    for name in ("erin", "frank"):  # two people, each with the passkey of their browser
+        project = Project(chain.root, None)
+        try:
+            signed = approval_to_sign(project, "hello-001", name, None)
+            challenge = challenge_for(APPROVAL_NAMESPACE, canonical_json(signed))
+            client = json.dumps({"type": "webauthn.get", "challenge": b64url(challenge),
+                                 "origin": origin, "crossOrigin": False}).encode()  # fmt: skip
+            key, passkey = keys[name]
+            der = key.sign(rp + hashlib.sha256(client).digest(), ec.ECDSA(hashes.SHA256()))
+            sig = assertion_signature(b64url(rp), b64url(client), b64url(der))
+            statement = {"signed": signed, "signatures": [{"keyid": passkey.keyid, "sig": sig}]}
+            out = run_approve(project, "hello-001", actor=name, wait=False, statement=statement)
+            waiting.append(out.waiting_for)
+        finally:
+            project.close()
+    assert waiting == [1, 1]  # frank's passkey approval is past root's cap: not counted
+    assert deploy_json("status", "hello-001")[1]["deployment"]["state"] == "verified"
+    res = deploy("approve", "hello-001", "--key", chain.key("carol"))  # an OpenSSH key
+    assert res.exit_code == 0, res.output
+    assert chain.currents() == ["hello-001", "hello-001"]

@@ -171,6 +171,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "approvals": {"type": "array", "items": ref("Approval")},
             "required": INT,
             "counted": BOOL,
+            "holding": nullable(INT),
+            "not_counted": {"type": "array", "items": STR},
             "waiting_for": INT,
             "rollout": nullable(OBJ),
             "bytes_relayed": INT,

@@ -166,8 +166,13 @@ def approve(
             note = "" if result.counted else " (already recorded: counted once)"
             click.echo(
                 f"{mark} Approval by {actor} recorded{note}: "
-                f"{len(result.approvals)} of {policy.required}"
+                f"{result.valid} of {policy.required}"
             )
+            if result.valid < len(result.approvals):  # the root of trust counts fewer
+                click.echo(
+                    f"  {WARN} {len(result.approvals) - result.valid} recorded approval(s) "
+                    f"do not count: {'; '.join(result.notes)[:500]}"
+                )
 
     def released(
         server: Server, relayed: int, rollout: dict[str, Any], distribution: DistributionPolicy

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ashat.transport.client import AgentClient
     from ashat.trust.root import Root
     from ashat.trust.statements import Signer
-    from ashat.workflow.approve import ApprovalPolicy, ApproveResult, DistributionPolicy
+    from ashat.workflow.approve import ApprovalPolicy, ApproveResult, DistributionPolicy, Holding
     from ashat.workflow.models import Deployment, Server
     from ashat.workflow.service import Workflow
 
@@ -267,6 +267,24 @@ def chain_of(
     return {"evidence": evidence, "roots": [json.loads(b) for b in trust.chain()]}
 
 
+def _holding(trust: TrustDir, manifest_bytes: bytes) -> Holding:
+    """How many of a deployment's signed approvals its chain will count (and why not the
+    others), as :func:`chain_of` will judge them: the deployment is called approved only
+    when they are enough (an approval of an earlier verification statement, or a passkey
+    approval past root's cap, does not count)."""
+    from ashat.bundle import parse_manifest
+    from ashat.trust.chain import approvers_holding
+
+    root, m = trust.current(), parse_manifest(manifest_bytes)
+
+    def holding(dep: Deployment, statements: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        evidence = {"verification": dep.details.get("verification"), "approvals": statements}
+        names, refused = approvers_holding(root, m, evidence)
+        return len(names), refused
+
+    return holding
+
+
 def first_omega(project: Project, distribution: DistributionPolicy) -> Server:
     """The OMEGA a release goes to first: the first region's, or the one OMEGA. Raises
     InvalidInput, naming the first region that is not configured."""
@@ -429,7 +447,8 @@ def run_approve(
         header_done = True
 
     if dep.state is State.VERIFIED:
-        result = record(wf, update_id, policy, comment, statement if signed_by else None)
+        holding = _holding(trust, manifest_bytes) if trust.exists() else None
+        result = record(wf, update_id, policy, comment, statement if signed_by else None, holding)
         outcome.recorded = result
         outcome.data.update(result.to_json())
         dep = outcome.deployment = result.deployment
@@ -437,7 +456,7 @@ def run_approve(
             h.recorded(result, policy, wf.actor)
         crash_point("approve.recorded")
         if dep.state is not State.APPROVED:
-            outcome.waiting_for = policy.required - len(result.approvals)
+            outcome.waiting_for = policy.required - result.valid
             return outcome
     elif dep.state not in (State.APPROVED, State.RELEASING, State.DISTRIBUTING):
         check_transition(update_id, dep.state, State.APPROVED)  # raises, naming what is allowed

@@ -247,7 +247,10 @@ class RemoteOperations:
         required = int(data.get("required") or 1)
         outcome = ApproveOutcome(dep, actor, required, {"update_id": update_id})
         if "counted" in data:
-            recorded = ApproveResult(dep, data["approvals"], required, bool(data["counted"]))
+            recorded = ApproveResult(
+                dep, data["approvals"], required, bool(data["counted"]),
+                notes=list(data.get("not_counted") or []), holding=data.get("holding"),
+            )  # fmt: skip
             outcome.recorded = recorded
             outcome.data.update(recorded.to_json())
             if hooks.recorded is not None:

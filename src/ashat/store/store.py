@@ -491,25 +491,36 @@ class Store:
         statement: dict[str, Any] | None = None,
     ) -> bool:
         """Record ``approver``'s approval (with its signed ``statement``, if any) and its
-        event; ``False`` if they had approved."""
+        event; ``False`` if they had approved. A new signed statement from one who had (of
+        a newer verification, say: the old one no longer holds) replaces theirs, with an
+        ``approval.renewed`` event."""
         with self.db.transaction():
             row = self.db.query_one(
-                "SELECT 1 FROM approvals WHERE deployment_id = ? AND approver = ?"
+                "SELECT statement FROM approvals WHERE deployment_id = ? AND approver = ?"
                 + self.db.lock_clause(),
                 (update_id, approver),
             )
-            if row:
+            if row and (statement is None or row[0] == _dumps(statement)):
                 return False
-            self.db.execute(
-                "INSERT INTO approvals (deployment_id, approver, at, comment, statement) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (update_id, approver, at, comment, _dumps(statement) if statement else None),
-            )
+            if row:
+                assert statement is not None  # else returned above
+                self.db.execute(
+                    "UPDATE approvals SET at = ?, comment = ?, statement = ? "
+                    "WHERE deployment_id = ? AND approver = ?",
+                    (at, comment, _dumps(statement), update_id, approver),
+                )
+            else:
+                self.db.execute(
+                    "INSERT INTO approvals (deployment_id, approver, at, comment, statement) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (update_id, approver, at, comment, _dumps(statement) if statement else None),
+                )
             details: dict[str, Any] = {"comment": comment}
             if statement is not None:
                 details["signed_by"] = [s.get("keyid") for s in statement.get("signatures", [])]
                 details["statement_digest"] = sha256_hex(canonical_json(statement["signed"]))
-            self.append_event("approval.recorded", approver, at, details, update_id)
+            kind = "approval.renewed" if row else "approval.recorded"
+            self.append_event(kind, approver, at, details, update_id)
         return True
 
     def atomic(self) -> AbstractContextManager[object]:

@@ -237,6 +237,27 @@ def count_approvals(
     releasers: tuple[str, ...],
 ) -> tuple[str, ...]:
     """The distinct names whose approvals hold; TrustRefused if fewer than k."""
+    names, refused = approvals_holding(root, m, verification_digest, approvals, releasers)
+    k = root.threshold("approvers")
+    if len(names) < k:
+        why = f" (refused: {'; '.join(refused)})" if refused else ""
+        raise TrustRefused(
+            "approvals",
+            f"{m.update_id} has {len(names)} valid approval(s) of the {k} root version "
+            f"{root.version} requires{why}"[:1000],
+        )
+    return names
+
+
+def approvals_holding(
+    root: Root,
+    m: Manifest,
+    verification_digest: str,
+    approvals: Any,
+    releasers: tuple[str, ...],
+) -> tuple[tuple[str, ...], list[str]]:
+    """The distinct names whose approvals hold, whatever k, and why each other does not.
+    Raises TrustRefused only for a malformed list."""
     if not isinstance(approvals, list) or len(approvals) > MAX_APPROVALS:
         raise TrustRefused("malformed", f"approvals must be a list of at most {MAX_APPROVALS}")
     names: set[str] = set()
@@ -260,15 +281,19 @@ def count_approvals(
             "signs what the dashboard's server gives it)"
         )
     names |= set(sorted(by_passkey)[:cap])
-    k = root.threshold("approvers")
-    if len(names) < k:
-        why = f" (refused: {'; '.join(refused)})" if refused else ""
-        raise TrustRefused(
-            "approvals",
-            f"{m.update_id} has {len(names)} valid approval(s) of the {k} root version "
-            f"{root.version} requires{why}"[:1000],
-        )
-    return tuple(sorted(names))
+    return tuple(sorted(names)), refused
+
+
+def approvers_holding(root: Root, m: Manifest, evidence: Any) -> tuple[tuple[str, ...], list[str]]:
+    """Of ``evidence``, whose approvals hold now (and why the others do not), whatever k:
+    what the control side counts before it calls a deployment approved, so that it never
+    calls approved what the chain will refuse. Raises :class:`TrustRefused` if the
+    verification statement itself does not hold."""
+    if not isinstance(evidence, Mapping):
+        raise TrustRefused("no_evidence", f"{m.update_id} carries no evidence of verification")
+    releasers = releasers_of(root, m)
+    _, vdigest = check_verification(root, m, evidence.get("verification"))
+    return approvals_holding(root, m, vdigest, evidence.get("approvals"), releasers)
 
 
 def check_chain(root: Root, m: Manifest, evidence: Any) -> ChainReport:

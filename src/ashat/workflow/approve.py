@@ -211,6 +211,12 @@ class ApproveResult:
     rollout: dict[str, Any] | None = None
     bytes_relayed: int = 0
     notes: list[str] = field(default_factory=list)
+    holding: int | None = None  # of the approvals, those the root of trust counts (if any)
+
+    @property
+    def valid(self) -> int:
+        """The approvals that count toward the policy."""
+        return len(self.approvals) if self.holding is None else self.holding
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -219,9 +225,16 @@ class ApproveResult:
             "approvals": self.approvals,
             "required": self.required,
             "counted": self.counted,
+            "holding": self.holding,
+            "not_counted": self.notes,  # why, where the root of trust counts fewer
             "rollout": self.rollout,
             "bytes_relayed": self.bytes_relayed,
         }
+
+
+# Of a deployment and its signed approval statements, how many hold under the root of trust
+# and why the others do not (the caller, which knows the root, counts; ops/approve.py).
+Holding = Callable[[Deployment, list[dict[str, Any]]], tuple[int, list[str]]]
 
 
 def approve(
@@ -230,10 +243,12 @@ def approve(
     policy: ApprovalPolicy,
     comment: str | None = None,
     statement: dict[str, Any] | None = None,
+    holding: Holding | None = None,
 ) -> ApproveResult:
     """Record the actor's approval (with their signed approval ``statement``, already
     checked against the root of trust by the caller); move to ``approved`` when the policy
-    is met.
+    is met: when ``holding`` is given, by the approvals it says hold (a deployment called
+    approved with fewer than the chain counts could never be released, nor cancelled).
 
     One transaction from the state read to the move: of approvers racing, those who find the
     deployment approved already are refused (exit 3) and nothing of theirs is recorded.
@@ -242,7 +257,7 @@ def approve(
     if comment is not None and len(comment) > 1000:
         raise InvalidInput("--comment must be at most 1000 characters")
     with wf.store.atomic():
-        return _approve(wf, update_id, policy, comment, statement)
+        return _approve(wf, update_id, policy, comment, statement, holding)
 
 
 def _approve(
@@ -251,6 +266,7 @@ def _approve(
     policy: ApprovalPolicy,
     comment: str | None,
     statement: dict[str, Any] | None,
+    holding: Holding | None,
 ) -> ApproveResult:
     dep = wf.store.require(update_id)
     check_transition(update_id, dep.state, State.APPROVED)
@@ -268,14 +284,18 @@ def _approve(
         )
     counted = wf.store.add_approval(update_id, wf.actor, wf.now(), comment, statement)
     approvals = wf.store.approvals(update_id)
-    if len(approvals) >= policy.required:
+    held: int | None = None
+    notes: list[str] = []
+    if holding is not None:
+        held, notes = holding(dep, wf.store.approval_statements(update_id))
+    if (len(approvals) if held is None else held) >= policy.required:
         dep = wf.move(
             update_id,
             State.APPROVED,
             details={"approvers": [a["user"] for a in approvals]},
             details_update={"approvers": [a["user"] for a in approvals]},
         )
-    return ApproveResult(dep, approvals, policy.required, counted)
+    return ApproveResult(dep, approvals, policy.required, counted, notes=notes, holding=held)
 
 
 def release(
