@@ -266,7 +266,9 @@ class BlobStore:
     ) -> bool:
         """Whether ``path`` is a regular file of ``size`` bytes (and ``mode``) that hash to
         ``sha256``: hashed now, or before and unchanged since (same inode, size, mtime and
-        ctime). A symlink never holds a blob. ``st``: its ``lstat``, if the caller has it."""
+        ctime). A symlink never holds a blob. ``st``: its ``lstat``, if the caller has it.
+        A file whose stat moved while it was read is judged by the bytes read, and its hash
+        is not remembered."""
         if st is None:
             try:
                 st = os.lstat(path)
@@ -282,9 +284,13 @@ class BlobStore:
         if found is None or found[0] != sha256:
             return False
         after = found[1]
-        if (after.st_ino, _fingerprint(after)) != (st.st_ino, _fingerprint(st)):
-            return False  # it changed while being read
-        if time.time_ns() - after.st_ctime_ns > SETTLE_NS:
+        # The bytes read hash to the digest: it holds them. If its stat moved meanwhile
+        # (most often only its ctime: a hard link made or removed, by the agent's own stage
+        # or sweep), a write may have raced the read, as one may follow it: the hash is not
+        # remembered, and the next look reads it again.
+        if (after.st_ino, _fingerprint(after)) == (st.st_ino, _fingerprint(st)) and (
+            time.time_ns() - after.st_ctime_ns > SETTLE_NS
+        ):
             self._hashed[(after.st_dev, after.st_ino)] = (sha256, _fingerprint(after))
         return True
 
@@ -343,6 +349,25 @@ class BlobStore:
             for n in sorted(names)
             if n == "sha256" or (n.startswith("mode-") and n[5:].isdigit())
         ]
+
+    def unshare_writes(self) -> int:
+        """Take group and other write away from every stored mode copy that has them (a
+        store of a version that kept them, ``MODE_MASK``): their links in the release trees
+        are the same inodes, so those releases match the mask again. Returns how many."""
+        done = 0
+        for kind in self.kinds():
+            name = os.path.basename(kind)
+            if name == "sha256" or not int(name[5:], 8) & 0o022:
+                continue
+            for shard in os.scandir(kind):
+                if not shard.is_dir(follow_symlinks=False):
+                    continue
+                for entry in os.scandir(shard.path):
+                    if entry.is_file(follow_symlinks=False):
+                        mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
+                        os.chmod(entry.path, mode & ~0o022)
+                        done += 1
+        return done
 
     def file(self, sha256: str, mode: int = BLOB_MODE) -> str:
         """The stored file for ``sha256`` with ``mode`` (the blob itself for BLOB_MODE)."""

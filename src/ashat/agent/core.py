@@ -149,6 +149,8 @@ class Agent:
             log.warning("UNCONFINED APP: %s", self.jail.warning)
         for name in self.layout.clean_tmp():
             log.info("removed leftover %s", name)
+        if unshared := self.blobs.unshare_writes():
+            log.warning("took group and other write from %d stored release files", unshared)
         self.state = self._load_state()
         in_use = set()
         for name in (CURRENT, PREVIOUS):
@@ -163,7 +165,11 @@ class Agent:
             log.warning("%s", note)
         current, previous = self.links()
         if previous is not None and previous == current:
-            self.releases.set_link(PREVIOUS, None)
+            # A crash between a switch's two links (crash point switch.links): current did
+            # not move, and previous is what it was before, as the history says.
+            earlier = self._previous_in_history(current)
+            log.warning("previous pointed at current %s; restored to %s", current, earlier)
+            self.releases.set_link(PREVIOUS, earlier)
         for record in self.state.apps:
             if self.supervisor.reap(record):
                 log.warning(
@@ -434,6 +440,8 @@ class Agent:
                 summary = self.releases.summary(update_id)
             except AgentError:  # removed while we looked
                 continue
+            except (BundleError, OSError) as e:  # its manifest cannot be read: listed so
+                summary = {"update_id": update_id, "sequence": 0, "unreadable": str(e)[:200]}
             if update_id == current:
                 summary["status"] = "current"
             elif update_id == previous:
@@ -868,9 +876,10 @@ class Agent:
             self.state.recency, self.config.keep, protected, set(self.releases.ids())
         )
         pruned = [u for u in map(self._doomed_uses, doomed) if u is not None]  # before removal
+        deletions: list[Callable[[], None]] = []  # the trees, once their blobs are collected
         for update_id in doomed:
             try:
-                self.releases.remove(update_id, sealed=self.jail.isolated, later=self._sweep)
+                self.releases.remove(update_id, sealed=self.jail.isolated, later=deletions.append)
                 with contextlib.suppress(FileNotFoundError):
                     self.layout.log_file(update_id).unlink()
             except OSError as e:
@@ -882,7 +891,12 @@ class Agent:
         if doomed:
             self._save()
         self._prune_environments()
+        # First: deleting a tree's links moves its blobs' ctimes, and a blob touched within
+        # --blob-grace is spared (it may be an upload in flight), so the pruned trees'
+        # blobs would wait for the next full scan.
         self._collect_blobs(pruned)
+        for work in deletions:
+            self._sweep(work)
 
     def _sweep(self, work: Callable[[], None]) -> None:
         """Run ``work`` (deleting a pruned tree) after this request, off its path."""
@@ -915,6 +929,13 @@ class Agent:
                 continue  # unreadable: its environment, if any, is rebuilt when needed
         for name in self.environments.prune(used):
             log.info("removed the Python environment %s: no kept release uses it", name)
+
+    def _previous_in_history(self, current: str) -> str | None:
+        """The release active before ``current`` by the activation history, if staged."""
+        for a in reversed(self.state.history):
+            if a.update_id != current:
+                return a.update_id if self.releases.exists(a.update_id) else None
+        return None
 
     def _uses(self, update_id: str) -> tuple[frozenset[str], frozenset[tuple[str, int]]] | None:
         """The blobs and the mode files ``(digest, mode)`` release ``update_id`` links to,
@@ -951,7 +972,16 @@ class Agent:
         if self.config.blob_dir is not None:
             return
         ids = self.releases.ids()
-        kept = [u for u in map(self._uses, ids) if u is not None]
+        kept = []
+        for update_id in ids:
+            try:
+                uses = self._uses(update_id)
+            except (BundleError, OSError) as e:  # what it uses is unknown: nothing may go
+                log.warning("no unused blobs collected: %s's manifest cannot be read (%s)",
+                            update_id, e)  # fmt: skip
+                return
+            if uses is not None:
+                kept.append(uses)
         present = set(ids)  # a release removed another way (a failed or damaged one): forgotten
         self._used_by = {i: u for i, u in self._used_by.items() if i in present}
         digests: frozenset[str] = frozenset().union(*(d for d, _ in kept))

@@ -32,6 +32,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,12 +242,20 @@ def unreachable(path: Path, uid: int) -> Path | None:
 
 
 def remove_old(directory: Path, age_s: float) -> list[str]:
-    """Remove the files in ``directory`` last changed more than ``age_s`` ago; their names."""
+    """Remove the files in ``directory`` last changed more than ``age_s`` ago; their names.
+
+    Changed: the mtime, or for a file with the store's fixed mtime (a finished blob waiting
+    for its commit, the rest of its pack still arriving: ``STORE_MTIME_NS``) its ctime,
+    which says when that mtime was set."""
+    from ashat.agent.blobs import STORE_MTIME_NS
+
     removed = []
     limit = time.time() - age_s
     for entry in os.scandir(directory):
         with contextlib.suppress(FileNotFoundError):
-            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < limit:
+            st = entry.stat(follow_symlinks=False)
+            changed = st.st_ctime if st.st_mtime_ns == STORE_MTIME_NS else st.st_mtime
+            if stat.S_ISREG(st.st_mode) and changed < limit:
                 os.unlink(entry.path)
                 removed.append(entry.name)
     return removed

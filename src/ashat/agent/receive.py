@@ -185,10 +185,10 @@ async def receive_pack(chunks: AsyncIterator[bytes], store: BlobStore) -> PackRe
     small: list[tuple[BlobWriter, bytes]] = []
     small_bytes = 0
     pending: set[str] = set()
-    total = 0
+    total = index = 0
     try:
         while (line := await reader.readline(MAX_HEADER_BYTES)) is not None:
-            index = len(writers) + 1
+            index += 1
             if index > MAX_PACK_BLOBS:
                 raise PayloadTooLarge(f"a pack holds at most {MAX_PACK_BLOBS} blobs")
             sha, size = parse_pack_header(line, index)
@@ -197,12 +197,17 @@ async def receive_pack(chunks: AsyncIterator[bytes], store: BlobStore) -> PackRe
                     f"blob {sha} is {size} bytes, over the limit of {store.max_blob_bytes}",
                     limit=store.max_blob_bytes,
                 )
-            # A blob sent twice in one pack is hashed both times but written once.
-            writer = BlobWriter(store, sha, discard=sha in pending)
-            writers.append(writer)
+            # A blob sent twice in one pack is hashed both times but written once; its
+            # writer is not kept (a million copies of one blob cost no memory).
+            again = sha in pending
+            writer = BlobWriter(store, sha, discard=again)
+            if not again:
+                writers.append(writer)
             pending.add(sha)
             try:
-                if size <= SMALL_BLOB:
+                if size <= SMALL_BLOB and again:
+                    _write_small([(writer, await reader.read_exact(size))])  # hashing only
+                elif size <= SMALL_BLOB:
                     small.append((writer, await reader.read_exact(size)))
                     small_bytes += size
                     if small_bytes >= SMALL_BATCH:
@@ -226,4 +231,4 @@ async def receive_pack(chunks: AsyncIterator[bytes], store: BlobStore) -> PackRe
     finally:
         for w in writers:
             w.abort()  # no-ops for committed writers
-    return PackResult(blobs=len(writers), stored=stored, bytes=total)
+    return PackResult(blobs=index, stored=stored, bytes=total)

@@ -37,7 +37,10 @@ from ashat.faults import crash_point
 from ashat.ids import UPDATE_ID_RE
 from ashat.project import write_private
 
-MODE_MASK = 0o1777  # permission bits kept from a manifest: no setuid/setgid
+# Permission bits kept from a manifest: no setuid/setgid, and no write by group or others (a
+# file pushed 0666, under umask 000 say, is linked by every release that has it: an app
+# running as another user could rewrite the older ones, the rollback target among them).
+MODE_MASK = 0o1755
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 

@@ -1,0 +1,305 @@
+"""The agent's storage path under the races, crashes and hostile input a review found (the
+seventh session of 2026-12-06): a real agent in this process, on a real directory, each
+test failing on the code before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ashat.agent.blobs import BlobStore, BlobWriter
+from ashat.agent.config import AgentConfig, AgentRole
+from ashat.agent.core import Agent
+from ashat.agent.layout import Layout
+from ashat.agent.receive import receive_pack
+from ashat.bundle import build_from_dir, sign_manifest
+from ashat.bundle.keys import SigningKey
+
+KEY = SigningKey.generate()
+
+
+def make_agent(data: Path, **kw: Any) -> Agent:
+    args: dict[str, Any] = {
+        "role": AgentRole.PUBLIC, "data": data, "host": "127.0.0.1", "port": 0, "token": "t",
+        "trusted": {KEY.keyid: KEY.public}, "keep": 3, "blob_grace_s": 0,
+        "app_user": os.environ.get("ASHAT_APP_USER")
+        or ("nobody" if os.geteuid() == 0 else None),
+    }  # fmt: skip
+    args.update(kw)
+    a = Agent(AgentConfig(**args))
+    a.open()
+    return a
+
+
+def restart(a: Agent, **kw: Any) -> Agent:
+    a.shutdown()
+    os.close(a._lock_fd)
+    return make_agent(a.config.data, **kw)
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Agent]:
+    a = make_agent(tmp_path / "data")
+    yield a
+    a.shutdown()
+
+
+def put(agent: Agent, data: bytes) -> str:
+    sha = hashlib.sha256(data).hexdigest()
+    w = BlobWriter(agent.blobs, sha)
+    w.write(data)
+    w.finish()
+    w.commit()
+    return sha
+
+
+def signed(tree: Path, n: int) -> bytes:
+    built = build_from_dir(
+        tree, update_id=f"r{n}", sequence=n, description="t", app={},
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    return sign_manifest(built.manifest, KEY).to_bytes()
+
+
+def stage(agent: Agent, tree: Path, n: int) -> str:
+    for path in sorted(tree.rglob("*")):
+        if path.is_file():
+            put(agent, path.read_bytes())
+    agent.stage(signed(tree, n))
+    return f"r{n}"
+
+
+class Linker:
+    """Another thread making and dropping a hard link to ``path`` (as a stage links a
+    release tree to its blobs, and the sweeper deletes a pruned tree): each moves the
+    inode's ctime, and nothing else."""
+
+    def __init__(self, path: str, spare: Path) -> None:
+        self.path, self.spare = path, spare
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                os.link(self.path, self.spare)
+                os.unlink(self.spare)
+            except FileNotFoundError:
+                return
+            time.sleep(0.002)
+
+    def __enter__(self) -> Linker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_a_blob_linked_while_it_is_hashed_is_not_quarantined(agent: Agent) -> None:
+    # Its ctime moved during the read, so it "changed while being read": a blob that hashes
+    # to its name was moved to quarantine/, and a release using it judged damaged, deleted.
+    data = os.urandom(64 << 20)
+    sha = put(agent, data)
+    agent.blobs._hashed.clear()  # as after a restart: its bytes must be read again
+    with Linker(agent.blobs.file(sha), agent.layout.tmp / "other-link"):
+        size = agent.blobs.size(sha)  # GET /v1/blobs, /v1/blobs/missing, a pack's look
+    assert size == len(data) and agent.blobs.quarantined == 0
+
+
+def test_an_activation_after_a_restart_survives_the_next_stage_linking_its_blobs(
+    tmp_path: Path,
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "big.bin").write_bytes(os.urandom(64 << 20))
+    (tree / "v.txt").write_text("1\n")
+    a = make_agent(tmp_path / "d")
+    a.activate(stage(a, tree, 1))
+    (tree / "v.txt").write_text("2\n")
+    stage(a, tree, 2)
+    (tree / "v.txt").write_text("3\n")
+    r3 = signed(tree, 3)
+    put(a, b"3\n")
+    b = restart(a, blob_grace_s=3600)  # nothing known hashed
+    try:
+        nxt = threading.Thread(target=b.stage, args=(r3,))  # links big.bin into its tree
+        nxt.start()
+        time.sleep(0.02)
+        b.activate("r2")  # hashes big.bin meanwhile
+        nxt.join()
+        assert b.links()[0] == "r2" and set(b.releases.ids()) == {"r1", "r2", "r3"}
+    finally:
+        b.shutdown()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the 'user' jail (an app user) needs root")
+def test_in_the_user_jail_the_app_cannot_rewrite_an_older_release(tmp_path: Path) -> None:
+    # A file pushed 0666 (a developer's umask 000) kept its group and other write: every
+    # release linking it could be rewritten by the app's user, the rollback target too.
+    data = Path(tempfile.mkdtemp(dir="/tmp"))  # reachable by the app's user
+    data.chmod(0o711)
+    agent = make_agent(data / "d", sandbox="none", app_user="nobody")
+    try:
+        assert agent.jail.mode == "user" and agent.jail.isolated
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        (tree / "config.txt").write_text("signed config\n")
+        (tree / "config.txt").chmod(0o666)
+        for n in (1, 2):
+            (tree / "v.txt").write_text(f"{n}\n")
+            agent.activate(stage(agent, tree, n))
+        old = agent.layout.link("previous") / "config.txt"
+        assert oct(old.stat().st_mode & 0o777) == "0o644"
+        app = subprocess.run(
+            ["/bin/sh", "-c", f"echo rewritten > {old}"],
+            capture_output=True, text=True, **agent.jail.popen_options(),
+        )  # fmt: skip
+        assert app.returncode != 0 and "Permission denied" in app.stderr
+        assert old.read_text() == "signed config\n"
+        agent.rollback(None, None)
+        assert agent.links()[0] == "r1"
+    finally:
+        agent.shutdown()
+
+
+def test_a_store_of_an_earlier_version_loses_group_and_other_write_at_start(
+    tmp_path: Path,
+) -> None:
+    a = make_agent(tmp_path / "d")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "config.txt").write_text("signed config\n")
+    (tree / "config.txt").chmod(0o666)
+    a.activate(stage(a, tree, 1))
+    release_file = a.layout.link("current") / "config.txt"
+    os.chmod(release_file, 0o666)  # as the earlier version stored it (mode-0666/)
+    sha = hashlib.sha256(b"signed config\n").hexdigest()
+    older = Path(a.blobs.file(sha, 0o666))
+    older.parent.mkdir(parents=True)
+    os.link(release_file, older)
+    b = restart(a)
+    try:
+        assert oct(release_file.stat().st_mode & 0o777) == "0o644"
+        (tree / "v.txt").write_text("2\n")
+        b.activate(stage(b, tree, 2))
+        b.rollback(None, None)  # r1's files match the signed manifest (with the mask)
+        assert b.links()[0] == "r1"
+    finally:
+        b.shutdown()
+
+
+def test_a_kept_release_whose_manifest_cannot_be_read_fails_no_activation(
+    agent: Agent, tmp_path: Path
+) -> None:
+    # _uses caught only AgentError: the BundleError of a damaged manifest (or one a stricter
+    # version refuses) escaped after the switch, and activate answered 400.
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for n in (1, 2):
+        (tree / "a.txt").write_text(f"{n}\n")
+        agent.activate(stage(agent, tree, n))
+    agent.layout.manifest_file("r1").write_text("{garbage")
+    agent.releases._manifests.pop("r1")
+    agent._used_by.pop("r1", None)
+    (tree / "a.txt").write_text("3\n")
+    agent.activate(stage(agent, tree, 3))
+    assert agent.links()[0] == "r3"
+    listed = {r["update_id"]: r for r in agent.list_releases()["releases"]}
+    assert "unreadable" in listed["r1"]
+
+
+def test_a_replica_starting_spares_another_replicas_blob_waiting_for_its_commit(
+    tmp_path: Path,
+) -> None:
+    # OMEGA replicas share --blob-dir; one starting removes old leftovers of its tmp/ by
+    # mtime, and a finished blob waiting for the rest of its pack has the store's 1970 mtime.
+    shared = tmp_path / "blobs"
+    one = Layout(tmp_path / "one", shared)
+    one.ensure()
+    store = BlobStore(one.blobs, one.blob_tmp, 1 << 20)
+    data = b"a blob of a pack still arriving\n"
+    w = BlobWriter(store, hashlib.sha256(data).hexdigest())
+    w.write(data)
+    w.finish()
+    other = Layout(tmp_path / "two", shared)
+    other.ensure()
+    assert other.clean_tmp() == []
+    assert store.commit([w]) == 1
+
+
+def test_the_activation_that_prunes_a_release_frees_the_blobs_only_it_used(
+    tmp_path: Path,
+) -> None:
+    # The pruned tree's deletion ran at once, beside the collection: its unlinks moved the
+    # blob's ctime, and the collection spared it as touched within --blob-grace.
+    agent = make_agent(tmp_path / "d", keep=2, blob_grace_s=0.3)
+    try:
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        (tree / "own.bin").write_bytes(os.urandom(1 << 20))
+        agent.activate(stage(agent, tree, 1))
+        own = agent.releases.manifest("r1").files[0].sha256
+        (tree / "own.bin").unlink()
+        for n in (2, 3):
+            (tree / "v.txt").write_text(f"{n}\n")
+            stage(agent, tree, n)
+        agent.activate("r2")
+        time.sleep(0.5)  # r1's blob was last linked longer ago than --blob-grace
+        agent.activate("r3")  # prunes r1
+        assert "r1" not in agent.releases.ids()
+        assert not os.path.exists(agent.blobs.file(own))
+    finally:
+        agent.shutdown()
+
+
+def test_a_crash_between_the_two_links_keeps_the_rollback_target(tmp_path: Path) -> None:
+    a = make_agent(tmp_path / "d")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for n in (1, 2, 3):
+        (tree / "v.txt").write_text(f"{n}\n")
+        stage(a, tree, n)
+    a.activate("r1")
+    a.activate("r2")
+    assert a.links() == ("r2", "r1")
+    a.releases.set_link("previous", "r2")  # activating r3 crashed at switch.links
+    b = restart(a)
+    try:
+        assert b.links() == ("r2", "r1")
+    finally:
+        b.shutdown()
+
+
+def test_a_pack_of_one_blob_a_million_times_costs_no_memory(tmp_path: Path) -> None:
+    # Each entry kept a writer (and its hash) to the end: 67 MB of headers took ~580 MiB.
+    (tmp_path / "b" / "sha256").mkdir(parents=True)
+    (tmp_path / "t").mkdir()
+    store = BlobStore(tmp_path / "b", tmp_path / "t", 1 << 30)
+    line = f"{hashlib.sha256(b'').hexdigest()} 0\n".encode()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(200):
+            yield line * 1000
+
+    tracemalloc.start()
+    try:
+        result = asyncio.run(receive_pack(body(), store))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.blobs == 200_000 and result.stored == 1
+    assert peak < 16 << 20, f"{peak / 2**20:.0f} MiB"
