@@ -385,6 +385,67 @@ def test_admin_configures_a_server_and_the_token_is_never_shown(env: Env) -> Non
     assert not (env.root / ".ashat" / "secrets" / "staging.token").exists()
 
 
+def test_a_tier_moved_to_another_server_needs_its_token_again(env: Env) -> None:
+    """One admin token re-pointed a tier at its own server, keeping the stored token: the
+    next outgoing call (any viewer's ?check=true) sent it OMEGA's bearer token."""
+    catcher = Receiver()
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    catcher.server.RequestHandlerClass = Handler
+    admin = env.tokens["admin"]
+    try:
+        body = {"url": "http://127.0.0.1:9", "name": "OMEGA", "token": "omega-bearer-SECRET"}
+        assert env.serve.call("PUT", "/v1/servers/omega", admin, body).status_code == 200
+        before = env.snapshot()
+        moved = {"url": catcher.url, "name": "OMEGA"}
+        res = env.serve.call("PUT", "/v1/servers/omega", admin, moved)
+        assert res.status_code == 400, res.text
+        assert "moves to another server" in res.json()["error"]
+        assert env.snapshot() == before
+        env.serve.call("GET", "/v1/servers?check=true", env.tokens["viewer"])
+        assert "Bearer omega-bearer-SECRET" not in seen
+        # the same server at another path keeps its token; another, with its own token, too
+        same = {"url": "http://127.0.0.1:9/ashat", "name": "OMEGA"}
+        assert env.serve.call("PUT", "/v1/servers/omega", admin, same).status_code == 200
+        ok = {**moved, "token": "the-new-servers-own"}
+        assert env.serve.call("PUT", "/v1/servers/omega", admin, ok).status_code == 200
+    finally:
+        catcher.close()
+
+
+def test_a_lone_surrogate_in_a_body_is_refused_not_a_server_error(env: Env) -> None:
+    """JSON lets "\\ud800" through; UTF-8 cannot encode it, and a reason holding one was a
+    500 (UnicodeEncodeError) when it was written."""
+    before = env.snapshot()
+    with env.serve.http(env.tokens["deployer"]) as c:
+        res = c.post(
+            "/v1/deployments/p1/cancel",
+            content=b'{"reason": "\\ud800"}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert res.status_code == 400, res.text
+    assert res.json()["kind"] == "invalid_input" and "not JSON" in res.json()["error"]
+    assert env.snapshot() == before
+
+
+def test_an_approval_may_name_its_selector(env: Env) -> None:
+    """deploy --via … approve --to SEL sends "to", which the closed schema refused (400)."""
+    body = {"to": "ring=pilot"}
+    res = env.serve.call("POST", "/v1/deployments/p1/approve", env.tokens["approver"], body)
+    assert (res.status_code, res.json()["kind"]) == (409, "transition_refused"), res.text
+
+
 def test_the_last_admin_cannot_be_removed_from_the_cli(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -51,6 +51,11 @@ def test_selectors_rings_and_pins_decide_who_gets_what(hello_fleet: Any) -> None
     assert "matches none of the 3 mainframes" in res.output
     shown = json.loads(deploy("status", "hello-001", "--json").stdout)["deployment"]
     assert shown["state"] == "verified" and "to" not in shown["details"]  # nothing kept
+    # Nor by an approver the policy refuses (alice pushed it): her --to was kept before.
+    res = deploy("approve", "hello-001", "--as", "alice", "--to", "ring!=pilot")
+    assert res.exit_code == 3 and "may not approve it too" in res.output, res.output
+    shown = json.loads(deploy("status", "hello-001", "--json").stdout)["deployment"]
+    assert "to" not in shown["details"]
 
     # --to: the pilot only; the others should run nothing yet, and say why.
     res = deploy("approve", "hello-001", "--as", "bob", "--to", "ring=pilot")

@@ -103,6 +103,9 @@ async def _read_body(ep: Endpoint, request: Request, components: Components) -> 
         return {}
     try:
         body = json.loads(raw)
+        # JSON lets a lone surrogate ("\\ud800") through, which no UTF-8 text holds: what
+        # carried one failed when it was written (a 500), after the checks.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than we parse
         raise InvalidInput(f"the request body is not JSON: {e}") from e
     validate_body(components[ep.body], body)

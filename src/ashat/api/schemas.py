@@ -233,6 +233,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         {
             "comment": nullable({"type": "string", "maxLength": 1000}),
             "wait": {"type": "boolean", "default": False},
+            # deploy approve --to: a label selector the rollout goes to (deploy --via sends it)
+            "to": nullable({"type": "string", "maxLength": 1000}),
             # the approval statement the approver signed on their own machine (a project
             # with a root of trust takes no other approval)
             "statement": {

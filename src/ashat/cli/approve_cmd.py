@@ -165,8 +165,7 @@ def approve(
             mark = OK if result.counted else WARN
             note = "" if result.counted else " (already recorded: counted once)"
             click.echo(
-                f"{mark} Approval by {actor} recorded{note}: "
-                f"{result.valid} of {policy.required}"
+                f"{mark} Approval by {actor} recorded{note}: {result.valid} of {policy.required}"
             )
             if result.valid < len(result.approvals):  # the root of trust counts fewer
                 click.echo(

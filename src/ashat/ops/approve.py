@@ -435,8 +435,6 @@ def run_approve(
         manifest_bytes, digests = load_signed_manifest(project, update_id)
         if to is not None and distribution.to is not None:
             _check_selector(omega_server, distribution.to)
-        if to is not None:  # checked: kept for the approval that completes the policy
-            wf.store.update_details(update_id, {"to": distribution.to}, wf.now())
     outcome = ApproveOutcome(dep, wf.actor, policy.required, {"update_id": update_id})
     header_done = False
 
@@ -448,7 +446,10 @@ def run_approve(
 
     if dep.state is State.VERIFIED:
         holding = _holding(trust, manifest_bytes) if trust.exists() else None
-        result = record(wf, update_id, policy, comment, statement if signed_by else None, holding)
+        result = record(  # with --to, kept for the approval that completes the policy
+            wf, update_id, policy, comment, statement if signed_by else None, holding,
+            to=distribution.to if to is not None else None,
+        )  # fmt: skip
         outcome.recorded = result
         outcome.data.update(result.to_json())
         dep = outcome.deployment = result.deployment

@@ -27,6 +27,15 @@ def check_ca_cert(path: str) -> str:
     return str(p)
 
 
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``, the port spelled out (what a token is given for)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
 def _check_token(token: str) -> str:
     from ashat.project import MAX_TOKEN_BYTES
 
@@ -82,8 +91,14 @@ def configure_server(
         write_private(dest, _check_token(token).encode("ascii") + b"\n")
         token_path = str(dest)
     old = project.store.server(tier)
-    if token_path is None and old is not None:
-        token_path = old.token_path  # reconfiguring the URL keeps the token already given
+    if token_path is None and old is not None and old.token_path is not None:
+        if _origin(url) != _origin(old.url):  # else whoever may configure could collect it
+            raise InvalidInput(
+                f"{tier} moves to another server ({_origin(url)}, was {_origin(old.url)}): "
+                "give its token (--token-file); the one stored is sent only where it was "
+                "given for"
+            )
+        token_path = old.token_path  # the same server at another path keeps its token
     if ca is None and keep_ca_cert and old is not None:
         ca = old.ca_cert
     return wf.configure(tier, url, name, token_path, ca)

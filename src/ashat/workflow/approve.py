@@ -244,11 +244,14 @@ def approve(
     comment: str | None = None,
     statement: dict[str, Any] | None = None,
     holding: Holding | None = None,
+    to: str | None = None,
 ) -> ApproveResult:
     """Record the actor's approval (with their signed approval ``statement``, already
     checked against the root of trust by the caller); move to ``approved`` when the policy
     is met: when ``holding`` is given, by the approvals it says hold (a deployment called
     approved with fewer than the chain counts could never be released, nor cancelled).
+    ``to``, a label selector (``deploy approve --to``), is kept with the deployment once the
+    approver passed the policy's checks: a refused approver re-targets nothing.
 
     One transaction from the state read to the move: of approvers racing, those who find the
     deployment approved already are refused (exit 3) and nothing of theirs is recorded.
@@ -257,7 +260,7 @@ def approve(
     if comment is not None and len(comment) > 1000:
         raise InvalidInput("--comment must be at most 1000 characters")
     with wf.store.atomic():
-        return _approve(wf, update_id, policy, comment, statement, holding)
+        return _approve(wf, update_id, policy, comment, statement, holding, to)
 
 
 def _approve(
@@ -267,6 +270,7 @@ def _approve(
     comment: str | None,
     statement: dict[str, Any] | None,
     holding: Holding | None,
+    to: str | None,
 ) -> ApproveResult:
     dep = wf.store.require(update_id)
     check_transition(update_id, dep.state, State.APPROVED)
@@ -282,6 +286,8 @@ def _approve(
             "([approval] allow_self_approval = false); ask another approver",
             update_id=update_id,
         )
+    if to is not None:
+        wf.store.update_details(update_id, {"to": to}, wf.now())
     counted = wf.store.add_approval(update_id, wf.actor, wf.now(), comment, statement)
     approvals = wf.store.approvals(update_id)
     held: int | None = None
