@@ -387,3 +387,29 @@ def test_passkey_approvals_past_roots_cap_do_not_make_it_approved(make_chain: An
     res = deploy("approve", "hello-001", "--key", chain.key("carol"))  # an OpenSSH key
     assert res.exit_code == 0, res.output
     assert chain.currents() == ["hello-001", "hello-001"]
+
+
+def test_a_mainframe_whose_root_expired_says_so_and_counts_no_answer_authenticated(
+    make_chain: Any,
+) -> None:
+    """A mainframe whose root expired installs nothing; it still took OMEGA's signed "no
+    directive" (by keys of the expired root) as authenticated, so the freeze alarm its
+    docs point to (last_authenticated) stayed green and nothing said why."""
+    import datetime as dt
+
+    chain = make_chain()
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=8)
+    res = ashat("trust", "edit", "--expires", soon.isoformat(timespec="seconds"))
+    assert res.exit_code == 0, res.output
+    assert ashat("trust", "sign", "--key", chain.key("root")).exit_code == 0
+    assert ashat("trust", "push").exit_code == 0
+    mf = chain.mainframes[0]
+    wait_for(lambda: mf.health()["fleet"]["root_version"] == 2, 15, "root version 2")
+    assert mf.health()["fleet"]["root_expires"] == soon.strftime("%Y-%m-%dT%H:%M:%SZ")
+    wait_for(lambda: dt.datetime.now(dt.UTC) > soon, 15, "the root to expire")
+    fleet = wait_for(lambda: (f := mf.health()["fleet"])["last_error"] and f, 15, "a poll after it")
+    assert "expired" in fleet["last_error"], fleet
+    authenticated = fleet["last_authenticated"]
+    time.sleep(2.5)  # polls go on (poll_wait 1 s): none counts as authenticated
+    again = mf.health()["fleet"]
+    assert again["last_authenticated"] == authenticated and "expired" in again["last_error"]

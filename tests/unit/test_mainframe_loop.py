@@ -100,6 +100,7 @@ def test_health_before_the_first_poll(mainframe: Mainframe) -> None:
         "license_status": "unknown",
         "last_install": None,
         "root_version": None,  # started without --root
+        "root_expires": None,
         "pending_reports": 0,
     }
     assert mainframe.agent.health()["fleet"] == mainframe.status()

@@ -281,12 +281,14 @@ class Mainframe:
         if self.root is not None:
             agent.release_policy = ChainPolicy(self.root, clock)
             self._status["root_version"] = self.root.root.version
+            self._status["root_expires"] = _iso(self.root.root.expires)
         else:
             log.warning(
                 "no root of trust (--root): this mainframe installs whatever OMEGA's key "
                 "approves; it cannot check that a release was verified and approved"
             )
             self._status["root_version"] = None
+            self._status["root_expires"] = None
         agent.fleet_status = self.status  # the "fleet" part of /v1/health
 
     def _omega_keys(self) -> Mapping[str, PublicKey]:
@@ -465,6 +467,13 @@ class Mainframe:
         if self.root is not None and isinstance(body.get("roots"), list):
             await asyncio.to_thread(self.root.offer, body["roots"])  # only what chains
             self._status["root_version"] = self.root.root.version
+        if self.root is not None:
+            self._status["root_expires"] = _iso(self.root.root.expires)
+            try:  # OMEGA's keys come from the root: an expired one authenticates nothing
+                self.root.current(self.clock())
+            except TrustRefused as e:  # a frozen mainframe says so, its health too
+                polls.labels(result="unauthenticated").inc()
+                raise OmegaError(e.message) from e
         if body["directive"] is None:
             try:
                 check_no_directive(
