@@ -420,6 +420,43 @@ def test_replayed_expired_and_unapproved_answers_are_refused(
     assert "app-002" in os.readlink(mf.data / "current")
 
 
+def test_a_rollback_recorded_and_replayed_moves_nobody(
+    fleet: Fleet, trees: Trees, proxies: Callable[[str], Proxy]
+) -> None:
+    """A rollback directive was a bearer instruction for its 300 s: one recorded on the way
+    (no key needed) and replayed after the fix went out sent the mainframe back, and marked
+    the fix rolled back, so it stayed on the withdrawn release. It now answers one poll
+    (its nonce) from the release that ran (its ``from``)."""
+    from ashat.bundle.delta import apply_delta
+
+    for i in (1, 2):
+        fleet.release(f"app-00{i}", i, trees.tiny(f"app-00{i}"), app=trees.tiny_app())
+    proxy = proxies(fleet.omega.url)
+    mf = fleet.start("mf-replay", via=proxy.url, poll_wait=1)
+    fleet.mainframes.ready(mf)
+    fleet.registered(1)
+    fleet.until(fleet.rollout("app-002"), "completed")
+    r = fleet.http.post("/v1/fleet/rollback", json={"from": "app-002", "to": "app-001"})
+    assert r.status_code == 201, r.text
+    fleet.until(r.json()["rollout_id"], "completed")
+    assert mf.current() == "app-001"
+    recorded = proxy.directives[-1]  # the rollback, as it went by
+    fleet.release("app-003", 3, trees.tiny("app-003"), app=trees.tiny_app())
+    fleet.until(fleet.rollout("app-003"), "completed")
+    assert mf.current() == "app-003"
+
+    whole = (
+        recorded.get("manifest")
+        or apply_delta(
+            proxy.directives[0]["manifest"].encode(), recorded["manifest_delta"]
+        ).decode()
+    )  # it came as a delta from app-002, seen whole in the first answer
+    proxy.inject.append({"directive": recorded["directive"], "manifest": whole})
+    wait_for(lambda: "(replayed)" in mf.output(), 15, "the replay refused")
+    assert mf.current() == "app-003"
+    assert "app-003" not in json.loads((mf.data / "state.json").read_text())["rolled_back"]
+
+
 def test_a_report_survives_omega_blinking_and_a_restart(
     fleet: Fleet, trees: Trees, proxies: Callable[[str], Proxy]
 ) -> None:

@@ -63,6 +63,9 @@ def signed(
     return m
 
 
+POLL_NONCE = "p" * 24  # of the poll a directive answers
+
+
 def directive(m: Manifest, key: SigningKey = OMEGA, **over: Any) -> str:
     payload = {
         "mainframe_id": ME,
@@ -84,6 +87,7 @@ def check(
     running: Running | None = None,
     now: dt.datetime = NOW,
     rolled_back: tuple[str, ...] = (),
+    nonce: str | None = POLL_NONCE,
 ) -> Install:
     return check_install(
         token,
@@ -94,6 +98,7 @@ def check(
         running=running,
         now=now,
         rolled_back=rolled_back,
+        nonce=nonce,
     )
 
 
@@ -241,18 +246,46 @@ def test_equal_sequence_of_another_release_is_refused() -> None:
     assert refused(directive(m), m, RUNNING_5).reason == "downgrade"
 
 
+def rollback(m: Manifest, **over: Any) -> str:
+    """OMEGA's rollback directive for the poll that sent POLL_NONCE from RUNNING_5."""
+    return directive(m, action="rollback", nonce=POLL_NONCE, **{"from": "u-5", **over})
+
+
 def test_rollback_directive_may_go_back() -> None:
     m = signed(manifest("u-3", 3))
-    plan = check(directive(m, action="rollback"), m, RUNNING_5)
+    plan = check(rollback(m), m, RUNNING_5)
     assert plan.directive.action is Action.ROLLBACK and not plan.already
 
 
 def test_rollback_is_still_checked() -> None:
     m = signed(manifest("u-3", 3), approval=None)
-    e = refused(directive(m, action="rollback"), m, RUNNING_5)
+    e = refused(rollback(m), m, RUNNING_5)
     assert e.reason == "approval_signature"
-    e = refused(directive(m, action="rollback"), m, RUNNING_5, now=NOW + dt.timedelta(hours=1))
+    e = refused(rollback(m), m, RUNNING_5, now=NOW + dt.timedelta(hours=1))
     assert e.reason == "expired"
+
+
+def test_a_rollback_answers_one_poll_from_the_release_running() -> None:
+    """A rollback directive recorded and replayed within its lifetime moved a mainframe
+    back from whatever it ran by then (the fixed release after it, say), and marked that
+    one rolled back. It names the poll's nonce and the release it moves from."""
+    m = signed(manifest("u-3", 3))
+    e = refused(rollback(m), m, RUNNING_5, nonce="another-poll-nonce-000000")
+    assert e.reason == "replayed"
+    e = refused(directive(m, action="rollback"), m, RUNNING_5)  # an older OMEGA's: neither
+    assert e.reason == "replayed"
+    e = refused(rollback(m), m, Running("u-6", 6, "1" * 64))  # u-6 was installed since
+    assert e.reason == "stale" and "moves from u-5, but u-6 runs here" in e.message
+    first = refused(rollback(m, **{"from": None}), m, None, nonce="x" * 24)
+    assert first.reason == "replayed"
+    assert check(rollback(m, **{"from": None}), m, None).directive.from_release is None
+
+
+def test_a_rollback_never_returns_to_a_release_rolled_back_here() -> None:
+    """OMEGA's key alone could send a mainframe back to a release it was rolled back from."""
+    m = signed(manifest("u-3", 3))
+    e = refused(rollback(m), m, RUNNING_5, rolled_back=("u-3",))
+    assert e.reason == "rolled_back" and "a rollback never returns to it" in e.message
 
 
 def test_the_release_running_already_is_reported_installed() -> None:
@@ -271,10 +304,8 @@ def test_a_replayed_install_of_a_rolled_back_release_is_refused() -> None:
     m = signed(manifest("u-7", 7))
     e = refused(directive(m), m, RUNNING_5, rolled_back=("u-7",))
     assert e.reason == "rolled_back"
-    back = signed(manifest("u-7", 7))
-    assert not check(
-        directive(back, action="rollback"), back, RUNNING_5, rolled_back=("u-7",)
-    ).already
+    back = signed(manifest("u-7", 7))  # nor may a rollback go there
+    assert refused(rollback(back), back, RUNNING_5, rolled_back=("u-7",)).reason == "rolled_back"
 
 
 # -- "no directive": OMEGA's signed answer to one poll -------------------------------------

@@ -84,6 +84,10 @@ class Directive:
     issued_at: str
     expires_at: dt.datetime
     keyid: str
+    # A rollback's: the release it moves the mainframe from, and the poll it answers (a
+    # rollback is no bearer instruction for its lifetime: a replay must not move anyone).
+    from_release: str | None = None
+    nonce: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,9 @@ def _directive(p: Mapping[str, Any]) -> Directive:
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise ValueError("sequence must be a positive integer")
     _time(p.get("issued_at"), "issued_at")
+    for name in ("from", "nonce"):
+        if p.get(name) is not None and not isinstance(p.get(name), str):
+            raise ValueError(f"{name} must be a string or null")
     return Directive(
         mainframe_id=p["mainframe_id"],
         rollout_id=p["rollout_id"],
@@ -144,6 +151,8 @@ def _directive(p: Mapping[str, Any]) -> Directive:
         issued_at=p["issued_at"],
         expires_at=_time(p.get("expires_at"), "expires_at"),
         keyid=p["keyid"],
+        from_release=p.get("from"),
+        nonce=p.get("nonce"),
     )
 
 
@@ -186,6 +195,7 @@ def check_install(
     max_manifest_bytes: int = MAX_MANIFEST_BYTES,
     rolled_back: Collection[str] = (),
     root: Root | None = None,
+    nonce: str | None = None,
 ) -> Install:
     """Run the contract's checks 1-3, in order; the first that fails refuses.
 
@@ -203,7 +213,10 @@ def check_install(
     3. its sequence is higher than ``running``'s, unless the action is ``rollback`` — or it
        is the very release running (then :attr:`Install.already`); and an ``install`` of a
        release this mainframe was rolled back from (``rolled_back``) is refused, so that a
-       replayed install directive, still within its lifetime, cannot undo the rollback.
+       replayed install directive, still within its lifetime, cannot undo the rollback;
+    4. a ``rollback`` names this poll's ``nonce`` and the release ``running`` (``from``),
+       so that one recorded and replayed moves nobody, and never goes to a release this
+       mainframe was rolled back from.
 
     Raises :class:`DirectiveRefused`.
     """
@@ -264,6 +277,8 @@ def check_install(
                 d,
             )
         return Install(d, m, manifest_bytes, already=True)
+    if d.action is Action.ROLLBACK:
+        _check_rollback(d, nonce, running, rolled_back)
     if d.action is Action.INSTALL and m.update_id in rolled_back:
         raise DirectiveRefused(
             "rolled_back",
@@ -279,6 +294,33 @@ def check_install(
             d,
         )
     return Install(d, m, manifest_bytes, already=False)
+
+
+def _check_rollback(
+    d: Directive, nonce: str | None, running: Running | None, rolled_back: Collection[str]
+) -> None:
+    """Check 4 of :func:`check_install`. Raises :class:`DirectiveRefused`."""
+    if nonce is None or d.nonce != nonce:
+        raise DirectiveRefused(
+            "replayed",
+            f"rollback directive of {d.rollout_id} does not answer this poll (its nonce): an "
+            "old answer replayed, or an OMEGA older than this mainframe",
+            d,
+        )
+    here = running.update_id if running is not None else None
+    if d.from_release != here:
+        raise DirectiveRefused(
+            "stale",
+            f"rollback directive of {d.rollout_id} moves from {d.from_release or 'nothing'}, "
+            f"but {here or 'nothing'} runs here",
+            d,
+        )
+    if d.update_id in rolled_back:
+        raise DirectiveRefused(
+            "rolled_back",
+            f"{d.update_id} was rolled back here; a rollback never returns to it",
+            d,
+        )
 
 
 class AnswerRefused(Refused):

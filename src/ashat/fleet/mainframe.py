@@ -278,6 +278,7 @@ class Mainframe:
         self._windows = tuple(parse_window(w) for w in config.windows)  # checked by the CLI
         self._tz = zone(config.window_tz)
         self._lock_since: float | None = None  # when this agent first saw update.lock
+        self._nonce: str | None = None  # of the last poll sent (its directive must name it)
         if self.root is not None:
             agent.release_policy = ChainPolicy(self.root, clock)
             self._status["root_version"] = self.root.root.version
@@ -342,7 +343,7 @@ class Mainframe:
                     answer = await self._poll(http)
                     refused = failed = 0
                     if answer is not None:
-                        await self._handle(http, downloads, answer)
+                        await self._handle(http, downloads, answer, self._nonce)
                 except LicenseRefusedByOmega as e:
                     refused, failed = refused + 1, 0
                     await self._note_refusal(e)
@@ -424,7 +425,7 @@ class Mainframe:
         running = await asyncio.to_thread(self._running)
         app, restarts = await asyncio.to_thread(self.agent.app_state)
         wait = self.config.poll_wait_s
-        nonce = secrets.token_urlsafe(NONCE_BYTES)
+        nonce = self._nonce = secrets.token_urlsafe(NONCE_BYTES)
         params = {
             "current": running.update_id if running else "",
             "sequence": str(running.sequence if running else 0),
@@ -543,8 +544,14 @@ class Mainframe:
     # -- a directive ---------------------------------------------------------------------------
 
     async def _handle(
-        self, http: httpx.AsyncClient, downloads: BlobDownloader, answer: dict[str, Any]
+        self,
+        http: httpx.AsyncClient,
+        downloads: BlobDownloader,
+        answer: dict[str, Any],
+        nonce: str | None = None,
     ) -> None:
+        """Act on the directive of ``answer``, OMEGA's answer to the poll that sent
+        ``nonce``."""
         token, manifest = answer.get("directive"), answer.get("manifest")
         running = await asyncio.to_thread(self._running)
         if "manifest_delta" in answer and running is not None and isinstance(token, str):
@@ -570,6 +577,7 @@ class Mainframe:
                 max_manifest_bytes=self.agent.config.max_manifest_bytes,
                 rolled_back=frozenset(self.agent.state.rolled_back),
                 root=root,
+                nonce=nonce,
             )
         except TrustRefused as e:  # the root held here expired
             refusal = DirectiveRefused(e.reason, e.message, peek_directive(token))

@@ -399,7 +399,12 @@ class Omega:
         )
 
     def directive(
-        self, lic: License, current: str | None, delta: bool = False, hold: str | None = None
+        self,
+        lic: License,
+        current: str | None,
+        delta: bool = False,
+        hold: str | None = None,
+        nonce: str | None = None,
     ) -> PollAnswer | None:
         """A signed directive if a running rollout waits for this mainframe, else None.
         With ``delta`` (the mainframe can rebuild one), the manifest comes as its difference
@@ -446,6 +451,8 @@ class Omega:
             "issued_at": iso(now),
             "expires_at": iso(now + DIRECTIVE_TTL_S),
         }
+        if action == "rollback":  # for this poll, from what runs there: no replay moves it
+            payload.update({"from": current, "nonce": nonce})
         self.metrics.directives.labels(action=action).inc()
         answer = PollAnswer(seal(DIRECTIVE_KIND, payload, self.key), text)
         if delta and current is not None:

@@ -434,7 +434,7 @@ class OmegaRoutes:
                 while True:
                     event.clear()  # before looking: a wake from now on is not lost
                     answer = await run_in_threadpool(
-                        self.omega.directive, lic, current, delta, hold
+                        self.omega.directive, lic, current, delta, hold, nonce
                     )
                     if answer is not None:
                         self.omega.metrics.polls.labels(result="directive").inc()
