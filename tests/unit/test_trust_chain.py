@@ -321,6 +321,15 @@ def test_one_key_under_two_encodings_is_one_key() -> None:
         parse_root(make_root(extra_keys=(twin,)).to_bytes())
 
 
+def test_a_servers_key_is_never_an_approvers_too() -> None:
+    """OMEGA's key (or PUBLIC's verifier key) listed among the approvers counted as one of
+    the k approvals: one server's key and one person shipped with k = 2."""
+    for server in (OMEGA, VERIFIER):
+        root = make_root(approvers=((BOB, "bob"), (server, "ops")))
+        with pytest.raises(TrustRefused, match="an approver's: a server's key would count"):
+            parse_root(root.to_bytes())
+
+
 def test_root_signed_by_too_few_keys_is_refused() -> None:
     with pytest.raises(TrustRefused) as e:
         load_trusted(signed_by(make_root(), ROOT1), NOW)
