@@ -147,11 +147,13 @@ def test_reconfigure_is_audited(store: Store, token_file: Path) -> None:
         ).exit_code
         == 0
     )
-    res = deploy("configure", "public", "http://b:2", "two")
+    res = deploy("configure", "public", "http://b:2", "two")  # another server: its token
+    assert res.exit_code == 2 and "moves to another server" in res.output, res.output
+    res = deploy("configure", "public", "http://b:2", "two", "--token-file", str(token_file))
     assert res.exit_code == 0, res.output
     assert "Reconfigured PUBLIC: two at http://b:2" in res.stdout
     assert "(was one at http://a:1)" in res.stdout
-    assert "token: configured" in res.stdout  # the token given before is kept
+    assert "token: configured" in res.stdout
 
     events = store.events()
     assert len(events) == 2
@@ -160,10 +162,10 @@ def test_reconfigure_is_audited(store: Store, token_file: Path) -> None:
     assert [s.name for s in store.servers()] == ["two"]
     assert store.verify_audit().ok
 
-    code, data = deploy_json("configure", "public", "http://c:3", "three")
+    code, data = deploy_json("configure", "public", "http://b:2/ashat", "three")  # same server
     assert code == 0
     assert data["replaced"]["name"] == "two"  # type: ignore[index]
-    assert data["server"]["url"] == "http://c:3"  # type: ignore[index]
+    assert data["server"]["url"] == "http://b:2/ashat"  # type: ignore[index]
     assert len(store.events()) == 3
 
 
@@ -440,7 +442,12 @@ def test_audit_verify(project: Path, wf: Workflow, store: Store) -> None:
     assert res.exit_code == 0
     assert "5 events verified" in res.stdout
     code, data = deploy_json("audit", "verify")
-    assert (code, data) == (0, {"ok": True, "events": 5, "broken_seq": None, "reason": None})
+    head = data["head"]
+    assert (code, data) == (
+        0,
+        {"ok": True, "events": 5, "broken_seq": None, "reason": None, "head": head},
+    )
+    assert head["seq"] == 5 and f"head: 5:{head['hash']}" in res.stdout
 
     # Tamper with the file directly, as someone with write access to it could.
     store.db.execute(
@@ -452,6 +459,41 @@ def test_audit_verify(project: Path, wf: Workflow, store: Store) -> None:
     code, data = deploy_json("audit", "verify")
     assert code == 1
     assert data["ok"] is False and data["broken_seq"] == 3 and "#3" in str(data["reason"])
+
+
+def test_audit_verify_at_a_head_kept_elsewhere_finds_a_rehashed_chain(
+    project: Path, wf: Workflow, store: Store
+) -> None:
+    """The chain's hash is not keyed: a writer of the store changed event #2 (alice's role,
+    say), hashed every later one again and moved the head, and `audit verify` found nothing.
+    A head recorded elsewhere (--at) does."""
+    from ashat.store.audit import chain_hash, event_body
+
+    make(wf, "u1", State.PUSHED, State.CANCELLED)
+    make(wf, "u2", State.PUSHED)
+    kept = deploy_json("audit", "verify")[1]["head"]
+    anchor = f"{kept['seq']}:{kept['hash']}"
+    res = deploy("audit", "verify", "--at", anchor)
+    assert res.exit_code == 0 and "event #5 is the one recorded" in res.stdout
+
+    prev = store.events()[0].hash
+    for ev in store.events()[1:]:  # #2 changed, then every later one hashed again
+        details = {**ev.details, "forged": True} if ev.seq == 2 else ev.details
+        digest = chain_hash(
+            prev, event_body(ev.seq, ev.deployment_id, ev.kind, ev.actor, ev.at, details)
+        )
+        store.db.execute(
+            "UPDATE events SET details = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            (json.dumps(details, sort_keys=True, separators=(",", ":")), prev, digest, ev.seq),
+        )
+        prev = digest
+    store.db.execute("UPDATE audit_head SET hash = ? WHERE id = 1", (prev,))
+    assert deploy("audit", "verify").exit_code == 0  # the chain alone cannot tell
+    res = deploy("audit", "verify", "--at", anchor)
+    assert res.exit_code == 1
+    assert "BROKEN at event #5" in res.stdout and "not the event recorded as #5" in res.stdout
+    res = deploy("audit", "verify", "--at", "5:nothex")
+    assert res.exit_code == 2 and "--at must be SEQ:HASH" in res.stderr
 
 
 def test_audit_verify_deleted_row(project: Path, wf: Workflow, store: Store) -> None:

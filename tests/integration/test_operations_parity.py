@@ -167,8 +167,11 @@ def test_refusals_keep_their_exit_codes_either_way(world: World) -> None:
 def test_configure_reads_back_the_same(world: World) -> None:
     alice = world.as_user("ada")  # through the server, configuring takes an admin
     before = {s.tier: s for s in alice.servers(False)[0]}
-    server, old = alice.configure("public", "http://127.0.0.1:9", "Elsewhere", None, None)
-    assert (server.tier, server.name, server.url) == ("public", "Elsewhere", "http://127.0.0.1:9")
+    here = before["public"].url.rstrip("/") + "/v"  # the same server: its token is kept
+    server, old = alice.configure("public", here, "Elsewhere", None, None)
+    assert (server.tier, server.name, server.url) == ("public", "Elsewhere", here)
     assert old is not None and old.url == before["public"].url
+    moved = _refused(lambda: alice.configure("public", "http://127.0.0.1:9", "X", None, None))
+    assert moved[0] == 2  # another server needs its own token
     assert _refused(lambda: alice.configure("moon", "http://h", "M", None, None))[0] == 2
     assert _refused(lambda: alice.configure("public", "ftp://h", "M", None, None))[0] == 2

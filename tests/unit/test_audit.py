@@ -50,7 +50,41 @@ def test_intact_chain() -> None:
     report = verify_chain(events, *head(events))
     assert report.ok
     assert report.events == 10
-    assert report.to_json() == {"ok": True, "events": 10, "broken_seq": None, "reason": None}
+    assert report.to_json() == {
+        "ok": True,
+        "events": 10,
+        "broken_seq": None,
+        "reason": None,
+        "head": {"seq": 10, "hash": events[-1].hash},
+    }
+
+
+def rehashed(events: list[Event], seq: int, details: dict[str, object]) -> list[Event]:
+    """What a writer of the store can do: change event ``seq`` and hash every one after it
+    again (the hash is not keyed)."""
+    out, prev = list(events[: seq - 1]), events[seq - 2].hash if seq > 1 else GENESIS_HASH
+    for ev in events[seq - 1 :]:
+        d = details if ev.seq == seq else ev.details
+        digest = chain_hash(prev, event_body(ev.seq, ev.deployment_id, ev.kind, ev.actor, ev.at, d))
+        out.append(dataclasses.replace(ev, details=d, prev_hash=prev, hash=digest))
+        prev = digest
+    return out
+
+
+def test_a_rehashed_chain_is_found_only_against_a_head_kept_elsewhere() -> None:
+    events = make_chain([{"n": i} for i in range(10)])
+    kept = verify_chain(events, *head(events)).head  # printed, and recorded elsewhere
+    assert kept == (10, events[-1].hash)
+    forged = rehashed(events, 3, {"n": "changed"})
+    assert verify_chain(forged, *head(forged)).ok  # the chain alone cannot tell
+    report = verify_chain(forged, *head(forged), at=kept)
+    assert not report.ok and report.broken_seq == 10
+    assert "not the event recorded as #10" in (report.reason or "")
+    report = verify_chain(forged, *head(forged), at=(2, events[1].hash))  # before the change
+    assert report.ok
+    cut = events[:7]  # the tail dropped, the head moved with it
+    report = verify_chain(cut, *head(cut), at=kept)
+    assert not report.ok and "ends at #7, before #10 recorded" in (report.reason or "")
 
 
 def test_hash_covers_prev_hash_and_canonical_body() -> None:

@@ -286,7 +286,10 @@ def configure_server(call: Call) -> tuple[int, dict[str, Any]]:
 
 
 def audit_verify(call: Call) -> tuple[int, dict[str, Any]]:
-    report = call.project.workflow(call.actor).audit_verify()
+    from ashat.workflow.audit_anchor import parse_anchor
+
+    at = parse_anchor(call.query["at"]) if call.query["at"] is not None else None
+    report = call.project.workflow(call.actor).audit_verify(at)
     if not report.ok:
         raise ApiFailure(
             f"audit chain broken at event #{report.broken_seq}: {report.reason}",
@@ -561,7 +564,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         audit_verify,
         V,
         "AuditReport",
-        errors=(422,),
+        params=(
+            Param(
+                "at",
+                "query",
+                {"type": "string", "pattern": r"^[0-9]{1,18}:[0-9a-f]{64}$"},
+                "SEQ:HASH, an event's hash recorded elsewhere (an earlier report's head)",
+            ),
+        ),
+        errors=(400, 422),
     ),
     Endpoint(
         "GET",

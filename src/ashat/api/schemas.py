@@ -217,7 +217,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "ServerList": obj({"servers": {"type": "array", "items": ref("Server")}}),
     "ServerConfigured": obj({"server": ref("Server"), "replaced": nullable(ref("Server"))}),
     "AuditReport": obj(
-        {"ok": BOOL, "events": INT, "broken_seq": nullable(INT), "reason": nullable(STR)}
+        {"ok": BOOL, "events": INT, "broken_seq": nullable(INT), "reason": nullable(STR)},
+        {"head": nullable(obj({"seq": INT, "hash": STR}))},
     ),
     "Mainframes": obj({"mainframes": {"type": "array", "items": OBJ}}),
     "UserList": obj({"users": {"type": "array", "items": ref("User")}}),

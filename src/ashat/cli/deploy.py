@@ -292,14 +292,33 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option(
+    "--at",
+    "anchor",
+    default=None,
+    metavar="SEQ:HASH",
+    help="Check too that event SEQ has HASH, as an earlier verify printed it (kept elsewhere).",
+)
 @json_option
-def audit_verify() -> None:
+def audit_verify(anchor: str | None) -> None:
     """Walk the whole hash chain; exit 1 naming the first broken event."""
-    report = operations().audit_verify()
+    from ashat.workflow.audit_anchor import parse_anchor
+
+    at = parse_anchor(anchor) if anchor is not None else None
+    report = operations().audit_verify(at)
 
     def human() -> None:
         if report.ok:
             click.echo(f"{OK} Audit chain intact: {report.events} events verified")
+            if at is not None:
+                click.echo(f"  {OK} event #{at[0]} is the one recorded")
+            if report.head is not None:
+                seq, digest = report.head
+                click.echo(
+                    f"  head: {seq}:{digest}\n"
+                    "  (keep it elsewhere; `deploy audit verify --at` it later finds a chain "
+                    "rewritten up to it)"
+                )
         else:
             click.echo(f"{BAD} Audit chain BROKEN at event #{report.broken_seq}: {report.reason}")
 

@@ -42,7 +42,7 @@ class Operations(Protocol):
     def overview(self) -> Overview: ...
     def status(self, update_id: str, events: int = 10) -> StatusView: ...
     def log(self, update_id: str) -> list[Event]: ...
-    def audit_verify(self) -> ChainReport: ...
+    def audit_verify(self, at: tuple[int, str] | None = None) -> ChainReport: ...
     def servers(self, check: bool) -> tuple[list[Server], ServerResults]: ...
 
     # -- changing
@@ -110,8 +110,8 @@ class LocalOperations:
     def log(self, update_id: str) -> list[Event]:
         return self.project.reader(self.actor).log(update_id)
 
-    def audit_verify(self) -> ChainReport:
-        return self.project.reader(self.actor).audit_verify()
+    def audit_verify(self, at: tuple[int, str] | None = None) -> ChainReport:
+        return self.project.reader(self.actor).audit_verify(at)
 
     def servers(self, check: bool) -> tuple[list[Server], ServerResults]:
         from ashat.ops.status import check_servers

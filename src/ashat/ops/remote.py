@@ -107,12 +107,15 @@ class RemoteOperations:
         data = self.c.call("GET", _dep_path(update_id, "events"))
         return [Event.from_json(e) for e in data["events"]]
 
-    def audit_verify(self) -> ChainReport:
+    def audit_verify(self, at: tuple[int, str] | None = None) -> ChainReport:
+        from urllib.parse import quote
+
         from ashat.transport.control import ServeFailure
         from ashat.workflow.models import ChainReport
 
+        path = "/v1/audit/verify" + (f"?at={quote(f'{at[0]}:{at[1]}')}" if at else "")
         try:
-            return ChainReport.from_json(self.c.call("GET", "/v1/audit/verify"))
+            return ChainReport.from_json(self.c.call("GET", path))
         except ServeFailure as e:
             if e.kind != "audit_broken":
                 raise

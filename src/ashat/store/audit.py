@@ -35,14 +35,29 @@ def chain_hash(prev_hash: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + canonical_json(body)).hexdigest()
 
 
-def verify_chain(events: Iterable[Event], head_seq: int, head_hash: str) -> ChainReport:
-    """Walk ``events`` (in seq order) and report the first broken link, if any."""
+def verify_chain(
+    events: Iterable[Event], head_seq: int, head_hash: str, at: tuple[int, str] | None = None
+) -> ChainReport:
+    """Walk ``events`` (in seq order) and report the first broken link, if any.
+
+    ``at``: an event's ``(seq, hash)`` recorded outside the store (an earlier report's
+    head). The chain's hash is not keyed, so a writer of the store can re-hash every event
+    after one they changed, and move the head; an anchor kept elsewhere finds that, for the
+    events up to it, and a chain cut short below it."""
     prev_hash = GENESIS_HASH
     expected_seq = 1
     count = 0
     for ev in events:
         count += 1
         label = f"event #{ev.seq} ({ev.kind}, {ev.at})"
+        if at is not None and ev.seq == at[0] and ev.hash != at[1]:
+            return ChainReport(
+                False,
+                count,
+                ev.seq,
+                f"{label} is not the event recorded as #{at[0]} (hash {at[1][:16]}…): the "
+                "chain was rewritten from it or before",
+            )
         if ev.seq != expected_seq:
             return ChainReport(
                 False,
@@ -65,6 +80,14 @@ def verify_chain(events: Iterable[Event], head_seq: int, head_hash: str) -> Chai
         prev_hash = ev.hash
         expected_seq += 1
     last_seq = expected_seq - 1
+    if at is not None and at[0] > last_seq:
+        return ChainReport(
+            False,
+            count,
+            last_seq + 1,
+            f"the chain ends at #{last_seq}, before #{at[0]} recorded: events were removed "
+            "from its end (the head moved with them)",
+        )
     if last_seq != head_seq or prev_hash != head_hash:
         if head_seq > last_seq:
             return ChainReport(
@@ -80,4 +103,4 @@ def verify_chain(events: Iterable[Event], head_seq: int, head_hash: str) -> Chai
             last_seq,
             f"the chain head (#{head_seq}) does not match the last event (#{last_seq}) (altered)",
         )
-    return ChainReport(True, count)
+    return ChainReport(True, count, head=(last_seq, prev_hash) if last_seq else None)

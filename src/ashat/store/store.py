@@ -125,10 +125,10 @@ class Store:
                 yield _event(r)
             after = int(rows[-1][0])
 
-    def verify_audit(self) -> ChainReport:
+    def verify_audit(self, at: tuple[int, str] | None = None) -> ChainReport:
         head = self.db.query_one("SELECT seq, hash FROM audit_head WHERE id = 1")
         head_seq, head_hash = (int(head[0]), head[1]) if head else (0, GENESIS_HASH)
-        return verify_chain(self._iter_events(), head_seq, head_hash)
+        return verify_chain(self._iter_events(), head_seq, head_hash, at)
 
     # -- deployments -----------------------------------------------------------------------
 

@@ -154,6 +154,7 @@ class ChainReport:
     events: int
     broken_seq: int | None = None
     reason: str | None = None
+    head: tuple[int, str] | None = None  # the last event's (seq, hash), when intact
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -161,11 +162,14 @@ class ChainReport:
             "events": self.events,
             "broken_seq": self.broken_seq,
             "reason": self.reason,
+            "head": {"seq": self.head[0], "hash": self.head[1]} if self.head else None,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ChainReport:
-        return cls(bool(d["ok"]), int(d["events"]), d.get("broken_seq"), d.get("reason"))
+        head = d.get("head")
+        at = (int(head["seq"]), str(head["hash"])) if isinstance(head, dict) else None
+        return cls(bool(d["ok"]), int(d["events"]), d.get("broken_seq"), d.get("reason"), at)
 
 
 class RolloutStatus(TypedDict, total=False):

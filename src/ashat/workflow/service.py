@@ -265,5 +265,7 @@ class Workflow:
         self.store.require(update_id)
         return self.store.events(update_id)
 
-    def audit_verify(self) -> ChainReport:
-        return self.store.verify_audit()
+    def audit_verify(self, at: tuple[int, str] | None = None) -> ChainReport:
+        """The chain walked; ``at``, an event's ``(seq, hash)`` recorded elsewhere, checked
+        too (see :func:`ashat.store.audit.verify_chain`)."""
+        return self.store.verify_audit(at)
