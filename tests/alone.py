@@ -1,16 +1,18 @@
-"""``@pytest.mark.alone``: a test whose verdict times the machine runs while no other does.
+"""``@pytest.mark.alone``: a test whose verdict times the machine runs with nothing else.
 
-With pytest-xdist (``-n 2``) two tests share the machine's two cores. Most do not care; a
-test that judges a measured latency does: the Performance Baseline check of a second
-``deploy verify`` compares the app's p95 with the first run's, and another process's load
-in one run and not in the other reads as a regression (it did, once in five runs).
+With pytest-xdist (``-n 2``) two tests share the machine's two cores, and each keeps the
+processes of its module's fixtures running (a fleet of mainframes polling, say). Most tests
+do not care; a test that judges a measured latency does: the Performance Baseline check of
+a second ``deploy verify`` compares the app's p95 with the first run's, and load in one run
+and not in the other reads as a regression. It did, in three of eight full runs: twice
+while the other process ran a test, once while that process only waited on a lock with its
+module's fleet still polling.
 
-Every worker of one run shares two lock files, in a directory the controller makes for the
-run (``PYTEST_ALONE_DIR``, which its workers inherit) and removes at its end. A test takes the
-turnstile, then the room: a plain test shares the room and lets the turnstile go at once;
-an ``alone`` test holds the turnstile (so no plain test starts behind it) and takes the
-room for itself, which it gets once the other worker's current test ends. Waiting is
-outside the test's own timeout. In one process (no xdist) nothing is locked.
+So under xdist the workers leave the ``alone`` tests out, and once they are done the
+controller runs those in one more pytest process of their own (``-n 0 -m alone``, the same
+arguments otherwise), with no other test and no other fixture running; its output follows
+the workers', and a failure there fails the run. In one process (``-n 0``) they run in
+their place, as any other.
 
 The rule is kept, not hoped for: under xdist, a test not marked ``alone`` that judges a
 p95 against a stored baseline fails and says to mark it (``_judged_unmarked``). Tests that
@@ -19,64 +21,54 @@ run the check in a subprocess (the docs' scenarios) are marked where they are co
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
-import tempfile
-from collections.abc import Generator, Iterator
-from contextlib import ExitStack, contextmanager
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-LOCKS = "PYTEST_ALONE_DIR"
-_made = pytest.StashKey[str]()
+NO_TESTS = 5  # pytest's exit status when nothing was collected
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "alone: runs while no other test runs (under pytest-xdist): its verdict times the "
-        "machine (tests/alone.py)",
+        "alone: runs with no other test running (after the others, under pytest-xdist): "
+        "its verdict times the machine (tests/alone.py)",
     )
-    if WORKER is None and config.getoption("numprocesses", default=None):
-        # Before the workers start (xdist starts them at session start): they inherit it.
-        config.stash[_made] = os.environ[LOCKS] = tempfile.mkdtemp(prefix="ashat-tests-alone-")
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    made = config.stash.get(_made, None)
-    if made is not None:
-        shutil.rmtree(made, ignore_errors=True)
-
-
-@contextmanager
-def _locked(path: str, how: int) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, how)
-        yield
-    finally:
-        os.close(fd)  # closing lets the lock go
-
-
-@contextmanager
-def _turn(alone: bool) -> Iterator[None]:
-    base = os.path.join(os.environ[LOCKS], "tests")
-    with ExitStack() as held:
-        with _locked(base + ".turnstile", fcntl.LOCK_EX):
-            held.enter_context(_locked(base + ".room", fcntl.LOCK_EX if alone else fcntl.LOCK_SH))
-        yield
-
-
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> Generator[None, None, None]:
-    if WORKER is None or LOCKS not in os.environ:
-        yield
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if WORKER is None:
         return
-    with _turn(item.get_closest_marker("alone") is not None):
-        yield
+    alone = [item for item in items if item.get_closest_marker("alone") is not None]
+    if alone:  # the controller runs them when the workers are done
+        config.hook.pytest_deselected(items=alone)
+        items[:] = [item for item in items if item.get_closest_marker("alone") is None]
+
+
+def _xdist(config: pytest.Config) -> bool:
+    return WORKER is None and bool(config.getoption("numprocesses", default=None))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if not _xdist(config) or exitstatus not in (0, 1, NO_TESTS) or session.shouldstop:
+        return
+    args = [*config.invocation_params.args, "-n", "0", "-m", "alone"]
+    sys.stdout.flush()
+    print("\nthe tests that time the machine, alone (tests/alone.py):", flush=True)
+    code = subprocess.call(
+        [sys.executable, "-m", "pytest", *args], cwd=config.invocation_params.dir
+    )
+    if code not in (0, NO_TESTS):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif code == 0 and exitstatus == NO_TESTS:  # every test selected was an alone one
+        session.exitstatus = pytest.ExitCode.OK
 
 
 @pytest.fixture(autouse=True)
