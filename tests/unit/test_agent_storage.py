@@ -303,3 +303,37 @@ def test_a_pack_of_one_blob_a_million_times_costs_no_memory(tmp_path: Path) -> N
         tracemalloc.stop()
     assert result.blobs == 200_000 and result.stored == 1
     assert peak < 16 << 20, f"{peak / 2**20:.0f} MiB"
+
+
+def test_a_stage_racing_an_activation_that_prunes_keeps_the_blobs_it_was_told_were_there(
+    tmp_path: Path,
+) -> None:
+    # The client asked /v1/blobs/missing, was told X is stored, and staged r4; meanwhile
+    # another activation pruned r1, the only release using X, and X went: a 500.
+    agent = make_agent(tmp_path / "d", keep=2, blob_grace_s=0.3)
+    try:
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        (tree / "x.bin").write_bytes(b"X: in r1 and r4 only\n")
+        agent.activate(stage(agent, tree, 1))
+        (tree / "x.bin").unlink()
+        for n in (2, 3):
+            (tree / "v.txt").write_text(f"{n}\n")
+            stage(agent, tree, n)
+        agent.activate("r2")
+        time.sleep(0.5)  # X was uploaded longer ago than --blob-grace
+        materialize = agent.releases.materialize
+
+        def racing(m: Any, **kw: Any) -> Path:  # another request's activation meanwhile
+            agent.activate("r3")  # prunes r1 (keep 2: r2, r3)
+            return materialize(m, **kw)
+
+        agent.releases.materialize = racing  # type: ignore[method-assign]
+        (tree / "x.bin").write_bytes(b"X: in r1 and r4 only\n")
+        (tree / "v.txt").write_text("4\n")
+        manifest = signed(tree, 4)
+        put(agent, b"4\n")  # what the client sends: the blobs the agent lacks
+        agent.stage(manifest)
+        assert "r1" not in agent.releases.ids() and "r4" in agent.releases.ids()
+    finally:
+        agent.shutdown()

@@ -113,6 +113,9 @@ class Agent:
         self._sweeper = ThreadPoolExecutor(1, thread_name_prefix="ashat-sweep")
         # per release: (its manifest, the blobs and the mode files it links to)
         self._used_by: dict[str, tuple[Manifest, frozenset[str], frozenset[tuple[str, int]]]] = {}
+        # The blobs and mode files of each stage in flight (told present, so not sent again):
+        # an activation's collection spares them
+        self._staging: dict[int, tuple[frozenset[str], frozenset[tuple[str, int]]]] = {}
         self._full_collect_at = 0.0  # time.monotonic() of the next scan of the whole store
         self.state = AgentState()
         self.app: AppProcess | None = None
@@ -508,6 +511,18 @@ class Agent:
         if self._staged_as(m):
             with self.lock:
                 return self._restage(m, data), False
+        ticket = object()
+        files = [(e.sha256, e.mode & MODE_MASK) for e in m.files if e.kind == "file"]
+        uses = (frozenset(f[0] for f in files), frozenset(f for f in files if f[1] != BLOB_MODE))
+        with self.lock:  # before the blobs are looked at
+            self._staging[id(ticket)] = uses
+        try:
+            return self._stage_new(m, data)
+        finally:
+            with self.lock:
+                del self._staging[id(ticket)]
+
+    def _stage_new(self, m: Manifest, data: bytes) -> tuple[dict[str, Any], bool]:
         missing = self.releases.missing_blobs(m)
         if missing:
             raise BlobsMissing(missing)
@@ -984,6 +999,7 @@ class Agent:
                 kept.append(uses)
         present = set(ids)  # a release removed another way (a failed or damaged one): forgotten
         self._used_by = {i: u for i, u in self._used_by.items() if i in present}
+        kept += self._staging.values()  # a stage in flight was told its blobs are there
         digests: frozenset[str] = frozenset().union(*(d for d, _ in kept))
         modes: frozenset[tuple[str, int]] = frozenset().union(*(m for _, m in kept))
         grace = self.config.blob_grace_s
