@@ -241,24 +241,32 @@ def test_a_replica_starting_spares_another_replicas_blob_waiting_for_its_commit(
     assert store.commit([w]) == 1
 
 
+def r1_with_its_own_blob(tmp_path: Path, own: bytes) -> tuple[Agent, Path]:
+    """An agent (keep 2, --blob-grace 0.3 s) with r1, whose blob ``own`` no other release
+    uses, r2 active and r3 staged, r1's blob last linked longer ago than the grace: the
+    next activation (of r3) prunes r1. Returns the agent and the tree."""
+    agent = make_agent(tmp_path / "d", keep=2, blob_grace_s=0.3)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "own.bin").write_bytes(own)
+    agent.activate(stage(agent, tree, 1))
+    (tree / "own.bin").unlink()
+    for n in (2, 3):
+        (tree / "v.txt").write_text(f"{n}\n")
+        stage(agent, tree, n)
+    agent.activate("r2")
+    time.sleep(0.5)
+    return agent, tree
+
+
 def test_the_activation_that_prunes_a_release_frees_the_blobs_only_it_used(
     tmp_path: Path,
 ) -> None:
     # The pruned tree's deletion ran at once, beside the collection: its unlinks moved the
     # blob's ctime, and the collection spared it as touched within --blob-grace.
-    agent = make_agent(tmp_path / "d", keep=2, blob_grace_s=0.3)
+    agent, _ = r1_with_its_own_blob(tmp_path, os.urandom(1 << 20))
     try:
-        tree = tmp_path / "tree"
-        tree.mkdir()
-        (tree / "own.bin").write_bytes(os.urandom(1 << 20))
-        agent.activate(stage(agent, tree, 1))
         own = agent.releases.manifest("r1").files[0].sha256
-        (tree / "own.bin").unlink()
-        for n in (2, 3):
-            (tree / "v.txt").write_text(f"{n}\n")
-            stage(agent, tree, n)
-        agent.activate("r2")
-        time.sleep(0.5)  # r1's blob was last linked longer ago than --blob-grace
         agent.activate("r3")  # prunes r1
         assert "r1" not in agent.releases.ids()
         assert not os.path.exists(agent.blobs.file(own))
@@ -310,18 +318,8 @@ def test_a_stage_racing_an_activation_that_prunes_keeps_the_blobs_it_was_told_we
 ) -> None:
     # The client asked /v1/blobs/missing, was told X is stored, and staged r4; meanwhile
     # another activation pruned r1, the only release using X, and X went: a 500.
-    agent = make_agent(tmp_path / "d", keep=2, blob_grace_s=0.3)
+    agent, tree = r1_with_its_own_blob(tmp_path, b"X: in r1 and r4 only\n")
     try:
-        tree = tmp_path / "tree"
-        tree.mkdir()
-        (tree / "x.bin").write_bytes(b"X: in r1 and r4 only\n")
-        agent.activate(stage(agent, tree, 1))
-        (tree / "x.bin").unlink()
-        for n in (2, 3):
-            (tree / "v.txt").write_text(f"{n}\n")
-            stage(agent, tree, n)
-        agent.activate("r2")
-        time.sleep(0.5)  # X was uploaded longer ago than --blob-grace
         materialize = agent.releases.materialize
 
         def racing(m: Any, **kw: Any) -> Path:  # another request's activation meanwhile
@@ -329,7 +327,7 @@ def test_a_stage_racing_an_activation_that_prunes_keeps_the_blobs_it_was_told_we
             return materialize(m, **kw)
 
         agent.releases.materialize = racing  # type: ignore[method-assign]
-        (tree / "x.bin").write_bytes(b"X: in r1 and r4 only\n")
+        (tree / "own.bin").write_bytes(b"X: in r1 and r4 only\n")
         (tree / "v.txt").write_text("4\n")
         manifest = signed(tree, 4)
         put(agent, b"4\n")  # what the client sends: the blobs the agent lacks
