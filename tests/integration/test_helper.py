@@ -656,3 +656,16 @@ def test_an_upgrade_that_changes_the_version_stops_the_helper(
         wait_for(lambda: not _alive(started["pid"]), 10, "the stale helper to stop")
     finally:
         h.stop()
+
+
+def test_a_helper_starts_with_a_bad_ssl_cert_file(
+    tmp_path: Path,
+) -> None:
+    """The system's CAs failing to load became InvalidInput, which the preload did not
+    catch: the helper died at its start. It starts (each command names the bad file)."""
+    env = {**os.environ, "SSL_CERT_FILE": str(tmp_path / "none.pem")}
+    out = subprocess.run(
+        [sys.executable, "-c", "from ashat.cli import helper; helper.preload()"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr

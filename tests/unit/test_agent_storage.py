@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -191,9 +192,15 @@ def test_a_store_of_an_earlier_version_loses_group_and_other_write_at_start(
     older = Path(a.blobs.file(sha, 0o666))
     older.parent.mkdir(parents=True)
     os.link(release_file, older)
+    copied = a.layout.release_dir("r1") / "copied.txt"  # a copy it made where a link failed
+    shutil.copyfile(release_file, copied)
+    os.chmod(copied, 0o664)  # umask 002, Ubuntu's default for users
+    (a.layout.root / "modes-masked").unlink()  # a data directory of that version
     b = restart(a)
     try:
         assert oct(release_file.stat().st_mode & 0o777) == "0o644"
+        assert oct(copied.stat().st_mode & 0o777) == "0o644"
+        copied.unlink()  # not in r1's manifest: here only to be masked
         (tree / "v.txt").write_text("2\n")
         b.activate(stage(b, tree, 2))
         b.rollback(None, None)  # r1's files match the signed manifest (with the mask)
@@ -274,13 +281,19 @@ def test_the_activation_that_prunes_a_release_frees_the_blobs_only_it_used(
         agent.shutdown()
 
 
-def test_a_crash_between_the_two_links_keeps_the_rollback_target(tmp_path: Path) -> None:
+def three_staged(tmp_path: Path) -> Agent:
+    """An agent with r1, r2 and r3 staged, none active."""
     a = make_agent(tmp_path / "d")
     tree = tmp_path / "tree"
     tree.mkdir()
     for n in (1, 2, 3):
         (tree / "v.txt").write_text(f"{n}\n")
         stage(a, tree, n)
+    return a
+
+
+def test_a_crash_between_the_two_links_keeps_the_rollback_target(tmp_path: Path) -> None:
+    a = three_staged(tmp_path)
     a.activate("r1")
     a.activate("r2")
     assert a.links() == ("r2", "r1")
@@ -288,6 +301,24 @@ def test_a_crash_between_the_two_links_keeps_the_rollback_target(tmp_path: Path)
     b = restart(a)
     try:
         assert b.links() == ("r2", "r1")
+    finally:
+        b.shutdown()
+
+
+def test_a_crash_between_the_links_after_a_rollback_restores_no_rolled_back_release(
+    tmp_path: Path,
+) -> None:
+    # After a rollback (r2 -> r1) previous is none; a later switch crashed between its two
+    # links, and previous was restored to r2, the release just rolled back from.
+    a = three_staged(tmp_path)
+    a.activate("r1")
+    a.activate("r2")
+    a.rollback(None, None)
+    assert a.links() == ("r1", None)
+    a.releases.set_link("previous", "r1")  # activating r3 crashed at switch.links
+    b = restart(a)
+    try:
+        assert b.links() == ("r1", None)
     finally:
         b.shutdown()
 

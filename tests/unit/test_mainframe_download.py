@@ -702,3 +702,20 @@ def test_a_compressed_answer_is_refused_before_it_is_decoded(layout: Layout, sta
     assert "Content-Encoding 'gzip, gzip'" in e.value.message, e.value.message
     assert set(asked) == {"identity"}
     assert stored(layout, W) is None
+
+
+def test_an_encoding_asked_for_or_not_decoded_is_taken(layout: Layout) -> None:
+    """Refusing every Content-Encoding but identity also refused what httpx never decodes
+    (a misconfigured app's "UTF-8") and what a [[verify.api]] header asked for (gzip)."""
+
+    def answer(h: http.server.BaseHTTPRequestHandler) -> None:
+        if h.headers.get("Accept-Encoding") == "gzip":
+            _send(h, 200, gzip.compress(b'{"ok": true}'), Content_Encoding="gzip")
+        else:
+            _send(h, 200, DATA, Content_Encoding="UTF-8")
+
+    with _serve(answer) as url:
+        fetch(url, layout, [W])
+        with outgoing.client(base_url=url, headers={"Accept-Encoding": "gzip"}) as c:
+            assert c.get("/api").json() == {"ok": True}
+    assert stored(layout, W) == DATA

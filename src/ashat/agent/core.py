@@ -152,8 +152,12 @@ class Agent:
             log.warning("UNCONFINED APP: %s", self.jail.warning)
         for name in self.layout.clean_tmp():
             log.info("removed leftover %s", name)
-        if unshared := self.blobs.unshare_writes():
-            log.warning("took group and other write from %d stored release files", unshared)
+        marker = self.layout.root / "modes-masked"  # once: a store of an earlier version
+        if not marker.exists():
+            unshared = self.blobs.unshare_writes() + self.releases.unshare_writes()
+            if unshared:
+                log.warning("took group and other write from %d stored release files", unshared)
+            marker.touch()
         self.state = self._load_state()
         in_use = set()
         for name in (CURRENT, PREVIOUS):
@@ -946,11 +950,14 @@ class Agent:
             log.info("removed the Python environment %s: no kept release uses it", name)
 
     def _previous_in_history(self, current: str) -> str | None:
-        """The release active before ``current`` by the activation history, if staged."""
-        for a in reversed(self.state.history):
-            if a.update_id != current:
-                return a.update_id if self.releases.exists(a.update_id) else None
-        return None
+        """The release active before ``current`` by the activation history, if staged and
+        not rolled back here (as a rollback picks ``previous``)."""
+        return previous_after_rollback(
+            [a.update_id for a in self.state.history],
+            current,
+            set(self.state.rolled_back),
+            set(self.releases.ids()),
+        )
 
     def _uses(self, update_id: str) -> tuple[frozenset[str], frozenset[tuple[str, int]]] | None:
         """The blobs and the mode files ``(digest, mode)`` release ``update_id`` links to,

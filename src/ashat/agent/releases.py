@@ -186,6 +186,21 @@ class ReleaseStore:
         finally:
             os.close(src)
 
+    def unshare_writes(self) -> int:
+        """Take group and other write away from the release files that have them (copies
+        an earlier version made, when a link failed: the mode copies in the blob store are
+        :meth:`BlobStore.unshare_writes`'), so they match ``MODE_MASK``. Returns how many."""
+        done = 0
+        for update_id in self.ids():
+            for top, _, names in os.walk(self.layout.release_dir(update_id)):
+                for name in names:
+                    path = os.path.join(top, name)
+                    st = os.lstat(path)
+                    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o022:
+                        os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
+                        done += 1
+        return done
+
     def damaged(self, m: Manifest, *, by_hash: bool) -> list[str]:
         """The paths of ``releases/<id>`` that are not what the signed manifest says: a file
         whose size, mode or stored mtime differ — or, ``by_hash``, whose bytes do not hash

@@ -91,13 +91,14 @@ def preload() -> None:
             importlib.import_module(name)
         except ImportError as e:  # an optional part not installed: its verbs import it
             log(f"not preloaded: {name} ({e})")
+    from ashat.errors import InvalidInput
     from ashat.transport import outgoing
 
     # An HTTP client, made and closed: httpx imports its transport (httpcore, h11, anyio)
     # and the system's CA bundle is parsed here, once, rather than in every child.
     try:
         outgoing.client(base_url="http://127.0.0.1", verify=outgoing.system_tls()).close()
-    except (ImportError, OSError) as e:
+    except (ImportError, OSError, InvalidInput) as e:  # a bad SSL_CERT_FILE: said per command
         log(f"no HTTP client made ahead: {e}")
 
 

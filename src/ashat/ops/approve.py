@@ -435,6 +435,8 @@ def run_approve(
         manifest_bytes, digests = load_signed_manifest(project, update_id)
         if to is not None and distribution.to is not None:
             _check_selector(omega_server, distribution.to)
+        if to is not None and dep.state is not State.VERIFIED:  # (verified: kept by record)
+            wf.store.update_details(update_id, {"to": distribution.to}, wf.now())
     outcome = ApproveOutcome(dep, wf.actor, policy.required, {"update_id": update_id})
     header_done = False
 

@@ -115,7 +115,15 @@ class RemoteOperations:
 
         path = "/v1/audit/verify" + (f"?at={quote(f'{at[0]}:{at[1]}')}" if at else "")
         try:
-            return ChainReport.from_json(self.c.call("GET", path))
+            report = ChainReport.from_json(self.c.call("GET", path))
+            if at is not None and report.ok and report.head is None:  # it ignored ?at=
+                from ashat.errors import InvalidInput
+
+                raise InvalidInput(
+                    "this ashat serve does not check --at (it names no head: an older "
+                    "version); upgrade it, or run deploy audit verify where the store is"
+                )
+            return report
         except ServeFailure as e:
             if e.kind != "audit_broken":
                 raise

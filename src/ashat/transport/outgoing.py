@@ -178,14 +178,23 @@ def async_client(
     )
 
 
+# What httpx decodes (an answer in another coding it passes on as it came, undecoded).
+_DECODED = frozenset({"gzip", "x-gzip", "deflate", "br", "zstd"})
+
+
 def refuse_encoded(response: httpx.Response) -> None:
-    """Refuse an answer whose body is encoded (``Content-Encoding`` other than identity):
-    called on its headers, before any of its body is read or decoded (a redirect's too,
-    whose body httpx reads whole). Raises ``httpx.DecodingError``, which :func:`failure`
-    maps to :class:`BadResponse`."""
+    """Refuse an answer httpx would decode (``Content-Encoding`` gzip, deflate, br, zstd)
+    though identity was asked for: called on its headers, before any of its body is read
+    or decoded (a redirect's too, whose body httpx reads whole). A request that asked for
+    an encoding itself (a ``[[verify.api]]`` header) gets it. Raises
+    ``httpx.DecodingError``, which :func:`failure` maps to :class:`BadResponse`."""
     coding = response.headers.get("content-encoding", "").strip().lower()
-    if coding in ("", "identity"):
+    if not coding or coding == "identity":
         return
+    if response.request.headers.get("accept-encoding", "identity") != "identity":
+        return  # asked for
+    if not {c.strip() for c in coding.split(",")} & _DECODED:
+        return  # nothing httpx decodes: the bytes come as they are
     import httpx
 
     raise httpx.DecodingError(

@@ -204,10 +204,12 @@ def approval_by(
             "approval", f"{who}: approves another verification statement of {m.update_id}"
         )
     keys = root.keys_of("approvers")
+    # A server's key is never a person's, even where root lists it among the approvers too.
+    servers = {*root.keys_of("omega"), *root.keys_of("verifiers")}
     ok, kind = False, ""
     for sig in sigs:
         kid = sig.get("keyid") if isinstance(sig, Mapping) else None
-        if not isinstance(kid, str) or kid not in root.keys:
+        if not isinstance(kid, str) or kid not in root.keys or kid in servers:
             continue
         if kid not in keys and m.digest() not in root.retired.get(kid, ()):
             continue  # a revoked key, or a retired one and a release it did not approve
