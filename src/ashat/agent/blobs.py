@@ -350,25 +350,6 @@ class BlobStore:
             if n == "sha256" or (n.startswith("mode-") and n[5:].isdigit())
         ]
 
-    def unshare_writes(self) -> int:
-        """Take group and other write away from every stored mode copy that has them (a
-        store of a version that kept them, ``MODE_MASK``): their links in the release trees
-        are the same inodes, so those releases match the mask again. Returns how many."""
-        done = 0
-        for kind in self.kinds():
-            name = os.path.basename(kind)
-            if name == "sha256" or not int(name[5:], 8) & 0o022:
-                continue
-            for shard in os.scandir(kind):
-                if not shard.is_dir(follow_symlinks=False):
-                    continue
-                for entry in os.scandir(shard.path):
-                    if entry.is_file(follow_symlinks=False):
-                        mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
-                        os.chmod(entry.path, mode & ~0o022)
-                        done += 1
-        return done
-
     def file(self, sha256: str, mode: int = BLOB_MODE) -> str:
         """The stored file for ``sha256`` with ``mode`` (the blob itself for BLOB_MODE)."""
         if mode == BLOB_MODE:

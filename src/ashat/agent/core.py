@@ -115,7 +115,7 @@ class Agent:
         self._used_by: dict[str, tuple[Manifest, frozenset[str], frozenset[tuple[str, int]]]] = {}
         # The blobs and mode files of each stage in flight (told present, so not sent again):
         # an activation's collection spares them
-        self._staging: dict[int, tuple[frozenset[str], frozenset[tuple[str, int]]]] = {}
+        self._staging: dict[object, tuple[frozenset[str], frozenset[tuple[str, int]]]] = {}
         self._full_collect_at = 0.0  # time.monotonic() of the next scan of the whole store
         self.state = AgentState()
         self.app: AppProcess | None = None
@@ -154,7 +154,7 @@ class Agent:
             log.info("removed leftover %s", name)
         marker = self.layout.root / "modes-masked"  # once: a store of an earlier version
         if not marker.exists():
-            unshared = self.blobs.unshare_writes() + self.releases.unshare_writes()
+            unshared = self.releases.unshare_writes()
             if unshared:
                 log.warning("took group and other write from %d stored release files", unshared)
             marker.touch()
@@ -519,12 +519,12 @@ class Agent:
         files = [(e.sha256, e.mode & MODE_MASK) for e in m.files if e.kind == "file"]
         uses = (frozenset(f[0] for f in files), frozenset(f for f in files if f[1] != BLOB_MODE))
         with self.lock:  # before the blobs are looked at
-            self._staging[id(ticket)] = uses
+            self._staging[ticket] = uses
         try:
             return self._stage_new(m, data)
         finally:
             with self.lock:
-                del self._staging[id(ticket)]
+                del self._staging[ticket]
 
     def _stage_new(self, m: Manifest, data: bytes) -> tuple[dict[str, Any], bool]:
         missing = self.releases.missing_blobs(m)

@@ -187,9 +187,11 @@ class ReleaseStore:
             os.close(src)
 
     def unshare_writes(self) -> int:
-        """Take group and other write away from the release files that have them (copies
-        an earlier version made, when a link failed: the mode copies in the blob store are
-        :meth:`BlobStore.unshare_writes`'), so they match ``MODE_MASK``. Returns how many."""
+        """Take group and other write away from the release files that have them (a store
+        of a version that kept them), so they match ``MODE_MASK``: a linked file is its
+        mode copy's inode, so that copy loses them too (one it stops matching is no kept
+        release's, and collected); a file copied where a link failed, alone. Returns how
+        many."""
         done = 0
         for update_id in self.ids():
             for top, _, names in os.walk(self.layout.release_dir(update_id)):

@@ -511,16 +511,17 @@ class BlobDownloader:
                 f"{who} too slow: not done in {limit_s:.0f}s (under {self.min_rate_bps:g} bytes/s)"
             ) from e
         except httpx.HTTPError as e:
-            url = _failed_url(e)
-            if url is not None and not self._ours(url, path):  # a mirror we were sent to
-                self._direct.add(w.sha256)  # down, or dropping connections: ask OMEGA next
-            raise _Retry(self._failure(e, path)) from e
+            raise _Retry(self._failure(e, path, w.sha256)) from e
 
-    def _failure(self, e: httpx.HTTPError, path: str) -> str:
-        """What failed asking for OMEGA's ``path``, naming the mirror if it was there."""
+    def _failure(self, e: httpx.HTTPError, path: str, sha256: str | None = None) -> str:
+        """What failed asking for OMEGA's ``path``, naming the mirror if it was there (and
+        noting that it failed ``sha256``: down, or dropping connections)."""
         url = _failed_url(e)
-        if url is not None and not self._ours(url, path):
-            return outgoing.failure(e, f"the mirror OMEGA sent us to ({url.host})").message
+        if url is not None and not self._ours(url, path):  # a mirror a redirect sent us to
+            who = f"the mirror OMEGA sent us to ({url.host})"
+            if sha256 is not None:
+                who = self._left_mirror(sha256, url)
+            return outgoing.failure(e, who).message
         return outgoing.failure(e, path, "OMEGA").message
 
     def _ours(self, url: httpx.URL, path: str) -> bool:
