@@ -111,7 +111,13 @@ def test_a_release_from_push_to_fleet_and_back(world: World) -> None:
     assert [d.id for d in alice.history(10, "failed")] == []
     kinds = [e.kind for e in alice.log("v1")]
     assert kinds[0] == "deployment.pushing" and "deployment.completed" in kinds
-    assert alice.audit_verify().ok
+    report = alice.audit_verify()
+    assert report.ok and report.head is not None
+    seq, digest = report.head
+    assert alice.audit_verify(f"{seq}:{digest}").ok  # --at: the one implementation, both ways
+    wrong = alice.audit_verify(f"{seq}:{'0' * 64}")
+    assert not wrong.ok and wrong.broken_seq == seq
+    assert _refused(lambda: alice.audit_verify("5:nothex"))[0] == 2
     assert [d.id for d in alice.overview().recent] == ["v1"]
     rows, checked = alice.servers(True)
     assert sorted(s.tier for s in rows) == ["omega", "public"]

@@ -286,10 +286,7 @@ def configure_server(call: Call) -> tuple[int, dict[str, Any]]:
 
 
 def audit_verify(call: Call) -> tuple[int, dict[str, Any]]:
-    from ashat.workflow.audit_anchor import parse_anchor
-
-    at = parse_anchor(call.query["at"]) if call.query["at"] is not None else None
-    report = call.project.workflow(call.actor).audit_verify(at)
+    report = call.project.workflow(call.actor).audit_verify(call.query["at"])
     if not report.ok:
         raise ApiFailure(
             f"audit chain broken at event #{report.broken_seq}: {report.reason}",

@@ -107,13 +107,13 @@ class RemoteOperations:
         data = self.c.call("GET", _dep_path(update_id, "events"))
         return [Event.from_json(e) for e in data["events"]]
 
-    def audit_verify(self, at: tuple[int, str] | None = None) -> ChainReport:
+    def audit_verify(self, at: str | None = None) -> ChainReport:
         from urllib.parse import quote
 
         from ashat.transport.control import ServeFailure
         from ashat.workflow.models import ChainReport
 
-        path = "/v1/audit/verify" + (f"?at={quote(f'{at[0]}:{at[1]}')}" if at else "")
+        path = "/v1/audit/verify" + (f"?at={quote(at)}" if at is not None else "")
         try:
             report = ChainReport.from_json(self.c.call("GET", path))
             if at is not None and report.ok and report.head is None:  # it ignored ?at=

@@ -265,7 +265,10 @@ class Workflow:
         self.store.require(update_id)
         return self.store.events(update_id)
 
-    def audit_verify(self, at: tuple[int, str] | None = None) -> ChainReport:
-        """The chain walked; ``at``, an event's ``(seq, hash)`` recorded elsewhere, checked
-        too (see :func:`ashat.store.audit.verify_chain`)."""
-        return self.store.verify_audit(at)
+    def audit_verify(self, at: str | None = None) -> ChainReport:
+        """The chain walked; ``at``, ``SEQ:HASH`` of an event recorded elsewhere, checked
+        too (see :func:`ashat.store.audit.verify_chain`). Raises InvalidInput for a bad
+        ``at``."""
+        from ashat.workflow.audit_anchor import parse_anchor
+
+        return self.store.verify_audit(parse_anchor(at) if at is not None else None)
