@@ -197,3 +197,15 @@ def answers_by_status(url: str, method: str, route: str) -> dict[int, int]:
         for labels, value in found
         if labels["method"] == method and labels["route"] == route
     }
+
+
+def put_blob(agent: Any, data: bytes) -> str:
+    """Store ``data`` in an in-process agent's blob store, as an upload would; its digest."""
+    from ashat.agent.blobs import BlobWriter
+
+    sha = hashlib.sha256(data).hexdigest()
+    w = BlobWriter(agent.blobs, sha)
+    w.write(data)
+    w.finish()
+    w.commit()
+    return sha

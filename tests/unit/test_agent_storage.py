@@ -27,6 +27,7 @@ from ashat.agent.layout import Layout
 from ashat.agent.receive import receive_pack
 from ashat.bundle import build_from_dir, sign_manifest
 from ashat.bundle.keys import SigningKey
+from support import put_blob
 
 KEY = SigningKey.generate()
 
@@ -57,15 +58,6 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
     a.shutdown()
 
 
-def put(agent: Agent, data: bytes) -> str:
-    sha = hashlib.sha256(data).hexdigest()
-    w = BlobWriter(agent.blobs, sha)
-    w.write(data)
-    w.finish()
-    w.commit()
-    return sha
-
-
 def signed(tree: Path, n: int) -> bytes:
     built = build_from_dir(
         tree, update_id=f"r{n}", sequence=n, description="t", app={},
@@ -77,7 +69,7 @@ def signed(tree: Path, n: int) -> bytes:
 def stage(agent: Agent, tree: Path, n: int) -> str:
     for path in sorted(tree.rglob("*")):
         if path.is_file():
-            put(agent, path.read_bytes())
+            put_blob(agent, path.read_bytes())
     agent.stage(signed(tree, n))
     return f"r{n}"
 
@@ -114,7 +106,7 @@ def test_a_blob_linked_while_it_is_hashed_is_not_quarantined(agent: Agent) -> No
     # Its ctime moved during the read, so it "changed while being read": a blob that hashes
     # to its name was moved to quarantine/, and a release using it judged damaged, deleted.
     data = os.urandom(64 << 20)
-    sha = put(agent, data)
+    sha = put_blob(agent, data)
     agent.blobs._hashed.clear()  # as after a restart: its bytes must be read again
     with Linker(agent.blobs.file(sha), agent.layout.tmp / "other-link"):
         size = agent.blobs.size(sha)  # GET /v1/blobs, /v1/blobs/missing, a pack's look
@@ -134,7 +126,7 @@ def test_an_activation_after_a_restart_survives_the_next_stage_linking_its_blobs
     stage(a, tree, 2)
     (tree / "v.txt").write_text("3\n")
     r3 = signed(tree, 3)
-    put(a, b"3\n")
+    put_blob(a, b"3\n")
     b = restart(a, blob_grace_s=3600)  # nothing known hashed
     try:
         nxt = threading.Thread(target=b.stage, args=(r3,))  # links big.bin into its tree
@@ -361,7 +353,7 @@ def test_a_stage_racing_an_activation_that_prunes_keeps_the_blobs_it_was_told_we
         (tree / "own.bin").write_bytes(b"X: in r1 and r4 only\n")
         (tree / "v.txt").write_text("4\n")
         manifest = signed(tree, 4)
-        put(agent, b"4\n")  # what the client sends: the blobs the agent lacks
+        put_blob(agent, b"4\n")  # what the client sends: the blobs the agent lacks
         agent.stage(manifest)
         assert "r1" not in agent.releases.ids() and "r4" in agent.releases.ids()
     finally:

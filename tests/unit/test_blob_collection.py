@@ -7,18 +7,17 @@ at most once per ``--blob-grace``. A real agent, in this process, on a real dire
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ashat.agent.blobs import BlobWriter
 from ashat.agent.config import AgentConfig, AgentRole
 from ashat.agent.core import Agent
 from ashat.bundle import build_from_dir, sign_manifest
 from ashat.bundle.keys import SigningKey
+from support import put_blob
 
 KEY = SigningKey.generate()
 
@@ -48,15 +47,6 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path / "tree"
 
 
-def put(agent: Agent, data: bytes) -> str:
-    sha = hashlib.sha256(data).hexdigest()
-    w = BlobWriter(agent.blobs, sha)
-    w.write(data)
-    w.finish()
-    w.commit()
-    return sha
-
-
 def deploy(agent: Agent, tree: Path, n: int) -> dict[str, str]:
     """Stage and activate the tree as ``r{n}``; its files' digests by path."""
     built = build_from_dir(
@@ -64,7 +54,7 @@ def deploy(agent: Agent, tree: Path, n: int) -> dict[str, str]:
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )  # fmt: skip
     for path in built.blobs.values():
-        put(agent, path.read_bytes())
+        put_blob(agent, path.read_bytes())
     signed = sign_manifest(built.manifest, KEY)
     agent.stage(signed.to_bytes())
     agent.activate(signed.update_id)
@@ -86,7 +76,7 @@ def test_a_pruned_release_frees_its_own_files_without_a_scan_of_the_store(
     assert stored(agent, r1["tool.sh"], 0o755)  # a mode file of its own
 
     agent._full_collect_at = float("inf")  # no scan of the whole store is due from here
-    orphan = put(agent, b"uploaded for a push that never staged\n")
+    orphan = put_blob(agent, b"uploaded for a push that never staged\n")
     (tree / "tool.sh").unlink()
     (tree / "own.bin").write_bytes(b"r2 only\n")
     r2 = deploy(agent, tree, 2)
@@ -111,7 +101,7 @@ def test_each_activation_scans_the_store_when_the_grace_is_zero(agent: Agent, tr
     (tree / "suid").write_text("#!/bin/sh\n")
     (tree / "suid").chmod(0o4755)  # stored without its setuid bit, as mode-0755
     deploy(agent, tree, 1)
-    orphan = put(agent, b"never staged\n")
+    orphan = put_blob(agent, b"never staged\n")
     (tree / "a.txt").write_text("b\n")
     r2 = deploy(agent, tree, 2)
     assert not stored(agent, orphan)
