@@ -127,3 +127,35 @@ def test_a_release_pruned_with_an_unreadable_manifest_is_pruned_and_a_scan_follo
     assert "r1" not in agent.releases.ids() and agent.links()[0] == "r4"
     assert not stored(agent, r1["a.txt"])  # found by the scan the unreadable one asked for
     assert set(agent._used_by) <= set(agent.releases.ids())
+
+
+def test_a_new_store_waits_a_grace_for_its_first_scan_and_an_old_one_does_not(
+    tmp_path: Path, tree: Path
+) -> None:
+    """Nothing in a store made at this start can be older than the grace, so its first
+    activation does not scan it (a mainframe's first install, issue 20); a store that was
+    there before is scanned at the first activation, for what an earlier run left."""
+    config = AgentConfig(
+        role=AgentRole.PUBLIC, data=tmp_path / "d", host="127.0.0.1", port=0, token="t",
+        trusted={KEY.keyid: KEY.public}, keep=2, blob_grace_s=3600,
+        app_user=os.environ.get("ASHAT_APP_USER") or ("nobody" if os.geteuid() == 0 else None),
+    )  # fmt: skip
+    scans: dict[str, int] = {"new": 0, "old": 0}
+    for n, which in enumerate(("new", "old"), start=1):
+        agent = Agent(config)  # the second time, the same directory opened again
+        agent.open()
+        scan = agent.blobs.collect
+
+        def counted(*args: object, which: str = which, scan: object = scan) -> object:
+            scans[which] += 1
+            return scan(*args)  # type: ignore[operator]
+
+        agent.blobs.collect = counted  # type: ignore[method-assign]
+        (tree / "a.txt").write_text(f"{n}\n")
+        try:
+            deploy(agent, tree, n)
+        finally:
+            agent.shutdown()
+            assert agent._lock_fd is not None
+            os.close(agent._lock_fd)
+    assert scans == {"new": 0, "old": 1}

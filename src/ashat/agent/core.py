@@ -143,7 +143,8 @@ class Agent:
 
         Raises ``OSError``, or :class:`~ashat.errors.AshatError` if another agent uses it.
         """
-        self.layout.ensure()
+        if self.layout.ensure():  # a new store holds nothing older than the grace to collect
+            self._full_collect_at = time.monotonic() + self.config.blob_grace_s
         self._lock_fd = self.layout.lock()
         self.layout.confine(
             self.jail.user.uid if self.jail.user else None, by_path=self.jail.mode == "user"

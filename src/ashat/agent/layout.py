@@ -115,8 +115,9 @@ class Layout:
     def link(self, name: str) -> Path:
         return self.root / name
 
-    def ensure(self) -> None:
-        """Create the directories (the data directory too); raises ``OSError``."""
+    def ensure(self) -> bool:
+        """Create the directories (the data directory too); whether the blob store is new
+        (it had no ``ab/`` directory: nothing in it can be left over). Raises ``OSError``."""
         self.root.mkdir(parents=True, exist_ok=True)
         for d in (
             self.blobs / "sha256",
@@ -128,22 +129,24 @@ class Layout:
             self.blob_tmp,
         ):
             d.mkdir(parents=True, exist_ok=True)
-        self._shards(self.blobs / "sha256")
+        return self._shards(self.blobs / "sha256")
 
     @staticmethod
-    def _shards(directory: Path) -> None:
+    def _shards(directory: Path) -> bool:
         """The 256 ``ab/`` directories blobs are stored in, made once here rather than by
         the first blob of each while a release is installed (a mkdir and its journal entry
-        each, on the install's critical path), and made durable."""
+        each, on the install's critical path), and made durable; whether there were none
+        (an older version made them as its blobs came)."""
         have = set(os.listdir(directory))
         wanted = [f"{i:02x}" for i in range(256)]
         if have.issuperset(wanted):
-            return
+            return False
         for name in wanted:
             if name not in have:
                 with contextlib.suppress(FileExistsError):  # a replica sharing the directory
                     os.mkdir(directory / name, 0o755)
         fsync_dir(directory)
+        return not have
 
     def confine(self, app_uid: int | None, by_path: bool) -> None:
         """Close the data directory to the app: only ``releases/<id>/`` (read-only, the
