@@ -83,7 +83,7 @@ import httpx
 from ashat.demo import AgentProcess, free_port, start_agent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet_worker import DOWNLOADED, cpu_s  # bench/ is not a package
+from fleet_worker import BYTES_ROUTES, DOWNLOADED, cpu_s  # bench/ is not a package
 from nginx_run import Nginx, nginx_binary
 from push import change_some, make_tree
 
@@ -270,6 +270,19 @@ class Omega:
         """The OMEGA processes' CPU seconds (nginx's are :meth:`front_cpu_s`)."""
         return sum(cpu_s(r.proc.pid) for r in self.replicas)
 
+    def first_sent(self, since: float) -> float | None:
+        """Seconds from the Unix time ``since`` to the first blob or pack answer the nginx
+        sending the bytes began (OMEGA's redirect to it included), by its access log; None
+        without one. The mainframes' own clients see it later when their worker is busy."""
+        if self.front is None:
+            return None
+        began = [
+            r["answered"]
+            for r in self.front.access()
+            if r["uri"].startswith(BYTES_ROUTES) and r["status"] in ("200", "206")
+        ]
+        return min((t - since for t in began if t >= since), default=None)
+
     def front_cpu_s(self) -> float:
         return self.front.cpu_s() if self.front is not None else 0.0
 
@@ -424,6 +437,7 @@ class Rollout:
     front_cpu_s: float  # the nginx in front of OMEGA, if any
     workers_cpu_s: float
     served: Served
+    first_sent_s: float | None  # after approval, by the access log of the nginx sending blobs
 
     def times(self, key: str) -> list[float]:
         return sorted(s[key] - self.t_approve for s in self.seen.values() if s[key] is not None)
@@ -465,7 +479,7 @@ def roll_out(omega: Omega, fleet: list[Worker], release: Release, waves: list[in
     # approval, as the peer's start waits for what was written before it; otherwise the
     # first mainframe's syncfs would write them inside the measured time.
     os.sync()
-    t_approve = time.monotonic()
+    t_approve, wall_approve = time.monotonic(), time.time()
     omega.approve(release.update_id, release.sequence)
     t_rollout = time.monotonic()
     rollout_id = omega.rollout(release.update_id, waves)
@@ -480,7 +494,7 @@ def roll_out(omega: Omega, fleet: list[Worker], release: Release, waves: list[in
             s["downloaded"] -= before[mid]["downloaded"]
     done = Rollout(
         release, t_approve, t_rollout, status, seen, answers, omega_cpu, front_cpu,
-        cpu - workers_cpu, served,
+        cpu - workers_cpu, served, omega.first_sent(wall_approve),
     )  # fmt: skip
     installed = [s for s in seen.values() if s["status"] == "installed"]
     if status["state"] != "completed" or len(installed) != len(seen):
@@ -549,6 +563,11 @@ def report(
         f"first blob after approval: OMEGA's first answer {first_ans:.3f} s (goal < "
         f"{GOAL_FIRST_BLOB_S:g} s: {_ok(first_ans < GOAL_FIRST_BLOB_S)}), first request "
         f"{first_req:.3f} s; the rollout POST went at {first.t_rollout - first.t_approve:.3f} s"
+        + (
+            f"; nginx began sending it at {first.first_sent_s:.3f} s (its access log)"
+            if first.first_sent_s is not None
+            else ""
+        )
     )
     print("  after approval, first / median / last mainframe:")
     print(f"    directive received    {spread(first.times('directive_at'))}")

@@ -47,15 +47,22 @@ class Nginx:
     proc: subprocess.Popen[bytes]
 
     def access(self) -> list[dict[str, str]]:
-        """The access log, a dict per request: uri, status, sent, upstream, cache."""
+        """The access log, a dict per request: uri, status, sent, upstream, cache, and
+        ``answered``: when its answer began (the Unix time the request came plus the time
+        its upstream took to answer with headers, if it went upstream)."""
         path = self.home / "access.log"
         rows = []
         for line in path.read_text().splitlines() if path.exists() else []:
+            timing, line = line.split("|", 1)
+            logged, took, header = timing.split(" ", 2)  # "0.004 : 0.001_": a redirect followed
             uri, status, sent, rest = line.split(" ", 3)
-            upstream, cache = rest.rsplit(" ", 1)  # "0 : 28080_": a redirect followed
+            upstream, cache = rest.rsplit(" ", 1)
+            first = header.rstrip("_").split(" : ")[0]
+            answered = float(logged) - float(took) + (0.0 if first == "-" else float(first))
             rows.append(
-                {"uri": uri, "status": status, "sent": sent, "upstream": upstream, "cache": cache}
-            )
+                {"uri": uri, "status": status, "sent": sent, "upstream": upstream, "cache": cache,
+                 "answered": answered}
+            )  # fmt: skip
         return rows
 
     def cpu_s(self) -> float:
@@ -103,7 +110,8 @@ pid {home}/nginx.pid;
 error_log {home}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    log_format ashat '$request_uri $status $body_bytes_sent '
+    log_format ashat '$msec $request_time ${{upstream_header_time}}_|'
+                     '$request_uri $status $body_bytes_sent '
                      '${{upstream_response_length}}_ ${{upstream_cache_status}}_';
     access_log {home}/access.log ashat;
     client_body_temp_path {home}/body;
