@@ -10,7 +10,8 @@ At the ``n``-th hit of ``point`` (counting from 1) the process takes ``action``:
 
 - ``kill`` (the default): ``SIGKILL`` to itself — no handler, no ``finally``, no flush,
   exactly what a power cut or the OOM killer leaves behind;
-- ``enospc``: raise ``OSError(ENOSPC)``, as a full disk would at that write.
+- ``enospc``: raise ``OSError(ENOSPC)``, as a full disk would at that write;
+- ``slow``: sleep :data:`SLOW_S` seconds and go on, as a slow disk (or a big release) would.
 
 Unset (always, outside the tests) the check is one truth test of an empty dict. The points
 and where they sit are listed in tests/faults/README.md.
@@ -21,9 +22,11 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 
 ENV = "ASHAT_CRASH_AT"
-ACTIONS = ("kill", "enospc")
+ACTIONS = ("kill", "enospc", "slow")
+SLOW_S = 3.0  # how long ``slow`` sleeps
 
 
 def _parse(spec: str) -> dict[str, tuple[int, str]]:
@@ -34,7 +37,7 @@ def _parse(spec: str) -> dict[str, tuple[int, str]]:
         action = action or "kill"
         if not name or not count.isdigit() or int(count) < 1 or action not in ACTIONS:
             raise ValueError(
-                f"{ENV}: bad entry {item!r}; expected <point>:<n>[:kill|enospc] with n >= 1"
+                f"{ENV}: bad entry {item!r}; expected <point>:<n>[:kill|enospc|slow] with n >= 1"
             )
         plan[name] = (int(count), action)
     return plan
@@ -53,7 +56,8 @@ def reload() -> None:
 
 
 def crash_point(name: str) -> None:
-    """Die (or fail with ENOSPC) here if ``ASHAT_CRASH_AT`` says so; see the module docstring."""
+    """Die (or fail with ENOSPC, or wait) here if ``ASHAT_CRASH_AT`` says so; see the module
+    docstring."""
     if not _PLAN:
         return
     _hit(name)
@@ -69,4 +73,7 @@ def _hit(name: str) -> None:
         return
     if action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if action == "slow":
+        time.sleep(SLOW_S)
+        return
     os.kill(os.getpid(), signal.SIGKILL)

@@ -943,6 +943,42 @@ def test_packs_are_built_at_approval_for_the_releases_approved_last_only(
     assert built() == sorted(digests[1:])
 
 
+def test_a_pack_still_being_built_is_not_waited_for_past_a_moment(
+    agent_factory: AgentFactory, trees: Trees
+) -> None:
+    """A big release's pack takes a while to build after its approval (200 MB: 0.7 s
+    here); a mainframe that asks meanwhile is answered 404 within ``PACK_WAIT_S`` and takes
+    the blobs one by one, so its first blob does not wait for the whole pack. Here the
+    build is held 3 s at its end (``ASHAT_CRASH_AT=pack.built:1:slow``)."""
+    from ashat.faults import SLOW_S
+    from ashat.fleet.omega_routes import PACK_WAIT_S
+    from ashat.fleet.packs import layout
+
+    omega = agent_factory(role="omega", env={"ASHAT_CRASH_AT": "pack.built:1:slow"})
+    control = Control(omega)
+    try:
+        signed = control.release(trees, "r1", 1)  # its pack's build starts, and is held
+        token = license_token(omega.license_key, "mf-1")
+        url = f"{omega.url}/v1/packs/r1/{signed.digest()}"
+        auth = {"Authorization": f"License {token}"}
+        t0 = time.monotonic()
+        early = httpx.get(url, headers=auth, timeout=30)
+        waited = time.monotonic() - t0
+        assert early.status_code == 404, early.text
+        assert "is being built: fetch its blobs one by one" in early.json()["error"]
+        assert PACK_WAIT_S <= waited < SLOW_S / 2
+        blob = layout(signed)[0].sha256
+        assert httpx.get(f"{omega.url}/v1/blobs/{blob}", headers=auth).status_code == 200
+        packs = omega.data / "blobs" / "packs"
+        wait_for(lambda: (packs / signed.digest()).is_file(), 10, "the pack, built")
+        later = httpx.get(url, headers=auth)
+        assert later.status_code == 200 and len(later.content) == sum(
+            p.size for p in layout(signed)
+        )
+    finally:
+        control.close()
+
+
 # -- scale ---------------------------------------------------------------------------------
 
 

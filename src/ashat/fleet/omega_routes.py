@@ -36,6 +36,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -78,6 +79,10 @@ log = logging.getLogger("ashat.omega")
 TICK_S = 0.2  # how often the controller looks at running rollouts
 STOP_CHECK_S = 1.0  # a waiting poll notices the agent stopping within this
 MAX_WAIT_S = 60.0  # the longest poll the protocol allows
+# A pack request waits this long for its pack to be built (it starts at the approval; a
+# 200 MB release took 0.7 s here), then is answered 404 and the mainframe takes the blobs
+# one by one: the first blob stays within a second of the approval whatever the size.
+PACK_WAIT_S = 0.3
 MAX_SEQUENCE = 2**53
 MAX_ROOTS = 1000  # root versions in one request
 
@@ -172,6 +177,9 @@ class OmegaRoutes:
         self._ticker: asyncio.Task[None] | None = None
         self._copy_now = asyncio.Event()  # an approval: copy its blobs to the S3 mirror
         self._background: set[asyncio.Task[None]] = set()  # packs being built after approval
+        # (update id, manifest digest) → the build a pack request started, shared by the
+        # requests that come while it runs
+        self._packing: dict[tuple[str, str], asyncio.Future[Path]] = {}
 
     # -- lifespan ------------------------------------------------------------------------------
 
@@ -530,9 +538,7 @@ class OmegaRoutes:
             lic = self.omega.licensed_now(token)
             if lic is None:
                 lic = await run_in_threadpool(self.omega.licensed, token)  # LicenseDenied
-        path = self.omega.pack_built(update_id, digest)
-        if path is None:  # one of the releases approved last, or NoSuchPack
-            path = await run_in_threadpool(self.omega.pack, update_id, digest)
+        path = await self._pack_file(update_id, digest)
         if lic is not None and self.agent.config.blob_mirror is not None:
             if request.headers.get(DIRECT_HEADER):  # the mirror failed for it: the blobs
                 if self.omega.s3 is not None:  # copied again at the next pass
@@ -552,6 +558,33 @@ class OmegaRoutes:
             return _to_mirror(url)
         self.omega.metrics.pack_downloads.labels(by="omega").inc()
         return immutable_file(request, self.agent.config, path, packs.relative(digest), digest)
+
+    async def _pack_file(self, update_id: str, digest: str) -> Path:
+        """The pack's file: built already, or built now (one of the releases approved last)
+        within :data:`PACK_WAIT_S`. Raises :class:`NoSuchPack`, and so when it takes longer
+        (the build goes on, for the mainframes that ask later)."""
+        path = self.omega.pack_built(update_id, digest)
+        if path is not None:
+            return path
+        key = (update_id, digest)
+        build = self._packing.get(key)
+        if build is None:
+            build = asyncio.ensure_future(run_in_threadpool(self.omega.pack, update_id, digest))
+            self._packing[key] = build
+
+            def built(f: asyncio.Future[Path]) -> None:
+                self._packing.pop(key, None)
+                if not f.cancelled():
+                    f.exception()  # seen here too: the requests that waited may all be gone
+
+            build.add_done_callback(built)
+        done, _ = await asyncio.wait({build}, timeout=PACK_WAIT_S)
+        if not done:
+            raise NoSuchPack(
+                f"the pack of {update_id} is being built: fetch its blobs one by one",
+                update_id=update_id,
+            )
+        return build.result()
 
     def routes(self) -> list[Route]:
         return [

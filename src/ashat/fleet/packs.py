@@ -30,6 +30,7 @@ from pathlib import Path
 from ashat.agent.blobs import BLOB_MODE, BlobStore, fsync_paths
 from ashat.agent.errors import NoSuchBlob
 from ashat.bundle.manifest import Manifest
+from ashat.faults import crash_point
 
 DIRECTORY = "packs"  # in the blob directory, so nginx's internal location reaches it
 KEPT = 4  # OMEGA packs the releases approved last, this many; older ones go blob by blob
@@ -120,6 +121,7 @@ def build(store: BlobStore, m: Manifest, keep: Collection[str] = ()) -> Path:
                     with open(store.file(p.sha256), "rb") as blob:
                         _copy(blob.fileno(), out.fileno(), p.size)
                 os.fchmod(out.fileno(), BLOB_MODE)
+            crash_point("pack.built")
             fsync_paths([temp])
             os.replace(temp, dest)
             fsync_paths([dest.parent])
