@@ -89,7 +89,7 @@ def test_two_apps_on_one_agent_each_with_its_own_token_env_and_releases(
     home.mkdir()
     _, pub = generate_keypair("alpha", home)
     tokens = {name: _token(home / f"{name}.token") for name in APPS}
-    (home / "polls.env").write_text("POLLS_SECRET=first\n")
+    (home / "polls.env").write_text("POLLS_SECRET=v4lue-one\n")
     host = Host(
         home,
         "public",
@@ -162,7 +162,7 @@ app-env = "polls.env"
     assert f"{host.url}/apps/notes" in res.output
 
     # SIGHUP (ashat agent reload --data DATA of the host) re-reads each app's env.
-    (home / "polls.env").write_text("POLLS_SECRET=second\nMORE=1\n")
+    (home / "polls.env").write_text("POLLS_SECRET=v4lue-two\nMORE=1\n")
     reload = subprocess.run(
         [*agent_command(), "reload", "--data", str(host.data)],
         capture_output=True,
@@ -175,7 +175,10 @@ app-env = "polls.env"
         30,
         "polls' new env applied",
     )
-    assert "POLLS_SECRET" not in host.log.read_text() and "second" not in host.log.read_text()
+    # The agent names the variables that changed, once the app runs with them (it may
+    # write that after the health above answers); their values never appear.
+    wait_for(lambda: "reloaded (MORE, POLLS_SECRET)" in host.log.read_text(), 10, "the log")
+    assert "v4lue-one" not in host.log.read_text() and "v4lue-two" not in host.log.read_text()
 
     # fsck of the host's data directory checks every app's.
     fsck = subprocess.run(
