@@ -13,13 +13,15 @@ whole process (hashing, signing, upload, staging, activation); rsync as
 ``sync`` (untimed: neither pays for the other's dirty pages). Before the first push it
 times creating 2,000 empty files where each tool will write: on a filesystem that makes a
 new file slow (ext4 without a journal, soon after many deletions), that is most of either
-tool's first push, and the two directories need not cost the same. Goals (issue 3):
+tool's first push, and the two directories need not cost the same (``--dir`` puts it all
+on another filesystem, one with a journal, say; the run prints which it is). Goals (issue 3):
 re-push ≤ 1.1 × the changed bytes and ≤ 1.0 × rsync's time; first push ≤ 1.5 × rsync's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
@@ -109,6 +111,26 @@ def creation_s(where: Path) -> float:
     return time.perf_counter() - t0
 
 
+def filesystem(path: Path) -> str:
+    """The type of the filesystem ``path`` is on; for ext4, whether it keeps a journal (the
+    kernel lists a ``data=`` mode in /proc/fs/ext4/<device>/options only then)."""
+    where, dev, kind = "", "", "unknown"
+    with contextlib.suppress(OSError), open("/proc/self/mounts") as f:
+        for line in f:
+            device, point, fstype = line.split()[:3]
+            point = point.replace("\\040", " ")
+            inside = str(path.resolve()).startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(where):
+                where, dev, kind = point, device, fstype
+    if kind != "ext4":
+        return kind
+    try:
+        options = Path(f"/proc/fs/ext4/{os.path.basename(dev)}/options").read_text()
+    except OSError:
+        return "ext4"
+    return "ext4 with a journal" if "data=" in options else "ext4 without a journal"
+
+
 def rsync_sent(stdout: str) -> int:
     m = re.search(r"Total bytes sent: ([\d,.]+)", stdout)
     return int(re.sub(r"[,.]", "", m.group(1))) if m else -1
@@ -121,13 +143,19 @@ def main() -> None:
     ap.add_argument("--change", type=float, default=0.01, help="fraction of files changed")
     ap.add_argument("--repeat", type=int, default=5, help="1%% re-push rounds (median shown)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument(
+        "--dir",
+        help="where to make the temporary directory (the tree, the agent's and rsync's files): "
+        "a filesystem with a journal shows what this VM's journal-less root hides (see the "
+        "note printed)  [default: the system's temporary directory]",
+    )
     a = ap.parse_args()
     if a.repeat < 1:
         sys.exit("--repeat must be 1 or more")
     if not shutil.which("rsync"):
         sys.exit("rsync is not installed (apt-get install rsync): it is the yardstick")
     rng = random.Random(7)
-    base = Path(tempfile.mkdtemp(prefix="ashat-bench-push-"))
+    base = Path(tempfile.mkdtemp(prefix="ashat-bench-push-", dir=a.dir))
     agent = daemon = None
     try:
         tree = base / "tree"
@@ -193,6 +221,7 @@ def main() -> None:
         finally:
             timed([*deploy, "helper", "stop"], cwd=tree, env=env)
 
+        print(f"both sides' files in {base.parent}: {filesystem(base)}")
         print(f"tree: {a.files} files, {total / 1e6:.1f} MB; changed {cold[0][0] / 1e6:.2f} MB "
               f"({a.change:.0%} of the files); the median of {a.repeat} rounds shown")  # fmt: skip
         print(f"{'':24}{'ashat bytes':>14}{'ashat s':>10}{'rsync bytes':>14}{'rsync s':>10}"
@@ -218,8 +247,9 @@ def main() -> None:
             print(f"{name:24}{cells}{other:>9.3f}")
         print(f"creating {PROBE_FILES:,} empty files before the first push took " + ", ".join(
             f"{t:.2f} s {where}" for where, t in probes.items()
-        ) + ": ext4 without a journal (as here) skips the inodes freed in the last 60-300 s, "
-            "so a first push's time follows where each tool's directory lands")  # fmt: skip
+        ) + ": ext4 without a journal (this VM's root) skips the inodes freed in the last "
+            "60-300 s, so there a first push's time follows where each tool's directory lands "
+            "(--dir on a filesystem with a journal does not)")  # fmt: skip
         ratio = {name: tp / tr for name, tp, _, tr, _ in rows}
         sent = max(int(r[2]["bytes_sent"]) / r[0] for r in cold + warm)  # type: ignore[call-overload]
         print(f"re-push bytes / changed bytes: at most {sent:.3f} (goal ≤ 1.1)")

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from ashat.errors import InvalidInput
-from ashat.transport import outgoing
+from ashat.transport import client, outgoing
 from support import answers_by_status, deploy, deploy_json, enter_hello_project
 from support import configure as configure_tier
 
@@ -219,6 +219,43 @@ def test_unreachable_public_exits_4_and_the_push_resumes_later(
     code, out = deploy_json("push", "hello-002", "x")
     assert code == 0 and out["resumed"] and out["public_previous"] == "hello-001", out
     assert current(back) == "hello-002"
+
+
+def test_an_upload_cut_short_keeps_the_packs_that_arrived_and_the_push_sends_the_rest(
+    agent_factory: Any, hello_project: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload went up in four packs whatever its size, each stored only once all of it
+    had arrived: a first push of 4 GB cut at 3 GB kept nothing of it. It now goes in packs
+    of at most PACK_TARGET_BYTES (64 MiB; 8 KiB here), in the order of their paths, and
+    PUBLIC keeps each pack it stored: the push, resumed, sends only what had not arrived."""
+    monkeypatch.setattr(client, "PACK_TARGET_BYTES", 8192)
+    monkeypatch.setattr(client, "UPLOAD_STREAMS", 1)  # one at a time: which arrived is certain
+    agent = agent_factory(env={"ASHAT_CRASH_AT": "pack.received:5"})  # killed at the 5th
+    root = hello_project(agent)
+    (root / "assets").mkdir()
+    for i in range(40):
+        (root / "assets" / f"part{i:02d}.bin").write_bytes(os.urandom(2000))
+    refs = [
+        client.BlobRef(hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size, p)
+        for p in root.rglob("*")
+        if p.is_file() and ".ashat" not in p.relative_to(root).parts
+    ]
+    planned = client._plan_packs(refs, 8192)
+    assert len(planned) > 10 and all(sum(r.size for r in p) <= 8192 or len(p) == 1 for p in planned)
+    code, out = deploy_json("push", "big-001", "a tree of many packs")
+    assert code == 4 and "stays pushing" in out["error"], out
+    held = {p.name for p in (agent.data / "blobs" / "sha256").glob("*/*")}
+    assert held == {r.sha256 for p in planned[:4] for r in p}  # the four packs before the cut
+
+    monkeypatch.setattr(client, "UPLOAD_STREAMS", 2)
+    back = agent_factory(like=agent)
+    configure_tier("public", back, "Staging")
+    code, out = deploy_json("push", "big-001", "a tree of many packs")
+    assert code == 0 and out["resumed"], out
+    assert out["blobs_sent"] == len(refs) - len(held)
+    assert out["bytes_sent"] == sum(r.size for p in planned[4:] for r in p)
+    assert answers_by_status(back.url, "POST", "/v1/blobs/pack") == {200: len(planned) - 4}
+    assert current(back) == "big-001"
 
 
 def test_app_that_never_gets_healthy_fails_and_public_stays(

@@ -4,12 +4,14 @@ Timeouts on every request; retries with backoff on connection errors and 5xx (ev
 route is idempotent, DESIGN §5); ``--ca-cert`` honoured for https; answers read with a size
 limit. Blobs go up by difference: :meth:`missing` asks which digests the agent lacks and
 :meth:`upload` streams only those, many small ones per request in the pack format the agent
-reads (``<sha256> <size>\\n`` then the bytes, repeated), over a few concurrent requests.
+reads (``<sha256> <size>\\n`` then the bytes, repeated), in packs of at most 64 MiB, two
+requests at once; the agent stores each pack whole, so a cut upload keeps the packs done.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +35,10 @@ if TYPE_CHECKING:
 
 CHUNK = 1024 * 1024  # bytes per read when streaming a blob
 RETRY_STATUSES = frozenset({502, 503, 504})
-PACK_TARGET_BYTES = 64 * 1024 * 1024  # a pack request carries up to this much
-UPLOAD_STREAMS = 4  # concurrent pack requests
+# An upload goes in packs of about this many bytes (a bigger blob is a pack of its own); the
+# agent stores each pack whole once it has all of it, so a cut loses one pack per stream.
+PACK_TARGET_BYTES = 64 * 1024 * 1024
+UPLOAD_STREAMS = 2  # pack requests at once: one streams while the agent makes the last durable
 
 
 @dataclass(frozen=True)
@@ -169,16 +173,34 @@ class AgentClient:
             out.extend(str(d) for d in got)
         return out
 
-    def upload(self, blobs: Sequence[BlobRef], streams: int = UPLOAD_STREAMS) -> int:
-        """Stream ``blobs`` to the agent in packs over ``streams`` requests; return bytes sent."""
+    def upload(self, blobs: Sequence[BlobRef]) -> int:
+        """Send ``blobs`` in packs of at most :data:`PACK_TARGET_BYTES` (or one bigger blob),
+        in path order, :data:`UPLOAD_STREAMS` requests at once; return the bytes sent. The packs the
+        agent stored stay stored if a later one fails: an upload sent again sends the rest."""
         if not blobs:
             return 0
-        packs = _plan_packs(blobs, streams)
-        if len(packs) == 1:
-            self._send_pack(packs[0])
+        planned = _plan_packs(blobs, PACK_TARGET_BYTES)
+        packs = iter(planned)
+        lock, failed = threading.Lock(), threading.Event()
+
+        def send_in_turn() -> None:
+            while not failed.is_set():
+                with lock:
+                    pack = next(packs, None)
+                if pack is None:
+                    return
+                try:
+                    self._send_pack(pack)
+                except BaseException:
+                    failed.set()  # the other stream starts no new pack
+                    raise
+
+        n = min(UPLOAD_STREAMS, len(planned))
+        if n <= 1:
+            send_in_turn()
         else:
-            with ThreadPoolExecutor(max_workers=len(packs)) as pool:
-                for f in [pool.submit(self._send_pack, p) for p in packs]:
+            with ThreadPoolExecutor(max_workers=n) as pool:
+                for f in [pool.submit(send_in_turn) for _ in range(n)]:
                     f.result()
         return sum(b.size for b in blobs)
 
@@ -320,16 +342,18 @@ def json_or_none(body: bytes) -> Any:
         return None
 
 
-def _plan_packs(blobs: Sequence[BlobRef], streams: int) -> list[list[BlobRef]]:
-    """Split blobs into at most ``streams`` packs of similar byte size (largest first)."""
-    n = max(1, min(streams, len(blobs)))
-    bins: list[list[BlobRef]] = [[] for _ in range(n)]
-    sizes = [0] * n
-    for b in sorted(blobs, key=lambda b: b.size, reverse=True):
-        i = sizes.index(min(sizes))
-        bins[i].append(b)
-        sizes[i] += b.size
-    return [b for b in bins if b]
+def _plan_packs(blobs: Sequence[BlobRef], target: int) -> list[list[BlobRef]]:
+    """``blobs`` in the order of their paths (a tree is read in order), cut into packs of
+    at most ``target`` bytes, or of one bigger blob."""
+    packs: list[list[BlobRef]] = [[]]
+    size = 0
+    for b in sorted(blobs, key=lambda b: str(b.path)):
+        if packs[-1] and size + b.size > target:
+            packs.append([])
+            size = 0
+        packs[-1].append(b)
+        size += b.size
+    return packs if packs[0] else []
 
 
 def _pack_stream(pack: list[BlobRef]) -> Iterator[bytes]:
