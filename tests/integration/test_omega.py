@@ -948,7 +948,8 @@ def test_a_pack_still_being_built_is_not_waited_for_past_a_moment(
 ) -> None:
     """A big release's pack takes a while to build after its approval (200 MB: 0.7 s
     here); a mainframe that asks meanwhile is answered 404 within ``PACK_WAIT_S`` and takes
-    the blobs one by one, so its first blob does not wait for the whole pack. Here the
+    the blobs one by one, so its first blob does not wait for the whole pack; the answer's
+    ``Retry-After`` says when to ask for the pack again (for the blobs not taken yet). Here the
     build is held 3 s at its end (``ASHAT_CRASH_AT=pack.built:1:slow``)."""
     from ashat.faults import SLOW_S
     from ashat.fleet.omega_routes import PACK_WAIT_S
@@ -966,6 +967,7 @@ def test_a_pack_still_being_built_is_not_waited_for_past_a_moment(
         waited = time.monotonic() - t0
         assert early.status_code == 404, early.text
         assert "is being built: fetch its blobs one by one" in early.json()["error"]
+        assert early.json()["kind"] == "pack_building" and early.headers["Retry-After"] == "1"
         assert PACK_WAIT_S <= waited < SLOW_S / 2
         blob = layout(signed)[0].sha256
         assert httpx.get(f"{omega.url}/v1/blobs/{blob}", headers=auth).status_code == 200

@@ -42,6 +42,8 @@ class Behaviour:
     pack_flip: int | None = None  # a pack byte sent wrong (its position)
     pack_status: int | None = None  # answer every pack request with this status, no body
     pack_range: str | None = None  # the Content-Range of every 206 for a pack, as given
+    building_until: float | None = None  # monotonic: packs 404 with Retry-After until then
+    blob_delay_s: float = 0.0  # each blob answered after this long
     active: int = 0
     max_active: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -67,7 +69,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _answer(self, b: Behaviour, sha: str, rng: str | None) -> None:
         if self.path.startswith("/v1/packs/") and b.status is None:
+            if b.building_until is not None and time.monotonic() < b.building_until:
+                return _send(self, 404, b'{"kind": "pack_building"}', **{"Retry-After": "1"})
             return self._pack(b, rng)
+        time.sleep(b.blob_delay_s)
         if b.status is not None or sha not in b.blobs:
             status = b.status or 404
             body = b'{"error": "no such blob"}'
@@ -555,6 +560,38 @@ def test_a_pack_not_to_be_had_means_blob_by_blob_and_the_install_goes_on(
     fetch(url, layout, wanted, pack, attempts=3)
     assert all_stored(layout, b, wanted)
     assert len(b.requests) == len(pack_requests(b)) + 9
+
+
+def test_a_pack_being_built_is_asked_for_again_and_brings_the_blobs_not_taken_yet(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    """OMEGA answers a pack it is still building 404 with Retry-After (PackBuilding); the
+    mainframe took the whole release blob by blob then (issue 20: 200 MB in 200
+    requests). It now fetches blobs one by one only until the pack is there, asking for it
+    again after Retry-After, then takes the rest from the pack in one ranged request."""
+    url, b = server
+    wanted, pack = a_pack(b, [1000] * 40)
+    b.building_until = time.monotonic() + 0.5
+    b.blob_delay_s = 0.05  # 20 blobs a second, one at a time: the pack is there long before
+    fetch(url, layout, wanted, pack, streams=1)
+    assert all_stored(layout, b, wanted)
+    one_by_one = [sha for sha, _ in b.requests if sha != PACK_DIGEST]
+    assert 5 <= len(one_by_one) <= 30, len(one_by_one)
+    assert one_by_one == [w.sha256 for w in wanted[: len(one_by_one)]]  # in pack order
+    first = 1000 * len(one_by_one)
+    assert pack_requests(b) == ["bytes=0-39999", "bytes=0-0", f"bytes={first}-39999"]
+
+
+def test_a_pack_still_being_built_when_the_blobs_are_done_is_not_waited_for(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    url, b = server
+    wanted, pack = a_pack(b, [1000] * 12)
+    b.building_until = time.monotonic() + 60
+    t0 = time.monotonic()
+    fetch(url, layout, wanted, pack, streams=2)
+    assert all_stored(layout, b, wanted) and time.monotonic() - t0 < 5
+    assert pack_requests(b) == ["bytes=0-11999"] and len(b.requests) == 13
 
 
 def test_a_whole_pack_for_a_run_past_its_start_is_left_for_the_blobs(

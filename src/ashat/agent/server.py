@@ -52,7 +52,7 @@ from ashat.agent.upstream import AppProxy
 from ashat.errors import AshatError
 from ashat.faults import crash_point
 from ashat.http.body import declared_length, json_object, read_limited
-from ashat.http.errors import RequestInvalid, error_body
+from ashat.http.errors import HttpError, RequestInvalid, error_body
 from ashat.http.handlers import client_gone, http_error, internal_error
 from ashat.http.middleware import BearerAuth, RequestMetrics, UploadPace
 
@@ -259,7 +259,9 @@ async def _ashat_error(request: Request, exc: Exception) -> Response:
     body = scrub_json(error_body(exc), secrets)  # an activation's log tail, a hook's output
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, body["error"])
-    return JSONResponse(body, status_code=status)
+    again = exc.retry_after_s if isinstance(exc, HttpError) else None
+    headers = {"Retry-After": str(again)} if again is not None else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class RoleExtension(Protocol):

@@ -29,6 +29,7 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import random
@@ -59,6 +60,10 @@ MAX_ERROR_BYTES = 4096  # bytes of an error answer read for its message
 # it ends, keeping what arrived; tries that end so count as making no progress, so a server
 # dripping bytes cannot hold the mainframe in one download for ever.
 MIN_RATE_BPS = 16 * 1024
+# A pack OMEGA is still building: its blobs one by one meanwhile, and the pack asked for again
+# after its Retry-After (doubling each time it is still being built, within these bounds).
+PACK_AGAIN_MIN_S = 0.5
+PACK_AGAIN_MAX_S = 30.0
 # Sent with a blob request after a mirror failed us for that blob: OMEGA then sends it itself.
 DIRECT_HEADER = "X-Ashat-Direct"
 TRY_GRACE_S = 30.0
@@ -85,7 +90,20 @@ class _Retry(Exception):
 
 
 class _NoPack(Exception):
-    """The pack is not to be had, or gave a wrong blob: its blobs come one by one."""
+    """The pack is not to be had, or gave a wrong blob: its blobs come one by one. With
+    ``again_s``, OMEGA is building it and said when to ask again (``Retry-After``)."""
+
+    def __init__(self, message: str, again_s: float | None = None) -> None:
+        super().__init__(message)
+        self.again_s = again_s
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """OMEGA's ``Retry-After`` on a pack it is still building (delay-seconds), bounded."""
+    value = response.headers.get("retry-after", "")
+    if response.history or not (value.isascii() and value.isdigit() and len(value) < 6):
+        return None  # none, or a mirror's: only OMEGA builds packs
+    return min(max(float(value), PACK_AGAIN_MIN_S), PACK_AGAIN_MAX_S)
 
 
 @dataclass(frozen=True)
@@ -166,7 +184,9 @@ class BlobDownloader:
         """Fetch every blob of ``wanted`` into the store, then make them durable together
         (one ``syncfs`` for many: :func:`~ashat.agent.blobs.fsync_paths`). With ``pack``,
         each run of consecutive wanted blobs in it (:func:`~.packs.runs`) comes in one
-        ranged request; the others, or all if OMEGA has no pack, ``streams`` at a time.
+        ranged request; the others, or all if OMEGA has no pack, ``streams`` at a time. A
+        pack OMEGA is still building is asked for again after its ``Retry-After`` while
+        the blobs come one by one, and once OMEGA has it, it brings the blobs not taken yet.
 
         The first failure cancels the others (their partial files stay, to resume); the
         blobs fetched and checked before it are stored all the same.
@@ -182,29 +202,82 @@ class BlobDownloader:
         if not wanted:
             return
         self.partial_dir.mkdir(parents=True, exist_ok=True)
-        gate = asyncio.Semaphore(self.streams)
         checked: list[tuple[Wanted, BlobWriter]] = []  # fetched, digest right, not stored yet
-
-        async def one(w: Wanted) -> None:
-            async with gate:
-                writer = await self.fetch(w)
-                if writer is not None:
-                    checked.append((w, writer))
-
+        todo = list(wanted)
         try:
-            if pack is not None and pack.path not in self._no_pack:
-                await self._from_pack(pack, {w.sha256 for w in wanted}, checked)
-            done = {w.sha256 for w, _ in checked}
-            async with asyncio.TaskGroup() as group:
-                for w in wanted:
-                    if w.sha256 not in done:
-                        group.create_task(one(w))
+            while todo:
+                again_s = None
+                if pack is not None and pack.path not in self._no_pack:
+                    again_s = await self._from_pack(pack, {w.sha256 for w in todo}, checked)
+                    done = {w.sha256 for w, _ in checked}
+                    todo = [w for w in todo if w.sha256 not in done]
+                if todo:
+                    built = None if again_s is None or pack is None else (pack, again_s)
+                    todo = await self._one_by_one(todo, checked, built)
         except* DownloadError as eg:
             await asyncio.to_thread(self._store, checked)
             first = eg.exceptions[0]
             assert isinstance(first, DownloadError)
             raise first from None
         await asyncio.to_thread(self._store, checked)
+
+    async def _one_by_one(
+        self,
+        todo: Sequence[Wanted],
+        checked: list[tuple[Wanted, BlobWriter]],
+        built: tuple[Pack, float] | None,
+    ) -> list[Wanted]:
+        """Fetch ``todo`` blob by blob, ``streams`` at a time, in order. With ``built``
+        (a pack OMEGA is building, and when to ask again), ask until it has it, then take
+        no more: the blobs not taken are returned, for the pack."""
+        queue = collections.deque(todo)
+        ready = asyncio.Event()
+
+        async def take() -> None:
+            while queue and not ready.is_set():
+                w = queue.popleft()
+                writer = await self.fetch(w)
+                if writer is not None:
+                    checked.append((w, writer))
+
+        async def watch(pack: Pack, again_s: float) -> None:
+            while True:
+                await asyncio.sleep(again_s)
+                said = await self._pack_state(pack)
+                if said is not None:  # still being built: wait longer each time
+                    again_s = min(max(said, 2 * again_s), PACK_AGAIN_MAX_S)
+                    continue
+                if pack.path not in self._no_pack:
+                    ready.set()
+                return
+
+        async with asyncio.TaskGroup() as group:
+            takers = [group.create_task(take()) for _ in range(min(self.streams, len(queue)))]
+            watcher = group.create_task(watch(*built)) if built is not None else None
+            await asyncio.wait(takers)
+            if watcher is not None:
+                watcher.cancel()
+        return list(queue)
+
+    async def _pack_state(self, pack: Pack) -> float | None:
+        """Ask for the pack's first byte: None once it is to be had (or, added to
+        ``_no_pack``, never will be); else the seconds OMEGA says to wait for it."""
+        try:
+            async with (
+                asyncio.timeout(self.grace_s),
+                self.client.stream(
+                    "GET", pack.path, headers={"Range": "bytes=0-0"}, follow_redirects=True
+                ) as response,
+            ):
+                if response.status_code in (200, 206):  # not read: the runs come next
+                    return None
+                again_s = _retry_after(response) if response.status_code == 404 else None
+        except (httpx.HTTPError, TimeoutError) as e:
+            log.info("asking for the pack %s: %s; its blobs one by one", pack.path, e)
+            again_s = None
+        if again_s is None:
+            self._no_pack.add(pack.path)
+        return again_s
 
     async def fetch(self, w: Wanted) -> BlobWriter | None:
         """Fetch one blob and check its digest; return its writer for :meth:`_store` (None
@@ -233,16 +306,21 @@ class BlobDownloader:
 
     async def _from_pack(
         self, pack: Pack, wanted: set[str], checked: list[tuple[Wanted, BlobWriter]]
-    ) -> None:
+    ) -> float | None:
         """Fetch the runs of ``wanted`` in ``pack`` into ``checked``; on a pack OMEGA does
-        not serve, or a wrong blob in it, stop: the caller fetches the rest one by one."""
+        not serve, or a wrong blob in it, stop: the caller fetches the rest one by one.
+        Returns the seconds after which to ask again for a pack OMEGA is still building."""
         for run in runs(pack.pieces, wanted):
             try:
                 await self._run(pack, run, checked)
             except _NoPack as e:
+                if e.again_s is not None:
+                    log.info("%s; the blobs one by one until it is built", e)
+                    return e.again_s
                 self._no_pack.add(pack.path)
                 log.info("%s; fetching the blobs one by one", e)
-                return
+                return None
+        return None
 
     async def _run(
         self, pack: Pack, run: Sequence[Piece], checked: list[tuple[Wanted, BlobWriter]]
@@ -309,6 +387,8 @@ class BlobDownloader:
                         raise _NoPack(f"the pack's answer is not the range asked ({status})")
                 elif status == 200 and start == 0:
                     pos = 0  # the whole pack, the run at its start: the rest is not read
+                elif status == 404 and (again_s := _retry_after(response)) is not None:
+                    raise _NoPack(f"OMEGA is building the pack {pack.path}", again_s)
                 elif status < 500:
                     # Any other answer, a refusal included (an OMEGA older than packs
                     # answers 401 before routing; a mirror without the pack, 404): the

@@ -6,6 +6,7 @@
     ├── LicenseDenied    Refused   403  a license OMEGA will not serve; ``reason`` says why
     ├── NoSuchRollout    NotFound  404
     ├── NoSuchPack       NotFound  404  no pack of that release here: fetch its blobs one by one
+    │   └── PackBuilding             404  not yet (it is being built): ask again after Retry-After
     └── FleetConflict    Refused   409  not approved, not current, a lower sequence than the
                                         fleet runs, nothing to roll back to, not a target
 
@@ -41,6 +42,13 @@ class NoSuchRollout(AgentError, NotFound):
 class NoSuchPack(AgentError, NotFound):
     status = 404
     kind = "no_such_pack"
+
+
+class PackBuilding(NoSuchPack):
+    """Not yet: OMEGA is building the pack (``Retry-After`` says when to ask again)."""
+
+    kind = "pack_building"
+    retry_after_s = 1
 
 
 class FleetConflict(AgentError, Refused):

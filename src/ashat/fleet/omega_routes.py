@@ -56,7 +56,7 @@ from ashat.fleet.directive import NONCE_RE
 from ashat.fleet.download import DIRECT_HEADER
 from ashat.fleet.license import MAINFRAME_ID_RE
 from ashat.fleet.omega import Omega
-from ashat.fleet.omega_errors import NoSuchPack
+from ashat.fleet.omega_errors import NoSuchPack, PackBuilding
 from ashat.fleet.omega_requests import (
     Report,
     RollbackRequest,
@@ -561,8 +561,8 @@ class OmegaRoutes:
 
     async def _pack_file(self, update_id: str, digest: str) -> Path:
         """The pack's file: built already, or built now (one of the releases approved last)
-        within :data:`PACK_WAIT_S`. Raises :class:`NoSuchPack`, and so when it takes longer
-        (the build goes on, for the mainframes that ask later)."""
+        within :data:`PACK_WAIT_S`. Raises :class:`NoSuchPack`, and :class:`PackBuilding`
+        when it takes longer (the build goes on, for the mainframes that ask later)."""
         path = self.omega.pack_built(update_id, digest)
         if path is not None:
             return path
@@ -580,8 +580,9 @@ class OmegaRoutes:
             build.add_done_callback(built)
         done, _ = await asyncio.wait({build}, timeout=PACK_WAIT_S)
         if not done:
-            raise NoSuchPack(
-                f"the pack of {update_id} is being built: fetch its blobs one by one",
+            raise PackBuilding(
+                f"the pack of {update_id} is being built: fetch its blobs one by one, and "
+                "ask again after Retry-After",
                 update_id=update_id,
             )
         return build.result()

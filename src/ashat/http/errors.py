@@ -18,10 +18,12 @@ from ashat.errors import AshatError, InvalidInput
 
 
 class HttpError(AshatError):
-    """An error a server answers with ``status``."""
+    """An error a server answers with ``status`` (and ``Retry-After`` when the same request
+    may well succeed that many seconds later)."""
 
     status: int = 500
     kind = "http"
+    retry_after_s: int | None = None
 
 
 class RequestInvalid(HttpError, InvalidInput):
