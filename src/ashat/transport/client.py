@@ -200,8 +200,12 @@ class AgentClient:
             send_in_turn()
         else:
             with ThreadPoolExecutor(max_workers=n) as pool:
-                for f in [pool.submit(send_in_turn) for _ in range(n)]:
-                    f.result()
+                try:
+                    for f in [pool.submit(send_in_turn) for _ in range(n)]:
+                        f.result()
+                except BaseException:  # Ctrl-C here, or a stream's error: no new pack
+                    failed.set()
+                    raise
         return sum(b.size for b in blobs)
 
     def _send_pack(self, pack: list[BlobRef]) -> None:
