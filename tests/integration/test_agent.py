@@ -395,8 +395,12 @@ def test_app_env_is_applied_by_reload_and_at_each_activation(
     after = app()
     assert after["healthy"] and get(after["port"], "/health")[1]["secret"] == "second-value"
     wait_for(lambda: not alive(before["pid"]), 5, "the old app to stop, after")
-    with agent.client() as c:
-        assert c.health()["app_env"]["reloaded_at"]
+
+    def reloaded() -> bool:  # once the old app's whole group has stopped
+        with agent.client() as c:
+            return bool(c.health()["app_env"]["reloaded_at"])
+
+    wait_for(reloaded, 15, "the reload's end")
 
     # Each activation reads the file as it is then.
     env_file.write_text("APP_SECRET=third-value\n")

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from test_hostile_app import bwrap_or_skip
 
 from ashat.bundle.keys import generate_keypair
 from ashat.cli.agent_cmd import agent as agent_command
@@ -190,6 +191,43 @@ def test_busy_port_and_busy_data_directory(
     assert f"is in use by another agent (pid {running.proc.pid})" in res.stderr
     with running.client() as client:
         assert client.health()["status"] == "ok"
+
+
+# The tiny app, whose SIGTERM handler takes a while to finish, as a server draining its
+# connections does, and notes when it did.
+SLOW_STOP = """
+def stop(*_):
+    note("stop")
+    time.sleep(0.5)
+    note("drained")
+    server.shutdown()
+    os._exit(0)
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop).start())
+"""
+
+
+def test_an_app_stopped_gets_its_stop_timeout_to_finish_in_the_sandbox_too(
+    agent_factory: AgentFactory, trees: Any
+) -> None:
+    """In the bwrap sandbox the app's process group holds bwrap's own process, which a
+    SIGTERM ends at once: the agent took that for the app's exit and SIGKILLed the group,
+    so the old release's app, switched away from, never finished what it was doing (a
+    test saw its "stop" note missing under load). The agent now waits for every process
+    of the group, up to its stop timeout (10 s)."""
+    bwrap_or_skip()
+    agent = agent_factory()  # --sandbox auto: bwrap, which works here
+    for n in (1, 2):
+        tree = trees.tiny(f"t{n}")
+        app = (tree / "app.py").read_text().replace("import http", "import time, http", 1)
+        marker = "signal.signal(signal.SIGTERM, stop)\n"
+        (tree / "app.py").write_text(app.replace(marker, SLOW_STOP.lstrip()))
+        agent.deploy(tree, f"slow-{n}", sequence=n, app=trees.tiny_app())
+    assert agent.events()[:5] == [
+        "start slow-1", "healthy slow-1", "start slow-2", "healthy slow-2", "stop slow-1"
+    ]  # fmt: skip
+    assert "drained slow-1" in agent.events()  # it finished before the switch answered
+    assert agent.stop() == 0
+    assert agent.events()[-2:] == ["stop slow-2", "drained slow-2"]
 
 
 def test_sigint_stops_the_agent_and_its_app(agent_factory: AgentFactory, trees: Any) -> None:

@@ -350,15 +350,19 @@ class Supervisor:
         )
 
     def stop(self, app: AppProcess) -> int:
-        """SIGTERM the app's process group, SIGKILL it after the stop timeout; exit status."""
+        """SIGTERM the app's process group, SIGKILL it after the stop timeout; exit status.
+
+        The wait is for every process of the group, not only the one started: in the
+        sandbox that one is bwrap's, which the SIGTERM ends at once while the app inside,
+        signalled too, is still finishing what it does."""
         if app.proc.poll() is None:
             _signal_group(app.pid, signal.SIGTERM)
-            try:
+            deadline = time.monotonic() + self.stop_timeout_s
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 app.proc.wait(self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(app.pid, signal.SIGKILL)
-                app.proc.wait()
-        _signal_group(app.pid, signal.SIGKILL)  # stragglers left in its group
+            _wait_group(app.pid, deadline)
+        _signal_group(app.pid, signal.SIGKILL)  # what is left: stragglers, or all of it
+        app.proc.wait()
         code = app.proc.returncode
         self._note(app.release, f"app (pid {app.pid}) stopped with status {code}")
         return code
@@ -374,6 +378,7 @@ class Supervisor:
         deadline = time.monotonic() + self.stop_timeout_s
         while process_start(record.pid) == record.started and time.monotonic() < deadline:
             time.sleep(0.05)
+        _wait_group(record.pid, deadline)  # the app in the sandbox outlives bwrap's process
         _signal_group(record.pid, signal.SIGKILL)
         return True
 
@@ -415,6 +420,29 @@ def _environ(pid: int) -> list[bytes]:
             return f.read().split(b"\0")
     except OSError:
         return []
+
+
+GROUP_POLL_S = 0.02  # between looks at a stopping app's process group
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is in process group ``pgid`` (from ``/proc``)."""
+    for pid in _pids():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == b"%d" % pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _wait_group(pgid: int, deadline: float) -> None:
+    """Wait until no live process is left in group ``pgid``, or ``deadline`` passed."""
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(GROUP_POLL_S)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
