@@ -422,11 +422,18 @@ def _environ(pid: int) -> list[bytes]:
         return []
 
 
-GROUP_POLL_S = 0.02  # between looks at a stopping app's process group
+GROUP_POLL_S = (0.01, 0.2)  # between looks at a stopping app's process group: from, up to
 
 
 def _group_alive(pgid: int) -> bool:
-    """Whether a live (not zombie) process is in process group ``pgid`` (from ``/proc``)."""
+    """Whether a live (not zombie) process is in process group ``pgid``: none at all if a
+    signal 0 finds none, else by ``/proc`` (a zombie, not reaped yet, does not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone is there
     for pid in _pids():
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
@@ -441,8 +448,10 @@ def _group_alive(pgid: int) -> bool:
 
 def _wait_group(pgid: int, deadline: float) -> None:
     """Wait until no live process is left in group ``pgid``, or ``deadline`` passed."""
+    pause, most = GROUP_POLL_S
     while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(GROUP_POLL_S)
+        time.sleep(pause)
+        pause = min(most, pause * 1.5)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
