@@ -1,4 +1,4 @@
-"""Validation of the identifiers a user types: update ids and tier names."""
+"""Validation of the identifiers a user types: update ids, tier names, people's names."""
 
 from __future__ import annotations
 
@@ -58,3 +58,10 @@ def configure_args(tier: str) -> str:
     """What ``deploy configure`` takes to set ``tier``: ``omega <url> <name> --region eu``."""
     name, _, region = tier.partition("@")
     return f"{name} <url> <name>" + (f" --region {region}" if region else "")
+
+
+def same_person(name: str) -> str:
+    """What two names of one person have in common: people's names (key names, users) are
+    compared ignoring case, so Bob's laptop key "Bob" and his hardware key "bob" are one
+    approver, and neither approves what "bob" released."""
+    return name.casefold()

@@ -39,6 +39,8 @@ def verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agent_factory: Any
 def test_self_approval_is_refused_with_exit_3(verified: Path) -> None:
     res = deploy("approve", "hello-001")
     assert res.exit_code == 3 and "may not approve it too" in res.stderr
+    res = deploy("approve", "hello-001", "--as", "Alice")  # names compare ignoring case
+    assert res.exit_code == 3 and "may not approve it too" in res.stderr
     assert deploy_json("status", "hello-001")[1]["deployment"]["state"] == "verified"
 
 
@@ -51,6 +53,8 @@ def test_approving_twice_counts_once_and_waits_for_more(verified: Path) -> None:
     code, out = deploy_json("approve", "hello-001", "--as", "bob", "--comment", "ok")
     assert code == 0 and out["state"] == "verified" and len(out["approvals"]) == 1
     res = deploy("approve", "hello-001", "--as", "bob")
+    assert res.exit_code == 0 and "counted once" in res.stdout and "1 of 2" in res.stdout
+    res = deploy("approve", "hello-001", "--as", "BOB")  # one person, whatever the case
     assert res.exit_code == 0 and "counted once" in res.stdout and "1 of 2" in res.stdout
     log = deploy("log", "hello-001").stdout
     assert log.count("approval.recorded") == 1

@@ -413,3 +413,28 @@ def test_a_mainframe_whose_root_expired_says_so_and_counts_no_answer_authenticat
     time.sleep(2.5)  # polls go on (poll_wait 1 s): none counts as authenticated
     again = mf.health()["fleet"]
     assert again["last_authenticated"] == authenticated and "expired" in again["last_error"]
+
+
+def test_key_names_that_differ_only_in_case_are_refused_in_a_root(tmp_path: Path) -> None:
+    """One person's keys as "Bob" and "bob" counted as two approvers (names were compared
+    as written); the chain now compares them ignoring case, and a root that names two
+    keys so is refused before it is written, so that it says what the chain counts."""
+    from ashat.bundle import generate_keypair
+
+    pub = {n: generate_keypair(n, tmp_path / "keys")[1] for n in
+           ("root", "alice", "bob", "bob-yubikey", "public", "omega")}  # fmt: skip
+    trust = tmp_path / "trust"
+    base = ["trust", "init", "--dir", str(trust), "--root-key", str(tmp_path / "keys/root.key"),
+            "--releaser", f"alice={pub['alice']}", "--verifier", str(pub["public"]),
+            "--omega", str(pub["omega"])]  # fmt: skip
+    res = ashat(*base, "--approver", f"Bob={pub['bob']}", "--approver",
+                f"bob={pub['bob-yubikey']}", "--approvals", "2")  # fmt: skip
+    assert res.exit_code == 2 and "'Bob' and 'bob' differ only in case" in res.stderr, res.output
+    assert not trust.exists() or not any(trust.iterdir())  # nothing written
+    assert ashat(*base, "--approver", f"bob={pub['bob']}").exit_code == 0
+    res = ashat("trust", "add-key", "--dir", str(trust), "approvers", str(pub["bob-yubikey"]),
+                "--name", "BOB")  # fmt: skip
+    assert res.exit_code == 2 and "'bob' and 'BOB' differ only in case" in res.stderr, res.output
+    res = ashat("trust", "add-key", "--dir", str(trust), "approvers", str(pub["bob-yubikey"]),
+                "--name", "bob")  # fmt: skip
+    assert res.exit_code == 0, res.output  # one person, two keys: one name

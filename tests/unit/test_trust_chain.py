@@ -292,6 +292,20 @@ def test_self_approval_is_refused_unless_root_allows_it() -> None:
     assert check_chain(lenient, m, ev).approvers == ("alice", "bob")
 
 
+def test_names_that_differ_only_in_case_are_one_person() -> None:
+    """Approver names were compared as written: Bob's laptop key as "Bob" and his
+    hardware key as "bob" made two approvers of one person, and alice's approving key
+    named "Alice" was not her own approval. Names are compared ignoring case."""
+    m = manifest()
+    twice = parse_root(signed_by(make_root(approvers=((BOB, "Bob"), (CAROL, "bob"))), ROOT1, ROOT2))
+    message = _refused("approvals", m, evidence(m, (BOB, "Bob"), (CAROL, "bob")), twice)
+    assert "has 1 valid approval(s) of the 2" in message
+    own = parse_root(signed_by(make_root(approvers=((BOB, "bob"), (DAVE, "Alice"))), ROOT1, ROOT2))
+    assert "may not approve it too" in _refused(
+        "approvals", m, evidence(m, (BOB, "bob"), (DAVE, "Alice")), own
+    )
+
+
 def test_a_removed_key_counts_for_nothing_and_a_retired_one_only_for_what_it_approved() -> None:
     before = manifest("hello-002", 2)
     v2 = make_root(2, approvers=((BOB, "bob"), (DAVE, "dave")), extra_keys=(tk(CAROL, "carol"),),

@@ -266,6 +266,7 @@ def init(
         add("omega", read_key(path, None))
     for path in license_issuers:
         add("license_issuers", read_key(path, None))
+    one_name_per_person(keys.values())
     missing = [r for r in ROLES if not roles[r] and r != "license_issuers"]
     if missing:
         raise InvalidInput(f"a root needs at least one key for {', '.join(missing)}")
@@ -296,6 +297,22 @@ def init(
     return root, done
 
 
+def one_name_per_person(keys: Iterable[TrustKey]) -> None:
+    """Refuse names that differ only in case: the chain compares them ignoring case
+    (:func:`~ashat.ids.same_person`), so "Bob" and "bob" are one approver, and the root
+    would say otherwise. Raises InvalidInput."""
+    from ashat.ids import same_person
+
+    seen: dict[str, str] = {}
+    for key in keys:
+        first = seen.setdefault(same_person(key.name), key.name)
+        if first != key.name:
+            raise InvalidInput(
+                f"key names {first!r} and {key.name!r} differ only in case; a root compares "
+                "names ignoring case (one person's keys count once): give both the same name"
+            )
+
+
 def _reparse(root: Root, draft: bool = False) -> Root:
     try:
         return parse_root(root.to_bytes(), draft=draft)
@@ -317,6 +334,7 @@ def add_key(trust: TrustDir, role: str, key: TrustKey, threshold: int | None) ->
             f"key {key.keyid} is in root already as {existing.name!r}, not {key.name!r}"
         )
     keys[key.keyid] = key
+    one_name_per_person(keys.values())
     spec = draft.roles[role]
     ids = spec.keyids if key.keyid in spec.keyids else (*spec.keyids, key.keyid)
     retired = {k: d for k, d in draft.retired.items() if k != key.keyid}

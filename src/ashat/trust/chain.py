@@ -30,6 +30,7 @@ from ashat.bundle.errors import SignatureError
 from ashat.bundle.keys import PublicKey
 from ashat.bundle.manifest import Manifest
 from ashat.bundle.sign import check_signatures
+from ashat.ids import same_person
 from ashat.trust.root import Root, TrustRefused
 from ashat.trust.statements import (
     APPROVAL_NAMESPACE,
@@ -224,7 +225,7 @@ def approval_by(
             f"{who}: no valid signature by an approver key of that name in root version "
             f"{root.version}",
         )
-    if who in releasers and not root.allow_self_approval:
+    if same_person(who) in {same_person(r) for r in releasers} and not root.allow_self_approval:
         raise TrustRefused(
             "self_approval", f"{who} released {m.update_id} and may not approve it too"
         )
@@ -262,8 +263,8 @@ def approvals_holding(
     Raises TrustRefused only for a malformed list."""
     if not isinstance(approvals, list) or len(approvals) > MAX_APPROVALS:
         raise TrustRefused("malformed", f"approvals must be a list of at most {MAX_APPROVALS}")
-    names: set[str] = set()
-    by_passkey: set[str] = set()
+    names: dict[str, str] = {}  # one person (same_person) -> the name as first written
+    by_passkey: dict[str, str] = {}
     refused: list[str] = []
     for doc in approvals:
         try:
@@ -271,19 +272,21 @@ def approvals_holding(
         except TrustRefused as e:
             refused.append(e.message)
             continue
+        person = same_person(who)
         if kind != "webauthn":
-            names.add(who)
-            by_passkey.discard(who)
-        elif who not in names:
-            by_passkey.add(who)
+            names.setdefault(person, who)
+            by_passkey.pop(person, None)
+        elif person not in names:
+            by_passkey.setdefault(person, who)
     cap = root.passkey_cap()
     if len(by_passkey) > cap:
         refused.append(
             f"{len(by_passkey)} passkey approval(s), of which root counts {cap} (a browser "
             "signs what the dashboard's server gives it)"
         )
-    names |= set(sorted(by_passkey)[:cap])
-    return tuple(sorted(names)), refused
+    for person in sorted(by_passkey)[:cap]:
+        names[person] = by_passkey[person]
+    return tuple(sorted(names.values())), refused
 
 
 def approvers_holding(root: Root, m: Manifest, evidence: Any) -> tuple[tuple[str, ...], list[str]]:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from ashat.bake import NO_BAKE, BakePolicy, PolicyError
 from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
 from ashat.faults import crash_point
-from ashat.ids import REGION_RE, validate_update_id
+from ashat.ids import REGION_RE, same_person, validate_update_id
 from ashat.waves import check_waves
 from ashat.workflow.errors import Interrupted, PolicyRefused
 from ashat.workflow.models import Deployment, RolloutStatus
@@ -215,8 +215,11 @@ class ApproveResult:
 
     @property
     def valid(self) -> int:
-        """The approvals that count toward the policy."""
-        return len(self.approvals) if self.holding is None else self.holding
+        """The approvals that count toward the policy: one per person (names compared
+        ignoring case), or those the root of trust counts."""
+        if self.holding is not None:
+            return self.holding
+        return len({same_person(a["user"]) for a in self.approvals})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -274,13 +277,13 @@ def _approve(
 ) -> ApproveResult:
     dep = wf.store.require(update_id)
     check_transition(update_id, dep.state, State.APPROVED)
-    if policy.approvers and wf.actor not in policy.approvers:
+    if policy.approvers and same_person(wf.actor) not in {same_person(a) for a in policy.approvers}:
         raise PolicyRefused(
             f"{wf.actor} is not an approver of this project (approvers: "
             f"{', '.join(policy.approvers)})",
             update_id=update_id,
         )
-    if not policy.allow_self_approval and wf.actor == dep.created_by:
+    if not policy.allow_self_approval and same_person(wf.actor) == same_person(dep.created_by):
         raise PolicyRefused(
             f"{wf.actor} pushed {update_id} and may not approve it too "
             "([approval] allow_self_approval = false); ask another approver",
@@ -288,13 +291,19 @@ def _approve(
         )
     if to is not None:
         wf.store.update_details(update_id, {"to": to}, wf.now())
-    counted = wf.store.add_approval(update_id, wf.actor, wf.now(), comment, statement)
+    actor = next(  # as this person's approval was recorded first: one person, one row
+        (a["user"] for a in wf.store.approvals(update_id)
+         if same_person(a["user"]) == same_person(wf.actor)),
+        wf.actor,
+    )  # fmt: skip
+    counted = wf.store.add_approval(update_id, actor, wf.now(), comment, statement)
     approvals = wf.store.approvals(update_id)
     held: int | None = None
     notes: list[str] = []
     if holding is not None:
         held, notes = holding(dep, wf.store.approval_statements(update_id))
-    if (len(approvals) if held is None else held) >= policy.required:
+    people = len({same_person(a["user"]) for a in approvals})  # as ApproveResult.valid
+    if (people if held is None else held) >= policy.required:
         dep = wf.move(
             update_id,
             State.APPROVED,
