@@ -18,6 +18,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +330,55 @@ def test_a_site_cache_costs_omega_one_answer_per_blob_or_pack(
             assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == sha
     assert _omega_blob_answers(fleet) == 1
     assert _last(n, f"/v1/blobs/{sha}")["cache"] == "HIT_"
+
+
+def test_a_site_cache_filling_for_longer_than_5_s_still_costs_omega_one_answer(
+    hello_fleet: Any, nginx: Callable[..., Nginx], tls: tuple[Path, Path]
+) -> None:
+    """nginx lets one more request through to OMEGA when a cache fill has lasted
+    proxy_cache_lock_age, 5 s by default: a big pack or blob over a slow link cost OMEGA
+    a copy each 5 s. site-cache.conf sets it to the lock's own 600 s. Here the fill is
+    slowed to 2 KB/s (a 14 KB blob: 7 s) and two clients ask at once."""
+    cert = tls[0]
+    port = free_port()
+    box: dict[str, Nginx] = {}
+    lock = "proxy_cache_lock_age 600s;              # a fill slower than 5 s: still one fetch"
+
+    def front(omega: Any) -> tuple[str, Path | None]:
+        conf = adapt(
+            "site-cache.conf",
+            port,
+            tls,
+            {
+                "/var/cache/nginx/ashat": str(Path(str(omega.data)).parent / "site-cache"),
+                "max_size=50g": "max_size=1g",
+                "proxy_pass https://omega.example.com;": f"proxy_pass {omega.url};",
+                lock: f"{lock}\n        proxy_limit_rate 2k;",
+            },
+        )
+        box["n"] = nginx("cache", conf, port)
+        return omega.url, cert
+
+    fleet = hello_fleet(n=1, front=front)  # the mainframe asks OMEGA: the cache stays cold
+    _ship(fleet)
+    blobs = _manifest_blobs(fleet, "v1")
+    sha = next(s for s, size in blobs.items() if size > 12_000)  # hello_service/app.py
+    token = (fleet.mainframes[0].data.parent / "license").read_text().strip()
+    before = _omega_blob_answers(fleet)
+
+    def ask() -> bytes:
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=60) as h:
+            r = h.get(f"https://127.0.0.1:{port}/v1/blobs/{sha}",
+                      headers={"Authorization": f"License {token}"})  # fmt: skip
+            assert r.status_code == 200, r.text
+            return r.content
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda _: ask(), range(2)))
+    assert time.monotonic() - t0 > 5  # the fill outlasted nginx's default lock age
+    assert all(hashlib.sha256(g).hexdigest() == sha for g in got)
+    assert _omega_blob_answers(fleet) - before == 1
 
 
 @pytest.mark.parametrize("copy", ["whole", "empty"])
