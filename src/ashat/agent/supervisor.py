@@ -435,13 +435,8 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         pass  # someone is there
     for pid in _pids():
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == b"%d" % pgid and fields[0] not in (b"Z", b"X"):
+        fields = _stat(pid)
+        if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
             return True
     return False
 
@@ -459,15 +454,21 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def process_start(pid: int) -> int | None:
-    """The start time of a live (not zombie) process from ``/proc``, else None."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command's name (state, ppid, pgrp, …),
+    or None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read().decode("ascii", "replace")
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of a live (not zombie) process from ``/proc``, else None."""
+    fields = _stat(pid)
+    if fields is None or len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
     try:
         return int(fields[19])

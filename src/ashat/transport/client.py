@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 CHUNK = 1024 * 1024  # bytes per read when streaming a blob
 RETRY_STATUSES = frozenset({502, 503, 504})
-# An upload goes in packs of about this many bytes (a bigger blob is a pack of its own); the
+# An upload goes in packs of at most this many bytes (a bigger blob is a pack of its own); the
 # agent stores each pack whole once it has all of it, so a cut loses one pack per stream.
 PACK_TARGET_BYTES = 64 * 1024 * 1024
 UPLOAD_STREAMS = 2  # pack requests at once: one streams while the agent makes the last durable
@@ -175,8 +175,9 @@ class AgentClient:
 
     def upload(self, blobs: Sequence[BlobRef]) -> int:
         """Send ``blobs`` in packs of at most :data:`PACK_TARGET_BYTES` (or one bigger blob),
-        in path order, :data:`UPLOAD_STREAMS` requests at once; return the bytes sent. The packs the
-        agent stored stay stored if a later one fails: an upload sent again sends the rest."""
+        in path order, :data:`UPLOAD_STREAMS` requests at once; return the bytes sent. The
+        packs the agent stored stay stored if a later one fails: sent again, only the rest
+        goes."""
         if not blobs:
             return 0
         planned = _plan_packs(blobs, PACK_TARGET_BYTES)

@@ -217,9 +217,7 @@ class ApproveResult:
     def valid(self) -> int:
         """The approvals that count toward the policy: one per person (names compared
         ignoring case), or those the root of trust counts."""
-        if self.holding is not None:
-            return self.holding
-        return len({same_person(a["user"]) for a in self.approvals})
+        return people(self.approvals) if self.holding is None else self.holding
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -266,6 +264,11 @@ def approve(
         return _approve(wf, update_id, policy, comment, statement, holding, to)
 
 
+def people(approvals: list[dict[str, Any]]) -> int:
+    """How many people recorded ``approvals`` (names compared ignoring case)."""
+    return len({same_person(a["user"]) for a in approvals})
+
+
 def _approve(
     wf: Workflow,
     update_id: str,
@@ -302,8 +305,7 @@ def _approve(
     notes: list[str] = []
     if holding is not None:
         held, notes = holding(dep, wf.store.approval_statements(update_id))
-    people = len({same_person(a["user"]) for a in approvals})  # as ApproveResult.valid
-    if (people if held is None else held) >= policy.required:
+    if (people(approvals) if held is None else held) >= policy.required:
         dep = wf.move(
             update_id,
             State.APPROVED,
