@@ -6,7 +6,8 @@ environment variable ``ASHAT_CRASH_AT`` names that point when the process starts
 
     ASHAT_CRASH_AT=<point>:<n>[:<action>][,<point>:<n>[:<action>]…]
 
-At the ``n``-th hit of ``point`` (counting from 1) the process takes ``action``:
+At the ``n``-th hit of ``point`` (counting from 1) the process takes ``action``; a point may
+be named more than once, for different hits (``blob.write:1:slow,blob.write:2:slow``):
 
 - ``kill`` (the default): ``SIGKILL`` to itself — no handler, no ``finally``, no flush,
   exactly what a power cut or the OOM killer leaves behind;
@@ -29,8 +30,9 @@ ACTIONS = ("kill", "enospc", "slow")
 SLOW_S = 3.0  # how long ``slow`` sleeps
 
 
-def _parse(spec: str) -> dict[str, tuple[int, str]]:
-    plan: dict[str, tuple[int, str]] = {}
+def _parse(spec: str) -> dict[str, dict[int, str]]:
+    """``{point: {hit: action}}``."""
+    plan: dict[str, dict[int, str]] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, _, rest = item.partition(":")
         count, _, action = rest.partition(":")
@@ -39,7 +41,10 @@ def _parse(spec: str) -> dict[str, tuple[int, str]]:
             raise ValueError(
                 f"{ENV}: bad entry {item!r}; expected <point>:<n>[:kill|enospc|slow] with n >= 1"
             )
-        plan[name] = (int(count), action)
+        hits = plan.setdefault(name, {})
+        if int(count) in hits:
+            raise ValueError(f"{ENV}: hit {count} of {name!r} is named twice")
+        hits[int(count)] = action
     return plan
 
 
@@ -68,8 +73,8 @@ def _hit(name: str) -> None:
     if planned is None:
         return
     hits = _HITS[name] = _HITS.get(name, 0) + 1
-    count, action = planned
-    if hits != count:
+    action = planned.get(hits)
+    if action is None:
         return
     if action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

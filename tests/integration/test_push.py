@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 
 from ashat.errors import InvalidInput
 from ashat.transport import client, outgoing
-from support import answers_by_status, deploy, deploy_json, enter_hello_project
+from support import answers_by_status, deploy, deploy_json, enter_hello_project, wait_for
 from support import configure as configure_tier
 
 
@@ -256,6 +258,41 @@ def test_an_upload_cut_short_keeps_the_packs_that_arrived_and_the_push_sends_the
     assert out["bytes_sent"] == sum(r.size for p in planned[4:] for r in p)
     assert answers_by_status(back.url, "POST", "/v1/blobs/pack") == {200: len(planned) - 4}
     assert current(back) == "big-001"
+
+
+def test_ctrl_c_during_a_two_stream_upload_ends_the_push_at_once_and_it_resumes(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """Ctrl-C while two packs were on their way waited for both to arrive (a 64 MiB pack
+    over a slow line: minutes) before ``deploy`` ended. It now ends at once, exit 130;
+    PUBLIC keeps nothing of the packs cut short, and the push, run again, resumes."""
+    slow = ",".join(f"blob.write:{i}:slow" for i in range(1, 9))  # 8 writes of 3 s each
+    agent = agent_factory(env={"ASHAT_CRASH_AT": slow})
+    root = hello_project(agent)
+    for i in range(2):  # two blobs of 40 MB: two packs, sent at once
+        (root / f"part{i}.bin").write_bytes(bytes(40 << 20) + bytes([i]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ashat.cli.deploy", "push", "big-001", "two packs"],
+        cwd=root, env={**os.environ, "ASHAT_HELPER": "off"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        tmp = agent.data / "tmp"
+        wait_for(lambda: any(tmp.glob("blob-*")), 60, "PUBLIC to start writing a pack")
+        interrupted_at = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - interrupted_at
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert took < 5, f"deploy ended {took:.1f} s after Ctrl-C"  # the packs took 12 s or more
+    assert not list((agent.data / "blobs" / "sha256").glob("*/*"))
+    assert deploy_json("status", "big-001")[1]["deployment"]["state"] == "pushing"
+
+    code, out = deploy_json("push", "big-001", "two packs")
+    assert code == 0 and out["resumed"], out
+    assert current(agent) == "big-001"
 
 
 def test_app_that_never_gets_healthy_fails_and_public_stays(

@@ -29,7 +29,21 @@ def test_enospc_on_the_nth_hit_only(monkeypatch: pytest.MonkeyPatch) -> None:
     faults.crash_point("blob.write")  # the third hit goes through
 
 
-@pytest.mark.parametrize("spec", ["x", "x:0", "x:-1", "x:1:explode", ":1", "x:one"])
+def test_a_point_named_for_several_hits_acts_at_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the last entry for a point was kept: "blob.write:1:enospc,blob.write:3:enospc"
+    # failed the third write alone.
+    monkeypatch.setattr(faults, "_PLAN", faults._parse("p:1:enospc,q:1,p:3:enospc"))
+    monkeypatch.setattr(faults, "_HITS", {})
+    failed = []
+    for i in range(1, 5):
+        try:
+            faults.crash_point("p")
+        except OSError:
+            failed.append(i)
+    assert failed == [1, 3]
+
+
+@pytest.mark.parametrize("spec", ["x", "x:0", "x:-1", "x:1:explode", ":1", "x:one", "x:2,x:2:slow"])
 def test_bad_specs_are_refused(spec: str) -> None:
     with pytest.raises(ValueError, match="ASHAT_CRASH_AT"):
         faults._parse(spec)

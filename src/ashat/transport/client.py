@@ -14,7 +14,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,14 +198,29 @@ class AgentClient:
         n = min(UPLOAD_STREAMS, len(planned))
         if n <= 1:
             send_in_turn()
-        else:
-            with ThreadPoolExecutor(max_workers=n) as pool:
-                try:
-                    for f in [pool.submit(send_in_turn) for _ in range(n)]:
-                        f.result()
-                except BaseException:  # Ctrl-C here, or a stream's error: no new pack
-                    failed.set()
-                    raise
+            return sum(b.size for b in blobs)
+        errors: list[BaseException] = []
+
+        def stream() -> None:
+            try:
+                send_in_turn()
+            except BaseException as e:
+                errors.append(e)
+
+        # Daemon threads, not a pool: a pool is waited for, at its end and at the process's.
+        threads = [
+            threading.Thread(target=stream, name=f"ashat-upload-{i}", daemon=True) for i in range(n)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                t.join()
+        except BaseException:  # Ctrl-C: end now. A pack cut short is not stored; the process's
+            failed.set()  # exit closes its connection (the streams were not waited for: a
+            raise  # 64 MiB pack on a slow line takes minutes)
+        if errors:  # a stream's error: the other one finished its pack, and started no new one
+            raise errors[0]
         return sum(b.size for b in blobs)
 
     def _send_pack(self, pack: list[BlobRef]) -> None:
