@@ -271,9 +271,14 @@ def test_ctrl_c_during_a_two_stream_upload_ends_the_push_at_once_and_it_resumes(
     root = hello_project(agent)
     for i in range(2):  # two blobs of 40 MB: two packs, sent at once
         (root / f"part{i}.bin").write_bytes(bytes(40 << 20) + bytes([i]))
+
+    def as_from_a_terminal() -> None:  # a background job's shell, or the runner, ignores it
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "ashat.cli.deploy", "push", "big-001", "two packs"],
-        cwd=root, env={**os.environ, "ASHAT_HELPER": "off"},
+        cwd=root, env={**os.environ, "ASHAT_HELPER": "off"}, preexec_fn=as_from_a_terminal,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
