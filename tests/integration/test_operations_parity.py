@@ -85,12 +85,15 @@ def test_a_release_from_push_to_fleet_and_back(world: World) -> None:
     alice, bob = world.as_user("alice"), world.as_user("bob")
     started: list[str] = []
     steps: list[str] = []
+    uploaded: list[tuple[int, int]] = []
     pushed = alice.push(
         "v1", "version one", source=None, git_ref=None,
         on_start=lambda s: started.append(s.tier), step=lambda name, _: steps.append(name),
+        on_upload=lambda sent, total: uploaded.append((sent, total)),
     )  # fmt: skip
     assert pushed["update_id"] == "v1" and pushed["target"] == "Public"
     assert started == ["public"] and {"record", "upload", "stage", "activate"} <= set(steps)
+    assert uploaded[-1] == (pushed["bytes_sent"], pushed["bytes_sent"]) and uploaded[-1][0] > 0
 
     verified = alice.verify("v1", None, lambda s: started.append(s.tier))
     assert verified["passed"] is True and started[-1] == "public"

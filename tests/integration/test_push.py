@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
 import signal
 import ssl
 import subprocess
@@ -297,6 +298,61 @@ def test_ctrl_c_during_a_two_stream_upload_ends_the_push_at_once_and_it_resumes(
 
     code, out = deploy_json("push", "big-001", "two packs")
     assert code == 0 and out["resumed"], out
+    assert current(agent) == "big-001"
+
+
+def test_an_upload_tells_its_progress_across_both_streams(
+    agent_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client, "PACK_TARGET_BYTES", 1 << 20)  # 12 packs, two at a time
+    agent = agent_factory()
+    refs = []
+    for i in range(24):
+        p = tmp_path / f"b{i}.bin"
+        p.write_bytes(os.urandom(512 * 1024 + i))
+        refs.append(client.BlobRef(hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size, p))
+    total = sum(r.size for r in refs)
+    seen: list[tuple[int, int]] = []
+    with agent.client() as c:
+        c.upload_progress = lambda sent, of: seen.append((sent, of))
+        assert c.upload(refs) == total
+    assert seen[-1] == (total, total)
+    assert all(of == total and 0 < sent <= total for sent, of in seen)
+    assert [sent for sent, _ in seen] == sorted(sent for sent, _ in seen)
+    assert 10 <= len(seen) <= total // client.PROGRESS_STEP + 1  # about one call a MiB
+
+
+def test_a_push_at_a_terminal_shows_its_upload_as_a_bar(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """At a terminal, an upload of 16 MiB or more draws a bar (bytes, rate, time left),
+    which is gone when the upload step is printed; piped or with --json, nothing changes."""
+    agent = agent_factory()
+    root = hello_project(agent)
+    (root / "big.bin").write_bytes(os.urandom(20 << 20))
+    main, side = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ashat.cli.deploy", "push", "big-001", "a big file"],
+            cwd=root, env={**os.environ, "ASHAT_HELPER": "off", "TERM": "xterm"},
+            stdin=subprocess.DEVNULL, stdout=side, stderr=side,
+        )  # fmt: skip
+        os.close(side)
+        out = b""
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not data:
+                break
+            out += data
+        assert proc.wait(timeout=120) == 0, out.decode(errors="replace")
+    finally:
+        os.close(main)
+    text = out.decode(errors="replace")
+    assert "uploading" in text and "/20.0 MiB" in text, text
+    assert text.index("uploading") < text.index("upload ") < text.index("Pushed big-001"), text
     assert current(agent) == "big-001"
 
 

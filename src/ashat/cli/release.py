@@ -7,8 +7,10 @@ stays fast.
 
 from __future__ import annotations
 
+import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from ashat.workflow.models import Server
 
 __all__ = ["client_for", "manifest_path", "push", "require_server", "rollback"]
+
+UPLOAD_BAR_MIN = 16 * 1024 * 1024  # bytes: a smaller upload ends before a bar would tell much
 
 
 def require_server(project: Project, tier: str) -> Server:
@@ -65,19 +69,26 @@ def push(
             click.echo(f"Target: {server.name} ({server.url})")
             click.echo("Deployment Plan: 4 steps (record, upload, stage, activate)")
 
+    bar = _UploadBar() if not json_mode() and sys.stdout.isatty() else None
+
     def step(name: str, detail: str) -> None:
+        if bar is not None:
+            bar.stop()
         if not json_mode():
             click.echo(f"  {OK} {name:<9} {detail}")
 
     try:
         data = operations().push(
             update_id, description, source=source, git_ref=git_ref, on_start=on_start,
-            step=step, tasks=tasks,
+            step=step, tasks=tasks, on_upload=bar,
         )  # fmt: skip
     except Exception:
         if started and not json_mode():
             click.echo(f"  {BAD} push failed; PUBLIC keeps its previous release", err=True)
         raise
+    finally:
+        if bar is not None:
+            bar.stop()
 
     def human() -> None:
         sent = data["bytes_sent"]
@@ -129,6 +140,45 @@ def rollback(update_id: str, reason: str | None) -> None:
         click.echo(f"{OK} {update_id} is rolled back")
 
     emit(outcome.data, human)
+
+
+class _UploadBar:
+    """A transient bar of the bytes a push has sent, their rate and the time left, while it
+    uploads :data:`UPLOAD_BAR_MIN` or more (made at a terminal only; called from the
+    upload's threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __call__(self, sent: int, total: int) -> None:
+        with self._lock:
+            if self._bar is None:
+                if total < UPLOAD_BAR_MIN:
+                    return
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                    TransferSpeedColumn,
+                )
+
+                self._bar = Progress(
+                    TextColumn("  uploading"), BarColumn(), DownloadColumn(binary_units=True),
+                    TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
+                )  # fmt: skip
+                self._task = self._bar.add_task("upload", total=total)
+                self._bar.start()
+            self._bar.update(self._task, completed=sent, total=total)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._bar is not None:
+                self._bar.stop()
+                self._bar = None
 
 
 def _size(n: int) -> str:

@@ -59,6 +59,7 @@ class Operations(Protocol):
         on_start: Callable[[Server], None],
         step: Callable[[str, str], None],
         tasks: Sequence[str] = (),
+        on_upload: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]: ...
     def verify(
         self, update_id: str, only: list[str] | None, on_start: Callable[[Server], None]
@@ -139,12 +140,13 @@ class LocalOperations:
         on_start: Callable[[Server], None],
         step: Callable[[str, str], None],
         tasks: Sequence[str] = (),
+        on_upload: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
         from ashat.ops.push import run_push
 
         return run_push(
             self.project, update_id, description, source=source, git_ref=git_ref,
-            actor=self.actor, on_start=on_start, step=step, tasks=tasks,
+            actor=self.actor, on_start=on_start, step=step, tasks=tasks, on_upload=on_upload,
         ).to_json()  # fmt: skip
 
     def verify(

@@ -194,12 +194,14 @@ def run_push(
     on_start: Callable[[Server], None] | None = None,
     step: Callable[[str, str], None] | None = None,
     tasks: Sequence[str] = (),
+    on_upload: Callable[[int, int], None] | None = None,
 ) -> PushResult:
     """Push the project's tree (or ``source``, or the commit ``git_ref``) as ``update_id``,
     with its ``tasks`` references (:func:`task_references`).
 
     ``on_start(server)`` is called once the bundle is built, before anything is recorded;
-    ``step(name, detail)`` after each step. Raises InvalidInput (a bad tree, id, key or
+    ``step(name, detail)`` after each step; ``on_upload(sent, total)`` as the blobs go up
+    (from the upload's threads). Raises InvalidInput (a bad tree, id, key or
     configuration), AlreadyExists, LeaseHeld, or what the transfer raised (the deployment
     is then ``failed`` and PUBLIC stays on its previous release).
     """
@@ -218,6 +220,7 @@ def run_push(
         if on_start is not None:
             on_start(server)
         with client_for(server) as agent:
+            agent.upload_progress = on_upload
             kwargs: dict[str, Any] = {"step": step} if step is not None else {}
             result = push(
                 wf, agent, update_id, description, bundle, target=server.name, tasks=parsed,

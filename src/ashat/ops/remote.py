@@ -345,6 +345,7 @@ class RemoteOperations:
         on_start: Callable[[Server], None],
         step: Callable[[str, str], None],
         tasks: Sequence[str] = (),
+        on_upload: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
         """Build the bundle here, upload what PUBLIC lacks to the server, and have it push.
 
@@ -365,7 +366,11 @@ class RemoteOperations:
             m = built.manifest
             sizes = {f.sha256: f.size for f in m.files if f.kind == "file"}
             missing = self.c.missing(sorted(sizes))
-            self.c.upload([BlobRef(d, sizes[d], built.blobs[d]) for d in missing])
+            self.c.upload_progress = on_upload
+            try:
+                self.c.upload([BlobRef(d, sizes[d], built.blobs[d]) for d in missing])
+            finally:
+                self.c.upload_progress = None
             body = {"description": description, "manifest": m.to_dict(), "tasks": list(tasks)}
             try:
                 data = self.c.call("POST", _dep_path(update_id, "push"), body)

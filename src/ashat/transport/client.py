@@ -38,6 +38,9 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 # agent stores each pack whole once it has all of it, so a cut loses one pack per stream.
 PACK_TARGET_BYTES = 64 * 1024 * 1024
 UPLOAD_STREAMS = 2  # pack requests at once: one streams while the agent makes the last durable
+PROGRESS_STEP = 1024 * 1024  # bytes sent between two calls of an upload's progress callback
+
+Progress = Callable[[int, int], None]  # (bytes sent so far, bytes to send), from any thread
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class AgentClient:
         backoff_s: float = 0.2,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # told how far each upload has got (a progress bar); None: nobody asked
+        self.upload_progress: Progress | None = None
         self.retries = retries
         self.backoff_s = backoff_s
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -180,17 +185,18 @@ class AgentClient:
         if not blobs:
             return 0
         planned = _plan_packs(blobs, PACK_TARGET_BYTES)
-        packs = iter(planned)
+        packs = iter(enumerate(planned))
         lock, failed = threading.Lock(), threading.Event()
+        meter = _Meter(sum(b.size for b in blobs), self.upload_progress)
 
         def send_in_turn() -> None:
             while not failed.is_set():
                 with lock:
-                    pack = next(packs, None)
+                    number, pack = next(packs, (0, None))
                 if pack is None:
                     return
                 try:
-                    self._send_pack(pack)
+                    self._send_pack(pack, meter.counter(number))
                 except BaseException:
                     failed.set()  # the other stream starts no new pack
                     raise
@@ -223,8 +229,10 @@ class AgentClient:
             raise errors[0]
         return sum(b.size for b in blobs)
 
-    def _send_pack(self, pack: list[BlobRef]) -> None:
-        self.request("POST", "/v1/blobs/pack", content=lambda: _pack_stream(pack), timeout_s=600)
+    def _send_pack(self, pack: list[BlobRef], sent: Callable[[int], None] | None = None) -> None:
+        self.request(
+            "POST", "/v1/blobs/pack", content=lambda: _pack_stream(pack, sent), timeout_s=600
+        )
 
     def stage(self, manifest_bytes: bytes) -> dict[str, Any]:
         return self.request("POST", "/v1/releases", content=lambda: manifest_bytes)
@@ -375,7 +383,11 @@ def _plan_packs(blobs: Sequence[BlobRef], target: int) -> list[list[BlobRef]]:
     return packs if packs[0] else []
 
 
-def _pack_stream(pack: list[BlobRef]) -> Iterator[bytes]:
+def _pack_stream(pack: list[BlobRef], sent: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    """The pack's body; ``sent(n)`` after each ``n`` bytes of blobs handed on (from 0 again
+    when the request is sent again: see :meth:`_Meter.counter`)."""
+    if sent is not None:
+        sent(-1)
     for blob in pack:
         yield f"{blob.sha256} {blob.size}\n".encode("ascii")
         with open(blob.path, "rb") as f:
@@ -386,3 +398,37 @@ def _pack_stream(pack: list[BlobRef]) -> Iterator[bytes]:
                     raise BadResponse(f"{blob.path} shrank while it was being sent")
                 remaining -= len(chunk)
                 yield chunk
+                if sent is not None:
+                    sent(len(chunk))
+
+
+class _Meter:
+    """Bytes of an upload sent so far, across its streams, told to ``report`` every
+    :data:`PROGRESS_STEP` bytes and at the end. A pack sent again (a retried request)
+    counts from 0 again, so the figure never passes the total."""
+
+    def __init__(self, total: int, report: Progress | None) -> None:
+        self.total, self.report = total, report
+        self._lock = threading.Lock()
+        self._by_pack: dict[int, int] = {}
+        self._sent = self._shown = 0
+
+    def counter(self, pack: int) -> Callable[[int], None] | None:
+        """What pack number ``pack``'s stream calls: ``n`` bytes more, or -1 at its start."""
+        if self.report is None:
+            return None
+
+        def count(n: int) -> None:
+            with self._lock:
+                if n < 0:  # (again) from its first byte
+                    self._sent -= self._by_pack.pop(pack, 0)
+                    return
+                self._by_pack[pack] = self._by_pack.get(pack, 0) + n
+                self._sent += n
+                if self._sent - self._shown < PROGRESS_STEP and self._sent < self.total:
+                    return
+                self._shown = self._sent
+                assert self.report is not None
+                self.report(self._sent, self.total)
+
+        return count
