@@ -123,6 +123,38 @@ def test_modules_are_imported_with_the_apps_own_interpreter(release: Path) -> No
     assert "the app's interpreter venv2/bin/python does not exist" in missing["summary"]
 
 
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+def test_a_bare_interpreter_name_is_looked_up_where_the_app_looks_it_up(
+    release: Path, tmp_path: Path
+) -> None:
+    """``run = "python3 serve.py"``: the app, in its sandbox, finds python3 on its PATH
+    among the directories the sandbox shows. The check looked it up outside the sandbox,
+    found one in a directory the sandbox hides (here under /tmp, a pyenv shim under /root
+    in the demo), and failed every module ("failed to execute …: No such file or
+    directory") of an app that ran."""
+    from ashat.agent.confine import Jail
+
+    hidden = tmp_path / "bin"  # /tmp is an empty tmpfs in the sandbox
+    hidden.mkdir()
+    (hidden / "python3").symlink_to(sys.executable)
+    write(release, "fine.py", "")
+    (tmp_path / "shared").mkdir()  # the app's one writable directory (else all of /tmp)
+    env = app_env(
+        PATH=os.pathsep.join([str(hidden), os.path.dirname(sys.executable), "/usr/bin"]),
+        ASHAT_SHARED_DIR=str(tmp_path / "shared"),
+    )
+    jail = Jail("bwrap", bwrap=shutil.which("bwrap"))
+    app = {"run": "python3 serve.py --port {port}"}
+    result = run_check("modules", release, {"modules": ["fine"]}, env, jail, app=app)
+    assert result["status"] == "passed", result
+    assert result["details"]["interpreter"] == "python3"
+    missing = run_check(
+        "modules", release, {"modules": ["fine"]}, {**env, "PATH": "/nowhere"}, jail, app=app
+    )
+    assert missing["status"] == "failed"
+    assert "the app's interpreter 'python3' is not on its PATH" in missing["summary"]
+
+
 def test_a_module_that_raises_is_reported_with_its_traceback(release: Path) -> None:
     write(release, "fine.py", "")
     write(

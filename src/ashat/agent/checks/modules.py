@@ -108,8 +108,8 @@ def app_interpreter(app: Mapping[str, Any], root: Path, env: Mapping[str, str]) 
     will import them (its own environment, not the agent's packages): ``[app] python``
     (relative to the release, e.g. a ``.venv`` its ``prepare`` builds), or the environment
     the agent built from the release's wheels (``[app] requirements``), else the first word
-    of ``[app] run`` when it names a Python, else the agent's. Raises ``FileNotFoundError``
-    naming it when it cannot be found."""
+    of ``[app] run`` when it names a Python, else the agent's. A bare name (``python3``)
+    stays one. Raises ``FileNotFoundError`` naming it when it cannot be found."""
     venv = env.get("VIRTUAL_ENV")
     if venv and app.get("environment"):  # built by the agent from the release's wheels
         python = Path(venv) / "bin" / "python"
@@ -127,10 +127,11 @@ def app_interpreter(app: Mapping[str, Any], root: Path, env: Mapping[str, str]) 
             return sys.executable
         given = first
     if "/" not in given:
-        found = shutil.which(given, path=env.get("PATH") or os.defpath)
-        if found is None:
+        # Run by name, as the app's command is: looked up on the app's PATH where the app
+        # runs (in a sandbox, among the directories it shows), not here.
+        if shutil.which(given, path=env.get("PATH") or os.defpath) is None:
             raise FileNotFoundError(f"the app's interpreter {given!r} is not on its PATH")
-        return found
+        return given
     path = Path(given) if given.startswith("/") else root / given
     if not path.exists():
         raise FileNotFoundError(f"the app's interpreter {given} does not exist in the release")
