@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ashat.agent.checks.osv import MAX_ADVISORY_BYTES, MalformedAdvisory, parse_advisories
+from ashat.agent.checks.security import SOURCE_FILE
 from ashat.clock import iso_seconds
 from ashat.errors import InvalidInput, OperationFailed
 
 OSV_PYPI_URL = "https://osv-vulnerabilities.storage.googleapis.com/PyPI/all.zip"
-SOURCE_FILE = "SOURCE"  # no .json: the scan reads *.json
 MAX_ZIP_BYTES = 1 << 30  # OSV's PyPI zip is tens of MB
 MAX_TOTAL_BYTES = 4 << 30  # unpacked
 MAX_RECORDS = 1_000_000
@@ -52,15 +52,6 @@ class Snapshot:
             "source": self.source,
             "fetched_at": self.fetched_at,
         }
-
-
-def source_of(directory: Path) -> dict[str, Any] | None:
-    """What ``SOURCE`` says of a snapshot (``source``, ``fetched_at``, ``records``), if any."""
-    try:
-        data = json.loads((directory / SOURCE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def update(target: Path, source: str, now: dt.datetime, ca_file: str | None = None) -> Snapshot:

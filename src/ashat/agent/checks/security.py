@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ashat.agent.advisories import source_of
 from ashat.agent.checks.base import (
     Deadline,
     guarded,
@@ -49,6 +48,9 @@ BINARY_PROBE_BYTES = 8192  # a NUL in this prefix marks a file as binary
 MAX_LISTED = 200  # findings of each kind listed in details (all are counted)
 SECRETS_NAMED = 3  # secrets whose file and line the one-line summary names
 REQUIREMENTS_GLOB = "requirements*.txt"
+# What ``ashat advisories update`` (ashat.agent.advisories) writes beside a snapshot's
+# records: no .json, so the records' glob passes over it.
+SOURCE_FILE = "SOURCE"
 
 
 class ScanError(Exception):
@@ -77,6 +79,15 @@ def allowed(rel: str, patterns: list[str]) -> bool:
     parts = rel.split("/")
     candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
     return any(fnmatch.fnmatchcase(c, p.strip("/")) for p in patterns for c in candidates)
+
+
+def source_of(directory: Path) -> dict[str, Any] | None:
+    """What ``SOURCE`` says of a snapshot (``source``, ``fetched_at``, ``records``), if any."""
+    try:
+        data = json.loads((directory / SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def load_advisories(directory: Path) -> list[Advisory]:
