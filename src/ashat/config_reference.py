@@ -96,9 +96,11 @@ def _build() -> tuple[list[Table], list[Key]]:
             "waits for the new process to become healthy (0-3600]."),
         Key("app", "python", "string", "", "The app's Python (e.g. `.venv/bin/python`, "
             "relative to the release, which `prepare` may build): the Module Load Test "
-            "imports with it. Default: the first word of `run` when it names a Python, "
-            "else the agent's. With `requirements`: the interpreter each server builds the "
-            "environment with (an absolute path or a command; default: the agent's)."),
+            "imports with it. Default: the first word of `run` when it names a Python (a "
+            "bare name such as `python3` is looked up on the app's `PATH` inside its "
+            "sandbox, where the app finds it), else the agent's. With `requirements`: the "
+            "interpreter each server builds the environment with (an absolute path or a "
+            "command; default: the agent's)."),
         Key("app", "requirements", "string", "", "A pip requirements file in the tree: "
             "`deploy push` builds the wheels of it and every dependency once (cached by its "
             "content) and ships them in the bundle with a lock of their digests; each server "

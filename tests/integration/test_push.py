@@ -356,6 +356,40 @@ def test_a_push_at_a_terminal_shows_its_upload_as_a_bar(
     assert current(agent) == "big-001"
 
 
+def test_a_tree_over_publics_limits_is_refused_before_anything_is_recorded(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """A file over PUBLIC's --max-blob-bytes was refused in the middle of the upload, by a
+    digest ("blob 2ec8… is 3145728 bytes, over the limit"), with the deployment recorded
+    and failed. PUBLIC's health answer now says its limits, and the push checks the tree
+    against them before it records anything, naming the files."""
+    agent = agent_factory(max_blob_bytes=1 << 20, args=("--max-files", "40"))
+    root = hello_project(agent)
+    (root / "big.bin").write_bytes(os.urandom(3 << 20))
+    (root / "model.bin").write_bytes(os.urandom(2 << 20))
+    res = deploy("push", "big-001", "too big")
+    assert res.exit_code == 2, res.output
+    assert (
+        "big.bin (3.0 MiB), model.bin (2.0 MiB): over Staging's limit of 1.0 MiB for one file "
+        "(ashat agent --max-blob-bytes there); nothing was recorded"
+    ) in res.stderr
+    assert deploy("status", "big-001").exit_code == 2  # no such deployment
+    assert answers_by_status(agent.url, "POST", "/v1/blobs/pack") == {}
+
+    (root / "big.bin").unlink()
+    (root / "model.bin").unlink()
+    for i in range(40):
+        (root / f"part{i:02d}.txt").write_text(str(i))
+    code, out = deploy_json("push", "many-001", "too many")
+    assert (
+        code == 2 and "over Staging's limit of 40 (ashat agent --max-files there)" in out["error"]
+    )
+    for i in range(40):
+        (root / f"part{i:02d}.txt").unlink()
+    code, out = deploy_json("push", "fits-001", "fits")
+    assert code == 0 and out["sequence"] == 1, out  # the refused ones took no sequence
+
+
 def test_app_that_never_gets_healthy_fails_and_public_stays(
     agent_factory: Any, hello_project: Any
 ) -> None:

@@ -432,6 +432,12 @@ class Agent:
                 "reloaded_at": self.env_reloaded_at,
             },
             "app_isolation": self.jail.describe(),
+            # what a release must stay within here, so a push can say so before it starts
+            "limits": {
+                "max_blob_bytes": self.config.max_blob_bytes,
+                "max_files": self.config.max_files,
+                "max_path_depth": self.config.max_path_depth,
+            },
         }
         if self.config.app_name is not None:
             answer["app_name"] = self.config.app_name

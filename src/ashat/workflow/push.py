@@ -189,6 +189,40 @@ def _start(
     return existing, True
 
 
+def check_limits(files: Sequence[Any], limits: object, where: str) -> None:
+    """Refuse (:class:`InvalidInput`) a tree over the limits ``where`` (PUBLIC) said in its
+    health answer (``limits``: ``max_blob_bytes``, ``max_files``, ``max_path_depth``), as
+    it would refuse the upload or the stage; nothing is checked that it did not say."""
+    if not isinstance(limits, dict):
+        return
+    big = limits.get("max_blob_bytes")
+    if isinstance(big, int):
+        over = [f for f in files if f.kind == "file" and f.size > big]
+        over.sort(key=lambda f: -f.size)
+        if over:
+            named = ", ".join(f"{f.path} ({size_text(f.size)})" for f in over[:3])
+            more = f" and {len(over) - 3} more" if len(over) > 3 else ""
+            raise InvalidInput(
+                f"{named}{more}: over {where}'s limit of {size_text(big)} for one file "
+                "(ashat agent --max-blob-bytes there); nothing was recorded"
+            )
+    most = limits.get("max_files")
+    if isinstance(most, int) and len(files) > most:
+        raise InvalidInput(
+            f"the tree has {len(files)} files, over {where}'s limit of {most} "
+            "(ashat agent --max-files there); nothing was recorded"
+        )
+    deepest = limits.get("max_path_depth")
+    if isinstance(deepest, int):
+        for f in files:
+            if f.path.count("/") > deepest:
+                raise InvalidInput(
+                    f"{f.path[:80]} is {f.path.count('/')} directories deep, over {where}'s "
+                    f"limit of {deepest} (ashat agent --max-path-depth there); nothing was "
+                    "recorded"
+                )
+
+
 def _upload(agent: AgentPort, bundle: Bundle, digests: Sequence[str]) -> int:
     """Send the blobs of ``digests`` PUBLIC asked for; the bytes sent."""
     unknown = set(digests) - set(bundle.blob_sizes)
@@ -224,6 +258,16 @@ def push(
     started = time.monotonic()
     timings: dict[str, float] = {}
     mark = started
+    # PUBLIC's answer, asked before anything is recorded: a tree over its limits is refused
+    # here, not half-way. Unreachable now: asked again below, where the push can resume.
+    health: dict[str, Any] | None = None
+    try:
+        health = agent.health()
+    except RemoteError as e:
+        if not e.transient:
+            raise
+    if health is not None:
+        check_limits(bundle.manifest.files, health.get("limits"), target)
 
     def lap(name: str) -> None:
         nonlocal mark
@@ -241,7 +285,9 @@ def push(
         lap("sign")
         # What PUBLIC ran before this push: asked by the first attempt, which may have
         # activated the release before it was interrupted.
-        public_previous = wf.remember(dep, "public_previous", lambda: agent.health().get("current"))
+        public_previous = wf.remember(
+            dep, "public_previous", lambda: (health or agent.health()).get("current")
+        )
         step(
             "plan",
             f"{len(signed.files)} files, {size_text(signed.total_size)}; PUBLIC runs "
