@@ -356,13 +356,13 @@ def test_a_push_at_a_terminal_shows_its_upload_as_a_bar(
     assert current(agent) == "big-001"
 
 
-def test_a_tree_over_publics_limits_is_refused_before_anything_is_recorded(
+def test_a_tree_over_publics_limits_is_refused_before_a_byte_is_sent(
     agent_factory: Any, hello_project: Any
 ) -> None:
     """A file over PUBLIC's --max-blob-bytes was refused in the middle of the upload, by a
-    digest ("blob 2ec8… is 3145728 bytes, over the limit"), with the deployment recorded
-    and failed. PUBLIC's health answer now says its limits, and the push checks the tree
-    against them before it records anything, naming the files."""
+    digest ("blob 2ec8… is 3145728 bytes, over the limit"). PUBLIC's health answer now says
+    its limits, and the push checks the tree against them before it sends anything, naming
+    the files (exit 2; the deployment fails and PUBLIC keeps what it ran)."""
     agent = agent_factory(max_blob_bytes=1 << 20, args=("--max-files", "40"))
     root = hello_project(agent)
     (root / "big.bin").write_bytes(os.urandom(3 << 20))
@@ -371,9 +371,10 @@ def test_a_tree_over_publics_limits_is_refused_before_anything_is_recorded(
     assert res.exit_code == 2, res.output
     assert (
         "big.bin (3.0 MiB), model.bin (2.0 MiB): over Staging's limit of 1.0 MiB for one file "
-        "(ashat agent --max-blob-bytes there); nothing was recorded"
+        "(ashat agent --max-blob-bytes there); nothing was sent"
     ) in res.stderr
-    assert deploy("status", "big-001").exit_code == 2  # no such deployment
+    assert deploy_json("status", "big-001")[1]["deployment"]["state"] == "failed"
+    assert answers_by_status(agent.url, "POST", "/v1/blobs/missing") == {}
     assert answers_by_status(agent.url, "POST", "/v1/blobs/pack") == {}
 
     (root / "big.bin").unlink()
@@ -387,7 +388,7 @@ def test_a_tree_over_publics_limits_is_refused_before_anything_is_recorded(
     for i in range(40):
         (root / f"part{i:02d}.txt").unlink()
     code, out = deploy_json("push", "fits-001", "fits")
-    assert code == 0 and out["sequence"] == 1, out  # the refused ones took no sequence
+    assert code == 0 and current(agent) == "fits-001", out
 
 
 def test_app_that_never_gets_healthy_fails_and_public_stays(

@@ -191,8 +191,8 @@ def _start(
 
 def check_limits(files: Sequence[Any], limits: object, where: str) -> None:
     """Refuse (:class:`InvalidInput`) a tree over the limits ``where`` (PUBLIC) said in its
-    health answer (``limits``: ``max_blob_bytes``, ``max_files``, ``max_path_depth``), as
-    it would refuse the upload or the stage; nothing is checked that it did not say."""
+    health answer (``limits``: ``max_blob_bytes``, ``max_files``, ``max_path_depth``), which
+    it would refuse in the upload or the stage; nothing is checked that it did not say."""
     if not isinstance(limits, dict):
         return
     big = limits.get("max_blob_bytes")
@@ -204,13 +204,13 @@ def check_limits(files: Sequence[Any], limits: object, where: str) -> None:
             more = f" and {len(over) - 3} more" if len(over) > 3 else ""
             raise InvalidInput(
                 f"{named}{more}: over {where}'s limit of {size_text(big)} for one file "
-                "(ashat agent --max-blob-bytes there); nothing was recorded"
+                "(ashat agent --max-blob-bytes there); nothing was sent"
             )
     most = limits.get("max_files")
     if isinstance(most, int) and len(files) > most:
         raise InvalidInput(
             f"the tree has {len(files)} files, over {where}'s limit of {most} "
-            "(ashat agent --max-files there); nothing was recorded"
+            "(ashat agent --max-files there); nothing was sent"
         )
     deepest = limits.get("max_path_depth")
     if isinstance(deepest, int):
@@ -219,7 +219,7 @@ def check_limits(files: Sequence[Any], limits: object, where: str) -> None:
                 raise InvalidInput(
                     f"{f.path[:80]} is {f.path.count('/')} directories deep, over {where}'s "
                     f"limit of {deepest} (ashat agent --max-path-depth there); nothing was "
-                    "recorded"
+                    "sent"
                 )
 
 
@@ -258,16 +258,6 @@ def push(
     started = time.monotonic()
     timings: dict[str, float] = {}
     mark = started
-    # PUBLIC's answer, asked before anything is recorded: a tree over its limits is refused
-    # here, not half-way. Unreachable now: asked again below, where the push can resume.
-    health: dict[str, Any] | None = None
-    try:
-        health = agent.health()
-    except RemoteError as e:
-        if not e.transient:
-            raise
-    if health is not None:
-        check_limits(bundle.manifest.files, health.get("limits"), target)
 
     def lap(name: str) -> None:
         nonlocal mark
@@ -285,9 +275,10 @@ def push(
         lap("sign")
         # What PUBLIC ran before this push: asked by the first attempt, which may have
         # activated the release before it was interrupted.
-        public_previous = wf.remember(
-            dep, "public_previous", lambda: (health or agent.health()).get("current")
-        )
+        health = agent.health()
+        public_previous = wf.remember(dep, "public_previous", lambda: health.get("current"))
+        # a tree over PUBLIC's limits: refused now, naming its files, before a byte is sent
+        check_limits(bundle.manifest.files, health.get("limits"), target)
         step(
             "plan",
             f"{len(signed.files)} files, {size_text(signed.total_size)}; PUBLIC runs "
