@@ -321,6 +321,13 @@ def test_an_upload_tells_its_progress_across_both_streams(
     assert [sent for sent, _ in seen] == sorted(sent for sent, _ in seen)
     assert 10 <= len(seen) <= total // client.PROGRESS_STEP + 1  # about one call a MiB
 
+    def broken(sent: int, of: int) -> None:
+        raise OSError(5, "the terminal is gone")
+
+    with agent.client() as c:  # a bar that cannot draw stops the bar, not the upload
+        c.upload_progress = broken
+        assert c.upload(refs) == total
+
 
 def test_a_push_at_a_terminal_shows_its_upload_as_a_bar(
     agent_factory: Any, hello_project: Any
@@ -361,24 +368,32 @@ def test_a_tree_over_publics_limits_is_refused_before_a_byte_is_sent(
 ) -> None:
     """A file over PUBLIC's --max-blob-bytes was refused in the middle of the upload, by a
     digest ("blob 2ec8… is 3145728 bytes, over the limit"). PUBLIC's health answer now says
-    its limits, and the push checks the tree against them before it sends anything, naming
-    the files (exit 2; the deployment fails and PUBLIC keeps what it ran)."""
-    agent = agent_factory(max_blob_bytes=1 << 20, args=("--max-files", "40"))
-    root = hello_project(agent)
-    (root / "big.bin").write_bytes(os.urandom(3 << 20))
+    its limits, and the push checks them before it sends anything, naming the files (exit
+    2; the deployment fails and PUBLIC keeps what it ran): the file count and depth of the
+    whole tree, which PUBLIC checks when it stages, and the size of each file it lacks,
+    which it checks as it receives (one it holds is never sent again)."""
+    first = agent_factory()
+    root = hello_project(first)
     (root / "model.bin").write_bytes(os.urandom(2 << 20))
+    assert deploy("push", "model-001", "a model").exit_code == 0
+    first.stop()  # and again with lower limits, its store kept
+    agent = agent_factory(like=first, args=("--max-blob-bytes", str(1 << 20), "--max-files", "40"))
+    configure_tier("public", agent, "Staging")
+
+    (root / "big.bin").write_bytes(os.urandom(3 << 20))
+    (root / "big2.bin").write_bytes(os.urandom(3 << 20))
     res = deploy("push", "big-001", "too big")
     assert res.exit_code == 2, res.output
     assert (
-        "big.bin (3.0 MiB), model.bin (2.0 MiB): over Staging's limit of 1.0 MiB for one file "
+        "big.bin (3.0 MiB), big2.bin (3.0 MiB): over Staging's limit of 1.0 MiB for one file "
         "(ashat agent --max-blob-bytes there); nothing was sent"
-    ) in res.stderr
+    ) in res.stderr  # not model.bin, which PUBLIC holds
     assert deploy_json("status", "big-001")[1]["deployment"]["state"] == "failed"
-    assert answers_by_status(agent.url, "POST", "/v1/blobs/missing") == {}
     assert answers_by_status(agent.url, "POST", "/v1/blobs/pack") == {}
+    assert current(agent) == "model-001"
 
     (root / "big.bin").unlink()
-    (root / "model.bin").unlink()
+    (root / "big2.bin").unlink()
     for i in range(40):
         (root / f"part{i:02d}.txt").write_text(str(i))
     code, out = deploy_json("push", "many-001", "too many")
@@ -387,8 +402,9 @@ def test_a_tree_over_publics_limits_is_refused_before_a_byte_is_sent(
     )
     for i in range(40):
         (root / f"part{i:02d}.txt").unlink()
-    code, out = deploy_json("push", "fits-001", "fits")
-    assert code == 0 and current(agent) == "fits-001", out
+    (root / "VERSION").write_text("1.0.1\n")
+    code, out = deploy_json("push", "model-002", "the model unchanged")  # 2 MiB, held
+    assert code == 0 and out["blobs_sent"] == 1 and current(agent) == "model-002", out
 
 
 def test_app_that_never_gets_healthy_fails_and_public_stays(

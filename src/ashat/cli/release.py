@@ -88,7 +88,7 @@ def push(
         raise
     finally:
         if bar is not None:
-            bar.stop()
+            bar.close()
 
     def human() -> None:
         sent = data["bytes_sent"]
@@ -151,11 +151,12 @@ class _UploadBar:
         self._lock = threading.Lock()
         self._bar: Any = None
         self._task: Any = None
+        self._closed = False
 
     def __call__(self, sent: int, total: int) -> None:
         with self._lock:
             if self._bar is None:
-                if total < UPLOAD_BAR_MIN:
+                if total < UPLOAD_BAR_MIN or self._closed:
                     return
                 from rich.progress import (
                     BarColumn,
@@ -175,10 +176,18 @@ class _UploadBar:
             self._bar.update(self._task, completed=sent, total=total)
 
     def stop(self) -> None:
+        """Take the bar away (a step line follows); the next upload may draw another."""
         with self._lock:
             if self._bar is not None:
                 self._bar.stop()
                 self._bar = None
+
+    def close(self) -> None:
+        """Take the bar away for good: an upload thread still running after Ctrl-C must
+        not draw one again (it would hide the cursor past the command's end)."""
+        with self._lock:
+            self._closed = True
+        self.stop()
 
 
 def _size(n: int) -> str:

@@ -224,7 +224,8 @@ class AgentClient:
                 t.join()
         except BaseException:  # Ctrl-C: end now. A pack cut short is not stored; the process's
             failed.set()  # exit closes its connection (the streams were not waited for: a
-            raise  # 64 MiB pack on a slow line takes minutes)
+            meter.silence()  # 64 MiB pack on a slow line takes minutes), and says no more
+            raise
         if errors:  # a stream's error: the other one finished its pack, and started no new one
             raise errors[0]
         return sum(b.size for b in blobs)
@@ -428,7 +429,16 @@ class _Meter:
                 if self._sent - self._shown < PROGRESS_STEP and self._sent < self.total:
                     return
                 self._shown = self._sent
-                assert self.report is not None
-                self.report(self._sent, self.total)
+                if self.report is None:  # silenced since
+                    return
+                try:
+                    self.report(self._sent, self.total)
+                except Exception:  # a bar that cannot draw (a terminal gone) stops the bar,
+                    self.report = None  # not the upload
 
         return count
+
+    def silence(self) -> None:
+        """Report nothing more (the caller has stopped listening)."""
+        with self._lock:
+            self.report = None
