@@ -187,7 +187,8 @@ class AgentClient:
         planned = _plan_packs(blobs, PACK_TARGET_BYTES)
         packs = iter(enumerate(planned))
         lock, failed = threading.Lock(), threading.Event()
-        meter = _Meter(sum(b.size for b in blobs), self.upload_progress)
+        total = sum(b.size for b in blobs)
+        meter = _Meter(total, self.upload_progress)
 
         def send_in_turn() -> None:
             while not failed.is_set():
@@ -204,7 +205,7 @@ class AgentClient:
         n = min(UPLOAD_STREAMS, len(planned))
         if n <= 1:
             send_in_turn()
-            return sum(b.size for b in blobs)
+            return total
         errors: list[BaseException] = []
 
         def stream() -> None:
@@ -228,7 +229,7 @@ class AgentClient:
             raise
         if errors:  # a stream's error: the other one finished its pack, and started no new one
             raise errors[0]
-        return sum(b.size for b in blobs)
+        return total
 
     def _send_pack(self, pack: list[BlobRef], sent: Callable[[int], None] | None = None) -> None:
         self.request(

@@ -189,14 +189,10 @@ def _start(
     return existing, True
 
 
-def check_limits(
-    files: Sequence[Any], limits: object, where: str, sending: Collection[str]
-) -> None:
-    """Refuse (:class:`InvalidInput`) what ``where`` (PUBLIC) would refuse by the limits its
-    health answer said (``limits``): more files than ``max_files`` or a path deeper than
-    ``max_path_depth`` (it checks the whole tree when it stages), and a file over
-    ``max_blob_bytes`` among those about to be sent (``sending``, digests: it checks only
-    what it receives). Nothing is checked that it did not say."""
+def check_limits(files: Sequence[Any], limits: object, where: str) -> None:
+    """Refuse (:class:`InvalidInput`) a tree ``where`` (PUBLIC) would refuse when it stages,
+    by the limits its health answer said (``limits``): more files than ``max_files``, or a
+    path deeper than ``max_path_depth``. Nothing is checked that it did not say."""
     if not isinstance(limits, dict):
         return
     most = limits.get("max_files")
@@ -214,17 +210,24 @@ def check_limits(
                     f"limit of {deepest} (ashat agent --max-path-depth there); nothing was "
                     "sent"
                 )
-    big = limits.get("max_blob_bytes")
-    if isinstance(big, int):
-        over = [f for f in files if f.kind == "file" and f.size > big and f.sha256 in sending]
-        over.sort(key=lambda f: -f.size)
-        if over:
-            named = ", ".join(f"{f.path} ({size_text(f.size)})" for f in over[:3])
-            more = f" and {len(over) - 3} more" if len(over) > 3 else ""
-            raise InvalidInput(
-                f"{named}{more}: over {where}'s limit of {size_text(big)} for one file "
-                "(ashat agent --max-blob-bytes there); nothing was sent"
-            )
+
+
+def check_sizes(files: Sequence[Any], limits: object, where: str, sending: Collection[str]) -> None:
+    """Refuse (:class:`InvalidInput`) the files over ``max_blob_bytes`` among those about to
+    be sent (``sending``, digests), as ``where`` would as it received them (it checks only
+    what it receives: a file it holds is never refused)."""
+    big = limits.get("max_blob_bytes") if isinstance(limits, dict) else None
+    if not isinstance(big, int):
+        return
+    over = [f for f in files if f.kind == "file" and f.size > big and f.sha256 in sending]
+    over.sort(key=lambda f: -f.size)
+    if over:
+        named = ", ".join(f"{f.path} ({size_text(f.size)})" for f in over[:3])
+        more = f" and {len(over) - 3} more" if len(over) > 3 else ""
+        raise InvalidInput(
+            f"{named}{more}: over {where}'s limit of {size_text(big)} for one file "
+            "(ashat agent --max-blob-bytes there); nothing was sent"
+        )
 
 
 def _upload(agent: AgentPort, bundle: Bundle, digests: Sequence[str]) -> int:
@@ -282,7 +285,7 @@ def push(
         health = agent.health()
         public_previous = wf.remember(dep, "public_previous", lambda: health.get("current"))
         limits = health.get("limits")
-        check_limits(bundle.manifest.files, limits, target, ())  # before a byte is sent
+        check_limits(bundle.manifest.files, limits, target)  # before a byte is sent
         step(
             "plan",
             f"{len(signed.files)} files, {size_text(signed.total_size)}; PUBLIC runs "
@@ -292,7 +295,7 @@ def push(
         digests = sorted(bundle.blob_sizes)
         held = bundle.held(public_previous)
         missing = agent.missing([d for d in digests if d not in held])
-        check_limits(bundle.manifest.files, limits, target, set(missing))
+        check_sizes(bundle.manifest.files, limits, target, set(missing))
         sent = _upload(agent, bundle, missing)
         skipped = len(digests) - len(missing)
         wf.note(
@@ -312,7 +315,7 @@ def push(
             if not gone:
                 raise
             # a blob of the release PUBLIC ran, collected since, or one it lost: send, stage again
-            check_limits(bundle.manifest.files, limits, target, set(gone))
+            check_sizes(bundle.manifest.files, limits, target, set(gone))
             resent = _upload(agent, bundle, gone)
             wf.note(update_id, "push.uploaded", {"blobs_sent": len(gone), "bytes_sent": resent})
             sent += resent
