@@ -307,10 +307,47 @@ def test_a_mainframes_own_bearer_routes_take_only_what_carries_its_chain(
     assert ashat("trust", "push").exit_code == 0
     wait_for(lambda: mf.health()["fleet"]["root_version"] == 2, 15, "root version 2")
     r = httpx.post(f"{mf.url}/v1/rollback", json={"to": "hello-001"}, headers=auth)
-    assert r.status_code == 409 and "approval" in r.json()["error"], r.text
+    assert r.status_code == 409 and "rollback directive" in r.json()["error"], r.text
     r = httpx.post(f"{mf.url}/v1/releases/hello-002/activate", headers=auth)
     assert r.status_code == 409, r.text  # what runs was approved by a revoked key, too
     assert chain.currents() == ["hello-002", "hello-002"]
+
+
+def test_a_mainframes_bearer_token_cannot_take_it_back_to_a_rolled_back_or_older_release(
+    make_chain: Any,
+) -> None:
+    """DESIGN §7: a mainframe goes back only on a rollback directive OMEGA signed. Its own
+    bearer token (one token) may stage and activate forward, but neither run again what
+    OMEGA rolled back there nor go to a lower sequence, by /activate or /v1/rollback."""
+    import httpx
+
+    chain = make_chain()
+    for update_id, version in (("hello-001", "1.0.1"), ("hello-002", "1.0.2")):
+        chain.ship(update_id, version)
+        for who in ("bob", "carol"):
+            assert deploy("approve", update_id, "--key", chain.key(who)).exit_code == 0
+    res = deploy("rollback", "hello-002", "--reason", "hello-002 is bad")
+    assert res.exit_code == 0, res.output
+    assert chain.currents() == ["hello-001", "hello-001"]
+    mf = chain.mainframes[0]
+    auth = {"Authorization": f"Bearer {chain.mainframe_token}"}
+
+    r = httpx.post(f"{mf.url}/v1/releases/hello-002/activate", headers=auth)
+    assert r.status_code == 409, r.text
+    assert "hello-002 was rolled back here" in r.json()["error"], r.text
+    assert r.json()["rule"] == "mainframe_forward_only"
+
+    chain.ship("hello-003", "1.0.3")
+    for who in ("bob", "carol"):
+        assert deploy("approve", "hello-003", "--key", chain.key(who)).exit_code == 0
+    assert chain.currents() == ["hello-003", "hello-003"]
+    r = httpx.post(f"{mf.url}/v1/releases/hello-001/activate", headers=auth)
+    assert r.status_code == 409, r.text
+    assert "sequence 1, not higher than 3 of the running hello-003" in r.json()["error"]
+    for body in ({}, {"from": "hello-003", "to": "hello-001"}):
+        r = httpx.post(f"{mf.url}/v1/rollback", json=body, headers=auth)
+        assert r.status_code == 409 and "rollback directive" in r.json()["error"], r.text
+    assert chain.currents() == ["hello-003", "hello-003"]
 
 
 def test_an_approval_of_an_earlier_verification_does_not_count_and_may_be_renewed(

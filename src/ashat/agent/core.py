@@ -603,10 +603,12 @@ class Agent:
 
     # -- activation and rollback ------------------------------------------------------------
 
-    def activate(self, update_id: str) -> dict[str, Any]:
-        """Make a staged release current (see the module docstring).
+    def activate(self, update_id: str, *, directed: bool = False) -> dict[str, Any]:
+        """Make a staged release current (see the module docstring). On a mainframe, only
+        forward unless ``directed`` (its pull loop, on a directive OMEGA signed):
+        :meth:`_refuse_going_back`.
 
-        Raises :class:`NoSuchRelease` or :class:`ActivationFailed`.
+        Raises :class:`NoSuchRelease`, :class:`ReleaseConflict` or :class:`ActivationFailed`.
         """
         _check_id(update_id)
         with self.lock:
@@ -622,19 +624,31 @@ class Agent:
                     "app": self.app_info(),
                     "already": True,
                 }
+            if self.config.mainframe is not None and not directed:
+                self._refuse_going_back(m, current)
             with self.metrics.switching("activate"):
                 return self._switch(update_id, current or previous, "activate")
 
-    def rollback(self, from_id: str | None, to_id: str | None) -> dict[str, Any]:
+    def rollback(
+        self, from_id: str | None, to_id: str | None, *, directed: bool = False
+    ) -> dict[str, Any]:
         """Go back to ``to_id`` (default: ``previous``), recording ``from_id`` as rolled back.
+        A mainframe goes back only when ``directed`` (a rollback directive OMEGA signed).
 
         Raises :class:`ReleaseConflict` (``from`` is not current, no target, target not
-        staged) or :class:`ActivationFailed`.
+        staged, a mainframe asked by hand) or :class:`ActivationFailed`.
         """
         if from_id is not None:
             _check_id(from_id)
         if to_id is not None:
             _check_id(to_id)
+        if self.config.mainframe is not None and not directed:
+            raise ReleaseConflict(
+                "a mainframe goes back only on a rollback directive OMEGA signed for it, not "
+                "on its bearer token: run 'deploy rollback UPDATE_ID' where the release was "
+                "approved",
+                rule="mainframe_forward_only",
+            )
         with self.lock:
             self._refuse_if_stopping()
             current, previous = self.links()
@@ -668,6 +682,29 @@ class Agent:
                 answer = self._switch(target, new_previous, "rollback", rolled_back=rolled)
             answer["rolled_back"] = rolled
             return answer
+
+    def _refuse_going_back(self, m: Manifest, current: str | None) -> None:
+        """On a mainframe, by hand (its bearer token): refuse a release rolled back here, or
+        one not newer than what runs (DESIGN §7: only OMEGA's signed rollback directive goes
+        back). Raises :class:`ReleaseConflict`. Locked."""
+        if m.update_id in self.state.rolled_back:
+            raise ReleaseConflict(
+                f"{m.update_id} was rolled back here; a mainframe runs it again only on a "
+                "directive OMEGA signed for it, not on its bearer token",
+                current=current,
+                rule="mainframe_forward_only",
+            )
+        if current is None:
+            return
+        running = self.releases.manifest(current).sequence
+        if m.sequence <= running:
+            raise ReleaseConflict(
+                f"{m.update_id} has sequence {m.sequence}, not higher than {running} of the "
+                f"running {current}; a mainframe goes back only on a rollback directive OMEGA "
+                "signed for it: run 'deploy rollback UPDATE_ID' where the release was approved",
+                current=current,
+                rule="mainframe_forward_only",
+            )
 
     def _migrate_back(self, target: str) -> None:
         """Before going back to ``target``: the ``rollback_migrate`` hook of each release

@@ -673,9 +673,11 @@ class Mainframe:
         await asyncio.to_thread(self.agent.stage, plan.manifest_bytes)
         crash_point("mainframe.staged")
         if plan.directive.action is Action.ROLLBACK and running is not None:
-            await asyncio.to_thread(self.agent.rollback, running.update_id, m.update_id)
+            await asyncio.to_thread(
+                self.agent.rollback, running.update_id, m.update_id, directed=True
+            )
         else:
-            await asyncio.to_thread(self.agent.activate, m.update_id)
+            await asyncio.to_thread(self.agent.activate, m.update_id, directed=True)
 
     async def _failed(self, http: httpx.AsyncClient, plan: Install, e: Exception) -> None:
         d = plan.directive
