@@ -107,20 +107,21 @@ def test_modules_are_imported_with_the_apps_own_interpreter(release: Path) -> No
     the agent's interpreter (as before) passed."""
     venv = release / ".venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    body = {"modules": ["starlette"]}
-    with_venv = run_check("modules", release, body, app_env(), app={"python": ".venv/bin/python"})
+    body = {"modules": ["starlette"]}  # as the release's signed [app] names them
+    app = {"python": ".venv/bin/python", **body}
+    with_venv = run_check("modules", release, body, app_env(), app=app)
     assert with_venv["status"] == "failed", with_venv
     assert "No module named 'starlette'" in with_venv["summary"]
     assert with_venv["details"]["interpreter"] == str(venv / "bin" / "python")
     # the first word of [app] run is the interpreter when it is one
-    run = {"run": ".venv/bin/python serve.py --port {port}"}
+    run = {"run": ".venv/bin/python serve.py --port {port}", **body}
     assert run_check("modules", release, body, app_env(), app=run)["status"] == "failed"
     # without either, the agent's interpreter, as before (which has starlette)
-    plain = run_check("modules", release, body, app_env(), app={"run": "./serve --port {port}"})
+    plain = run_check("modules", release, {}, app_env(), app={"run": "./serve", **body})
     assert plain["status"] == "passed" and plain["details"]["interpreter"] == sys.executable
-    missing = run_check("modules", release, body, app_env(), app={"python": "venv2/bin/python"})
+    missing = run_check("modules", release, {}, app_env(), app={"python": "venv2/bin/py", **body})
     assert missing["status"] == "failed"
-    assert "the app's interpreter venv2/bin/python does not exist" in missing["summary"]
+    assert "the app's interpreter venv2/bin/py does not exist" in missing["summary"]
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
@@ -144,13 +145,11 @@ def test_a_bare_interpreter_name_is_looked_up_where_the_app_looks_it_up(
         ASHAT_SHARED_DIR=str(tmp_path / "shared"),
     )
     jail = Jail("bwrap", bwrap=shutil.which("bwrap"))
-    app = {"run": "python3 serve.py --port {port}"}
-    result = run_check("modules", release, {"modules": ["fine"]}, env, jail, app=app)
+    app = {"run": "python3 serve.py --port {port}", "modules": ["fine"]}
+    result = run_check("modules", release, {}, env, jail, app=app)
     assert result["status"] == "passed", result
     assert result["details"]["interpreter"] == "python3"
-    missing = run_check(
-        "modules", release, {"modules": ["fine"]}, {**env, "PATH": "/nowhere"}, jail, app=app
-    )
+    missing = run_check("modules", release, {}, {**env, "PATH": "/nowhere"}, jail, app=app)
     assert missing["status"] == "failed"
     assert "the app's interpreter 'python3' is not on its PATH" in missing["summary"]
 

@@ -15,7 +15,7 @@ import pytest
 from ashat.bundle.keys import SigningKey
 from ashat.bundle.manifest import SCHEMA, FileEntry, Manifest
 from ashat.bundle.sign import sign_manifest
-from ashat.trust.chain import check_chain
+from ashat.trust.chain import check_chain, check_verification
 from ashat.trust.keys import TrustKey, sign_ed25519
 from ashat.trust.root import (
     ROLES,
@@ -280,6 +280,18 @@ def test_a_missing_check_is_a_failed_verification_even_when_the_statement_omits_
     v = sign(v["signed"], VERIFICATION_NAMESPACE, signer(VERIFIER))  # PUBLIC signed it so
     message = _refused("verification_failed", m, {"verification": v, "approvals": []})
     assert "security not run" in message  # root requires it, whatever ashat.toml said
+
+
+def test_a_skipped_module_load_test_of_a_release_that_names_modules_is_refused() -> None:
+    """PUBLIC loads the modules of the release's signed [app]: a statement that says it
+    skipped them for a release that names some is not one an honest PUBLIC signs."""
+    m = manifest()
+    m = sign_manifest(dataclasses.replace(m, app={"modules": ["app"]}, signatures=()), ALICE)
+    v = verification(m, modules="skipped")
+    message = _refused("verification_failed", m, {"verification": v, "approvals": []})
+    assert "names modules to load" in message and "skipped" in message
+    plain = manifest()  # a release that names none: skipped is what PUBLIC says
+    check_verification(ROOT_V1, plain, verification(plain, modules="skipped"))
 
 
 def test_self_approval_is_refused_unless_root_allows_it() -> None:

@@ -6,9 +6,17 @@ signs a statement (:func:`ashat.trust.statements.verification_signed`) only when
 
 - ``id`` is the release it runs now (the manifest digest and sequence are its own);
 - every server-side check it ran itself (modules, database, security) is reported with
-  the status PUBLIC saw: a control server that claims "passed" for a check PUBLIC saw
-  fail, or never ran against this release, gets a refusal, not a signature;
+  the status and summary PUBLIC saw: a control server that claims "passed" for a check
+  PUBLIC saw fail, or never ran against this release, or words PUBLIC's run did not say,
+  gets a refusal, not a signature;
 - for a passed Health Check, its app is alive and answering now.
+
+What those checks ran with is PUBLIC's to say, not the caller's: the Module Load Test loads
+the modules of the release's signed ``[app]`` only, and the statement's ``settings`` for
+``security`` (``allow``, ``advisories``) and ``database`` (its URL with the password
+hidden, ``url_env``, the schema query and version) are the inputs of PUBLIC's own last run
+of each, whatever the request says — so an approver reading the statement sees an
+``allow = ["*"]`` that hid every finding, and a password is never signed into it.
 
 The checks that run from the control side (API, performance, the security scan's headers)
 are signed as reported: PUBLIC cannot see their requests. docs/SECURITY.md says what that
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ashat.agent.errors import AgentError, NoSuchRelease, RequestInvalid
@@ -44,22 +53,73 @@ class NoVerifierKey(AgentError):
     exit_code = 3
 
 
+@dataclass(frozen=True)
+class OwnRun:
+    """PUBLIC's last run of one server-side check: what it said, and what it ran with."""
+
+    status: str
+    summary: str
+    inputs: dict[str, Any]  # the statement's settings of the check (:func:`inputs_of`)
+
+
 class OwnResults:
-    """The server-side checks this agent ran, by release: the last status of each."""
+    """The server-side checks this agent ran, by release: the last run of each."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[str, dict[str, str]] = {}
+        self._seen: dict[str, dict[str, OwnRun]] = {}
 
-    def note(self, update_id: str, name: str, status: Any) -> None:
+    def note(self, update_id: str, name: str, answer: Mapping[str, Any], body: Any) -> None:
+        run = OwnRun(
+            str(answer.get("status")), str(answer.get("summary") or ""), inputs_of(name, body)
+        )
         with self._lock:
-            self._seen.setdefault(update_id, {})[name] = str(status)
+            self._seen.setdefault(update_id, {})[name] = run
             while len(self._seen) > 16:  # releases verified long ago
                 self._seen.pop(next(iter(self._seen)))
 
-    def of(self, update_id: str) -> dict[str, str]:
+    def of(self, update_id: str) -> dict[str, OwnRun]:
         with self._lock:
             return dict(self._seen.get(update_id, {}))
+
+
+def inputs_of(name: str, body: Any) -> dict[str, Any]:
+    """What a server-side check's request asked it to run with, as the statement's
+    ``settings[name]`` shows it: ``security``'s ``allow`` and ``advisories``; ``database``'s
+    URL (password hidden), ``url_env``, query and expected version. Nothing for ``modules``
+    (the release's signed ``[app]`` names them). A malformed body (the check said
+    ``error``) shows as it came, minus a URL's password."""
+    body = body if isinstance(body, Mapping) else {}
+    if name == "security":
+        return {"allow": body.get("allow") or [], "advisories": body.get("advisories")}
+    if name == "database":
+        from ashat.store.db import redact_url
+
+        url = body.get("url")
+        keys = ("url_env", "schema_version_query", "expect_schema_version")
+        shown = {k: body.get(k) for k in keys}
+        return {"url": redact_url(url) if isinstance(url, str) and url else None, **shown}
+    return {}
+
+
+def signed_settings(reported: Mapping[str, Any], own: Mapping[str, OwnRun]) -> dict[str, Any]:
+    """The ``[verify]`` settings the statement carries: the caller's, with each server-side
+    check's inputs replaced by those of PUBLIC's own run (keys without a value left out),
+    and a database URL PUBLIC did not run dropped with its password."""
+    out = dict(reported)
+    for name in ("security", "database"):
+        section = reported.get(name)
+        merged = dict(section) if isinstance(section, Mapping) else {}
+        merged.pop("url", None)
+        run = own.get(name)
+        for key, value in (run.inputs if run is not None else {}).items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        if merged or name in reported:
+            out[name] = merged
+    return out
 
 
 def _results(body: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -84,7 +144,7 @@ def attest(
     manifest_digest: str,
     sequence: int,
     app_healthy: bool | None,
-    own: Mapping[str, str],
+    own: Mapping[str, OwnRun],
     body: Mapping[str, Any],
     at: str,
 ) -> dict[str, Any]:
@@ -112,21 +172,7 @@ def attest(
     for r in results:
         name, status = r["name"], r["status"]
         if name in SERVER_SIDE and status in ("passed", "skipped"):
-            seen = own.get(name)
-            if seen is None:
-                raise AttestRefused(
-                    f"the {name} check is reported {status}, but PUBLIC did not run it against "
-                    f"{update_id} since it started: run 'deploy verify {update_id}' again"
-                )
-            if name != "security" and seen != status:
-                raise AttestRefused(
-                    f"the {name} check is reported {status}; PUBLIC saw {seen} for {update_id}"
-                )
-            if name == "security" and seen not in ("passed", "skipped"):
-                raise AttestRefused(
-                    f"the security scan is reported {status}; PUBLIC's own scan of "
-                    f"{update_id} said {seen}"
-                )
+            _as_seen(update_id, name, status, r["summary"], own.get(name))
         if name == "health" and status in ("passed", "skipped") and app_healthy is False:
             raise AttestRefused(f"the Health Check is reported {status}; {update_id}'s app is down")
         if name == "health" and status == "skipped" and app_healthy is not None:
@@ -139,7 +185,7 @@ def attest(
         manifest_digest=manifest_digest,
         results=results,
         required=required,
-        settings=settings,
+        settings=signed_settings(settings, own),
         verifier=f"public {key.keyid}",
         at=at,
     )
@@ -148,3 +194,35 @@ def attest(
         VERIFICATION_NAMESPACE,
         lambda ns, msg: (key.keyid, sign_ed25519(key, ns, msg)),
     )
+
+
+def _as_seen(update_id: str, name: str, status: str, summary: str, seen: OwnRun | None) -> None:
+    """Refuse a server-side check reported ``status`` (passed or skipped) with ``summary``
+    unless PUBLIC's own last run of it said so. The security scan's report adds the
+    control side's findings (headers, certificate) after PUBLIC's own summary."""
+    if seen is None:
+        raise AttestRefused(
+            f"the {name} check is reported {status}, but PUBLIC did not run it against "
+            f"{update_id} since it started: run 'deploy verify {update_id}' again"
+        )
+    if name == "security":
+        if seen.status not in ("passed", "skipped"):
+            raise AttestRefused(
+                f"the security scan is reported {status}; PUBLIC's own scan of {update_id} "
+                f"said {seen.status}"
+            )
+        if summary != seen.summary and not summary.startswith(seen.summary + "; "):
+            raise AttestRefused(
+                f"the security scan is reported as {summary[:200]!r}; PUBLIC's own scan of "
+                f"{update_id} said {seen.summary[:200]!r}"
+            )
+        return
+    if seen.status != status:
+        raise AttestRefused(
+            f"the {name} check is reported {status}; PUBLIC saw {seen.status} for {update_id}"
+        )
+    if summary != seen.summary:
+        raise AttestRefused(
+            f"the {name} check is reported as {summary[:200]!r}; PUBLIC's own run against "
+            f"{update_id} said {seen.summary[:200]!r}"
+        )

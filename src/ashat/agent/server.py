@@ -198,7 +198,7 @@ class Endpoints:
             run_check, name, release_dir, body, env, self.agent.jail, advisories, app
         )
         answer = scrub_json(answer, self.agent.secrets())  # by value, whatever the name
-        self.own_results.note(update_id, name, answer.get("status"))
+        self.own_results.note(update_id, name, answer, body)
         return JSONResponse(answer)
 
     async def attest(self, request: Request) -> Response:

@@ -174,6 +174,14 @@ def check_verification(root: Root, m: Manifest, statement: Any) -> tuple[str, st
     TrustRefused."""
     s, verifier = verified_statement(root, statement, m.update_id)
     _same_release(s, m, "verification statement")
+    modules = m.app.get("modules") if isinstance(m.app, Mapping) else None
+    skipped = any(c.get("name") == "modules" and c.get("status") == "skipped" for c in s["checks"])
+    if skipped and modules:  # PUBLIC loads what [app] names: it had something to load
+        raise TrustRefused(
+            "verification_failed",
+            f"{m.update_id}'s signed [app] names modules to load, but its verification "
+            "statement says the Module Load Test was skipped",
+        )
     return verifier, digest(statement)
 
 

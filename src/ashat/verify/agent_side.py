@@ -32,12 +32,9 @@ class ModuleLoadCheck:
     title = "Module Load Test"
 
     def run(self, ctx: CheckContext) -> Outcome:
-        modules = ctx.app.get("modules") or []
-        if not modules:
-            return Outcome.skipped("no [app].modules configured")
-        if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
-            raise CheckConfigError("[app].modules must be a list of module names")
-        return ask_agent(ctx, "modules", {"modules": modules})
+        # PUBLIC loads the modules the release's signed [app] names, not ashat.toml's as
+        # it is now: what was pushed is what is verified (and the caller cannot choose).
+        return ask_agent(ctx, "modules", {})
 
 
 class DatabaseCheck:

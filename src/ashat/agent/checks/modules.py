@@ -202,16 +202,29 @@ def check_modules(
     jail: Jail | None = None,
     app: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Import each of ``body["modules"]`` in a fresh interpreter inside the release: the
-    app's own (``app``: the release's signed ``[app]``; :func:`app_interpreter`).
+    """Import each module of the release's signed ``[app] modules`` (``app``) in a fresh
+    interpreter inside the release, the app's own (:func:`app_interpreter`). The caller
+    cannot choose others: ``body["modules"]``, if given, must name the same (without
+    ``app``, as in a unit test, they are the ones loaded).
 
     Details: ``{"interpreter", "modules": [{"name", "ok", "ms", ["error", "traceback"]},
-    ...]}`` in the order asked; ``error`` and ``traceback`` only for modules that failed.
+    ...]}`` in the order declared; ``error`` and ``traceback`` only for modules that failed.
     """
     timeout_s = timeout_of(body)
     names = module_names(body)
+    if app is not None:
+        try:
+            declared = module_names({"modules": app.get("modules")})
+        except BadBody as e:
+            raise BadBody(f"the release's signed [app] modules: {e}") from None
+        if "modules" in body and names != declared:
+            raise BadBody(
+                f"modules {names} are not the release's signed [app] modules {declared}: "
+                "PUBLIC loads those, and only those"
+            )
+        names = declared
     if not names:
-        return result("skipped", "no modules to load", modules=[])
+        return result("skipped", "the release's [app] names no modules to load", modules=[])
     root = release_root(release_dir)
     try:
         python = app_interpreter(app or {}, root, env)
