@@ -424,6 +424,61 @@ def test_a_tier_moved_to_another_server_needs_its_token_again(env: Env) -> None:
         catcher.close()
 
 
+class Silent:
+    """A TCP server that accepts connections and never answers; counts them."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.held: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_scrapes_of_metrics_by_the_dozen_ask_a_silent_omega_once(
+    tmp_path: Path, serve_process: Any
+) -> None:
+    """/metrics needs no credentials and asks OMEGA how its rollouts go. Against an OMEGA
+    that accepts and never answers, each scrape took 13 s (3 s, retried three times), with
+    a call to OMEGA carrying its token for each: a few dozen anonymous scrapes held every
+    worker thread of the server. Now OMEGA is asked once at a time, without retries, and
+    its answer serves the scrapes of the next seconds."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "ashat.toml").write_text("")
+    silent = Silent()
+    try:
+        serve = serve_process(root)
+        admin = serve.add_user("ada", "admin")
+        omega = {"url": f"http://127.0.0.1:{silent.port}", "name": "O", "token": "tok-o"}
+        assert serve.call("PUT", "/v1/servers/omega", admin, omega).status_code == 200
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(12) as pool:
+            scrapes = list(pool.map(lambda _: serve.call("GET", "/metrics"), range(12)))
+        assert all(r.status_code == 200 for r in scrapes)
+        assert all("ashat_omega_up 0.0" in r.text for r in scrapes)
+        assert len(silent.held) == 1, f"{len(silent.held)} connections to OMEGA for 12 scrapes"
+        me = serve.call("GET", "/v1/me", admin)
+        assert me.status_code == 200 and me.elapsed.total_seconds() < 5
+    finally:
+        silent.close()
+
+
 def test_a_lone_surrogate_in_a_body_is_refused_not_a_server_error(env: Env) -> None:
     """JSON lets "\\ud800" through; UTF-8 cannot encode it, and a reason holding one was a
     500 (UnicodeEncodeError) when it was written."""

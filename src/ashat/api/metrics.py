@@ -4,13 +4,17 @@ Counters of the server's own requests and refusals, and, read from the control s
 each scrape (so deployments driven by the CLI count too): deployments by state, check
 results and durations per check, approvals, users by role, audit events, bytes and blobs
 pushed and skipped; for rollouts in flight, their progress as OMEGA reports it (asked with
-a short timeout; ``ashat_omega_up`` says whether it answered).
+a short timeout, by one scrape at a time, at most once in a few seconds: :class:`OmegaProbe`;
+``ashat_omega_up`` says whether it answered).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import (
@@ -25,13 +29,15 @@ from ashat.ops.users import UserRole
 from ashat.store.stats import CheckStats, PushTotals
 from ashat.workflow.states import State
 
-OMEGA_SCRAPE_TIMEOUT_S = 3.0
+OMEGA_SCRAPE_TIMEOUT_S = 3.0  # each request to OMEGA of a scrape, not retried
+OMEGA_ANSWERS_S = 5.0  # OMEGA's answers serve the scrapes of this many seconds
 log = logging.getLogger("ashat.api")
 
 
 class StoreCollector:
     def __init__(self, open_project: Callable[[], Project]) -> None:
         self.open_project = open_project
+        self._omega = OmegaProbe()
 
     def describe(self) -> list[Metric]:
         return []  # nothing to collect at registration: the store is read at each scrape
@@ -109,8 +115,7 @@ class StoreCollector:
             c.add_metric([], value)
             yield c
 
-    @staticmethod
-    def _rollouts(project: Project, flights: list[tuple[str, str]]) -> Iterator[Metric]:
+    def _rollouts(self, project: Project, flights: list[tuple[str, str]]) -> Iterator[Metric]:
         mainframes = GaugeMetricFamily(
             "ashat_rollout_mainframes",
             "Mainframes of each rollout in flight, by status",
@@ -121,36 +126,75 @@ class StoreCollector:
             "Share of the targeted mainframes that reported (installed or failed)",
             labels=["update_id", "rollout_id"],
         )
-        up = GaugeMetricFamily("ashat_omega_up", "1 when OMEGA answered this scrape's questions")
         server = project.store.server("omega")
         if server is not None:  # asked on each scrape, a rollout in flight or not
-            answered = 1
-            from ashat.errors import AshatError
-            from ashat.ops.project import client_for
-
-            try:
-                with client_for(server, timeout_s=OMEGA_SCRAPE_TIMEOUT_S) as omega:
-                    if not flights:
-                        omega.health()
-                    for update_id, rollout_id in flights:
-                        status = omega.rollout_status(rollout_id)
-                        totals = status.get("totals") or {}
-                        for key in ("targeted", "installed", "failed", "pending"):
-                            value = totals.get(key)
-                            if isinstance(value, int):
-                                mainframes.add_metric([update_id, rollout_id, key], value)
-                        targeted = totals.get("targeted") or 0
-                        done = (totals.get("installed") or 0) + (totals.get("failed") or 0)
-                        ratio.add_metric(
-                            [update_id, rollout_id], done / targeted if targeted else 0
-                        )
-            except AshatError as e:
-                log.warning("metrics: OMEGA did not answer: %s", e.message)
-                answered = 0
+            answered, totals = self._omega.answers(server, tuple(flights))
+            for (update_id, rollout_id), of_rollout in totals.items():
+                for key in ("targeted", "installed", "failed", "pending"):
+                    value = of_rollout.get(key)
+                    if isinstance(value, int):
+                        mainframes.add_metric([update_id, rollout_id, key], value)
+                targeted = of_rollout.get("targeted") or 0
+                done = (of_rollout.get("installed") or 0) + (of_rollout.get("failed") or 0)
+                ratio.add_metric([update_id, rollout_id], done / targeted if targeted else 0)
+            up = GaugeMetricFamily(
+                "ashat_omega_up", "1 when OMEGA answered this scrape's questions"
+            )
             up.add_metric([], answered)
             yield up
         yield mainframes
         yield ratio
+
+
+Flights = tuple[tuple[str, str], ...]  # (update id, rollout id) of each rollout in flight
+
+
+class OmegaProbe:
+    """OMEGA's answers for ``/metrics``: asked at most once per :data:`OMEGA_ANSWERS_S`
+    and by one scrape at a time, each request given up after OMEGA_SCRAPE_TIMEOUT_S (no
+    retries). ``/metrics`` needs no credentials, so scrapes sent by the hundred must not each
+    make a call to OMEGA (with its token) nor hold a worker thread while OMEGA is slow: a
+    scrape that comes while another asks takes the last answers (none yet: OMEGA not up)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: tuple[float, Flights, int, dict[tuple[str, str], dict[str, Any]]] | None = None
+
+    def answers(
+        self, server: Any, flights: Flights
+    ) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
+        """``(1 if OMEGA answered else 0, {(update id, rollout id): totals})``."""
+        last = self._last
+        if last is not None and last[1] == flights and time.monotonic() - last[0] < OMEGA_ANSWERS_S:
+            return last[2], last[3]
+        if not self._lock.acquire(blocking=False):  # another scrape is asking OMEGA now
+            return (last[2], last[3]) if last is not None and last[1] == flights else (0, {})
+        try:
+            answered, totals = self._ask(server, flights)
+            self._last = (time.monotonic(), flights, answered, totals)
+            return answered, totals
+        finally:
+            self._lock.release()
+
+    @staticmethod
+    def _ask(server: Any, flights: Flights) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
+        from ashat.errors import AshatError
+        from ashat.ops.project import client_for
+
+        totals: dict[tuple[str, str], dict[str, Any]] = {}
+        try:
+            with client_for(server, timeout_s=OMEGA_SCRAPE_TIMEOUT_S, retries=0) as omega:
+                if not flights:
+                    omega.health()
+                for update_id, rollout_id in flights:
+                    of_rollout = omega.rollout_status(rollout_id).get("totals")
+                    totals[(update_id, rollout_id)] = (
+                        of_rollout if isinstance(of_rollout, dict) else {}
+                    )
+        except AshatError as e:
+            log.warning("metrics: OMEGA did not answer: %s", e.message)
+            return 0, totals
+        return 1, totals
 
 
 class ApiMetrics:

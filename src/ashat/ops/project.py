@@ -96,8 +96,9 @@ class Project:
         return self.state_dir / "manifests" / f"{update_id}.json"
 
 
-def client_for(server: Server, timeout_s: float = 30.0) -> AgentClient:
-    """A client for a configured server (httpx is imported here, not before)."""
+def client_for(server: Server, timeout_s: float = 30.0, retries: int = 3) -> AgentClient:
+    """A client for a configured server (httpx is imported here, not before). ``retries``
+    0 for a best-effort probe that must give up after ``timeout_s``, not four times it."""
     from ashat.transport.client import AgentClient
 
-    return AgentClient.for_server(server, timeout_s=timeout_s)
+    return AgentClient.for_server(server, timeout_s=timeout_s, retries=retries)

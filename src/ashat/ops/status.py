@@ -221,7 +221,7 @@ def live_releases(project: Project) -> dict[str, list[str]]:
     live: dict[str, list[str]] = {}
     for s in sorted(project.store.servers(), key=lambda s: s.tier != "public"):
         try:
-            with client_for(s, timeout_s=LIVE_TIMEOUT_S) as client:
+            with client_for(s, timeout_s=LIVE_TIMEOUT_S, retries=0) as client:
                 current = client.health().get("current")
                 if current:
                     live.setdefault(str(current), []).append(s.tier.upper())

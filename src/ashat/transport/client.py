@@ -87,9 +87,10 @@ class AgentClient:
         )
 
     @classmethod
-    def for_server(cls, server: Any, timeout_s: float = 30.0) -> AgentClient:
+    def for_server(cls, server: Any, timeout_s: float = 30.0, retries: int = 3) -> AgentClient:
         """A client for a configured :class:`~ashat.workflow.models.Server`."""
-        return cls(server.url, _read_token(server.token_path), server.ca_cert, timeout_s)
+        token = _read_token(server.token_path)
+        return cls(server.url, token, server.ca_cert, timeout_s, retries=retries)
 
     def close(self) -> None:
         self._http.close()
