@@ -515,6 +515,44 @@ def test_the_last_admin_cannot_be_removed_from_the_cli(
     assert ashat("users", "token", "nobody").exit_code == 2
 
 
+def test_two_admins_removing_each_other_at_once_leave_one(tmp_path: Path) -> None:
+    """A review raced two DELETE /v1/users requests of the only two admins: both were
+    answered 200, the count of admins having been read before either removal, and no
+    admin was left to manage users or servers. The count is now taken in the removal's
+    own transaction: here the other admin's removal runs whole between this one's start
+    and its transaction, as the race had it."""
+    from ashat.errors import Refused
+    from ashat.ops.project import Project
+    from ashat.ops.users import add_user as add
+    from ashat.ops.users import remove_user
+    from ashat.store.users import UserStore
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "ashat.toml").write_text("")
+    first, second = (Project(root, default_sqlite_url(root)) for _ in range(2))
+    try:
+        add(first, "ada", "admin", actor="t")
+        add(first, "otto", "admin", actor="t")
+        real, raced = UserStore.remove, []
+
+        def other_request_first(self: UserStore, name: str, *args: Any, **kw: Any) -> bool:
+            if not raced:
+                raced.append(name)
+                remove_user(second, "otto", actor="ada")  # ada removes otto meanwhile
+            return real(self, name, *args, **kw)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(UserStore, "remove", other_request_first)
+            with pytest.raises(Refused) as e:
+                remove_user(first, "ada", actor="otto")  # otto removes ada
+        assert "ada is the last admin" in e.value.message
+        assert [u.name for u in UserStore(first.store).list()] == ["ada"]
+    finally:
+        first.close()
+        second.close()
+
+
 # == the whole workflow through the API, with real agents ==================================
 
 NOTIFY = """

@@ -19,7 +19,7 @@ import re
 import secrets
 from enum import StrEnum
 
-from ashat.errors import InvalidInput, NotFound, Refused
+from ashat.errors import InvalidInput, NotFound
 from ashat.ops.project import Project
 from ashat.store.users import User, UserStore
 from ashat.workflow.ports import SystemClock, iso
@@ -110,11 +110,7 @@ def remove_user(project: Project, name: str, *, actor: str | None = None) -> Use
     user = users.get(name)
     if user is None:
         raise NoSuchUser(f"no user {name!r}", user=name)
-    if user.role == UserRole.ADMIN.value and users.count_role(UserRole.ADMIN.value) <= 1:
-        raise Refused(
-            f"{name} is the last admin: add another admin before removing this one", user=name
-        )
-    if not users.remove(name, current_actor(actor), _now()):
+    if not users.remove(name, current_actor(actor), _now(), keep_one=UserRole.ADMIN.value):
         raise NoSuchUser(f"no user {name!r}", user=name)
     return user
 

@@ -8,6 +8,7 @@ import builtins  # the method named `list` shadows the builtin in the class body
 from dataclasses import dataclass
 from typing import Any
 
+from ashat.errors import Refused
 from ashat.store.db import Row
 from ashat.store.store import Store
 from ashat.workflow.errors import AlreadyExists
@@ -87,12 +88,21 @@ class UserStore:
             self.store.append_event("user.token_issued", actor, at, {"user": name})
         return True
 
-    def remove(self, name: str, actor: str, at: str) -> bool:
-        """Delete ``name`` (and so its token); False if there was no such user."""
+    def remove(self, name: str, actor: str, at: str, *, keep_one: str | None = None) -> bool:
+        """Delete ``name`` (and so its token); False if there was no such user. With
+        ``keep_one`` (a role), refuse (:class:`~ashat.errors.Refused`) to remove the last
+        user of that role: counted in the removal's transaction, so two removals at once
+        cannot both see another one left."""
         with self.db.transaction():
             user = self.get(name)
             if user is None:
                 return False
+            if user.role == keep_one and self.count_role(keep_one) <= 1:
+                raise Refused(
+                    f"{name} is the last {keep_one}: add another {keep_one} before removing "
+                    "this one",
+                    user=name,
+                )
             self.db.execute("DELETE FROM users WHERE name = ?", (name,))
             self.store.append_event("user.removed", actor, at, {"user": name, "role": user.role})
         return True
