@@ -385,6 +385,28 @@ def test_admin_configures_a_server_and_the_token_is_never_shown(env: Env) -> Non
     assert not (env.root / ".ashat" / "secrets" / "staging.token").exists()
 
 
+def test_a_refused_token_is_not_quoted_and_a_trailing_newline_is_refused(env: Env) -> None:
+    """A review: a server token the schema refused came back in the 400 (a proxy logging
+    4xx bodies keeps it), and Python's ``$`` let a digest or key id with a final newline
+    past the published patterns."""
+    before = env.snapshot()
+    for token in ("abc def-secret", "x" * 5000):
+        body = {"url": "http://127.0.0.1:9/", "name": "X", "token": token}
+        res = env.serve.call("PUT", "/v1/servers/public", env.tokens["admin"], body)
+        assert res.status_code == 400, res.text
+        assert "at token" in res.json()["error"] and "not shown" in res.json()["error"]
+        assert token[:20] not in res.text
+    digest = {"digests": ["0" * 64 + "\n"]}
+    res = env.serve.call("POST", "/v1/blobs/missing", env.tokens["deployer"], digest)
+    assert res.status_code == 400 and "at digests/0" in res.json()["error"], res.text
+    keyid = {"keyid": "0123456789abcdef\n"}
+    res = env.serve.call(
+        "POST", "/v1/deployments/v1/approval-to-sign", env.tokens["approver"], keyid
+    )
+    assert res.status_code == 400 and "at keyid" in res.json()["error"], res.text
+    assert env.snapshot() == before
+
+
 def test_a_tier_moved_to_another_server_needs_its_token_again(env: Env) -> None:
     """One admin token re-pointed a tier at its own server, keeping the stored token: the
     next outgoing call (any viewer's ?check=true) sent it OMEGA's bearer token."""
