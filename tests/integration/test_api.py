@@ -407,6 +407,25 @@ def test_a_refused_token_is_not_quoted_and_a_trailing_newline_is_refused(env: En
     assert env.snapshot() == before
 
 
+def test_a_nul_in_free_text_is_refused_naming_the_field(env: Env) -> None:
+    """PostgreSQL cannot store a NUL: a reason holding one was a 400 naming the store's
+    URL (its host and user), and on SQLite it was kept. Refused at the schema, on both."""
+    before = env.snapshot()
+    for path, body, named in (
+        ("/v1/deployments/v1/cancel", {"reason": "a\u0000b"}, "reason"),
+        ("/v1/deployments/v1/approve", {"comment": "ok\u0000"}, "comment"),
+        ("/v1/deployments/n9/push", {"description": "d\u0000", "manifest": {}}, "description"),
+    ):
+        role = "approver" if path.endswith("approve") else "deployer"
+        res = env.serve.call("POST", path, env.tokens[role], body)
+        assert res.status_code == 400, res.text
+        assert (
+            res.json()["error"]
+            == f"invalid request body at {named}: must not contain a NUL character"
+        )
+    assert env.snapshot() == before
+
+
 def test_a_tier_moved_to_another_server_needs_its_token_again(env: Env) -> None:
     """One admin token re-pointed a tier at its own server, keeping the stored token: the
     next outgoing call (any viewer's ?check=true) sent it OMEGA's bearer token."""

@@ -37,6 +37,15 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+def text(max_length: int, min_length: int = 0) -> dict[str, Any]:
+    """Free text a person wrote (a reason, a comment): no NUL, which PostgreSQL cannot store."""
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_length, "pattern": NO_NUL}
+    if min_length:
+        schema["minLength"] = min_length
+    return schema
+
+
+NO_NUL = "^[^\\u0000]*$"
 STR: dict[str, Any] = {"type": "string"}
 INT: dict[str, Any] = {"type": "integer"}
 NUM: dict[str, Any] = {"type": "number"}
@@ -232,10 +241,10 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     ),
     "ApproveRequest": closed(
         {
-            "comment": nullable({"type": "string", "maxLength": 1000}),
+            "comment": nullable(text(1000)),
             "wait": {"type": "boolean", "default": False},
             # deploy approve --to: a label selector the rollout goes to (deploy --via sends it)
-            "to": nullable({"type": "string", "maxLength": 1000}),
+            "to": nullable(text(1000)),
             # the approval statement the approver signed on their own machine (a project
             # with a root of trust takes no other approval)
             "statement": {
@@ -248,7 +257,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "ApprovalToSignRequest": closed(
         {
             "keyid": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
-            "comment": nullable({"type": "string", "maxLength": 1000}),
+            "comment": nullable(text(1000)),
         },
         ["keyid"],
     ),
@@ -264,17 +273,17 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     ),
     "PushRequest": closed(
         {
-            "description": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "description": text(1000, min_length=1),
             "manifest": {"type": "object"},
             "tasks": {
                 "type": "array",
                 "maxItems": 20,
-                "items": {"type": "string", "minLength": 1, "maxLength": 300},
+                "items": text(300, min_length=1),
             },
         },
         ["description", "manifest"],
     ),
-    "ReasonRequest": closed({"reason": nullable({"type": "string", "maxLength": 500})}),
+    "ReasonRequest": closed({"reason": nullable(text(500))}),
     "ServerRequest": closed(
         {
             "url": {"type": "string", "pattern": SERVER_URL_PATTERN, "maxLength": 2000},
@@ -339,7 +348,11 @@ def _validator_class() -> Any:
                 patrn[:-1] + r"\Z" if patrn.endswith("$") and not patrn.endswith("\\$") else patrn
             )
             if re.search(python, instance) is None:
-                yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
+                yield jsonschema.ValidationError(
+                    "must not contain a NUL character"
+                    if patrn == NO_NUL
+                    else f"{instance!r} does not match {patrn!r}"
+                )
 
         _VALIDATOR = jsonschema.validators.extend(
             jsonschema.Draft202012Validator, {"pattern": pattern}
