@@ -350,6 +350,29 @@ def test_a_mainframes_bearer_token_cannot_take_it_back_to_a_rolled_back_or_older
     assert chain.currents() == ["hello-003", "hello-003"]
 
 
+def test_a_project_with_no_database_to_check_is_verified_under_a_root(make_chain: Any) -> None:
+    """A review: with a root of trust and no ``[verify.database]``, the control side said
+    "skipped" without asking PUBLIC, PUBLIC would not sign a server-side check it did not
+    run, and every ``deploy verify`` failed the same way ("run deploy verify again"). Now
+    PUBLIC is asked, says skipped itself, and signs that."""
+    import re
+
+    chain = make_chain()
+    toml = chain.root / "ashat.toml"
+    text = re.sub(r"\[verify\.database\]\n(?:[^\[\n].*\n)*", "", toml.read_text())
+    text = text.replace('"database", ', "").replace(', "database"', "")
+    assert "database" not in text, text
+    toml.write_text(text)
+    (chain.root / "VERSION").write_text("1.0.1\n")
+    assert deploy("push", "hello-001", "no database").exit_code == 0
+    res = deploy("verify", "hello-001")
+    assert res.exit_code == 0, res.output
+    assert "Database Connection: no [verify.database] url or url_env configured" in res.output
+    _, status = deploy_json("status", "hello-001")
+    statement = status["deployment"]["details"]["verification"]["signed"]
+    assert {c["name"]: c["status"] for c in statement["checks"]}["database"] == "skipped"
+
+
 def test_an_approval_of_an_earlier_verification_does_not_count_and_may_be_renewed(
     make_chain: Any,
 ) -> None:

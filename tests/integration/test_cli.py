@@ -693,3 +693,25 @@ def test_a_store_locked_by_another_process_is_a_clear_error_in_json(
     assert "another process is writing to the store" in answer["error"]
     assert "Traceback" not in res.output and "sqlite3" not in res.output
     assert took < 10
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ashat@127.0.0.1:1/ashat?password=supersecretpw",
+        "postgresql://ashat:supersecretpw@127.0.0.1:1/ashat",
+        "postgresql://127.0.0.1:1/ashat?sslmode=disable&password=supersecretpw",
+    ],
+)
+def test_a_database_password_is_never_printed_wherever_the_url_holds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """A review: ``ASHAT_DB=postgresql://…?password=…`` was printed whole in the error of a
+    store that cannot be reached (only ``user:password@`` was hidden)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ashat.toml").write_text("")
+    monkeypatch.setenv("ASHAT_DB", url)
+    res = deploy("history")
+    assert res.exit_code == 2, res.output
+    assert "cannot connect to postgresql://" in res.output and "***" in res.output
+    assert "supersecretpw" not in res.output

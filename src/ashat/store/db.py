@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -304,14 +305,27 @@ class Database:
 
 
 def redact_url(url: str) -> str:
-    """Hide a password in a database URL (``postgresql://u:secret@h/db`` -> ``u:***@``)."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    if ":" in creds:
-        creds = creds.split(":", 1)[0] + ":***"
-    return f"{scheme}://{creds}@{host}"
+    """Hide the passwords in a database URL: the userinfo's (``postgresql://u:secret@h/db``
+    -> ``u:***@``) and any ``password=`` value of its query or of a ``key=value`` string
+    (``?password=secret``, ``sslpassword=``) -> ``password=***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _PASSWORD_PARAM.sub(r"\1***", url)
+    netloc, slash, tail = rest.partition("/")
+    if "?" in netloc:  # no path: the query starts in what came after the host
+        netloc, _, query = netloc.partition("?")
+        slash, tail = "", "?" + query
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        if ":" in creds:
+            creds = creds.split(":", 1)[0] + ":***"
+        netloc = f"{creds}@{host}"
+    path, qmark, query = tail.partition("?")
+    query = _PASSWORD_PARAM.sub(r"\1***", query)
+    return f"{scheme}://{netloc}{slash}{path}{qmark}{query}"
+
+
+_PASSWORD_PARAM = re.compile(r"(?i)((?:^|[&;\s])[a-z_]*password=)[^&;\s]*")
 
 
 def default_sqlite_url(project_root: Path) -> str:

@@ -85,7 +85,7 @@ def _request(body: Mapping[str, Any], env: Mapping[str, str]) -> Request | dict[
             f"the database URL variable {url_env} is not set in the app's environment",
             url_env=url_env,
         )
-    return result("skipped", "no database url or url_env given")
+    return result("skipped", "no [verify.database] url or url_env configured")
 
 
 def _same_version(found: Any, expected: Any) -> bool:
