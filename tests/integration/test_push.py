@@ -162,6 +162,43 @@ def test_symlink_leaving_the_tree_is_refused_before_anything_is_recorded(
     assert current(agent) is None
 
 
+def test_keys_and_tokens_in_the_tree_are_refused_before_anything_is_sent(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """A review followed the README: ``ashat keys generate`` in the project (its default
+    --dir is ``.``) and a token file beside it, and ``deploy push`` sent root.key,
+    verifier.key and the token to PUBLIC, where the app can read them, a step from every
+    mainframe. The push now refuses a private key named like one and a copy of the
+    project's own secrets, naming them, before anything is recorded."""
+    from support import ashat
+
+    agent = agent_factory()
+    root = hello_project(agent)
+    for name in ("verifier", "root"):
+        assert ashat("keys", "generate", name).exit_code == 0  # into the project
+    (root / "token").write_text(agent.token_file.read_text().strip() + "\n")
+    signing_key = Path(os.environ["ASHAT_SIGNING_KEY"])
+    (root / "alpha-copy.bin").write_bytes(signing_key.read_bytes())
+    res = deploy("push", "hello-001", "x")
+    assert res.exit_code == 2, res.output
+    for shown in (
+        "root.key (a private key)",
+        "verifier.key (a private key)",
+        "token (the PUBLIC token)",
+        "alpha-copy.bin (the project's signing key)",
+    ):
+        assert shown in res.stderr, res.stderr
+    assert ".ashatignore" in res.stderr and "verifier.pub" not in res.stderr
+    assert deploy_json("history")[1]["deployments"] == []
+    assert current(agent) is None
+    # kept out by .ashatignore, or a key the release must carry accepted by the scan's allow
+    (root / ".ashatignore").write_text("token\nalpha-copy.bin\nroot.key\n")
+    toml = root / "ashat.toml"
+    toml.write_text(toml.read_text().replace("allow = []", 'allow = ["verifier.key"]', 1))
+    res = deploy("push", "hello-001", "x")
+    assert res.exit_code == 0, res.output
+
+
 def test_untrusted_key_fails_the_push_and_public_keeps_its_release(
     agent_factory: Any, hello_project: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

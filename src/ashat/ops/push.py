@@ -15,6 +15,7 @@ Two ways in:
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
@@ -70,6 +71,11 @@ def build_unsigned(
         if not root.is_dir():
             raise InvalidInput(f"--source {source}: not a directory")
         built = build_from_dir(root, cache_path=project.state_dir / "hashcache.json", **meta)
+    try:
+        refuse_secrets(project, built)
+    except BaseException:
+        built.cleanup()
+        raise
     if config.app.requirements is None:
         return built
     from ashat.bundle.wheels import Target, with_dependencies
@@ -83,6 +89,82 @@ def build_unsigned(
         built.cleanup()
         raise
     return built
+
+
+KEY_FILE_GLOBS = ("*.key", "*.pem", "*.p8", "id_*")  # names a private key goes by
+KEY_HEAD_BYTES = 200  # a PEM or OpenSSH private key says so in its first line
+_PRIVATE_KEY_HEAD = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+
+
+def refuse_secrets(project: Project, built: Built) -> None:
+    """Refuse (InvalidInput, exit 2, before anything is recorded or sent) a tree that would
+    ship a secret to PUBLIC, where the app can read it, and on to every mainframe: a copy
+    of one of the project's own (its signing key, a server's token), or a private key (a
+    file named like one whose first line says so), unless ``[verify.security] allow``
+    accepts that path. Only digests the build computed, and the first bytes of files named
+    like keys, are looked at."""
+    from ashat.agent.checks.security import allowed
+
+    own = _own_secrets(project)
+    verify = project.config().table("verify")
+    security = verify.get("security")
+    listed = security.get("allow") if isinstance(security, dict) else None
+    allow = [a for a in listed if isinstance(a, str)] if isinstance(listed, list) else []
+    found: list[str] = []
+    for e in built.manifest.files:
+        if e.kind != "file":
+            continue
+        if e.sha256 in own:
+            found.append(f"{e.path} ({own[e.sha256]})")
+            continue
+        name = e.path.rsplit("/", 1)[-1]
+        if (
+            not name.endswith(".pub")
+            and any(fnmatch.fnmatchcase(name, g) for g in KEY_FILE_GLOBS)
+            and _private_key_head(built.blobs[e.sha256])
+            and not allowed(e.path, allow)
+        ):
+            found.append(f"{e.path} (a private key)")
+    if found:
+        shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+        raise InvalidInput(
+            f"the tree holds secrets that would go to PUBLIC, its app and every mainframe: "
+            f"{shown}. Keep keys and tokens out of the tree (ashat keys generate NAME --dir "
+            "DIR outside it), or list them in .ashatignore; a private key the release must "
+            "carry is accepted by [verify.security] allow",
+            secrets=[f.split(" (", 1)[0] for f in found],
+        )
+
+
+def _own_secrets(project: Project) -> dict[str, str]:
+    """The digests a copy of the project's secrets would have in a tree: its signing key's
+    file, and each server token as stored and as a token file is written (a newline)."""
+    out: dict[str, str] = {}
+    files: list[tuple[Path, str]] = [
+        (p, f"the {p.stem.upper()} token")
+        for p in sorted((project.state_dir / "secrets").glob("*.token"))
+    ]
+    with contextlib.suppress(InvalidInput):
+        files.append((project.config().signing_key_path(), "the project's signing key"))
+    for path, what in files:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        text = data.strip()
+        for variant in {data, text, text + b"\n", text + b"\r\n"}:
+            if text:
+                out[hashlib.sha256(variant).hexdigest()] = what
+    return out
+
+
+def _private_key_head(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(KEY_HEAD_BYTES)
+    except OSError:
+        return False
+    return _PRIVATE_KEY_HEAD.search(head) is not None
 
 
 def _signing_key(project: Project) -> Any:
