@@ -715,3 +715,25 @@ def test_a_database_password_is_never_printed_wherever_the_url_holds_it(
     assert res.exit_code == 2, res.output
     assert "cannot connect to postgresql://" in res.output and "***" in res.output
     assert "supersecretpw" not in res.output
+
+
+@pytest.mark.parametrize("verb", [["help"], ["history"], ["status"], ["history", "--json"]])
+def test_a_reader_that_leaves_early_ends_the_verb_quietly(tmp_path: Path, verb: list[str]) -> None:
+    """A review: ``deploy status | head -3`` printed a traceback ending in BrokenPipeError
+    and ``error: internal error``, exit 1. Now it ends as a process killed by SIGPIPE
+    does (141 in a shell), silently."""
+    (tmp_path / "ashat.toml").write_text("")
+    read, write = os.pipe()
+    os.close(read)  # no reader: the first write fails
+    try:
+        env = {**os.environ, "ASHAT_HELPER": "off", "ASHAT_USER": "alice"}
+        env.pop("ASHAT_DB", None)
+        res = subprocess.run(
+            [sys.executable, "-m", "ashat.cli.warm", *verb],
+            stdout=write, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+            timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert res.returncode == 141, res.stderr
+    assert res.stderr == ""

@@ -106,7 +106,9 @@ def demo(app_dir: str | None, keep: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="ashat")
+    from ashat.cli.output import run_main
+
+    run_main(cli, "ashat")
 
 
 if __name__ == "__main__":

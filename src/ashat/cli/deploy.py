@@ -13,7 +13,7 @@ import click
 
 from ashat import __version__
 from ashat.cli.context import complete_update_id, operations
-from ashat.cli.output import BAD, OK, WARN, AshatGroup, Verdict, emit, json_option, style
+from ashat.cli.output import BAD, OK, WARN, AshatGroup, Verdict, emit, json_option, run_main, style
 from ashat.errors import InvalidInput, OperationFailed, RemoteError
 from ashat.workflow.models import Deployment, Event
 from ashat.workflow.states import State, describe_allowed
@@ -416,7 +416,7 @@ def main() -> None:
     from ashat.cli import lean_start
 
     lean_start()
-    cli(prog_name="deploy")
+    run_main(cli, "deploy")
 
 
 if __name__ == "__main__":

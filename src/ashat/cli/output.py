@@ -6,6 +6,7 @@ stderr (or a JSON object on stdout with ``--json``) and an exit code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -131,6 +132,8 @@ class AshatGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            reader_gone()
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as e:  # a bug: still one line (and JSON under --json), exit 1
@@ -138,6 +141,33 @@ class AshatGroup(click.Group):
 
             traceback.print_exc(file=sys.stderr)
             fail(InternalError(f"internal error: {type(e).__name__}: {e}"))
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports of a writer whose reader left
+
+
+def reader_gone() -> NoReturn:
+    """Standard output's reader went away (``deploy history | head``): end quietly, as a
+    process killed by SIGPIPE does, without a traceback about it. Whatever is still
+    buffered goes nowhere (the interpreter's own flush at exit would fail again)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
+def run_main(command: click.Command, prog_name: str) -> None:
+    """Run a console script's command; a reader that left before the last of the output
+    was flushed (at exit) ends it as :func:`reader_gone` does."""
+    try:
+        command(prog_name=prog_name)
+    finally:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            reader_gone()
+        except (OSError, ValueError):
+            pass
 
 
 def flush_notifications() -> None:
