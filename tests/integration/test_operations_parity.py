@@ -145,6 +145,30 @@ def test_a_release_from_push_to_fleet_and_back(world: World) -> None:
     assert world.fleet.currents() == ["v1", "v1"]
 
 
+def test_a_pause_gate_ends_the_wait_of_an_approval_either_way(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review: through ``ashat serve`` (``deploy --via``), an approval whose rollout
+    stopped at a ``"pause"`` gate was followed until the hour's limit, printing nothing,
+    where the local one returned at once saying how to resume."""
+    import time
+
+    from ashat.ops import remote
+
+    monkeypatch.setattr(remote, "FOLLOW_LIMIT_S", 120.0)
+    toml = world.fleet.root / "ashat.toml"
+    toml.write_text(toml.read_text().replace("waves = [50, 100]", 'waves = [50, "pause", 100]'))
+    alice, bob = world.as_user("alice"), world.as_user("bob")
+    _push(alice, "v1")
+    assert alice.verify("v1", None, lambda s: None)["passed"] is True
+    started = time.monotonic()
+    outcome = bob.approve("v1", as_user="bob", comment=None, wait=True, hooks=ApproveHooks())
+    waited = time.monotonic() - started
+    assert outcome.deployment.state.value == "distributing", outcome.data
+    assert outcome.data["rollout_status"]["paused"], outcome.data
+    assert waited < 60, f"followed a paused rollout for {waited:.0f} s"
+
+
 def test_refusals_keep_their_exit_codes_either_way(world: World) -> None:
     alice = world.as_user("alice")
     assert _refused(lambda: alice.status("nope"))[0] == 2  # no such deployment

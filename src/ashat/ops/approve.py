@@ -92,18 +92,24 @@ def follow_rollout(
 
     deadline = time.monotonic() + limit_s
     dep, status = reconcile_following(project, wf, update_id, omega)
-    while (
-        dep.state.value in WAITING_STATES
-        and not (status or {}).get("paused")  # a gate, or an operator: theirs to resume
-        and not (status or {}).get("next_region")  # a region done: the next is released
-        and not _failed_for_good(dep, status)
-        and time.monotonic() < deadline
-    ):
+    while keeps_going(dep, status) and time.monotonic() < deadline:
         if tick is not None:
             tick(dep, status)
         time.sleep(POLL_S)
         dep, status = reconcile_following(project, wf, update_id, omega)
     return dep, status
+
+
+def keeps_going(dep: Deployment, status: dict[str, Any] | None) -> bool:
+    """Whether a rollout being followed may still end by itself: the deployment is
+    distributing, its rollout not paused (a gate, or an operator: theirs to resume), no
+    region done with the next to release, and not failed for good."""
+    return (
+        dep.state.value in WAITING_STATES
+        and not (status or {}).get("paused")
+        and not (status or {}).get("next_region")
+        and not _failed_for_good(dep, status)
+    )
 
 
 def _failed_for_good(dep: Deployment, status: dict[str, Any] | None) -> bool:

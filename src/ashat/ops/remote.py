@@ -236,7 +236,7 @@ class RemoteOperations:
 
         With ``signer`` (the approver's own key), the approval statement is signed here, on
         the approver's machine; the server only carries it (and checks it)."""
-        from ashat.ops.approve import WAITING_STATES, ApproveOutcome
+        from ashat.ops.approve import ApproveOutcome, keeps_going
         from ashat.workflow.approve import ApprovalPolicy, ApproveResult, DistributionPolicy
 
         path = _dep_path(update_id, "approve")
@@ -285,7 +285,7 @@ class RemoteOperations:
         rollout = view.rollout
         if wait:
             deadline = time.monotonic() + FOLLOW_LIMIT_S
-            while dep.state.value in WAITING_STATES and time.monotonic() < deadline:
+            while keeps_going(dep, rollout) and time.monotonic() < deadline:
                 if hooks.tick is not None:
                     hooks.tick(dep, rollout)
                 time.sleep(POLL_S)
