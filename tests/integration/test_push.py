@@ -254,6 +254,11 @@ def test_unreachable_public_exits_4_and_the_push_resumes_later(
     assert status["deployment"]["state"] == "pushing"
     interrupted = [e for e in status["events"] if e["kind"] == "push.interrupted"]
     assert interrupted and "cannot reach" in interrupted[-1]["details"]["error"]
+    # Another push is told how to free PUBLIC: resume this one (a push cut short cannot
+    # be cancelled; the message said 'deploy cancel', which was refused).
+    code, out = deploy_json("push", "hello-003", "y")
+    assert code == 3 and "finish it with 'deploy push hello-002" in out["error"], out
+    assert "deploy cancel" not in out["error"]
     back = agent_factory(like=agent)
     configure_tier("public", back, "Staging")
     code, out = deploy_json("push", "hello-002", "x")

@@ -181,7 +181,7 @@ def _start(
         if actor != wf.actor:
             raise LeaseHeld(
                 f"{update_id} is being pushed by {lease.owner} (lease until "
-                f"{lease.expires_at}); wait for it, or cancel it with 'deploy cancel {update_id}'",
+                f"{lease.expires_at}); wait for it to end or its lease to expire",
                 tier="public",
                 holder=update_id,
             )
