@@ -737,3 +737,23 @@ def test_a_reader_that_leaves_early_ends_the_verb_quietly(tmp_path: Path, verb: 
         os.close(write)
     assert res.returncode == 141, res.stderr
     assert res.stderr == ""
+
+
+def test_a_verb_outside_any_project_says_so_and_makes_no_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review, in the wrong directory: ``deploy history`` said "(none)", exit 0, and
+    left ``.ashat/ashat.db`` behind; ``deploy configure`` copied a token there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ASHAT_DB", raising=False)
+    token = tmp_path.parent / f"{tmp_path.name}.token"
+    token.write_text(TOKEN + "\n")
+    for args in (
+        ["history"],
+        ["status"],
+        ["configure", "public", "http://127.0.0.1:9", "Staging", "--token-file", str(token)],
+    ):
+        res = deploy(*args)
+        assert res.exit_code == 2, res.output
+        assert f"no ashat.toml in {tmp_path}" in res.stderr and "deploy init" in res.stderr
+    assert list(tmp_path.iterdir()) == []

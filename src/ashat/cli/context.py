@@ -30,7 +30,24 @@ COMPLETION_LIMIT = 200
 class Project(ops_project.Project):
     @classmethod
     def find(cls, start: Path | None = None, db_url: str | None = None) -> Project:
-        found = cls(ops_project.find_project_root(start), db_url)
+        """The project at or above ``start`` (the working directory). Raises InvalidInput
+        where there is none and a verb would make a control store here (no ``ASHAT_DB``,
+        no store in ``.ashat/``): a verb run in the wrong directory said "(none)", exit 0,
+        and left ``.ashat/ashat.db`` behind (in /tmp too)."""
+        from ashat.errors import InvalidInput
+        from ashat.project import CONFIG_NAME, state_dir
+
+        root = ops_project.find_project_root(start)
+        if (
+            not (root / CONFIG_NAME).is_file()
+            and not (db_url or os.environ.get("ASHAT_DB"))
+            and not (state_dir(root) / "ashat.db").is_file()
+        ):
+            raise InvalidInput(
+                f"no ashat.toml in {root} or any directory above it: run this in your "
+                "project's directory, or 'deploy init' to make one here"
+            )
+        found = cls(root, db_url)
         ctx = click.get_current_context(silent=True)
         if ctx is not None:
             ctx.find_root().call_on_close(found.close)

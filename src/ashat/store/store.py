@@ -304,17 +304,17 @@ class Store:
                 row = self.db.query_one(
                     "SELECT state FROM deployments WHERE id = ?", (lease.deployment_id,)
                 )
-                way_out = (  # a push cut short cannot be cancelled: it is resumed
-                    f"finish it with 'deploy push {lease.deployment_id} DESCRIPTION' (a push "
-                    "resumes where it stopped; 'deploy configure' first if the server was "
-                    "wrong)"
+                advice = (  # a push cut short cannot be cancelled: it is resumed
+                    f"wait for it to end, or finish it with 'deploy push {lease.deployment_id} "
+                    "DESCRIPTION' (a push resumes where it stopped; 'deploy configure' first "
+                    "if the server was wrong)"
                     if row is not None and row[0] == "pushing"
-                    else f"cancel it with 'deploy cancel {lease.deployment_id}'"
+                    else "wait for it to end, or cancel it with "
+                    f"'deploy cancel {lease.deployment_id}'"
                 )
                 raise LeaseHeld(
                     f"{tier.upper()} is held by deployment {lease.deployment_id!r} "
-                    f"(owner {lease.owner}) until {lease.expires_at}; wait for it to end, "
-                    f"or {way_out}",
+                    f"(owner {lease.owner}) until {lease.expires_at}; {advice}",
                     tier=tier,
                     holder=lease.deployment_id,
                     expires_at=lease.expires_at,
