@@ -100,6 +100,12 @@ def test_license_revoke_reaches_omega_which_then_refuses_it(
     poll = f"{omega.url}/v1/fleet/poll?wait=0"
     headers = {"Authorization": f"License {token}"}
     assert httpx.get(poll, headers=headers, timeout=10).status_code == 200
+    # A review: a typo of the id was answered "revoked", exit 0, the real one still valid.
+    typo = ashat("license", "revoke", license_id[:-1] + "x", "--reason", "incident")
+    assert typo.exit_code == 2 and "this project did not issue it" in typo.stderr, typo.output
+    assert httpx.get(poll, headers=headers, timeout=10).status_code == 200
+    elsewhere = ashat("license", "revoke", "lic-from-another-desk", "--issued-elsewhere")
+    assert elsewhere.exit_code == 0, elsewhere.output
     res = ashat("license", "revoke", license_id, "--reason", "contract ended")
     assert res.exit_code == 0, res.output
     refused = httpx.get(poll, headers=headers, timeout=10)

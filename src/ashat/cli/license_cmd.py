@@ -87,12 +87,17 @@ def issue_cmd(
 @license_group.command("revoke")
 @click.argument("license_id")
 @click.option("--reason", help="Recorded in the audit trail.")
+@click.option(
+    "--issued-elsewhere",
+    is_flag=True,
+    help="Revoke an id this project did not issue and no mainframe of OMEGA's holds.",
+)
 @json_option
-def revoke_cmd(license_id: str, reason: str | None) -> None:
+def revoke_cmd(license_id: str, reason: str | None, issued_elsewhere: bool) -> None:
     """Tell OMEGA to refuse LICENSE_ID from now on, and record it."""
     from ashat.ops.licenses import revoke_license
 
-    omega = revoke_license(Project.find(), license_id, reason)
+    omega = revoke_license(Project.find(), license_id, reason, issued_elsewhere=issued_elsewhere)
     emit(
         {"revoked": license_id, "omega": omega},
         lambda: click.echo(f"{OK} license {license_id} revoked on {omega}"),

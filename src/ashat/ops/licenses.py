@@ -96,12 +96,28 @@ def issue_license(
     return record
 
 
-def revoke_license(project: Project, license_id: str, reason: str | None) -> str:
-    """Revoke ``license_id`` on OMEGA, then record it; return OMEGA's name."""
+def revoke_license(
+    project: Project, license_id: str, reason: str | None, *, issued_elsewhere: bool = False
+) -> str:
+    """Revoke ``license_id`` on OMEGA, then record it; return OMEGA's name. An id neither
+    this project issued nor any mainframe OMEGA knows holds is refused (InvalidInput), unless
+    ``issued_elsewhere``: OMEGA takes any id, and a typo in an incident would leave the real
+    license working while the operator read "revoked"."""
     if not license_id or len(license_id) > 100 or not license_id.isprintable():
         raise InvalidInput(f"invalid license id {license_id!r}")
     server = project.require_server("omega")
     with client_for(server) as omega:
+        if not issued_elsewhere:
+            known = {str(r.get("license_id")) for r in read_registry(project)}
+            if license_id not in known:
+                known |= {str(m.get("license_id")) for m in omega.mainframes()}
+            if license_id not in known:
+                raise InvalidInput(
+                    f"no license {license_id!r}: this project did not issue it ('ashat "
+                    "license list') and no mainframe OMEGA knows holds it; check the id, or "
+                    "revoke a license issued elsewhere with --issued-elsewhere",
+                    license_id=license_id,
+                )
         omega.revoke_license(license_id)
     project.workflow().note(None, "license.revoked", {"license_id": license_id, "reason": reason})
     return server.name
