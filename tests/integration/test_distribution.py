@@ -284,6 +284,11 @@ def test_a_manual_gate_between_waves(stack: Any) -> None:
     _, status = deploy_json("status", "hello-001")
     assert status["deployment"]["state"] == "distributing"
     assert status["rollout"]["pause_after"] == [0] and status["rollout"]["paused"]
+    # A review: the human status said "(running)" and "paused" nowhere.
+    human = deploy("status", "hello-001").stdout
+    assert "(paused): 1 installed" in human and "(running)" not in human, human
+    assert "(gate after wave 1: deploy resume to go on): no wave starts until " in human
+    assert "deploy resume hello-001" in human
     assert deploy("resume", "hello-001").exit_code == 0
     code, out = deploy_json("approve", "hello-001")  # follows it to its end
     assert code == 0 and out["state"] == "completed", out

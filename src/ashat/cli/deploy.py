@@ -205,13 +205,21 @@ def status(update_id: str | None) -> None:
                         f"{t.get('targeted', 0)} restored"
                     )
                     continue
+                paused = r.get("paused") if r.get("state") == "running" else None
                 click.echo(
-                    f"Rollout:{at}     {r.get('rollout_id')} ({r.get('state')}): "
+                    f"Rollout:{at}     {r.get('rollout_id')} "
+                    f"({'paused' if paused else r.get('state')}): "
                     f"{t.get('installed', 0)} installed, {t.get('failed', 0)} failed "
                     f"of {r.get('fleet_size', 0)}"
                 )
                 for line in describe_rollout({**r, "rollback": None} if view.rollouts else r):
                     click.echo(line)
+                if isinstance(paused, dict):
+                    click.echo(
+                        f"  {WARN} paused at {_short_time(str(paused.get('paused_at')))} "
+                        f"({paused.get('reason') or 'by an operator'}): no wave starts until "
+                        f"deploy resume {dep.id}"
+                    )
             if rollout_note:
                 click.echo(f"Rollout:     {rollout_note}")
             if view.fleet:
