@@ -102,3 +102,37 @@ def test_a_database_password_is_never_signed_into_the_statement(public: Any) -> 
         assert shown["url"].startswith("postgresql://bob:") and "127.0.0.1:1/app" in shown["url"]
         assert "expect_schema_version" not in shown  # PUBLIC's run was not asked for one
         assert shown == {"url": shown["url"]}
+
+
+def test_the_database_check_opens_the_apps_database_never_the_agents_own(public: Any) -> None:
+    """A review: the check opens ``sqlite:////any/path`` with the agent's rights and returns
+    the first row of a query its caller names — a way for PUBLIC's token to read the
+    agent's own files (OMEGA's fleet database, on OMEGA). The app's database is in its
+    release or its shared directory."""
+    import sqlite3
+
+    own = public.data / "own.db"
+    with sqlite3.connect(own) as db:
+        db.execute("CREATE TABLE secrets (v TEXT)")
+        db.execute("INSERT INTO secrets VALUES ('the agent''s own')")
+    shared = public.data / "shared"
+    shared.mkdir(exist_ok=True)
+    with sqlite3.connect(shared / "app.db") as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER)")
+        db.execute("INSERT INTO schema_version VALUES (7)")
+    query = "SELECT v FROM secrets"
+    with _http(public) as h:
+        for url in (f"sqlite:///{own}", "sqlite:///../../own.db"):
+            answer = h.post(
+                "/v1/releases/bad-1/checks/database",
+                json={"url": url, "schema_version_query": query},
+            ).json()
+            assert answer["status"] == "error", answer
+            assert "a file of the agent's data directory, not the app's" in answer["summary"]
+            assert "the agent's own" not in str(answer)
+        app = h.post(
+            "/v1/releases/bad-1/checks/database",
+            json={"url": "sqlite:///app.db", "schema_version_query": "SELECT version FROM "
+                  "schema_version", "expect_schema_version": 7},
+        ).json()  # fmt: skip
+        assert app["status"] == "passed", app

@@ -195,8 +195,9 @@ class Endpoints:
         advisories = self.config.advisories or self.agent.layout.advisories
         app = (await run_in_threadpool(self.agent.releases.manifest, update_id)).app
         answer = await run_in_threadpool(
-            run_check, name, release_dir, body, env, self.agent.jail, advisories, app
-        )
+            run_check, name, release_dir, body, env, self.agent.jail, advisories, app,
+            self.agent.layout.root,
+        )  # fmt: skip
         answer = scrub_json(answer, self.agent.secrets())  # by value, whatever the name
         self.own_results.note(update_id, name, answer, body)
         return JSONResponse(answer)

@@ -63,10 +63,11 @@ def run_check(
     jail: Jail | None = None,
     advisories: Path | None = None,
     app: Mapping[str, Any] | None = None,
+    data_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run the check ``name`` on the release at ``release_dir``, code of the app's inside
-    ``jail`` (:mod:`.confine`), the agent's OSV snapshot at ``advisories``; raises
-    :class:`UnknownCheck`."""
+    ``jail`` (:mod:`.confine`), the agent's OSV snapshot at ``advisories``, never opening a
+    database file of the agent's own ``data_dir``; raises :class:`UnknownCheck`."""
     check = CHECKS.get(name)
     if check is None:
         raise UnknownCheck(name)
@@ -76,7 +77,7 @@ def run_check(
         return check(release_dir, body, env, jail=jail)
     if name == "security":
         return check(release_dir, body, env, snapshot=advisories)
-    return check(release_dir, body, env)
+    return check(release_dir, body, env, data_dir=data_dir)
 
 
 __all__ = [

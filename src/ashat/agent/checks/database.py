@@ -158,6 +158,21 @@ def sqlite_path(url: str, root: Path, shared: Path | None = None) -> Path:
     return root / path
 
 
+def _refuse_agents_own(path: Path, data_dir: Path, root: Path, shared: str | None) -> None:
+    """A SQLite file in the agent's data directory is the agent's (state, OMEGA's fleet
+    database), not the app's, unless it is in the release or the shared directory: the
+    check runs with the agent's rights, and a bearer token must not read the agent's files
+    through it. Raises :class:`BadBody`."""
+    real = path.resolve()
+    mine = [root] + ([Path(shared).resolve()] if shared else [])
+    if real.is_relative_to(data_dir.resolve()) and not any(real.is_relative_to(d) for d in mine):
+        raise BadBody(
+            f"url: {path} is a file of the agent's data directory, not the app's; the "
+            "database check opens the app's own (in its release or $ASHAT_SHARED_DIR, or "
+            "outside the agent's directory)"
+        )
+
+
 def probe_sqlite(path: Path, req: Request, deadline: Deadline) -> dict[str, Any]:
     """Open ``path`` read-only and run the probes; raises :class:`ProbeFailed`."""
     if not path.is_file():
@@ -231,7 +246,7 @@ def probe_postgres(
 
 @guarded("database")
 def check_database(
-    release_dir: Path, body: dict[str, Any], env: Mapping[str, str]
+    release_dir: Path, body: dict[str, Any], env: Mapping[str, str], data_dir: Path | None = None
 ) -> dict[str, Any]:
     """Connect to the app's database, run ``SELECT 1`` and the schema version query.
 
@@ -253,9 +268,10 @@ def check_database(
     try:
         if req.url.startswith(SQLITE_PREFIX):
             shared = env.get("ASHAT_SHARED_DIR")
-            path = sqlite_path(
-                req.url, Path(release_dir).resolve(), Path(shared) if shared else None
-            )
+            root = Path(release_dir).resolve()
+            path = sqlite_path(req.url, root, Path(shared) if shared else None)
+            if data_dir is not None:
+                _refuse_agents_own(path, data_dir, root, shared)
             details.update(backend="sqlite", path=str(path))
             found = probe_sqlite(path, req, deadline)
         elif req.url.startswith(POSTGRES_SCHEMES):
