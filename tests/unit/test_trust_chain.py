@@ -294,6 +294,30 @@ def test_a_skipped_module_load_test_of_a_release_that_names_modules_is_refused()
     check_verification(ROOT_V1, plain, verification(plain, modules="skipped"))
 
 
+def test_the_evidence_read_is_that_of_the_approval_signature_that_verifies() -> None:
+    """A review: the evidence came from the first approval signature naming an OMEGA key,
+    verified or not, so one by another OMEGA key (a root may list two) placed before the
+    real one hid the evidence that holds; the roots a mainframe is offered likewise."""
+    from ashat.bundle.manifest import Signature
+    from ashat.fleet.mainframe import offered_roots
+    from ashat.trust.chain import ed25519_keys, evidence_of
+
+    other_omega = SigningKey.generate()
+    m = manifest()
+    good = evidence(m, (BOB, "bob"), (CAROL, "carol"))
+    payload = {"update_id": m.update_id, "evidence": good, "roots": ["the real chain"]}
+    approved = sign_manifest(m, OMEGA, "approval", payload)
+    bogus = {"evidence": {"verification": {}}, "roots": ["a chain that does not hold"]}
+    fake = Signature("approval", other_omega.keyid, "A" * 86 + "==", bogus)
+    hiding = dataclasses.replace(approved, signatures=(fake, *approved.signatures))
+    keys = {**ed25519_keys(ROOT_V1, "omega"), other_omega.keyid: other_omega.public}
+    found = evidence_of(hiding, keys)
+    assert found == good
+    assert check_chain(ROOT_V1, hiding, found).approvers == ("bob", "carol")
+    offered = offered_roots(hiding.to_bytes().decode())
+    assert ["the real chain"] in offered and len(offered) == 2
+
+
 def test_self_approval_is_refused_unless_root_allows_it() -> None:
     m = manifest()
     approvers = ((BOB, "bob"), (ALICE, "alice"))

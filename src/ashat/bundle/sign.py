@@ -109,12 +109,7 @@ def check_signatures(
                 role=role,
                 keyids=ids,
             )
-        ok = False
-        for s in candidates:
-            raw = _decode(s.sig)
-            if raw is not None and keys[s.keyid].verify(raw, signed_message(m, role, s.payload)):
-                ok = True
-                break
+        ok = any(signature_verifies(m, s, keys[s.keyid]) for s in candidates)
         if not ok:
             ids = tuple(s.keyid for s in candidates)
             raise BadSignature(
@@ -123,6 +118,12 @@ def check_signatures(
                 role=role,
                 keyids=ids,
             )
+
+
+def signature_verifies(m: Manifest, s: Signature, key: PublicKey) -> bool:
+    """Whether ``s`` (one of ``m``'s signatures) is ``key``'s over ``m`` and its payload."""
+    raw = _decode(s.sig)
+    return raw is not None and key.verify(raw, signed_message(m, s.role, s.payload))
 
 
 def verify_manifest(

@@ -212,19 +212,22 @@ class ReportQueue:
         self._save()
 
 
-def offered_roots(manifest: str) -> list[Any]:
-    """The root chain a release carries in its approval payloads (unchecked here: the held
-    root takes only versions that chain from it)."""
+def offered_roots(manifest: str) -> list[list[Any]]:
+    """The root chains a release carries in its approval payloads, each as OMEGA sent it
+    (unchecked here: the held root takes only versions that chain from it, so the payload
+    of a signature by an OMEGA key root does not know yet — a rotated one — counts too).
+    All of them, not the first: a bad one placed first must not hide a good one."""
     try:
         m = parse_manifest(manifest.encode("utf-8"))
     except BundleError:
         return []
+    out = []
     for s in m.signatures:
         if s.role == "approval" and isinstance(s.payload, dict):
             roots = s.payload.get("roots")
             if isinstance(roots, list):
-                return roots
-    return []
+                out.append(roots)
+    return out
 
 
 class ChainPolicy:
@@ -563,7 +566,8 @@ class Mainframe:
         try:
             root = None
             if self.root is not None:
-                await asyncio.to_thread(self.root.offer, offered_roots(manifest))
+                for chain in offered_roots(manifest):
+                    await asyncio.to_thread(self.root.offer, chain)
                 self._status["root_version"] = self.root.root.version
                 root = self.root.current(self.clock())
             plan = check_install(

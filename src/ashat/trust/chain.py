@@ -22,14 +22,14 @@ the mainframe hand over the bytes they hold, as python-tuf's ``TrustedMetadataSe
 from __future__ import annotations
 
 import base64
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ashat.bundle.errors import SignatureError
 from ashat.bundle.keys import PublicKey
 from ashat.bundle.manifest import Manifest
-from ashat.bundle.sign import check_signatures
+from ashat.bundle.sign import check_signatures, signature_verifies
 from ashat.ids import same_person
 from ashat.trust.root import Root, TrustRefused
 from ashat.trust.statements import (
@@ -75,11 +75,17 @@ def ed25519_keys(root: Root, role: str) -> dict[str, PublicKey]:
     }
 
 
-def evidence_of(m: Manifest, omega_keyids: Collection[str]) -> Any:
-    """The evidence inside the payload of ``m``'s approval signature by one of OMEGA's keys
-    (the signature itself is checked by the caller), or None."""
+def evidence_of(m: Manifest, omega_keys: Mapping[str, PublicKey]) -> Any:
+    """The evidence inside the payload of ``m``'s approval signature that one of OMEGA's
+    keys made, or None: the payload of a signature that verifies, not of the first one
+    naming such a key (another placed before it would hide the evidence that holds)."""
     for s in m.signatures:
-        if s.role == "approval" and s.keyid in omega_keyids and isinstance(s.payload, dict):
+        if (
+            s.role == "approval"
+            and s.keyid in omega_keys
+            and isinstance(s.payload, dict)
+            and signature_verifies(m, s, omega_keys[s.keyid])
+        ):
             return s.payload.get("evidence")
     return None
 
