@@ -516,6 +516,11 @@ def test_help() -> None:
     assert code == 0
     usages = [v["usage"] for v in data["verbs"]]  # type: ignore[union-attr]
     assert "deploy cancel <id> [--reason TEXT]" in usages
+    # every verb is listed (a review: 'pause|resume' was left out, its name being two)
+    listed = {w for u in usages for w in u.split()[1].split("|")}
+    from ashat.cli.deploy import cli
+
+    assert set(cli.commands) - {"help", "helper"} <= listed, set(cli.commands) - listed
     assert deploy("--help").exit_code == 0
     assert deploy("cancel", "--help").exit_code == 0
 

@@ -53,3 +53,27 @@ def test_the_route_tables_list_every_agent_and_omega_route() -> None:
     omega = routes_in(SRC / "fleet" / "omega_routes.py")
     assert len(agent) >= 10 and len(omega) >= 9  # the scan finds them
     assert agent | omega == documented
+
+
+def test_the_control_planes_route_table_lists_every_route_of_ashat_serve() -> None:
+    """A review: docs/control-plane.md left out pause, resume, abort and retry."""
+    from ashat.api.routes import ENDPOINTS
+
+    table = (REPO / "docs" / "control-plane.md").read_text(encoding="utf-8")
+    rows = "\n".join(line for line in table.splitlines() if line.startswith("| `"))
+    shown = re.sub(r"\{[^}]*\}", "{}", rows)
+
+    def documented(path: str) -> bool:
+        path = re.sub(r"\{[^}]*\}", "{}", path)
+        parent, _, last = path.rpartition("/")
+        return (
+            f"{path}`" in shown
+            or f"{path}?" in shown
+            or f"{path}," in shown
+            or (
+                f"{parent}/" in shown and f"`/{last}`" in shown  # "…/pause`, `/resume`"
+            )
+        )
+
+    missing = [f"{e.method} {e.path}" for e in ENDPOINTS if not documented(e.path)]
+    assert not missing, f"docs/control-plane.md does not list {missing}"

@@ -22,8 +22,9 @@ Routes (JSON; ``role`` is the weakest that may call it; higher roles include low
     POST   /v1/deployments/{id}/cancel         deployer  {"reason"}
     POST   /v1/deployments/{id}/approve        approver  {"comment", "wait"}: as the caller
     POST   /v1/deployments/{id}/rollback       approver  {"reason"}
+    POST   /v1/deployments/{id}/pause|resume|abort|retry   approver  {"reason"}
     GET    /v1/servers?check                   viewer
-    PUT    /v1/servers/{tier}                  admin     {"url", "name", "token", "ca_cert"}
+    PUT    /v1/servers/{tier}                  admin     {"url", "name", "token"}
     GET    /v1/audit/verify                    viewer
     GET    /v1/fleet/mainframes                viewer    via OMEGA
     GET    /v1/fleet/rollouts/{rollout_id}     viewer    via OMEGA

@@ -406,7 +406,7 @@ for _verb in (pause, resume, abort, retry):
 @json_option
 def help_(**_: Any) -> None:
     """The verbs, one line each."""
-    verbs = [(v, d) for v, d in VERBS if v.split()[0] in cli.commands]
+    verbs = [(v, d) for v, d in VERBS if set(v.split()[0].split("|")) <= set(cli.commands)]
 
     def human() -> None:
         click.echo("ASHAT Deployment Workflow: ALPHA -> PUBLIC -> approval -> OMEGA -> mainframes")
