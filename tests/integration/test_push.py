@@ -212,6 +212,7 @@ def test_untrusted_key_fails_the_push_and_public_keeps_its_release(
     code, out = deploy_json("push", "hello-002", "signed by a stranger")
     assert code == 2, out  # the agent refused our input (400): exit 2, its kind kept
     assert "none trusted" in out["error"] and out["kind"] == "unknown_key", out
+    assert "--trust FILE.pub" in out["error"]  # what to do about it
     _, status = deploy_json("status", "hello-002")
     assert status["deployment"]["state"] == "failed"
     assert status["deployment"]["reason"]

@@ -104,8 +104,15 @@ def check_signatures(
         candidates = [s for s in of_role if s.keyid in keys]
         if not candidates:
             ids = tuple(s.keyid for s in of_role)
+            hint = (
+                " (an agent trusts the release keys of its --trust FILE.pub options, or of "
+                "its root's releasers)"
+                if role == RELEASE_ROLE
+                else ""
+            )
             raise UnknownKey(
-                f"{role!r} signature(s) by key(s) {', '.join(ids)}, none trusted for {role!r}",
+                f"{role!r} signature(s) by key(s) {', '.join(ids)}, none trusted for "
+                f"{role!r}{hint}",
                 role=role,
                 keyids=ids,
             )
