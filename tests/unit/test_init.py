@@ -109,6 +109,10 @@ def test_init_asks_without_yes(tree: Path) -> None:
     assert f"[{RUN}]" in res.output  # serve.py was found and offered
     config = Config.load(tree)
     assert (config.app.name, config.app.run, config.app.health_path) == ("shop", RUN, "/healthz")
+    # A review: with ashat.toml there, it asked all three questions before refusing.
+    again = deploy("init", input="shop\n\n/healthz\n")
+    assert again.exit_code == 2 and "already exists; use --force" in again.output
+    assert "Application name" not in again.output
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,13 @@ def init(
     yes: bool, force: bool, name: str | None, run: str | None, health_path: str | None
 ) -> None:
     """Start a project here: ashat.toml, .ashat/keys/alpha.key, .ashat/ in .gitignore."""
+    from ashat.errors import InvalidInput
     from ashat.ops.init import guess_run, init_project, plan_init
+    from ashat.project import CONFIG_NAME
 
     root = Path.cwd()
+    if (root / CONFIG_NAME).exists() and not force:  # before asking three questions for nothing
+        raise InvalidInput(f"{root / CONFIG_NAME} already exists; use --force to replace it")
     if not (yes or json_mode()):
         name = click.prompt("Application name", default=name or root.resolve().name)
         run = click.prompt(
