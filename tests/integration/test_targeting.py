@@ -86,6 +86,12 @@ def test_selectors_rings_and_pins_decide_who_gets_what(hello_fleet: Any) -> None
     # Unpinned, it converges on its next poll.
     assert ashat("fleet", "unpin", "mf-2").exit_code == 0
     wait_for(lambda: currents()["mf-2"] == "hello-002", 30, "mf-2 unpinned")
+    # A review: a pin to an older release was taken, and the machine showed "should run
+    # hello-001" for ever (a pin never takes a mainframe back). Refused, saying so.
+    wait_for(lambda: fleet_list()["mf-2"]["current"] == "hello-002", 30, "OMEGA to know it")
+    res = ashat("fleet", "pin", "mf-2", "hello-001")
+    assert res.exit_code == 3 and "a pin never takes a mainframe back" in res.output, res.output
+    assert fleet_list()["mf-2"]["pinned"] is None
     # A rollback withdraws the release: a machine pinned to it is unpinned, and goes back.
     assert ashat("fleet", "pin", "mf-2", "hello-002").exit_code == 0
     res = deploy("rollback", "hello-002", "--reason", "withdrawn")

@@ -1024,11 +1024,27 @@ class Omega:
         rollout of another release takes it, and a running one stops waiting for it."""
         now = self.now()
         with self.lock, self.store.exclusive():
-            if update_id is not None and self.approvals.get(update_id) is None:
+            approved = self.approvals.get(update_id) if update_id is not None else None
+            if update_id is not None and approved is None:
                 raise FleetConflict(
                     f"release {update_id} is not approved on OMEGA: a mainframe is pinned to "
                     "an approved release",
                     update_id=update_id,
+                )
+            mf = self.store.mainframe(mainframe_id)
+            if (
+                approved is not None
+                and mf is not None
+                and mf.sequence is not None
+                and approved[0].sequence < mf.sequence
+            ):  # it would be "should run" for ever: a mainframe goes back only on a rollback
+                raise FleetConflict(
+                    f"{mainframe_id} runs {mf.current} (sequence {mf.sequence}), newer than "
+                    f"{update_id} (sequence {approved[0].sequence}): a pin never takes a "
+                    f"mainframe back (only 'deploy rollback' does); pin it to {mf.current} or "
+                    "a newer approved release",
+                    update_id=update_id,
+                    mainframe_id=mainframe_id,
                 )
             self.store.pin(mainframe_id, update_id, iso(now))
             self._load_rules()
