@@ -520,6 +520,21 @@ def test_scrapes_of_metrics_by_the_dozen_ask_a_silent_omega_once(
         silent.close()
 
 
+def test_a_refused_token_is_logged_with_its_address_never_itself(env: Env) -> None:
+    """A review: 200 bad sign-ins and 50 bad bearer tokens in two seconds left nothing in
+    the server's log (only a counter in /metrics)."""
+    guess = "ashat_" + "g" * 43
+    assert env.serve.call("GET", "/v1/me", guess).status_code == 401
+    with env.serve.http(None) as c:
+        assert c.post("/login", data={"token": guess, "next": "/"}).status_code == 401
+    wait_for(lambda: env.serve.output().count("refused an unknown or replaced token") >= 2,
+             10, "the log lines")  # fmt: skip
+    log = env.serve.output()
+    assert "refused an unknown or replaced token from 127.0.0.1 at GET /v1/me" in log
+    assert "refused an unknown or replaced token from 127.0.0.1 at sign-in" in log
+    assert guess not in log
+
+
 def test_a_lone_surrogate_in_a_body_is_refused_not_a_server_error(env: Env) -> None:
     """JSON lets "\\ud800" through; UTF-8 cannot encode it, and a reason holding one was a
     500 (UnicodeEncodeError) when it was written."""

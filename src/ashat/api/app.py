@@ -43,6 +43,14 @@ from ashat.store.users import User
 
 log = logging.getLogger("ashat.api")
 
+
+def log_refused_token(request: Request, where: str) -> None:
+    """An unknown or replaced token was offered (never the token itself): where and from
+    which address, for whoever watches the log for guessing (the metrics count them)."""
+    client = request.client.host if request.client is not None else "unknown address"
+    log.warning("refused an unknown or replaced token from %s at %s", client, where)
+
+
 SHUTDOWN_FLUSH_S = 10.0  # the longest the server waits for notifications when it stops
 
 
@@ -136,6 +144,7 @@ def _endpoint(
                 user = await run_in_threadpool(authenticate, project, token)
                 if user is None:
                     metrics.refusals.labels(status="401").inc()
+                    log_refused_token(request, f"{ep.method} {ep.path}")
                     return _refuse(401, "unknown or replaced token", "unauthenticated")
                 have = UserRole(user.role)
                 if not have.allows(ep.role):

@@ -319,6 +319,9 @@ class Dashboard:
         token = form.get("token", "").strip()
         user = await run_in_threadpool(self._authenticate, token)
         if user is None:
+            from ashat.api.app import log_refused_token
+
+            log_refused_token(request, "sign-in")
             return self.render(
                 request, "login.html", 401, next=next_path, error="unknown or replaced token"
             )
