@@ -17,6 +17,8 @@ AUTH_ERRORS = {
 ERROR_TEXT = {
     400: "Invalid input (exit code 2)",
     404: "No such deployment, user or route (exit code 2)",
+    408: "The body came too slowly (exit code 2)",
+    413: "The body is over the size limit (exit code 2)",
     409: "Refused by the state machine, a policy, a lost race or a held tier (exit code 3)",
     422: "The operation ran and failed (exit code 1)",
     502: "PUBLIC or OMEGA unreachable, unauthorized or answering nonsense (exit code 4)",
@@ -65,6 +67,8 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
     statuses = set(ep.errors) | {404}  # any path may be unknown
     if ep.body is not None or ep.params or ep.stream is not None:
         statuses.add(400)
+    if ep.body is not None or ep.stream is not None:  # read under a size limit and a pace
+        statuses |= {408, 413}
     if ep.role is not None:
         statuses |= set(AUTH_ERRORS)
     for status in sorted(statuses):
