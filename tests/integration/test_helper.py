@@ -187,7 +187,7 @@ def push_waiting_for_public(
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
-        token = root / "hang.token"
+        token = root.parent / "hang.token"  # outside the tree: a push refuses to ship it
         token.write_text("x" * 32)
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         out = helper.run("configure", "public", url, "Hang", "--token-file", str(token), cwd=root)
