@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ashat.agent.blobs import BlobStore
     from ashat.bundle import Built
     from ashat.bundle.manifest import Manifest
+    from ashat.config import Config
     from ashat.workflow.models import Server
     from ashat.workflow.push import Bundle, PushResult
 
@@ -72,7 +73,7 @@ def build_unsigned(
             raise InvalidInput(f"--source {source}: not a directory")
         built = build_from_dir(root, cache_path=project.state_dir / "hashcache.json", **meta)
     try:
-        refuse_secrets(project, built)
+        refuse_secrets(project, built, config)
     except BaseException:
         built.cleanup()
         raise
@@ -92,11 +93,12 @@ def build_unsigned(
 
 
 KEY_FILE_GLOBS = ("*.key", "*.pem", "*.p8", "id_*")  # names a private key goes by
+_KEY_FILE_NAME = re.compile("|".join(fnmatch.translate(g) for g in KEY_FILE_GLOBS))  # one pass
 KEY_HEAD_BYTES = 200  # a PEM or OpenSSH private key says so in its first line
 _PRIVATE_KEY_HEAD = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 
 
-def refuse_secrets(project: Project, built: Built) -> None:
+def refuse_secrets(project: Project, built: Built, config: Config) -> None:
     """Refuse (InvalidInput, exit 2, before anything is recorded or sent) a tree that would
     ship a secret to PUBLIC, where the app can read it, and on to every mainframe: a copy
     of one of the project's own (its signing key, a server's token), or a private key (a
@@ -105,8 +107,8 @@ def refuse_secrets(project: Project, built: Built) -> None:
     like keys, are looked at."""
     from ashat.agent.checks.security import allowed
 
-    own = _own_secrets(project)
-    verify = project.config().table("verify")
+    own = _own_secrets(project, config)
+    verify = config.table("verify")
     security = verify.get("security")
     listed = security.get("allow") if isinstance(security, dict) else None
     allow = [a for a in listed if isinstance(a, str)] if isinstance(listed, list) else []
@@ -119,8 +121,8 @@ def refuse_secrets(project: Project, built: Built) -> None:
             continue
         name = e.path.rsplit("/", 1)[-1]
         if (
-            not name.endswith(".pub")
-            and any(fnmatch.fnmatchcase(name, g) for g in KEY_FILE_GLOBS)
+            _KEY_FILE_NAME.match(name)
+            and not name.endswith(".pub")
             and _private_key_head(built.blobs[e.sha256])
             and not allowed(e.path, allow)
         ):
@@ -136,7 +138,7 @@ def refuse_secrets(project: Project, built: Built) -> None:
         )
 
 
-def _own_secrets(project: Project) -> dict[str, str]:
+def _own_secrets(project: Project, config: Config) -> dict[str, str]:
     """The digests a copy of the project's secrets would have in a tree: its signing key's
     file, and each server token as stored and as a token file is written (a newline)."""
     out: dict[str, str] = {}
@@ -145,7 +147,7 @@ def _own_secrets(project: Project) -> dict[str, str]:
         for p in sorted((project.state_dir / "secrets").glob("*.token"))
     ]
     with contextlib.suppress(InvalidInput):
-        files.append((project.config().signing_key_path(), "the project's signing key"))
+        files.append((config.signing_key_path(), "the project's signing key"))
     for path, what in files:
         try:
             data = path.read_bytes()
