@@ -243,6 +243,8 @@ def test_the_whole_chain_through_deploy_via(
     monkeypatch.setenv("ASHAT_TOKEN", tokens["alice"])
     (checkout / "VERSION").write_text("1.0.1\n")
     assert deploy("push", "v1", "version 1.0.1").exit_code == 0
+    # the server's key signed it; the person who asked is in what it signed (no approving it)
+    assert json.loads(project_manifest(chain.root, "v1"))["source"]["pushed_by"] == "alice"
     res = deploy("verify", "v1")
     assert res.exit_code == 0, res.output
 

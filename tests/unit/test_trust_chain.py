@@ -328,6 +328,18 @@ def test_self_approval_is_refused_unless_root_allows_it() -> None:
     assert check_chain(lenient, m, ev).approvers == ("alice", "bob")
 
 
+def test_who_asked_a_server_to_push_may_not_approve_it_either() -> None:
+    """A review: through ``ashat serve``, whose key signs the release, the chain saw the
+    server as the releaser, so no self-approval was only the server's rule. The person the
+    server names in what it signs (``source.pushed_by``) is now one who released it."""
+    m = manifest()
+    pushed = dataclasses.replace(m, source={**m.source, "pushed_by": "Bob"}, signatures=())
+    pushed = sign_manifest(pushed, ALICE)  # alice's key: here, the server's
+    message = _refused("approvals", pushed, evidence(pushed, (BOB, "bob"), (CAROL, "carol")))
+    assert "bob released hello-002 and may not approve it too" in message.lower()
+    assert check_chain(ROOT_V1, m, evidence(m, (BOB, "bob"), (CAROL, "carol"))).approvers
+
+
 def test_names_that_differ_only_in_case_are_one_person() -> None:
     """Approver names were compared as written: Bob's laptop key as "Bob" and his
     hardware key as "bob" made two approvers of one person, and alice's approving key

@@ -64,6 +64,9 @@ _TOP_OPTIONAL = frozenset({"signatures"})
 _ENTRY_REQUIRED = frozenset({"path", "sha256", "size", "mode", "kind"})
 _SIG_REQUIRED = frozenset({"role", "keyid", "sig"})
 _SOURCE_KEYS = {"dir": frozenset({"kind", "path"}), "git": frozenset({"kind", "commit", "ref"})}
+# Who asked for the push, when the releaser key is a server's (``ashat serve``): the user it
+# authenticated, a person the chain's no-self-approval rule then knows (trust/chain.py).
+_SOURCE_OPTIONAL = frozenset({"pushed_by"})
 
 
 def _tname(v: Any) -> str:
@@ -249,7 +252,9 @@ def _check_source(v: Any) -> None:
         or v["kind"] not in _SOURCE_KEYS
     ):
         _invalid("manifest: source must be an object with kind 'dir' or 'git'", "source")
-    _check_keys(v, _SOURCE_KEYS[v["kind"]], frozenset(), "source")
+    _check_keys(v, _SOURCE_KEYS[v["kind"]], _SOURCE_OPTIONAL, "source")
+    if "pushed_by" in v:
+        _check_str(v["pushed_by"], "source.pushed_by", max_chars=100)
     if v["kind"] == "dir":
         _check_str(v["path"], "source.path", max_chars=4096)
     else:

@@ -237,7 +237,7 @@ def check_signed_approval(
     """The approver's name if ``statement`` holds against ``root`` for this release and
     its verification; else a TrustRefused (exit 3) naming why."""
     from ashat.bundle import parse_manifest
-    from ashat.trust.chain import check_approval, releasers_of
+    from ashat.trust.chain import check_approval, people_who_released
     from ashat.trust.root import TrustRefused
     from ashat.trust.statements import digest as statement_digest
 
@@ -246,7 +246,8 @@ def check_signed_approval(
     verification = dep.details.get("verification")
     if not isinstance(verification, dict):
         raise TrustRefused("verification", f"{update_id} has no signed verification statement")
-    return check_approval(root, m, statement_digest(verification), statement, releasers_of(root, m))
+    people = people_who_released(root, m)
+    return check_approval(root, m, statement_digest(verification), statement, people)
 
 
 def chain_of(

@@ -433,6 +433,8 @@ def push_uploaded(
     server = project.require_server("public")
     parsed = task_references(project, tasks)
     unsigned = parse_manifest(json.dumps(manifest).encode()).without_signatures()
+    # the server's key signs it: the person who asked is named in what is signed
+    unsigned = replace(unsigned, source={**unsigned.source, "pushed_by": actor})
     if unsigned.update_id != update_id:
         raise InvalidInput(
             f"the manifest is for {unsigned.update_id!r}, not {update_id!r}: build it again"

@@ -90,6 +90,15 @@ def evidence_of(m: Manifest, omega_keys: Mapping[str, PublicKey]) -> Any:
     return None
 
 
+def people_who_released(root: Root, m: Manifest) -> tuple[str, ...]:
+    """Who released ``m``, for the no-self-approval rule: root's releasers whose signature
+    verifies, and the person a releasing server names (``source.pushed_by``: ``ashat serve``
+    signs with its own key what a user asked it to push)."""
+    names = releasers_of(root, m)
+    pushed_by = m.source.get("pushed_by")
+    return (*names, pushed_by) if isinstance(pushed_by, str) and pushed_by else names
+
+
 def releasers_of(root: Root, m: Manifest) -> tuple[str, ...]:
     """The names of root's releasers whose ``release`` signature of ``m`` verifies."""
     names = set()
@@ -310,9 +319,9 @@ def approvers_holding(root: Root, m: Manifest, evidence: Any) -> tuple[tuple[str
     verification statement itself does not hold."""
     if not isinstance(evidence, Mapping):
         raise TrustRefused("no_evidence", f"{m.update_id} carries no evidence of verification")
-    releasers = releasers_of(root, m)
+    people = people_who_released(root, m)
     _, vdigest = check_verification(root, m, evidence.get("verification"))
-    return approvals_holding(root, m, vdigest, evidence.get("approvals"), releasers)
+    return approvals_holding(root, m, vdigest, evidence.get("approvals"), people)
 
 
 def check_chain(root: Root, m: Manifest, evidence: Any) -> ChainReport:
@@ -324,5 +333,6 @@ def check_chain(root: Root, m: Manifest, evidence: Any) -> ChainReport:
         )
     releasers = releasers_of(root, m)
     verifier, vdigest = check_verification(root, m, evidence.get("verification"))
-    approvers = count_approvals(root, m, vdigest, evidence.get("approvals"), releasers)
+    people = people_who_released(root, m)
+    approvers = count_approvals(root, m, vdigest, evidence.get("approvals"), people)
     return ChainReport(releasers, verifier, vdigest, approvers, root.version)
