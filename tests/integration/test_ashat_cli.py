@@ -74,6 +74,9 @@ def test_license_issue_writes_a_token_0600_and_records_it(project: Path) -> None
     assert token.startswith("license.") and token not in res.stdout
     assert rec["mainframe_id"] == "mf-1" and rec["channels"] == ["stable"]
     assert ashat(*args, "--out", "mf-1.license").exit_code == 2  # never overwritten
+    typo = ashat(*args, "--out", "no/such/dir/mf-1.license")  # a review: the dirs were made
+    assert typo.exit_code == 2 and "directory no/such/dir does not exist" in typo.stderr
+    assert not Path("no").exists()
     listed = json.loads(ashat("license", "list", "--json").stdout)
     assert [r["license_id"] for r in listed["licenses"]] == [rec["license_id"]]
     assert listed["licenses"][0]["status"] == "ok"

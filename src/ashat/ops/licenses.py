@@ -65,6 +65,8 @@ def issue_license(
     key = load_private_key(key_path)
     if out.exists():
         raise InvalidInput(f"{out} exists; refusing to overwrite a license file")
+    if not out.parent.is_dir():  # a mistyped directory is not made: a license is a secret
+        raise InvalidInput(f"--out {out}: directory {out.parent} does not exist")
     from ashat.labels import LabelError, parse_assignments
 
     try:
