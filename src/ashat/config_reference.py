@@ -100,7 +100,9 @@ def _build() -> tuple[list[Table], list[Key]]:
             "bare name such as `python3` is looked up on the app's `PATH` inside its "
             "sandbox, where the app finds it), else the agent's. With `requirements`: the "
             "interpreter each server builds the environment with (an absolute path or a "
-            "command; default: the agent's)."),
+            "command; default: the agent's), one installed on the server: the agent runs it "
+            "outside the sandbox, so one in its data directory (a release's file, the "
+            "shared directory) or that another user could have written is refused."),
         Key("app", "requirements", "string", "", "A pip requirements file in the tree: "
             "`deploy push` builds the wheels of it and every dependency once (cached by its "
             "content) and ships them in the bundle with a lock of their digests; each server "

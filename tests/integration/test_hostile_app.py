@@ -282,3 +282,82 @@ def test_fsck_reports_what_was_altered(hello_fleet: Any) -> None:
     assert "does not hash to its name" in res.output  # VERSION's blob: the same inode
     res = ashat("agent", "fsck", "--data", str(fleet.public.data), "--json")
     assert json.loads(res.output)["clean"] is False
+
+
+def _environment(tree: Path, lock_text: str) -> dict[str, Any]:
+    """``app.environment`` naming ``tree``'s lock with ``lock_text``."""
+    lock = tree / "requirements.lock"
+    lock.write_text(lock_text)
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    (tree / "app.py").write_text("print('never runs')\n")
+    return {"lock": "requirements.lock", "sha256": digest}
+
+
+def _activate(agent: Any, update_id: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    return httpx.post(f"{agent.url}/v1/releases/{update_id}/activate", headers=headers, timeout=60)
+
+
+def test_a_release_cannot_name_its_own_file_as_the_interpreter_the_agent_builds_with(
+    agent_factory: Any, tmp_path: Path
+) -> None:
+    """A review: the agent builds a release's Python environment itself, outside the
+    sandbox, with ``[app] python`` — which the release names. A release naming an
+    executable it ships ran it as root: the token, the keys, all in reach."""
+    agent = agent_factory()
+    loot = tmp_path / "loot.txt"
+    tree = tmp_path / "pwn"
+    tree.mkdir()
+    evil = tree / "evil.sh"
+    evil.write_text(f"#!/bin/sh\n{{ id; cat {agent.token_file}; }} > {loot}\nexit 1\n")
+    evil.chmod(0o755)
+    for where in (f"{agent.data}/releases/pwn-1/evil.sh", f"{agent.data}/shared/evil.sh"):
+        if "shared" in where:  # what an earlier app could have left there
+            Path(where).parent.mkdir(exist_ok=True)
+            shutil.copy2(evil, where)
+        update_id = "pwn-1" if "releases" in where else "pwn-2"
+        app = {"run": "python3 app.py", "health_path": "/", "health_timeout_s": 5,
+               "environment": _environment(tree, "# nothing\n"), "python": where}  # fmt: skip
+        agent.stage(tree, update_id, app=app, sequence=1 if update_id == "pwn-1" else 2)
+        r = _activate(agent, update_id)
+        assert r.status_code == 422, r.text
+        assert "a file of the agent's data directory" in r.json()["error"], r.text
+        assert not loot.exists()
+
+
+def test_a_lock_is_ashats_format_and_nothing_pip_would_also_take(
+    agent_factory: Any, tmp_path: Path
+) -> None:
+    """A review: the lock is a requirements file the agent's pip reads, outside the sandbox:
+    ``-r FILE`` included any file of the host, and pip's error quoted it back in the
+    activation's answer (the agent's token, here)."""
+    agent = agent_factory()
+    tree = tmp_path / "rd"
+    tree.mkdir()
+    app = {"run": "python3 app.py", "health_path": "/", "health_timeout_s": 5,
+           "environment": _environment(tree, f"-r {agent.token_file}\n")}  # fmt: skip
+    agent.stage(tree, "rd-1", app=app)
+    r = _activate(agent, "rd-1")
+    assert r.status_code == 422, r.text
+    assert "line 1: not 'name==version --hash=sha256:…'" in r.json()["error"], r.text
+    assert agent.token not in r.text
+
+
+def test_an_interpreter_others_could_have_written_is_not_run_by_the_agent(tmp_path: Path) -> None:
+    """Outside the data directory too: an interpreter in a directory another user may
+    write (group- or world-writable, not sticky) could be anyone's code."""
+    import sys
+
+    from ashat.agent.environments import check_base_python
+    from ashat.agent.errors import ActivationFailed
+
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    python = open_dir / "python3"
+    python.symlink_to(sys.executable)
+    shutil.copy(sys.executable, open_dir / "copied")
+    with pytest.raises(ActivationFailed) as e:
+        check_base_python(str(open_dir / "copied"), tmp_path / "data")
+    assert "could be written by another user" in e.value.message
+    check_base_python(str(python), tmp_path / "data")  # a link to an installed one: its target

@@ -107,7 +107,7 @@ class Agent:
         self.supervisor = Supervisor(
             self.layout, config.app_env, self.stopping, config.stop_timeout_s, self.jail
         )
-        self.environments = Environments(self.layout.envs)
+        self.environments = Environments(self.layout.envs, self.layout.root)
         self.lock = threading.Lock()
         # deletes pruned trees after the activation that pruned them has answered
         self._sweeper = ThreadPoolExecutor(1, thread_name_prefix="ashat-sweep")

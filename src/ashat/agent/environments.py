@@ -88,11 +88,67 @@ class EnvSpec:
         return found
 
 
+# What a lock may say: ashat's own format (bundle/wheels.py lock_text), nothing pip would
+# also take — no option line ("-r FILE" would make the agent's pip read any file of the host
+# and quote it back in its error), no URL, no marker.
+LOCK_LINE_RE = re.compile(r"[A-Za-z0-9_.]+==[A-Za-z0-9_.!+]+(?: --hash=sha256:[0-9a-f]{64})+")
+
+
+def check_lock(text: str, lock: str) -> None:
+    """Refuse a lock with a line that is not ``name==version --hash=sha256:…`` (or a
+    comment). Raises :class:`ActivationFailed` naming the line."""
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if line and not line.startswith("#") and not LOCK_LINE_RE.fullmatch(line):
+            raise ActivationFailed(
+                f"the release's dependency lock {lock}, line {n}: not 'name==version "
+                "--hash=sha256:…' (the lock ashat writes); nothing was switched",
+                log_tail="",
+            )
+
+
+def check_base_python(base: str, data_dir: Path) -> str:
+    """Refuse an interpreter the agent must not run (it builds the environment as itself,
+    outside the app's sandbox): one in the agent's data directory (a release's file, the
+    app's shared directory), or one that a user other than root or the agent could have
+    written — the file or any directory above it owned by another user, or writable by
+    group or others. Returns the file checked (links resolved: what is run). Raises
+    :class:`ActivationFailed` naming why."""
+    real = Path(os.path.realpath(base))
+    if real.is_relative_to(data_dir.resolve()):
+        raise ActivationFailed(
+            f"the app's interpreter {base} is a file of the agent's data directory (a "
+            "release's, or the app's shared directory); the environment is built only with "
+            "an interpreter installed on this server; nothing was switched",
+            log_tail="",
+        )
+    trusted = {0, os.geteuid()}
+    for path in (real, *real.parents):
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise ActivationFailed(
+                f"the app's interpreter {base}: cannot check {path} ({e.strerror}); nothing "
+                "was switched",
+                log_tail="",
+            ) from e
+        sticky = path != real and st.st_mode & 0o1000 and st.st_uid == 0  # /tmp: entries stay
+        if st.st_uid not in trusted or (st.st_mode & 0o022 and not sticky):
+            raise ActivationFailed(
+                f"the app's interpreter {base}: {path} could be written by another user "
+                f"(owner uid {st.st_uid}, mode {st.st_mode & 0o7777:o}); the environment is "
+                "built only with an interpreter root or the agent owns; nothing was switched",
+                log_tail="",
+            )
+    return str(real)
+
+
 class Environments:
     """``DIR/envs/``: one virtual environment per lock (and base interpreter)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, data_dir: Path | None = None) -> None:
         self.root = root
+        self.data_dir = data_dir if data_dir is not None else root.parent
 
     def path(self, spec: EnvSpec, base: str) -> Path:
         key = hashlib.sha256(f"{spec.sha256}\0{os.path.realpath(base)}".encode()).hexdigest()
@@ -111,7 +167,8 @@ class Environments:
             return env, True
         lock = release_dir / spec.lock
         try:
-            digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+            data = lock.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
         except OSError as e:
             raise ActivationFailed(
                 f"the release's dependency lock {spec.lock} cannot be read: {e.strerror}",
@@ -122,6 +179,9 @@ class Environments:
                 f"the release's dependency lock {spec.lock} is not the one its manifest names",
                 log_tail="",
             )
+        check_lock(data.decode("utf-8", "replace"), spec.lock)
+        if base != sys.executable:
+            base = check_base_python(base, self.data_dir)  # the file checked is the one run
         shutil.rmtree(env, ignore_errors=True)  # what a crash left half-built
         self.root.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
