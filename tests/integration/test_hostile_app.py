@@ -361,3 +361,35 @@ def test_an_interpreter_others_could_have_written_is_not_run_by_the_agent(tmp_pa
         check_base_python(str(open_dir / "copied"), tmp_path / "data")
     assert "could be written by another user" in e.value.message
     check_base_python(str(python), tmp_path / "data")  # a link to an installed one: its target
+
+
+def test_a_health_answer_is_never_quoted_and_a_dripped_one_holds_no_one(tmp_path: Path) -> None:
+    """A review: the probe's reason quoted the app's status line (``HTTP/1.1 <a secret of
+    its environment>``), and that reason went to the agent's log, to the mainframe's open
+    /v1/health and to OMEGA; and a status line dripped a byte a second never timed out."""
+    import socket
+    import threading
+    import time
+
+    from ashat.agent.supervisor import status_line
+
+    secret = "sk_live_never_quoted_4242"
+
+    def serve(sock: socket.socket, drip: bool) -> None:
+        conn, _ = sock.accept()
+        with conn:
+            conn.recv(1024)
+            for byte in f"HTTP/1.1 {secret}\r\n\r\n".encode():
+                conn.sendall(bytes([byte]))
+                if drip:
+                    time.sleep(0.5)
+
+    for drip in (False, True):
+        with socket.create_server(("127.0.0.1", 0)) as sock:
+            threading.Thread(target=serve, args=(sock, drip), daemon=True).start()
+            started = time.monotonic()
+            why = status_line(sock.getsockname()[1], "/healthz", 1.5)
+            took = time.monotonic() - started
+        assert isinstance(why, str) and secret not in why, why
+        assert took < 3, f"the probe took {took:.1f}s"
+    assert why == "no status line within 1.5s"

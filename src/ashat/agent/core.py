@@ -67,6 +67,7 @@ WATCH_INTERVAL_S = 0.5  # how often the watcher looks whether the app still runs
 RESTART_PAUSES_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # before each restart of a dying app
 STABLE_S = 60.0  # an app that ran this long is no longer "dying": the pauses start again
 CRASH_LOOP_DEATHS = 3  # deaths in a row, each within STABLE_S of its start: a crash loop
+APP_PROBE_REUSE_S = 1.0  # a live health probe of the app serves the callers of this long
 
 
 def _now() -> str:
@@ -126,6 +127,8 @@ class Agent:
         self.restarts = 0
         self.last_exit: int | None = None
         self._dying = 0  # deaths in a row, each restart's pause longer
+        self._probing = threading.Lock()  # one live probe of the app at a time
+        self._probed: tuple[float, int, bool] | None = None  # (when, app pid, healthy)
         self._restart_at: float | None = None
         self._dead_pid: int | None = None  # the app last seen dead (logged once)
         self._secrets: list[str] = app_env_secrets(config.app_env)  # every value it had
@@ -397,12 +400,29 @@ class Agent:
         if app is None:
             return None
         alive = app.alive()
-        healthy = alive and app.probe(1.0)[0]
+        healthy = alive and self._healthy_now(app)
         info = app.info(healthy)
         info["restarts"] = self.restarts
         info["last_exit"] = self.last_exit
         info["state"] = self._app_state(alive, healthy)
         return info
+
+    def _healthy_now(self, app: AppProcess) -> bool:
+        """Whether the app answers its health path: probed at most once per
+        :data:`APP_PROBE_REUSE_S`, by one caller at a time (the others take the last answer).
+        ``/v1/health`` needs no token, and an app slow to answer on purpose must not hold
+        a thread per request."""
+        last = self._probed if self._probed is not None and self._probed[1] == app.pid else None
+        if last is not None and time.monotonic() - last[0] < APP_PROBE_REUSE_S:
+            return last[2]
+        if not self._probing.acquire(blocking=False):
+            return last[2] if last is not None else False
+        try:
+            healthy = app.probe(1.0)[0]
+            self._probed = (time.monotonic(), app.pid, healthy)
+            return healthy
+        finally:
+            self._probing.release()
 
     def _app_state(self, alive: bool, healthy: bool) -> str:
         if self._dying >= CRASH_LOOP_DEATHS:
