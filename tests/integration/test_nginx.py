@@ -184,6 +184,43 @@ def test_omega_behind_nginx_lets_nginx_send_the_blobs(
         assert r.status_code == 401 and "License" in r.json()["error"]
 
 
+def test_with_offload_the_blob_store_is_open_to_the_agents_group_whatever_the_umask(
+    agent_factory: Any, tmp_path: Path
+) -> None:
+    """A review ran one OMEGA with ``--blob-offload nginx`` as documented (nginx's user in
+    the group that owns the blob directory) and every install failed: the agent made
+    ``DATA/blobs`` 0700 at each start, and under the systemd unit's ``UMask=0077`` every
+    directory below it too, so nginx answered 403 (which the mainframe blamed on OMEGA).
+    nginx runs as root in these tests, so the modes themselves are what is checked."""
+    import os
+    import stat
+
+    from ashat.transport.client import BlobRef
+
+    old = os.umask(0o077)  # the unit's, inherited by the agent
+    try:
+        omega = agent_factory(role="omega", args=("--blob-offload", "nginx"))
+    finally:
+        os.umask(old)
+    content = b"a blob nginx will send\n"
+    sha = hashlib.sha256(content).hexdigest()
+    (tmp_path / "b").write_bytes(content)
+    with omega.client() as c:
+        c.upload([BlobRef(sha, len(content), tmp_path / "b")])
+    blobs = omega.data / "blobs"
+    for d in (blobs, *(blobs / blob_path(sha)).parents):
+        if d == blobs.parent:
+            break
+        assert stat.S_IMODE(d.stat().st_mode) & 0o050 == 0o050, f"{d}: {d.stat().st_mode:o}"
+    assert stat.S_IMODE((blobs / blob_path(sha)).stat().st_mode) & 0o040
+    # a store made closed (before, or without offload) is opened when the agent starts so
+    omega.stop()
+    for d in (blobs / "sha256", (blobs / blob_path(sha)).parent):
+        d.chmod(0o700)
+    again = agent_factory(role="omega", like=omega, args=("--blob-offload", "nginx"))
+    assert stat.S_IMODE((again.data / "blobs" / blob_path(sha)).parent.stat().st_mode) == 0o750
+
+
 @pytest.mark.parametrize("copy", ["whole", "without packs"])
 def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
     hello_fleet: Any,

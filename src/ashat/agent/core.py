@@ -146,11 +146,16 @@ class Agent:
 
         Raises ``OSError``, or :class:`~ashat.errors.AshatError` if another agent uses it.
         """
+        offload = self.config.blob_offload is not None
+        if offload:  # nginx (in the agent's group) reads the blob store: dirs group-readable
+            os.umask(os.umask(0) & ~0o050)  # (UMask=0077 in the systemd unit: 0027 here)
         if self.layout.ensure():  # a new store holds nothing older than the grace to collect
             self._full_collect_at = time.monotonic() + self.config.blob_grace_s
         self._lock_fd = self.layout.lock()
         self.layout.confine(
-            self.jail.user.uid if self.jail.user else None, by_path=self.jail.mode == "user"
+            self.jail.user.uid if self.jail.user else None,
+            by_path=self.jail.mode == "user",
+            blobs_to_group=offload,
         )
         if self.jail.warning:
             log.warning("UNCONFINED APP: %s", self.jail.warning)

@@ -148,17 +148,21 @@ class Layout:
         fsync_dir(directory)
         return not have
 
-    def confine(self, app_uid: int | None, by_path: bool) -> None:
+    def confine(self, app_uid: int | None, by_path: bool, blobs_to_group: bool = False) -> None:
         """Close the data directory to the app: only ``releases/<id>/`` (read-only, the
         agent's files) and ``shared/`` (the app's) are reachable by another user. With
         ``app_uid``, ``shared/`` becomes that user's; ``by_path`` (no sandbox to bind them)
-        also checks the user can reach them. Raises ``OSError``, :class:`InvalidInput`."""
+        also checks the user can reach them. ``blobs_to_group``: the blob store is open to
+        the agent's group, for a web server that sends its files (``--blob-offload nginx``).
+        Raises ``OSError``, :class:`InvalidInput`."""
         os.chmod(self.root, 0o711)  # traversable, not listable
         os.chmod(self.releases, 0o711)
         for d in (self.manifests, self.logs, self.tmp):
             os.chmod(d, 0o700)
         if self.blob_root is None:
-            os.chmod(self.blobs, 0o700)
+            os.chmod(self.blobs, 0o750 if blobs_to_group else 0o700)
+        if blobs_to_group:  # a store made before (or under UMask=0077): its directories too
+            _open_dirs_to_group(self.blobs, depth=2)
         if app_uid is not None and self.shared.stat().st_uid != app_uid:
             os.chmod(self.shared, 0o700)  # while it is still ours (no CAP_FOWNER needed)
             os.chown(self.shared, app_uid, -1)
@@ -280,6 +284,23 @@ def remove_tree(path: Path) -> None:
             with contextlib.suppress(OSError):
                 os.chmod(dirpath, 0o700)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _open_dirs_to_group(root: Path, depth: int) -> None:
+    """Let the group read and enter the directories under ``root``, ``depth`` levels down
+    (the blob store's ``sha256/ab/`` and its like; files keep their own modes)."""
+    level = [str(root)]
+    for _ in range(depth):
+        below = []
+        for d in level:
+            with os.scandir(d) as entries:
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False):
+                        mode = e.stat(follow_symlinks=False).st_mode
+                        if mode & 0o050 != 0o050:
+                            os.chmod(e.path, (mode | 0o050) & 0o7777)
+                        below.append(e.path)
+        level = below
 
 
 def fsync_dir(path: Path) -> None:

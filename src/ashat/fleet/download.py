@@ -686,10 +686,14 @@ def _failed_url(e: httpx.HTTPError) -> httpx.URL | None:
 
 
 def _who(response: httpx.Response) -> str:
-    """Who answered: OMEGA, or the mirror its redirect sent us to."""
-    if not response.history:
-        return "OMEGA"
-    return f"the mirror OMEGA sent us to ({response.url.host})"
+    """Who answered: OMEGA, the web server before it (``--blob-offload nginx``, a site
+    cache: an answer that is not OMEGA's JSON), or the mirror its redirect sent us to."""
+    if response.history:
+        return f"the mirror OMEGA sent us to ({response.url.host})"
+    if "json" not in response.headers.get("content-type", ""):
+        server = response.headers.get("server", "").split("/", 1)[0] or "a web server"
+        return f"{server} before OMEGA (check that it can read OMEGA's blob directory)"
+    return "OMEGA"
 
 
 def _write_all(fd: int, view: memoryview) -> None:
