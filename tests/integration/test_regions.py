@@ -85,6 +85,11 @@ def two_releases(root: Path, fails_where: str, auto_rollback: bool = False) -> N
     ship(root, "hello-002", "2.0.0")
 
 
+def eu_mainframes(omega: Any) -> list[dict[str, Any]]:
+    with omega.client() as client:
+        return client.mainframes()
+
+
 def omega_current(omega: Any) -> Any:
     with omega.client() as client:
         return client.health().get("current")
@@ -93,11 +98,25 @@ def omega_current(omega: Any) -> Any:
 def test_an_approval_releases_region_by_region_and_a_rollback_takes_every_region_back(
     regions: dict[str, Any],
 ) -> None:
+    import httpx
+
+    from ashat.fleet.license import issue
+
     root = regions["root"]
     (eu, mf_eu), (us, mf_us) = regions["eu"], regions["us"]
+    # A review: a mainframe pointed at the wrong region's OMEGA (its license refused there,
+    # wrong_region, at every poll) was still counted in that OMEGA's rollouts, never
+    # answered, and failed the region at its wave timeout. It is not a target.
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    stray, _ = issue(eu.license_key, "mf-stray", "ACME", expires, region="us")
+    refused = httpx.get(f"{eu.url}/v1/fleet/poll", params={"wait": "0"},
+                        headers={"Authorization": f"License {stray}"}, timeout=10)  # fmt: skip
+    assert refused.json()["reason"] == "wrong_region", refused.text
     ship(root, "hello-001", "1.0.0")
     res = deploy("approve", "hello-001", "--as", "bob")
     assert res.exit_code == 0, res.output
+    listed = {m["mainframe_id"]: m for m in eu_mainframes(eu)}
+    assert listed["mf-stray"]["license_status"] == "wrong_region", listed
     assert "released to Omega-eu (OMEGA (eu))" in res.output
     assert "region eu completed; the next region's rollout starts" in res.output
     assert "released to Omega-us (OMEGA (us))" in res.output

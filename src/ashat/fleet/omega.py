@@ -91,12 +91,14 @@ class PollAnswer:
 
 
 def _servable(mf: RegisteredMainframe, now: float, revoked: set[str]) -> bool:
-    """Whether a registered mainframe's license is still good (not revoked or expired)."""
+    """Whether a registered mainframe's license is still good: not revoked or expired, and
+    not refused at its last poll (``wrong_region``: a license of another region's OMEGA,
+    which would be targeted, never answered, and fail the wave at its timeout)."""
     try:
         expires = parse_time(mf.expires_at).timestamp()
     except ValueError:
         return False
-    return mf.license_id not in revoked and expires > now
+    return mf.license_id not in revoked and expires > now and mf.license_status == "ok"
 
 
 def _timed_out(status: TargetStatus, reason: str | None) -> bool:
@@ -1069,7 +1071,7 @@ class Omega:
             status = mf.license_status
             if mf.license_id in revoked:
                 status = "revoked"
-            elif not _servable(mf, now, revoked):
+            elif status == "ok" and not _servable(mf, now, revoked):
                 status = "expired"
             out.append(
                 {
