@@ -98,6 +98,9 @@ def test_selectors_rings_and_pins_decide_who_gets_what(hello_fleet: Any) -> None
     assert res.exit_code == 0, res.output
     wait_for(lambda: set(currents().values()) == {"hello-001"}, 30, "everyone back")
     assert fleet_list()["mf-2"]["pinned"] is None
+    # ... and no new pin holds it (a review: accepted, it never converged)
+    res = ashat("fleet", "pin", "mf-2", "hello-002")
+    assert res.exit_code == 3 and "was rolled back on this OMEGA" in res.output, res.output
 
     from ashat.ops.project import Project
 

@@ -1033,6 +1033,15 @@ class Omega:
                     "an approved release",
                     update_id=update_id,
                 )
+            if update_id is not None and any(
+                r.kind is Kind.ROLLBACK and r.from_update_id == update_id
+                for r in self.store.rollouts()
+            ):  # withdrawn: no rollout of it comes again, and a pin to it never converges
+                raise FleetConflict(
+                    f"release {update_id} was rolled back on this OMEGA: a mainframe is pinned "
+                    "to a release that may still be installed",
+                    update_id=update_id,
+                )
             mf = self.store.mainframe(mainframe_id)
             if (
                 approved is not None
