@@ -201,6 +201,11 @@ def project_root_of_trust(project: Project) -> Root:
     return trust.current()
 
 
+# The states an approved release's rollout ends in: a second 'deploy approve' (after
+# 'deploy resume', say) reports that end, whoever observed it first.
+ENDED_ROLLOUT = frozenset({"completed", "distribution_failed", "rolled_back"})
+
+
 def approver_of_key(project: Project, update_id: str, keyid: str, root: Root | None = None) -> str:
     """The approver's name ``root`` (default: the project's) gives ``keyid``. Raises
     PolicyRefused if it is not an approver key of root, InvalidInput if there is no root."""
@@ -468,7 +473,9 @@ def run_approve(
         if dep.state is not State.APPROVED:
             outcome.waiting_for = policy.required - result.valid
             return outcome
-    elif dep.state not in (State.APPROVED, State.RELEASING, State.DISTRIBUTING):
+    elif dep.state not in (State.APPROVED, State.RELEASING, State.DISTRIBUTING) and not (
+        dep.state.value in ENDED_ROLLOUT and dep.details.get("rollout_id")
+    ):  # a rollout that ended since (seen by anyone): approve says how, as if it had waited
         check_transition(update_id, dep.state, State.APPROVED)  # raises, naming what is allowed
 
     status: dict[str, Any] | None = None
