@@ -205,6 +205,36 @@ def test_a_broken_budget_rolls_back_automatically(stack: Any) -> None:
     assert "deployment.distribution_failed" in log and "deployment.rolled_back" in log
 
 
+def test_with_no_wait_omega_follows_its_fleets_automatic_rollback_by_itself(
+    stack: Any,
+) -> None:
+    """A review approved with --no-wait a release whose rollout broke its budget: the fleet
+    went back, but OMEGA's own app served the failed release until someone ran a 'deploy'
+    verb (the control side put it back when it looked). OMEGA now goes back by itself."""
+    s = stack(
+        3, "[distribution]\nwaves = [100]\nmax_failure_ratio = 0.2\nauto_rollback = true\n",
+        unmigrated=2,
+    )  # fmt: skip
+    s.ship("hello-001", "1.0.0")
+    assert deploy("approve", "hello-001", "--as", "bob").exit_code == 0
+    s.ship("hello-002", "2.0.0", needs_migration=True)
+    code, out = deploy_json("approve", "hello-002", "--as", "bob", "--no-wait")
+    assert code == 0 and out["state"] == "distributing", out
+
+    def omega_current() -> Any:
+        with s.omega.client() as c:
+            return c.health()["current"]
+
+    # no deploy verb from here on: only the agents are asked
+    wait_for(lambda: s.currents() == ["hello-001"] * 3, 90, "the fleet back")
+    wait_for(lambda: omega_current() == "hello-001", 30, "OMEGA back by itself")
+    said = "went back from hello-002 to hello-001 with the fleet"
+    wait_for(lambda: said in s.omega.output(), 10, "OMEGA to say so")
+    # the control side, when it looks, finds it done and records it
+    _, status = deploy_json("status", "hello-002")
+    assert status["deployment"]["state"] == "rolled_back", status
+
+
 def test_no_wait_returns_at_once_and_status_follows_the_rollout(stack: Any) -> None:
     s = stack(2, WAVES)
     s.ship("hello-001", "1.0.0")

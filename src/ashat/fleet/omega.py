@@ -50,6 +50,7 @@ from ashat.canonical import canonical_json
 from ashat.clock import Clock, SystemClock
 from ashat.clock import iso_from_timestamp as iso
 from ashat.clock import parse as parse_time
+from ashat.errors import AshatError
 from ashat.faults import crash_point
 from ashat.fleet import packs
 from ashat.fleet.approvals import Approvals
@@ -126,6 +127,8 @@ class Omega:
         self.root = held_root(agent.config.root_file, agent.config.data)
         self.approvals = Approvals(agent, key, self.store, self._clock, self.root)
         self.controller = Controller(self.store, self.approvals, self.metrics.rollouts, self.now)
+        self._going_back: threading.Thread | None = None  # OMEGA's app following its fleet
+        self._not_going_back: set[str] = set()  # releases it could not leave (logged once)
         mirror = agent.config.blob_mirror
         self.s3 = (  # the S3 mirror OMEGA keeps in step (fleet/s3_copy.py)
             S3Copy(mirror, self.store, agent.blobs, built_packs=self.built_packs)
@@ -1003,7 +1006,37 @@ class Omega:
                         woken |= self.controller.drive(r, now)
             seen = self.refresh()
         changed, self._seen = seen != self._seen, seen
+        self._follow_the_fleet_back()
         return woken, changed
+
+    def _follow_the_fleet_back(self) -> None:
+        """Once an automatic rollback brought the fleet back from the release OMEGA runs,
+        OMEGA's own app goes back too, by itself: a rolled-back release serves nowhere,
+        whether or not anyone runs ``deploy`` (an approval made with ``--no-wait``). Each
+        replica for its own app; in a thread of its own (the switch waits for the app)."""
+        current = self.agent.links()[0]
+        if current is None or (self._going_back is not None and self._going_back.is_alive()):
+            return
+        if current in self._not_going_back:
+            return
+        back = self.store.automatic_rollback_from(current)
+        if back is None:
+            return
+
+        def go() -> None:
+            try:
+                self.agent.rollback(current, back.update_id)
+                log.warning(
+                    "%s: went back from %s to %s with the fleet (%s)",
+                    back.rollout_id, current, back.update_id, "automatic rollback",
+                )  # fmt: skip
+            except AshatError as e:  # the control side, or an operator, may have done it
+                if self.agent.links()[0] == current:
+                    log.error("could not go back from %s with the fleet: %s", current, e.message)
+                    self._not_going_back.add(current)  # said once; deploy status shows it
+
+        self._going_back = threading.Thread(target=go, name="ashat-follow-fleet", daemon=True)
+        self._going_back.start()
 
     # -- the registry and revocations ----------------------------------------------------------
 

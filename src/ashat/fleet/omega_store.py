@@ -598,6 +598,17 @@ class FleetStore:
             )
         return [_rollout(r) for r in rows]
 
+    def automatic_rollback_from(self, update_id: str) -> Rollout | None:
+        """The newest completed automatic rollback (a halted rollout's) away from
+        ``update_id``, if any: what OMEGA's own app follows (:meth:`Omega.tick`)."""
+        row = self._one(
+            f"{_ROLLOUTS} WHERE kind=? AND from_update_id=? AND state=? "
+            "AND parent_rollout_id IS NOT NULL ORDER BY n DESC LIMIT 1",
+            ("rollback", update_id, RolloutState.COMPLETED.value),
+            ROLLOUT_COLUMNS,
+        )
+        return _rollout(row) if row else None
+
     def rollouts_on(self, channels: Collection[str], limit: int = 200) -> list[Rollout]:
         """The newest ``limit`` rollouts on any of ``channels``, newest first."""
         if not channels:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ashat.bake import NO_BAKE, BakePolicy, PolicyError
-from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
+from ashat.errors import AshatError, InvalidInput, OperationFailed, Refused, RemoteError
 from ashat.faults import crash_point
 from ashat.ids import REGION_RE, same_person, validate_update_id
 from ashat.waves import check_waves
@@ -470,9 +470,14 @@ def rollout_status(omega: OmegaPort, rollout_id: str) -> dict[str, Any]:
 
 
 def restore_omega(omega: OmegaPort, update_id: str, previous: Any) -> None:
-    """Put OMEGA back on ``previous`` if it still runs ``update_id`` (idempotent)."""
+    """Put OMEGA back on ``previous`` if it still runs ``update_id`` (idempotent: OMEGA also
+    follows an automatic rollback of its fleet by itself, and may have gone meanwhile)."""
     if previous and omega.health().get("current") == update_id:
-        omega.rollback(from_id=update_id, to_id=str(previous))
+        try:
+            omega.rollback(from_id=update_id, to_id=str(previous))
+        except Refused:
+            if omega.health().get("current") == update_id:
+                raise
 
 
 def released_by(dep: Deployment) -> str | None:
