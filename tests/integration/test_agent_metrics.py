@@ -101,7 +101,12 @@ def test_activations_and_rollbacks_are_timed_failed_ones_too(
         for result in ("ok", "failed"):
             assert activations(before, how, result) == (0, 0.0)
 
+    # AshatAppDown joins on it: an agent with no release current runs no app (a review saw
+    # an OMEGA replica that never activated one alerting for good)
+    assert value(before, "ashat_agent_release_current") == 0
+    assert value(before, "ashat_agent_app_up") == 0
     agent.deploy(trees.tiny("a"), "tiny-1", app=trees.tiny_app())
+    assert value(scrape(agent.url), "ashat_agent_release_current") == 1
     agent.deploy(trees.tiny("b"), "tiny-2", sequence=2, app=trees.tiny_app())
     agent.stage(trees.tiny("bad"), "bad-3", sequence=3, app=SLEEPER)
     refuse = 'python3 -c "import sys; sys.exit(4)"'

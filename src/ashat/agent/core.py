@@ -127,6 +127,7 @@ class Agent:
         self.restarts = 0
         self.last_exit: int | None = None
         self._dying = 0  # deaths in a row, each restart's pause longer
+        self.metrics.release_current.set_function(self._has_current)
         self._probing = threading.Lock()  # one live probe of the app at a time
         self._probed: tuple[float, int, bool] | None = None  # (when, app pid, healthy)
         self._restart_at: float | None = None
@@ -396,6 +397,12 @@ class Agent:
     def _remember_secrets(self, env: Mapping[str, str]) -> None:
         known = set(self._secrets)
         self._secrets = self._secrets + [s for s in app_env_secrets(env) if s not in known]
+
+    def _has_current(self) -> float:
+        try:
+            return 1.0 if self.links()[0] is not None else 0.0
+        except OSError:
+            return 0.0
 
     def links(self) -> tuple[str | None, str | None]:
         return self.releases.link_target(CURRENT), self.releases.link_target(PREVIOUS)

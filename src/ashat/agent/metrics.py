@@ -80,6 +80,13 @@ class Metrics:
         self.app_up = Gauge(
             "ashat_agent_app_up", "1 while the current release's app process runs", registry=r
         )
+        # whether an app should run here at all (an OMEGA replica that never activated a
+        # release has app_up 0 for good): what the AshatAppDown alert joins on
+        self.release_current = Gauge(
+            "ashat_agent_release_current",
+            "1 while a release is current here (its app should run)",
+            registry=r,
+        )
         info = Gauge("ashat_agent_info", "The agent's role", ["role"], registry=r)
         info.labels(role=role).set(1)
 
