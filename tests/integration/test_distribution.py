@@ -136,6 +136,11 @@ def test_approve_distributes_in_waves_then_rollback_returns_the_fleet(stack: Any
     assert code == 0 and out["state"] == "completed", out
     assert out["rollout_status"]["totals"]["installed"] == 3
     assert s.currents() == ["hello-002"] * 3
+    # A review rolled back an old completed deployment nobody runs (a typo of the id):
+    # "rolled back", exit 0, to a newer release, 0 of 0 mainframes. Refused, saying why.
+    code, out = deploy_json("rollback", "hello-001", "--reason", "typo")
+    assert code == 3 and "nothing runs hello-001" in out["error"], out
+    assert deploy_json("status", "hello-001")[1]["deployment"]["state"] == "completed"
 
     code, out = deploy_json("rollback", "hello-002", "--reason", "customer report")
     assert code == 0 and out["state"] == "rolled_back" and out["restored"] == "hello-001", out

@@ -946,6 +946,18 @@ class Omega:
                 for mf in self.store.mainframes()
                 if mf.current == req.from_id and _servable(mf, now, revoked)
             ]
+            runs_here = self.agent.links()[0]
+            if (
+                not fleet
+                and runs_here != req.from_id
+                and not any(r.state is RolloutState.RUNNING for r in installs)
+            ):  # a typo, or a release long replaced: "rolled back" would mean nothing
+                raise FleetConflict(
+                    f"nothing runs {req.from_id}: not this OMEGA (it runs "
+                    f"{runs_here or 'nothing'}), no mainframe, no rollout of it; a rollback goes "
+                    "back from the release that runs",
+                    update_id=req.from_id,
+                )
             spec = Spec(
                 kind=Kind.ROLLBACK,
                 update_id=to_id,
