@@ -358,3 +358,40 @@ def test_a_stage_racing_an_activation_that_prunes_keeps_the_blobs_it_was_told_we
         assert "r1" not in agent.releases.ids() and "r4" in agent.releases.ids()
     finally:
         agent.shutdown()
+
+
+def test_a_disk_full_once_the_links_moved_still_finishes_the_switch(
+    agent: Agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review filled the disk from the app's shared directory just as a release became
+    healthy: the links moved, the state's save failed, and the switch stopped there — the
+    old app never stopped nor supervised again (it outlived the agent). Now the rest of
+    the switch happens, and the answer says the state was not kept (507)."""
+    import errno
+
+    from ashat.agent.errors import StorageFailed
+
+    for n in (1, 2):
+        tree = tmp_path / f"t{n}"
+        tree.mkdir()
+        (tree / "f.txt").write_text(f"release {n}\n")
+        stage(agent, tree, n)
+    agent.activate("r1")
+    real_save, stops = agent._save, []
+    monkeypatch.setattr(agent.supervisor, "stop", lambda app: stops.append(app) or 0)
+
+    def full() -> None:
+        if agent.links()[0] == "r2":  # the links moved: the save of the switch fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save()
+
+    monkeypatch.setattr(agent, "_save", full)
+    from types import SimpleNamespace
+
+    old = SimpleNamespace(release="r1", pid=-1)
+    agent.app = old  # type: ignore[assignment]  # an app of r1 that must be stopped
+    monkeypatch.setattr(agent, "_untrack", lambda app: None)
+    with pytest.raises(StorageFailed) as e:
+        agent.activate("r2")
+    assert e.value.status == 507 and "(it is current)" in e.value.message
+    assert agent.links()[0] == "r2" and stops == [old]

@@ -904,14 +904,25 @@ class Agent:
         self.state.record_activation(target, how, _now())
         if rolled_back is not None:
             self.state.mark_rolled_back(rolled_back)
-        self._save()
+        unsaved: OSError | None = None
+        try:  # the links moved: what follows must happen, a full disk or not
+            self._save()
+        except OSError as e:
+            unsaved = e
         self.metrics.app_up.set(1 if new_app is not None else 0)
         log.info("%s: %s is current, previous %s", how, target, new_previous or "none")
         if old_app is not None:
             code = self.supervisor.stop(old_app)
             log.info("stopped the app of %s (status %s)", old_app.release, code)
             crash_point("switch.old_stopped")
-            self._untrack(old_app)
+            try:
+                self._untrack(old_app)
+            except OSError as e:
+                unsaved = unsaved or e
+        if unsaved is not None:  # it runs, and the old app is stopped; its record is not kept
+            log.error("%s: %s is current, but its state could not be saved: %s", how, target,
+                      unsaved.strerror or unsaved)  # fmt: skip
+            raise StorageFailed(f"the state of {how} to {target} (it is current)", unsaved)
         self._prune()
         return {"current": target, "previous": new_previous, "app": self.app_info()}
 
