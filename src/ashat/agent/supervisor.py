@@ -163,14 +163,14 @@ def status_line(port: int, path: str, timeout_s: float) -> int | str:
             while b"\r\n" not in got and len(got) < MAX_STATUS_LINE:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return f"no status line within {timeout_s:g}s"
+                    raise TimeoutError
                 sock.settimeout(left)
                 chunk = sock.recv(MAX_STATUS_LINE - len(got))
                 if not chunk:
                     return "the connection closed before a status line"
                 got += chunk
     except TimeoutError:
-        return f"no answer within {timeout_s:g}s"
+        return f"no status line within {timeout_s:g}s"
     except OSError as e:
         return e.strerror or type(e).__name__
     m = STATUS_LINE_RE.match(got)
