@@ -147,6 +147,11 @@ def _check_name(name: str) -> str:
     return name
 
 
+# The first line of a PEM private key of any kind (PKCS#8, RSA, EC, OpenSSH, PGP's block):
+# what the Security Scan reports as a secret, and a push refuses to ship.
+PRIVATE_KEY_PEM = r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----"
+
+
 def generate_keypair(name: str, directory: Path) -> tuple[Path, Path]:
     """Write ``NAME.key`` (0600, atomically) and ``NAME.pub`` in ``directory``.
 

@@ -9,6 +9,7 @@ normalization) are refused too, because they collide on case-insensitive filesys
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import re
 import unicodedata
@@ -162,3 +163,12 @@ def casefold_collisions(paths: Iterable[str]) -> list[tuple[str, str]]:
         if first != p:
             pairs.append((first, p))
     return pairs
+
+
+def under_glob(rel: str, patterns: Iterable[str]) -> bool:
+    """Whether the release path ``rel`` or one of its parent directories matches one of the
+    ``fnmatch`` globs ``patterns`` (``[verify.security] allow``: the scan on PUBLIC and the
+    push's own check of the tree read it alike)."""
+    parts = rel.split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatchcase(c, p.strip("/")) for p in patterns for c in candidates)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ashat.bundle.keys import PRIVATE_KEY_PEM
 from ashat.errors import InvalidInput
 from ashat.ops.project import Project, client_for
 
@@ -95,7 +96,7 @@ def build_unsigned(
 KEY_FILE_GLOBS = ("*.key", "*.pem", "*.p8", "id_*")  # names a private key goes by
 _KEY_FILE_NAME = re.compile("|".join(fnmatch.translate(g) for g in KEY_FILE_GLOBS))  # one pass
 KEY_HEAD_BYTES = 200  # a PEM or OpenSSH private key says so in its first line
-_PRIVATE_KEY_HEAD = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+_PRIVATE_KEY_HEAD = re.compile(PRIVATE_KEY_PEM.encode("ascii"))
 
 
 def refuse_secrets(project: Project, built: Built, config: Config) -> None:
@@ -105,7 +106,7 @@ def refuse_secrets(project: Project, built: Built, config: Config) -> None:
     file named like one whose first line says so), unless ``[verify.security] allow``
     accepts that path. Only digests the build computed, and the first bytes of files named
     like keys, are looked at."""
-    from ashat.agent.checks.security import allowed
+    from ashat.bundle.paths import under_glob
 
     own = _own_secrets(project, config)
     verify = config.table("verify")
@@ -124,7 +125,7 @@ def refuse_secrets(project: Project, built: Built, config: Config) -> None:
             _KEY_FILE_NAME.match(name)
             and not name.endswith(".pub")
             and _private_key_head(built.blobs[e.sha256])
-            and not allowed(e.path, allow)
+            and not under_glob(e.path, allow)
         ):
             found.append(f"{e.path} (a private key)")
     if found:

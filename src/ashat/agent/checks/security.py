@@ -42,6 +42,7 @@ from ashat.agent.checks.osv import (
     vulnerabilities,
 )
 from ashat.agent.checks.secrets import Finding, scan_text
+from ashat.bundle.paths import under_glob
 
 MAX_SCAN_BYTES = 5 * 1024 * 1024  # bytes; larger files are not scanned for secrets
 BINARY_PROBE_BYTES = 8192  # a NUL in this prefix marks a file as binary
@@ -72,13 +73,6 @@ class Tree:
     pins: list[Pin] = field(default_factory=list)
     requirements_files: list[str] = field(default_factory=list)
     finished: bool = True
-
-
-def allowed(rel: str, patterns: list[str]) -> bool:
-    """Whether ``rel`` or one of its parent directories matches an ``allow`` glob."""
-    parts = rel.split("/")
-    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-    return any(fnmatch.fnmatchcase(c, p.strip("/")) for p in patterns for c in candidates)
 
 
 def source_of(directory: Path) -> dict[str, Any] | None:
@@ -148,7 +142,7 @@ def walk(root: Path, allow: list[str], deadline: Deadline) -> Tree:
             is_dir = stat.S_ISDIR(st.st_mode)
             if not (is_dir or stat.S_ISREG(st.st_mode)):
                 continue  # symlinks, fifos, sockets, devices: never opened
-            is_allowed = allowed(rel, allow)
+            is_allowed = under_glob(rel, allow)
             if st.st_mode & stat.S_IWOTH:
                 if is_allowed:
                     tree.allowed += 1
