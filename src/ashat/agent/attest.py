@@ -93,12 +93,12 @@ def inputs_of(name: str, body: Any) -> dict[str, Any]:
     if name == "security":
         return {"allow": body.get("allow") or [], "advisories": body.get("advisories")}
     if name == "database":
-        from ashat.store.db import redact_url
+        from ashat.agent.checks.database import display_url  # as the check shows it
 
         url = body.get("url")
         keys = ("url_env", "schema_version_query", "expect_schema_version")
         shown = {k: body.get(k) for k in keys}
-        return {"url": redact_url(url) if isinstance(url, str) and url else None, **shown}
+        return {"url": display_url(url) if isinstance(url, str) and url else None, **shown}
     return {}
 
 

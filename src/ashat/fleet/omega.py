@@ -1031,7 +1031,14 @@ class Omega:
             return
         if current in self._not_going_back:
             return
-        back = self.store.automatic_rollback_from(current)
+        back = next(
+            (
+                r
+                for r in self.store.rollbacks_from(current)
+                if r.parent_rollout_id is not None and r.state is RolloutState.COMPLETED
+            ),
+            None,
+        )  # an automatic one (a halted rollout's), done
         if back is None:
             return
 
@@ -1078,10 +1085,8 @@ class Omega:
                     "an approved release",
                     update_id=update_id,
                 )
-            if update_id is not None and any(
-                r.kind is Kind.ROLLBACK and r.from_update_id == update_id
-                for r in self.store.rollouts()
-            ):  # withdrawn: no rollout of it comes again, and a pin to it never converges
+            if update_id is not None and self.store.rollbacks_from(update_id):
+                # withdrawn: no rollout of it comes again, and a pin to it never converges
                 raise FleetConflict(
                     f"release {update_id} was rolled back on this OMEGA: a mainframe is pinned "
                     "to a release that may still be installed",

@@ -598,16 +598,15 @@ class FleetStore:
             )
         return [_rollout(r) for r in rows]
 
-    def automatic_rollback_from(self, update_id: str) -> Rollout | None:
-        """The newest completed automatic rollback (a halted rollout's) away from
-        ``update_id``, if any: what OMEGA's own app follows (:meth:`Omega.tick`)."""
-        row = self._one(
-            f"{_ROLLOUTS} WHERE kind=? AND from_update_id=? AND state=? "
-            "AND parent_rollout_id IS NOT NULL ORDER BY n DESC LIMIT 1",
-            ("rollback", update_id, RolloutState.COMPLETED.value),
+    def rollbacks_from(self, update_id: str) -> list[Rollout]:
+        """The rollback rollouts away from ``update_id``, newest first: a release withdrawn
+        (no pin may hold it), and the automatic one OMEGA's own app follows."""
+        rows = self._all(
+            f"{_ROLLOUTS} WHERE kind=? AND from_update_id=? ORDER BY n DESC",
+            ("rollback", update_id),
             ROLLOUT_COLUMNS,
         )
-        return _rollout(row) if row else None
+        return [_rollout(r) for r in rows]
 
     def rollouts_on(self, channels: Collection[str], limit: int = 200) -> list[Rollout]:
         """The newest ``limit`` rollouts on any of ``channels``, newest first."""
