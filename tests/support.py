@@ -10,9 +10,12 @@ default ``prepend`` import mode) puts tests/ on ``sys.path`` for tests/conftest.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import shutil
+import socket
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -209,3 +212,31 @@ def put_blob(agent: Any, data: bytes) -> str:
     w.finish()
     w.commit()
     return sha
+
+
+class BlackHole:
+    """A TCP listener that reads what it is sent and never answers (a stuck OMEGA): the
+    connections it took (``conns``) and the first bytes of each (``received``)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.received: list[bytes] = []
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                self.received.append(conn.recv(65536))
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()

@@ -29,7 +29,14 @@ from ashat.store.db import Database, default_sqlite_url
 from ashat.store.store import Store
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State
-from support import configure, deploy, enter_hello_project, verify_health_only, wait_for
+from support import (
+    BlackHole,
+    configure,
+    deploy,
+    enter_hello_project,
+    verify_health_only,
+    wait_for,
+)
 
 HOOK_SECRET = "hook-secret-6b1f"  # the HMAC key the receivers check
 
@@ -465,31 +472,6 @@ def test_a_tier_moved_to_another_server_needs_its_token_again(env: Env) -> None:
         catcher.close()
 
 
-class Silent:
-    """A TCP server that accepts connections and never answers; counts them."""
-
-    def __init__(self) -> None:
-        import socket
-
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
-        self.held: list[Any] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
 def test_scrapes_of_metrics_by_the_dozen_ask_a_silent_omega_once(
     tmp_path: Path, serve_process: Any
 ) -> None:
@@ -501,7 +483,7 @@ def test_scrapes_of_metrics_by_the_dozen_ask_a_silent_omega_once(
     root = tmp_path / "proj"
     root.mkdir()
     (root / "ashat.toml").write_text("")
-    silent = Silent()
+    silent = BlackHole()
     try:
         serve = serve_process(root)
         admin = serve.add_user("ada", "admin")
@@ -513,7 +495,7 @@ def test_scrapes_of_metrics_by_the_dozen_ask_a_silent_omega_once(
             scrapes = list(pool.map(lambda _: serve.call("GET", "/metrics"), range(12)))
         assert all(r.status_code == 200 for r in scrapes)
         assert all("ashat_omega_up 0.0" in r.text for r in scrapes)
-        assert len(silent.held) == 1, f"{len(silent.held)} connections to OMEGA for 12 scrapes"
+        assert len(silent.conns) == 1, f"{len(silent.conns)} connections to OMEGA for 12 scrapes"
         me = serve.call("GET", "/v1/me", admin)
         assert me.status_code == 200 and me.elapsed.total_seconds() < 5
     finally:

@@ -4,12 +4,10 @@ prompt, clean stop with a long poll in flight."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
 import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from ashat.bundle.keys import generate_keypair, load_private_key
 from ashat.cli.agent_cmd import agent as agent_command
 from ashat.cli.output import AshatGroup
 from ashat.fleet.license import issue
-from support import wait_for
+from support import BlackHole, wait_for
 
 MainframeFactory = Any  # the fixture's type (tests/ is not a package)
 
@@ -48,34 +46,6 @@ def keys(tmp_path: Path) -> dict[str, Any]:
         "token": token,
         "license_id": lic.license_id,
     }
-
-
-class BlackHole:
-    """A TCP listener that reads what it is sent and never answers (a stuck OMEGA)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.received: list[bytes] = []
-        self._conns: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self._conns.append(conn)
-            conn.settimeout(5)
-            with contextlib.suppress(OSError):
-                self.received.append(conn.recv(65536))
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self._conns:
-            c.close()
 
 
 @pytest.fixture
