@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import gc
 import os
 import select
@@ -91,6 +92,7 @@ def preload() -> None:
             importlib.import_module(name)
         except ImportError as e:  # an optional part not installed: its verbs import it
             log(f"not preloaded: {name} ({e})")
+    _prctl()
     from ashat.errors import InvalidInput
     from ashat.transport import outgoing
 
@@ -425,13 +427,23 @@ class Helper:
             os._exit(code)
 
 
+@functools.cache
+def _prctl() -> Any:
+    """libc's ``prctl``, or None: looked up once, in the helper (ctypes and the lookup
+    cost each child ~4 ms of a command's start, issue 20)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
 def _die_with(helper_pid: int) -> None:
     """Be sent SIGTERM when the helper dies (Linux), and end now if it already has."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
     if os.getppid() != helper_pid:
         os._exit(1)
 
