@@ -272,3 +272,58 @@ def test_the_fleet_refuses_a_database_holding_a_control_store(
     Database(url).close()  # a control store, with its own approvals table
     with pytest.raises(StoreError, match="holds an ashat control store"):
         FleetStore(url)
+
+
+def wave_started_at(url: str, rollout_id: str) -> float:
+    store = FleetStore(url)
+    try:
+        r = store.rollout(rollout_id)
+        assert r is not None
+        return r.wave_started_at
+    finally:
+        store.close()
+
+
+def test_a_replica_starting_beside_a_running_one_leaves_the_wave_clock_alone(
+    replicas: tuple[AgentHandle, AgentHandle, Balancer],
+    agent_factory: AgentFactory,
+    mainframe_factory: MainframeFactory,
+    trees: Trees,
+    pg_url: str,
+) -> None:
+    """A replica's start gave every running wave its whole timeout again, as if OMEGA had
+    been down, though another replica ran all along: a replica restarting in a loop kept a
+    silent mainframe's wave from ever timing out. Only an outage of the whole OMEGA (no
+    replica alive for a few seconds) restarts the wave's clock."""
+    a, b, balancer = replicas
+    assert a.license_key is not None and a.omega_pub_path is not None
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    token, _ = issue(a.license_key, "mf-silent", "ACME", expires)
+    silent = mainframe_factory.start(
+        omega=balancer.url, license_token=token, mainframe_id="mf-silent",
+        trust=a.pub_path, trust_omega=a.omega_pub_path, poll_wait=1,
+    )  # fmt: skip
+    mainframe_factory.ready(silent)
+    with http(a) as c:
+        wait_for(lambda: len(c.get("/v1/fleet/mainframes").json()["mainframes"]) == 1, 30, "1")
+    silent.stop()  # registered, and never heard from again
+    a.release(trees.tiny("r1"), "r1", sequence=1)
+    rollout_id = rollout(a, "r1")  # a 120 s wave
+    assert status(a, rollout_id)["state"] == "running"
+    started = wave_started_at(pg_url, rollout_id)
+    time.sleep(1.5)  # A ticks, and says it runs
+    for _ in range(2):  # replica B restarts (twice) while A runs
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(10)
+        b = agent_factory(replica_of=a)
+        assert status(b, rollout_id)["state"] == "running"
+        assert wave_started_at(pg_url, rollout_id) == started
+    # The whole OMEGA goes down for longer than a restart: the wave waited for it.
+    for replica in (a, b):
+        replica.proc.send_signal(signal.SIGKILL)
+        replica.proc.wait(10)
+    time.sleep(6.5)
+    down_until = time.time()
+    c = agent_factory(replica_of=a)
+    assert status(c, rollout_id)["state"] == "running"
+    assert wave_started_at(pg_url, rollout_id) >= down_until

@@ -73,6 +73,8 @@ MAX_DELTAS = 256  # manifest deltas kept, by (base, new): a wave asks the same o
 MAX_REMEMBERED = 200_000  # mainframes whose last facts are remembered here
 NO_LABELS: Mapping[str, str] = {}  # one object, never changed: a cache can tell it is the same
 FACTS_REWRITE_S = 600.0  # unchanged facts are written again after this long
+ALIVE_EVERY_S = 1.0  # while rollouts run, each replica says so this often (omega_alive)
+ABSENT_S = 5.0  # no replica said so for this long: OMEGA was down (waves resume from then)
 
 DIRECTIVE_KIND = "directive"
 DIRECTIVE_TTL_S = 300  # a directive is refused by mainframes after this many seconds
@@ -148,6 +150,7 @@ class Omega:
         self._labels_seen: dict[str, tuple[Any, Any, dict[str, frozenset[str]]]] = {}
         # the pins and labels set here, reloaded by refresh() when their version changed
         self._rules_version = -1
+        self._alive_at = 0.0  # when this replica last said it runs (omega_alive)
         self._pins: dict[str, str] = {}
         self._set_labels: Mapping[str, Mapping[str, str]] = {}
         self._resume_rollouts()
@@ -159,15 +162,26 @@ class Omega:
         return self._clock.now().timestamp()
 
     def _resume_rollouts(self) -> None:
-        """OMEGA (re)starts: the current wave of a running rollout gets its whole timeout
-        again, from now. Its mainframes could not poll or report while OMEGA was down; the
-        old deadline would count them failed for OMEGA's own absence, and break the budget.
-        (A replica starting beside running ones does the same: the wave waits one timeout
-        longer at most.)"""
+        """OMEGA (re)starts after an outage: the current wave of a running rollout gets its
+        whole timeout again, from now. Its mainframes could not poll or report while OMEGA
+        was down; the old deadline would count them failed for OMEGA's own absence, and
+        break the budget.
+
+        Only after an outage: no replica said it was alive (:data:`ALIVE_EVERY_S`) in the
+        last :data:`ABSENT_S` seconds, nor since the wave began. A replica starting beside
+        running ones, or one restarting at once (a crash loop), leaves the clock alone, so a
+        silent mainframe still times its wave out."""
         now = self.now()
+        last = self.store.last_alive()
         for r in self.store.rollouts(RolloutState.RUNNING):
+            absent = now - max(last or 0.0, r.wave_started_at)
+            if absent <= ABSENT_S:
+                continue
             self.store.restart_wave_clock(r.rollout_id, now)
-            log.info("%s: resumed at wave %d of %s", r.rollout_id, r.current_wave, r.update_id)
+            log.info(
+                "%s: resumed at wave %d of %s (OMEGA was away %.0f s)",
+                r.rollout_id, r.current_wave, r.update_id, absent,
+            )  # fmt: skip
 
     def close(self) -> None:
         if self.s3 is not None:
@@ -1013,6 +1027,9 @@ class Omega:
         woken: set[str] = set()
         with self.lock:
             if self.store.running_count():
+                if now - self._alive_at >= ALIVE_EVERY_S:
+                    self.store.mark_alive(now)
+                    self._alive_at = now
                 with self.store.exclusive():
                     for r in self.store.rollouts(RolloutState.RUNNING):
                         woken |= self.controller.drive(r, now)

@@ -844,6 +844,19 @@ class FleetStore:
         )
         return [r[0] for r in rows]
 
+    def mark_alive(self, at: float) -> None:
+        """Say that an OMEGA replica runs, at ``at`` (seconds since the epoch)."""
+        self._run(
+            "INSERT INTO omega_alive (id, at) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET at=excluded.at",
+            (at,),
+        )
+
+    def last_alive(self) -> float | None:
+        """When a replica last said it ran (:meth:`mark_alive`), or None if none ever did."""
+        at = self._scalar("SELECT at FROM omega_alive WHERE id=1")
+        return None if at is None else float(at)
+
     def restart_wave_clock(self, rollout_id: str, at: float) -> None:
         """Count the current wave's timeout from ``at`` (OMEGA restarted; no event: the
         wave did not start again, it only waited for OMEGA)."""
