@@ -87,7 +87,9 @@ def _build() -> tuple[list[Table], list[Key]]:
               "retried; a failure is a `notify.failed` event, never a stop."),
     ]  # fmt: skip
     keys = [
-        Key("app", "name", "string", "", "The application's name (shown in manifests)."),
+        Key("app", "name", "string", "", "The application's name (shown in manifests; the "
+            "name a host agent's `--apps` serves it by, so `deploy init` writes lower-case "
+            "letters, digits, `-` and `_`)."),
         Key("app", "run", "string", "", "Command the agent starts in the release directory; "
             "must contain `{port}` (also in `$PORT`). Without it no app is supervised."),
         Key("app", "health_path", "string", d(app.health_path), "Must answer 2xx before the "

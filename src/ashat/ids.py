@@ -10,6 +10,10 @@ HTTP_URL_RE = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")  # a server's URL, i
 UPDATE_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 TIERS = ("public", "omega")
 REGION_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")  # an OMEGA region: eu, us-east
+APP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # [app] name; a host agent's --apps
+APP_NAME_RULE = (
+    "lower-case letters, digits, '-' and '_', starting with a letter or digit, at most 40"
+)
 
 
 def validate_update_id(value: str) -> str:
@@ -20,6 +24,20 @@ def validate_update_id(value: str) -> str:
             "starting with a letter or digit"
         )
     return value
+
+
+def validate_app_name(value: str) -> str:
+    """Return ``value`` if it can be an ``[app] name`` (the name a host agent's ``--apps``
+    serves it by), else raise :class:`InvalidInput`."""
+    if not isinstance(value, str) or APP_NAME_RE.fullmatch(value) is None:
+        raise InvalidInput(f"app name {value!r}: {APP_NAME_RULE}")
+    return value
+
+
+def app_name_from(text: str) -> str:
+    """An app name made from ``text`` (a directory's name): "My Shop" gives "my-shop"."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:40].rstrip("-_")
+    return name or "app"
 
 
 def validate_tier(value: str) -> str:

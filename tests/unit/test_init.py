@@ -83,9 +83,38 @@ def test_init_with_a_bad_run_command_writes_nothing(tree: Path) -> None:
 
 
 def test_init_quotes_values_that_would_break_toml(tree: Path) -> None:
-    res = deploy("init", "--yes", "--name", 'say "hi" \\ there', "--run", RUN)
+    run = 'python3 serve.py --greeting "say \\"hi\\" \\ there" --port {port}'
+    res = deploy("init", "--yes", "--run", run)
     assert res.exit_code == 0, res.output
-    assert Config.load(tree).app.name == 'say "hi" \\ there'
+    assert Config.load(tree).app.run == run
+
+
+def test_init_refuses_an_app_name_a_host_agent_would_refuse(tree: Path) -> None:
+    """A review: ``--name "My App"`` was written, and no ``--apps`` agent could ever serve
+    the project ([app] name is the name a host agent's app goes by)."""
+    res = deploy("init", "--yes", "--name", "My App")
+    assert res.exit_code == 2
+    assert "app name 'My App': lower-case letters, digits" in res.output
+    assert not (tree / "ashat.toml").exists() and not (tree / ".ashat").exists()
+
+
+def test_init_makes_an_app_name_of_the_directorys_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "My Shop (v2)"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("ASHAT_SIGNING_KEY", raising=False)
+    res = deploy("init", "--yes")
+    assert res.exit_code == 0, res.output
+    assert Config.load(root).app.name == "my-shop-v2"
+
+
+def test_init_asks_again_for_a_name_it_refuses(tree: Path) -> None:
+    res = deploy("init", input="My Shop\nshop\n\n/healthz\n")
+    assert res.exit_code == 0, res.output
+    assert "app name 'My Shop'" in res.output
+    assert Config.load(tree).app.name == "shop"
 
 
 def test_init_appends_to_an_existing_gitignore(tree: Path) -> None:

@@ -19,7 +19,7 @@ from ashat.bundle.keys import PublicKey, SigningKey
 from ashat.bundle.manifest import MAX_MANIFEST_BYTES
 from ashat.errors import InvalidInput
 from ashat.http.limits import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S, MAX_UPLOAD_GRACE_S
-from ashat.ids import HTTP_URL_RE
+from ashat.ids import HTTP_URL_RE, validate_app_name
 
 if TYPE_CHECKING:
     from ashat.agent.upstream import Upstream
@@ -33,7 +33,6 @@ DEFAULT_MAX_BLOB_BYTES = 2 * 1024**3  # bytes
 DEFAULT_POLL_TIMEOUT_S = 30.0  # seconds OMEGA holds a long poll
 MAX_POLL_TIMEOUT_S = 60.0  # the protocol's limit
 MAX_APP_ENV_BYTES = 1024 * 1024  # bytes of dotenv file
-APP_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # an app of a host agent (--apps)
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -174,11 +173,8 @@ class AgentConfig:
     host_data: Path | None = None  # that host's data directory: all of it hidden from the app
 
     def __post_init__(self) -> None:
-        if self.app_name is not None and not APP_NAME_RE.fullmatch(self.app_name):
-            raise InvalidInput(
-                f"app name {self.app_name!r}: lower-case letters, digits, '-' and '_', "
-                "starting with a letter or digit, at most 40"
-            )
+        if self.app_name is not None:
+            validate_app_name(self.app_name)
         if not self.token:
             raise InvalidInput("the agent needs a bearer token")
         if (self.role is AgentRole.MAINFRAME) != (self.mainframe is not None):

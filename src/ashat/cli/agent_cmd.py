@@ -495,8 +495,8 @@ def _app_configs(ctx: click.Context, apps_file: Path) -> dict[str, AgentConfig]:
     import tomllib
     from dataclasses import replace
 
-    from ashat.agent.config import APP_NAME_RE
     from ashat.errors import InvalidInput
+    from ashat.ids import APP_NAME_RE, APP_NAME_RULE
 
     where = f"--apps {apps_file}"
     try:
@@ -531,9 +531,7 @@ def _app_configs(ctx: click.Context, apps_file: Path) -> dict[str, AgentConfig]:
     params: dict[str, dict[str, Any]] = {}
     for name, table in tables.items():
         if not APP_NAME_RE.fullmatch(name):
-            raise click.UsageError(
-                f"{where}: [{name}] is not an app name (lower-case letters, digits, '-', '_')"
-            )
+            raise click.UsageError(f"{where}: [{name}] is not an app name ({APP_NAME_RULE})")
         if not isinstance(table, dict):
             raise click.UsageError(f"{where}: {name} must be a table ([{name}])")
         own = dict(ctx.params)

@@ -3,6 +3,7 @@ in :mod:`ashat.ops.init`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -13,7 +14,9 @@ from ashat.cli.output import OK, emit, json_mode, json_option
 @click.command("init")
 @click.option("--yes", "-y", is_flag=True, help="Ask nothing: take the defaults and options.")
 @click.option("--force", is_flag=True, help="Replace an existing ashat.toml.")
-@click.option("--name", help="[app] name (default: the directory's name).")
+@click.option(
+    "--name", help="[app] name: a-z, 0-9, '-', '_' (default: made from the directory's name)."
+)
 @click.option("--run", help="[app] run: the command that serves the app; must contain {port}.")
 @click.option("--health-path", help="[app] health_path (default: /).")
 @json_option
@@ -22,6 +25,7 @@ def init(
 ) -> None:
     """Start a project here: ashat.toml, .ashat/keys/alpha.key, .ashat/ in .gitignore."""
     from ashat.errors import InvalidInput
+    from ashat.ids import app_name_from, validate_app_name
     from ashat.ops.init import guess_run, init_project, plan_init
     from ashat.project import CONFIG_NAME
 
@@ -29,7 +33,11 @@ def init(
     if (root / CONFIG_NAME).exists() and not force:  # before asking three questions for nothing
         raise InvalidInput(f"{root / CONFIG_NAME} already exists; use --force to replace it")
     if not (yes or json_mode()):
-        name = click.prompt("Application name", default=name or root.resolve().name)
+        name = click.prompt(
+            "Application name",
+            default=name or app_name_from(root.resolve().name),
+            value_proc=_asking_again(validate_app_name, InvalidInput),
+        )
         run = click.prompt(
             "Command that serves it ({port} is the port; empty: no app)",
             default=run or guess_run(root) or "",
@@ -53,3 +61,15 @@ def init(
         click.echo("Next: deploy configure public <url> <name> --token-file <file>")
 
     emit(result.to_json(), human)
+
+
+def _asking_again(check: Callable[[str], str], error: type[Exception]) -> Callable[[str], str]:
+    """A prompt's check: an answer ``check`` refuses is asked again, saying why."""
+
+    def check_answer(value: str) -> str:
+        try:
+            return check(value)
+        except error as e:
+            raise click.UsageError(str(e)) from e
+
+    return check_answer

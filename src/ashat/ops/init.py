@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ashat.errors import InvalidInput
+from ashat.ids import app_name_from, validate_app_name
 from ashat.project import CONFIG_NAME, STATE_DIR, write_private
 
 KEY_NAME = "alpha"
@@ -82,9 +83,10 @@ def guess_run(root: Path) -> str | None:
 def plan_init(
     root: Path, name: str | None = None, run: str | None = None, health_path: str | None = None
 ) -> InitPlan:
-    """Fill what was not given: the directory's name, no run command, ``/``, its packages."""
+    """Fill what was not given: the directory's name (as an app name), no run command,
+    ``/``, its packages. A ``name`` that cannot be an app name is :class:`InvalidInput`."""
     return InitPlan(
-        name=name or root.resolve().name or "app",
+        name=validate_app_name(name) if name else app_name_from(root.resolve().name),
         run=run or None,
         health_path=health_path or "/",
         modules=guess_modules(root),
