@@ -18,6 +18,7 @@ import pytest
 
 from ashat.fleet.license import issue
 from support import (
+    ashat,
     configure,
     deploy,
     deploy_json,
@@ -364,6 +365,43 @@ max_failure_ratio = 0.0
 wave_timeout_s = 3
 auto_rollback = false
 """
+
+
+def test_a_late_joiner_outside_its_window_is_listed_as_held_after_the_rollout(
+    hello_fleet: Any, mainframe_factory: Any
+) -> None:
+    """A review: a mainframe that joins after its release's rollout ended is sent that
+    release when it polls, but not while its maintenance window is closed; it was shown as
+    held only while a rollout ran, so nothing said why it lagged. The fleet list (and the
+    dashboard) says what its last poll said."""
+    fleet = hello_fleet(n=1, distribution=SHORT_WAVE)
+    omega = fleet.omega
+    fleet.ship("hello-001", "1.0.0")
+    res = fleet.deploy("approve", "hello-001", "--as", "bob")
+    assert res.exit_code == 0, res.output
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=6)  # a window hours away: closed
+    closed = f"daily {soon:%H:%M}-{soon + dt.timedelta(hours=1):%H:%M}"
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    token, _ = issue(omega.license_key, "mf-late", "ACME", expires)
+    late = mainframe_factory.start(
+        omega=omega.url, license_token=token, mainframe_id="mf-late",
+        trust=fleet.public.pub_path, trust_omega=omega.omega_pub_path, poll_wait=1,
+        args=("--maintenance-window", closed, "--maintenance-tz", "UTC"),
+    )  # fmt: skip
+    mainframe_factory.ready(late)
+
+    def listed() -> dict[str, dict[str, Any]]:
+        res = ashat("fleet", "list", "--json")
+        assert res.exit_code == 0, res.output
+        return {m["mainframe_id"]: m for m in json.loads(res.stdout)["mainframes"]}
+
+    wait_for(lambda: "mf-late" in listed(), 20, "mf-late registered")
+    rows = listed()
+    assert rows["mf-late"]["hold"] == "window" and rows["mf-0"]["hold"] is None
+    assert rows["mf-late"]["current"] is None and rows["mf-late"]["desired"] == "hello-001"
+    shown = ashat("fleet", "list").output
+    assert "held: outside its maintenance window" in shown
+    assert late.current() is None
 
 
 def test_a_mainframe_outside_its_window_or_locked_waits_and_installs_when_it_may(

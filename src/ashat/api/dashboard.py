@@ -499,6 +499,7 @@ class Dashboard:
         )
 
     def mainframes(self, ctx: Ctx) -> Response:
+        from ashat.ops.fleet import hold_text
         from ashat.ops.status import fleet_mainframes
 
         error, status = None, 200
@@ -510,6 +511,7 @@ class Dashboard:
         now = dt.datetime.now(dt.UTC)
         for m in rows:
             m["seen_ago"] = views.age(m.get("last_seen"), now)
+            m["held"] = hold_text(m["hold"]) if m.get("hold") else None
         rows.sort(key=lambda m: str(m.get("mainframe_id")))
         return self.render(
             ctx.request,

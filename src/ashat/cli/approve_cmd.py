@@ -57,9 +57,10 @@ def describe_rollout(status: dict[str, Any]) -> list[str]:
         )
     held = status.get("held") or {}
     if held:
-        why = {"window": "outside its maintenance window", "lock": "its app holds update.lock"}
+        from ashat.ops.fleet import hold_text
+
         for mid, reason in sorted(held.items()):
-            lines.append(f"  held: {mid} ({why.get(reason, reason)}): it installs when it may")
+            lines.append(f"  held: {mid} ({hold_text(reason)}): it installs when it may")
     bake = status.get("bake")
     if bake and bake.get("wave") is not None:
         last = bake.get("last") or {}

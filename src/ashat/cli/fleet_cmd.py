@@ -29,7 +29,7 @@ def fleet_group() -> None:
 @json_option
 def list_cmd(where: str | None, show_labels: bool, region: str | None) -> None:
     """Mainframes, what each runs and should run (and which rule says so)."""
-    from ashat.ops.fleet import list_mainframes
+    from ashat.ops.fleet import hold_text, list_mainframes
 
     found = list_mainframes(Project.find(), where, region)
     rows = found.mainframes
@@ -45,6 +45,8 @@ def list_cmd(where: str | None, show_labels: bool, region: str | None) -> None:
             click.echo(
                 f"{m['mainframe_id']:<16} {runs:<16} {desired:<16} {m.get('rule', '')}{mark}"
             )
+            if m.get("hold"):  # told at its last poll: it installs nothing until it may
+                click.echo(f"{'':<16} held: {hold_text(m['hold'])}")
             if show_labels:
                 labels = " ".join(f"{k}={v}" for k, v in (m.get("labels") or {}).items())
                 click.echo(f"{'':<16} {labels}")

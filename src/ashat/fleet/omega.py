@@ -1165,6 +1165,7 @@ class Omega:
                     "labels": flat(labels),
                     "inventory": mf.facts.get("inventory") or {},
                     "pinned": pins.get(mf.mainframe_id),
+                    "hold": mf.hold,  # its last poll's: it installs nothing until it may
                     **desired.of(mf, labels, pins.get(mf.mainframe_id)),
                 }
             )

@@ -49,6 +49,7 @@ class RegisteredMainframe:
     app_status: str | None = None  # none, healthy, unhealthy, restarting, crash_loop
     app_restarts: int | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # license labels, inventory (a poll's)
+    hold: str | None = None  # why its last poll said it may not switch now (window, lock)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ Row = Mapping[str, Any]
 
 MAINFRAME_COLUMNS = (
     "mainframe_id", "license_id", "customer", "channels", "expires_at", "current", "sequence",
-    "last_seen", "license_status", "app_status", "app_restarts", "facts",
+    "last_seen", "license_status", "app_status", "app_restarts", "facts", "hold",
 )  # fmt: skip
 ROLLOUT_COLUMNS = (
     "rollout_id", "kind", "update_id", "from_update_id", "channel", "waves",
@@ -139,6 +140,7 @@ def _mainframe(r: Row) -> RegisteredMainframe:
         app_status=r["app_status"],
         app_restarts=r["app_restarts"],
         facts=json.loads(r["facts"]) if r["facts"] else {},
+        hold=r["hold"],
     )
 
 

@@ -11,6 +11,13 @@ from typing import Any
 from ashat.errors import InvalidInput
 from ashat.ops.project import Project, client_for
 
+# what a mainframe's hold (its poll's hold=) means, as people read it
+HOLD_WHY = {"window": "outside its maintenance window", "lock": "its app holds update.lock"}
+
+
+def hold_text(hold: str) -> str:
+    return HOLD_WHY.get(hold, hold)
+
 
 @dataclass(frozen=True)
 class FleetList:
