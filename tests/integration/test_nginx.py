@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import ssl
 import sys
@@ -501,3 +502,60 @@ def test_a_site_cache_follows_omegas_redirects_to_its_mirror(
     assert _omega_blob_answers(fleet, "/v1/packs/{update_id}/{digest}") == 0
     assert downloads_by(fleet.omega.url, "pack")["mirror"] >= 1
     assert seen.read_text().split() == ["[-]"], seen.read_text()  # no license there
+
+
+def test_omega_configured_by_a_balancers_address_says_so_and_stays_resumable(
+    hello_fleet: Any,
+    agent_factory: Any,
+    nginx: Callable[..., Nginx],
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    """A review configured the control side with the address of a balancer spreading
+    requests over two OMEGA replicas (docs/team.md says: one replica's own address). The
+    approval staged the release on one replica and asked the other to counter-sign it, which
+    failed the deployment with "release … is not staged here". It now says what is wrong,
+    the deployment stays releasing, and once one replica's address is configured the same
+    approval resumes and completes."""
+    shared = ("--db", pg_url, "--blob-dir", str(tmp_path / "shared-blobs"))
+    fleet = hello_fleet(n=0, omega_args=shared)
+    a = fleet.omega
+    b = agent_factory(replica_of=a, args=shared)
+    port = free_port()
+    servers = f"""
+    upstream omegas {{
+        server {a.url.removeprefix("http://")};
+        server {b.url.removeprefix("http://")};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://omegas;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_read_timeout 120s;
+        }}
+    }}
+    """
+    nginx("balancer", servers, port)  # round robin: each request to the next replica
+
+    def configure_omega(url: str) -> None:
+        res = deploy("configure", "omega", url, "Production", "--token-file", str(a.token_file))
+        assert res.exit_code == 0, res.output
+
+    configure_omega(f"http://127.0.0.1:{port}")
+    fleet.ship("hello-001", "1.0.0")
+    res = deploy("approve", "hello-001", "--as", "bob")
+    assert res.exit_code == 4, res.output
+    assert "looks like a load balancer over several OMEGA replicas" in res.output
+    assert "hello-001 stays releasing: run 'deploy approve hello-001' again" in res.output
+    assert "Traceback" not in res.output
+    status = deploy("status", "hello-001", "--json")
+    assert json.loads(status.stdout)["deployment"]["state"] == "releasing"
+
+    configure_omega(a.url)  # one replica's own address, as docs/team.md says
+    res = deploy("approve", "hello-001", "--as", "bob")
+    assert res.exit_code == 0, res.output
+    status = deploy("status", "hello-001", "--json")
+    assert json.loads(status.stdout)["deployment"]["state"] == "completed"

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 from ashat.bake import NO_BAKE, BakePolicy, PolicyError
 from ashat.errors import AshatError, InvalidInput, OperationFailed, Refused, RemoteError
 from ashat.faults import crash_point
-from ashat.ids import REGION_RE, same_person, validate_update_id
+from ashat.ids import REGION_RE, configure_args, omega_tier, same_person, validate_update_id
 from ashat.waves import check_waves
-from ashat.workflow.errors import Interrupted, PolicyRefused
+from ashat.workflow.errors import Interrupted, OmegaApart, PolicyRefused
 from ashat.workflow.models import Deployment, RolloutStatus
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State, check_transition
@@ -425,6 +425,7 @@ def _send(
     update_id = dep.id
     where = {"region": region} if region else {}
     previous_key = f"omega_previous@{region}" if region else "omega_previous"
+    staged = False
     try:
         omega_previous = wf.remember(dep, previous_key, lambda: omega.health().get("current"))
         missing = omega.missing(sorted(set(blob_digests)))
@@ -436,6 +437,7 @@ def _send(
         )
         crash_point("release.uploaded")
         omega.stage(manifest_bytes)
+        staged = True
         record = {
             "update_id": update_id,
             "sequence": dep.details.get("sequence"),
@@ -455,12 +457,17 @@ def _send(
         crash_point("release.activated")
         rollout = dict(omega.start_rollout(update_id, distribution.to_json()))
     except AshatError as e:
-        if isinstance(e, RemoteError) and e.transient:
+        err: AshatError = e
+        if staged and e.kind == "no_such_release":  # staged on one replica, asked of another
+            err = OmegaApart(update_id, configure_args(omega_tier(region)))
+        if isinstance(err, RemoteError) and err.transient:
             wf.note(
                 update_id,
                 "release.interrupted",
-                {"error": e.message[:500], "kind": e.kind, **where},
+                {"error": err.message[:500], "kind": err.kind, **where},
             )
+        if err is not e:
+            raise err from e
         raise
     return omega_previous, rollout, relayed
 

@@ -11,7 +11,8 @@
     InvalidInput (exit 2)
     └── NotFound            no such deployment
     RemoteError (exit 4)
-    └── Interrupted         a server went away mid-verb: the deployment stays resumable
+    ├── Interrupted         a server went away mid-verb: the deployment stays resumable
+    └── OmegaApart          OMEGA's address spreads requests over replicas (resumable)
 """
 
 from __future__ import annotations
@@ -76,4 +77,23 @@ class Interrupted(RemoteError):
             update_id=update_id,
             state=state,
             cause=cause.kind,
+        )
+
+
+class OmegaApart(RemoteError):
+    """OMEGA lost a release it had just staged: the address it is configured by spreads the
+    requests of one approval over several replicas, each of which stages releases in its own
+    data directory. Transient: once the address is one replica's, the approval resumes."""
+
+    kind = "omega_apart"
+    transient = True
+
+    def __init__(self, update_id: str, configure: str) -> None:
+        super().__init__(
+            f"OMEGA answered that {update_id} is not staged there, right after staging it: "
+            "its address looks like a load balancer over several OMEGA replicas, each with "
+            "releases staged in its own data directory. Configure one replica's own address "
+            f"for the control side (deploy configure {configure} --token-file FILE; "
+            "docs/team.md)",
+            update_id=update_id,
         )
