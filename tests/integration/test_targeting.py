@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 from typing import Any
 
 from support import ashat, deploy, wait_for
@@ -150,3 +151,37 @@ def test_two_releases_live_on_two_groups_and_a_late_joiner_follows_its_group(
     assert [(r["update_id"], r["mainframes"]) for r in fleet_view["releases"]] == [
         ("hello-001", 2), ("hello-002", 1),
     ]  # fmt: skip
+
+
+def test_a_release_left_releasing_cannot_be_sent_elsewhere_than_its_approval_chose(
+    hello_fleet: Any, agent_factory: Any
+) -> None:
+    """A review: bob approved a release for the pilot, OMEGA went away mid-release, and
+    carol — not an approver — resumed it with ``--to '*'``: it went to the whole fleet, and
+    nothing recorded that the targets changed. A complete approval's targets now stay as
+    its approver chose; anyone may still resume it as it was."""
+    from urllib.parse import urlsplit
+
+    fleet = hello_fleet(n=2, distribution=WAVES)
+    label("mf-0", "ring=pilot")
+    fleet.ship("hello-001", "1.0.1")
+    port = urlsplit(fleet.omega.url).port
+    fleet.omega.stop()  # OMEGA dies as it records the rollout: the release stays releasing
+    omega = agent_factory(like=fleet.omega, port=port, env={"ASHAT_CRASH_AT": "omega.rollout:1"})
+    res = deploy("approve", "hello-001", "--as", "bob", "--to", "ring=pilot")
+    assert res.exit_code == 4 and "stays releasing" in res.output, res.output
+    assert omega.proc.wait(10) == -signal.SIGKILL
+    for who in ("carol", "bob"):  # not an approver; the approver himself
+        res = deploy("approve", "hello-001", "--as", who, "--to", "*")
+        assert res.exit_code == 3, res.output
+        assert "was approved for the mainframes ring=pilot; --to * would send it to every" in (
+            res.output
+        )
+    shown = json.loads(deploy("status", "hello-001", "--json").stdout)["deployment"]
+    assert shown["state"] == "releasing" and shown["details"]["to"] == "ring=pilot"
+
+    agent_factory(like=omega, port=port)  # back (the mainframes poll it again by themselves)
+    res = deploy("approve", "hello-001", "--as", "carol", "--to", "ring=pilot")  # the same
+    assert res.exit_code == 0, res.output
+    wait_for(lambda: fleet.mainframes[0].current() == "hello-001", 30, "the pilot")
+    assert fleet.mainframes[1].current() is None

@@ -337,6 +337,27 @@ def _next_region(
     return dep
 
 
+def _refuse_retargeting(update_id: str, approved: str | None, wanted: str | None) -> None:
+    """``--to`` once the approval is complete: only the mainframes it chose (a resumed
+    release, a re-run ``deploy approve``). Anyone may resume a release; no one may send it
+    elsewhere than its approvers did. Raises PolicyRefused."""
+    from ashat.workflow.errors import PolicyRefused
+
+    if wanted == approved:
+        return
+
+    def targets(selector: str | None) -> str:
+        return f"the mainframes {selector}" if selector else "every mainframe"
+
+    raise PolicyRefused(
+        f"{update_id} was approved for {targets(approved)}; --to {wanted or '*'} would send "
+        f"it to {targets(wanted)}. The mainframes an approval chose cannot change once it "
+        "is complete: run 'deploy approve' without --to to resume it (or approve a new push "
+        "for those)",
+        update_id=update_id,
+    )
+
+
 def _check_selector(omega_server: Server, selector: str) -> None:
     """``--to``: a selector matching none of OMEGA's mainframes is refused before the
     approval is recorded (OMEGA refuses it too, counting only the licensed ones)."""
@@ -440,6 +461,11 @@ def run_approve(
     dep = wf.store.require(update_id)
     if to is None and dep.details.get("to") is not None:  # given by an earlier approver
         distribution = distribution.targeted(str(dep.details["to"]))
+    if to is not None and dep.state in (State.APPROVED, State.RELEASING, State.DISTRIBUTING):
+        approved = (
+            dep.details.get("to") or DistributionPolicy.parse(config.table("distribution")).to
+        )
+        _refuse_retargeting(update_id, approved, distribution.to)
     if dep.state in (State.VERIFIED, State.APPROVED, State.RELEASING):
         # Check everything the release needs before an approval is recorded.
         omega_server = first_omega(project, distribution)
@@ -447,8 +473,6 @@ def run_approve(
         manifest_bytes, digests = load_signed_manifest(project, update_id)
         if to is not None and distribution.to is not None:
             _check_selector(omega_server, distribution.to)
-        if to is not None and dep.state is not State.VERIFIED:  # (verified: kept by record)
-            wf.store.update_details(update_id, {"to": distribution.to}, wf.now())
     outcome = ApproveOutcome(dep, wf.actor, policy.required, {"update_id": update_id})
     header_done = False
 
