@@ -26,6 +26,28 @@ def validate_update_id(value: str) -> str:
     return value
 
 
+# What free text a person writes may not hold: control characters (C0 but tab and, where
+# lines are allowed, newline; DEL; C1) and the bidirectional overrides and isolates. Printed
+# to another user's terminal they move the cursor, erase lines, set the clipboard (OSC 52)
+# or reverse text: a description could forge a "Reviewed-by" line under it.
+_CONTROL = "\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069"
+UNSAFE_TEXT_RE = re.compile(f"[{_CONTROL}\\n]")
+UNSAFE_LINES_RE = re.compile(f"[{_CONTROL}]")
+SAFE_TEXT_PATTERN = f"^[^\\u0000{_CONTROL}]*$"  # the same, for a JSON schema (ECMA-262)
+
+
+def check_text(value: str, what: str, *, lines: bool = False) -> str:
+    """``value`` if it holds no control character (a newline only with ``lines``) nor
+    bidirectional override, else :class:`InvalidInput` naming ``what`` and the first one."""
+    found = (UNSAFE_LINES_RE if lines else UNSAFE_TEXT_RE).search(value)
+    if found is not None:
+        raise InvalidInput(
+            f"{what} may not contain control characters "
+            f"(U+{ord(found.group()):04X} at character {found.start() + 1})"
+        )
+    return value
+
+
 def validate_app_name(value: str) -> str:
     """Return ``value`` if it can be an ``[app] name`` (the name a host agent's ``--apps``
     serves it by), else raise :class:`InvalidInput`."""

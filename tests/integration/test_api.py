@@ -433,6 +433,30 @@ def test_a_nul_in_free_text_is_refused_naming_the_field(env: Env) -> None:
     assert env.snapshot() == before
 
 
+def test_control_characters_in_free_text_are_refused_naming_the_field(env: Env) -> None:
+    """A review: a deployer's description with terminal escapes (erase line, cursor up)
+    forged a "Reviewed-by: carol" line in what approvers read in ``deploy history``; a
+    comment could clear their screen or set their clipboard (OSC 52), and U+202E reversed
+    text on the dashboard. Refused at the schema (and by the verbs, from the CLI too)."""
+    before = env.snapshot()
+    for path, body, named, code in (
+        ("/v1/deployments/v1/cancel", {"reason": "oops\u001b]52;c;ZW==\u0007"}, "reason", "1B"),
+        ("/v1/deployments/v1/approve", {"comment": "LGTM \u001b[2J"}, "comment", "1B"),
+        ("/v1/deployments/n9/push", {"description": "fix\u202ecba", "manifest": {}},
+         "description", "202E"),
+        ("/v1/deployments/n9/push", {"description": "fix\u009b2K", "manifest": {}},
+         "description", "9B"),
+    ):  # fmt: skip
+        role = "approver" if path.endswith("approve") else "deployer"
+        res = env.serve.call("POST", path, env.tokens[role], body)
+        assert res.status_code == 400, res.text
+        assert res.json()["error"].startswith(
+            f"invalid request body at {named}: may not contain control characters (U+{code:0>4}"
+        ), res.text
+        assert "\\u001b" not in res.text and "\x1b" not in res.text  # not quoted back
+    assert env.snapshot() == before
+
+
 def test_a_tier_moved_to_another_server_needs_its_token_again(env: Env) -> None:
     """One admin token re-pointed a tier at its own server, keeping the stored token: the
     next outgoing call (any viewer's ?check=true) sent it OMEGA's bearer token."""

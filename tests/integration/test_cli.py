@@ -578,6 +578,18 @@ def run(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[st
     )
 
 
+def test_a_reason_with_terminal_escapes_is_refused(
+    project: Path, store: Store, wf: Workflow
+) -> None:
+    """A review: ``deploy cancel --reason`` kept an OSC 52 escape (it sets the clipboard of
+    whoever reads ``deploy history`` in many terminals)."""
+    make(wf, "u1", State.PUSHED)
+    out = run(project, "cancel", "u1", "--reason", "oops\x1b]52;c;ZWNobyBwd25lZA==\x07")
+    assert out.returncode == 2, out.stderr
+    assert "--reason may not contain control characters (U+001B at character 5)" in out.stderr
+    assert store.get("u1").state is State.PUSHED  # type: ignore[union-attr]
+
+
 def test_console_script(project: Path, store: Store, wf: Workflow) -> None:
     make(wf, "u1", State.PUSHED)
     exe = Path(sys.executable).with_name("deploy")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ashat.errors import InvalidInput
+from ashat.ids import SAFE_TEXT_PATTERN, check_text
 from ashat.ops.users import UserRole
 from ashat.workflow.states import State
 
@@ -38,14 +39,31 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def text(max_length: int, min_length: int = 0) -> dict[str, Any]:
-    """Free text a person wrote (a reason, a comment): no NUL, which PostgreSQL cannot store."""
-    schema: dict[str, Any] = {"type": "string", "maxLength": max_length, "pattern": NO_NUL}
+    """Free text a person wrote (a reason, a comment): no NUL, which PostgreSQL cannot store,
+    nor a control character or bidirectional override (:func:`ashat.ids.check_text`; a
+    newline passes here, and the verbs that take one line refuse it, naming the field)."""
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_length, "pattern": SAFE_TEXT}
     if min_length:
         schema["minLength"] = min_length
     return schema
 
 
 NO_NUL = "^[^\\u0000]*$"
+SAFE_TEXT = SAFE_TEXT_PATTERN
+
+
+def _mismatch(pattern: str, instance: str) -> str:
+    """Why ``instance`` does not match ``pattern``; free text is not quoted back."""
+    if "\x00" in instance and pattern in (NO_NUL, SAFE_TEXT):
+        return "must not contain a NUL character"
+    if pattern == SAFE_TEXT:
+        try:
+            check_text(instance, "it", lines=True)
+        except InvalidInput as e:
+            return e.message.removeprefix("it ")
+    return f"{instance!r} does not match {pattern!r}"
+
+
 STR: dict[str, Any] = {"type": "string"}
 INT: dict[str, Any] = {"type": "integer"}
 NUM: dict[str, Any] = {"type": "number"}
@@ -348,11 +366,7 @@ def _validator_class() -> Any:
                 patrn[:-1] + r"\Z" if patrn.endswith("$") and not patrn.endswith("\\$") else patrn
             )
             if re.search(python, instance) is None:
-                yield jsonschema.ValidationError(
-                    "must not contain a NUL character"
-                    if patrn == NO_NUL
-                    else f"{instance!r} does not match {patrn!r}"
-                )
+                yield jsonschema.ValidationError(_mismatch(patrn, instance))
 
         _VALIDATOR = jsonschema.validators.extend(
             jsonschema.Draft202012Validator, {"pattern": pattern}

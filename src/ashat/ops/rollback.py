@@ -53,11 +53,13 @@ def run_rollback(
     Raises InvalidInput, DeploymentNotFound, TransitionRefused, OperationFailed (the fleet's
     rollback failed or outlasted :data:`FLEET_ROLLBACK_LIMIT_S`) or a transport error.
     """
-    from ashat.ids import validate_update_id
+    from ashat.ids import check_text, validate_update_id
     from ashat.workflow.approve import FLEET_ROLLBACK_FROM
     from ashat.workflow.push import rollback_public
 
     validate_update_id(update_id)
+    if reason is not None:
+        check_text(reason, "--reason")
     wf = project.workflow(actor)
     dep = wf.store.require(update_id)
     if dep.state.value == "distributing":  # stop the rollout first, then send back who took it

@@ -47,12 +47,14 @@ def control_rollout(
     """Raises InvalidInput, DeploymentNotFound, NoRunningRollout (exit 3: the deployment
     is not distributing; ``retry`` also takes a completed one) or a transport error."""
     from ashat.errors import InvalidInput
-    from ashat.ids import validate_update_id
+    from ashat.ids import check_text, validate_update_id
     from ashat.ops.rollback import reconcile_following
 
     if action not in ACTIONS:
         raise InvalidInput(f"no rollout action {action!r}: {', '.join(ACTIONS)}")
     validate_update_id(update_id)
+    if reason is not None:
+        check_text(reason, "--reason")
     wf = project.workflow(actor)
     dep = wf.store.require(update_id)
     rollout_id = dep.details.get("rollout_id")

@@ -19,7 +19,14 @@ from typing import Any, Protocol
 from ashat.bake import NO_BAKE, BakePolicy, PolicyError
 from ashat.errors import AshatError, InvalidInput, OperationFailed, Refused, RemoteError
 from ashat.faults import crash_point
-from ashat.ids import REGION_RE, configure_args, omega_tier, same_person, validate_update_id
+from ashat.ids import (
+    REGION_RE,
+    check_text,
+    configure_args,
+    omega_tier,
+    same_person,
+    validate_update_id,
+)
 from ashat.waves import check_waves
 from ashat.workflow.errors import Interrupted, OmegaApart, PolicyRefused
 from ashat.workflow.models import Deployment, RolloutStatus
@@ -260,6 +267,8 @@ def approve(
     validate_update_id(update_id)
     if comment is not None and len(comment) > 1000:
         raise InvalidInput("--comment must be at most 1000 characters")
+    if comment is not None:
+        check_text(comment, "--comment", lines=True)
     with wf.store.atomic():
         return _approve(wf, update_id, policy, comment, statement, holding, to)
 

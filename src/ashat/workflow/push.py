@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
 from ashat.faults import crash_point
-from ashat.ids import validate_update_id
+from ashat.ids import check_text, validate_update_id
 from ashat.workflow.errors import AlreadyExists, Interrupted, LeaseHeld
 from ashat.workflow.models import Deployment
 from ashat.workflow.service import Workflow
@@ -45,7 +45,7 @@ def check_description(description: str) -> str:
     description = description.strip()
     if not description or len(description) > MAX_DESCRIPTION:
         raise InvalidInput(f"the description must be 1-{MAX_DESCRIPTION} characters")
-    return description
+    return check_text(description, "the description")
 
 
 class BlobLike(Protocol):

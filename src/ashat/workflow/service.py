@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ashat.errors import AshatError, InvalidInput, log_tail_of
-from ashat.ids import validate_tier, validate_update_id
+from ashat.ids import check_text, validate_tier, validate_update_id
 from ashat.workflow.models import ChainReport, Change, Deployment, Event, Lease, Server
 from ashat.workflow.ports import Clock, StorePort, SystemClock, iso, iso_after
 from ashat.workflow.states import LEASED_STATES, SETTLED, State, check_transition
@@ -206,6 +206,8 @@ class Workflow:
 
     def cancel(self, update_id: str, reason: str | None = None) -> Deployment:
         validate_update_id(update_id)
+        if reason is not None:
+            check_text(reason, "--reason")
         return self.move(update_id, State.CANCELLED, reason=reason or "cancelled by operator")
 
     def configure(

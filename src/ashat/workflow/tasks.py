@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ashat.errors import InvalidInput
+from ashat.ids import check_text
 
 MAX_TASKS = 20
 JIRA = re.compile(r"[A-Z][A-Z0-9_]{0,30}-[1-9][0-9]{0,9}")
@@ -39,7 +40,7 @@ HELP = (
 def parse_task(ref: str) -> dict[str, Any]:
     """The reference as the deployment records it: ``ref``, ``kind`` (jira, github, gitlab,
     other) and what a tracker needs. Raises :class:`InvalidInput`."""
-    text = ref.strip()
+    text = check_text(ref.strip(), "--task")
     if m := SHORT_GITHUB.fullmatch(text):
         return _github(text, m.group(1), m.group(2), int(m.group(3)))
     if text.startswith(("http://", "https://")):
