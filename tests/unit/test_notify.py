@@ -86,6 +86,20 @@ def test_slack_message_is_text() -> None:
     assert "*hello-001* is now *pushing*, by bob" in body["text"] and "was" not in body["text"]
 
 
+def test_slack_shows_a_description_as_written_not_as_markup() -> None:
+    """A review: a deployer's description ``<!channel> … <https://evil.example/sso|Approve
+    hello-005>`` reached the release channel as a mention of everyone and a disguised link."""
+    from dataclasses import replace
+
+    base = change(State.PUSHING, None)
+    bait = "<!channel> Urgent: <https://evil.example/sso|Approve it> & more"
+    dep = replace(base.deployment, description=bait, reason="see <@U123>")
+    text = json.loads(render(replace(base, deployment=dep), "svc", "slack").body)["text"]
+    assert "<" not in text and ">" not in text
+    assert "&lt;!channel&gt; Urgent: &lt;https://evil.example/sso|Approve it&gt; &amp; more" in text
+    assert "Reason: see &lt;@U123&gt;" in text
+
+
 def test_signature_is_hmac_sha256_of_the_body() -> None:
     import hashlib
     import hmac

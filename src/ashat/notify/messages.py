@@ -51,6 +51,13 @@ def payload(change: Change, project: str) -> dict[str, Any]:
     }
 
 
+def slack_escape(text: str) -> str:
+    """``text`` as Slack shows it literally: ``&``, ``<`` and ``>`` escaped, as Slack's
+    message formatting asks, so a description cannot mention ``<!channel>`` or hide a link
+    behind other words (``<https://…|Approve here>``)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_text(change: Change, project: str) -> str:
     dep = change.deployment
     was = f" (was {change.previous.value})" if change.previous else ""
@@ -58,7 +65,7 @@ def slack_text(change: Change, project: str) -> str:
     text += f": {dep.description}"
     if dep.reason:
         text += f"\nReason: {dep.reason}"
-    return text
+    return slack_escape(text)
 
 
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
