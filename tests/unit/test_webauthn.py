@@ -218,3 +218,24 @@ def test_passkey_approvals_count_only_up_to_roots_cap() -> None:
     assert check_chain(root, m, {"verification": v, "approvals": one_each}).approvers == (
         "bob", "pk0",
     )  # fmt: skip
+
+
+def test_a_key_off_the_curve_or_deeply_nested_client_data_is_refused_not_a_500() -> None:
+    """A review: a registration whose ES256 key is not a point of P-256, or whose client
+    data is 12,000 nested brackets, answered 500 (ValueError, RecursionError) to any
+    signed-in user; each is now a refusal naming why."""
+    off = {1: 2, 3: -7, -1: 1, -2: (1).to_bytes(32, "big"), -3: (2).to_bytes(32, "big")}
+    auth = (
+        hashlib.sha256(RP.encode()).digest() + bytes([0x45]) + (0).to_bytes(4, "big")
+        + bytes(16) + len(CRED).to_bytes(2, "big") + CRED + cbor2.dumps(off)
+    )  # fmt: skip
+    client = json.dumps({"type": "webauthn.create", "challenge": b64url(b"c" * 32),
+                         "origin": ORIGIN})  # fmt: skip
+    att = b64url(cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": auth}))
+    with pytest.raises(WebAuthnError, match="not a point of P-256"):
+        public_from_registration(
+            att, b64url(client.encode()), challenge=b"c" * 32, rp_id=RP, origin=ORIGIN
+        )
+    deep = b64url(b"[" * 12000)
+    with pytest.raises(WebAuthnError, match="not a WebAuthn attestation"):
+        public_from_registration(att, deep, challenge=b"c" * 32, rp_id=RP, origin=ORIGIN)

@@ -717,7 +717,7 @@ class Dashboard:
             raise InvalidInput("the browser signed with a passkey not registered to you")
         try:
             signed = json.loads(form.get("signed", ""))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise InvalidInput("the approval statement sent back is not JSON") from e
         sig = assertion_signature(
             form.get("authenticator_data", ""), form.get("client_data_json", ""),

@@ -205,14 +205,20 @@ def _cose_to_spki(cose: dict[int, Any]) -> tuple[str, bytes]:
         x, y = cose.get(-2), cose.get(-3)
         if not (isinstance(x, bytes) and isinstance(y, bytes) and len(x) == len(y) == 32):
             raise WebAuthnError("the passkey's EC2 key is malformed")
-        key: Any = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
-        ).public_key()
+        try:
+            key: Any = ec.EllipticCurvePublicNumbers(
+                int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
+            ).public_key()
+        except ValueError as e:  # a point not on the curve
+            raise WebAuthnError("the passkey's EC2 key is not a point of P-256") from e
     elif alg == "EdDSA" and cose.get(1) == 1 and cose.get(-1) == 6:
         x = cose.get(-2)
         if not isinstance(x, bytes) or len(x) != 32:
             raise WebAuthnError("the passkey's OKP key is malformed")
-        key = ed25519.Ed25519PublicKey.from_public_bytes(x)
+        try:
+            key = ed25519.Ed25519PublicKey.from_public_bytes(x)
+        except ValueError as e:
+            raise WebAuthnError("the passkey's OKP key is not an Ed25519 key") from e
     else:
         raise WebAuthnError("the passkey uses an algorithm other than ES256 or EdDSA")
     spki = key.public_bytes(
@@ -233,7 +239,9 @@ def public_from_registration(
         client = json.loads(unb64url(client_data_json))
         att = cbor2.loads(unb64url(attestation_object))
         auth = att["authData"]
-    except (ValueError, KeyError, TypeError, binascii.Error, cbor2.CBORDecodeError) as e:
+    except (
+        ValueError, KeyError, TypeError, binascii.Error, cbor2.CBORDecodeError, RecursionError
+    ) as e:  # fmt: skip
         raise WebAuthnError("the registration is not a WebAuthn attestation") from e
     if not isinstance(client, dict) or client.get("type") != "webauthn.create":
         raise WebAuthnError("the registration's client data is not of type webauthn.create")
@@ -253,7 +261,7 @@ def public_from_registration(
     cred_id = auth[55 : 55 + length]
     try:  # one CBOR item: extensions may follow it
         cose = cbor2.CBORDecoder(io.BytesIO(auth[55 + length :])).decode()
-    except (ValueError, EOFError, cbor2.CBORDecodeError) as e:
+    except (ValueError, EOFError, cbor2.CBORDecodeError, RecursionError) as e:
         raise WebAuthnError("the passkey's public key is not COSE") from e
     if not isinstance(cose, dict) or len(cred_id) != length:
         raise WebAuthnError("the registration's credential is malformed")
