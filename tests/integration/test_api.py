@@ -356,6 +356,11 @@ def test_admin_manages_users(env: Env) -> None:
     listed = env.serve.call("GET", "/v1/users", admin).json()["users"]
     assert {u["name"] for u in listed} >= {"ada", "bob", "dave", "eve", "vera"}
     assert all("hash" not in json.dumps(u) and "ashat_" not in json.dumps(u) for u in listed)
+    # A review: "Eve" beside "eve" was added, though the approval rules ignore case (an
+    # approval by one was credited to the other, and each blocked the other's).
+    res = env.serve.call("POST", "/v1/users", admin, {"name": "Eve", "role": "approver"})
+    assert res.status_code == 409, res.text
+    assert "the same name to the approval rules" in res.json()["error"]
     assert env.serve.call("DELETE", "/v1/users/eve", admin).status_code == 200
     assert env.serve.call("GET", "/v1/me", newer).status_code == 401  # gone with its user
     assert env.serve.call("DELETE", "/v1/users/eve", admin).status_code == 404

@@ -163,3 +163,22 @@ def test_an_ended_session_is_kept_until_it_would_have_expired(store: Store) -> N
     users.end_session(new.id, codec.expires_at(new), int(NOW))
     assert users.session_ended(new.id)
     assert not users.session_ended(old.id)  # it expired anyway: the row is gone
+
+
+def test_an_approval_that_did_not_count_is_not_called_recorded() -> None:
+    """A review: bob approved twice (k = 2); the second was not counted and its comment
+    dropped, yet the page said "Your approval was recorded"."""
+    from types import SimpleNamespace
+
+    from ashat.api.dashboard import _approve_notice
+    from ashat.api.views import NOTICES
+
+    def outcome(counted: bool | None, waiting: int) -> SimpleNamespace:
+        recorded = None if counted is None else SimpleNamespace(counted=counted)
+        return SimpleNamespace(recorded=recorded, waiting_for=waiting)
+
+    assert _approve_notice(outcome(False, 1)) == "approval-repeated"
+    assert "was not recorded" in NOTICES["approval-repeated"]
+    assert _approve_notice(outcome(True, 1)) == "approval-recorded"
+    assert _approve_notice(outcome(True, 0)) == "approved"
+    assert _approve_notice(outcome(None, 0)) == "resumed"

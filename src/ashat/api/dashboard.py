@@ -727,9 +727,7 @@ class Dashboard:
         outcome = run_approve(
             ctx.project, ctx.update_id, actor=ctx.viewer.name, wait=False, statement=statement
         )
-        if outcome.recorded is None:
-            return "resumed"
-        return "approval-recorded" if outcome.waiting_for else "approved"
+        return _approve_notice(outcome)
 
     def _do(self, action: views.Action, ctx: Ctx, text: str | None) -> str:
         """Run the operation as the signed-in user; return the notice to show after it."""
@@ -738,9 +736,7 @@ class Dashboard:
             from ashat.ops.approve import run_approve
 
             outcome = run_approve(ctx.project, ctx.update_id, actor=actor, comment=text, wait=False)
-            if outcome.recorded is None:
-                return "resumed"
-            return "approval-recorded" if outcome.waiting_for else "approved"
+            return _approve_notice(outcome)
         if action.name == "rollback":
             from ashat.ops.rollback import run_rollback
 
@@ -750,6 +746,16 @@ class Dashboard:
 
         run_cancel(ctx.project, ctx.update_id, text, actor=actor)
         return "cancelled"
+
+
+def _approve_notice(outcome: Any) -> str:
+    """The notice after an approval: resumed, counted (and whether more are needed), or one
+    the approver had given already (it counts once; the new comment is not kept)."""
+    if outcome.recorded is None:
+        return "resumed"
+    if not outcome.recorded.counted:
+        return "approval-repeated"
+    return "approval-recorded" if outcome.waiting_for else "approved"
 
 
 def _has_root(project: Project) -> bool:

@@ -79,6 +79,8 @@ ACTIONS: dict[str, Action] = {
 NOTICES = {
     "approved": "Your approval was recorded: the release went to OMEGA and the rollout started.",
     "approval-recorded": "Your approval was recorded; more approvals are needed to release.",
+    "approval-repeated": "You had approved it already: an approval counts once, and this "
+    "one (with its comment) was not recorded.",
     "resumed": "The release was resumed.",
     "rolled-back": "Rolled back.",
     "cancelled": "Cancelled.",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ashat.errors import Refused
+from ashat.ids import same_person
 from ashat.store.db import Row
 from ashat.store.store import Store
 from ashat.workflow.errors import AlreadyExists
@@ -63,10 +64,19 @@ class UserStore:
         return int(row[0]) if row else 0
 
     def add(self, name: str, role: str, actor: str, at: str) -> User:
-        """Insert a user without a token; raises :class:`AlreadyExists`."""
+        """Insert a user without a token; raises :class:`AlreadyExists`, also for a name
+        that differs from a user's only in case: the approval rules count people's names
+        ignoring case (``ashat.ids.same_person``), so "Bob" would approve as bob."""
         with self.db.transaction():
             if self.get(name) is not None:
                 raise AlreadyExists(f"user {name!r} already exists", user=name)
+            for other in self.list():
+                if same_person(other.name) == same_person(name):
+                    raise AlreadyExists(
+                        f"user {other.name!r} already exists, and {name!r} is the same name to "
+                        "the approval rules (they ignore case)",
+                        user=other.name,
+                    )
             self.db.execute(
                 f"INSERT INTO users ({_COLS}) VALUES (?, ?, NULL, NULL, ?, ?)",
                 (name, role, at, actor),
