@@ -77,3 +77,17 @@ def test_the_control_planes_route_table_lists_every_route_of_ashat_serve() -> No
 
     missing = [f"{e.method} {e.path}" for e in ENDPOINTS if not documented(e.path)]
     assert not missing, f"docs/control-plane.md does not list {missing}"
+
+
+def test_the_tracker_example_in_control_plane_md_is_one_the_code_takes() -> None:
+    """A review: its GitLab table had no ``url``, which the code refuses (a GitLab task is
+    sent only to the site named)."""
+    import tomllib
+
+    from ashat.notify.trackers import parse_updates
+
+    text = (REPO / "docs" / "control-plane.md").read_text(encoding="utf-8")
+    start = text.index("```toml\n[[tasks.update]]")
+    example = text[start + len("```toml\n") : text.index("```", start + 3)]
+    updates = parse_updates(tomllib.loads(example)["tasks"]["update"])
+    assert [u.tracker for u in updates] == ["jira", "github", "gitlab"]
