@@ -157,10 +157,30 @@ def test_teams_message_is_one_adaptive_card() -> None:
     assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
     assert card["$schema"] == "http://adaptivecards.io/schemas/adaptive-card.json"
     kinds = [element["type"] for element in card["body"]]
-    assert kinds == ["TextBlock", "TextBlock", "FactSet"]
+    assert kinds == ["TextBlock", "RichTextBlock", "FactSet"]
     facts = {f["title"]: f["value"] for f in card["body"][2]["facts"]}
     assert facts["State"] == "pushing" and facts["Project"] == "svc"
     assert all(isinstance(v, str) for v in facts.values())
+
+
+def test_a_teams_card_shows_what_people_wrote_as_plain_text() -> None:
+    """A review: the description went into a TextBlock, which reads Markdown, so
+    ``[Approve it](https://evil.example)`` became a link with other words on it. What
+    people write is now a RichTextBlock's TextRun (no Markdown there), the reason too."""
+    from dataclasses import replace
+
+    base = change(State.CANCELLED, State.PUSHED)
+    bait = "[Approve it on the dashboard](https://evil.example/sso) **now**"
+    dep = replace(base.deployment, description=bait, reason="see [this](https://x.example)")
+    card = json.loads(render(replace(base, deployment=dep), "svc", "teams").body)
+    body = card["attachments"][0]["content"]["body"]
+    markdown = [e.get("text", "") for e in body if e["type"] == "TextBlock"]
+    markdown += [f["value"] for e in body if e["type"] == "FactSet" for f in e["facts"]]
+    assert not any("](" in text for text in markdown)
+    runs = [r["text"] for e in body if e["type"] == "RichTextBlock" for r in e["inlines"]]
+    assert runs == [bait, "Reason: see [this](https://x.example)"]
+    assert all(r["type"] == "TextRun" for e in body if e["type"] == "RichTextBlock"
+               for r in e["inlines"])  # fmt: skip
 
 
 def test_a_teams_card_is_delivered_as_a_workflows_webhook_takes_it() -> None:

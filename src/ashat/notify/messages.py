@@ -71,8 +71,15 @@ def slack_text(change: Change, project: str) -> str:
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
 
+def _plain(text: str, **style: Any) -> dict[str, Any]:
+    """A RichTextBlock of one TextRun: shown as written (a TextBlock and a fact's value read
+    Markdown, so a description could hide a link behind other words)."""
+    return {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": text, **style}]}
+
+
 def teams_card(change: Change, project: str) -> dict[str, Any]:
-    """A Teams message holding one Adaptive Card: a headline and the facts."""
+    """A Teams message holding one Adaptive Card: a headline, what people wrote (the
+    description, the reason) as plain text, and the facts."""
     dep = change.deployment
     facts = [
         {"title": "State", "value": dep.state.value},
@@ -81,8 +88,9 @@ def teams_card(change: Change, project: str) -> dict[str, Any]:
         {"title": "At", "value": change.at},
         {"title": "Project", "value": project},
     ]
+    written = [_plain(dep.description, isSubtle=True)]
     if dep.reason:
-        facts.append({"title": "Reason", "value": dep.reason})
+        written.append(_plain(f"Reason: {dep.reason}"))
     card = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -95,7 +103,7 @@ def teams_card(change: Change, project: str) -> dict[str, Any]:
                 "size": "Medium",
                 "wrap": True,
             },
-            {"type": "TextBlock", "text": dep.description, "wrap": True, "isSubtle": True},
+            *written,
             {"type": "FactSet", "facts": facts},
         ],
     }
