@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,6 +171,34 @@ def test_approve_distributes_in_waves_then_rollback_returns_the_fleet(stack: Any
         port = mf.health()["app"]["port"]
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["version"] == "1.0.0"
     assert deploy("audit", "verify").exit_code == 0
+
+
+@pytest.mark.parametrize("point", ["rollback.requested", "rollback.started"])
+def test_a_killed_fleet_rollback_finishes_when_run_again(stack: Any, point: str) -> None:
+    """A review killed ``deploy rollback`` once OMEGA had started the fleet's rollback: the
+    rollback completed on the fleet, but every re-run asked OMEGA for a new one, which it
+    refused ("nothing runs …"), so the deployment stayed ``completed`` for ever and PUBLIC
+    kept serving the rolled-back release. The re-run now follows the rollback that runs
+    (its id kept, or found on OMEGA) and finishes the verb."""
+    s = stack(2, WAVES)
+    s.ship("hello-001", "1.0.0")
+    assert deploy("approve", "hello-001", "--as", "bob").exit_code == 0
+    s.ship("hello-002", "2.0.0")
+    assert deploy("approve", "hello-002", "--as", "bob").exit_code == 0
+    killed = subprocess.run(
+        [sys.executable, "-m", "ashat.cli.deploy", "rollback", "hello-002"],
+        env={**os.environ, "ASHAT_CRASH_AT": f"{point}:1"}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    wait_for(lambda: s.currents() == ["hello-001"] * 2, 60, "the fleet back on hello-001")
+    assert deploy_json("status", "hello-002")[1]["deployment"]["state"] == "completed"
+    code, out = deploy_json("rollback", "hello-002")
+    assert code == 0 and out["state"] == "rolled_back" and out["restored"] == "hello-001", out
+    assert out["public"] == "PUBLIC restored to hello-001", out
+    _, status = deploy_json("status", "hello-002")
+    kinds = [(r["kind"], r["state"]) for r in status["rollouts"]]
+    assert kinds == [("install", "completed"), ("rollback", "completed")]  # one rollback
 
 
 def test_one_failing_mainframe_stays_within_budget(stack: Any) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ashat.errors import OperationFailed
+from ashat.faults import crash_point
 from ashat.ops.project import Project, client_for
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ def _rollback_fleet(
     project: Project, update_id: str, reason: str | None, actor: str | None, hooks: RollbackHooks
 ) -> RollbackOutcome:
     from ashat.workflow.approve import finish_fleet_rollback, start_fleet_rollback
+    from ashat.workflow.states import State
 
     wf = project.workflow(actor)
     dep = wf.store.require(update_id)
@@ -90,18 +92,38 @@ def _rollback_fleet(
         hooks.fleet(server)
     _rollback_earlier_regions(project, wf, dep, reason, hooks)
     with client_for(server) as omega:
-        rollout_id = dep.details.get("rollback_rollout_id")
-        if not rollout_id:
-            rollout_id = start_fleet_rollback(wf, update_id, omega, reason)["rollout_id"]
-        if hooks.started is not None:
-            hooks.started(str(rollout_id), server)
-        deadline = time.monotonic() + FLEET_ROLLBACK_LIMIT_S
-        dep, status = finish_fleet_rollback(wf, update_id, omega, str(rollout_id), reason)
-        while status.get("state") == "running":
-            if time.monotonic() > deadline:
-                raise OperationFailed(f"rollback {rollout_id} still running; see deploy status")
-            time.sleep(POLL_S)
+        rollout_id = dep.details.get("rollback_rollout_id") or _rollback_of(omega, update_id)
+        settled: dict[str, Any] | None = None
+        if rollout_id:  # a re-run: this rollback started before (deploy killed, OMEGA away)
+            wf.store.update_details(update_id, {"rollback_rollout_id": rollout_id}, wf.now())
+            ended = dict(omega.rollout_status(str(rollout_id)))
+            if ended.get("state") not in ("running", "completed"):  # short of some mainframes
+                if _fleet_is_back(omega, update_id):  # they rolled back late, as they came back
+                    settled = ended
+                else:  # a new rollback for those still on it
+                    wf.note(update_id, "rollback.retried", {"after": rollout_id})
+                    rollout_id = None
+        if settled is not None:
+            status = settled
+            dep = wf.move(
+                update_id,
+                State.ROLLED_BACK,
+                reason=reason or "rolled back by operator",
+                details={"restored": status.get("update_id"), "totals": status.get("totals")},
+            )
+        else:
+            if not rollout_id:
+                rollout_id = start_fleet_rollback(wf, update_id, omega, reason)["rollout_id"]
+                crash_point("rollback.started")
+            if hooks.started is not None:
+                hooks.started(str(rollout_id), server)
+            deadline = time.monotonic() + FLEET_ROLLBACK_LIMIT_S
             dep, status = finish_fleet_rollback(wf, update_id, omega, str(rollout_id), reason)
+            while status.get("state") == "running":
+                if time.monotonic() > deadline:
+                    raise OperationFailed(f"rollback {rollout_id} still running; see deploy status")
+                time.sleep(POLL_S)
+                dep, status = finish_fleet_rollback(wf, update_id, omega, str(rollout_id), reason)
     public = public_follows(project, wf, update_id)
     data = {
         "update_id": update_id,
@@ -111,6 +133,21 @@ def _rollback_fleet(
         "rollout": status,
     }
     return RollbackOutcome(dep, True, note=public, status=status, data=data)
+
+
+def _rollback_of(omega: AgentClient, update_id: str) -> str | None:
+    """The newest rollback rollout OMEGA holds of ``update_id``: one this deployment's
+    rollback started, whose id a killed ``deploy`` never kept (a release, once rolled back,
+    is never released again)."""
+    found = [r for r in omega.rollouts_of(update_id) if r.get("kind") == "rollback"]
+    return str(found[-1]["rollout_id"]) if found else None
+
+
+def _fleet_is_back(omega: AgentClient, update_id: str) -> bool:
+    """Whether neither OMEGA nor any of its mainframes runs ``update_id`` any more."""
+    if omega.health().get("current") == update_id:
+        return False
+    return not any(m.get("current") == update_id for m in omega.mainframes())
 
 
 def _rollback_earlier_regions(

@@ -621,6 +621,9 @@ def start_fleet_rollback(
     check_transition(update_id, dep.state, State.ROLLED_BACK)
     previous = dep.details.get("omega_previous")
     rollout = dict(omega.fleet_rollback(update_id, previous, reason or "operator rollback"))
+    crash_point("rollback.requested")
+    # kept at once: a re-run (deploy killed, OMEGA away) follows this rollout, not a new one
+    wf.store.update_details(update_id, {"rollback_rollout_id": rollout.get("rollout_id")}, wf.now())
     restore_omega(omega, update_id, previous)
     wf.note(
         update_id,
