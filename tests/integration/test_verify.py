@@ -461,3 +461,41 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_a_killed_verify_runs_again_and_nothing_else_waits_on_it(
+    pushed: Callable[..., Path],
+) -> None:
+    """A review killed ``deploy verify``: the deployment stayed ``verifying`` for ever —
+    verify, cancel, rollback and approve all refused it, and a new push was told to
+    "cancel" it, which was refused too. The same ``deploy verify`` now runs it again (not
+    while another person's verify holds PUBLIC's lease for it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = pushed()
+    killed = subprocess.run(
+        [sys.executable, "-m", "ashat.cli.deploy", "verify", "hello-001", "--only", "health"],
+        env={**os.environ, "ASHAT_CRASH_AT": "verify.started:1"}, cwd=root,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert deploy_json("status", "hello-001")[1]["deployment"]["state"] == "verifying"
+    (root / "VERSION").write_text("9.9.9\n")
+    res = deploy("push", "hello-002", "next")
+    assert res.exit_code == 3, res.output
+    assert "finish it with 'deploy verify hello-001' (a verify cut short runs again)" in res.output
+    other = subprocess.run(
+        [sys.executable, "-m", "ashat.cli.deploy", "verify", "hello-001"],
+        env={**os.environ, "ASHAT_USER": "mallory"}, cwd=root,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert other.returncode == 3 and "is being verified by" in other.stderr, other.stderr
+    res = deploy("verify", "hello-001")
+    assert res.exit_code == 0, res.output
+    status = deploy_json("status", "hello-001")[1]["deployment"]
+    assert status["state"] == "verified", status
+    log = deploy("log", "hello-001").stdout
+    assert "verify.resumed" in log

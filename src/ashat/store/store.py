@@ -304,11 +304,15 @@ class Store:
                 row = self.db.query_one(
                     "SELECT state FROM deployments WHERE id = ?", (lease.deployment_id,)
                 )
-                advice = (  # a push cut short cannot be cancelled: it is resumed
+                state = row[0] if row is not None else None
+                advice = (  # a push or a verify cut short cannot be cancelled: it is resumed
                     f"wait for it to end, or finish it with 'deploy push {lease.deployment_id} "
                     "DESCRIPTION' (a push resumes where it stopped; 'deploy configure' first "
                     "if the server was wrong)"
-                    if row is not None and row[0] == "pushing"
+                    if state == "pushing"
+                    else f"wait for it to end, or finish it with 'deploy verify "
+                    f"{lease.deployment_id}' (a verify cut short runs again)"
+                    if state == "verifying"
                     else "wait for it to end, or cancel it with "
                     f"'deploy cancel {lease.deployment_id}'"
                 )

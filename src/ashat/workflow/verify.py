@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ashat.errors import AshatError, OperationFailed
+from ashat.faults import crash_point
 from ashat.ids import validate_update_id
 from ashat.trust.statements import digest as statement_digest
+from ashat.workflow.errors import LeaseHeld
 from ashat.workflow.models import Deployment
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State, check_transition
@@ -96,6 +98,21 @@ class VerifyResult:
         }
 
 
+def _refuse_if_verified_elsewhere(wf: Workflow, update_id: str) -> None:
+    """A deployment left ``verifying`` is verified again by whoever runs ``deploy verify``,
+    unless another person's verify holds PUBLIC's lease for it still (LeaseHeld)."""
+    lease = wf.store.lease("public")
+    if lease is None or lease.deployment_id != update_id or lease.expires_at <= wf.now():
+        return
+    if lease.owner.split("@", 1)[0] != wf.actor:
+        raise LeaseHeld(
+            f"{update_id} is being verified by {lease.owner} (lease until {lease.expires_at}); "
+            "wait for it to end or its lease to expire",
+            tier="public",
+            holder=update_id,
+        )
+
+
 def verify(
     wf: Workflow,
     update_id: str,
@@ -118,14 +135,30 @@ def verify(
     """
     validate_update_id(update_id)
     dep = wf.store.require(update_id)
-    check_transition(update_id, dep.state, State.VERIFYING)  # refuses naming what is allowed
+    resumed = dep.state is State.VERIFYING  # a verify cut short (killed, its server gone)
+    if resumed:
+        _refuse_if_verified_elsewhere(wf, update_id)
+    else:
+        check_transition(update_id, dep.state, State.VERIFYING)  # refuses naming what may be
     if public_current != update_id:
+        if resumed:  # PUBLIC moved on meanwhile: this verify can never finish
+            wf.move(
+                update_id,
+                State.VERIFICATION_FAILED,
+                reason=f"verification cut short; PUBLIC runs {public_current or 'nothing'} now",
+            )
         raise OperationFailed(
             f"PUBLIC runs {public_current or 'nothing'}, not {update_id}: there is nothing of "
             f"{update_id} to verify (push it again under a new id)",
             public_current=public_current,
         )
-    wf.move(update_id, State.VERIFYING, details={"only": list(only) if only else None})
+    if resumed:
+        lease = wf.store.lease("public")
+        wf.note(update_id, "verify.resumed", {"previous_owner": lease.owner if lease else None})
+        wf.renew("public", update_id)
+    else:
+        wf.move(update_id, State.VERIFYING, details={"only": list(only) if only else None})
+    crash_point("verify.started")
     try:
         results = runner(only, wf.store.baselines(tier))
         run = wf.store.record_checks(update_id, results, wf.actor, wf.now())
