@@ -511,6 +511,32 @@ def test_cancel_puts_public_back_on_the_release_before(
     assert "public.restored" in log and "deployment.cancelled" in log
 
 
+def test_a_cancel_that_could_not_reach_public_puts_it_back_when_run_again(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """A review cancelled a release while PUBLIC was down ("it may still run hello-002"):
+    once PUBLIC was back, every re-run was refused (cancelled already) and PUBLIC served
+    the cancelled release for good. The re-run now puts PUBLIC back."""
+    from urllib.parse import urlsplit
+
+    agent = agent_factory()
+    root = hello_project(agent)
+    assert deploy("push", "hello-001", "one").exit_code == 0
+    (root / "VERSION").write_text("2.0.0\n")
+    assert deploy("push", "hello-002", "two").exit_code == 0
+    port = urlsplit(agent.url).port
+    agent.stop()
+    res = deploy("cancel", "hello-002", "--reason", "wrong build")
+    assert res.exit_code == 0 and "it may still run hello-002" in res.stdout, res.output
+    agent = agent_factory(like=agent, port=port)
+    assert current(agent) == "hello-002"
+    res = deploy("cancel", "hello-002")
+    assert res.exit_code == 0 and "PUBLIC restored to hello-001" in res.stdout, res.output
+    assert current(agent) == "hello-001"
+    res = deploy("cancel", "hello-002")  # nothing left to do
+    assert res.exit_code == 3 and "hello-002 is cancelled" in res.output, res.output
+
+
 def test_cancel_of_the_first_push_says_public_had_nothing_before(
     agent_factory: Any, hello_project: Any
 ) -> None:
