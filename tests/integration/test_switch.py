@@ -152,3 +152,46 @@ def test_the_agents_own_address_switches_without_a_drop_where_no_proxy_runs(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert busy.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+
+
+def test_a_full_disk_as_the_links_move_stops_the_new_app_and_traffic_stays(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """A review: a full disk between starting the new app and moving ``current`` (here
+    ``switch.links`` failing with ENOSPC) answered 500, left ``previous`` moved, and left the
+    new app running untracked — serving the stable address, while ``/v1/health`` named the
+    old release. The activation now fails as storage (507), the new app is stopped, the
+    address serves the old app again, and both links are as they were."""
+    port = free_port()
+    args = ("--app-listen", f"127.0.0.1:{port}", "--upstream-drain", "0")
+    agent = agent_factory(args=args, env={"ASHAT_CRASH_AT": "switch.links:2:enospc"})
+    root = hello_project(agent)
+    url = f"http://127.0.0.1:{port}/healthz"
+    assert deploy("push", "hello-001", "first").exit_code == 0  # switch.links: first pass
+    (root / "VERSION").write_text("2.0.0\n")
+    res = deploy("push", "hello-002", "second")
+    assert res.exit_code != 0 and "No space left on device" in res.output, res.output
+    assert "Traceback" not in res.output
+    assert httpx.get(url, timeout=5).json()["version"] == "1.0.0"
+    with agent.client() as c:
+        health = c.health()
+    assert (health["current"], health["previous"]) == ("hello-001", None), health
+    assert health["app"]["port"] != port  # the old app, behind the stable address
+    assert not _processes_of_release(agent.data, "hello-002"), "the new app still runs"
+
+
+def _processes_of_release(data: Path, release: str) -> list[int]:
+    """The processes an agent started for ``release`` (its ``ASHAT_RELEASE`` in their
+    environment, with this agent's data directory)."""
+    import os
+
+    mine = f"ASHAT_RELEASE_DIR={data}/releases/{release}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if mine in env.split(b"\0"):
+            found.append(int(pid))
+    return found

@@ -793,18 +793,27 @@ class Agent:
                 self._unmigrate(release, spec, port)
             raise
         crash_point("app.started")
-        self.state.apps.append(app.record())
-        self._save()
-        try:
+        try:  # from here on a failure (a full disk too) stops the app it started
+            self.state.apps.append(app.record())
+            self._save()
             self.supervisor.wait_healthy(app, spec.health_timeout_s, log_from)
         except BaseException:
-            if app.alive():
-                self.supervisor.stop(app)
-            self._untrack(app)
+            self._stop_new(app)
             if migrated_now:
                 self._unmigrate(release, spec, port)
             raise
         return app
+
+    def _stop_new(self, app: AppProcess) -> None:
+        """Stop an app started for a switch that did not happen and forget it (its record
+        too, if the disk takes it: the next start reaps what a full disk left recorded)."""
+        if app.alive():
+            self.supervisor.stop(app)
+        try:
+            self._untrack(app)
+        except OSError as e:
+            log.error("the app of %s is stopped, but not its record: %s", app.release,
+                      e.strerror or e)  # fmt: skip
 
     def _environment(self, release: str, spec: AppSpec) -> None:
         """Build (or find) the Python environment of ``release``'s shipped wheels and give
@@ -887,17 +896,19 @@ class Agent:
                 self._save()
                 log.info("removed %s: a release that never became active is not kept", target)
             raise
-        if new_app is not None:
-            try:  # traffic moves to the new app before the links, and the old app, change
+        was_previous = self.releases.link_target(PREVIOUS)
+        try:
+            if new_app is not None:  # traffic moves to the new app before the links do
                 self._publish(new_app)
-            except ActivationFailed:
-                self.supervisor.stop(new_app)
-                self._untrack(new_app)
-                raise
-        crash_point("switch.begin")
-        self.releases.set_link(PREVIOUS, new_previous)
-        crash_point("switch.links")
-        self.releases.set_link(CURRENT, target)
+            crash_point("switch.begin")
+            self.releases.set_link(PREVIOUS, new_previous)
+            crash_point("switch.links")
+            self.releases.set_link(CURRENT, target)
+        except BaseException as e:  # the links did not move: all back as it was
+            self._undo_switch(new_app, was_previous)
+            if isinstance(e, OSError):
+                raise StorageFailed(f"the {how} to {target} (the previous release runs)", e) from e
+            raise
         crash_point("switch.done")
         old_app, self.app = self.app, new_app
         self.restarts, self.last_exit, self._dying, self._restart_at = 0, None, 0, None
@@ -925,6 +936,21 @@ class Agent:
             raise StorageFailed(f"the state of {how} to {target} (it is current)", unsaved)
         self._prune()
         return {"current": target, "previous": new_previous, "app": self.app_info()}
+
+    def _undo_switch(self, new_app: AppProcess | None, was_previous: str | None) -> None:
+        """A switch failed before ``current`` moved (a full disk, the proxy): traffic back to
+        the app that runs, the new app stopped, ``previous`` as it was. Best effort: each
+        step that fails is logged, and the next start reconciles."""
+        if new_app is not None:
+            if self.app is not None:
+                self._publish_or_log(self.app)
+            self._stop_new(new_app)
+        if self.releases.link_target(PREVIOUS) != was_previous:
+            try:
+                self.releases.set_link(PREVIOUS, was_previous)
+            except OSError as e:
+                log.error("could not put 'previous' back on %s: %s", was_previous or "nothing",
+                          e.strerror or e)  # fmt: skip
 
     def _publish(self, app: AppProcess) -> None:
         """Point the stable address at ``app`` (``--upstream-file`` or ``--app-listen``; see
