@@ -125,10 +125,14 @@ def _build() -> tuple[list[Table], list[Key]]:
             "aborts it. Sees `$ASHAT_RELEASE_DIR`, `$ASHAT_SHARED_DIR` and the app's env."),
         Key("app", "migrate", "string", "", "Shell command line run once per release on each "
             "server, after `prepare` and before the switch (schema migrations); non-zero "
-            "aborts the activation and the old release keeps serving."),
+            "aborts the activation and the old release keeps serving. Recorded once it "
+            "succeeded: a server that dies while it runs runs it again (make it idempotent, "
+            "as migration tools are)."),
         Key("app", "rollback_migrate", "string", "", "Shell command line run in a migrated "
             "release's directory when a rollback passes back over it, before the older "
-            "release starts; non-zero stops the rollback."),
+            "release starts; non-zero stops the rollback. If the older release then does not "
+            "come up, `migrate` runs again and the release that runs keeps its schema. Like "
+            "`migrate`, run again after a server died while it ran."),
         Key("app", "modules", "list of strings", d(list(app.modules)), "Modules the Module "
             "Load Test imports in a fresh interpreter inside the release."),
         Key("signing", "key", "string", "", "Path of the Ed25519 private key, relative to "

@@ -725,6 +725,41 @@ def test_hooks_run_by_the_shell_migrate_once_and_migrate_back_on_rollback(
     assert "DJANGO_SECRET_KEY" in out["deployment"]["details"]["log_tail"]
 
 
+def test_a_rollback_whose_target_does_not_come_up_migrates_forward_again(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """A review: ``deploy rollback`` ran hello-002's ``rollback_migrate``, then hello-001
+    did not come up; hello-002 kept serving on the schema migrated back, no longer counted
+    as migrated (so never migrated again), and nothing said so. Its ``migrate`` now runs
+    again, and it counts as migrated."""
+    agent = agent_factory()
+    root = hello_project(agent)
+    toml = root / "ashat.toml"
+    hooks = HOOKS.replace(  # prepare fails where the shared directory says so
+        'prepare = "test -n \\"$ASHAT_RELEASE_DIR\\" && echo prepared $ASHAT_RELEASE"',
+        'prepare = "test ! -e \\"$ASHAT_SHARED_DIR/broken-$ASHAT_RELEASE\\""',
+    )
+    assert hooks != HOOKS
+    toml.write_text(toml.read_text().replace("[app]\n", hooks, 1))
+    assert deploy("push", "hello-001", "one").exit_code == 0
+    (root / "VERSION").write_text("2.0.0\n")
+    assert deploy("push", "hello-002", "two").exit_code == 0
+    shared = agent.data / "shared"
+    (shared / "broken-hello-001").write_text("")
+    res = deploy("rollback", "hello-002", "--reason", "bad")
+    assert res.exit_code == 1, res.output
+    schema = (shared / "schema.log").read_text()
+    assert schema == "up hello-001\nup hello-002\ndown hello-002\nup hello-002\n", schema
+    assert current(agent) == "hello-002"
+    state = json.loads((agent.data / "state.json").read_text())
+    assert state["migrated"][-1] == "hello-002", state["migrated"]
+    # hello-001 mended: the rollback goes through, migrating back once more
+    (shared / "broken-hello-001").unlink()
+    assert deploy("rollback", "hello-002", "--reason", "bad").exit_code == 0
+    assert (shared / "schema.log").read_text().endswith("up hello-002\ndown hello-002\n")
+    assert current(agent) == "hello-001"
+
+
 def test_a_push_carries_its_tasks_and_a_project_can_require_one(
     agent_factory: Any, hello_project: Any
 ) -> None:

@@ -710,8 +710,12 @@ class Agent:
             )
             with self.metrics.switching("rollback"):
                 self._confirm(target)  # its files, before any migration is undone for it
-                self._migrate_back(target)
-                answer = self._switch(target, new_previous, "rollback", rolled_back=rolled)
+                undone = self._migrate_back(target)
+                try:
+                    answer = self._switch(target, new_previous, "rollback", rolled_back=rolled)
+                except BaseException:  # what runs keeps running: on the schema it had
+                    self._migrate_again(undone)
+                    raise
             answer["rolled_back"] = rolled
             return answer
 
@@ -738,14 +742,17 @@ class Agent:
                 rule="mainframe_forward_only",
             )
 
-    def _migrate_back(self, target: str) -> None:
+    def _migrate_back(self, target: str) -> list[tuple[str, bool]]:
         """Before going back to ``target``: the ``rollback_migrate`` hook of each release
         migrated here since, newest first, in its own directory. A failing one stops the
-        rollback (what runs keeps running). Locked."""
+        rollback (what runs keeps running). Returns each release no longer counted as
+        migrated, and whether its hook ran. Locked."""
+        undone: list[tuple[str, bool]] = []
         for release in self.state.migrated_after(target):
             if not self.releases.exists(release):
                 continue
             spec = self._spec(release)
+            ran = spec.rollback_migrate is not None
             if spec.rollback_migrate is not None:
                 self.supervisor.hook(
                     release,
@@ -757,7 +764,32 @@ class Agent:
                     then=f"nothing was rolled back to {target}",
                 )
             self.state.migrated.remove(release)
+            undone.append((release, ran))
             self._save()
+        return undone
+
+    def _migrate_again(self, undone: list[tuple[str, bool]]) -> None:
+        """A rollback failed after migrating back (its target's app did not come up): the
+        release that still runs gets its schema back — each undone release's ``migrate``
+        hook again, oldest first — or the log says loudly that it runs on the one migrated
+        back. Locked."""
+        for release, ran in reversed(undone):
+            spec = self._spec(release)
+            if ran and spec.migrate is not None:
+                try:
+                    self.supervisor.hook(
+                        release, "migrate", spec.migrate, spec.prepare_timeout_s, free_port(),
+                        self.supervisor.log_offset(release),
+                        then="it runs on the schema migrated back",
+                    )  # fmt: skip
+                except ActivationFailed as e:
+                    log.error("%s", scrub(e.message, self.secrets()))
+                    return
+            self.state.migrated.append(release)
+            try:
+                self._save()
+            except OSError as e:
+                log.error("%s migrated again, not recorded: %s", release, e.strerror or e)
 
     def _refuse_if_stopping(self) -> None:
         if self.stopping.is_set():
