@@ -134,6 +134,16 @@ def filesystem(path: Path) -> str:
     return "ext4 with a journal" if "data=" in options else "ext4 without a journal"
 
 
+def start_ms(args: list[str], n: int = 15) -> float:
+    """The median wall time of running ``args`` ``n`` times, in milliseconds."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[n // 2] * 1000
+
+
 def rsync_sent(stdout: str) -> int:
     m = re.search(r"Total bytes sent: ([\d,.]+)", stdout)
     return int(re.sub(r"[,.]", "", m.group(1))) if m else -1
@@ -249,6 +259,14 @@ def main() -> None:
             other = tp - sum(float(v) for v in timings.values())  # start-up, imports, exit
             cells = "".join(f"{float(timings.get(s, 0.0)):>9.3f}" for s in steps)
             print(f"{name:24}{cells}{other:>9.3f}")
+        # "other" holds the deploy client's own start: an interpreter's, with its site-packages
+        # (a .pth there that imports a module is paid by every Python start, ours included)
+        full, bare = (
+            start_ms([sys.executable, "-c", "pass"]),
+            start_ms([sys.executable, "-S", "-c", "pass"]),
+        )
+        print(f"a Python start here: {full:.0f} ms ({bare:.0f} ms without site-packages, -S); "
+              f"rsync's: {start_ms(['rsync', '--version']):.0f} ms")  # fmt: skip
         print(f"creating {PROBE_FILES:,} empty files before the first push took " + ", ".join(
             f"{t:.2f} s {where}" for where, t in probes.items()
         ) + ": ext4 without a journal (this VM's root) skips the inodes freed in the last "
