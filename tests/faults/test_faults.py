@@ -144,7 +144,7 @@ def test_mainframe_offline_for_a_whole_wave_times_out_then_catches_up(
     assert installs(back) == 1.0
 
 
-@pytest.mark.parametrize("point", ["blob.write", "stage.link"])
+@pytest.mark.parametrize("point", ["blob.write", "stage.link", "stage.install"])
 def test_disk_full_on_the_agent_fails_the_push_cleanly(
     agent_factory: Any, tiny_project: Any, point: str
 ) -> None:

@@ -578,10 +578,15 @@ class Agent:
                 if self._staged_as(m):
                     return self._restage(m, data), False
                 assert staging is not None
-                self.releases.install(m, data, staging)
-                staging = None
-                self.state.touch(m.update_id)
-                self._save()
+                try:  # all or nothing: a full disk here keeps no release
+                    self.releases.install(m, data, staging)
+                    staging = None
+                    self.state.touch(m.update_id)
+                    self._save()
+                except OSError as e:  # its manifest and tree, whichever were made
+                    with contextlib.suppress(OSError):
+                        self.releases.remove(m.update_id)
+                    raise StorageFailed(f"release {m.update_id}", e) from e
         finally:
             if staging is not None:
                 remove_tree(staging)
