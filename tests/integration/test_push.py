@@ -528,6 +528,8 @@ def test_a_cancel_that_could_not_reach_public_puts_it_back_when_run_again(
     agent.stop()
     res = deploy("cancel", "hello-002", "--reason", "wrong build")
     assert res.exit_code == 0 and "it may still run hello-002" in res.stdout, res.output
+    res = deploy("cancel", "hello-002")  # PUBLIC still away: said as such
+    assert res.exit_code == 4 and "cannot reach" in res.output, res.output
     agent = agent_factory(like=agent, port=port)
     assert current(agent) == "hello-002"
     res = deploy("cancel", "hello-002")
@@ -758,6 +760,37 @@ def test_a_rollback_whose_target_does_not_come_up_migrates_forward_again(
     assert deploy("rollback", "hello-002", "--reason", "bad").exit_code == 0
     assert (shared / "schema.log").read_text().endswith("up hello-002\ndown hello-002\n")
     assert current(agent) == "hello-001"
+
+
+@pytest.mark.parametrize(
+    ("crash", "verb", "schema", "now"),
+    [  # a review of the two fixes above
+        # the rollback's links moved, then the disk was full: hello-001 runs, migrated back
+        ("switch.save:3:enospc", "rollback", "down hello-002\n", "hello-001"),
+        # a push's links could not move after its migrate ran: undone, hello-001 runs on
+        # its own schema
+        ("switch.links:2:enospc", "push", "down hello-002\n", "hello-001"),
+    ],
+)
+def test_a_switch_cut_short_leaves_the_release_that_runs_on_its_own_schema(
+    agent_factory: Any, hello_project: Any, crash: str, verb: str, schema: str, now: str
+) -> None:
+    agent = agent_factory(env={"ASHAT_CRASH_AT": crash})
+    root = hello_project(agent)
+    toml = root / "ashat.toml"
+    toml.write_text(toml.read_text().replace("[app]\n", HOOKS, 1))
+    assert deploy("push", "hello-001", "one").exit_code == 0
+    (root / "VERSION").write_text("2.0.0\n")
+    res = deploy("push", "hello-002", "two")
+    if verb == "rollback":
+        assert res.exit_code == 0, res.output
+        res = deploy("rollback", "hello-002", "--reason", "bad")
+    assert res.exit_code != 0 and "No space left on device" in res.output, res.output
+    log = (agent.data / "shared" / "schema.log").read_text()
+    assert log == "up hello-001\nup hello-002\n" + schema, log
+    assert current(agent) == now
+    migrated = json.loads((agent.data / "state.json").read_text())["migrated"]
+    assert migrated == ["hello-001"], migrated
 
 
 def test_a_push_carries_its_tasks_and_a_project_can_require_one(

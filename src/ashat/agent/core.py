@@ -715,11 +715,13 @@ class Agent:
             )
             with self.metrics.switching("rollback"):
                 self._confirm(target)  # its files, before any migration is undone for it
-                undone = self._migrate_back(target)
+                undone: list[tuple[str, bool]] = []
                 try:
+                    self._migrate_back(target, undone)
                     answer = self._switch(target, new_previous, "rollback", rolled_back=rolled)
-                except BaseException:  # what runs keeps running: on the schema it had
-                    self._migrate_again(undone)
+                except BaseException:
+                    if self.links()[0] != target:  # what runs keeps running: on its schema
+                        self._migrate_again(undone)
                     raise
             answer["rolled_back"] = rolled
             return answer
@@ -747,12 +749,11 @@ class Agent:
                 rule="mainframe_forward_only",
             )
 
-    def _migrate_back(self, target: str) -> list[tuple[str, bool]]:
+    def _migrate_back(self, target: str, undone: list[tuple[str, bool]]) -> None:
         """Before going back to ``target``: the ``rollback_migrate`` hook of each release
         migrated here since, newest first, in its own directory. A failing one stops the
-        rollback (what runs keeps running). Returns each release no longer counted as
-        migrated, and whether its hook ran. Locked."""
-        undone: list[tuple[str, bool]] = []
+        rollback (what runs keeps running). Appends to ``undone`` each release no longer
+        counted as migrated, and whether its hook ran, as it goes. Locked."""
         for release in self.state.migrated_after(target):
             if not self.releases.exists(release):
                 continue
@@ -771,7 +772,6 @@ class Agent:
             self.state.migrated.remove(release)
             undone.append((release, ran))
             self._save()
-        return undone
 
     def _migrate_again(self, undone: list[tuple[str, bool]]) -> None:
         """A rollback failed after migrating back (its target's app did not come up): the
@@ -922,6 +922,7 @@ class Agent:
         self._confirm(target)
         self._fresh_env()
         spec = self._spec(target)
+        was_migrated = target in self.state.migrated
         try:
             new_app = self._launch(target, spec, prepare=True, migrate=how != "rollback")
         except ActivationFailed as e:
@@ -943,6 +944,8 @@ class Agent:
             self.releases.set_link(CURRENT, target)
         except BaseException as e:  # the links did not move: all back as it was
             self._undo_switch(new_app, was_previous)
+            if not was_migrated and target in self.state.migrated:  # migrated for this switch
+                self._unmigrate(target, spec, free_port())
             if isinstance(e, OSError):
                 raise StorageFailed(f"the {how} to {target} (the previous release runs)", e) from e
             raise
@@ -954,6 +957,7 @@ class Agent:
             self.state.mark_rolled_back(rolled_back)
         unsaved: OSError | None = None
         try:  # the links moved: what follows must happen, a full disk or not
+            crash_point("switch.save")
             self._save()
         except OSError as e:
             unsaved = e

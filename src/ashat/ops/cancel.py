@@ -44,15 +44,12 @@ def run_cancel(
 
 def _still_on_public(project: Project, dep: Deployment) -> bool:
     """Whether PUBLIC still runs a cancelled ``dep`` and has a release to go back to: the
-    cancel reached it not (PUBLIC away, the process killed)."""
-    from ashat.errors import AshatError
+    cancel reached it not (PUBLIC away, the process killed). PUBLIC unreachable again is
+    said as such (a transport error, exit 4), not as "nothing left to do"."""
     from ashat.ops.project import client_for
 
     server = project.store.server("public")
     if server is None or not dep.details.get("public_previous"):
         return False
-    try:
-        with client_for(server, retries=0) as agent:
-            return bool(agent.health().get("current") == dep.id)
-    except AshatError:
-        return False
+    with client_for(server, retries=0) as agent:
+        return bool(agent.health().get("current") == dep.id)
