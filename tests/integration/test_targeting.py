@@ -185,3 +185,33 @@ def test_a_release_left_releasing_cannot_be_sent_elsewhere_than_its_approval_cho
     assert res.exit_code == 0, res.output
     wait_for(lambda: fleet.mainframes[0].current() == "hello-001", 30, "the pilot")
     assert fleet.mainframes[1].current() is None
+
+
+def test_a_resumed_release_goes_where_its_approval_sent_it_whatever_the_toml_says_now(
+    hello_fleet: Any, agent_factory: Any
+) -> None:
+    """A review of the fix above: the approval took its mainframes from ``[distribution]
+    to``, which was not kept with it, so carol dropped the line from her ashat.toml and
+    resumed the release: it went to the whole fleet. The approval now keeps what it chose."""
+    from urllib.parse import urlsplit
+
+    fleet = hello_fleet(n=2, distribution=WAVES + 'to = "ring=pilot"\n')
+    label("mf-0", "ring=pilot")
+    fleet.ship("hello-001", "1.0.1")
+    port = urlsplit(fleet.omega.url).port
+    fleet.omega.stop()
+    omega = agent_factory(like=fleet.omega, port=port, env={"ASHAT_CRASH_AT": "omega.rollout:1"})
+    res = deploy("approve", "hello-001", "--as", "bob")
+    assert res.exit_code == 4 and "stays releasing" in res.output, res.output
+    assert omega.proc.wait(10) == -signal.SIGKILL
+    shown = json.loads(deploy("status", "hello-001", "--json").stdout)["deployment"]
+    assert shown["details"]["to"] == "ring=pilot"
+    toml = fleet.root / "ashat.toml"
+    toml.write_text(toml.read_text().replace('to = "ring=pilot"\n', ""))
+    agent_factory(like=omega, port=port)
+    res = deploy("approve", "hello-001", "--as", "carol", "--to", "*")
+    assert res.exit_code == 3, res.output
+    res = deploy("approve", "hello-001", "--as", "carol")
+    assert res.exit_code == 0, res.output
+    wait_for(lambda: fleet.mainframes[0].current() == "hello-001", 30, "the pilot")
+    assert fleet.mainframes[1].current() is None

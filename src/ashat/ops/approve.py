@@ -4,6 +4,7 @@ verified bundle to OMEGA (blobs relayed from PUBLIC), start the rollout under
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -461,11 +462,17 @@ def run_approve(
     dep = wf.store.require(update_id)
     if to is None and dep.details.get("to") is not None:  # given by an earlier approver
         distribution = distribution.targeted(str(dep.details["to"]))
-    if to is not None and dep.state in (State.APPROVED, State.RELEASING, State.DISTRIBUTING):
+    if dep.state in (State.APPROVED, State.RELEASING, State.DISTRIBUTING):
+        # The mainframes the approval chose, whoever resumes it and whatever their own
+        # ashat.toml says now (one approved before the choice was kept: the project's).
         approved = (
-            dep.details.get("to") or DistributionPolicy.parse(config.table("distribution")).to
+            dep.details["to"]
+            if "to" in dep.details
+            else DistributionPolicy.parse(config.table("distribution")).to
         )
-        _refuse_retargeting(update_id, approved, distribution.to)
+        if to is not None:
+            _refuse_retargeting(update_id, approved, distribution.to)
+        distribution = dataclasses.replace(distribution, to=approved)
     if dep.state in (State.VERIFIED, State.APPROVED, State.RELEASING):
         # Check everything the release needs before an approval is recorded.
         omega_server = first_omega(project, distribution)
@@ -486,7 +493,7 @@ def run_approve(
         holding = _holding(trust, manifest_bytes) if trust.exists() else None
         result = record(  # with --to, kept for the approval that completes the policy
             wf, update_id, policy, comment, statement if signed_by else None, holding,
-            to=distribution.to if to is not None else None,
+            to=distribution.to if to is not None else None, targets=distribution.to,
         )  # fmt: skip
         outcome.recorded = result
         outcome.data.update(result.to_json())

@@ -253,6 +253,7 @@ def approve(
     statement: dict[str, Any] | None = None,
     holding: Holding | None = None,
     to: str | None = None,
+    targets: str | None = None,
 ) -> ApproveResult:
     """Record the actor's approval (with their signed approval ``statement``, already
     checked against the root of trust by the caller); move to ``approved`` when the policy
@@ -260,6 +261,9 @@ def approve(
     approved with fewer than the chain counts could never be released, nor cancelled).
     ``to``, a label selector (``deploy approve --to``), is kept with the deployment once the
     approver passed the policy's checks: a refused approver re-targets nothing.
+    ``targets``, the selector the release goes to as this approval sees it (``to``, an
+    earlier approver's, or ``[distribution] to``; None: every mainframe), is kept as the
+    deployment's ``to`` once it is approved: whoever resumes the release later sends it there.
 
     One transaction from the state read to the move: of approvers racing, those who find the
     deployment approved already are refused (exit 3) and nothing of theirs is recorded.
@@ -270,7 +274,7 @@ def approve(
     if comment is not None:
         check_text(comment, "--comment", lines=True)
     with wf.store.atomic():
-        return _approve(wf, update_id, policy, comment, statement, holding, to)
+        return _approve(wf, update_id, policy, comment, statement, holding, to, targets)
 
 
 def people(approvals: list[dict[str, Any]]) -> int:
@@ -286,6 +290,7 @@ def _approve(
     statement: dict[str, Any] | None,
     holding: Holding | None,
     to: str | None,
+    targets: str | None = None,
 ) -> ApproveResult:
     dep = wf.store.require(update_id)
     check_transition(update_id, dep.state, State.APPROVED)
@@ -315,12 +320,8 @@ def _approve(
     if holding is not None:
         held, notes = holding(dep, wf.store.approval_statements(update_id))
     if (people(approvals) if held is None else held) >= policy.required:
-        dep = wf.move(
-            update_id,
-            State.APPROVED,
-            details={"approvers": [a["user"] for a in approvals]},
-            details_update={"approvers": [a["user"] for a in approvals]},
-        )
+        approved = {"approvers": [a["user"] for a in approvals], "to": targets}
+        dep = wf.move(update_id, State.APPROVED, details=approved, details_update=approved)
     return ApproveResult(dep, approvals, policy.required, counted, notes=notes, holding=held)
 
 
