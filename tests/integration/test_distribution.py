@@ -196,6 +196,8 @@ def test_a_killed_fleet_rollback_finishes_when_run_again(stack: Any, point: str)
     code, out = deploy_json("rollback", "hello-002")
     assert code == 0 and out["state"] == "rolled_back" and out["restored"] == "hello-001", out
     assert out["public"] == "PUBLIC restored to hello-001", out
+    with s.omega.client() as c:  # OMEGA's own app too, killed before it went back or not
+        assert c.health()["current"] == "hello-001"
     _, status = deploy_json("status", "hello-002")
     kinds = [(r["kind"], r["state"]) for r in status["rollouts"]]
     assert kinds == [("install", "completed"), ("rollback", "completed")]  # one rollback

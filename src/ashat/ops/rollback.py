@@ -82,7 +82,7 @@ def run_rollback(
 def _rollback_fleet(
     project: Project, update_id: str, reason: str | None, actor: str | None, hooks: RollbackHooks
 ) -> RollbackOutcome:
-    from ashat.workflow.approve import finish_fleet_rollback, start_fleet_rollback
+    from ashat.workflow.approve import finish_fleet_rollback, restore_omega, start_fleet_rollback
     from ashat.workflow.states import State
 
     wf = project.workflow(actor)
@@ -96,6 +96,7 @@ def _rollback_fleet(
         settled: dict[str, Any] | None = None
         if rollout_id:  # a re-run: this rollback started before (deploy killed, OMEGA away)
             wf.store.update_details(update_id, {"rollback_rollout_id": rollout_id}, wf.now())
+            restore_omega(omega, update_id, dep.details.get("omega_previous"))  # if not yet
             ended = dict(omega.rollout_status(str(rollout_id)))
             if ended.get("state") not in ("running", "completed"):  # short of some mainframes
                 if _fleet_is_back(omega, update_id):  # they rolled back late, as they came back
