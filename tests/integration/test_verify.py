@@ -13,7 +13,7 @@ import pytest
 
 from ashat.store.db import Database, default_sqlite_url
 from ashat.store.store import Store
-from support import configure, deploy, deploy_json, enter_hello_project
+from support import configure, deploy, deploy_json, enter_hello_project, wait_for
 
 PEM_KEY = (  # split so that this file itself does not look like a leaked key
     "-----BEGIN " + "PRIVATE KEY-----\n"
@@ -476,6 +476,20 @@ def test_a_killed_verify_runs_again_and_nothing_else_waits_on_it(
     import sys
 
     root = pushed()
+    # A verify that runs still (slowed at the same point) is not run twice, even by its
+    # own user (a review: two verifies of one release ran the checks side by side).
+    slow = subprocess.Popen(
+        [sys.executable, "-m", "ashat.cli.deploy", "verify", "hello-001", "--only", "health"],
+        env={**os.environ, "ASHAT_CRASH_AT": "verify.started:1:slow"}, cwd=root,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for(
+        lambda: deploy_json("status", "hello-001")[1]["deployment"]["state"] == "verifying",
+        20, "the slow verify to start",
+    )  # fmt: skip
+    res = deploy("verify", "hello-001", "--only", "health")
+    assert res.exit_code == 3 and "is being verified by" in res.output, res.output
+    assert slow.wait(60) == 1  # --only health: not verified, and ended
     killed = subprocess.run(
         [sys.executable, "-m", "ashat.cli.deploy", "verify", "hello-001", "--only", "health"],
         env={**os.environ, "ASHAT_CRASH_AT": "verify.started:1"}, cwd=root,

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from ashat.errors import AshatError, InvalidInput, OperationFailed, RemoteError
 from ashat.faults import crash_point
-from ashat.ids import check_text, validate_update_id
+from ashat.ids import check_text, same_person, validate_update_id
 from ashat.workflow.errors import AlreadyExists, Interrupted, LeaseHeld
 from ashat.workflow.models import Deployment
 from ashat.workflow.service import Workflow
@@ -177,8 +177,8 @@ def _start(
         return wf.create(update_id, description, details), False
     lease = wf.store.lease("public")
     if lease and lease.deployment_id == update_id and lease.expires_at > wf.now():
-        actor = lease.owner.split("@", 1)[0]
-        if actor != wf.actor:
+        actor = lease.owner.rpartition("@")[0]  # a user's name may hold '@'
+        if same_person(actor) != same_person(wf.actor):
             raise LeaseHeld(
                 f"{update_id} is being pushed by {lease.owner} (lease until "
                 f"{lease.expires_at}); wait for it to end or its lease to expire",

@@ -13,13 +13,15 @@ leaves the deployment fully verified moves the performance baseline.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ashat.errors import AshatError, OperationFailed
 from ashat.faults import crash_point
-from ashat.ids import validate_update_id
+from ashat.ids import same_person, validate_update_id
 from ashat.trust.statements import digest as statement_digest
 from ashat.workflow.errors import LeaseHeld
 from ashat.workflow.models import Deployment
@@ -99,18 +101,37 @@ class VerifyResult:
 
 
 def _refuse_if_verified_elsewhere(wf: Workflow, update_id: str) -> None:
-    """A deployment left ``verifying`` is verified again by whoever runs ``deploy verify``,
-    unless another person's verify holds PUBLIC's lease for it still (LeaseHeld)."""
+    """A deployment left ``verifying`` is verified again by ``deploy verify``, unless a
+    verify may still run it: PUBLIC's lease for it has not expired, and it is another
+    person's, or its process still runs (or runs on another host, which cannot be asked).
+    Raises LeaseHeld."""
     lease = wf.store.lease("public")
     if lease is None or lease.deployment_id != update_id or lease.expires_at <= wf.now():
         return
-    if lease.owner.split("@", 1)[0] != wf.actor:
-        raise LeaseHeld(
-            f"{update_id} is being verified by {lease.owner} (lease until {lease.expires_at}); "
-            "wait for it to end or its lease to expire",
-            tier="public",
-            holder=update_id,
-        )
+    actor = lease.owner.rpartition("@")[0]
+    if same_person(actor) == same_person(wf.actor) and not _runs(lease.owner):
+        return  # this person's verify, whose process is gone: run it again
+    raise LeaseHeld(
+        f"{update_id} is being verified by {lease.owner} (lease until {lease.expires_at}); "
+        "wait for it to end or its lease to expire",
+        tier="public",
+        holder=update_id,
+    )
+
+
+def _runs(owner: str) -> bool:
+    """Whether the process a lease's ``owner`` (``actor@host:pid``) names may still run: not
+    if it is of this host and gone."""
+    host, _, pid = owner.rpartition("@")[2].rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def verify(
@@ -154,7 +175,18 @@ def verify(
         )
     if resumed:
         lease = wf.store.lease("public")
-        wf.note(update_id, "verify.resumed", {"previous_owner": lease.owner if lease else None})
+        if lease is None or lease.deployment_id != update_id:  # taken by another since
+            holder = lease.deployment_id if lease else None
+            wf.move(update_id, State.VERIFICATION_FAILED,
+                    reason=f"verification cut short; PUBLIC's lease went to {holder}")  # fmt: skip
+            raise LeaseHeld(
+                f"PUBLIC's lease went to {holder} since this verify was cut short; "
+                f"{update_id} is verification_failed: run 'deploy verify {update_id}' again "
+                "once PUBLIC is free",
+                tier="public",
+                holder=holder,
+            )
+        wf.note(update_id, "verify.resumed", {"previous_owner": lease.owner})
         wf.renew("public", update_id)
     else:
         wf.move(update_id, State.VERIFYING, details={"only": list(only) if only else None})
