@@ -531,7 +531,7 @@ class Dashboard:
         from ashat.ids import validate_update_id
 
         validate_update_id(ctx.update_id)
-        text = ctx.form.get(action.field, "").strip()
+        text = _typed(ctx.form.get(action.field, ""), lines=action.field == "comment")
         if ctx.request.method == "POST":
             try:
                 validate_body(COMPONENTS[action.schema], {action.field: text or None})
@@ -746,6 +746,13 @@ class Dashboard:
 
         run_cancel(ctx.project, ctx.update_id, text, actor=actor)
         return "cancelled"
+
+
+def _typed(text: str, *, lines: bool) -> str:
+    """What a person typed in a textarea, as the verbs take it: a browser sends each line
+    break as CRLF; a comment keeps its lines (LF), a reason is one line (breaks as spaces)."""
+    text = text.replace("\r\n", "\n").strip()
+    return text if lines else " ".join(part.strip() for part in text.split("\n") if part.strip())
 
 
 def _approve_notice(outcome: Any) -> str:
