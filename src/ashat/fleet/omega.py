@@ -54,7 +54,7 @@ from ashat.errors import AshatError
 from ashat.faults import crash_point
 from ashat.fleet import packs
 from ashat.fleet.approvals import Approvals
-from ashat.fleet.controller import TIMED_OUT, Controller
+from ashat.fleet.controller import HOLD_FRESH_S, TIMED_OUT, Controller
 from ashat.fleet.directive import NO_DIRECTIVE_KIND
 from ashat.fleet.envelope import seal
 from ashat.fleet.license import License, LicenseRefused, judge_license
@@ -102,6 +102,14 @@ def _servable(mf: RegisteredMainframe, now: float, revoked: set[str]) -> bool:
     except ValueError:
         return False
     return mf.license_id not in revoked and expires > now and mf.license_status == "ok"
+
+
+def _seen_within(mf: RegisteredMainframe, now: float, seconds: float) -> bool:
+    """Whether ``mf`` polled in the last ``seconds``."""
+    try:
+        return parse_time(mf.last_seen).timestamp() >= now - seconds
+    except ValueError:
+        return False
 
 
 def _timed_out(status: TargetStatus, reason: str | None) -> bool:
@@ -1165,7 +1173,8 @@ class Omega:
                     "labels": flat(labels),
                     "inventory": mf.facts.get("inventory") or {},
                     "pinned": pins.get(mf.mainframe_id),
-                    "hold": mf.hold,  # its last poll's: it installs nothing until it may
+                    # its last poll's, while it polls: it installs nothing until it may
+                    "hold": mf.hold if _seen_within(mf, now, HOLD_FRESH_S) else None,
                     **desired.of(mf, labels, pins.get(mf.mainframe_id)),
                 }
             )
