@@ -320,8 +320,13 @@ def _approve(
     if holding is not None:
         held, notes = holding(dep, wf.store.approval_statements(update_id))
     if (people(approvals) if held is None else held) >= policy.required:
-        approved = {"approvers": [a["user"] for a in approvals], "to": targets}
-        dep = wf.move(update_id, State.APPROVED, details=approved, details_update=approved)
+        approvers = [a["user"] for a in approvals]
+        dep = wf.move(  # (an event's "to" is the state it moved to: the selector has its own)
+            update_id,
+            State.APPROVED,
+            details={"approvers": approvers, "selector": targets},
+            details_update={"approvers": approvers, "to": targets},
+        )
     return ApproveResult(dep, approvals, policy.required, counted, notes=notes, holding=held)
 
 
