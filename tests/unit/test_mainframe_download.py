@@ -758,3 +758,34 @@ def test_an_encoding_asked_for_or_not_decoded_is_taken(layout: Layout) -> None:
         with outgoing.client(base_url=url, headers={"Accept-Encoding": "gzip"}) as c:
             assert c.get("/api").json() == {"ok": True}
     assert stored(layout, W) == DATA
+
+
+def test_a_redirect_with_an_endless_body_is_followed_unread(layout: Layout) -> None:
+    """A review: OMEGA (or a mirror, a cache, the network) answered each blob with 307 and
+    a body that never ends; httpx read it whole before following the redirect, and the
+    mainframe grew to 18 GB. A redirect's body is now closed unread."""
+    sent: list[int] = []
+
+    def answer(h: http.server.BaseHTTPRequestHandler) -> None:
+        if h.path.startswith("/mirror/"):
+            return _send(h, 200, DATA)
+        h.send_response(307)
+        h.send_header("Location", f"/mirror/{W.sha256}")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+        try:
+            for _ in range(16 * 1024):  # 1 GiB, as long as the client reads
+                h.wfile.write(chunk)
+                sent.append(1)
+        except OSError:
+            pass  # the client closed it, as it should
+        h.close_connection = True
+
+    with _serve(answer) as omega:
+        t0 = time.monotonic()
+        fetch(omega, layout, [W])
+        took = time.monotonic() - t0
+    assert stored(layout, W) == DATA
+    assert took < 5, took
+    assert len(sent) < 1000, f"{len(sent) * 64} KiB of the redirect's body were read"

@@ -151,8 +151,13 @@ def client(
     """A synchronous client with our policy (close it, or use it in ``with``)."""
     import httpx
 
+    from ashat.transport.redirects import RedirectsUnread
+
+    settings = _settings(base_url, headers, verify, timeout_s, max_connections, follow_redirects)
+    inner = httpx.HTTPTransport(verify=verify, limits=settings["limits"])
     return httpx.Client(
-        **_settings(base_url, headers, verify, timeout_s, max_connections, follow_redirects),
+        **settings,
+        transport=RedirectsUnread(inner),
         event_hooks={"response": [refuse_encoded]},
     )
 
@@ -169,11 +174,16 @@ def async_client(
     """An asynchronous client with our policy (use it in ``async with``)."""
     import httpx
 
+    from ashat.transport.redirects import AsyncRedirectsUnread
+
     async def refuse(response: httpx.Response) -> None:
         refuse_encoded(response)
 
+    settings = _settings(base_url, headers, verify, timeout_s, max_connections, follow_redirects)
+    inner = httpx.AsyncHTTPTransport(verify=verify, limits=settings["limits"])
     return httpx.AsyncClient(
-        **_settings(base_url, headers, verify, timeout_s, max_connections, follow_redirects),
+        **settings,
+        transport=AsyncRedirectsUnread(inner),
         event_hooks={"response": [refuse]},
     )
 
