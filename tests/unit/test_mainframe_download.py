@@ -789,3 +789,32 @@ def test_a_redirect_with_an_endless_body_is_followed_unread(layout: Layout) -> N
     assert stored(layout, W) == DATA
     assert took < 5, took
     assert len(sent) < 1000, f"{len(sent) * 64} KiB of the redirect's body were read"
+
+
+def test_a_server_that_hangs_up_after_each_byte_cannot_hold_a_download(layout: Layout) -> None:
+    """A review: OMEGA answered each try with one byte of the blob, then hung up; each try
+    kept a byte, so it was progress, never "in vain", and the mainframe downloaded (and did
+    not poll) for days. A blob now has one budget over all its tries."""
+    data = os.urandom(1000)
+    w = Wanted(hashlib.sha256(data).hexdigest(), len(data))
+
+    def answer(h: http.server.BaseHTTPRequestHandler) -> None:
+        rng = h.headers.get("Range")
+        start = int(rng.removeprefix("bytes=").split("-")[0]) if rng else 0
+        h.send_response(206 if start else 200)
+        if start:
+            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        h.send_header("Content-Length", str(len(data) - start))
+        h.end_headers()
+        h.wfile.write(data[start : start + 1])
+        h.wfile.flush()
+        h.close_connection = True
+
+    with _serve(answer) as omega:
+        t0 = time.monotonic()
+        with pytest.raises(DownloadError) as e:
+            fetch(omega, layout, [w], attempts=2, min_rate_bps=1000, grace_s=0.2)
+        took = time.monotonic() - t0
+    assert "over every try" in e.value.message and e.value.final is False, e.value.message
+    assert took < 5, took
+    assert stored(layout, w) is None

@@ -34,6 +34,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,6 +332,8 @@ class BlobDownloader:
         ``commit_bytes``: a crash loses at most that much."""
         progress = _Progress()
         idle = 0  # tries in a row that kept no byte
+        size = run[-1].offset + run[-1].size - run[0].offset
+        deadline = time.monotonic() + self._budget_s(size)
         try:
             while progress.index < len(run):
                 p = run[progress.index]
@@ -347,6 +350,8 @@ class BlobDownloader:
                 idle = 0 if progress.kept > before else idle + 1
                 if idle >= self.attempts:  # the blobs alone may do better, or fail as they do
                     raise _NoPack(f"the pack {pack.path}: {idle} tries in vain ({reason})")
+                if time.monotonic() > deadline:  # bytes a few at a time, for ever: no more
+                    raise _NoPack(f"the pack {pack.path}: {_slow(size, self)} ({reason})")
                 pause = min(BACKOFF_CAP_S, self.backoff_s * 2 ** max(idle - 1, 0))
                 log.info("pack %s: %s; resuming in %.1fs", pack.path, reason, pause)
                 await asyncio.sleep(pause * random.uniform(0.5, 1.0))
@@ -515,6 +520,7 @@ class BlobDownloader:
         """Make the partial file hold ``w.size`` bytes, resuming what is there."""
         path = self.partial(w.sha256)
         idle = 0  # tries in a row that kept no byte
+        deadline = time.monotonic() + self._budget_s(w.size)
         while True:
             have = self._size(path)
             if have > w.size:  # cannot be right: start over
@@ -538,12 +544,25 @@ class BlobDownloader:
                     sha256=w.sha256,
                     final=False,
                 )
+            if time.monotonic() > deadline:  # each try kept a byte or two, and hung up
+                raise DownloadError(
+                    f"cannot fetch blob {w.sha256}: {_slow(w.size, self)} ({reason})",
+                    sha256=w.sha256,
+                    final=False,
+                )
             if w.sha256 in self._direct and not direct:
                 log.info("blob %s: %s; asking OMEGA for it at once", w.sha256[:16], reason)
                 continue  # a mirror failed it: OMEGA itself is asked next, without a pause
             pause = min(BACKOFF_CAP_S, self.backoff_s * 2 ** max(idle - 1, 0))
             log.info("blob %s: %s; resuming in %.1fs", w.sha256[:16], reason, pause)
             await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+
+    def _budget_s(self, size: int) -> float:
+        """How long one blob or pack run may take over all its tries: each try's grace, and
+        its bytes at the minimum rate. A server that keeps each try alive with a byte or
+        two (progress, so never "in vain") cannot hold the mainframe from polling for ever:
+        past this, the download fails and the mainframe polls again."""
+        return self.grace_s * self.attempts + size / self.min_rate_bps
 
     @staticmethod
     def _size(path: Path) -> int:
@@ -675,6 +694,13 @@ class BlobDownloader:
         finally:
             os.close(fd)
         return kept
+
+
+def _slow(size: int, d: BlobDownloader) -> str:
+    return (
+        f"not done in {d._budget_s(size):.0f}s over every try "
+        f"(under {d.min_rate_bps:g} bytes/s with {d.grace_s:g}s of grace each)"
+    )
 
 
 def _failed_url(e: httpx.HTTPError) -> httpx.URL | None:

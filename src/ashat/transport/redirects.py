@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import httpx
 
-DROPPED = ("content-length", "transfer-encoding", "content-encoding")
+DROPPED = ("content-length", "transfer-encoding")  # of a body no longer there
 
 
 def _emptied(response: httpx.Response, request: httpx.Request) -> httpx.Response:
