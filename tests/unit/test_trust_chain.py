@@ -461,3 +461,53 @@ def test_a_root_round_trips_and_roles_are_all_there() -> None:
     again = parse_root(ROOT_V1.to_bytes())
     assert again == ROOT_V1 and set(again.roles) == set(ROLES)
     assert dataclasses.replace(again, version=2).digest() != again.digest()
+
+
+def test_junk_root_chains_in_a_poll_answer_are_logged_once_and_bounded(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A review answered a mainframe's poll with a manifest carrying 60,000 'approval'
+    signatures, each offering a junk root: before anything was checked, each wrote a
+    warning (32 MB of log in 30 s, again at every poll). A poll answer's chains are now
+    offered once each, 16 at most, with one line for those not taken, repeated only when
+    the reason changes."""
+    import json
+    import logging
+    import os
+
+    from ashat.agent.config import AgentConfig, AgentRole, MainframeConfig
+    from ashat.agent.core import Agent
+    from ashat.bundle.manifest import Signature
+    from ashat.fleet.mainframe import Mainframe
+
+    root_file = tmp_path / "1.root.json"
+    root_file.write_bytes(signed_by(make_root(), ROOT1, ROOT2))
+    mf = MainframeConfig(
+        omega_url="http://omega.test:8700", license="license.x.y", mainframe_id="mf-1",
+        license_id="lic-1", trusted_omega={OMEGA.keyid: OMEGA.public},
+    )  # fmt: skip
+    config = AgentConfig(
+        role=AgentRole.MAINFRAME, data=tmp_path / "data", host="127.0.0.1", port=0, token="t",
+        trusted={ALICE.keyid: ALICE.public}, mainframe=mf, root_file=root_file,
+        app_user=os.environ.get("ASHAT_APP_USER"),
+    )  # fmt: skip
+    agent = Agent(config)
+    agent.open()
+    try:
+        loop = Mainframe(agent, mf)
+        signed = sign_manifest(manifest(), ALICE)
+        junk = [
+            Signature("approval", f"{i:016x}", "sig", {"roots": [{"version": 2, "n": i}]})
+            for i in range(2000)
+        ]
+        doc = json.loads(signed.to_bytes())
+        doc["signatures"] += [s.to_dict() for s in junk]
+        text = json.dumps(doc)
+        caplog.set_level(logging.WARNING)
+        for _ in range(3):  # three polls
+            loop._offer_roots(text)
+        lines = [r.getMessage() for r in caplog.records if "root chain" in r.getMessage()]
+        assert len(lines) == 1, lines[:3]
+        assert "more than 16 chains offered at once" in lines[0] or "17 root chain" in lines[0]
+    finally:
+        agent.shutdown()

@@ -100,6 +100,7 @@ REFUSED_CAP_S = 60.0
 DIRECTIVE_REFUSED_PAUSE_S = 2.0  # before polling again after refusing a directive
 MAX_REASON_CHARS = 1000  # of a failure reason sent in a report
 MAX_ERROR_CHARS = 300  # of OMEGA's error message kept for the log and health
+MAX_OFFERED_CHAINS = 16  # distinct root chains taken from one poll answer (one per key)
 MAX_PENDING_REPORTS = 100
 NONCE_BYTES = 18  # of a poll's nonce, which OMEGA's signed "no directive" must name
 
@@ -264,6 +265,7 @@ class Mainframe:
         self.clock = clock
         self.reports = ReportQueue(agent.layout.root / STATE_FILE)
         self.metrics = MainframeMetrics(agent.metrics.registry)
+        self._root_refusal: str | None = None  # the last root chains not taken, as logged
         self._status: dict[str, Any] = {
             "omega": config.omega_url,
             "mainframe_id": config.mainframe_id,
@@ -546,6 +548,31 @@ class Mainframe:
 
     # -- a directive ---------------------------------------------------------------------------
 
+    def _offer_roots(self, manifest: str) -> None:
+        """Offer the held root the chains ``manifest`` carries, before the directive is
+        checked (it may need a newer root). The manifest is not checked yet, so: each
+        distinct chain once, :data:`MAX_OFFERED_CHAINS` at most, and one log line for those
+        not taken — repeated only when the reason changes (a review: 60,000 junk chains in
+        one answer wrote 32 MB of warnings in 30 s)."""
+        assert self.root is not None
+        seen: set[str] = set()
+        refused: list[str] = []
+        for chain in offered_roots(manifest):
+            key = json.dumps(chain, sort_keys=True, default=str)
+            if key in seen:
+                continue
+            seen.add(key)
+            if len(seen) > MAX_OFFERED_CHAINS:
+                refused.append(f"more than {MAX_OFFERED_CHAINS} chains offered at once")
+                break
+            _, why = self.root.offer_quietly(chain)
+            if why is not None:
+                refused.append(why)
+        note = f"{len(refused)} root chain(s) offered not taken: {refused[0]}" if refused else None
+        if note is not None and note != self._root_refusal:
+            log.warning("%s", note)
+        self._root_refusal = note
+
     async def _handle(
         self,
         http: httpx.AsyncClient,
@@ -566,8 +593,7 @@ class Mainframe:
         try:
             root = None
             if self.root is not None:
-                for chain in offered_roots(manifest):
-                    await asyncio.to_thread(self.root.offer, chain)
+                await asyncio.to_thread(self._offer_roots, manifest)
                 self._status["root_version"] = self.root.root.version
                 root = self.root.current(self.clock())
             plan = check_install(

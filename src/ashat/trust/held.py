@@ -70,7 +70,16 @@ class HeldRoot:
     def offer(self, chain: Iterable[Any]) -> Root:
         """Take the newer versions of ``chain`` (root documents, oldest first) that chain
         from the one held. Returns the root held after. Never raises for a bad chain: it
-        only does not move."""
+        only does not move (and says why in the log)."""
+        root, why = self.offer_quietly(chain)
+        if why is not None:
+            log.warning("a root offered was not taken: %s", why)
+        return root
+
+    def offer_quietly(self, chain: Iterable[Any]) -> tuple[Root, str | None]:
+        """:meth:`offer`, returning why a bad chain was not taken instead of logging it (a
+        caller offered many chains at once logs once)."""
+        why: str | None = None
         with self._lock:
             root = self._root
             for doc in chain:
@@ -81,14 +90,14 @@ class HeldRoot:
                         continue
                     new = update(root, data)
                 except (TrustRefused, ValueError, TypeError) as e:
-                    log.warning("a root offered was not taken: %s", e)
+                    why = str(e)
                     break
                 write_private(self.directory / f"{new.version}.root.json", new.to_bytes(), 0o644)
                 log.info("root of trust: now version %d", new.version)
                 self._chain.append((new.version, data))
                 root = new
             self._root = root
-            return root
+            return root, why
 
     def newer_than(self, version: int) -> list[Any]:
         """The verified versions after ``version``, oldest first, as JSON documents."""
