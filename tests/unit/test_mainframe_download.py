@@ -818,3 +818,25 @@ def test_a_server_that_hangs_up_after_each_byte_cannot_hold_a_download(layout: L
     assert "over every try" in e.value.message and e.value.final is False, e.value.message
     assert took < 5, took
     assert stored(layout, w) is None
+
+
+@pytest.mark.parametrize("inside", ["refuses", "answers"])
+def test_what_a_redirect_fetched_elsewhere_is_not_reported(layout: Layout, inside: str) -> None:
+    """A review: OMEGA redirected blob downloads to an internal address; the first line of
+    its error page reached the mainframe's log and OMEGA's report, and the digest of what it
+    served (OMEGA choosing the length) came back in "digest mismatch (got …)". Neither is
+    reported now."""
+    secret = b"SECRET-INTERNAL-PAGE line one"
+
+    def internal(h: http.server.BaseHTTPRequestHandler) -> None:
+        if inside == "refuses":
+            _send(h, 403, b'{"error": "' + secret + b'"}')
+        else:
+            _send(h, 200, (secret * 4)[: W.size])
+
+    with _serve(internal) as elsewhere:
+        omega = _serve(lambda h: _send(h, 307, b"", Location=f"{elsewhere}/meta-data"))
+        with omega as url, pytest.raises(DownloadError) as e:
+            fetch(url, layout, [W], attempts=2)
+    got = hashlib.sha256((secret * 4)[: W.size]).hexdigest()
+    assert "SECRET" not in e.value.message and got not in e.value.message, e.value.message

@@ -293,9 +293,10 @@ class BlobDownloader:
                 except DigestMismatch as e:
                     self.partial(w.sha256).unlink(missing_ok=True)
                     self._direct.add(w.sha256)  # perhaps a mirror's copy: ask OMEGA's
-                    if last:
+                    if last:  # reported to OMEGA: not what the bytes hashed to (a review: bytes
+                        # a redirect fetched from an internal address, hashed, were an oracle)
                         raise DownloadError(
-                            f"blob {w.sha256} fetched twice, wrong both times: {e.message}",
+                            f"blob {w.sha256} fetched twice, wrong both times: digest mismatch",
                             sha256=w.sha256,
                         ) from e
                     log.warning("%s; fetching it again from the start", e.message)
@@ -644,7 +645,9 @@ class BlobDownloader:
             if len(body) >= MAX_ERROR_BYTES:
                 break
         text = body[:MAX_ERROR_BYTES].decode("utf-8", "replace").strip().splitlines()
-        detail = text[0][:200] if text else ""
+        # OMEGA's own words only: what another host a redirect sent us to says is neither
+        # logged nor reported (a review: an internal page's first line reached OMEGA)
+        detail = text[0][:200] if text and not response.history else ""
         message = f"{_who(response)} answered {response.status_code} for {what}: {detail}"
         if response.history:
             # a mirror's or CDN's refusal or failure (an expired URL, a copy behind or gone,
