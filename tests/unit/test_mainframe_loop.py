@@ -225,3 +225,13 @@ def test_an_answer_dripped_slowly_is_cut_off(
         server.server_close()
     assert "took more than 0.5s" in e.value.message
     assert time.monotonic() - started < 5
+
+
+def test_omegas_error_text_reaches_the_log_without_terminal_escapes(
+    mainframe: Mainframe,
+) -> None:
+    """A review: a 403's ``error`` holding ``\\x1b[31m…`` (or a cursor move) was logged and
+    shown in /v1/health as it came."""
+    said = mainframe._error_of(403, {"error": "license \x1b[31mrevoked\x1b[0m\r\x1b[2Kok"})
+    assert "\x1b" not in said and "\r" not in said, repr(said)
+    assert said.startswith("license ") and "revoked" in said

@@ -78,6 +78,7 @@ from ashat.fleet.directive import (
 )
 from ashat.fleet.download import BlobDownloader, DownloadError, Pack, Wanted
 from ashat.fleet.windows import LOCK_FILE, in_window, lock_holds, parse_window, zone
+from ashat.ids import UNSAFE_LINES_RE
 from ashat.project import write_private
 from ashat.transport import outgoing
 from ashat.transport.errors import BadResponse
@@ -403,7 +404,10 @@ class Mainframe:
         message = body.get("error") if isinstance(body, dict) else None
         if not isinstance(message, str) or not message:
             return f"status {status}"
-        return " ".join(message.split())[:MAX_ERROR_CHARS]
+        # OMEGA's words reach this machine's log and health: no terminal escape, no
+        # control character (a review: a 403's error coloured and moved the log's lines)
+        shown = UNSAFE_LINES_RE.sub("\N{REPLACEMENT CHARACTER}", message)
+        return " ".join(shown.split())[:MAX_ERROR_CHARS]
 
     def _refusal(self, status: int, body: Any) -> LicenseRefusedByOmega:
         reason = body.get("reason") if isinstance(body, dict) else None
