@@ -133,6 +133,24 @@ def test_expired_directive_is_refused() -> None:
     assert e.directive is not None and e.directive.rollout_id == "ro-1"  # for the report
 
 
+def test_a_directive_dated_ahead_to_live_a_day_is_refused() -> None:
+    """A review: a directive issued 24 h ahead (and expiring 5 min after that) was taken: a
+    replay of it would be taken for a day. It may expire at most 300 s plus 300 s of clock
+    skew from now."""
+    m = signed(manifest())
+    ahead = {
+        "issued_at": (NOW + dt.timedelta(hours=24)).isoformat(),
+        "expires_at": (NOW + dt.timedelta(hours=24, seconds=300)).isoformat(),
+    }
+    e = refused(directive(m, **ahead), m)
+    assert e.reason == "malformed" and "OMEGA's clock ahead" in e.message
+    skewed = {
+        "issued_at": (NOW + dt.timedelta(seconds=200)).isoformat(),
+        "expires_at": (NOW + dt.timedelta(seconds=500)).isoformat(),
+    }
+    assert not check(directive(m, **skewed), m, RUNNING_5).already  # within the skew
+
+
 def test_directive_for_another_mainframe_is_refused() -> None:
     m = signed(manifest())
     e = refused(directive(m, mainframe_id="mf-8"), m)

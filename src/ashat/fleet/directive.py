@@ -60,6 +60,7 @@ NO_DIRECTIVE_KIND = "no_directive"
 NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # a poll's nonce, as OMEGA accepts it
 APPROVAL_ROLE = "approval"
 DIRECTIVE_TTL_S = 300  # seconds from issued_at to expires_at, as OMEGA signs them
+CLOCK_SKEW_S = 300  # how far ahead of this clock OMEGA's may be: a directive lives no longer
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _ROLLOUT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -235,6 +236,14 @@ def check_install(
             "expired",
             f"directive of rollout {d.rollout_id} expired at {d.expires_at.isoformat()} "
             "(an old answer replayed?)",
+            d,
+        )
+    if (d.expires_at - now).total_seconds() > DIRECTIVE_TTL_S + CLOCK_SKEW_S:
+        # a directive that lives a day (dated ahead) could be replayed for a day
+        raise DirectiveRefused(
+            "malformed",
+            f"directive of rollout {d.rollout_id} expires at {d.expires_at.isoformat()}, "
+            f"over {DIRECTIVE_TTL_S + CLOCK_SKEW_S} s from now (OMEGA's clock ahead?)",
             d,
         )
     try:
