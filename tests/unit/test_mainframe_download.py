@@ -840,3 +840,22 @@ def test_what_a_redirect_fetched_elsewhere_is_not_reported(layout: Layout, insid
             fetch(url, layout, [W], attempts=2)
     got = hashlib.sha256((secret * 4)[: W.size]).hexdigest()
     assert "SECRET" not in e.value.message and got not in e.value.message, e.value.message
+
+
+def test_a_partial_file_of_a_blob_not_wanted_for_a_day_is_removed(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    """A review: downloads of a release that never installed (a directive withdrawn, a
+    rollout superseded) left their partial files in tmp/partial for good; nothing swept
+    them. A partial file of a blob not wanted now, untouched for a day, goes."""
+    url, b = server
+    w = blob(b, os.urandom(3000))
+    layout.partial.mkdir(parents=True, exist_ok=True)
+    old, fresh = layout.partial / ("a" * 64), layout.partial / ("b" * 64)
+    old.write_bytes(b"x" * 100)
+    fresh.write_bytes(b"y" * 100)
+    day_ago = time.time() - 25 * 3600
+    os.utime(old, (day_ago, day_ago))
+    fetch(url, layout, [w])
+    assert stored(layout, w) is not None
+    assert partials(layout) == ["b" * 64]  # the fresh one may be resumed still

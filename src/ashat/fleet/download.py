@@ -56,6 +56,7 @@ COMMIT_BYTES = 32 << 20  # blobs of a pack are stored (durably) each time this m
 ATTEMPTS = 5  # tries in a row that make no progress before a blob fails
 BACKOFF_S = 0.5  # first pause between tries; doubles, with jitter, up to BACKOFF_CAP_S
 BACKOFF_CAP_S = 10.0
+PARTIAL_MAX_AGE_S = 24 * 3600.0  # a partial file of a blob not wanted, untouched this long, goes
 MAX_ERROR_BYTES = 4096  # bytes of an error answer read for its message
 # Slow retrieval: a try may last TRY_GRACE_S plus its bytes at MIN_RATE_BPS (bytes/s), then
 # it ends, keeping what arrived; tries that end so count as making no progress, so a server
@@ -203,6 +204,7 @@ class BlobDownloader:
         if not wanted:
             return
         self.partial_dir.mkdir(parents=True, exist_ok=True)
+        self._sweep_partials({w.sha256 for w in wanted})
         checked: list[tuple[Wanted, BlobWriter]] = []  # fetched, digest right, not stored yet
         todo = list(wanted)
         try:
@@ -557,6 +559,22 @@ class BlobDownloader:
             pause = min(BACKOFF_CAP_S, self.backoff_s * 2 ** max(idle - 1, 0))
             log.info("blob %s: %s; resuming in %.1fs", w.sha256[:16], reason, pause)
             await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+
+    def _sweep_partials(self, wanted: set[str]) -> None:
+        """Remove partial files of blobs not wanted now and untouched for
+        :data:`PARTIAL_MAX_AGE_S`: a release that never installed (a directive withdrawn, a
+        rollout superseded) left them, and nothing else would (a review found them kept for
+        good). One wanted again later is fetched again from its start."""
+        cutoff = time.time() - PARTIAL_MAX_AGE_S
+        for name in os.listdir(self.partial_dir):
+            if name in wanted:
+                continue
+            path = self.partial_dir / name
+            try:
+                if path.lstat().st_mtime < cutoff:
+                    path.unlink()
+            except OSError:
+                continue
 
     def _budget_s(self, size: int) -> float:
         """How long one blob or pack run may take over all its tries: each try's grace, and
