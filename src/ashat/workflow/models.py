@@ -132,6 +132,17 @@ class Lease:
     acquired_at: str
     expires_at: str
 
+    @property
+    def actor(self) -> str:
+        """Who holds it: its ``owner`` is ``actor@host:pid`` (a user's name may hold '@')."""
+        return self.owner.rpartition("@")[0]
+
+    @property
+    def process(self) -> tuple[str, int | None]:
+        """The host and process id that hold it (None if the owner does not say)."""
+        host, _, pid = self.owner.rpartition("@")[2].rpartition(":")
+        return host, int(pid) if pid.isdigit() else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "tier": self.tier,

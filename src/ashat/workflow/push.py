@@ -176,15 +176,18 @@ def _start(
             details["tasks"] = [dict(t) for t in tasks]
         return wf.create(update_id, description, details), False
     lease = wf.store.lease("public")
-    if lease and lease.deployment_id == update_id and lease.expires_at > wf.now():
-        actor = lease.owner.rpartition("@")[0]  # a user's name may hold '@'
-        if same_person(actor) != same_person(wf.actor):
-            raise LeaseHeld(
-                f"{update_id} is being pushed by {lease.owner} (lease until "
-                f"{lease.expires_at}); wait for it to end or its lease to expire",
-                tier="public",
-                holder=update_id,
-            )
+    if (
+        lease is not None
+        and lease.deployment_id == update_id
+        and lease.expires_at > wf.now()
+        and same_person(lease.actor) != same_person(wf.actor)
+    ):
+        raise LeaseHeld(
+            f"{update_id} is being pushed by {lease.owner} (lease until "
+            f"{lease.expires_at}); wait for it to end or its lease to expire",
+            tier="public",
+            holder=update_id,
+        )
     wf.note(update_id, "push.resumed", {"previous_owner": lease.owner if lease else None})
     return existing, True
 

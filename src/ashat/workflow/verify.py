@@ -24,7 +24,7 @@ from ashat.faults import crash_point
 from ashat.ids import same_person, validate_update_id
 from ashat.trust.statements import digest as statement_digest
 from ashat.workflow.errors import LeaseHeld
-from ashat.workflow.models import Deployment
+from ashat.workflow.models import Deployment, Lease
 from ashat.workflow.service import Workflow
 from ashat.workflow.states import State, check_transition
 
@@ -108,8 +108,7 @@ def _refuse_if_verified_elsewhere(wf: Workflow, update_id: str) -> None:
     lease = wf.store.lease("public")
     if lease is None or lease.deployment_id != update_id or lease.expires_at <= wf.now():
         return
-    actor = lease.owner.rpartition("@")[0]
-    if same_person(actor) == same_person(wf.actor) and not _runs(lease.owner):
+    if same_person(lease.actor) == same_person(wf.actor) and not _runs(lease):
         return  # this person's verify, whose process is gone: run it again
     raise LeaseHeld(
         f"{update_id} is being verified by {lease.owner} (lease until {lease.expires_at}); "
@@ -119,14 +118,14 @@ def _refuse_if_verified_elsewhere(wf: Workflow, update_id: str) -> None:
     )
 
 
-def _runs(owner: str) -> bool:
-    """Whether the process a lease's ``owner`` (``actor@host:pid``) names may still run: not
-    if it is of this host and gone."""
-    host, _, pid = owner.rpartition("@")[2].rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+def _runs(lease: Lease) -> bool:
+    """Whether the process that holds ``lease`` may still run: not if it is of this host
+    and gone."""
+    host, pid = lease.process
+    if host != socket.gethostname() or pid is None:
         return True
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
