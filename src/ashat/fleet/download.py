@@ -354,7 +354,7 @@ class BlobDownloader:
                 if idle >= self.attempts:  # the blobs alone may do better, or fail as they do
                     raise _NoPack(f"the pack {pack.path}: {idle} tries in vain ({reason})")
                 if time.monotonic() > deadline:  # bytes a few at a time, for ever: no more
-                    raise _NoPack(f"the pack {pack.path}: {_slow(size, self)} ({reason})")
+                    raise _NoPack(f"the pack {pack.path}: {self._too_slow(size)} ({reason})")
                 pause = min(BACKOFF_CAP_S, self.backoff_s * 2 ** max(idle - 1, 0))
                 log.info("pack %s: %s; resuming in %.1fs", pack.path, reason, pause)
                 await asyncio.sleep(pause * random.uniform(0.5, 1.0))
@@ -549,7 +549,7 @@ class BlobDownloader:
                 )
             if time.monotonic() > deadline:  # each try kept a byte or two, and hung up
                 raise DownloadError(
-                    f"cannot fetch blob {w.sha256}: {_slow(w.size, self)} ({reason})",
+                    f"cannot fetch blob {w.sha256}: {self._too_slow(w.size)} ({reason})",
                     sha256=w.sha256,
                     final=False,
                 )
@@ -582,6 +582,12 @@ class BlobDownloader:
         two (progress, so never "in vain") cannot hold the mainframe from polling for ever:
         past this, the download fails and the mainframe polls again."""
         return self.grace_s * self.attempts + size / self.min_rate_bps
+
+    def _too_slow(self, size: int) -> str:
+        return (
+            f"not done in {self._budget_s(size):.0f}s over every try "
+            f"(under {self.min_rate_bps:g} bytes/s with {self.grace_s:g}s of grace each)"
+        )
 
     @staticmethod
     def _size(path: Path) -> int:
@@ -715,13 +721,6 @@ class BlobDownloader:
         finally:
             os.close(fd)
         return kept
-
-
-def _slow(size: int, d: BlobDownloader) -> str:
-    return (
-        f"not done in {d._budget_s(size):.0f}s over every try "
-        f"(under {d.min_rate_bps:g} bytes/s with {d.grace_s:g}s of grace each)"
-    )
 
 
 def _failed_url(e: httpx.HTTPError) -> httpx.URL | None:

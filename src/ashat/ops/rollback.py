@@ -82,8 +82,12 @@ def run_rollback(
 def _rollback_fleet(
     project: Project, update_id: str, reason: str | None, actor: str | None, hooks: RollbackHooks
 ) -> RollbackOutcome:
-    from ashat.workflow.approve import finish_fleet_rollback, restore_omega, start_fleet_rollback
-    from ashat.workflow.states import State
+    from ashat.workflow.approve import (
+        finish_fleet_rollback,
+        restore_omega,
+        settle_fleet_rollback,
+        start_fleet_rollback,
+    )
 
     wf = project.workflow(actor)
     dep = wf.store.require(update_id)
@@ -106,12 +110,7 @@ def _rollback_fleet(
                     rollout_id = None
         if settled is not None:
             status = settled
-            dep = wf.move(
-                update_id,
-                State.ROLLED_BACK,
-                reason=reason or "rolled back by operator",
-                details={"restored": status.get("update_id"), "totals": status.get("totals")},
-            )
+            dep = settle_fleet_rollback(wf, update_id, status, reason)
         else:
             if not rollout_id:
                 rollout_id = start_fleet_rollback(wf, update_id, omega, reason)["rollout_id"]

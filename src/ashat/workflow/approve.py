@@ -651,10 +651,17 @@ def finish_fleet_rollback(
             f"the rollback of {update_id} did not complete ({status.get('state')}): "
             f"{status.get('reason')}"
         )
-    dep = wf.move(
+    return settle_fleet_rollback(wf, update_id, status, reason), status
+
+
+def settle_fleet_rollback(
+    wf: Workflow, update_id: str, status: dict[str, Any], reason: str | None
+) -> Deployment:
+    """``rolled_back``, by the rollback rollout of ``status``: one that completed, or one
+    that ended short of mainframes which all rolled back since (late, as they came back)."""
+    return wf.move(
         update_id,
         State.ROLLED_BACK,
         reason=reason or "rolled back by operator",
         details={"restored": status.get("update_id"), "totals": status.get("totals")},
     )
-    return dep, status
