@@ -933,3 +933,39 @@ events = ["pushed"]
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_rollback_killed_after_its_links_moved_keeps_the_release_rolled_back(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """The agent was killed once a rollback's links had moved, before its state was written
+    (crash point ``switch.done``): restarted, it served hello-001 but had forgotten that
+    hello-002 was rolled back (nor that hello-001 came back by a rollback), so hello-002
+    was offered again as the release to go back to, and a mainframe would take it again on
+    its bearer token. The start now records the switch the links show."""
+    from urllib.parse import urlsplit
+
+    agent = agent_factory(env={"ASHAT_CRASH_AT": "switch.done:3:kill"})
+    root = hello_project(agent)
+    assert deploy("push", "hello-001", "one").exit_code == 0
+    (root / "VERSION").write_text("2.0.0\n")
+    assert deploy("push", "hello-002", "two").exit_code == 0
+    res = deploy("rollback", "hello-002", "--reason", "bad")
+    assert res.exit_code != 0, res.output
+    agent.proc.wait(10)
+    agent = agent_factory(like=agent, port=urlsplit(agent.url).port)
+    assert current(agent) == "hello-001"
+    state = json.loads((agent.data / "state.json").read_text())
+    assert state["rolled_back"] == ["hello-002"], state
+    assert [(a["update_id"], a["how"]) for a in state["history"]] == [
+        ("hello-001", "activate"),
+        ("hello-002", "activate"),
+        ("hello-001", "rollback"),
+    ], state["history"]
+    assert (
+        "current is hello-001, which the history did not say: recorded the rollback to "
+        "it (hello-002 rolled back)" in agent.output()
+    )
+    res = deploy("rollback", "hello-002", "--reason", "bad")  # the deployment's record too
+    assert res.exit_code == 0, res.output
+    assert deploy_json("status", "hello-002")[1]["deployment"]["state"] == "rolled_back"

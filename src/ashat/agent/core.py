@@ -187,6 +187,7 @@ class Agent:
             earlier = self._previous_in_history(current)
             log.warning("previous pointed at current %s; restored to %s", current, earlier)
             self.releases.set_link(PREVIOUS, earlier)
+        self._record_lost_switch()
         for record in self.state.apps:
             if self.supervisor.reap(record):
                 log.warning(
@@ -203,6 +204,21 @@ class Agent:
         for update_id in sorted(staged - set(self.state.recency)):
             self.state.recency.insert(0, update_id)
         self._save()
+
+    def _record_lost_switch(self) -> None:
+        """At start: record a switch whose links moved but whose record was not written, so
+        a release rolled back stays rolled back (never offered again by default, nor taken
+        again by hand on a mainframe). Saved with the rest of the start's repairs."""
+        current, previous = self.links()
+        lost = self.state.lost_switch(current, previous)
+        if lost is None or current is None:
+            return
+        how, rolled = lost
+        self.state.record_activation(current, how, _now())
+        if rolled is not None and self.releases.exists(rolled):
+            self.state.mark_rolled_back(rolled)
+        log.warning("current is %s, which the history did not say: recorded the %s to it%s",
+                    current, how, f" ({rolled} rolled back)" if rolled else "")  # fmt: skip
 
     def _load_state(self) -> AgentState:
         path = self.layout.state_file

@@ -118,6 +118,20 @@ class AgentState:
         if update_id not in self.rolled_back:
             self.rolled_back.append(update_id)
 
+    def lost_switch(
+        self, current: str | None, previous: str | None
+    ) -> tuple[str, str | None] | None:
+        """A switch the links show and the history lacks (the agent died after both links
+        moved, before this file was written: crash point ``switch.done``): ``(how, rolled
+        back)`` to record, else None. A forward switch leaves the release that ran as
+        ``previous``; a rollback never does (it is the one rolled back)."""
+        last = self.history[-1].update_id if self.history else None
+        if current is None or current == last:
+            return None
+        if last is None or previous == last:
+            return "activate", None
+        return "rollback", last
+
     def was_activated(self, update_id: str) -> bool:
         return any(a.update_id == update_id for a in self.history)
 
