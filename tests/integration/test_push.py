@@ -969,3 +969,28 @@ def test_a_rollback_killed_after_its_links_moved_keeps_the_release_rolled_back(
     res = deploy("rollback", "hello-002", "--reason", "bad")  # the deployment's record too
     assert res.exit_code == 0, res.output
     assert deploy_json("status", "hello-002")[1]["deployment"]["state"] == "rolled_back"
+
+
+def test_a_killed_rollback_before_approval_records_public_put_back_when_run_again(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """``deploy rollback`` of a release not yet approved was killed once PUBLIC had gone
+    back to hello-001: the re-run saw PUBLIC not running hello-002, put nothing back and
+    recorded ``public_restored: null`` with "nothing to restore there", as if PUBLIC had
+    never served it. The re-run now records PUBLIC back on the release it ran before."""
+    agent = agent_factory()
+    root = hello_project(agent)
+    assert deploy("push", "hello-001", "one").exit_code == 0
+    (root / "VERSION").write_text("2.0.0\n")
+    assert deploy("push", "hello-002", "two").exit_code == 0
+    killed = subprocess.run(
+        [sys.executable, "-m", "ashat.cli.deploy", "rollback", "hello-002", "--reason", "bad"],
+        env={**os.environ, "ASHAT_CRASH_AT": "rollback.public:1"}, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert current(agent) == "hello-001"
+    code, out = deploy_json("rollback", "hello-002", "--reason", "bad")
+    assert code == 0 and out["state"] == "rolled_back" and out["restored"] == "hello-001", out
+    _, status = deploy_json("status", "hello-002")
+    assert status["deployment"]["details"]["public_restored"] == "hello-001", status

@@ -410,6 +410,11 @@ def rollback_public(
         # Let the table phrase the refusal (it names the current state and what is allowed).
         wf.move(update_id, State.ROLLED_BACK)
     current, restored, note = _put_public_back(agent, dep)
+    before = dep.details.get("public_previous")
+    if restored is None and current is not None and current == before:
+        # put back already: by this verb's earlier run, killed before it recorded so
+        restored, note = current, f"PUBLIC runs {current} again, as before {dep.id}"
+    crash_point("rollback.public")
     dep = wf.move(
         update_id,
         State.ROLLED_BACK,
