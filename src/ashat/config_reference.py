@@ -200,7 +200,8 @@ def _build() -> tuple[list[Table], list[Key]]:
         Key("distribution", "max_failure_ratio", "number", d(dist.max_failure_ratio),
             "Failure budget per wave (0-1); exceeding it halts the rollout."),
         Key("distribution", "wave_timeout_s", "number", d(dist.wave_timeout_s), "Seconds a "
-            "wave may take; silence counts as failure."),
+            "wave may take; silence counts as failure. The release's rollbacks (`deploy "
+            "rollback`, automatic) keep it."),
         Key("distribution", "auto_rollback", "boolean", d(dist.auto_rollback), "When the "
             "budget breaks, send the previous release to every mainframe that took the new "
             "one, and put OMEGA back on it."),

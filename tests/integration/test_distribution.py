@@ -203,6 +203,62 @@ def test_a_killed_fleet_rollback_finishes_when_run_again(stack: Any, point: str)
     assert kinds == [("install", "completed"), ("rollback", "completed")]  # one rollback
 
 
+SHORT_WAVES = """[distribution]
+waves = [100]
+max_failure_ratio = 0.0
+wave_timeout_s = 15
+auto_rollback = false
+"""
+
+
+def _polled(mf: Any) -> bool:
+    return mf.health()["fleet"]["last_poll"] is not None
+
+
+@pytest.mark.parametrize("back", ["before the re-run", "during the re-run"])
+def test_a_fleet_rollback_short_of_a_mainframe_finishes_when_run_again(
+    stack: Any, mainframe_factory: Any, back: str
+) -> None:
+    """A mainframe was away when ``deploy rollback`` ran: OMEGA's rollback of the fleet
+    waited 600 s for it, its own default, not the project's ``wave_timeout_s`` (15 s) that
+    the release's rollout and an automatic rollback use. The rollback now keeps the
+    release's timeout, ends short of the mainframe, and a re-run rolls it back: one that came
+    back before the re-run, or while it runs."""
+    s = stack(2, SHORT_WAVES)
+    s.ship("hello-001", "1.0.0")
+    assert deploy("approve", "hello-001", "--as", "bob").exit_code == 0
+    s.ship("hello-002", "2.0.0")
+    assert deploy("approve", "hello-002", "--as", "bob").exit_code == 0
+    away = s.mainframes[1]
+    away.stop()
+    started = time.monotonic()
+    res = deploy("rollback", "hello-002")
+    assert res.exit_code != 0 and "did not complete" in res.output, res.output
+    assert time.monotonic() - started < 120  # the release's 15 s, not OMEGA's 600 s
+    assert s.mainframes[0].current() == "hello-001"
+    if back == "before the re-run":
+        again = mainframe_factory.restart(away)
+        mainframe_factory.ready(again)
+        # back, it keeps hello-002: the rollback that missed it ended ("no change")
+        wait_for(lambda: _polled(again), 30, "mf-1 polling OMEGA again")
+        assert again.current() == "hello-002"
+        code, out = deploy_json("rollback", "hello-002")
+    else:
+        rerun = subprocess.Popen(
+            [sys.executable, "-m", "ashat.cli.deploy", "rollback", "hello-002", "--json"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(1)  # it finds mf-1 still on hello-002, and rolls it back again
+        again = mainframe_factory.restart(away)
+        mainframe_factory.ready(again)
+        stdout, _ = rerun.communicate(timeout=120)
+        code, out = rerun.returncode, json.loads(stdout)
+    assert code == 0 and out["state"] == "rolled_back" and out["restored"] == "hello-001", out
+    assert again.current() == "hello-001"
+    kinds = [r["kind"] for r in deploy_json("status", "hello-002")[1]["rollouts"]]
+    assert kinds.count("rollback") == 2, kinds
+
+
 def test_one_failing_mainframe_stays_within_budget(stack: Any) -> None:
     s = stack(
         4,

@@ -60,8 +60,14 @@ def test_a_bad_rollout_request_names_its_field(body: dict[str, Any], needle: str
 
 def test_rollback_and_report_bodies() -> None:
     assert RollbackRequest.parse({"from": "r2"}) == RollbackRequest(
-        "r2", None, "operator rollback", 600.0
+        "r2",
+        None,
+        "operator rollback",
+        None,  # the release's own rollout's timeout
     )
+    assert RollbackRequest.parse({"from": "r2", "wave_timeout_s": 30}).wave_timeout_s == 30.0
+    with pytest.raises(RequestInvalid, match="wave_timeout_s"):
+        RollbackRequest.parse({"from": "r2", "wave_timeout_s": -1})
     assert RollbackRequest.parse({"from": "r2", "to": "r1", "reason": "x" * 5000}).reason == (
         "x" * 2000
     )

@@ -35,7 +35,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,12 @@ from ashat.fleet.license import License, LicenseRefused, judge_license
 from ashat.fleet.license_cache import LicenseCache
 from ashat.fleet.omega_errors import FleetConflict, LicenseDenied, NoSuchPack
 from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
-from ashat.fleet.omega_requests import Report, RollbackRequest, RolloutRequest
+from ashat.fleet.omega_requests import (
+    DEFAULT_WAVE_TIMEOUT_S,
+    Report,
+    RollbackRequest,
+    RolloutRequest,
+)
 from ashat.fleet.omega_store import FleetStore, RegisteredMainframe, Rollout, Spec, TargetRow
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
 from ashat.fleet.s3_copy import S3Copy
@@ -987,7 +992,7 @@ class Omega:
                 channel=installs[-1].channel if installs else "stable",
                 waves=(100,),
                 max_failure_ratio=0.0,
-                wave_timeout_s=req.wave_timeout_s,
+                wave_timeout_s=_rollback_timeout(req, installs),
                 auto_rollback=False,
                 selector=installs[-1].selector if installs else None,  # its group's
             )
@@ -1252,6 +1257,15 @@ class Desired:
             to = f" to {r.selector}" if r.selector else ""
             return _rule(r.update_id, f"channel {r.channel}: {r.rollout_id}{to}")
         return _rule(mf.current, "no rollout for it")
+
+
+def _rollback_timeout(req: RollbackRequest, installs: Sequence[Rollout]) -> float:
+    """A rollback's wave timeout: the one asked for, else that of the release's own rollout
+    (the project's ``wave_timeout_s``, as an automatic rollback keeps it), else the
+    default."""
+    if req.wave_timeout_s is not None:
+        return req.wave_timeout_s
+    return installs[-1].wave_timeout_s if installs else DEFAULT_WAVE_TIMEOUT_S
 
 
 def _rule(update_id: str | None, rule: str) -> dict[str, Any]:

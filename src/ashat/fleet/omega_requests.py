@@ -182,7 +182,7 @@ class RollbackRequest:
     from_id: str
     to_id: str | None
     reason: str
-    wave_timeout_s: float = DEFAULT_WAVE_TIMEOUT_S
+    wave_timeout_s: float | None = None  # None: the release's own rollout's
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> RollbackRequest:
@@ -191,7 +191,7 @@ class RollbackRequest:
             from_id=update_id(body.get("from"), "from"),
             to_id=None if to_id is None else update_id(to_id, "to"),
             reason=reason(body.get("reason")) or "operator rollback",
-            wave_timeout_s=wave_timeout(body),
+            wave_timeout_s=wave_timeout(body) if body.get("wave_timeout_s") is not None else None,
         )
 
 
