@@ -70,6 +70,7 @@ def base_args(files: dict[str, Path], **overrides: str) -> list[str]:
         ({"--blob-offload": "apache"}, "'apache' is not"),
         ({"--blob-mirror": "https://m"}, "--blob-offload, --blob-mirror: only for --role omega"),
         ({"--blob-cache": "http://cache"}, "--blob-cache: only for --role mainframe"),
+        ({"--blob-host": "mirror.example.com"}, "--blob-host: only for --role mainframe"),
     ],
 )
 def test_bad_options_exit_2(files: dict[str, Path], overrides: dict[str, str], needle: str) -> None:
@@ -77,6 +78,30 @@ def test_bad_options_exit_2(files: dict[str, Path], overrides: dict[str, str], n
     code, out = run(*base_args(files, **{k: v.format(**names) for k, v in overrides.items()}))
     assert code == 2, out
     assert needle in out
+    assert not files["data"].exists()
+
+
+@pytest.mark.parametrize("host", ["https://mirror.example.com", "mirror.example.com/x"])
+def test_a_blob_host_that_is_not_a_host_exits_2_naming_it(
+    files: dict[str, Path], tmp_path: Path, host: str
+) -> None:
+    import datetime as dt
+
+    from ashat.bundle.keys import load_private_key
+    from ashat.fleet.license import issue
+
+    license_key, _ = generate_keypair("license", tmp_path)
+    _, omega_pub = generate_keypair("omega", tmp_path)
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    token, _ = issue(load_private_key(license_key), "mf-1", "ACME", expires)
+    lic = tmp_path / "license"
+    lic.write_text(token + "\n")
+    lic.chmod(0o600)
+    args = base_args(files, **{"--role": "mainframe", "--omega": "https://omega.example"})
+    args += ["--license", str(lic), "--trust-omega", str(omega_pub), "--blob-host", host]
+    code, out = run(*args)
+    assert code == 2, out
+    assert f"--blob-host {host!r} is not a host: expected HOST or HOST:PORT" in out, out
     assert not files["data"].exists()
 
 

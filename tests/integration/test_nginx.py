@@ -222,7 +222,7 @@ def test_with_offload_the_blob_store_is_open_to_the_agents_group_whatever_the_um
     assert stat.S_IMODE((again.data / "blobs" / blob_path(sha)).parent.stat().st_mode) == 0o750
 
 
-@pytest.mark.parametrize("copy", ["whole", "without packs"])
+@pytest.mark.parametrize("copy", ["whole", "without packs", "on no --blob-host"])
 def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
     hello_fleet: Any,
     nginx: Callable[..., Nginx],
@@ -232,7 +232,8 @@ def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
 ) -> None:
     """The mirror sends every byte: the release's pack, each mainframe in one request,
     or, where its copy lacks the pack (an rsync before the approval built it), the
-    blobs one by one."""
+    blobs one by one. Mainframes whose ``--blob-host`` list does not name the mirror's host
+    never ask it: OMEGA sends them every byte itself."""
     cert = tls[0]
     port = free_port()
     secret_file = tmp_path / "mirror.secret"
@@ -263,10 +264,16 @@ def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
             "--blob-url-ttl", "60",
         ),
         front=front,
+        mainframe_args=("--blob-host", "mirror.example.com") if copy.startswith("on no") else (),
     )  # fmt: skip
     _ship(fleet)
     n = box["n"]
     blobs = _manifest_blobs(fleet, "v1")
+    if copy.startswith("on no"):
+        assert n.access() == []  # not a request: only OMEGA answered the mainframes
+        assert _omega_blob_answers(fleet) == 2 * len(blobs)
+        assert "which no --blob-host lists: not followed" in fleet.mainframes[0].output()
+        return
     (digest,) = [  # the pack OMEGA built at approval, named by the manifest's digest
         p.name for p in (fleet.omega.data / "blobs" / "packs").iterdir() if p.name[0] != "."
     ]

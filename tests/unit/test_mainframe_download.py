@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import http.server
 import os
+import shutil
 import socket
 import threading
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -26,6 +28,7 @@ from ashat.agent.layout import Layout
 from ashat.fleet.download import DIRECT_HEADER, BlobDownloader, DownloadError, Pack, Wanted
 from ashat.fleet.packs import Piece
 from ashat.transport import outgoing
+from ashat.transport.hosts import HostList
 
 
 @dataclass
@@ -189,12 +192,19 @@ def blob(b: Behaviour, data: bytes) -> Wanted:
 
 
 def fetch(
-    url: str, layout: Layout, wanted: list[Wanted], pack: Pack | None = None, **kw: object
+    url: str,
+    layout: Layout,
+    wanted: list[Wanted],
+    pack: Pack | None = None,
+    hosts: HostList | None = None,
+    **kw: object,
 ) -> None:
     store = BlobStore(layout.blobs, layout.tmp, 1024**3)
 
     async def go() -> None:
-        async with outgoing.async_client(base_url=url, timeout_s=5) as client:  # a mainframe's
+        async with outgoing.async_client(  # a mainframe's
+            base_url=url, timeout_s=5, redirect_hosts=hosts
+        ) as client:
             kw.setdefault("backoff_s", 0.01)
             d = BlobDownloader(client, store, layout.partial, **kw)  # type: ignore[arg-type]
             await d.fetch_all(wanted, pack)
@@ -840,6 +850,44 @@ def test_what_a_redirect_fetched_elsewhere_is_not_reported(layout: Layout, insid
             fetch(url, layout, [W], attempts=2)
     got = hashlib.sha256((secret * 4)[: W.size]).hexdigest()
     assert "SECRET" not in e.value.message and got not in e.value.message, e.value.message
+
+
+@pytest.mark.parametrize("what", ["blob", "pack"])
+def test_a_redirect_to_a_host_no_blob_host_lists_is_not_followed(layout: Layout, what: str) -> None:
+    """SECURITY.md's gap: OMEGA could send a mainframe's blob requests to any address, one
+    inside its network included. With ``--blob-host`` the mainframe asks only the hosts
+    listed (and OMEGA itself): that address gets no request, and the blob comes from
+    OMEGA's own copy."""
+    reached: list[str] = []
+
+    def internal(h: http.server.BaseHTTPRequestHandler) -> None:
+        reached.append(h.path)
+        _send(h, 200, DATA)
+
+    asked: list[str | None] = []
+
+    def omega(h: http.server.BaseHTTPRequestHandler) -> None:
+        asked.append(h.headers.get(DIRECT_HEADER))
+        if h.path.startswith("/v1/packs/"):
+            _send(h, 307, b"", Location=f"{elsewhere}/pack")
+        elif h.headers.get(DIRECT_HEADER) == "1":
+            _send(h, 200, DATA)
+        else:
+            _send(h, 307, b"", Location=f"{elsewhere}/latest/meta-data")
+
+    with _serve(internal) as elsewhere, _serve(omega) as url:
+        hosts = HostList.parse(["mirror.example.com"], url)
+        pack = Pack("/v1/packs/r1/d", (Piece(W.sha256, W.size, 0),)) if what == "pack" else None
+        fetch(url, layout, [W], pack, hosts=hosts)
+        assert stored(layout, W) == DATA
+        assert reached == [] and asked[-1] == "1", (reached, asked)
+        # listed, its port or any: followed
+        for listed in ("127.0.0.1", f"127.0.0.1:{urlsplit(elsewhere).port}"):
+            reached.clear()
+            again = Wanted(W.sha256, W.size)
+            shutil.rmtree(layout.blobs, ignore_errors=True)
+            fetch(url, layout, [again], hosts=HostList.parse([listed], url))
+            assert reached == ["/latest/meta-data"], listed
 
 
 def test_a_partial_file_of_a_blob_not_wanted_for_a_day_is_removed(

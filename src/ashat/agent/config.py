@@ -20,6 +20,7 @@ from ashat.bundle.manifest import MAX_MANIFEST_BYTES
 from ashat.errors import InvalidInput
 from ashat.http.limits import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S, MAX_UPLOAD_GRACE_S
 from ashat.ids import HTTP_URL_RE, validate_app_name
+from ashat.transport.hosts import HostList, HostListError
 
 if TYPE_CHECKING:
     from ashat.agent.upstream import Upstream
@@ -241,6 +242,7 @@ class MainframeConfig:
     omega_ca_cert: Path | None = None
     poll_wait_s: int = 30  # seconds OMEGA may hold a poll (the protocol allows up to 60)
     blob_cache: str | None = None  # a site's caching proxy of OMEGA: blobs are fetched there
+    blob_hosts: tuple[str, ...] = ()  # hosts a blob redirect may lead to; () = any
     windows: tuple[str, ...] = ()  # maintenance windows (fleet/windows.py), as given
     window_tz: str | None = None  # their time zone (IANA name); None: the system's
     update_lock_max_s: float = 3600.0  # longest an app's update.lock defers a switch
@@ -254,10 +256,23 @@ class MainframeConfig:
             raise InvalidInput("the mainframe needs OMEGA's public key (--trust-omega)")
         if self.blob_cache is not None and not HTTP_URL_RE.fullmatch(self.blob_cache):
             raise InvalidInput(f"--blob-cache {self.blob_cache!r}: expected an http(s) URL")
+        try:
+            self.redirect_hosts()
+        except HostListError as e:
+            raise InvalidInput(f"--blob-host {e}") from None
         if not 60 <= self.update_lock_max_s <= 7 * 86_400:
             raise InvalidInput("--update-lock-max must be 60-604800 seconds")
         if not 1 <= self.poll_wait_s <= 60:
             raise InvalidInput(f"--poll-wait must be 1-60 seconds, got {self.poll_wait_s}")
+
+    def redirect_hosts(self) -> HostList | None:
+        """Where OMEGA's redirects for blobs may lead: the ``--blob-host`` list, OMEGA's
+        own address and the site cache's; None (anywhere) when no ``--blob-host`` is given.
+        Raises :class:`HostListError`."""
+        if not self.blob_hosts:
+            return None
+        origins = [self.omega_url, *([self.blob_cache] if self.blob_cache else [])]
+        return HostList.parse(self.blob_hosts, *origins)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -136,6 +136,15 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "blobs are fetched through it, everything else from --omega.",
 )
 @click.option(
+    "--blob-host",
+    "blob_hosts",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Mainframe: a host OMEGA's redirects for blobs may lead to, its mirror's or CDN's "
+    "(repeatable). Once one is given, a redirect to any other host is not followed: the "
+    "blob is asked of OMEGA itself (its own address and --blob-cache always pass).",
+)
+@click.option(
     "--maintenance-window",
     "windows",
     multiple=True,
@@ -362,6 +371,7 @@ def _agent_config(
     fleet_db: str | None,
     blob_dir: Path | None,
     blob_cache: str | None,
+    blob_hosts: tuple[str, ...],
     windows: tuple[str, ...],
     window_tz: str | None,
     update_lock_max: float,
@@ -397,7 +407,7 @@ def _agent_config(
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
     mainframe = _mainframe_config(
         role, token_file, omega_url, license_file, trust_omega, omega_ca_cert, poll_wait,
-        root_file, blob_cache, (windows, window_tz, update_lock_max),
+        root_file, blob_cache, (windows, window_tz, update_lock_max), blob_hosts,
     )  # fmt: skip
     if token_file is None and mainframe is None:
         raise click.UsageError(f"--role {role} needs --token-file")
@@ -474,7 +484,8 @@ def _agent_config(
 # its address, TLS, limits, and blob offload over one blob directory).
 APP_OPTIONS = (
     "token-file", "trust", "keep", "app-env", "omega", "license", "trust-omega",
-    "omega-ca-cert", "poll-wait", "blob-cache", "maintenance-window", "maintenance-tz",
+    "omega-ca-cert", "poll-wait", "blob-cache", "blob-host", "maintenance-window",
+    "maintenance-tz",
     "update-lock-max", "omega-key", "license-trust", "poll-timeout", "db", "blob-dir",
     "upstream-file", "upstream-reload", "app-listen", "upstream-drain", "region",
     "verifier-key", "root", "sandbox-bind", "advisories", "blob-mirror",
@@ -633,6 +644,7 @@ def _mainframe_config(
     root_file: Path | None = None,
     blob_cache: str | None = None,
     hold: tuple[tuple[str, ...], str | None, float] = ((), None, 3600.0),
+    blob_hosts: tuple[str, ...] = (),
 ) -> MainframeConfig | None:
     """The mainframe's options as a config (None for other roles); a usage error names
     what is missing, or what only a mainframe takes."""
@@ -646,6 +658,7 @@ def _mainframe_config(
         "--trust-omega": bool(trust_omega),
         "--omega-ca-cert": omega_ca_cert is not None,
         "--blob-cache": blob_cache is not None,
+        "--blob-host": bool(blob_hosts),
         "--maintenance-window": bool(hold[0]),
         "--maintenance-tz": hold[1] is not None,
     }
@@ -681,6 +694,7 @@ def _mainframe_config(
         omega_ca_cert=omega_ca_cert,
         poll_wait_s=poll_wait,
         blob_cache=blob_cache.rstrip("/") if blob_cache else None,
+        blob_hosts=blob_hosts,
         windows=hold[0],
         window_tz=hold[1],
         update_lock_max_s=hold[2],

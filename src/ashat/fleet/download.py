@@ -10,9 +10,10 @@ the store; the blobs of one fetch are then made durable and renamed into the sto
 together. A digest mismatch (a corrupt partial from an earlier run, a bad byte on the wire)
 deletes the partial and fetches the blob once more from zero; a second mismatch fails.
 
-OMEGA may answer a blob request with a redirect to a mirror; a refusal there or the wrong
-bytes from it make the next tries of that blob carry ``X-Ashat-Direct: 1``, and OMEGA sends
-it itself. A pack request may be redirected too; a mirror without the pack, or a wrong blob
+OMEGA may answer a blob request with a redirect to a mirror; a refusal there, the wrong
+bytes from it, or a mirror on a host the mainframe's ``--blob-host`` list does not name
+(not asked at all) make the next tries of that blob carry ``X-Ashat-Direct: 1``, and OMEGA
+sends it itself. A pack request may be redirected too; a mirror without the pack, or a wrong blob
 in it, sends the mainframe to the blobs one by one. Connection errors and 5xx answers are
 retried with backoff as long as a retry makes progress, up to ``attempts`` in a row without
 any; a 4xx answer is final. A try slower than ``min_rate_bps`` (after ``grace_s``) ends and
@@ -47,6 +48,7 @@ from ashat.errors import RemoteError
 from ashat.faults import crash_point
 from ashat.fleet.packs import Piece, runs
 from ashat.transport import outgoing
+from ashat.transport.redirects import RedirectRefused
 
 log = logging.getLogger("ashat.fleet")
 
@@ -410,6 +412,8 @@ class BlobDownloader:
             raise _Retry(
                 f"too slow: not done in {limit_s:.0f}s (under {self.min_rate_bps:g} bytes/s)"
             ) from e
+        except RedirectRefused as e:  # a host no --blob-host lists: the blobs from OMEGA
+            raise _NoPack(f"OMEGA sent the pack {pack.path} elsewhere: {e}") from e
         except (httpx.TransportError, httpx.TimeoutException) as e:
             if progress.kept > kept:  # what arrived is kept: the next try resumes after it
                 return
@@ -634,6 +638,9 @@ class BlobDownloader:
             raise _Retry(
                 f"{who} too slow: not done in {limit_s:.0f}s (under {self.min_rate_bps:g} bytes/s)"
             ) from e
+        except RedirectRefused as e:  # a host no --blob-host lists: OMEGA's own copy next
+            self._direct.add(w.sha256)
+            raise _Retry(f"OMEGA sent blob {w.sha256} elsewhere: {e}") from e
         except httpx.HTTPError as e:
             raise _Retry(self._failure(e, path, w.sha256)) from e
 

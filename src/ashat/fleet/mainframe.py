@@ -316,6 +316,7 @@ class Mainframe:
                 "User-Agent": f"ashat-mainframe/{__version__}",
             },
             verify=self.verify,
+            redirect_hosts=self.config.redirect_hosts(),  # --blob-host (checked at start)
         )
 
     # -- the loop ------------------------------------------------------------------------------

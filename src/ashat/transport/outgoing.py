@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from ashat.transport.hosts import HostList
+
 CONNECT_S = 10.0  # seconds to connect
 TIMEOUT_S = 30.0  # seconds of silence while waiting for or reading an answer
 TOTAL_S = 60.0  # seconds from an answer's headers to its last byte (beyond any wait asked)
@@ -170,8 +172,11 @@ def async_client(
     timeout_s: float = TIMEOUT_S,
     max_connections: int = 8,
     follow_redirects: bool = False,
+    redirect_hosts: HostList | None = None,
 ) -> httpx.AsyncClient:
-    """An asynchronous client with our policy (use it in ``async with``)."""
+    """An asynchronous client with our policy (use it in ``async with``); given
+    ``redirect_hosts``, a redirect elsewhere raises
+    :class:`~ashat.transport.redirects.RedirectRefused`."""
     import httpx
 
     from ashat.transport.redirects import AsyncRedirectsUnread
@@ -183,7 +188,7 @@ def async_client(
     inner = httpx.AsyncHTTPTransport(verify=verify, limits=settings["limits"])
     return httpx.AsyncClient(
         **settings,
-        transport=AsyncRedirectsUnread(inner),
+        transport=AsyncRedirectsUnread(inner, redirect_hosts),
         event_hooks={"response": [refuse]},
     )
 
