@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from process_fixtures import Chain
@@ -500,3 +501,80 @@ def test_key_names_that_differ_only_in_case_are_refused_in_a_root(tmp_path: Path
     res = ashat("trust", "add-key", "--dir", str(trust), "approvers", str(pub["bob-yubikey"]),
                 "--name", "bob")  # fmt: skip
     assert res.exit_code == 0, res.output  # one person, two keys: one name
+
+
+def _keep_two(mainframe_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mainframes started with ``--keep 2`` (the fewest releases an agent keeps)."""
+    start = mainframe_factory.start
+
+    def keeping_two(**kw: Any) -> Any:
+        return start(**{**kw, "args": (*kw.get("args", ()), "--keep", "2")})
+
+    monkeypatch.setattr(mainframe_factory, "start", keeping_two)
+
+
+def _rolled_back_twice(chain: Any) -> bytes:
+    """hello-001..003 released to the fleet, then hello-003 and hello-002 rolled back: the
+    mainframes (keeping two releases) run hello-001 and have pruned hello-003. Returns
+    hello-003's manifest, as a mainframe's operator read it on its disk before."""
+    for update_id, version in (("hello-001", "1.0.1"), ("hello-002", "1.0.2"),
+                               ("hello-003", "1.0.3")):  # fmt: skip
+        chain.ship(update_id, version)
+        for who in ("bob", "carol"):
+            assert deploy("approve", update_id, "--key", chain.key(who)).exit_code == 0
+    assert chain.currents() == ["hello-003", "hello-003"]
+    manifest = (chain.mainframes[0].data / "manifests" / "hello-003.json").read_bytes()
+    for update_id in ("hello-003", "hello-002"):
+        res = deploy("rollback", update_id, "--reason", f"{update_id} is bad")
+        assert res.exit_code == 0, res.output
+    wait_for(lambda: chain.currents() == ["hello-001", "hello-001"], 30, "the fleet on hello-001")
+    assert not (chain.mainframes[0].data / "releases" / "hello-003").exists()
+    return manifest
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+def test_a_release_rolled_back_on_a_mainframe_stays_refused_once_pruned_there(
+    make_chain: Any, mainframe_factory: Any, monkeypatch: pytest.MonkeyPatch, restarted: bool
+) -> None:
+    """A review: a mainframe forgot that a release was rolled back there once it pruned the
+    release (or restarted), so its bearer token alone, with the manifest from its own disk
+    and the blobs its license fetches, staged and activated the withdrawn hello-003 again.
+    It remembers now."""
+    _keep_two(mainframe_factory, monkeypatch)
+    chain = make_chain()
+    manifest = _rolled_back_twice(chain)
+    mf = chain.mainframes[0]
+    if restarted:
+        mf.stop()
+        mf = mainframe_factory.restart(mf)
+        mainframe_factory.ready(mf)
+    auth = {"Authorization": f"Bearer {chain.mainframe_token}"}
+    lic = {"Authorization": "License " + (mf.data.parent / "license").read_text().strip()}
+    with httpx.Client(base_url=mf.url, headers=auth, timeout=30) as c:
+        needed = sorted({f["sha256"] for f in json.loads(manifest)["files"]})
+        for sha in c.post("/v1/blobs/missing", json={"digests": needed}).json()["missing"]:
+            blob = httpx.get(f"{chain.omega.url}/v1/blobs/{sha}", headers=lic, timeout=30)
+            assert c.put(f"/v1/blobs/{sha}", content=blob.content).status_code in (200, 201, 204)
+        c.post("/v1/releases", content=manifest)
+        r = c.post("/v1/releases/hello-003/activate")
+    assert r.status_code == 409 and "rolled back here" in r.text, r.text
+    assert mf.current() == "hello-001"
+
+
+def test_omega_starts_no_rollout_of_a_release_it_rolled_back(
+    make_chain: Any, mainframe_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review: OMEGA's bearer token alone put the withdrawn hello-003 back on OMEGA and
+    started an install rollout of it, which every mainframe that had pruned it took again.
+    OMEGA refuses that rollout now (as it refuses a pin to it), and a mainframe would
+    refuse the install anyway."""
+    _keep_two(mainframe_factory, monkeypatch)
+    chain = make_chain()
+    _rolled_back_twice(chain)
+    auth = {"Authorization": f"Bearer {chain.omega.token}"}
+    with httpx.Client(base_url=chain.omega.url, headers=auth, timeout=30) as c:
+        assert c.post("/v1/releases/hello-003/activate").status_code == 200
+        r = c.post("/v1/fleet/rollouts", json={"update_id": "hello-003", "waves": [100]})
+    assert r.status_code == 409 and "hello-003 was rolled back on this OMEGA" in r.text, r.text
+    time.sleep(3)  # a poll or two
+    assert chain.currents() == ["hello-001", "hello-001"]

@@ -200,7 +200,6 @@ class Agent:
         self.state.apps = []
         staged = set(self.releases.ids())
         self.state.recency = [i for i in self.state.recency if i in staged]
-        self.state.rolled_back = [i for i in self.state.rolled_back if i in staged]
         for update_id in sorted(staged - set(self.state.recency)):
             self.state.recency.insert(0, update_id)
         self._save()

@@ -3,7 +3,8 @@ decisions taken from it (which release a rollback leaves as ``previous``, which 
 
 The symlinks are the truth about what is current and previous; this file holds history:
 every activation in order, the releases rolled back (never offered again as a default
-rollback target), the order releases were staged or activated in (for pruning), and the app
+rollback target, nor taken again on a mainframe but by a rollback OMEGA signed; kept once
+pruned too), the order releases were staged or activated in (for pruning), and the app
 processes the agent started (so a restarted agent can stop the ones a crash orphaned).
 It is written whole and atomically after each change.
 """
@@ -21,6 +22,7 @@ from ashat.project import write_private
 
 SCHEMA = 1
 MAX_HISTORY = 1000  # activations remembered
+MAX_ROLLED_BACK = 1000  # releases remembered as rolled back here, pruned or not
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,11 @@ class AgentState:
         self.recency.append(update_id)
 
     def forget(self, update_id: str) -> None:
-        """The release is gone from disk (pruned, or failed before its first activation)."""
+        """The release is gone from disk (pruned, or failed before its first activation).
+        That it was rolled back here is kept: a mainframe's bearer token must not bring it
+        back once it is pruned (its manifest is no secret, its blobs come with a license)."""
         if update_id in self.recency:
             self.recency.remove(update_id)
-        if update_id in self.rolled_back:
-            self.rolled_back.remove(update_id)
         if update_id in self.migrated:
             self.migrated.remove(update_id)
 
@@ -117,6 +119,7 @@ class AgentState:
     def mark_rolled_back(self, update_id: str) -> None:
         if update_id not in self.rolled_back:
             self.rolled_back.append(update_id)
+            del self.rolled_back[:-MAX_ROLLED_BACK]
 
     def lost_switch(
         self, current: str | None, previous: str | None

@@ -815,6 +815,12 @@ class Omega:
                 self.store.bake_policy(last.rollout_id) or NO_BAKE,
             ):
                 return self.status(last.rollout_id), set(), False
+            if self.store.rollbacks_from(req.update_id):
+                raise FleetConflict(  # withdrawn: a rollout of it would undo the rollback
+                    f"release {req.update_id} was rolled back on this OMEGA: it is not "
+                    "released again (push a new release with the fix)",
+                    update_id=req.update_id,
+                )
             approved = self.approvals.get(req.update_id)
             if approved is None:
                 raise FleetConflict(
