@@ -44,7 +44,9 @@ def keys_generate(name: str | None, approver: str | None, directory: str) -> Non
 
     if (name is None) == (approver is None):
         raise InvalidInput("give a key NAME, or --approver NAME for an approver's own key")
-    key_path, pub_path = generate_keypair(str(name or approver), Path(directory))
+    given = name if name is not None else approver  # "" too: refused as a name, not None
+    assert given is not None
+    key_path, pub_path = generate_keypair(given, Path(directory))
     keyid = load_public_key(pub_path).keyid
 
     def human() -> None:

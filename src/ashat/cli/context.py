@@ -34,24 +34,30 @@ class Project(ops_project.Project):
         where there is none and a verb would make a control store here (no ``ASHAT_DB``,
         no store in ``.ashat/``): a verb run in the wrong directory said "(none)", exit 0,
         and left ``.ashat/ashat.db`` behind (in /tmp too)."""
-        from ashat.errors import InvalidInput
-        from ashat.project import CONFIG_NAME, state_dir
-
         root = ops_project.find_project_root(start)
-        if (
-            not (root / CONFIG_NAME).is_file()
-            and not (db_url or os.environ.get("ASHAT_DB"))
-            and not (state_dir(root) / "ashat.db").is_file()
-        ):
-            raise InvalidInput(
-                f"no ashat.toml in {root} or any directory above it: run this in your "
-                "project's directory, or 'deploy init' to make one here"
-            )
+        refuse_no_project(root, db_url)
         found = cls(root, db_url)
         ctx = click.get_current_context(silent=True)
         if ctx is not None:
             ctx.find_root().call_on_close(found.close)
         return found
+
+
+def refuse_no_project(root: Path, db_url: str | None) -> None:
+    """Raise InvalidInput where ``root`` is no project and a command would make a control
+    store there (no ``ashat.toml``, no ``ASHAT_DB`` or ``--db``, no store in ``.ashat/``)."""
+    from ashat.errors import InvalidInput
+    from ashat.project import CONFIG_NAME, state_dir
+
+    if (
+        not (root / CONFIG_NAME).is_file()
+        and not (db_url or os.environ.get("ASHAT_DB"))
+        and not (state_dir(root) / "ashat.db").is_file()
+    ):
+        raise InvalidInput(
+            f"no ashat.toml in {root} or any directory above it: run this in your "
+            "project's directory, or 'deploy init' to make one here"
+        )
 
 
 def operations() -> Operations:

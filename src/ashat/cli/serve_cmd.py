@@ -68,12 +68,14 @@ def serve(
     """Serve the control-plane HTTP API and web dashboard (/; OpenAPI at /openapi.json,
     metrics at /metrics)."""
     from ashat.agent.config import parse_listen
+    from ashat.cli.context import refuse_no_project
     from ashat.project import find_project_root
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
     host, port = parse_listen(listen)
     root = project_dir.resolve() if project_dir else find_project_root()
+    refuse_no_project(root, db_url)  # the wrong directory: no empty store served from it
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -402,13 +402,19 @@ def run_approve(
     from ashat.errors import InvalidInput, Refused
     from ashat.ids import validate_update_id
     from ashat.ops.trust import TrustDir
-    from ashat.workflow.approve import ApprovalPolicy, DistributionPolicy, release
+    from ashat.workflow.approve import (
+        ApprovalPolicy,
+        DistributionPolicy,
+        check_comment,
+        release,
+    )
     from ashat.workflow.approve import approve as record
     from ashat.workflow.errors import PolicyRefused
     from ashat.workflow.states import State, check_transition
 
     h = hooks or ApproveHooks()
     validate_update_id(update_id)
+    check_comment(comment)  # bad input, whatever the state (a completed rollout's too)
     config = project.config()
     policy = ApprovalPolicy.parse(config.table("approval"))
     distribution = DistributionPolicy.parse(config.table("distribution")).targeted(to)
@@ -462,9 +468,13 @@ def run_approve(
     dep = wf.store.require(update_id)
     if to is None and dep.details.get("to") is not None:  # given by an earlier approver
         distribution = distribution.targeted(str(dep.details["to"]))
-    if dep.state in (State.APPROVED, State.RELEASING, State.DISTRIBUTING):
+    approved_since = dep.state in (State.APPROVED, State.RELEASING, State.DISTRIBUTING) or (
+        dep.state.value in ENDED_ROLLOUT and dep.details.get("rollout_id")
+    )
+    if approved_since:
         # The mainframes the approval chose, whoever resumes it and whatever their own
-        # ashat.toml says now (one approved before the choice was kept: the project's).
+        # ashat.toml says now (one approved before the choice was kept: the project's);
+        # a rollout that ended since too: no --to is taken after the approval.
         approved = (
             dep.details["to"]
             if "to" in dep.details
@@ -504,9 +514,7 @@ def run_approve(
         if dep.state is not State.APPROVED:
             outcome.waiting_for = policy.required - result.valid
             return outcome
-    elif dep.state not in (State.APPROVED, State.RELEASING, State.DISTRIBUTING) and not (
-        dep.state.value in ENDED_ROLLOUT and dep.details.get("rollout_id")
-    ):  # a rollout that ended since (seen by anyone): approve says how, as if it had waited
+    elif not approved_since:  # a rollout that ended since: approve says how, as if it waited
         check_transition(update_id, dep.state, State.APPROVED)  # raises, naming what is allowed
 
     status: dict[str, Any] | None = None

@@ -75,6 +75,7 @@ def driver_errors(url: str) -> Iterator[None]:
 
 def _translate(e: Exception, url: str) -> StoreError | StoreBusy:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = scrub_password(text, url)
     name = type(e).__name__.lower()
     if any(w in text.lower() or w in name for w in _BUSY_WORDS):
         return StoreBusy(
@@ -170,8 +171,9 @@ class Database:
             raise StoreError("PostgreSQL needs psycopg: pip install 'ashat[postgres]'") from e
         try:
             return psycopg.connect(url, autocommit=True, connect_timeout=10)
-        except psycopg.Error as e:
-            raise StoreError(f"cannot connect to {redact_url(url)}: {e}") from e
+        except psycopg.Error as e:  # libpq quotes the URL it could not read, password too
+            text = scrub_password(str(e).strip(), url)
+            raise StoreError(f"cannot connect to {redact_url(url)}: {text}") from e
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -326,6 +328,22 @@ def redact_url(url: str) -> str:
 
 
 _PASSWORD_PARAM = re.compile(r"(?i)((?:^|[&;\s])[a-z_]*password=)[^&;\s]*")
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@")
+
+
+def scrub_password(text: str, url: str) -> str:
+    """``text`` (a driver's message about ``url``) with ``url``'s password masked wherever it
+    appears, as given and percent-decoded, even where the URL is too broken to parse (a
+    driver quotes what it could not read), and any ``password=`` value masked."""
+    from urllib.parse import unquote
+
+    found = _USERINFO.match(url)
+    if found and ":" in found.group(1):
+        given = found.group(1).split(":", 1)[1]
+        for secret in sorted({given, unquote(given)}, key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, "***")
+    return _PASSWORD_PARAM.sub(r"\1***", text)
 
 
 def default_sqlite_url(project_root: Path) -> str:

@@ -55,9 +55,12 @@ class ControlClient(AgentClient):
         Raises InvalidInput when the URL is not http(s) or no token is given.
         """
         from ashat.project import read_token_file
+        from ashat.workflow.urls import validate_server_url
 
-        if not url.startswith(("http://", "https://")):
-            raise InvalidInput(f"--via / {ENV_URL} must be an http(s) URL, not {url[:80]!r}")
+        try:  # as deploy configure checks a server's: no credentials, a port, a host
+            url = validate_server_url(url)
+        except InvalidInput as e:
+            raise InvalidInput(f"--via / {ENV_URL}: {e.message}") from None
         token = os.environ.get(ENV_TOKEN, "").strip()
         token_file = os.environ.get(ENV_TOKEN_FILE)
         if not token and token_file:

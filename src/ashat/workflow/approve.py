@@ -269,12 +269,18 @@ def approve(
     deployment approved already are refused (exit 3) and nothing of theirs is recorded.
     """
     validate_update_id(update_id)
+    check_comment(comment)
+    with wf.store.atomic():
+        return _approve(wf, update_id, policy, comment, statement, holding, to, targets)
+
+
+def check_comment(comment: str | None) -> None:
+    """Refuse (:class:`InvalidInput`) an approval's comment over 1,000 characters or with
+    control characters: checked whatever state the deployment is in."""
     if comment is not None and len(comment) > 1000:
         raise InvalidInput("--comment must be at most 1000 characters")
     if comment is not None:
         check_text(comment, "--comment", lines=True)
-    with wf.store.atomic():
-        return _approve(wf, update_id, policy, comment, statement, holding, to, targets)
 
 
 def people(approvals: list[dict[str, Any]]) -> int:

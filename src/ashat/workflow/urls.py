@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from ashat.errors import InvalidInput
@@ -13,6 +14,11 @@ def validate_server_url(url: str) -> str:
     Accepted: ``http`` or ``https``, a host, an optional port, an optional path prefix;
     no credentials, query or fragment (a token belongs in ``--token-file``).
     """
+    _, sep, rest = url.partition("://")
+    if sep and "@" in re.split(r"[/?#]", rest, maxsplit=1)[0]:  # before echoing any of it
+        raise InvalidInput(
+            "invalid server URL: it contains credentials; pass a token with --token-file instead"
+        )
     if not url or any(c.isspace() for c in url) or not url.isprintable():
         raise InvalidInput(
             f"invalid server URL {url!r}: it is empty or contains whitespace or control characters"
