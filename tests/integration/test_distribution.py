@@ -259,6 +259,24 @@ def test_a_fleet_rollback_short_of_a_mainframe_finishes_when_run_again(
     assert kinds.count("rollback") == 2, kinds
 
 
+def test_the_app_rolled_back_cannot_hold_its_rollback_with_update_lock(stack: Any) -> None:
+    """A review: the app of hello-002, which owns its shared directory, made
+    ``update.lock`` there: OMEGA then sent its mainframe no rollback directive and the
+    mainframe would not take one, so the release being rolled back kept itself running for
+    ``--update-lock-max`` (an hour by default). An app's lock holds installs, not a
+    rollback away from it."""
+    s = stack(1, SHORT_WAVES)
+    mf = s.mainframes[0]
+    for n in (1, 2):
+        s.ship(f"hello-00{n}", f"{n}.0.0")
+        assert deploy("approve", f"hello-00{n}", "--as", "bob").exit_code == 0
+    (mf.data / "shared" / "update.lock").write_text("busy, forever\n")
+    wait_for(lambda: mf.health()["fleet"].get("hold") == "lock", 20, "the lock seen")
+    res = deploy("rollback", "hello-002", "--reason", "hostile")
+    assert res.exit_code == 0, res.output
+    assert mf.current() == "hello-001"
+
+
 def test_one_failing_mainframe_stays_within_budget(stack: Any) -> None:
     s = stack(
         4,

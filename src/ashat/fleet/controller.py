@@ -105,9 +105,12 @@ class Controller:
     def _held(self, r: Rollout, now: float, released_since: float | None = None) -> dict[str, str]:
         """The current wave's pending mainframes that hold (fleet/windows.py), as polls of
         the last :data:`HOLD_FRESH_S` seconds say."""
-        return self.store.held_pending(
+        held = self.store.held_pending(
             r.rollout_id, r.current_wave, iso(now - HOLD_FRESH_S), released_since
         )
+        if r.kind is Kind.ROLLBACK:  # an app's update.lock does not hold its rollback
+            held = {m: why for m, why in held.items() if why != "lock"}
+        return held
 
     def _bake_status(self, r: Rollout) -> dict[str, Any] | None:
         """The bake policy and the current wave's bake: ``{"bake_s", "prometheus",

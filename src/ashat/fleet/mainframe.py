@@ -515,9 +515,11 @@ class Mainframe:
         m = self.agent.releases.manifest(current)
         return Running(current, m.sequence, m.digest())
 
-    def _hold(self) -> str | None:
+    def _hold(self, rollback: bool = False) -> str | None:
         """Why this mainframe may not switch now (``fleet/windows.py``): ``"window"`` outside
-        its maintenance windows, ``"lock"`` while its app holds ``update.lock``; else None."""
+        its maintenance windows, ``"lock"`` while its app holds ``update.lock``; else None.
+        ``rollback``: for a rollback, which the app's lock does not hold (the app may be
+        the very release rolled back: it must not keep itself running)."""
         now = self.clock()
         local = now.astimezone(self._tz) if self._tz is not None else now.astimezone()
         if not in_window(self._windows, local):
@@ -529,7 +531,9 @@ class Mainframe:
             return None
         if self._lock_since is None:
             self._lock_since = now.timestamp()
-        if lock_holds(self._lock_since, now.timestamp(), self.config.update_lock_max_s):
+        if not rollback and lock_holds(
+            self._lock_since, now.timestamp(), self.config.update_lock_max_s
+        ):
             return "lock"
         return None
 
@@ -627,7 +631,8 @@ class Mainframe:
             self.metrics.installs.labels(result="already").inc()
             await self._report(http, d.rollout_id, d.update_id, "installed", None)
             return
-        if (why := await asyncio.to_thread(self._hold)) is not None:  # held since it polled
+        rollback = d.action is Action.ROLLBACK
+        if (why := await asyncio.to_thread(self._hold, rollback)) is not None:  # since it polled
             log.info("rollout %s: %s deferred (%s)", d.rollout_id, d.update_id, why)
             return
         log.info(

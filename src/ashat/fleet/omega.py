@@ -470,8 +470,8 @@ class Omega:
                     )
                     self.store.set_running(lic.mainframe_id, m.update_id, m.sequence)
                 return None
-        if hold is not None:  # outside its window, or its app locked updates: not now
-            return None
+        if hold == "window" or (hold is not None and r.kind is not Kind.ROLLBACK):
+            return None  # outside its window, or its app locked updates (not a rollback): not now
         action = "rollback" if r.kind is Kind.ROLLBACK else "install"
         payload = {
             "mainframe_id": lic.mainframe_id,
