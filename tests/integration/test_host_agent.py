@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -515,3 +516,110 @@ def test_the_sandbox_hides_the_other_apps_even_where_it_binds_their_parent() -> 
     release = host / "apps" / "spy" / "releases" / "spy-1"
     argv = jail.command(["true"], cwd=release, writable=host / "apps" / "spy" / "shared")
     assert ("--tmpfs", str(host)) in itertools.pairwise(argv)
+
+
+# An app that looks for another app's secret in every process's environment and writes
+# into the other app's shared directory; it says what it managed in its own.
+SNOOP = r"""
+import os, json, http.server
+from pathlib import Path
+shared = Path(os.environ["ASHAT_SHARED_DIR"])
+other = shared.parent.parent / "polls" / "shared"
+found = {}
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        continue
+    if b"POLLS_SECRET=" in env:
+        found["environ"] = pid
+try:
+    (other / "planted-by-notes").write_text("owned")
+    found["wrote"] = True
+except OSError as e:
+    found["refused"] = e.strerror
+(shared / "snoop.json").write_text(json.dumps(found))
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+def _ship_tree(
+    url: str, token: str, key: Path, tree: Path, update_id: str, app: dict[str, Any]
+) -> None:
+    import datetime as dt
+
+    from ashat.bundle import build_from_dir, sign_manifest
+    from ashat.bundle.keys import load_private_key
+    from ashat.transport.client import AgentClient, BlobRef
+
+    built = build_from_dir(
+        tree, update_id=update_id, sequence=1, description="x", app=app,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    signed = sign_manifest(built.manifest, load_private_key(key))
+    with AgentClient(url, token) as c:
+        sizes = {e.sha256: e.size for e in signed.files if e.kind == "file"}
+        c.upload([BlobRef(d, sizes[d], built.blobs[d]) for d in c.missing(sorted(sizes))])
+        c.stage(signed.to_bytes())
+        c.activate(update_id)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="apps as users of their own need a root agent")
+def test_apps_of_a_host_agent_without_bwrap_each_run_as_a_user_of_their_own(
+    tmp_path: Path, hosts: list[Host], trees: Any
+) -> None:
+    """A review: a root host agent without bwrap (--sandbox none) ran every app as the one
+    --app-user, so notes read polls' --app-env secret in /proc and wrote polls' shared/.
+    Two apps sharing a user there are refused now; each may have its own app-user."""
+    for d in [*reversed(tmp_path.parents), tmp_path]:  # the apps' users reach their dirs
+        os.chmod(d, os.stat(d).st_mode | 0o001)
+    home = tmp_path / "host"
+    home.mkdir()
+    key, pub = generate_keypair("alpha", home)
+    tokens = {name: _token(home / f"{name}.token") for name in APPS}
+    (home / "polls.env").write_text("POLLS_SECRET=s3cr3t-of-polls\n")
+    (home / "polls.env").chmod(0o600)
+    apps = f"""[notes]
+token-file = "notes.token"
+trust = ["{pub}"]
+
+[polls]
+token-file = "polls.token"
+trust = ["{pub}"]
+app-env = "polls.env"
+"""
+    (home / "apps.toml").write_text(apps)
+    refused = subprocess.run(
+        [*agent_command(), "--role", "public", "--data", str(home / "data"), "--listen",
+         "127.0.0.1:0", "--apps", str(home / "apps.toml"), "--sandbox", "none",
+         "--app-user", "nobody"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "apps notes and polls would both run as nobody without bwrap" in refused.stderr
+    assert not (home / "data").exists()
+
+    apps = apps.replace('app-env = "polls.env"', 'app-env = "polls.env"\napp-user = "daemon"')
+    host = Host(home, "public", apps, "--sandbox", "none", "--app-user", "nobody")
+    hosts.append(host)
+    isolation = {name: host.health(name)["app_isolation"] for name in APPS}
+    assert {n: (i["mode"], i["user"]) for n, i in isolation.items()} == {  # type: ignore[index]
+        "notes": ("user", "nobody"),
+        "polls": ("user", "daemon"),
+    }
+    _ship_tree(host.app_url("polls"), tokens["polls"], key, trees.tiny("p1"), "polls-1",
+               trees.tiny_app(name="polls"))  # fmt: skip
+    snoop = tmp_path / "snoop"
+    snoop.mkdir()
+    (snoop / "app.py").write_text(SNOOP)
+    _ship_tree(host.app_url("notes"), tokens["notes"], key, snoop, "notes-1",
+               {"run": "python3 app.py", "health_path": "/", "name": "notes"})  # fmt: skip
+    report = host.data / "apps" / "notes" / "shared" / "snoop.json"
+    wait_for(report.exists, 10, "the snoop's report")
+    found = json.loads(report.read_text())
+    assert found == {"refused": "Permission denied"}, found
+    assert not (host.data / "apps" / "polls" / "shared" / "planted-by-notes").exists()

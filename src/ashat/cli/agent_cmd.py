@@ -490,6 +490,7 @@ APP_OPTIONS = (
     "upstream-file", "upstream-reload", "app-listen", "upstream-drain", "region",
     "verifier-key", "root", "sandbox-bind", "advisories", "blob-mirror",
     "blob-mirror-secret-file", "blob-mirror-endpoint", "blob-mirror-region", "blob-url-ttl",
+    "app-user",
 )  # fmt: skip
 # What each app must have of its own: given once on the command line, every app would
 # share it (one token for all, one fleet database whose rollouts cancel each other's).
@@ -556,6 +557,7 @@ def _app_configs(ctx: click.Context, apps_file: Path) -> dict[str, AgentConfig]:
             own[str(param.name)] = _app_option(ctx, param, value, apps_file.parent, where)
         params[name] = own | {"data": ctx.params["data"].resolve() / "apps" / name}
     _distinct(params, where)
+    _apart(params, where)
     hidden = _secret_files(
         *(
             p.get(k)
@@ -575,6 +577,32 @@ def _app_configs(ctx: click.Context, apps_file: Path) -> dict[str, AgentConfig]:
             message = e.format_message() if isinstance(e, click.UsageError) else e.message
             raise click.UsageError(f"{where}: app {name}: {message}") from e
     return configs
+
+
+def _apart(params: dict[str, dict[str, Any]], where: str) -> None:
+    """No two apps run as one user outside bwrap: each could read the other's environment
+    (its ``app-env`` secrets, in /proc) and write its ``shared/`` (a review)."""
+    from ashat.agent.confine import choose_jail
+    from ashat.errors import InvalidInput
+
+    seen: dict[int, str] = {}
+    for name, own in params.items():
+        try:
+            jail = choose_jail(own["sandbox"], own.get("app_user"), data=own["data"])
+        except InvalidInput:
+            continue  # said with the app's other options, naming it
+        if jail.mode == "bwrap":
+            continue
+        uid = jail.user.uid if jail.user is not None else os.geteuid()
+        other = seen.setdefault(uid, name)
+        if other != name:
+            user = jail.user.name if jail.user is not None else "the agent's user"
+            raise click.UsageError(
+                f"{where}: apps {other} and {name} would both run as {user} without bwrap "
+                "(--sandbox none, or bubblewrap missing), so each could read the other's "
+                "environment and write its files: give each its own app-user in its table, "
+                "or run them in bwrap"
+            )
 
 
 def _distinct(params: dict[str, dict[str, Any]], where: str) -> None:
