@@ -195,3 +195,79 @@ def _processes_of_release(data: Path, release: str) -> list[int]:
         if mine in env.split(b"\0"):
             found.append(int(pid))
     return found
+
+
+# Apps that, three seconds after they came up healthy, fill their filesystem: with
+# directories in their shared directory (its inodes), or through their stdout (their log).
+_FILLER = r"""
+import os, time, http.server, threading
+def fill():
+    time.sleep(3)
+    n, chunk = 0, b"x" * (1 << 20)
+    while True:
+        try:
+            if HOW == "inodes":
+                os.mkdir(os.path.join(os.environ["ASHAT_SHARED_DIR"], "d%d" % n)); n += 1
+            else:
+                os.write(1, chunk)
+        except OSError:
+            time.sleep(0.05)
+threading.Thread(target=fill, daemon=True).start()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """Agents whose data directory is on a filesystem of 64 MiB and 3,000 inodes."""
+    import subprocess
+
+    from process_fixtures import AgentFactory
+
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=3000,mode=0755", "tmpfs", str(mnt)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {made.stderr.strip()}")
+    factory = AgentFactory(mnt / "agents")
+    try:
+        yield factory
+    finally:
+        try:
+            factory.close()
+        finally:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("how", ["inodes", "log"])
+def test_an_app_that_fills_the_disk_cannot_keep_a_rollback_away_from_it(
+    small_disk: Any, trees: Any, tmp_path: Path, how: str
+) -> None:
+    """A review: an app that filled its filesystem (directories in its shared directory,
+    or endless output into its log) left the agent no room to record the switch, and the
+    rollback away from it failed (500) while it kept running. The agent now stops the app
+    that runs, frees a reserve it keeps for this, and switches."""
+    import time
+
+    agent = small_disk()
+    assert (agent.data / "reserve" / "blocks").stat().st_size == 8 << 20
+    agent.deploy(trees.tiny("good1"), "good-1", sequence=1, app=trees.tiny_app())
+    filler = tmp_path / "filler"
+    filler.mkdir()
+    (filler / "app.py").write_text(f"HOW = {how!r}\n" + _FILLER)
+    app = {"run": "python3 app.py", "health_path": "/", "health_timeout_s": 10}
+    agent.deploy(filler, "full-2", sequence=2, app=app)
+    time.sleep(6)  # full
+    with agent.client() as c:
+        answer = c.rollback("full-2", "good-1")
+    assert answer["current"] == "good-1", answer
+    assert agent.link("current") == "releases/good-1"
+    assert "the disk is full; stopping the app of full-2" in agent.output()
+    assert agent.processes("full-2") == []

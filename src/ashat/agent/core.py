@@ -18,6 +18,7 @@ the moment it holds the lock to the end of the switch (``ashat_agent_activation_
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -57,6 +58,7 @@ from ashat.bundle.manifest import Manifest, parse_manifest
 from ashat.bundle.sign import check_signatures
 from ashat.clock import iso
 from ashat.clock import now as clock_now
+from ashat.errors import AshatError
 from ashat.faults import crash_point
 from ashat.ids import UPDATE_ID_RE
 
@@ -72,6 +74,18 @@ APP_PROBE_REUSE_S = 1.0  # a live health probe of the app serves the callers of 
 
 def _now() -> str:
     return iso(clock_now())
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Whether ``error``, or what caused it, is a disk (or a quota) out of room."""
+    seen: BaseException | None = error
+    for _ in range(5):  # an error, the OSError it wraps, and so on
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _check_id(update_id: str) -> str:
@@ -162,6 +176,9 @@ class Agent:
             log.warning("UNCONFINED APP: %s", self.jail.warning)
         for name in self.layout.clean_tmp():
             log.info("removed leftover %s", name)
+        if not self.layout.keep_reserve():
+            log.warning("no room for the agent's reserve (%s): a switch away from an app "
+                        "that fills the disk may fail", self.layout.reserve)  # fmt: skip
         marker = self.layout.root / "modes-masked"  # once: a store of an earlier version
         if not marker.exists():
             unshared = self.releases.unshare_writes()
@@ -393,7 +410,6 @@ class Agent:
         """Each activation starts its app with ``--app-env`` as the file says now; a file
         that cannot be read keeps the environment in force (and says so). Locked."""
         from ashat.agent.config import read_app_env
-        from ashat.errors import AshatError
 
         path = self.config.app_env_file
         if path is None:
@@ -733,7 +749,7 @@ class Agent:
                 undone: list[tuple[str, bool]] = []
                 try:
                     self._migrate_back(target, undone)
-                    answer = self._switch(target, new_previous, "rollback", rolled_back=rolled)
+                    answer = self._rollback_with_room(target, new_previous, rolled)
                 except BaseException:
                     if self.links()[0] != target:  # what runs keeps running: on its schema
                         self._migrate_again(undone)
@@ -849,10 +865,12 @@ class Agent:
             self.state.apps.append(app.record())
             self._save()
             self.supervisor.wait_healthy(app, spec.health_timeout_s, log_from)
-        except BaseException:
+        except BaseException as e:
             self._stop_new(app)
             if migrated_now:
                 self._unmigrate(release, spec, port)
+            if isinstance(e, OSError):  # 507 for a full disk, not an internal error
+                raise StorageFailed(f"the record of {release}'s app", e) from e
             raise
         return app
 
@@ -992,6 +1010,41 @@ class Agent:
             raise StorageFailed(f"the state of {how} to {target} (it is current)", unsaved)
         self._prune()
         return {"current": target, "previous": new_previous, "app": self.app_info()}
+
+    def _rollback_with_room(
+        self, target: str, new_previous: str | None, rolled_back: str | None
+    ) -> dict[str, Any]:
+        """:meth:`_switch` back to ``target``; where it failed for a full disk (ENOSPC,
+        EDQUOT) before the links moved, stop the app that runs (its log or its ``shared/``
+        may be what filled the disk: it must not keep the rollback away from it from
+        happening, nor take the room freed), free the agent's reserve and switch again, with
+        that app down. (A forward activation on a full disk fails as it did, 507: nothing
+        stops what runs for it.) Locked."""
+        how = "rollback"
+        try:
+            return self._switch(target, new_previous, how, rolled_back)
+        except (OSError, AshatError) as e:
+            running = self.app
+            if not _disk_full(e) or running is None or self.links()[0] == target:
+                raise
+            log.error(
+                "%s to %s: the disk is full; stopping the app of %s (it may be what fills "
+                "it) and using the agent's reserve to switch", how, target, running.release,
+            )  # fmt: skip
+        self.supervisor.stop(running)
+        self.app = None
+        self.metrics.app_up.set(0)
+        freed = self.layout.release_reserve()
+        try:
+            self._untrack(running)
+        except OSError as e:
+            log.error("the app of %s is stopped, not its record: %s", running.release, e)
+        log.warning("freed %d files of the reserve; switching again", freed)
+        answer = self._switch(target, new_previous, how, rolled_back)
+        if not self.layout.keep_reserve():
+            log.error("the disk is still full: the agent's reserve could not be made again "
+                      "(free room on %s)", self.layout.root)  # fmt: skip
+        return answer
 
     def _undo_switch(self, new_app: AppProcess | None, was_previous: str | None) -> None:
         """A switch failed before ``current`` moved (a full disk, the proxy): traffic back to

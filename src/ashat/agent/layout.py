@@ -50,6 +50,10 @@ PARTIAL = "partial"  # under tmp/: spared by clean_tmp, so a download resumes af
 
 
 SHARED_TMP_MAX_AGE_S = 3600.0  # a blob upload older than this in a shared tmp/ is a leftover
+# The agent's reserve (DATA/reserve): inodes and blocks it frees for a switch away from an
+# app that filled the disk (its shared/ or its log), which would else have no room.
+RESERVE_FILES = 32
+RESERVE_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,44 @@ class Layout:
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"
+
+    @property
+    def reserve(self) -> Path:
+        return self.root / "reserve"
+
+    def keep_reserve(self) -> bool:
+        """Make the reserve whole: :data:`RESERVE_FILES` empty files (inodes) and one of
+        :data:`RESERVE_BYTES` (allocated blocks, not a hole). Whether it is whole; never
+        raises (a disk too full for it is the case it is for: said by the caller)."""
+        blocks, tmp = self.reserve / "blocks", self.reserve / ".blocks"
+        try:
+            self.reserve.mkdir(mode=0o700, exist_ok=True)
+            for i in range(RESERVE_FILES):
+                path = self.reserve / f"inode-{i:02d}"
+                if not path.exists():
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+            if not blocks.is_file() or blocks.stat().st_blocks * 512 < RESERVE_BYTES:
+                fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+                try:
+                    os.posix_fallocate(fd, 0, RESERVE_BYTES)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, blocks)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return False
+        return True
+
+    def release_reserve(self) -> int:
+        """Delete the reserve's files (their room is the next writes'); how many went."""
+        gone = 0
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.reserve):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    gone += 1
+        return gone
 
     def release_dir(self, update_id: str) -> Path:
         return self.releases / update_id
