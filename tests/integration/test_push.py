@@ -994,3 +994,26 @@ def test_a_killed_rollback_before_approval_records_public_put_back_when_run_agai
     assert code == 0 and out["state"] == "rolled_back" and out["restored"] == "hello-001", out
     _, status = deploy_json("status", "hello-002")
     assert status["deployment"]["details"]["public_restored"] == "hello-001", status
+
+
+def test_a_rollback_of_a_push_that_never_activated_records_nothing_put_back(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """A review of the fix above: a push that failed before its activation (PUBLIC still
+    on hello-001) was rolled back, and recorded "PUBLIC runs hello-001 again" with
+    ``public_restored: hello-001``, as if it had served hello-002. Only a rollback this
+    verb asked PUBLIC for counts as putting it back."""
+    agent = agent_factory()
+    root = hello_project(agent)
+    assert deploy("push", "hello-001", "good").exit_code == 0
+    toml = (root / "ashat.toml").read_text()
+    (root / "ashat.toml").write_text(
+        toml.replace('health_path = "/healthz"', 'health_path = "/nope"\nhealth_timeout_s = 2')
+    )
+    assert deploy_json("push", "hello-002", "broken")[0] == 1
+    assert deploy_json("status", "hello-002")[1]["deployment"]["state"] == "failed"
+    assert current(agent) == "hello-001"
+    code, out = deploy_json("rollback", "hello-002", "--reason", "bad")
+    assert code == 0 and out["restored"] is None, out
+    details = deploy_json("status", "hello-002")[1]["deployment"]["details"]
+    assert details["public_restored"] is None, details

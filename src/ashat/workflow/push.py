@@ -409,9 +409,12 @@ def rollback_public(
     if dep.state not in ROLLBACK_FROM:
         # Let the table phrase the refusal (it names the current state and what is allowed).
         wf.move(update_id, State.ROLLED_BACK)
-    current, restored, note = _put_public_back(agent, dep)
+    asked = any(e.kind == "public.rollback_asked" for e in wf.store.events(update_id))
+    current, restored, note = _put_public_back(  # recorded first: a re-run knows it asked
+        agent, dep, asking=lambda: wf.note(update_id, "public.rollback_asked", {})
+    )
     before = dep.details.get("public_previous")
-    if restored is None and current is not None and current == before:
+    if restored is None and asked and current is not None and current == before:
         # put back already: by this verb's earlier run, killed before it recorded so
         restored, note = current, f"PUBLIC runs {current} again, as before {dep.id}"
     crash_point("rollback.public")
@@ -440,11 +443,15 @@ def restore_public(
 
 
 def _put_public_back(
-    agent: AgentPort, dep: Deployment, first_stays: bool = False
+    agent: AgentPort,
+    dep: Deployment,
+    first_stays: bool = False,
+    asking: Callable[[], object] | None = None,
 ) -> tuple[str | None, str | None, str]:
     """PUBLIC back on what it ran before ``dep`` if it runs ``dep``: (what it ran, what it
     runs now if it was moved, a line saying which). ``first_stays``: where PUBLIC ran
-    nothing before, say so (an agent has nothing to go back to) instead of asking it."""
+    nothing before, say so (an agent has nothing to go back to) instead of asking it.
+    ``asking`` is called just before PUBLIC is asked to go back (to record that it was)."""
     current = agent.health().get("current")
     if current != dep.id:
         return (
@@ -458,6 +465,8 @@ def _put_public_back(
             None,
             f"PUBLIC ran nothing before {dep.id}: it serves it until the next push",
         )
+    if asking is not None:
+        asking()
     answer = agent.rollback(from_id=dep.id, to_id=dep.details.get("public_previous"))
     restored = answer.get("current")
     return current, restored, f"PUBLIC restored to {restored}"
