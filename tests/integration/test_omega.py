@@ -1028,3 +1028,34 @@ def test_200_long_polls_wait_on_one_process_and_all_get_the_rollout(
     answers, took = asyncio.run(run())
     assert all(a["directive"] for a in answers)
     assert took < 10
+
+
+def test_no_rollback_sends_a_withdrawn_release_again(
+    omega: AgentHandle, control: Control, fleet: Any, trees: Trees
+) -> None:
+    """A review: OMEGA refused an install rollout of a release it had rolled back, but a
+    rollback rollout could still send it: named (``"to": "r1"``, OMEGA's token alone), or
+    by default, where r1's own rollback had ended short (a mainframe away) and r1's
+    rollout stayed the newest completed one."""
+    control.release(trees, "r0", 1)
+    control.release(trees, "r1", 2)
+    a, b = fleet(2).values()
+    rid = control.started("r1")["rollout_id"]
+    for p in (a, b):
+        p.report(p.directive())
+    control.until(rid, "completed")
+    back = control.http.post(
+        "/v1/fleet/rollback", json={"from": "r1", "to": "r0", "wave_timeout_s": 1}
+    )
+    assert back.status_code == 201, back.text
+    a.report(a.directive())  # b is away: the rollback ends short
+    control.until(back.json()["rollout_id"], "failed")
+    control.release(trees, "r2", 3)
+    rid = control.started("r2")["rollout_id"]
+    for p in (a, b):
+        p.report(p.directive())
+    control.until(rid, "completed")
+    named = control.http.post("/v1/fleet/rollback", json={"from": "r2", "to": "r1"})
+    assert named.status_code == 409 and "r1 was rolled back on this OMEGA" in named.text
+    default = control.http.post("/v1/fleet/rollback", json={"from": "r2"})
+    assert default.status_code == 201 and default.json()["update_id"] == "r0", default.text

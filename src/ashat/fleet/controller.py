@@ -151,14 +151,23 @@ class Controller:
 
     def fleet_previous(self, update_id: str) -> str | None:
         """What the fleet ran before ``update_id``: the release of the newest completed
-        rollout of another release, else the release approved before it; None if none."""
+        rollout of another release, else the release approved before it; None if none.
+        Never a release rolled back here (withdrawn: a rollback does not send it again)."""
+
+        def fit(candidate: str) -> bool:
+            return (
+                candidate != update_id
+                and self.approvals.has(candidate)
+                and not self.store.rollbacks_from(candidate)
+            )
+
         for r in reversed(self.store.rollouts(RolloutState.COMPLETED)):
-            if r.update_id != update_id and self.approvals.has(r.update_id):
+            if fit(r.update_id):
                 return r.update_id
         approved = [a.update_id for a in self.store.approvals()]
         earlier = approved[: approved.index(update_id)] if update_id in approved else approved
         for candidate in reversed(earlier):
-            if self.approvals.has(candidate):
+            if fit(candidate):
                 return candidate
         return None
 

@@ -960,7 +960,7 @@ class Omega:
             to_id = req.to_id
             if to_id is None:
                 before = installs[-1].from_update_id if installs else None
-                has = self.approvals.has(before)
+                has = self.approvals.has(before) and not self.store.rollbacks_from(before or "")
                 to_id = before if has else self.controller.fleet_previous(req.from_id)
             if to_id is None:
                 raise FleetConflict(
@@ -972,6 +972,12 @@ class Omega:
                 why = "it is the same release" if to_id == req.from_id else "it is not approved"
                 raise FleetConflict(
                     f"cannot roll back {req.from_id} to {to_id}: {why}", update_id=req.from_id
+                )
+            if self.store.rollbacks_from(to_id):  # withdrawn: not sent again, this way either
+                raise FleetConflict(
+                    f"cannot roll back {req.from_id} to {to_id}: {to_id} was rolled back on "
+                    "this OMEGA (name an earlier release, or leave the target to OMEGA)",
+                    update_id=req.from_id,
                 )
             revoked = self.store.revoked_ids()
             fleet = [
