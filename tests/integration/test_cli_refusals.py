@@ -25,6 +25,9 @@ def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     [
         f"postgresql://u:{SECRET}@[::1/db",  # libpq: "... in URI: \"postgresql://u:pw@[::1/db\""
         f"postgresql://u:{SECRET}%zz@127.0.0.1:1/db",  # "invalid percent-encoded token: ..."
+        f"postgresql://u:{SECRET}/x@127.0.0.1:1/db",  # a / unescaped in the password
+        f"postgresql://u:{SECRET}?x@127.0.0.1:1/db",
+        f"postgresql://u:{SECRET}#x@127.0.0.1:1/db",
     ],
 )
 def test_a_malformed_ashat_db_never_prints_its_password(
@@ -45,6 +48,8 @@ def test_a_malformed_ashat_db_never_prints_its_password(
         f"http://u:{SECRET}@[::1",
         f"ftp://u:{SECRET}@example.com",
         f"http://u:{SECRET}@",
+        f"http://u:{SECRET}/x@example.com",  # a / unescaped in the password
+        f"http://u:{SECRET}?x@example.com:99999",
     ],
 )
 def test_configure_never_echoes_the_credentials_of_a_url_it_refuses(
@@ -78,6 +83,8 @@ def test_via_never_echoes_the_credentials_in_its_url(
     res = deploy("--via", f"http://u:{SECRET}@127.0.0.1:9", "status")
     assert res.exit_code == 2, res.output
     assert SECRET not in res.output
+    res = deploy("--via", f"http://u:{SECRET}/x@127.0.0.1:9", "status")
+    assert res.exit_code == 2 and SECRET not in res.output, res.output
     monkeypatch.setenv("ASHAT_TOKEN", "tok")
     res = deploy("--via", f"http://u:{SECRET}@127.0.0.1:9", "status")
     assert SECRET not in res.output

@@ -308,27 +308,24 @@ class Database:
 
 def redact_url(url: str) -> str:
     """Hide the passwords in a database URL: the userinfo's (``postgresql://u:secret@h/db``
-    -> ``u:***@``) and any ``password=`` value of its query or of a ``key=value`` string
-    (``?password=secret``, ``sslpassword=``) -> ``password=***``."""
+    -> ``u:***@``, up to the last ``@``: a password pasted with ``/``, ``?`` or ``#`` in it
+    unescaped is hidden whole) and any ``password=`` value of its query or of a
+    ``key=value`` string (``?password=secret``, ``sslpassword=``) -> ``password=***``."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return _PASSWORD_PARAM.sub(r"\1***", url)
-    netloc, slash, tail = rest.partition("/")
-    if "?" in netloc:  # no path: the query starts in what came after the host
-        netloc, _, query = netloc.partition("?")
-        slash, tail = "", "?" + query
-    if "@" in netloc:
-        creds, host = netloc.rsplit("@", 1)
+    creds, at, after = rest.rpartition("@")
+    if at:
         if ":" in creds:
             creds = creds.split(":", 1)[0] + ":***"
-        netloc = f"{creds}@{host}"
-    path, qmark, query = tail.partition("?")
+        rest = f"{creds}@{after}"
+    path, qmark, query = rest.partition("?")
     query = _PASSWORD_PARAM.sub(r"\1***", query)
-    return f"{scheme}://{netloc}{slash}{path}{qmark}{query}"
+    return f"{scheme}://{path}{qmark}{query}"
 
 
 _PASSWORD_PARAM = re.compile(r"(?i)((?:^|[&;\s])[a-z_]*password=)[^&;\s]*")
-_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@")
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(.*)@")  # to the last @
 
 
 def scrub_password(text: str, url: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
 from ashat.errors import InvalidInput
@@ -15,9 +14,10 @@ def validate_server_url(url: str) -> str:
     no credentials, query or fragment (a token belongs in ``--token-file``).
     """
     _, sep, rest = url.partition("://")
-    if sep and "@" in re.split(r"[/?#]", rest, maxsplit=1)[0]:  # before echoing any of it
+    if sep and "@" in rest:  # before echoing any of it (a password may hold / ? or #)
         raise InvalidInput(
-            "invalid server URL: it contains credentials; pass a token with --token-file instead"
+            "invalid server URL: it contains credentials (an '@'); pass a token with "
+            "--token-file instead"
         )
     if not url or any(c.isspace() for c in url) or not url.isprintable():
         raise InvalidInput(
@@ -35,10 +35,6 @@ def validate_server_url(url: str) -> str:
         )
     if not parts.hostname:
         raise InvalidInput(f"invalid server URL {url!r}: it names no host")
-    if parts.username or parts.password:
-        raise InvalidInput(
-            "invalid server URL: it contains credentials; pass a token with --token-file instead"
-        )
     if "?" in url or "#" in url:  # also an empty query or fragment ('http://h?')
         raise InvalidInput(f"invalid server URL {url!r}: no query or fragment is allowed")
     if port is None and parts.netloc.endswith(":"):
