@@ -271,3 +271,40 @@ def test_an_app_that_fills_the_disk_cannot_keep_a_rollback_away_from_it(
     assert agent.link("current") == "releases/good-1"
     assert "the disk is full; stopping the app of full-2" in agent.output()
     assert agent.processes("full-2") == []
+
+
+def test_a_rollback_without_room_even_so_leaves_the_app_that_ran_running(
+    small_disk: Any, trees: Any, tmp_path: Path
+) -> None:
+    """A review of the fix above: with no reserve to free (an agent of the version before,
+    or one started on a full disk), the rollback still fails, and it left the app it had
+    stopped down for good, the agent answering "ok" with no app. It is started again (now,
+    or by the watcher once there is room)."""
+    import shutil
+    import time
+
+    from ashat.errors import AshatError
+    from support import wait_for
+
+    agent = small_disk()
+    agent.deploy(trees.tiny("good1"), "good-1", sequence=1, app=trees.tiny_app())
+    filler = tmp_path / "filler"
+    filler.mkdir()
+    (filler / "app.py").write_text("HOW = 'inodes'\n" + _FILLER)
+    app = {"run": "python3 app.py", "health_path": "/", "health_timeout_s": 10}
+    agent.deploy(filler, "full-2", sequence=2, app=app)
+    shutil.rmtree(agent.data / "reserve")
+    time.sleep(6)  # full
+    with agent.client() as c, pytest.raises(AshatError):
+        c.rollback("full-2", "good-1")
+    for d in (agent.data / "shared").iterdir():  # the operator makes room
+        if d.name.startswith("d"):
+            d.rmdir()
+
+    def healthy() -> bool:
+        with agent.client() as c:
+            answer = c.health().get("app")
+        return isinstance(answer, dict) and answer.get("state") == "healthy"
+
+    wait_for(healthy, 40, "the app of full-2 running again")
+    assert agent.link("current") == "releases/full-2"

@@ -250,29 +250,34 @@ class Agent:
     def start_current_app(self) -> None:
         """Start the app of ``current`` (if it has one), as after a restart; log a failure."""
         with self.lock:
-            current = self.releases.link_target(CURRENT)
-            if current is None or self.app is not None or self.stopping.is_set():
-                return  # nothing to run, or an activation got here first
-            try:
-                spec = self._spec(current)
-                if spec.run is None:
-                    return
-                app = self._launch(current, spec, prepare=False)
-            except ActivationFailed as e:
-                secrets = self.secrets()
-                log.error(
-                    "the app of current release %s did not start: %s",
-                    current,
-                    scrub(e.message, secrets),
-                )
-                if e.log_tail:
-                    log.error("its log ends with:\n%s", scrub(e.log_tail, secrets))
+            self._start_current_app()
+
+    def _start_current_app(self) -> None:
+        """:meth:`start_current_app`, the lock held."""
+        current = self.releases.link_target(CURRENT)
+        if current is None or self.app is not None or self.stopping.is_set():
+            return  # nothing to run, or an activation got here first
+        try:
+            spec = self._spec(current)
+            if spec.run is None:
                 return
-            self.app = app
-            if app is not None:
-                self.metrics.app_up.set(1)
-                log.info("started the app of %s on port %d", current, app.port)
-                self._publish_or_log(app)
+            app = self._launch(current, spec, prepare=False)
+        except AgentError as e:  # it did not come up, or its record found no room
+            secrets = self.secrets()
+            log.error(
+                "the app of current release %s did not start: %s",
+                current,
+                scrub(e.message, secrets),
+            )
+            tail = getattr(e, "log_tail", None)
+            if tail:
+                log.error("its log ends with:\n%s", scrub(tail, secrets))
+            return
+        self.app = app
+        if app is not None:
+            self.metrics.app_up.set(1)
+            log.info("started the app of %s on port %d", current, app.port)
+            self._publish_or_log(app)
 
     def watch_app(self) -> None:
         """Restart the current release's app when it exits (run in a thread until the agent
@@ -302,7 +307,8 @@ class Agent:
                 self._dead_pid = app.pid
                 self.last_exit = app.proc.returncode
                 self.supervisor.stop(app)  # what it left running in its process group
-                self._untrack(app)
+                with contextlib.suppress(OSError):  # a full disk: the next start reaps it
+                    self._untrack(app)
                 log.error(
                     "the app of %s (pid %d) exited with status %s; restarting in %gs",
                     app.release, app.pid, app.proc.returncode, pause,
@@ -314,7 +320,7 @@ class Agent:
         self._dying += 1
         try:
             new = self._launch(app.release, self._spec(app.release), prepare=False)
-        except ActivationFailed as e:
+        except AgentError as e:  # it did not come up, or its record found no room
             log.error(
                 "the app of %s did not come back: %s", app.release, scrub(e.message, self.secrets())
             )
@@ -1040,7 +1046,14 @@ class Agent:
         except OSError as e:
             log.error("the app of %s is stopped, not its record: %s", running.release, e)
         log.warning("freed %d files of the reserve; switching again", freed)
-        answer = self._switch(target, new_previous, how, rolled_back)
+        try:
+            answer = self._switch(target, new_previous, how, rolled_back)
+        except BaseException:
+            if self.links()[0] != target:  # not switched: what ran runs again, if it can
+                self._start_current_app()
+                if self.app is None:  # not now (no room): the watcher tries again, paced
+                    self.app = running
+            raise
         if not self.layout.keep_reserve():
             log.error("the disk is still full: the agent's reserve could not be made again "
                       "(free room on %s)", self.layout.root)  # fmt: skip
