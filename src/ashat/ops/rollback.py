@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ashat.workflow.models import Deployment, Server
     from ashat.workflow.service import Workflow
 
-FLEET_ROLLBACK_LIMIT_S = 900.0  # the longest a fleet rollback is followed
+FLEET_ROLLBACK_LIMIT_S = 900.0  # a fleet rollback is followed this long, or its wave's timeout
 POLL_S = 0.3
 
 
@@ -117,8 +117,14 @@ def _rollback_fleet(
                 crash_point("rollback.started")
             if hooks.started is not None:
                 hooks.started(str(rollout_id), server)
-            deadline = time.monotonic() + FLEET_ROLLBACK_LIMIT_S
+            started = time.monotonic()
             dep, status = finish_fleet_rollback(wf, update_id, omega, str(rollout_id), reason)
+            # at least its wave's timeout (the release's own, which may exceed the limit)
+            wave_s = status.get("wave_timeout_s")
+            deadline = started + max(
+                FLEET_ROLLBACK_LIMIT_S,
+                float(wave_s) + 60.0 if isinstance(wave_s, int | float) else 0.0,
+            )
             while status.get("state") == "running":
                 if time.monotonic() > deadline:
                     raise OperationFailed(f"rollback {rollout_id} still running; see deploy status")
