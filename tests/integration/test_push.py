@@ -1017,3 +1017,28 @@ def test_a_rollback_of_a_push_that_never_activated_records_nothing_put_back(
     assert code == 0 and out["restored"] is None, out
     details = deploy_json("status", "hello-002")[1]["deployment"]["details"]
     assert details["public_restored"] is None, details
+
+
+def test_a_push_resumed_with_another_description_says_which_it_keeps(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """A review: ``deploy push`` killed once it had recorded the deployment, run again with
+    another description, kept the first one (its manifest was signed with it) and said
+    nothing. It says so now."""
+    agent = agent_factory()
+    hello_project(agent)
+    killed = subprocess.run(
+        [sys.executable, "-m", "ashat.cli.deploy", "push", "hello-001", "first words"],
+        env={**os.environ, "ASHAT_CRASH_AT": "push.recorded:1"}, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    res = deploy("push", "hello-001", "second words")
+    assert res.exit_code == 0, res.output
+    assert (
+        "resuming hello-001 (sequence 1), recorded with the description 'first words'; "
+        "the one given now is not used" in res.output
+    ), res.output
+    assert deploy_json("status", "hello-001")[1]["deployment"]["description"] == "first words"
+    res = deploy("push", "hello-002", "two")
+    assert "deployment hello-002 recorded (sequence 2)" in res.output, res.output

@@ -277,7 +277,16 @@ def push(
     dep, resumed = _start(wf, update_id, description, bundle, tasks)
     sequence = int(dep.details["sequence"])
     lap("record")
-    step("record", f"deployment {update_id} recorded (sequence {sequence})")
+    if not resumed:
+        step("record", f"deployment {update_id} recorded (sequence {sequence})")
+    elif dep.description != description:  # its manifest was signed with the first one
+        step(
+            "record",
+            f"resuming {update_id} (sequence {sequence}), recorded with the description "
+            f"{dep.description!r}; the one given now is not used",
+        )
+    else:
+        step("record", f"resuming {update_id} (sequence {sequence})")
     crash_point("push.recorded")
     try:
         signed = bundle.sign(sequence)
