@@ -37,6 +37,7 @@ from ashat.fleet.rollout import (
     summarize,
     waits,
 )
+from ashat.fleet.windows import holds
 
 log = logging.getLogger("ashat.omega")
 
@@ -108,9 +109,8 @@ class Controller:
         held = self.store.held_pending(
             r.rollout_id, r.current_wave, iso(now - HOLD_FRESH_S), released_since
         )
-        if r.kind is Kind.ROLLBACK:  # an app's update.lock does not hold its rollback
-            held = {m: why for m, why in held.items() if why != "lock"}
-        return held
+        rollback = r.kind is Kind.ROLLBACK
+        return {m: why for m, why in held.items() if why == "released" or holds(why, rollback)}
 
     def _bake_status(self, r: Rollout) -> dict[str, Any] | None:
         """The bake policy and the current wave's bake: ``{"bake_s", "prometheus",
@@ -158,7 +158,7 @@ class Controller:
             return (
                 candidate != update_id
                 and self.approvals.has(candidate)
-                and not self.store.rollbacks_from(candidate)
+                and not self.store.withdrawn(candidate)
             )
 
         for r in reversed(self.store.rollouts(RolloutState.COMPLETED)):

@@ -77,7 +77,7 @@ from ashat.fleet.directive import (
     peek_directive,
 )
 from ashat.fleet.download import BlobDownloader, DownloadError, Pack, Wanted
-from ashat.fleet.windows import LOCK_FILE, in_window, lock_holds, parse_window, zone
+from ashat.fleet.windows import LOCK_FILE, holds, in_window, lock_holds, parse_window, zone
 from ashat.ids import UNSAFE_LINES_RE
 from ashat.project import write_private
 from ashat.transport import outgoing
@@ -515,11 +515,10 @@ class Mainframe:
         m = self.agent.releases.manifest(current)
         return Running(current, m.sequence, m.digest())
 
-    def _hold(self, rollback: bool = False) -> str | None:
+    def _hold(self) -> str | None:
         """Why this mainframe may not switch now (``fleet/windows.py``): ``"window"`` outside
-        its maintenance windows, ``"lock"`` while its app holds ``update.lock``; else None.
-        ``rollback``: for a rollback, which the app's lock does not hold (the app may be
-        the very release rolled back: it must not keep itself running)."""
+        its maintenance windows, ``"lock"`` while its app holds ``update.lock``; else None
+        (:func:`~ashat.fleet.windows.holds` says which directives that keeps back)."""
         now = self.clock()
         local = now.astimezone(self._tz) if self._tz is not None else now.astimezone()
         if not in_window(self._windows, local):
@@ -531,9 +530,7 @@ class Mainframe:
             return None
         if self._lock_since is None:
             self._lock_since = now.timestamp()
-        if not rollback and lock_holds(
-            self._lock_since, now.timestamp(), self.config.update_lock_max_s
-        ):
+        if lock_holds(self._lock_since, now.timestamp(), self.config.update_lock_max_s):
             return "lock"
         return None
 
@@ -631,8 +628,8 @@ class Mainframe:
             self.metrics.installs.labels(result="already").inc()
             await self._report(http, d.rollout_id, d.update_id, "installed", None)
             return
-        rollback = d.action is Action.ROLLBACK
-        if (why := await asyncio.to_thread(self._hold, rollback)) is not None:  # since it polled
+        why = await asyncio.to_thread(self._hold)  # since it polled
+        if holds(why, rollback=d.action is Action.ROLLBACK):
             log.info("rollout %s: %s deferred (%s)", d.rollout_id, d.update_id, why)
             return
         log.info(

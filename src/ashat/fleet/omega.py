@@ -70,6 +70,7 @@ from ashat.fleet.omega_requests import (
 from ashat.fleet.omega_store import FleetStore, RegisteredMainframe, Rollout, Spec, TargetRow
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
 from ashat.fleet.s3_copy import S3Copy
+from ashat.fleet.windows import holds
 from ashat.labels import flat, labels_of, parse_selector
 from ashat.trust.held import held_root
 
@@ -470,8 +471,8 @@ class Omega:
                     )
                     self.store.set_running(lic.mainframe_id, m.update_id, m.sequence)
                 return None
-        if hold == "window" or (hold is not None and r.kind is not Kind.ROLLBACK):
-            return None  # outside its window, or its app locked updates (not a rollback): not now
+        if holds(hold, rollback=r.kind is Kind.ROLLBACK):  # outside its window, or locked
+            return None
         action = "rollback" if r.kind is Kind.ROLLBACK else "install"
         payload = {
             "mainframe_id": lic.mainframe_id,
@@ -815,7 +816,7 @@ class Omega:
                 self.store.bake_policy(last.rollout_id) or NO_BAKE,
             ):
                 return self.status(last.rollout_id), set(), False
-            if self.store.rollbacks_from(req.update_id):
+            if self.store.withdrawn(req.update_id):
                 raise FleetConflict(  # withdrawn: a rollout of it would undo the rollback
                     f"release {req.update_id} was rolled back on this OMEGA: it is not "
                     "released again (push a new release with the fix)",
@@ -960,7 +961,7 @@ class Omega:
             to_id = req.to_id
             if to_id is None:
                 before = installs[-1].from_update_id if installs else None
-                has = self.approvals.has(before) and not self.store.rollbacks_from(before or "")
+                has = self.approvals.has(before) and not self.store.withdrawn(before)
                 to_id = before if has else self.controller.fleet_previous(req.from_id)
             if to_id is None:
                 raise FleetConflict(
@@ -973,7 +974,7 @@ class Omega:
                 raise FleetConflict(
                     f"cannot roll back {req.from_id} to {to_id}: {why}", update_id=req.from_id
                 )
-            if self.store.rollbacks_from(to_id):  # withdrawn: not sent again, this way either
+            if self.store.withdrawn(to_id):  # not sent again, this way either
                 raise FleetConflict(
                     f"cannot roll back {req.from_id} to {to_id}: {to_id} was rolled back on "
                     "this OMEGA (name an earlier release, or leave the target to OMEGA)",
@@ -1127,7 +1128,7 @@ class Omega:
                     "an approved release",
                     update_id=update_id,
                 )
-            if update_id is not None and self.store.rollbacks_from(update_id):
+            if self.store.withdrawn(update_id):
                 # withdrawn: no rollout of it comes again, and a pin to it never converges
                 raise FleetConflict(
                     f"release {update_id} was rolled back on this OMEGA: a mainframe is pinned "

@@ -610,6 +610,16 @@ class FleetStore:
         )
         return [_rollout(r) for r in rows]
 
+    def withdrawn(self, update_id: str | None) -> bool:
+        """Whether a rollback rollout went away from ``update_id`` here: a release no
+        rollout, rollback or pin sends again."""
+        return update_id is not None and bool(
+            self.db.query_one(
+                "SELECT 1 FROM rollouts WHERE kind=? AND from_update_id=? LIMIT 1",
+                ("rollback", update_id),
+            )
+        )
+
     def rollouts_on(self, channels: Collection[str], limit: int = 200) -> list[Rollout]:
         """The newest ``limit`` rollouts on any of ``channels``, newest first."""
         if not channels:

@@ -114,3 +114,9 @@ def in_window(windows: tuple[Window, ...], local: dt.datetime) -> bool:
 def lock_holds(since: float | None, now: float, max_s: float) -> bool:
     """Whether an update lock first seen at ``since`` (None: no lock) still defers a switch."""
     return since is not None and 0 <= now - since < max_s
+
+
+def holds(hold: str | None, rollback: bool) -> bool:
+    """Whether a mainframe's ``hold`` keeps back a directive: a window holds any; the app's
+    lock only an install (the app may be the very release a rollback removes)."""
+    return hold is not None and not (rollback and hold == "lock")
