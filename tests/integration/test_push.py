@@ -450,16 +450,21 @@ def test_a_tree_over_publics_limits_is_refused_before_a_byte_is_sent(
     assert code == 0 and out["blobs_sent"] == 1 and current(agent) == "model-002", out
 
 
+def _never_healthy(root: Path) -> None:
+    """The project's next release: an app whose health path never answers (2 s to try)."""
+    toml = (root / "ashat.toml").read_text()
+    (root / "ashat.toml").write_text(
+        toml.replace('health_path = "/healthz"', 'health_path = "/nope"\nhealth_timeout_s = 2')
+    )
+
+
 def test_app_that_never_gets_healthy_fails_and_public_stays(
     agent_factory: Any, hello_project: Any
 ) -> None:
     agent = agent_factory()
     root = hello_project(agent)
     assert deploy("push", "hello-001", "good").exit_code == 0
-    toml = (root / "ashat.toml").read_text()
-    (root / "ashat.toml").write_text(
-        toml.replace('health_path = "/healthz"', 'health_path = "/nope"\nhealth_timeout_s = 2')
-    )
+    _never_healthy(root)
     code, out = deploy_json("push", "hello-002", "broken health path")
     assert code == 1 and "healthy" in out["error"]
     assert deploy_json("status", "hello-002")[1]["deployment"]["state"] == "failed"
@@ -1006,10 +1011,7 @@ def test_a_rollback_of_a_push_that_never_activated_records_nothing_put_back(
     agent = agent_factory()
     root = hello_project(agent)
     assert deploy("push", "hello-001", "good").exit_code == 0
-    toml = (root / "ashat.toml").read_text()
-    (root / "ashat.toml").write_text(
-        toml.replace('health_path = "/healthz"', 'health_path = "/nope"\nhealth_timeout_s = 2')
-    )
+    _never_healthy(root)
     assert deploy_json("push", "hello-002", "broken")[0] == 1
     assert deploy_json("status", "hello-002")[1]["deployment"]["state"] == "failed"
     assert current(agent) == "hello-001"
