@@ -34,6 +34,9 @@ if os.geteuid() == 0:
 os.environ["ASHAT_HELPER_SOCKET"] = os.path.join(
     tempfile.gettempdir(), f"ashat-tests-{os.getpid()}-no-helper", "deploy.sock"
 )
+# Nor may a push the tests run start one there (a push run without a helper leaves one for
+# the next command, outside CI): the tests that want one start it, or say ASHAT_HELPER=auto.
+os.environ["ASHAT_HELPER"] = "manual"
 
 pytest_plugins = ["process_fixtures", "alone"]  # tests/process_fixtures.py, tests/alone.py
 

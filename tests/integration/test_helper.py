@@ -669,3 +669,49 @@ def test_a_helper_starts_with_a_bad_ssl_cert_file(
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
+
+
+def _auto(helper: Helper, **more: str) -> dict[str, str]:
+    """Environment variables of a user's shell: ASHAT_HELPER unset (auto), not in CI."""
+    return {**more, "ASHAT_HELPER": more.get("ASHAT_HELPER", "auto"), "CI": more.get("CI", "")}
+
+
+def test_a_push_run_here_leaves_a_helper_for_the_next_commands(
+    helper: Helper, pushed_project: tuple[Any, Path]
+) -> None:
+    """Issue 20: a user's second push should not pay for Python's start and imports again.
+    A push that found no helper starts one as it ends; the next push runs in it."""
+    agent, root = pushed_project
+    out = helper.run("push", "v1", "first", cwd=root, **_auto(helper))
+    assert out.returncode == 0, out.stderr
+    assert "starting a warm helper" in out.stderr and str(helper.socket) in out.stderr
+    wait_for(lambda: helper.socket.exists() and warm.ask("status", str(helper.socket)),
+             60, "the helper the push started")  # fmt: skip
+    assert helper.status()["served"] == 0
+    again = helper.run("push", "v2", "second", cwd=root, **_auto(helper))
+    assert again.returncode == 0, again.stderr
+    assert "warm helper" not in again.stderr  # ran in it, and said nothing
+    assert helper.status()["served"] == 1
+    with agent.client() as client:
+        assert client.health()["current"] == "v2"
+
+
+@pytest.mark.parametrize(
+    ("verb", "env"),
+    [
+        ("push", {"ASHAT_HELPER": "manual"}),  # use one that runs, never start one
+        ("push", {"ASHAT_HELPER": "off"}),
+        ("push", {"CI": "true"}),  # a CI job's helper would outlive the job
+        ("history", {}),  # only a push starts one
+    ],
+)
+def test_no_helper_is_started_where_it_is_not_wanted(
+    helper: Helper, pushed_project: tuple[Any, Path], verb: str, env: dict[str, str]
+) -> None:
+    _, root = pushed_project
+    args = ("push", "v1", "first") if verb == "push" else (verb,)
+    out = helper.run(*args, cwd=root, **_auto(helper, **env))
+    assert out.returncode == 0, out.stderr
+    assert "warm helper" not in out.stderr
+    time.sleep(1.0)  # a helper started in the background would have bound its socket by now
+    assert not helper.socket.exists()

@@ -1,8 +1,9 @@
 """The warm helper: a process that has imported what ``deploy push`` needs, and forks a child
 to run each command a ``deploy`` process hands it (:mod:`ashat.cli.warm`).
 
-Started by ``deploy helper start`` (``python -P -m ashat.cli.helper --socket PATH``, in ``/``:
-nothing is imported from the directory it was started in); one per user and installation.
+Started by ``deploy helper start``, or by a ``deploy push`` that found none running
+(``python -P -m ashat.cli.helper --socket PATH``, in ``/``: nothing is imported from the
+directory it was started in); one per user and installation.
 The parent does nothing but accept, fork and report: it is single-threaded, opens no store,
 connection or key, so each child starts from a clean copy of a process that only imported
 modules. A child takes the client's stdin, stdout, stderr and working directory, umask,

@@ -16,6 +16,7 @@ from ashat.cli.output import OK, AshatGroup, emit, json_option
 from ashat.errors import InvalidInput, OperationFailed
 
 START_TIMEOUT_S = 30.0
+DEFAULT_IDLE_MINUTES = 120  # a helper stops after this long without a command
 
 
 def _log_path(path: str) -> str:
@@ -52,7 +53,7 @@ def helper() -> None:
     "--idle",
     "idle_minutes",
     type=click.IntRange(1, 7 * 24 * 60),
-    default=120,
+    default=DEFAULT_IDLE_MINUTES,
     show_default=True,
     metavar="MINUTES",
     help="Stop after this many minutes without a command.",
@@ -62,16 +63,14 @@ def start(idle_minutes: int) -> None:
     """Start this user's warm helper (if none runs)."""
     if not warm.SUPPORTED:
         raise InvalidInput("the warm helper needs Linux (SO_PEERCRED); deploy runs without it")
-    from ashat.cli.helper import prepare_socket_dir
-
     path = warm.socket_path()
     running = _status(path)
     if running is None:
         try:
-            prepare_socket_dir(path)
+            proc = launch(path, idle_minutes)
         except (OSError, warm.HelperError) as e:
             raise InvalidInput(f"cannot start the warm helper: {e}") from e
-        running = _spawn(path, idle_minutes)
+        running = _wait_up(path, proc)
         already = False
     else:
         already = True
@@ -87,18 +86,30 @@ def start(idle_minutes: int) -> None:
     emit({**running, "already": already}, human)
 
 
-def _spawn(path: str, idle_minutes: int) -> dict[str, Any]:
+def launch(path: str, idle_minutes: int = DEFAULT_IDLE_MINUTES) -> subprocess.Popen[bytes]:
+    """Start a helper listening on ``path`` (its directory made 0700 if missing) and return
+    at once: it answers once it has imported what a push needs. Raises ``OSError`` or
+    :class:`~ashat.cli.warm.HelperError` (a socket directory that cannot be trusted)."""
+    from ashat.cli.helper import prepare_socket_dir
+
+    prepare_socket_dir(path)
     log = _log_path(path)
     with open(log, "ab") as out:
         os.chmod(log, 0o600)
         # -P and cwd /: nothing on its import path but the installation's (a module planted
         # in the directory it was started from must not load into it)
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-P", "-m", "ashat.cli.helper", "--socket", path,
              "--idle", str(idle_minutes * 60)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=_helper_env(), cwd="/",
             start_new_session=True, close_fds=True,
         )  # fmt: skip
+
+
+def _wait_up(path: str, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The status of the helper ``proc`` once it answers on ``path`` (or of another start's,
+    if that one won the race). Raises OperationFailed."""
+    log = _log_path(path)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         status = _status(path)

@@ -12,8 +12,11 @@ with it. Output, exit codes and errors are those of a command run here. Ctrl-C, 
 hang-up and Ctrl-Z are passed on to the child's process group (through the helper, which
 knows it), and a signal this process ignores (``nohup``) is ignored there too.
 
-With no helper (the default) this costs one ``lstat``. This module imports only the standard
-library's light modules, so it adds nothing to ``deploy``'s start-up.
+With no helper this costs one ``lstat``, and the command runs here. A ``push`` run here
+then starts a helper in the background as it ends (:func:`start_wanted`), so that the next
+commands run warm; ``ASHAT_HELPER=manual`` uses a helper that runs but starts none,
+``ASHAT_HELPER=off`` uses none, and none is started where ``CI`` is set. This module imports
+only the standard library's light modules, so it adds nothing to ``deploy``'s start-up.
 
 Trust: the socket must be a socket of this user in a directory only this user can write,
 and both ends check the other's user id (``SO_PEERCRED``) before a byte is sent, so a
@@ -38,8 +41,9 @@ import time
 from typing import Any
 
 ENV_SOCKET = "ASHAT_HELPER_SOCKET"  # where the helper listens (default: socket_path())
-ENV_SWITCH = "ASHAT_HELPER"  # "off": never hand a command to a helper
+ENV_SWITCH = "ASHAT_HELPER"  # "off": never use a helper; "manual": use one, start none
 ROUTED = frozenset({"push", "status", "history", "log"})  # verbs that never prompt
+STARTS_HELPER = frozenset({"push"})  # run here, it leaves a helper for the next command
 MAX_FRAME = 1 << 20  # a request (argv, environment) is far smaller
 MAX_FDS = 4  # stdin, stdout, stderr, the working directory
 CONNECT_S = 1.0  # to connect to the helper
@@ -387,10 +391,53 @@ def _gone(pid: int, timeout_s: float = 10.0) -> None:
         os.close(fd)
 
 
+def start_wanted(argv: list[str]) -> bool:
+    """Whether this process, about to run ``argv`` itself, should leave a warm helper for
+    the next command as it ends: after a push (:data:`STARTS_HELPER`) where none listens,
+    unless ``ASHAT_HELPER`` is ``off`` or ``manual``, or ``CI`` is set (a CI job's helper
+    would outlive the job, and each job starts from nothing anyway)."""
+    if not SUPPORTED or verb(argv) not in STARTS_HELPER:
+        return False
+    if os.environ.get(ENV_SWITCH) in ("off", "manual"):
+        return False
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        return False
+    try:
+        sock = connect()
+    except (HelperError, OSError):  # something there this user cannot trust: said above
+        return False
+    if sock is not None:  # one runs (it refused this command, and said why): leave it be
+        sock.close()
+        return False
+    return True
+
+
+def leave_helper() -> None:
+    """Start this user's warm helper in the background and say so (it outlives this
+    process; :func:`start_wanted` said none runs). A failure is said, never fatal: the
+    command has run."""
+    from ashat.cli.helper_cmd import DEFAULT_IDLE_MINUTES, launch
+
+    path = socket_path()
+    try:
+        proc = launch(path)
+    except (HelperError, OSError) as e:
+        print(f"deploy: no warm helper started ({e}); ASHAT_HELPER=manual starts none",
+              file=sys.stderr)  # fmt: skip
+        return
+    print(
+        f"deploy: starting a warm helper (pid {proc.pid}, on {path}) so that the next "
+        f"commands start fast; it stops after {DEFAULT_IDLE_MINUTES} minutes idle ('deploy "
+        "helper stop' ends it now, ASHAT_HELPER=manual starts none)",
+        file=sys.stderr,
+    )
+
+
 def main() -> None:
     """The ``deploy`` console script."""
+    argv = sys.argv[1:]
     try:
-        code = run_through_helper(sys.argv[1:])
+        code = run_through_helper(argv)
     except KeyboardInterrupt:  # Ctrl-C before the command started: as deploy says it
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -403,7 +450,13 @@ def main() -> None:
         os._exit(code)
     from ashat.cli.deploy import main as run_here
 
-    run_here()
+    start = start_wanted(argv)
+    try:
+        run_here()
+    except SystemExit:  # how every command ends (click's)
+        if start:
+            leave_helper()
+        raise
 
 
 if __name__ == "__main__":
