@@ -64,7 +64,10 @@ def change_some(root: Path, fraction: float, rng: random.Random) -> int:
 def timed(args: list[str], **kw: object) -> tuple[float, subprocess.CompletedProcess[str]]:
     """Run and time ``args``, after writing back what earlier runs left dirty (untimed): a
     push makes its blobs durable, and must not pay for the bytes rsync left in the page
-    cache, nor rsync for a push's."""
+    cache, nor rsync for a push's. Half a second first: what an agent does after it answered
+    (deleting a pruned tree, copying the current one for the next stage) is not the next
+    run's to pay either."""
+    time.sleep(0.5)
     os.sync()
     t0 = time.perf_counter()
     res = subprocess.run(args, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]

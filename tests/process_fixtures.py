@@ -256,7 +256,8 @@ class AgentHandle:
             "releases": sorted(os.listdir(self.data / "releases")),
             "manifests": names(self.data / "manifests"),
             "links": {name: self.link(name) for name in ("current", "previous")},
-            "tmp": names(self.data / "tmp"),
+            # but the template the next stage may start from (made after a switch)
+            "tmp": [n for n in names(self.data / "tmp") if not n.startswith("template-")],
         }
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import stat
 from pathlib import Path
@@ -410,3 +411,33 @@ def test_app_env_is_applied_by_reload_and_at_each_activation(
         assert value not in agent.output()  # never in the agent's log
     res = ashat("agent", "reload", "--data", str(agent.data.parent / "nowhere"))
     assert res.exit_code == 2
+
+
+def test_a_small_change_is_staged_from_the_current_tree(
+    agent_factory: AgentFactory, trees: Trees
+) -> None:
+    """Issue 20: staging a release that changes a few of its files links those files only;
+    the rest of its tree is the current release's, copied after that one's switch."""
+    agent = agent_factory()
+    v1 = trees.tiny("v1", "one")
+    for i in range(100):
+        (v1 / "lib" / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
+        (v1 / "lib" / f"d{i % 7}" / f"m{i:03d}.py").write_text(f"VALUE = {i}\n")
+    agent.deploy(v1, "v1", app=trees.tiny_app())
+    healthy_app(agent)
+    wait_for(lambda: any(p.name.startswith("template-v1") for p in (agent.data / "tmp").iterdir()),
+             15, "the template of v1")  # fmt: skip
+    v2 = trees.base / "v2"
+    shutil.copytree(v1, v2)
+    (v2 / "marker.txt").write_text("two")
+    (v2 / "lib" / "d3" / "m003.py").unlink()
+    (v2 / "lib" / "new").mkdir()
+    (v2 / "lib" / "new" / "added.py").write_text("ADDED = True\n")
+    agent.deploy(v2, "v2", sequence=2, app=trees.tiny_app())
+    assert "staging v2 from the tree of v1: 2 entries removed, 2 made" in agent.output()
+    tree = agent.data / "releases" / "v2"
+    assert (tree / "marker.txt").read_text() == "two"
+    assert not (tree / "lib" / "d3" / "m003.py").exists()
+    assert (tree / "lib" / "new" / "added.py").read_text() == "ADDED = True\n"
+    assert len(list(tree.rglob("*.py"))) == 101  # app.py, 99 kept, 1 added
+    assert healthy_app(agent)["current"] == "v2"  # the activation found the tree whole

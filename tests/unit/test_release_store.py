@@ -4,6 +4,7 @@ pruned release must not make the next push read every blob it shared again."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,163 @@ def test_a_blob_altered_before_the_removal_is_still_read_again(
     releases.remove("r1", sealed=True)
     digests = [hashlib.sha256(c).hexdigest() for c in CONTENTS]
     assert blobs.missing(digests) == [digests[3]]  # quarantined, to be sent again
+
+
+# -- the template a stage starts from (issue 20: stage only what changed) ---------------------
+
+
+def _entry(path: str, data: bytes, mode: int = 0o644) -> FileEntry:
+    return FileEntry(path, hashlib.sha256(data).hexdigest(), len(data), mode)
+
+
+def _tree_manifest(update_id: str, entries: list[FileEntry]) -> Manifest:
+    return Manifest(
+        schema=SCHEMA, update_id=update_id, sequence=1, description="", app={},
+        created_at="2030-01-01T00:00:00+00:00", source={"kind": "dir", "path": "/src"},
+        files=tuple(sorted(entries, key=lambda e: e.path)),
+    )  # fmt: skip
+
+
+BASE = {f"pkg{i % 8}/sub{i % 3}/m{i:03d}.py": f"module {i}\n".encode() for i in range(90)}
+BASE |= {"run.sh": b"#!/bin/sh\n", "gone/only.txt": b"the only file of gone/", "a": b"a file"}
+
+
+def _base() -> list[FileEntry]:
+    out = [_entry(p, d, 0o755 if p.endswith(".sh") else 0o644) for p, d in BASE.items()]
+    out += [FileEntry.symlink("link", "run.sh", 0o777), FileEntry.symlink("old", "a", 0o777)]
+    out += [FileEntry.symlink("stays", "run.sh", 0o777)]
+    return out
+
+
+def _changed() -> list[FileEntry]:
+    """The base with each kind of change a release makes."""
+    keep = {e.path: e for e in _base() if e.path not in {"gone/only.txt", "a", "old", "link"}}
+    keep["pkg0/sub0/m000.py"] = _entry("pkg0/sub0/m000.py", b"module 0, rewritten\n")
+    keep["pkg1/sub1/m001.py"] = _entry("pkg1/sub1/m001.py", b"module 1\n", 0o755)  # mode only
+    del keep["pkg2/sub2/m002.py"]
+    keep["new/deep/er/x.txt"] = _entry("new/deep/er/x.txt", b"added in new directories")
+    keep["a/inside.txt"] = _entry("a/inside.txt", b"a was a file, now a directory")
+    keep["gone"] = _entry("gone", b"gone/ was a directory, now a file")
+    keep["link"] = FileEntry.symlink("link", "a/inside.txt", 0o777)  # retargeted
+    keep["old"] = _entry("old", b"a symlink before, a file now")
+    return list(keep.values())
+
+
+def _snapshot(root: Path) -> dict[str, tuple[str, int, object]]:
+    """What a tree holds: each path's kind, mode and inode (a file) or target (a symlink)."""
+    out: dict[str, tuple[str, int, object]] = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            out[rel] = ("symlink", 0, os.readlink(p))
+        elif p.is_dir():
+            out[rel] = ("dir", st.st_mode & 0o7777, None)
+        else:
+            out[rel] = ("file", st.st_mode & 0o7777, st.st_ino)
+    return out
+
+
+@pytest.fixture
+def tree_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[BlobStore, ReleaseStore]:
+    monkeypatch.setattr(blobs_mod, "SETTLE_NS", 0)
+    layout = Layout(tmp_path / "agent")
+    layout.ensure()
+    blobs = BlobStore(layout.blobs, layout.tmp, 1 << 30)
+    contents = [*BASE.values(), b"module 0, rewritten\n", b"added in new directories",
+                b"a was a file, now a directory", b"gone/ was a directory, now a file",
+                b"a symlink before, a file now"]  # fmt: skip
+    for data in contents:
+        w = blobs.writer(hashlib.sha256(data).hexdigest())
+        w.write(data)
+        w.finish()
+        blobs.commit([w])
+    return blobs, ReleaseStore(layout, blobs)
+
+
+def _count_links(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    made: list[str] = []
+    real = os.link
+
+    def counting(src: str, dst: str) -> None:
+        made.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr(os, "link", counting)
+    return made
+
+
+def _with_template(releases: ReleaseStore, *, sealed: bool = False) -> None:
+    """Release r1 (the base) staged, and its template kept, as after its switch."""
+    base = _tree_manifest("r1", _base())
+    releases.install(base, base.to_bytes(), releases.materialize(base, sealed=sealed))
+    releases.prepare_template(base, sealed=sealed)
+
+
+@pytest.mark.parametrize("sealed", [True, False])
+def test_a_stage_after_a_switch_links_only_what_changed(
+    tree_stores: tuple[BlobStore, ReleaseStore], monkeypatch: pytest.MonkeyPatch, sealed: bool
+) -> None:
+    """Issue 20: a push that changes a few files of 2,000 made 2,000 links at each stage.
+    With the template of the current release (made after its switch, off the request's
+    path), the stage makes the changed files' links only, and the tree is exactly the one
+    made anew: the same paths, kinds, modes, stored inodes and symlink targets, nothing more
+    — the activation's check finds nothing wrong."""
+    _, releases = tree_stores
+    _with_template(releases, sealed=sealed)
+    m = _tree_manifest("r2", _changed())
+    links = _count_links(monkeypatch)
+    releases.install(m, m.to_bytes(), releases.materialize(m, sealed=sealed))
+    added = {"pkg0/sub0/m000.py", "pkg1/sub1/m001.py", "new/deep/er/x.txt", "a/inside.txt",
+             "gone", "old"}  # fmt: skip
+    assert sorted(os.path.relpath(d, releases.layout.tmp).split("/", 1)[1] for d in links) == (
+        sorted(added)
+    )
+    monkeypatch.undo()
+    fresh = releases.materialize(_tree_manifest("r3", _changed()))  # no template left: anew
+    assert _snapshot(releases.layout.release_dir("r2")) == _snapshot(fresh)
+    assert releases.damaged(m, by_hash=True) == []
+    assert not any(p.name.startswith("template-") for p in releases.layout.tmp.iterdir())
+
+
+def test_a_release_unlike_the_template_is_made_anew_and_the_template_kept(
+    tree_stores: tuple[BlobStore, ReleaseStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, releases = tree_stores
+    _with_template(releases)
+    other = _tree_manifest("r2", [_entry("x/only.txt", b"module 1\n")])  # shares nothing
+    links = _count_links(monkeypatch)
+    releases.materialize(other)
+    assert len(links) == 1
+    links.clear()
+    releases.materialize(_tree_manifest("r3", _changed()))  # the template is still there
+    assert len(links) == 6
+
+
+def test_the_template_of_a_release_removed_since_is_not_used(
+    tree_stores: tuple[BlobStore, ReleaseStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its blobs may have been collected (and sent again, as other inodes) since."""
+    _, releases = tree_stores
+    _with_template(releases)
+    releases.remove("r1")
+    links = _count_links(monkeypatch)
+    releases.materialize(_tree_manifest("r2", _changed()))
+    assert len(links) == len([e for e in _changed() if e.kind == "file"])
+    assert not any(p.name.startswith("template-") for p in releases.layout.tmp.iterdir())
+
+
+def test_a_stage_that_fails_on_the_template_leaves_nothing(
+    tree_stores: tuple[BlobStore, ReleaseStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, releases = tree_stores
+    _with_template(releases)
+
+    def full(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "link", full)
+    monkeypatch.setattr(ReleaseStore, "_copy", staticmethod(lambda *a: full("", "")))
+    with pytest.raises(OSError, match="No space"):
+        releases.materialize(_tree_manifest("r2", _changed()))
+    assert list(releases.layout.tmp.iterdir()) == []

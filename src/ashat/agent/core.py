@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from ashat import __version__
 from ashat.agent.blobs import BLOB_MODE, BlobStore
 from ashat.agent.checks.base import app_env_secrets, scrub
-from ashat.agent.config import AgentConfig
+from ashat.agent.config import AgentConfig, AgentRole
 from ashat.agent.confine import choose_jail
 from ashat.agent.environments import Environments, EnvSpec
 from ashat.agent.errors import (
@@ -1015,6 +1015,7 @@ class Agent:
                       unsaved.strerror or unsaved)  # fmt: skip
             raise StorageFailed(f"the state of {how} to {target} (it is current)", unsaved)
         self._prune()
+        self._keep_template(target)
         return {"current": target, "previous": new_previous, "app": self.app_info()}
 
     def _rollback_with_room(
@@ -1150,16 +1151,33 @@ class Agent:
         # blobs would wait for the next full scan.
         self._collect_blobs(pruned)
         for work in deletions:
-            self._sweep(work)
+            self._sweep(work, "could not delete a pruned release")
 
-    def _sweep(self, work: Callable[[], None]) -> None:
-        """Run ``work`` (deleting a pruned tree) after this request, off its path."""
+    def _keep_template(self, update_id: str) -> None:
+        """After a switch on PUBLIC, off the request's path: a copy of ``update_id``'s tree
+        for the next stage to start from (:meth:`ReleaseStore.prepare_template`). PUBLIC
+        only: pushes follow each other there, and a developer waits for each; OMEGA and
+        the mainframes stage a release now and then, where a copy kept between would be
+        work done for nothing (and, for a fleet sharing a host, during its rollout)."""
+        if self.config.role is not AgentRole.PUBLIC:
+            return
+        m = self.releases.manifest(update_id)
+        sealed = self.jail.isolated
+        self._sweep(
+            lambda: self.releases.prepare_template(m, sealed=sealed),
+            f"no template of {update_id} for the next stage (it is made anew)",
+            level=logging.WARNING,
+        )
+
+    def _sweep(self, work: Callable[[], None], failed: str, level: int = logging.ERROR) -> None:
+        """Run ``work`` after this request, off its path; an ``OSError`` is logged after
+        ``failed``."""
 
         def run() -> None:
             try:
                 work()
             except OSError as e:  # what is left in tmp/ goes at the next start
-                log.error("could not delete a pruned release: %s", e)
+                log.log(level, "%s: %s", failed, e)
 
         try:
             self._sweeper.submit(run)

@@ -17,14 +17,23 @@ where the app could have written it). The app has ``ASHAT_SHARED_DIR`` for data.
 that fails (another filesystem, too many links) falls back to a copy. Symlinks are
 recreated as symlinks; the manifest has already refused any that leave the tree
 (:mod:`ashat.bundle.paths`).
+
+After each switch the agent keeps a *template*: a copy of the current tree in ``tmp/``, made
+the same way off the request's path (:meth:`ReleaseStore.prepare_template`). The next stage
+that shares most of its files takes it and changes only what differs (unlinks, links,
+directories), so staging a 1 % change costs 1 % of the links rather than the whole tree's
+(issue 20). The result is the tree :meth:`ReleaseStore.materialize` would have made, and
+every activation still checks it against the signed manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -43,6 +52,28 @@ from ashat.project import write_private
 MODE_MASK = 0o1755
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+log = logging.getLogger("ashat.agent")
+TEMPLATE_MIN_ENTRIES = 64  # a smaller tree is made anew at each stage: a template would not pay
+
+
+def _same(a: FileEntry, b: FileEntry) -> bool:
+    """Whether entries ``a`` and ``b`` (of one path) put the same thing on disk."""
+    if a.kind != b.kind:
+        return False
+    if a.kind == "symlink":
+        return a.target == b.target
+    return a.sha256 == b.sha256 and a.mode & MODE_MASK == b.mode & MODE_MASK
+
+
+def _directories(paths: Iterable[str]) -> set[str]:
+    """Every directory (relative, no trailing slash) holding one of ``paths``."""
+    out: set[str] = set()
+    for p in paths:
+        i = p.rfind("/")
+        while i > 0 and p[:i] not in out:
+            out.add(p[:i])
+            i = p.rfind("/", 0, i)
+    return out
 
 
 class ReleaseStore:
@@ -50,6 +81,9 @@ class ReleaseStore:
         self.layout = layout
         self.blobs = blobs
         self._manifests: dict[str, Manifest] = {}
+        # (manifest, tree in tmp/) of the template the next stage may take; under the lock
+        self._template: tuple[Manifest, Path] | None = None
+        self._template_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -122,7 +156,8 @@ class ReleaseStore:
         return missing
 
     def materialize(self, m: Manifest, *, sealed: bool = False) -> Path:
-        """Build the tree in a new staging directory under ``tmp/`` and return it.
+        """Build the tree in a new staging directory under ``tmp/`` and return it: from the
+        template (:meth:`prepare_template`) where it shares most of its files, else anew.
 
         ``sealed``: the app cannot write the store (:mod:`.confine`), so a blob hashed
         before it was linked still counts as hashed after (activation then need not read it
@@ -130,37 +165,21 @@ class ReleaseStore:
 
         Raises ``OSError`` (a disk full, a blob gone); the staging directory is removed.
         """
-        dest = self.layout.temp_name(f"stage-{m.update_id}")
+        template = self._take_template(m)
+        if template is not None:
+            return self._from_template(m, *template, sealed=sealed)
+        return self._build(m, "stage", sealed=sealed)
+
+    def _build(self, m: Manifest, prefix: str, *, sealed: bool) -> Path:
+        """``m``'s whole tree, durable, in a new directory ``tmp/<prefix>-<id>-…``."""
+        dest = self.layout.temp_name(f"{prefix}-{m.update_id}")
         dest.mkdir(mode=0o755)
-        root = str(dest)
         try:
             files = [e for e in m.files if e.kind == "file"]
             self.blobs.link_sources((e.sha256, e.size, e.mode & MODE_MASK) for e in files)
+            root = str(dest)
             dirs = {root}
-            copied: list[str] = []
-            linked: list[tuple[str, str]] = []
-            stored, link = self.blobs.file, os.link  # 2,000 times: looked up once
-            for e in m.files:
-                target = f"{root}/{e.path}"  # safe: validated relative POSIX path
-                parent = target.rpartition("/")[0]  # os.path.dirname, of a normalized path
-                if parent not in dirs:
-                    os.makedirs(parent, mode=0o755, exist_ok=True)
-                    while parent not in dirs:
-                        dirs.add(parent)
-                        parent = os.path.dirname(parent)
-                if e.kind == "symlink":
-                    assert e.target is not None  # a symlink entry always has one
-                    os.symlink(e.target, target)
-                    continue
-                source = stored(e.sha256, e.mode & MODE_MASK)
-                crash_point("stage.link")
-                try:
-                    link(source, target)
-                except OSError:  # another filesystem, too many links: copy instead
-                    self._copy(source, e, target)
-                    copied.append(target)
-                    continue
-                linked.append((target, e.sha256))
+            copied, linked = self._place(root, m.files, dirs)
             if sealed:  # after all links: a blob linked twice moved its ctime twice
                 self.blobs.relinked(linked)
             fsync_paths(copied)
@@ -169,6 +188,120 @@ class ReleaseStore:
             remove_tree(dest)
             raise
         return dest
+
+    def _place(
+        self, root: str, entries: Iterable[FileEntry], dirs: set[str]
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """Make each entry under ``root`` (its directories as needed, added to ``dirs``): a
+        link to its stored file, or a copy where linking fails, or a symlink. Returns the
+        files copied and the ``(path, sha256)`` linked."""
+        copied: list[str] = []
+        linked: list[tuple[str, str]] = []
+        stored, link = self.blobs.file, os.link  # 2,000 times: looked up once
+        for e in entries:
+            target = f"{root}/{e.path}"  # safe: validated relative POSIX path
+            parent = target.rpartition("/")[0]  # os.path.dirname, of a normalized path
+            if parent not in dirs:
+                os.makedirs(parent, mode=0o755, exist_ok=True)
+                while parent not in dirs:
+                    dirs.add(parent)
+                    parent = os.path.dirname(parent)
+            if e.kind == "symlink":
+                assert e.target is not None  # a symlink entry always has one
+                os.symlink(e.target, target)
+                continue
+            source = stored(e.sha256, e.mode & MODE_MASK)
+            crash_point("stage.link")
+            try:
+                link(source, target)
+            except OSError:  # another filesystem, too many links: copy instead
+                self._copy(source, e, target)
+                copied.append(target)
+                continue
+            linked.append((target, e.sha256))
+        return copied, linked
+
+    # -- the template ----------------------------------------------------------------------
+
+    def prepare_template(self, m: Manifest, *, sealed: bool = False) -> None:
+        """Keep a copy of ``m``'s tree in ``tmp/``, made as :meth:`materialize` makes one,
+        for the next stage to start from (replacing the one kept before). A tree of fewer
+        than :data:`TEMPLATE_MIN_ENTRIES` entries gets none. Raises ``OSError``."""
+        if len(m.files) < TEMPLATE_MIN_ENTRIES:
+            self.drop_template()
+            return
+        tree = self._build(m, "template", sealed=sealed)
+        with self._template_lock:
+            old, self._template = self._template, (m, tree)
+        if old is not None:
+            remove_tree(old[1])
+
+    def drop_template(self) -> None:
+        """Remove the template, if one is kept."""
+        with self._template_lock:
+            old, self._template = self._template, None
+        if old is not None:
+            remove_tree(old[1])
+
+    def _take_template(self, m: Manifest) -> tuple[Manifest, Path] | None:
+        """The template, taken (no other stage gets it), if ``m`` shares most of its
+        entries with it and the release it copies is still kept (its blobs are then kept
+        too); else None, and it stays."""
+        with self._template_lock:
+            if self._template is None:
+                return None
+            base, tree = self._template
+            if self.exists(base.update_id):
+                old = {e.path: e for e in base.files}
+                shared = sum(1 for e in m.files if e.path in old and _same(old[e.path], e))
+                if shared * 2 < len(m.files):
+                    return None
+            self._template = None
+        if not self.exists(base.update_id):  # removed: its blobs may go, and so does this
+            remove_tree(tree)
+            return None
+        return base, tree
+
+    def _from_template(self, m: Manifest, base: Manifest, tree: Path, *, sealed: bool) -> Path:
+        """Turn the template ``tree`` (``base``'s) into ``m``'s: remove what ``m`` does not
+        have or has otherwise, then make what it adds; only the directories changed are
+        made durable again (the rest were when the template was made)."""
+        root = str(tree)
+        try:
+            new = {e.path: e for e in m.files}
+            old = {e.path: e for e in base.files}
+            gone = [e for p, e in old.items() if p not in new or not _same(e, new[p])]
+            added = [e for p, e in new.items() if p not in old or not _same(old[p], e)]
+            touched: set[str] = set()
+            for e in gone:
+                os.unlink(f"{root}/{e.path}")
+                touched.add(f"{root}/{e.path}".rpartition("/")[0])
+            for d in sorted(_directories(old) - _directories(new), key=len, reverse=True):
+                os.rmdir(f"{root}/{d}")  # deepest first: each is empty by now
+                touched.add(f"{root}/{d}".rpartition("/")[0])
+            self.blobs.link_sources(
+                (e.sha256, e.size, e.mode & MODE_MASK) for e in added if e.kind == "file"
+            )
+            dirs = {root} | {f"{root}/{d}" for d in _directories(new) & _directories(old)}
+            before = set(dirs)
+            copied, linked = self._place(root, added, dirs)
+            touched |= {f"{root}/{e.path}".rpartition("/")[0] for e in added}
+            touched |= {d.rpartition("/")[0] for d in dirs - before}  # each made: its parent
+            if sealed:  # unlinked and linked: those blobs' ctimes moved
+                unlinked = [
+                    (self.blobs.file(e.sha256, e.mode & MODE_MASK), e.sha256)
+                    for e in gone
+                    if e.kind == "file"
+                ]
+                self.blobs.relinked([*unlinked, *linked])
+            fsync_paths(copied)
+            fsync_paths(sorted(touched))
+        except BaseException:
+            remove_tree(tree)
+            raise
+        log.info("staging %s from the tree of %s: %d entries removed, %d made", m.update_id,
+                 base.update_id, len(gone), len(added))  # fmt: skip
+        return tree
 
     @staticmethod
     def _copy(source: str, e: FileEntry, target: str) -> None:
