@@ -336,6 +336,30 @@ def test_a_pack_of_one_blob_a_million_times_costs_no_memory(tmp_path: Path) -> N
     assert peak < 16 << 20, f"{peak / 2**20:.0f} MiB"
 
 
+def test_a_pack_of_blobs_stored_already_stores_nothing_new_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """A pack's blobs are not looked up in the store before they are written (the client
+    sends those it was told are missing); one stored already is dropped at the commit,
+    keeping the stored file, and the answer counts it as not new."""
+    (tmp_path / "t").mkdir()
+    store = BlobStore(tmp_path / "b", tmp_path / "t", 1 << 30)
+    blobs = [f"blob {i}\n".encode() * 100 for i in range(3)]
+
+    async def pack(*items: bytes) -> AsyncIterator[bytes]:
+        for data in items:
+            yield f"{hashlib.sha256(data).hexdigest()} {len(data)}\n".encode() + data
+
+    assert asyncio.run(receive_pack(pack(blobs[0]), store)).stored == 1
+    first = os.stat(store.file(hashlib.sha256(blobs[0]).hexdigest()))
+    result = asyncio.run(receive_pack(pack(*blobs), store))
+    assert (result.blobs, result.stored) == (3, 2)
+    again = os.stat(store.file(hashlib.sha256(blobs[0]).hexdigest()))
+    assert (again.st_ino, again.st_ctime_ns) == (first.st_ino, first.st_ctime_ns)
+    assert os.listdir(tmp_path / "t") == []
+    assert store.missing([hashlib.sha256(b).hexdigest() for b in blobs]) == []
+
+
 def test_a_stage_racing_an_activation_that_prunes_keeps_the_blobs_it_was_told_were_there(
     tmp_path: Path,
 ) -> None:

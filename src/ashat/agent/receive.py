@@ -200,7 +200,10 @@ async def receive_pack(chunks: AsyncIterator[bytes], store: BlobStore) -> PackRe
             # A blob sent twice in one pack is hashed both times but written once; its
             # writer is not kept (a million copies of one blob cost no memory).
             again = sha in pending
-            writer = BlobWriter(store, sha, discard=again)
+            # Not looked up in the store first: a client sends the blobs it was told are
+            # missing, and one stored meanwhile is dropped at the commit (an lstat per blob
+            # saved, issue 20).
+            writer = BlobWriter(store, sha, discard=again, look=False)
             if not again:
                 writers.append(writer)
             pending.add(sha)
