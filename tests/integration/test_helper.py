@@ -338,10 +338,15 @@ def test_start_refuses_a_second_helper_on_a_live_socket(helper: Helper) -> None:
 
 
 def test_the_helper_keeps_no_secret_of_the_starting_shell(helper: Helper) -> None:
-    pid = helper.run("helper", "start", "--json", ASHAT_TOKEN="s3cret-token-value")
+    # A push starts one now, and it lives for hours: a token of another tool in the shell
+    # that pushed (review, seventh session) is not kept either, only what Python reads.
+    pid = helper.run("helper", "start", "--json", ASHAT_TOKEN="s3cret-token-value",
+                     GITHUB_TOKEN="ghp-other-tool-secret", LC_ALL="C.UTF-8")  # fmt: skip
     environ = Path(f"/proc/{json.loads(pid.stdout)['pid']}/environ").read_bytes()
     assert b"s3cret-token-value" not in environ
+    assert b"ghp-other-tool-secret" not in environ
     assert b"ASHAT_HELPER_SOCKET=" in environ
+    assert b"LC_ALL=C.UTF-8" in environ and b"PATH=" in environ
 
 
 # -- another user -----------------------------------------------------------------------------
@@ -703,6 +708,7 @@ def test_a_push_run_here_leaves_a_helper_for_the_next_commands(
         ("push", {"ASHAT_HELPER": "off"}),
         ("push", {"CI": "true"}),  # a CI job's helper would outlive the job
         ("history", {}),  # only a push starts one
+        ("push", {"bad": "1"}),  # a push that failed (here: bad input) starts none
     ],
 )
 def test_no_helper_is_started_where_it_is_not_wanted(
@@ -710,8 +716,10 @@ def test_no_helper_is_started_where_it_is_not_wanted(
 ) -> None:
     _, root = pushed_project
     args = ("push", "v1", "first") if verb == "push" else (verb,)
+    if env.pop("bad", None):
+        args = ("push", "not a valid id", "first")
     out = helper.run(*args, cwd=root, **_auto(helper, **env))
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == (2 if "not a valid id" in args else 0), out.stderr
     assert "warm helper" not in out.stderr
     time.sleep(1.0)  # a helper started in the background would have bound its socket by now
     assert not helper.socket.exists()

@@ -360,6 +360,27 @@ def test_a_pack_of_blobs_stored_already_stores_nothing_new_and_leaves_nothing(
     assert store.missing([hashlib.sha256(b).hexdigest() for b in blobs]) == []
 
 
+def test_a_pack_of_a_blob_stored_already_spends_no_quota(tmp_path: Path) -> None:
+    """Review (seventh session): with packs no longer looked up before writing, a blob
+    stored already counted against ashat serve's spool quota, and a retried pack got 413."""
+    (tmp_path / "t").mkdir()
+    store = BlobStore(tmp_path / "b", tmp_path / "t", 1 << 30)
+    data = b"x" * 5000
+    sha = hashlib.sha256(data).hexdigest()
+    w = store.writer(sha)
+    w.write(data)
+    w.finish()
+    store.commit([w])
+    store.budget = (1000, "your upload quota")  # less room left than the blob's size
+
+    async def pack() -> AsyncIterator[bytes]:
+        yield f"{sha} {len(data)}\n".encode() + data
+
+    result = asyncio.run(receive_pack(pack(), store))
+    assert (result.blobs, result.stored, store.spent) == (1, 0, 0)
+    assert os.listdir(tmp_path / "t") == []
+
+
 def test_a_stage_racing_an_activation_that_prunes_keeps_the_blobs_it_was_told_were_there(
     tmp_path: Path,
 ) -> None:

@@ -252,6 +252,9 @@ class BlobStore:
         # (st_dev, st_ino) -> (sha256, fingerprint) of an inode whose bytes were hashed
         self._hashed: dict[tuple[int, int], tuple[str, tuple[int, int, int]]] = {}
         self.quarantined = 0  # blobs moved aside since start (a metric)
+        # moves each time a stored file gets a new inode where one was (a blob quarantined,
+        # a mode file made again): a tree linked before may hold the old one
+        self.replaced = 0
         # bytes new blobs may still take, and the quota it is (``ashat serve``'s spool)
         self.budget: tuple[int, str] | None = None
         self.spent = 0
@@ -339,6 +342,7 @@ class BlobStore:
             moved = True
         if moved:
             self.quarantined += 1
+            self.replaced += 1
             log.error("blob %s does not hash to its name: moved to quarantine/", sha256)
         return moved
 
@@ -486,6 +490,7 @@ class BlobStore:
                     os.makedirs(parent, exist_ok=True)
                     dirs.add(parent)
                 os.replace(tmp, dest)
+                self.replaced += 1
                 self._hashed_now(dest, os.path.basename(dest))  # copied from a hashed blob
             fsync_paths(sorted(dirs))
         finally:

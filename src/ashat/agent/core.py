@@ -1178,6 +1178,8 @@ class Agent:
                 work()
             except OSError as e:  # what is left in tmp/ goes at the next start
                 log.log(level, "%s: %s", failed, e)
+            except Exception:  # not lost in the executor: said, with where it came from
+                log.exception("%s", failed)
 
         try:
             self._sweeper.submit(run)

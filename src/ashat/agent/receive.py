@@ -202,8 +202,10 @@ async def receive_pack(chunks: AsyncIterator[bytes], store: BlobStore) -> PackRe
             again = sha in pending
             # Not looked up in the store first: a client sends the blobs it was told are
             # missing, and one stored meanwhile is dropped at the commit (an lstat per blob
-            # saved, issue 20).
-            writer = BlobWriter(store, sha, discard=again, look=False)
+            # saved, issue 20). Under a quota (ashat serve's spool) it is: a blob stored
+            # already must not count against it, nor be written again to be dropped.
+            look = store.budget is not None
+            writer = BlobWriter(store, sha, discard=again, look=look)
             if not again:
                 writers.append(writer)
             pending.add(sha)

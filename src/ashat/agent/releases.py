@@ -81,8 +81,9 @@ class ReleaseStore:
         self.layout = layout
         self.blobs = blobs
         self._manifests: dict[str, Manifest] = {}
-        # (manifest, tree in tmp/) of the template the next stage may take; under the lock
-        self._template: tuple[Manifest, Path] | None = None
+        # (manifest, tree in tmp/, the store's ``replaced`` when it was begun) of the template
+        # the next stage may take; under the lock
+        self._template: tuple[Manifest, Path, int] | None = None
         self._template_lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------------
@@ -230,34 +231,42 @@ class ReleaseStore:
         if len(m.files) < TEMPLATE_MIN_ENTRIES:
             self.drop_template()
             return
+        replaced = self.blobs.replaced  # before a link is made: a change during counts
         tree = self._build(m, "template", sealed=sealed)
         with self._template_lock:
-            old, self._template = self._template, (m, tree)
+            if not self.exists(m.update_id):  # removed meanwhile (:meth:`remove` drops it)
+                old: tuple[Manifest, Path, int] | None = (m, tree, replaced)
+            else:
+                old, self._template = self._template, (m, tree, replaced)
         if old is not None:
             remove_tree(old[1])
 
-    def drop_template(self) -> None:
-        """Remove the template, if one is kept."""
+    def drop_template(self, of: str | None = None) -> None:
+        """Remove the template (only if it copies release ``of``, where given)."""
         with self._template_lock:
-            old, self._template = self._template, None
-        if old is not None:
-            remove_tree(old[1])
+            old = self._template
+            if old is None or (of is not None and old[0].update_id != of):
+                return
+            self._template = None
+        remove_tree(old[1])
 
     def _take_template(self, m: Manifest) -> tuple[Manifest, Path] | None:
-        """The template, taken (no other stage gets it), if ``m`` shares most of its
-        entries with it and the release it copies is still kept (its blobs are then kept
-        too); else None, and it stays."""
+        """The template, taken (no other stage gets it), if making ``m`` from it changes
+        fewer entries than making ``m`` anew links; else None, and it stays. One that may
+        link a stored file's old inode (a blob quarantined or a mode file made again since
+        it was begun) is dropped: the stage makes its tree anew."""
         with self._template_lock:
             if self._template is None:
                 return None
-            base, tree = self._template
-            if self.exists(base.update_id):
+            base, tree, replaced = self._template
+            if replaced == self.blobs.replaced:
                 old = {e.path: e for e in base.files}
                 shared = sum(1 for e in m.files if e.path in old and _same(old[e.path], e))
-                if shared * 2 < len(m.files):
+                changes = (len(base.files) - shared) + (len(m.files) - shared)
+                if changes >= len(m.files):
                     return None
             self._template = None
-        if not self.exists(base.update_id):  # removed: its blobs may go, and so does this
+        if replaced != self.blobs.replaced:
             remove_tree(tree)
             return None
         return base, tree
@@ -287,6 +296,7 @@ class ReleaseStore:
             copied, linked = self._place(root, added, dirs)
             touched |= {f"{root}/{e.path}".rpartition("/")[0] for e in added}
             touched |= {d.rpartition("/")[0] for d in dirs - before}  # each made: its parent
+            touched &= dirs  # not a directory removed, or made a file or symlink since
             if sealed:  # unlinked and linked: those blobs' ctimes moved
                 unlinked = [
                     (self.blobs.file(e.sha256, e.mode & MODE_MASK), e.sha256)
@@ -430,6 +440,8 @@ class ReleaseStore:
             os.rename(tree, trash)
             fsync_dir(self.layout.releases)
             crash_point("release.remove")
+        # after the rename: a template begun before sees the release gone (prepare_template)
+        self.drop_template(of=update_id)  # its blobs may be collected from now on
         with contextlib.suppress(FileNotFoundError):
             self.layout.manifest_file(update_id).unlink()
 

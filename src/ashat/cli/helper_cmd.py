@@ -35,11 +35,22 @@ def _status(path: str) -> dict[str, Any] | None:
     return _ask("status", path)
 
 
+# What the helper keeps of the environment it was started from: what an interpreter, its
+# imports and its locale read. Each child takes its own client's environment whole.
+HELPER_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR"})
+HELPER_ENV_PREFIXES = ("PYTHON", "LC_", "XDG_", "SSL_CERT_")
+
+
 def _helper_env() -> dict[str, str]:
     """The helper's own environment: each child takes its client's, so nothing of a
-    command's (``ASHAT_TOKEN``, ``ASHAT_USER``, ``ASHAT_DB``…) is kept in the helper."""
+    command's (``ASHAT_TOKEN``, ``ASHAT_USER``, ``ASHAT_DB``…) nor of the shell it was
+    started from (``GITHUB_TOKEN``, ``AWS_SECRET_ACCESS_KEY``…) is kept in the helper,
+    which a push may start and which lives for hours: only :data:`HELPER_ENV`, names
+    starting with :data:`HELPER_ENV_PREFIXES`, and its socket's."""
     return {
-        k: v for k, v in os.environ.items() if not k.startswith("ASHAT_") or k == warm.ENV_SOCKET
+        k: v
+        for k, v in os.environ.items()
+        if k in HELPER_ENV or k.startswith(HELPER_ENV_PREFIXES) or k == warm.ENV_SOCKET
     }
 
 

@@ -393,9 +393,9 @@ def _gone(pid: int, timeout_s: float = 10.0) -> None:
 
 def start_wanted(argv: list[str]) -> bool:
     """Whether this process, about to run ``argv`` itself, should leave a warm helper for
-    the next command as it ends: after a push (:data:`STARTS_HELPER`) where none listens,
-    unless ``ASHAT_HELPER`` is ``off`` or ``manual``, or ``CI`` is set (a CI job's helper
-    would outlive the job, and each job starts from nothing anyway)."""
+    the next command as it ends, if it succeeds: after a push (:data:`STARTS_HELPER`) where
+    none listens, unless ``ASHAT_HELPER`` is ``off`` or ``manual``, or ``CI`` is set (a CI
+    job's helper would outlive the job, and each job starts from nothing anyway)."""
     if not SUPPORTED or verb(argv) not in STARTS_HELPER:
         return False
     if os.environ.get(ENV_SWITCH) in ("off", "manual"):
@@ -453,8 +453,8 @@ def main() -> None:
     start = start_wanted(argv)
     try:
         run_here()
-    except SystemExit:  # how every command ends (click's)
-        if start:
+    except SystemExit as e:  # how every command ends (click's)
+        if start and e.code in (0, None):  # a push that went through, not a typo or --help
             leave_helper()
         raise
 
