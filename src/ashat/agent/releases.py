@@ -20,7 +20,7 @@ recreated as symlinks; the manifest has already refused any that leave the tree
 
 After each switch the agent keeps a *template*: a copy of the current tree in ``tmp/``, made
 the same way off the request's path (:meth:`ReleaseStore.prepare_template`). The next stage
-that shares most of its files takes it and changes only what differs (unlinks, links,
+it costs less than a tree made anew takes it and changes only what differs (unlinks, links,
 directories), so staging a 1 % change costs 1 % of the links rather than the whole tree's
 (issue 20). The result is the tree :meth:`ReleaseStore.materialize` would have made, and
 every activation still checks it against the signed manifest.
@@ -158,7 +158,7 @@ class ReleaseStore:
 
     def materialize(self, m: Manifest, *, sealed: bool = False) -> Path:
         """Build the tree in a new staging directory under ``tmp/`` and return it: from the
-        template (:meth:`prepare_template`) where it shares most of its files, else anew.
+        template (:meth:`prepare_template`) where that changes fewer entries, else anew.
 
         ``sealed``: the app cannot write the store (:mod:`.confine`), so a blob hashed
         before it was linked still counts as hashed after (activation then need not read it
