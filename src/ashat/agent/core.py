@@ -1170,8 +1170,8 @@ class Agent:
         )
 
     def _sweep(self, work: Callable[[], None], failed: str, level: int = logging.ERROR) -> None:
-        """Run ``work`` after this request, off its path; an ``OSError`` is logged after
-        ``failed``."""
+        """Run ``work`` after this request, off its path; an error is logged after
+        ``failed`` (an ``OSError`` at ``level``, anything else with its traceback)."""
 
         def run() -> None:
             try:

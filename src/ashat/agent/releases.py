@@ -65,6 +65,16 @@ def _same(a: FileEntry, b: FileEntry) -> bool:
     return a.sha256 == b.sha256 and a.mode & MODE_MASK == b.mode & MODE_MASK
 
 
+def _diff(base: Manifest, m: Manifest) -> tuple[list[FileEntry], list[FileEntry]]:
+    """What turns ``base``'s tree into ``m``'s: the entries of ``base`` to remove (gone, or
+    put otherwise) and the entries of ``m`` to make."""
+    new = {e.path: e for e in m.files}
+    old = {e.path: e for e in base.files}
+    gone = [e for p, e in old.items() if p not in new or not _same(e, new[p])]
+    added = [e for p, e in new.items() if p not in old or not _same(old[p], e)]
+    return gone, added
+
+
 def _directories(paths: Iterable[str]) -> set[str]:
     """Every directory (relative, no trailing slash) holding one of ``paths``."""
     out: set[str] = set()
@@ -250,48 +260,56 @@ class ReleaseStore:
             self._template = None
         remove_tree(old[1])
 
-    def _take_template(self, m: Manifest) -> tuple[Manifest, Path] | None:
-        """The template, taken (no other stage gets it), if making ``m`` from it changes
-        fewer entries than making ``m`` anew links; else None, and it stays. One that may
-        link a stored file's old inode (a blob quarantined or a mode file made again since
-        it was begun) is dropped: the stage makes its tree anew."""
+    def _take_template(
+        self, m: Manifest
+    ) -> tuple[Manifest, Path, list[FileEntry], list[FileEntry]] | None:
+        """The template, taken (no other stage gets it), with :func:`_diff` of it to ``m``,
+        if that changes fewer entries than making ``m`` anew links; else None, and it
+        stays. One that may link a stored file's old inode (a blob quarantined or a mode
+        file made again since it was begun) is dropped: the stage makes its tree anew."""
         with self._template_lock:
             if self._template is None:
                 return None
             base, tree, replaced = self._template
-            if replaced == self.blobs.replaced:
-                old = {e.path: e for e in base.files}
-                shared = sum(1 for e in m.files if e.path in old and _same(old[e.path], e))
-                changes = (len(base.files) - shared) + (len(m.files) - shared)
-                if changes >= len(m.files):
+            stale = replaced != self.blobs.replaced
+            if not stale:
+                gone, added = _diff(base, m)
+                if len(gone) + len(added) >= len(m.files):
                     return None
             self._template = None
-        if replaced != self.blobs.replaced:
+        if stale:  # (a file replaced after this is found by the activation's check)
             remove_tree(tree)
             return None
-        return base, tree
+        return base, tree, gone, added
 
-    def _from_template(self, m: Manifest, base: Manifest, tree: Path, *, sealed: bool) -> Path:
-        """Turn the template ``tree`` (``base``'s) into ``m``'s: remove what ``m`` does not
-        have or has otherwise, then make what it adds; only the directories changed are
-        made durable again (the rest were when the template was made)."""
+    def _from_template(
+        self,
+        m: Manifest,
+        base: Manifest,
+        tree: Path,
+        gone: list[FileEntry],
+        added: list[FileEntry],
+        *,
+        sealed: bool,
+    ) -> Path:
+        """Turn the template ``tree`` (``base``'s) into ``m``'s: remove the entries ``gone``,
+        then make those ``added`` (:func:`_diff`); only the directories changed are made
+        durable again (the rest were when the template was made)."""
         root = str(tree)
+        old, new = (e.path for e in base.files), (e.path for e in m.files)
         try:
-            new = {e.path: e for e in m.files}
-            old = {e.path: e for e in base.files}
-            gone = [e for p, e in old.items() if p not in new or not _same(e, new[p])]
-            added = [e for p, e in new.items() if p not in old or not _same(old[p], e)]
             touched: set[str] = set()
             for e in gone:
                 os.unlink(f"{root}/{e.path}")
                 touched.add(f"{root}/{e.path}".rpartition("/")[0])
-            for d in sorted(_directories(old) - _directories(new), key=len, reverse=True):
+            old_dirs, new_dirs = _directories(old), _directories(new)
+            for d in sorted(old_dirs - new_dirs, key=len, reverse=True):
                 os.rmdir(f"{root}/{d}")  # deepest first: each is empty by now
                 touched.add(f"{root}/{d}".rpartition("/")[0])
             self.blobs.link_sources(
                 (e.sha256, e.size, e.mode & MODE_MASK) for e in added if e.kind == "file"
             )
-            dirs = {root} | {f"{root}/{d}" for d in _directories(new) & _directories(old)}
+            dirs = {root} | {f"{root}/{d}" for d in new_dirs & old_dirs}
             before = set(dirs)
             copied, linked = self._place(root, added, dirs)
             touched |= {f"{root}/{e.path}".rpartition("/")[0] for e in added}
