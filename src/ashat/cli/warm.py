@@ -38,6 +38,7 @@ import stat
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 ENV_SOCKET = "ASHAT_HELPER_SOCKET"  # where the helper listens (default: socket_path())
@@ -263,9 +264,12 @@ def _not_used(why: object) -> None:
     print(f"deploy: warm helper not used: {why}", file=sys.stderr)
 
 
-def run_through_helper(argv: list[str]) -> int | None:
+def run_through_helper(
+    argv: list[str], on_absent: Callable[[], object] | None = None
+) -> int | None:
     """Run ``deploy ARGV`` in the helper; its exit status, or None to run it here (no
-    helper, one that cannot be trusted or refuses, or a verb it does not take)."""
+    helper, one that cannot be trusted or refuses, or a verb it does not take).
+    ``on_absent()`` is called where it looked and no helper listens."""
     if not SUPPORTED or os.environ.get(ENV_SWITCH) == "off" or verb(argv) not in ROUTED:
         return None
     if not _valid_stdio():
@@ -276,6 +280,8 @@ def run_through_helper(argv: list[str]) -> int | None:
         _not_used(e)
         return None
     if sock is None:
+        if on_absent is not None:
+            on_absent()
         return None
     with sock:
         try:
@@ -392,24 +398,16 @@ def _gone(pid: int, timeout_s: float = 10.0) -> None:
 
 
 def start_wanted(argv: list[str]) -> bool:
-    """Whether this process, about to run ``argv`` itself, should leave a warm helper for
-    the next command as it ends, if it succeeds: after a push (:data:`STARTS_HELPER`) where
-    none listens, unless ``ASHAT_HELPER`` is ``off`` or ``manual``, or ``CI`` is set (a CI
-    job's helper would outlive the job, and each job starts from nothing anyway)."""
+    """Whether this process, about to run ``argv`` itself because no helper listens
+    (:func:`run_through_helper` found none), should leave one for the next command as it
+    ends, if it succeeds: after a push (:data:`STARTS_HELPER`), unless ``ASHAT_HELPER`` is
+    ``off`` or ``manual``, or ``CI`` is set (a CI job's helper would outlive the job, and
+    each job starts from nothing anyway)."""
     if not SUPPORTED or verb(argv) not in STARTS_HELPER:
         return False
     if os.environ.get(ENV_SWITCH) in ("off", "manual"):
         return False
-    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
-        return False
-    try:
-        sock = connect()
-    except (HelperError, OSError):  # something there this user cannot trust: said above
-        return False
-    if sock is not None:  # one runs (it refused this command, and said why): leave it be
-        sock.close()
-        return False
-    return True
+    return os.environ.get("CI", "").lower() in ("", "0", "false", "no")
 
 
 def leave_helper() -> None:
@@ -436,8 +434,9 @@ def leave_helper() -> None:
 def main() -> None:
     """The ``deploy`` console script."""
     argv = sys.argv[1:]
+    absent: list[bool] = []
     try:
-        code = run_through_helper(argv)
+        code = run_through_helper(argv, on_absent=lambda: absent.append(True))
     except KeyboardInterrupt:  # Ctrl-C before the command started: as deploy says it
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -450,7 +449,7 @@ def main() -> None:
         os._exit(code)
     from ashat.cli.deploy import main as run_here
 
-    start = start_wanted(argv)
+    start = bool(absent) and start_wanted(argv)  # not where one runs and refused this
     try:
         run_here()
     except SystemExit as e:  # how every command ends (click's)
