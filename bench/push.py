@@ -185,7 +185,10 @@ def main() -> None:
         env = {**os.environ, "ASHAT_USER": "bench", "NO_COLOR": "1", "ASHAT_HELPER": "auto",
                "CI": "", "ASHAT_SIGNING_KEY": str(base / "keys" / "alpha.key")}  # fmt: skip
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: bytecode written once, kept
-        deploy = [sys.executable, "-m", "ashat.cli.warm"]  # what the deploy script runs
+        # the deploy script the installation made (its wrapper's imports are paid too), or
+        # what it runs, where there is none
+        script = Path(sys.executable).with_name("deploy")
+        deploy = [str(script)] if script.exists() else [sys.executable, "-m", "ashat.cli.warm"]
         env[ENV_SOCKET] = str(base / "helper" / "deploy.sock")
         (base / "helper").mkdir(mode=0o700)
         timed([*deploy, "configure", "public", agent.url, "Bench", "--token-file", str(token)],
@@ -281,7 +284,8 @@ def main() -> None:
             start_ms([sys.executable, "-S", "-c", "pass"]),
         )
         print(f"a Python start here: {full:.0f} ms ({bare:.0f} ms without site-packages, -S); "
-              f"rsync's: {start_ms(['rsync', '--version']):.0f} ms")  # fmt: skip
+              f"rsync's: {start_ms(['rsync', '--version']):.0f} ms; deploy ran as "
+              f"{' '.join(deploy)}")  # fmt: skip
         print(f"creating {PROBE_FILES:,} empty files before the first push took " + ", ".join(
             f"{t:.2f} s {where}" for where, t in probes.items()
         ) + ": ext4 without a journal (this VM's root) skips the inodes freed in the last "

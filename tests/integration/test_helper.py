@@ -472,6 +472,36 @@ def test_a_helper_imports_nothing_from_where_it_was_started(
     assert not marker.exists()
 
 
+def test_a_warm_command_imports_nothing_heavy_before_the_helper_has_it(
+    helper: Helper, project: Path
+) -> None:
+    """Before the helper has a command, its client pays its interpreter's start and the
+    imports of :mod:`ashat.cli.warm`: those once held json, socket, signal, typing and
+    contextlib (with re and enum under them), ~30 ms of each warm command on the 2-core
+    machine, as much as the command's own work in the helper (issue 20). ``-S`` and a path
+    holding only ashat: what site-packages' ``.pth`` files import is not the client's."""
+    import ashat
+
+    helper.start()
+    served = helper.status()["served"]
+    client = "import sys; from ashat.cli.warm import main; sys.exit(main())"  # as the script
+    out = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-c", client, "history"], cwd=project,
+        env=helper.env(PYTHONPATH=str(Path(ashat.__file__).parents[1])),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert helper.status()["served"] == served + 1  # the helper ran it
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in out.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "ashat.cli.warm" in imported
+    heavy = {"json", "re", "enum", "typing", "contextlib", "socket", "signal", "array"}
+    assert imported.isdisjoint(heavy), sorted(imported & heavy)
+
+
 def test_a_client_that_leaves_at_once_does_not_stop_the_helper(
     helper: Helper, project: Path
 ) -> None:
@@ -482,7 +512,7 @@ def test_a_client_that_leaves_at_once_does_not_stop_the_helper(
         assert sock is not None
         cwd = os.open(project, os.O_RDONLY)
         request = {"op": "run", "argv": ["history"], "env": dict(os.environ), "umask": 0o22,
-                   "ignored": [], "blocked": [], "fingerprint": warm.fingerprint()}  # fmt: skip
+                   "fingerprint": warm.fingerprint()}  # fmt: skip
         warm.send(sock, request, [0, 1, 2, cwd])
         os.close(cwd)
         sock.close()  # before the helper answers with the pid

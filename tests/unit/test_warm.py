@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ashat.cli import warm
 
@@ -59,7 +61,7 @@ def test_a_message_and_its_descriptors_arrive_together() -> None:
         warm.send(a, {"op": "run", "argv": ["status"], "env": {"K": "v" * 100_000}}, [w])
         message, fds = warm.receive(b, max_fds=3)
         assert message is not None and message["argv"] == ["status"]
-        assert len(message["env"]["K"]) == 100_000  # longer than one read
+        assert message["env"] == ["K=" + "v" * 100_000]  # longer than one read
         assert len(fds) == 1
         os.write(fds[0], b"through the passed descriptor")
         os.close(fds[0])
@@ -74,9 +76,10 @@ def test_a_message_and_its_descriptors_arrive_together() -> None:
     ("raw", "why"),
     [
         (struct.pack("!I", warm.MAX_FRAME + 1), "over"),
-        (struct.pack("!I", 3) + b"{{{", "not JSON"),
-        (struct.pack("!I", 2) + b"[]", "not a JSON object"),
-        (struct.pack("!I", 10) + b"{}", "mid-message"),
+        (struct.pack("!I", 3) + b"{{{", "not key=value"),
+        (struct.pack("!I", 5) + b"a=1\0b", "not key=value"),
+        (struct.pack("!I", 2) + b"=1", "not key=value"),
+        (struct.pack("!I", 10) + b"a=", "mid-message"),
     ],
 )
 def test_a_bad_message_is_refused(raw: bytes, why: str) -> None:
@@ -137,7 +140,7 @@ def test_descriptors_of_a_bad_message_are_closed() -> None:
             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [w]))],
         )
         os.close(w)
-        with pytest.raises(warm.HelperError, match="not a JSON object"):
+        with pytest.raises(warm.HelperError, match="not key=value"):
             warm.receive(b, max_fds=4)
     assert os.read(r, 1) == b""  # every write end is closed: the reader sees the end
     os.close(r)
@@ -146,7 +149,7 @@ def test_descriptors_of_a_bad_message_are_closed() -> None:
 def test_a_whole_message_must_come_in_time() -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with a, b:
-        a.sendall(struct.pack("!I", 10) + b"{")  # and then nothing
+        a.sendall(struct.pack("!I", 10) + b"a")  # and then nothing
         with pytest.raises(warm.HelperError, match="in time"):
             warm.receive(b, timeout_s=0.2)
 
@@ -191,3 +194,59 @@ def test_a_command_may_run_longer_than_any_timeout_of_the_handshake() -> None:
             assert warm._wait(a, os.getpid()) == 7
         finally:
             later.join()
+
+
+_TEXT = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    argv=st.lists(_TEXT),
+    env=st.dictionaries(_TEXT.filter(lambda k: "=" not in k and k != ""), _TEXT),
+    umask=st.integers(0, 0o777),
+)
+def test_a_run_request_reads_back_as_it_was_sent(
+    argv: list[str], env: dict[str, str], umask: int
+) -> None:
+    """Arguments and variables are any text but NUL, which neither can hold; a list keeps
+    its order, the empty string included."""
+    message = warm.decode(warm.encode({"op": "run", "argv": argv, "env": env, "umask": umask}))
+    assert warm.one(message, "op") == "run"
+    assert message.get("argv", []) == argv
+    assert dict(v.partition("=")[::2] for v in message.get("env", [])) == env
+    assert warm.number(warm.one(message, "umask")) == umask
+
+
+def test_bytes_that_are_not_text_read_back_as_sent() -> None:
+    """An argument that is not UTF-8 (a file name) is passed on as the same bytes."""
+    arg = os.fsdecode(b"caf\xe9")
+    assert warm.decode(warm.encode({"argv": [arg]}))["argv"] == [arg]
+
+
+@pytest.mark.parametrize(
+    ("message", "why"),
+    [
+        ({"argv": ["a\0b"]}, "NUL"),
+        ({"env": {"A=B": "c"}}, "'='"),
+        ({"a=b": "c"}, "'='"),
+    ],
+)
+def test_what_would_not_read_back_the_same_is_not_sent(
+    message: dict[str, object], why: str
+) -> None:
+    with pytest.raises(ValueError, match=why):
+        warm.encode(message)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("12", 12), ("-15", -15), ("0", 0), ("", None), ("-", None), ("1.5", None), (" 1", None),
+     ("١", None), (None, None)],
+)  # fmt: skip
+def test_a_number_is_ascii_digits(text: str | None, value: int | None) -> None:
+    assert warm.number(text) == value
+
+
+def test_a_key_sent_twice_is_not_one_value() -> None:
+    message = warm.decode(b"pid=1\0pid=2")
+    assert message["pid"] == ["1", "2"] and warm.one(message, "pid") is None

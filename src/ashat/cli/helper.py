@@ -31,6 +31,7 @@ import contextlib
 import fcntl
 import functools
 import gc
+import json
 import os
 import select
 import signal
@@ -38,6 +39,7 @@ import socket
 import stat
 import sys
 import time
+from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -308,8 +310,8 @@ class Helper:
             message, _ = warm.receive(conn, timeout_s=1.0)
         except (OSError, warm.HelperError):
             message = None
-        signum = (message or {}).get("signal")
-        if isinstance(signum, int) and signum in FORWARDABLE:
+        signum = warm.number(warm.one(message or {}, "signal"))
+        if signum is not None and signum in FORWARDABLE:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signum)
             return
@@ -357,15 +359,15 @@ class Helper:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
-    def _answer(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
-        op = request.get("op")
+    def _answer(self, conn: socket.socket, request: warm.Message, fds: list[int]) -> None:
+        op = warm.one(request, "op")
         if op == "status":
-            warm.send(conn, self.status())
+            warm.send(conn, {"status": json.dumps(self.status())})
             conn.close()
             return
         if op == "stop":
             self._stop("deploy helper stop")
-            warm.send(conn, {**self.status(), "stopping": True})
+            warm.send(conn, {"status": json.dumps({**self.status(), "stopping": True})})
             conn.close()
             return
         if op != "run":
@@ -375,7 +377,7 @@ class Helper:
             log(f"refused a command and stopping: {changed}")
             self._stop(changed)
             refusal = f"the helper stopped: {changed}"
-        elif request.get("fingerprint") != self.own:
+        elif warm.one(request, "fingerprint") != self.own:
             refusal = "the helper runs other code than this deploy (another ashat or Python)"
         if refusal is not None:
             warm.send(conn, {"refused": refusal})
@@ -511,25 +513,29 @@ class Job:
         return code
 
 
-def _job(request: dict[str, Any], fds: list[int]) -> Job:
-    argv, env, umask, ignored, blocked = (
-        request.get(k) for k in ("argv", "env", "umask", "ignored", "blocked")
-    )
+def _job(request: warm.Message, fds: list[int]) -> Job:
+    """The command a ``run`` request asks for (:func:`warm.encode` made it)."""
     if len(fds) != warm.MAX_FDS:
         raise warm.HelperError(f"a command came with {len(fds)} descriptors, not 4")
-    if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
-        raise warm.HelperError("argv must be a list of strings")
-    if not isinstance(umask, int):
+    umask = warm.number(warm.one(request, "umask"))
+    if umask is None:
         raise warm.HelperError("umask must be a number")
-    if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
-        raise warm.HelperError("env must map names to strings")
-    if not (isinstance(ignored, list) and all(s in warm.FORWARDED for s in ignored)):
-        raise warm.HelperError("ignored must list signals a client forwards")
-    if not (isinstance(blocked, list) and all(s in signal.valid_signals() for s in blocked)):
-        raise warm.HelperError("blocked must list signals")
-    return Job(
-        argv, env, umask & 0o777, [int(s) for s in ignored], [int(s) for s in blocked], list(fds)
-    )
+    env = dict(item.partition("=")[::2] for item in request.get("env", []))
+    if len(env) != len(request.get("env", [])) or "" in env:
+        raise warm.HelperError("env must name each variable once")
+    ignored = _signals(request, "ignored", set(warm.FORWARDED), "signals a client forwards")
+    blocked = _signals(request, "blocked", signal.valid_signals(), "signals")
+    return Job(request.get("argv", []), env, umask & 0o777, ignored, blocked, list(fds))
+
+
+def _signals(request: warm.Message, key: str, allowed: Set[int], what: str) -> list[int]:
+    out = []
+    for text in request.get(key, []):
+        signum = warm.number(text)
+        if signum is None or signum not in allowed:
+            raise warm.HelperError(f"{key} must list {what}")
+        out.append(signum)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,8 +15,14 @@ knows it), and a signal this process ignores (``nohup``) is ignored there too.
 With no helper this costs one ``lstat``, and the command runs here. A ``push`` run here
 then starts a helper in the background as it ends (:func:`start_wanted`), so that the next
 commands run warm; ``ASHAT_HELPER=manual`` uses a helper that runs but starts none,
-``ASHAT_HELPER=off`` uses none, and none is started where ``CI`` is set. This module imports
-only the standard library's light modules, so it adds nothing to ``deploy``'s start-up.
+``ASHAT_HELPER=off`` uses none, and none is started where ``CI`` is set.
+
+This module is all a warm command imports before the helper has it, so it imports no module
+that imports ``enum`` or ``re``: ``socket`` and ``signal`` are their C modules, and a message
+on the socket is not JSON but ``key=value`` fields joined by NUL bytes (:func:`encode`),
+which neither an argument nor an environment variable can hold. With pip 25 or later (or
+uv), the ``deploy`` script itself imports nothing else; pip 24 and older wrote one that
+imports ``re``.
 
 Trust: the socket must be a socket of this user in a directory only this user can write,
 and both ends check the other's user id (``SO_PEERCRED``) before a byte is sent, so a
@@ -28,18 +34,28 @@ its own child, as a ``deploy`` process does.
 
 from __future__ import annotations
 
-import array
-import contextlib
-import json
 import os
-import signal
-import socket
 import stat
 import struct
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # as typing has it: importing typing costs ~15 ms here (below)
+
+try:  # the C modules under socket and signal: their Python wrappers import enum (below)
+    import _signal as signal
+    import _socket as socket
+except ImportError:  # pragma: no cover - an interpreter without them
+    import signal
+    import socket  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
+# ``json``, ``socket``, ``signal``, ``typing``, ``contextlib`` and what they import were ~30 ms
+# of each warm command on the 2-core machine (docs/performance.md): as much as a small push's
+# own work in the helper.
 
 ENV_SOCKET = "ASHAT_HELPER_SOCKET"  # where the helper listens (default: socket_path())
 ENV_SWITCH = "ASHAT_HELPER"  # "off": never use a helper; "manual": use one, start none
@@ -60,6 +76,7 @@ SUPPORTED = all(
 ) and hasattr(signal, "pthread_sigmask")  # fmt: skip
 _HEADER = struct.Struct("!I")
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_FD = struct.Struct("i")  # a descriptor in SCM_RIGHTS data
 
 
 class HelperError(Exception):
@@ -124,11 +141,66 @@ def peer(sock: socket.socket) -> tuple[int, int]:
     return int(pid), int(uid)
 
 
-def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    data = json.dumps(message).encode()
+Message = dict[str, list[str]]  # a message as read: each key's values, in the order sent
+
+
+def encode(message: Mapping[str, object]) -> bytes:
+    """``message`` as a frame's payload: ``key=value`` fields joined by NUL bytes, which
+    neither an argument nor an environment variable can hold. A list or tuple gives one
+    field per item, in order; a dict one ``key=name=value`` field per item; anything else
+    one field of its ``str``. Raises ValueError for what would not read back the same (a
+    NUL byte; an ``=`` in a key or in a dict's name)."""
+    fields = []
+    for key, value in message.items():
+        if isinstance(value, dict):
+            if any("=" in str(name) for name in value):
+                raise ValueError(f"a name in {key!r} holds '='")
+            items: Sequence[object] = [f"{name}={v}" for name, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = value
+        else:
+            items = [value]
+        if "=" in key:
+            raise ValueError(f"the key {key!r} holds '='")
+        for item in items:
+            field = os.fsencode(f"{key}={item}")
+            if b"\0" in field:
+                raise ValueError(f"a value of {key!r} holds a NUL byte")
+            fields.append(field)
+    return b"\0".join(fields)
+
+
+def decode(data: bytes) -> Message:
+    """A payload :func:`encode` made, read back. Raises :class:`HelperError` for a field
+    that is not ``key=value``."""
+    message: Message = {}
+    for raw in data.split(b"\0") if data else ():
+        key, eq, value = raw.partition(b"=")
+        if not eq or not key:
+            raise HelperError("a message field that is not key=value")
+        message.setdefault(os.fsdecode(key), []).append(os.fsdecode(value))
+    return message
+
+
+def one(message: Message, key: str) -> str | None:
+    """The value of ``key``; None if the message has none, or more than one."""
+    values = message.get(key)
+    return values[0] if values is not None and len(values) == 1 else None
+
+
+def number(text: str | None) -> int | None:
+    """``text`` as a whole number written in ASCII digits, or None."""
+    digits = text[1:] if text and text[0] == "-" else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    return int(text)  # type: ignore[arg-type]
+
+
+def send(sock: socket.socket, message: Mapping[str, object], fds: list[int] | None = None) -> None:
+    data = encode(message)
     frame = _HEADER.pack(len(data)) + data
     if fds:
-        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"".join(_FD.pack(fd) for fd in fds))]
         sent = sock.sendmsg([frame], rights)
         if sent < len(frame):
             sock.sendall(frame[sent:])
@@ -136,9 +208,17 @@ def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = N
         sock.sendall(frame)
 
 
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def receive(
     sock: socket.socket, max_fds: int = 0, timeout_s: float | None = None
-) -> tuple[dict[str, Any] | None, list[int]]:
+) -> tuple[Message | None, list[int]]:
     """One message and the descriptors that came with it; (None, []) at a clean end.
     ``timeout_s`` bounds the whole message, not each read. On any error the descriptors
     received are closed and :class:`HelperError` (or ``OSError``) raised."""
@@ -156,13 +236,12 @@ def receive(
                     raise HelperError("no whole message in time")
                 sock.settimeout(left)
             if max_fds and not fds and not buf:
-                space = socket.CMSG_SPACE(max_fds * array.array("i").itemsize)
+                space = socket.CMSG_SPACE(max_fds * _FD.size)
                 chunk, ancillary, flags, _ = sock.recvmsg(need, space)
                 for level, kind, data in ancillary:
                     if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                        got = array.array("i")
-                        got.frombytes(data[: len(data) - len(data) % got.itemsize])
-                        fds.extend(got)
+                        whole = len(data) - len(data) % _FD.size
+                        fds.extend(fd for (fd,) in _FD.iter_unpack(data[:whole]))
                 if flags & socket.MSG_CTRUNC:
                     raise HelperError(f"more than {max_fds} descriptors came with a message")
             else:
@@ -177,21 +256,12 @@ def receive(
                 if length > MAX_FRAME:
                     raise HelperError(f"a message of {length} bytes, over {MAX_FRAME}")
                 need += length
-        try:
-            message = json.loads(buf[_HEADER.size :])
-        except ValueError as e:
-            raise HelperError("a message that is not JSON") from e
-        if not isinstance(message, dict):
-            raise HelperError("a message that is not a JSON object")
+        message = decode(buf[_HEADER.size :])
     except TimeoutError as e:
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _close_all(fds)
         raise HelperError("no whole message in time") from e
     except BaseException:
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _close_all(fds)
         raise
     return message, fds
 
@@ -219,15 +289,28 @@ def connect(path: str | None = None, timeout: float | None = CONNECT_S) -> socke
 
 
 def ask(op: str, path: str | None = None) -> dict[str, Any] | None:
-    """Send a control request (``status``, ``stop``) to the helper; its answer, or None if
-    no helper listens."""
+    """Send a control request (``status``, ``stop``) to the helper; its status (the JSON
+    object of its one ``status`` field), or None if no helper listens."""
+    import json  # not on a command's way: only ``deploy helper`` asks
+
     sock = connect(path)
     if sock is None:
         return None
-    with sock:
+    try:
         send(sock, {"op": op})
         answer, _ = receive(sock, timeout_s=ANSWER_S)
-        return answer
+    finally:
+        sock.close()
+    if answer is None:  # it closed the connection: it stopped as we asked
+        return None
+    text = one(answer, "status")
+    try:
+        status = json.loads(text) if text is not None else None
+    except ValueError as e:
+        raise HelperError("a status that is not JSON") from e
+    if not isinstance(status, dict):
+        raise HelperError(f"no status in the helper's answer: {answer}")
+    return status
 
 
 def verb(argv: list[str]) -> str | None:
@@ -283,48 +366,56 @@ def run_through_helper(
         if on_absent is not None:
             on_absent()
         return None
-    with sock:
+    try:
+        return _run(sock, argv)
+    finally:
+        sock.close()
+
+
+def _run(sock: socket.socket, argv: list[str]) -> int | None:
+    """:func:`run_through_helper` on a connection to the helper."""
+    try:
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:  # a directory we may not read: run here, as ever
+        _not_used(f"cannot open the working directory ({e.strerror})")
+        return None
+    ignored = [int(s) for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN]
+    # Signals wait until the command has a pid to pass them to (they arrive after).
+    held = {*FORWARDED, signal.SIGTSTP, signal.SIGCONT}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held)  # as this process had them
+    request = {
+        "op": "run",
+        "argv": argv,
+        "env": dict(os.environ),
+        "umask": _umask(),
+        "ignored": ignored,
+        "blocked": sorted(int(s) for s in blocked),
+        "fingerprint": fingerprint(),
+    }
+    try:
         try:
-            cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as e:  # a directory we may not read: run here, as ever
-            _not_used(f"cannot open the working directory ({e.strerror})")
+            sock.settimeout(ANSWER_S)  # a helper busy starting another command
+            send(sock, request, [0, 1, 2, cwd])
+        except OSError as e:  # refused before it read the request: say why, if it did
+            _not_used(_refusal(sock) or e)
             return None
-        ignored = [int(s) for s in FORWARDED if signal.getsignal(s) == signal.SIG_IGN]
-        # Signals wait until the command has a pid to pass them to (they arrive after).
-        held = {*FORWARDED, signal.SIGTSTP, signal.SIGCONT}
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held)  # as this process had them
-        request = {
-            "op": "run",
-            "argv": argv,
-            "env": dict(os.environ),
-            "umask": _umask(),
-            "ignored": ignored,
-            "blocked": sorted(int(s) for s in blocked),
-            "fingerprint": fingerprint(),
-        }
-        try:
-            try:
-                sock.settimeout(ANSWER_S)  # a helper busy starting another command
-                send(sock, request, [0, 1, 2, cwd])
-            except OSError as e:  # refused before it read the request: say why, if it did
-                _not_used(_refusal(sock) or e)
-                return None
-            finally:
-                os.close(cwd)
-            try:
-                answer, _ = receive(sock, timeout_s=ANSWER_S)
-            except (HelperError, OSError) as e:  # sent: it must not run twice
-                print(f"deploy: the warm helper did not start the command ({e}); it was "
-                      "not run ('deploy helper stop', or ASHAT_HELPER=off)",
-                      file=sys.stderr)  # fmt: skip
-                return 1
-            if answer is None or "pid" not in answer:
-                _not_used((answer or {}).get("refused", "it closed the connection"))
-                return None
-            _forward(sock, set(ignored))
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        return _wait(sock, int(answer["pid"]))
+            os.close(cwd)
+        try:
+            answer, _ = receive(sock, timeout_s=ANSWER_S)
+        except (HelperError, OSError) as e:  # sent: it must not run twice
+            print(f"deploy: the warm helper did not start the command ({e}); it was "
+                  "not run ('deploy helper stop', or ASHAT_HELPER=off)",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        pid = number(one(answer or {}, "pid"))
+        if pid is None:
+            _not_used(one(answer or {}, "refused") or "it closed the connection")
+            return None
+        _forward(sock, set(ignored))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return _wait(sock, pid)
 
 
 def _refusal(sock: socket.socket) -> str | None:
@@ -333,20 +424,23 @@ def _refusal(sock: socket.socket) -> str | None:
         answer, _ = receive(sock, timeout_s=1.0)
     except (HelperError, OSError):
         return None
-    refused = (answer or {}).get("refused")
-    return refused if isinstance(refused, str) else None
+    return one(answer or {}, "refused")
 
 
 def _forward(sock: socket.socket, ignored: set[int]) -> None:
     """Pass this process's signals to the command's process group, through the helper."""
 
     def forward(signum: int, frame: object) -> None:
-        with contextlib.suppress(OSError):
+        try:
             send(sock, {"signal": signum})
+        except OSError:
+            pass
 
     def stop(signum: int, frame: object) -> None:  # Ctrl-Z: stop the command, then ourselves
-        with contextlib.suppress(OSError):
+        try:
             send(sock, {"signal": int(signal.SIGSTOP)})
+        except OSError:
+            pass
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)
         signal.signal(signal.SIGTSTP, stop)  # continued (fg, bg): SIGCONT went on too
@@ -373,14 +467,17 @@ def _wait(sock: socket.socket, pid: int) -> int:
             file=sys.stderr,
         )
         return 1
-    if "signal" in answer:  # the command was killed: end the same way
-        ended_by = int(answer["signal"])
-        with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
+    ended_by = number(one(answer, "signal"))
+    if ended_by is not None:  # the command was killed: end the same way
+        try:
             signal.signal(ended_by, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL has no handler to reset
+            pass
         sys.stdout.flush()
         os.kill(os.getpid(), ended_by)
         return 128 + ended_by
-    return int(answer.get("exit", 1))
+    code = number(one(answer, "exit"))
+    return 1 if code is None else code
 
 
 def _gone(pid: int, timeout_s: float = 10.0) -> None:
@@ -444,8 +541,10 @@ def main() -> None:
         # The command wrote to our stdout and stderr from its own process, and this one holds
         # nothing else: end without the interpreter's tear-down (8 ms of each command here).
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 stream.flush()
+            except (OSError, ValueError):
+                pass
         os._exit(code)
     from ashat.cli.deploy import main as run_here
 
