@@ -508,6 +508,27 @@ def test_entries_shared_with_the_manifest_read_last_parse_as_a_fresh_read_would(
     assert parse_manifest(canonical_json(unsorted)).signing_bytes() == first.signing_bytes()
 
 
+def test_an_entry_read_last_is_canonical_only_as_its_very_bytes() -> None:
+    """A stage reuses the canonical JSON of the entries read last to see that new bytes are
+    canonical (issue 20): the bytes themselves must still be those, so a duplicate key or
+    other spacing in such an entry is read the careful way, as in an entry never seen."""
+    m = make()
+    good = m.to_bytes()
+    i = good.index(b'"mode":')
+    for evil, refused in (
+        (good[:i] + b'"mode":420,' + good[i:], "duplicate JSON key 'mode'"),
+        (good[:i] + b'"mode":493,' + good[i:], "duplicate JSON key 'mode'"),
+    ):
+        assert parse_manifest(good) == m  # its entries, and their JSON, are the ones read last
+        with pytest.raises(ManifestInvalid, match=refused):
+            parse_manifest(evil)
+    parse_manifest(good)
+    spaced = good[:i] + b" " + good[i:]
+    assert parse_manifest(spaced) == m and parse_manifest(spaced).to_bytes() == good
+    other = make(update_id="u-2", sequence=2)  # every entry shared with the one read last
+    assert parse_manifest(other.to_bytes()).to_bytes() == other.to_bytes()
+
+
 def test_the_tree_checks_are_skipped_only_for_the_paths_and_targets_checked_last() -> None:
     """A release whose paths and symlink targets are those just checked passes the same
     tree checks (issue 20: ~3 ms of 2,000 paths); any other list is checked in full."""

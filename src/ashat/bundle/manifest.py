@@ -525,9 +525,11 @@ def _parse(data: bytes) -> Manifest:
         raise ManifestInvalid(f"manifest is not UTF-8 (byte {e.start})", field="manifest") from e
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
-        members = {k: canonical_json(v) for k, v in obj.items()}
+        members = {k: canonical_json(v) for k, v in obj.items() if k != "files"}
+        read = _entries(_list(obj["files"], "files"))
+        members["files"] = b"[" + b",".join(read[1]) + b"]"
         if canonical_object(members) == data:
-            return _from_object(obj, files_json=members.get("files"))
+            return _from_object(obj, read, files_json=members["files"])
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError, BundleError):
         pass  # said below, the careful way
     try:
@@ -537,18 +539,21 @@ def _parse(data: bytes) -> Manifest:
     return _from_object(obj)
 
 
-# The regular-file entries of the manifest read last, by (path, sha256, size, mode): the
-# next release shares most of them, and an entry is immutable (checking 2,000 entries anew
-# was ~6 ms of each stage, issue 20).
-_LAST_ENTRIES: dict[tuple[str, str, int, int], FileEntry] = {}
+# The regular-file entries of the manifest read last, by (path, sha256, size, mode), with
+# their canonical JSON: the next release shares most of them, and an entry is immutable
+# (checking 2,000 entries anew was ~6 ms of each stage, and serializing them again to see
+# that the bytes are canonical ~4 ms, issue 20).
+_LAST_ENTRIES: dict[tuple[str, str, int, int], tuple[FileEntry, bytes]] = {}
 
 
-def _entries(given: list[Any]) -> list[FileEntry]:
-    """``given`` (JSON objects) as entries; one equal to an entry read last is that entry."""
+def _entries(given: list[Any]) -> tuple[list[FileEntry], list[bytes]]:
+    """``given`` (JSON objects) as entries, and each one's canonical JSON; one equal to an
+    entry read last is that entry."""
     known = _LAST_ENTRIES
     out: list[FileEntry] = []
+    parts: list[bytes] = []
     for d in given:
-        e = None
+        hit = None
         if (
             type(d) is dict
             and d.keys() == _ENTRY_REQUIRED
@@ -558,19 +563,26 @@ def _entries(given: list[Any]) -> list[FileEntry]:
             and type(d["size"]) is int
             and type(d["mode"]) is int
         ):
-            e = known.get((d["path"], d["sha256"], d["size"], d["mode"]))
-        out.append(e if e is not None else FileEntry.from_dict(d))
-    return out
+            hit = known.get((d["path"], d["sha256"], d["size"], d["mode"]))
+        if hit is None:
+            hit = (FileEntry.from_dict(d), canonical_json(d))
+        out.append(hit[0])
+        parts.append(hit[1])
+    return out, parts
 
 
-def _from_object(obj: Any, files_json: bytes | None = None) -> Manifest:
-    """The manifest ``obj`` (parsed JSON) holds. ``files_json``: the canonical JSON of
-    ``obj["files"]``, if known."""
+def _from_object(
+    obj: Any,
+    read: tuple[list[FileEntry], list[bytes]] | None = None,
+    files_json: bytes | None = None,
+) -> Manifest:
+    """The manifest ``obj`` (parsed JSON) holds. ``read``: :func:`_entries` of its files,
+    if made already; ``files_json``: the canonical JSON of ``obj["files"]``, if known."""
     global _LAST_ENTRIES
     _check_keys(obj, _TOP_REQUIRED, _TOP_OPTIONAL, "manifest")
     if type(obj["schema"]) is not int or obj["schema"] != SCHEMA:
         _invalid(f"manifest: unsupported schema {obj['schema']!r} (expected {SCHEMA})", "schema")
-    entries = _entries(_list(obj["files"], "files"))
+    entries, parts = read if read is not None else _entries(_list(obj["files"], "files"))
     sigs = [Signature.from_dict(s) for s in _list(obj.get("signatures", []), "signatures")]
     files = _checked_files(entries)
     if files_json is not None and all(a is b for a, b in zip(files, entries, strict=True)):
@@ -586,5 +598,9 @@ def _from_object(obj: Any, files_json: bytes | None = None) -> Manifest:
         files=files,
         signatures=tuple(sigs),
     )
-    _LAST_ENTRIES = {(e.path, e.sha256, e.size, e.mode): e for e in files if e.kind == "file"}
+    _LAST_ENTRIES = {
+        (e.path, e.sha256, e.size, e.mode): (e, part)
+        for e, part in zip(entries, parts, strict=True)
+        if e.kind == "file"
+    }
     return m
