@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ashat.bundle import generate_keypair
 from ashat.cli.warm import ENV_SOCKET
@@ -108,6 +109,13 @@ def rsync_daemon(base: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
 PROBE_FILES = 2000
 
 
+def named_rounds(
+    warm: list[Any], cold: list[Any], in_venv: list[Any]
+) -> list[tuple[str, list[Any]]]:
+    return [("1% re-push", warm), ("1% re-push, no helper", cold),
+            ("1% re-push, deploy in a venv", in_venv)]  # fmt: skip
+
+
 def creation_s(where: Path) -> float:
     """Seconds to create ``PROBE_FILES`` empty files in ``where`` (left there: deleting them
     would slow the next creations, see the note printed). A first push of 2,000 files
@@ -136,6 +144,40 @@ def filesystem(path: Path) -> str:
     except OSError:
         return "ext4"
     return "ext4 with a journal" if "data=" in options else "ext4 without a journal"
+
+
+# The deploy script as pip 25 or later (and uv) write it: it imports no re (older pip's does).
+SCRIPT = """#!{python}
+import sys
+from ashat.cli.warm import main
+if __name__ == '__main__':
+    sys.argv[0] = sys.argv[0].removesuffix('.exe')
+    sys.exit(main())
+"""
+
+
+def venv_deploy(base: Path) -> list[str]:
+    """``deploy`` in a virtual environment of its own, as pipx or ``uv tool`` make one: its
+    interpreter finds ashat and its dependencies where this one does, through a ``.pth``
+    that only names those directories, so no ``.pth`` of this interpreter's site-packages is
+    run (an import one of those makes is paid by every Python start, not by ashat's)."""
+    import site
+
+    import ashat
+
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python3"
+    where = subprocess.run(
+        [python, "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    roots = [str(Path(ashat.__file__).parents[1]), *site.getsitepackages()]
+    (Path(where) / "ashat-bench.pth").write_text("".join(f"{r}\n" for r in roots))
+    script = venv / "bin" / "deploy"
+    script.write_text(SCRIPT.format(python=python))
+    script.chmod(0o755)
+    return [str(script)]
 
 
 def start_ms(args: list[str], n: int = 15) -> float:
@@ -207,40 +249,52 @@ def main() -> None:
 
         count = iter(range(1, 10_000))
 
-        def push(cwd: Path = tree, **more: str) -> tuple[float, dict[str, object]]:
+        def push(
+            cwd: Path = tree, cmd: list[str] = deploy, **more: str
+        ) -> tuple[float, dict[str, object]]:
             uid = f"bench-{next(count):03d}"
-            t, res = timed([*deploy, "push", uid, "bench", "--json"], cwd=cwd, env={**env, **more})
+            t, res = timed([*cmd, "push", uid, "bench", "--json"], cwd=cwd, env={**env, **more})
             return t, json.loads(res.stdout)
 
-        def helper_up() -> None:
+        def helper_up(cmd: list[str] = deploy, **more: str) -> None:
             """Wait (untimed) until the helper the first push started answers: its start-up
             must not be paid by the rsync run that follows."""
             for _ in range(600):
-                out = subprocess.run([*deploy, "helper", "status", "--json"], cwd=tree, env=env,
-                                     capture_output=True, text=True, check=True)  # fmt: skip
+                out = subprocess.run([*cmd, "helper", "status", "--json"], cwd=tree,
+                                     env={**env, **more}, capture_output=True, text=True,
+                                     check=True)  # fmt: skip
                 if json.loads(out.stdout)["running"]:
                     return
                 time.sleep(0.05)
             sys.exit("the warm helper the first push started did not answer")
 
+        clean: list[str] = []
+        own = {ENV_SOCKET: str(base / "helper" / "venv.sock")}
         try:
             t_push1, r1 = push()  # no helper runs: this one starts it as it ends
             helper_up()
             t_rsync1, rs1 = timed(rsync())
             t_durable1, _ = timed(rsync(tree, "dest3", "--fsync"))  # each file durable, as ashat
 
-            def rounds(**more: str) -> list[tuple[int, float, dict[str, object], float, str]]:
+            def rounds(
+                cmd: list[str] = deploy, **more: str
+            ) -> list[tuple[int, float, dict[str, object], float, str]]:
                 """``--repeat`` rounds of a change, a push and rsync; sorted by the ratio."""
                 out = []
                 for _ in range(a.repeat):
                     changed = change_some(tree, a.change, rng)
-                    t_push, r = push(**more)
+                    t_push, r = push(tree, cmd, **more)
                     t_rsync, rs = timed(rsync())
                     out.append((changed, t_push, r, t_rsync, rs.stdout))
                 return sorted(out, key=lambda x: x[1] / x[3])
 
             warm = rounds()  # in the helper the first push left
             cold = rounds(ASHAT_HELPER="off")  # each in a new interpreter, as with no helper
+            # deploy in a venv of its own: a helper of its own, left by its first push
+            clean = venv_deploy(base)
+            push(tree, clean, **own)
+            helper_up(clean, **own)
+            in_venv = rounds(clean, **own)
             # a first push with the helper running: the same tree, copied, to a second agent
             tree2 = base / "tree2"
             shutil.copytree(tree, tree2, ignore=shutil.ignore_patterns(".ashat"))
@@ -252,6 +306,9 @@ def main() -> None:
             agent2.stop()
         finally:
             subprocess.run([*deploy, "helper", "stop"], cwd=tree, env=env, capture_output=True)
+            if clean:
+                subprocess.run([*clean, "helper", "stop"], cwd=tree, env={**env, **own},
+                               capture_output=True)  # fmt: skip
 
         print(f"both sides' files in {base.parent}: {filesystem(base)}")
         print(f"tree: {a.files} files, {total / 1e6:.1f} MB; changed {cold[0][0] / 1e6:.2f} MB "
@@ -262,7 +319,7 @@ def main() -> None:
             ("first push", t_push1, r1, t_rsync1, rs1.stdout),
             ("first push, helper runs", t_pushw1, rw1, t_rsyncw1, rsw1.stdout),
         ]
-        for name, rs_ in (("1% re-push", warm), ("1% re-push, no helper", cold)):
+        for name, rs_ in named_rounds(warm, cold, in_venv):
             _, tp, rp, tr, out = rs_[len(rs_) // 2]
             rows.append((name, tp, rp, tr, out))
         for name, tp, rp, tr, out in rows:
@@ -279,11 +336,13 @@ def main() -> None:
             print(f"{name:24}{cells}{other:>9.3f}")
         # "other" holds the deploy client's own start: an interpreter's, with its site-packages
         # (a .pth there that imports a module is paid by every Python start, ours included)
-        full, bare = (
+        full, bare, venv = (
             start_ms([sys.executable, "-c", "pass"]),
             start_ms([sys.executable, "-S", "-c", "pass"]),
+            start_ms([str(Path(clean[0]).with_name("python3")), "-c", "pass"]),
         )
-        print(f"a Python start here: {full:.0f} ms ({bare:.0f} ms without site-packages, -S); "
+        print(f"a Python start here: {full:.0f} ms ({bare:.0f} ms without site-packages, -S; "
+              f"{venv:.0f} ms in the venv); "
               f"rsync's: {start_ms(['rsync', '--version']):.0f} ms; deploy ran as "
               f"{' '.join(deploy)}")  # fmt: skip
         print(f"creating {PROBE_FILES:,} empty files before the first push took " + ", ".join(
@@ -295,15 +354,18 @@ def main() -> None:
               f"blobs are): {t_durable1:.2f} s; ashat's first push / that: "
               f"{t_push1 / t_durable1:.2f} in a new process")  # fmt: skip
         ratio = {name: tp / tr for name, tp, _, tr, _ in rows}
-        sent = max(int(r[2]["bytes_sent"]) / r[0] for r in cold + warm)  # type: ignore[call-overload]
+        sent = max(int(r[2]["bytes_sent"]) / r[0] for r in cold + warm + in_venv)  # type: ignore[call-overload]
         print(f"re-push bytes / changed bytes: at most {sent:.3f} (goal ≤ 1.1)")
-        for name, rs_ in (("1% re-push", warm), ("1% re-push, no helper", cold)):
+        for name, rs_ in named_rounds(warm, cold, in_venv):
             print(f"{name} / rsync in each round: " + ", ".join(f"{x[1] / x[3]:.2f}" for x in rs_))
         print(
             "(a push that finds no warm helper starts one as it ends, outside CI: the "
-            "re-pushes ran in the one the first push left; 'no helper' is ASHAT_HELPER=off)"
+            "re-pushes ran in the one the first push left; 'no helper' is ASHAT_HELPER=off; "
+            "'deploy in a venv': deploy in a virtual environment of its own, as pipx or uv tool "
+            "install it, which runs no .pth of this interpreter's site-packages)"
         )
         print(f"re-push time / rsync: {ratio['1% re-push']:.2f} as deploy runs (in the helper), "
+              f"{ratio['1% re-push, deploy in a venv']:.2f} with deploy in a venv of its own, "
               f"{ratio['1% re-push, no helper']:.2f} with no helper (goal ≤ 1.0); "
               f"first push / rsync: {ratio['first push']:.2f} with no helper yet, "
               f"{ratio['first push, helper runs']:.2f} with one running (goal ≤ 1.5)")  # fmt: skip

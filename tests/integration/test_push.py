@@ -162,6 +162,36 @@ def test_symlink_leaving_the_tree_is_refused_before_anything_is_recorded(
     assert current(agent) is None
 
 
+def test_public_is_asked_while_the_tree_is_built_and_a_bad_tree_does_not_wait_for_it(
+    agent_factory: Any, hello_project: Any
+) -> None:
+    """A push asks PUBLIC what it runs while the tree is built, not after (the request was
+    ~7 ms of a small push, issue 20); a tree refused meanwhile is said at once, not after
+    PUBLIC's answer or its timeout."""
+    import socket
+    from types import SimpleNamespace
+
+    agent = agent_factory()
+    root = hello_project(agent)
+    with socket.socket() as silent:  # accepts (its backlog does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        configure_tier("public", SimpleNamespace(url=url, token_file=agent.token_file,
+                                                 ca_cert=None), "Staging")  # fmt: skip
+        os.symlink("/etc/passwd", root / "escape")
+        t0 = time.monotonic()
+        res = deploy("push", "hello-001", "x")
+        assert res.exit_code == 2 and "outside" in res.stderr
+        assert time.monotonic() - t0 < 10  # PUBLIC's timeout is 30 s
+        silent.settimeout(10)
+        conn, _ = silent.accept()  # the question was asked, during the build
+        with conn:
+            conn.settimeout(10)
+            assert conn.recv(100).startswith(b"GET /v1/health ")
+    assert deploy_json("history")[1]["deployments"] == []
+
+
 def test_keys_and_tokens_in_the_tree_are_refused_before_anything_is_sent(
     agent_factory: Any, hello_project: Any
 ) -> None:
