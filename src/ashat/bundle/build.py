@@ -41,7 +41,7 @@ from ashat.bundle.gitsource import (
 )
 from ashat.bundle.hashcache import HashCache, stat_key
 from ashat.bundle.ignore import ALWAYS_EXCLUDED, IGNORE_FILE, MAX_IGNORE_BYTES, IgnoreRules
-from ashat.bundle.manifest import SCHEMA, FileEntry, Manifest
+from ashat.bundle.manifest import SCHEMA, FileEntry, Manifest, file_entry
 from ashat.bundle.paths import validate_rel_path
 
 CHUNK = 1024 * 1024  # bytes read at a time when hashing
@@ -248,7 +248,7 @@ def _assemble(
                 raise BundleError(f"{f.rel!r} changed while being read; build again")
             if cache is not None:
                 cache.put(f.rel, key, sha)
-        entries.append(FileEntry(f.rel, sha, size, perm))
+        entries.append(file_entry(f.rel, sha, size, perm))
         blobs.setdefault(sha, f.path)
     if cache is not None:
         cache.save()

@@ -36,6 +36,10 @@ _SHA_RE = re.compile(r"[0-9a-f]{64}")
 
 Stat = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, ino, dev
 
+# The cache file read last: its path, identity (device, inode, size, mtime, ctime), root,
+# and its entries (HashCache._load).
+_LAST: tuple[str, tuple[int, ...], str, dict[str, tuple[Stat, str]]] | None = None
+
 
 def _entry_ok(v: Any) -> bool:
     return (  # each test spelled out: a cache of 2,000 entries is read at each push
@@ -68,10 +72,22 @@ class HashCache:
 
     @staticmethod
     def _load(path: Path, root: str) -> dict[str, tuple[Stat, str]]:
+        """The entries of the cache file at ``path`` for ``root``; those read last if the
+        file is the one read then (same inode, size, mtime and ctime): the warm helper reads
+        a project's cache after each push, so the next push's child need not parse and check
+        2,000 entries again (~8 ms, issue 20). ashat writes the file only by renaming a new
+        one over it, so a write gives it a new inode. The entries are only ever read."""
+        global _LAST
         try:
-            if path.stat().st_size > MAX_CACHE_BYTES:
-                return {}
-            obj = json.loads(path.read_bytes())
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                last = _LAST
+                if last is not None and last[:3] == (str(path), identity, root):
+                    return last[3]
+                if st.st_size > MAX_CACHE_BYTES:
+                    return {}
+                obj = json.loads(f.read())
         except (OSError, ValueError, RecursionError):
             return {}
         if (
@@ -81,11 +97,13 @@ class HashCache:
             or not isinstance(obj.get("files"), dict)
         ):
             return {}
-        return {
+        entries = {
             rel: ((v[0], v[1], v[2], v[3], v[4]), v[5])
             for rel, v in obj["files"].items()
             if isinstance(rel, str) and _entry_ok(v)
         }
+        _LAST = (str(path), identity, root, entries)
+        return entries
 
     def get(self, rel: str, stat: Stat) -> str | None:
         """The cached digest of ``rel`` if its stat is unchanged (and keep it for next time)."""

@@ -41,6 +41,7 @@ import sys
 import time
 from collections.abc import Set
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ashat.cli import warm
@@ -189,6 +190,7 @@ class Helper:
     last: float = field(default_factory=time.monotonic)
     stopping: str | None = None
     children: dict[int, socket.socket | None] = field(default_factory=dict)  # pid -> client
+    pushed_from: dict[int, str] = field(default_factory=dict)  # pid -> a push's directory
     own: str = field(default_factory=warm.fingerprint)
     files: dict[str, Identity | None] = field(default_factory=_loaded_files)
     lock: int = -1  # the lock file's descriptor (bind): a child closes it
@@ -286,6 +288,7 @@ class Helper:
                 continue
             conn = self.children.pop(pid)
             self.last = time.monotonic()
+            pushed_from = self.pushed_from.pop(pid, None)
             if conn is None:
                 continue
             if os.WIFSIGNALED(status):
@@ -295,6 +298,21 @@ class Helper:
             with contextlib.suppress(OSError):
                 warm.send(conn, report)
             conn.close()
+            if pushed_from is not None and report == {"exit": 0} and not self.children:
+                self._read_ahead(pushed_from)
+
+    def _read_ahead(self, where: str) -> None:
+        """Read what the next push from ``where`` reads first (:func:`read_ahead`), once
+        this push's client has its answer and no command runs (none waits for it), so that
+        the next push's child starts with it; a failure only costs that push the reading."""
+        from ashat.ops.push import read_ahead
+
+        try:
+            read_ahead(Path(where))
+        except Exception as e:  # best effort: the next push reads it itself
+            log(f"did not read ahead for the next push from {where}: {e}")
+            return
+        gc.freeze()  # as what was preloaded: shared with each child, out of the collector's sight
 
     def _pid_of(self, conn: socket.socket) -> int | None:
         return next((pid for pid, c in self.children.items() if c is conn), None)
@@ -395,6 +413,9 @@ class Helper:
         with contextlib.suppress(OSError):  # the child does the same: no race either way
             os.setpgid(pid, pid)
         self.children[pid] = conn
+        if warm.verb(job.argv) == "push":  # where it ran from: read ahead for the next one
+            with contextlib.suppress(OSError):
+                self.pushed_from[pid] = os.readlink(f"/proc/self/fd/{job.stdio[3]}")
         conn.settimeout(None)
         try:
             warm.send(conn, {"pid": pid})

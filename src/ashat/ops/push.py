@@ -258,6 +258,26 @@ def build_bundle(
     return _bundle(project, update_id, built.manifest, built.blobs.__getitem__, key), built
 
 
+def read_ahead(start: Path) -> None:
+    """Read what the next push from ``start`` reads first: its project's hash cache and the
+    manifest it kept last (the newest). Both are remembered where a build looks (the cache
+    file while unchanged, the manifest's entries with their JSON), so a process forked
+    after this builds a tree that changed little in half the time (the warm helper calls it
+    after each push, ~30 ms of a 1 % re-push, issue 20). Raises ``OSError`` or
+    ``BundleError`` for what cannot be read (nothing is remembered of it)."""
+    from ashat.bundle.hashcache import HashCache
+    from ashat.bundle.manifest import MAX_MANIFEST_BYTES, parse_manifest
+
+    project = Project.find(start)
+    HashCache(project.state_dir / "hashcache.json", str(project.root))
+    kept = [(p.stat().st_mtime_ns, p) for p in (project.state_dir / "manifests").glob("*.json")]
+    if not kept:
+        return
+    newest = max(kept)[1]
+    with open(newest, "rb") as f:
+        parse_manifest(f.read(MAX_MANIFEST_BYTES + 1))  # one over: refused as too large
+
+
 def _kept_manifest(path: Path) -> Manifest | None:
     """The manifest an earlier attempt of this push signed and kept, if it is readable."""
     from ashat.bundle import parse_manifest
