@@ -250,3 +250,45 @@ def test_a_number_is_ascii_digits(text: str | None, value: int | None) -> None:
 def test_a_key_sent_twice_is_not_one_value() -> None:
     message = warm.decode(b"pid=1\0pid=2")
     assert message["pid"] == ["1", "2"] and warm.one(message, "pid") is None
+
+
+def test_a_helper_of_other_messages_is_at_another_default_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A helper left running by an ashat whose messages differ (version 1 spoke JSON) is
+    never met at the default socket: its name follows the messages too."""
+    monkeypatch.delenv(warm.ENV_SOCKET, raising=False)
+    path = warm.socket_path()
+    monkeypatch.setattr(warm, "PROTOCOL", warm.PROTOCOL - 1)
+    assert warm.socket_path() != path
+
+
+def test_a_helper_that_closes_without_a_word_is_named_and_the_command_runs_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One at ASHAT_HELPER_SOCKET that cannot read the request (another ashat's) drops it:
+    the command runs here, and deploy says how to stop that helper."""
+    import threading
+
+    base = tmp_path / "h"
+    base.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(base / "deploy.sock"))
+    listener.listen(1)
+
+    def drop() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1 << 20)  # and no answer
+
+    t = threading.Thread(target=drop)
+    t.start()
+    monkeypatch.setenv(warm.ENV_SOCKET, str(base / "deploy.sock"))
+    try:
+        assert warm.run_through_helper(["status"]) is None
+    finally:
+        t.join(10)
+        listener.close()
+    err = capsys.readouterr().err
+    assert "warm helper not used: it closed the connection without an answer" in err
+    assert f"'kill {os.getpid()}' stops it now" in err

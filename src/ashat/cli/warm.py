@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 # of each warm command on the 2-core machine (docs/performance.md): as much as a small push's
 # own work in the helper.
 
+PROTOCOL = 2  # 1: JSON messages; 2: key=value fields (encode)
 ENV_SOCKET = "ASHAT_HELPER_SOCKET"  # where the helper listens (default: socket_path())
 ENV_SWITCH = "ASHAT_HELPER"  # "off": never use a helper; "manual": use one, start none
 ROUTED = frozenset({"push", "status", "history", "log"})  # verbs that never prompt
@@ -84,10 +85,12 @@ class HelperError(Exception):
 
 
 def fingerprint() -> str:
-    """What a helper and its client must share: the same interpreter and the same ashat."""
+    """What a helper and its client must share: the same messages (:data:`PROTOCOL`), the
+    same interpreter and the same ashat. The default socket is named after it, so a client
+    never meets a helper that cannot read it there."""
     import ashat
 
-    return f"{ashat.__version__}:{sys.executable}:{os.path.dirname(ashat.__file__)}"
+    return f"{PROTOCOL}:{ashat.__version__}:{sys.executable}:{os.path.dirname(ashat.__file__)}"
 
 
 def socket_path() -> str:
@@ -410,12 +413,26 @@ def _run(sock: socket.socket, argv: list[str]) -> int | None:
             return 1
         pid = number(one(answer or {}, "pid"))
         if pid is None:
-            _not_used(one(answer or {}, "refused") or "it closed the connection")
+            _not_used(one(answer or {}, "refused") or _unanswered(sock))
             return None
         _forward(sock, set(ignored))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return _wait(sock, pid)
+
+
+def _unanswered(sock: socket.socket) -> str:
+    """Why a helper that closed the connection without a word may have: one of another
+    ashat, whose messages it cannot read (at ``ASHAT_HELPER_SOCKET``: the default socket is
+    one per :func:`fingerprint`)."""
+    try:
+        pid = str(peer(sock)[0])
+    except OSError:
+        pid = "its pid"
+    return (
+        "it closed the connection without an answer (a helper of another ashat version? "
+        f"it stops after its idle time; 'kill {pid}' stops it now)"
+    )
 
 
 def _refusal(sock: socket.socket) -> str | None:
