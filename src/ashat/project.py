@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import getpass
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -69,6 +71,26 @@ def read_head(path: Path, limit: int) -> bytes:
     of a huge file or of an endless one (``/dev/zero``). Raises ``OSError``."""
     with open(path, "rb") as f:
         return f.read(limit + 1)
+
+
+def read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    """At most ``limit + 1`` bytes of the regular file at ``path``, and its stat: never
+    through a symlink, never waiting on a FIFO nor reading a device (what a project's
+    ``.ashat/`` should hold, but a tree unpacked from elsewhere may not). Raises
+    ``OSError`` for anything else."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        chunks: list[bytes] = []
+        got = 0
+        while got <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - got))):
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
 
 
 def read_token_file(path: Path) -> str:

@@ -292,3 +292,9 @@ def test_a_helper_that_closes_without_a_word_is_named_and_the_command_runs_here(
     err = capsys.readouterr().err
     assert "warm helper not used: it closed the connection without an answer" in err
     assert f"'kill {os.getpid()}' stops it now" in err
+
+
+def test_a_number_too_long_for_any_pid_or_status_is_none() -> None:
+    """A review: ``int()`` of 5,000 digits raises ValueError (Python's limit), which ended
+    the helper's loop and every command it ran."""
+    assert warm.number("1" * 5000) is None and warm.number("9" * 18) == 10**18 - 1

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ashat.project import write_private
+from ashat.project import read_regular, write_private
 
 CACHE_VERSION = 2  # 1 keyed on size, mtime and inode only
 RACY_NS = 2_000_000_000  # 2 s, in nanoseconds
@@ -79,15 +79,16 @@ class HashCache:
         one over it, so a write gives it a new inode. The entries are only ever read."""
         global _LAST
         try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                last = _LAST
-                if last is not None and last[:3] == (str(path), identity, root):
-                    return last[3]
-                if st.st_size > MAX_CACHE_BYTES:
-                    return {}
-                obj = json.loads(f.read())
+            st = os.lstat(path)
+            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            last = _LAST
+            if last is not None and last[:3] == (str(path), identity, root):
+                return last[3]
+            data, st = read_regular(path, MAX_CACHE_BYTES)  # not a FIFO planted there
+            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if len(data) > MAX_CACHE_BYTES:
+                return {}
+            obj = json.loads(data)
         except (OSError, ValueError, RecursionError):
             return {}
         if (

@@ -192,9 +192,10 @@ def one(message: Message, key: str) -> str | None:
 
 
 def number(text: str | None) -> int | None:
-    """``text`` as a whole number written in ASCII digits, or None."""
+    """``text`` as a whole number of at most 18 ASCII digits (a pid, a signal, an exit
+    status, a umask), or None."""
     digits = text[1:] if text and text[0] == "-" else text
-    if not digits or not digits.isascii() or not digits.isdigit():
+    if not digits or len(digits) > 18 or not digits.isascii() or not digits.isdigit():
         return None
     return int(text)  # type: ignore[arg-type]
 
@@ -302,10 +303,10 @@ def ask(op: str, path: str | None = None) -> dict[str, Any] | None:
     try:
         send(sock, {"op": op})
         answer, _ = receive(sock, timeout_s=ANSWER_S)
+        if answer is None:  # a helper answers both, stop too: this one cannot read us
+            raise HelperError(_unanswered(sock))
     finally:
         sock.close()
-    if answer is None:  # it closed the connection: it stopped as we asked
-        return None
     text = one(answer, "status")
     try:
         status = json.loads(text) if text is not None else None

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from ashat.bundle import Built
     from ashat.bundle.manifest import Manifest
     from ashat.config import Config
-    from ashat.transport.client import AgentClient
     from ashat.workflow.models import Server
     from ashat.workflow.push import Bundle, PushResult
 
@@ -221,8 +221,12 @@ def _kept_blobs(project: Project, update_id: str | None) -> frozenset[str]:
 
     if not isinstance(update_id, str) or not UPDATE_ID_RE.fullmatch(update_id):
         return frozenset()  # none, or not an id (PUBLIC's answer names it): no file to read
+    from ashat.bundle.manifest import MAX_MANIFEST_BYTES
+    from ashat.project import read_regular
+
     try:
-        files = json.loads(project.manifest_path(update_id).read_bytes()).get("files")
+        data, _ = read_regular(project.manifest_path(update_id), MAX_MANIFEST_BYTES)
+        files = json.loads(data).get("files")
         return frozenset(f["sha256"] for f in files if f.get("kind") == "file")
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return frozenset()
@@ -267,24 +271,28 @@ def read_ahead(start: Path) -> None:
     ``BundleError`` for what cannot be read (nothing is remembered of it)."""
     from ashat.bundle.hashcache import HashCache
     from ashat.bundle.manifest import MAX_MANIFEST_BYTES, parse_manifest
+    from ashat.project import read_regular
 
     project = Project.find(start)
     HashCache(project.state_dir / "hashcache.json", str(project.root))
-    kept = [(p.stat().st_mtime_ns, p) for p in (project.state_dir / "manifests").glob("*.json")]
-    if not kept:
-        return
-    newest = max(kept)[1]
-    with open(newest, "rb") as f:
-        parse_manifest(f.read(MAX_MANIFEST_BYTES + 1))  # one over: refused as too large
+    kept = []
+    for path in (project.state_dir / "manifests").glob("*.json"):
+        st = path.lstat()
+        if stat.S_ISREG(st.st_mode):  # no FIFO to wait on, no link to follow
+            kept.append((st.st_mtime_ns, path))
+    if kept:
+        parse_manifest(read_regular(max(kept)[1], MAX_MANIFEST_BYTES)[0])
 
 
 def _kept_manifest(path: Path) -> Manifest | None:
     """The manifest an earlier attempt of this push signed and kept, if it is readable."""
     from ashat.bundle import parse_manifest
     from ashat.bundle.errors import BundleError
+    from ashat.bundle.manifest import MAX_MANIFEST_BYTES
+    from ashat.project import read_regular
 
     try:
-        return parse_manifest(path.read_bytes())
+        return parse_manifest(read_regular(path, MAX_MANIFEST_BYTES)[0])
     except (OSError, BundleError):
         return None
 
@@ -316,18 +324,17 @@ def run_push(
     server = project.require_server("public")
     refuse_taken_id(project.workflow(actor), update_id)  # one line, before anything else
     parsed = task_references(project, tasks)
-    agent = _HealthAhead(client_for(server))  # asked while the tree is built
+    t0 = time.monotonic()
+    bundle, built = build_bundle(project, update_id, description, source, git_ref)
+    build_s = time.monotonic() - t0
+    if step is not None:
+        _report_wheels(built.manifest, step)
     try:
-        t0 = time.monotonic()
-        bundle, built = build_bundle(project, update_id, description, source, git_ref)
-        build_s = time.monotonic() - t0
-        if step is not None:
-            _report_wheels(built.manifest, step)
-        try:
-            wf = project.workflow(actor)
-            if on_start is not None:
-                on_start(server)
-            agent.client.upload_progress = on_upload
+        wf = project.workflow(actor)
+        if on_start is not None:
+            on_start(server)
+        with client_for(server) as agent:
+            agent.upload_progress = on_upload
             kwargs: dict[str, Any] = {"step": step} if step is not None else {}
             result = push(
                 wf, agent, update_id, description, bundle, target=server.name, tasks=parsed,
@@ -339,77 +346,8 @@ def run_push(
                 timings={"build": build_s, **result.timings},
                 duration_s=result.duration_s + build_s,
             )
-        finally:
-            built.cleanup()
     finally:
-        agent.close()
-
-
-class _HealthAhead:
-    """``client``, its ``health`` asked in a thread as soon as this is made: a push asks
-    for it once the tree is built and the deployment recorded, and then need not wait for
-    it (a request was ~7 ms of a 1 % re-push, issue 20). Its answer, or its error, is that
-    first ``health()``'s; every other call goes to ``client``. A push that fails before it
-    asks does not wait for it: :meth:`close` leaves the client to the thread, which
-    closes it once its answer came (or its timeout)."""
-
-    def __init__(self, client: AgentClient) -> None:
-        import threading
-
-        self.client = client
-        self._answer: dict[str, Any] | None = None
-        self._error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._asked = False  # the answer (or error) came
-        self._close_then = False  # close the client once it came
-        self._asking: threading.Thread | None = threading.Thread(
-            target=self._ask, name="ashat-health", daemon=True
-        )
-        self._asking.start()
-
-    def _ask(self) -> None:
-        try:
-            self._answer = self.client.health()
-        except BaseException as e:  # raised where the push asks for it
-            self._error = e
-        with self._lock:
-            self._asked = True
-            close = self._close_then
-        if close:
-            self.client.close()
-
-    def health(self) -> dict[str, Any]:
-        asking, self._asking = self._asking, None
-        if asking is None:
-            return self.client.health()
-        asking.join()
-        if self._error is not None:
-            raise self._error
-        assert self._answer is not None
-        return self._answer
-
-    def close(self) -> None:
-        """Close the client now, or once the answer came if it has not."""
-        with self._lock:
-            if not self._asked:
-                self._close_then = True
-                return
-        self.client.close()
-
-    def missing(self, digests: Sequence[str]) -> list[str]:
-        return self.client.missing(digests)
-
-    def upload(self, blobs: Sequence[Any]) -> int:
-        return self.client.upload(blobs)
-
-    def stage(self, manifest_bytes: bytes) -> dict[str, Any]:
-        return self.client.stage(manifest_bytes)
-
-    def activate(self, update_id: str) -> dict[str, Any]:
-        return self.client.activate(update_id)
-
-    def rollback(self, from_id: str | None = None, to_id: str | None = None) -> dict[str, Any]:
-        return self.client.rollback(from_id, to_id)
+        built.cleanup()
 
 
 def _report_wheels(manifest: Manifest, step: Callable[[str, str], None]) -> None:
