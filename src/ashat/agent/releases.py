@@ -396,12 +396,7 @@ class ReleaseStore:
                 )
             if not ok:
                 bad.append(e.path)
-        parents: set[str] = set()  # the tree's directories
-        for w in wanted:
-            i = w.rfind("/")
-            while i > 0 and w[:i] not in parents:
-                parents.add(w[:i])
-                i = w.rfind("/", 0, i)
+        parents = _directories(wanted)  # the tree's directories
         pending = [""]
         while pending:  # anything on disk the manifest does not have
             rel = pending.pop()

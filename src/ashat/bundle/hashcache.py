@@ -41,6 +41,11 @@ Stat = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, ino, dev
 _LAST: tuple[str, tuple[int, ...], str, dict[str, tuple[Stat, str]]] | None = None
 
 
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when the file is written: its device, inode, size, mtime and ctime."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _entry_ok(v: Any) -> bool:
     return (  # each test spelled out: a cache of 2,000 entries is read at each push
         type(v) is list
@@ -79,13 +84,10 @@ class HashCache:
         one over it, so a write gives it a new inode. The entries are only ever read."""
         global _LAST
         try:
-            st = os.lstat(path)
-            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             last = _LAST
-            if last is not None and last[:3] == (str(path), identity, root):
+            if last is not None and last[:3] == (str(path), _identity(os.lstat(path)), root):
                 return last[3]
             data, st = read_regular(path, MAX_CACHE_BYTES)  # not a FIFO planted there
-            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             if len(data) > MAX_CACHE_BYTES:
                 return {}
             obj = json.loads(data)
@@ -103,7 +105,7 @@ class HashCache:
             for rel, v in obj["files"].items()
             if isinstance(rel, str) and _entry_ok(v)
         }
-        _LAST = (str(path), identity, root, entries)
+        _LAST = (str(path), _identity(st), root, entries)
         return entries
 
     def get(self, rel: str, stat: Stat) -> str | None:

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ashat.bundle.keys import PRIVATE_KEY_PEM
+from ashat.bundle.manifest import MAX_MANIFEST_BYTES
 from ashat.errors import InvalidInput
 from ashat.ops.project import Project, client_for
+from ashat.project import read_regular
 
 if TYPE_CHECKING:
     from ashat.agent.blobs import BlobStore
@@ -221,12 +223,8 @@ def _kept_blobs(project: Project, update_id: str | None) -> frozenset[str]:
 
     if not isinstance(update_id, str) or not UPDATE_ID_RE.fullmatch(update_id):
         return frozenset()  # none, or not an id (PUBLIC's answer names it): no file to read
-    from ashat.bundle.manifest import MAX_MANIFEST_BYTES
-    from ashat.project import read_regular
-
     try:
-        data, _ = read_regular(project.manifest_path(update_id), MAX_MANIFEST_BYTES)
-        files = json.loads(data).get("files")
+        files = json.loads(_kept_bytes(project.manifest_path(update_id))).get("files")
         return frozenset(f["sha256"] for f in files if f.get("kind") == "file")
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return frozenset()
@@ -270,8 +268,7 @@ def read_ahead(start: Path) -> None:
     after each push, ~30 ms of a 1 % re-push, issue 20). Raises ``OSError`` or
     ``BundleError`` for what cannot be read (nothing is remembered of it)."""
     from ashat.bundle.hashcache import HashCache
-    from ashat.bundle.manifest import MAX_MANIFEST_BYTES, parse_manifest
-    from ashat.project import read_regular
+    from ashat.bundle.manifest import parse_manifest
 
     project = Project.find(start)
     HashCache(project.state_dir / "hashcache.json", str(project.root))
@@ -281,20 +278,24 @@ def read_ahead(start: Path) -> None:
         if stat.S_ISREG(st.st_mode):  # no FIFO to wait on, no link to follow
             kept.append((st.st_mtime_ns, path))
     if kept:
-        parse_manifest(read_regular(max(kept)[1], MAX_MANIFEST_BYTES)[0])
+        parse_manifest(_kept_bytes(max(kept)[1]))
 
 
 def _kept_manifest(path: Path) -> Manifest | None:
     """The manifest an earlier attempt of this push signed and kept, if it is readable."""
     from ashat.bundle import parse_manifest
     from ashat.bundle.errors import BundleError
-    from ashat.bundle.manifest import MAX_MANIFEST_BYTES
-    from ashat.project import read_regular
 
     try:
-        return parse_manifest(read_regular(path, MAX_MANIFEST_BYTES)[0])
+        return parse_manifest(_kept_bytes(path))
     except (OSError, BundleError):
         return None
+
+
+def _kept_bytes(path: Path) -> bytes:
+    """The bytes of a manifest this project kept (one over the limit if it is larger: the
+    parser refuses it), from a regular file only (``read_regular``). Raises ``OSError``."""
+    return read_regular(path, MAX_MANIFEST_BYTES)[0]
 
 
 def run_push(
