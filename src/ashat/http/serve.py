@@ -4,11 +4,14 @@ The listening socket is bound before anything else (:func:`bind_listen`), so a b
 a clear error and port 0 works (the ready line names the port the OS chose); TLS files are
 loaded once before serving (:func:`check_tls`), so a bad pair is an error, not a server that
 fails each handshake. :class:`Server` exits 0 on a signal (uvicorn's own re-raises it) and a
-second Ctrl-C forces the exit.
+second Ctrl-C forces the exit. Once it serves, what start-up made (modules, the app, its
+configuration: tens of thousands of objects) is frozen out of the garbage collector's sight
+(``gc.freeze``), so a request that makes many objects does not pay to walk them all again.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -97,6 +100,11 @@ class Server(uvicorn.Server):
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit:
             await self.started_serving()
+            # Start-up's objects live as long as the server: the collector need not walk
+            # them again. A stage of 2,000 files made ~20 collections of all ~42,000 (15 ms
+            # of its 70, issue 20); frozen, they are ~1 ms.
+            gc.collect()
+            gc.freeze()
             self._on_ready()
 
     async def started_serving(self) -> None:
