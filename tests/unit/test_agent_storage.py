@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from ashat.agent import blobs as blobs_module
 from ashat.agent.blobs import BlobStore, BlobWriter
 from ashat.agent.config import AgentConfig, AgentRole
 from ashat.agent.core import Agent
@@ -358,6 +359,40 @@ def test_a_pack_of_blobs_stored_already_stores_nothing_new_and_leaves_nothing(
     assert (again.st_ino, again.st_ctime_ns) == (first.st_ino, first.st_ctime_ns)
     assert os.listdir(tmp_path / "t") == []
     assert store.missing([hashlib.sha256(b).hexdigest() for b in blobs]) == []
+
+
+def test_a_pack_draws_the_systems_randomness_once_not_once_a_blob(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob's temp file was named from 8 random bytes of its own: a ``getrandom`` call
+    per blob, ~4 % of a first push's upload (issue 20). Names are now a prefix drawn once
+    per process and a counter; a forked child draws its own, so two processes writing one
+    shared store do not try the same names."""
+    calls = []
+    real = blobs_module.secrets.token_hex
+    monkeypatch.setattr(blobs_module.secrets, "token_hex", lambda n: calls.append(n) or real(n))
+    monkeypatch.setattr(blobs_module, "_names", None, raising=False)
+    (tmp_path / "t").mkdir()
+    store = BlobStore(tmp_path / "b", tmp_path / "t", 1 << 30)
+    items = [f"blob {i}\n".encode() * 10 for i in range(50)]
+
+    async def pack() -> AsyncIterator[bytes]:
+        for data in items:
+            yield f"{hashlib.sha256(data).hexdigest()} {len(data)}\n".encode() + data
+
+    assert asyncio.run(receive_pack(pack(), store)).stored == 50
+    assert len(calls) == 1
+    assert store.missing([hashlib.sha256(d).hexdigest() for d in items]) == []
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first name, to the parent
+        os.write(write, blobs_module._temp_name().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as f:
+        child = f.read().decode()
+    assert child.split("-")[0] != blobs_module._temp_name().split("-")[0]
 
 
 def test_a_pack_of_a_blob_stored_already_spends_no_quota(tmp_path: Path) -> None:
