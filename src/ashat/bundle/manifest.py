@@ -570,6 +570,23 @@ def file_entry(path: str, sha256: str, size: int, mode: int) -> FileEntry:
     return FileEntry(path, sha256, size, mode)
 
 
+_json_str = json.encoder.encode_basestring  # a str as json.dumps(ensure_ascii=False) writes it
+
+
+def _file_json(d: dict[str, Any]) -> bytes:
+    """``canonical_json(d)`` of a regular file's entry whose five members the caller checked
+    (the keys of :data:`_ENTRY_REQUIRED`; path and digest a ``str``, size and mode an
+    ``int``), written directly: ``json.dumps`` for each of 2,000 entries was ~10 ms of a
+    first stage (issue 20). Raises ``ValueError`` where ``canonical_json`` does."""
+    path, sha = _json_str(d["path"]).encode(), _json_str(d["sha256"]).encode()
+    return b'{"kind":"file","mode":%d,"path":%s,"sha256":%s,"size":%d}' % (
+        d["mode"],
+        path,
+        sha,
+        d["size"],
+    )
+
+
 def _entries(given: list[Any]) -> tuple[list[FileEntry], list[bytes]]:
     """``given`` (JSON objects) as entries, and each one's canonical JSON; one equal to an
     entry read last is that entry."""
@@ -588,6 +605,8 @@ def _entries(given: list[Any]) -> tuple[list[FileEntry], list[bytes]]:
             and type(d["mode"]) is int
         ):
             hit = known.get((d["path"], d["sha256"], d["size"], d["mode"]))
+            if hit is None:
+                hit = (FileEntry.from_dict(d), _file_json(d))
         if hit is None:
             hit = (FileEntry.from_dict(d), canonical_json(d))
         out.append(hit[0])
