@@ -159,8 +159,8 @@ def test_in_the_user_jail_the_app_cannot_rewrite_an_older_release(tmp_path: Path
         old = agent.layout.link("previous") / "config.txt"
         assert oct(old.stat().st_mode & 0o777) == "0o644"
         app = subprocess.run(
-            agent.jail.command(["/bin/sh", "-c", f"echo rewritten > {old}"], tree, tree),
-            capture_output=True, text=True,
+            ["/bin/sh", "-c", f"echo rewritten > {old}"],
+            capture_output=True, text=True, **agent.jail.popen_options(),
         )  # fmt: skip
         assert app.returncode != 0 and "Permission denied" in app.stderr
         assert old.read_text() == "signed config\n"

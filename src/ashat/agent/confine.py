@@ -23,10 +23,6 @@ and other releases. A :class:`Jail` says how every process the agent starts for 
     module existed. The agent says so loudly (its log, ``/v1/health``, ``deploy servers``,
     the dashboard): the app could read the agent's files.
 
-In both modes without bwrap, the app's processes start under :mod:`.reaper` (as root in
-``user`` mode, dropping to the app's user for the app): with no PID namespace to take
-them along, a process that detaches from the app's process group still ends with the app.
-
 Whatever the mode, the environment is minimal (:func:`app_environment`): ``PATH`` and the
 locale from the agent, then ``--app-env``, then ``PORT``/``ASHAT_*``; nothing else of the
 agent's (``CREDENTIALS_DIRECTORY``, ``PGPASSWORD``, tokens in variables).
@@ -46,8 +42,6 @@ from pathlib import Path
 from typing import Any
 
 from ashat.errors import InvalidInput
-
-REAPER = Path(__file__).with_name("reaper.py")  # run by path: the app's environment names no ashat
 
 SANDBOXES = ("auto", "bwrap", "none")
 PASSED_ON = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ")
@@ -82,8 +76,8 @@ class AppUser:
 
 @dataclass(frozen=True)
 class Jail:
-    """How the app's processes are confined; :meth:`command` turns an app command into the
-    one to start."""
+    """How the app's processes are confined; :meth:`command` and :meth:`popen_options`
+    turn an app command into the one to start."""
 
     mode: str  # "bwrap", "user" or "none"
     user: AppUser | None = None
@@ -109,18 +103,19 @@ class Jail:
             out["warning"] = self.warning
         return out
 
+    def popen_options(self) -> dict[str, Any]:
+        """Extra :class:`subprocess.Popen` arguments (the user to run as, without bwrap)."""
+        if self.mode == "user" and self.user is not None:
+            return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
+        return {}
+
     def command(
         self, argv: list[str], cwd: Path, writable: Path, readable: Sequence[Path] = ()
     ) -> list[str]:
         """``argv`` as run inside this jail, in ``cwd`` (read-only) with ``writable``, and
-        the directories ``readable`` (its Python environment) read-only. It drops to the
-        app's user itself (setpriv in bwrap, :mod:`.reaper` without), and without bwrap
-        what the app leaves behind ends with it."""
+        the directories ``readable`` (its Python environment) read-only."""
         if self.mode != "bwrap":
-            ids = []
-            if self.mode == "user" and self.user is not None:
-                ids = ["--uid", str(self.user.uid), "--gid", str(self.user.gid)]
-            return [sys.executable, "-I", "-S", str(REAPER), *ids, "--", *argv]
+            return argv
         assert self.bwrap is not None
         out = [self.bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-uts"]
         out += ["--unshare-cgroup-try"]

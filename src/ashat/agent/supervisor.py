@@ -284,6 +284,7 @@ class Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                **self.jail.popen_options(),
             )
 
     def _note(self, release: str, text: str) -> None:

@@ -166,6 +166,7 @@ def import_in_child(
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,
+                **jail.popen_options(),
             )
         except OSError as e:
             return {"name": name, "ok": False, "ms": 0.0, "error": f"cannot start Python: {e}"}
