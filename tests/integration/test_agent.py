@@ -8,6 +8,7 @@ release after a restart (and after a crash), and serve https with a private CA.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from ashat.transport.errors import AgentRejected, TLSFailure
-from support import wait_for
+from support import alive, wait_for
 
 # The fixtures' types, for annotations only (tests/ is not a package).
 AgentFactory = Any
@@ -36,14 +37,6 @@ def get(port: int, path: str) -> tuple[int, Any]:
         return resp.status, json.loads(resp.read())
     finally:
         conn.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def healthy_app(agent: AgentHandle) -> dict[str, Any]:
@@ -441,3 +434,87 @@ def test_a_small_change_is_staged_from_the_current_tree(
     assert (tree / "lib" / "new" / "added.py").read_text() == "ADDED = True\n"
     assert len(list(tree.rglob("*.py"))) == 101  # app.py, 99 kept, 1 added
     assert healthy_app(agent)["current"] == "v2"  # the activation found the tree whole
+
+
+# -- without bwrap: what an app leaves behind ----------------------------------------------
+
+LEAVER = """\
+import os, sys
+shared, release = os.environ["ASHAT_SHARED_DIR"], os.environ["ASHAT_RELEASE"]
+if os.fork() == 0:  # leave: a new session, no parent of the app's, no mark in the environment
+    os.setsid()
+    if os.fork() == 0:
+        path = os.path.join(shared, "left-" + release)
+        with open(path + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(path + ".tmp", path)
+        os.execve("/bin/sleep", ["sleep", "600"], {})
+    os._exit(0)
+os.execvp(sys.executable, [sys.executable, "app.py"])
+"""
+
+
+def _left_by(agent: AgentHandle, release: str) -> int | None:
+    path = agent.data / "shared" / f"left-{release}"
+    return int(path.read_text()) if path.exists() else None
+
+
+def test_without_bwrap_what_an_app_leaves_behind_ends_with_it(
+    agent_factory: AgentFactory, trees: Trees, tmp_path: Path
+) -> None:
+    """A review (2026-12-07): outside bwrap's PID namespace the agent stops an app by its
+    process group, and a process that forked twice, called setsid() and dropped its
+    environment kept running as the app's user after a switch, a rollback or the agent's
+    stop. The app now starts under a child subreaper (ashat.agent.reaper), which ends what
+    is left when the app ends or is stopped."""
+    for d in [*reversed(tmp_path.parents), tmp_path]:  # the app's user reaches its release
+        os.chmod(d, os.stat(d).st_mode | 0o001)
+    agent = agent_factory(args=("--sandbox", "none"))
+    left: list[int] = []
+    try:
+        for n in (1, 2):
+            tree = trees.tiny(f"leaver-{n}")
+            (tree / "leaver.py").write_text(LEAVER)
+            agent.deploy(
+                tree, f"leaver-{n}", sequence=n, app=trees.tiny_app(run="python3 leaver.py")
+            )
+            left.append(wait_for(lambda n=n: _left_by(agent, f"leaver-{n}"), 10, "a process left"))
+            assert alive(left[-1])
+        # the switch to leaver-2 stopped leaver-1's app: what it left went with it
+        wait_for(lambda: not alive(left[0]), 10, "leaver-1's process to end with its app")
+        assert alive(left[1])
+        assert agent.stop() == 0
+        wait_for(lambda: not alive(left[1]), 10, "leaver-2's process to end with the agent")
+    finally:
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_without_bwrap_a_hook_stopped_at_its_timeout_takes_what_it_left(
+    agent_factory: AgentFactory, trees: Trees, tmp_path: Path
+) -> None:
+    """Review: a hook past its timeout is killed with its group (SIGKILL), which ended the
+    reaper too, and a process the hook had left the group with ran on. The agent tells the
+    reaper to kill now instead (ashat.agent.confine.kill_group)."""
+    for d in [*reversed(tmp_path.parents), tmp_path]:
+        os.chmod(d, os.stat(d).st_mode | 0o001)
+    agent = agent_factory(args=("--sandbox", "none"))
+    tree = trees.tiny("hook-1")
+    (tree / "leaver.py").write_text(
+        LEAVER.replace("os.execvp(", "import time; time.sleep(600); os.execvp(")
+    )
+    pid = 0
+    try:
+        agent.stage(
+            tree, "hook-1", app=trees.tiny_app(prepare="python3 leaver.py", prepare_timeout_s=2)
+        )
+        with agent.client() as client, pytest.raises(AgentRejected) as e:
+            client.activate("hook-1")
+        assert "prepare hook stopped after 2s: timed out" in e.value.body["error"]
+        pid = wait_for(lambda: _left_by(agent, "hook-1"), 5, "the process the hook left")
+        wait_for(lambda: not alive(pid), 10, "it to end with the hook")
+    finally:
+        with contextlib.suppress(OSError):
+            if pid:
+                os.kill(pid, signal.SIGKILL)

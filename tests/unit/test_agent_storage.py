@@ -158,10 +158,13 @@ def test_in_the_user_jail_the_app_cannot_rewrite_an_older_release(tmp_path: Path
             agent.activate(stage(agent, tree, n))
         old = agent.layout.link("previous") / "config.txt"
         assert oct(old.stat().st_mode & 0o777) == "0o644"
+        launch = agent.jail.launch(
+            ["/bin/sh", "-c", f"echo rewritten > {old}"], tree, tree, {"PATH": "/usr/bin:/bin"}
+        )
         app = subprocess.run(
-            ["/bin/sh", "-c", f"echo rewritten > {old}"],
-            capture_output=True, text=True, **agent.jail.popen_options(),
-        )  # fmt: skip
+            launch.argv, env=launch.env, pass_fds=launch.pass_fds, capture_output=True, text=True
+        )
+        launch.close()
         assert app.returncode != 0 and "Permission denied" in app.stderr
         assert old.read_text() == "signed config\n"
         agent.rollback(None, None)

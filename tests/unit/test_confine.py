@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ashat.agent.confine import AppUser, Jail, app_environment, choose_jail
+from ashat.agent.confine import REAPER, AppUser, Jail, app_environment, choose_jail
 from ashat.errors import InvalidInput
 
 ROOT = os.geteuid() == 0
@@ -39,11 +39,11 @@ def test_an_agent_running_as_root_needs_an_app_user(tmp_path: Path) -> None:
         choose_jail("auto", "no-such-user-here", data=tmp_path)
     jail = choose_jail("none", "nobody", data=tmp_path)
     assert jail.mode == "user" and jail.user is not None and jail.user.name == "nobody"
-    assert jail.popen_options() == {
-        "user": jail.user.uid,
-        "group": jail.user.gid,
-        "extra_groups": [],
-    }
+    launch = jail.launch(["python3", "app.py"], tmp_path, tmp_path, {"SECRET": "s3cr3t"})
+    ids = ["--uid", str(jail.user.uid), "--gid", str(jail.user.gid)]
+    assert launch.argv[-7:] == [*ids, "--", "python3", "app.py"]  # the reaper drops to nobody
+    assert str(REAPER) in launch.argv and "s3cr3t" not in str(launch.env)
+    launch.close()
     assert jail.isolated and jail.warning is None
 
 
@@ -119,7 +119,6 @@ def test_in_the_real_sandbox_the_app_sees_its_release_and_shared_dir_only(tmp_pa
         text=True,
         timeout=30,
         check=False,
-        **jail.popen_options(),
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

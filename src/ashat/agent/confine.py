@@ -23,6 +23,12 @@ and other releases. A :class:`Jail` says how every process the agent starts for 
     module existed. The agent says so loudly (its log, ``/v1/health``, ``deploy servers``,
     the dashboard): the app could read the agent's files.
 
+In both modes without bwrap, the app's processes start under :mod:`.reaper` (root's in the
+``user`` mode, with an environment of its own; the app's reaches the app through a file
+descriptor): with no PID namespace to take them along, a process that leaves the app's
+process group still ends with the app. The agent ends such a group with
+:func:`kill_group`, never a SIGKILL to the reaper while it runs.
+
 Whatever the mode, the environment is minimal (:func:`app_environment`): ``PATH`` and the
 locale from the agent, then ``--app-env``, then ``PORT``/``ASHAT_*``; nothing else of the
 agent's (``CREDENTIALS_DIRECTORY``, ``PGPASSWORD``, tokens in variables).
@@ -30,18 +36,25 @@ agent's (``CREDENTIALS_DIRECTORY``, ``PGPASSWORD``, tokens in variables).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ashat.errors import InvalidInput
+
+REAPER = Path(__file__).with_name("reaper.py")  # run by path: nothing of ashat is imported
+REAPER_PATH = "/usr/local/bin:/usr/bin:/bin"  # the reaper's own PATH (it finds nothing by it)
+REAPER_KILL_WAIT_S = 5.0  # for a reaper told to kill now, before it is SIGKILLed itself
 
 SANDBOXES = ("auto", "bwrap", "none")
 PASSED_ON = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ")
@@ -76,8 +89,8 @@ class AppUser:
 
 @dataclass(frozen=True)
 class Jail:
-    """How the app's processes are confined; :meth:`command` and :meth:`popen_options`
-    turn an app command into the one to start."""
+    """How the app's processes are confined; :meth:`launch` turns an app command into the
+    one to start."""
 
     mode: str  # "bwrap", "user" or "none"
     user: AppUser | None = None
@@ -103,17 +116,38 @@ class Jail:
             out["warning"] = self.warning
         return out
 
-    def popen_options(self) -> dict[str, Any]:
-        """Extra :class:`subprocess.Popen` arguments (the user to run as, without bwrap)."""
+    def launch(
+        self,
+        argv: list[str],
+        cwd: Path,
+        writable: Path,
+        env: Mapping[str, str],
+        readable: Sequence[Path] = (),
+    ) -> Launch:
+        """How to start ``argv`` with the environment ``env`` in this jail (see
+        :meth:`command`): under :mod:`.reaper` without bwrap, which drops to the app's user
+        itself and gets ``env`` through a file descriptor, its own environment holding only
+        ``PATH`` and the ``ASHAT_SHARED_DIR`` strays are found by. Start it in a session of
+        its own, then :meth:`Launch.close`."""
+        argv = self.command(argv, cwd, writable, readable)
+        if self.mode == "bwrap":
+            return Launch(argv, dict(env))
+        fd = _memory_file(b"".join(os.fsencode(f"{k}={v}") + b"\0" for k, v in env.items()))
+        ids = []
         if self.mode == "user" and self.user is not None:
-            return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
-        return {}
+            ids = ["--uid", str(self.user.uid), "--gid", str(self.user.gid)]
+        own = {"PATH": REAPER_PATH}
+        if "ASHAT_SHARED_DIR" in env:
+            own["ASHAT_SHARED_DIR"] = env["ASHAT_SHARED_DIR"]
+        reaped = [sys.executable, "-I", "-S", str(REAPER), "--env-fd", str(fd), *ids, "--"]
+        return Launch([*reaped, *argv], own, (fd,))
 
     def command(
         self, argv: list[str], cwd: Path, writable: Path, readable: Sequence[Path] = ()
     ) -> list[str]:
         """``argv`` as run inside this jail, in ``cwd`` (read-only) with ``writable``, and
-        the directories ``readable`` (its Python environment) read-only."""
+        the directories ``readable`` (its Python environment) read-only; without bwrap,
+        ``argv`` itself (:meth:`launch` adds the reaper and the user)."""
         if self.mode != "bwrap":
             return argv
         assert self.bwrap is not None
@@ -154,6 +188,73 @@ class Jail:
             out += [f"--reuid={self.user.uid}", f"--regid={self.user.gid}", "--clear-groups"]
             out += ["--inh-caps=-all", "--bounding-set=-all"]
         return [*out, "--", *argv]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What :class:`subprocess.Popen` starts for an app command: ``argv``, ``env``, and the
+    file descriptors it must pass on (``pass_fds``), closed by :meth:`close` once started."""
+
+    argv: list[str]
+    env: dict[str, str]
+    pass_fds: tuple[int, ...] = ()
+
+    def close(self) -> None:
+        for fd in self.pass_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _memory_file(data: bytes) -> int:
+    """A file descriptor of a file in memory holding ``data`` (the app's environment: its
+    secrets never reach a disk), or of a deleted temporary file where there is no memfd."""
+    try:
+        fd = os.memfd_create("ashat-app-environment", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        import tempfile
+
+        with tempfile.TemporaryFile() as f:
+            fd = os.dup(f.fileno())
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL the process group ``pgid``. Where :mod:`.reaper` leads it (an app without
+    bwrap), it is told to kill now (SIGUSR1) and given :data:`REAPER_KILL_WAIT_S` to end
+    what is under it, first: a SIGKILL would end it and leave that running."""
+    if _is_reaper(pgid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pgid, signal.SIGUSR1)
+        deadline = time.monotonic() + REAPER_KILL_WAIT_S
+        while _running(pgid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _is_reaper(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    return os.fsencode(REAPER) in args[:4]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
 
 
 def _under(path: Path, roots: Iterable[Path]) -> bool:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ashat.agent.confine import Jail, app_environment
+from ashat.agent.confine import Jail, app_environment, kill_group
 from ashat.agent.environments import EnvSpec
 from ashat.agent.errors import ActivationFailed
 from ashat.agent.layout import Layout
@@ -276,16 +276,23 @@ class Supervisor:
             log.flush()
             cwd = self.layout.release_dir(release)
             venv = self.venvs.get(release)
-            return subprocess.Popen(
-                self.jail.command(argv, cwd, self.layout.shared, (venv,) if venv else ()),
-                cwd=cwd,
-                env=self.environment(release, port),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                **self.jail.popen_options(),
-            )
+            launch = self.jail.launch(
+                argv, cwd, self.layout.shared, self.environment(release, port),
+                (venv,) if venv else (),
+            )  # fmt: skip
+            try:
+                return subprocess.Popen(
+                    launch.argv,
+                    cwd=cwd,
+                    env=launch.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=launch.pass_fds,
+                )
+            finally:
+                launch.close()
 
     def _note(self, release: str, text: str) -> None:
         with contextlib.suppress(OSError), open(self.layout.log_file(release), "ab") as log:
@@ -325,14 +332,14 @@ class Supervisor:
             if proc.returncode is not None:
                 break
             if self.stopping.is_set() or time.monotonic() >= deadline:
-                _signal_group(proc.pid, signal.SIGKILL)
+                kill_group(proc.pid)
                 proc.wait()
                 why = "the agent is shutting down" if self.stopping.is_set() else "timed out"
                 raise ActivationFailed(
                     f"{release}: {name} hook stopped after {timeout_s:g}s: {why}; {then}",
                     log_tail=self.log_tail(release, log_from),
                 )
-        _signal_group(proc.pid, signal.SIGKILL)  # anything it left running in its group
+        kill_group(proc.pid)  # anything it left running in its group
         if proc.returncode != 0:
             raise ActivationFailed(
                 f"{release}: {name} hook {line[:200]!r} failed with exit status "
@@ -390,7 +397,7 @@ class Supervisor:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 app.proc.wait(self.stop_timeout_s)
             _wait_group(app.pid, deadline)
-        _signal_group(app.pid, signal.SIGKILL)  # what is left: stragglers, or all of it
+        kill_group(app.pid)  # what is left: stragglers, or all of it
         app.proc.wait()
         code = app.proc.returncode
         self._note(app.release, f"app (pid {app.pid}) stopped with status {code}")
@@ -408,7 +415,7 @@ class Supervisor:
         while process_start(record.pid) == record.started and time.monotonic() < deadline:
             time.sleep(0.05)
         _wait_group(record.pid, deadline)  # the app in the sandbox outlives bwrap's process
-        _signal_group(record.pid, signal.SIGKILL)
+        kill_group(record.pid)
         return True
 
     def reap_strays(self) -> list[int]:
@@ -431,7 +438,7 @@ class Supervisor:
         while time.monotonic() < deadline and any(process_start(p) is not None for p in found):
             time.sleep(0.05)
         for pgid in groups:
-            _signal_group(pgid, signal.SIGKILL)
+            kill_group(pgid)
         return found
 
 

@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from ashat.agent.checks.base import (
     scrub,
     timeout_of,
 )
-from ashat.agent.confine import Jail
+from ashat.agent.confine import Jail, kill_group
 
 CONCURRENCY = 4  # interpreters started at once
 MAX_MODULES = 200
@@ -94,8 +93,7 @@ def _tail(stream: IO[bytes]) -> str:
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    kill_group(proc.pid)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(KILL_WAIT_S)
 
@@ -156,18 +154,23 @@ def import_in_child(
             jail = jail or Jail("none")
             shared = Path(env.get("ASHAT_SHARED_DIR") or tempfile.gettempdir())
             venv = env.get("VIRTUAL_ENV")
-            proc = subprocess.Popen(
-                jail.command(
-                    [python, "-c", _IMPORT, name], root, shared, (Path(venv),) if venv else ()
-                ),
-                cwd=root,
-                env=child_env(root, env),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                start_new_session=True,
-                **jail.popen_options(),
-            )
+            launch = jail.launch(
+                [python, "-c", _IMPORT, name], root, shared, child_env(root, env),
+                (Path(venv),) if venv else (),
+            )  # fmt: skip
+            try:
+                proc = subprocess.Popen(
+                    launch.argv,
+                    cwd=root,
+                    env=launch.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    start_new_session=True,
+                    pass_fds=launch.pass_fds,
+                )
+            finally:
+                launch.close()
         except OSError as e:
             return {"name": name, "ok": False, "ms": 0.0, "error": f"cannot start Python: {e}"}
         try:
@@ -182,9 +185,7 @@ def import_in_child(
                 "traceback": _tail(stderr),
             }
         finally:
-            # The child's children, if any, go with it.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid)  # the child's children, if any, go with it
         ms = elapsed_ms(started)
         if code == 0:
             return {"name": name, "ok": True, "ms": ms}
