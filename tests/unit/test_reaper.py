@@ -18,6 +18,7 @@ import pytest
 from ashat.agent.checks.base import Deadline
 from ashat.agent.checks.modules import import_in_child
 from ashat.agent.confine import REAPER, AppUser, Jail, kill_group
+from ashat.agent.reaper import Reaper
 from support import alive, wait_for
 
 # Leaves a process behind (two forks, a new session, an empty environment) that writes its
@@ -193,3 +194,52 @@ def test_an_import_past_its_time_takes_what_it_left_with_it(where: Path) -> None
     assert not done["ok"] and "did not finish within 2 s" in done["error"]
     pid = left(where)
     wait_for(lambda: not alive(pid), 10, "what the import left to end with it")
+
+
+GRACEFUL = """\
+import os, signal, sys, time
+def finish(*_):
+    time.sleep(2)  # a worker finishing what it does, well within the agent's stop timeout
+    open(sys.argv[1] + "-finished", "w").close()
+    os._exit(0)
+if os.fork() == 0:
+    os.setsid()
+    signal.signal(signal.SIGTERM, finish)
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+    while True:
+        time.sleep(1)
+time.sleep(600)
+"""
+
+
+def test_a_stop_leaves_what_the_app_left_the_time_the_agent_gives_the_app(where: Path) -> None:
+    """Review: a stop SIGKILLed what had left the app's group 1 s after the SIGTERM, and
+    what was left once the app ended too, where the agent gives a stopping app 10 s. In a
+    stop the reaper sends SIGTERM only, and waits for all under it; the agent says when to
+    kill (kill_group, after its timeout)."""
+    (where / "graceful.py").write_text(GRACEFUL)
+    launch = Jail("none").launch(
+        [sys.executable, str(where / "graceful.py"), str(where / "left")], where, where,
+        {"PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        launch.argv, env=launch.env, pass_fds=launch.pass_fds, start_new_session=True
+    )
+    launch.close()
+    pid = left(where)
+    started = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(20) == -signal.SIGTERM
+    assert (where / "left-finished").exists() and not alive(pid)
+    assert time.monotonic() - started >= 1.9  # the reaper waited for it to finish
+
+
+def test_told_to_kill_now_the_reaper_spares_no_group() -> None:
+    """Review: after "kill now" the app's group was still spared until the app was reaped,
+    so a process that joined it meanwhile outlived the reaper."""
+    r = Reaper(os.getpid())
+    assert r.spare() == os.getpid()
+    r.killing = True
+    assert r.spare() is None

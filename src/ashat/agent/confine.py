@@ -37,6 +37,7 @@ agent's (``CREDENTIALS_DIRECTORY``, ``PGPASSWORD``, tokens in variables).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import pwd
@@ -106,6 +107,11 @@ class Jail:
         return self.mode != "none"
 
     @property
+    def reaps(self) -> bool:
+        """Whether :meth:`launch` starts the app's processes under :mod:`.reaper`."""
+        return self.mode != "bwrap"
+
+    @property
     def warning(self) -> str | None:
         return UNCONFINED_WARNING if self.mode == "none" else None
 
@@ -130,7 +136,7 @@ class Jail:
         ``PATH`` and the ``ASHAT_SHARED_DIR`` strays are found by. Start it in a session of
         its own, then :meth:`Launch.close`."""
         argv = self.command(argv, cwd, writable, readable)
-        if self.mode == "bwrap":
+        if not self.reaps:
             return Launch(argv, dict(env))
         fd = _memory_file(b"".join(os.fsencode(f"{k}={v}") + b"\0" for k, v in env.items()))
         ids = []
@@ -205,16 +211,27 @@ class Launch:
                 os.close(fd)
 
 
+PIPE_BYTES = 64 * 1024  # what a pipe holds unread, where there is no memfd (Linux < 3.17)
+
+
 def _memory_file(data: bytes) -> int:
-    """A file descriptor of a file in memory holding ``data`` (the app's environment: its
-    secrets never reach a disk), or of a deleted temporary file where there is no memfd."""
+    """A file descriptor to read ``data`` from (the app's environment: its secrets never
+    reach a disk): a file in memory, or a pipe holding it where there is none. Raises
+    ``OSError`` where neither can."""
     try:
         fd = os.memfd_create("ashat-app-environment", os.MFD_CLOEXEC)
     except (AttributeError, OSError):
-        import tempfile
-
-        with tempfile.TemporaryFile() as f:
-            fd = os.dup(f.fileno())
+        if len(data) > PIPE_BYTES:
+            raise OSError(
+                errno.E2BIG, f"the app's environment is over {PIPE_BYTES} bytes, and this "
+                "kernel has no memfd to hand it over in",
+            ) from None  # fmt: skip
+        fd, w = os.pipe()
+        try:
+            os.write(w, data)
+        finally:
+            os.close(w)
+        return fd
     try:
         view = memoryview(data)
         while view:
@@ -225,11 +242,20 @@ def _memory_file(data: bytes) -> int:
     return fd
 
 
-def kill_group(pgid: int) -> None:
+def kill_group(pgid: int, *, reaper: bool | None = None, ended: bool = False) -> None:
     """SIGKILL the process group ``pgid``. Where :mod:`.reaper` leads it (an app without
     bwrap), it is told to kill now (SIGUSR1) and given :data:`REAPER_KILL_WAIT_S` to end
-    what is under it, first: a SIGKILL would end it and leave that running."""
-    if _is_reaper(pgid):
+    what is under it, first: a SIGKILL would end it and leave that running.
+
+    ``reaper``: whether a reaper leads it (None: ``/proc`` is asked, for a process an
+    earlier agent started). ``ended``: its leader was waited for already, so its pid may be
+    another process's now: a reaper that ended has ended what was under it, and nothing is
+    sent (a bwrap group is still SIGKILLed: the app in it outlives bwrap's process)."""
+    if reaper is None:
+        reaper = _is_reaper(pgid)
+    if reaper and ended:
+        return
+    if reaper:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pgid, signal.SIGUSR1)
         deadline = time.monotonic() + REAPER_KILL_WAIT_S

@@ -14,14 +14,18 @@ the ``user`` and ``none`` modes through this program, which:
   descriptor N (its own is minimal: no variable of the app's reaches this process, which
   is root's in the ``user`` mode), as ``--uid``/``--gid`` where given; COMMAND gets the
   signal dispositions a new program expects (SIGPIPE and SIGXFSZ at their defaults);
-- on SIGTERM (or SIGINT, SIGHUP): passes it on to COMMAND's group, and ends what left that
-  group (SIGTERM, then SIGKILL after :data:`GRACE_S`), again each time a child ends, until
-  COMMAND has ended;
-- on SIGUSR1 (the agent's "kill now", which it sends where it would SIGKILL a group):
-  SIGKILLs COMMAND's group and everything under this process, then exits;
-- once COMMAND has ended, ends everything left under it the same way and exits as COMMAND
-  did: its status, or the same signal (re-raised with core dumps off: this process may be
-  root's, and its working directory is the release's).
+- on SIGTERM (or SIGINT, SIGHUP), a stop: passes it on to COMMAND's group and sends SIGTERM
+  to what left that group, and to what leaves it later, but no SIGKILL: the agent's stop
+  timeout is the whole app's, as it was its group's; it exits once COMMAND and all under
+  it have ended;
+- on SIGUSR1 (the agent's "kill now", which it sends where it would SIGKILL a group: a stop
+  past its timeout, a hook or an import past theirs): SIGKILLs COMMAND's group and
+  everything under this process, round after round, then exits;
+- where COMMAND ends on its own (a hook done, an app that crashed), ends what it left
+  (SIGTERM, then SIGKILL after :data:`GRACE_S`);
+
+and exits as COMMAND did: its status, or the same signal (re-raised with core dumps off:
+this process may be root's, and its working directory is the release's).
 
 The agent signals this process only, never its group with SIGKILL while it runs
 (:func:`~ashat.agent.confine.kill_group`): a SIGKILL would end it before it ended the rest.
@@ -118,6 +122,8 @@ class Reaper:
     def __init__(self, main: int) -> None:
         self.main = main
         self.status: int | None = None
+        self.killing = False  # told to kill now: nothing is spared
+        self.told: set[int] = set()  # sent a stop's SIGTERM already
 
     def reap(self) -> None:
         """Reap every child that ended, noting COMMAND's status."""
@@ -132,8 +138,18 @@ class Reaper:
                 self.status = status
 
     def spare(self) -> int | None:
-        """COMMAND's process group while COMMAND runs (the agent's stop reaches it)."""
-        return self.main if self.status is None else None
+        """COMMAND's process group while COMMAND runs (the stop's signal was passed on to
+        it), unless told to kill now."""
+        return self.main if self.status is None and not self.killing else None
+
+    def terminate(self) -> None:
+        """During a stop: SIGTERM what is under this process and was not told yet (not
+        COMMAND's running group, which got the stop's own signal). No SIGKILL: the agent's
+        stop timeout is the whole app's, and the agent says when to kill."""
+        for pid, parent in _under(self.spare()).items():
+            if pid not in self.told:
+                self.told.add(pid)
+                _signal(pid, parent, signal.SIGTERM)
 
     def end(self, grace: bool) -> None:
         """End what is under this process but COMMAND's running group: SIGTERM and up to
@@ -159,12 +175,17 @@ class Reaper:
             self.reap()
 
     def kill_now(self) -> None:
-        """SIGKILL COMMAND's group and everything under this process."""
+        """SIGKILL COMMAND's group and everything under this process, then wait for
+        COMMAND (its status is this process's)."""
+        self.killing = True
         if self.status is None:
             with contextlib.suppress(OSError):
                 os.killpg(self.main, signal.SIGKILL)
         self.reap()
         self.end(grace=False)
+        if self.status is None:
+            with contextlib.suppress(ChildProcessError):
+                self.status = os.waitpid(self.main, 0)[1]
 
 
 def _exit_as(status: int) -> None:
@@ -203,9 +224,9 @@ def _parse(argv: list[str]) -> tuple[int, int | None, int | None, list[str]]:
 
 def _read_environment(fd: int) -> dict[str, str]:
     """The app's environment: ``NAME=value`` entries, each ended by a NUL byte."""
-    data = b""
     with os.fdopen(fd, "rb") as f:
-        f.seek(0)
+        with contextlib.suppress(OSError):  # a memfd is read from its start; a pipe is not
+            f.seek(0)
         data = f.read()
     env = {}
     for entry in data.split(b"\0"):
@@ -217,7 +238,7 @@ def _read_environment(fd: int) -> dict[str, str]:
 
 def _run(uid: int | None, gid: int | None, command: list[str], env: dict[str, str]) -> None:
     """In the child (or in place): as a new program expects to start, as the app's user,
-    COMMAND."""
+    COMMAND. Never returns."""
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, ())  # the mask outlives exec
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
@@ -230,7 +251,8 @@ def _run(uid: int | None, gid: int | None, command: list[str], env: dict[str, st
         os.execvpe(command[0], command, env)
     except OSError as e:
         print(f"{command[0]}: {e.strerror}", file=sys.stderr, flush=True)
-    os._exit(127)
+    finally:
+        os._exit(127)
 
 
 def main(argv: list[str]) -> None:
@@ -252,25 +274,29 @@ def main(argv: list[str]) -> None:
         os.setpgid(pid, pid)
     reaper = Reaper(pid)
     stopping = False
-    while reaper.status is None:
+    while True:
         reaper.reap()
-        if reaper.status is not None:
-            break
+        if reaper.status is not None and not (stopping and _under(None)):
+            break  # COMMAND ended; in a stop, what it left has ended too
         if stopping:
-            reaper.end(grace=True)  # what left COMMAND's group since the last look
-            reaper.reap()
-            if reaper.status is not None:
-                break
-        sig = signal.sigwaitinfo(watched).si_signo
+            reaper.terminate()
+            info = signal.sigtimedwait(watched, 0.1)  # what is left may end unseen: look
+        else:
+            info = signal.sigwaitinfo(watched)
+        sig = info.si_signo if info is not None else signal.SIGCHLD
         if sig == KILL_NOW:
             reaper.kill_now()
             break
-        if sig in STOP_SIGNALS:
+        if sig in STOP_SIGNALS and not stopping:
             stopping = True
-            with contextlib.suppress(OSError):
-                os.killpg(pid, sig)
-    reaper.reap()
-    reaper.end(grace=reaper.status is not None)
+            if reaper.status is None:
+                outside = _under(pid)
+                reaper.told.update(p for p in _under(None) if p not in outside)  # the group
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, sig)
+    if not stopping and not reaper.killing:
+        reaper.end(grace=True)  # COMMAND ended on its own: what it left goes, briefly
+    # (no status: a wait status of SIGKILL's number is "killed by SIGKILL")
     _exit_as(reaper.status if reaper.status is not None else signal.SIGKILL)
 
 

@@ -332,14 +332,14 @@ class Supervisor:
             if proc.returncode is not None:
                 break
             if self.stopping.is_set() or time.monotonic() >= deadline:
-                kill_group(proc.pid)
+                kill_group(proc.pid, reaper=self.jail.reaps)
                 proc.wait()
                 why = "the agent is shutting down" if self.stopping.is_set() else "timed out"
                 raise ActivationFailed(
                     f"{release}: {name} hook stopped after {timeout_s:g}s: {why}; {then}",
                     log_tail=self.log_tail(release, log_from),
                 )
-        kill_group(proc.pid)  # anything it left running in its group
+        kill_group(proc.pid, reaper=self.jail.reaps, ended=True)  # what it left running
         if proc.returncode != 0:
             raise ActivationFailed(
                 f"{release}: {name} hook {line[:200]!r} failed with exit status "
@@ -397,7 +397,8 @@ class Supervisor:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 app.proc.wait(self.stop_timeout_s)
             _wait_group(app.pid, deadline)
-        kill_group(app.pid)  # what is left: stragglers, or all of it
+        # what is left: stragglers, or all of it
+        kill_group(app.pid, reaper=self.jail.reaps, ended=app.proc.returncode is not None)
         app.proc.wait()
         code = app.proc.returncode
         self._note(app.release, f"app (pid {app.pid}) stopped with status {code}")

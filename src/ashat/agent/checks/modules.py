@@ -92,8 +92,8 @@ def _tail(stream: IO[bytes]) -> str:
     return "\n".join(lines[-TRACEBACK_LINES:])
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    kill_group(proc.pid)
+def _kill(proc: subprocess.Popen[bytes], jail: Jail) -> None:
+    kill_group(proc.pid, reaper=jail.reaps)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(KILL_WAIT_S)
 
@@ -176,7 +176,7 @@ def import_in_child(
         try:
             code = proc.wait(deadline.remaining())
         except subprocess.TimeoutExpired:
-            _kill(proc)
+            _kill(proc, jail)
             return {
                 "name": name,
                 "ok": False,
@@ -185,7 +185,8 @@ def import_in_child(
                 "traceback": _tail(stderr),
             }
         finally:
-            kill_group(proc.pid)  # the child's children, if any, go with it
+            # the child's children, if any, go with it
+            kill_group(proc.pid, reaper=jail.reaps, ended=proc.returncode is not None)
         ms = elapsed_ms(started)
         if code == 0:
             return {"name": name, "ok": True, "ms": ms}
