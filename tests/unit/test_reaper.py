@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ashat.agent import confine
 from ashat.agent.checks.base import Deadline
 from ashat.agent.checks.modules import import_in_child
 from ashat.agent.confine import REAPER, AppUser, Jail, kill_group
@@ -243,3 +244,29 @@ def test_told_to_kill_now_the_reaper_spares_no_group() -> None:
     assert r.spare() == os.getpid()
     r.killing = True
     assert r.spare() is None
+
+
+def test_where_there_is_no_subreaper_the_group_is_killed_as_before(
+    where: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: where the kernel has no subreaper (or Python no ctypes) the reaper runs the
+    app in its place, but the agent still took the group for a reaper's, and what a hook
+    left in it ran on. The jail says it does not reap there, and the group is killed."""
+    monkeypatch.setattr(confine, "subreapers", lambda: False)
+    jail = Jail("none")
+    assert not jail.reaps
+    launch = jail.launch(
+        ["/bin/sh", "-c", "sleep 300 & echo $!"], where, where, {"PATH": "/usr/bin:/bin"}
+    )
+    assert str(REAPER) in launch.argv  # still how the app gets its environment (and user)
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", "sleep 300 & echo $!"], stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    launch.close()
+    assert proc.stdout is not None
+    with proc.stdout:
+        pid = int(proc.stdout.readline())
+    proc.wait(10)
+    kill_group(proc.pid, reaper=jail.reaps, ended=True)  # as after a hook that ended
+    wait_for(lambda: not alive(pid), 5, "what the hook left in its group to be killed")

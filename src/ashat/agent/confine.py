@@ -55,6 +55,7 @@ from ashat.errors import InvalidInput
 
 REAPER = Path(__file__).with_name("reaper.py")  # run by path: nothing of ashat is imported
 REAPER_PATH = "/usr/local/bin:/usr/bin:/bin"  # the reaper's own PATH (it finds nothing by it)
+PR_GET_CHILD_SUBREAPER = 37
 REAPER_KILL_WAIT_S = 5.0  # for a reaper told to kill now, before it is SIGKILLed itself
 
 SANDBOXES = ("auto", "bwrap", "none")
@@ -108,8 +109,9 @@ class Jail:
 
     @property
     def reaps(self) -> bool:
-        """Whether :meth:`launch` starts the app's processes under :mod:`.reaper`."""
-        return self.mode != "bwrap"
+        """Whether the app's processes run under a :mod:`.reaper` (where the kernel has no
+        subreaper, it runs the app in its place, and the app leads its group as before)."""
+        return self.mode != "bwrap" and subreapers()
 
     @property
     def warning(self) -> str | None:
@@ -136,7 +138,7 @@ class Jail:
         ``PATH`` and the ``ASHAT_SHARED_DIR`` strays are found by. Start it in a session of
         its own, then :meth:`Launch.close`."""
         argv = self.command(argv, cwd, writable, readable)
-        if not self.reaps:
+        if self.mode == "bwrap":
             return Launch(argv, dict(env))
         fd = _memory_file(b"".join(os.fsencode(f"{k}={v}") + b"\0" for k, v in env.items()))
         ids = []
@@ -240,6 +242,20 @@ def _memory_file(data: bytes) -> int:
         os.close(fd)
         raise
     return fd
+
+
+@functools.lru_cache(maxsize=1)
+def subreapers() -> bool:
+    """Whether a process here can be a child subreaper, as :mod:`.reaper` asks to be (the
+    same kernel, and a Python with ``ctypes``)."""
+    try:
+        import ctypes
+
+        value = ctypes.c_int()
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        return bool(prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0) == 0)
+    except (ImportError, OSError, AttributeError):
+        return False
 
 
 def kill_group(pgid: int, *, reaper: bool | None = None, ended: bool = False) -> None:

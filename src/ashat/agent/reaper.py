@@ -45,7 +45,8 @@ import time
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 GRACE_S = 1.0  # from SIGTERM to SIGKILL for a process left behind
-KILL_ROUNDS = 10_000  # each round kills what is found; what those leave is found in the next
+KILL_S = 5.0  # kill rounds end after this long (the agent SIGKILLs a reaper 5 s on anyway)
+LOOK_S = 0.1  # in a stop, between two looks at what is left
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 KILL_NOW = signal.SIGUSR1
 USAGE = "usage: reaper.py --env-fd N [--uid U --gid G] -- COMMAND [ARG ...]"
@@ -165,13 +166,15 @@ class Reaper:
                 self.reap()
                 live = _under(self.spare())
                 first = {p: q for p, q in first.items() if p in live}
-        for _ in range(KILL_ROUNDS):
+        pause, deadline = 0.002, time.monotonic() + KILL_S
+        while time.monotonic() < deadline:  # (one that cannot be killed: no endless rounds)
             left = _under(self.spare())
             if not left:
                 return
             for pid, parent in left.items():
                 _signal(pid, parent, signal.SIGKILL)
-            time.sleep(0.002)
+            time.sleep(pause)
+            pause = min(0.05, pause * 2)
             self.reap()
 
     def kill_now(self) -> None:
@@ -273,14 +276,17 @@ def main(argv: list[str]) -> None:
     with contextlib.suppress(OSError):  # both sides, so whichever runs first makes it
         os.setpgid(pid, pid)
     reaper = Reaper(pid)
-    stopping = False
+    stopping, left, look = False, True, 0.0
     while True:
         reaper.reap()
-        if reaper.status is not None and not (stopping and _under(None)):
-            break  # COMMAND ended; in a stop, what it left has ended too
-        if stopping:
+        if stopping and time.monotonic() >= look:  # at most every LOOK_S, however many end
             reaper.terminate()
-            info = signal.sigtimedwait(watched, 0.1)  # what is left may end unseen: look
+            left = bool(_under(None))
+            look = time.monotonic() + LOOK_S
+        if reaper.status is not None and not (stopping and left):
+            break  # COMMAND ended; in a stop, what it left has ended too
+        if stopping:  # what is left may end unseen: look again in a while
+            info = signal.sigtimedwait(watched, max(0.01, look - time.monotonic()))
         else:
             info = signal.sigwaitinfo(watched)
         sig = info.si_signo if info is not None else signal.SIGCHLD
@@ -289,9 +295,9 @@ def main(argv: list[str]) -> None:
             break
         if sig in STOP_SIGNALS and not stopping:
             stopping = True
-            if reaper.status is None:
-                outside = _under(pid)
-                reaper.told.update(p for p in _under(None) if p not in outside)  # the group
+            if reaper.status is None:  # COMMAND's group gets the stop's own signal
+                group = [p for p, (_, g) in _processes().items() if g == pid]
+                reaper.told.update(group)
                 with contextlib.suppress(OSError):
                     os.killpg(pid, sig)
     if not stopping and not reaper.killing:

@@ -416,7 +416,7 @@ class Supervisor:
         while process_start(record.pid) == record.started and time.monotonic() < deadline:
             time.sleep(0.05)
         _wait_group(record.pid, deadline)  # the app in the sandbox outlives bwrap's process
-        kill_group(record.pid)
+        kill_group(record.pid, ended=process_start(record.pid) != record.started)
         return True
 
     def reap_strays(self) -> list[int]:
