@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ashat.agent.confine import REAPER, AppUser, Jail, app_environment, choose_jail
+from ashat.agent.confine import AppUser, Jail, app_environment, choose_jail
+from ashat.agent.processes import REAPER
 from ashat.errors import InvalidInput
 
 ROOT = os.geteuid() == 0

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from ashat.agent.supervisor import _group_alive, _wait_group, process_start
+from ashat.agent.processes import group_alive, process_start, wait_group
 
 
 def test_a_group_is_alive_while_a_process_of_it_runs_and_not_once_only_zombies_are_left() -> None:
@@ -20,19 +20,19 @@ def test_a_group_is_alive_while_a_process_of_it_runs_and_not_once_only_zombies_a
         start_new_session=True,
     )  # fmt: skip
     try:
-        assert _group_alive(leader.pid)
+        assert group_alive(leader.pid)
         deadline = time.monotonic() + 10
         while process_start(leader.pid) is not None and time.monotonic() < deadline:
             time.sleep(0.02)  # the leader exits, a zombie (not waited for); its child stays
         assert process_start(leader.pid) is None
-        assert _group_alive(leader.pid)  # the child, still in the group
+        assert group_alive(leader.pid)  # the child, still in the group
         t0 = time.monotonic()
-        _wait_group(leader.pid, time.monotonic() + 0.5)
+        wait_group(leader.pid, time.monotonic() + 0.5)
         assert time.monotonic() - t0 >= 0.5  # waited for it, up to the deadline
     finally:
         os.killpg(leader.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while _group_alive(leader.pid) and time.monotonic() < deadline:
+    while group_alive(leader.pid) and time.monotonic() < deadline:
         time.sleep(0.02)  # both zombies now (an init may be slow to reap the child)
-    assert not _group_alive(leader.pid)
+    assert not group_alive(leader.pid)
     leader.wait()

@@ -18,7 +18,8 @@ import pytest
 from ashat.agent import confine
 from ashat.agent.checks.base import Deadline
 from ashat.agent.checks.modules import import_in_child
-from ashat.agent.confine import REAPER, AppUser, Jail, kill_group
+from ashat.agent.confine import AppUser, Jail
+from ashat.agent.processes import REAPER, kill_group
 from ashat.agent.reaper import Reaper
 from support import alive, wait_for
 

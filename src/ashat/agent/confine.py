@@ -27,7 +27,7 @@ In both modes without bwrap, the app's processes start under :mod:`.reaper` (roo
 ``user`` mode, with an environment of its own; the app's reaches the app through a file
 descriptor): with no PID namespace to take them along, a process that leaves the app's
 process group still ends with the app. The agent ends such a group with
-:func:`kill_group`, never a SIGKILL to the reaper while it runs.
+:func:`~.processes.kill_group`, never a SIGKILL to the reaper while it runs.
 
 Whatever the mode, the environment is minimal (:func:`app_environment`): ``PATH`` and the
 locale from the agent, then ``--app-env``, then ``PORT``/``ASHAT_*``; nothing else of the
@@ -42,21 +42,18 @@ import functools
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ashat.agent.processes import REAPER
 from ashat.errors import InvalidInput
 
-REAPER = Path(__file__).with_name("reaper.py")  # run by path: nothing of ashat is imported
 REAPER_PATH = "/usr/local/bin:/usr/bin:/bin"  # the reaper's own PATH (it finds nothing by it)
 PR_GET_CHILD_SUBREAPER = 37
-REAPER_KILL_WAIT_S = 5.0  # for a reaper told to kill now, before it is SIGKILLed itself
 
 SANDBOXES = ("auto", "bwrap", "none")
 PASSED_ON = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ")
@@ -255,47 +252,6 @@ def subreapers() -> bool:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
         return bool(prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0) == 0)
     except (ImportError, OSError, AttributeError):
-        return False
-
-
-def kill_group(pgid: int, *, reaper: bool | None = None, ended: bool = False) -> None:
-    """SIGKILL the process group ``pgid``. Where :mod:`.reaper` leads it (an app without
-    bwrap), it is told to kill now (SIGUSR1) and given :data:`REAPER_KILL_WAIT_S` to end
-    what is under it, first: a SIGKILL would end it and leave that running.
-
-    ``reaper``: whether a reaper leads it (None: ``/proc`` is asked, for a process an
-    earlier agent started). ``ended``: its leader was waited for already, so its pid may be
-    another process's now: a reaper that ended has ended what was under it, and nothing is
-    sent (a bwrap group is still SIGKILLed: the app in it outlives bwrap's process)."""
-    if reaper is None:
-        reaper = _is_reaper(pgid)
-    if reaper and ended:
-        return
-    if reaper:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pgid, signal.SIGUSR1)
-        deadline = time.monotonic() + REAPER_KILL_WAIT_S
-        while _running(pgid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _is_reaper(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read().split(b"\0")
-    except OSError:
-        return False
-    return os.fsencode(REAPER) in args[:4]
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, ended but not reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
         return False
 
 

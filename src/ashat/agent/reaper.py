@@ -28,7 +28,7 @@ and exits as COMMAND did: its status, or the same signal (re-raised with core du
 this process may be root's, and its working directory is the release's).
 
 The agent signals this process only, never its group with SIGKILL while it runs
-(:func:`~ashat.agent.confine.kill_group`): a SIGKILL would end it before it ended the rest.
+(:func:`~ashat.agent.processes.kill_group`): a SIGKILL would end it before it ended the rest.
 It imports the standard library only and is run by path with ``-I -S`` (~20 ms a start).
 Where the kernel has no subreaper (or this Python no ``ctypes``) it runs COMMAND in its
 place (``exec``), as the agent did before.

@@ -30,10 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ashat.agent.confine import Jail, app_environment, kill_group
+from ashat.agent.confine import Jail, app_environment
 from ashat.agent.environments import EnvSpec
 from ashat.agent.errors import ActivationFailed
 from ashat.agent.layout import Layout
+from ashat.agent.processes import (
+    environ,
+    kill_group,
+    pids,
+    process_start,
+    signal_group,
+    wait_group,
+)
 from ashat.agent.state import AppRecord
 from ashat.bundle.errors import ManifestInvalid
 from ashat.clock import iso_seconds
@@ -392,11 +400,11 @@ class Supervisor:
         sandbox that one is bwrap's, which the SIGTERM ends at once while the app inside,
         signalled too, is still finishing what it does."""
         if app.proc.poll() is None:
-            _signal_group(app.pid, signal.SIGTERM)
+            signal_group(app.pid, signal.SIGTERM)
             deadline = time.monotonic() + self.stop_timeout_s
             with contextlib.suppress(subprocess.TimeoutExpired):
                 app.proc.wait(self.stop_timeout_s)
-            _wait_group(app.pid, deadline)
+            wait_group(app.pid, deadline)
         # what is left: stragglers, or all of it
         kill_group(app.pid, reaper=self.jail.reaps, ended=app.proc.returncode is not None)
         app.proc.wait()
@@ -411,11 +419,11 @@ class Supervisor:
         """
         if record.started is None or process_start(record.pid) != record.started:
             return False
-        _signal_group(record.pid, signal.SIGTERM)
+        signal_group(record.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout_s
         while process_start(record.pid) == record.started and time.monotonic() < deadline:
             time.sleep(0.05)
-        _wait_group(record.pid, deadline)  # the app in the sandbox outlives bwrap's process
+        wait_group(record.pid, deadline)  # the app in the sandbox outlives bwrap's process
         kill_group(record.pid, ended=process_start(record.pid) != record.started)
         return True
 
@@ -427,87 +435,17 @@ class Supervisor:
         or in the middle of a ``prepare`` hook). Each one's process group is stopped.
         """
         marker = f"ASHAT_SHARED_DIR={self.layout.shared}".encode()
-        found = [pid for pid in _pids() if pid != os.getpid() and marker in _environ(pid)]
+        found = [pid for pid in pids() if pid != os.getpid() and marker in environ(pid)]
         groups = set()
         for pid in found:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 groups.add(os.getpgid(pid))
         groups.discard(os.getpgid(0))  # never our own group (an agent started by an app)
         for pgid in groups:
-            _signal_group(pgid, signal.SIGTERM)
+            signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout_s
         while time.monotonic() < deadline and any(process_start(p) is not None for p in found):
             time.sleep(0.05)
         for pgid in groups:
             kill_group(pgid)
         return found
-
-
-def _pids() -> list[int]:
-    try:
-        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return []
-
-
-def _environ(pid: int) -> list[bytes]:
-    """The environment entries of a process (empty if it is not ours to read, or gone)."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
-GROUP_POLL_S = (0.01, 0.2)  # between looks at a stopping app's process group: from, up to
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a live (not zombie) process is in process group ``pgid``: none at all if a
-    signal 0 finds none, else by ``/proc`` (a zombie, not reaped yet, does not count)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone is there
-    for pid in _pids():
-        fields = _stat(pid)
-        if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-def _wait_group(pgid: int, deadline: float) -> None:
-    """Wait until no live process is left in group ``pgid``, or ``deadline`` passed."""
-    pause, most = GROUP_POLL_S
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(pause)
-        pause = min(most, pause * 1.5)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/PID/stat`` after the command's name (state, ppid, pgrp, …),
-    or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2 :].split()
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of a live (not zombie) process from ``/proc``, else None."""
-    fields = _stat(pid)
-    if fields is None or len(fields) < 20 or fields[0] in ("Z", "X"):
-        return None
-    try:
-        return int(fields[19])
-    except ValueError:
-        return None

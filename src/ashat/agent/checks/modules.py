@@ -36,7 +36,8 @@ from ashat.agent.checks.base import (
     scrub,
     timeout_of,
 )
-from ashat.agent.confine import Jail, kill_group
+from ashat.agent.confine import Jail
+from ashat.agent.processes import kill_group
 
 CONCURRENCY = 4  # interpreters started at once
 MAX_MODULES = 200
