@@ -62,17 +62,10 @@ def where(tmp_path: Path) -> Iterator[Path]:
 
 
 def start(jail: Jail, where: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
-    launch = jail.launch(
+    return jail.popen(
         [sys.executable, str(where / "leaver.py"), str(where / "left"), *args],
         where, where, {"PATH": os.environ["PATH"], **env},
     )  # fmt: skip
-    try:
-        return subprocess.Popen(
-            launch.argv, env=launch.env, pass_fds=launch.pass_fds, cwd=where,
-            start_new_session=True,
-        )  # fmt: skip
-    finally:
-        launch.close()
 
 
 def left(where: Path, name: str = "left") -> int:
@@ -222,14 +215,10 @@ def test_a_stop_leaves_what_the_app_left_the_time_the_agent_gives_the_app(where:
     stop the reaper sends SIGTERM only, and waits for all under it; the agent says when to
     kill (kill_group, after its timeout)."""
     (where / "graceful.py").write_text(GRACEFUL)
-    launch = Jail("none").launch(
+    proc = Jail("none").popen(
         [sys.executable, str(where / "graceful.py"), str(where / "left")], where, where,
         {"PATH": os.environ["PATH"]},
     )  # fmt: skip
-    proc = subprocess.Popen(
-        launch.argv, env=launch.env, pass_fds=launch.pass_fds, start_new_session=True
-    )
-    launch.close()
     pid = left(where)
     started = time.monotonic()
     os.killpg(proc.pid, signal.SIGTERM)

@@ -147,6 +147,27 @@ class Jail:
         reaped = [sys.executable, "-I", "-S", str(REAPER), "--env-fd", str(fd), *ids, "--"]
         return Launch([*reaped, *argv], own, (fd,))
 
+    def popen(
+        self,
+        argv: list[str],
+        cwd: Path,
+        writable: Path,
+        env: Mapping[str, str],
+        readable: Sequence[Path] = (),
+        **options: Any,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in this jail (:meth:`launch`), in ``cwd``, in a session of its own
+        (its process group is what is stopped); ``options`` go to :class:`subprocess.Popen`
+        (stdin, stdout, stderr)."""
+        launch = self.launch(argv, cwd, writable, env, readable)
+        try:
+            return subprocess.Popen(
+                launch.argv, cwd=cwd, env=launch.env, start_new_session=True,
+                pass_fds=launch.pass_fds, **options,
+            )  # fmt: skip
+        finally:
+            launch.close()
+
     def command(
         self, argv: list[str], cwd: Path, writable: Path, readable: Sequence[Path] = ()
     ) -> list[str]:

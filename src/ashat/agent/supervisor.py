@@ -284,23 +284,11 @@ class Supervisor:
             log.flush()
             cwd = self.layout.release_dir(release)
             venv = self.venvs.get(release)
-            launch = self.jail.launch(
+            return self.jail.popen(
                 argv, cwd, self.layout.shared, self.environment(release, port),
                 (venv,) if venv else (),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-            try:
-                return subprocess.Popen(
-                    launch.argv,
-                    cwd=cwd,
-                    env=launch.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    pass_fds=launch.pass_fds,
-                )
-            finally:
-                launch.close()
 
     def _note(self, release: str, text: str) -> None:
         with contextlib.suppress(OSError), open(self.layout.log_file(release), "ab") as log:

@@ -155,23 +155,11 @@ def import_in_child(
             jail = jail or Jail("none")
             shared = Path(env.get("ASHAT_SHARED_DIR") or tempfile.gettempdir())
             venv = env.get("VIRTUAL_ENV")
-            launch = jail.launch(
+            proc = jail.popen(
                 [python, "-c", _IMPORT, name], root, shared, child_env(root, env),
                 (Path(venv),) if venv else (),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
             )  # fmt: skip
-            try:
-                proc = subprocess.Popen(
-                    launch.argv,
-                    cwd=root,
-                    env=launch.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr,
-                    start_new_session=True,
-                    pass_fds=launch.pass_fds,
-                )
-            finally:
-                launch.close()
         except OSError as e:
             return {"name": name, "ok": False, "ms": 0.0, "error": f"cannot start Python: {e}"}
         try:
