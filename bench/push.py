@@ -1,11 +1,14 @@
 """``deploy push`` against rsync: bytes sent and wall time, first push and a 1 % change.
 
-Run: ``python bench/push.py`` (about a minute; ``--files``/``--size-mb`` to change the tree,
-``--repeat N`` re-push rounds, 5 by default, of which the median is shown).
+Run: ``python bench/push.py`` (two minutes or so; ``--files``/``--size-mb`` to change the
+tree, ``--repeat N`` re-push rounds, 5 by default, and ``--first N`` first-push rounds, 3 by
+default, of each the median is shown).
 Each push runs as the ``deploy`` script does, in a new process, as a user's shell runs it (outside
 CI): the first push finds no warm helper and starts one as it ends, and the re-pushes run in it;
 then the same re-push rounds with no helper (``ASHAT_HELPER=off``: Python's start and imports
-in each), and a first push of a copy of the tree to a second new agent with the helper running.
+in each). Then the first push again, ``--first`` times with no helper and as many with the
+helper running: each time a new copy of the tree (no hash cache) to a new agent (no blobs),
+and rsync to a new directory, so that the figure is a median, not one run's luck.
 It builds a tree of 2,000 files / 50 MB of random bytes, starts a real ``ashat agent`` on
 loopback and an rsync daemon on loopback, then for each tool: a first transfer of the whole
 tree, a change of 1 % of the files, and a second transfer. ``deploy push`` is timed as a
@@ -201,6 +204,9 @@ def main() -> None:
     ap.add_argument("--size-mb", type=float, default=50)
     ap.add_argument("--change", type=float, default=0.01, help="fraction of files changed")
     ap.add_argument("--repeat", type=int, default=5, help="1%% re-push rounds (median shown)")
+    ap.add_argument(
+        "--first", type=int, default=3, help="first-push rounds, with no helper and with one"
+    )
     ap.add_argument("--keep", action="store_true")
     ap.add_argument(
         "--dir",
@@ -209,8 +215,8 @@ def main() -> None:
         "note printed)  [default: the system's temporary directory]",
     )
     a = ap.parse_args()
-    if a.repeat < 1:
-        sys.exit("--repeat must be 1 or more")
+    if a.repeat < 1 or a.first < 1:
+        sys.exit("--repeat and --first must be 1 or more")
     if not shutil.which("rsync"):
         sys.exit("rsync is not installed (apt-get install rsync): it is the yardstick")
     rng = random.Random(7)
@@ -271,10 +277,9 @@ def main() -> None:
         clean: list[str] = []
         own = {ENV_SOCKET: str(base / "helper" / "venv.sock")}
         try:
-            t_push1, r1 = push()  # no helper runs: this one starts it as it ends
+            t_push1, _ = push()  # no helper runs: this one starts it as it ends
             helper_up()
-            t_rsync1, rs1 = timed(rsync())
-            t_durable1, _ = timed(rsync(tree, "dest3", "--fsync"))  # each file durable, as ashat
+            timed(rsync())
 
             def rounds(
                 cmd: list[str] = deploy, **more: str
@@ -295,15 +300,34 @@ def main() -> None:
             push(tree, clean, **own)
             helper_up(clean, **own)
             in_venv = rounds(clean, **own)
-            # a first push with the helper running: the same tree, copied, to a second agent
-            tree2 = base / "tree2"
-            shutil.copytree(tree, tree2, ignore=shutil.ignore_patterns(".ashat"))
-            agent2 = start_agent("public", base / "servers2", token, [pub], name="public2")
-            timed([*deploy, "configure", "public", agent2.url, "Bench2", "--token-file",
-                   str(token)], cwd=tree2, env=env)  # fmt: skip
-            t_pushw1, rw1 = push(tree2)
-            t_rsyncw1, rsw1 = timed(rsync(tree2, "dest2"))
-            agent2.stop()
+            firsts = iter(range(1, 10_000))
+            dests = ("rsync-dest2", "rsync-dest3")
+
+            def first_round(**more: str) -> tuple[float, dict[str, object], float, str, float]:
+                """A first push of a new copy of the tree (no hash cache) to a new agent (no
+                blobs), and rsync's first transfer of it to a new directory, plain and with
+                ``--fsync``; what it made is removed after (untimed)."""
+                n = next(firsts)
+                copy, servers = base / f"first-{n}", base / f"servers-first-{n}"
+                shutil.copytree(tree, copy, ignore=shutil.ignore_patterns(".ashat"))
+                fresh = start_agent("public", servers, token, [pub], name=f"first{n}")
+                try:
+                    timed([*deploy, "configure", "public", fresh.url, f"First{n}",
+                           "--token-file", str(token)], cwd=copy, env=env)  # fmt: skip
+                    t_push, r = push(copy, deploy, **more)
+                    t_rsync, rs = timed(rsync(copy, f"dest2/first-{n}"))
+                    t_durable, _ = timed(rsync(copy, f"dest3/first-{n}", "--fsync"))
+                finally:
+                    fresh.stop()
+                for gone in (copy, servers, *(base / d / f"first-{n}" for d in dests)):
+                    shutil.rmtree(gone, ignore_errors=True)
+                return t_push, r, t_rsync, rs.stdout, t_durable
+
+            def median(runs: list[tuple[float, dict[str, object], float, str, float]]) -> Any:
+                return sorted(runs, key=lambda x: x[0] / x[2])[len(runs) // 2]
+
+            first_cold = [first_round(ASHAT_HELPER="off") for _ in range(a.first)]
+            first_warm = [first_round() for _ in range(a.first)]
         finally:
             subprocess.run([*deploy, "helper", "stop"], cwd=tree, env=env, capture_output=True)
             if clean:
@@ -316,8 +340,8 @@ def main() -> None:
         print(f"{'':24}{'ashat bytes':>14}{'ashat s':>10}{'rsync bytes':>14}{'rsync s':>10}"
               f"{'time ratio':>12}")  # fmt: skip
         rows = [
-            ("first push", t_push1, r1, t_rsync1, rs1.stdout),
-            ("first push, helper runs", t_pushw1, rw1, t_rsyncw1, rsw1.stdout),
+            ("first push", *median(first_cold)[:4]),
+            ("first push, helper runs", *median(first_warm)[:4]),
         ]
         for name, rs_ in named_rounds(warm, cold, in_venv):
             _, tp, rp, tr, out = rs_[len(rs_) // 2]
@@ -350,14 +374,22 @@ def main() -> None:
         ) + ": ext4 without a journal (this VM's root) skips the inodes freed in the last "
             "60-300 s, so there a first push's time follows where each tool's directory lands "
             "(--dir on a filesystem with a journal does not)")  # fmt: skip
+        durable = sorted(x[4] for x in first_cold)[len(first_cold) // 2]
+        versus = sorted(x[0] / x[4] for x in first_cold)[len(first_cold) // 2]
         print(f"first push with rsync --fsync (each file durable before rsync ends, as a push's "
-              f"blobs are): {t_durable1:.2f} s; ashat's first push / that: "
-              f"{t_push1 / t_durable1:.2f} in a new process")  # fmt: skip
+              f"blobs are): {durable:.2f} s; ashat's first push / that: {versus:.2f} in a new "
+              "process (medians)")  # fmt: skip
+        print(f"the first push that started the helper: {t_push1:.2f} s")
         ratio = {name: tp / tr for name, tp, _, tr, _ in rows}
         sent = max(int(r[2]["bytes_sent"]) / r[0] for r in cold + warm + in_venv)  # type: ignore[call-overload]
         print(f"re-push bytes / changed bytes: at most {sent:.3f} (goal ≤ 1.1)")
         for name, rs_ in named_rounds(warm, cold, in_venv):
             print(f"{name} / rsync in each round: " + ", ".join(f"{x[1] / x[3]:.2f}" for x in rs_))
+        for name, fs in (("first push", first_cold), ("first push, helper runs", first_warm)):
+            print(
+                f"{name} / rsync in each round: "
+                + ", ".join(f"{x[0] / x[2]:.2f}" for x in sorted(fs, key=lambda x: x[0] / x[2]))
+            )
         print(
             "(a push that finds no warm helper starts one as it ends, outside CI: the "
             "re-pushes ran in the one the first push left; 'no helper' is ASHAT_HELPER=off; "
@@ -367,7 +399,7 @@ def main() -> None:
         print(f"re-push time / rsync: {ratio['1% re-push']:.2f} as deploy runs (in the helper), "
               f"{ratio['1% re-push, deploy in a venv']:.2f} with deploy in a venv of its own, "
               f"{ratio['1% re-push, no helper']:.2f} with no helper (goal ≤ 1.0); "
-              f"first push / rsync: {ratio['first push']:.2f} with no helper yet, "
+              f"first push / rsync: {ratio['first push']:.2f} with no helper, "
               f"{ratio['first push, helper runs']:.2f} with one running (goal ≤ 1.5)")  # fmt: skip
     finally:
         if agent:
