@@ -329,15 +329,30 @@ def test_a_mirror_serves_signed_urls_bound_to_blob_license_and_time(
         assert unknown.status_code == 404
 
 
+# What a site cache's access log says of each request's Authorization: its scheme only.
+SCHEMES_LOG = """
+map $http_authorization $ashat_scheme { "~^(?<ashat_auth>[^ ]+)" $ashat_auth; default "-"; }
+log_format ashat_schemes '$request_uri $ashat_scheme';
+access_log %s ashat_schemes;
+"""
+
+
+def _schemes(log: Path) -> list[str]:
+    return [line.split()[-1] for line in log.read_text().splitlines()] if log.exists() else []
+
+
 def test_a_site_cache_costs_omega_one_answer_per_blob_or_pack(
     hello_fleet: Any, nginx: Callable[..., Nginx], tls: tuple[Path, Path]
 ) -> None:
+    """And it never sees a mainframe's license: the mainframes show it blob tickets
+    (fleet/tickets.py), which OMEGA takes for blobs and packs only."""
     cert = tls[0]
     port = free_port()
-    box: dict[str, Nginx] = {}
+    box: dict[str, Any] = {}
 
     def front(omega: Any) -> tuple[str, Path | None]:
         home_cache = Path(str(omega.data)).parent / "site-cache"
+        box["schemes"] = Path(str(omega.data)).parent / "site-cache-schemes.log"
         conf = adapt(
             "site-cache.conf",
             port,
@@ -348,7 +363,7 @@ def test_a_site_cache_costs_omega_one_answer_per_blob_or_pack(
                 "proxy_pass https://omega.example.com;": f"proxy_pass {omega.url};",
             },
         )
-        box["n"] = nginx("cache", conf, port)
+        box["n"] = nginx("cache", SCHEMES_LOG % box["schemes"] + conf, port)
         return omega.url, cert
 
     fleet = hello_fleet(
@@ -362,19 +377,29 @@ def test_a_site_cache_costs_omega_one_answer_per_blob_or_pack(
     assert _omega_blob_answers(fleet) == 0
     hits = [r for r in n.access() if r["cache"] == "HIT_" and r["uri"].startswith("/v1/packs/")]
     assert len(hits) == 2, n.access()  # the other mainframes got the cached copy
-    # a blob alone through the cache: one answer from OMEGA, whoever asks after
+    wait_for(lambda: len(_schemes(box["schemes"])) >= 3, 5, "the packs in the access log")
+    assert set(_schemes(box["schemes"])) == {"Ticket"}, _schemes(box["schemes"])
+    # a blob alone through the cache, with a ticket as a mainframe asks OMEGA for one: one
+    # answer from OMEGA, whoever asks after
     token = (fleet.mainframes[0].data.parent / "license").read_text().strip()
     sha = next(iter(blobs))
     verify = ssl.create_default_context(cafile=str(cert))
     with httpx.Client(verify=verify, timeout=10) as http:
+        r = http.get(
+            f"{fleet.omega.url}/v1/fleet/blob-ticket",
+            headers={"Authorization": f"License {token}"},
+        )
+        assert r.status_code == 200, r.text
+        ticket = r.json()["ticket"]
         for _ in range(2):
             r = http.get(
                 f"https://127.0.0.1:{port}/v1/blobs/{sha}",
-                headers={"Authorization": f"License {token}"},
+                headers={"Authorization": f"Ticket {ticket}"},
             )
             assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == sha
     assert _omega_blob_answers(fleet) == 1
     assert _last(n, f"/v1/blobs/{sha}")["cache"] == "HIT_"
+    assert "License" not in _schemes(box["schemes"])
 
 
 def test_a_site_cache_filling_for_longer_than_5_s_still_costs_omega_one_answer(

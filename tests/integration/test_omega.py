@@ -866,6 +866,74 @@ def test_blobs_with_a_license_resume_with_range(
     assert r.status_code == 403 and r.json()["reason"] == "forged"
 
 
+def test_a_blob_ticket_fetches_approved_blobs_and_packs_and_nothing_else(
+    omega: AgentHandle, control: Control, trees: Trees
+) -> None:
+    """What a mainframe shows its site cache instead of its license (fleet/tickets.py): a
+    ticket OMEGA signs for a license it checked. It fetches the blobs and packs of approved
+    releases, dies with its license, and opens nothing a license opens besides."""
+    signed = control.release(trees, "r1", 1)
+    entry = next(e for e in signed.files if e.path == "app.py")
+    data = (trees.base / "r1" / "app.py").read_bytes()
+    token = license_token(omega.license_key, "mf-1", license_id="lic-mf-1")
+    lic = {"Authorization": f"License {token}"}
+
+    r = httpx.get(f"{omega.url}/v1/fleet/blob-ticket", headers=lic)
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    answer = r.json()
+    assert 590 <= answer["expires_in"] <= 600 and answer["expires_at"].endswith("Z")
+    ticket = {"Authorization": f"Ticket {answer['ticket']}"}
+    assert token not in answer["ticket"]
+
+    def get(path: str, headers: dict[str, str] = ticket) -> httpx.Response:
+        return httpx.get(f"{omega.url}{path}", headers=headers)
+
+    blob = get(f"/v1/blobs/{entry.sha256}")
+    assert blob.status_code == 200 and blob.content == data
+    assert get(f"/v1/blobs/{entry.sha256}").content == data  # known now: no thread
+    part = httpx.get(
+        f"{omega.url}/v1/blobs/{entry.sha256}", headers={**ticket, "Range": "bytes=100-"}
+    )
+    assert part.status_code == 206 and part.content == data[100:]
+    pack = get(f"/v1/packs/r1/{signed.digest()}")
+    assert pack.status_code == 200 and len(pack.content) > len(data)
+    # a blob of no approved release, as for a license
+    with omega.client() as client:
+        s2, built = omega.build(trees.tiny("r2", marker="only in r2"), "r2", sequence=2)
+        omega.upload(client, s2, built)
+    marker = next(e for e in s2.files if e.path == "marker.txt")
+    assert get(f"/v1/blobs/{marker.sha256}").status_code == 404
+    # nothing else: not a poll, a report, another ticket, nor the control side's routes
+    assert get("/v1/fleet/poll?wait=0").status_code == 401
+    report = httpx.post(
+        f"{omega.url}/v1/fleet/report",
+        json={"rollout_id": "x", "update_id": "r1", "status": "installed"},
+        headers=ticket,
+    )
+    assert report.status_code == 401
+    assert get("/v1/fleet/blob-ticket").status_code == 401
+    assert get("/v1/fleet/mainframes").status_code == 401
+    assert get("/v1/releases").status_code == 401
+    # no ticket, an empty one, one OMEGA did not sign, a license sent as one
+    assert get(f"/v1/blobs/{entry.sha256}", {"Authorization": "Ticket"}).status_code == 401
+    from ashat.fleet.license import peek_license
+    from ashat.fleet.tickets import issue_ticket
+
+    forged, _ = issue_ticket(SigningKey.generate(), peek_license(token), NOW)
+    r = get(f"/v1/blobs/{entry.sha256}", {"Authorization": f"Ticket {forged}"})
+    assert r.status_code == 403 and r.json()["reason"] == "ticket_forged"
+    r = get(f"/v1/packs/r1/{signed.digest()}", {"Authorization": f"Ticket {token}"})
+    assert r.status_code == 403 and r.json()["reason"] == "ticket_malformed"
+    # it dies with its license: revoked, the ticket fetches nothing more, nor gets another
+    assert control.http.post("/v1/fleet/revocations", json={"license_id": "lic-mf-1"}).is_success
+    for path in (f"/v1/blobs/{entry.sha256}", f"/v1/packs/r1/{signed.digest()}"):
+        r = get(path)
+        assert r.status_code == 403 and r.json()["reason"] == "revoked", path
+    r = get("/v1/fleet/blob-ticket", lic)
+    assert r.status_code == 403 and r.json()["reason"] == "revoked"
+
+
 def test_a_release_pack_is_its_blobs_in_manifest_order_for_a_license_only(
     omega: AgentHandle, control: Control, trees: Trees
 ) -> None:

@@ -151,15 +151,22 @@ def _from_payload(p: dict[str, Any]) -> License:
     return lic
 
 
+def unseal_or_refuse(
+    token: str, kind: str, trusted: Mapping[str, PublicKey], prefix: str = ""
+) -> dict[str, Any]:
+    """The payload of ``token``, a ``kind`` envelope signed by a ``trusted`` key; else
+    :class:`LicenseRefused`, ``forged`` or ``malformed`` (after ``prefix``)."""
+    try:
+        return unseal(token, kind, trusted)
+    except Forged as e:
+        raise LicenseRefused(f"{prefix}forged", e.message) from e
+    except EnvelopeError as e:
+        raise LicenseRefused(f"{prefix}malformed", e.message) from e
+
+
 def read_license(token: str, trusted: Mapping[str, PublicKey]) -> License:
     """Parse and authenticate a token (no expiry or revocation judgement)."""
-    try:
-        payload = unseal(token, KIND, trusted)
-    except Forged as e:
-        raise LicenseRefused("forged", e.message) from e
-    except EnvelopeError as e:
-        raise LicenseRefused("malformed", e.message) from e
-    return _from_payload(payload)
+    return _from_payload(unseal_or_refuse(token, KIND, trusted))
 
 
 def peek_license(token: str) -> License:

@@ -45,7 +45,9 @@ import random
 import secrets
 import shutil
 import ssl
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,8 @@ MAX_REASON_CHARS = 1000  # of a failure reason sent in a report
 MAX_ERROR_CHARS = 300  # of OMEGA's error message kept for the log and health
 MAX_OFFERED_CHAINS = 16  # distinct root chains taken from one poll answer (one per key)
 MAX_PENDING_REPORTS = 100
+TICKET_MARGIN_S = 60.0  # a blob ticket is asked for again this long before it expires
+TICKETLESS_S = 3600.0  # before an OMEGA without blob tickets is asked for one again
 NONCE_BYTES = 18  # of a poll's nonce, which OMEGA's signed "no directive" must name
 
 
@@ -249,6 +253,59 @@ class ChainPolicy:
         check_chain(root, m, evidence_of(m, ed25519_keys(root, "omega")))
 
 
+def ticket_answer(status: int, body: Any) -> tuple[str, float] | None:
+    """The ``Authorization`` value and its seconds that OMEGA's answer to
+    ``GET /v1/fleet/blob-ticket`` gives; None if it gave no ticket."""
+    if status != 200 or not isinstance(body, dict):
+        return None
+    ticket, good_s = body.get("ticket"), body.get("expires_in")
+    if not isinstance(ticket, str) or not isinstance(good_s, int) or isinstance(good_s, bool):
+        return None
+    if not (ticket.isascii() and ticket.isprintable()) or " " in ticket or not ticket:
+        return None  # only a token goes in a header
+    return f"Ticket {ticket}", float(good_s)
+
+
+class TicketAuth(httpx.Auth):
+    """Blob and pack requests through a site's cache carry what ``fetch()`` gives (a blob
+    ticket OMEGA signed for this mainframe's license, fleet/tickets.py) and never the
+    license itself: whoever runs the cache must not hold what polls and reports as the
+    mainframe. ``fetch()`` returns the ``Authorization`` value and for how many seconds it
+    is good (None: none to be had). One is asked for when none is held, or when it expires
+    within :data:`TICKET_MARGIN_S` (OMEGA checks it as a request starts: a download under
+    way goes on past it), or after an answer 401 or 403 from OMEGA through the cache (not a
+    mirror's, after a redirect): that request fails as any refused download does, and the
+    next one takes a new ticket. No request is sent again here: that would read the
+    refusal's whole body, which the cache decides."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[tuple[str, float] | None]]) -> None:
+        self._fetch = fetch
+        self._value: str | None = None
+        self._until = 0.0  # time.monotonic() after which it is asked for again
+        self._lock: asyncio.Lock | None = None
+
+    async def _current(self) -> str | None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # downloads side by side ask for one ticket, not one each
+            if self._value is None or time.monotonic() >= self._until:
+                got = await self._fetch()
+                self._value, good_s = got if got is not None else (None, 0.0)
+                self._until = time.monotonic() + max(0.0, good_s - TICKET_MARGIN_S)
+            return self._value
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        value = await self._current()
+        if value is not None:
+            request.headers["Authorization"] = value
+        response = yield request
+        refused = response.status_code in (401, 403) and not response.history
+        if refused and value is not None and self._value == value:
+            self._value = None  # the next request asks OMEGA for another
+
+
 class Mainframe:
     """The pull loop of one mainframe agent (see the module docstring)."""
 
@@ -285,6 +342,7 @@ class Mainframe:
         self._tz = zone(config.window_tz)
         self._lock_since: float | None = None  # when this agent first saw update.lock
         self._nonce: str | None = None  # of the last poll sent (its directive must name it)
+        self._ticketless = False  # OMEGA said it gives no blob tickets (logged once)
         if self.root is not None:
             agent.release_policy = ChainPolicy(self.root, clock)
             self._status["root_version"] = self.root.root.version
@@ -307,17 +365,47 @@ class Mainframe:
         """The ``fleet`` part of ``/v1/health`` (safe from any thread)."""
         return {**self._status, "pending_reports": len(self.reports.items)}
 
-    def _client(self, base_url: str | None = None) -> httpx.AsyncClient:
-        """A client of OMEGA (or, for blobs, of the site's cache in front of it)."""
+    def _client(
+        self, base_url: str | None = None, auth: httpx.Auth | None = None
+    ) -> httpx.AsyncClient:
+        """A client of OMEGA, with the license; or, given ``auth``, one that it
+        authenticates (the site's cache in front of OMEGA, for blobs: :class:`TicketAuth`)."""
+        headers = {"User-Agent": f"ashat-mainframe/{__version__}"}
+        if auth is None:
+            headers["Authorization"] = f"License {self.config.license}"
         return outgoing.async_client(
             base_url=base_url or self.config.omega_url,
-            headers={
-                "Authorization": f"License {self.config.license}",
-                "User-Agent": f"ashat-mainframe/{__version__}",
-            },
+            headers=headers,
             verify=self.verify,
             redirect_hosts=self.config.redirect_hosts(),  # --blob-host (checked at start)
+            auth=auth,
         )
+
+    async def _blob_ticket(self, http: httpx.AsyncClient) -> tuple[str, float] | None:
+        """What blob and pack requests through the site's cache carry (``Authorization``),
+        and for how many seconds: a blob ticket asked of OMEGA itself (fleet/tickets.py),
+        never the license. An OMEGA from before tickets (404) gets the license, as it always
+        did, said once in the log. None where OMEGA gave none (the requests go without,
+        and are refused)."""
+        try:
+            status, body = await self._request(http, "GET", "/v1/fleet/blob-ticket")
+        except OmegaError as e:
+            log.warning("no blob ticket for the site cache: %s", e.message)
+            return None
+        answer = ticket_answer(status, body)
+        if answer is not None:
+            return answer
+        if status == 404:
+            if not self._ticketless:
+                self._ticketless = True
+                log.warning(
+                    "OMEGA gives no blob tickets (a version before them): the site cache "
+                    "(--blob-cache %s) is sent this mainframe's license",
+                    self.config.blob_cache,
+                )
+            return f"License {self.config.license}", TICKETLESS_S
+        log.warning("OMEGA gave no blob ticket: %s", self._error_of(status, body))
+        return None
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -332,8 +420,12 @@ class Mainframe:
         )
         async with contextlib.AsyncExitStack() as clients:
             http = await clients.enter_async_context(self._client())
-            blob_http = (  # a site's cache, for blobs only
-                await clients.enter_async_context(self._client(self.config.blob_cache))
+            blob_http = (  # a site's cache, for blobs only, shown tickets, not the license
+                await clients.enter_async_context(
+                    self._client(
+                        self.config.blob_cache, TicketAuth(partial(self._blob_ticket, http))
+                    )
+                )
                 if self.config.blob_cache
                 else http
             )

@@ -70,6 +70,7 @@ from ashat.fleet.omega_requests import (
 from ashat.fleet.omega_store import FleetStore, RegisteredMainframe, Rollout, Spec, TargetRow
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
 from ashat.fleet.s3_copy import S3Copy
+from ashat.fleet.tickets import issue_ticket, read_ticket
 from ashat.fleet.windows import holds
 from ashat.labels import flat, labels_of, parse_selector
 from ashat.trust.held import held_root
@@ -154,6 +155,9 @@ class Omega:
         self.lock = threading.Lock()
         self._deltas: dict[tuple[str, str], dict[str, Any] | None] = {}  # (base, new) digests
         self._approved_blobs: set[str] = set()  # known approved: approvals are never undone
+        # blob tickets whose signature was checked: the license each stands for, and when
+        # the ticket expires (fleet/tickets.py)
+        self._tickets: dict[str, tuple[License, float]] = {}
         self._packs: dict[str, tuple[str, Path]] = {}  # digest -> (update id, its pack)
         self._revoked: set[str] = set()
         self._serving: str | None = None  # the channel of the newest rollout
@@ -326,10 +330,11 @@ class Omega:
             self._refresh_gauges()
         return woken
 
-    def blob_allowed(self, token: str, sha256: str) -> License:
-        """A licensed download: only blobs of approved releases; the license that asked.
-        Raises :class:`LicenseDenied` or :class:`NoSuchBlob`."""
-        lic = self._check(token, self.now())
+    def blob_allowed(self, token: str, sha256: str, *, ticket: bool = False) -> License:
+        """A licensed download: only blobs of approved releases; the license that asked
+        (``token`` is a license, or with ``ticket`` a blob ticket). Raises
+        :class:`LicenseDenied` or :class:`NoSuchBlob`."""
+        lic = self.licensed(token, ticket=ticket)
         if sha256 in self._approved_blobs:
             return lic
         if not self.store.blob_approved(sha256):
@@ -337,28 +342,60 @@ class Omega:
         self._approved_blobs.add(sha256)
         return lic
 
-    def blob_allowed_now(self, token: str, sha256: str) -> License | None:
+    def blob_allowed_now(self, token: str, sha256: str, *, ticket: bool = False) -> License | None:
         """:meth:`blob_allowed` from memory alone, for the event loop: the license if its
         token was authenticated before, it may be served now and the blob is known
         approved; None where that needs the database or a signature check (then call
         :meth:`blob_allowed` in a worker thread, which also records a refusal)."""
         if sha256 not in self._approved_blobs:
             return None
-        return self.licensed_now(token)
+        return self.licensed_now(token, ticket=ticket)
 
-    def licensed(self, token: str) -> License:
-        """The license of ``token`` if it may be served now. Raises :class:`LicenseDenied`."""
-        return self._check(token, self.now())
+    def licensed(self, token: str, *, ticket: bool = False) -> License:
+        """The license of ``token`` (with ``ticket``, of the blob ticket ``token``) if it
+        may be served now. Raises :class:`LicenseDenied`."""
+        if not ticket:
+            return self._check(token, self.now())
+        now = self.now()
+        try:
+            lic, expires = read_ticket(token, {self.key.keyid: self.key.public}, _utc(now))
+            if len(self._tickets) > MAX_REMEMBERED:
+                self._tickets.clear()
+            self._tickets[token] = (lic, expires.timestamp())
+            return self._judge(lic, now)
+        except LicenseRefused as e:
+            self.metrics.license_refusals.labels(reason=e.reason).inc()
+            raise LicenseDenied.of(e) from e
 
-    def licensed_now(self, token: str) -> License | None:
+    def licensed_now(self, token: str, *, ticket: bool = False) -> License | None:
         """:meth:`licensed` from memory alone (see :meth:`blob_allowed_now`)."""
-        lic = self.licenses.known(token)
+        now = self.now()
+        if ticket:
+            known = self._tickets.get(token)
+            if known is None or known[1] <= now:
+                return None
+            lic: License | None = known[0]
+        else:
+            lic = self.licenses.known(token)
         if lic is None:
             return None
         try:
-            return self._judge(lic, self.now())
+            return self._judge(lic, now)
         except LicenseRefused:
             return None
+
+    def blob_ticket(self, token: str) -> dict[str, Any]:
+        """A blob ticket for the license ``token`` (checked now), which a mainframe shows
+        its site cache instead of the license (:mod:`.tickets`): ``{"ticket",
+        "expires_at", "expires_in"}``. Raises :class:`LicenseDenied`."""
+        now = self.now()
+        lic = self._check(token, now)
+        ticket, expires = issue_ticket(self.key, lic, _utc(now))
+        return {
+            "ticket": ticket,
+            "expires_at": iso(expires.timestamp()),
+            "expires_in": max(0, int(expires.timestamp() - now)),
+        }
 
     def pack(self, update_id: str, digest: str) -> Path:
         """The pack of ``update_id``, one of the :data:`~.packs.KEPT` releases approved
@@ -425,7 +462,7 @@ class Omega:
         expiry, revocation, channel and region. Raises :class:`LicenseRefused`."""
         return judge_license(
             lic,
-            now=dt.datetime.fromtimestamp(now, dt.UTC),
+            now=_utc(now),
             revoked=self._revoked,
             channel=self._serving,
             region=self.agent.config.region,
@@ -1300,3 +1337,7 @@ def _same(req: RolloutRequest, r: Rollout, gates: Collection[int], bake: BakePol
         and bake == req.bake
         and r.selector == req.selector
     )
+
+
+def _utc(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)

@@ -15,11 +15,14 @@
                                                  {"directive": null, "no_directive"}; with
                                                  ?root=N, "roots" newer than N too
     POST /v1/fleet/report              license  installed / failed
-    GET  /v1/blobs/{sha256}            either   (the agent's route, gated by :meth:`blob_gate`)
-    GET  /v1/packs/{id}/{digest}       either   a release's blobs in one file (:mod:`.packs`)
+    GET  /v1/fleet/blob-ticket         license  a blob ticket for a site cache (:mod:`.tickets`)
+    GET  /v1/blobs/{sha256}            any      (the agent's route, gated by :meth:`blob_gate`)
+    GET  /v1/packs/{id}/{digest}       any      a release's blobs in one file (:mod:`.packs`)
 
-The bearer middleware lets requests carrying ``Authorization: License …`` through to the
-license routes (:func:`license_route`); their handlers check the license.
+The bearer middleware lets requests carrying ``Authorization: License …`` or ``Ticket …``
+through to the license routes (:func:`license_route`); their handlers check the license
+(:meth:`OmegaRoutes._license`: a license only) or the license or ticket
+(:meth:`OmegaRoutes._downloader`: blobs and packs).
 
 A poll waits on an :class:`asyncio.Event` of its mainframe (:class:`Waiters`), never in a
 thread, so hundreds can wait on one event loop. Whatever may target mainframes (a new
@@ -54,7 +57,7 @@ from ashat.fleet.analysis import check_queries
 from ashat.fleet.blob_links import presigned_url, signed_url
 from ashat.fleet.directive import NONCE_RE
 from ashat.fleet.download import DIRECT_HEADER
-from ashat.fleet.license import MAINFRAME_ID_RE
+from ashat.fleet.license import MAINFRAME_ID_RE, License
 from ashat.fleet.omega import Omega
 from ashat.fleet.omega_errors import NoSuchPack, PackBuilding
 from ashat.fleet.omega_requests import (
@@ -110,7 +113,7 @@ def _inventory(request: Request) -> dict[str, str]:
     return out
 
 
-LICENSE_PATHS = frozenset({"/v1/fleet/poll", "/v1/fleet/report"})
+LICENSE_PATHS = frozenset({"/v1/fleet/poll", "/v1/fleet/report", "/v1/fleet/blob-ticket"})
 
 
 def _to_mirror(url: str) -> Response:
@@ -130,10 +133,10 @@ def license_route(method: str, path: str) -> bool:
     )
 
 
-def license_token(request: Request) -> str | None:
-    """The token of ``Authorization: License <token>``, or None."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "license" or not credentials.strip():
+def license_token(request: Request, scheme: str = "license") -> str | None:
+    """The token of ``Authorization: License <token>`` (or of another ``scheme``), or None."""
+    given, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if given.lower() != scheme or not credentials.strip():
         return None
     return credentials.strip()
 
@@ -361,6 +364,33 @@ class OmegaRoutes:
             raise Unauthenticated("this route needs 'Authorization: License <token>'")
         return token
 
+    async def _downloader(self, request: Request, sha256: str | None = None) -> License | None:
+        """Who downloads a blob (``sha256``: may it have that one) or a pack: the license of
+        its ``License`` or ``Ticket``, checked now; None for the bearer, which the
+        middleware checked (it lets no other request through). Raises
+        :class:`LicenseDenied` or :class:`NoSuchBlob`."""
+        ticket = license_token(request, "ticket")
+        token = ticket or license_token(request)
+        if token is None:
+            return None
+        by_ticket = ticket is not None
+        if sha256 is None:
+            lic = self.omega.licensed_now(token, ticket=by_ticket)
+            if lic is None:
+                lic = await run_in_threadpool(partial(self.omega.licensed, ticket=by_ticket), token)
+            return lic
+        lic = self.omega.blob_allowed_now(token, sha256, ticket=by_ticket)  # no thread
+        if lic is None:
+            lic = await run_in_threadpool(
+                partial(self.omega.blob_allowed, ticket=by_ticket), token, sha256
+            )
+        return lic
+
+    async def blob_ticket(self, request: Request) -> Response:
+        """A blob ticket for the license that asks (:mod:`.tickets`), never cached."""
+        answer = await run_in_threadpool(self.omega.blob_ticket, self._license(request))
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
     def _poll_query(self, request: Request) -> tuple[str | None, int | None, float, str | None]:
         q = request.query_params
         nonce = q.get("nonce") or None
@@ -490,12 +520,9 @@ class OmegaRoutes:
         (a bearer request was already checked by the middleware). With ``--blob-mirror``,
         an allowed licensed download is sent there, by a signed URL (:mod:`.blob_links`);
         to an S3 mirror only once the blob was copied there (:mod:`.s3_copy`)."""
-        token = license_token(request)
-        if token is None:
-            return None
-        lic = self.omega.blob_allowed_now(token, sha256)  # most of a fleet's: no thread
+        lic = await self._downloader(request, sha256)
         if lic is None:
-            lic = await run_in_threadpool(self.omega.blob_allowed, token, sha256)
+            return None
         if request.headers.get(DIRECT_HEADER):  # the mirror failed this mainframe: from here
             url = None
             if self.omega.s3 is not None:  # copied again at the next pass
@@ -532,12 +559,7 @@ class OmegaRoutes:
         digest = request.path_params["digest"]
         if not UPDATE_ID_RE.fullmatch(update_id) or not SHA256_RE.fullmatch(digest):
             raise NoSuchPack(f"no pack {update_id}/{digest}: not an update id and a digest")
-        token = license_token(request)
-        lic = None
-        if token is not None:
-            lic = self.omega.licensed_now(token)
-            if lic is None:
-                lic = await run_in_threadpool(self.omega.licensed, token)  # LicenseDenied
+        lic = await self._downloader(request)  # LicenseDenied
         path = await self._pack_file(update_id, digest)
         if lic is not None and self.agent.config.blob_mirror is not None:
             if request.headers.get(DIRECT_HEADER):  # the mirror failed for it: the blobs
@@ -604,4 +626,5 @@ class OmegaRoutes:
             Route("/v1/fleet/revocations", self.revocations, methods=["GET"]),
             Route("/v1/fleet/poll", self.poll, methods=["GET"]),
             Route("/v1/fleet/report", self.report, methods=["POST"]),
+            Route("/v1/fleet/blob-ticket", self.blob_ticket, methods=["GET"]),
         ]

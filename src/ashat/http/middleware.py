@@ -56,7 +56,8 @@ class BearerAuth:
     """Refuse with 401 any request but the open ones without the right bearer token.
 
     With ``license_routes`` (OMEGA), a request for such a route that carries
-    ``Authorization: License …`` passes too: its handler checks the license.
+    ``Authorization: License …`` or ``Ticket …`` (a blob ticket) passes too: its handler
+    checks the license or the ticket, and takes a ticket only where it may.
     """
 
     def __init__(
@@ -78,7 +79,7 @@ class BearerAuth:
             if name == b"authorization":
                 scheme, _, credentials = bytes(value).partition(b" ")
                 # a token to check: without one, the handler would take it for a bearer's
-                return scheme.lower() == b"license" and bool(credentials.strip())
+                return scheme.lower() in (b"license", b"ticket") and bool(credentials.strip())
         return False
 
     def _authorized(self, scope: Scope) -> bool:

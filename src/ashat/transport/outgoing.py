@@ -173,10 +173,12 @@ def async_client(
     max_connections: int = 8,
     follow_redirects: bool = False,
     redirect_hosts: HostList | None = None,
+    auth: httpx.Auth | None = None,
 ) -> httpx.AsyncClient:
     """An asynchronous client with our policy (use it in ``async with``); given
     ``redirect_hosts``, a redirect elsewhere raises
-    :class:`~ashat.transport.redirects.RedirectRefused`."""
+    :class:`~ashat.transport.redirects.RedirectRefused`; ``auth`` authenticates each
+    request (httpx drops what it set on a redirect to another host)."""
     import httpx
 
     from ashat.transport.redirects import AsyncRedirectsUnread
@@ -190,6 +192,7 @@ def async_client(
         **settings,
         transport=AsyncRedirectsUnread(inner, redirect_hosts),
         event_hooks={"response": [refuse]},
+        auth=auth,
     )
 
 
