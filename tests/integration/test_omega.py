@@ -917,6 +917,7 @@ def test_a_blob_ticket_fetches_approved_blobs_and_packs_and_nothing_else(
     assert get("/v1/releases").status_code == 401
     # no ticket, an empty one, one OMEGA did not sign, a license sent as one
     assert get(f"/v1/blobs/{entry.sha256}", {"Authorization": "Ticket"}).status_code == 401
+    from ashat.bundle.keys import load_private_key
     from ashat.fleet.license import peek_license
     from ashat.fleet.tickets import issue_ticket
 
@@ -925,6 +926,20 @@ def test_a_blob_ticket_fetches_approved_blobs_and_packs_and_nothing_else(
     assert r.status_code == 403 and r.json()["reason"] == "ticket_forged"
     r = get(f"/v1/packs/r1/{signed.digest()}", {"Authorization": f"Ticket {token}"})
     assert r.status_code == 403 and r.json()["reason"] == "ticket_malformed"
+    # OMEGA's own ticket for a license whose issuer it does not trust (any more)
+    stranger = license_token(SigningKey.generate(), "mf-2")
+    omega_key = load_private_key(omega.omega_key_path)
+    theirs, _ = issue_ticket(omega_key, peek_license(stranger), NOW)
+    r = get(f"/v1/blobs/{entry.sha256}", {"Authorization": f"Ticket {theirs}"})
+    assert r.status_code == 403 and r.json()["reason"] == "forged"
+    # whitespace no parser calls a token is no token: not a license, a ticket, nor the
+    # bearer (a review: the middleware and the handler each stripped their own, and
+    # "Ticket \xa0" fetched a blob of no approved release as the bearer would)
+    for odd in (b"Ticket \xa0", b"License \xa0", b"Ticket \x85", b"License \xa0x"):
+        r = httpx.get(f"{omega.url}/v1/blobs/{marker.sha256}", headers={"Authorization": odd})
+        assert r.status_code == 401, odd
+        r = httpx.get(f"{omega.url}/v1/packs/r1/{signed.digest()}", headers={"Authorization": odd})
+        assert r.status_code == 401, odd
     # it dies with its license: revoked, the ticket fetches nothing more, nor gets another
     assert control.http.post("/v1/fleet/revocations", json={"license_id": "lic-mf-1"}).is_success
     for path in (f"/v1/blobs/{entry.sha256}", f"/v1/packs/r1/{signed.digest()}"):
@@ -932,6 +947,53 @@ def test_a_blob_ticket_fetches_approved_blobs_and_packs_and_nothing_else(
         assert r.status_code == 403 and r.json()["reason"] == "revoked", path
     r = get("/v1/fleet/blob-ticket", lic)
     assert r.status_code == 403 and r.json()["reason"] == "revoked"
+
+
+def test_a_download_whose_ticket_is_refused_takes_a_new_one_and_goes_on(
+    omega: AgentHandle, control: Control, trees: Trees, tmp_path: Path
+) -> None:
+    """A ticket refused through the cache (one that expired on the way, or from a key
+    OMEGA rotated) is a try to make again with a new one, never a failed install: a
+    mainframe's real downloader, its TicketAuth, and OMEGA itself."""
+    from ashat.agent.blobs import BlobStore
+    from ashat.agent.layout import Layout
+    from ashat.fleet.download import BlobDownloader, Wanted
+    from ashat.fleet.license import peek_license
+    from ashat.fleet.mainframe import TicketAuth, ticket_answer
+    from ashat.fleet.tickets import issue_ticket
+    from ashat.transport import outgoing
+
+    signed = control.release(trees, "r1", 1)
+    token = license_token(omega.license_key, "mf-1")
+    stale, _ = issue_ticket(SigningKey.generate(), peek_license(token), NOW)
+    given: list[str] = []
+
+    async def fetch() -> tuple[str, float] | None:
+        if not given:  # the first: one OMEGA refuses
+            given.append(stale)
+            return f"Ticket {stale}", 600.0
+        async with httpx.AsyncClient(base_url=omega.url) as http:
+            r = await http.get(
+                "/v1/fleet/blob-ticket", headers={"Authorization": f"License {token}"}
+            )
+        answer = ticket_answer(r.status_code, r.json())
+        assert answer is not None, r.text
+        given.append(answer[0])
+        return answer
+
+    layout = Layout(tmp_path / "mf")
+    layout.ensure()
+    store = BlobStore(layout.blobs, layout.tmp, 1024**3)
+    wanted = [Wanted(f.sha256, f.size) for f in signed.files if f.kind == "file" and f.size]
+
+    async def go() -> None:
+        async with outgoing.async_client(base_url=omega.url, auth=TicketAuth(fetch)) as client:
+            await BlobDownloader(client, store, layout.partial, backoff_s=0.01).fetch_all(wanted)
+
+    asyncio.run(go())
+    assert len(given) == 2  # the refused one, then one new ticket for all the rest
+    for w in wanted:
+        assert store.size(w.sha256) == w.size
 
 
 def test_a_release_pack_is_its_blobs_in_manifest_order_for_a_license_only(

@@ -11,8 +11,8 @@ import pytest
 
 from ashat.bundle.keys import SigningKey
 from ashat.fleet.license import LicenseRefused, issue, read_license
-from ashat.fleet.mainframe import TicketAuth, ticket_answer
-from ashat.fleet.tickets import TTL_S, issue_ticket, read_ticket
+from ashat.fleet.mainframe import NoTicket, TicketAuth, before_tickets, ticket_answer
+from ashat.fleet.tickets import TTL_S, check_live, issue_ticket, read_ticket
 
 NOW = dt.datetime(2026, 12, 8, 12, 0, 0, tzinfo=dt.UTC)
 OMEGA = SigningKey.generate()
@@ -29,7 +29,7 @@ def _license(expires: dt.datetime = NOW + dt.timedelta(days=30)) -> tuple[str, o
 
 def _reason(token: str, now: dt.datetime = NOW) -> str:
     with pytest.raises(LicenseRefused) as e:
-        read_ticket(token, TRUSTED, now)
+        check_live(*read_ticket(token, TRUSTED), now)
     return e.value.reason
 
 
@@ -38,12 +38,14 @@ def test_a_ticket_stands_for_its_license_for_minutes() -> None:
     ticket, expires = issue_ticket(OMEGA, lic, NOW)  # type: ignore[arg-type]
     assert expires == NOW + dt.timedelta(seconds=TTL_S)
     assert token not in ticket and "ACME" not in ticket  # not the license, nor its customer
-    got, until = read_ticket(ticket, TRUSTED, NOW + dt.timedelta(seconds=TTL_S - 1))
+    got, until = read_ticket(ticket, TRUSTED)
     assert until == expires
+    assert check_live(got, until, NOW + dt.timedelta(seconds=TTL_S - 1)) == got
     assert (got.license_id, got.mainframe_id, got.channels, got.region) == (
         "lic-1", "mf-1", ("beta", "stable"), "eu",
     )  # fmt: skip
     assert got.expires_at == lic.expires_at  # type: ignore[attr-defined]
+    assert got.keyid == ISSUER.keyid  # the license's issuer, which OMEGA must still trust
     # it expires, and never outlives its license
     assert _reason(ticket, NOW + dt.timedelta(seconds=TTL_S)) == "ticket_expired"
     _, soon = _license(expires=NOW + dt.timedelta(seconds=30))
@@ -83,17 +85,25 @@ class _Fetches:
         return self.answers.pop(0)
 
 
-async def _send(auth: TicketAuth, status: int = 200, redirected: bool = False) -> str | None:
-    """One request through ``auth``'s flow, answered ``status``; what it carried."""
+async def _send(auth: TicketAuth, status: int = 200, redirected: bool = False) -> str:
+    """One request through ``auth``'s flow, answered ``status``; what it carried, or
+    ``"NoTicket"`` where the flow raised that instead (a try the download makes again)."""
     request = httpx.Request("GET", "https://cache.site.example/v1/blobs/" + "0" * 64)
     flow = auth.async_auth_flow(request)
-    sent = await flow.__anext__()
+    try:
+        sent = await flow.__anext__()
+    except NoTicket:
+        return "NoTicket (not sent)"
     response = httpx.Response(status, request=sent)
     if redirected:
         response.history = [httpx.Response(307, request=sent)]
-    with pytest.raises(StopAsyncIteration):  # never sent again: that would read the body
+    try:
         await flow.asend(response)
-    return sent.headers.get("authorization")
+    except StopAsyncIteration:  # never sent again: that would read the refusal's body
+        return sent.headers["authorization"]
+    except NoTicket:
+        return f"NoTicket after {sent.headers['authorization']}"
+    raise AssertionError("the flow sent the request again")
 
 
 def test_the_mainframe_shows_the_cache_one_ticket_until_it_nears_its_end_or_is_refused() -> None:
@@ -105,10 +115,11 @@ def test_the_mainframe_shows_the_cache_one_ticket_until_it_nears_its_end_or_is_r
         assert await asyncio.gather(*(_send(auth) for _ in range(5))) == ["Ticket a"] * 5
         assert fetch.asked == 1
         assert await _send(auth, 403, redirected=True) == "Ticket a"  # a mirror's refusal
-        assert await _send(auth, 401) == "Ticket a"  # OMEGA's, through the cache
+        # OMEGA's, through the cache: dropped, and the download tries again with another
+        assert await _send(auth, 401) == "NoTicket after Ticket a"
         assert await _send(auth) == "Ticket b" and fetch.asked == 2
-        assert await _send(auth, 403) == "Ticket b"
-        assert await _send(auth) is None  # OMEGA gave none: sent without, and refused
+        assert await _send(auth, 403) == "NoTicket after Ticket b"
+        assert await _send(auth) == "NoTicket (not sent)"  # OMEGA gave none: nothing sent
         assert await _send(auth) == "Ticket c"  # asked again at once
         assert await _send(auth) == "Ticket d"  # c ends within the margin: not used again
         assert fetch.asked == 5
@@ -130,3 +141,16 @@ def test_what_omegas_ticket_answer_gives() -> None:
         (500, None),
     ]:
         assert ticket_answer(status, body) is None, (status, body)
+
+
+def test_an_omega_from_before_tickets_is_told_apart_from_a_refusal() -> None:
+    """Its middleware answers the route as a bearer's: 401 ``unauthenticated`` (a license
+    route never does, to a license), or there is no route at all (404); a refused license
+    is 403, and gets the license sent nowhere."""
+    assert before_tickets(404, None)
+    assert before_tickets(
+        401, {"error": "missing or wrong bearer token", "kind": "unauthenticated"}
+    )
+    assert not before_tickets(401, {"kind": "license_refused"})
+    assert not before_tickets(403, {"reason": "revoked", "kind": "license_refused"})
+    assert not before_tickets(500, None) and not before_tickets(401, None)

@@ -133,7 +133,8 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--blob-cache",
     help="Mainframe: a caching proxy of OMEGA in its site (contrib/nginx/site-cache.conf); "
-    "blobs are fetched through it, everything else from --omega.",
+    "blobs are fetched through it, with short-lived blob tickets OMEGA gives (never the "
+    "license), everything else from --omega.",
 )
 @click.option(
     "--blob-host",

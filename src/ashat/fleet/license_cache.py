@@ -1,54 +1,55 @@
-"""Licenses OMEGA has authenticated, remembered by token: one Ed25519 check per license.
+"""Licenses (and blob tickets) OMEGA has authenticated, remembered by token: one Ed25519
+check per token.
 
 A mainframe sends the same token on every poll, report and blob request; verifying its
 signature each time was most of the CPU OMEGA spent on a blob ``GET``. A token's signature
-and payload never change, so :meth:`LicenseCache.read` checks them once and keeps the
-:class:`~.license.License` until it expires or the cache is full (least recently used
-first). What may change is judged on every request
-(:func:`~.license.judge_license`: expiry, revocation, channel), never cached.
+and payload never change, so :meth:`TokenCache.read` checks them once and keeps what they
+say until the cache is full (least recently used first). What may change is judged on
+every request (:func:`~.license.judge_license`: expiry, revocation, channel; a ticket's own
+expiry), never cached.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
-from ashat.bundle.keys import PublicKey
-from ashat.fleet.license import License, read_license
+MAX_TOKENS = 65536  # tokens remembered (a license is about 500 bytes, a ticket 1 KB)
 
-MAX_LICENSES = 65536  # tokens remembered (a token is about 500 bytes)
+T = TypeVar("T")
 
 
-class LicenseCache:
-    def __init__(self, trusted: Mapping[str, PublicKey], size: int = MAX_LICENSES) -> None:
-        self.trusted = dict(trusted)
+class TokenCache(Generic[T]):
+    """What ``read(token)`` said of each token it did not refuse, the last ``size`` ones."""
+
+    def __init__(self, read: Callable[[str], T], size: int = MAX_TOKENS) -> None:
+        self._read = read
         self.size = size
-        self._known: OrderedDict[str, License] = OrderedDict()
+        self._known: OrderedDict[str, T] = OrderedDict()
         self._lock = threading.Lock()
 
-    def known(self, token: str) -> License | None:
-        """The license of ``token`` if it was authenticated before, else None."""
+    def known(self, token: str) -> T | None:
+        """What ``token`` says if it was authenticated before, else None."""
         with self._lock:
-            lic = self._known.get(token)
-            if lic is not None:
+            got = self._known.get(token)
+            if got is not None:
                 self._known.move_to_end(token)
-            return lic
+            return got
 
-    def read(self, token: str) -> License:
-        """The authenticated license of ``token`` (expiry and revocation not judged).
+    def read(self, token: str) -> T:
+        """What ``token`` says, authenticated (nothing that changes is judged).
 
-        Raises :class:`~.license.LicenseRefused` (``forged``, ``malformed``); a refused
-        token is not remembered.
+        Raises what ``read`` raises (:class:`~.license.LicenseRefused`: ``forged``,
+        ``malformed``); a refused token is not remembered.
         """
+        got = self.known(token)
+        if got is not None:
+            return got
+        got = self._read(token)
         with self._lock:
-            lic = self._known.get(token)
-            if lic is not None:
-                self._known.move_to_end(token)
-                return lic
-        lic = read_license(token, self.trusted)
-        with self._lock:
-            self._known[token] = lic
+            self._known[token] = got
             while len(self._known) > self.size:
                 self._known.popitem(last=False)
-        return lic
+        return got

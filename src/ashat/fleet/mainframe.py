@@ -266,6 +266,22 @@ def ticket_answer(status: int, body: Any) -> tuple[str, float] | None:
     return f"Ticket {ticket}", float(good_s)
 
 
+def before_tickets(status: int, body: Any) -> bool:
+    """Whether OMEGA's answer to ``GET /v1/fleet/blob-ticket`` says it is a version
+    before blob tickets: its middleware refused the route as one of the bearer's (401,
+    ``unauthenticated``), which a license route never answers a license, or it has no
+    such route (404)."""
+    if status == 404:
+        return True
+    return status == 401 and isinstance(body, dict) and body.get("kind") == "unauthenticated"
+
+
+class NoTicket(httpx.TransportError):
+    """No blob ticket to send through the site cache, or the one sent was refused there:
+    worth another try (a download's retries ask OMEGA for a new one), like a connection
+    that broke, never a final refusal of the download."""
+
+
 class TicketAuth(httpx.Auth):
     """Blob and pack requests through a site's cache carry what ``fetch()`` gives (a blob
     ticket OMEGA signed for this mainframe's license, fleet/tickets.py) and never the
@@ -273,10 +289,12 @@ class TicketAuth(httpx.Auth):
     mainframe. ``fetch()`` returns the ``Authorization`` value and for how many seconds it
     is good (None: none to be had). One is asked for when none is held, or when it expires
     within :data:`TICKET_MARGIN_S` (OMEGA checks it as a request starts: a download under
-    way goes on past it), or after an answer 401 or 403 from OMEGA through the cache (not a
-    mirror's, after a redirect): that request fails as any refused download does, and the
-    next one takes a new ticket. No request is sent again here: that would read the
-    refusal's whole body, which the cache decides."""
+    way goes on past it). Where none is to be had, the request is not sent; where OMEGA
+    refuses one through the cache (401 or 403, not a mirror's after a redirect), it is
+    dropped: both raise :class:`NoTicket`, which the download tries again, with a new
+    ticket, as for a broken connection (a clock, a key or a lock wait on the cache may
+    have outlived a ticket: that must not fail an install). Nothing is sent again here:
+    that would read the refusal's whole body, which the cache decides."""
 
     def __init__(self, fetch: Callable[[], Awaitable[tuple[str, float] | None]]) -> None:
         self._fetch = fetch
@@ -298,12 +316,18 @@ class TicketAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         value = await self._current()
-        if value is not None:
-            request.headers["Authorization"] = value
+        if value is None:
+            raise NoTicket("OMEGA gave no blob ticket for the site cache", request=request)
+        request.headers["Authorization"] = value
         response = yield request
-        refused = response.status_code in (401, 403) and not response.history
-        if refused and value is not None and self._value == value:
-            self._value = None  # the next request asks OMEGA for another
+        if response.status_code in (401, 403) and not response.history:
+            if self._value == value:
+                self._value = None  # the next try asks OMEGA for another
+            raise NoTicket(
+                f"the site cache answered {response.status_code} to a blob ticket (OMEGA's "
+                "refusal): asking OMEGA for a new one",
+                request=request,
+            )
 
 
 class Mainframe:
@@ -384,9 +408,9 @@ class Mainframe:
     async def _blob_ticket(self, http: httpx.AsyncClient) -> tuple[str, float] | None:
         """What blob and pack requests through the site's cache carry (``Authorization``),
         and for how many seconds: a blob ticket asked of OMEGA itself (fleet/tickets.py),
-        never the license. An OMEGA from before tickets (404) gets the license, as it always
-        did, said once in the log. None where OMEGA gave none (the requests go without,
-        and are refused)."""
+        never the license. An OMEGA from before tickets (:func:`before_tickets`) gets the
+        license, as it always did, said once in the log. None where OMEGA gave none (the
+        requests are not sent: :class:`NoTicket`)."""
         try:
             status, body = await self._request(http, "GET", "/v1/fleet/blob-ticket")
         except OmegaError as e:
@@ -395,7 +419,7 @@ class Mainframe:
         answer = ticket_answer(status, body)
         if answer is not None:
             return answer
-        if status == 404:
+        if before_tickets(status, body):
             if not self._ticketless:
                 self._ticketless = True
                 log.warning(

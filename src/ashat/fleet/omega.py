@@ -22,7 +22,7 @@ once and each rollout ends once, whichever replica's controller or report gets t
 Replicas learn of each other's changes through the database: :meth:`Omega.tick` notices a
 rollout started, or a wave begun, elsewhere (and the routes then wake every poll held
 here), and refreshes the revoked licenses and the channel served. A license's signature is
-checked once per token and remembered (:class:`~.license_cache.LicenseCache`); expiry,
+checked once per token and remembered (:class:`~.license_cache.TokenCache`); expiry,
 revocation and channel are judged on every request. Its metrics, counted as it goes and
 read from the database at each scrape, are :mod:`.omega_metrics`'s.
 """
@@ -37,6 +37,7 @@ import socket
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,8 @@ from ashat.fleet.approvals import Approvals
 from ashat.fleet.controller import HOLD_FRESH_S, TIMED_OUT, Controller
 from ashat.fleet.directive import NO_DIRECTIVE_KIND
 from ashat.fleet.envelope import seal
-from ashat.fleet.license import License, LicenseRefused, judge_license
-from ashat.fleet.license_cache import LicenseCache
+from ashat.fleet.license import License, LicenseRefused, judge_license, read_license
+from ashat.fleet.license_cache import TokenCache
 from ashat.fleet.omega_errors import FleetConflict, LicenseDenied, NoSuchPack
 from ashat.fleet.omega_metrics import FleetCollector, FleetMetrics
 from ashat.fleet.omega_requests import (
@@ -70,7 +71,7 @@ from ashat.fleet.omega_requests import (
 from ashat.fleet.omega_store import FleetStore, RegisteredMainframe, Rollout, Spec, TargetRow
 from ashat.fleet.rollout import Kind, RolloutState, TargetStatus
 from ashat.fleet.s3_copy import S3Copy
-from ashat.fleet.tickets import issue_ticket, read_ticket
+from ashat.fleet.tickets import check_live, issue_ticket, read_ticket
 from ashat.fleet.windows import holds
 from ashat.labels import flat, labels_of, parse_selector
 from ashat.trust.held import held_root
@@ -139,7 +140,10 @@ class Omega:
         self._clock: Clock = clock or SystemClock()
         url = agent.config.fleet_db or f"sqlite:///{agent.config.data / 'fleet.db'}"
         self.store = FleetStore(url, replica=f"{socket.gethostname()}:{os.getpid()}")
-        self.licenses = LicenseCache(license_trusted)
+        self.license_trusted = dict(license_trusted)
+        self.licenses = TokenCache(partial(read_license, trusted=self.license_trusted))
+        # blob tickets (fleet/tickets.py): the license each stands for, and its expiry
+        self.tickets = TokenCache(partial(read_ticket, trusted={key.keyid: key.public}))
         self.metrics = FleetMetrics(agent.metrics.registry)
         self.root = held_root(agent.config.root_file, agent.config.data)
         self.approvals = Approvals(agent, key, self.store, self._clock, self.root)
@@ -155,9 +159,6 @@ class Omega:
         self.lock = threading.Lock()
         self._deltas: dict[tuple[str, str], dict[str, Any] | None] = {}  # (base, new) digests
         self._approved_blobs: set[str] = set()  # known approved: approvals are never undone
-        # blob tickets whose signature was checked: the license each stands for, and when
-        # the ticket expires (fleet/tickets.py)
-        self._tickets: dict[str, tuple[License, float]] = {}
         self._packs: dict[str, tuple[str, Path]] = {}  # digest -> (update id, its pack)
         self._revoked: set[str] = set()
         self._serving: str | None = None  # the channel of the newest rollout
@@ -356,33 +357,38 @@ class Omega:
         may be served now. Raises :class:`LicenseDenied`."""
         if not ticket:
             return self._check(token, self.now())
-        now = self.now()
         try:
-            lic, expires = read_ticket(token, {self.key.keyid: self.key.public}, _utc(now))
-            if len(self._tickets) > MAX_REMEMBERED:
-                self._tickets.clear()
-            self._tickets[token] = (lic, expires.timestamp())
-            return self._judge(lic, now)
+            lic = self._ticket(token, self.now(), known_only=False)
         except LicenseRefused as e:
             self.metrics.license_refusals.labels(reason=e.reason).inc()
             raise LicenseDenied.of(e) from e
+        assert lic is not None
+        return lic
 
     def licensed_now(self, token: str, *, ticket: bool = False) -> License | None:
         """:meth:`licensed` from memory alone (see :meth:`blob_allowed_now`)."""
         now = self.now()
-        if ticket:
-            known = self._tickets.get(token)
-            if known is None or known[1] <= now:
-                return None
-            lic: License | None = known[0]
-        else:
-            lic = self.licenses.known(token)
-        if lic is None:
-            return None
         try:
-            return self._judge(lic, now)
+            if ticket:
+                return self._ticket(token, now, known_only=True)
+            lic = self.licenses.known(token)
+            return None if lic is None else self._judge(lic, now)
         except LicenseRefused:
             return None
+
+    def _ticket(self, token: str, now: float, known_only: bool) -> License | None:
+        """The license the blob ticket ``token`` stands for, if both may be served now
+        (None: not authenticated before, with ``known_only``). Raises
+        :class:`LicenseRefused`."""
+        got = self.tickets.known(token) if known_only else self.tickets.read(token)
+        if got is None:
+            return None
+        lic, expires = got
+        if lic.keyid not in self.license_trusted:
+            raise LicenseRefused(
+                "forged", f"license {lic.license_id} is signed by a key OMEGA no longer trusts"
+            )
+        return self._judge(check_live(lic, expires, _utc(now)), now)
 
     def blob_ticket(self, token: str) -> dict[str, Any]:
         """A blob ticket for the license ``token`` (checked now), which a mainframe shows

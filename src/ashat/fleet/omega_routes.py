@@ -71,6 +71,7 @@ from ashat.fleet.s3_copy import COPY_EVERY_S, describe
 from ashat.fleet.windows import HOLDS
 from ashat.http.body import json_object
 from ashat.http.errors import RequestInvalid, Unauthenticated
+from ashat.http.middleware import AUTH_SCOPE_KEY, credentials
 from ashat.ids import UPDATE_ID_RE
 from ashat.labels import VALUE_RE, LabelError, parse_assignments, parse_selector
 
@@ -134,11 +135,10 @@ def license_route(method: str, path: str) -> bool:
 
 
 def license_token(request: Request, scheme: str = "license") -> str | None:
-    """The token of ``Authorization: License <token>`` (or of another ``scheme``), or None."""
-    given, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if given.lower() != scheme or not credentials.strip():
-        return None
-    return credentials.strip()
+    """The token of ``Authorization: License <token>`` (or of another ``scheme``), or None
+    (:func:`~ashat.http.middleware.credentials`, as the middleware reads it)."""
+    given = credentials(request.headers.get("authorization"))
+    return given[1] if given is not None and given[0] == scheme else None
 
 
 class Waiters:
@@ -366,14 +366,16 @@ class OmegaRoutes:
 
     async def _downloader(self, request: Request, sha256: str | None = None) -> License | None:
         """Who downloads a blob (``sha256``: may it have that one) or a pack: the license of
-        its ``License`` or ``Ticket``, checked now; None for the bearer, which the
-        middleware checked (it lets no other request through). Raises
-        :class:`LicenseDenied` or :class:`NoSuchBlob`."""
-        ticket = license_token(request, "ticket")
-        token = ticket or license_token(request)
-        if token is None:
+        its ``License`` or ``Ticket``, checked now; None for the bearer, as the middleware
+        found it. Raises :class:`Unauthenticated`, :class:`LicenseDenied` or
+        :class:`NoSuchBlob`."""
+        how = request.scope.get(AUTH_SCOPE_KEY)
+        if how == "bearer":
             return None
-        by_ticket = ticket is not None
+        token = license_token(request, how) if how in ("license", "ticket") else None
+        if token is None:  # cannot be: the middleware lets nothing else in
+            raise Unauthenticated("a blob needs 'Authorization: License <token>' or a ticket")
+        by_ticket = how == "ticket"
         if sha256 is None:
             lic = self.omega.licensed_now(token, ticket=by_ticket)
             if lic is None:

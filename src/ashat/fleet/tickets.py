@@ -9,7 +9,8 @@ A ticket is what the mainframe sends there instead: an envelope (:mod:`.envelope
 ``blob_ticket`` that OMEGA signs with its own key, for a license it has just checked
 (``GET /v1/fleet/blob-ticket``, asked of OMEGA itself). Its payload names the license
 (``license_id``, ``mainframe_id``, ``channels``, ``region``, ``license_expires_at``) and the
-ticket's own ``expires_at``, :data:`TTL_S` later at most. OMEGA takes a ticket for blob
+ticket's own ``expires_at``, :data:`TTL_S` later at most, and the license's issuer key
+(``license_keyid``), which OMEGA must still trust. OMEGA takes a ticket for blob
 and pack downloads only (``GET /v1/blobs/{sha256}``, ``GET /v1/packs/…``), and judges the
 license it stands for afresh on every request, as it judges a license: revoked, expired,
 another channel or region is refused. So a ticket leaked by a cache fetches the approved
@@ -46,19 +47,17 @@ def issue_ticket(
         "channels": list(lic.channels),
         "region": lic.region,
         "license_expires_at": lic.expires_at,
+        "license_keyid": lic.keyid,  # its issuer's key, which OMEGA must still trust
         "issued_at": iso_seconds(now),
         "expires_at": iso_seconds(expires),
     }
     return seal(KIND, payload, key), expires
 
 
-def read_ticket(
-    token: str, trusted: Mapping[str, PublicKey], now: dt.datetime
-) -> tuple[License, dt.datetime]:
+def read_ticket(token: str, trusted: Mapping[str, PublicKey]) -> tuple[License, dt.datetime]:
     """The license ``token`` stands for (to be judged as that license would be) and when
-    the ticket expires, if a key in ``trusted`` (OMEGA's) signed it and it has not expired.
-    Raises :class:`~.license.LicenseRefused`: ``ticket_forged``, ``ticket_malformed`` or
-    ``ticket_expired``."""
+    the ticket expires (:func:`check_live`), if a key in ``trusted`` (OMEGA's) signed it.
+    Raises :class:`~.license.LicenseRefused`: ``ticket_forged`` or ``ticket_malformed``."""
     p = unseal_or_refuse(token, KIND, trusted, prefix="ticket_")
     try:
         region = p["region"]
@@ -69,17 +68,23 @@ def read_ticket(
             channels=tuple(str(c) for c in p["channels"]),
             issued_at=str(p["issued_at"]),
             expires_at=str(p["license_expires_at"]),
-            keyid=str(p["keyid"]),
+            keyid=str(p["license_keyid"]),  # the license's issuer, not OMEGA
             region=str(region) if region is not None else None,
         )
         parse_time(lic.expires_at)
         expires = parse_time(str(p["expires_at"]))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise LicenseRefused("ticket_malformed", f"blob ticket payload is malformed: {e}") from e
+    return lic, expires
+
+
+def check_live(lic: License, expires: dt.datetime, now: dt.datetime) -> License:
+    """``lic`` if its ticket (expiring at ``expires``) has not expired at ``now``. Raises
+    :class:`~.license.LicenseRefused` (``ticket_expired``)."""
     if expires <= now:
         raise LicenseRefused(
             "ticket_expired",
-            f"the blob ticket of license {lic.license_id} expired at {p['expires_at']}: "
+            f"the blob ticket of license {lic.license_id} expired at {iso_seconds(expires)}: "
             "ask OMEGA for a new one (GET /v1/fleet/blob-ticket)",
         )
-    return lic, expires
+    return lic

@@ -39,6 +39,28 @@ __all__ = [
 ]
 
 OPEN_PATHS = frozenset({"/v1/health", "/metrics"})
+# What :class:`BearerAuth` let a request in by, in its scope: "bearer", or a license
+# route's "license" or "ticket" (absent on an open route). A handler that takes several
+# reads it, never guesses from what it cannot parse.
+AUTH_SCOPE_KEY = "ashat.auth"
+_TOKEN_CHARS = frozenset(range(0x21, 0x7F))  # visible ASCII: no space, no control character
+
+
+def credentials(value: bytes | str | None) -> tuple[str, str] | None:
+    """``(scheme, token)`` of an ``Authorization`` value, the scheme lowercased; None
+    unless it is a scheme, one or more spaces, and a token of visible ASCII. The one parser
+    of it, for the middleware and the handlers alike (a review: each stripping its own
+    whitespace let ``License \xa0`` through as a token and then count as the bearer)."""
+    if value is None:
+        return None
+    raw = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+    scheme, _, token = raw.partition(b" ")
+    token = token.lstrip(b" ")
+    if not scheme or not token or not _TOKEN_CHARS.issuperset(token):
+        return None
+    if not _TOKEN_CHARS.issuperset(scheme):
+        return None
+    return scheme.decode("ascii").lower(), token.decode("ascii")
 
 
 def route_path(scope: Scope) -> str:
@@ -70,26 +92,33 @@ class BearerAuth:
         self.token = token.encode("ascii")
         self.license_routes = license_routes
 
+    @staticmethod
+    def _credentials(scope: Scope) -> tuple[str, str] | None:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return credentials(value)
+        return None
+
     def _licensed(self, scope: Scope) -> bool:
         if self.license_routes is None or not self.license_routes(
             scope["method"], route_path(scope)
         ):
             return False
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, credentials = bytes(value).partition(b" ")
-                # a token to check: without one, the handler would take it for a bearer's
-                return scheme.lower() in (b"license", b"ticket") and bool(credentials.strip())
-        return False
+        given = self._credentials(scope)
+        # a token for the handler to check, by a scheme it takes
+        if given is None or given[0] not in ("license", "ticket"):
+            return False
+        scope[AUTH_SCOPE_KEY] = given[0]
+        return True
 
     def _authorized(self, scope: Scope) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, credentials = bytes(value).partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(
-                    credentials.strip(), self.token
-                )
-        return False
+        given = self._credentials(scope)
+        if given is None or given[0] != "bearer":
+            return False
+        if not hmac.compare_digest(given[1].encode("ascii"), self.token):
+            return False
+        scope[AUTH_SCOPE_KEY] = "bearer"
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
