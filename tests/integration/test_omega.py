@@ -952,9 +952,9 @@ def test_a_blob_ticket_fetches_approved_blobs_and_packs_and_nothing_else(
 def test_a_download_whose_ticket_is_refused_takes_a_new_one_and_goes_on(
     omega: AgentHandle, control: Control, trees: Trees, tmp_path: Path
 ) -> None:
-    """A ticket refused through the cache (one that expired on the way, or from a key
-    OMEGA rotated) is a try to make again with a new one, never a failed install: a
-    mainframe's real downloader, its TicketAuth, and OMEGA itself."""
+    """A ticket held from before and refused through the cache (one that expired on the
+    way, or from a key OMEGA rotated) is a try to make again with a new one, not a failed
+    install: a mainframe's real downloader, its TicketAuth, and OMEGA itself."""
     from ashat.agent.blobs import BlobStore
     from ashat.agent.layout import Layout
     from ashat.fleet.download import BlobDownloader, Wanted
@@ -987,7 +987,9 @@ def test_a_download_whose_ticket_is_refused_takes_a_new_one_and_goes_on(
     wanted = [Wanted(f.sha256, f.size) for f in signed.files if f.kind == "file" and f.size]
 
     async def go() -> None:
-        async with outgoing.async_client(base_url=omega.url, auth=TicketAuth(fetch)) as client:
+        auth = TicketAuth(fetch)
+        await auth._current()  # the stale one, held since an earlier download
+        async with outgoing.async_client(base_url=omega.url, auth=auth) as client:
             await BlobDownloader(client, store, layout.partial, backoff_s=0.01).fetch_all(wanted)
 
     asyncio.run(go())

@@ -115,13 +115,15 @@ def test_the_mainframe_shows_the_cache_one_ticket_until_it_nears_its_end_or_is_r
         assert await asyncio.gather(*(_send(auth) for _ in range(5))) == ["Ticket a"] * 5
         assert fetch.asked == 1
         assert await _send(auth, 403, redirected=True) == "Ticket a"  # a mirror's refusal
-        # OMEGA's, through the cache: dropped, and the download tries again with another
+        # OMEGA's, through the cache, of one held from before: dropped, and the download
+        # tries again with another
         assert await _send(auth, 401) == "NoTicket after Ticket a"
-        assert await _send(auth) == "Ticket b" and fetch.asked == 2
-        assert await _send(auth, 403) == "NoTicket after Ticket b"
+        # a new one refused is a refusal, handed on for the download to report
+        assert await _send(auth, 403) == "Ticket b" and fetch.asked == 2
         assert await _send(auth) == "NoTicket (not sent)"  # OMEGA gave none: nothing sent
         assert await _send(auth) == "Ticket c"  # asked again at once
         assert await _send(auth) == "Ticket d"  # c ends within the margin: not used again
+        assert await _send(auth) == "Ticket d"
         assert fetch.asked == 5
 
     asyncio.run(run())

@@ -106,7 +106,7 @@ MAX_ERROR_CHARS = 300  # of OMEGA's error message kept for the log and health
 MAX_OFFERED_CHAINS = 16  # distinct root chains taken from one poll answer (one per key)
 MAX_PENDING_REPORTS = 100
 TICKET_MARGIN_S = 60.0  # a blob ticket is asked for again this long before it expires
-TICKETLESS_S = 3600.0  # before an OMEGA without blob tickets is asked for one again
+TICKETLESS_S = 300.0  # before an OMEGA without blob tickets is asked for one again
 NONCE_BYTES = 18  # of a poll's nonce, which OMEGA's signed "no directive" must name
 
 
@@ -277,9 +277,9 @@ def before_tickets(status: int, body: Any) -> bool:
 
 
 class NoTicket(httpx.TransportError):
-    """No blob ticket to send through the site cache, or the one sent was refused there:
-    worth another try (a download's retries ask OMEGA for a new one), like a connection
-    that broke, never a final refusal of the download."""
+    """No blob ticket to send through the site cache, or one held from before was refused
+    there: worth another try (the next asks OMEGA for a new one), like a connection that
+    broke, not a refusal of the download."""
 
 
 class TicketAuth(httpx.Auth):
@@ -289,12 +289,16 @@ class TicketAuth(httpx.Auth):
     mainframe. ``fetch()`` returns the ``Authorization`` value and for how many seconds it
     is good (None: none to be had). One is asked for when none is held, or when it expires
     within :data:`TICKET_MARGIN_S` (OMEGA checks it as a request starts: a download under
-    way goes on past it). Where none is to be had, the request is not sent; where OMEGA
-    refuses one through the cache (401 or 403, not a mirror's after a redirect), it is
-    dropped: both raise :class:`NoTicket`, which the download tries again, with a new
-    ticket, as for a broken connection (a clock, a key or a lock wait on the cache may
-    have outlived a ticket: that must not fail an install). Nothing is sent again here:
-    that would read the refusal's whole body, which the cache decides."""
+    way goes on past it).
+
+    Where none is to be had, the request is not sent: :class:`NoTicket`, which the
+    download tries again as it does a broken connection. Where a ticket held from before
+    is refused through the cache (401 or 403, not a mirror's after a redirect: it may have
+    expired while the cache's lock held the request, or OMEGA's key changed), it is
+    dropped, and :class:`NoTicket` again: the next try takes a new one. A new ticket
+    refused is a refusal, handed on as OMEGA (or the cache) gave it, which the download
+    reports. Nothing is sent again here: that would read the refusal's whole body, which
+    the cache decides."""
 
     def __init__(self, fetch: Callable[[], Awaitable[tuple[str, float] | None]]) -> None:
         self._fetch = fetch
@@ -302,30 +306,34 @@ class TicketAuth(httpx.Auth):
         self._until = 0.0  # time.monotonic() after which it is asked for again
         self._lock: asyncio.Lock | None = None
 
-    async def _current(self) -> str | None:
+    async def _current(self) -> tuple[str | None, bool]:
+        """The value to send, and whether it was asked for just now."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:  # downloads side by side ask for one ticket, not one each
-            if self._value is None or time.monotonic() >= self._until:
-                got = await self._fetch()
-                self._value, good_s = got if got is not None else (None, 0.0)
-                self._until = time.monotonic() + max(0.0, good_s - TICKET_MARGIN_S)
-            return self._value
+            if self._value is not None and time.monotonic() < self._until:
+                return self._value, False
+            got = await self._fetch()
+            self._value, good_s = got if got is not None else (None, 0.0)
+            self._until = time.monotonic() + max(0.0, good_s - TICKET_MARGIN_S)
+            return self._value, True
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        value = await self._current()
+        value, new = await self._current()
         if value is None:
             raise NoTicket("OMEGA gave no blob ticket for the site cache", request=request)
         request.headers["Authorization"] = value
         response = yield request
-        if response.status_code in (401, 403) and not response.history:
-            if self._value == value:
-                self._value = None  # the next try asks OMEGA for another
+        if response.status_code not in (401, 403) or response.history:
+            return
+        if self._value == value:
+            self._value = None  # the next request asks OMEGA for another
+        if not new:
             raise NoTicket(
-                f"the site cache answered {response.status_code} to a blob ticket (OMEGA's "
-                "refusal): asking OMEGA for a new one",
+                f"the site cache answered {response.status_code} to a blob ticket held "
+                "since an earlier download: asking OMEGA for a new one",
                 request=request,
             )
 
