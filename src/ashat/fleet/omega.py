@@ -79,6 +79,7 @@ from ashat.trust.held import held_root
 log = logging.getLogger("ashat.omega")
 MAX_DELTAS = 256  # manifest deltas kept, by (base, new): a wave asks the same ones
 MAX_REMEMBERED = 200_000  # mainframes whose last facts are remembered here
+TICKET_MINTED_S = 60  # a license asking for blob tickets gets one new ticket a minute at most
 NO_LABELS: Mapping[str, str] = {}  # one object, never changed: a cache can tell it is the same
 FACTS_REWRITE_S = 600.0  # unchanged facts are written again after this long
 ALIVE_EVERY_S = 1.0  # while rollouts run, each replica says so this often (omega_alive)
@@ -393,10 +394,13 @@ class Omega:
     def blob_ticket(self, token: str) -> dict[str, Any]:
         """A blob ticket for the license ``token`` (checked now), which a mainframe shows
         its site cache instead of the license (:mod:`.tickets`): ``{"ticket",
-        "expires_at", "expires_in"}``. Raises :class:`LicenseDenied`."""
+        "expires_at", "expires_in"}``. Issued as of the minute's start: within a minute a
+        license is given the same ticket (Ed25519 signs alike), so asking over and over
+        neither signs anew nor fills the tickets OMEGA remembers. Raises
+        :class:`LicenseDenied`."""
         now = self.now()
         lic = self._check(token, now)
-        ticket, expires = issue_ticket(self.key, lic, _utc(now))
+        ticket, expires = issue_ticket(self.key, lic, _utc(now - now % TICKET_MINTED_S))
         return {
             "ticket": ticket,
             "expires_at": iso(expires.timestamp()),
