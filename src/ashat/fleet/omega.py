@@ -359,31 +359,26 @@ class Omega:
         if not ticket:
             return self._check(token, self.now())
         try:
-            lic = self._ticket(token, self.now(), known_only=False)
+            return self._ticket(self.tickets.read(token), self.now())
         except LicenseRefused as e:
             self.metrics.license_refusals.labels(reason=e.reason).inc()
             raise LicenseDenied.of(e) from e
-        assert lic is not None
-        return lic
 
     def licensed_now(self, token: str, *, ticket: bool = False) -> License | None:
         """:meth:`licensed` from memory alone (see :meth:`blob_allowed_now`)."""
         now = self.now()
         try:
             if ticket:
-                return self._ticket(token, now, known_only=True)
+                got = self.tickets.known(token)
+                return None if got is None else self._ticket(got, now)
             lic = self.licenses.known(token)
             return None if lic is None else self._judge(lic, now)
         except LicenseRefused:
             return None
 
-    def _ticket(self, token: str, now: float, known_only: bool) -> License | None:
-        """The license the blob ticket ``token`` stands for, if both may be served now
-        (None: not authenticated before, with ``known_only``). Raises
-        :class:`LicenseRefused`."""
-        got = self.tickets.known(token) if known_only else self.tickets.read(token)
-        if got is None:
-            return None
+    def _ticket(self, got: tuple[License, dt.datetime], now: float) -> License:
+        """The license an authenticated blob ticket stands for (``got``: it and the
+        ticket's expiry), if both may be served now. Raises :class:`LicenseRefused`."""
         lic, expires = got
         if lic.keyid not in self.license_trusted:
             raise LicenseRefused(

@@ -13,8 +13,8 @@ ticket's own ``expires_at``, :data:`TTL_S` later at most, and the license's issu
 (``license_keyid``), which OMEGA must still trust. OMEGA takes a ticket for blob
 and pack downloads only (``GET /v1/blobs/{sha256}``, ``GET /v1/packs/…``), and judges the
 license it stands for afresh on every request, as it judges a license: revoked, expired,
-another channel or region is refused. So a ticket leaked by a cache fetches the approved
-releases' bytes, which the cache holds anyway, for minutes, and nothing else.
+another channel or region is refused. So a ticket leaked by a cache fetches, for minutes,
+the blobs of approved releases, as its license could, and nothing else.
 Pure: keys, tokens and times in, a token or a :class:`~.license.License` out.
 """
 
