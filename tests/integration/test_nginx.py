@@ -63,6 +63,29 @@ def adapt(name: str, port: int, tls: tuple[Path, Path], changes: dict[str, str])
     )
 
 
+def site_cache(
+    omega: Any,
+    port: int,
+    tls: tuple[Path, Path],
+    changes: dict[str, str] | None = None,
+    cache_dir: Path | None = None,
+) -> str:
+    """contrib/nginx/site-cache.conf in front of ``omega``, listening on ``port``, its
+    cache under the test's directory (``cache_dir``, or beside OMEGA's data)."""
+    where = cache_dir or Path(str(omega.data)).parent / "site-cache"
+    return adapt(
+        "site-cache.conf",
+        port,
+        tls,
+        {
+            "/var/cache/nginx/ashat": str(where),
+            "max_size=50g": "max_size=1g",
+            "proxy_pass https://omega.example.com;": f"proxy_pass {omega.url};",
+            **(changes or {}),
+        },
+    )
+
+
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[Callable[[str, str, int], Nginx]]:
     """``nginx(name, server_blocks, port)``: a real nginx serving those blocks on loopback."""
@@ -351,18 +374,8 @@ def test_a_site_cache_costs_omega_one_answer_per_blob_or_pack(
     box: dict[str, Any] = {}
 
     def front(omega: Any) -> tuple[str, Path | None]:
-        home_cache = Path(str(omega.data)).parent / "site-cache"
         box["schemes"] = Path(str(omega.data)).parent / "site-cache-schemes.log"
-        conf = adapt(
-            "site-cache.conf",
-            port,
-            tls,
-            {
-                "/var/cache/nginx/ashat": str(home_cache),
-                "max_size=50g": "max_size=1g",
-                "proxy_pass https://omega.example.com;": f"proxy_pass {omega.url};",
-            },
-        )
+        conf = site_cache(omega, port, tls)
         box["n"] = nginx("cache", SCHEMES_LOG % box["schemes"] + conf, port)
         return omega.url, cert
 
@@ -402,6 +415,53 @@ def test_a_site_cache_costs_omega_one_answer_per_blob_or_pack(
     assert "License" not in _schemes(box["schemes"])
 
 
+def test_an_omega_that_gives_no_blob_tickets_sends_the_blobs_itself_not_through_the_cache(
+    hello_fleet: Any, nginx: Callable[..., Nginx], tls: tuple[Path, Path]
+) -> None:
+    """An OMEGA from before blob tickets (here: a real nginx in front of OMEGA answers its
+    ``/v1/fleet/blob-ticket`` 404, as an older OMEGA or a proxy listing the older routes
+    does): the mainframes fetch their blobs from OMEGA itself, with their license, as they
+    would without a cache; the site's cache is sent nothing, least of all a license."""
+    cert, key = tls
+    front_port, cache_port = free_port(), free_port()
+    box: dict[str, Any] = {}
+
+    def front(omega: Any) -> tuple[str, Path | None]:
+        proxy = f"""
+        server {{
+            listen 127.0.0.1:{front_port} ssl;
+            ssl_certificate {cert};
+            ssl_certificate_key {key};
+            location = /v1/fleet/blob-ticket {{ return 404; }}
+            location / {{
+                proxy_pass {omega.url};
+                proxy_buffering off;
+                proxy_read_timeout 120s;
+            }}
+        }}
+        """
+        nginx("omega-front", proxy, front_port)
+        box["schemes"] = Path(str(omega.data)).parent / "site-cache-schemes.log"
+        conf = site_cache(omega, cache_port, tls)
+        box["cache"] = nginx("cache", SCHEMES_LOG % box["schemes"] + conf, cache_port)
+        return f"https://127.0.0.1:{front_port}", cert
+
+    fleet = hello_fleet(
+        n=2, front=front, mainframe_args=("--blob-cache", f"https://127.0.0.1:{cache_port}")
+    )
+    _ship(fleet)
+    assert _schemes(box["schemes"]) == []  # not one request reached the cache
+    assert box["cache"].access() == []
+    sent = [  # OMEGA sent each mainframe its bytes: a pack's runs (206) or blobs
+        answers_by_status(fleet.omega.url, "GET", route)
+        for route in ("/v1/packs/{update_id}/{digest}", "/v1/blobs/{sha256}")
+    ]
+    assert sum(by.get(200, 0) + by.get(206, 0) for by in sent) >= 2, sent
+    for mf in fleet.mainframes:
+        assert mf.health()["fleet"]["blobs_from"] == "omega", mf.health()["fleet"]
+        assert "gives no blob tickets" in mf.output()
+
+
 def test_a_site_cache_filling_for_longer_than_5_s_still_costs_omega_one_answer(
     hello_fleet: Any, nginx: Callable[..., Nginx], tls: tuple[Path, Path]
 ) -> None:
@@ -415,17 +475,7 @@ def test_a_site_cache_filling_for_longer_than_5_s_still_costs_omega_one_answer(
     lock = "proxy_cache_lock_age 600s;              # a fill slower than 5 s: still one fetch"
 
     def front(omega: Any) -> tuple[str, Path | None]:
-        conf = adapt(
-            "site-cache.conf",
-            port,
-            tls,
-            {
-                "/var/cache/nginx/ashat": str(Path(str(omega.data)).parent / "site-cache"),
-                "max_size=50g": "max_size=1g",
-                "proxy_pass https://omega.example.com;": f"proxy_pass {omega.url};",
-                lock: f"{lock}\n        proxy_limit_rate 2k;",
-            },
-        )
+        conf = site_cache(omega, port, tls, {lock: f"{lock}\n        proxy_limit_rate 2k;"})
         box["n"] = nginx("cache", conf, port)
         return omega.url, cert
 
@@ -488,19 +538,17 @@ def test_a_site_cache_follows_omegas_redirects_to_its_mirror(
             1,
         )
         box["mirror"] = nginx("mirror", mirror, mirror_port)
-        cache = adapt(
-            "site-cache.conf",
+        cache = site_cache(
+            omega,
             cache_port,
             tls,
             {
-                "/var/cache/nginx/ashat": str(tmp_path / "site-cache"),
-                "max_size=50g": "max_size=1g",
-                "proxy_pass https://omega.example.com;": f"proxy_pass {omega.url};",
                 "https://blobs\\.example\\.com/": f"https://127\\.0\\.0\\.1:{mirror_port}/",
                 "/etc/ssl/certs/ca-certificates.crt": str(cert),
                 # nginx checks a name, not an IP address: the test certificate's
                 "set $signed": "proxy_ssl_name localhost;\n        set $signed",
             },
+            cache_dir=tmp_path / "site-cache",
         )
         box["cache"] = nginx("cache", cache, cache_port)
         return omega.url, cert

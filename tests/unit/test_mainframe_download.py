@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,14 @@ import pytest
 
 from ashat.agent.blobs import BlobStore
 from ashat.agent.layout import Layout
-from ashat.fleet.download import DIRECT_HEADER, BlobDownloader, DownloadError, Pack, Wanted
+from ashat.fleet.download import (
+    DIRECT_HEADER,
+    BlobDownloader,
+    DownloadError,
+    NoTicket,
+    Pack,
+    Wanted,
+)
 from ashat.fleet.packs import Piece
 from ashat.transport import outgoing
 from ashat.transport.hosts import HostList
@@ -591,6 +598,48 @@ def test_a_pack_being_built_is_asked_for_again_and_brings_the_blobs_not_taken_ye
     assert one_by_one == [w.sha256 for w in wanted[: len(one_by_one)]]  # in pack order
     first = 1000 * len(one_by_one)
     assert pack_requests(b) == ["bytes=0-39999", "bytes=0-0", f"bytes={first}-39999"]
+
+
+class _NoTicketOnce(httpx.Auth):
+    """A site cache's ticket not to be had the first time the pack's state is asked."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if request.headers.get("Range") == "bytes=0-0" and not self.refused:
+            self.refused += 1
+            raise NoTicket("OMEGA gave no blob ticket for the site cache", request=request)
+        yield request
+
+
+def test_no_ticket_when_asking_for_a_pack_being_built_asks_again_later(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    """No blob ticket to be had for the site cache (OMEGA not answering that minute) when
+    the mainframe asks whether a pack is built is the credential's trouble, not the pack's:
+    it is asked again later, and the rest of the release comes in one ranged request
+    (before, the pack was dropped and the whole release came blob by blob)."""
+    url, b = server
+    wanted, pack = a_pack(b, [1000] * 100)
+    b.building_until = time.monotonic() + 0.5
+    b.blob_delay_s = 0.05  # 100 blobs, one at a time: 5 s
+    auth = _NoTicketOnce()
+    store = BlobStore(layout.blobs, layout.tmp, 1024**3)
+
+    async def go() -> None:
+        async with outgoing.async_client(base_url=url, timeout_s=5, auth=auth) as client:
+            d = BlobDownloader(client, store, layout.partial, streams=1, backoff_s=0.01)
+            await d.fetch_all(wanted, pack)
+
+    asyncio.run(go())
+    assert all_stored(layout, b, wanted) and auth.refused == 1
+    one_by_one = [sha for sha, _ in b.requests if sha != PACK_DIGEST]
+    first = 1000 * len(one_by_one)
+    assert len(one_by_one) < 100
+    assert pack_requests(b) == ["bytes=0-99999", "bytes=0-0", f"bytes={first}-99999"]
 
 
 def test_a_pack_still_being_built_when_the_blobs_are_done_is_not_waited_for(

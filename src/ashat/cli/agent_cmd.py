@@ -134,7 +134,8 @@ def upload_pace_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "--blob-cache",
     help="Mainframe: a caching proxy of OMEGA in its site (contrib/nginx/site-cache.conf); "
     "blobs are fetched through it, with short-lived blob tickets OMEGA gives (never the "
-    "license), everything else from --omega.",
+    "license; where OMEGA gives none, blobs come from OMEGA itself), everything else "
+    "from --omega.",
 )
 @click.option(
     "--blob-host",

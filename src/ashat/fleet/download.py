@@ -89,6 +89,12 @@ class DownloadError(RemoteError):
         self.final = final
 
 
+class NoTicket(httpx.TransportError):
+    """No blob ticket to send through the site cache, or one held from before was refused
+    there: worth another try (the next asks OMEGA for a new one), like a connection that
+    broke, not a refusal of the download."""
+
+
 class _Retry(Exception):
     """A try that failed in a way worth another (carries the message for the log)."""
 
@@ -266,7 +272,8 @@ class BlobDownloader:
 
     async def _pack_state(self, pack: Pack) -> float | None:
         """Ask for the pack's first byte: None once it is to be had (or, added to
-        ``_no_pack``, never will be); else the seconds OMEGA says to wait for it."""
+        ``_no_pack``, never will be); else the seconds OMEGA says to wait for it (0 where
+        no blob ticket was to be had for the site cache: asked again, later each time)."""
         try:
             async with (
                 asyncio.timeout(self.grace_s),
@@ -277,6 +284,9 @@ class BlobDownloader:
                 if response.status_code in (200, 206):  # not read: the runs come next
                     return None
                 again_s = _retry_after(response) if response.status_code == 404 else None
+        except NoTicket as e:  # the site cache's credential, not the pack: ask again later
+            log.info("asking for the pack %s: %s", pack.path, e)
+            return 0.0
         except (httpx.HTTPError, TimeoutError) as e:
             log.info("asking for the pack %s: %s; its blobs one by one", pack.path, e)
             again_s = None

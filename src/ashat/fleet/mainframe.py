@@ -46,7 +46,7 @@ import secrets
 import shutil
 import ssl
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ from ashat.fleet.directive import (
     check_no_directive,
     peek_directive,
 )
-from ashat.fleet.download import BlobDownloader, DownloadError, Pack, Wanted
+from ashat.fleet.download import BlobDownloader, DownloadError, NoTicket, Pack, Wanted
 from ashat.fleet.windows import LOCK_FILE, holds, in_window, lock_holds, parse_window, zone
 from ashat.ids import UNSAFE_LINES_RE
 from ashat.project import write_private
@@ -276,12 +276,6 @@ def before_tickets(status: int, body: Any) -> bool:
     return status == 401 and isinstance(body, dict) and body.get("kind") == "unauthenticated"
 
 
-class NoTicket(httpx.TransportError):
-    """No blob ticket to send through the site cache, or one held from before was refused
-    there: worth another try (the next asks OMEGA for a new one), like a connection that
-    broke, not a refusal of the download."""
-
-
 class TicketAuth(httpx.Auth):
     """Blob and pack requests through a site's cache carry what ``fetch()`` gives (a blob
     ticket OMEGA signed for this mainframe's license, fleet/tickets.py) and never the
@@ -318,6 +312,11 @@ class TicketAuth(httpx.Auth):
             self._until = time.monotonic() + max(0.0, good_s - TICKET_MARGIN_S)
             return self._value, True
 
+    async def ready(self) -> bool:
+        """Whether a ticket is held or to be had now (one is asked for if not)."""
+        value, _ = await self._current()
+        return value is not None
+
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
@@ -336,6 +335,30 @@ class TicketAuth(httpx.Auth):
                 "since an earlier download: asking OMEGA for a new one",
                 request=request,
             )
+
+
+class BlobRoutes:
+    """Where an install's blobs come from: with a site cache (``--blob-cache``), through
+    it while OMEGA gives this mainframe blob tickets to show there (``auth``), else from
+    OMEGA itself, with the license, as without a cache: the cache never sees the license.
+    ``said(route)`` hears where each install's blobs came from (``cache`` or ``omega``)."""
+
+    def __init__(
+        self,
+        direct: BlobDownloader,
+        cached: BlobDownloader | None = None,
+        auth: TicketAuth | None = None,
+        said: Callable[[str], object] = lambda route: None,
+    ) -> None:
+        self.direct, self.cached, self.auth, self.said = direct, cached, auth, said
+
+    async def fetch_all(self, wanted: Sequence[Wanted], pack: Pack | None = None) -> None:
+        """:meth:`BlobDownloader.fetch_all` from the cache or from OMEGA (above)."""
+        downloads = self.direct
+        if self.cached is not None and self.auth is not None and await self.auth.ready():
+            downloads = self.cached
+        self.said("cache" if downloads is self.cached else "omega")
+        await downloads.fetch_all(wanted, pack)
 
 
 class Mainframe:
@@ -365,6 +388,7 @@ class Mainframe:
             "last_error": None,
             "license_status": "unknown",
             "last_install": None,
+            "blobs_from": "cache" if config.blob_cache else "omega",
         }
         self._logged_refusal: str | None = None
         self._logged_unreachable: str | None = None
@@ -375,6 +399,7 @@ class Mainframe:
         self._lock_since: float | None = None  # when this agent first saw update.lock
         self._nonce: str | None = None  # of the last poll sent (its directive must name it)
         self._ticketless = False  # OMEGA said it gives no blob tickets (logged once)
+        self._ticketless_until = 0.0  # time.monotonic() before which it is not asked again
         if self.root is not None:
             agent.release_policy = ChainPolicy(self.root, clock)
             self._status["root_version"] = self.root.root.version
@@ -416,9 +441,11 @@ class Mainframe:
     async def _blob_ticket(self, http: httpx.AsyncClient) -> tuple[str, float] | None:
         """What blob and pack requests through the site's cache carry (``Authorization``),
         and for how many seconds: a blob ticket asked of OMEGA itself (fleet/tickets.py),
-        never the license. An OMEGA from before tickets (:func:`before_tickets`) gets the
-        license, as it always did, said once in the log. None where OMEGA gave none (the
-        requests are not sent: :class:`NoTicket`)."""
+        never the license. None where OMEGA gave none: the blobs then come from OMEGA
+        itself (:class:`BlobRoutes`). An OMEGA from before tickets (:func:`before_tickets`),
+        said once in the log, is asked again only after :data:`TICKETLESS_S`."""
+        if time.monotonic() < self._ticketless_until:
+            return None
         try:
             status, body = await self._request(http, "GET", "/v1/fleet/blob-ticket")
         except OmegaError as e:
@@ -426,18 +453,40 @@ class Mainframe:
             return None
         answer = ticket_answer(status, body)
         if answer is not None:
+            if self._ticketless:
+                self._ticketless = False
+                log.info("OMEGA gives blob tickets now: blobs come through the site cache")
             return answer
         if before_tickets(status, body):
+            self._ticketless_until = time.monotonic() + TICKETLESS_S
             if not self._ticketless:
                 self._ticketless = True
                 log.warning(
-                    "OMEGA gives no blob tickets (a version before them): the site cache "
-                    "(--blob-cache %s) is sent this mainframe's license",
+                    "OMEGA gives no blob tickets (a version before them, or a proxy in front "
+                    "of it that does not pass /v1/fleet/blob-ticket): blobs come from OMEGA "
+                    "itself, not through the site cache (--blob-cache %s), which is never "
+                    "sent this mainframe's license",
                     self.config.blob_cache,
                 )
-            return f"License {self.config.license}", TICKETLESS_S
+            return None
         log.warning("OMEGA gave no blob ticket: %s", self._error_of(status, body))
         return None
+
+    def _downloader(self, http: httpx.AsyncClient) -> BlobDownloader:
+        return BlobDownloader(
+            http,
+            self.agent.blobs,
+            self.agent.layout.partial,
+            received=self.metrics.bytes_downloaded.inc,
+        )
+
+    def _blobs_from(self, route: str) -> None:
+        if route != self._status["blobs_from"] and self.config.blob_cache:
+            log.info(
+                "blobs come %s",
+                "through the site cache" if route == "cache" else "from OMEGA itself",
+            )
+        self._status["blobs_from"] = route
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -452,21 +501,13 @@ class Mainframe:
         )
         async with contextlib.AsyncExitStack() as clients:
             http = await clients.enter_async_context(self._client())
-            blob_http = (  # a site's cache, for blobs only, shown tickets, not the license
-                await clients.enter_async_context(
-                    self._client(
-                        self.config.blob_cache, TicketAuth(partial(self._blob_ticket, http))
-                    )
+            downloads = BlobRoutes(self._downloader(http), said=self._blobs_from)
+            if self.config.blob_cache:  # a site's cache, for blobs only: tickets, no license
+                auth = TicketAuth(partial(self._blob_ticket, http))
+                cache = await clients.enter_async_context(
+                    self._client(self.config.blob_cache, auth)
                 )
-                if self.config.blob_cache
-                else http
-            )
-            downloads = BlobDownloader(
-                blob_http,
-                self.agent.blobs,
-                self.agent.layout.partial,
-                received=self.metrics.bytes_downloaded.inc,
-            )
+                downloads.cached, downloads.auth = self._downloader(cache), auth
             refused = failed = 0
             while True:
                 try:
@@ -706,7 +747,7 @@ class Mainframe:
     async def _handle(
         self,
         http: httpx.AsyncClient,
-        downloads: BlobDownloader,
+        downloads: BlobRoutes,
         answer: dict[str, Any],
         nonce: str | None = None,
     ) -> None:
@@ -804,9 +845,7 @@ class Mainframe:
             await self._report(http, d.rollout_id, d.update_id, "failed", reason)
         await asyncio.sleep(DIRECTIVE_REFUSED_PAUSE_S)  # OMEGA may send it again at once
 
-    async def _install(
-        self, downloads: BlobDownloader, plan: Install, running: Running | None
-    ) -> None:
+    async def _install(self, downloads: BlobRoutes, plan: Install, running: Running | None) -> None:
         """Fetch, stage and switch to the release; if its files on disk were altered (its
         altered blobs are then quarantined and its tree removed), once more from OMEGA."""
         try:
@@ -816,7 +855,7 @@ class Mainframe:
             await self._fetch_and_switch(downloads, plan, running)
 
     async def _fetch_and_switch(
-        self, downloads: BlobDownloader, plan: Install, running: Running | None
+        self, downloads: BlobRoutes, plan: Install, running: Running | None
     ) -> None:
         m = plan.manifest
         missing = await asyncio.to_thread(self.agent.releases.missing_blobs, m)
