@@ -35,7 +35,7 @@ from ashat.errors import AshatError, InvalidInput
 from ashat.http.body import read_body
 from ashat.http.handlers import http_error, internal_error
 from ashat.http.limits import DEFAULT_MIN_UPLOAD_RATE, DEFAULT_UPLOAD_GRACE_S
-from ashat.http.middleware import RequestMetrics, UploadPace
+from ashat.http.middleware import RequestMetrics, UploadPace, credentials
 from ashat.ops.project import Project
 from ashat.ops.push import SpoolQuota
 from ashat.ops.users import UserRole, authenticate
@@ -55,10 +55,10 @@ SHUTDOWN_FLUSH_S = 10.0  # the longest the server waits for notifications when i
 
 
 def _bearer(request: Request) -> str | None:
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not credentials.strip():
-        return None
-    return credentials.strip()
+    """The bearer token of the request, read by the agents' one parser of
+    ``Authorization`` (:func:`~ashat.http.middleware.credentials`)."""
+    got = credentials(request.headers.get("authorization"))
+    return got[1] if got is not None and got[0] == "bearer" else None
 
 
 def _refuse(status: int, message: str, kind: str, **extra: Any) -> JSONResponse:
