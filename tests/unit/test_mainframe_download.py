@@ -642,6 +642,47 @@ def test_no_ticket_when_asking_for_a_pack_being_built_asks_again_later(
     assert pack_requests(b) == ["bytes=0-99999", "bytes=0-0", f"bytes={first}-99999"]
 
 
+class _TicketsWhen(httpx.Auth):
+    """A site cache's tickets: none to be had until ``ticket`` is set."""
+
+    def __init__(self) -> None:
+        self.ticket = False
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if not self.ticket:
+            raise NoTicket("OMEGA gave no blob ticket for the site cache", request=request)
+        request.headers["Authorization"] = "Ticket t"
+        yield request
+
+
+def test_a_pack_whose_tries_lacked_a_ticket_is_asked_for_at_the_next_install(
+    server: tuple[str, Behaviour], layout: Layout
+) -> None:
+    """Tries of a pack that failed for want of a blob ticket say nothing of the pack: the
+    next install takes it again (a review: the downloader, which lives as long as the
+    mainframe, marked it not to be had, and every later install went blob by blob)."""
+    url, b = server
+    wanted, pack = a_pack(b, [1000] * 50)
+    auth = _TicketsWhen()
+    store = BlobStore(layout.blobs, layout.tmp, 1024**3)
+
+    async def go() -> bool:
+        async with outgoing.async_client(base_url=url, timeout_s=5, auth=auth) as client:
+            d = BlobDownloader(client, store, layout.partial, backoff_s=0.01)
+            with pytest.raises(DownloadError) as failed:  # OMEGA gave no ticket that while
+                await d.fetch_all(wanted, pack)
+            auth.ticket = True
+            await d.fetch_all(wanted, pack)  # the next install, the same downloader
+            return failed.value.final
+
+    assert asyncio.run(go()) is False  # not the release's fault: the directive comes again
+    assert all_stored(layout, b, wanted)
+    assert pack_requests(b) == ["bytes=0-49999"]
+    assert [sha for sha, _ in b.requests if sha != PACK_DIGEST] == []
+
+
 def test_a_pack_still_being_built_when_the_blobs_are_done_is_not_waited_for(
     server: tuple[str, Behaviour], layout: Layout
 ) -> None:

@@ -99,7 +99,7 @@ def test_health_before_the_first_poll(mainframe: Mainframe) -> None:
         "last_error": None,
         "license_status": "unknown",
         "last_install": None,
-        "blobs_from": "omega",  # no --blob-cache
+        "blobs_from": None,  # no install yet
         "root_version": None,  # started without --root
         "root_expires": None,
         "pending_reports": 0,

@@ -11,7 +11,13 @@ import pytest
 
 from ashat.bundle.keys import SigningKey
 from ashat.fleet.license import LicenseRefused, issue, read_license
-from ashat.fleet.mainframe import NoTicket, TicketAuth, before_tickets, ticket_answer
+from ashat.fleet.mainframe import (
+    BlobRoutes,
+    NoTicket,
+    TicketAuth,
+    before_tickets,
+    ticket_answer,
+)
 from ashat.fleet.tickets import TTL_S, check_live, issue_ticket, read_ticket
 
 NOW = dt.datetime(2026, 12, 8, 12, 0, 0, tzinfo=dt.UTC)
@@ -108,25 +114,76 @@ async def _send(auth: TicketAuth, status: int = 200, redirected: bool = False) -
 
 def test_the_mainframe_shows_the_cache_one_ticket_until_it_nears_its_end_or_is_refused() -> None:
     async def run() -> None:
-        fetch = _Fetches(("Ticket a", 600.0), ("Ticket b", 600.0), None, ("Ticket c", 30.0),
-                         ("Ticket d", 600.0))  # fmt: skip
+        fetch = _Fetches(("Ticket a", 600.0), ("Ticket b", 600.0), ("Ticket b", 600.0), None,
+                         ("Ticket c", 30.0), ("Ticket d", 600.0))  # fmt: skip
         auth = TicketAuth(fetch)
         # downloads side by side: one ticket asked for, all carry it
         assert await asyncio.gather(*(_send(auth) for _ in range(5))) == ["Ticket a"] * 5
         assert fetch.asked == 1
         assert await _send(auth, 403, redirected=True) == "Ticket a"  # a mirror's refusal
-        # OMEGA's, through the cache, of one held from before: dropped, and the download
-        # tries again with another
+        # OMEGA's, through the cache: dropped, and the download tries again with another
         assert await _send(auth, 401) == "NoTicket after Ticket a"
-        # a new one refused is a refusal, handed on for the download to report
-        assert await _send(auth, 403) == "Ticket b" and fetch.asked == 2
+        assert await _send(auth, 403) == "NoTicket after Ticket b" and fetch.asked == 2
+        # OMEGA gives the same one again (within its minute): refused twice is a refusal,
+        # handed on for the download to report
+        assert await _send(auth, 403) == "Ticket b" and fetch.asked == 3
         assert await _send(auth) == "NoTicket (not sent)"  # OMEGA gave none: nothing sent
         assert await _send(auth) == "Ticket c"  # asked again at once
         assert await _send(auth) == "Ticket d"  # c ends within the margin: not used again
         assert await _send(auth) == "Ticket d"
-        assert fetch.asked == 5
+        assert fetch.asked == 6
 
     asyncio.run(run())
+
+
+def test_a_ticket_taken_before_an_install_and_refused_at_once_is_asked_for_once_more() -> None:
+    """Each install first makes sure of a ticket (``ready()``, BlobRoutes), so no request
+    knows whether its ticket is new: one refused is asked for once more, and the same
+    ticket refused again is the refusal the download reports."""
+
+    async def run() -> list[str]:
+        auth = TicketAuth(_Fetches(("Ticket a", 600.0), ("Ticket a", 600.0)))
+        assert await auth.ready()
+        return [await _send(auth, 403), await _send(auth, 403)]
+
+    assert asyncio.run(run()) == ["NoTicket after Ticket a", "Ticket a"]
+
+
+class _Route:
+    """A downloader that notes which route an install took."""
+
+    def __init__(self, name: str, seen: list[str]) -> None:
+        self.name, self.seen = name, seen
+
+    async def fetch_all(self, wanted: object, pack: object = None) -> None:
+        self.seen.append(self.name)
+
+
+@pytest.mark.parametrize(
+    ("tickets", "ticketless", "route"),
+    [
+        ([("Ticket a", 600.0)], False, "cache"),
+        ([None], False, "cache"),  # OMEGA busy a moment: the tries ask again, via the cache
+        ([None], True, "omega"),  # an OMEGA that gives none: around the cache, no license in it
+    ],
+)
+def test_only_an_omega_without_tickets_sends_an_install_around_the_cache(
+    tickets: list[tuple[str, float] | None], ticketless: bool, route: str
+) -> None:
+    """A ticket not had for a moment (OMEGA loaded at a rollout's start) must not send a
+    whole release's bytes from OMEGA itself (a review: one 503 did, for every mainframe of
+    the site that asked then)."""
+    seen: list[str] = []
+    said: list[str] = []
+    routes = BlobRoutes(
+        _Route("omega", seen),  # type: ignore[arg-type]
+        _Route("cache", seen),  # type: ignore[arg-type]
+        TicketAuth(_Fetches(*tickets)),
+        said=said.append,
+        ticketless=lambda: ticketless,
+    )
+    asyncio.run(routes.fetch_all([]))
+    assert seen == said == [route]
 
 
 def test_what_omegas_ticket_answer_gives() -> None:

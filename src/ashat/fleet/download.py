@@ -96,16 +96,24 @@ class NoTicket(httpx.TransportError):
 
 
 class _Retry(Exception):
-    """A try that failed in a way worth another (carries the message for the log)."""
+    """A try that failed in a way worth another (carries the message for the log);
+    ``ticket``: for want of a blob ticket the site cache would take."""
+
+    def __init__(self, message: str, *, ticket: bool = False) -> None:
+        super().__init__(message)
+        self.ticket = ticket
 
 
 class _NoPack(Exception):
     """The pack is not to be had, or gave a wrong blob: its blobs come one by one. With
-    ``again_s``, OMEGA is building it and said when to ask again (``Retry-After``)."""
+    ``again_s``, OMEGA is building it and said when to ask again (``Retry-After``).
+    ``lasting``: not asked for again by this downloader (False where the tries failed for
+    want of a blob ticket: the next install asks again)."""
 
-    def __init__(self, message: str, again_s: float | None = None) -> None:
+    def __init__(self, message: str, again_s: float | None = None, *, lasting: bool = True) -> None:
         super().__init__(message)
         self.again_s = again_s
+        self.lasting = lasting
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -333,7 +341,8 @@ class BlobDownloader:
                 if e.again_s is not None:
                     log.info("%s; the blobs one by one until it is built", e)
                     return e.again_s
-                self._no_pack.add(pack.path)
+                if e.lasting:
+                    self._no_pack.add(pack.path)
                 log.info("%s; fetching the blobs one by one", e)
                 return None
         return None
@@ -355,16 +364,20 @@ class BlobDownloader:
                 have = progress.writer.size if progress.writer is not None else 0
                 start, end = p.offset + have, run[-1].offset + run[-1].size
                 before = progress.kept
+                ticket = False
                 try:
                     await self._try_run(pack, run, progress, start, end, checked)
                     reason = "the transfer ended early"
                 except _Retry as e:
-                    reason = str(e)
+                    reason, ticket = str(e), e.ticket
                 if progress.index == len(run):
                     return
                 idle = 0 if progress.kept > before else idle + 1
                 if idle >= self.attempts:  # the blobs alone may do better, or fail as they do
-                    raise _NoPack(f"the pack {pack.path}: {idle} tries in vain ({reason})")
+                    raise _NoPack(
+                        f"the pack {pack.path}: {idle} tries in vain ({reason})",
+                        lasting=not ticket,
+                    )
                 if time.monotonic() > deadline:  # bytes a few at a time, for ever: no more
                     raise _NoPack(f"the pack {pack.path}: {self._too_slow(size)} ({reason})")
                 pause = min(BACKOFF_CAP_S, self.backoff_s * 2 ** max(idle - 1, 0))
@@ -427,7 +440,7 @@ class BlobDownloader:
         except (httpx.TransportError, httpx.TimeoutException) as e:
             if progress.kept > kept:  # what arrived is kept: the next try resumes after it
                 return
-            raise _Retry(self._failure(e, pack.path)) from e
+            raise _Retry(self._failure(e, pack.path), ticket=isinstance(e, NoTicket)) from e
         except httpx.HTTPError as e:
             raise _Retry(self._failure(e, pack.path)) from e
         except OSError as e:  # the store: a disk full, say

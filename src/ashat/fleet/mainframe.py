@@ -286,53 +286,55 @@ class TicketAuth(httpx.Auth):
     way goes on past it).
 
     Where none is to be had, the request is not sent: :class:`NoTicket`, which the
-    download tries again as it does a broken connection. Where a ticket held from before
-    is refused through the cache (401 or 403, not a mirror's after a redirect: it may have
-    expired while the cache's lock held the request, or OMEGA's key changed), it is
-    dropped, and :class:`NoTicket` again: the next try takes a new one. A new ticket
-    refused is a refusal, handed on as OMEGA (or the cache) gave it, which the download
-    reports. Nothing is sent again here: that would read the refusal's whole body, which
-    the cache decides."""
+    download tries again as it does a broken connection. A ticket refused through the
+    cache (401 or 403, not a mirror's after a redirect) is dropped: the first time, that
+    try is :class:`NoTicket` again and the next takes a new ticket (this one may have
+    expired while the cache's lock held the request, or OMEGA's key changed); sent again
+    after that and refused again (OMEGA gives a license the same ticket within a minute),
+    the refusal is handed on as OMEGA (or the cache) gave it, for the download to report. Nothing is
+    sent again here: that would read the refusal's whole body, which the cache decides."""
 
     def __init__(self, fetch: Callable[[], Awaitable[tuple[str, float] | None]]) -> None:
         self._fetch = fetch
         self._value: str | None = None
         self._until = 0.0  # time.monotonic() after which it is asked for again
+        self._refused: str | None = None  # the last ticket refused through the cache
         self._lock: asyncio.Lock | None = None
 
-    async def _current(self) -> tuple[str | None, bool]:
-        """The value to send, and whether it was asked for just now."""
+    async def _current(self) -> str | None:
+        """The value to send (asked of OMEGA where none is held, or it ends soon)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:  # downloads side by side ask for one ticket, not one each
             if self._value is not None and time.monotonic() < self._until:
-                return self._value, False
+                return self._value
             got = await self._fetch()
             self._value, good_s = got if got is not None else (None, 0.0)
             self._until = time.monotonic() + max(0.0, good_s - TICKET_MARGIN_S)
-            return self._value, True
+            return self._value
 
     async def ready(self) -> bool:
         """Whether a ticket is held or to be had now (one is asked for if not)."""
-        value, _ = await self._current()
-        return value is not None
+        return await self._current() is not None
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        value, new = await self._current()
+        value = await self._current()
         if value is None:
             raise NoTicket("OMEGA gave no blob ticket for the site cache", request=request)
         request.headers["Authorization"] = value
+        refused_before = self._refused == value  # not those sent beside the first refused
         response = yield request
         if response.status_code not in (401, 403) or response.history:
             return
         if self._value == value:
             self._value = None  # the next request asks OMEGA for another
-        if not new:
+        if not refused_before:
+            self._refused = value
             raise NoTicket(
-                f"the site cache answered {response.status_code} to a blob ticket held "
-                "since an earlier download: asking OMEGA for a new one",
+                f"the site cache answered {response.status_code} to a blob ticket: "
+                "asking OMEGA for a new one",
                 request=request,
             )
 
@@ -341,7 +343,11 @@ class BlobRoutes:
     """Where an install's blobs come from: with a site cache (``--blob-cache``), through
     it while OMEGA gives this mainframe blob tickets to show there (``auth``), else from
     OMEGA itself, with the license, as without a cache: the cache never sees the license.
-    ``said(route)`` hears where each install's blobs came from (``cache`` or ``omega``)."""
+    ``said(route)`` hears where each install's blobs came from (``cache`` or ``omega``).
+    Only an OMEGA that gives no tickets at all (``ticketless()``) sends the blobs around
+    the cache: a ticket not had for a moment (OMEGA busy at a rollout's start) is asked
+    for again by the download's tries, through the cache, not a release's worth of bytes
+    sent by OMEGA."""
 
     def __init__(
         self,
@@ -349,14 +355,17 @@ class BlobRoutes:
         cached: BlobDownloader | None = None,
         auth: TicketAuth | None = None,
         said: Callable[[str], object] = lambda route: None,
+        ticketless: Callable[[], bool] = lambda: False,
     ) -> None:
         self.direct, self.cached, self.auth, self.said = direct, cached, auth, said
+        self.ticketless = ticketless
 
     async def fetch_all(self, wanted: Sequence[Wanted], pack: Pack | None = None) -> None:
         """:meth:`BlobDownloader.fetch_all` from the cache or from OMEGA (above)."""
         downloads = self.direct
-        if self.cached is not None and self.auth is not None and await self.auth.ready():
-            downloads = self.cached
+        cache, auth = self.cached, self.auth
+        if cache is not None and auth is not None and (await auth.ready() or not self.ticketless()):
+            downloads = cache  # ready() first: it learns whether OMEGA gives tickets
         self.said("cache" if downloads is self.cached else "omega")
         await downloads.fetch_all(wanted, pack)
 
@@ -388,7 +397,7 @@ class Mainframe:
             "last_error": None,
             "license_status": "unknown",
             "last_install": None,
-            "blobs_from": "cache" if config.blob_cache else "omega",
+            "blobs_from": None,  # where the last install's blobs came from
         }
         self._logged_refusal: str | None = None
         self._logged_unreachable: str | None = None
@@ -480,8 +489,12 @@ class Mainframe:
             received=self.metrics.bytes_downloaded.inc,
         )
 
+    def _no_tickets(self) -> bool:
+        """Whether OMEGA said it gives no blob tickets, within :data:`TICKETLESS_S`."""
+        return time.monotonic() < self._ticketless_until
+
     def _blobs_from(self, route: str) -> None:
-        if route != self._status["blobs_from"] and self.config.blob_cache:
+        if route != (self._status["blobs_from"] or "cache") and self.config.blob_cache:
             log.info(
                 "blobs come %s",
                 "through the site cache" if route == "cache" else "from OMEGA itself",
@@ -501,7 +514,9 @@ class Mainframe:
         )
         async with contextlib.AsyncExitStack() as clients:
             http = await clients.enter_async_context(self._client())
-            downloads = BlobRoutes(self._downloader(http), said=self._blobs_from)
+            downloads = BlobRoutes(
+                self._downloader(http), said=self._blobs_from, ticketless=self._no_tickets
+            )
             if self.config.blob_cache:  # a site's cache, for blobs only: tickets, no license
                 auth = TicketAuth(partial(self._blob_ticket, http))
                 cache = await clients.enter_async_context(
